@@ -1,0 +1,1 @@
+"""HTTP layer for /v2: routes, handlers, error mapping. No storage details here."""

@@ -1,0 +1,71 @@
+"""The one table from domain errors to OCI error codes and HTTP statuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.oci.errors import RegistryError
+
+#: OCI / Docker error code -> HTTP status.
+STATUS: dict[str, int] = {
+    "BLOB_UNKNOWN": 404,
+    "BLOB_UPLOAD_INVALID": 400,
+    "BLOB_UPLOAD_UNKNOWN": 404,
+    "DIGEST_INVALID": 400,
+    "MANIFEST_BLOB_UNKNOWN": 400,
+    "MANIFEST_INVALID": 400,
+    "MANIFEST_UNKNOWN": 404,
+    "NAME_INVALID": 400,
+    "NAME_UNKNOWN": 404,
+    "SIZE_INVALID": 400,
+    "TAG_INVALID": 400,
+    "UNAUTHORIZED": 401,
+    "DENIED": 403,
+    "UNSUPPORTED": 405,
+    "TOOMANYREQUESTS": 429,
+    "RANGE_INVALID": 416,
+    "PAGINATION_NUMBER_INVALID": 400,
+    "UNKNOWN": 500,
+}
+
+#: Status overrides for errors whose code is shared with another status.
+STATUS_BY_CLASS: dict[str, int] = {"PayloadTooLarge": 413}
+
+
+def error_body(code: str, message: str, detail: Any = None) -> bytes:
+    entry: dict[str, Any] = {"code": code, "message": message}
+    if detail is not None:
+        entry["detail"] = detail
+    return json.dumps({"errors": [entry]}).encode()
+
+
+def error_response(
+    code: str, message: str, detail: Any = None, *, status: int | None = None,
+    headers: dict[str, str] | None = None, head: bool = False,
+) -> web.StreamResponse:
+    """An OCI error envelope; HEAD responses carry the status and no body."""
+    body = error_body(code, message, detail)
+    if head:
+        return HeadResponse(status or STATUS[code], len(body),
+                            {**(headers or {}), "Content-Type": "application/json"})
+    return web.Response(status=status or STATUS[code], headers=headers,
+                        content_type="application/json", body=body)
+
+
+class HeadResponse(web.StreamResponse):
+    """An answer to HEAD: the headers of the GET, Content-Length included, no body."""
+
+    def __init__(self, status: int, length: int, headers: dict[str, str]) -> None:
+        super().__init__(status=status, headers=headers)
+        self.content_length = length
+
+
+def from_exception(
+    exc: RegistryError, *, head: bool = False, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    status = STATUS_BY_CLASS.get(type(exc).__name__, STATUS.get(exc.code, 400))
+    return error_response(exc.code, exc.message, exc.detail, status=status, head=head,
+                          headers=headers)

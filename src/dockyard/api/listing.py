@@ -1,0 +1,76 @@
+"""Tag lists, the catalog and the referrers API, with `n`/`last` pagination."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from dockyard.api.context import SETTINGS, Match, registry
+from dockyard.core.manifests import referrers_index
+from dockyard.oci import mediatypes as mt
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import PaginationInvalid
+
+
+def _page(request: web.Request) -> tuple[int | None, str | None]:
+    query = request.rel_url.query
+    n: int | None = None
+    if "n" in query:
+        try:
+            n = int(query["n"])
+        except ValueError:
+            raise PaginationInvalid(f"n must be a non-negative integer, not {query['n'][:20]!r}"
+                                    ) from None
+        if n < 0:
+            raise PaginationInvalid("n must be a non-negative integer")
+        n = min(n, request.app[SETTINGS].limits.tags_page_max)
+    return n, query.get("last") or None
+
+
+def _json(doc: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=json.dumps(doc).encode(), content_type="application/json",
+                        headers=headers)
+
+
+def _link(path: str, n: int, last: str) -> dict[str, str]:
+    return {"Link": f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'}
+
+
+async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
+    n, last = _page(request)
+    if n == 0:
+        await registry(request).manifests.tags(match.name, 0, None)
+        return _json({"name": match.name, "tags": []})
+    found = await registry(request).manifests.tags(match.name, None if n is None else n + 1, last)
+    headers = None
+    if n is not None and len(found) > n:
+        found = found[:n]
+        headers = _link(f"/v2/{match.name}/tags/list", n, found[-1])
+    return _json({"name": match.name, "tags": found}, headers)
+
+
+async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:
+    n, last = _page(request)
+    if n == 0:
+        return _json({"repositories": []})
+    found = await registry(request).store.catalog(None if n is None else n + 1, last)
+    headers = None
+    if n is not None and len(found) > n:
+        found = found[:n]
+        headers = _link("/v2/_catalog", n, found[-1])
+    return _json({"repositories": found}, headers)
+
+
+async def referrers(request: web.Request, match: Match) -> web.StreamResponse:
+    subject = Digest.parse(match.reference)
+    artifact_type = request.rel_url.query.get("artifactType") or None
+    found = await registry(request).manifests.referrers(match.name, subject, artifact_type)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    return web.Response(body=referrers_index(found), headers=headers,
+                        content_type=mt.OCI_INDEX)
+
+
+async def base(_request: web.Request, _match: Match) -> web.StreamResponse:
+    return _json({})

@@ -1,0 +1,54 @@
+"""/v2/<name>/manifests/<reference>: push, pull (GET/HEAD) and delete of manifests."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dockyard.api.context import SETTINGS, Match, registry
+from dockyard.api.errors import HeadResponse
+from dockyard.oci.errors import PayloadTooLarge
+
+
+async def get_manifest(request: web.Request, match: Match) -> web.StreamResponse:
+    head = request.method == "HEAD"
+    record = await registry(request).manifests.get(match.name, match.reference, payload=not head)
+    headers = {
+        "Docker-Content-Digest": record.digest,
+        "ETag": f'"{record.digest}"',
+        "Content-Type": record.media_type,
+    }
+    if head:
+        return HeadResponse(200, record.size, headers)
+    return web.Response(status=200, headers=headers, body=record.payload)
+
+
+async def put_manifest(request: web.Request, match: Match) -> web.StreamResponse:
+    limit = request.app[SETTINGS].limits.manifest_max_size
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"manifest is larger than {limit} bytes")
+    payload = await _read_limited(request, limit)
+    result = await registry(request).manifests.put(
+        match.name, match.reference, payload, request.headers.get("Content-Type")
+    )
+    headers = {
+        "Location": f"/v2/{match.name}/manifests/{result.digest}",
+        "Docker-Content-Digest": result.digest,
+        "Content-Length": "0",
+    }
+    if result.subject:
+        headers["OCI-Subject"] = result.subject
+    return web.Response(status=201, headers=headers)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    buf = bytearray()
+    async for data in request.content.iter_any():
+        buf += data
+        if len(buf) > limit:
+            raise PayloadTooLarge(f"manifest is larger than {limit} bytes")
+    return bytes(buf)
+
+
+async def delete_manifest(request: web.Request, match: Match) -> web.StreamResponse:
+    await registry(request).manifests.delete(match.name, match.reference)
+    return web.Response(status=202, headers={"Content-Length": "0"})

@@ -1,0 +1,82 @@
+"""/v2/<name>/blobs/uploads/: start, mount, PATCH, PUT, status and cancel of uploads."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from dockyard.api.context import Match, body_chunks, has_body, registry, upload_headers
+from dockyard.api.errors import from_exception
+from dockyard.api.ranges import parse_content_range
+from dockyard.core.uploads import Chunk
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import BlobUploadInvalid, RangeInvalid
+from dockyard.oci.reference import validate_name
+
+
+def _created(name: str, digest: Digest) -> web.Response:
+    return web.Response(status=201, headers={
+        "Location": f"/v2/{name}/blobs/{digest}",
+        "Docker-Content-Digest": str(digest),
+        "Content-Length": "0",
+    })
+
+
+async def start_upload(request: web.Request, match: Match) -> web.StreamResponse:
+    reg, name, query = registry(request), match.name, request.rel_url.query
+    mount = query.get("mount")
+    if mount is not None:
+        digest = Digest.parse(mount)
+        source = query.get("from")
+        if source and source != name:
+            validate_name(source)
+            if await reg.blobs.mount(name, digest, source) is not None:
+                return _created(name, digest)
+    elif "digest" in query:
+        digest = Digest.parse(query["digest"])
+        record = await reg.uploads.start(name)
+        length = request.content_length if has_body(request) else 0
+        await reg.uploads.finish(name, record.id, digest, body_chunks(request),
+                                 Chunk(length=length))
+        return _created(name, digest)
+    record = await reg.uploads.start(name)
+    headers = upload_headers(name, record.id, 0)
+    headers["Content-Length"] = "0"
+    headers["OCI-Chunk-Min-Length"] = "0"
+    return web.Response(status=202, headers=headers)
+
+
+async def upload_status(request: web.Request, match: Match) -> web.StreamResponse:
+    record = await registry(request).uploads.get(match.name, match.reference)
+    headers = upload_headers(match.name, record.id, record.offset)
+    headers["Content-Length"] = "0"
+    return web.Response(status=204, headers=headers)
+
+
+async def patch_upload(request: web.Request, match: Match) -> web.StreamResponse:
+    chunk = parse_content_range(request.headers.get("Content-Range"), request.content_length)
+    try:
+        record = await registry(request).uploads.append(
+            match.name, match.reference, body_chunks(request), chunk
+        )
+    except RangeInvalid as exc:
+        # tell the client where the upload really is, so it can resume from there
+        return from_exception(exc, headers=upload_headers(match.name, match.reference,
+                                                          exc.offset))
+    headers = upload_headers(match.name, record.id, record.offset)
+    headers["Content-Length"] = "0"
+    return web.Response(status=202, headers=headers)
+
+
+async def finish_upload(request: web.Request, match: Match) -> web.StreamResponse:
+    if "digest" not in request.rel_url.query:
+        raise BlobUploadInvalid("PUT to finish an upload needs ?digest=")
+    digest = Digest.parse(request.rel_url.query["digest"])
+    body = body_chunks(request) if has_body(request) else None
+    chunk = parse_content_range(request.headers.get("Content-Range"), request.content_length)
+    await registry(request).uploads.finish(match.name, match.reference, digest, body, chunk)
+    return _created(match.name, digest)
+
+
+async def cancel_upload(request: web.Request, match: Match) -> web.StreamResponse:
+    await registry(request).uploads.cancel(match.name, match.reference)
+    return web.Response(status=204, headers={"Content-Length": "0"})

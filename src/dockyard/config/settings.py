@@ -1,0 +1,187 @@
+"""Dockyard's settings: one pydantic model per config section, loaded from YAML and env.
+
+The file has the shape of CNCF Distribution's `config.yml` where it fits (`http.addr`,
+`storage.filesystem.rootdirectory`, `storage.delete.enabled`). Any leaf can be overridden
+by `DOCKYARD_<SECTION>_<KEY>` (for example `DOCKYARD_HTTP_ADDR=0.0.0.0:5000`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> Any:
+    """Accept `90`, `90s`, `1h30m`, `7d` as well as pydantic's own forms."""
+    if isinstance(value, str) and value and _DURATION.sub("", value.strip()) == "":
+        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value)))
+    return value
+
+
+def _size(value: Any) -> Any:
+    """Accept `4MiB`, `512k`, `1G` as well as a plain byte count."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b?)\s*", value.lower())
+        if m:
+            return int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+ByteSize = Annotated[int, BeforeValidator(_size), Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Section):
+    """The HTTP listener."""
+
+    addr: str = "127.0.0.1:5000"
+    workers: int = Field(default=0, ge=0, description="processes; 0 means one per CPU core")
+    host: str | None = Field(default=None, description="public base URL, e.g. https://reg.example")
+    relativeurls: bool = True
+    keepalive_timeout: Duration = timedelta(seconds=75)
+
+
+class FilesystemSettings(_Section):
+    rootdirectory: Path = Path("var/dockyard")
+
+
+class DeleteSettings(_Section):
+    enabled: bool = True
+
+
+class UploadSettings(_Section):
+    """Upload sessions: idle sessions expire and their bytes are removed."""
+
+    expiry: Duration = timedelta(hours=24)
+    purge_interval: Duration = timedelta(minutes=10)
+    chunk_buffer: ByteSize = 1024 * 1024
+
+
+class StorageSettings(_Section):
+    driver: str = "filesystem"
+    filesystem: FilesystemSettings = FilesystemSettings()
+    delete: DeleteSettings = DeleteSettings()
+    uploads: UploadSettings = UploadSettings()
+
+
+class DatabaseSettings(_Section):
+    """Metadata store; SQLite under the data directory unless a URL is given."""
+
+    url: str | None = Field(default=None, description="SQLAlchemy URL, e.g. postgresql://...")
+    pool_size: int = Field(default=10, ge=1)
+
+
+class LimitsSettings(_Section):
+    manifest_max_size: ByteSize = 4 * 1024 * 1024
+    tags_page_max: int = Field(default=10000, ge=1)
+
+
+class LogSettings(_Section):
+    level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    accesslog: bool = False
+
+
+class Settings(_Section):
+    """Every setting, one attribute per config section."""
+
+    version: str = "0.1"
+    http: HttpSettings = HttpSettings()
+    storage: StorageSettings = StorageSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    limits: LimitsSettings = LimitsSettings()
+    log: LogSettings = LogSettings()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.storage.filesystem.rootdirectory
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'metadata.db'}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names every bad key."""
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load settings from `path` (YAML), then `DOCKYARD_*` env vars, then `overrides`.
+
+    `overrides` maps dotted keys (`http.addr`) to values, for command-line flags.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    environ = os.environ if env is None else env
+    for name, value in environ.items():
+        if name.startswith("DOCKYARD_"):
+            keys = _env_path(Settings, name[len("DOCKYARD_"):].lower())
+            if keys is None:
+                raise ConfigError(f"{name}: no such setting")
+            _set(data, keys, value)
+    for dotted, value in (overrides or {}).items():
+        _set(data, dotted.split("."), value)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _env_path(model: type[BaseModel], rest: str) -> list[str] | None:
+    """Match `http_addr` to ['http', 'addr'] by walking the model's field names."""
+    for field, info in model.model_fields.items():
+        if rest == field:
+            return [field]
+        sub = info.annotation
+        if rest.startswith(field + "_") and isinstance(sub, type) and issubclass(sub, BaseModel):
+            tail = _env_path(sub, rest[len(field) + 1:])
+            if tail is not None:
+                return [field, *tail]
+    return None
+
+
+def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path else ""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}{key}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,1 @@
+"""Registry use cases: blobs, uploads, manifests, tags, referrers, catalog. No HTTP here."""

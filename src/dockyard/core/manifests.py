@@ -1,0 +1,126 @@
+"""Manifest use cases: verified push, pull by tag or digest, delete, tags, referrers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dockyard.metadata.records import ManifestRecord, NewManifest, ReferrerRecord
+from dockyard.metadata.store import MetadataStore, MissingReferences
+from dockyard.oci import mediatypes as mt
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestUnknown,
+    NameUnknown,
+    PayloadTooLarge,
+    Unsupported,
+)
+from dockyard.oci.manifest import parse_manifest
+from dockyard.oci.reference import is_tag, validate_tag
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    digest: str
+    subject: str | None
+
+
+def _is_foreign(media_type: str) -> bool:
+    """Non-distributable layers are fetched from their URLs, not from the registry."""
+    return "foreign" in media_type or "nondistributable" in media_type
+
+
+class ManifestService:
+    """Manifests, tags and referrers of repositories."""
+
+    def __init__(self, store: MetadataStore, *, max_size: int, delete_enabled: bool) -> None:
+        self.store = store
+        self.max_size = max_size
+        self.delete_enabled = delete_enabled
+
+    async def put(
+        self, name: str, reference: str, payload: bytes, content_type: str | None
+    ) -> PutResult:
+        if len(payload) > self.max_size:
+            raise PayloadTooLarge(f"manifest is larger than {self.max_size} bytes")
+        if is_tag(reference):
+            validate_tag(reference)
+            digest, tag = Digest.of(payload), reference
+        else:
+            wanted = Digest.parse(reference)
+            digest, tag = Digest.of(payload, wanted.algorithm), None
+            if digest != wanted:
+                raise DigestInvalid(f"manifest digest is {digest}, not {wanted}",
+                                    {"digest": reference})
+        manifest = parse_manifest(payload, content_type)
+        new = NewManifest(
+            digest=str(digest),
+            media_type=manifest.media_type,
+            payload=payload,
+            artifact_type=manifest.artifact_type,
+            subject_digest=str(manifest.subject.digest) if manifest.subject else None,
+            config_digest=str(manifest.config.digest) if manifest.config else None,
+            annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+            blob_digests=tuple(dict.fromkeys(
+                str(b.digest) for b in manifest.blobs if not _is_foreign(b.media_type)
+            )),
+            child_digests=tuple(dict.fromkeys(str(c.digest) for c in manifest.children)),
+        )
+        try:
+            await self.store.put_manifest(name, new, tag)
+        except MissingReferences as exc:
+            raise ManifestBlobUnknown(
+                f"manifest references unknown blobs or manifests: {', '.join(exc.missing)}",
+                [{"digest": d} for d in exc.missing],
+            ) from None
+        return PutResult(str(digest), new.subject_digest)
+
+    async def get(self, name: str, reference: str, *, payload: bool = True) -> ManifestRecord:
+        if is_tag(reference):
+            validate_tag(reference)
+            record = await self.store.manifest(name, tag=reference, payload=payload)
+        else:
+            digest = str(Digest.parse(reference))
+            record = await self.store.manifest(name, digest=digest, payload=payload)
+        if record is None:
+            raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {name}",
+                                  {"name": name, "reference": reference[:200]})
+        return record
+
+    async def delete(self, name: str, reference: str) -> None:
+        if not self.delete_enabled:
+            raise Unsupported("deletes are disabled (storage.delete.enabled)")
+        if is_tag(reference):
+            validate_tag(reference)
+            found = await self.store.delete_tag(name, reference)
+        else:
+            found = await self.store.delete_manifest(name, str(Digest.parse(reference)))
+        if not found:
+            raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {name}")
+
+    async def tags(self, name: str, n: int | None, last: str | None) -> list[str]:
+        found = await self.store.list_tags(name, n, last)
+        if found is None:
+            raise NameUnknown(f"repository {name!r} is not known", {"name": name})
+        return found
+
+    async def referrers(
+        self, name: str, subject: Digest, artifact_type: str | None
+    ) -> list[ReferrerRecord]:
+        return await self.store.referrers(name, str(subject), artifact_type)
+
+
+def referrers_index(referrers: list[ReferrerRecord]) -> bytes:
+    """The OCI image index the referrers API answers with."""
+    entries = []
+    for r in referrers:
+        entry: dict[str, object] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
+        if r.artifact_type:
+            entry["artifactType"] = r.artifact_type
+        if r.annotations:
+            entry["annotations"] = r.annotations
+        entries.append(entry)
+    doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": entries}
+    return json.dumps(doc, separators=(",", ":")).encode()

@@ -1,0 +1,36 @@
+"""The registry's use cases bundled for the layers above, built from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dockyard.core.blobs import BlobService
+from dockyard.core.manifests import ManifestService
+from dockyard.core.uploads import UploadService
+from dockyard.metadata.store import MetadataStore
+from dockyard.storage.blobstore import BlobStore
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Everything a request handler or a long-running job needs, as interfaces."""
+
+    store: MetadataStore
+    blobstore: BlobStore
+    blobs: BlobService
+    uploads: UploadService
+    manifests: ManifestService
+
+    @classmethod
+    def build(
+        cls, store: MetadataStore, blobstore: BlobStore, *, delete_enabled: bool,
+        manifest_max_size: int,
+    ) -> Registry:
+        return cls(
+            store=store,
+            blobstore=blobstore,
+            blobs=BlobService(store, blobstore, delete_enabled=delete_enabled),
+            uploads=UploadService(store, blobstore),
+            manifests=ManifestService(store, max_size=manifest_max_size,
+                                      delete_enabled=delete_enabled),
+        )

@@ -1,0 +1,178 @@
+"""Blob upload sessions: start, append (chunked, resumable), finish with verification.
+
+The session's offset lives in the metadata store, so any process can continue it. The
+process that receives a chunk keeps the running hash in memory; a process that meets a
+session it did not hash rehashes the stored bytes once (after a crash, or when a client's
+connections land on another worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+
+from dockyard.metadata.records import UploadRecord
+from dockyard.metadata.store import MetadataStore
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import (
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeInvalid,
+    SizeInvalid,
+)
+from dockyard.storage.blobstore import BlobStore, RunningHash
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ALGORITHM = "sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Where a PATCH says its bytes go: `start` from Content-Range, `length` announced."""
+
+    start: int | None = None
+    end: int | None = None
+    length: int | None = None
+
+
+@dataclass(slots=True)
+class _Local:
+    lock: asyncio.Lock
+    state: RunningHash | None = None
+    used: float = field(default_factory=time.monotonic)
+
+
+class UploadService:
+    """Upload sessions over the metadata store and the blob store."""
+
+    def __init__(self, store: MetadataStore, blobs: BlobStore) -> None:
+        self.store = store
+        self.blobs = blobs
+        self._local: dict[str, _Local] = {}
+
+    async def start(self, name: str) -> UploadRecord:
+        session_id = str(uuid.uuid4())
+        record = await self.store.create_upload(session_id, name)
+        await self.blobs.create_upload(session_id)
+        return record
+
+    async def get(self, name: str, session_id: str) -> UploadRecord:
+        record = await self.store.upload(session_id) if _valid_id(session_id) else None
+        if record is None or record.repository != name:
+            raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
+        return record
+
+    async def append(
+        self, name: str, session_id: str, body: AsyncIterable[bytes], chunk: Chunk
+    ) -> UploadRecord:
+        """Append one PATCH body; return the session with its new offset."""
+        local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
+        async with local.lock:
+            record = await self.get(name, session_id)
+            return await self._append(record, local, body, chunk)
+
+    async def _append(
+        self, record: UploadRecord, local: _Local, body: AsyncIterable[bytes], chunk: Chunk
+    ) -> UploadRecord:
+        offset = record.offset
+        if chunk.start is not None and chunk.start != offset:
+            raise RangeInvalid(f"chunk starts at {chunk.start}, upload is at {offset}",
+                               offset=offset)
+        limit = chunk.length
+        if chunk.start is not None and chunk.end is not None:
+            if chunk.end < chunk.start - 1:
+                raise RangeInvalid("Content-Range end precedes its start", offset=offset)
+            span = chunk.end - chunk.start + 1
+            if limit is not None and limit != span:
+                raise RangeInvalid(
+                    f"Content-Range spans {span} bytes, Content-Length says {limit}",
+                    offset=offset,
+                )
+            limit = span
+        state = await self._state(record, local, DEFAULT_ALGORITHM)
+        try:
+            written = await self.blobs.append(record.id, state, body, limit=limit)
+        except OverflowError:
+            raise SizeInvalid("the body is longer than Content-Length/Content-Range") from None
+        finally:
+            if state.offset < 0:
+                local.state = None
+        if limit is not None and written != limit:
+            local.state = None
+            raise SizeInvalid(f"received {written} bytes, {limit} were announced")
+        if written and not await self.store.advance_upload(record.id, offset, offset + written):
+            local.state = None
+            raise RangeInvalid("another request wrote to this upload", offset=offset)
+        local.used = time.monotonic()
+        return UploadRecord(record.id, record.repository, offset + written, record.started_at,
+                            time.time())
+
+    async def _state(self, record: UploadRecord, local: _Local, algorithm: str) -> RunningHash:
+        state = local.state
+        if state is None or state.offset != record.offset or state.hasher.name != algorithm:
+            try:
+                state = await self.blobs.rehash(record.id, record.offset, algorithm)
+            except FileNotFoundError:
+                raise BlobUploadUnknown("the upload's bytes are gone") from None
+            local.state = state
+        return state
+
+    async def finish(
+        self, name: str, session_id: str, digest: Digest, body: AsyncIterable[bytes] | None,
+        chunk: Chunk,
+    ) -> int:
+        """Append a last chunk if any, verify `digest`, publish the blob; return its size."""
+        local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
+        async with local.lock:
+            record = await self.get(name, session_id)
+            if body is not None:
+                record = await self._append(record, local, body, chunk)
+            state = await self._state(record, local, digest.algorithm)
+            actual = state.hasher.hexdigest()
+            if actual != digest.hex:
+                raise DigestInvalid(
+                    f"content digest is {digest.algorithm}:{actual}, not {digest}",
+                    {"digest": str(digest)},
+                )
+            await self.blobs.publish(record.id, digest)
+            await self.store.link_blob(name, str(digest), record.offset)
+            await self.store.delete_upload(record.id)
+            self._local.pop(session_id, None)
+            return record.offset
+
+    async def cancel(self, name: str, session_id: str) -> None:
+        await self.get(name, session_id)
+        local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
+        async with local.lock:
+            if not await self.store.delete_upload(session_id):
+                raise BlobUploadUnknown("upload is unknown or expired")
+            await self.blobs.delete_upload(session_id)
+            self._local.pop(session_id, None)
+
+    async def purge(self, max_idle: float) -> int:
+        """Remove sessions idle for longer than `max_idle` seconds, with their bytes."""
+        idle_since = time.time() - max_idle
+        removed = 0
+        for session_id in await self.store.stale_uploads(idle_since):
+            if await self.store.delete_stale_upload(session_id, idle_since):
+                await self.blobs.delete_upload(session_id)
+                removed += 1
+        cutoff = time.monotonic() - max_idle
+        for session_id, local in list(self._local.items()):
+            if not local.lock.locked() and local.used < cutoff:
+                self._local.pop(session_id, None)
+        if removed:
+            log.info("purged %d idle upload sessions", removed)
+        return removed
+
+
+def _valid_id(session_id: str) -> bool:
+    try:
+        return str(uuid.UUID(session_id)) == session_id
+    except ValueError:
+        return False

@@ -1,0 +1,84 @@
+"""The storage driver contract: bytes under '/'-separated keys, nothing else.
+
+A driver knows nothing of digests, repositories or manifests; `storage` owns the key
+layout and the meaning of every key. Every driver passes `tests/unit/drivers/suite.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+
+class DriverError(Exception):
+    """A storage backend failed (I/O error, backend unreachable); a server-side fault."""
+
+
+class Writer(ABC):
+    """A resumable write to one key, opened by `Driver.writer`.
+
+    Bytes written are not visible under any final key until `Driver.move` publishes them.
+    """
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Bytes in the key so far (the offset the next `write` appends at)."""
+
+    @abstractmethod
+    async def write(self, data: bytes) -> None:
+        """Append `data`. Large buffers (about 1 MiB) are the efficient unit."""
+
+    @abstractmethod
+    async def close(self, *, sync: bool = False) -> None:
+        """Flush what was written; with `sync`, make it durable (fsync) first."""
+
+
+class Driver(ABC):
+    """Async byte storage. Keys are relative, '/'-separated, never start with '/'."""
+
+    @abstractmethod
+    async def stat(self, key: str) -> int | None:
+        """Size of the object at `key`, or None when there is none."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A local file holding `key`'s bytes, for zero-copy `sendfile`; None if remote."""
+        return None
+
+    @abstractmethod
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream `length` bytes (all when None) of `key` from `offset`.
+
+        Raises FileNotFoundError when the key does not exist.
+        """
+
+    @abstractmethod
+    async def writer(self, key: str, offset: int = 0) -> Writer:
+        """Open `key` for appending at `offset`, discarding anything stored past it.
+
+        Creates the key when `offset` is 0. Used for upload sessions, which can be
+        resumed at the offset the metadata store recorded after a crash.
+        """
+
+    @abstractmethod
+    async def move(self, src: str, dst: str) -> None:
+        """Durably and atomically publish `src` under `dst` and remove `src`.
+
+        If `dst` already exists, it is kept (content-addressed keys hold the same
+        bytes) and `src` is removed. Readers see either nothing or the whole object.
+        """
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Remove the object at `key`, or every object under the prefix `key/`.
+
+        Deleting what does not exist is not an error.
+        """
+
+    @abstractmethod
+    def list(self, prefix: str) -> AsyncIterator[str]:
+        """Every key under `prefix` (recursively), in no particular order."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default has none."""

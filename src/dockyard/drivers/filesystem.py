@@ -1,0 +1,158 @@
+"""Filesystem driver: keys are files under one root directory.
+
+Writes go to the key's own file (upload sessions) and are published with `rename`,
+which is atomic on POSIX filesystems; `move` fsyncs the directory it renames into so a
+published blob survives a power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from dockyard.drivers.base import Driver, Writer
+
+_READ_CHUNK = 1024 * 1024
+
+
+class FilesystemWriter(Writer):
+    """An open file descriptor appending to one key."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_all, data)
+        self._size += len(data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    async def close(self, *, sync: bool = False) -> None:
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        if sync:
+            await asyncio.to_thread(os.fsync, fd)
+        os.close(fd)
+
+
+class FilesystemDriver(Driver):
+    """Bytes as plain files under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid storage key {key!r}")
+        return self.root / key
+
+    async def stat(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    async def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        fd = await asyncio.to_thread(os.open, self._path(key), os.O_RDONLY)
+        try:
+            remaining = length
+            while remaining is None or remaining > 0:
+                want = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
+                data = await asyncio.to_thread(os.pread, fd, want, offset)
+                if not data:
+                    break
+                offset += len(data)
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    async def writer(self, key: str, offset: int = 0) -> Writer:
+        path = self._path(key)
+
+        def _open() -> int:
+            if offset == 0:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_WRONLY | (os.O_CREAT if offset == 0 else 0)
+            fd = os.open(path, flags, 0o644)
+            try:
+                if os.fstat(fd).st_size < offset:
+                    raise ValueError(f"{key} holds fewer than {offset} bytes")
+                os.ftruncate(fd, offset)
+                os.lseek(fd, offset, os.SEEK_SET)
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+
+        return FilesystemWriter(await asyncio.to_thread(_open), offset)
+
+    async def move(self, src: str, dst: str) -> None:
+        source, target = self._path(src), self._path(dst)
+
+        def _move() -> None:
+            if target.exists():
+                source.unlink(missing_ok=True)
+                return
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(source, target)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+        await asyncio.to_thread(_move)
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+
+        def _delete() -> None:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            # prune now-empty parents so deleted trees leave no husk behind
+            parent = path.parent
+            while parent != self.root:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
+
+        await asyncio.to_thread(_delete)
+
+    async def list(self, prefix: str) -> AsyncIterator[str]:
+        base = self._path(prefix)
+        paths = await asyncio.to_thread(
+            lambda: [p for p in base.rglob("*") if p.is_file()] if base.is_dir() else []
+        )
+        for p in paths:
+            yield p.relative_to(self.root).as_posix()

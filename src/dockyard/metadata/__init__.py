@@ -1,0 +1,1 @@
+"""The metadata store: what exists, in SQLAlchemy Core over SQLite or PostgreSQL."""

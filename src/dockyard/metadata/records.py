@@ -1,0 +1,54 @@
+"""Typed, frozen records the metadata store returns (never ORM rows or dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    digest: str
+    size: int
+    touched_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    size: int
+    payload: bytes | None
+    subject_digest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerRecord:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    id: str
+    repository: str
+    offset: int
+    started_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewManifest:
+    """What a manifest PUT records: the payload and every reference it makes."""
+
+    digest: str
+    media_type: str
+    payload: bytes
+    artifact_type: str | None
+    subject_digest: str | None
+    config_digest: str | None
+    annotations: str | None
+    blob_digests: tuple[str, ...]
+    child_digests: tuple[str, ...]

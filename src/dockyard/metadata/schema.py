@@ -1,0 +1,123 @@
+"""Tables of the metadata store (SQLAlchemy Core). Migrations live in `migrations/`.
+
+Shaped for the queries that matter: a manifest GET is one indexed read, references
+(`manifest_blobs`, `manifest_children`, `manifests.subject_digest`) are what garbage
+collection, usage and the referrers API follow. Times are UNIX seconds (float).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+DIGEST = String(160)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created_at", Double, nullable=False),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", DIGEST, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", Double, nullable=False),
+    # last uploaded, mounted or HEAD-checked: the collector's grace period counts from here
+    Column("touched_at", Double, nullable=False),
+)
+
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("digest", DIGEST, ForeignKey("blobs.digest"), primary_key=True),
+    Column("linked_at", Double, nullable=False),
+    Index(None, "digest"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("digest", DIGEST, nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("artifact_type", String(255)),
+    Column("size", BigInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("subject_digest", DIGEST),
+    Column("config_digest", DIGEST),
+    Column("annotations", Text),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("repository_id", "digest"),
+    Index(None, "repository_id", "subject_digest"),
+)
+
+manifest_blobs = Table(
+    "manifest_blobs",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Index(None, "digest"),
+)
+
+manifest_children = Table(
+    "manifest_children",
+    metadata,
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("child_digest", DIGEST, primary_key=True),
+    Index(None, "child_digest"),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("repository_id", Integer, ForeignKey("repositories.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("manifest_id", Integer, ForeignKey("manifests.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("pulled_at", Double),
+    Index(None, "manifest_id"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("repository", String(255), nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index(None, "updated_at"),
+)

@@ -1,0 +1,389 @@
+"""The metadata store: every query Dockyard makes, over SQLAlchemy Core.
+
+Portable SQL only (SQLite and PostgreSQL): dialect differences are confined to
+`_insert_ignore` and `_sorted`. Each public method is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from dockyard.metadata.engine import Engines
+from dockyard.metadata.records import (
+    BlobRecord,
+    ManifestRecord,
+    NewManifest,
+    ReferrerRecord,
+    UploadRecord,
+)
+from dockyard.metadata.schema import (
+    blobs,
+    manifest_blobs,
+    manifest_children,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+    uploads,
+)
+
+
+class MissingReferences(Exception):
+    """A manifest references blobs or manifests its repository does not hold."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(", ".join(missing))
+        self.missing = list(missing)
+
+
+class MetadataStore:
+    """Queries and transactions over the metadata database."""
+
+    def __init__(self, engines: Engines) -> None:
+        self.engines = engines
+        self._dialect = engines.dialect
+
+    async def close(self) -> None:
+        await self.engines.dispose()
+
+    # --- helpers -----------------------------------------------------------------
+
+    def _insert_ignore(self, table: Any) -> Any:
+        """INSERT that does nothing when the primary/unique key already exists."""
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing()
+        return sqlite.insert(table).on_conflict_do_nothing()
+
+    def _sorted(self, column: Any) -> ColumnElement[Any]:
+        """Byte-wise (lexical) ordering whatever the database's default collation."""
+        return column.collate("C") if self._dialect == "postgresql" else column  # type: ignore[no-any-return]
+
+    async def _read(self, stmt: Select[Any]) -> Sequence[Any]:
+        async with self.engines.reader.connect() as conn:
+            rows: Sequence[Any] = (await conn.execute(stmt)).all()
+            return rows
+
+    @staticmethod
+    async def _repo_id(conn: AsyncConnection, name: str) -> int | None:
+        return await conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
+
+    async def _ensure_repo(self, conn: AsyncConnection, name: str, now: float) -> int:
+        repo_id = await self._repo_id(conn, name)
+        if repo_id is None:
+            await conn.execute(self._insert_ignore(repositories).values(name=name, created_at=now))
+            repo_id = await self._repo_id(conn, name)
+        assert repo_id is not None
+        return repo_id
+
+    # --- repositories ------------------------------------------------------------
+
+    async def repository_exists(self, name: str) -> bool:
+        rows = await self._read(select(repositories.c.id).where(repositories.c.name == name))
+        return bool(rows)
+
+    async def catalog(self, n: int | None, last: str | None) -> list[str]:
+        stmt = select(repositories.c.name).order_by(self._sorted(repositories.c.name))
+        if last:
+            stmt = stmt.where(self._sorted(repositories.c.name) > last)
+        if n is not None:
+            stmt = stmt.limit(n)
+        return [r[0] for r in await self._read(stmt)]
+
+    # --- blobs -------------------------------------------------------------------
+
+    async def blob_in_repository(self, name: str, digest: str) -> BlobRecord | None:
+        stmt = (
+            select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
+            .select_from(repositories.join(repository_blobs).join(blobs))
+            .where(repositories.c.name == name, repository_blobs.c.digest == digest)
+        )
+        rows = await self._read(stmt)
+        return BlobRecord(*rows[0]) if rows else None
+
+    async def blob(self, digest: str) -> BlobRecord | None:
+        rows = await self._read(
+            select(blobs.c.digest, blobs.c.size, blobs.c.touched_at).where(blobs.c.digest == digest)
+        )
+        return BlobRecord(*rows[0]) if rows else None
+
+    async def link_blob(self, name: str, digest: str, size: int) -> None:
+        """Record blob `digest` (stored, verified) and make it visible in `name`."""
+        now = time.time()
+        async with self.engines.writer.begin() as conn:
+            repo_id = await self._ensure_repo(conn, name, now)
+            await conn.execute(
+                self._insert_ignore(blobs).values(
+                    digest=digest, size=size, created_at=now, touched_at=now
+                )
+            )
+            await conn.execute(update(blobs).where(blobs.c.digest == digest).values(touched_at=now))
+            await conn.execute(
+                self._insert_ignore(repository_blobs).values(
+                    repository_id=repo_id, digest=digest, linked_at=now
+                )
+            )
+
+    async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
+        """Link `digest` into `name` if repository `source` holds it; None otherwise."""
+        found = await self.blob_in_repository(source, digest)
+        if found is None:
+            return None
+        await self.link_blob(name, digest, found.size)
+        return found
+
+    async def touch_blob(self, digest: str) -> None:
+        """Note that the blob was just checked (HEAD): the collector's grace restarts."""
+        async with self.engines.writer.begin() as conn:
+            await conn.execute(
+                update(blobs).where(blobs.c.digest == digest).values(touched_at=time.time())
+            )
+
+    async def unlink_blob(self, name: str, digest: str) -> bool:
+        """Remove `digest` from repository `name`; the bytes stay for the collector."""
+        async with self.engines.writer.begin() as conn:
+            repo_id = await self._repo_id(conn, name)
+            if repo_id is None:
+                return False
+            result = await conn.execute(
+                delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == repo_id,
+                    repository_blobs.c.digest == digest,
+                )
+            )
+            return bool(result.rowcount)
+
+    # --- uploads -----------------------------------------------------------------
+
+    async def create_upload(self, session_id: str, name: str) -> UploadRecord:
+        now = time.time()
+        async with self.engines.writer.begin() as conn:
+            await conn.execute(
+                insert(uploads).values(
+                    id=session_id, repository=name, offset=0, started_at=now, updated_at=now
+                )
+            )
+        return UploadRecord(session_id, name, 0, now, now)
+
+    async def upload(self, session_id: str) -> UploadRecord | None:
+        rows = await self._read(
+            select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
+                   uploads.c.updated_at).where(uploads.c.id == session_id)
+        )
+        return UploadRecord(*rows[0]) if rows else None
+
+    async def advance_upload(self, session_id: str, old: int, new: int) -> bool:
+        """Move the session's offset from `old` to `new`; False if another write won."""
+        async with self.engines.writer.begin() as conn:
+            result = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == session_id, uploads.c.offset == old)
+                .values(offset=new, updated_at=time.time())
+            )
+            return bool(result.rowcount)
+
+    async def delete_upload(self, session_id: str) -> bool:
+        async with self.engines.writer.begin() as conn:
+            result = await conn.execute(delete(uploads).where(uploads.c.id == session_id))
+            return bool(result.rowcount)
+
+    async def stale_uploads(self, idle_since: float) -> list[str]:
+        rows = await self._read(select(uploads.c.id).where(uploads.c.updated_at < idle_since))
+        return [r[0] for r in rows]
+
+    async def delete_stale_upload(self, session_id: str, idle_since: float) -> bool:
+        """Delete the session only if it is still idle (a PATCH may have just arrived)."""
+        async with self.engines.writer.begin() as conn:
+            result = await conn.execute(
+                delete(uploads).where(uploads.c.id == session_id,
+                                      uploads.c.updated_at < idle_since)
+            )
+            return bool(result.rowcount)
+
+    async def upload_ids(self) -> set[str]:
+        return {r[0] for r in await self._read(select(uploads.c.id))}
+
+    # --- manifests ---------------------------------------------------------------
+
+    async def put_manifest(self, name: str, new: NewManifest, tag: str | None) -> None:
+        """Record a verified manifest with its references, and point `tag` at it.
+
+        Raises `MissingReferences` when a referenced blob or child manifest is not in
+        the repository; nothing is written then.
+        """
+        now = time.time()
+        async with self.engines.writer.begin() as conn:
+            repo_id = await self._ensure_repo(conn, name, now)
+            missing = await self._missing(conn, repo_id, new.blob_digests, new.child_digests)
+            if missing:
+                raise MissingReferences(missing)
+            manifest_id = await conn.scalar(
+                select(manifests.c.id).where(
+                    manifests.c.repository_id == repo_id, manifests.c.digest == new.digest
+                )
+            )
+            if manifest_id is None:
+                manifest_id = (
+                    await conn.execute(
+                        insert(manifests)
+                        .values(
+                            repository_id=repo_id, digest=new.digest, media_type=new.media_type,
+                            artifact_type=new.artifact_type, size=len(new.payload),
+                            payload=new.payload, subject_digest=new.subject_digest,
+                            config_digest=new.config_digest, annotations=new.annotations,
+                            created_at=now,
+                        )
+                        .returning(manifests.c.id)
+                    )
+                ).scalar_one()
+                if new.blob_digests:
+                    await conn.execute(
+                        self._insert_ignore(manifest_blobs),
+                        [{"manifest_id": manifest_id, "digest": d} for d in new.blob_digests],
+                    )
+                    await conn.execute(
+                        update(blobs).where(blobs.c.digest.in_(new.blob_digests))
+                        .values(touched_at=now)
+                    )
+                if new.child_digests:
+                    await conn.execute(
+                        self._insert_ignore(manifest_children),
+                        [{"manifest_id": manifest_id, "child_digest": d}
+                         for d in new.child_digests],
+                    )
+            if tag is not None:
+                changed = await conn.execute(
+                    update(tags)
+                    .where(tags.c.repository_id == repo_id, tags.c.name == tag)
+                    .values(manifest_id=manifest_id, updated_at=now)
+                )
+                if not changed.rowcount:
+                    await conn.execute(
+                        insert(tags).values(repository_id=repo_id, name=tag,
+                                            manifest_id=manifest_id, updated_at=now)
+                    )
+
+    async def _missing(
+        self, conn: AsyncConnection, repo_id: int, blob_digests: Iterable[str],
+        child_digests: Iterable[str],
+    ) -> list[str]:
+        wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
+        missing: list[str] = []
+        if wanted_blobs:
+            have = set(
+                (await conn.execute(
+                    select(repository_blobs.c.digest).where(
+                        repository_blobs.c.repository_id == repo_id,
+                        repository_blobs.c.digest.in_(wanted_blobs),
+                    )
+                )).scalars()
+            )
+            missing += sorted(wanted_blobs - have)
+        if wanted_children:
+            have = set(
+                (await conn.execute(
+                    select(manifests.c.digest).where(
+                        manifests.c.repository_id == repo_id,
+                        manifests.c.digest.in_(wanted_children),
+                    )
+                )).scalars()
+            )
+            missing += sorted(wanted_children - have)
+        return missing
+
+    async def manifest(
+        self, name: str, *, tag: str | None = None, digest: str | None = None,
+        payload: bool = True,
+    ) -> ManifestRecord | None:
+        """The manifest `name:tag` or `name@digest`, with its payload unless told not to."""
+        cols = [manifests.c.digest, manifests.c.media_type, manifests.c.size,
+                manifests.c.payload if payload else manifests.c.id, manifests.c.subject_digest]
+        if tag is not None:
+            stmt = select(*cols).select_from(
+                repositories.join(tags).join(manifests, manifests.c.id == tags.c.manifest_id)
+            ).where(repositories.c.name == name, tags.c.name == tag)
+        else:
+            stmt = select(*cols).select_from(repositories.join(manifests)).where(
+                repositories.c.name == name, manifests.c.digest == digest
+            )
+        rows = await self._read(stmt)
+        if not rows:
+            return None
+        d, media_type, size, body, subject = rows[0]
+        return ManifestRecord(d, media_type, size, body if payload else None, subject)
+
+    async def delete_manifest(self, name: str, digest: str) -> bool:
+        """Delete the manifest, its references and every tag pointing at it."""
+        async with self.engines.writer.begin() as conn:
+            repo_id = await self._repo_id(conn, name)
+            if repo_id is None:
+                return False
+            manifest_id = await conn.scalar(
+                select(manifests.c.id).where(
+                    manifests.c.repository_id == repo_id, manifests.c.digest == digest
+                )
+            )
+            if manifest_id is None:
+                return False
+            for table in (tags, manifest_blobs, manifest_children):
+                await conn.execute(delete(table).where(table.c.manifest_id == manifest_id))
+            await conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
+            return True
+
+    async def delete_tag(self, name: str, tag: str) -> bool:
+        async with self.engines.writer.begin() as conn:
+            repo_id = await self._repo_id(conn, name)
+            if repo_id is None:
+                return False
+            result = await conn.execute(
+                delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)
+            )
+            return bool(result.rowcount)
+
+    async def list_tags(self, name: str, n: int | None, last: str | None) -> list[str] | None:
+        """Tags of `name` in lexical order after `last`; None when the repository is unknown."""
+        async with self.engines.reader.connect() as conn:
+            repo_id = await self._repo_id(conn, name)
+            if repo_id is None:
+                return None
+            stmt = select(tags.c.name).where(tags.c.repository_id == repo_id)
+            if last:
+                stmt = stmt.where(self._sorted(tags.c.name) > last)
+            stmt = stmt.order_by(self._sorted(tags.c.name))
+            if n is not None:
+                stmt = stmt.limit(n)
+            return list((await conn.execute(stmt)).scalars())
+
+    async def referrers(
+        self, name: str, subject: str, artifact_type: str | None
+    ) -> list[ReferrerRecord]:
+        stmt = (
+            select(manifests.c.digest, manifests.c.media_type, manifests.c.size,
+                   manifests.c.artifact_type, manifests.c.annotations)
+            .select_from(repositories.join(manifests))
+            .where(repositories.c.name == name, manifests.c.subject_digest == subject)
+            .order_by(manifests.c.created_at, manifests.c.id)
+        )
+        if artifact_type is not None:
+            stmt = stmt.where(manifests.c.artifact_type == artifact_type)
+        return [
+            ReferrerRecord(d, m, s, a, json.loads(ann) if ann else None)
+            for d, m, s, a, ann in await self._read(stmt)
+        ]
+
+    async def counts(self) -> dict[str, int]:
+        """Row counts for status pages and tests."""
+        out = {}
+        async with self.engines.reader.connect() as conn:
+            for table in (repositories, blobs, manifests, tags, uploads):
+                out[table.name] = int(await conn.scalar(select(func.count()).select_from(table))
+                                      or 0)
+        return out
+
+

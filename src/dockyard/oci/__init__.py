@@ -1,0 +1,1 @@
+"""Pure OCI domain: digests, names and references, media types, manifest parsing."""

@@ -1,0 +1,110 @@
+"""Domain errors raised by `oci`, `core` and `storage`; `api` maps them to OCI error codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    """Base of every error a client can cause; `code` is the OCI error code it maps to."""
+
+    code = "UNKNOWN"
+
+    def __init__(self, message: str = "", detail: Any = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.detail = detail
+
+
+class BlobUnknown(RegistryError):
+    """blob unknown to registry"""
+
+    code = "BLOB_UNKNOWN"
+
+
+class BlobUploadInvalid(RegistryError):
+    """blob upload invalid"""
+
+    code = "BLOB_UPLOAD_INVALID"
+
+
+class BlobUploadUnknown(RegistryError):
+    """blob upload unknown to registry"""
+
+    code = "BLOB_UPLOAD_UNKNOWN"
+
+
+class RangeInvalid(RegistryError):
+    """requested range is not satisfiable or out of order"""
+
+    code = "RANGE_INVALID"
+
+    def __init__(self, message: str = "", detail: Any = None, *, offset: int = 0) -> None:
+        super().__init__(message, detail)
+        self.offset = offset
+
+
+class DigestInvalid(RegistryError):
+    """provided digest did not match uploaded content"""
+
+    code = "DIGEST_INVALID"
+
+
+class SizeInvalid(RegistryError):
+    """provided length did not match content length"""
+
+    code = "SIZE_INVALID"
+
+
+class ManifestBlobUnknown(RegistryError):
+    """manifest references a manifest or blob unknown to registry"""
+
+    code = "MANIFEST_BLOB_UNKNOWN"
+
+
+class ManifestInvalid(RegistryError):
+    """manifest invalid"""
+
+    code = "MANIFEST_INVALID"
+
+
+class ManifestUnknown(RegistryError):
+    """manifest unknown to registry"""
+
+    code = "MANIFEST_UNKNOWN"
+
+
+class NameInvalid(RegistryError):
+    """invalid repository name"""
+
+    code = "NAME_INVALID"
+
+
+class NameUnknown(RegistryError):
+    """repository name not known to registry"""
+
+    code = "NAME_UNKNOWN"
+
+
+class TagInvalid(RegistryError):
+    """manifest tag did not match URI"""
+
+    code = "TAG_INVALID"
+
+
+class Unsupported(RegistryError):
+    """the operation is unsupported"""
+
+    code = "UNSUPPORTED"
+
+
+class PayloadTooLarge(RegistryError):
+    """payload is larger than the registry accepts"""
+
+    code = "SIZE_INVALID"
+
+
+class PaginationInvalid(RegistryError):
+    """invalid number of results requested"""
+
+    code = "PAGINATION_NUMBER_INVALID"

@@ -1,0 +1,35 @@
+"""Repository name and tag grammar of the OCI distribution-spec."""
+
+from __future__ import annotations
+
+import re
+
+from dockyard.oci.errors import NameInvalid, TagInvalid
+
+#: `<name>` as the distribution-spec defines it: path components of lower-case
+#: alphanumerics joined by `.`, `_`, `__`, `-`+.
+NAME_PATTERN = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+TAG_PATTERN = r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"
+MAX_NAME_LENGTH = 255
+
+_NAME = re.compile(NAME_PATTERN)
+_TAG = re.compile(TAG_PATTERN)
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it is a valid repository name; raise `NameInvalid` otherwise."""
+    if not name or len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+        raise NameInvalid(f"invalid repository name: {name[:300]!r}", {"name": name[:300]})
+    return name
+
+
+def is_tag(reference: str) -> bool:
+    """True when `reference` has the shape of a tag (a digest contains ':')."""
+    return ":" not in reference
+
+
+def validate_tag(tag: str) -> str:
+    """Return `tag` if it matches the tag grammar; raise `TagInvalid` otherwise."""
+    if not _TAG.fullmatch(tag):
+        raise TagInvalid(f"invalid tag: {tag[:200]!r}", {"tag": tag[:200]})
+    return tag

@@ -1,0 +1,161 @@
+"""Run the registry: one process per worker, all on the same port (SO_REUSEPORT).
+
+Every piece of state lives in the stores, so any worker can serve any request. The
+parent process migrates the schema once, starts the workers, restarts any that dies
+(a crashed worker costs only its in-flight requests) and stops them on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.api.app import create_app
+from dockyard.config.settings import Settings
+from dockyard.metadata.engine import migrate, open_engines
+
+log = logging.getLogger("dockyard.server")
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address must be HOST:PORT, not {addr!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail early and clearly when something already listens on the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"dockyard: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log.level.upper(),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    engines = open_engines(settings.database_url)
+    try:
+        await migrate(engines)
+    finally:
+        await engines.dispose()
+
+
+def _install_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+    app = create_app(settings, run_migrations=False)
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("dockyard.access") if settings.log.accesslog else None,
+        keepalive_timeout=settings.http.keepalive_timeout.total_seconds(),
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker %d serving on http://%s:%d", os.getpid(), host, port)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port: bool) -> None:
+    """Entry point of a worker process."""
+    settings = Settings.model_validate(settings_data)
+    configure_logging(settings)
+    _install_loop()
+    asyncio.run(_run_worker(settings, host, port, reuse_port))
+
+
+def serve(settings: Settings) -> None:
+    """Start the registry and block until told to stop."""
+    configure_logging(settings)
+    host, port = split_addr(settings.http.addr)
+    check_port_free(host, port)
+    asyncio.run(_migrate(settings))
+    workers = settings.http.workers or os.cpu_count() or 1
+    log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,
+             settings.data_dir)
+    if workers == 1:
+        worker_main(settings.model_dump(mode="json"), host, port, False)
+        return
+    Supervisor(settings, host, port, workers).run()
+
+
+class Supervisor:
+    """Keeps `count` worker processes alive until SIGTERM or SIGINT."""
+
+    def __init__(self, settings: Settings, host: str, port: int, count: int) -> None:
+        self.args = (settings.model_dump(mode="json"), host, port, True)
+        self.count = count
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: list[Any] = []
+        self.stopping = False
+
+    def _spawn(self) -> Any:
+        proc = self.ctx.Process(target=worker_main, args=self.args, daemon=False)
+        proc.start()
+        return proc
+
+    def _stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        self.procs = [self._spawn() for _ in range(self.count)]
+        started = [time.monotonic()] * self.count
+        quick_deaths = 0
+        while not self.stopping:
+            time.sleep(0.2)
+            for i, proc in enumerate(self.procs):
+                if proc.is_alive() or self.stopping:
+                    continue
+                log.warning("worker %d exited with %s; restarting", proc.pid, proc.exitcode)
+                quick_deaths = quick_deaths + 1 if time.monotonic() - started[i] < 2 else 0
+                if quick_deaths > 5:
+                    log.error("workers keep dying at start; giving up")
+                    self.stopping = True
+                    break
+                self.procs[i] = self._spawn()
+                started[i] = time.monotonic()
+        for proc in self.procs:
+            if proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()

@@ -1,0 +1,128 @@
+"""Blob bytes: streamed uploads with a running hash, verified publication, reads.
+
+The store never buffers a whole blob: request bodies are consumed in buffers of about
+1 MiB, and each buffer is hashed and written concurrently in worker threads (hashlib
+and os.write release the GIL), so hashing and disk writes overlap with the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dockyard.drivers.base import Driver
+from dockyard.oci.digest import Digest, Hasher, new_hasher
+from dockyard.storage import layout
+
+
+@dataclass
+class RunningHash:
+    """A session's hash state in this process, valid for the first `offset` bytes."""
+
+    hasher: Hasher
+    offset: int
+
+
+class BlobStore:
+    """Content-addressed blobs and upload-session bytes over one driver."""
+
+    def __init__(self, driver: Driver, *, buffer_size: int = 1024 * 1024) -> None:
+        self.driver = driver
+        self.buffer_size = buffer_size
+
+    # --- reads -------------------------------------------------------------------
+
+    async def size(self, digest: Digest) -> int | None:
+        return await self.driver.stat(layout.blob_key(digest))
+
+    def local_path(self, digest: Digest) -> Path | None:
+        return self.driver.local_path(layout.blob_key(digest))
+
+    def read(self, digest: Digest, offset: int = 0, length: int | None = None
+             ) -> AsyncIterator[bytes]:
+        return self.driver.read(layout.blob_key(digest), offset, length)
+
+    # --- uploads -----------------------------------------------------------------
+
+    async def create_upload(self, session_id: str) -> None:
+        writer = await self.driver.writer(layout.upload_key(session_id), 0)
+        await writer.close()
+
+    async def upload_size(self, session_id: str) -> int | None:
+        return await self.driver.stat(layout.upload_key(session_id))
+
+    async def rehash(self, session_id: str, offset: int, algorithm: str) -> RunningHash:
+        """Rebuild the hash state of a session another process started, once."""
+        hasher = new_hasher(algorithm)
+        done = 0
+        async for data in self.driver.read(layout.upload_key(session_id), 0, offset):
+            await asyncio.to_thread(hasher.update, data)
+            done += len(data)
+        if done != offset:
+            raise FileNotFoundError(f"upload {session_id} holds {done} of {offset} bytes")
+        return RunningHash(hasher, offset)
+
+    async def append(
+        self,
+        session_id: str,
+        state: RunningHash,
+        chunks: AsyncIterable[bytes],
+        *,
+        limit: int | None = None,
+    ) -> int:
+        """Append `chunks` at `state.offset`, updating `state`; return bytes appended.
+
+        Anything stored past `state.offset` (a write cut short by a crash) is discarded
+        first. With `limit`, more bytes than that raise `OverflowError`.
+        """
+        writer = await self.driver.writer(layout.upload_key(session_id), state.offset)
+        written = 0
+        pending: asyncio.Task[None] | None = None
+        buf = bytearray()
+
+        async def flush(data: bytes) -> None:
+            await asyncio.gather(asyncio.to_thread(state.hasher.update, data), writer.write(data))
+
+        try:
+            async for chunk in chunks:
+                buf += chunk
+                written += len(chunk)
+                if limit is not None and written > limit:
+                    raise OverflowError("more bytes than announced")
+                if len(buf) >= self.buffer_size:
+                    if pending is not None:
+                        await pending
+                    data, buf = bytes(buf), bytearray()
+                    pending = asyncio.ensure_future(flush(data))
+            if pending is not None:
+                await pending
+                pending = None
+            if buf:
+                await flush(bytes(buf))
+        except BaseException:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
+            await writer.close()
+            # the hash state no longer matches the recorded offset: forget it
+            state.offset = -1
+            raise
+        await writer.close()
+        state.offset += written
+        return written
+
+    async def publish(self, session_id: str, digest: Digest) -> None:
+        """Make a verified upload's bytes the blob `digest` (fsync, then atomic move)."""
+        await self.driver.move(layout.upload_key(session_id), layout.blob_key(digest))
+        await self.driver.delete(layout.upload_dir(session_id))
+
+    async def delete_upload(self, session_id: str) -> None:
+        await self.driver.delete(layout.upload_dir(session_id))
+
+    async def delete_blob(self, digest: Digest) -> None:
+        await self.driver.delete(layout.blob_dir(digest))
+
+    def list_uploads(self) -> AsyncIterator[str]:
+        return self.driver.list(layout.UPLOADS)

@@ -1,0 +1,45 @@
+"""The one place that knows where bytes live in a driver.
+
+::
+
+    <driver root>/
+      blobs/
+        sha256/
+          e3/                       first two hex digits of the digest
+            e3b0c442...b855/
+              data                  the blob's bytes, published by an atomic move
+        sha512/...
+      uploads/
+        <session id>/
+          data                      bytes of an upload in progress
+
+The blob keys are the ones CNCF Distribution uses under `docker/registry/v2/`, so an
+existing Distribution tree can be adopted without copying a byte.
+"""
+
+from __future__ import annotations
+
+from dockyard.oci.digest import Digest
+
+BLOBS = "blobs"
+UPLOADS = "uploads"
+
+
+def blob_key(digest: Digest) -> str:
+    """Key of the published bytes of `digest`."""
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}/data"
+
+
+def blob_dir(digest: Digest) -> str:
+    """Prefix holding everything stored for `digest`."""
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def upload_key(session_id: str) -> str:
+    """Key of the bytes received so far by upload session `session_id`."""
+    return f"{UPLOADS}/{session_id}/data"
+
+
+def upload_dir(session_id: str) -> str:
+    """Prefix holding everything stored for upload session `session_id`."""
+    return f"{UPLOADS}/{session_id}"
