@@ -27,7 +27,7 @@ class Writer(ABC):
         """Bytes in the key so far (the offset the next `write` appends at)."""
 
     @abstractmethod
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         """Append `data`. Large buffers (about 1 MiB) are the efficient unit."""
 
     @abstractmethod

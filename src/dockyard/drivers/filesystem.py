@@ -30,11 +30,11 @@ class FilesystemWriter(Writer):
     def size(self) -> int:
         return self._size
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | bytearray) -> None:
         await asyncio.to_thread(self._write_all, data)
         self._size += len(data)
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view):]

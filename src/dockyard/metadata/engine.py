@@ -27,6 +27,7 @@ class Engines:
 
     reader: AsyncEngine
     writer: AsyncEngine
+    sqlite_path: Path | None = None
 
     @property
     def dialect(self) -> str:
@@ -60,7 +61,9 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
         for engine in (reader, writer):
             event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(writer.sync_engine, "begin", _sqlite_begin)
-        return Engines(reader, writer)
+        database = make_url(target).database
+        path = Path(database) if database and database != ":memory:" else None
+        return Engines(reader, writer, path)
     kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size,
                               "pool_pre_ping": True}
     return Engines(

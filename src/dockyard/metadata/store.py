@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dockyard.metadata.engine import Engines
+from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
     BlobRecord,
     ManifestRecord,
@@ -35,6 +36,30 @@ from dockyard.metadata.schema import (
 )
 
 
+def _manifest_query(by_tag: bool, payload: bool) -> Prepared:
+    cols = [manifests.c.digest, manifests.c.media_type, manifests.c.size,
+            manifests.c.payload if payload else manifests.c.id, manifests.c.subject_digest]
+    if by_tag:
+        stmt = select(*cols).select_from(
+            repositories.join(tags).join(manifests, manifests.c.id == tags.c.manifest_id)
+        ).where(repositories.c.name == bindparam("name"), tags.c.name == bindparam("ref"))
+    else:
+        stmt = select(*cols).select_from(repositories.join(manifests)).where(
+            repositories.c.name == bindparam("name"), manifests.c.digest == bindparam("ref")
+        )
+    return Prepared(stmt)
+
+
+#: The hot reads, compiled once: (by tag?, with payload?) -> query.
+_MANIFEST = {(t, p): _manifest_query(t, p) for t in (True, False) for p in (True, False)}
+_BLOB_IN_REPO = Prepared(
+    select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
+    .select_from(repositories.join(repository_blobs).join(blobs))
+    .where(repositories.c.name == bindparam("name"),
+           repository_blobs.c.digest == bindparam("digest"))
+)
+
+
 class MissingReferences(Exception):
     """A manifest references blobs or manifests its repository does not hold."""
 
@@ -49,9 +74,20 @@ class MetadataStore:
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
         self._dialect = engines.dialect
+        self._fast = FastReader(engines.sqlite_path) if engines.sqlite_path else None
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         await self.engines.dispose()
+
+    async def _fetch(self, query: Prepared, **params: Any) -> Sequence[Any]:
+        """Run a hot read: inline on SQLite, through the async engine elsewhere."""
+        if self._fast is not None:
+            return self._fast.fetch(query, params)
+        async with self.engines.reader.connect() as conn:
+            rows: Sequence[Any] = (await conn.execute(query.stmt, params)).all()
+            return rows
 
     # --- helpers -----------------------------------------------------------------
 
@@ -99,12 +135,7 @@ class MetadataStore:
     # --- blobs -------------------------------------------------------------------
 
     async def blob_in_repository(self, name: str, digest: str) -> BlobRecord | None:
-        stmt = (
-            select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
-            .select_from(repositories.join(repository_blobs).join(blobs))
-            .where(repositories.c.name == name, repository_blobs.c.digest == digest)
-        )
-        rows = await self._read(stmt)
+        rows = await self._fetch(_BLOB_IN_REPO, name=name, digest=digest)
         return BlobRecord(*rows[0]) if rows else None
 
     async def blob(self, digest: str) -> BlobRecord | None:
@@ -302,17 +333,8 @@ class MetadataStore:
         payload: bool = True,
     ) -> ManifestRecord | None:
         """The manifest `name:tag` or `name@digest`, with its payload unless told not to."""
-        cols = [manifests.c.digest, manifests.c.media_type, manifests.c.size,
-                manifests.c.payload if payload else manifests.c.id, manifests.c.subject_digest]
-        if tag is not None:
-            stmt = select(*cols).select_from(
-                repositories.join(tags).join(manifests, manifests.c.id == tags.c.manifest_id)
-            ).where(repositories.c.name == name, tags.c.name == tag)
-        else:
-            stmt = select(*cols).select_from(repositories.join(manifests)).where(
-                repositories.c.name == name, manifests.c.digest == digest
-            )
-        rows = await self._read(stmt)
+        query = _MANIFEST[tag is not None, payload]
+        rows = await self._fetch(query, name=name, ref=tag if tag is not None else digest)
         if not rows:
             return None
         d, media_type, size, body, subject = rows[0]

@@ -82,7 +82,7 @@ class BlobStore:
         pending: asyncio.Task[None] | None = None
         buf = bytearray()
 
-        async def flush(data: bytes) -> None:
+        async def flush(data: bytearray) -> None:
             await asyncio.gather(asyncio.to_thread(state.hasher.update, data), writer.write(data))
 
         try:
@@ -94,13 +94,13 @@ class BlobStore:
                 if len(buf) >= self.buffer_size:
                     if pending is not None:
                         await pending
-                    data, buf = bytes(buf), bytearray()
+                    data, buf = buf, bytearray()
                     pending = asyncio.ensure_future(flush(data))
             if pending is not None:
                 await pending
                 pending = None
             if buf:
-                await flush(bytes(buf))
+                await flush(buf)
         except BaseException:
             if pending is not None:
                 pending.cancel()
