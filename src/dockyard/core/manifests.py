@@ -18,7 +18,7 @@ from dockyard.oci.errors import (
     Unsupported,
 )
 from dockyard.oci.manifest import parse_manifest
-from dockyard.oci.reference import is_tag, validate_tag
+from dockyard.oci.reference import is_tag, is_valid_tag, validate_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +79,10 @@ class ManifestService:
 
     async def get(self, name: str, reference: str, *, payload: bool = True) -> ManifestRecord:
         if is_tag(reference):
-            validate_tag(reference)
-            record = await self.store.manifest(name, tag=reference, payload=payload)
+            # a reference that cannot be a tag names nothing: 404, as the conformance
+            # suite expects, not TAG_INVALID (which is for pushes)
+            record = (await self.store.manifest(name, tag=reference, payload=payload)
+                      if is_valid_tag(reference) else None)
         else:
             digest = str(Digest.parse(reference))
             record = await self.store.manifest(name, digest=digest, payload=payload)
@@ -93,8 +95,7 @@ class ManifestService:
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
         if is_tag(reference):
-            validate_tag(reference)
-            found = await self.store.delete_tag(name, reference)
+            found = is_valid_tag(reference) and await self.store.delete_tag(name, reference)
         else:
             found = await self.store.delete_manifest(name, str(Digest.parse(reference)))
         if not found:

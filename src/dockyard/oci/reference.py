@@ -28,6 +28,10 @@ def is_tag(reference: str) -> bool:
     return ":" not in reference
 
 
+def is_valid_tag(tag: str) -> bool:
+    return _TAG.fullmatch(tag) is not None
+
+
 def validate_tag(tag: str) -> str:
     """Return `tag` if it matches the tag grammar; raise `TagInvalid` otherwise."""
     if not _TAG.fullmatch(tag):
