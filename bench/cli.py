@@ -1,0 +1,106 @@
+"""Command line of `python -m bench`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import loadgen
+from bench.config import REGISTRIES, Settings, sizes_for
+from bench.registry import MANIFEST_ACCEPT
+from bench.report import print_table, to_json, write_json
+from bench.runner import run_benchmark
+from bench.scenarios import ALL, BY_NAME
+from bench.servers import distribution_version
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part == "all":
+            return tuple(s.name for s in ALL)
+        if part not in BY_NAME:
+            choices = ", ".join(f"{s.number}/{s.name}" for s in ALL)
+            raise argparse.ArgumentTypeError(f"unknown scenario {part!r} (choose from {choices})")
+        names.append(BY_NAME[part].name)
+    order = [s.name for s in ALL]
+    return tuple(sorted(set(names), key=order.index))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    scenario_help = "; ".join(f"{s.number}/{s.name}: {s.title}" for s in ALL)
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark Dockyard against CNCF Distribution on this machine: both "
+                    "registries are started fresh for every scenario and driven alike.",
+    )
+    p.add_argument("--scenarios", type=_scenarios, default=tuple(s.name for s in ALL),
+                   help=f"comma-separated subset, by number or name (default all): "
+                        f"{scenario_help}")
+    p.add_argument("--runs", type=_positive_int, default=1,
+                   help="repeat every scenario N times and report medians (default 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="scaled-down sizes and durations, for a smoke test")
+    p.add_argument("--json", metavar="FILE", type=Path, default=None,
+                   help="also write the results (every run, medians, notes) as JSON")
+    p.add_argument("--only", choices=(*REGISTRIES, "both"), default="both",
+                   help="run against one registry only (default both)")
+    p.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+                   help="Dockyard worker processes (default: CPU count)")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="load duration per method in scenario 4 (default 20, 3 with --quick)")
+    p.add_argument("--verify", action="store_true",
+                   help="hash every pulled byte and check it against the digest (client CPU)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep data directories and server logs (path printed at the end)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="give up on one scenario against one registry after this long")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    console = Console()
+    if not console.is_terminal or console.width < 150:
+        console = Console(width=150)
+    registries = REGISTRIES if args.only == "both" else (args.only,)
+    settings = Settings(
+        sizes=sizes_for(args.quick, args.duration),
+        scenarios=args.scenarios,
+        registries=registries,
+        runs=args.runs,
+        quick=args.quick,
+        workers=args.workers,
+        verify=args.verify,
+        keep=args.keep,
+    )
+    missing = loadgen.missing_tools()
+    if "manifest" in settings.scenarios and missing:
+        console.print(f"[red]{' and '.join(missing)} not installed: apt-get install wrk "
+                      "apache2-utils (make bench does it)[/]")
+        return 2
+    console.log(f"{platform.node()}: {os.cpu_count()} CPUs; Distribution "
+                f"{distribution_version()}; Dockyard --workers {settings.workers}; "
+                f"scenarios {', '.join(settings.scenarios)}")
+    results = run_benchmark(settings, console, args.timeout)
+    print_table(results, settings, console)
+    if args.json is not None:
+        meta = {"distribution_version": distribution_version(), "cpus": os.cpu_count(),
+                "manifest_accept": MANIFEST_ACCEPT}
+        write_json(args.json, to_json(results, settings, meta))
+        console.log(f"results written to {args.json}")
+    return 1 if results.errors else 0

@@ -1,0 +1,99 @@
+"""Run the selected scenarios against each registry, each time on a fresh server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from bench import servers
+from bench.config import Settings
+from bench.results import Outcome, Results
+from bench.scenarios import BY_NAME, Scenario
+
+T = TypeVar("T")
+
+
+class ScenarioFailed(RuntimeError):
+    """A scenario raised against one registry; carries the server's last log lines."""
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is installed (the client is the same for both registries)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _shown(results: Results, key: str, value: float) -> str:
+    spec = results.specs[key]
+    return f"{spec.label} {value:.{spec.digits}f} {spec.unit}"
+
+
+def run_benchmark(settings: Settings, console: Console, timeout: float) -> Results:
+    results = Results()
+    classes: list[type[Scenario]] = [BY_NAME[name] for name in settings.scenarios]
+    for cls in classes:
+        results.declare(cls.name, cls.metrics)
+    base = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
+    started = time.monotonic()
+    try:
+        for run_index in range(settings.runs):
+            order = settings.registries if run_index % 2 == 0 else settings.registries[::-1]
+            for cls in classes:
+                console.log(f"[bold]run {run_index + 1}/{settings.runs}[/] "
+                            f"· {cls.number}. {cls.title}: preparing content")
+                scenario = cls(settings)
+                for registry in order:
+                    workdir = base / f"run{run_index + 1}" / cls.name / registry
+                    try:
+                        outcome = _measure(scenario, registry, workdir, settings, timeout)
+                    except Exception as exc:  # a failing scenario must not end the benchmark
+                        message = (str(exc) if isinstance(exc, ScenarioFailed)
+                                   else f"{type(exc).__name__}: {exc}").strip()
+                        results.record_error(cls.name, registry, message)
+                        console.log(f"  [red]{registry}: {message[:2000]}[/]")
+                    else:
+                        results.record(cls.name, registry, outcome)
+                        shown = ", ".join(_shown(results, k, v)
+                                          for k, v in outcome.values.items())
+                        console.log(f"  {registry}: {shown}")
+                    finally:
+                        if not settings.keep:
+                            shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        if settings.keep:
+            console.log(f"data directories and server logs kept under {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    console.log(f"benchmark took {time.monotonic() - started:.0f} s")
+    return results
+
+
+def _measure(scenario: Scenario, registry: str, workdir: Path, settings: Settings,
+             timeout: float) -> Outcome:
+    with servers.running(registry, workdir, settings.workers) as target:
+        try:
+            return run_async(asyncio.wait_for(scenario.execute(target), timeout))
+        except TimeoutError as exc:
+            raise ScenarioFailed(f"took longer than {timeout:.0f} s\n"
+                                 f"--- server log tail ---\n{_tail(target.log)}") from exc
+        except Exception as exc:
+            raise ScenarioFailed(f"{type(exc).__name__}: {exc}\n"
+                                 f"--- server log tail ---\n{_tail(target.log)}") from exc

@@ -1,0 +1,26 @@
+"""The seven scenarios of the benchmark, in the issue's order."""
+
+from __future__ import annotations
+
+from bench.scenarios.base import Scenario
+from bench.scenarios.image_pull import ImagePull
+from bench.scenarios.listing import Listing
+from bench.scenarios.manifests import ManifestRate
+from bench.scenarios.pull import BlobPull
+from bench.scenarios.push import BlobPush
+from bench.scenarios.rss import PushMemory
+from bench.scenarios.small_images import SmallImages
+
+ALL: tuple[type[Scenario], ...] = (
+    BlobPush,
+    BlobPull,
+    SmallImages,
+    ManifestRate,
+    Listing,
+    ImagePull,
+    PushMemory,
+)
+
+BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}
+
+__all__ = ["ALL", "BY_NAME", "Scenario"]

@@ -1,0 +1,49 @@
+"""Scenario 1: push one large blob monolithically, and one in fixed-size chunks."""
+
+from __future__ import annotations
+
+from bench.config import GB, MB, MiB, Settings
+from bench.content import BlobSource
+from bench.procstats import CpuMeter
+from bench.results import MetricSpec, Outcome
+from bench.scenarios.base import Context, Scenario, Stopwatch
+
+
+class BlobPush(Scenario):
+    number = 1
+    name = "push"
+    title = "blob push"
+    metrics = (
+        MetricSpec("push.monolithic", "monolithic (POST, PUT + body)", "MB/s", "higher"),
+        MetricSpec("push.monolithic.cpu", "monolithic: server CPU per GB", "CPU s/GB", "lower", 2),
+        MetricSpec("push.chunked", "chunked (POST, PATCH..., PUT)", "MB/s", "higher"),
+        MetricSpec("push.chunked.cpu", "chunked: server CPU per GB", "CPU s/GB", "lower", 2),
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        size = settings.sizes.big_blob
+        self.monolithic = BlobSource.create(size)
+        self.chunked = BlobSource.create(size)
+
+    async def run(self, ctx: Context) -> Outcome:
+        sizes = ctx.settings.sizes
+        out = Outcome()
+        cpu = CpuMeter(ctx.target.tree)
+
+        cpu.start()
+        with Stopwatch() as clock:
+            await ctx.registry.push_monolithic("bench/push", self.monolithic)
+        cpu.stop()
+        out.values["push.monolithic"] = self.monolithic.size / MB / clock.seconds
+        out.values["push.monolithic.cpu"] = cpu.seconds / (self.monolithic.size / GB)
+
+        cpu.start()
+        with Stopwatch() as clock:
+            await ctx.registry.push_chunked("bench/push", self.chunked, sizes.chunk)
+        cpu.stop()
+        out.values["push.chunked"] = self.chunked.size / MB / clock.seconds
+        out.values["push.chunked.cpu"] = cpu.seconds / (self.chunked.size / GB)
+
+        out.notes["blob"] = f"{sizes.big_blob // MiB} MiB, chunks of {sizes.chunk // MiB} MiB"
+        return out
