@@ -9,7 +9,7 @@ from dockyard.api.errors import from_exception
 from dockyard.api.ranges import parse_content_range
 from dockyard.core.uploads import Chunk
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import BlobUploadInvalid, RangeInvalid
+from dockyard.oci.errors import DigestInvalid, RangeInvalid
 from dockyard.oci.reference import validate_name
 
 
@@ -69,7 +69,7 @@ async def patch_upload(request: web.Request, match: Match) -> web.StreamResponse
 
 async def finish_upload(request: web.Request, match: Match) -> web.StreamResponse:
     if "digest" not in request.rel_url.query:
-        raise BlobUploadInvalid("PUT to finish an upload needs ?digest=")
+        raise DigestInvalid("PUT to finish an upload needs ?digest=")
     digest = Digest.parse(request.rel_url.query["digest"])
     body = body_chunks(request) if has_body(request) else None
     chunk = parse_content_range(request.headers.get("Content-Range"), request.content_length)
@@ -79,4 +79,5 @@ async def finish_upload(request: web.Request, match: Match) -> web.StreamRespons
 
 async def cancel_upload(request: web.Request, match: Match) -> web.StreamResponse:
     await registry(request).uploads.cancel(match.name, match.reference)
-    return web.Response(status=204, headers={"Content-Length": "0"})
+    return web.Response(status=204, headers={"Content-Length": "0",
+                                             "Docker-Upload-UUID": match.reference})

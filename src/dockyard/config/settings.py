@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from sqlalchemy.engine import URL
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -23,6 +24,8 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def _duration(value: Any) -> Any:
     """Accept `90`, `90s`, `1h30m`, `7d` as well as pydantic's own forms."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return timedelta(seconds=int(value))
     if isinstance(value, str) and value and _DURATION.sub("", value.strip()) == "":
         return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value)))
     return value
@@ -98,7 +101,9 @@ class LogSettings(_Section):
 class Settings(_Section):
     """Every setting, one attribute per config section."""
 
-    version: str = "0.1"
+    version: Annotated[str, BeforeValidator(lambda v: str(v) if isinstance(v, float) else v)] = (
+        "0.1"
+    )
     http: HttpSettings = HttpSettings()
     storage: StorageSettings = StorageSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -111,7 +116,9 @@ class Settings(_Section):
 
     @property
     def database_url(self) -> str:
-        return self.database.url or f"sqlite:///{self.data_dir / 'metadata.db'}"
+        if self.database.url:
+            return self.database.url
+        return URL.create("sqlite", database=str(self.data_dir / "metadata.db")).render_as_string()
 
 
 class ConfigError(Exception):

@@ -9,12 +9,14 @@ connections land on another worker).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 
+from dockyard.drivers.base import DriverBusy
 from dockyard.metadata.records import UploadRecord
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
@@ -67,18 +69,43 @@ class UploadService:
             raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
         return record
 
+    @contextlib.asynccontextmanager
+    async def _hold(self, name: str, session_id: str) -> AsyncIterator[tuple[UploadRecord, _Local]]:
+        """Hold the session exclusively (this process, then every process) and read it.
+
+        The record is read under the lock, so the offset cannot move underneath us; a
+        request racing on the same session elsewhere gets 416 with the current offset.
+        """
+        if not _valid_id(session_id):
+            raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
+        local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
+        async with local.lock:
+            try:
+                async with self.blobs.lock_upload(session_id):
+                    yield await self.get(name, session_id), local
+            except FileNotFoundError:
+                raise BlobUploadUnknown("upload is unknown or expired") from None
+            except DriverBusy:
+                record = await self.get(name, session_id)
+                raise RangeInvalid("another request is writing to this upload",
+                                   offset=record.offset) from None
+
     async def append(
         self, name: str, session_id: str, body: AsyncIterable[bytes], chunk: Chunk
     ) -> UploadRecord:
         """Append one PATCH body; return the session with its new offset."""
-        local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
-        async with local.lock:
-            record = await self.get(name, session_id)
+        async with self._hold(name, session_id) as (record, local):
             return await self._append(record, local, body, chunk)
 
     async def _append(
-        self, record: UploadRecord, local: _Local, body: AsyncIterable[bytes], chunk: Chunk
+        self, record: UploadRecord, local: _Local, body: AsyncIterable[bytes], chunk: Chunk,
+        *, record_offset: bool = True,
     ) -> UploadRecord:
+        """Write `body` at the session's offset; with `record_offset`, save the new offset.
+
+        The last chunk of a PUT does not record it: the same transaction that publishes
+        the blob removes the session.
+        """
         offset = record.offset
         if chunk.start is not None and chunk.start != offset:
             raise RangeInvalid(f"chunk starts at {chunk.start}, upload is at {offset}",
@@ -105,7 +132,9 @@ class UploadService:
         if limit is not None and written != limit:
             local.state = None
             raise SizeInvalid(f"received {written} bytes, {limit} were announced")
-        if written and not await self.store.advance_upload(record.id, offset, offset + written):
+        if written and record_offset and not await self.store.advance_upload(
+            record.id, offset, offset + written
+        ):
             local.state = None
             raise RangeInvalid("another request wrote to this upload", offset=offset)
         local.used = time.monotonic()
@@ -127,41 +156,48 @@ class UploadService:
         chunk: Chunk,
     ) -> int:
         """Append a last chunk if any, verify `digest`, publish the blob; return its size."""
-        local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
-        async with local.lock:
-            record = await self.get(name, session_id)
+        async with self._hold(name, session_id) as (record, local):
             if body is not None:
-                record = await self._append(record, local, body, chunk)
+                record = await self._append(record, local, body, chunk, record_offset=False)
             state = await self._state(record, local, digest.algorithm)
             actual = state.hasher.hexdigest()
             if actual != digest.hex:
+                # the session cannot become anything else now: end it, as Distribution does
+                await self.store.delete_upload(record.id)
+                await self.blobs.delete_upload(record.id)
+                self._local.pop(session_id, None)
                 raise DigestInvalid(
                     f"content digest is {digest.algorithm}:{actual}, not {digest}",
                     {"digest": str(digest)},
                 )
             await self.blobs.publish(record.id, digest)
-            await self.store.link_blob(name, str(digest), record.offset)
-            await self.store.delete_upload(record.id)
+            await self.store.link_blob(name, str(digest), record.offset, upload=record.id)
             self._local.pop(session_id, None)
             return record.offset
 
     async def cancel(self, name: str, session_id: str) -> None:
-        await self.get(name, session_id)
-        local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
-        async with local.lock:
+        async with self._hold(name, session_id):
             if not await self.store.delete_upload(session_id):
                 raise BlobUploadUnknown("upload is unknown or expired")
             await self.blobs.delete_upload(session_id)
-            self._local.pop(session_id, None)
+        self._local.pop(session_id, None)
 
     async def purge(self, max_idle: float) -> int:
         """Remove sessions idle for longer than `max_idle` seconds, with their bytes."""
         idle_since = time.time() - max_idle
         removed = 0
         for session_id in await self.store.stale_uploads(idle_since):
-            if await self.store.delete_stale_upload(session_id, idle_since):
-                await self.blobs.delete_upload(session_id)
-                removed += 1
+            try:
+                async with self.blobs.lock_upload(session_id):
+                    if await self.store.delete_stale_upload(session_id, idle_since):
+                        await self.blobs.delete_upload(session_id)
+                        removed += 1
+            except DriverBusy:
+                continue  # a request is writing to it right now: not idle
+            except FileNotFoundError:
+                # bytes already gone (crash after publish): drop the row
+                if await self.store.delete_stale_upload(session_id, idle_since):
+                    removed += 1
         cutoff = time.monotonic() - max_idle
         for session_id, local in list(self._local.items()):
             if not local.lock.locked() and local.used < cutoff:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 
 class DriverError(Exception):
     """A storage backend failed (I/O error, backend unreachable); a server-side fault."""
+
+
+class DriverBusy(DriverError):
+    """Another holder (any process) has the key locked."""
 
 
 class Writer(ABC):
@@ -59,6 +64,16 @@ class Driver(ABC):
 
         Creates the key when `offset` is 0. Used for upload sessions, which can be
         resumed at the offset the metadata store recorded after a crash.
+        """
+
+    @abstractmethod
+    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
+        """Hold an exclusive lock on the existing object `key`, across processes.
+
+        Raises `DriverBusy` at once when another holder has it, and FileNotFoundError when
+        there is no such key. Upload sessions are written only under this lock, so two
+        requests racing on one session can never interleave their bytes. A holder that
+        dies releases the lock.
         """
 
     @abstractmethod

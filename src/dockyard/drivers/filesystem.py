@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import os
 import shutil
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from dockyard.drivers.base import Driver, Writer
+from dockyard.drivers.base import Driver, DriverBusy, Writer
 
 _READ_CHUNK = 1024 * 1024
 
@@ -62,9 +65,10 @@ class FilesystemDriver(Driver):
 
     async def stat(self, key: str) -> int | None:
         try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
+            st = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -72,7 +76,7 @@ class FilesystemDriver(Driver):
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        fd = await asyncio.to_thread(os.open, self._path(key), os.O_RDONLY)
+        fd = await asyncio.to_thread(self._open_file, key)
         try:
             remaining = length
             while remaining is None or remaining > 0:
@@ -84,6 +88,31 @@ class FilesystemDriver(Driver):
                 if remaining is not None:
                     remaining -= len(data)
                 yield data
+        finally:
+            os.close(fd)
+
+    def _open_file(self, key: str, flags: int = os.O_RDONLY) -> int:
+        """Open the regular file of `key`; FileNotFoundError for anything else."""
+        try:
+            fd = os.open(self._path(key), flags)
+        except (NotADirectoryError, IsADirectoryError):
+            raise FileNotFoundError(key) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileNotFoundError(key)
+        return fd
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        fd = await asyncio.to_thread(self._open_file, key)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise DriverBusy(f"{key} is locked by another writer") from None
+                raise
+            yield
         finally:
             os.close(fd)
 

@@ -57,7 +57,10 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
     if make_url(target).get_backend_name() == "sqlite":
         reader = create_async_engine(target, isolation_level="AUTOCOMMIT",
                                      connect_args={"timeout": 30})
-        writer = create_async_engine(target, connect_args={"timeout": 30})
+        # one writer connection per process: local writers queue in the pool (async)
+        # rather than in SQLite's busy handler, which sleeps in steps of milliseconds
+        writer = create_async_engine(target, connect_args={"timeout": 30}, pool_size=1,
+                                     max_overflow=0, pool_timeout=120)
         for engine in (reader, writer):
             event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(writer.sync_engine, "begin", _sqlite_begin)

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Select
 from sqlalchemy.dialects import sqlite
@@ -32,7 +33,8 @@ class FastReader:
 
     def __init__(self, path: Path) -> None:
         self._conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=False,
+            isolation_level=None,
         )
         self._conn.execute("PRAGMA query_only=1")
         self._conn.execute("PRAGMA busy_timeout=2000")

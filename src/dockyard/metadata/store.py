@@ -11,7 +11,18 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -93,9 +104,11 @@ class MetadataStore:
 
     def _insert_ignore(self, table: Any) -> Any:
         """INSERT that does nothing when the primary/unique key already exists."""
-        if self._dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
-        return sqlite.insert(table).on_conflict_do_nothing()
+        return self._upsert(table).on_conflict_do_nothing()
+
+    def _upsert(self, table: Any) -> Any:
+        """The dialect's INSERT with `on_conflict_do_*` (both dialects share the API)."""
+        return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
 
     def _sorted(self, column: Any) -> ColumnElement[Any]:
         """Byte-wise (lexical) ordering whatever the database's default collation."""
@@ -125,7 +138,13 @@ class MetadataStore:
         return bool(rows)
 
     async def catalog(self, n: int | None, last: str | None) -> list[str]:
-        stmt = select(repositories.c.name).order_by(self._sorted(repositories.c.name))
+        """Repositories holding at least one manifest or blob, in lexical order."""
+        holds = or_(
+            exists().where(manifests.c.repository_id == repositories.c.id),
+            exists().where(repository_blobs.c.repository_id == repositories.c.id),
+        )
+        stmt = (select(repositories.c.name).where(holds)
+                .order_by(self._sorted(repositories.c.name)))
         if last:
             stmt = stmt.where(self._sorted(repositories.c.name) > last)
         if n is not None:
@@ -144,22 +163,29 @@ class MetadataStore:
         )
         return BlobRecord(*rows[0]) if rows else None
 
-    async def link_blob(self, name: str, digest: str, size: int) -> None:
-        """Record blob `digest` (stored, verified) and make it visible in `name`."""
+    async def link_blob(
+        self, name: str, digest: str, size: int, *, upload: str | None = None
+    ) -> None:
+        """Record blob `digest` (stored, verified) and make it visible in `name`.
+
+        With `upload`, that finished session is removed in the same transaction.
+        """
         now = time.time()
         async with self.engines.writer.begin() as conn:
             repo_id = await self._ensure_repo(conn, name, now)
+            insert_blob = self._upsert(blobs)
             await conn.execute(
-                self._insert_ignore(blobs).values(
-                    digest=digest, size=size, created_at=now, touched_at=now
-                )
+                insert_blob.values(digest=digest, size=size, created_at=now, touched_at=now)
+                .on_conflict_do_update(index_elements=[blobs.c.digest],
+                                       set_={"touched_at": now})
             )
-            await conn.execute(update(blobs).where(blobs.c.digest == digest).values(touched_at=now))
             await conn.execute(
                 self._insert_ignore(repository_blobs).values(
                     repository_id=repo_id, digest=digest, linked_at=now
                 )
             )
+            if upload is not None:
+                await conn.execute(delete(uploads).where(uploads.c.id == upload))
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
         """Link `digest` into `name` if repository `source` holds it; None otherwise."""

@@ -47,7 +47,9 @@ class Digest:
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         """The digest of `data` (small payloads such as manifests)."""
-        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+        hasher = new_hasher(algorithm)
+        hasher.update(data)
+        return cls(algorithm, hasher.hexdigest())
 
     def hasher(self) -> Hasher:
         """A fresh running hash of this digest's algorithm."""

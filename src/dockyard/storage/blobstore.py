@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,10 @@ class BlobStore:
     async def create_upload(self, session_id: str) -> None:
         writer = await self.driver.writer(layout.upload_key(session_id), 0)
         await writer.close()
+
+    def lock_upload(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Exclusive, cross-process hold on a session's bytes (`Driver.lock`)."""
+        return self.driver.lock(layout.upload_key(session_id))
 
     async def upload_size(self, session_id: str) -> int | None:
         return await self.driver.stat(layout.upload_key(session_id))
@@ -103,8 +108,9 @@ class BlobStore:
                 await flush(buf)
         except BaseException:
             if pending is not None:
-                pending.cancel()
-                await asyncio.gather(pending, return_exceptions=True)
+                # a write running in a thread cannot be cancelled: wait for it before
+                # closing its file descriptor
+                await asyncio.shield(asyncio.gather(pending, return_exceptions=True))
             await writer.close()
             # the hash state no longer matches the recorded offset: forget it
             state.offset = -1

@@ -1,0 +1,284 @@
+"""Settings: YAML loading, validation errors naming keys, env overrides, `config check`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dockyard.cli.main import main
+from dockyard.config.settings import ConfigError, Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stray DOCKYARD_* variable from the caller's shell may leak into a test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("DOCKYARD_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file() -> None:
+    s = load_settings(env={})
+    assert s == Settings()
+    assert s.http.addr == "127.0.0.1:5000"
+    assert s.storage.driver == "filesystem"
+    assert s.storage.delete.enabled is True
+    assert s.storage.uploads.expiry == timedelta(hours=24)
+    assert s.limits.manifest_max_size == 4 * 1024 * 1024
+    assert s.database_url == f"sqlite:///{Path('var/dockyard') / 'metadata.db'}"
+
+
+def test_yaml_file(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+http:
+  addr: 0.0.0.0:5001
+  workers: 3
+storage:
+  filesystem:
+    rootdirectory: /srv/registry
+  delete:
+    enabled: false
+  uploads:
+    expiry: 1h30m
+    chunk_buffer: 4MiB
+database:
+  url: postgresql://u:p@db/dockyard
+limits:
+  manifest_max_size: 512k
+log:
+  level: debug
+""")
+    s = load_settings(path, env={})
+    assert s.http.addr == "0.0.0.0:5001"
+    assert s.http.workers == 3
+    assert s.data_dir == Path("/srv/registry")
+    assert s.storage.delete.enabled is False
+    assert s.storage.uploads.expiry == timedelta(hours=1, minutes=30)
+    assert s.storage.uploads.chunk_buffer == 4 * 1024 * 1024
+    assert s.limits.manifest_max_size == 512 * 1024
+    assert s.database_url == "postgresql://u:p@db/dockyard"
+    assert s.log.level == "debug"
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, ""), env={}) == Settings()
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(env={})
+    with pytest.raises(ValueError):
+        s.http.addr = "x"  # type: ignore[misc]
+
+
+def test_distribution_style_version_float(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "version: 0.1\n"), env={})
+    assert s.version == "0.1"
+
+
+def test_version_as_string(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, 'version: "0.1"\n'), env={}).version == "0.1"
+
+
+def test_unknown_top_level_key_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"bogus: unknown key"):
+        load_settings(write(tmp_path, "bogus: 1\n"), env={})
+
+
+def test_unknown_nested_key_named_with_its_path(tmp_path: Path) -> None:
+    path = write(tmp_path, "storage:\n  filesystem:\n    rootdir: /x\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    message = str(info.value)
+    assert "storage.filesystem.rootdir: unknown key" in message
+    assert str(path) in message
+
+
+def test_every_bad_key_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  workers: -1\n  adr: x\nlog:\n  level: loud\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    message = str(info.value)
+    assert "http.workers" in message
+    assert "http.adr: unknown key" in message
+    assert "log.level" in message
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_settings(write(tmp_path, "http: [unclosed\n"), env={})
+
+
+def test_top_level_must_be_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(write(tmp_path, "- a\n- b\n"), env={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.yml", env={})
+
+
+# --- environment -------------------------------------------------------------
+
+def test_env_http_addr() -> None:
+    s = load_settings(env={"DOCKYARD_HTTP_ADDR": "0.0.0.0:6000"})
+    assert s.http.addr == "0.0.0.0:6000"
+
+
+def test_env_nested_rootdirectory() -> None:
+    s = load_settings(env={"DOCKYARD_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/data/reg"})
+    assert s.data_dir == Path("/data/reg")
+    assert s.database_url == "sqlite:////data/reg/metadata.db"
+
+
+def test_env_nested_duration() -> None:
+    s = load_settings(env={"DOCKYARD_STORAGE_UPLOADS_EXPIRY": "2h"})
+    assert s.storage.uploads.expiry == timedelta(hours=2)
+
+
+def test_env_field_name_with_underscore() -> None:
+    s = load_settings(env={"DOCKYARD_STORAGE_UPLOADS_PURGE_INTERVAL": "30s",
+                           "DOCKYARD_HTTP_KEEPALIVE_TIMEOUT": "5s",
+                           "DOCKYARD_LIMITS_MANIFEST_MAX_SIZE": "1MiB"})
+    assert s.storage.uploads.purge_interval == timedelta(seconds=30)
+    assert s.http.keepalive_timeout == timedelta(seconds=5)
+    assert s.limits.manifest_max_size == 1024 * 1024
+
+
+def test_env_typed_values() -> None:
+    s = load_settings(env={"DOCKYARD_HTTP_WORKERS": "4",
+                           "DOCKYARD_STORAGE_DELETE_ENABLED": "false"})
+    assert s.http.workers == 4
+    assert s.storage.delete.enabled is False
+
+
+def test_env_overrides_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  addr: 1.2.3.4:5\n  workers: 2\n")
+    s = load_settings(path, env={"DOCKYARD_HTTP_ADDR": "0.0.0.0:7"})
+    assert s.http.addr == "0.0.0.0:7"
+    assert s.http.workers == 2  # the rest of the section survives
+
+
+def test_overrides_beat_env() -> None:
+    s = load_settings(env={"DOCKYARD_HTTP_ADDR": "a:1"}, overrides={"http.addr": "b:2"})
+    assert s.http.addr == "b:2"
+
+
+def test_unknown_env_variable_named() -> None:
+    with pytest.raises(ConfigError, match="DOCKYARD_HTTP_NOPE: no such setting"):
+        load_settings(env={"DOCKYARD_HTTP_NOPE": "1"})
+
+
+def test_non_dockyard_env_ignored() -> None:
+    assert load_settings(env={"HTTP_ADDR": "x", "DOCKYARDX": "y"}) == Settings()
+
+
+def test_invalid_env_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"http\.workers"):
+        load_settings(env={"DOCKYARD_HTTP_WORKERS": "many"})
+
+
+def test_os_environ_used_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKYARD_HTTP_ADDR", "9.9.9.9:9")
+    assert load_settings().http.addr == "9.9.9.9:9"
+
+
+# --- durations and sizes -----------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("2h", timedelta(hours=2)),
+        ("1h30m", timedelta(hours=1, minutes=30)),
+        ("7d", timedelta(days=7)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("1.5h", timedelta(minutes=90)),
+        ("5m5s", timedelta(minutes=5, seconds=5)),
+        (90, timedelta(seconds=90)),
+    ],
+)
+def test_durations(tmp_path: Path, text: object, expected: timedelta) -> None:
+    path = write(tmp_path, f"storage:\n  uploads:\n    expiry: {text}\n")
+    assert load_settings(path, env={}).storage.uploads.expiry == expected
+
+
+def test_duration_plain_seconds_from_env() -> None:
+    s = load_settings(env={"DOCKYARD_STORAGE_UPLOADS_EXPIRY": "90"})
+    assert s.storage.uploads.expiry == timedelta(seconds=90)
+
+
+@pytest.mark.parametrize("text", ["soon", "2x", "h", "-5s", "1h 30m"])
+def test_bad_durations_named(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"storage\.uploads\.expiry"):
+        load_settings(env={"DOCKYARD_STORAGE_UPLOADS_EXPIRY": text})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4MiB", 4 * 1024**2),
+        ("512k", 512 * 1024),
+        ("1G", 1024**3),
+        ("2gb", 2 * 1024**3),
+        ("1T", 1024**4),
+        ("1000", 1000),
+        ("100b", 100),
+        (" 3 MiB ", 3 * 1024**2),
+        (12345, 12345),
+    ],
+)
+def test_sizes(text: object, expected: int) -> None:
+    s = load_settings(env={}, overrides={"storage.uploads.chunk_buffer": text})
+    assert s.storage.uploads.chunk_buffer == expected
+
+
+@pytest.mark.parametrize("text", ["4XB", "lots", "-1", "1.5MiB", -1])
+def test_bad_sizes_named(text: object) -> None:
+    with pytest.raises(ConfigError, match=r"limits\.manifest_max_size"):
+        load_settings(env={}, overrides={"limits.manifest_max_size": text})
+
+
+# --- `dockyard config check` -------------------------------------------------
+
+def test_config_check_ok(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  addr: 0.0.0.0:5555\n")
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env={})
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+    assert "0.0.0.0:5555" in result.output
+    assert "sqlite" in result.output
+
+
+def test_config_check_reads_env(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    result = CliRunner().invoke(main, ["config", "check", str(path)],
+                                env={"DOCKYARD_HTTP_ADDR": "10.0.0.1:1"})
+    assert result.exit_code == 0, result.output
+    assert "10.0.0.1:1" in result.output
+
+
+def test_config_check_bad_key_exits_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "http:\n  adress: 0.0.0.0:5555\n")
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env={})
+    assert result.exit_code == 2
+    assert "http.adress: unknown key" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 6
+
+
+def test_config_check_missing_file_exits_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["config", "check", str(tmp_path / "none.yml")], env={})
+    assert result.exit_code == 2
+    assert "cannot read config file" in result.output

@@ -1,0 +1,438 @@
+"""UploadService over real stores: chunked, resumable, multi-process uploads with verification."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+from dockyard.core.uploads import Chunk, UploadService
+from dockyard.drivers.filesystem import FilesystemDriver
+from dockyard.metadata.engine import migrate, open_engines
+from dockyard.metadata.store import MetadataStore
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import (
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeInvalid,
+    SizeInvalid,
+)
+from dockyard.storage import layout
+from dockyard.storage.blobstore import BlobStore
+
+REPO = "library/test"
+
+Factory = Callable[[], Awaitable[UploadService]]
+
+
+async def body(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        await asyncio.sleep(0)
+        yield chunk
+
+
+def split(data: bytes, size: int) -> Iterable[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+@pytest.fixture
+async def make_service(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Factory]:
+    """Build UploadServices over the same files, each with its own stores (one per process)."""
+    url = sqlite_url
+    first = open_engines(url)
+    await migrate(first)
+    stores: list[MetadataStore] = []
+
+    async def build() -> UploadService:
+        store = MetadataStore(first if not stores else open_engines(url))
+        stores.append(store)
+        blobs = BlobStore(FilesystemDriver(tmp_path / "data"), buffer_size=256)
+        return UploadService(store, blobs)
+
+    yield build
+    for store in stores:
+        await store.close()
+
+
+@pytest.fixture
+async def service(make_service: Factory) -> UploadService:
+    return await make_service()
+
+
+async def read_blob(service: UploadService, digest: Digest) -> bytes:
+    return b"".join([c async for c in service.blobs.read(digest)])
+
+
+async def assert_published(service: UploadService, digest: Digest, data: bytes) -> None:
+    assert await read_blob(service, digest) == data
+    record = await service.store.blob_in_repository(REPO, str(digest))
+    assert record is not None
+    assert record.size == len(data)
+
+
+async def assert_no_blob(service: UploadService, digest: Digest) -> None:
+    assert await service.blobs.size(digest) is None
+    assert await service.store.blob(str(digest)) is None
+    assert await service.store.blob_in_repository(REPO, str(digest)) is None
+
+
+# --- sessions ----------------------------------------------------------------
+
+async def test_start(service: UploadService) -> None:
+    record = await service.start(REPO)
+    assert record.repository == REPO
+    assert record.offset == 0
+    assert str(uuid.UUID(record.id)) == record.id
+    assert await service.blobs.upload_size(record.id) == 0
+    assert await service.get(REPO, record.id) == await service.store.upload(record.id)
+
+
+async def test_get_unknown_sessions(service: UploadService) -> None:
+    record = await service.start(REPO)
+    with pytest.raises(BlobUploadUnknown):
+        await service.get("other/repo", record.id)  # another repository's session
+    with pytest.raises(BlobUploadUnknown):
+        await service.get(REPO, str(uuid.uuid4()))
+    for bad in ["not-a-uuid", record.id.upper(), "../../etc", ""]:
+        with pytest.raises(BlobUploadUnknown):
+            await service.get(REPO, bad)
+
+
+async def test_append_to_another_repositorys_session(service: UploadService) -> None:
+    record = await service.start(REPO)
+    with pytest.raises(BlobUploadUnknown):
+        await service.append("other/repo", record.id, body(b"x"), Chunk())
+
+
+# --- chunked uploads ---------------------------------------------------------
+
+async def test_chunked_upload_with_content_ranges(service: UploadService) -> None:
+    data = os.urandom(3000)
+    record = await service.start(REPO)
+    offset = 0
+    for piece in split(data, 700):
+        record = await service.append(
+            REPO, record.id, body(*split(piece, 100)),
+            Chunk(start=offset, end=offset + len(piece) - 1, length=len(piece)),
+        )
+        offset += len(piece)
+        assert record.offset == offset
+        assert (await service.get(REPO, record.id)).offset == offset
+    digest = Digest.of(data)
+    assert await service.finish(REPO, record.id, digest, None, Chunk()) == len(data)
+    await assert_published(service, digest, data)
+    assert await service.store.upload(record.id) is None
+    assert await service.blobs.upload_size(record.id) is None
+
+
+async def test_chunks_without_ranges(service: UploadService) -> None:
+    record = await service.start(REPO)
+    for piece in (b"abc", b"", b"defgh"):
+        record = await service.append(REPO, record.id, body(piece), Chunk())
+    assert record.offset == 8
+    digest = Digest.of(b"abcdefgh")
+    assert await service.finish(REPO, record.id, digest, None, Chunk()) == 8
+    await assert_published(service, digest, b"abcdefgh")
+
+
+async def test_finish_with_last_chunk(service: UploadService) -> None:
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"first "), Chunk(start=0, length=6))
+    digest = Digest.of(b"first last")
+    size = await service.finish(REPO, record.id, digest, body(b"last"), Chunk(start=6, length=4))
+    assert size == 10
+    await assert_published(service, digest, b"first last")
+
+
+async def test_monolithic_finish(service: UploadService) -> None:
+    data = os.urandom(1000)
+    record = await service.start(REPO)
+    digest = Digest.of(data)
+    assert await service.finish(REPO, record.id, digest, body(*split(data, 333)),
+                                Chunk(length=1000)) == 1000
+    await assert_published(service, digest, data)
+
+
+async def test_empty_blob(service: UploadService) -> None:
+    record = await service.start(REPO)
+    digest = Digest.of(b"")
+    assert await service.finish(REPO, record.id, digest, None, Chunk()) == 0
+    await assert_published(service, digest, b"")
+
+
+async def test_session_gone_after_finish(service: UploadService) -> None:
+    record = await service.start(REPO)
+    await service.finish(REPO, record.id, Digest.of(b""), None, Chunk())
+    with pytest.raises(BlobUploadUnknown):
+        await service.append(REPO, record.id, body(b"more"), Chunk())
+    with pytest.raises(BlobUploadUnknown):
+        await service.finish(REPO, record.id, Digest.of(b""), None, Chunk())
+
+
+# --- ranges and sizes --------------------------------------------------------
+
+@pytest.mark.parametrize("start", [0, 3, 5, 100])
+async def test_out_of_order_start_raises_range_invalid(service: UploadService, start: int
+                                                       ) -> None:
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"1234"), Chunk(start=0, end=3))
+    with pytest.raises(RangeInvalid) as info:
+        await service.append(REPO, record.id, body(b"zz"), Chunk(start=start, length=2))
+    assert info.value.offset == 4
+    assert info.value.code == "RANGE_INVALID"
+    assert (await service.get(REPO, record.id)).offset == 4
+    # the session is intact: the right chunk still lands
+    await service.append(REPO, record.id, body(b"56"), Chunk(start=4, end=5))
+    digest = Digest.of(b"123456")
+    assert await service.finish(REPO, record.id, digest, None, Chunk()) == 6
+    await assert_published(service, digest, b"123456")
+
+
+async def test_range_end_before_start(service: UploadService) -> None:
+    record = await service.start(REPO)
+    with pytest.raises(RangeInvalid) as info:
+        await service.append(REPO, record.id, body(b"x"), Chunk(start=0, end=-5))
+    assert info.value.offset == 0
+
+
+async def test_range_and_length_disagree(service: UploadService) -> None:
+    record = await service.start(REPO)
+    with pytest.raises(RangeInvalid):
+        await service.append(REPO, record.id, body(b"abcd"), Chunk(start=0, end=3, length=5))
+    assert (await service.get(REPO, record.id)).offset == 0
+
+
+async def test_short_body_raises_size_invalid_and_keeps_offset(service: UploadService) -> None:
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"good"), Chunk())
+    with pytest.raises(SizeInvalid):
+        await service.append(REPO, record.id, body(b"short"), Chunk(start=4, length=50))
+    assert (await service.get(REPO, record.id)).offset == 4
+    # the stray bytes are discarded and the hash is rebuilt
+    await service.append(REPO, record.id, body(b"!"), Chunk(start=4, length=1))
+    digest = Digest.of(b"good!")
+    assert await service.finish(REPO, record.id, digest, None, Chunk()) == 5
+    await assert_published(service, digest, b"good!")
+
+
+async def test_long_body_raises_size_invalid_and_keeps_offset(service: UploadService) -> None:
+    record = await service.start(REPO)
+    with pytest.raises(SizeInvalid):
+        await service.append(REPO, record.id, body(b"x" * 300, b"y" * 300), Chunk(length=400))
+    assert (await service.get(REPO, record.id)).offset == 0
+    digest = Digest.of(b"ok")
+    assert await service.finish(REPO, record.id, digest, body(b"ok"), Chunk(length=2)) == 2
+    await assert_published(service, digest, b"ok")
+
+
+async def test_client_disconnect_mid_chunk(service: UploadService) -> None:
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"kept"), Chunk())
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"lost" * 200
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        await service.append(REPO, record.id, broken(), Chunk())
+    assert (await service.get(REPO, record.id)).offset == 4
+    digest = Digest.of(b"kept+more")
+    assert await service.finish(REPO, record.id, digest, body(b"+more"), Chunk(start=4)) == 9
+    await assert_published(service, digest, b"kept+more")
+
+
+# --- verification ------------------------------------------------------------
+
+async def test_wrong_digest_leaves_no_blob(service: UploadService) -> None:
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"actual bytes"), Chunk())
+    claimed = Digest.of(b"other bytes")
+    with pytest.raises(DigestInvalid) as info:
+        await service.finish(REPO, record.id, claimed, None, Chunk())
+    assert info.value.code == "DIGEST_INVALID"
+    await assert_no_blob(service, claimed)
+    await assert_no_blob(service, Digest.of(b"actual bytes"))
+    assert [k async for k in service.blobs.driver.list(layout.BLOBS)] == []
+
+
+async def test_wrong_digest_with_last_chunk_leaves_no_blob(service: UploadService) -> None:
+    record = await service.start(REPO)
+    claimed = Digest.of(b"expected")
+    with pytest.raises(DigestInvalid):
+        await service.finish(REPO, record.id, claimed, body(b"received"), Chunk())
+    await assert_no_blob(service, claimed)
+
+
+async def test_wrong_sha512_digest(service: UploadService) -> None:
+    record = await service.start(REPO)
+    claimed = Digest.of(b"expected", "sha512")
+    with pytest.raises(DigestInvalid):
+        await service.finish(REPO, record.id, claimed, body(b"received"), Chunk())
+    await assert_no_blob(service, claimed)
+
+
+async def test_sha512_finish(service: UploadService) -> None:
+    data = os.urandom(2000)
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(*split(data[:1500], 500)), Chunk(start=0))
+    digest = Digest.of(data, "sha512")
+    assert digest.hex == hashlib.sha512(data).hexdigest()
+    size = await service.finish(REPO, record.id, digest, body(data[1500:]), Chunk(start=1500))
+    assert size == 2000
+    await assert_published(service, digest, data)
+    assert service.blobs.driver.local_path(layout.blob_key(digest)) is not None
+    assert await service.blobs.size(Digest.of(data)) is None  # not under sha256
+
+
+# --- another process continues the session -----------------------------------
+
+async def test_second_worker_continues_session(make_service: Factory,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = await make_service(), await make_service()
+    assert a.store is not b.store
+    rehashed: list[tuple[str, int]] = []
+    for svc, label in ((a, "a"), (b, "b")):
+        original = svc.blobs.rehash
+
+        async def spy(session_id: str, offset: int, algorithm: str, *,
+                      _orig=original, _label=label):  # type: ignore[no-untyped-def]
+            rehashed.append((_label, offset))
+            return await _orig(session_id, offset, algorithm)
+
+        monkeypatch.setattr(svc.blobs, "rehash", spy)
+
+    data = os.urandom(4000)
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(*split(data[:1000], 300)), Chunk(start=0))
+    await a.append(REPO, record.id, body(data[1000:1500]), Chunk(start=1000))
+    # worker b has never seen the session: it rehashes the 1500 stored bytes, once
+    record = await b.append(REPO, record.id, body(data[1500:2500]), Chunk(start=1500))
+    assert record.offset == 2500
+    await b.append(REPO, record.id, body(data[2500:3000]), Chunk(start=2500))
+    # back on worker a, whose hash state is now stale
+    await a.append(REPO, record.id, body(data[3000:3500]), Chunk(start=3000))
+    digest = Digest.of(data)
+    assert await b.finish(REPO, record.id, digest, body(data[3500:]), Chunk(start=3500)) == 4000
+    await assert_published(a, digest, data)
+    # a worker that has hashed every byte it holds never reads them back
+    assert [r for r in rehashed if r[1] > 0] == [("b", 1500), ("a", 3000), ("b", 3500)]
+
+
+async def test_second_worker_finishes_with_wrong_digest(make_service: Factory) -> None:
+    a, b = await make_service(), await make_service()
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(b"payload"), Chunk())
+    wrong = Digest.of(b"payloaD")
+    with pytest.raises(DigestInvalid):
+        await b.finish(REPO, record.id, wrong, None, Chunk())
+    await assert_no_blob(b, wrong)
+    # a failed verification ends the session with its bytes (as Distribution does)
+    right = Digest.of(b"payload")
+    with pytest.raises(BlobUploadUnknown):
+        await b.finish(REPO, record.id, right, None, Chunk())
+    await assert_no_blob(a, right)
+    assert await a.blobs.upload_size(record.id) is None
+
+
+async def test_second_worker_sha512(make_service: Factory) -> None:
+    a, b = await make_service(), await make_service()
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(b"x" * 700), Chunk())
+    digest = Digest.of(b"x" * 700, "sha512")
+    assert await b.finish(REPO, record.id, digest, None, Chunk()) == 700
+    await assert_published(b, digest, b"x" * 700)
+
+
+async def test_stale_worker_cannot_move_offset_back(make_service: Factory) -> None:
+    a, b = await make_service(), await make_service()
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(b"aaaa"), Chunk())
+    await b.append(REPO, record.id, body(b"bbbb"), Chunk())
+    # a client retrying an old chunk on worker a is refused with the real offset
+    with pytest.raises(RangeInvalid) as info:
+        await a.append(REPO, record.id, body(b"cccc"), Chunk(start=4))
+    assert info.value.offset == 8
+
+
+async def test_bytes_gone_behind_the_session(make_service: Factory) -> None:
+    a, b = await make_service(), await make_service()
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(b"abc"), Chunk())
+    await a.blobs.delete_upload(record.id)
+    with pytest.raises(BlobUploadUnknown):
+        await b.append(REPO, record.id, body(b"def"), Chunk())
+
+
+async def test_concurrent_appends_on_two_workers_never_publish_corrupt_blob(
+    make_service: Factory,
+) -> None:
+    a, b = await make_service(), await make_service()
+    a.blobs.buffer_size = b.blobs.buffer_size = 4
+    record = await a.start(REPO)
+    first_written, b_done = asyncio.Event(), asyncio.Event()
+
+    async def slow_a() -> AsyncIterator[bytes]:
+        yield b"AAAA"
+        first_written.set()
+        await b_done.wait()
+        yield b"AAAA"
+
+    task = asyncio.create_task(a.append(REPO, record.id, slow_a(), Chunk()))
+    await first_written.wait()
+    for _ in range(500):  # until a's first buffer reaches the file
+        if await a.blobs.upload_size(record.id) == 4:
+            break
+        await asyncio.sleep(0.01)
+    # the session is being written by a: b must be refused rather than interleave
+    with contextlib.suppress(RangeInvalid):
+        await b.append(REPO, record.id, body(b"BBBBBBBB"), Chunk())
+    b_done.set()
+    with contextlib.suppress(RangeInvalid):
+        await task
+    claimed = Digest.of(b"BBBBBBBB")
+    try:
+        await b.finish(REPO, record.id, claimed, None, Chunk())
+    except DigestInvalid:
+        await assert_no_blob(b, claimed)
+        return
+    assert Digest.of(await read_blob(b, claimed)) == claimed
+
+
+# --- cancel and purge --------------------------------------------------------
+
+async def test_cancel(service: UploadService) -> None:
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"abc"), Chunk())
+    await service.cancel(REPO, record.id)
+    assert await service.store.upload(record.id) is None
+    assert await service.blobs.upload_size(record.id) is None
+    with pytest.raises(BlobUploadUnknown):
+        await service.get(REPO, record.id)
+    with pytest.raises(BlobUploadUnknown):
+        await service.cancel(REPO, record.id)
+
+
+async def test_cancel_from_another_repository_refused(service: UploadService) -> None:
+    record = await service.start(REPO)
+    with pytest.raises(BlobUploadUnknown):
+        await service.cancel("other/repo", record.id)
+    assert await service.store.upload(record.id) is not None
+
+
+async def test_purge_removes_only_idle_sessions(service: UploadService) -> None:
+    old = await service.start(REPO)
+    await service.append(REPO, old.id, body(b"old"), Chunk())
+    await asyncio.sleep(0.2)
+    fresh = await service.start(REPO)
+    assert await service.purge(max_idle=0.1) == 1
+    assert await service.store.upload(old.id) is None
+    assert await service.blobs.upload_size(old.id) is None
+    assert await service.store.upload(fresh.id) is not None
+    assert await service.blobs.upload_size(fresh.id) == 0
+    assert await service.purge(max_idle=3600) == 0
