@@ -1,77 +1,120 @@
-"""Open the metadata database: engines for reads and writes, pragmas, migrations.
+"""Open the metadata database and run transactions and reads on it.
 
-SQLite (the embedded default) runs in WAL mode so readers never wait for the writer;
-write transactions start with `BEGIN IMMEDIATE` so concurrent processes queue on the
-busy timeout instead of failing a lock upgrade. Reads use an autocommit engine, so a
-manifest GET is one statement with no transaction around it.
+Every write is a transaction body written once as a plain function of a synchronous
+SQLAlchemy `Connection`, and run
+
+- on SQLite (the embedded default): whole, in one dedicated writer thread of this
+  process, on a pysqlite connection, starting with `BEGIN IMMEDIATE`. The database's
+  write lock is then held only for the microseconds the SQL takes — never across event
+  loop turns — so worker processes rarely meet it held, and a process's own writers
+  queue in the thread instead of SQLite's busy handler, which sleeps in steps of
+  milliseconds. WAL mode means readers never wait for the writer.
+- on PostgreSQL: through the async engine (asyncpg) with `run_sync`, which needs no
+  thread and has no database-wide write lock.
+
+Reads on SQLite run inline on the event loop on a read-only connection
+(`fastread.FastReader`); on PostgreSQL they go through an autocommit async engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
-_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+T = TypeVar("T")
+
+_ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Engines:
-    """The two engines of one database: `reader` (autocommit) and `writer`."""
+    """The engines of one database and the means to run transactions on them."""
 
-    reader: AsyncEngine
-    writer: AsyncEngine
+    url: str
+    reader: AsyncEngine | None = None
+    writer: AsyncEngine | None = None
+    sqlite: Engine | None = None
     sqlite_path: Path | None = None
+    _thread: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
     def dialect(self) -> str:
-        return self.writer.dialect.name
+        return "sqlite" if self.sqlite is not None else "postgresql"
+
+    async def transaction(self, body: Callable[[Connection], T]) -> T:
+        """Run `body` in one write transaction; its return value is returned."""
+        if self.sqlite is not None:
+            engine = self.sqlite
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="dockyard-db-writer")
+
+            def run() -> T:
+                with engine.begin() as conn:
+                    return body(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        assert self.writer is not None
+        async with self.writer.begin() as aconn:
+            return await aconn.run_sync(body)
 
     async def dispose(self) -> None:
-        await self.reader.dispose()
-        await self.writer.dispose()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = None
+        if self.sqlite is not None:
+            self.sqlite.dispose()
+        for engine in (self.reader, self.writer):
+            if engine is not None:
+                await engine.dispose()
 
 
 def async_url(url: str) -> str:
-    """Map `sqlite:///x` / `postgresql://...` to the async driver SQLAlchemy needs."""
+    """Map `postgresql://...` to the async driver SQLAlchemy needs (asyncpg)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend not in _ASYNC_DRIVERS:
         raise ValueError(f"unsupported database {backend!r}: use sqlite or postgresql")
     if parsed.drivername in _ASYNC_DRIVERS:
         parsed = parsed.set(drivername=_ASYNC_DRIVERS[backend])
-    if backend == "sqlite" and parsed.database:
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     return parsed.render_as_string(hide_password=False)
 
 
 def open_engines(url: str, *, pool_size: int = 10) -> Engines:
-    """Create the reader and writer engines for `url` (not yet connected)."""
+    """Create the engines for `url` (nothing connects until first use)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            raise ValueError("SQLite metadata needs a file (the processes share it)")
+        path = Path(database)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one connection, used only by the writer thread
+        engine = create_engine(
+            parsed.set(drivername="sqlite"), poolclass=StaticPool,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return Engines(url, sqlite=engine, sqlite_path=path)
     target = async_url(url)
-    if make_url(target).get_backend_name() == "sqlite":
-        reader = create_async_engine(target, isolation_level="AUTOCOMMIT",
-                                     connect_args={"timeout": 30})
-        # one writer connection per process: local writers queue in the pool (async)
-        # rather than in SQLite's busy handler, which sleeps in steps of milliseconds
-        writer = create_async_engine(target, connect_args={"timeout": 30}, pool_size=1,
-                                     max_overflow=0, pool_timeout=120)
-        for engine in (reader, writer):
-            event.listen(engine.sync_engine, "connect", _sqlite_connect)
-        event.listen(writer.sync_engine, "begin", _sqlite_begin)
-        database = make_url(target).database
-        path = Path(database) if database and database != ":memory:" else None
-        return Engines(reader, writer, path)
     kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size,
                               "pool_pre_ping": True}
     return Engines(
-        create_async_engine(target, isolation_level="AUTOCOMMIT", **kwargs),
-        create_async_engine(target, **kwargs),
+        url,
+        reader=create_async_engine(target, isolation_level="AUTOCOMMIT", **kwargs),
+        writer=create_async_engine(target, **kwargs),
     )
 
 
@@ -98,10 +141,9 @@ def alembic_config() -> Config:
 async def migrate(engines: Engines) -> None:
     """Bring the schema to the newest revision (idempotent; run once at start)."""
 
-    def _upgrade(connection: Connection) -> None:
+    def upgrade(connection: Connection) -> None:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
-    async with engines.writer.begin() as conn:
-        await conn.run_sync(_upgrade)
+    await engines.transaction(upgrade)

@@ -2,8 +2,8 @@
 
 A manifest GET or blob HEAD is one indexed point query that SQLite answers in a few
 microseconds from its page cache; in WAL mode readers never wait for writers. Running it
-on the event loop thread is cheaper than handing it to a worker thread (aiosqlite) and
-back, which dominated the request's cost. Statements are SQLAlchemy Core, compiled once.
+on the event loop thread is cheaper than handing it to a worker thread and back,
+which dominated the request's cost. Statements are SQLAlchemy Core, compiled once.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class Prepared:
         compiled = stmt.compile(dialect=sqlite.dialect())
         self.sql = compiled.string
         self.order = tuple(compiled.positiontup or ())
+        #: values bound in the statement itself (literals compared in WHERE clauses)
+        self.defaults = dict(compiled.params)
 
 
 class FastReader:
@@ -40,7 +42,8 @@ class FastReader:
         self._conn.execute("PRAGMA busy_timeout=2000")
 
     def fetch(self, query: Prepared, params: Mapping[str, Any]) -> Sequence[Any]:
-        return self._conn.execute(query.sql, [params[k] for k in query.order]).fetchall()
+        values = [params[k] if k in params else query.defaults[k] for k in query.order]
+        return self._conn.execute(query.sql, values).fetchall()
 
     def close(self) -> None:
         self._conn.close()

@@ -1,7 +1,8 @@
 """The metadata store: every query Dockyard makes, over SQLAlchemy Core.
 
 Portable SQL only (SQLite and PostgreSQL): dialect differences are confined to
-`_insert_ignore` and `_sorted`. Each public method is one transaction.
+`_upsert` and `_sorted`. Each public write is one transaction, written as a synchronous
+body that `Engines.transaction` runs (see `engine.py` for why).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from dockyard.metadata.engine import Engines
 from dockyard.metadata.fastread import FastReader, Prepared
@@ -69,6 +70,10 @@ _BLOB_IN_REPO = Prepared(
     .where(repositories.c.name == bindparam("name"),
            repository_blobs.c.digest == bindparam("digest"))
 )
+_UPLOAD = Prepared(
+    select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
+           uploads.c.updated_at).where(uploads.c.id == bindparam("id"))
+)
 
 
 class MissingReferences(Exception):
@@ -77,6 +82,10 @@ class MissingReferences(Exception):
     def __init__(self, missing: Sequence[str]) -> None:
         super().__init__(", ".join(missing))
         self.missing = list(missing)
+
+
+def _repo_id(conn: Connection, name: str) -> int | None:
+    return conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
 
 
 class MetadataStore:
@@ -92,42 +101,41 @@ class MetadataStore:
             self._fast.close()
         await self.engines.dispose()
 
-    async def _fetch(self, query: Prepared, **params: Any) -> Sequence[Any]:
-        """Run a hot read: inline on SQLite, through the async engine elsewhere."""
-        if self._fast is not None:
-            return self._fast.fetch(query, params)
-        async with self.engines.reader.connect() as conn:
-            rows: Sequence[Any] = (await conn.execute(query.stmt, params)).all()
-            return rows
-
     # --- helpers -----------------------------------------------------------------
-
-    def _insert_ignore(self, table: Any) -> Any:
-        """INSERT that does nothing when the primary/unique key already exists."""
-        return self._upsert(table).on_conflict_do_nothing()
 
     def _upsert(self, table: Any) -> Any:
         """The dialect's INSERT with `on_conflict_do_*` (both dialects share the API)."""
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
 
+    def _insert_ignore(self, table: Any) -> Any:
+        """INSERT that does nothing when the primary/unique key already exists."""
+        return self._upsert(table).on_conflict_do_nothing()
+
     def _sorted(self, column: Any) -> ColumnElement[Any]:
         """Byte-wise (lexical) ordering whatever the database's default collation."""
         return column.collate("C") if self._dialect == "postgresql" else column  # type: ignore[no-any-return]
 
-    async def _read(self, stmt: Select[Any]) -> Sequence[Any]:
+    async def _fetch(self, query: Prepared, **params: Any) -> Sequence[Any]:
+        """A prepared read: inline on SQLite, through the async reader elsewhere."""
+        if self._fast is not None:
+            return self._fast.fetch(query, params)
+        return await self._read(query.stmt, params)
+
+    async def _read(self, stmt: Select[Any], params: dict[str, Any] | None = None
+                    ) -> Sequence[Any]:
+        """Any read: inline on SQLite (compiled per call), async reader elsewhere."""
+        if self._fast is not None:
+            return self._fast.fetch(Prepared(stmt), params or {})
+        assert self.engines.reader is not None
         async with self.engines.reader.connect() as conn:
-            rows: Sequence[Any] = (await conn.execute(stmt)).all()
+            rows: Sequence[Any] = (await conn.execute(stmt, params or {})).all()
             return rows
 
-    @staticmethod
-    async def _repo_id(conn: AsyncConnection, name: str) -> int | None:
-        return await conn.scalar(select(repositories.c.id).where(repositories.c.name == name))
-
-    async def _ensure_repo(self, conn: AsyncConnection, name: str, now: float) -> int:
-        repo_id = await self._repo_id(conn, name)
+    def _ensure_repo(self, conn: Connection, name: str, now: float) -> int:
+        repo_id = _repo_id(conn, name)
         if repo_id is None:
-            await conn.execute(self._insert_ignore(repositories).values(name=name, created_at=now))
-            repo_id = await self._repo_id(conn, name)
+            conn.execute(self._insert_ignore(repositories).values(name=name, created_at=now))
+            repo_id = _repo_id(conn, name)
         assert repo_id is not None
         return repo_id
 
@@ -171,21 +179,21 @@ class MetadataStore:
         With `upload`, that finished session is removed in the same transaction.
         """
         now = time.time()
-        async with self.engines.writer.begin() as conn:
-            repo_id = await self._ensure_repo(conn, name, now)
-            insert_blob = self._upsert(blobs)
-            await conn.execute(
-                insert_blob.values(digest=digest, size=size, created_at=now, touched_at=now)
-                .on_conflict_do_update(index_elements=[blobs.c.digest],
-                                       set_={"touched_at": now})
-            )
-            await conn.execute(
-                self._insert_ignore(repository_blobs).values(
-                    repository_id=repo_id, digest=digest, linked_at=now
-                )
-            )
+        upsert_blob = (
+            self._upsert(blobs)
+            .values(digest=digest, size=size, created_at=now, touched_at=now)
+            .on_conflict_do_update(index_elements=[blobs.c.digest], set_={"touched_at": now})
+        )
+
+        def body(conn: Connection) -> None:
+            repo_id = self._ensure_repo(conn, name, now)
+            conn.execute(upsert_blob)
+            conn.execute(self._insert_ignore(repository_blobs).values(
+                repository_id=repo_id, digest=digest, linked_at=now))
             if upload is not None:
-                await conn.execute(delete(uploads).where(uploads.c.id == upload))
+                conn.execute(delete(uploads).where(uploads.c.id == upload))
+
+        await self.engines.transaction(body)
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
         """Link `digest` into `name` if repository `source` holds it; None otherwise."""
@@ -197,58 +205,44 @@ class MetadataStore:
 
     async def touch_blob(self, digest: str) -> None:
         """Note that the blob was just checked (HEAD): the collector's grace restarts."""
-        async with self.engines.writer.begin() as conn:
-            await conn.execute(
-                update(blobs).where(blobs.c.digest == digest).values(touched_at=time.time())
-            )
+        stmt = update(blobs).where(blobs.c.digest == digest).values(touched_at=time.time())
+        await self.engines.transaction(lambda conn: conn.execute(stmt))
 
     async def unlink_blob(self, name: str, digest: str) -> bool:
         """Remove `digest` from repository `name`; the bytes stay for the collector."""
-        async with self.engines.writer.begin() as conn:
-            repo_id = await self._repo_id(conn, name)
+
+        def body(conn: Connection) -> bool:
+            repo_id = _repo_id(conn, name)
             if repo_id is None:
                 return False
-            result = await conn.execute(
-                delete(repository_blobs).where(
-                    repository_blobs.c.repository_id == repo_id,
-                    repository_blobs.c.digest == digest,
-                )
-            )
+            result = conn.execute(delete(repository_blobs).where(
+                repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest))
             return bool(result.rowcount)
+
+        return await self.engines.transaction(body)
 
     # --- uploads -----------------------------------------------------------------
 
     async def create_upload(self, session_id: str, name: str) -> UploadRecord:
         now = time.time()
-        async with self.engines.writer.begin() as conn:
-            await conn.execute(
-                insert(uploads).values(
-                    id=session_id, repository=name, offset=0, started_at=now, updated_at=now
-                )
-            )
+        stmt = insert(uploads).values(id=session_id, repository=name, offset=0, started_at=now,
+                                      updated_at=now)
+        await self.engines.transaction(lambda conn: conn.execute(stmt))
         return UploadRecord(session_id, name, 0, now, now)
 
     async def upload(self, session_id: str) -> UploadRecord | None:
-        rows = await self._read(
-            select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
-                   uploads.c.updated_at).where(uploads.c.id == session_id)
-        )
+        rows = await self._fetch(_UPLOAD, id=session_id)
         return UploadRecord(*rows[0]) if rows else None
 
     async def advance_upload(self, session_id: str, old: int, new: int) -> bool:
         """Move the session's offset from `old` to `new`; False if another write won."""
-        async with self.engines.writer.begin() as conn:
-            result = await conn.execute(
-                update(uploads)
-                .where(uploads.c.id == session_id, uploads.c.offset == old)
-                .values(offset=new, updated_at=time.time())
-            )
-            return bool(result.rowcount)
+        stmt = (update(uploads).where(uploads.c.id == session_id, uploads.c.offset == old)
+                .values(offset=new, updated_at=time.time()))
+        return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
 
     async def delete_upload(self, session_id: str) -> bool:
-        async with self.engines.writer.begin() as conn:
-            result = await conn.execute(delete(uploads).where(uploads.c.id == session_id))
-            return bool(result.rowcount)
+        stmt = delete(uploads).where(uploads.c.id == session_id)
+        return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
 
     async def stale_uploads(self, idle_since: float) -> list[str]:
         rows = await self._read(select(uploads.c.id).where(uploads.c.updated_at < idle_since))
@@ -256,12 +250,8 @@ class MetadataStore:
 
     async def delete_stale_upload(self, session_id: str, idle_since: float) -> bool:
         """Delete the session only if it is still idle (a PATCH may have just arrived)."""
-        async with self.engines.writer.begin() as conn:
-            result = await conn.execute(
-                delete(uploads).where(uploads.c.id == session_id,
-                                      uploads.c.updated_at < idle_since)
-            )
-            return bool(result.rowcount)
+        stmt = delete(uploads).where(uploads.c.id == session_id, uploads.c.updated_at < idle_since)
+        return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
 
     async def upload_ids(self) -> set[str]:
         return {r[0] for r in await self._read(select(uploads.c.id))}
@@ -275,84 +265,43 @@ class MetadataStore:
         the repository; nothing is written then.
         """
         now = time.time()
-        async with self.engines.writer.begin() as conn:
-            repo_id = await self._ensure_repo(conn, name, now)
-            missing = await self._missing(conn, repo_id, new.blob_digests, new.child_digests)
+
+        def body(conn: Connection) -> None:
+            repo_id = self._ensure_repo(conn, name, now)
+            missing = _missing(conn, repo_id, new.blob_digests, new.child_digests)
             if missing:
                 raise MissingReferences(missing)
-            manifest_id = await conn.scalar(
-                select(manifests.c.id).where(
-                    manifests.c.repository_id == repo_id, manifests.c.digest == new.digest
-                )
-            )
+            manifest_id = conn.scalar(select(manifests.c.id).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest == new.digest))
             if manifest_id is None:
-                manifest_id = (
-                    await conn.execute(
-                        insert(manifests)
-                        .values(
-                            repository_id=repo_id, digest=new.digest, media_type=new.media_type,
-                            artifact_type=new.artifact_type, size=len(new.payload),
-                            payload=new.payload, subject_digest=new.subject_digest,
-                            config_digest=new.config_digest, annotations=new.annotations,
-                            created_at=now,
-                        )
-                        .returning(manifests.c.id)
-                    )
+                manifest_id = conn.execute(
+                    insert(manifests).values(
+                        repository_id=repo_id, digest=new.digest, media_type=new.media_type,
+                        artifact_type=new.artifact_type, size=len(new.payload),
+                        payload=new.payload, subject_digest=new.subject_digest,
+                        config_digest=new.config_digest, annotations=new.annotations,
+                        created_at=now,
+                    ).returning(manifests.c.id)
                 ).scalar_one()
                 if new.blob_digests:
-                    await conn.execute(
-                        self._insert_ignore(manifest_blobs),
-                        [{"manifest_id": manifest_id, "digest": d} for d in new.blob_digests],
-                    )
-                    await conn.execute(
-                        update(blobs).where(blobs.c.digest.in_(new.blob_digests))
-                        .values(touched_at=now)
-                    )
+                    conn.execute(self._insert_ignore(manifest_blobs),
+                                 [{"manifest_id": manifest_id, "digest": d}
+                                  for d in new.blob_digests])
+                    conn.execute(update(blobs).where(blobs.c.digest.in_(new.blob_digests))
+                                 .values(touched_at=now))
                 if new.child_digests:
-                    await conn.execute(
-                        self._insert_ignore(manifest_children),
-                        [{"manifest_id": manifest_id, "child_digest": d}
-                         for d in new.child_digests],
-                    )
+                    conn.execute(self._insert_ignore(manifest_children),
+                                 [{"manifest_id": manifest_id, "child_digest": d}
+                                  for d in new.child_digests])
             if tag is not None:
-                changed = await conn.execute(
-                    update(tags)
-                    .where(tags.c.repository_id == repo_id, tags.c.name == tag)
-                    .values(manifest_id=manifest_id, updated_at=now)
-                )
+                changed = conn.execute(
+                    update(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)
+                    .values(manifest_id=manifest_id, updated_at=now))
                 if not changed.rowcount:
-                    await conn.execute(
-                        insert(tags).values(repository_id=repo_id, name=tag,
-                                            manifest_id=manifest_id, updated_at=now)
-                    )
+                    conn.execute(insert(tags).values(repository_id=repo_id, name=tag,
+                                                     manifest_id=manifest_id, updated_at=now))
 
-    async def _missing(
-        self, conn: AsyncConnection, repo_id: int, blob_digests: Iterable[str],
-        child_digests: Iterable[str],
-    ) -> list[str]:
-        wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
-        missing: list[str] = []
-        if wanted_blobs:
-            have = set(
-                (await conn.execute(
-                    select(repository_blobs.c.digest).where(
-                        repository_blobs.c.repository_id == repo_id,
-                        repository_blobs.c.digest.in_(wanted_blobs),
-                    )
-                )).scalars()
-            )
-            missing += sorted(wanted_blobs - have)
-        if wanted_children:
-            have = set(
-                (await conn.execute(
-                    select(manifests.c.digest).where(
-                        manifests.c.repository_id == repo_id,
-                        manifests.c.digest.in_(wanted_children),
-                    )
-                )).scalars()
-            )
-            missing += sorted(wanted_children - have)
-        return missing
+        await self.engines.transaction(body)
 
     async def manifest(
         self, name: str, *, tag: str | None = None, digest: str | None = None,
@@ -368,45 +317,45 @@ class MetadataStore:
 
     async def delete_manifest(self, name: str, digest: str) -> bool:
         """Delete the manifest, its references and every tag pointing at it."""
-        async with self.engines.writer.begin() as conn:
-            repo_id = await self._repo_id(conn, name)
+
+        def body(conn: Connection) -> bool:
+            repo_id = _repo_id(conn, name)
             if repo_id is None:
                 return False
-            manifest_id = await conn.scalar(
-                select(manifests.c.id).where(
-                    manifests.c.repository_id == repo_id, manifests.c.digest == digest
-                )
-            )
+            manifest_id = conn.scalar(select(manifests.c.id).where(
+                manifests.c.repository_id == repo_id, manifests.c.digest == digest))
             if manifest_id is None:
                 return False
             for table in (tags, manifest_blobs, manifest_children):
-                await conn.execute(delete(table).where(table.c.manifest_id == manifest_id))
-            await conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
+                conn.execute(delete(table).where(table.c.manifest_id == manifest_id))
+            conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
             return True
 
+        return await self.engines.transaction(body)
+
     async def delete_tag(self, name: str, tag: str) -> bool:
-        async with self.engines.writer.begin() as conn:
-            repo_id = await self._repo_id(conn, name)
+        def body(conn: Connection) -> bool:
+            repo_id = _repo_id(conn, name)
             if repo_id is None:
                 return False
-            result = await conn.execute(
-                delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)
-            )
+            result = conn.execute(
+                delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
             return bool(result.rowcount)
+
+        return await self.engines.transaction(body)
 
     async def list_tags(self, name: str, n: int | None, last: str | None) -> list[str] | None:
         """Tags of `name` in lexical order after `last`; None when the repository is unknown."""
-        async with self.engines.reader.connect() as conn:
-            repo_id = await self._repo_id(conn, name)
-            if repo_id is None:
-                return None
-            stmt = select(tags.c.name).where(tags.c.repository_id == repo_id)
-            if last:
-                stmt = stmt.where(self._sorted(tags.c.name) > last)
-            stmt = stmt.order_by(self._sorted(tags.c.name))
-            if n is not None:
-                stmt = stmt.limit(n)
-            return list((await conn.execute(stmt)).scalars())
+        repo = await self._read(select(repositories.c.id).where(repositories.c.name == name))
+        if not repo:
+            return None
+        stmt = select(tags.c.name).where(tags.c.repository_id == repo[0][0])
+        if last:
+            stmt = stmt.where(self._sorted(tags.c.name) > last)
+        stmt = stmt.order_by(self._sorted(tags.c.name))
+        if n is not None:
+            stmt = stmt.limit(n)
+        return [r[0] for r in await self._read(stmt)]
 
     async def referrers(
         self, name: str, subject: str, artifact_type: str | None
@@ -428,10 +377,25 @@ class MetadataStore:
     async def counts(self) -> dict[str, int]:
         """Row counts for status pages and tests."""
         out = {}
-        async with self.engines.reader.connect() as conn:
-            for table in (repositories, blobs, manifests, tags, uploads):
-                out[table.name] = int(await conn.scalar(select(func.count()).select_from(table))
-                                      or 0)
+        for table in (repositories, blobs, manifests, tags, uploads):
+            rows = await self._read(select(func.count()).select_from(table))
+            out[table.name] = int(rows[0][0])
         return out
 
 
+def _missing(
+    conn: Connection, repo_id: int, blob_digests: Iterable[str], child_digests: Iterable[str],
+) -> list[str]:
+    wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
+    missing: list[str] = []
+    if wanted_blobs:
+        have = set(conn.execute(select(repository_blobs.c.digest).where(
+            repository_blobs.c.repository_id == repo_id,
+            repository_blobs.c.digest.in_(wanted_blobs))).scalars())
+        missing += sorted(wanted_blobs - have)
+    if wanted_children:
+        have = set(conn.execute(select(manifests.c.digest).where(
+            manifests.c.repository_id == repo_id,
+            manifests.c.digest.in_(wanted_children))).scalars())
+        missing += sorted(wanted_children - have)
+    return missing
