@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import BinaryIO
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
@@ -52,26 +55,72 @@ async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
 async def _sendfile(
     request: web.Request, resp: web.StreamResponse, path: str, offset: int, count: int
 ) -> None:
-    """Zero-copy: headers through aiohttp, then the kernel copies file to socket."""
+    """Zero-copy: headers through aiohttp, then the kernel copies file to socket.
+
+    `loop.sendfile` is not implemented by uvloop, so the body goes out with
+    `os.sendfile` on a duplicate of the connection's (non-blocking) socket, waiting for
+    writability on that duplicate whenever the socket buffer is full.
+    """
     loop = asyncio.get_running_loop()
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
     with open(path, "rb") as fobj:
         writer = await resp.prepare(request)
         assert writer is not None
-        await writer.drain()
-        transport = request.transport
         assert transport is not None
-        try:
-            await loop.sendfile(transport, fobj, offset, count)
-        except (NotImplementedError, RuntimeError):
-            fobj.seek(offset)
-            remaining = count
-            while remaining:
-                data = await asyncio.to_thread(fobj.read, min(remaining, 1 << 20))
-                if not data:
-                    break
-                remaining -= len(data)
-                await writer.write(data)
+        await writer.drain()
+        # the headers must have left before the kernel writes the body
+        while transport.get_write_buffer_size():  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.0005)
+        if sock is None:
+            await _copy(writer, fobj, offset, count)
+        else:
+            await _zero_copy(loop, sock.fileno(), fobj.fileno(), offset, count)
         await resp.write_eof()
+
+
+async def _zero_copy(
+    loop: asyncio.AbstractEventLoop, sock_fd: int, file_fd: int, offset: int, count: int
+) -> None:
+    out = os.dup(sock_fd)
+    try:
+        while count > 0:
+            try:
+                sent = os.sendfile(out, file_fd, offset, min(count, 1 << 30))
+            except BlockingIOError:
+                await _writable(loop, out)
+                continue
+            if sent == 0:
+                raise ConnectionResetError("client went away")
+            offset += sent
+            count -= sent
+    finally:
+        os.close(out)
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until the socket `fd` can take more bytes."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
+
+
+async def _copy(writer: AbstractStreamWriter, fobj: BinaryIO, offset: int, count: int) -> None:
+    fobj.seek(offset)
+    while count > 0:
+        data = await asyncio.to_thread(fobj.read, min(count, 1 << 20))
+        if not data:
+            break
+        count -= len(data)
+        await writer.write(data)
 
 
 async def delete_blob(request: web.Request, match: Match) -> web.StreamResponse:
