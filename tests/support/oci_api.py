@@ -15,17 +15,39 @@ from typing import Any
 
 import httpx
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-OCI_EMPTY = "application/vnd.oci.empty.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
-DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+from tests.support.mediatypes import (  # re-exported for the test modules
+    DOCKER_CONFIG as DOCKER_CONFIG,
+)
+from tests.support.mediatypes import (
+    DOCKER_LAYER as DOCKER_LAYER,
+)
+from tests.support.mediatypes import (
+    DOCKER_LIST as DOCKER_LIST,
+)
+from tests.support.mediatypes import (
+    DOCKER_MANIFEST as DOCKER_MANIFEST,
+)
+from tests.support.mediatypes import (
+    DOCKER_SCHEMA1 as DOCKER_SCHEMA1,
+)
+from tests.support.mediatypes import (
+    DOCKER_SCHEMA1_SIGNED as DOCKER_SCHEMA1_SIGNED,
+)
+from tests.support.mediatypes import (
+    OCI_CONFIG as OCI_CONFIG,
+)
+from tests.support.mediatypes import (
+    OCI_EMPTY as OCI_EMPTY,
+)
+from tests.support.mediatypes import (
+    OCI_INDEX as OCI_INDEX,
+)
+from tests.support.mediatypes import (
+    OCI_LAYER as OCI_LAYER,
+)
+from tests.support.mediatypes import (
+    OCI_MANIFEST as OCI_MANIFEST,
+)
 
 #: The six Accept values skopeo sends, each as its own header line.
 SKOPEO_ACCEPT = (
