@@ -38,6 +38,10 @@ class Target:
     url: str
     tree: ProcessTree
     log: Path
+    data: Path | None = None
+    """The data directory (scenario 8 measures it and runs the collectors on it)."""
+    server: Server | None = None
+    """The started server (scenario 8 restarts Distribution read-only)."""
 
 
 def start(name: str, workdir: Path, workers: int) -> Server:
@@ -56,7 +60,7 @@ def running(name: str, workdir: Path, workers: int) -> Iterator[Target]:
     server = start(name, workdir, workers)
     tree = ProcessTree(server.proc.pid)
     try:
-        yield Target(name, server.url, tree, server.log)
+        yield Target(name, server.url, tree, server.log, server.data, server)
     finally:
         children = tree.processes()[1:]
         server.stop()

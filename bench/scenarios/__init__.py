@@ -1,8 +1,9 @@
-"""The seven scenarios of the benchmark, in the issue's order."""
+"""The scenarios of the benchmark, in the issues' order (8 is the lifecycle issue's)."""
 
 from __future__ import annotations
 
 from bench.scenarios.base import Scenario
+from bench.scenarios.gc import GarbageCollection
 from bench.scenarios.image_pull import ImagePull
 from bench.scenarios.listing import Listing
 from bench.scenarios.manifests import ManifestRate
@@ -19,6 +20,7 @@ ALL: tuple[type[Scenario], ...] = (
     Listing,
     ImagePull,
     PushMemory,
+    GarbageCollection,
 )
 
 BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}

@@ -1,4 +1,4 @@
-"""The application factory: builds backends by name from settings and wires the routes."""
+"""The application factory: opens the backends named by settings and wires the routes."""
 
 from __future__ import annotations
 
@@ -12,38 +12,14 @@ from aiohttp import web
 from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
 from dockyard.api.routes import dispatch
+from dockyard.backends import open_registry
 from dockyard.config.settings import Settings
 from dockyard.core.registry import Registry
-from dockyard.drivers.base import Driver
-from dockyard.drivers.filesystem import FilesystemDriver
-from dockyard.metadata.engine import migrate, open_engines
-from dockyard.metadata.store import MetadataStore
-from dockyard.storage.blobstore import BlobStore
+from dockyard.gc.scheduler import gc_loop
 
 log = logging.getLogger(__name__)
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
-
-
-def build_driver(settings: Settings) -> Driver:
-    """The storage driver named by `storage.driver`; unknown names stop the start."""
-    if settings.storage.driver == "filesystem":
-        return FilesystemDriver(settings.storage.filesystem.rootdirectory)
-    raise ValueError(f"unknown storage driver {settings.storage.driver!r}")
-
-
-async def open_registry(settings: Settings, *, run_migrations: bool = True) -> Registry:
-    """Open the metadata store and blob store named by `settings`."""
-    engines = open_engines(settings.database_url, pool_size=settings.database.pool_size)
-    if run_migrations:
-        await migrate(engines)
-    blobstore = BlobStore(build_driver(settings),
-                          buffer_size=settings.storage.uploads.chunk_buffer)
-    return Registry.build(
-        MetadataStore(engines), blobstore,
-        delete_enabled=settings.storage.delete.enabled,
-        manifest_max_size=settings.limits.manifest_max_size,
-    )
 
 
 @web.middleware
@@ -75,11 +51,15 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         registry = await open_registry(settings, run_migrations=run_migrations)
         app[REGISTRY] = registry
-        purger = asyncio.create_task(_purge_loop(registry, settings))
+        tasks = [asyncio.create_task(_purge_loop(registry, settings)),
+                 asyncio.create_task(_pulls_loop(registry, settings))]
+        if settings.gc.enabled:
+            tasks.append(asyncio.create_task(gc_loop(registry, settings)))
         yield
-        purger.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purger
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await registry.blobstore.driver.close()
         await registry.store.close()
 
@@ -87,7 +67,22 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     app.on_response_prepare.append(_api_version)
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    app.router.add_route("*", "/admin/v1/{tail:.*}", dispatch)
     return app
+
+
+async def _pulls_loop(registry: Registry, settings: Settings) -> None:
+    """Write the last-pull times this process gathered, in batches; once more at exit."""
+    try:
+        while True:
+            await asyncio.sleep(settings.retention.pull_flush_interval.total_seconds())
+            try:
+                await registry.pulls.flush()
+            except Exception:
+                log.exception("recording pull times failed")
+    finally:
+        with contextlib.suppress(Exception):
+            await registry.pulls.flush()
 
 
 async def _purge_loop(registry: Registry, settings: Settings) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from dockyard.api import blobs, listing, manifests, uploads
+from dockyard.api import admin, blobs, listing, manifests, uploads
 from dockyard.api.context import Match
 from dockyard.api.errors import error_response, from_exception
 from dockyard.oci.errors import RegistryError
@@ -48,6 +48,7 @@ ROUTES: tuple[Route, ...] = (
     _r(r"/v2/(?P<name>.+)/blobs/(?P<reference>[^/]+)", GET=blobs.get_blob, HEAD=blobs.get_blob,
        DELETE=blobs.delete_blob),
     _r(r"/v2/(?P<name>.+)/referrers/(?P<reference>[^/]+)", GET=listing.referrers),
+    _r(r"/admin/v1/repositories/(?P<name>.+)", DELETE=admin.delete_repository),
 )
 
 

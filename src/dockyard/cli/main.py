@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from dockyard import __version__
-from dockyard.config.settings import ConfigError, Settings, load_settings
+from dockyard.cli.common import load
 
-
-def _load(config: Path | None, overrides: dict[str, Any]) -> Settings:
-    try:
-        return load_settings(config, overrides={k: v for k, v in overrides.items()
-                                                if v is not None})
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+_load = load
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,3 +51,14 @@ def config_check(file: Path) -> None:
     settings = _load(file, {})
     click.echo(f"{file}: ok (listen {settings.http.addr}, storage {settings.storage.driver} "
                f"at {settings.data_dir}, database {settings.database_url.split('://')[0]})")
+
+
+def _register() -> None:
+    from dockyard.cli.lifecycle import du, gc, retention
+    from dockyard.cli.rm import rm
+
+    for command in (gc, du, retention, rm):
+        main.add_command(command)
+
+
+_register()

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy.engine import URL
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -37,6 +44,14 @@ def _size(value: Any) -> Any:
         m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b?)\s*", value.lower())
         if m:
             return int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
+    return value
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90`, `90s`, `1h30m`, `7d` -> timedelta; ValueError otherwise."""
+    value = _duration(text)
+    if not isinstance(value, timedelta):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m, 7d)")
     return value
 
 
@@ -64,6 +79,55 @@ class FilesystemSettings(_Section):
 
 class DeleteSettings(_Section):
     enabled: bool = True
+    #: deleting a manifest also deletes manifests whose `subject` it is (signatures, SBOMs)
+    referrers: bool = True
+
+
+class GcSettings(_Section):
+    """Online garbage collection: schedule and safety margin."""
+
+    enabled: bool = True
+    interval: Duration = timedelta(hours=1)
+    #: anything uploaded, mounted, pushed or HEAD-checked more recently is never collected
+    grace: Duration = timedelta(hours=1)
+    #: keep referrers (signatures, SBOMs) whose subject manifest is gone
+    keep_referrers: bool = False
+
+
+class RetentionRule(_Section):
+    """Which tags of the repositories matching `repositories` (a glob) are deleted.
+
+    Kept always: tags matching `keep_tags`, the `keep_last` most recently pushed, and
+    those pulled within `keep_pulled_within`. Of the rest, with `delete_older_than`
+    those pushed longer ago go; without it (and with `keep_last`), all of them go.
+    `delete_untagged: false` keeps untagged manifests of these repositories from the
+    collector.
+    """
+
+    repositories: str = "*"
+    keep_last: int | None = Field(default=None, ge=0)
+    keep_tags: str | None = None
+    delete_older_than: Duration | None = None
+    keep_pulled_within: Duration | None = None
+    delete_untagged: bool = True
+
+    @field_validator("keep_tags")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class RetentionSettings(_Section):
+    """Ordered rules; the first whose glob matches a repository applies to it."""
+
+    rules: list[RetentionRule] = Field(default_factory=list)
+    #: how often each worker writes the last-pull times it collected (one batch)
+    pull_flush_interval: Duration = timedelta(seconds=30)
 
 
 class UploadSettings(_Section):
@@ -109,6 +173,8 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
+    gc: GcSettings = GcSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @property
     def data_dir(self) -> Path:

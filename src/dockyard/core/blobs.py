@@ -11,8 +11,9 @@ from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, Unsupported
 from dockyard.storage.blobstore import BlobStore
 
-#: A HEAD renews a blob's grace period at most this often (seconds), to spare writes.
-TOUCH_INTERVAL = 60.0
+#: A HEAD renews a blob's grace period at most this often (seconds): a burst of HEADs
+#: costs one write, and any grace period of a second or more still protects the blob.
+TOUCH_INTERVAL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +26,18 @@ class BlobInfo:
 class BlobService:
     """Blobs as repositories see them: present only where pushed or mounted."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool,
+                 touch_interval: float = TOUCH_INTERVAL) -> None:
         self.store = store
         self.blobs = blobs
         self.delete_enabled = delete_enabled
+        self.touch_interval = touch_interval
 
     async def stat(self, name: str, digest: Digest, *, touch: bool = False) -> BlobInfo:
         record = await self.store.blob_in_repository(name, str(digest))
         if record is None:
             raise BlobUnknown(f"blob {digest} is not in {name}", {"digest": str(digest)})
-        if touch and record.touched_at < time.time() - TOUCH_INTERVAL:
+        if touch and record.touched_at < time.time() - self.touch_interval:
             await self.store.touch_blob(str(digest))
         return BlobInfo(digest, record.size, self.blobs.local_path(digest))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from dockyard.core.pulls import PullRecorder
 from dockyard.metadata.records import ManifestRecord, NewManifest, ReferrerRecord
 from dockyard.metadata.store import MetadataStore, MissingReferences
 from dockyard.oci import mediatypes as mt
@@ -35,10 +36,13 @@ def _is_foreign(media_type: str) -> bool:
 class ManifestService:
     """Manifests, tags and referrers of repositories."""
 
-    def __init__(self, store: MetadataStore, *, max_size: int, delete_enabled: bool) -> None:
+    def __init__(self, store: MetadataStore, *, max_size: int, delete_enabled: bool,
+                 delete_referrers: bool = True, pulls: PullRecorder | None = None) -> None:
         self.store = store
+        self.pulls = pulls
         self.max_size = max_size
         self.delete_enabled = delete_enabled
+        self.delete_referrers = delete_referrers
 
     async def put(
         self, name: str, reference: str, payload: bytes, content_type: str | None
@@ -83,6 +87,8 @@ class ManifestService:
             # suite expects, not TAG_INVALID (which is for pushes)
             record = (await self.store.manifest(name, tag=reference, payload=payload)
                       if is_valid_tag(reference) else None)
+            if record is not None and self.pulls is not None:
+                self.pulls.record(name, reference)
         else:
             digest = str(Digest.parse(reference))
             record = await self.store.manifest(name, digest=digest, payload=payload)
@@ -97,7 +103,8 @@ class ManifestService:
         if is_tag(reference):
             found = is_valid_tag(reference) and await self.store.delete_tag(name, reference)
         else:
-            found = await self.store.delete_manifest(name, str(Digest.parse(reference)))
+            found = bool(await self.store.delete_manifest(
+                name, str(Digest.parse(reference)), referrers=self.delete_referrers))
         if not found:
             raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {name}")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dockyard.core.blobs import BlobService
+from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.manifests import ManifestService
+from dockyard.core.pulls import PullRecorder
+from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import UploadService
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
@@ -20,17 +22,25 @@ class Registry:
     blobs: BlobService
     uploads: UploadService
     manifests: ManifestService
+    repositories: RepositoryService
+    pulls: PullRecorder
 
     @classmethod
     def build(
         cls, store: MetadataStore, blobstore: BlobStore, *, delete_enabled: bool,
-        manifest_max_size: int,
+        manifest_max_size: int, delete_referrers: bool = True,
+        touch_interval: float = TOUCH_INTERVAL,
     ) -> Registry:
+        pulls = PullRecorder(store)
         return cls(
             store=store,
+            pulls=pulls,
             blobstore=blobstore,
-            blobs=BlobService(store, blobstore, delete_enabled=delete_enabled),
+            blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
+                              touch_interval=touch_interval),
             uploads=UploadService(store, blobstore),
             manifests=ManifestService(store, max_size=manifest_max_size,
-                                      delete_enabled=delete_enabled),
+                                      delete_enabled=delete_enabled,
+                                      delete_referrers=delete_referrers, pulls=pulls),
+            repositories=RepositoryService(store, blobstore, delete_enabled=delete_enabled),
         )

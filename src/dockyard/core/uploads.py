@@ -56,11 +56,16 @@ class UploadService:
         self.store = store
         self.blobs = blobs
         self._local: dict[str, _Local] = {}
+        self._orphans: set[str] = set()  # upload dirs without a row at the last sweep
 
     async def start(self, name: str) -> UploadRecord:
         session_id = str(uuid.uuid4())
         record = await self.store.create_upload(session_id, name)
         await self.blobs.create_upload(session_id)
+        if await self.store.upload(session_id) is None:
+            # the repository was deleted meanwhile (with its sessions): leave no file
+            await self.blobs.delete_upload(session_id)
+            raise BlobUploadUnknown("the repository was deleted while the upload started")
         return record
 
     async def get(self, name: str, session_id: str) -> UploadRecord:
@@ -170,6 +175,10 @@ class UploadService:
                     f"content digest is {digest.algorithm}:{actual}, not {digest}",
                     {"digest": str(digest)},
                 )
+            # claim first: the collector leaves a just-claimed blob alone, and a claim
+            # waits while the collector is deleting this digest's bytes
+            while not await self.store.claim_blob(str(digest), record.offset):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             await self.blobs.publish(record.id, digest)
             await self.store.link_blob(name, str(digest), record.offset, upload=record.id)
             self._local.pop(session_id, None)
@@ -181,6 +190,21 @@ class UploadService:
                 raise BlobUploadUnknown("upload is unknown or expired")
             await self.blobs.delete_upload(session_id)
         self._local.pop(session_id, None)
+
+    async def _sweep_orphans(self) -> int:
+        """Delete upload bytes that have had no session row for two sweeps in a row.
+
+        They are left by a crash between writing the row and the bytes; the two-sweep
+        rule lets a session being created right now get its row first.
+        """
+        known = await self.store.upload_ids()
+        on_disk = {_session_of(k) async for k in self.blobs.list_uploads()}
+        orphans = {s for s in on_disk - known if _valid_id(s)}
+        doomed = orphans & self._orphans
+        self._orphans = orphans - doomed
+        for session_id in doomed:
+            await self.blobs.delete_upload(session_id)
+        return len(doomed)
 
     async def purge(self, max_idle: float) -> int:
         """Remove sessions idle for longer than `max_idle` seconds, with their bytes."""
@@ -198,6 +222,7 @@ class UploadService:
                 # bytes already gone (crash after publish): drop the row
                 if await self.store.delete_stale_upload(session_id, idle_since):
                     removed += 1
+        removed += await self._sweep_orphans()
         cutoff = time.monotonic() - max_idle
         for session_id, local in list(self._local.items()):
             if not local.lock.locked() and local.used < cutoff:
@@ -205,6 +230,10 @@ class UploadService:
         if removed:
             log.info("purged %d idle upload sessions", removed)
         return removed
+
+
+def _session_of(key: str) -> str:
+    return key.split("/")[1] if key.count("/") >= 2 else ""
 
 
 def _valid_id(session_id: str) -> bool:

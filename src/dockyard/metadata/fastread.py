@@ -23,7 +23,9 @@ class Prepared:
 
     def __init__(self, stmt: Select[Any]) -> None:
         self.stmt = stmt
-        compiled = stmt.compile(dialect=sqlite.dialect())
+        # render_postcompile expands IN (...) lists into one parameter per value
+        compiled = stmt.compile(dialect=sqlite.dialect(),
+                                compile_kwargs={"render_postcompile": True})
         self.sql = compiled.string
         self.order = tuple(compiled.positiontup or ())
         #: values bound in the statement itself (literals compared in WHERE clauses)

@@ -76,6 +76,8 @@ manifests = Table(
     Column("config_digest", DIGEST),
     Column("annotations", Text),
     Column("created_at", Double, nullable=False),
+    # last pushed (a PUT of the same bytes renews it): the collector's grace counts from here
+    Column("touched_at", Double),
     UniqueConstraint("repository_id", "digest"),
     Index(None, "repository_id", "subject_digest"),
 )
@@ -121,3 +123,25 @@ uploads = Table(
     Column("updated_at", Double, nullable=False),
     Index(None, "updated_at"),
 )
+
+blob_deletions = Table(
+    "blob_deletions",
+    metadata,
+    # a blob whose row the collector removed and whose bytes it is deleting now; an
+    # upload of the same digest waits for the bytes to go before publishing its own
+    Column("digest", DIGEST, primary_key=True),
+    Column("started_at", Double, nullable=False),
+)
+
+deleted_links = Table(
+    "deleted_links",
+    metadata,
+    # blobs a repository deletion unlinked: the collector credits their bytes to it
+    Column("repository", String(255), primary_key=True),
+    Column("digest", DIGEST, primary_key=True),
+    Column("deleted_at", Double, nullable=False),
+    Index(None, "digest"),
+)
+
+Index("ix_blobs_touched_at", blobs.c.touched_at)
+Index("ix_manifests_touched_at", manifests.c.touched_at)

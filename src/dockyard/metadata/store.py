@@ -37,6 +37,7 @@ from dockyard.metadata.records import (
     UploadRecord,
 )
 from dockyard.metadata.schema import (
+    blob_deletions,
     blobs,
     manifest_blobs,
     manifest_children,
@@ -74,6 +75,10 @@ _UPLOAD = Prepared(
     select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
            uploads.c.updated_at).where(uploads.c.id == bindparam("id"))
 )
+
+
+#: Seconds after which a collector's unfinished blob deletion is considered abandoned.
+TOMBSTONE_TIMEOUT = 300.0
 
 
 class MissingReferences(Exception):
@@ -188,20 +193,71 @@ class MetadataStore:
         def body(conn: Connection) -> None:
             repo_id = self._ensure_repo(conn, name, now)
             conn.execute(upsert_blob)
-            conn.execute(self._insert_ignore(repository_blobs).values(
-                repository_id=repo_id, digest=digest, linked_at=now))
+            self._link(conn, repo_id, digest, now)
             if upload is not None:
                 conn.execute(delete(uploads).where(uploads.c.id == upload))
 
         await self.engines.transaction(body)
 
+    async def claim_blob(self, digest: str, size: int) -> bool:
+        """Before publishing bytes: renew the blob's grace period, creating its row.
+
+        False while the collector is deleting this digest's bytes (a fresh tombstone):
+        the caller waits and tries again, so it never keeps bytes that are about to go.
+        A tombstone older than `TOMBSTONE_TIMEOUT` belongs to a collector that died and
+        is cleared.
+        """
+        now = time.time()
+
+        def body(conn: Connection) -> bool:
+            started = conn.scalar(select(blob_deletions.c.started_at)
+                                  .where(blob_deletions.c.digest == digest))
+            if started is not None:
+                if started > now - TOMBSTONE_TIMEOUT:
+                    return False
+                conn.execute(delete(blob_deletions).where(blob_deletions.c.digest == digest))
+            conn.execute(
+                self._upsert(blobs)
+                .values(digest=digest, size=size, created_at=now, touched_at=now)
+                .on_conflict_do_update(index_elements=[blobs.c.digest], set_={"touched_at": now})
+            )
+            return True
+
+        return await self.engines.transaction(body)
+
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
-        """Link `digest` into `name` if repository `source` holds it; None otherwise."""
-        found = await self.blob_in_repository(source, digest)
-        if found is None:
-            return None
-        await self.link_blob(name, digest, found.size)
-        return found
+        """Link `digest` into `name` if repository `source` holds it; None otherwise.
+
+        The check and the link are one transaction, so the collector cannot remove the
+        blob in between.
+        """
+        now = time.time()
+
+        def body(conn: Connection) -> BlobRecord | None:
+            row = conn.execute(
+                select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
+                .select_from(repositories.join(repository_blobs).join(blobs))
+                .where(repositories.c.name == source, repository_blobs.c.digest == digest)
+                .with_for_update()
+            ).first()
+            if row is None:
+                return None
+            repo_id = self._ensure_repo(conn, name, now)
+            conn.execute(update(blobs).where(blobs.c.digest == digest).values(touched_at=now))
+            self._link(conn, repo_id, digest, now)
+            return BlobRecord(*row)
+
+        return await self.engines.transaction(body)
+
+    def _link(self, conn: Connection, repo_id: int, digest: str, now: float) -> None:
+        conn.execute(
+            self._upsert(repository_blobs)
+            .values(repository_id=repo_id, digest=digest, linked_at=now)
+            .on_conflict_do_update(
+                index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
+                set_={"linked_at": now},
+            )
+        )
 
     async def touch_blob(self, digest: str) -> None:
         """Note that the blob was just checked (HEAD): the collector's grace restarts."""
@@ -272,7 +328,8 @@ class MetadataStore:
             if missing:
                 raise MissingReferences(missing)
             manifest_id = conn.scalar(select(manifests.c.id).where(
-                manifests.c.repository_id == repo_id, manifests.c.digest == new.digest))
+                manifests.c.repository_id == repo_id, manifests.c.digest == new.digest)
+                .with_for_update(read=True))
             if manifest_id is None:
                 manifest_id = conn.execute(
                     insert(manifests).values(
@@ -280,7 +337,7 @@ class MetadataStore:
                         artifact_type=new.artifact_type, size=len(new.payload),
                         payload=new.payload, subject_digest=new.subject_digest,
                         config_digest=new.config_digest, annotations=new.annotations,
-                        created_at=now,
+                        created_at=now, touched_at=now,
                     ).returning(manifests.c.id)
                 ).scalar_one()
                 if new.blob_digests:
@@ -293,6 +350,13 @@ class MetadataStore:
                     conn.execute(self._insert_ignore(manifest_children),
                                  [{"manifest_id": manifest_id, "child_digest": d}
                                   for d in new.child_digests])
+            else:  # pushed again: its grace period starts over
+                conn.execute(update(manifests).where(manifests.c.id == manifest_id)
+                             .values(touched_at=now))
+            if new.child_digests:  # so are the children it names
+                conn.execute(update(manifests).where(
+                    manifests.c.repository_id == repo_id,
+                    manifests.c.digest.in_(new.child_digests)).values(touched_at=now))
             if tag is not None:
                 changed = conn.execute(
                     update(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)
@@ -315,21 +379,27 @@ class MetadataStore:
         d, media_type, size, body, subject = rows[0]
         return ManifestRecord(d, media_type, size, body if payload else None, subject)
 
-    async def delete_manifest(self, name: str, digest: str) -> bool:
-        """Delete the manifest, its references and every tag pointing at it."""
+    async def delete_manifest(self, name: str, digest: str, *, referrers: bool = True
+                              ) -> list[str]:
+        """Delete the manifest with its tags and references; the digests deleted.
 
-        def body(conn: Connection) -> bool:
+        An index takes its child manifests along when nothing else keeps them (no tag,
+        no other index of the repository); with `referrers`, manifests whose subject it
+        is (signatures, SBOMs) go too. Empty when the manifest is not there.
+        """
+
+        def body(conn: Connection) -> list[str]:
             repo_id = _repo_id(conn, name)
             if repo_id is None:
-                return False
+                return []
             manifest_id = conn.scalar(select(manifests.c.id).where(
-                manifests.c.repository_id == repo_id, manifests.c.digest == digest))
+                manifests.c.repository_id == repo_id, manifests.c.digest == digest)
+                .with_for_update())
             if manifest_id is None:
-                return False
-            for table in (tags, manifest_blobs, manifest_children):
-                conn.execute(delete(table).where(table.c.manifest_id == manifest_id))
-            conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
-            return True
+                return []
+            deleted: list[str] = []
+            _delete_tree(conn, repo_id, manifest_id, digest, referrers, deleted)
+            return deleted
 
         return await self.engines.transaction(body)
 
@@ -341,6 +411,21 @@ class MetadataStore:
             result = conn.execute(
                 delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
             return bool(result.rowcount)
+
+        return await self.engines.transaction(body)
+
+    async def record_pulls(self, pulls: Sequence[tuple[str, str, float]]) -> int:
+        """Set `tags.pulled_at` for (repository, tag, time) triples; rows updated."""
+        repo_id = (select(repositories.c.id).where(repositories.c.name == bindparam("repo"))
+                   .scalar_subquery())
+        stmt = (update(tags)
+                .where(tags.c.repository_id == repo_id, tags.c.name == bindparam("tag"),
+                       or_(tags.c.pulled_at.is_(None), tags.c.pulled_at < bindparam("at")))
+                .values(pulled_at=bindparam("at")))
+        params = [{"repo": n, "tag": t, "at": at} for n, t, at in pulls]
+
+        def body(conn: Connection) -> int:
+            return sum(int(conn.execute(stmt, p).rowcount) for p in params)
 
         return await self.engines.transaction(body)
 
@@ -391,11 +476,39 @@ def _missing(
     if wanted_blobs:
         have = set(conn.execute(select(repository_blobs.c.digest).where(
             repository_blobs.c.repository_id == repo_id,
-            repository_blobs.c.digest.in_(wanted_blobs))).scalars())
+            repository_blobs.c.digest.in_(wanted_blobs)).with_for_update(read=True)).scalars())
         missing += sorted(wanted_blobs - have)
     if wanted_children:
         have = set(conn.execute(select(manifests.c.digest).where(
             manifests.c.repository_id == repo_id,
-            manifests.c.digest.in_(wanted_children))).scalars())
+            manifests.c.digest.in_(wanted_children)).with_for_update(read=True)).scalars())
         missing += sorted(wanted_children - have)
     return missing
+
+
+def _delete_tree(conn: Connection, repo_id: int, manifest_id: int, digest: str,
+                 referrers: bool, deleted: list[str]) -> None:
+    """Delete one manifest, then the children and referrers it leaves unreferenced."""
+    children = list(conn.execute(select(manifest_children.c.child_digest)
+                                 .where(manifest_children.c.manifest_id == manifest_id)).scalars())
+    for table in (tags, manifest_blobs, manifest_children):
+        conn.execute(delete(table).where(table.c.manifest_id == manifest_id))
+    conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
+    deleted.append(digest)
+    for child in children:
+        row = conn.execute(select(manifests.c.id).where(
+            manifests.c.repository_id == repo_id, manifests.c.digest == child)
+            .with_for_update()).first()
+        if row is None:
+            continue
+        tagged = conn.scalar(select(exists().where(tags.c.manifest_id == row.id)))
+        parent = select(manifest_children.c.manifest_id).join(
+            manifests, manifests.c.id == manifest_children.c.manifest_id
+        ).where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == child)
+        if not tagged and not conn.scalar(select(exists(parent))):
+            _delete_tree(conn, repo_id, row.id, child, referrers, deleted)
+    if referrers:
+        for ref_id, ref_digest in conn.execute(select(manifests.c.id, manifests.c.digest).where(
+                manifests.c.repository_id == repo_id, manifests.c.subject_digest == digest)
+                .with_for_update()).all():
+            _delete_tree(conn, repo_id, ref_id, ref_digest, referrers, deleted)

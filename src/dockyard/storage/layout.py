@@ -12,6 +12,8 @@
       uploads/
         <session id>/
           data                      bytes of an upload in progress
+      locks/
+        <name>                      empty files held with Driver.lock (e.g. "gc")
 
 The blob keys are the ones CNCF Distribution uses under `docker/registry/v2/`, so an
 existing Distribution tree can be adopted without copying a byte.
@@ -23,6 +25,7 @@ from dockyard.oci.digest import Digest
 
 BLOBS = "blobs"
 UPLOADS = "uploads"
+LOCKS = "locks"
 
 
 def blob_key(digest: Digest) -> str:
@@ -43,3 +46,8 @@ def upload_key(session_id: str) -> str:
 def upload_dir(session_id: str) -> str:
     """Prefix holding everything stored for upload session `session_id`."""
     return f"{UPLOADS}/{session_id}"
+
+
+def lock_key(name: str) -> str:
+    """Key of the empty object held to run `name` in one process at a time."""
+    return f"{LOCKS}/{name}"

@@ -1,0 +1,41 @@
+"""Build the concrete backends named in settings (for the app factory and the CLI only).
+
+An unknown backend name is a startup error.
+"""
+
+from __future__ import annotations
+
+from dockyard.config.settings import Settings
+from dockyard.core.registry import Registry
+from dockyard.drivers.base import Driver
+from dockyard.drivers.filesystem import FilesystemDriver
+from dockyard.metadata.engine import migrate, open_engines
+from dockyard.metadata.store import MetadataStore
+from dockyard.storage.blobstore import BlobStore
+
+
+def build_driver(settings: Settings) -> Driver:
+    """The storage driver named by `storage.driver`."""
+    if settings.storage.driver == "filesystem":
+        return FilesystemDriver(settings.storage.filesystem.rootdirectory)
+    raise ValueError(f"unknown storage driver {settings.storage.driver!r}")
+
+
+async def open_registry(settings: Settings, *, run_migrations: bool = True) -> Registry:
+    """Open the metadata store and blob store named by `settings`."""
+    engines = open_engines(settings.database_url, pool_size=settings.database.pool_size)
+    if run_migrations:
+        await migrate(engines)
+    blobstore = BlobStore(build_driver(settings),
+                          buffer_size=settings.storage.uploads.chunk_buffer)
+    return Registry.build(
+        MetadataStore(engines), blobstore,
+        delete_enabled=settings.storage.delete.enabled,
+        delete_referrers=settings.storage.delete.referrers,
+        manifest_max_size=settings.limits.manifest_max_size,
+    )
+
+
+async def close_registry(registry: Registry) -> None:
+    await registry.blobstore.driver.close()
+    await registry.store.close()

@@ -1,0 +1,44 @@
+"""Helpers shared by the `dockyard` subcommands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from dockyard.config.settings import ConfigError, Settings, load_settings
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config", "config", type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML configuration file.")
+data_option = click.option(
+    "--data", type=click.Path(path_type=Path, file_okay=False),
+    help="Data directory (storage.filesystem.rootdirectory).")
+
+
+def load(config: Path | None, overrides: dict[str, Any]) -> Settings:
+    """Settings from file, env and flags; a bad setting is a usage error (exit 2)."""
+    try:
+        return load_settings(config, overrides={k: v for k, v in overrides.items()
+                                                if v is not None})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
+    """Open the stores named by `settings`, run `job(registry)`, close them."""
+    from dockyard.backends import close_registry, open_registry
+
+    async def main() -> T:
+        registry = await open_registry(settings)
+        try:
+            return await job(registry)
+        finally:
+            await close_registry(registry)
+
+    return asyncio.run(main())

@@ -1,0 +1,143 @@
+"""`dockyard gc` and `dockyard du`: collection and usage, run on the stores directly.
+
+Both work while the server runs (the stores are shared; a collection takes the same
+one-at-a-time lock as the server's scheduler).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from dockyard.cli.common import config_option, data_option, load, run_with_registry
+from dockyard.config.settings import parse_duration
+from dockyard.core.registry import Registry
+from dockyard.gc.collector import Report
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@click.command()
+@config_option
+@data_option
+@click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@click.option("--repository", metavar="GLOB", help="Only repositories matching this glob.")
+@click.option("--grace", metavar="DURATION",
+              help="Override gc.grace (e.g. 10m): newer content is never collected.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | None,
+       grace: str | None, as_json: bool) -> None:
+    """Collect garbage now: unreferenced manifests and blobs, and their bytes."""
+    from dockyard.drivers.base import DriverBusy
+    from dockyard.gc.scheduler import collector_for
+
+    settings = load(config, {"storage.filesystem.rootdirectory": data})
+    grace_s: float | None = None
+    if grace is not None:
+        try:
+            grace_s = parse_duration(grace).total_seconds()
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--grace") from None
+
+    async def job(registry: Registry) -> Report:
+        collector = collector_for(registry, settings, grace=grace_s)
+        if dry_run:
+            return await collector.run(dry_run=True, repository=repository)
+        try:
+            async with registry.blobstore.exclusive("gc"):
+                return await collector.run(repository=repository)
+        except DriverBusy:
+            raise click.ClickException("a collection is running already; try again later"
+                                       ) from None
+
+    report = run_with_registry(settings, job)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    table = Table(title="dry run: would remove" if dry_run else "removed")
+    for column in ("repository", "manifests", "blobs", "bytes freed"):
+        table.add_column(column, justify="left" if column == "repository" else "right")
+    for repo in sorted(report.repositories.values(), key=lambda r: r.name):
+        if repo.manifests or repo.blobs or repo.bytes_freed:
+            table.add_row(repo.name, str(repo.manifests), str(repo.blobs),
+                          _human(repo.bytes_freed))
+    console = Console()
+    console.print(table)
+    console.print(f"{report.blobs_deleted} blobs, {_human(report.bytes_freed)} "
+                  f"{'would be ' if dry_run else ''}freed in {report.duration:.2f} s; "
+                  f"{report.uploads_purged} idle uploads purged")
+
+
+@click.command()
+@config_option
+@data_option
+@click.argument("globs", nargs=-1, metavar="[GLOB...]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def du(config: Path | None, data: Path | None, globs: tuple[str, ...], as_json: bool) -> None:
+    """Storage used per repository (all bytes, and bytes no other repository shares)."""
+    settings = load(config, {"storage.filesystem.rootdirectory": data})
+
+    async def job(registry: Registry) -> tuple[list[Any], tuple[int, int]]:
+        usage = await registry.repositories.usage()
+        return usage, await registry.repositories.lifecycle.total_bytes()
+
+    usage, (blob_count, total) = run_with_registry(settings, job)
+    rows = [u for u in usage if not globs or any(fnmatch.fnmatchcase(u.name, g) for g in globs)]
+    if as_json:
+        click.echo(json.dumps({
+            "repositories": [{"name": u.name, "bytes": u.bytes, "unique_bytes": u.unique_bytes,
+                              "shared_bytes": u.shared_bytes, "blobs": u.blobs,
+                              "manifests": u.manifests, "tags": u.tags} for u in rows],
+            "total": {"blobs": blob_count, "bytes": total},
+        }, indent=2))
+        return
+    table = Table()
+    for column in ("repository", "size", "unique", "shared", "blobs", "manifests", "tags"):
+        table.add_column(column, justify="left" if column == "repository" else "right")
+    for u in rows:
+        table.add_row(u.name, _human(u.bytes), _human(u.unique_bytes), _human(u.shared_bytes),
+                      str(u.blobs), str(u.manifests), str(u.tags))
+    console = Console()
+    console.print(table)
+    console.print(f"total: {blob_count} blobs, {_human(total)} stored")
+
+
+@click.command()
+@config_option
+@data_option
+@click.option("--dry-run", is_flag=True, help="List the tags that would go; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def retention(config: Path | None, data: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Apply the retention rules of the configuration now (tags only; see `gc`)."""
+    from dockyard.gc.retention import RetentionReport, apply_retention
+    from dockyard.metadata.lifecycle import LifecycleStore
+
+    settings = load(config, {"storage.filesystem.rootdirectory": data})
+    if not settings.retention.rules:
+        raise click.UsageError("the configuration has no retention rules")
+
+    async def job(registry: Registry) -> RetentionReport:
+        return await apply_retention(LifecycleStore(registry.store), settings.retention.rules,
+                                     dry_run=dry_run)
+
+    report = run_with_registry(settings, job)
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "deleted": report.deleted}, indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for name, gone in sorted(report.deleted.items()):
+        for tag in gone:
+            click.echo(f"{verb} {name}:{tag}")
+    click.echo(f"{report.count} tags {'would be deleted' if dry_run else 'deleted'}")

@@ -1,0 +1,132 @@
+"""`dockyard rm`: delete repositories, tags or manifests by pattern, on any registry.
+
+    dockyard rm 'toollabs-*'              whole repositories (Dockyard's admin API)
+    dockyard rm 'tools/*:*-rc*'           tags matching a glob (the manifests stay until
+                                          nothing else tags them; the collector frees them)
+    dockyard rm repo@sha256:...           a manifest and every tag on it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+from dataclasses import dataclass
+
+import aiohttp
+import click
+
+from dockyard.client import RegistryClient, RegistryClientError
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import DigestInvalid
+
+_REF = re.compile(r"(?P<repo>[^:@]+)(?::(?P<tag>[^@]+)|@(?P<digest>.+))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One thing to delete: a repository, a tag, or a manifest by digest."""
+
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        if self.tag:
+            return f"{self.repository}:{self.tag}"
+        if self.digest:
+            return f"{self.repository}@{self.digest}"
+        return f"{self.repository} (repository)"
+
+
+def parse_ref(text: str) -> tuple[str, str | None, str | None]:
+    m = _REF.fullmatch(text)
+    if not m:
+        raise click.BadParameter(f"{text!r}: expected REPO[:TAG|@DIGEST] (globs allowed)")
+    digest = m.group("digest")
+    if digest is not None:
+        try:
+            Digest.parse(digest)
+        except DigestInvalid as exc:
+            raise click.BadParameter(f"{text!r}: {exc.message}") from None
+    return m.group("repo"), m.group("tag"), digest
+
+
+async def resolve(client: RegistryClient, refs: list[tuple[str, str | None, str | None]]
+                  ) -> list[Target]:
+    """Expand the globs of every reference against the registry's catalog and tags."""
+    repos = [r async for r in client.repositories()]
+    targets: list[Target] = []
+    for repo_glob, tag_glob, digest in refs:
+        names = [r for r in repos if fnmatch.fnmatchcase(r, repo_glob)]
+        for name in names:
+            if digest:
+                targets.append(Target(name, digest=digest))
+            elif tag_glob:
+                targets += [Target(name, tag=t) async for t in client.tags(name)
+                            if fnmatch.fnmatchcase(t, tag_glob)]
+            else:
+                targets.append(Target(name))
+    return list(dict.fromkeys(targets))
+
+
+async def delete(client: RegistryClient, target: Target) -> None:
+    if target.digest:
+        await client.delete_manifest(target.repository, target.digest)
+    elif target.tag:
+        await client.delete_manifest(target.repository, target.tag)
+    else:
+        await client.delete_repository(target.repository)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, metavar="REPO[:TAG|@DIGEST]...")
+@click.option("--registry", default="http://127.0.0.1:5000", show_default=True,
+              help="Base URL of the registry.")
+@click.option("--username", help="User for Basic authentication.")
+@click.option("--password", help="Password (or set it in the prompt).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting several things.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str | None,
+       yes: bool, dry_run: bool) -> None:
+    """Delete repositories, tags or manifests; shell globs match repositories and tags."""
+    parsed = [parse_ref(r) for r in refs]
+    auth = None
+    if username:
+        if password is None:
+            password = click.prompt("Password", hide_input=True)
+        auth = aiohttp.BasicAuth(username, password or "")
+
+    async def find() -> list[Target]:
+        async with RegistryClient(registry, auth=auth) as client:
+            return await resolve(client, parsed)
+
+    async def run(targets: list[Target]) -> int:
+        failed = 0
+        async with RegistryClient(registry, auth=auth) as client:
+            for target in targets:
+                try:
+                    await delete(client, target)
+                    click.echo(f"deleted {target}")
+                except RegistryClientError as exc:
+                    failed += 1
+                    click.echo(f"{target}: {exc}", err=True)
+        return failed
+
+    try:
+        targets = asyncio.run(find())
+    except (RegistryClientError, aiohttp.ClientError) as exc:
+        raise click.ClickException(f"{registry}: {exc}") from None
+    if not targets:
+        raise click.ClickException("nothing matches " + " ".join(refs))
+    if dry_run:
+        for target in targets:
+            click.echo(f"would delete {target}")
+        return
+    if len(targets) > 1 and not yes:
+        for target in targets:
+            click.echo(f"  {target}")
+        if not click.confirm(f"Delete these {len(targets)}?", default=False):
+            raise click.Abort()
+    if asyncio.run(run(targets)):
+        raise SystemExit(1)

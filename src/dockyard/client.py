@@ -1,0 +1,104 @@
+"""A small async client for the distribution API of any registry (ours or upstream).
+
+Used by the operator's commands (`dockyard rm`); follows `Link` pagination, speaks
+Dockyard's admin extension where it exists and falls back to plain API calls elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+
+MANIFEST_ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+
+
+class RegistryClientError(Exception):
+    """The registry answered with an error; the message carries its OCI error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class RegistryClient:
+    """Distribution API calls against one registry base URL."""
+
+    def __init__(self, base_url: str, *, auth: aiohttp.BasicAuth | None = None) -> None:
+        self.base = base_url.rstrip("/")
+        self._session = aiohttp.ClientSession(auth=auth)
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None
+                        ) -> None:
+        await self._session.close()
+
+    async def _json(self, path: str) -> tuple[Any, str | None]:
+        async with self._session.get(urljoin(self.base + "/", path.lstrip("/"))) as resp:
+            await _check(resp)
+            return json.loads(await resp.read()), _next(resp.headers.get("Link"))
+
+    async def _pages(self, path: str, key: str) -> AsyncIterator[str]:
+        next_path: str | None = path
+        while next_path:
+            doc, next_path = await self._json(next_path)
+            for item in doc.get(key) or []:
+                yield item
+
+    def repositories(self) -> AsyncIterator[str]:
+        return self._pages("/v2/_catalog?n=1000", "repositories")
+
+    def tags(self, name: str) -> AsyncIterator[str]:
+        return self._pages(f"/v2/{name}/tags/list?n=1000", "tags")
+
+    async def manifest_digest(self, name: str, reference: str) -> str:
+        async with self._session.head(f"{self.base}/v2/{name}/manifests/{reference}",
+                                      headers={"Accept": MANIFEST_ACCEPT}) as resp:
+            await _check(resp)
+            return resp.headers["Docker-Content-Digest"]
+
+    async def delete_manifest(self, name: str, reference: str) -> None:
+        """DELETE by digest (the manifest and its tags) or by tag (the tag only)."""
+        async with self._session.delete(f"{self.base}/v2/{name}/manifests/{reference}") as resp:
+            await _check(resp)
+
+    async def delete_repository(self, name: str) -> dict[str, Any]:
+        """Dockyard's admin delete; elsewhere, every manifest of every tag by digest."""
+        async with self._session.delete(f"{self.base}/admin/v1/repositories/{name}") as resp:
+            if resp.status != 404 or "NAME_UNKNOWN" in (await resp.text()):
+                await _check(resp)
+                return dict(json.loads(await resp.read()))
+        digests = {await self.manifest_digest(name, t) async for t in self.tags(name)}
+        for digest in digests:
+            await self.delete_manifest(name, digest)
+        return {"name": name, "manifests": len(digests)}
+
+
+async def _check(resp: aiohttp.ClientResponse) -> None:
+    if resp.status < 400:
+        return
+    text = await resp.text()
+    try:
+        errors = json.loads(text)["errors"]
+        message = "; ".join(f"{e['code']}: {e.get('message', '')}" for e in errors)
+    except (ValueError, KeyError, TypeError):
+        message = text.strip()[:200] or resp.reason or "error"
+    raise RegistryClientError(resp.status, message)
+
+
+def _next(link: str | None) -> str | None:
+    """The target of a `Link: <...>; rel="next"` header."""
+    if not link or 'rel="next"' not in link:
+        return None
+    return link[link.index("<") + 1:link.index(">")]

@@ -1,0 +1,1 @@
+"""Long-running lifecycle work: garbage collection, its schedule, deletes by pattern."""

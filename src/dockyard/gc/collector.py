@@ -1,0 +1,193 @@
+"""Online garbage collection: frees manifests and blobs nothing uses, while pushes go on.
+
+A collection plans from a snapshot of the metadata, then executes every deletion as its
+own transaction that re-checks, under a row lock, that the item is still unused and
+older than the grace period (`metadata/lifecycle.py`). What a push touches — a blob it
+uploads, mounts or checks with HEAD, a manifest it pushes — is newer than the grace
+period and so survives, even if the push started before the collection and ends after.
+
+Order: dead manifests (indexes before their children, subjects before referrers), then
+blob links no remaining manifest of the repository references, then blobs no
+repository links, whose bytes are deleted under a tombstone that makes a concurrent
+upload of the same digest wait.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from dockyard.core.registry import Registry
+from dockyard.metadata.lifecycle import LifecycleStore, ManifestNode
+from dockyard.metadata.store import TOMBSTONE_TIMEOUT
+from dockyard.oci.digest import Digest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RepositoryReport:
+    """What one collection removed (or would remove) from one repository."""
+
+    name: str
+    manifests: int = 0
+    blobs: int = 0
+    bytes_freed: int = 0
+
+
+@dataclass
+class Report:
+    dry_run: bool
+    grace_seconds: float
+    started_at: float
+    duration: float = 0.0
+    repositories: dict[str, RepositoryReport] = field(default_factory=dict)
+    blobs_deleted: int = 0
+    bytes_freed: int = 0
+    uploads_purged: int = 0
+
+    def repo(self, name: str) -> RepositoryReport:
+        return self.repositories.setdefault(name, RepositoryReport(name))
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["repositories"] = [asdict(r) for r in self.repositories.values()
+                                if r.manifests or r.blobs or r.bytes_freed]
+        return data
+
+
+def live_manifests(nodes: list[ManifestNode], cutoff: float, *, keep_referrers: bool
+                   ) -> set[int]:
+    """Ids kept alive: tagged or young, children of live indexes, referrers of live ones.
+
+    With `keep_referrers`, a referrer is kept even when its subject is gone.
+    """
+    by_digest = {n.digest: n for n in nodes}
+    referrers: dict[str, list[ManifestNode]] = {}
+    for n in nodes:
+        if n.subject is not None:
+            referrers.setdefault(n.subject, []).append(n)
+    stack = [n for n in nodes if n.tagged or n.touched_at >= cutoff
+             or (keep_referrers and n.subject is not None)]
+    live = {n.id for n in stack}
+    while stack:
+        node = stack.pop()
+        followers = [by_digest[c] for c in node.children if c in by_digest]
+        followers += referrers.get(node.digest, [])
+        for f in followers:
+            if f.id not in live:
+                live.add(f.id)
+                stack.append(f)
+    return live
+
+
+class Collector:
+    """Runs collections over a registry's stores."""
+
+    def __init__(self, registry: Registry, *, grace: float, keep_referrers: bool = False,
+                 upload_expiry: float | None = None,
+                 keep_untagged: Callable[[str], bool] = lambda _name: False) -> None:
+        self.registry = registry
+        self.lifecycle = LifecycleStore(registry.store)
+        self.grace = grace
+        self.keep_referrers = keep_referrers
+        self.upload_expiry = upload_expiry
+        self.keep_untagged = keep_untagged
+
+    async def run(self, *, dry_run: bool = False, repository: str | None = None) -> Report:
+        """One collection; with `repository`, only repositories matching that glob."""
+        started = time.time()
+        cutoff = started - self.grace
+        self._dropping: Counter[str] = Counter()  # dry run: links planned to go per digest
+        report = Report(dry_run, self.grace, started)
+        # digest -> (repository that dropped a link to it, size): bytes are credited there
+        last_links: dict[str, tuple[str, int]] = {}
+        for repo_id, name in await self.lifecycle.repositories():
+            if repository is not None and not fnmatch.fnmatchcase(name, repository):
+                continue
+            await self._repository(repo_id, name, cutoff, dry_run, report, last_links)
+        if dry_run:
+            counts = await self.lifecycle.link_counts(list(last_links))
+            going = [(d, n, size) for d, (n, size) in last_links.items()
+                     if counts.get(d, 0) <= self._dropping[d]]
+            for _digest, name, size in going:
+                report.blobs_deleted += 1
+                report.bytes_freed += size
+                report.repo(name).bytes_freed += size
+            for digest, size in await self.lifecycle.unlinked_blobs(cutoff):
+                report.blobs_deleted += 1
+                report.bytes_freed += size
+                if (deleted := await self.lifecycle.deleted_owner(digest)) is not None:
+                    entry = report.repo(deleted)
+                    entry.blobs += 1
+                    entry.bytes_freed += size
+        else:
+            await self.lifecycle.clear_stale_tombstones(time.time() - TOMBSTONE_TIMEOUT)
+            await self._blobs(cutoff, report, last_links)
+            if self.upload_expiry is not None:
+                report.uploads_purged = await self.registry.uploads.purge(self.upload_expiry)
+        report.duration = time.time() - started
+        return report
+
+    async def _repository(self, repo_id: int, name: str, cutoff: float, dry_run: bool,
+                          report: Report, last_links: dict[str, tuple[str, int]]) -> None:
+        nodes = await self.lifecycle.manifest_graph(repo_id)
+        if self.keep_untagged(name):  # a retention rule keeps untagged manifests here
+            live = {n.id for n in nodes}
+        else:
+            live = live_manifests(nodes, cutoff, keep_referrers=self.keep_referrers)
+        dead = [n for n in nodes if n.id not in live]
+        entry = report.repo(name)
+        if dry_run:
+            entry.manifests = len(dead)
+            refs = await self.lifecycle.manifest_blob_refs(repo_id)
+            used = {d for m, d in refs if m in live}
+            for digest, size, linked_at, touched_at in await self.lifecycle.links(repo_id):
+                if digest not in used and linked_at < cutoff and touched_at < cutoff:
+                    entry.blobs += 1
+                    last_links[digest] = (name, size)
+                    self._dropping[digest] += 1
+            return
+        remaining = dead
+        while remaining:  # parents and subjects go first; retry what they kept alive
+            kept = []
+            for node in remaining:
+                if await self.lifecycle.delete_dead_manifest(
+                    repo_id, node.id, cutoff, keep_referrers=self.keep_referrers
+                ):
+                    entry.manifests += 1
+                else:
+                    kept.append(node)
+            if len(kept) == len(remaining):
+                break
+            remaining = kept
+        for digest, size in await self.lifecycle.dangling_links(repo_id, cutoff):
+            if await self.lifecycle.delete_dangling_link(repo_id, digest, cutoff):
+                entry.blobs += 1
+                last_links[digest] = (name, size)
+        await self.lifecycle.delete_empty_repository(repo_id)
+
+    async def _blobs(self, cutoff: float, report: Report,
+                     last_links: dict[str, tuple[str, int]]) -> None:
+        for digest, _size in await self.lifecycle.unlinked_blobs(cutoff):
+            size = await self.lifecycle.begin_blob_deletion(digest, cutoff)
+            if size is None:
+                continue
+            try:
+                await self.registry.blobstore.delete_blob(Digest.parse(digest))
+            finally:
+                await self.lifecycle.end_blob_deletion(digest)
+            report.blobs_deleted += 1
+            report.bytes_freed += size
+            owner = last_links.get(digest)
+            if owner is not None:
+                report.repo(owner[0]).bytes_freed += size
+            elif (deleted := await self.lifecycle.deleted_owner(digest)) is not None:
+                entry = report.repo(deleted)  # a deleted repository's blobs
+                entry.blobs += 1
+                entry.bytes_freed += size
+        await self.lifecycle.forget_deleted_links(cutoff)

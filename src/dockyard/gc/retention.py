@@ -1,0 +1,77 @@
+"""Retention policies: which tags go, by rule, before each collection.
+
+The first rule whose `repositories` glob matches a repository applies to it (see
+`config.settings.RetentionRule`). Deleting a tag only untags its manifest; the collector
+then frees what nothing else uses. A tag pushed again after the plan was made is kept.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import time
+from dataclasses import dataclass, field
+
+from dockyard.config.settings import RetentionRule
+from dockyard.metadata.lifecycle import LifecycleStore
+
+
+@dataclass
+class RetentionReport:
+    dry_run: bool
+    #: repository -> tags deleted (or that would be)
+    deleted: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.deleted.values())
+
+
+def rule_for(rules: list[RetentionRule], name: str) -> RetentionRule | None:
+    return next((r for r in rules if fnmatch.fnmatchcase(name, r.repositories)), None)
+
+
+def doomed_tags(rule: RetentionRule, tags: list[tuple[str, float, float | None]], now: float
+                ) -> list[tuple[str, float]]:
+    """(tag, pushed at) of the tags `rule` deletes among `tags`."""
+    keep: set[str] = set()
+    if rule.keep_tags:
+        pattern = re.compile(rule.keep_tags)
+        keep |= {t for t, _, _ in tags if pattern.search(t)}
+    if rule.keep_last is not None:
+        newest = sorted(tags, key=lambda t: (t[1], t[0]), reverse=True)[:rule.keep_last]
+        keep |= {t for t, _, _ in newest}
+    if rule.keep_pulled_within is not None:
+        since = now - rule.keep_pulled_within.total_seconds()
+        keep |= {t for t, _, pulled in tags if pulled is not None and pulled >= since}
+    if rule.delete_older_than is not None:
+        before = now - rule.delete_older_than.total_seconds()
+        return [(t, at) for t, at, _ in tags if t not in keep and at < before]
+    if rule.keep_last is not None:
+        return [(t, at) for t, at, _ in tags if t not in keep]
+    return []
+
+
+async def apply_retention(lifecycle: LifecycleStore, rules: list[RetentionRule], *,
+                          dry_run: bool = False) -> RetentionReport:
+    """Delete (or with `dry_run`, list) the tags the rules do not keep."""
+    report = RetentionReport(dry_run)
+    if not rules:
+        return report
+    now = time.time()
+    for repo_id, name in await lifecycle.repositories():
+        rule = rule_for(rules, name)
+        if rule is None:
+            continue
+        doomed = doomed_tags(rule, await lifecycle.tags(repo_id), now)
+        gone = [t for t, at in doomed
+                if dry_run or await lifecycle.delete_tag_if_unchanged(repo_id, t, at)]
+        if gone:
+            report.deleted[name] = sorted(gone)
+    return report
+
+
+def keeps_untagged(rules: list[RetentionRule], name: str) -> bool:
+    """Whether the rules ask the collector to leave this repository's untagged manifests."""
+    rule = rule_for(rules, name)
+    return rule is not None and not rule.delete_untagged
