@@ -59,11 +59,13 @@ class Driver(ABC):
         """
 
     @abstractmethod
-    async def writer(self, key: str, offset: int = 0) -> Writer:
+    async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
         """Open `key` for appending at `offset`, discarding anything stored past it.
 
-        Creates the key when `offset` is 0. Used for upload sessions, which can be
-        resumed at the offset the metadata store recorded after a crash.
+        Creates the key when `offset` is 0, unless `resume`: then the key must exist
+        (FileNotFoundError otherwise), so a write to an upload session deleted meanwhile
+        cannot bring its bytes back. Used for upload sessions, which can be resumed at the
+        offset the metadata store recorded after a crash.
         """
 
     @abstractmethod

@@ -14,12 +14,14 @@ import fcntl
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from dockyard.drivers.base import Driver, DriverBusy, Writer
 
 _READ_CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 class FilesystemWriter(Writer):
@@ -49,6 +51,25 @@ class FilesystemWriter(Writer):
         if sync:
             await asyncio.to_thread(os.fsync, fd)
         os.close(fd)
+
+
+def _in_dir(directory: Path, create: Callable[[], T]) -> T:
+    """Make `directory` and run `create` in it, again if a concurrent prune removed it.
+
+    `delete` prunes directories it leaves empty; one may vanish between our `mkdir` and
+    the file operation inside it.
+    """
+    for _ in range(100):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # it existed, then was pruned before mkdir looked again
+            continue
+        try:
+            return create()
+        except FileNotFoundError:
+            if directory.is_dir():
+                raise
+    raise FileNotFoundError(f"{directory} keeps disappearing")
 
 
 class FilesystemDriver(Driver):
@@ -116,14 +137,16 @@ class FilesystemDriver(Driver):
         finally:
             os.close(fd)
 
-    async def writer(self, key: str, offset: int = 0) -> Writer:
+    async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
         path = self._path(key)
+        create = offset == 0 and not resume
 
         def _open() -> int:
-            if offset == 0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            flags = os.O_WRONLY | (os.O_CREAT if offset == 0 else 0)
-            fd = os.open(path, flags, 0o644)
+            flags = os.O_WRONLY | (os.O_CREAT if create else 0)
+            if create:
+                fd = _in_dir(path.parent, lambda: os.open(path, flags, 0o644))
+            else:
+                fd = os.open(path, flags, 0o644)
             try:
                 if os.fstat(fd).st_size < offset:
                     raise ValueError(f"{key} holds fewer than {offset} bytes")
@@ -143,13 +166,12 @@ class FilesystemDriver(Driver):
             if target.exists():
                 source.unlink(missing_ok=True)
                 return
-            target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(source, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(source, target)
+            _in_dir(target.parent, lambda: os.replace(source, target))
             dir_fd = os.open(target.parent, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
@@ -180,8 +202,11 @@ class FilesystemDriver(Driver):
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
         base = self._path(prefix)
-        paths = await asyncio.to_thread(
-            lambda: [p for p in base.rglob("*") if p.is_file()] if base.is_dir() else []
-        )
-        for p in paths:
-            yield p.relative_to(self.root).as_posix()
+
+        def _walk() -> list[str]:
+            # os.walk skips what vanishes under it (concurrent deletes) instead of failing
+            return [os.path.relpath(os.path.join(top, name), self.root)
+                    for top, _dirs, files in os.walk(base) for name in files]
+
+        for key in await asyncio.to_thread(_walk):
+            yield key

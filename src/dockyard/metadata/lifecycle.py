@@ -103,10 +103,13 @@ class LifecycleStore:
                 manifest_ids)))
             n_manifests = conn.execute(
                 delete(manifests).where(manifests.c.repository_id == repo_id)).rowcount
-            conn.execute(insert(deleted_links).from_select(
+            record = self.store._upsert(deleted_links).from_select(
                 ["repository", "digest", "deleted_at"],
                 select(literal(name), repository_blobs.c.digest, literal(time.time()))
-                .where(repository_blobs.c.repository_id == repo_id)))
+                .where(repository_blobs.c.repository_id == repo_id))
+            conn.execute(record.on_conflict_do_update(
+                index_elements=[deleted_links.c.repository, deleted_links.c.digest],
+                set_={"deleted_at": record.excluded.deleted_at}))
             n_blobs = conn.execute(delete(repository_blobs).where(
                 repository_blobs.c.repository_id == repo_id)).rowcount
             sessions = tuple(conn.execute(select(uploads.c.id).where(

@@ -92,7 +92,8 @@ class BlobStore:
         Anything stored past `state.offset` (a write cut short by a crash) is discarded
         first. With `limit`, more bytes than that raise `OverflowError`.
         """
-        writer = await self.driver.writer(layout.upload_key(session_id), state.offset)
+        writer = await self.driver.writer(layout.upload_key(session_id), state.offset,
+                                          resume=True)
         written = 0
         pending: asyncio.Task[None] | None = None
         buf = bytearray()

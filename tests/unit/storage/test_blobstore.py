@@ -263,7 +263,7 @@ class _SlowDriver(FilesystemDriver):
         super().__init__(root)
         self.writers: list[_SlowWriter] = []
 
-    async def writer(self, key: str, offset: int = 0) -> Writer:
+    async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
         w = _SlowWriter()
         self.writers.append(w)
         return w

@@ -1,0 +1,52 @@
+"""LifecycleStore over a real SQLite file: repository deletion, collector re-checks."""
+
+from __future__ import annotations
+
+import time
+
+from dockyard.metadata.lifecycle import LifecycleStore
+from dockyard.metadata.store import MetadataStore
+from dockyard.oci.digest import Digest
+
+D1 = str(Digest.of(b"one"))
+D2 = str(Digest.of(b"two"))
+
+
+async def test_a_name_deleted_twice_is_deleted_twice(store: MetadataStore) -> None:
+    life = LifecycleStore(store)
+    for _ in range(2):  # the second deletion records the same (name, digest) again
+        await store.link_blob("re/used", D1, 3)
+        deleted = await life.delete_repository("re/used")
+        assert deleted is not None
+        assert deleted.blobs == 1
+        assert await store.blob_in_repository("re/used", D1) is None
+        assert await life.deleted_owner(D1) == "re/used"
+    assert await life.delete_repository("re/used") is None
+    assert "re/used" not in await store.catalog(None, None)
+
+
+async def test_blob_deletion_rechecks_links_and_grace(store: MetadataStore) -> None:
+    life = LifecycleStore(store)
+    await store.link_blob("keep/it", D1, 3)
+    await store.link_blob("drop/it", D2, 3)
+    await life.delete_repository("drop/it")
+    future = time.time() + 10
+    assert await life.begin_blob_deletion(D1, future) is None  # still linked
+    assert await life.begin_blob_deletion(D2, time.time() - 10) is None  # within grace
+    assert await life.begin_blob_deletion(D2, future) == 3
+    # an upload of the same digest must wait while the bytes go
+    assert await store.claim_blob(D2, 3) is False
+    await life.end_blob_deletion(D2)
+    assert await store.claim_blob(D2, 3) is True
+    assert (await store.blob(D2)) is not None
+
+
+async def test_dangling_link_survives_a_fresh_touch(store: MetadataStore) -> None:
+    life = LifecycleStore(store)
+    await store.link_blob("r/x", D1, 3)
+    (repo_id, _), = await life.repositories()
+    cutoff = time.time() + 10
+    assert [d for d, _ in await life.dangling_links(repo_id, cutoff)] == [D1]
+    await store.touch_blob(D1)  # a HEAD after the plan was made
+    assert await life.delete_dangling_link(repo_id, D1, time.time() - 1) is False
+    assert await life.delete_dangling_link(repo_id, D1, cutoff) is True
