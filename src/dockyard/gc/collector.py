@@ -102,18 +102,19 @@ class Collector:
         """One collection; with `repository`, only repositories matching that glob."""
         started = time.time()
         cutoff = started - self.grace
-        self._dropping: Counter[str] = Counter()  # dry run: links planned to go per digest
         report = Report(dry_run, self.grace, started)
         # digest -> (repository that dropped a link to it, size): bytes are credited there
         last_links: dict[str, tuple[str, int]] = {}
+        dropping: Counter[str] = Counter()  # dry run: links planned to go, per digest
         for repo_id, name in await self.lifecycle.repositories():
             if repository is not None and not fnmatch.fnmatchcase(name, repository):
                 continue
-            await self._repository(repo_id, name, cutoff, dry_run, report, last_links)
+            await self._repository(repo_id, name, cutoff, dry_run, report, last_links,
+                                   dropping)
         if dry_run:
             counts = await self.lifecycle.link_counts(list(last_links))
             going = [(d, n, size) for d, (n, size) in last_links.items()
-                     if counts.get(d, 0) <= self._dropping[d]]
+                     if counts.get(d, 0) <= dropping[d]]
             for _digest, name, size in going:
                 report.blobs_deleted += 1
                 report.bytes_freed += size
@@ -134,7 +135,8 @@ class Collector:
         return report
 
     async def _repository(self, repo_id: int, name: str, cutoff: float, dry_run: bool,
-                          report: Report, last_links: dict[str, tuple[str, int]]) -> None:
+                          report: Report, last_links: dict[str, tuple[str, int]],
+                          dropping: Counter[str]) -> None:
         nodes = await self.lifecycle.manifest_graph(repo_id)
         if self.keep_untagged(name):  # a retention rule keeps untagged manifests here
             live = {n.id for n in nodes}
@@ -150,7 +152,7 @@ class Collector:
                 if digest not in used and linked_at < cutoff and touched_at < cutoff:
                     entry.blobs += 1
                     last_links[digest] = (name, size)
-                    self._dropping[digest] += 1
+                    dropping[digest] += 1
             return
         remaining = dead
         while remaining:  # parents and subjects go first; retry what they kept alive
