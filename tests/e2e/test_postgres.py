@@ -1,0 +1,115 @@
+"""Dockyard with its metadata in PostgreSQL: the conformance workflows and a collection.
+
+Proves the metadata layer carries no SQLite-only SQL. PostgreSQL 15 (Debian's package,
+installed by `make test` or by scripts/services/postgres.sh) runs on a free loopback
+port for this module and is stopped after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e import test_conformance as conformance
+from tests.support.servers import Server, free_port, start_dockyard
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "services" / "postgres.sh"
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("starting PostgreSQL here needs root and runuser")
+    # not under pytest's tmp dir: that is private to root, and the server runs as postgres
+    home = Path(tempfile.mkdtemp(prefix="dockyard-pg-"))
+    home.chmod(0o755)
+    try:
+        started = subprocess.run([str(SCRIPT), "start", str(home), str(free_port())],
+                                 capture_output=True, text=True, timeout=600)
+        assert started.returncode == 0, started.stderr[-2000:]
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(SCRIPT), "stop", str(home)], capture_output=True, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("dockyard-pg") / "data"
+    server = start_dockyard(data, workers=2, env={"DOCKYARD_DATABASE_URL": database_url})
+    assert not (data / "metadata.db").exists()  # the metadata really is elsewhere
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="class")
+def client(request: pytest.FixtureRequest, registry: Server) -> Iterator[conformance.Reggie]:
+    c = conformance.Reggie(registry.url, f"pg-{conformance.RUN_ID}/{request.cls.WORKFLOW}")
+    yield c
+    c.close()
+
+
+class TestPullOnPostgres(conformance.TestPull):
+    """01_pull_test.go with PostgreSQL metadata."""
+
+
+class TestPushOnPostgres(conformance.TestPush):
+    """02_push_test.go with PostgreSQL metadata."""
+
+
+class TestContentDiscoveryOnPostgres(conformance.TestContentDiscovery):
+    """03_discovery_test.go with PostgreSQL metadata."""
+
+
+class TestContentManagementOnPostgres(conformance.TestContentManagement):
+    """04_management_test.go with PostgreSQL metadata."""
+
+
+def test_collection_on_postgres(registry: Server, database_url: str) -> None:
+    """Delete a repository, collect with the CLI: its blob files go, the other's stay."""
+    with httpx.Client(base_url=registry.url, timeout=30) as c:
+        digests = {}
+        for repo in ("pg/keep", "pg/drop"):
+            body = os.urandom(2048)
+            d = conformance.sha256_digest(body)
+            assert c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": d},
+                          content=body).status_code == 201
+            cfg = b'{"architecture":"amd64","os":"linux"}' + repo.encode()
+            cd = conformance.sha256_digest(cfg)
+            assert c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": cd},
+                          content=cfg).status_code == 201
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": cd, "size": len(cfg)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                            "digest": d, "size": len(body)}]}).encode()
+            assert c.put(f"/v2/{repo}/manifests/v1", content=manifest, headers={
+                "Content-Type": "application/vnd.oci.image.manifest.v1+json"}).status_code == 201
+            digests[repo] = (d, cd)
+        assert c.delete("/admin/v1/repositories/pg/drop").status_code == 202
+        assert "pg/drop" not in c.get("/v2/_catalog").json()["repositories"]
+        gc = subprocess.run(
+            [sys.executable, "-m", "dockyard", "gc", "--data", str(registry.data), "--grace",
+             "0s", "--json"], capture_output=True, text=True, timeout=120,
+            env={**os.environ, "DOCKYARD_DATABASE_URL": database_url})
+        assert gc.returncode == 0, gc.stderr
+        report = json.loads(gc.stdout)
+        dropped = {r["name"]: r for r in report["repositories"]}
+        assert dropped["pg/drop"]["blobs"] == 2
+        stored = {p.parent.name for p in (registry.data / "blobs").rglob("data")}
+        for d in digests["pg/drop"]:
+            assert d.split(":")[1] not in stored
+        for d in digests["pg/keep"]:
+            assert d.split(":")[1] in stored
+            assert c.get(f"/v2/pg/keep/blobs/{d}").status_code == 200
