@@ -62,8 +62,8 @@ def _in_dir(directory: Path, create: Callable[[], T]) -> T:
     for _ in range(100):
         try:
             directory.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:  # it existed, then was pruned before mkdir looked again
-            continue
+        except (FileExistsError, FileNotFoundError):
+            continue  # a parent was pruned while mkdir walked down: walk again
         try:
             return create()
         except FileNotFoundError:

@@ -67,3 +67,21 @@ async def test_move_leaves_no_source_file(fs: FilesystemDriver) -> None:
     await put(fs, "uploads/u/data", b"x")
     await fs.move("uploads/u/data", "blobs/a/data")
     assert not (fs.root / "uploads" / "u" / "data").exists()
+
+
+async def test_creation_survives_concurrent_pruning(tmp_path: Path) -> None:
+    """Writers and deleters racing on sibling keys: no write fails for a pruned parent."""
+    import asyncio
+
+    fs = FilesystemDriver(tmp_path / "root")
+
+    async def churn(i: int) -> None:
+        for n in range(100):
+            key = f"uploads/{i}-{n}/data"
+            await (await fs.writer(key)).close()
+            await fs.move(key, f"blobs/sha256/ab/{i}-{n}/data")
+            await fs.delete(f"blobs/sha256/ab/{i}-{n}")
+            await fs.delete(f"uploads/{i}-{n}")
+
+    await asyncio.gather(*(churn(i) for i in range(12)))
+    assert [k async for k in fs.list("blobs")] == []
