@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import multiprocessing
 import os
@@ -20,7 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard.api import tls
 from dockyard.api.app import create_app
+from dockyard.auth.service import AccessControl
+from dockyard.auth.service import prepare as prepare_auth
 from dockyard.config.settings import Settings
 from dockyard.metadata.engine import migrate, open_engines
 
@@ -61,6 +65,19 @@ async def _migrate(settings: Settings) -> None:
         await engines.dispose()
 
 
+def check_access(settings: Settings, host: str) -> None:
+    """Stop on a bad TLS or auth setup before any worker starts; warn when wide open."""
+    tls.check(settings.http.tls)
+    prepare_auth(settings.auth, settings.data_dir)
+    if settings.auth.method != "none":
+        AccessControl(settings.auth, settings.data_dir)  # loads users and keys once
+    else:
+        with contextlib.suppress(ValueError):
+            if not ipaddress.ip_address(host).is_loopback:
+                log.warning("listening on %s with auth.method none: anyone who can reach "
+                            "this address can push and delete", host)
+
+
 def _install_loop() -> None:
     try:
         import uvloop
@@ -78,14 +95,22 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
         handle_signals=False,
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
+    certs = tls.CertificateReloader(settings.http.tls) if tls.enabled(settings.http.tls) else None
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024,
+                       ssl_context=certs.context if certs else None)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker %d serving on http://%s:%d", os.getpid(), host, port)
+    # SIGHUP reloads what can be reloaded (the certificate) and never stops a worker
+    loop.add_signal_handler(signal.SIGHUP, certs.reload if certs else lambda: None)
+    watcher = asyncio.create_task(certs.watch()) if certs is not None else None
+    log.info("worker %d serving on %s://%s:%d", os.getpid(), "https" if certs else "http",
+             host, port)
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     await runner.cleanup()
 
 
@@ -102,6 +127,7 @@ def serve(settings: Settings) -> None:
     configure_logging(settings)
     host, port = split_addr(settings.http.addr)
     check_port_free(host, port)
+    check_access(settings, host)
     asyncio.run(_migrate(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,
@@ -130,9 +156,17 @@ class Supervisor:
     def _stop(self, *_: object) -> None:
         self.stopping = True
 
+    def _hangup(self, *_: object) -> None:
+        """SIGHUP: every worker reloads its certificate."""
+        for proc in self.procs:
+            if proc.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGHUP)
+
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._hangup)
         self.procs = [self._spawn() for _ in range(self.count)]
         started = [time.monotonic()] * self.count
         quick_deaths = 0

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from dockyard.api.access import install_access
 from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
 from dockyard.api.routes import dispatch
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
     app.router.add_route("*", "/admin/v1/{tail:.*}", dispatch)
+    install_access(app, settings)
     return app
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from dockyard.api import admin, blobs, listing, manifests, uploads
+from dockyard.api.access import audit_response, authorize
 from dockyard.api.context import Match
 from dockyard.api.errors import error_response, from_exception
 from dockyard.oci.errors import RegistryError
@@ -76,6 +77,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     try:
         match = Match(validate_name(groups["name"]) if route.named else "",
                       groups.get("reference") or "")
-        return await handler(request, match)
+        refused = await authorize(request, match)
+        if refused is not None:
+            return refused
+        response = await handler(request, match)
+        audit_response(request, handler.__name__, match, response)
+        return response
     except RegistryError as exc:
         return from_exception(exc, head=head)

@@ -56,8 +56,9 @@ def config_check(file: Path) -> None:
 def _register() -> None:
     from dockyard.cli.lifecycle import du, gc, retention
     from dockyard.cli.rm import rm
+    from dockyard.cli.user import user
 
-    for command in (gc, du, retention, rm):
+    for command in (gc, du, retention, rm, user):
         main.add_command(command)
 
 

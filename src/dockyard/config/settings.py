@@ -25,6 +25,8 @@ from pydantic import (
 )
 from sqlalchemy.engine import URL
 
+from dockyard.config.auth import AuthSettings, TlsSettings
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -71,6 +73,9 @@ class HttpSettings(_Section):
     host: str | None = Field(default=None, description="public base URL, e.g. https://reg.example")
     relativeurls: bool = True
     keepalive_timeout: Duration = timedelta(seconds=75)
+    tls: TlsSettings = TlsSettings()
+    trusted_proxies: list[str] = Field(
+        default=[], description="CIDRs whose X-Forwarded-Proto/Host/For are honoured")
 
 
 class FilesystemSettings(_Section):
@@ -175,6 +180,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     gc: GcSettings = GcSettings()
     retention: RetentionSettings = RetentionSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def data_dir(self) -> Path:

@@ -1,0 +1,262 @@
+"""Access control at the HTTP edge: every route's scope, challenges, the token endpoint, audit.
+
+The dispatcher calls `authorize` for every request after the route and name are known:
+
+| request | scope needed |
+| --- | --- |
+| `GET`/`HEAD /v2/` | any valid credentials (how clients discover auth) |
+| `GET /v2/_catalog` | `registry:catalog:*` |
+| `GET`/`HEAD` on a repository | `repository:<name>:pull` |
+| `POST`/`PATCH`/`PUT` on a repository | `repository:<name>:pull,push` |
+| `DELETE` on a repository | `repository:<name>:delete` (of an upload session: push) |
+
+Unauthenticated (or anonymous and not allowed) → 401 `UNAUTHORIZED` with
+`WWW-Authenticate: Basic realm=...` or `Bearer realm=...,service=...,scope=...`; a token
+that lacks a scope its user would be granted → 401 with `error="insufficient_scope"` (the
+client fetches a wider token, as with Distribution); logged in and not allowed by the
+policy → 403 `DENIED`; too many failed logins → 429 `TOOMANYREQUESTS` with
+`Retry-After`. With `auth.method: none` nothing is checked and everyone is anonymous.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from dockyard.api.context import Match
+from dockyard.api.errors import error_response
+from dockyard.api.proxy import (
+    PROXIES,
+    TrustedProxies,
+    absolute_locations,
+    client_address,
+    public_base,
+)
+from dockyard.auth import audit
+from dockyard.auth.identity import Identity, Scope
+from dockyard.auth.service import (
+    AccessControl,
+    Decision,
+    RateLimited,
+    Unauthenticated,
+    parse_basic,
+)
+from dockyard.config.settings import Settings
+from dockyard.oci.reference import is_tag
+
+ACCESS = web.AppKey("access", AccessControl)
+IDENTITY = "dockyard.identity"
+
+_PULL = frozenset({"pull"})
+_PUSH = frozenset({"pull", "push"})
+_DELETE = frozenset({"delete"})
+_CATALOG = Scope("registry", "catalog", frozenset({"*"}))
+#: any other route without a repository name: nobody, until the policy learns of it
+_ADMIN = Scope("registry", "admin", frozenset({"*"}))
+
+
+def required_scope(method: str, path: str, name: str) -> Scope | None:
+    if not name:
+        if path.rstrip("/") == "/v2":
+            return None
+        return _CATALOG if path.startswith("/v2/_catalog") else _ADMIN
+    if method in ("GET", "HEAD"):
+        actions = _PULL
+    elif method == "DELETE" and "/blobs/uploads/" not in path:
+        actions = _DELETE  # cancelling one's own upload session is part of pushing
+    else:
+        actions = _PUSH
+    return Scope("repository", name, actions)
+
+
+def identity(request: web.Request) -> Identity:
+    found = request.get(IDENTITY)
+    return found if isinstance(found, Identity) else Identity(client=client_address(request))
+
+
+def _realm(request: web.Request, control: AccessControl) -> str:
+    return control.settings.token.realm or f"{public_base(request)}/auth/token"
+
+
+def challenge(request: web.Request, control: AccessControl, scope: Scope | None,
+              error: str = "") -> str:
+    if control.method == "htpasswd":
+        return f'Basic realm="{control.realm}", charset="UTF-8"'
+    parts = [f'realm="{_realm(request, control)}"',
+             f'service="{control.settings.token.service}"']
+    if scope is not None:
+        parts.append(f'scope="{scope}"')
+    if error:
+        parts.append(f'error="{error}"')
+    return "Bearer " + ",".join(parts)
+
+
+def _unauthorized(request: web.Request, control: AccessControl, scope: Scope | None,
+                  message: str, error: str = "") -> web.StreamResponse:
+    detail = [s.claim() for s in [scope] if s is not None] or None
+    return error_response("UNAUTHORIZED", message, detail, head=request.method == "HEAD",
+                          headers={"WWW-Authenticate": challenge(request, control, scope,
+                                                                 error)})
+
+
+def _rate_limited(request: web.Request, exc: RateLimited) -> web.StreamResponse:
+    return error_response("TOOMANYREQUESTS", "too many failed logins",
+                          head=request.method == "HEAD",
+                          headers={"Retry-After": str(exc.retry_after)})
+
+
+async def authorize(request: web.Request, match: Match) -> web.StreamResponse | None:
+    """None when the request may go on (its identity stored); else the error to send."""
+    control = request.app.get(ACCESS)
+    if control is None:
+        return None  # everyone is anonymous; `identity()` builds it when asked
+    client = client_address(request)
+    scope = required_scope(request.method, request.rel_url.raw_path, match.name)
+    try:
+        who = await control.authenticate(request.headers.get("Authorization"), client)
+    except RateLimited as exc:
+        return _rate_limited(request, exc)
+    except Unauthenticated as exc:
+        return _unauthorized(request, control, scope, "authentication required",
+                             "invalid_token" if exc.invalid_token else "")
+    request[IDENTITY] = who
+    decision = control.decide(who, scope)
+    if decision is Decision.ALLOW:
+        return None
+    if decision is Decision.UNAUTHENTICATED:
+        return _unauthorized(request, control, scope, "authentication required")
+    if decision is Decision.INSUFFICIENT_SCOPE:
+        return _unauthorized(request, control, scope, "the token does not grant this access",
+                             "insufficient_scope")
+    detail = [scope.claim()] if scope is not None else None
+    headers = ({"WWW-Authenticate": challenge(request, control, scope, "insufficient_scope")}
+               if control.method == "token" else None)
+    return error_response("DENIED", "requested access to the resource is denied", detail,
+                          head=request.method == "HEAD", headers=headers)
+
+
+def may_pull(request: web.Request, repository: str) -> bool:
+    """Whether this request's identity may read `repository` (cross-repository mounts)."""
+    control = request.app.get(ACCESS)
+    if control is None:
+        return True
+    return control.decide(identity(request), Scope("repository", repository, _PULL)) \
+        is Decision.ALLOW
+
+
+#: handler name -> audit event, for the writes the audit trail records
+_AUDITED = {"put_manifest": "push", "delete_manifest": "delete",
+            "delete_blob": "blob.delete", "finish_upload": "blob.push",
+            "start_upload": "blob.push", "delete_repository": "repository.delete"}
+
+
+def audit_response(request: web.Request, handler: str, match: Match,
+                   response: web.StreamResponse) -> None:
+    """One audit line for a push, tag change or delete that succeeded."""
+    event = _AUDITED.get(handler)
+    if event is None or response.status >= 300:
+        return
+    if handler == "start_upload" and response.status != 201:
+        return  # a session opened: nothing stored yet
+    if handler == "start_upload" and "mount" in request.rel_url.query:
+        event = "blob.mount"
+    ref = match.reference
+    tag = ref if ref and handler.endswith("_manifest") and is_tag(ref) else None
+    digest = response.headers.get("Docker-Content-Digest") or (None if tag else ref or None)
+    audit.record(event, identity(request), match.name, tag=tag, digest=digest,
+                 source=request.rel_url.query.get("from") if event == "blob.mount" else None)
+
+
+# ---------------------------------------------------------------- the token endpoint
+
+
+def _json(doc: object, status: int = 200, headers: dict[str, str] | None = None
+          ) -> web.Response:
+    return web.Response(status=status, body=json.dumps(doc).encode(),
+                        content_type="application/json",
+                        headers={"Cache-Control": "no-store", **(headers or {})})
+
+
+def _scopes(values: list[str]) -> list[Scope]:
+    out = []
+    for value in values:
+        for item in value.split(" "):
+            scope = Scope.parse(item) if item else None
+            if scope is not None:
+                out.append(scope)
+    return out
+
+
+async def token_get(request: web.Request) -> web.StreamResponse:
+    """`GET /auth/token?service=&scope=...` with Basic credentials or anonymously."""
+    control = request.app[ACCESS]
+    client = client_address(request)
+    query = request.rel_url.query
+    service = query.get("service")
+    if service and service != control.settings.token.service:
+        return error_response("DENIED", f"this token service issues tokens for "
+                              f"{control.settings.token.service!r}, not {service[:100]!r}")
+    header = request.headers.get("Authorization", "")
+    try:
+        if header.lower().startswith("basic "):
+            user, password = parse_basic(header[6:])
+            who = await control.login(user, password, client)
+        elif header:
+            raise Unauthenticated("send Basic credentials or none")
+        else:
+            who = Identity(client=client)
+    except RateLimited as exc:
+        return _rate_limited(request, exc)
+    except Unauthenticated:
+        return error_response("UNAUTHORIZED", "authentication required", headers={
+            "WWW-Authenticate": f'Basic realm="{control.realm}", charset="UTF-8"'})
+    offline = query.get("offline_token", "").lower() == "true"
+    return _json(control.issue(who, _scopes(query.getall("scope", [])), offline=offline))
+
+
+async def token_post(request: web.Request) -> web.StreamResponse:
+    """The OAuth2 form (docker, podman): `grant_type=password|refresh_token`."""
+    control = request.app[ACCESS]
+    client = client_address(request)
+    if (request.content_length or 0) > 64 * 1024:
+        return _json({"error": "invalid_request"}, 400)
+    form = dict(parse_qsl((await request.read()).decode("utf-8", "replace"),
+                          keep_blank_values=True))
+    service = form.get("service")
+    if service and service != control.settings.token.service:
+        return _json({"error": "invalid_request",
+                      "error_description": "unknown service"}, 400)
+    grant_type = form.get("grant_type", "")
+    try:
+        if grant_type == "password":
+            who = await control.login(form.get("username", ""), form.get("password", ""),
+                                      client)
+        elif grant_type == "refresh_token":
+            who = control.refresh(form.get("refresh_token", ""), client)
+        else:
+            return _json({"error": "unsupported_grant_type"}, 400)
+    except RateLimited as exc:
+        return _json({"error": "invalid_grant", "error_description": str(exc)}, 429,
+                     {"Retry-After": str(exc.retry_after)})
+    except Unauthenticated:
+        return _json({"error": "invalid_grant",
+                      "error_description": "wrong user name, password or refresh token"}, 401)
+    offline = form.get("access_type") == "offline" or grant_type == "refresh_token"
+    doc = control.issue(who, _scopes([form.get("scope", "")]), offline=offline)
+    return _json(doc)
+
+
+def install_access(app: web.Application, settings: Settings) -> None:
+    """Wire access control, trusted proxies, absolute Locations and the token endpoint."""
+    app[PROXIES] = TrustedProxies(settings.http.trusted_proxies)
+    if not settings.http.relativeurls:
+        app.on_response_prepare.append(absolute_locations)
+    if settings.auth.method == "none":
+        return
+    control = AccessControl(settings.auth, settings.data_dir)
+    app[ACCESS] = control
+    if control.issuer is not None:
+        app.router.add_get("/auth/token", token_get, allow_head=False)
+        app.router.add_post("/auth/token", token_post)

@@ -1,0 +1,202 @@
+"""The htpasswd file: bcrypt entries only, groups in a third field, reloaded when it changes.
+
+Format, one user a line: `name:$2y$...bcrypt...[:group1,group2]` (the third field is what
+nginx treats as a comment, so the file still works there). Lines starting with `#` and
+blank lines are ignored. Any hash other than bcrypt (`$2a$`, `$2b$`, `$2y$`) is refused at
+load, naming the line, because MD5-crypt, SHA1 and crypt(3) entries are cheap to crack.
+
+Checking a bcrypt hash costs tens of milliseconds on purpose, so a successful check is
+remembered for a short while under an HMAC of the credentials (never the password itself),
+and the check itself runs in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
+
+
+@functools.cache
+def _dummy_hash(rounds: int) -> bytes:
+    """A hash to check against when the user does not exist, so timing does not tell
+    (at the cost the file's own entries use)."""
+    return bcrypt.hashpw(b"dockyard-no-such-user", bcrypt.gensalt(rounds=rounds))
+
+
+def _cost(hashed: bytes) -> int:
+    try:
+        return min(max(int(hashed[4:6]), 4), 31)
+    except ValueError:
+        return 12
+
+
+class HtpasswdError(ValueError):
+    """The file cannot be used; the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    user: str
+    hash: bytes
+    groups: frozenset[str] = frozenset()
+
+    def line(self) -> str:
+        groups = f":{','.join(sorted(self.groups))}" if self.groups else ""
+        return f"{self.user}:{self.hash.decode()}{groups}"
+
+
+def valid_name(name: str) -> bool:
+    return bool(name) and len(name) <= 128 and set(name) <= _NAME_CHARS
+
+
+def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
+    """Entries by user name; raise HtpasswdError on anything but bcrypt entries."""
+    entries: dict[str, Entry] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, rest = line.partition(":")
+        if not sep or not user:
+            raise HtpasswdError(f"{source}:{number}: not a `user:hash` line")
+        hashed, _, groups = rest.partition(":")
+        if not hashed.startswith(BCRYPT_PREFIXES):
+            kind = ("MD5 (apr1)" if hashed.startswith("$apr1$") else
+                    "SHA1" if hashed.startswith("{SHA}") else
+                    "SHA-crypt" if hashed.startswith(("$5$", "$6$")) else
+                    "crypt(3) or plain text")
+            raise HtpasswdError(
+                f"{source}:{number}: user {user!r} has a {kind} hash; only bcrypt entries "
+                f"are accepted (make them with `htpasswd -B` or `dockyard user passwd`)")
+        entries[user] = Entry(user, hashed.encode(),
+                              frozenset(g.strip() for g in groups.split(",") if g.strip()))
+    return entries
+
+
+def hash_password(password: str, rounds: int = 12) -> bytes:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds))
+
+
+def render(entries: Iterable[Entry]) -> str:
+    return "".join(e.line() + "\n" for e in sorted(entries, key=lambda e: e.user))
+
+
+def write_atomic(path: Path, entries: Iterable[Entry]) -> None:
+    """Replace the file in one rename (mode 0600), so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(render(entries))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: Path) -> dict[str, Entry]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    return parse(text, str(path))
+
+
+class HtpasswdFile:
+    """The users of one htpasswd file, re-read when its size, mtime or inode change."""
+
+    def __init__(self, path: Path, *, check_interval: float = 1.0,
+                 cache_seconds: float = 300.0) -> None:
+        self.path = path
+        self.check_interval = check_interval
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked = 0.0
+        self._entries: dict[str, Entry] = {}
+        self._dummy_rounds = 12
+        self._key = secrets.token_bytes(32)
+        self._ok: dict[bytes, float] = {}
+        self.reload(force=True)
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def reload(self, *, force: bool = False) -> bool:
+        """Re-read the file when it changed. A broken file raises at start, else is logged
+        by the caller and the previous users stay in force."""
+        now = time.monotonic()
+        if not force and now - self._checked < self.check_interval:
+            return False
+        self._checked = now
+        stamp = self._stat()
+        if not force and stamp == self._stamp:
+            return False
+        entries = load(self.path)
+        with self._lock:
+            self._dummy_rounds = max((_cost(e.hash) for e in entries.values()), default=12)
+            self._entries = entries
+            self._stamp = stamp
+            self._ok.clear()
+        return True
+
+    def entry(self, user: str) -> Entry | None:
+        return self._entries.get(user)
+
+    def users(self) -> list[Entry]:
+        return sorted(self._entries.values(), key=lambda e: e.user)
+
+    def _cache_key(self, user: str, password: str, entry: Entry) -> bytes:
+        return hmac.new(self._key, b"\0".join([user.encode(), password.encode(), entry.hash]),
+                        hashlib.sha256).digest()
+
+    def verify(self, user: str, password: str) -> Entry | None:
+        """The user's entry when the password is right (blocking: call it in a thread)."""
+        entry = self._entries.get(user)
+        if entry is None:
+            bcrypt.checkpw(password.encode(), _dummy_hash(self._dummy_rounds))
+            return None
+        key = self._cache_key(user, password, entry)
+        now = time.monotonic()
+        expires = self._ok.get(key)
+        if expires is not None and expires > now:
+            return entry
+        # bcrypt compares in constant time
+        if bcrypt.checkpw(password.encode(), entry.hash):
+            with self._lock:
+                if len(self._ok) > 10000:
+                    self._ok.clear()
+                self._ok[key] = now + self.cache_seconds
+            return entry
+        return None
+
+    def cached(self, user: str, password: str) -> Entry | None:
+        """The entry when these credentials were checked recently (no bcrypt, no thread)."""
+        entry = self._entries.get(user)
+        if entry is None:
+            return None
+        expires = self._ok.get(self._cache_key(user, password, entry))
+        return entry if expires is not None and expires > time.monotonic() else None

@@ -1,0 +1,79 @@
+"""Identities and scopes: who is asking, and what they ask to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The subject every requester matches, logged in or not.
+ANONYMOUS = "anonymous"
+#: The subject every logged-in requester matches.
+AUTHENTICATED = "authenticated"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """`type:name:actions` of the Docker token specification (`repository:a/b:pull,push`)."""
+
+    type: str
+    name: str
+    actions: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> Scope | None:
+        """A scope string; None when it is malformed. Names may contain `:` (a port)."""
+        kind, sep, rest = text.partition(":")
+        name, sep2, actions = rest.rpartition(":")
+        if not sep or not sep2 or not kind or not name:
+            return None
+        return cls(kind, name, frozenset(a for a in actions.split(",") if a))
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(sorted(self.actions))}"
+
+    def claim(self) -> dict[str, object]:
+        """The `access` entry of a token granting this scope."""
+        return {"type": self.type, "name": self.name, "actions": sorted(self.actions)}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A requester: a user with groups, or anonymous; `grants` are a token's `access`.
+
+    `grants` is None when the identity came from a password (the policy decides); for a
+    bearer token it holds exactly what the token grants, whatever the policy says now.
+    """
+
+    user: str | None = None
+    groups: frozenset[str] = frozenset()
+    method: str = "anonymous"
+    grants: tuple[Scope, ...] | None = None
+    client: str = ""
+    token_id: str = field(default="", compare=False)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user is not None
+
+    @property
+    def name(self) -> str:
+        return self.user if self.user is not None else ANONYMOUS
+
+    def subjects(self) -> frozenset[str]:
+        """Every policy subject this identity matches."""
+        out = {ANONYMOUS}
+        if self.user is not None:
+            out |= {AUTHENTICATED, self.user, *(f"group:{g}" for g in self.groups)}
+        return frozenset(out)
+
+    def granted(self, scope: Scope) -> frozenset[str]:
+        """What the token grants on `scope`'s resource (only meaningful with grants)."""
+        out: set[str] = set()
+        for g in self.grants or ():
+            if g.type == scope.type and g.name == scope.name:
+                out |= g.actions
+        if "*" in out:
+            out |= {"pull", "push", "delete", "*"}
+        return frozenset(out)
+
+
+ANONYMOUS_IDENTITY = Identity()

@@ -1,0 +1,82 @@
+"""The access policy: ordered repository rules that grant actions to subjects.
+
+The first rule whose repository glob matches the name decides; within it, an identity gets
+the union of the actions granted to every subject it matches (`anonymous` matches everyone,
+`authenticated` every logged-in user, then the user's name and `group:<name>`). `*` is every
+action. `*` in a glob matches within one path component, `**` across components.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from dockyard.auth.identity import Identity, Scope
+
+ALL_ACTIONS = frozenset({"pull", "push", "delete"})
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _expand(actions: Iterable[str]) -> frozenset[str]:
+    s = frozenset(actions)
+    return ALL_ACTIONS | {"*"} if "*" in s else s
+
+
+@dataclass(frozen=True)
+class Rule:
+    glob: str
+    pattern: re.Pattern[str]
+    allow: Mapping[str, frozenset[str]]
+
+
+class Policy:
+    """Answers `allowed(identity, scope)` from the configured rules."""
+
+    def __init__(self, rules: Sequence[tuple[str, Mapping[str, Sequence[str]]]],
+                 catalog: Iterable[str] = ()) -> None:
+        self.rules = [Rule(glob, glob_to_regex(glob),
+                           {s: _expand(a) for s, a in allow.items()}) for glob, allow in rules]
+        self.catalog = frozenset(catalog)
+
+    def actions(self, identity: Identity, repository: str) -> frozenset[str]:
+        """Every action `identity` may take on `repository`."""
+        subjects = identity.subjects()
+        for rule in self.rules:
+            if rule.pattern.fullmatch(repository):
+                out: set[str] = set()
+                for subject, acts in rule.allow.items():
+                    if subject in subjects:
+                        out |= acts
+                return frozenset(out)
+        return frozenset()
+
+    def may_list_catalog(self, identity: Identity) -> bool:
+        return bool(self.catalog & identity.subjects())
+
+    def allowed(self, identity: Identity, scope: Scope) -> frozenset[str]:
+        """The part of `scope.actions` the policy grants to `identity`."""
+        if scope.type == "repository":
+            granted = self.actions(identity, scope.name)
+            return frozenset(a for a in scope.actions if a in granted)
+        if scope.type == "registry" and scope.name == "catalog":
+            return scope.actions if self.may_list_catalog(identity) else frozenset()
+        return frozenset()

@@ -1,0 +1,267 @@
+"""Access control assembled from the `auth:` settings: authenticate, decide, issue tokens.
+
+`AccessControl` is what the HTTP layer holds. It knows nothing about HTTP: it takes the
+`Authorization` header's value and a client address, and answers with an `Identity`, or
+raises `Unauthenticated` / `RateLimited`; `decide` then says whether an identity may act on
+a scope. The built-in token service grants the intersection of the scopes asked for and
+what the policy allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import enum
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockyard.auth.htpasswd import Entry, HtpasswdError, HtpasswdFile
+from dockyard.auth.identity import ANONYMOUS_IDENTITY, Identity, Scope
+from dockyard.auth.jwks import load_jwks
+from dockyard.auth.keys import (
+    SigningKey,
+    VerifyKey,
+    ensure_signing_key,
+    load_public_keys,
+    load_signing_key,
+)
+from dockyard.auth.policy import Policy
+from dockyard.auth.ratelimit import FailureLimiter
+from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
+from dockyard.config.auth import AuthSettings
+
+log = logging.getLogger("dockyard.auth")
+
+
+class Unauthenticated(Exception):
+    """Credentials were sent but are not valid (or not of the kind this registry takes)."""
+
+    def __init__(self, reason: str, *, invalid_token: bool = False) -> None:
+        super().__init__(reason)
+        self.invalid_token = invalid_token
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+class Decision(enum.Enum):
+    ALLOW = "allow"
+    UNAUTHENTICATED = "unauthenticated"  # 401 with a challenge: log in (or get a token)
+    DENIED = "denied"  # 403: logged in, and still not allowed
+    INSUFFICIENT_SCOPE = "insufficient_scope"  # 401: the token lacks it; a new one would not
+
+
+def default_signing_key_path(data_dir: Path) -> Path:
+    return data_dir / "auth" / "token-signing-key.pem"
+
+
+def prepare(settings: AuthSettings, data_dir: Path) -> None:
+    """Create what must exist before workers start (the generated signing key)."""
+    token = settings.token
+    if settings.method == "token" and token.builtin and token.signing_key is None:
+        ensure_signing_key(default_signing_key_path(data_dir), token.algorithm)
+
+
+@dataclass(frozen=True)
+class Grant:
+    identity: Identity
+    access: list[Scope]
+
+
+class AccessControl:
+    """Authentication and authorization for one registry process."""
+
+    def __init__(self, settings: AuthSettings, data_dir: Path) -> None:
+        if settings.method == "none":
+            raise ValueError("AccessControl is only built when auth.method is not none")
+        self.settings = settings
+        self.method = settings.method
+        self.realm = settings.realm
+        self.policy = Policy([(r.repository, r.allow) for r in settings.access],
+                             settings.catalog)
+        self.limiter = FailureLimiter(settings.ratelimit.failures,
+                                      settings.ratelimit.window.total_seconds())
+        self.htpasswd: HtpasswdFile | None = None
+        if settings.htpasswd.path is not None:
+            try:
+                self.htpasswd = HtpasswdFile(settings.htpasswd.path)
+            except (HtpasswdError, OSError) as exc:
+                raise ValueError(f"auth.htpasswd.path: {exc}") from None
+        elif settings.method == "htpasswd" or (settings.method == "token"
+                                                and settings.token.builtin):
+            raise ValueError("auth.htpasswd.path is required for htpasswd and for the "
+                             "built-in token service")
+        self.issuer: TokenIssuer | None = None
+        self.verifier: TokenVerifier | None = None
+        if settings.method == "token":
+            self._load_token_keys(settings, data_dir)
+
+    def _load_token_keys(self, settings: AuthSettings, data_dir: Path) -> None:
+        token = settings.token
+        keys: list[VerifyKey] = []
+        if token.builtin:
+            path = token.signing_key or default_signing_key_path(data_dir)
+            if token.signing_key is None:
+                ensure_signing_key(path, token.algorithm)
+            signing: SigningKey = load_signing_key(path, token.algorithm)
+            keys.append(signing.verify_key())
+            self.issuer = TokenIssuer(signing, issuer=token.issuer, service=token.service,
+                                      expiration=token.expiration.total_seconds(),
+                                      refresh_expiration=token.refresh_expiration
+                                      .total_seconds())
+        for path in token.public_keys:
+            keys.extend(load_public_keys(path))
+        if token.jwks is not None:
+            keys.extend(load_jwks(token.jwks))
+        if not keys:
+            raise ValueError("auth.token: no key to verify tokens with (set builtin: true, "
+                             "public_keys or jwks)")
+        if not token.builtin and not token.realm:
+            raise ValueError("auth.token.realm is required when tokens come from an "
+                             "external issuer")
+        self.verifier = TokenVerifier(keys, issuer=token.issuer, service=token.service)
+
+    # ------------------------------------------------------------ authentication
+
+    def _reload_users(self) -> None:
+        if self.htpasswd is None:
+            return
+        try:
+            if self.htpasswd.reload():
+                log.info("reloaded %s (%d users)", self.htpasswd.path,
+                         len(self.htpasswd.users()))
+        except (HtpasswdError, OSError) as exc:
+            log.error("keeping the previous users: %s", exc)
+
+    async def login(self, user: str, password: str, client: str) -> Identity:
+        """Check a user name and password, under the failed-login limits."""
+        if self.htpasswd is None:
+            raise Unauthenticated("passwords are not accepted here")
+        self._reload_users()
+        entry: Entry | None = self.htpasswd.cached(user, password)
+        if entry is None:
+            wait = self.limiter.retry_after(f"addr:{client}", f"user:{user}")
+            if wait:
+                raise RateLimited(wait)
+            entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
+            if entry is None:
+                self.limiter.failed(f"addr:{client}", f"user:{user}")
+                log.warning("failed login for user %r from %s", user[:64], client)
+                raise Unauthenticated("wrong user name or password")
+        return Identity(user=entry.user, groups=entry.groups, method="password", client=client)
+
+    async def authenticate(self, authorization: str | None, client: str) -> Identity:
+        """The identity behind an `Authorization` header (anonymous when there is none)."""
+        if not authorization:
+            return Identity(client=client)
+        kind, _, value = authorization.strip().partition(" ")
+        kind = kind.lower()
+        if kind == "basic" and self.method == "htpasswd":
+            user, password = parse_basic(value)
+            if not user and not password:
+                # containers/image answers a Basic challenge with empty credentials
+                # when it has none: that is an anonymous request
+                return Identity(client=client)
+            return await self.login(user, password, client)
+        if kind == "bearer" and self.verifier is not None:
+            try:
+                return self.verifier.identity(value.strip(), client)
+            except InvalidToken as exc:
+                log.info("rejected a bearer token from %s: %s", client, exc)
+                raise Unauthenticated("invalid token", invalid_token=True) from None
+        raise Unauthenticated(f"{kind or 'empty'} credentials are not accepted here")
+
+    # ------------------------------------------------------------ authorization
+
+    def permitted(self, identity: Identity, scope: Scope) -> frozenset[str]:
+        """The actions of `scope` that `identity` may take."""
+        if identity.grants is not None:
+            granted = identity.granted(scope)
+            return frozenset(a for a in scope.actions if a in granted)
+        return self.policy.allowed(identity, scope)
+
+    def decide(self, identity: Identity, scope: Scope | None) -> Decision:
+        """May `identity` do everything in `scope`? (None: only be a known client.)"""
+        if scope is None:
+            # /v2/: any valid credentials, or a token (an anonymous one too)
+            if identity.authenticated or identity.grants is not None:
+                return Decision.ALLOW
+            return Decision.UNAUTHENTICATED
+        if self.permitted(identity, scope) >= scope.actions:
+            return Decision.ALLOW
+        if not identity.authenticated:
+            return Decision.UNAUTHENTICATED
+        if identity.grants is not None and self._policy_would_grant(identity, scope):
+            return Decision.INSUFFICIENT_SCOPE
+        return Decision.DENIED
+
+    def _policy_would_grant(self, identity: Identity, scope: Scope) -> bool:
+        """Would a new token for this token's user carry `scope`? (Then the client should
+        get one: 401 with `error="insufficient_scope"`, as Distribution answers.)"""
+        if self.htpasswd is None or self.issuer is None:
+            return True  # an external issuer decides; let the client ask it
+        entry = self.htpasswd.entry(identity.user or "")
+        if entry is None:
+            return False
+        user = Identity(user=entry.user, groups=entry.groups)
+        return self.policy.allowed(user, scope) >= scope.actions
+
+    # ------------------------------------------------------------ token service
+
+    def grant(self, identity: Identity, scopes: Iterable[Scope]) -> list[Scope]:
+        """What a token for `identity` may carry: asked ∩ allowed, scope by scope."""
+        out: list[Scope] = []
+        for scope in scopes:
+            allowed = self.policy.allowed(identity, scope)
+            if allowed:
+                out.append(Scope(scope.type, scope.name, allowed))
+        return out
+
+    def issue(self, identity: Identity, scopes: Iterable[Scope], *,
+              offline: bool) -> dict[str, Any]:
+        assert self.issuer is not None
+        access = self.grant(identity, scopes)
+        issued = self.issuer.access_token(identity.user or "", access)
+        doc: dict[str, Any] = {"token": issued.token, "access_token": issued.token,
+                               "expires_in": issued.expires_in, "issued_at": issued.issued_at,
+                               "scope": " ".join(str(s) for s in access)}
+        if offline and identity.user is not None:
+            doc["refresh_token"] = self.issuer.refresh_token(identity.user)
+        return doc
+
+    def refresh(self, token: str, client: str) -> Identity:
+        """The user a refresh token was issued to, if they still exist."""
+        assert self.verifier is not None
+        try:
+            claims = self.verifier.decode(token, refresh=True)
+        except InvalidToken as exc:
+            log.info("rejected a refresh token from %s: %s", client, exc)
+            raise Unauthenticated("invalid refresh token", invalid_token=True) from None
+        self._reload_users()
+        user = claims.get("sub")
+        entry = self.htpasswd.entry(user) if self.htpasswd and isinstance(user, str) else None
+        if entry is None:
+            raise Unauthenticated("the user of this refresh token no longer exists")
+        return Identity(user=entry.user, groups=entry.groups, method="refresh_token",
+                        client=client)
+
+
+def parse_basic(value: str) -> tuple[str, str]:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated("malformed basic credentials") from None
+    user, sep, password = raw.partition(":")
+    if not sep:
+        raise Unauthenticated("malformed basic credentials")
+    return user, password
+
+
+__all__ = ["ANONYMOUS_IDENTITY", "AccessControl", "Decision", "RateLimited", "Unauthenticated"]

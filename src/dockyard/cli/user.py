@@ -1,0 +1,127 @@
+"""`dockyard user add|passwd|rm|ls`: maintain the htpasswd file (bcrypt entries, groups).
+
+The file is `--file`, else `auth.htpasswd.path` from `--config`. Passwords come from a
+prompt (asked twice) or, with `--password-stdin`, from the first line of standard input;
+never from the command line, where other users could read them. A running server picks
+the change up within a second, without a restart.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from dockyard.auth.htpasswd import Entry, HtpasswdError, hash_password, load, valid_name
+from dockyard.auth.htpasswd import write_atomic as save
+from dockyard.cli.common import config_option
+from dockyard.cli.common import load as load_config
+
+file_option = click.option("--file", "file", type=click.Path(path_type=Path, dir_okay=False),
+                           help="The htpasswd file (default: auth.htpasswd.path).")
+stdin_option = click.option("--password-stdin", is_flag=True,
+                            help="Read the password from the first line of stdin.")
+
+
+def _path(config: Path | None, file: Path | None) -> Path:
+    if file is not None:
+        return file
+    path = load_config(config, {}).auth.htpasswd.path
+    if path is None:
+        raise click.UsageError("no htpasswd file: pass --file or set auth.htpasswd.path")
+    return path
+
+
+def _entries(path: Path) -> dict[str, Entry]:
+    try:
+        return load(path)
+    except HtpasswdError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise click.UsageError("the password must not be empty")
+    return password
+
+
+def _groups(values: tuple[str, ...]) -> frozenset[str]:
+    out = frozenset(g.strip() for v in values for g in v.split(",") if g.strip())
+    bad = [g for g in out if not valid_name(g)]
+    if bad:
+        raise click.UsageError(f"invalid group name(s): {', '.join(sorted(bad))}")
+    return out
+
+
+@click.group()
+def user() -> None:
+    """Manage the users of the htpasswd file."""
+
+
+@user.command("add")
+@config_option
+@file_option
+@stdin_option
+@click.option("--group", "-g", "groups", multiple=True, help="Group (repeat or a,b).")
+@click.argument("name")
+def add(config: Path | None, file: Path | None, password_stdin: bool, groups: tuple[str, ...],
+        name: str) -> None:
+    """Add user NAME."""
+    path = _path(config, file)
+    if not valid_name(name):
+        raise click.UsageError("user names are letters, digits and . _ - @")
+    entries = _entries(path)
+    if name in entries:
+        raise click.ClickException(f"user {name} exists (use `dockyard user passwd`)")
+    entries[name] = Entry(name, hash_password(_password(password_stdin)), _groups(groups))
+    save(path, entries.values())
+    click.echo(f"added {name} to {path}")
+
+
+@user.command("passwd")
+@config_option
+@file_option
+@stdin_option
+@click.option("--group", "-g", "groups", multiple=True,
+              help="Replace the user's groups (repeat or a,b).")
+@click.argument("name")
+def passwd(config: Path | None, file: Path | None, password_stdin: bool,
+           groups: tuple[str, ...], name: str) -> None:
+    """Set the password (and with --group the groups) of user NAME."""
+    path = _path(config, file)
+    entries = _entries(path)
+    old = entries.get(name)
+    if old is None:
+        raise click.ClickException(f"no user {name} in {path}")
+    entries[name] = Entry(name, hash_password(_password(password_stdin)),
+                          _groups(groups) if groups else old.groups)
+    save(path, entries.values())
+    click.echo(f"changed {name} in {path}")
+
+
+@user.command("rm")
+@config_option
+@file_option
+@click.argument("name")
+def rm(config: Path | None, file: Path | None, name: str) -> None:
+    """Remove user NAME."""
+    path = _path(config, file)
+    entries = _entries(path)
+    if entries.pop(name, None) is None:
+        raise click.ClickException(f"no user {name} in {path}")
+    save(path, entries.values())
+    click.echo(f"removed {name} from {path}")
+
+
+@user.command("ls")
+@config_option
+@file_option
+def ls(config: Path | None, file: Path | None) -> None:
+    """List users and their groups."""
+    for entry in sorted(_entries(_path(config, file)).values(), key=lambda e: e.user):
+        click.echo(f"{entry.user}\t{','.join(sorted(entry.groups))}")

@@ -1,0 +1,113 @@
+"""Settings of the `auth:` section and of `http.tls`: who may do what, and certificates.
+
+```yaml
+auth:
+  method: token              # none (default) | htpasswd | token
+  realm: dockyard            # the Basic realm (htpasswd)
+  htpasswd:
+    path: /etc/dockyard/htpasswd   # bcrypt entries, `user:hash[:group,group]`
+  token:
+    builtin: true            # serve /auth/token, checking passwords against the htpasswd file
+    realm: null              # token endpoint URL; default <public URL>/auth/token
+    service: dockyard        # the token's audience
+    issuer: dockyard
+    algorithm: ES256         # or RS256 (keys this process generates)
+    signing_key: null        # PEM private key; default <data>/auth/token-signing-key.pem
+    public_keys: []          # more PEM public keys or certificates (old keys, an external issuer)
+    jwks: null               # a JWKS file of an external issuer
+    expiration: 5m
+    refresh_expiration: 7d
+  access:                    # first rule whose repository glob matches decides
+    - repository: "**"
+      allow:
+        anonymous: [pull]
+        builder: [pull, push]
+        group:admins: ["*"]
+  catalog: [authenticated]   # subjects who may list /v2/_catalog
+  ratelimit:
+    failures: 10             # failed logins per client address and per user ...
+    window: 1m               # ... within this window before 429
+```
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def _duration(value: object) -> object:
+    from dockyard.config.settings import _duration as parse
+
+    return parse(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+ACTIONS = frozenset({"pull", "push", "delete", "*"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HtpasswdSettings(_Section):
+    path: Path | None = None
+
+
+class TokenSettings(_Section):
+    builtin: bool = True
+    realm: str | None = None
+    service: str = "dockyard"
+    issuer: str = "dockyard"
+    algorithm: Literal["ES256", "RS256"] = "ES256"
+    signing_key: Path | None = None
+    public_keys: list[Path] = []
+    jwks: Path | None = None
+    expiration: Duration = timedelta(minutes=5)
+    refresh_expiration: Duration = timedelta(days=7)
+
+
+class AccessRule(_Section):
+    """One rule: a repository glob (`*` within a path component, `**` across) and grants."""
+
+    repository: str
+    allow: dict[str, list[str]] = {}
+
+    @field_validator("allow")
+    @classmethod
+    def _actions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for subject, actions in value.items():
+            bad = set(actions) - ACTIONS
+            if bad:
+                raise ValueError(f"{subject}: unknown action(s) {sorted(bad)}; "
+                                 f"use pull, push, delete or *")
+        return value
+
+
+class RateLimitSettings(_Section):
+    failures: int = Field(default=10, ge=1)
+    window: Duration = timedelta(minutes=1)
+
+
+class AuthSettings(_Section):
+    method: Literal["none", "htpasswd", "token"] = "none"
+    realm: str = "dockyard"
+    htpasswd: HtpasswdSettings = HtpasswdSettings()
+    token: TokenSettings = TokenSettings()
+    access: list[AccessRule] = [AccessRule(repository="**", allow={"authenticated": ["*"]})]
+    catalog: list[str] = ["authenticated"]
+    ratelimit: RateLimitSettings = RateLimitSettings()
+
+
+class TlsSettings(_Section):
+    """TLS on the listener itself (PEM files); reloaded on SIGHUP and when they change."""
+
+    certificate: Path | None = None
+    key: Path | None = None
+    clientcas: list[Path] = Field(default=[], description="CA bundles for client certificates")
+    minimum_version: Literal["1.2", "1.3"] = "1.2"
+    reload_interval: Duration = timedelta(seconds=5)

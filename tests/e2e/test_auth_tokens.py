@@ -1,0 +1,135 @@
+"""The token service's OAuth2 form, refresh tokens, an external issuer, htpasswd reloads."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from dockyard.cli.main import main
+from tests.support.authenv import (
+    PLATFORM_ACCESS,
+    USERS,
+    basic_auth,
+    token_auth,
+    write_config,
+    write_htpasswd,
+)
+from tests.support.servers import start_dockyard
+
+
+def test_oauth2_password_and_refresh_grants(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth=token_auth(htpasswd))
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        url = f"{server.url}/auth/token"
+        r = httpx.post(url, data={"grant_type": "password", "username": "builder",
+                                  "password": USERS["builder"][0], "service": "dockyard",
+                                  "scope": "repository:tools/a:pull,push repository:x:delete",
+                                  "client_id": "docker", "access_type": "offline"})
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["scope"] == "repository:tools/a:pull,push"  # no delete for builder
+        assert doc["expires_in"] == 300
+        assert r.headers["Cache-Control"] == "no-store"
+        refresh = doc["refresh_token"]
+        claims = jwt.decode(doc["access_token"], options={"verify_signature": False})
+        assert claims["sub"] == "builder"
+        assert claims["aud"] == "dockyard"
+        assert {"type": "repository", "name": "tools/a", "actions": ["pull", "push"]} in \
+            claims["access"]
+
+        r = httpx.post(url, data={"grant_type": "refresh_token", "refresh_token": refresh,
+                                  "service": "dockyard", "scope": "repository:tools/b:push"})
+        assert r.status_code == 200, r.text
+        assert r.json()["scope"] == "repository:tools/b:push"
+        token = r.json()["access_token"]
+        up = httpx.post(f"{server.url}/v2/tools/b/blobs/uploads/",
+                        headers={"Authorization": f"Bearer {token}"})
+        assert up.status_code == 401  # push without pull is not enough for an upload
+
+        # an access token is not a refresh token, nor the other way round
+        r = httpx.post(url, data={"grant_type": "refresh_token", "refresh_token": token})
+        assert r.status_code == 401
+        r = httpx.get(f"{server.url}/v2/", headers={"Authorization": f"Bearer {refresh}"})
+        assert r.status_code == 401
+        r = httpx.post(url, data={"grant_type": "client_credentials"})
+        assert r.status_code == 400
+        assert r.json()["error"] == "unsupported_grant_type"
+        r = httpx.get(url, params={"service": "someone-else"})
+        assert r.status_code == 403
+    finally:
+        server.stop()
+
+
+def test_tokens_from_an_external_issuer(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "idp-2026", "use": "sig", "alg": "ES256"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    realm = "https://sso.example/registry/token"
+    config = write_config(tmp_path / "config.yml", auth={
+        "method": "token", "access": PLATFORM_ACCESS,
+        "token": {"builtin": False, "realm": realm, "service": "registry.example",
+                  "issuer": "https://sso.example", "jwks": jwks}})
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        r = httpx.get(f"{server.url}/v2/")
+        assert r.status_code == 401
+        assert r.headers["WWW-Authenticate"] == \
+            f'Bearer realm="{realm}",service="registry.example"'
+        assert httpx.get(f"{server.url}/auth/token").status_code == 404
+        now = int(time.time())
+        claims = {"iss": "https://sso.example", "sub": "ci-bot", "aud": "registry.example",
+                  "iat": now, "nbf": now, "exp": now + 60,
+                  "access": [{"type": "repository", "name": "team/app",
+                              "actions": ["pull", "push"]}]}
+        token = jwt.encode(claims, key, "ES256", headers={"kid": "idp-2026"})
+        auth = {"Authorization": f"Bearer {token}"}
+        r = httpx.post(f"{server.url}/v2/team/app/blobs/uploads/", headers=auth)
+        assert r.status_code == 202, r.text
+        r = httpx.post(f"{server.url}/v2/team/other/blobs/uploads/", headers=auth)
+        assert r.status_code == 401  # the issuer decides: ask it for a wider token
+        assert 'error="insufficient_scope"' in r.headers["WWW-Authenticate"]
+        bad = jwt.encode({**claims, "iss": "https://evil.example"}, key, "ES256",
+                         headers={"kid": "idp-2026"})
+        r = httpx.get(f"{server.url}/v2/", headers={"Authorization": f"Bearer {bad}"})
+        assert r.status_code == 401
+    finally:
+        server.stop()
+
+
+def test_htpasswd_changes_apply_without_a_restart(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth=basic_auth(htpasswd))
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        url = f"{server.url}/v2/"
+        assert httpx.get(url, auth=("newbie", "fresh-pw")).status_code == 401
+        r = CliRunner().invoke(main, ["user", "add", "--file", str(htpasswd),
+                                      "--password-stdin", "newbie"], input="fresh-pw\n")
+        assert r.exit_code == 0, r.output
+        deadline = time.monotonic() + 5
+        while httpx.get(url, auth=("newbie", "fresh-pw")).status_code != 200:
+            assert time.monotonic() < deadline, "the new user was not picked up"
+            time.sleep(0.2)
+        r = CliRunner().invoke(main, ["user", "rm", "--file", str(htpasswd), "newbie"])
+        assert r.exit_code == 0
+        deadline = time.monotonic() + 5
+        while httpx.get(url, auth=("newbie", "fresh-pw")).status_code != 401:
+            assert time.monotonic() < deadline, "the removed user still gets in"
+            time.sleep(0.2)
+        # a broken edit keeps the users in force
+        htpasswd.write_text(htpasswd.read_text() + "mallory:{SHA}abc\n")
+        time.sleep(1.2)
+        assert httpx.get(url, auth=("admin", USERS["admin"][0])).status_code == 200
+        assert "keeping the previous users" in server.log.read_text()
+    finally:
+        server.stop()

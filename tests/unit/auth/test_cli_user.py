@@ -1,0 +1,65 @@
+"""`dockyard user add|passwd|rm|ls` maintain the htpasswd file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from dockyard.auth.htpasswd import HtpasswdFile
+from dockyard.cli.main import main
+
+
+def test_user_lifecycle(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    run = CliRunner().invoke
+    r = run(main, ["user", "add", "--file", str(path), "--password-stdin", "-g", "admins,ops",
+                   "alice"], input="s3cret\n")
+    assert r.exit_code == 0, r.output
+    assert "s3cret" not in path.read_text()
+    assert path.read_text().startswith("alice:$2b$")
+    r = run(main, ["user", "add", "--file", str(path), "--password-stdin", "alice"],
+            input="x\n")
+    assert r.exit_code == 1
+    assert "exists" in r.output
+    r = run(main, ["user", "add", "--file", str(path), "bob"], input="pw\npw\n")
+    assert r.exit_code == 0, r.output
+    r = run(main, ["user", "ls", "--file", str(path)])
+    assert r.output.splitlines() == ["alice\tadmins,ops", "bob\t"]
+    users = HtpasswdFile(path)
+    entry = users.verify("alice", "s3cret")
+    assert entry is not None
+    assert entry.groups == {"admins", "ops"}
+
+    r = run(main, ["user", "passwd", "--file", str(path), "--password-stdin", "alice"],
+            input="n3w\n")
+    assert r.exit_code == 0, r.output
+    users = HtpasswdFile(path)
+    assert users.verify("alice", "s3cret") is None
+    entry = users.verify("alice", "n3w")
+    assert entry is not None
+    assert entry.groups == {"admins", "ops"}
+
+    assert run(main, ["user", "rm", "--file", str(path), "bob"]).exit_code == 0
+    assert run(main, ["user", "rm", "--file", str(path), "bob"]).exit_code == 1
+    assert run(main, ["user", "ls", "--file", str(path)]).output == "alice\tadmins,ops\n"
+
+
+def test_user_file_from_config_and_bad_input(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    config = tmp_path / "config.yml"
+    config.write_text(f"auth:\n  method: htpasswd\n  htpasswd:\n    path: {path}\n")
+    run = CliRunner().invoke
+    r = run(main, ["user", "add", "--config", str(config), "--password-stdin", "carol"],
+            input="pw\n")
+    assert r.exit_code == 0, r.output
+    assert path.read_text().startswith("carol:")
+    assert run(main, ["user", "add", "--file", str(path), "--password-stdin", "bad:name"],
+               input="pw\n").exit_code == 2
+    assert run(main, ["user", "add", "--file", str(path), "--password-stdin", "dave"],
+               input="\n").exit_code == 2
+    assert run(main, ["user", "ls"]).exit_code == 2  # no file anywhere
+    path.write_text("eve:$apr1$x$y\n")
+    r = run(main, ["user", "ls", "--file", str(path)])
+    assert r.exit_code == 1
+    assert "bcrypt" in r.output
