@@ -10,26 +10,36 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Select
 from sqlalchemy.dialects import sqlite
 
 
 class Prepared:
-    """A Core SELECT with named bind parameters, compiled for SQLite once."""
+    """A Core statement with named bind parameters, compiled for SQLite once (lazily)."""
 
-    def __init__(self, stmt: Select[Any]) -> None:
-        self.stmt = stmt
+    def __init__(self, stmt: Any) -> None:
+        self.stmt = stmt  # a Core SELECT, INSERT, UPDATE or DELETE
+
+    @cached_property
+    def _compiled(self) -> tuple[str, tuple[str, ...], dict[str, Any]]:
         # render_postcompile expands IN (...) lists into one parameter per value
-        compiled = stmt.compile(dialect=sqlite.dialect(),
-                                compile_kwargs={"render_postcompile": True})
-        self.sql = compiled.string
-        self.order = tuple(compiled.positiontup or ())
-        #: values bound in the statement itself (literals compared in WHERE clauses)
-        self.defaults = dict(compiled.params)
+        compiled = self.stmt.compile(dialect=sqlite.dialect(),
+                                     compile_kwargs={"render_postcompile": True})
+        # values bound in the statement itself (literals compared in WHERE clauses)
+        return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params)
+
+    @property
+    def sql(self) -> str:
+        return self._compiled[0]
+
+    def values(self, params: Mapping[str, Any]) -> list[Any]:
+        """The positional parameters for `sql`, from `params` and the statement's own."""
+        _, order, defaults = self._compiled
+        return [params[k] if k in params else defaults[k] for k in order]
 
 
 class FastReader:
@@ -44,8 +54,7 @@ class FastReader:
         self._conn.execute("PRAGMA busy_timeout=2000")
 
     def fetch(self, query: Prepared, params: Mapping[str, Any]) -> Sequence[Any]:
-        values = [params[k] if k in params else query.defaults[k] for k in query.order]
-        return self._conn.execute(query.sql, values).fetchall()
+        return self._conn.execute(query.sql, query.values(params)).fetchall()
 
     def close(self) -> None:
         self._conn.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -19,7 +19,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     or_,
     select,
     update,
@@ -37,7 +36,6 @@ from dockyard.metadata.records import (
     UploadRecord,
 )
 from dockyard.metadata.schema import (
-    blob_deletions,
     blobs,
     manifest_blobs,
     manifest_children,
@@ -47,6 +45,7 @@ from dockyard.metadata.schema import (
     tags,
     uploads,
 )
+from dockyard.metadata.statements import Statements, run
 
 
 def _manifest_query(by_tag: bool, payload: bool) -> Prepared:
@@ -100,6 +99,7 @@ class MetadataStore:
         self.engines = engines
         self._dialect = engines.dialect
         self._fast = FastReader(engines.sqlite_path) if engines.sqlite_path else None
+        self._q = Statements(self._dialect)
 
     async def close(self) -> None:
         if self._fast is not None:
@@ -137,12 +137,13 @@ class MetadataStore:
             return rows
 
     def _ensure_repo(self, conn: Connection, name: str, now: float) -> int:
-        repo_id = _repo_id(conn, name)
-        if repo_id is None:
-            conn.execute(self._insert_ignore(repositories).values(name=name, created_at=now))
-            repo_id = _repo_id(conn, name)
-        assert repo_id is not None
-        return repo_id
+        q = self._q
+        row = run(conn, q.repo_id, name=name).fetchone()
+        if row is None:
+            run(conn, q.add_repo, name=name, now=now)
+            row = run(conn, q.repo_id, name=name).fetchone()
+        assert row is not None
+        return int(row[0])
 
     # --- repositories ------------------------------------------------------------
 
@@ -183,19 +184,14 @@ class MetadataStore:
 
         With `upload`, that finished session is removed in the same transaction.
         """
-        now = time.time()
-        upsert_blob = (
-            self._upsert(blobs)
-            .values(digest=digest, size=size, created_at=now, touched_at=now)
-            .on_conflict_do_update(index_elements=[blobs.c.digest], set_={"touched_at": now})
-        )
+        now, q = time.time(), self._q
 
         def body(conn: Connection) -> None:
             repo_id = self._ensure_repo(conn, name, now)
-            conn.execute(upsert_blob)
-            self._link(conn, repo_id, digest, now)
+            run(conn, q.upsert_blob, digest=digest, size=size, now=now)
+            run(conn, q.link, repo=repo_id, digest=digest, now=now)
             if upload is not None:
-                conn.execute(delete(uploads).where(uploads.c.id == upload))
+                run(conn, q.delete_upload, id=upload)
 
         await self.engines.transaction(body)
 
@@ -207,20 +203,15 @@ class MetadataStore:
         A tombstone older than `TOMBSTONE_TIMEOUT` belongs to a collector that died and
         is cleared.
         """
-        now = time.time()
+        now, q = time.time(), self._q
 
         def body(conn: Connection) -> bool:
-            started = conn.scalar(select(blob_deletions.c.started_at)
-                                  .where(blob_deletions.c.digest == digest))
+            started = run(conn, q.tombstone, digest=digest).fetchone()
             if started is not None:
-                if started > now - TOMBSTONE_TIMEOUT:
+                if started[0] > now - TOMBSTONE_TIMEOUT:
                     return False
-                conn.execute(delete(blob_deletions).where(blob_deletions.c.digest == digest))
-            conn.execute(
-                self._upsert(blobs)
-                .values(digest=digest, size=size, created_at=now, touched_at=now)
-                .on_conflict_do_update(index_elements=[blobs.c.digest], set_={"touched_at": now})
-            )
+                run(conn, q.drop_tombstone, digest=digest)
+            run(conn, q.upsert_blob, digest=digest, size=size, now=now)
             return True
 
         return await self.engines.transaction(body)
@@ -280,10 +271,9 @@ class MetadataStore:
     # --- uploads -----------------------------------------------------------------
 
     async def create_upload(self, session_id: str, name: str) -> UploadRecord:
-        now = time.time()
-        stmt = insert(uploads).values(id=session_id, repository=name, offset=0, started_at=now,
-                                      updated_at=now)
-        await self.engines.transaction(lambda conn: conn.execute(stmt))
+        now, q = time.time(), self._q
+        await self.engines.transaction(
+            lambda conn: run(conn, q.create_upload, id=session_id, name=name, now=now))
         return UploadRecord(session_id, name, 0, now, now)
 
     async def upload(self, session_id: str) -> UploadRecord | None:
@@ -292,13 +282,14 @@ class MetadataStore:
 
     async def advance_upload(self, session_id: str, old: int, new: int) -> bool:
         """Move the session's offset from `old` to `new`; False if another write won."""
-        stmt = (update(uploads).where(uploads.c.id == session_id, uploads.c.offset == old)
-                .values(offset=new, updated_at=time.time()))
-        return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
+        now, q = time.time(), self._q
+        return await self.engines.transaction(lambda conn: bool(run(
+            conn, q.advance_upload, id=session_id, old=old, new=new, now=now).rowcount))
 
     async def delete_upload(self, session_id: str) -> bool:
-        stmt = delete(uploads).where(uploads.c.id == session_id)
-        return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
+        q = self._q
+        return await self.engines.transaction(
+            lambda conn: bool(run(conn, q.delete_upload, id=session_id).rowcount))
 
     async def stale_uploads(self, idle_since: float) -> list[str]:
         rows = await self._read(select(uploads.c.id).where(uploads.c.updated_at < idle_since))
@@ -320,50 +311,37 @@ class MetadataStore:
         Raises `MissingReferences` when a referenced blob or child manifest is not in
         the repository; nothing is written then.
         """
-        now = time.time()
+        now, q = time.time(), self._q
 
         def body(conn: Connection) -> None:
             repo_id = self._ensure_repo(conn, name, now)
-            missing = _missing(conn, repo_id, new.blob_digests, new.child_digests)
+            missing = [d for d in new.blob_digests
+                       if run(conn, q.has_link, repo=repo_id, digest=d).fetchone() is None]
+            missing += [d for d in new.child_digests
+                        if run(conn, q.manifest_id, repo=repo_id, digest=d).fetchone() is None]
             if missing:
-                raise MissingReferences(missing)
-            manifest_id = conn.scalar(select(manifests.c.id).where(
-                manifests.c.repository_id == repo_id, manifests.c.digest == new.digest)
-                .with_for_update(read=True))
-            if manifest_id is None:
-                manifest_id = conn.execute(
-                    insert(manifests).values(
-                        repository_id=repo_id, digest=new.digest, media_type=new.media_type,
-                        artifact_type=new.artifact_type, size=len(new.payload),
-                        payload=new.payload, subject_digest=new.subject_digest,
-                        config_digest=new.config_digest, annotations=new.annotations,
-                        created_at=now, touched_at=now,
-                    ).returning(manifests.c.id)
-                ).scalar_one()
-                if new.blob_digests:
-                    conn.execute(self._insert_ignore(manifest_blobs),
-                                 [{"manifest_id": manifest_id, "digest": d}
-                                  for d in new.blob_digests])
-                    conn.execute(update(blobs).where(blobs.c.digest.in_(new.blob_digests))
-                                 .values(touched_at=now))
-                if new.child_digests:
-                    conn.execute(self._insert_ignore(manifest_children),
-                                 [{"manifest_id": manifest_id, "child_digest": d}
-                                  for d in new.child_digests])
+                raise MissingReferences(sorted(missing))
+            found = run(conn, q.manifest_id, repo=repo_id, digest=new.digest).fetchone()
+            if found is None:
+                manifest_id = run(
+                    conn, q.add_manifest, repo=repo_id, digest=new.digest,
+                    media_type=new.media_type, artifact_type=new.artifact_type,
+                    size=len(new.payload), payload=new.payload, subject=new.subject_digest,
+                    config=new.config_digest, annotations=new.annotations, now=now,
+                ).fetchone()[0]
+                for d in new.blob_digests:
+                    run(conn, q.add_manifest_blob, manifest=manifest_id, digest=d)
+                    run(conn, q.touch_blob, digest=d, now=now)
+                for d in new.child_digests:
+                    run(conn, q.add_child, manifest=manifest_id, digest=d)
             else:  # pushed again: its grace period starts over
-                conn.execute(update(manifests).where(manifests.c.id == manifest_id)
-                             .values(touched_at=now))
-            if new.child_digests:  # so are the children it names
-                conn.execute(update(manifests).where(
-                    manifests.c.repository_id == repo_id,
-                    manifests.c.digest.in_(new.child_digests)).values(touched_at=now))
-            if tag is not None:
-                changed = conn.execute(
-                    update(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)
-                    .values(manifest_id=manifest_id, updated_at=now))
-                if not changed.rowcount:
-                    conn.execute(insert(tags).values(repository_id=repo_id, name=tag,
-                                                     manifest_id=manifest_id, updated_at=now))
+                manifest_id = found[0]
+                run(conn, q.touch_manifest, manifest=manifest_id, now=now)
+            for d in new.child_digests:  # so are the children it names
+                run(conn, q.touch_child, repo=repo_id, digest=d, now=now)
+            if tag is not None and not run(conn, q.retag, repo=repo_id, tag=tag,
+                                           manifest=manifest_id, now=now).rowcount:
+                run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now)
 
         await self.engines.transaction(body)
 
@@ -466,24 +444,6 @@ class MetadataStore:
             rows = await self._read(select(func.count()).select_from(table))
             out[table.name] = int(rows[0][0])
         return out
-
-
-def _missing(
-    conn: Connection, repo_id: int, blob_digests: Iterable[str], child_digests: Iterable[str],
-) -> list[str]:
-    wanted_blobs, wanted_children = set(blob_digests), set(child_digests)
-    missing: list[str] = []
-    if wanted_blobs:
-        have = set(conn.execute(select(repository_blobs.c.digest).where(
-            repository_blobs.c.repository_id == repo_id,
-            repository_blobs.c.digest.in_(wanted_blobs)).with_for_update(read=True)).scalars())
-        missing += sorted(wanted_blobs - have)
-    if wanted_children:
-        have = set(conn.execute(select(manifests.c.digest).where(
-            manifests.c.repository_id == repo_id,
-            manifests.c.digest.in_(wanted_children)).with_for_update(read=True)).scalars())
-        missing += sorted(wanted_children - have)
-    return missing
 
 
 def _delete_tree(conn: Connection, repo_id: int, manifest_id: int, digest: str,
