@@ -149,8 +149,10 @@ class UploadService:
     async def _state(self, record: UploadRecord, local: _Local, algorithm: str) -> RunningHash:
         state = local.state
         if state is None or state.offset != record.offset or state.hasher.name != algorithm:
+            # catch up from where this process left off when it can, else from zero
+            resume = state if state is not None and state.hasher.name == algorithm else None
             try:
-                state = await self.blobs.rehash(record.id, record.offset, algorithm)
+                state = await self.blobs.rehash(record.id, record.offset, algorithm, resume)
             except FileNotFoundError:
                 raise BlobUploadUnknown("the upload's bytes are gone") from None
             local.state = state

@@ -68,16 +68,25 @@ class BlobStore:
     async def upload_size(self, session_id: str) -> int | None:
         return await self.driver.stat(layout.upload_key(session_id))
 
-    async def rehash(self, session_id: str, offset: int, algorithm: str) -> RunningHash:
-        """Rebuild the hash state of a session another process started, once."""
-        hasher = new_hasher(algorithm)
-        done = 0
-        async for data in self.driver.read(layout.upload_key(session_id), 0, offset):
-            await asyncio.to_thread(hasher.update, data)
+    async def rehash(self, session_id: str, offset: int, algorithm: str,
+                     state: RunningHash | None = None) -> RunningHash:
+        """Bring a hash state up to `offset` from the stored bytes.
+
+        From scratch, or — when this process hashed the session up to `state.offset`
+        before another process appended to it — from there: bytes below a session's
+        recorded offset never change, so a worker that alternates with another one
+        hashes each byte once, not the whole upload again at every chunk.
+        """
+        if state is None or state.offset < 0 or state.offset > offset:
+            state = RunningHash(new_hasher(algorithm), 0)
+        start = done = state.offset
+        async for data in self.driver.read(layout.upload_key(session_id), start, offset - start):
+            await asyncio.to_thread(state.hasher.update, data)
             done += len(data)
         if done != offset:
             raise FileNotFoundError(f"upload {session_id} holds {done} of {offset} bytes")
-        return RunningHash(hasher, offset)
+        state.offset = offset
+        return state
 
     async def append(
         self,

@@ -296,14 +296,14 @@ async def test_second_worker_continues_session(make_service: Factory,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = await make_service(), await make_service()
     assert a.store is not b.store
-    rehashed: list[tuple[str, int]] = []
+    rehashed: list[tuple[str, int, int]] = []  # (worker, hashed from, up to)
     for svc, label in ((a, "a"), (b, "b")):
         original = svc.blobs.rehash
 
-        async def spy(session_id: str, offset: int, algorithm: str, *,
+        async def spy(session_id: str, offset: int, algorithm: str, state=None, *,
                       _orig=original, _label=label):  # type: ignore[no-untyped-def]
-            rehashed.append((_label, offset))
-            return await _orig(session_id, offset, algorithm)
+            rehashed.append((_label, state.offset if state is not None else 0, offset))
+            return await _orig(session_id, offset, algorithm, state)
 
         monkeypatch.setattr(svc.blobs, "rehash", spy)
 
@@ -320,8 +320,9 @@ async def test_second_worker_continues_session(make_service: Factory,
     digest = Digest.of(data)
     assert await b.finish(REPO, record.id, digest, body(data[3500:]), Chunk(start=3500)) == 4000
     await assert_published(a, digest, data)
-    # a worker that has hashed every byte it holds never reads them back
-    assert [r for r in rehashed if r[1] > 0] == [("b", 1500), ("a", 3000), ("b", 3500)]
+    # a worker reads back only the bytes another worker appended since it last hashed
+    assert [r for r in rehashed if r[2] > 0] == [("b", 0, 1500), ("a", 1500, 3000),
+                                                  ("b", 3000, 3500)]
 
 
 async def test_second_worker_finishes_with_wrong_digest(make_service: Factory) -> None:
