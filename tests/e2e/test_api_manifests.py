@@ -13,16 +13,18 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.oci_api import (
+from tests.support.mediatypes import (
     DOCKER_MANIFEST,
     DOCKER_SCHEMA1,
     DOCKER_SCHEMA1_SIGNED,
-    EMPTY_JSON,
     OCI_CONFIG,
     OCI_EMPTY,
     OCI_INDEX,
     OCI_LAYER,
     OCI_MANIFEST,
+)
+from tests.support.oci_api import (
+    EMPTY_JSON,
     SKOPEO_ACCEPT,
     Pushed,
     assert_error,

@@ -31,7 +31,8 @@ from tests.support.authenv import (
     write_config,
     write_htpasswd,
 )
-from tests.support.oci_api import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, blob_bytes, digest_of
+from tests.support.mediatypes import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
+from tests.support.oci_api import blob_bytes, digest_of
 from tests.support.servers import Server, start_dockyard
 
 PUBLIC, PRIVATE, OTHER = "public/app", "private/x", "public/other"

@@ -114,13 +114,6 @@ import pytest
 
 from tests.support.differential import (
     ACCEPT_ALL_MANIFESTS,
-    DOCKER_LIST,
-    DOCKER_MANIFEST,
-    DOCKER_SCHEMA1,
-    DOCKER_SCHEMA1_SIGNED,
-    OCI_EMPTY,
-    OCI_INDEX,
-    OCI_MANIFEST,
     Observation,
     Reply,
     Session,
@@ -135,6 +128,15 @@ from tests.support.differential import (
     link_target,
     new_prefix,
     run_sequence,
+)
+from tests.support.mediatypes import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    OCI_EMPTY,
+    OCI_INDEX,
+    OCI_MANIFEST,
 )
 from tests.support.servers import Server, start_distribution
 

@@ -46,16 +46,8 @@ from tests.e2e.test_lifecycle import (
     wait_until,
 )
 from tests.support.clients import Skopeo
-from tests.support.oci_api import (
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    blob_bytes,
-    canonical,
-    descriptor,
-    digest_of,
-    with_digest,
-)
+from tests.support.mediatypes import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
+from tests.support.oci_api import blob_bytes, canonical, descriptor, digest_of, with_digest
 
 SECONDS = float(os.environ.get("TORTURE_SECONDS", "60"))
 GRACE = 3.0

@@ -22,12 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.mediatypes import OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST
 from tests.support.oci_api import (
-    OCI_CONFIG,
-    OCI_EMPTY,
-    OCI_INDEX,
-    OCI_LAYER,
-    OCI_MANIFEST,
     Pushed,
     blob_bytes,
     canonical,

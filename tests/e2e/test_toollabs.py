@@ -33,10 +33,8 @@ from tests.e2e.test_lifecycle import (
     start,
 )
 from tests.support.clients import Skopeo
+from tests.support.mediatypes import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
 from tests.support.oci_api import (
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
     blob_bytes,
     canonical,
     descriptor,

@@ -36,38 +36,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from tests.support.mediatypes import (  # re-exported for the test modules
-    DOCKER_CONFIG as DOCKER_CONFIG,
-)
 from tests.support.mediatypes import (
-    DOCKER_LAYER as DOCKER_LAYER,
-)
-from tests.support.mediatypes import (
-    DOCKER_LIST as DOCKER_LIST,
-)
-from tests.support.mediatypes import (
-    DOCKER_MANIFEST as DOCKER_MANIFEST,
-)
-from tests.support.mediatypes import (
-    DOCKER_SCHEMA1 as DOCKER_SCHEMA1,
-)
-from tests.support.mediatypes import (
-    DOCKER_SCHEMA1_SIGNED as DOCKER_SCHEMA1_SIGNED,
-)
-from tests.support.mediatypes import (
-    OCI_CONFIG as OCI_CONFIG,
-)
-from tests.support.mediatypes import (
-    OCI_EMPTY as OCI_EMPTY,
-)
-from tests.support.mediatypes import (
-    OCI_INDEX as OCI_INDEX,
-)
-from tests.support.mediatypes import (
-    OCI_LAYER as OCI_LAYER,
-)
-from tests.support.mediatypes import (
-    OCI_MANIFEST as OCI_MANIFEST,
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
 )
 from tests.support.servers import Server
 
