@@ -140,7 +140,9 @@ class UploadSettings(_Section):
 
     expiry: Duration = timedelta(hours=24)
     purge_interval: Duration = timedelta(minutes=10)
-    chunk_buffer: ByteSize = 1024 * 1024
+    #: request bytes gathered before each hash-and-write; bigger buffers fall out of the
+    #: CPU cache and were slower here (bench: 512 KiB ~5% faster than 1 MiB, 4 MiB -40%)
+    chunk_buffer: ByteSize = 512 * 1024
 
 
 class StorageSettings(_Section):

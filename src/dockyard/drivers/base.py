@@ -33,7 +33,7 @@ class Writer(ABC):
 
     @abstractmethod
     async def write(self, data: bytes | bytearray) -> None:
-        """Append `data`. Large buffers (about 1 MiB) are the efficient unit."""
+        """Append `data`. Buffers of a few hundred KiB are the efficient unit."""
 
     @abstractmethod
     async def close(self, *, sync: bool = False) -> None:

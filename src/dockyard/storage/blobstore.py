@@ -1,8 +1,9 @@
 """Blob bytes: streamed uploads with a running hash, verified publication, reads.
 
-The store never buffers a whole blob: request bodies are consumed in buffers of about
-1 MiB, and each buffer is hashed and written concurrently in worker threads (hashlib
-and os.write release the GIL), so hashing and disk writes overlap with the network.
+The store never buffers a whole blob: request bodies are consumed in buffers of half a
+MiB (`storage.uploads.chunk_buffer`), and each buffer is hashed and written concurrently
+in worker threads (hashlib and os.write release the GIL), so hashing and disk writes
+overlap with the network.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class RunningHash:
 class BlobStore:
     """Content-addressed blobs and upload-session bytes over one driver."""
 
-    def __init__(self, driver: Driver, *, buffer_size: int = 1024 * 1024) -> None:
+    def __init__(self, driver: Driver, *, buffer_size: int = 512 * 1024) -> None:
         self.driver = driver
         self.buffer_size = buffer_size
 
