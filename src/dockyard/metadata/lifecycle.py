@@ -303,10 +303,6 @@ class LifecycleStore:
         stmt = delete(blob_deletions).where(blob_deletions.c.digest == digest)
         await self.engines.transaction(lambda conn: conn.execute(stmt))
 
-    async def pending_blob_deletions(self) -> list[str]:
-        """Tombstones left by a collector that stopped midway (their bytes may remain)."""
-        return [r[0] for r in await self.store._read(select(blob_deletions.c.digest))]
-
     async def delete_empty_repository(self, repo_id: int) -> bool:
         """Drop a repository row that holds nothing any more (no manifest, link, upload)."""
 

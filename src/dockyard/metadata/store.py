@@ -112,10 +112,6 @@ class MetadataStore:
         """The dialect's INSERT with `on_conflict_do_*` (both dialects share the API)."""
         return postgresql.insert(table) if self._dialect == "postgresql" else sqlite.insert(table)
 
-    def _insert_ignore(self, table: Any) -> Any:
-        """INSERT that does nothing when the primary/unique key already exists."""
-        return self._upsert(table).on_conflict_do_nothing()
-
     def _sorted(self, column: Any) -> ColumnElement[Any]:
         """Byte-wise (lexical) ordering whatever the database's default collation."""
         return column.collate("C") if self._dialect == "postgresql" else column  # type: ignore[no-any-return]
@@ -222,7 +218,7 @@ class MetadataStore:
         The check and the link are one transaction, so the collector cannot remove the
         blob in between.
         """
-        now = time.time()
+        now, q = time.time(), self._q
 
         def body(conn: Connection) -> BlobRecord | None:
             row = conn.execute(
@@ -234,21 +230,11 @@ class MetadataStore:
             if row is None:
                 return None
             repo_id = self._ensure_repo(conn, name, now)
-            conn.execute(update(blobs).where(blobs.c.digest == digest).values(touched_at=now))
-            self._link(conn, repo_id, digest, now)
+            run(conn, q.touch_blob, digest=digest, now=now)
+            run(conn, q.link, repo=repo_id, digest=digest, now=now)
             return BlobRecord(*row)
 
         return await self.engines.transaction(body)
-
-    def _link(self, conn: Connection, repo_id: int, digest: str, now: float) -> None:
-        conn.execute(
-            self._upsert(repository_blobs)
-            .values(repository_id=repo_id, digest=digest, linked_at=now)
-            .on_conflict_do_update(
-                index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
-                set_={"linked_at": now},
-            )
-        )
 
     async def touch_blob(self, digest: str) -> None:
         """Note that the blob was just checked (HEAD): the collector's grace restarts."""
