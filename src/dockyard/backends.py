@@ -17,7 +17,8 @@ from dockyard.storage.blobstore import BlobStore
 def build_driver(settings: Settings) -> Driver:
     """The storage driver named by `storage.driver`."""
     if settings.storage.driver == "filesystem":
-        return FilesystemDriver(settings.storage.filesystem.rootdirectory)
+        fs = settings.storage.filesystem
+        return FilesystemDriver(fs.rootdirectory, direct_writes=fs.direct_writes)
     raise ValueError(f"unknown storage driver {settings.storage.driver!r}")
 
 

@@ -80,6 +80,9 @@ class HttpSettings(_Section):
 
 class FilesystemSettings(_Section):
     rootdirectory: Path = Path("var/dockyard")
+    #: write upload bytes with O_DIRECT, past the page cache (falls back by itself where
+    #: the filesystem refuses it, e.g. tmpfs)
+    direct_writes: bool = False
 
 
 class DeleteSettings(_Section):

@@ -32,8 +32,9 @@ class Writer(ABC):
         """Bytes in the key so far (the offset the next `write` appends at)."""
 
     @abstractmethod
-    async def write(self, data: bytes | bytearray) -> None:
-        """Append `data`. Buffers of a few hundred KiB are the efficient unit."""
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append `data`. Buffers of a few hundred KiB are the efficient unit; a driver
+        may write page-aligned writable buffers without copying them (O_DIRECT)."""
 
     @abstractmethod
     async def close(self, *, sync: bool = False) -> None:

@@ -1,9 +1,10 @@
 """Blob bytes: streamed uploads with a running hash, verified publication, reads.
 
-The store never buffers a whole blob: request bodies are consumed in buffers of half a
-MiB (`storage.uploads.chunk_buffer`), and each buffer is hashed and written concurrently
-in worker threads (hashlib and os.write release the GIL), so hashing and disk writes
-overlap with the network.
+The store never buffers a whole blob: request bodies are copied into page-aligned
+buffers of half a MiB (`storage.uploads.chunk_buffer`, reused from a pool), and each full
+buffer is hashed and written concurrently in worker threads (hashlib and pwrite release
+the GIL) while the next one fills, so hashing and disk writes overlap with the network.
+Aligned buffers let the filesystem driver write them with O_DIRECT.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from dockyard.drivers.base import Driver
 from dockyard.oci.digest import Digest, Hasher, new_hasher
 from dockyard.storage import layout
+from dockyard.storage.buffers import BufferPool
 
 
 @dataclass
@@ -33,7 +35,7 @@ class BlobStore:
 
     def __init__(self, driver: Driver, *, buffer_size: int = 512 * 1024) -> None:
         self.driver = driver
-        self.buffer_size = buffer_size
+        self.buffers = BufferPool(buffer_size)
 
     # --- reads -------------------------------------------------------------------
 
@@ -104,38 +106,49 @@ class BlobStore:
         """
         writer = await self.driver.writer(layout.upload_key(session_id), state.offset,
                                           resume=True)
-        written = 0
-        pending: asyncio.Task[None] | None = None
-        buf = bytearray()
+        size = self.buffers.size
+        written = fill = 0
+        current = self.buffers.take()
+        pending: tuple[asyncio.Future[None], memoryview] | None = None
 
-        async def flush(data: bytearray) -> None:
+        async def flush(data: memoryview) -> None:
             await asyncio.gather(asyncio.to_thread(state.hasher.update, data), writer.write(data))
 
         try:
             async for chunk in chunks:
-                buf += chunk
                 written += len(chunk)
                 if limit is not None and written > limit:
                     raise OverflowError("more bytes than announced")
-                if len(buf) >= self.buffer_size:
+                src = memoryview(chunk)
+                while src:
+                    take = min(len(src), size - fill)
+                    current[fill:fill + take] = src[:take]
+                    fill += take
+                    src = src[take:]
+                    if fill < size:
+                        continue
+                    # the buffer is full: hash and write it while the next one fills
                     if pending is not None:
-                        await pending
-                    data, buf = buf, bytearray()
-                    pending = asyncio.ensure_future(flush(data))
+                        await pending[0]
+                        self.buffers.give(pending[1])
+                    pending = (asyncio.ensure_future(flush(current)), current)
+                    current, fill = self.buffers.take(), 0
             if pending is not None:
-                await pending
+                await pending[0]
+                self.buffers.give(pending[1])
                 pending = None
-            if buf:
-                await flush(buf)
+            if fill:
+                await flush(current[:fill])
         except BaseException:
             if pending is not None:
                 # a write running in a thread cannot be cancelled: wait for it before
-                # closing its file descriptor
-                await asyncio.shield(asyncio.gather(pending, return_exceptions=True))
+                # closing its file descriptor (its buffer is dropped, not reused)
+                await asyncio.shield(asyncio.gather(pending[0], return_exceptions=True))
             await writer.close()
             # the hash state no longer matches the recorded offset: forget it
             state.offset = -1
             raise
+        self.buffers.give(current)
         await writer.close()
         state.offset += written
         return written

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from dockyard.backends import build_driver
 from dockyard.cli.main import main
 from dockyard.config.settings import ConfigError, Settings, load_settings
+from dockyard.drivers.filesystem import FilesystemDriver
 
 
 @pytest.fixture(autouse=True)
@@ -282,3 +284,14 @@ def test_config_check_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["config", "check", str(tmp_path / "none.yml")], env={})
     assert result.exit_code == 2
     assert "cannot read config file" in result.output
+
+
+def test_direct_writes_reach_the_filesystem_driver(tmp_path: Path) -> None:
+    env = {"DOCKYARD_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(tmp_path)}
+    default = build_driver(load_settings(env=env))
+    assert isinstance(default, FilesystemDriver)
+    assert not default.direct_writes
+    driver = build_driver(load_settings(env={**env,
+                                             "DOCKYARD_STORAGE_FILESYSTEM_DIRECT_WRITES": "on"}))
+    assert isinstance(driver, FilesystemDriver)
+    assert driver.direct_writes

@@ -25,6 +25,7 @@ from dockyard.oci.errors import (
 )
 from dockyard.storage import layout
 from dockyard.storage.blobstore import BlobStore
+from dockyard.storage.buffers import BufferPool
 
 REPO = "library/test"
 
@@ -374,7 +375,7 @@ async def test_concurrent_appends_on_two_workers_never_publish_corrupt_blob(
     make_service: Factory,
 ) -> None:
     a, b = await make_service(), await make_service()
-    a.blobs.buffer_size = b.blobs.buffer_size = 4
+    a.blobs.buffers = b.blobs.buffers = BufferPool(4)
     record = await a.start(REPO)
     first_written, b_done = asyncio.Event(), asyncio.Event()
 

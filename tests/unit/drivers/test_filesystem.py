@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from dockyard.drivers.base import Driver
-from dockyard.drivers.filesystem import FilesystemDriver
+from dockyard.drivers.directio import ALIGN
+from dockyard.drivers.filesystem import FilesystemDriver, FilesystemWriter
+from dockyard.storage.buffers import BufferPool
 from tests.unit.drivers.suite import DriverSuite, LockSuite, put, read_all
 
 
@@ -85,3 +89,71 @@ async def test_creation_survives_concurrent_pruning(tmp_path: Path) -> None:
 
     await asyncio.gather(*(churn(i) for i in range(12)))
     assert [k async for k in fs.list("blobs")] == []
+
+
+# --- O_DIRECT writes (storage.filesystem.direct_writes) ---------------------------------
+
+
+def _aligned(data: bytes) -> memoryview:
+    """`data` in a page-aligned writable buffer, as BlobStore hands it over."""
+    buf = BufferPool(len(data)).take()[: len(data)]
+    buf[:] = data
+    return buf
+
+
+async def test_direct_writes_store_exact_bytes(tmp_path: Path) -> None:
+    fs = FilesystemDriver(tmp_path / "root", direct_writes=True)
+    first, second, third = os.urandom(3 * ALIGN + 100), os.urandom(5000), os.urandom(ALIGN)
+    writer = await fs.writer("uploads/u/data")
+    await writer.write(_aligned(first))      # 3 pages direct, 100 bytes buffered
+    await writer.write(second)               # read-only bytes: buffered
+    await writer.write(_aligned(third))      # offset no longer aligned: buffered
+    await writer.close(sync=True)
+    assert isinstance(writer, FilesystemWriter)
+    assert writer.direct_bytes == 3 * ALIGN
+    assert await read_all(fs, "uploads/u/data") == first + second + third
+
+
+async def test_direct_writes_resume_at_an_aligned_offset(tmp_path: Path) -> None:
+    fs = FilesystemDriver(tmp_path / "root", direct_writes=True)
+    head, tail = os.urandom(2 * ALIGN + 7), os.urandom(4 * ALIGN)
+    await put(fs, "uploads/u/data", head)
+    # a crash left 7 bytes past the recorded offset: resuming there discards them
+    writer = await fs.writer("uploads/u/data", 2 * ALIGN, resume=True)
+    await writer.write(_aligned(tail))
+    await writer.close()
+    assert isinstance(writer, FilesystemWriter)
+    assert writer.direct_bytes == len(tail)
+    assert await read_all(fs, "uploads/u/data") == head[: 2 * ALIGN] + tail
+
+
+async def test_direct_writes_off_by_default(tmp_path: Path) -> None:
+    fs = FilesystemDriver(tmp_path / "root")
+    writer = await fs.writer("k")
+    await writer.write(_aligned(os.urandom(2 * ALIGN)))
+    await writer.close()
+    assert isinstance(writer, FilesystemWriter)
+    assert writer.direct_bytes == 0
+
+
+async def test_direct_writes_fall_back_where_the_filesystem_refuses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tmpfs takes O_DIRECT since Linux 6.6, so no filesystem here refuses it: make open
+    # fail the way FUSE and some network filesystems do
+    real_open = os.open
+
+    def refusing_open(path: object, flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    fs = FilesystemDriver(tmp_path / "root", direct_writes=True)
+    data = os.urandom(2 * ALIGN)
+    writer = await fs.writer("k")
+    await writer.write(_aligned(data))
+    await writer.close()
+    assert isinstance(writer, FilesystemWriter)
+    assert writer.direct_bytes == 0
+    assert await read_all(fs, "k") == data
