@@ -81,7 +81,7 @@ class HttpSettings(_Section):
 class FilesystemSettings(_Section):
     rootdirectory: Path = Path("var/dockyard")
     #: write upload bytes with O_DIRECT, past the page cache (falls back by itself where
-    #: the filesystem refuses it, e.g. tmpfs)
+    #: the filesystem refuses it, e.g. tmpfs before Linux 6.6)
     direct_writes: bool = False
 
 

@@ -5,7 +5,9 @@ the page cache costs CPU on every byte and evicts what pulls need (MinIO writes 
 the same way). O_DIRECT needs the file offset, the length and the buffer's address
 aligned to the device's logical block; `ALIGN` (one page) covers common devices. What
 cannot be written directly goes through an ordinary descriptor of the same file; the
-kernel keeps the two coherent, and `fsync` covers both.
+kernel keeps the two coherent, and `fsync` covers both. The price is that the first
+pull of a fresh blob reads it from disk, so the driver does this only when asked
+(`storage.filesystem.direct_writes`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ _UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
 def open_direct(path: Path) -> int | None:
-    """A write-only O_DIRECT descriptor of `path`, or None where the filesystem (tmpfs,
-    some FUSE and network filesystems) refuses direct I/O."""
+    """A write-only O_DIRECT descriptor of `path`, or None where the filesystem (tmpfs
+    before Linux 6.6, some FUSE and network filesystems) refuses direct I/O."""
     flag = getattr(os, "O_DIRECT", 0)
     if not flag:
         return None

@@ -2,8 +2,8 @@
 
 Writes go to the key's own file (upload sessions) and are published with `rename`,
 which is atomic on POSIX filesystems; `move` fsyncs the directory it renames into so a
-published blob survives a power loss. Upload bytes in page-aligned buffers are written
-with O_DIRECT (`directio`), so a push does not fill the page cache.
+published blob survives a power loss. With `direct_writes`, upload bytes in page-aligned
+buffers are written with O_DIRECT (`directio`), so a push does not fill the page cache.
 """
 
 from __future__ import annotations
