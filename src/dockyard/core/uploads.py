@@ -200,7 +200,7 @@ class UploadService:
         rule lets a session being created right now get its row first.
         """
         known = await self.store.upload_ids()
-        on_disk = {_session_of(k) async for k in self.blobs.list_uploads()}
+        on_disk = {s async for s in self.blobs.upload_sessions()}
         orphans = {s for s in on_disk - known if _valid_id(s)}
         doomed = orphans & self._orphans
         self._orphans = orphans - doomed
@@ -232,10 +232,6 @@ class UploadService:
         if removed:
             log.info("purged %d idle upload sessions", removed)
         return removed
-
-
-def _session_of(key: str) -> str:
-    return key.split("/")[1] if key.count("/") >= 2 else ""
 
 
 def _valid_id(session_id: str) -> bool:

@@ -164,5 +164,9 @@ class BlobStore:
     async def delete_blob(self, digest: Digest) -> None:
         await self.driver.delete(layout.blob_dir(digest))
 
-    def list_uploads(self) -> AsyncIterator[str]:
-        return self.driver.list(layout.UPLOADS)
+    async def upload_sessions(self) -> AsyncIterator[str]:
+        """Ids of the upload sessions that have bytes stored."""
+        async for key in self.driver.list(layout.UPLOADS):
+            session_id = layout.session_of(key)
+            if session_id is not None:
+                yield session_id

@@ -48,6 +48,12 @@ def upload_dir(session_id: str) -> str:
     return f"{UPLOADS}/{session_id}"
 
 
+def session_of(key: str) -> str | None:
+    """The upload session a key under `uploads/` belongs to (None for any other key)."""
+    parts = key.split("/")
+    return parts[1] if len(parts) >= 3 and parts[0] == UPLOADS else None
+
+
 def lock_key(name: str) -> str:
     """Key of the empty object held to run `name` in one process at a time."""
     return f"{LOCKS}/{name}"

@@ -49,7 +49,14 @@ async def new_session(store: BlobStore, session_id: str = "s1") -> RunningHash:
 async def test_create_upload_makes_empty_session(store: BlobStore) -> None:
     await store.create_upload("s1")
     assert await store.upload_size("s1") == 0
-    assert [k async for k in store.list_uploads()] == [layout.upload_key("s1")]
+    assert [s async for s in store.upload_sessions()] == ["s1"]
+
+
+async def test_upload_sessions_ignore_stray_files(store: BlobStore,
+                                                  driver: FilesystemDriver) -> None:
+    await store.create_upload("s2")
+    await (await driver.writer(f"{layout.UPLOADS}/stray")).close()
+    assert [s async for s in store.upload_sessions()] == ["s2"]
 
 
 async def test_upload_size_of_unknown_session(store: BlobStore) -> None:
@@ -164,7 +171,7 @@ async def test_publish_and_read_back(store: BlobStore, driver: FilesystemDriver)
     assert await read_blob(store, digest, 100, 50) == data[100:150]
     assert await read_blob(store, digest, 4990) == data[4990:]
     assert await store.upload_size("s1") is None
-    assert [k async for k in store.list_uploads()] == []
+    assert [s async for s in store.upload_sessions()] == []
     path = store.local_path(digest)
     assert path is not None
     assert path.read_bytes() == data
@@ -195,7 +202,7 @@ async def test_publish_twice_keeps_first_bytes(store: BlobStore) -> None:
         await store.append(session, state, body([b"same"]))
         await store.publish(session, digest)
     assert await read_blob(store, digest) == b"same"
-    assert [k async for k in store.list_uploads()] == []
+    assert [s async for s in store.upload_sessions()] == []
 
 
 async def test_empty_blob(store: BlobStore) -> None:
