@@ -22,6 +22,15 @@ def build_driver(settings: Settings) -> Driver:
     raise ValueError(f"unknown storage driver {settings.storage.driver!r}")
 
 
+async def migrate_database(settings: Settings) -> None:
+    """Bring the metadata schema up to date (once, before workers open the store)."""
+    engines = open_engines(settings.database_url)
+    try:
+        await migrate(engines)
+    finally:
+        await engines.dispose()
+
+
 async def open_registry(settings: Settings, *, run_migrations: bool = True) -> Registry:
     """Open the metadata store and blob store named by `settings`."""
     engines = open_engines(settings.database_url, pool_size=settings.database.pool_size)

@@ -25,8 +25,8 @@ from dockyard.api import tls
 from dockyard.api.app import create_app
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
+from dockyard.backends import migrate_database
 from dockyard.config.settings import Settings
-from dockyard.metadata.engine import migrate, open_engines
 
 log = logging.getLogger("dockyard.server")
 
@@ -55,14 +55,6 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-async def _migrate(settings: Settings) -> None:
-    engines = open_engines(settings.database_url)
-    try:
-        await migrate(engines)
-    finally:
-        await engines.dispose()
 
 
 def check_access(settings: Settings, host: str) -> None:
@@ -128,7 +120,7 @@ def serve(settings: Settings) -> None:
     host, port = split_addr(settings.http.addr)
     check_port_free(host, port)
     check_access(settings, host)
-    asyncio.run(_migrate(settings))
+    asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,
              settings.data_dir)
