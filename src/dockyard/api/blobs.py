@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import BinaryIO
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
@@ -43,8 +41,10 @@ async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
         await resp.prepare(request)
         await resp.write_eof()
         return resp
-    if info.path is not None and request.transport is not None and not request.secure:
-        await _sendfile(request, resp, info.path.as_posix(), start, count)
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if info.path is not None and sock is not None and not request.secure:
+        await _sendfile(request, resp, sock, info.path.as_posix(), start, count)
     else:
         await resp.prepare(request)
         async for data in registry(request).blobstore.read(digest, start, count):
@@ -54,7 +54,8 @@ async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
 
 
 async def _sendfile(
-    request: web.Request, resp: web.StreamResponse, path: str, offset: int, count: int
+    request: web.Request, resp: web.StreamResponse, sock: socket.socket, path: str,
+    offset: int, count: int,
 ) -> None:
     """Zero-copy: headers through aiohttp, then the kernel copies file to socket.
 
@@ -64,7 +65,6 @@ async def _sendfile(
     """
     loop = asyncio.get_running_loop()
     transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
     with open(path, "rb") as fobj:
         writer = await resp.prepare(request)
         assert writer is not None
@@ -73,10 +73,7 @@ async def _sendfile(
         # the headers must have left before the kernel writes the body
         while transport.get_write_buffer_size():  # noqa: ASYNC110 - no event to wait on
             await asyncio.sleep(0.0005)
-        if sock is None:
-            await _copy(writer, fobj, offset, count)
-        else:
-            await _zero_copy(loop, sock.fileno(), fobj.fileno(), offset, count)
+        await _zero_copy(loop, sock.fileno(), fobj.fileno(), offset, count)
         await resp.write_eof()
 
 
@@ -129,16 +126,6 @@ async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
         await ready
     finally:
         loop.remove_writer(fd)
-
-
-async def _copy(writer: AbstractStreamWriter, fobj: BinaryIO, offset: int, count: int) -> None:
-    fobj.seek(offset)
-    while count > 0:
-        data = await asyncio.to_thread(fobj.read, min(count, 1 << 20))
-        if not data:
-            break
-        count -= len(data)
-        await writer.write(data)
 
 
 async def delete_blob(request: web.Request, match: Match) -> web.StreamResponse:
