@@ -301,15 +301,15 @@ def test_gc_torture(tmp_path: Path) -> None:
                 want = sorted(t for r, t in world.alive if r == repo)
                 assert (tags(c, repo) or []) == want, repo
             assert catalog(c) == alive_repos
-        # BUG (reported, not asserted: a race the run may or may not hit): a repository
-        # delete landing between a POST's session row and its file (core/uploads.py:62-63)
-        # leaves an empty uploads/<id>/data with no session row, which nothing purges
+        # reported, not asserted (a race the run may or may not hit): a repository delete
+        # landing between a POST's session row and its file (UploadService.start) leaves
+        # an empty uploads/<id> with no session row until the purge's orphan sweep
         leftovers = files_under(server.data / "uploads")
         orphans = [p for p in leftovers if p.stat().st_size == 0]
         assert leftovers == orphans, f"upload bytes left behind: {leftovers}"
         if orphans:
-            warnings.warn(f"BUG: {len(orphans)} orphaned empty upload files left behind: "
-                          f"{[p.parent.name for p in orphans]}", stacklevel=1)
+            warnings.warn(f"{len(orphans)} orphaned empty upload files left behind: "
+                          f"{[p.name for p in orphans]}", stacklevel=1)
         log = server.log.read_text()
         assert "Traceback" not in log, log[-5000:]
     finally:

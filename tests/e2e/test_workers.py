@@ -271,7 +271,7 @@ def _kill_mid_patch(server: Server, repo: str, data: bytes, head: int) -> tuple[
     assert resp.status_code == 202, resp.text
     location = resp.headers["location"]
 
-    upload_file = (server.data / "uploads" / session / "data").resolve()
+    upload_file = (server.data / "uploads" / session).resolve()
     patch = SlowPatch(str(httpx.URL(server.url).join(location)), data[head:], delay=0.05)
     patch.start()
     try:

@@ -4,6 +4,11 @@ Writes go to the key's own file (upload sessions) and are published with `rename
 which is atomic on POSIX filesystems; `move` fsyncs the directory it renames into so a
 published blob survives a power loss. With `direct_writes`, upload bytes in page-aligned
 buffers are written with O_DIRECT (`directio`), so a push does not fill the page cache.
+
+What can wait for the disk — fsync, reads and writes of large buffers, walking and
+removing trees — runs in worker threads. Opening, locking and small writes run inline,
+as nginx does them: on a local filesystem they take microseconds, a tenth of what a
+thread hop costs in CPU and context switches.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dockyard.drivers import directio
 from dockyard.drivers.base import Driver, DriverBusy, Writer
 
 _READ_CHUNK = 1024 * 1024
+INLINE_WRITE = 64 * 1024
+"""Writes up to this size go to the page cache inline instead of in a thread."""
 T = TypeVar("T")
 
 
@@ -46,7 +53,10 @@ class FilesystemWriter(Writer):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
-        await asyncio.to_thread(self._write_all, view, self._size)
+        if view.nbytes <= INLINE_WRITE and self._direct_fd is None:
+            directio.pwrite_all(self._fd, view, self._size)
+        else:
+            await asyncio.to_thread(self._write_all, view, self._size)
         self._size += view.nbytes
 
     def _write_all(self, view: memoryview, offset: int) -> None:
@@ -76,21 +86,21 @@ class FilesystemWriter(Writer):
 
 
 def _in_dir(directory: Path, create: Callable[[], T]) -> T:
-    """Make `directory` and run `create` in it, again if a concurrent prune removed it.
+    """Run `create` in `directory`, making the directory when it is missing.
 
     `delete` prunes directories it leaves empty; one may vanish between our `mkdir` and
     the file operation inside it.
     """
     for _ in range(100):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, FileNotFoundError):
-            continue  # a parent was pruned while mkdir walked down: walk again
-        try:
             return create()
         except FileNotFoundError:
             if directory.is_dir():
                 raise
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, FileNotFoundError):
+            continue  # a parent was pruned while mkdir walked down: walk again
     raise FileNotFoundError(f"{directory} keeps disappearing")
 
 
@@ -149,7 +159,7 @@ class FilesystemDriver(Driver):
 
     @contextlib.asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
-        fd = await asyncio.to_thread(self._open_file, key)
+        fd = self._open_file(key)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,16 +182,18 @@ class FilesystemDriver(Driver):
             else:
                 fd = os.open(path, flags, 0o644)
             try:
-                if os.fstat(fd).st_size < offset:
+                size = os.fstat(fd).st_size
+                if size < offset:
                     raise ValueError(f"{key} holds fewer than {offset} bytes")
-                os.ftruncate(fd, offset)
+                if size > offset:  # bytes past the offset: a write cut short by a crash
+                    os.ftruncate(fd, offset)
                 direct = directio.open_direct(path) if self.direct_writes else None
             except BaseException:
                 os.close(fd)
                 raise
             return fd, direct
 
-        fd, direct = await asyncio.to_thread(_open)
+        fd, direct = _open()
         return FilesystemWriter(fd, offset, direct)
 
     async def move(self, src: str, dst: str) -> None:

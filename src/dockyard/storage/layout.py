@@ -10,8 +10,8 @@
               data                  the blob's bytes, published by an atomic move
         sha512/...
       uploads/
-        <session id>/
-          data                      bytes of an upload in progress
+        <session id>                bytes of an upload in progress (one flat file: no
+                                    directory to create and remove for each session)
       locks/
         <name>                      empty files held with Driver.lock (e.g. "gc")
 
@@ -40,18 +40,19 @@ def blob_dir(digest: Digest) -> str:
 
 def upload_key(session_id: str) -> str:
     """Key of the bytes received so far by upload session `session_id`."""
-    return f"{UPLOADS}/{session_id}/data"
-
-
-def upload_dir(session_id: str) -> str:
-    """Prefix holding everything stored for upload session `session_id`."""
     return f"{UPLOADS}/{session_id}"
 
 
 def session_of(key: str) -> str | None:
-    """The upload session a key under `uploads/` belongs to (None for any other key)."""
+    """The upload session a key under `uploads/` belongs to (None for any other key).
+
+    Earlier builds kept a session's bytes at `uploads/<id>/data`; such keys still name
+    their session, so the sweep of orphaned uploads removes what an upgrade left behind.
+    """
     parts = key.split("/")
-    return parts[1] if len(parts) >= 3 and parts[0] == UPLOADS else None
+    if parts[0] != UPLOADS or len(parts) not in (2, 3) or not parts[1]:
+        return None
+    return parts[1] if len(parts) == 2 or parts[2] == "data" else None
 
 
 def lock_key(name: str) -> str:

@@ -438,3 +438,20 @@ async def test_purge_removes_only_idle_sessions(service: UploadService) -> None:
     assert await service.store.upload(fresh.id) is not None
     assert await service.blobs.upload_size(fresh.id) == 0
     assert await service.purge(max_idle=3600) == 0
+
+
+async def test_purge_sweeps_upload_bytes_without_a_session(service: UploadService,
+                                                           tmp_path: Path) -> None:
+    """Bytes with no session row go on the second sweep, in this layout and the one
+    earlier builds used (uploads/<id>/data); a live session's bytes stay."""
+    live = await service.start(REPO)
+    uploads = tmp_path / "data" / "uploads"
+    flat, nested = str(uuid.uuid4()), str(uuid.uuid4())
+    (uploads / flat).write_bytes(b"left by a crash")
+    (uploads / nested).mkdir()
+    (uploads / nested / "data").write_bytes(b"left by an older build")
+    assert await service.purge(max_idle=3600) == 0  # first sight: may be a session starting
+    assert (uploads / flat).exists()
+    assert (uploads / nested).exists()
+    assert await service.purge(max_idle=3600) == 2
+    assert sorted(p.name for p in uploads.iterdir()) == [live.id]

@@ -55,7 +55,7 @@ async def test_create_upload_makes_empty_session(store: BlobStore) -> None:
 async def test_upload_sessions_ignore_stray_files(store: BlobStore,
                                                   driver: FilesystemDriver) -> None:
     await store.create_upload("s2")
-    await (await driver.writer(f"{layout.UPLOADS}/stray")).close()
+    await (await driver.writer(f"{layout.UPLOADS}/s3/stray")).close()
     assert [s async for s in store.upload_sessions()] == ["s2"]
 
 
@@ -182,7 +182,15 @@ async def test_blob_layout_is_distributions() -> None:
     d = Digest.of(b"")
     assert layout.blob_key(d) == f"blobs/sha256/e3/{d.hex}/data"
     assert layout.blob_dir(d) == f"blobs/sha256/e3/{d.hex}"
-    assert layout.upload_key("u") == "uploads/u/data"
+    assert layout.upload_key("u") == "uploads/u"
+
+
+def test_session_of_reads_both_upload_layouts() -> None:
+    assert layout.session_of(layout.upload_key("abc")) == "abc"
+    assert layout.session_of("uploads/abc/data") == "abc"  # written by earlier builds
+    assert layout.session_of("uploads") is None
+    assert layout.session_of("uploads/abc/other") is None
+    assert layout.session_of("blobs/sha256/ab/abcd/data") is None
 
 
 async def test_publish_sha512(store: BlobStore) -> None:
