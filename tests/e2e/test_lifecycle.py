@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -670,3 +671,33 @@ def test_stale_upload_sessions_are_purged(scheduled: Server) -> None:
             assert r.status_code == 202, r.text
             live = r.headers["location"]
             payload = payload[10:]
+
+
+def test_gc_finishes_a_deletion_a_dead_collector_began(tmp_path: Path) -> None:
+    """A collector killed between removing a blob's row and its bytes leaves a tombstone
+    and the file; the next collection past the tombstone timeout deletes the file."""
+    server = start(tmp_path, MANUAL_GC)
+    data = server.data
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            orphan, kept = blob_bytes(4096), blob_bytes(2048)
+            d_orphan, d_kept = push_blob(c, "gc/crash", orphan), push_blob(c, "gc/crash", kept)
+            assert blob_files(data) == {d_orphan, d_kept}
+            # what begin_blob_deletion leaves, ten minutes ago: row gone, tombstone, bytes
+            db = sqlite3.connect(data / "metadata.db")
+            with db:
+                db.execute("DELETE FROM repository_blobs WHERE digest = ?", (d_orphan,))
+                db.execute("DELETE FROM blobs WHERE digest = ?", (d_orphan,))
+                db.execute("INSERT INTO blob_deletions (digest, started_at) VALUES (?, ?)",
+                           (d_orphan, time.time() - 600))
+            db.close()
+            gc(data, "--grace", "1h")
+            assert blob_files(data) == {d_kept}
+            with sqlite3.connect(data / "metadata.db") as db:
+                assert db.execute("SELECT count(*) FROM blob_deletions").fetchone() == (0,)
+            # the digest pushes and pulls again; the other blob was never touched
+            assert push_blob(c, "gc/crash", orphan) == d_orphan
+            assert c.get(f"/v2/gc/crash/blobs/{d_orphan}").content == orphan
+            assert c.get(f"/v2/gc/crash/blobs/{d_kept}").content == kept
+    finally:
+        server.stop()

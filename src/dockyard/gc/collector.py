@@ -127,7 +127,7 @@ class Collector:
                     entry.blobs += 1
                     entry.bytes_freed += size
         else:
-            await self.lifecycle.clear_stale_tombstones(time.time() - TOMBSTONE_TIMEOUT)
+            await self._unfinished_deletions()
             await self._blobs(cutoff, report, last_links)
             if self.upload_expiry is not None:
                 report.uploads_purged = await self.registry.uploads.purge(self.upload_expiry)
@@ -172,6 +172,19 @@ class Collector:
                 entry.blobs += 1
                 last_links[digest] = (name, size)
         await self.lifecycle.delete_empty_repository(repo_id)
+
+    async def _unfinished_deletions(self) -> None:
+        """Finish what a collector that died mid-deletion left: the row is gone, the
+        bytes may not be; without this they would stay on disk with nothing to find them."""
+        older_than = time.time() - TOMBSTONE_TIMEOUT
+        for digest in await self.lifecycle.stale_tombstones(older_than):
+            if not await self.lifecycle.resume_blob_deletion(digest, older_than):
+                continue
+            try:
+                await self.registry.blobstore.delete_blob(Digest.parse(digest))
+            finally:
+                await self.lifecycle.end_blob_deletion(digest)
+            log.info("finished the deletion of %s that a stopped collector began", digest)
 
     async def _blobs(self, cutoff: float, report: Report,
                      last_links: dict[str, tuple[str, int]]) -> None:

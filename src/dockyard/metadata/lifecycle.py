@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, literal, select
+from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
 from dockyard.metadata.schema import (
@@ -229,9 +229,35 @@ class LifecycleStore:
         stmt = delete(deleted_links).where(deleted_links.c.deleted_at < before)
         await self.engines.transaction(lambda conn: conn.execute(stmt))
 
-    async def clear_stale_tombstones(self, older_than: float) -> int:
-        stmt = delete(blob_deletions).where(blob_deletions.c.started_at < older_than)
-        return await self.engines.transaction(lambda conn: int(conn.execute(stmt).rowcount))
+    async def stale_tombstones(self, older_than: float) -> list[str]:
+        """Digests whose deletion began before `older_than` and never ended: a
+        collector died between removing the blob's row and its bytes."""
+        rows = await self.store._read(select(blob_deletions.c.digest)
+                                      .where(blob_deletions.c.started_at < older_than))
+        return [r[0] for r in rows]
+
+    async def resume_blob_deletion(self, digest: str, older_than: float) -> bool:
+        """Take over a dead collector's deletion of `digest`: renew its tombstone, so an
+        upload of that digest waits again, and tell the caller to delete the bytes.
+
+        False when there is nothing to take over: the tombstone is gone or fresh (another
+        collector has it), or an upload already claimed the digest anew (its row is
+        back, and its bytes are the upload's).
+        """
+
+        def body(conn: Connection) -> bool:
+            started = conn.scalar(select(blob_deletions.c.started_at)
+                                  .where(blob_deletions.c.digest == digest).with_for_update())
+            if started is None or started >= older_than:
+                return False
+            if conn.scalar(select(exists().where(blobs.c.digest == digest))):
+                conn.execute(delete(blob_deletions).where(blob_deletions.c.digest == digest))
+                return False
+            conn.execute(update(blob_deletions).where(blob_deletions.c.digest == digest)
+                         .values(started_at=time.time()))
+            return True
+
+        return await self.engines.transaction(body)
 
     # --- collection: links and blobs ---------------------------------------------
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import update
+
 from dockyard.metadata.lifecycle import LifecycleStore
-from dockyard.metadata.store import MetadataStore
+from dockyard.metadata.schema import blob_deletions
+from dockyard.metadata.store import TOMBSTONE_TIMEOUT, MetadataStore
 from dockyard.oci.digest import Digest
 
 D1 = str(Digest.of(b"one"))
@@ -50,3 +53,46 @@ async def test_dangling_link_survives_a_fresh_touch(store: MetadataStore) -> Non
     await store.touch_blob(D1)  # a HEAD after the plan was made
     assert await life.delete_dangling_link(repo_id, D1, time.time() - 1) is False
     assert await life.delete_dangling_link(repo_id, D1, cutoff) is True
+
+
+async def _age_tombstone(store: MetadataStore, digest: str, seconds: float) -> None:
+    """Make a tombstone look as old as a collector that died `seconds` ago left it."""
+    await store.engines.transaction(lambda conn: conn.execute(
+        update(blob_deletions).where(blob_deletions.c.digest == digest)
+        .values(started_at=time.time() - seconds)))
+
+
+async def test_a_dead_collectors_deletion_is_taken_over(store: MetadataStore) -> None:
+    life = LifecycleStore(store)
+    await store.link_blob("drop/it", D1, 3)
+    await life.delete_repository("drop/it")
+    assert await life.begin_blob_deletion(D1, time.time() + 10) == 3
+    older_than = time.time() - TOMBSTONE_TIMEOUT
+    assert await life.stale_tombstones(older_than) == []  # fresh: a live collector's
+    assert await life.resume_blob_deletion(D1, older_than) is False
+    await _age_tombstone(store, D1, TOMBSTONE_TIMEOUT + 60)
+    assert await life.stale_tombstones(older_than) == [D1]
+    assert await life.resume_blob_deletion(D1, older_than) is True
+    # renewed: an upload of the digest waits again while the bytes go
+    assert await life.stale_tombstones(older_than) == []
+    assert await store.claim_blob(D1, 3) is False
+    await life.end_blob_deletion(D1)
+    assert await store.claim_blob(D1, 3) is True
+
+
+async def test_a_stale_tombstone_under_a_new_upload_keeps_its_bytes(store: MetadataStore
+                                                                     ) -> None:
+    life = LifecycleStore(store)
+    await store.link_blob("drop/it", D2, 3)
+    await life.delete_repository("drop/it")
+    assert await life.begin_blob_deletion(D2, time.time() + 10) == 3
+    await _age_tombstone(store, D2, TOMBSTONE_TIMEOUT + 60)
+    older_than = time.time() - TOMBSTONE_TIMEOUT
+    stale = await life.stale_tombstones(older_than)
+    # between the listing and the take-over, an upload claims the digest and links it:
+    # the bytes on disk are now the upload's, and must stay
+    assert await store.claim_blob(D2, 3) is True  # clears the stale tombstone
+    await store.link_blob("new/one", D2, 3)
+    assert stale == [D2]
+    assert await life.resume_blob_deletion(D2, older_than) is False
+    assert await store.blob_in_repository("new/one", D2) is not None
