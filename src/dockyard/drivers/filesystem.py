@@ -44,6 +44,7 @@ class FilesystemWriter(Writer):
         self._fd = fd
         self._direct_fd = direct_fd
         self._size = size
+        self._busy: asyncio.Future[None] | None = None  # a write running in a thread
         #: bytes that went through O_DIRECT (for tests and diagnostics)
         self.direct_bytes = 0
 
@@ -56,7 +57,11 @@ class FilesystemWriter(Writer):
         if view.nbytes <= INLINE_WRITE and self._direct_fd is None:
             directio.pwrite_all(self._fd, view, self._size)
         else:
-            await asyncio.to_thread(self._write_all, view, self._size)
+            # shielded: a cancelled request cannot stop the thread, and `close` must
+            # know when it is done before it closes the descriptor under it
+            self._busy = asyncio.get_running_loop().run_in_executor(
+                None, self._write_all, view, self._size)
+            await asyncio.shield(self._busy)
         self._size += view.nbytes
 
     def _write_all(self, view: memoryview, offset: int) -> None:
@@ -76,6 +81,8 @@ class FilesystemWriter(Writer):
             os.close(fd)
 
     async def close(self, *, sync: bool = False) -> None:
+        if self._busy is not None and not self._busy.done():
+            await asyncio.wait([self._busy])
         self._close_direct()
         fd, self._fd = self._fd, -1
         if fd < 0:

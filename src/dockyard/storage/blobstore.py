@@ -1,11 +1,12 @@
 """Blob bytes: streamed uploads with a running hash, verified publication, reads.
 
 The store never buffers a whole blob: request bodies are copied into page-aligned
-buffers of half a MiB (`storage.uploads.chunk_buffer`, reused from a pool), and each full
-buffer is hashed and written concurrently in worker threads (hashlib and pwrite release
-the GIL) while the next one fills, so hashing and disk writes overlap with the network.
-Aligned buffers let the filesystem driver write them with O_DIRECT. A small body (a
-config, a manifest-sized layer) is hashed inline instead: a thread hop costs more.
+buffers of half a MiB (`storage.uploads.chunk_buffer`, reused from a pool), and full
+buffers are hashed (in a thread of the upload's own) and written (through the driver)
+in order while the next ones fill (`pipeline.py`), so hashing and disk writes overlap
+with the network. Aligned buffers let the filesystem driver write them with O_DIRECT.
+A small body (a config, a manifest-sized layer) is hashed inline: a thread hop costs
+more.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from dockyard.drivers.base import Driver
 from dockyard.oci.digest import Digest, Hasher, new_hasher
 from dockyard.storage import layout
 from dockyard.storage.buffers import BufferPool
-
-INLINE_HASH = 64 * 1024
-"""Bodies up to this size are hashed on the event loop: faster than a thread hop."""
+from dockyard.storage.pipeline import HashWritePipeline
 
 
 @dataclass
@@ -115,19 +114,10 @@ class BlobStore:
         """
         writer = await self.driver.writer(layout.upload_key(session_id), state.offset,
                                           resume=True)
+        pipeline = HashWritePipeline(state.hasher, writer, self.buffers)
         size = self.buffers.size
         written = fill = 0
         current = self.buffers.take()
-        pending: tuple[asyncio.Future[None], memoryview] | None = None
-
-        async def flush(data: memoryview) -> None:
-            if data.nbytes <= INLINE_HASH:
-                state.hasher.update(data)
-                await writer.write(data)
-            else:
-                await asyncio.gather(asyncio.to_thread(state.hasher.update, data),
-                                     writer.write(data))
-
         try:
             async for chunk in chunks:
                 written += len(chunk)
@@ -139,25 +129,14 @@ class BlobStore:
                     current[fill:fill + take] = src[:take]
                     fill += take
                     src = src[take:]
-                    if fill < size:
-                        continue
-                    # the buffer is full: hash and write it while the next one fills
-                    if pending is not None:
-                        await pending[0]
-                        self.buffers.give(pending[1])
-                    pending = (asyncio.ensure_future(flush(current)), current)
-                    current, fill = self.buffers.take(), 0
-            if pending is not None:
-                await pending[0]
-                self.buffers.give(pending[1])
-                pending = None
+                    if fill == size:  # full: hash and write it while the next one fills
+                        await pipeline.submit(current, pooled=True)
+                        current, fill = self.buffers.take(), 0
             if fill:
-                await flush(current[:fill])
+                await pipeline.submit(current[:fill], pooled=False)
+            await pipeline.drain()
         except BaseException:
-            if pending is not None:
-                # a write running in a thread cannot be cancelled: wait for it before
-                # closing its file descriptor (its buffer is dropped, not reused)
-                await asyncio.shield(asyncio.gather(pending[0], return_exceptions=True))
+            await pipeline.abort()
             await writer.close()
             # the hash state no longer matches the recorded offset: forget it
             state.offset = -1

@@ -298,3 +298,26 @@ async def test_error_waits_for_inflight_write_before_close(tmp_path: Path) -> No
     with pytest.raises(ConnectionResetError):
         await store.append("s1", state, broken())
     assert not driver.writers[0].closed_during_write
+
+
+async def test_large_body_through_the_threaded_pipeline(driver: FilesystemDriver) -> None:
+    """Buffers above the inline size: hashing in its own thread, several in flight,
+    chunks of odd sizes straddling buffers; then a second append resumes the hash."""
+    store = BlobStore(driver, buffer_size=128 * 1024)
+    state = await new_session(store)
+    data = os.urandom(5 * 1024 * 1024 + 12345)
+    sizes = [1, 70_000, 131_072, 300_001, 4096]
+    pieces, at, i = [], 0, 0
+    while at < len(data):
+        pieces.append(data[at:at + sizes[i % len(sizes)]])
+        at += sizes[i % len(sizes)]
+        i += 1
+    half = len(pieces) // 2
+    assert await store.append("s1", state, body(pieces[:half])) == sum(map(len, pieces[:half]))
+    assert await store.append("s1", state, body(pieces[half:]), limit=len(data) - state.offset
+                              ) == sum(map(len, pieces[half:]))
+    assert state.offset == len(data)
+    assert state.hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+    await store.publish("s1", digest)
+    assert await read_blob(store, digest) == data
