@@ -46,10 +46,11 @@ def aligned(view: memoryview) -> bool:
     return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGN == 0
 
 
-def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    """Write all of `view` at `offset` (pwrite may write less than asked)."""
+def pwrite_all(fd: int, view: memoryview, offset: int, piece: int | None = None) -> None:
+    """Write all of `view` at `offset` (pwrite may write less than asked), at most
+    `piece` bytes per call when given."""
     while view:
-        done = os.pwrite(fd, view, offset)
+        done = os.pwrite(fd, view if piece is None else view[:piece], offset)
         view = view[done:]
         offset += done
 
