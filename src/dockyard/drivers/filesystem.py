@@ -8,7 +8,8 @@ buffers are written with O_DIRECT (`directio`), so a push does not fill the page
 What can wait for the disk — fsync, reads and writes of large buffers, walking and
 removing trees — runs in worker threads. Opening, locking and small writes run inline,
 as nginx does them: on a local filesystem they take microseconds, a tenth of what a
-thread hop costs in CPU and context switches.
+thread hop costs in CPU and context switches. On a network filesystem an open can take
+milliseconds and would hold the event loop meanwhile: keep the data directory local.
 """
 
 from __future__ import annotations
