@@ -133,3 +133,55 @@ def test_htpasswd_changes_apply_without_a_restart(tmp_path: Path) -> None:
         assert "keeping the previous users" in server.log.read_text()
     finally:
         server.stop()
+
+
+def test_an_external_issuers_key_rotation_applies_without_a_restart(tmp_path: Path) -> None:
+    """The JWKS file is re-read when it changes: a new key works at once, a removed key
+    stops working, and a broken file keeps the keys in force."""
+
+    def jwk_of(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, str]:
+        doc = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+        doc.update({"kid": kid, "use": "sig", "alg": "ES256"})
+        return doc  # type: ignore[no-any-return]
+
+    old, new = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk_of(old, "k-old")]}))
+    config = write_config(tmp_path / "config.yml", auth={
+        "method": "token", "access": PLATFORM_ACCESS,
+        "token": {"builtin": False, "realm": "https://sso.example/token",
+                  "service": "registry.example", "issuer": "https://sso.example",
+                  "jwks": jwks}})
+    server = start_dockyard(tmp_path / "data", config=config)
+
+    def status(key: ec.EllipticCurvePrivateKey, kid: str) -> int:
+        now = int(time.time())
+        token = jwt.encode({"iss": "https://sso.example", "sub": "ci", "aud": "registry.example",
+                            "iat": now, "nbf": now, "exp": now + 60, "access": []},
+                           key, "ES256", headers={"kid": kid})
+        return httpx.get(f"{server.url}/v2/",
+                         headers={"Authorization": f"Bearer {token}"}).status_code
+
+    def eventually(key: ec.EllipticCurvePrivateKey, kid: str, want: int) -> None:
+        deadline = time.monotonic() + 5
+        while (got := status(key, kid)) != want:
+            assert time.monotonic() < deadline, f"{kid}: {got}, not {want}"
+            time.sleep(0.2)
+
+    try:
+        assert status(old, "k-old") == 200
+        assert status(new, "k-new") == 401
+        # the issuer publishes its next key beside the current one ...
+        jwks.write_text(json.dumps({"keys": [jwk_of(old, "k-old"), jwk_of(new, "k-new")]}))
+        eventually(new, "k-new", 200)
+        assert status(old, "k-old") == 200
+        # ... then retires the old one
+        jwks.write_text(json.dumps({"keys": [jwk_of(new, "k-new")]}))
+        eventually(old, "k-old", 401)
+        # a broken edit keeps the keys in force
+        jwks.write_text('{"keys": [')
+        time.sleep(1.5)
+        assert status(new, "k-new") == 200
+        assert "keeping the previous token keys" in server.log.read_text()
+    finally:
+        server.stop()

@@ -14,6 +14,7 @@ import base64
 import binascii
 import enum
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from dockyard.auth.htpasswd import Entry, HtpasswdError, HtpasswdFile
 from dockyard.auth.identity import ANONYMOUS_IDENTITY, Identity, Scope
 from dockyard.auth.jwks import load_jwks
 from dockyard.auth.keys import (
+    KeyError_,
     SigningKey,
     VerifyKey,
     ensure_signing_key,
@@ -56,6 +58,23 @@ class Decision(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"  # 401 with a challenge: log in (or get a token)
     DENIED = "denied"  # 403: logged in, and still not allowed
     INSUFFICIENT_SCOPE = "insufficient_scope"  # 401: the token lacks it; a new one would not
+
+
+KEY_CHECK_INTERVAL = 1.0
+"""Seconds between two looks at the token key files."""
+
+
+def _stamps(paths: Iterable[Path]) -> list[tuple[int, int, int] | None]:
+    """(inode, size, mtime) of each file, None for a missing one: what tells a change."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return out
 
 
 def default_signing_key_path(data_dir: Path) -> Path:
@@ -116,10 +135,11 @@ class AccessControl:
                                       expiration=token.expiration.total_seconds(),
                                       refresh_expiration=token.refresh_expiration
                                       .total_seconds())
-        for path in token.public_keys:
-            keys.extend(load_public_keys(path))
-        if token.jwks is not None:
-            keys.extend(load_jwks(token.jwks))
+        self._own_keys = keys
+        self._key_files = [*token.public_keys, *([token.jwks] if token.jwks else [])]
+        self._key_stamps = _stamps(self._key_files)
+        self._keys_checked = time.monotonic()
+        keys = keys + self._external_keys()
         if not keys:
             raise ValueError("auth.token: no key to verify tokens with (set builtin: true, "
                              "public_keys or jwks)")
@@ -127,6 +147,35 @@ class AccessControl:
             raise ValueError("auth.token.realm is required when tokens come from an "
                              "external issuer")
         self.verifier = TokenVerifier(keys, issuer=token.issuer, service=token.service)
+
+    def _external_keys(self) -> list[VerifyKey]:
+        keys: list[VerifyKey] = []
+        for path in self.settings.token.public_keys:
+            keys.extend(load_public_keys(path))
+        if self.settings.token.jwks is not None:
+            keys.extend(load_jwks(self.settings.token.jwks))
+        return keys
+
+    def _reload_token_keys(self) -> None:
+        """Re-read the issuer's key files when one changed (checked once a second), so
+        an external issuer can rotate its keys without a restart; a broken file is
+        logged and the keys in force stay."""
+        now = time.monotonic()
+        if now - self._keys_checked < KEY_CHECK_INTERVAL:
+            return
+        self._keys_checked = now
+        stamps = _stamps(self._key_files)
+        if stamps == self._key_stamps:
+            return
+        self._key_stamps = stamps  # a broken file is reported once, not every second
+        try:
+            keys = self._own_keys + self._external_keys()
+        except KeyError_ as exc:
+            log.error("keeping the previous token keys: %s", exc)
+            return
+        token = self.settings.token
+        self.verifier = TokenVerifier(keys, issuer=token.issuer, service=token.service)
+        log.info("reloaded the token verification keys (%d)", len(keys))
 
     # ------------------------------------------------------------ authentication
 
@@ -171,6 +220,7 @@ class AccessControl:
                 return Identity(client=client)
             return await self.login(user, password, client)
         if kind == "bearer" and self.verifier is not None:
+            self._reload_token_keys()
             try:
                 return self.verifier.identity(value.strip(), client)
             except InvalidToken as exc:
