@@ -16,6 +16,7 @@ import ssl
 from pathlib import Path
 
 from dockyard.config.auth import TlsSettings
+from dockyard.config.stamps import Stamp, file_stamps
 
 log = logging.getLogger("dockyard.tls")
 
@@ -56,15 +57,8 @@ class CertificateReloader:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"http.tls: cannot load {self.cert} / {self.key}: {exc}") from None
 
-    def _stat(self) -> tuple[object, ...]:
-        out: list[object] = []
-        for p in (self.cert, self.key):
-            try:
-                st = p.stat()
-                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except FileNotFoundError:
-                out.append(None)
-        return tuple(out)
+    def _stat(self) -> tuple[Stamp, ...]:
+        return file_stamps(self.cert, self.key)
 
     def reload(self) -> bool:
         self._stamp = self._stat()

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import bcrypt
 
+from dockyard.config.stamps import Stamp, file_stamps
+
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 
@@ -130,20 +132,13 @@ class HtpasswdFile:
         self.check_interval = check_interval
         self.cache_seconds = cache_seconds
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[Stamp, ...] | None = None
         self._checked = 0.0
         self._entries: dict[str, Entry] = {}
         self._dummy_rounds = 12
         self._key = secrets.token_bytes(32)
         self._ok: dict[bytes, float] = {}
         self.reload(force=True)
-
-    def _stat(self) -> tuple[int, int, int] | None:
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def reload(self, *, force: bool = False) -> bool:
         """Re-read the file when it changed. A broken file raises at start, else is logged
@@ -152,7 +147,7 @@ class HtpasswdFile:
         if not force and now - self._checked < self.check_interval:
             return False
         self._checked = now
-        stamp = self._stat()
+        stamp = file_stamps(self.path)
         if not force and stamp == self._stamp:
             return False
         entries = load(self.path)

@@ -35,6 +35,7 @@ from dockyard.auth.policy import Policy
 from dockyard.auth.ratelimit import FailureLimiter
 from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
 from dockyard.config.auth import AuthSettings
+from dockyard.config.stamps import file_stamps
 
 log = logging.getLogger("dockyard.auth")
 
@@ -62,19 +63,6 @@ class Decision(enum.Enum):
 
 KEY_CHECK_INTERVAL = 1.0
 """Seconds between two looks at the token key files."""
-
-
-def _stamps(paths: Iterable[Path]) -> list[tuple[int, int, int] | None]:
-    """(inode, size, mtime) of each file, None for a missing one: what tells a change."""
-    out: list[tuple[int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            out.append(None)
-        else:
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return out
 
 
 def default_signing_key_path(data_dir: Path) -> Path:
@@ -137,7 +125,7 @@ class AccessControl:
                                       .total_seconds())
         self._own_keys = keys
         self._key_files = [*token.public_keys, *([token.jwks] if token.jwks else [])]
-        self._key_stamps = _stamps(self._key_files)
+        self._key_stamps = file_stamps(*self._key_files)
         self._keys_checked = time.monotonic()
         keys = keys + self._external_keys()
         if not keys:
@@ -164,13 +152,13 @@ class AccessControl:
         if now - self._keys_checked < KEY_CHECK_INTERVAL:
             return
         self._keys_checked = now
-        stamps = _stamps(self._key_files)
-        if stamps == self._key_stamps:
-            return
-        self._key_stamps = stamps  # a broken file is reported once, not every second
         try:
+            stamps = file_stamps(*self._key_files)
+            if stamps == self._key_stamps:
+                return
+            self._key_stamps = stamps  # a broken file is reported once, not every second
             keys = self._own_keys + self._external_keys()
-        except KeyError_ as exc:
+        except (KeyError_, OSError) as exc:
             log.error("keeping the previous token keys: %s", exc)
             return
         token = self.settings.token
