@@ -180,11 +180,15 @@ class Collector:
         for digest in await self.lifecycle.stale_tombstones(older_than):
             if not await self.lifecycle.resume_blob_deletion(digest, older_than):
                 continue
-            try:
-                await self.registry.blobstore.delete_blob(Digest.parse(digest))
-            finally:
-                await self.lifecycle.end_blob_deletion(digest)
+            await self._delete_bytes(digest)
             log.info("finished the deletion of %s that a stopped collector began", digest)
+
+    async def _delete_bytes(self, digest: str) -> None:
+        """Delete a tombstoned blob's bytes, then its tombstone (also if that fails)."""
+        try:
+            await self.registry.blobstore.delete_blob(Digest.parse(digest))
+        finally:
+            await self.lifecycle.end_blob_deletion(digest)
 
     async def _blobs(self, cutoff: float, report: Report,
                      last_links: dict[str, tuple[str, int]]) -> None:
@@ -192,10 +196,7 @@ class Collector:
             size = await self.lifecycle.begin_blob_deletion(digest, cutoff)
             if size is None:
                 continue
-            try:
-                await self.registry.blobstore.delete_blob(Digest.parse(digest))
-            finally:
-                await self.lifecycle.end_blob_deletion(digest)
+            await self._delete_bytes(digest)
             report.blobs_deleted += 1
             report.bytes_freed += size
             owner = last_links.get(digest)
