@@ -1,14 +1,16 @@
 """Access control at the HTTP edge: every route's scope, challenges, the token endpoint, audit.
 
-The dispatcher calls `authorize` for every request after the route and name are known:
+The dispatcher calls `authorize` for every request after the route and name are known,
+with the `Access` the matched endpoint declares in the route table (`api/routes.py`);
+nothing here looks at the path's text:
 
-| request | scope needed |
+| `Access` | scope needed |
 | --- | --- |
-| `GET`/`HEAD /v2/` | any valid credentials (how clients discover auth) |
-| `GET /v2/_catalog` | `registry:catalog:*` |
-| `GET`/`HEAD` on a repository | `repository:<name>:pull` |
-| `POST`/`PATCH`/`PUT` on a repository | `repository:<name>:pull,push` |
-| `DELETE` on a repository | `repository:<name>:delete` (of an upload session: push) |
+| `DISCOVER` (`/v2/`) | any valid credentials (how clients discover auth) |
+| `CATALOG` | `registry:catalog:*` |
+| `PULL` (GET/HEAD on a repository) | `repository:<name>:pull` |
+| `PUSH` (POST/PATCH/PUT, and cancelling an upload) | `repository:<name>:pull,push` |
+| `DELETE` (manifests, tags, blobs, repositories) | `repository:<name>:delete` |
 
 Unauthenticated (or anonymous and not allowed) → 401 `UNAUTHORIZED` with
 `WWW-Authenticate: Basic realm=...` or `Bearer realm=...,service=...,scope=...`; a token
@@ -20,7 +22,9 @@ policy → 403 `DENIED`; too many failed logins → 429 `TOOMANYREQUESTS` with
 
 from __future__ import annotations
 
+import enum
 import json
+from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -49,26 +53,29 @@ from dockyard.oci.reference import is_tag
 ACCESS = web.AppKey("access", AccessControl)
 IDENTITY = "dockyard.identity"
 
-_PULL = frozenset({"pull"})
-_PUSH = frozenset({"pull", "push"})
-_DELETE = frozenset({"delete"})
+class Access(enum.Enum):
+    """What an endpoint needs, declared beside it in the route table."""
+
+    DISCOVER = "discover"
+    CATALOG = "catalog"
+    PULL = "pull"
+    PUSH = "push"
+    DELETE = "delete"
+
+
+_ACTIONS = {Access.PULL: frozenset({"pull"}), Access.PUSH: frozenset({"pull", "push"}),
+            Access.DELETE: frozenset({"delete"})}
+_PULL = _ACTIONS[Access.PULL]
 _CATALOG = Scope("registry", "catalog", frozenset({"*"}))
-#: any other route without a repository name: nobody, until the policy learns of it
-_ADMIN = Scope("registry", "admin", frozenset({"*"}))
 
 
-def required_scope(method: str, path: str, name: str) -> Scope | None:
-    if not name:
-        if path.rstrip("/") == "/v2":
-            return None
-        return _CATALOG if path.startswith("/v2/_catalog") else _ADMIN
-    if method in ("GET", "HEAD"):
-        actions = _PULL
-    elif method == "DELETE" and "/blobs/uploads/" not in path:
-        actions = _DELETE  # cancelling one's own upload session is part of pushing
-    else:
-        actions = _PUSH
-    return Scope("repository", name, actions)
+def required_scope(access: Access, name: str) -> Scope | None:
+    """The scope an endpoint declaring `access` needs on repository `name`."""
+    if access is Access.DISCOVER:
+        return None
+    if access is Access.CATALOG:
+        return _CATALOG
+    return Scope("repository", name, _ACTIONS[access])
 
 
 def identity(request: web.Request) -> Identity:
@@ -107,13 +114,14 @@ def _rate_limited(request: web.Request, exc: RateLimited) -> web.StreamResponse:
                           headers={"Retry-After": str(exc.retry_after)})
 
 
-async def authorize(request: web.Request, match: Match) -> web.StreamResponse | None:
+async def authorize(request: web.Request, access: Access, match: Match
+                    ) -> web.StreamResponse | None:
     """None when the request may go on (its identity stored); else the error to send."""
     control = request.app.get(ACCESS)
     if control is None:
         return None  # everyone is anonymous; `identity()` builds it when asked
     client = client_address(request)
-    scope = required_scope(request.method, request.rel_url.raw_path, match.name)
+    scope = required_scope(access, match.name)
     try:
         who = await control.authenticate(request.headers.get("Authorization"), client)
     except RateLimited as exc:
@@ -146,27 +154,32 @@ def may_pull(request: web.Request, repository: str) -> bool:
         is Decision.ALLOW
 
 
-#: handler name -> audit event, for the writes the audit trail records
-_AUDITED = {"put_manifest": "push", "delete_manifest": "delete",
-            "delete_blob": "blob.delete", "finish_upload": "blob.push",
-            "start_upload": "blob.push", "delete_repository": "repository.delete"}
+_AUDIT = "dockyard.audit"
 
 
-def audit_response(request: web.Request, handler: str, match: Match,
+def audit_as(request: web.Request, event: str, **detail: Any) -> None:
+    """Let a handler name the event its success records, when its endpoint's default
+    does not say what happened (a POST that mounted a blob instead of uploading it)."""
+    request[_AUDIT] = (event, detail)
+
+
+def audit_response(request: web.Request, event: str, match: Match, *, reference: str,
                    response: web.StreamResponse) -> None:
-    """One audit line for a push, tag change or delete that succeeded."""
-    event = _AUDITED.get(handler)
-    if event is None or response.status >= 300:
+    """One audit line for a push, tag change or delete that succeeded.
+
+    `reference` is what the route's reference holds (`tag-or-digest`, `digest`,
+    `session`; see `api.routes.Route`), so a session id is never logged as a tag.
+    """
+    if response.status >= 300:
         return
-    if handler == "start_upload" and response.status != 201:
-        return  # a session opened: nothing stored yet
-    if handler == "start_upload" and "mount" in request.rel_url.query:
-        event = "blob.mount"
+    detail: dict[str, Any] = {}
+    if _AUDIT in request:
+        event, detail = request[_AUDIT]
     ref = match.reference
-    tag = ref if ref and handler.endswith("_manifest") and is_tag(ref) else None
-    digest = response.headers.get("Docker-Content-Digest") or (None if tag else ref or None)
-    audit.record(event, identity(request), match.name, tag=tag, digest=digest,
-                 source=request.rel_url.query.get("from") if event == "blob.mount" else None)
+    tag = ref if reference == "tag-or-digest" and ref and is_tag(ref) else None
+    digest = response.headers.get("Docker-Content-Digest") or (
+        ref if reference in ("tag-or-digest", "digest") and ref and tag is None else None)
+    audit.record(event, identity(request), match.name, tag=tag, digest=digest, **detail)
 
 
 # ---------------------------------------------------------------- the token endpoint

@@ -3,18 +3,23 @@
 Repository names contain slashes, so routes are matched on the raw path with regular
 expressions, the way the distribution-spec writes them; the name and reference are
 validated against the spec's grammar before any handler runs.
+
+Each endpoint (a route and a method) carries what it needs and what it records as data:
+the access it requires (`Access`) and the audit event of a success. Nothing is decided
+from the path's text: a repository may be called `team/blobs/uploads/x`, and
+`DELETE /v2/team/blobs/uploads/x/manifests/<digest>` is a manifest delete all the same.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from dockyard.api import admin, blobs, listing, manifests, uploads
-from dockyard.api.access import audit_response, authorize
+from dockyard.api.access import Access, audit_response, authorize
 from dockyard.api.context import Match
 from dockyard.api.errors import error_response, from_exception
 from dockyard.oci.errors import RegistryError
@@ -24,36 +29,72 @@ Handler = Callable[[web.Request, Match], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """One method of a route: its handler, the access it needs, the audit event it logs.
+
+    `audit_status`, when set, is the only status that is audited (a POST that only
+    opens an upload session stores nothing yet).
+    """
+
+    handler: Handler
+    access: Access
+    audit: str | None = None
+    audit_status: int | None = None
+
+
+@dataclass(frozen=True)
 class Route:
-    """A path pattern, the methods it answers and whether it carries a repository name."""
+    """A path pattern and its endpoints by method.
 
+    `reference` says what the path's `reference` group holds: `tag-or-digest`,
+    `digest`, `session` (an upload session id) or nothing.
+    """
+
+    id: str
     pattern: re.Pattern[str]
-    methods: dict[str, Handler]
+    endpoints: Mapping[str, Endpoint]
     named: bool = True
+    reference: str = ""
 
 
-def _r(pattern: str, named: bool = True, **methods: Handler) -> Route:
-    return Route(re.compile(pattern), methods, named)
+def _r(id_: str, pattern: str, *, named: bool = True, reference: str = "",
+       **endpoints: Endpoint) -> Route:
+    return Route(id_, re.compile(pattern), endpoints, named, reference)
 
+
+_E = Endpoint
+_NAME = r"/v2/(?P<name>.+)"
 
 ROUTES: tuple[Route, ...] = (
-    _r(r"/v2/?", named=False, GET=listing.base, HEAD=listing.base),
-    _r(r"/v2/_catalog", named=False, GET=listing.catalog),
-    _r(r"/v2/(?P<name>.+)/tags/list", GET=listing.list_tags),
-    _r(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]*)", GET=manifests.get_manifest,
-       HEAD=manifests.get_manifest, PUT=manifests.put_manifest,
-       DELETE=manifests.delete_manifest),
-    _r(r"/v2/(?P<name>.+)/blobs/uploads/?", POST=uploads.start_upload),
-    _r(r"/v2/(?P<name>.+)/blobs/uploads/(?P<reference>[^/]+)", GET=uploads.upload_status,
-       PATCH=uploads.patch_upload, PUT=uploads.finish_upload, DELETE=uploads.cancel_upload),
-    _r(r"/v2/(?P<name>.+)/blobs/(?P<reference>[^/]+)", GET=blobs.get_blob, HEAD=blobs.get_blob,
-       DELETE=blobs.delete_blob),
-    _r(r"/v2/(?P<name>.+)/referrers/(?P<reference>[^/]+)", GET=listing.referrers),
-    _r(r"/admin/v1/repositories/(?P<name>.+)", DELETE=admin.delete_repository),
+    _r("base", r"/v2/?", named=False,
+       GET=_E(listing.base, Access.DISCOVER), HEAD=_E(listing.base, Access.DISCOVER)),
+    _r("catalog", r"/v2/_catalog", named=False, GET=_E(listing.catalog, Access.CATALOG)),
+    _r("tags", _NAME + r"/tags/list", GET=_E(listing.list_tags, Access.PULL)),
+    _r("manifest", _NAME + r"/manifests/(?P<reference>[^/]*)", reference="tag-or-digest",
+       GET=_E(manifests.get_manifest, Access.PULL),
+       HEAD=_E(manifests.get_manifest, Access.PULL),
+       PUT=_E(manifests.put_manifest, Access.PUSH, "push"),
+       DELETE=_E(manifests.delete_manifest, Access.DELETE, "delete")),
+    _r("upload-start", _NAME + r"/blobs/uploads/?",
+       POST=_E(uploads.start_upload, Access.PUSH, "blob.push", audit_status=201)),
+    _r("upload", _NAME + r"/blobs/uploads/(?P<reference>[^/]+)", reference="session",
+       GET=_E(uploads.upload_status, Access.PULL),
+       PATCH=_E(uploads.patch_upload, Access.PUSH),
+       PUT=_E(uploads.finish_upload, Access.PUSH, "blob.push"),
+       # cancelling one's own upload session is part of pushing
+       DELETE=_E(uploads.cancel_upload, Access.PUSH)),
+    _r("blob", _NAME + r"/blobs/(?P<reference>[^/]+)", reference="digest",
+       GET=_E(blobs.get_blob, Access.PULL), HEAD=_E(blobs.get_blob, Access.PULL),
+       DELETE=_E(blobs.delete_blob, Access.DELETE, "blob.delete")),
+    _r("referrers", _NAME + r"/referrers/(?P<reference>[^/]+)", reference="digest",
+       GET=_E(listing.referrers, Access.PULL)),
+    _r("admin-repository", r"/admin/v1/repositories/(?P<name>.+)",
+       DELETE=_E(admin.delete_repository, Access.DELETE, "repository.delete")),
 )
 
 
 def resolve(path: str) -> tuple[Route, re.Match[str]] | None:
+    """The first route whose pattern matches the whole raw path, in table order."""
     for route in ROUTES:
         m = route.pattern.fullmatch(path)
         if m:
@@ -69,19 +110,22 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return error_response("NAME_UNKNOWN" if request.rel_url.raw_path.startswith("/v2/")
                               else "UNSUPPORTED", "no such endpoint", status=404, head=head)
     route, m = found
-    handler = route.methods.get(request.method)
-    if handler is None:
+    endpoint = route.endpoints.get(request.method)
+    if endpoint is None:
         return error_response("UNSUPPORTED", f"{request.method} is not supported here",
-                              headers={"Allow": ", ".join(route.methods)}, head=head)
+                              headers={"Allow": ", ".join(route.endpoints)}, head=head)
     groups = m.groupdict()
     try:
         match = Match(validate_name(groups["name"]) if route.named else "",
                       groups.get("reference") or "")
-        refused = await authorize(request, match)
+        refused = await authorize(request, endpoint.access, match)
         if refused is not None:
             return refused
-        response = await handler(request, match)
-        audit_response(request, handler.__name__, match, response)
+        response = await endpoint.handler(request, match)
+        if endpoint.audit is not None and (endpoint.audit_status is None
+                                           or response.status == endpoint.audit_status):
+            audit_response(request, endpoint.audit, match, reference=route.reference,
+                           response=response)
         return response
     except RegistryError as exc:
         return from_exception(exc, head=head)

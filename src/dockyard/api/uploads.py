@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dockyard.api.access import may_pull
+from dockyard.api.access import audit_as, may_pull
 from dockyard.api.context import Match, body_chunks, has_body, registry, upload_headers
 from dockyard.api.errors import from_exception
 from dockyard.api.ranges import parse_content_range
@@ -31,6 +31,7 @@ async def start_upload(request: web.Request, match: Match) -> web.StreamResponse
         # without pull on `from`, silently a normal upload session (Distribution does so)
         if (source and source != name and may_pull(request, validate_name(source))
                 and await reg.blobs.mount(name, digest, source) is not None):
+            audit_as(request, "blob.mount", source=source)
             return _created(name, digest)
     elif "digest" in query:
         digest = Digest.parse(query["digest"])

@@ -8,7 +8,6 @@ from unittest import mock
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from dockyard.api.access import required_scope
 from dockyard.api.context import SETTINGS
 from dockyard.api.proxy import (
     PROXIES,
@@ -71,17 +70,3 @@ def test_trust_parsing() -> None:
     assert not proxies.trusts("127.0.0.2")
     assert not proxies.trusts("not-an-ip")
     assert not TrustedProxies([]).trusts("127.0.0.1")
-
-
-def test_required_scopes() -> None:
-    assert required_scope("GET", "/v2/", "") is None
-    assert str(required_scope("GET", "/v2/_catalog", "")) == "registry:catalog:*"
-    assert str(required_scope("HEAD", "/v2/a/manifests/x", "a")) == "repository:a:pull"
-    assert str(required_scope("PATCH", "/v2/a/blobs/uploads/u", "a")) == \
-        "repository:a:pull,push"
-    assert str(required_scope("DELETE", "/v2/a/blobs/uploads/u", "a")) == \
-        "repository:a:pull,push"
-    assert str(required_scope("DELETE", "/v2/a/manifests/x", "a")) == "repository:a:delete"
-    assert str(required_scope("DELETE", "/admin/v1/repositories/a", "a")) == \
-        "repository:a:delete"
-    assert str(required_scope("GET", "/admin/v1/other", "")) == "registry:admin:*"
