@@ -10,6 +10,7 @@ from dockyard.core.registry import Registry
 from dockyard.drivers.base import Driver
 from dockyard.drivers.filesystem import FilesystemDriver
 from dockyard.metadata.engine import migrate, open_engines
+from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 
@@ -39,7 +40,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
     blobstore = BlobStore(build_driver(settings),
                           buffer_size=settings.storage.uploads.chunk_buffer)
     return Registry.build(
-        MetadataStore(engines), blobstore,
+        MetadataStore(engines), blobstore, LeaseStore(engines),
         delete_enabled=settings.storage.delete.enabled,
         delete_referrers=settings.storage.delete.referrers,
         manifest_max_size=settings.limits.manifest_max_size,

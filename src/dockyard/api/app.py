@@ -15,8 +15,9 @@ from dockyard.api.errors import error_response
 from dockyard.api.routes import dispatch
 from dockyard.backends import open_registry
 from dockyard.config.settings import Settings
+from dockyard.core.jobs import JobRunner
 from dockyard.core.registry import Registry
-from dockyard.gc.scheduler import gc_loop
+from dockyard.jobs import server_jobs
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,14 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         registry = await open_registry(settings, run_migrations=run_migrations)
         app[REGISTRY] = registry
-        tasks = [asyncio.create_task(_purge_loop(registry, settings)),
-                 asyncio.create_task(_pulls_loop(registry, settings))]
-        if settings.gc.enabled:
-            tasks.append(asyncio.create_task(gc_loop(registry, settings)))
+        jobs = JobRunner(registry.leases, server_jobs(registry, settings))
+        jobs.start()
+        pulls = asyncio.create_task(_pulls_loop(registry, settings))
         yield
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await jobs.stop()
+        pulls.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pulls
         await registry.blobstore.driver.close()
         await registry.store.close()
 
@@ -85,14 +85,3 @@ async def _pulls_loop(registry: Registry, settings: Settings) -> None:
     finally:
         with contextlib.suppress(Exception):
             await registry.pulls.flush()
-
-
-async def _purge_loop(registry: Registry, settings: Settings) -> None:
-    """Expire idle upload sessions and their bytes, forever."""
-    uploads = settings.storage.uploads
-    while True:
-        await asyncio.sleep(uploads.purge_interval.total_seconds())
-        try:
-            await registry.uploads.purge(uploads.expiry.total_seconds())
-        except Exception:
-            log.exception("upload purge failed")

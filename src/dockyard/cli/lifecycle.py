@@ -40,8 +40,8 @@ def _human(n: float) -> str:
 def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | None,
        grace: str | None, as_json: bool) -> None:
     """Collect garbage now: unreferenced manifests and blobs, and their bytes."""
-    from dockyard.drivers.base import DriverBusy
-    from dockyard.gc.scheduler import collector_for
+    from dockyard.core.leases import LeaseBusy
+    from dockyard.gc.scheduler import GC_LEASE, collector_for
 
     settings = load(config, {"storage.filesystem.rootdirectory": data})
     grace_s: float | None = None
@@ -56,9 +56,9 @@ def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | 
         if dry_run:
             return await collector.run(dry_run=True, repository=repository)
         try:
-            async with registry.blobstore.exclusive("gc"):
+            async with registry.leases.hold(GC_LEASE):
                 return await collector.run(repository=repository)
-        except DriverBusy:
+        except LeaseBusy:
             raise click.ClickException("a collection is running already; try again later"
                                        ) from None
 

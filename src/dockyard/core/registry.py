@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
+from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
@@ -24,10 +25,12 @@ class Registry:
     manifests: ManifestService
     repositories: RepositoryService
     pulls: PullRecorder
+    leases: Leases
 
     @classmethod
     def build(
-        cls, store: MetadataStore, blobstore: BlobStore, *, delete_enabled: bool,
+        cls, store: MetadataStore, blobstore: BlobStore, leases: LeaseBackend, *,
+        delete_enabled: bool,
         manifest_max_size: int, delete_referrers: bool = True,
         touch_interval: float = TOUCH_INTERVAL,
     ) -> Registry:
@@ -35,6 +38,7 @@ class Registry:
         return cls(
             store=store,
             pulls=pulls,
+            leases=Leases(leases),
             blobstore=blobstore,
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval),

@@ -1,20 +1,26 @@
-"""Run retention then the collector inside the server on a schedule, one process at a time."""
+"""Retention then the collector, as one job of the jobs registry (`core/jobs.py`).
+
+The collection itself holds the lease `gc` while it runs, so a scheduled collection and
+`dockyard gc` never run at once, on any host.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 
 from dockyard.config.settings import Settings
+from dockyard.core.jobs import Job
+from dockyard.core.leases import LeaseBusy
 from dockyard.core.registry import Registry
-from dockyard.drivers.base import DriverBusy
 from dockyard.gc.collector import Collector, Report
 from dockyard.gc.retention import apply_retention, keeps_untagged
 from dockyard.metadata.lifecycle import LifecycleStore
 
 log = logging.getLogger("dockyard.gc")
+
+GC_LEASE = "gc"
+"""Held by whoever collects now: the scheduled job or `dockyard gc`."""
 
 
 def collector_for(registry: Registry, settings: Settings, *, grace: float | None = None
@@ -32,7 +38,7 @@ def collector_for(registry: Registry, settings: Settings, *, grace: float | None
 async def collect_once(registry: Registry, settings: Settings) -> Report | None:
     """One scheduled collection; None when another process is collecting now."""
     try:
-        async with registry.blobstore.exclusive("gc"):
+        async with registry.leases.hold(GC_LEASE):
             await registry.pulls.flush()
             retention = await apply_retention(LifecycleStore(registry.store),
                                               settings.retention.rules)
@@ -40,18 +46,16 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
                 log.info("retention deleted %d tags: %s", retention.count,
                          json.dumps(retention.deleted))
             report = await collector_for(registry, settings).run()
-    except DriverBusy:
+    except LeaseBusy:
         return None
     log.info("collection: %s", json.dumps(report.to_json()))
     return report
 
 
-async def gc_loop(registry: Registry, settings: Settings) -> None:
-    """Collect every `gc.interval` (with jitter, so workers do not line up), forever."""
-    interval = settings.gc.interval.total_seconds()
-    while True:
-        await asyncio.sleep(interval * random.uniform(0.9, 1.1))
-        try:
-            await collect_once(registry, settings)
-        except Exception:
-            log.exception("scheduled collection failed")
+def gc_job(registry: Registry, settings: Settings) -> Job:
+    """Retention and collection every `gc.interval`."""
+
+    async def run() -> None:
+        await collect_once(registry, settings)
+
+    return Job("gc", settings.gc.interval.total_seconds(), run)

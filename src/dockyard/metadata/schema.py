@@ -145,3 +145,14 @@ deleted_links = Table(
 
 Index("ix_blobs_touched_at", blobs.c.touched_at)
 Index("ix_manifests_touched_at", manifests.c.touched_at)
+
+leases = Table(
+    "leases",
+    metadata,
+    # who runs a job (or holds any other named right) across processes and hosts, until
+    # when: a holder renews before `expires_at`; a dead holder's lease simply runs out
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_at", Double, nullable=False),
+    Column("expires_at", Double, nullable=False),
+)

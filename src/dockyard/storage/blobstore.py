@@ -12,7 +12,6 @@ more.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -57,15 +56,6 @@ class BlobStore:
     async def create_upload(self, session_id: str) -> None:
         writer = await self.driver.writer(layout.upload_key(session_id), 0)
         await writer.close()
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[None]:
-        """Run a job called `name` in one process at a time; `DriverBusy` if it runs."""
-        key = layout.lock_key(name)
-        if await self.driver.stat(key) is None:
-            await (await self.driver.writer(key, 0)).close()
-        async with self.driver.lock(key):
-            yield
 
     def lock_upload(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Exclusive, cross-process hold on a session's bytes (`Driver.lock`)."""

@@ -12,8 +12,6 @@
       uploads/
         <session id>                bytes of an upload in progress (one flat file: no
                                     directory to create and remove for each session)
-      locks/
-        <name>                      empty files held with Driver.lock (e.g. "gc")
 
 The blob keys are the ones CNCF Distribution uses under `docker/registry/v2/`, so an
 existing Distribution tree can be adopted without copying a byte.
@@ -25,7 +23,6 @@ from dockyard.oci.digest import Digest
 
 BLOBS = "blobs"
 UPLOADS = "uploads"
-LOCKS = "locks"
 
 
 def blob_key(digest: Digest) -> str:
@@ -54,7 +51,3 @@ def session_of(key: str) -> str | None:
         return None
     return parts[1] if len(parts) == 2 or parts[2] == "data" else None
 
-
-def lock_key(name: str) -> str:
-    """Key of the empty object held to run `name` in one process at a time."""
-    return f"{LOCKS}/{name}"

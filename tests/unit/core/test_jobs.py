@@ -1,0 +1,113 @@
+"""Leases held by work, and the jobs registry, over a real SQLite lease store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dockyard.core.jobs import Job, JobRunner
+from dockyard.core.leases import LeaseBusy, LeaseLost, Leases
+from dockyard.metadata.engine import open_engines
+from dockyard.metadata.leases import LeaseStore
+
+
+@pytest.fixture
+async def backend(sqlite_url: str) -> AsyncIterator[LeaseStore]:
+    engines = open_engines(sqlite_url)
+    yield LeaseStore(engines)
+    await engines.dispose()
+
+
+async def test_hold_is_exclusive_and_released(backend: LeaseStore) -> None:
+    a, b = Leases(backend, "a"), Leases(backend, "b")
+    async with a.hold("gc"):
+        with pytest.raises(LeaseBusy):
+            async with b.hold("gc"):
+                pass
+        assert await b.holder_of("gc") is not None
+    assert await b.holder_of("gc") is None
+    async with b.hold("gc"):
+        pass
+
+
+async def test_a_lease_is_renewed_while_its_work_runs(backend: LeaseStore) -> None:
+    a, b = Leases(backend, "a"), Leases(backend, "b")
+    async with a.hold("long", ttl=0.3):
+        await asyncio.sleep(0.8)  # well past the first expiry: renewed meanwhile
+        with pytest.raises(LeaseBusy):
+            async with b.hold("long", ttl=0.3):
+                pass
+
+
+async def test_work_that_loses_its_lease_is_cancelled(backend: LeaseStore) -> None:
+    a = Leases(backend, "a")
+
+    async def work() -> None:
+        async with a.hold("gc", ttl=0.3):
+            await backend.release("gc", "a")  # as if it expired and was taken over
+            assert await backend.acquire("gc", "b", 30)
+            await asyncio.sleep(5)
+
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(work(), 2)
+    held = await backend.holder("gc")
+    assert held is not None
+    assert held[0] == "b"
+
+
+async def test_rest_keeps_the_lease_after_the_work(backend: LeaseStore) -> None:
+    a, b = Leases(backend, "a"), Leases(backend, "b")
+    async with a.hold("job:x", rest=0.4):
+        pass
+    with pytest.raises(LeaseBusy):
+        async with b.hold("job:x"):
+            pass
+    await asyncio.sleep(0.5)
+    async with b.hold("job:x"):
+        pass
+
+
+async def test_a_job_runs_once_per_interval_across_runners(backend: LeaseStore) -> None:
+    """Three runners (three processes) over one store: the job runs once per interval."""
+    runs: list[str] = []
+
+    def job_for(who: str) -> Job:
+        async def run() -> None:
+            runs.append(who)
+        return Job("tick", 0.5, run)
+
+    runners = [JobRunner(Leases(backend, w), [job_for(w)]) for w in ("a", "b", "c")]
+    for r in runners:
+        r.start()
+    await asyncio.sleep(2.6)
+    for r in runners:
+        await r.stop()
+    # due every 0.5 s, looked at every 0.25-0.5 s: between 3 and 6 runs in 2.6 s,
+    # where three independent loops would have run 6 to 15 times
+    assert 3 <= len(runs) <= 6, runs
+
+
+async def test_a_failing_job_does_not_stop_the_runner(backend: LeaseStore) -> None:
+    calls = 0
+
+    async def run() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("boom")
+
+    runner = JobRunner(Leases(backend, "a"), [Job("bad", 0.2, run)])
+    assert await runner.run_due("bad")
+    assert not await runner.run_due("bad")  # not due again before its interval
+    await asyncio.sleep(0.25)
+    assert await runner.run_due("bad")
+    assert calls == 2
+
+
+def test_job_names_are_unique(backend: LeaseStore) -> None:
+    async def run() -> None:
+        return None
+
+    with pytest.raises(ValueError, match="unique"):
+        JobRunner(Leases(backend, "a"), [Job("x", 1, run), Job("x", 2, run)])
