@@ -1,8 +1,14 @@
-"""Blob use cases: look up, open for download, mount across repositories, delete."""
+"""Blob use cases: look up, open for download, mount across repositories, delete.
+
+A download is answered in two steps: `stat` (metadata only: a HEAD never touches the
+blob store) and `open`, which says what to send for a byte range: a local file the HTTP
+layer can hand to the kernel (`LocalFile`), or a stream of bytes (`Stream`).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +24,31 @@ TOUCH_INTERVAL = 1.0
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo:
+    """A blob as one repository holds it."""
+
     digest: Digest
     size: int
-    path: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """Send `length` bytes of the local file `path` from `offset` (zero-copy)."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """Send the bytes `chunks` yields (`length` of them, from `offset`)."""
+
+    chunks: AsyncIterator[bytes]
+    offset: int
+    length: int
+
+
+BlobBody = LocalFile | Stream
 
 
 class BlobService:
@@ -39,7 +67,16 @@ class BlobService:
             raise BlobUnknown(f"blob {digest} is not in {name}", {"digest": str(digest)})
         if touch and record.touched_at < time.time() - self.touch_interval:
             await self.store.touch_blob(str(digest))
-        return BlobInfo(digest, record.size, self.blobs.local_path(digest))
+        return BlobInfo(digest, record.size)
+
+    def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True
+             ) -> BlobBody:
+        """What to send for `length` bytes of the blob from `offset` (after `stat`);
+        `local`: whether the caller can send a local file (no TLS in the way)."""
+        path = self.blobs.local_path(info.digest) if local else None
+        if path is not None:
+            return LocalFile(path, offset, length)
+        return Stream(self.blobs.read(info.digest, offset, length), offset, length)
 
     async def mount(self, name: str, digest: Digest, source: str) -> int | None:
         """Link `digest` from `source` into `name`; its size, or None if `source` lacks it."""
