@@ -13,7 +13,7 @@ from dockyard.api.access import install_access
 from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
 from dockyard.api.routes import dispatch
-from dockyard.backends import open_registry
+from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import JobRunner
 from dockyard.core.registry import Registry
@@ -55,14 +55,13 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
         app[REGISTRY] = registry
         jobs = JobRunner(registry.leases, server_jobs(registry, settings))
         jobs.start()
-        pulls = asyncio.create_task(_pulls_loop(registry, settings))
+        housekeeping = asyncio.create_task(_process_loop(registry, settings))
         yield
         await jobs.stop()
-        pulls.cancel()
+        housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await pulls
-        await registry.blobstore.driver.close()
-        await registry.store.close()
+            await housekeeping
+        await close_registry(registry)
 
     app.cleanup_ctx.append(lifespan)
     app.on_response_prepare.append(_api_version)
@@ -73,11 +72,15 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     return app
 
 
-async def _pulls_loop(registry: Registry, settings: Settings) -> None:
-    """Write the last-pull times this process gathered, in batches; once more at exit."""
+async def _process_loop(registry: Registry, settings: Settings) -> None:
+    """What each process keeps for itself, not a job for one process of the cluster:
+    write the last-pull times it gathered (in batches; once more at exit) and forget
+    the hash state of upload sessions its clients abandoned."""
+    expiry = settings.storage.uploads.expiry.total_seconds()
     try:
         while True:
             await asyncio.sleep(settings.retention.pull_flush_interval.total_seconds())
+            registry.uploads.forget_idle(expiry)
             try:
                 await registry.pulls.flush()
             except Exception:

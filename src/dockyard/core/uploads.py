@@ -225,13 +225,20 @@ class UploadService:
                 if await self.store.delete_stale_upload(session_id, idle_since):
                     removed += 1
         removed += await self._sweep_orphans()
-        cutoff = time.monotonic() - max_idle
-        for session_id, local in list(self._local.items()):
-            if not local.lock.locked() and local.used < cutoff:
-                self._local.pop(session_id, None)
         if removed:
             log.info("purged %d idle upload sessions", removed)
         return removed
+
+
+    def forget_idle(self, max_idle: float) -> int:
+        """Drop this process's hash state of sessions it has not served for `max_idle`
+        seconds (abandoned by their clients); each process calls it for itself."""
+        cutoff = time.monotonic() - max_idle
+        idle = [session_id for session_id, local in self._local.items()
+                if not local.lock.locked() and local.used < cutoff]
+        for session_id in idle:
+            del self._local[session_id]
+        return len(idle)
 
 
 def _valid_id(session_id: str) -> bool:

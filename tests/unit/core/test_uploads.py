@@ -455,3 +455,17 @@ async def test_purge_sweeps_upload_bytes_without_a_session(service: UploadServic
     assert (uploads / nested).exists()
     assert await service.purge(max_idle=3600) == 2
     assert sorted(p.name for p in uploads.iterdir()) == [live.id]
+
+
+async def test_forget_idle_drops_only_abandoned_hash_state(service: UploadService) -> None:
+    """A session its client abandoned mid-way leaves no state in the process for good."""
+    abandoned = await service.start(REPO)
+    await service.append(REPO, abandoned.id, body(b"half"), Chunk())
+    await asyncio.sleep(0.2)
+    active = await service.start(REPO)
+    await service.append(REPO, active.id, body(b"going on"), Chunk())
+    assert service.forget_idle(0.1) == 1
+    assert service.forget_idle(0.1) == 0
+    # the abandoned session still resumes: its hash is rebuilt from the stored bytes
+    await service.finish(REPO, abandoned.id, Digest.of(b"half, done"), body(b", done"),
+                         Chunk())
