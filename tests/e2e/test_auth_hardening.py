@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 from pathlib import Path
 
+import bcrypt
 import httpx
+import jwt
 
-from tests.support.authenv import USERS, basic_auth, write_config, write_htpasswd
+from tests.support.authenv import (
+    USERS,
+    basic_auth,
+    token_auth,
+    write_config,
+    write_htpasswd,
+)
 from tests.support.servers import start_dockyard
 
 
@@ -55,5 +64,83 @@ def test_long_passwords_are_401_and_counted_malformed_hashes_reported(tmp_path: 
         log = server.log.read_text()
         assert "Traceback" not in log
         assert " 500 " not in log
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- refresh tokens
+
+
+def _password_grant(url: str, user: str, password: str) -> httpx.Response:
+    return httpx.post(f"{url}/auth/token", data={
+        "grant_type": "password", "username": user, "password": password,
+        "service": "dockyard", "client_id": "test", "access_type": "offline",
+        "scope": "repository:public/app:pull"})
+
+
+def _refresh_grant(url: str, token: str) -> httpx.Response:
+    return httpx.post(f"{url}/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": token, "service": "dockyard",
+        "client_id": "test", "scope": "repository:public/app:pull"})
+
+
+def test_a_password_change_revokes_refresh_tokens(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth=token_auth(htpasswd))
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        r = _password_grant(server.url, "reader", USERS["reader"][0])
+        assert r.status_code == 200, r.text
+        refresh = r.json()["refresh_token"]
+        r = _refresh_grant(server.url, refresh)
+        assert r.status_code == 200, r.text
+        renewed = r.json()["refresh_token"]
+        admin = _password_grant(server.url, "admin", USERS["admin"][0]).json()["refresh_token"]
+        # the reader's password changes (the file is rewritten; the server re-reads it)
+        new_hash = bcrypt.hashpw(b"reader-new-pw", bcrypt.gensalt(rounds=4)).decode()
+        htpasswd.write_text("".join(
+            f"reader:{new_hash}\n" if line.startswith("reader:") else line + "\n"
+            for line in htpasswd.read_text().splitlines()))
+        deadline = time.monotonic() + 5
+        while _password_grant(server.url, "reader", "reader-new-pw").status_code != 200:
+            assert time.monotonic() < deadline, "the new password was not picked up"
+            time.sleep(0.2)
+        for token in (refresh, renewed):
+            r = _refresh_grant(server.url, token)
+            assert r.status_code == 401, r.text
+            assert r.json()["error"] == "invalid_grant"
+        # other users' refresh tokens still work
+        assert _refresh_grant(server.url, admin).status_code == 200
+        r = _password_grant(server.url, "reader", "reader-new-pw")
+        assert _refresh_grant(server.url, r.json()["refresh_token"]).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_refresh_chain_ends_after_refresh_max_lifetime(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth=token_auth(
+        htpasswd, refresh_expiration="1h", refresh_max_lifetime="4s"))
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        started = time.time()
+        token = _password_grant(server.url, "reader", USERS["reader"][0]).json()[
+            "refresh_token"]
+        # each refresh hands out a new refresh token, but none outlives the chain
+        renewed = []
+        while time.time() < started + 2:
+            r = _refresh_grant(server.url, token)
+            assert r.status_code == 200, r.text
+            token = r.json()["refresh_token"]
+            claims = jwt.decode(token, options={"verify_signature": False})
+            assert claims["exp"] <= int(started) + 5
+            renewed.append(token)
+            time.sleep(0.5)
+        assert len(renewed) >= 3
+        time.sleep(max(0.0, started + 5.5 - time.time()))
+        r = _refresh_grant(server.url, token)
+        assert r.status_code == 401, r.text
+        # a password login starts a new chain
+        assert _password_grant(server.url, "reader", USERS["reader"][0]).status_code == 200
     finally:
         server.stop()

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import enum
+import hmac
 import logging
 import time
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from dockyard.auth.keys import (
 )
 from dockyard.auth.policy import Policy
 from dockyard.auth.ratelimit import FailureLimiter
-from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
+from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, credential_id
 from dockyard.config.auth import AuthSettings
 from dockyard.config.stamps import file_stamps
 
@@ -122,6 +123,8 @@ class AccessControl:
             self.issuer = TokenIssuer(signing, issuer=token.issuer, service=token.service,
                                       expiration=token.expiration.total_seconds(),
                                       refresh_expiration=token.refresh_expiration
+                                      .total_seconds(),
+                                      refresh_max_lifetime=token.refresh_max_lifetime
                                       .total_seconds())
         self._own_keys = keys
         self._key_files = [*token.public_keys, *([token.jwks] if token.jwks else [])]
@@ -192,7 +195,8 @@ class AccessControl:
                 self.limiter.failed(f"addr:{client}", f"user:{user}")
                 log.warning("failed login for user %r from %s", user[:64], client)
                 raise Unauthenticated("wrong user name or password")
-        return Identity(user=entry.user, groups=entry.groups, method="password", client=client)
+        return Identity(user=entry.user, groups=entry.groups, method="password", client=client,
+                        auth_time=int(time.time()))
 
     async def authenticate(self, authorization: str | None, client: str) -> Identity:
         """The identity behind an `Authorization` header (anonymous when there is none)."""
@@ -271,11 +275,24 @@ class AccessControl:
                                "expires_in": issued.expires_in, "issued_at": issued.issued_at,
                                "scope": " ".join(str(s) for s in access)}
         if offline and identity.user is not None:
-            doc["refresh_token"] = self.issuer.refresh_token(identity.user)
+            refresh = self._refresh_token(identity)
+            if refresh is not None:
+                doc["refresh_token"] = refresh
         return doc
 
+    def _refresh_token(self, identity: Identity) -> str | None:
+        """A refresh token bound to the user's password as it stands now."""
+        assert self.issuer is not None
+        assert identity.user is not None
+        entry = self.htpasswd.entry(identity.user) if self.htpasswd is not None else None
+        if entry is None or entry.problem:
+            return None
+        return self.issuer.refresh_token(entry.user, credential_id(entry.hash),
+                                         identity.auth_time or int(time.time()))
+
     def refresh(self, token: str, client: str) -> Identity:
-        """The user a refresh token was issued to, if they still exist."""
+        """The user a refresh token was issued to, if their password is still the one it
+        was issued for and its chain has not outlived `refresh_max_lifetime`."""
         assert self.verifier is not None
         try:
             claims = self.verifier.decode(token, refresh=True)
@@ -283,12 +300,22 @@ class AccessControl:
             log.info("rejected a refresh token from %s: %s", client, exc)
             raise Unauthenticated("invalid refresh token", invalid_token=True) from None
         self._reload_users()
-        user = claims.get("sub")
+        user, cred, auth_time = claims.get("sub"), claims.get("cred"), claims.get("auth_time")
+        if not isinstance(cred, str) or not isinstance(auth_time, int):
+            raise Unauthenticated("a refresh token from before credential binding")
+        max_lifetime = self.settings.token.refresh_max_lifetime.total_seconds()
+        if time.time() > auth_time + max_lifetime:
+            log.info("refused a refresh token from %s: its chain began more than "
+                     "refresh_max_lifetime ago", client)
+            raise Unauthenticated("the refresh chain is too old; log in again")
         entry = self.htpasswd.entry(user) if self.htpasswd and isinstance(user, str) else None
-        if entry is None:
-            raise Unauthenticated("the user of this refresh token no longer exists")
+        if entry is None or entry.problem or not hmac.compare_digest(
+                cred, credential_id(entry.hash)):
+            log.info("refused a refresh token from %s: the user's password changed or the "
+                     "user is gone", client)
+            raise Unauthenticated("the password this refresh token was issued for changed")
         return Identity(user=entry.user, groups=entry.groups, method="refresh_token",
-                        client=client)
+                        client=client, auth_time=auth_time)
 
 
 def parse_basic(value: str) -> tuple[str, str]:
