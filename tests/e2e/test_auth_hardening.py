@@ -144,3 +144,29 @@ def test_a_refresh_chain_ends_after_refresh_max_lifetime(tmp_path: Path) -> None
         assert _password_grant(server.url, "reader", USERS["reader"][0]).status_code == 200
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- the failed-login budget
+
+
+def test_two_workers_share_one_failed_login_budget(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd), "ratelimit": {"failures": 4, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config)
+    try:
+        url = f"{server.url}/v2/"
+        # every request on a new connection: the kernel spreads them over both workers
+        for i in range(4):
+            r = httpx.get(url, headers=basic(f"guess{i}", "wrong"))
+            assert r.status_code == 401, r.text
+        for _ in range(12):
+            r = httpx.get(url, headers=basic("reader", USERS["reader"][0]))
+            assert r.status_code == 429, r.text
+            assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+            assert 1 <= int(r.headers["Retry-After"]) <= 60
+        workers = {line.split()[2] for line in server.log.read_text().splitlines()
+                   if "serving on" in line}
+        assert len(workers) == 2
+    finally:
+        server.stop()

@@ -33,7 +33,7 @@ from dockyard.auth.keys import (
     load_signing_key,
 )
 from dockyard.auth.policy import Policy
-from dockyard.auth.ratelimit import FailureLimiter
+from dockyard.auth.ratelimit import FailureLimiter, limit_key
 from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, credential_id
 from dockyard.config.auth import AuthSettings
 from dockyard.config.stamps import file_stamps
@@ -187,12 +187,13 @@ class AccessControl:
         self._reload_users()
         entry: Entry | None = self.htpasswd.cached(user, password)
         if entry is None:
-            wait = self.limiter.retry_after(f"addr:{client}", f"user:{user}")
+            keys = (limit_key("addr", client), limit_key("user", user))
+            wait = await self.limiter.retry_after(*keys)
             if wait:
                 raise RateLimited(wait)
             entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
             if entry is None:
-                self.limiter.failed(f"addr:{client}", f"user:{user}")
+                await self.limiter.failed(*keys)
                 log.warning("failed login for user %r from %s", user[:64], client)
                 raise Unauthenticated("wrong user name or password")
         return Identity(user=entry.user, groups=entry.groups, method="password", client=client,

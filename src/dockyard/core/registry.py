@@ -9,6 +9,7 @@ from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import UploadService
+from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 
@@ -24,6 +25,8 @@ class Registry:
     manifests: ManifestService
     repositories: RepositoryService
     pulls: PullRecorder
+    #: failed logins, shared by every worker (handed to the failed-login limiter)
+    login_failures: LoginFailureStore
 
     @classmethod
     def build(
@@ -43,4 +46,5 @@ class Registry:
                                       delete_enabled=delete_enabled,
                                       delete_referrers=delete_referrers, pulls=pulls),
             repositories=RepositoryService(store, blobstore, delete_enabled=delete_enabled),
+            login_failures=LoginFailureStore(store),
         )
