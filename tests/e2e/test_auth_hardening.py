@@ -5,6 +5,7 @@ workers, and a catalog that lists only what the caller may pull."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import bcrypt
 import httpx
 import jwt
+import pytest
 
 from tests.support.authenv import (
     USERS,
@@ -168,5 +170,74 @@ def test_two_workers_share_one_failed_login_budget(tmp_path: Path) -> None:
         workers = {line.split()[2] for line in server.log.read_text().splitlines()
                    if "serving on" in line}
         assert len(workers) == 2
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- the catalog
+
+TEAM_ACCESS = [
+    {"repository": "team/secret-*", "allow": {"group:admins": ["*"]}},
+    {"repository": "team/**", "allow": {"teamer": ["pull"], "group:admins": ["*"]}},
+    {"repository": "**", "allow": {"group:admins": ["*"]}},
+]
+CATALOG_NAMES = ["aaa/x", "team/a", *[f"team/secret-{i:02}" for i in range(30)], "team/z",
+                 "zzz/y"]
+
+
+def _walk_catalog(url: str, headers: dict[str, str], n: int) -> list[list[str]]:
+    """Every page of the catalog, following the Link headers."""
+    pages: list[list[str]] = []
+    path = f"/v2/_catalog?n={n}"
+    while path:
+        r = httpx.get(url + path, headers=headers)
+        assert r.status_code == 200, r.text
+        pages.append(r.json()["repositories"])
+        link = r.headers.get("Link", "")
+        path = link[1:link.index(">")] if link else ""
+        assert len(pages) < 100
+    return pages
+
+
+@pytest.mark.parametrize("method", ["htpasswd", "token"])
+def test_the_catalog_lists_only_what_the_caller_may_pull(tmp_path: Path, method: str
+                                                         ) -> None:
+    users = {**USERS, "teamer": ("teamer-secret-pw", [])}
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", users)
+    config = write_config(tmp_path / "config.yml", auth={
+        "method": method, "htpasswd": {"path": htpasswd}, "access": TEAM_ACCESS,
+        "catalog": ["authenticated"]})
+    server = start_dockyard(tmp_path / "data", config=config)
+
+    def credentials(user: str) -> dict[str, str]:
+        password = users[user][0]
+        if method == "htpasswd":
+            return basic(user, password)
+        scopes = ["registry:catalog:*", *[f"repository:{n}:*" for n in CATALOG_NAMES]]
+        r = httpx.get(f"{server.url}/auth/token", auth=(user, password),
+                      params=[("service", "dockyard"), *[("scope", s) for s in scopes]])
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    try:
+        admin = credentials("admin")
+        blob = b"catalog-test"
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        with httpx.Client(base_url=server.url, headers=admin) as c:
+            for name in CATALOG_NAMES:
+                r = c.post(f"/v2/{name}/blobs/uploads/", params={"digest": digest},
+                           content=blob)
+                assert r.status_code == 201, r.text
+        teamer = credentials("teamer")
+        # one name a page, through the 30 hidden names between the two visible ones
+        assert _walk_catalog(server.url, teamer, 1) == [["team/a"], ["team/z"]]
+        assert _walk_catalog(server.url, teamer, 2) == [["team/a", "team/z"]]
+        r = httpx.get(f"{server.url}/v2/_catalog", headers=teamer)
+        assert r.json()["repositories"] == ["team/a", "team/z"]
+        # a user the policy lets pull nothing lists nothing; an admin lists everything
+        r = httpx.get(f"{server.url}/v2/_catalog", headers=credentials("reader"))
+        assert r.json()["repositories"] == []
+        assert [n for page in _walk_catalog(server.url, admin, 7) for n in page] \
+            == CATALOG_NAMES
     finally:
         server.stop()

@@ -21,6 +21,7 @@ policy → 403 `DENIED`; too many failed logins → 429 `TOOMANYREQUESTS` with
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -144,6 +145,12 @@ def may_pull(request: web.Request, repository: str) -> bool:
         return True
     return control.decide(identity(request), Scope("repository", repository, _PULL)) \
         is Decision.ALLOW
+
+
+def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
+    """Which names this request's catalog may show (None: all of them)."""
+    control = request.app.get(ACCESS)
+    return None if control is None else control.catalog_filter(identity(request))
 
 
 #: handler name -> audit event, for the writes the audit trail records

@@ -16,7 +16,7 @@ import enum
 import hmac
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,27 @@ class AccessControl:
         if identity.grants is not None and self._policy_would_grant(identity, scope):
             return Decision.INSUFFICIENT_SCOPE
         return Decision.DENIED
+
+    def _policy_identity(self, identity: Identity) -> Identity:
+        """The user behind a token as the policy sees them (groups from the htpasswd
+        file; only the name when the token came from an external issuer)."""
+        if identity.grants is None:
+            return identity
+        if identity.user is None:
+            return Identity()
+        entry = self.htpasswd.entry(identity.user) if self.htpasswd is not None else None
+        if entry is None:
+            return Identity(user=identity.user)
+        return Identity(user=entry.user, groups=entry.groups)
+
+    def catalog_filter(self, identity: Identity) -> Callable[[str], bool] | None:
+        """Which repository names the catalog shows `identity`: those the policy lets
+        them pull; None when that is every repository (nothing to filter)."""
+        who = self._policy_identity(identity)
+        if self.policy.pulls_everything(who):
+            return None
+        policy = self.policy
+        return lambda name: "pull" in policy.actions(who, name)
 
     def _policy_would_grant(self, identity: Identity, scope: Scope) -> bool:
         """Would a new token for this token's user carry `scope`? (Then the client should
