@@ -113,3 +113,25 @@ def test_collection_on_postgres(registry: Server, database_url: str) -> None:
         for d in digests["pg/keep"]:
             assert d.split(":")[1] in stored
             assert c.get(f"/v2/pg/keep/blobs/{d}").status_code == 200
+
+
+def test_failed_login_budget_on_postgres(tmp_path: Path, database_url: str) -> None:
+    """The failed-login counters (migration 0003) work on PostgreSQL, shared by workers."""
+    from tests.e2e.test_auth_hardening import basic
+    from tests.support.authenv import USERS, basic_auth, write_config, write_htpasswd
+
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd), "ratelimit": {"failures": 3, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config,
+                            env={"DOCKYARD_DATABASE_URL": database_url})
+    try:
+        url = f"{server.url}/v2/"
+        assert httpx.get(url, headers=basic("admin", USERS["admin"][0])).status_code == 200
+        for i in range(3):
+            assert httpx.get(url, headers=basic(f"pg{i}", "wrong")).status_code == 401
+        for _ in range(8):
+            assert httpx.get(url, headers=basic("reader", USERS["reader"][0])).status_code \
+                == 429
+    finally:
+        server.stop()

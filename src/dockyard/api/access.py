@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -152,6 +153,12 @@ def may_pull(request: web.Request, repository: str) -> bool:
         return True
     return control.decide(identity(request), Scope("repository", repository, _PULL)) \
         is Decision.ALLOW
+
+
+def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
+    """Which names this request's catalog may show (None: all of them)."""
+    control = request.app.get(ACCESS)
+    return None if control is None else control.catalog_filter(identity(request))
 
 
 _AUDIT = "dockyard.audit"

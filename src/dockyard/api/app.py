@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from dockyard.api.access import install_access
+from dockyard.api.access import ACCESS, install_access
 from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
 from dockyard.api.routes import dispatch
@@ -53,6 +53,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         registry = await open_registry(settings, run_migrations=run_migrations)
         app[REGISTRY] = registry
+        access = app.get(ACCESS)
+        if access is not None:
+            # every worker counts failed logins in the one store they share
+            access.limiter.share(registry.login_failures)
         jobs = JobRunner(registry.leases, server_jobs(registry, settings))
         jobs.start()
         housekeeping = asyncio.create_task(_process_loop(registry, settings))

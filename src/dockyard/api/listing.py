@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from dockyard.api.access import catalog_filter
 from dockyard.api.context import SETTINGS, Match, registry
 from dockyard.core.manifests import referrers_index
 from dockyard.oci import mediatypes as mt
@@ -55,7 +56,9 @@ async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:
     n, last = _page(request)
     if n == 0:
         return _json({"repositories": []})
-    found = await registry(request).store.catalog(None if n is None else n + 1, last)
+    # only the repositories the caller may pull; one more than a page tells if more exist
+    found = await registry(request).repositories.catalog(
+        None if n is None else n + 1, last, catalog_filter(request))
     headers = None
     if n is not None and len(found) > n:
         found = found[:n]

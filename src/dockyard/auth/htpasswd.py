@@ -4,6 +4,11 @@ Format, one user a line: `name:$2y$...bcrypt...[:group1,group2]` (the third fiel
 nginx treats as a comment, so the file still works there). Lines starting with `#` and
 blank lines are ignored. Any hash other than bcrypt (`$2a$`, `$2b$`, `$2y$`) is refused at
 load, naming the line, because MD5-crypt, SHA1 and crypt(3) entries are cheap to crack.
+A bcrypt entry that is malformed (truncated, bad cost, bad salt) is reported at load,
+naming the line, and that user cannot log in; the others can.
+
+bcrypt reads at most 72 bytes of a password. As `htpasswd -B` does, only the first 72
+bytes of the UTF-8 password count, when hashing and when checking.
 
 Checking a bcrypt hash costs tens of milliseconds on purpose, so a successful check is
 remembered for a short while under an HMAC of the credentials (never the password itself),
@@ -16,7 +21,9 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -29,7 +36,13 @@ import bcrypt
 
 from dockyard.config.stamps import Stamp, file_stamps
 
+log = logging.getLogger("dockyard.auth")
+
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+#: bcrypt reads this many bytes of a password; `htpasswd -B` drops the rest, and so do we
+BCRYPT_MAX_BYTES = 72
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$([./A-Za-z0-9]{22})([./A-Za-z0-9]{31})")
+_B64 = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
 
 
@@ -38,6 +51,25 @@ def _dummy_hash(rounds: int) -> bytes:
     """A hash to check against when the user does not exist, so timing does not tell
     (at the cost the file's own entries use)."""
     return bcrypt.hashpw(b"dockyard-no-such-user", bcrypt.gensalt(rounds=rounds))
+
+
+def password_bytes(password: str) -> bytes:
+    """What bcrypt hashes and checks: the first 72 bytes of the UTF-8 password, as
+    `htpasswd -B` (apr_bcrypt) does; bcrypt itself refuses longer input."""
+    return password.encode()[:BCRYPT_MAX_BYTES]
+
+
+def bcrypt_problem(hashed: str) -> str:
+    """Why `hashed` is not a usable bcrypt hash ("" when it is): checked at load, so a
+    malformed entry never reaches bcrypt (which raises on it) at login."""
+    m = _BCRYPT.fullmatch(hashed)
+    if m is None:
+        return "not `$2y$<cost 04-31>$` followed by 53 characters of bcrypt base64"
+    # 22 characters carry the 16-byte salt and 31 the 23-byte hash: the spare low bits
+    # of the last character are zero in every hash bcrypt writes (and it refuses others)
+    if _B64.index(m.group(2)[-1]) & 0x0F or _B64.index(m.group(3)[-1]) & 0x03:
+        return "its salt or hash is not canonical bcrypt base64"
+    return ""
 
 
 def _cost(hashed: bytes) -> int:
@@ -56,6 +88,8 @@ class Entry:
     user: str
     hash: bytes
     groups: frozenset[str] = frozenset()
+    #: why this entry's hash is unusable ("" when it is fine): such a user cannot log in
+    problem: str = ""
 
     def line(self) -> str:
         groups = f":{','.join(sorted(self.groups))}" if self.groups else ""
@@ -85,13 +119,20 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
             raise HtpasswdError(
                 f"{source}:{number}: user {user!r} has a {kind} hash; only bcrypt entries "
                 f"are accepted (make them with `htpasswd -B` or `dockyard user passwd`)")
+        problem = bcrypt_problem(hashed)
+        if problem:
+            problem = (f"{source}:{number}: user {user!r} has a malformed bcrypt hash "
+                       f"({problem}); they cannot log in until it is set again "
+                       f"(`dockyard user passwd {user}`)")
         entries[user] = Entry(user, hashed.encode(),
-                              frozenset(g.strip() for g in groups.split(",") if g.strip()))
+                              frozenset(g.strip() for g in groups.split(",") if g.strip()),
+                              problem)
     return entries
 
 
 def hash_password(password: str, rounds: int = 12) -> bytes:
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds))
+    """A bcrypt hash of the password's first 72 bytes (what `htpasswd -B` writes)."""
+    return bcrypt.hashpw(password_bytes(password), bcrypt.gensalt(rounds=rounds))
 
 
 def render(entries: Iterable[Entry]) -> str:
@@ -151,8 +192,12 @@ class HtpasswdFile:
         if not force and stamp == self._stamp:
             return False
         entries = load(self.path)
+        for entry in entries.values():
+            if entry.problem:
+                log.error("%s", entry.problem)
         with self._lock:
-            self._dummy_rounds = max((_cost(e.hash) for e in entries.values()), default=12)
+            self._dummy_rounds = max((_cost(e.hash) for e in entries.values()
+                                      if not e.problem), default=12)
             self._entries = entries
             self._stamp = stamp
             self._ok.clear()
@@ -171,8 +216,9 @@ class HtpasswdFile:
     def verify(self, user: str, password: str) -> Entry | None:
         """The user's entry when the password is right (blocking: call it in a thread)."""
         entry = self._entries.get(user)
-        if entry is None:
-            bcrypt.checkpw(password.encode(), _dummy_hash(self._dummy_rounds))
+        if entry is None or entry.problem:
+            # as slow as a real check, so timing does not tell who exists
+            bcrypt.checkpw(password_bytes(password), _dummy_hash(self._dummy_rounds))
             return None
         key = self._cache_key(user, password, entry)
         now = time.monotonic()
@@ -180,7 +226,7 @@ class HtpasswdFile:
         if expires is not None and expires > now:
             return entry
         # bcrypt compares in constant time
-        if bcrypt.checkpw(password.encode(), entry.hash):
+        if bcrypt.checkpw(password_bytes(password), entry.hash):
             with self._lock:
                 if len(self._ok) > 10000:
                     self._ok.clear()

@@ -49,6 +49,9 @@ class Identity:
     grants: tuple[Scope, ...] | None = None
     client: str = ""
     token_id: str = field(default="", compare=False)
+    #: UNIX time of the password login behind this identity (0: none); a refresh chain
+    #: carries the first one, so `refresh_max_lifetime` counts from it
+    auth_time: int = field(default=0, compare=False)
 
     @property
     def authenticated(self) -> bool:

@@ -69,6 +69,17 @@ class Policy:
                 return frozenset(out)
         return frozenset()
 
+    def pulls_everything(self, identity: Identity) -> bool:
+        """Whether `identity` may pull every repository: each rule up to the first one
+        matching every name (`**`) grants it pull (the catalog then needs no filter)."""
+        subjects = identity.subjects()
+        for rule in self.rules:
+            if not any("pull" in acts for s, acts in rule.allow.items() if s in subjects):
+                return False
+            if rule.glob.replace("**", "") == "":
+                return True
+        return False
+
     def may_list_catalog(self, identity: Identity) -> bool:
         return bool(self.catalog & identity.subjects())
 

@@ -13,9 +13,10 @@ import asyncio
 import base64
 import binascii
 import enum
+import hmac
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,8 @@ from dockyard.auth.keys import (
     load_signing_key,
 )
 from dockyard.auth.policy import Policy
-from dockyard.auth.ratelimit import FailureLimiter
-from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
+from dockyard.auth.ratelimit import FailureLimiter, limit_key
+from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, credential_id
 from dockyard.config.auth import AuthSettings
 from dockyard.config.stamps import file_stamps
 
@@ -122,6 +123,8 @@ class AccessControl:
             self.issuer = TokenIssuer(signing, issuer=token.issuer, service=token.service,
                                       expiration=token.expiration.total_seconds(),
                                       refresh_expiration=token.refresh_expiration
+                                      .total_seconds(),
+                                      refresh_max_lifetime=token.refresh_max_lifetime
                                       .total_seconds())
         self._own_keys = keys
         self._key_files = [*token.public_keys, *([token.jwks] if token.jwks else [])]
@@ -184,15 +187,17 @@ class AccessControl:
         self._reload_users()
         entry: Entry | None = self.htpasswd.cached(user, password)
         if entry is None:
-            wait = self.limiter.retry_after(f"addr:{client}", f"user:{user}")
+            keys = (limit_key("addr", client), limit_key("user", user))
+            wait = await self.limiter.retry_after(*keys)
             if wait:
                 raise RateLimited(wait)
             entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
             if entry is None:
-                self.limiter.failed(f"addr:{client}", f"user:{user}")
+                await self.limiter.failed(*keys)
                 log.warning("failed login for user %r from %s", user[:64], client)
                 raise Unauthenticated("wrong user name or password")
-        return Identity(user=entry.user, groups=entry.groups, method="password", client=client)
+        return Identity(user=entry.user, groups=entry.groups, method="password", client=client,
+                        auth_time=int(time.time()))
 
     async def authenticate(self, authorization: str | None, client: str) -> Identity:
         """The identity behind an `Authorization` header (anonymous when there is none)."""
@@ -240,6 +245,27 @@ class AccessControl:
             return Decision.INSUFFICIENT_SCOPE
         return Decision.DENIED
 
+    def _policy_identity(self, identity: Identity) -> Identity:
+        """The user behind a token as the policy sees them (groups from the htpasswd
+        file; only the name when the token came from an external issuer)."""
+        if identity.grants is None:
+            return identity
+        if identity.user is None:
+            return Identity()
+        entry = self.htpasswd.entry(identity.user) if self.htpasswd is not None else None
+        if entry is None:
+            return Identity(user=identity.user)
+        return Identity(user=entry.user, groups=entry.groups)
+
+    def catalog_filter(self, identity: Identity) -> Callable[[str], bool] | None:
+        """Which repository names the catalog shows `identity`: those the policy lets
+        them pull; None when that is every repository (nothing to filter)."""
+        who = self._policy_identity(identity)
+        if self.policy.pulls_everything(who):
+            return None
+        policy = self.policy
+        return lambda name: "pull" in policy.actions(who, name)
+
     def _policy_would_grant(self, identity: Identity, scope: Scope) -> bool:
         """Would a new token for this token's user carry `scope`? (Then the client should
         get one: 401 with `error="insufficient_scope"`, as Distribution answers.)"""
@@ -271,11 +297,24 @@ class AccessControl:
                                "expires_in": issued.expires_in, "issued_at": issued.issued_at,
                                "scope": " ".join(str(s) for s in access)}
         if offline and identity.user is not None:
-            doc["refresh_token"] = self.issuer.refresh_token(identity.user)
+            refresh = self._refresh_token(identity)
+            if refresh is not None:
+                doc["refresh_token"] = refresh
         return doc
 
+    def _refresh_token(self, identity: Identity) -> str | None:
+        """A refresh token bound to the user's password as it stands now."""
+        assert self.issuer is not None
+        assert identity.user is not None
+        entry = self.htpasswd.entry(identity.user) if self.htpasswd is not None else None
+        if entry is None or entry.problem:
+            return None
+        return self.issuer.refresh_token(entry.user, credential_id(entry.hash),
+                                         identity.auth_time or int(time.time()))
+
     def refresh(self, token: str, client: str) -> Identity:
-        """The user a refresh token was issued to, if they still exist."""
+        """The user a refresh token was issued to, if their password is still the one it
+        was issued for and its chain has not outlived `refresh_max_lifetime`."""
         assert self.verifier is not None
         try:
             claims = self.verifier.decode(token, refresh=True)
@@ -283,12 +322,22 @@ class AccessControl:
             log.info("rejected a refresh token from %s: %s", client, exc)
             raise Unauthenticated("invalid refresh token", invalid_token=True) from None
         self._reload_users()
-        user = claims.get("sub")
+        user, cred, auth_time = claims.get("sub"), claims.get("cred"), claims.get("auth_time")
+        if not isinstance(cred, str) or not isinstance(auth_time, int):
+            raise Unauthenticated("a refresh token from before credential binding")
+        max_lifetime = self.settings.token.refresh_max_lifetime.total_seconds()
+        if time.time() > auth_time + max_lifetime:
+            log.info("refused a refresh token from %s: its chain began more than "
+                     "refresh_max_lifetime ago", client)
+            raise Unauthenticated("the refresh chain is too old; log in again")
         entry = self.htpasswd.entry(user) if self.htpasswd and isinstance(user, str) else None
-        if entry is None:
-            raise Unauthenticated("the user of this refresh token no longer exists")
+        if entry is None or entry.problem or not hmac.compare_digest(
+                cred, credential_id(entry.hash)):
+            log.info("refused a refresh token from %s: the user's password changed or the "
+                     "user is gone", client)
+            raise Unauthenticated("the password this refresh token was issued for changed")
         return Identity(user=entry.user, groups=entry.groups, method="refresh_token",
-                        client=client)
+                        client=client, auth_time=auth_time)
 
 
 def parse_basic(value: str) -> tuple[str, str]:

@@ -2,14 +2,19 @@
 
 Access tokens carry `iss`, `sub`, `aud` (the service), `exp`, `nbf`, `iat`, `jti` and
 `access: [{type, name, actions}]`. Refresh tokens (OAuth2 `refresh_token` grant) are JWTs
-signed with the same key, with `typ: refresh` and no access; a refresh re-checks that the
-user still exists and re-applies the policy. Verification accepts only asymmetric
+signed with the same key, with `typ: refresh` and no access, bound to the credential they
+were issued for (`cred`, a digest of the user's stored password hash) and to the password
+login that started the chain (`auth_time`): a refresh re-checks both, so a password change
+or removal revokes them and a chain ends `refresh_max_lifetime` after that login; it also
+re-applies the policy. Verification accepts only asymmetric
 algorithms matching the key the `kid` names (no `none`, no HMAC), and requires the
 configured issuer and audience.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -23,6 +28,13 @@ from dockyard.auth.keys import SigningKey, VerifyKey
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 LEEWAY_SECONDS = 30
+
+
+def credential_id(stored_hash: bytes) -> str:
+    """What a refresh token's `cred` claim holds: a digest of the user's stored password
+    hash, which changes with the password (a new salt) and says nothing about it."""
+    digest = hashlib.sha256(b"dockyard-refresh-credential\0" + stored_hash).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
 class InvalidToken(Exception):
@@ -40,12 +52,14 @@ class TokenIssuer:
     """Signs access and refresh tokens for the built-in token service."""
 
     def __init__(self, key: SigningKey, *, issuer: str, service: str, expiration: float,
-                 refresh_expiration: float) -> None:
+                 refresh_expiration: float, refresh_max_lifetime: float = 30 * 86400
+                 ) -> None:
         self.key = key
         self.issuer = issuer
         self.service = service
         self.expiration = int(expiration)
         self.refresh_expiration = int(refresh_expiration)
+        self.refresh_max_lifetime = int(refresh_max_lifetime)
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self.key.key, algorithm=self.key.algorithm,
@@ -60,11 +74,18 @@ class TokenIssuer:
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         return IssuedToken(self._sign(claims), self.expiration, issued)
 
-    def refresh_token(self, subject: str) -> str:
+    def refresh_token(self, subject: str, credential: str, auth_time: int) -> str | None:
+        """A refresh token for the chain started by the password login at `auth_time`;
+        it expires `refresh_expiration` from now, but never past the chain's end (None
+        when the chain has ended)."""
         now = int(time.time())
+        exp = min(now + self.refresh_expiration, auth_time + self.refresh_max_lifetime)
+        if exp <= now:
+            return None
         return self._sign({"iss": self.issuer, "sub": subject, "aud": self.service,
-                           "exp": now + self.refresh_expiration, "nbf": now - 1, "iat": now,
-                           "jti": secrets.token_urlsafe(16), "typ": "refresh"})
+                           "exp": exp, "nbf": now - 1, "iat": now, "auth_time": auth_time,
+                           "cred": credential, "jti": secrets.token_urlsafe(16),
+                           "typ": "refresh"})
 
 
 class TokenVerifier:

@@ -3,7 +3,8 @@
 The file is `--file`, else `auth.htpasswd.path` from `--config`. Passwords come from a
 prompt (asked twice) or, with `--password-stdin`, from the first line of standard input;
 never from the command line, where other users could read them. A running server picks
-the change up within a second, without a restart.
+the change up within a second, without a restart. As with `htpasswd -B`, only the first
+72 bytes of a password count (bcrypt's limit); a longer one is accepted with a warning.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pathlib import Path
 
 import click
 
-from dockyard.auth.htpasswd import Entry, HtpasswdError, hash_password, load, valid_name
+from dockyard.auth.htpasswd import (
+    BCRYPT_MAX_BYTES,
+    Entry,
+    HtpasswdError,
+    hash_password,
+    load,
+    valid_name,
+)
 from dockyard.auth.htpasswd import write_atomic as save
 from dockyard.cli.common import config_option
 from dockyard.cli.common import load as load_config
@@ -47,6 +55,9 @@ def _password(from_stdin: bool) -> str:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if not password:
         raise click.UsageError("the password must not be empty")
+    if len(password.encode()) > BCRYPT_MAX_BYTES:
+        click.echo(f"warning: only the first {BCRYPT_MAX_BYTES} bytes of the password count "
+                   f"(bcrypt's limit, as with htpasswd -B)", err=True)
     return password
 
 
@@ -124,4 +135,5 @@ def rm(config: Path | None, file: Path | None, name: str) -> None:
 def ls(config: Path | None, file: Path | None) -> None:
     """List users and their groups."""
     for entry in sorted(_entries(_path(config, file)).values(), key=lambda e: e.user):
-        click.echo(f"{entry.user}\t{','.join(sorted(entry.groups))}")
+        note = "\t(malformed hash: cannot log in)" if entry.problem else ""
+        click.echo(f"{entry.user}\t{','.join(sorted(entry.groups))}{note}")

@@ -17,6 +17,7 @@ auth:
     jwks: null               # a JWKS file of an external issuer
     expiration: 5m
     refresh_expiration: 7d
+    refresh_max_lifetime: 30d  # a refresh chain ends this long after the password login
   access:                    # first rule whose repository glob matches decides
     - repository: "**"
       allow:
@@ -69,6 +70,15 @@ class TokenSettings(_Section):
     jwks: Path | None = None
     expiration: Duration = timedelta(minutes=5)
     refresh_expiration: Duration = timedelta(days=7)
+    #: how long refreshing may go on after the password login that started the chain
+    refresh_max_lifetime: Duration = timedelta(days=30)
+
+    @field_validator("expiration", "refresh_expiration", "refresh_max_lifetime")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be a positive duration (e.g. 5m, 7d)")
+        return value
 
 
 class AccessRule(_Section):

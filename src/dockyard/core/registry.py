@@ -10,6 +10,7 @@ from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import UploadService
+from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 
@@ -26,6 +27,8 @@ class Registry:
     repositories: RepositoryService
     pulls: PullRecorder
     leases: Leases
+    #: failed logins, shared by every worker (handed to the failed-login limiter)
+    login_failures: LoginFailureStore
 
     @classmethod
     def build(
@@ -47,4 +50,5 @@ class Registry:
                                       delete_enabled=delete_enabled,
                                       delete_referrers=delete_referrers, pulls=pulls),
             repositories=RepositoryService(store, blobstore, delete_enabled=delete_enabled),
+            login_failures=LoginFailureStore(store),
         )

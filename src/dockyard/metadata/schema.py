@@ -143,6 +143,18 @@ deleted_links = Table(
     Index(None, "digest"),
 )
 
+login_failures = Table(
+    "login_failures",
+    metadata,
+    # one row per failed login and key (`addr:<client>`, `user:<name>`): the failed-login
+    # limiter's shared memory, so every worker (and node) counts against one budget
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(255), nullable=False),
+    Column("failed_at", Double, nullable=False),
+    Index(None, "key", "failed_at"),
+    Index(None, "failed_at"),
+)
+
 Index("ix_blobs_touched_at", blobs.c.touched_at)
 Index("ix_manifests_touched_at", manifests.c.touched_at)
 

@@ -63,3 +63,28 @@ def test_user_file_from_config_and_bad_input(tmp_path: Path) -> None:
     r = run(main, ["user", "ls", "--file", str(path)])
     assert r.exit_code == 1
     assert "bcrypt" in r.output
+
+
+def test_long_passwords_and_malformed_entries(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    run = CliRunner().invoke
+    long = "p" * 72 + "-ignored"
+    r = run(main, ["user", "add", "--file", str(path), "--password-stdin", "alice"],
+            input=long + "\n")
+    assert r.exit_code == 0, r.output
+    assert "only the first 72 bytes of the password count" in r.output
+    users = HtpasswdFile(path)
+    assert users.verify("alice", long) is not None
+    assert users.verify("alice", "p" * 72) is not None  # as htpasswd -B would have it
+    # a malformed entry is listed as such, kept by other edits, and fixed by passwd
+    path.write_text(path.read_text() + "mallory:$2y$05$garbage\n")
+    r = run(main, ["user", "ls", "--file", str(path)])
+    assert r.output.splitlines() == ["alice\t", "mallory\t\t(malformed hash: cannot log in)"]
+    r = run(main, ["user", "add", "--file", str(path), "--password-stdin", "bob"],
+            input="b\n")
+    assert r.exit_code == 0, r.output
+    assert "mallory:$2y$05$garbage" in path.read_text()
+    r = run(main, ["user", "passwd", "--file", str(path), "--password-stdin", "mallory"],
+            input="m\n")
+    assert r.exit_code == 0, r.output
+    assert HtpasswdFile(path).verify("mallory", "m") is not None

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import bcrypt
 import pytest
 
-from dockyard.auth.htpasswd import Entry, HtpasswdError, HtpasswdFile, parse, write_atomic
+from dockyard.auth.htpasswd import (
+    Entry,
+    HtpasswdError,
+    HtpasswdFile,
+    hash_password,
+    parse,
+    write_atomic,
+)
 
 
 def _hash(pw: str) -> str:
@@ -67,3 +77,59 @@ def test_a_broken_file_raises_on_reload(tmp_path: Path) -> None:
     with pytest.raises(HtpasswdError):
         users.reload()
     assert users.entry("alice") is not None  # the previous users stay
+
+
+def _htpasswd_b(user: str, password: str) -> str:
+    """An entry written by apache2-utils' `htpasswd -B` (the reference for long passwords)."""
+    out = subprocess.run(["htpasswd", "-nbB", "-C", "4", user, password], check=True,
+                         capture_output=True, text=True).stdout
+    return out.strip()
+
+
+@pytest.mark.skipif(shutil.which("htpasswd") is None, reason="apache2-utils not installed")
+def test_long_passwords_count_72_bytes_as_htpasswd_b_does(tmp_path: Path) -> None:
+    long = "a" * 72 + "b" * 8  # 80 bytes
+    path = tmp_path / "htpasswd"
+    path.write_text(_htpasswd_b("alice", long) + "\n"
+                    + f"bob:{hash_password('é' * 40, rounds=4).decode()}\n")
+    users = HtpasswdFile(path, check_interval=0)
+    assert users.verify("alice", long) is not None
+    # htpasswd -B hashed the first 72 bytes: what follows them does not count
+    assert subprocess.run(["htpasswd", "-vb", str(path), "alice", "a" * 72 + "c" * 8],
+                          capture_output=True).returncode == 0
+    assert users.verify("alice", "a" * 72 + "c" * 8) is not None
+    assert users.verify("alice", "a" * 71) is None
+    # a password longer than 72 bytes never raises, for a known or an unknown user
+    assert users.verify("alice", "x" * 200) is None
+    assert users.verify("nobody", "x" * 200) is None
+    # what `dockyard user` writes (hash_password) htpasswd reads the same way, even when
+    # byte 72 falls inside a character
+    assert subprocess.run(["htpasswd", "-vb", str(path), "bob", "é" * 40],
+                          capture_output=True).returncode == 0
+    assert users.verify("bob", "é" * 40) is not None
+    assert users.verify("bob", "é" * 36) is not None  # the same 72 bytes
+
+
+@pytest.mark.parametrize("hashed", [
+    "$2y$", "$2y$05$garbage", "$2y$4$" + "a" * 53, "$2y$99$" + "O" * 53,
+    "$2y$05$" + "a" * 52 + ".", "$2y$05$" + "O" * 54,
+])
+def test_a_malformed_bcrypt_entry_is_reported_and_cannot_log_in(
+        tmp_path: Path, hashed: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "htpasswd"
+    path.write_text(f"alice:{_hash('a')}\n# note\nmallory:{hashed}:admins\n")
+    with caplog.at_level(logging.ERROR, "dockyard.auth"):
+        users = HtpasswdFile(path, check_interval=0)
+    assert f"{path}:3: user 'mallory' has a malformed bcrypt hash" in caplog.text
+    assert users.verify("mallory", "anything") is None  # no ValueError from bcrypt
+    assert users.verify("mallory", "x" * 100) is None
+    assert users.verify("alice", "a") is not None  # the others still log in
+
+
+def test_a_malformed_entry_survives_a_rewrite(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    path.write_text("mallory:$2y$05$garbage\n")
+    entries = parse(path.read_text())
+    entries["alice"] = Entry("alice", _hash("a").encode())
+    write_atomic(path, entries.values())
+    assert "mallory:$2y$05$garbage\n" in path.read_text()

@@ -52,3 +52,17 @@ def test_scope_parsing() -> None:
         "repository", "localhost:5000/a", frozenset({"pull"}))
     assert Scope.parse("nonsense") is None
     assert Scope.parse("repository::pull") is None
+
+
+def test_who_pulls_everything() -> None:
+    assert PLATFORM.pulls_everything(ADMIN)
+    assert PLATFORM.pulls_everything(READER)  # authenticated may pull private/**
+    assert not PLATFORM.pulls_everything(ANON)  # not private/**
+    team = Policy([("team/**", {"teamer": ["pull"], "group:admins": ["pull"]}),
+                   ("**", {"group:admins": ["*"]})])
+    assert not team.pulls_everything(Identity(user="teamer"))
+    assert team.pulls_everything(ADMIN)
+    # the first matching rule decides: no pull on team/** is no pull there
+    assert not Policy([("team/**", {"teamer": ["pull"]}),
+                       ("**", {"group:admins": ["*"]})]).pulls_everything(ADMIN)
+    assert not Policy([("*", {"anonymous": ["pull"]})]).pulls_everything(ANON)

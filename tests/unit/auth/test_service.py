@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from dockyard.auth import service
 from dockyard.auth.identity import Identity, Scope
 from dockyard.auth.service import (
     AccessControl,
@@ -85,6 +88,37 @@ async def test_decisions_and_token_grants(tmp_path: Path) -> None:
         control.refresh(doc["token"], "c")
     anonymous = control.issue(Identity(), [push], offline=True)
     assert "refresh_token" not in anonymous
+
+
+async def test_refresh_tokens_die_with_the_password_and_the_chain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    control = AccessControl(_settings(tmp_path, "token",
+                                      token={"refresh_max_lifetime": "1h"}), tmp_path)
+    assert control.htpasswd is not None
+    control.htpasswd.check_interval = 0
+    who = await control.login("reader", USERS["reader"][0], "c")
+    first = control.issue(who, [], offline=True)["refresh_token"]
+    again = control.refresh(first, "c")
+    assert again.user == "reader"
+    second = control.issue(again, [], offline=True)["refresh_token"]
+    # the chain keeps the time of the password login, so it cannot renew itself forever
+    clock = time.time() + 3601
+    monkeypatch.setattr(service.time, "time", lambda: clock)
+    with pytest.raises(Unauthenticated, match="too old"):
+        control.refresh(second, "c")
+    monkeypatch.undo()
+    # a new password (or a removed user) revokes every refresh token issued before
+    write_htpasswd(tmp_path / "htpasswd", {**USERS, "reader": ("a-new-password", [])})
+    os.utime(tmp_path / "htpasswd", ns=(1, 1))
+    with pytest.raises(Unauthenticated, match="changed"):
+        control.refresh(second, "c")
+    fresh = control.issue(await control.login("reader", "a-new-password", "c"), [],
+                          offline=True)["refresh_token"]
+    assert control.refresh(fresh, "c").user == "reader"
+    write_htpasswd(tmp_path / "htpasswd", {"admin": USERS["admin"]})
+    os.utime(tmp_path / "htpasswd", ns=(2, 2))
+    with pytest.raises(Unauthenticated):
+        control.refresh(fresh, "c")
 
 
 def test_startup_errors(tmp_path: Path) -> None:

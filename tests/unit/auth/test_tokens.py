@@ -24,7 +24,7 @@ from dockyard.auth.keys import (
     load_public_keys,
     load_signing_key,
 )
-from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
+from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, credential_id
 
 PUSH = Scope("repository", "a/b", frozenset({"pull", "push"}))
 
@@ -136,7 +136,8 @@ def test_forgeries_are_rejected(es256: SigningKey) -> None:
 
 def test_refresh_tokens_are_not_access_tokens(es256: SigningKey) -> None:
     issuer, verifier = _issuer(es256), _verifier(es256.verify_key())
-    refresh = issuer.refresh_token("alice")
+    refresh = issuer.refresh_token("alice", "cred", int(time.time()))
+    assert refresh is not None
     with pytest.raises(InvalidToken):
         verifier.identity(refresh)
     assert verifier.decode(refresh, refresh=True)["sub"] == "alice"
@@ -183,3 +184,23 @@ def test_accepted_tokens_are_verified_again_after_their_expiry(
     monkeypatch.setattr(tokens.time, "time", lambda: later)
     verifier.identity(token)  # PyJWT's own clock still says valid; ours made it check
     assert len(calls) == 2
+
+
+def test_refresh_tokens_carry_the_credential_and_end_with_their_chain(es256: SigningKey
+                                                                      ) -> None:
+    issuer = TokenIssuer(es256, issuer="dockyard", service="registry", expiration=300,
+                         refresh_expiration=3600, refresh_max_lifetime=7200)
+    verifier = _verifier(es256.verify_key())
+    now = int(time.time())
+    claims = verifier.decode(issuer.refresh_token("alice", "c1", now) or "", refresh=True)
+    assert claims["cred"] == "c1"
+    assert claims["auth_time"] == now
+    assert now + 3590 <= claims["exp"] <= now + 3610
+    # late in the chain the token expires with it, and past its end there is none
+    late = verifier.decode(issuer.refresh_token("alice", "c1", now - 7000) or "",
+                           refresh=True)
+    assert late["exp"] == now - 7000 + 7200
+    assert issuer.refresh_token("alice", "c1", now - 7200) is None
+    # the credential id follows the stored hash, and does not contain it
+    assert credential_id(b"$2b$04$aaa") != credential_id(b"$2b$04$aab")
+    assert "aaa" not in credential_id(b"$2b$04$aaa")

@@ -1,0 +1,245 @@
+"""Hardening of access control, against a real `dockyard serve`: long passwords and
+malformed hashes, refresh tokens bound to the password, the failed-login budget shared by
+workers, and a catalog that lists only what the caller may pull."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import time
+from pathlib import Path
+
+import bcrypt
+import httpx
+import jwt
+import pytest
+
+from tests.support.authenv import (
+    USERS,
+    basic_auth,
+    token_auth,
+    write_config,
+    write_htpasswd,
+)
+from tests.support.servers import start_dockyard
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+# ---------------------------------------------------------------- passwords and hashes
+
+
+def test_long_passwords_are_401_and_counted_malformed_hashes_reported(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    long = "L" * 72 + "-tail-80"  # 80 bytes
+    made_by_htpasswd_b = subprocess.run(["htpasswd", "-nbB", "-C", "4", "longpw", long],
+                                        check=True, capture_output=True, text=True).stdout
+    with htpasswd.open("a") as f:
+        f.write("mallory:$2y$05$garbage:admins\n")  # line 4
+        f.write(made_by_htpasswd_b.strip() + "\n")
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd), "ratelimit": {"failures": 3, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        url = f"{server.url}/v2/"
+        log = server.log.read_text()
+        assert f"{htpasswd}:4: user 'mallory' has a malformed bcrypt hash" in log
+        # the others log in; mallory cannot, whatever she sends
+        assert httpx.get(url, headers=basic("admin", USERS["admin"][0])).status_code == 200
+        # what `htpasswd -B` made of an 80-byte password logs in with it
+        assert httpx.get(url, headers=basic("longpw", long)).status_code == 200
+        r = httpx.get(url, headers=basic("mallory", "garbage"))
+        assert r.status_code == 401
+        assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+        # 80-byte passwords: a plain 401, counted by the failed-login limiter
+        for _ in range(2):
+            r = httpx.get(url, headers=basic("reader", "p" * 80))
+            assert r.status_code == 401, r.text
+            assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+        # (the third failure of this address: the malformed entry's try counted too)
+        r = httpx.get(url, headers=basic("reader", USERS["reader"][0]))
+        assert r.status_code == 429
+        assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+        log = server.log.read_text()
+        assert "Traceback" not in log
+        assert " 500 " not in log
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- refresh tokens
+
+
+def _password_grant(url: str, user: str, password: str) -> httpx.Response:
+    return httpx.post(f"{url}/auth/token", data={
+        "grant_type": "password", "username": user, "password": password,
+        "service": "dockyard", "client_id": "test", "access_type": "offline",
+        "scope": "repository:public/app:pull"})
+
+
+def _refresh_grant(url: str, token: str) -> httpx.Response:
+    return httpx.post(f"{url}/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": token, "service": "dockyard",
+        "client_id": "test", "scope": "repository:public/app:pull"})
+
+
+def test_a_password_change_revokes_refresh_tokens(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    # (the polls for the new password below fail until it is read: no limit for them)
+    config = write_config(tmp_path / "config.yml", auth={
+        **token_auth(htpasswd), "ratelimit": {"failures": 10000}})
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        r = _password_grant(server.url, "reader", USERS["reader"][0])
+        assert r.status_code == 200, r.text
+        refresh = r.json()["refresh_token"]
+        r = _refresh_grant(server.url, refresh)
+        assert r.status_code == 200, r.text
+        renewed = r.json()["refresh_token"]
+        admin = _password_grant(server.url, "admin", USERS["admin"][0]).json()["refresh_token"]
+        # the reader's password changes (the file is rewritten; the server re-reads it)
+        new_hash = bcrypt.hashpw(b"reader-new-pw", bcrypt.gensalt(rounds=4)).decode()
+        htpasswd.write_text("".join(
+            f"reader:{new_hash}\n" if line.startswith("reader:") else line + "\n"
+            for line in htpasswd.read_text().splitlines()))
+        deadline = time.monotonic() + 5
+        while _password_grant(server.url, "reader", "reader-new-pw").status_code != 200:
+            assert time.monotonic() < deadline, "the new password was not picked up"
+            time.sleep(0.2)
+        for token in (refresh, renewed):
+            r = _refresh_grant(server.url, token)
+            assert r.status_code == 401, r.text
+            assert r.json()["error"] == "invalid_grant"
+        # other users' refresh tokens still work
+        assert _refresh_grant(server.url, admin).status_code == 200
+        r = _password_grant(server.url, "reader", "reader-new-pw")
+        assert _refresh_grant(server.url, r.json()["refresh_token"]).status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_refresh_chain_ends_after_refresh_max_lifetime(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth=token_auth(
+        htpasswd, refresh_expiration="1h", refresh_max_lifetime="4s"))
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        started = time.time()
+        token = _password_grant(server.url, "reader", USERS["reader"][0]).json()[
+            "refresh_token"]
+        # each refresh hands out a new refresh token, but none outlives the chain
+        renewed = []
+        while time.time() < started + 2:
+            r = _refresh_grant(server.url, token)
+            assert r.status_code == 200, r.text
+            token = r.json()["refresh_token"]
+            claims = jwt.decode(token, options={"verify_signature": False})
+            assert claims["exp"] <= int(started) + 5
+            renewed.append(token)
+            time.sleep(0.5)
+        assert len(renewed) >= 3
+        time.sleep(max(0.0, started + 5.5 - time.time()))
+        r = _refresh_grant(server.url, token)
+        assert r.status_code == 401, r.text
+        # a password login starts a new chain
+        assert _password_grant(server.url, "reader", USERS["reader"][0]).status_code == 200
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- the failed-login budget
+
+
+def test_two_workers_share_one_failed_login_budget(tmp_path: Path) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd), "ratelimit": {"failures": 4, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config)
+    try:
+        url = f"{server.url}/v2/"
+        # every request on a new connection: the kernel spreads them over both workers
+        for i in range(4):
+            r = httpx.get(url, headers=basic(f"guess{i}", "wrong"))
+            assert r.status_code == 401, r.text
+        for _ in range(12):
+            r = httpx.get(url, headers=basic("reader", USERS["reader"][0]))
+            assert r.status_code == 429, r.text
+            assert r.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+            assert 1 <= int(r.headers["Retry-After"]) <= 60
+        workers = {line.split()[2] for line in server.log.read_text().splitlines()
+                   if "serving on" in line}
+        assert len(workers) == 2
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- the catalog
+
+TEAM_ACCESS = [
+    {"repository": "team/secret-*", "allow": {"group:admins": ["*"]}},
+    {"repository": "team/**", "allow": {"teamer": ["pull"], "group:admins": ["*"]}},
+    {"repository": "**", "allow": {"group:admins": ["*"]}},
+]
+CATALOG_NAMES = ["aaa/x", "team/a", *[f"team/secret-{i:02}" for i in range(30)], "team/z",
+                 "zzz/y"]
+
+
+def _walk_catalog(url: str, headers: dict[str, str], n: int) -> list[list[str]]:
+    """Every page of the catalog, following the Link headers."""
+    pages: list[list[str]] = []
+    path = f"/v2/_catalog?n={n}"
+    while path:
+        r = httpx.get(url + path, headers=headers)
+        assert r.status_code == 200, r.text
+        pages.append(r.json()["repositories"])
+        link = r.headers.get("Link", "")
+        path = link[1:link.index(">")] if link else ""
+        assert len(pages) < 100
+    return pages
+
+
+@pytest.mark.parametrize("method", ["htpasswd", "token"])
+def test_the_catalog_lists_only_what_the_caller_may_pull(tmp_path: Path, method: str
+                                                         ) -> None:
+    users = {**USERS, "teamer": ("teamer-secret-pw", [])}
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", users)
+    config = write_config(tmp_path / "config.yml", auth={
+        "method": method, "htpasswd": {"path": htpasswd}, "access": TEAM_ACCESS,
+        "catalog": ["authenticated"]})
+    server = start_dockyard(tmp_path / "data", config=config)
+
+    def credentials(user: str) -> dict[str, str]:
+        password = users[user][0]
+        if method == "htpasswd":
+            return basic(user, password)
+        scopes = ["registry:catalog:*", *[f"repository:{n}:*" for n in CATALOG_NAMES]]
+        r = httpx.get(f"{server.url}/auth/token", auth=(user, password),
+                      params=[("service", "dockyard"), *[("scope", s) for s in scopes]])
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    try:
+        admin = credentials("admin")
+        blob = b"catalog-test"
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        with httpx.Client(base_url=server.url, headers=admin) as c:
+            for name in CATALOG_NAMES:
+                r = c.post(f"/v2/{name}/blobs/uploads/", params={"digest": digest},
+                           content=blob)
+                assert r.status_code == 201, r.text
+        teamer = credentials("teamer")
+        # one name a page, through the 30 hidden names between the two visible ones
+        assert _walk_catalog(server.url, teamer, 1) == [["team/a"], ["team/z"]]
+        assert _walk_catalog(server.url, teamer, 2) == [["team/a", "team/z"]]
+        r = httpx.get(f"{server.url}/v2/_catalog", headers=teamer)
+        assert r.json()["repositories"] == ["team/a", "team/z"]
+        # a user the policy lets pull nothing lists nothing; an admin lists everything
+        r = httpx.get(f"{server.url}/v2/_catalog", headers=credentials("reader"))
+        assert r.json()["repositories"] == []
+        assert [n for page in _walk_catalog(server.url, admin, 7) for n in page] \
+            == CATALOG_NAMES
+    finally:
+        server.stop()
