@@ -137,7 +137,7 @@ def _media_type(value: Any, where: str) -> str | None:
     (RFC 6838), so every database and client can hold it; None when absent ("" is kept:
     an empty artifactType means none)."""
     if value is None or value == "":
-        return value
+        return None if value is None else ""
     if (not isinstance(value, str) or len(value) > MAX_MEDIA_TYPE
             or not all(" " <= c <= "~" for c in value)):
         raise ManifestInvalid(f"{where} must be a media type (printable ASCII, at most "

@@ -5,6 +5,7 @@ A client controls every byte of a manifest PUT; any other exception would be a 5
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -51,10 +52,8 @@ MANIFESTS = st.fixed_dictionaries(
 
 
 def _only_manifest_invalid(payload: bytes, content_type: str | None) -> None:
-    try:
+    with contextlib.suppress(ManifestInvalid):  # anything else fails the test
         parse_manifest(payload, content_type)
-    except ManifestInvalid as exc:
-        assert exc.code == "MANIFEST_INVALID"
 
 
 @settings(max_examples=300, deadline=None)
