@@ -90,6 +90,13 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
     return entries
 
 
+def _bcrypt_secret(password: str) -> bytes:
+    """What bcrypt reads of a password: its first 72 bytes (a hash made by a tool that
+    takes longer ones covers only those). bcrypt >= 5 raises ValueError for longer input,
+    which must not turn a login attempt into a 500."""
+    return password.encode()[:72]
+
+
 def hash_password(password: str, rounds: int = 12) -> bytes:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds))
 
@@ -172,7 +179,7 @@ class HtpasswdFile:
         """The user's entry when the password is right (blocking: call it in a thread)."""
         entry = self._entries.get(user)
         if entry is None:
-            bcrypt.checkpw(password.encode(), _dummy_hash(self._dummy_rounds))
+            bcrypt.checkpw(_bcrypt_secret(password), _dummy_hash(self._dummy_rounds))
             return None
         key = self._cache_key(user, password, entry)
         now = time.monotonic()
@@ -180,7 +187,7 @@ class HtpasswdFile:
         if expires is not None and expires > now:
             return entry
         # bcrypt compares in constant time
-        if bcrypt.checkpw(password.encode(), entry.hash):
+        if bcrypt.checkpw(_bcrypt_secret(password), entry.hash):
             with self._lock:
                 if len(self._ok) > 10000:
                     self._ok.clear()

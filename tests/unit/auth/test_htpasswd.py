@@ -67,3 +67,15 @@ def test_a_broken_file_raises_on_reload(tmp_path: Path) -> None:
     with pytest.raises(HtpasswdError):
         users.reload()
     assert users.entry("alice") is not None  # the previous users stay
+
+
+def test_passwords_longer_than_bcrypt_reads_are_checked_not_crashing(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    long = "p" * 72
+    write_atomic(path, [Entry("alice", _hash(long).encode())])
+    users = HtpasswdFile(path, check_interval=0)
+    # bcrypt reads 72 bytes; bcrypt >= 5 raised ValueError (a 500) past them
+    assert users.verify("alice", long + "ignored") is not None
+    assert users.verify("alice", "q" * 200) is None
+    assert users.verify("nobody", "x" * 10_000) is None
+    assert users.verify("alice", "é" * 100) is None  # multi-byte characters count in bytes
