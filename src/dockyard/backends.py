@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dockyard.config.settings import Settings
 from dockyard.core.registry import Registry
+from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
 from dockyard.drivers.filesystem import FilesystemDriver
 from dockyard.metadata.engine import migrate, open_engines
@@ -37,13 +38,16 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
     engines = open_engines(settings.database_url, pool_size=settings.database.pool_size)
     if run_migrations:
         await migrate(engines)
-    blobstore = BlobStore(build_driver(settings),
-                          buffer_size=settings.storage.uploads.chunk_buffer)
+    uploads = settings.storage.uploads
+    blobstore = BlobStore(build_driver(settings), buffer_size=uploads.chunk_buffer)
+    # a slot frees when a session ends, at the latest at the next purge of idle ones
+    caps = SessionCaps(uploads.max_sessions, uploads.max_sessions_per_user,
+                       max(1, min(60, int(uploads.purge_interval.total_seconds()))))
     return Registry.build(
         MetadataStore(engines), blobstore, LeaseStore(engines),
         delete_enabled=settings.storage.delete.enabled,
         delete_referrers=settings.storage.delete.referrers,
-        manifest_max_size=settings.limits.manifest_max_size,
+        manifest_max_size=settings.limits.manifest_max_size, session_caps=caps,
     )
 
 

@@ -7,6 +7,7 @@ port for this module and is stopped after it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -135,3 +136,29 @@ def test_failed_login_budget_on_postgres(tmp_path: Path, database_url: str) -> N
                 == 429
     finally:
         server.stop()
+
+
+async def test_upload_session_cap_holds_under_racing_writers(database_url: str) -> None:
+    """The count-then-insert of a new session is serialised on PostgreSQL too."""
+    from dockyard.metadata.engine import migrate, open_engines
+    from dockyard.metadata.store import MetadataStore, SessionLimit
+
+    engines = open_engines(database_url)
+    await migrate(engines)
+    a, b = MetadataStore(engines), MetadataStore(open_engines(database_url))
+    owner = f"user:race-{os.getpid()}"
+
+    async def open_one(store: MetadataStore, i: int) -> bool:
+        try:
+            await store.create_upload(f"{owner}-{i}", "race", owner, max_total=10_000,
+                                      max_per_owner=7)
+        except SessionLimit:
+            return False
+        return True
+
+    try:
+        won = await asyncio.gather(*(open_one(a if i % 2 else b, i) for i in range(40)))
+        assert sum(won) == 7
+    finally:
+        await a.close()
+        await b.close()

@@ -26,7 +26,6 @@ import enum
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -39,6 +38,7 @@ from dockyard.api.proxy import (
     client_address,
     public_base,
 )
+from dockyard.api.token_form import parse_form, read_form
 from dockyard.auth import audit
 from dockyard.auth.identity import Identity, Scope
 from dockyard.auth.service import (
@@ -240,10 +240,11 @@ async def token_post(request: web.Request) -> web.StreamResponse:
     """The OAuth2 form (docker, podman): `grant_type=password|refresh_token`."""
     control = request.app[ACCESS]
     client = client_address(request)
-    if (request.content_length or 0) > 64 * 1024:
-        return _json({"error": "invalid_request"}, 400)
-    form = dict(parse_qsl((await request.read()).decode("utf-8", "replace"),
-                          keep_blank_values=True))
+    body = await read_form(request)
+    if body is None:
+        return _json({"error": "invalid_request",
+                      "error_description": "the form is larger than 64 KiB"}, 400)
+    form = parse_form(body)
     service = form.get("service")
     if service and service != control.settings.token.service:
         return _json({"error": "invalid_request",

@@ -70,8 +70,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     app.cleanup_ctx.append(lifespan)
     app.on_response_prepare.append(_api_version)
     app.router.add_route("*", "/v2", dispatch)
-    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
-    app.router.add_route("*", "/admin/v1/{tail:.*}", dispatch)
+    # [\s\S]: a path with an encoded newline (%0A) is ours too, answered in OCI JSON
+    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", dispatch)
+    app.router.add_route("*", r"/admin/v1/{tail:[\s\S]*}", dispatch)
     install_access(app, settings)
     return app
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.oci.errors import RegistryError
+from dockyard.oci.errors import RegistryError, TooManyRequests
 
 #: OCI / Docker error code -> HTTP status.
 STATUS: dict[str, int] = {
@@ -67,5 +67,7 @@ def from_exception(
     exc: RegistryError, *, head: bool = False, headers: dict[str, str] | None = None
 ) -> web.StreamResponse:
     status = STATUS_BY_CLASS.get(type(exc).__name__, STATUS.get(exc.code, 400))
+    if isinstance(exc, TooManyRequests):
+        headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
     return error_response(exc.code, exc.message, exc.detail, status=status, head=head,
                           headers=headers)

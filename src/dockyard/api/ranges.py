@@ -7,8 +7,20 @@ import re
 from dockyard.core.uploads import Chunk
 from dockyard.oci.errors import RangeInvalid
 
-_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?\s*(\d+)-(\d+)(?:/(?:\d+|\*))?")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?\s*([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+
+#: Offsets are int64 (the image-spec's sizes); longer numbers are not converted at all
+#: (Python refuses to convert more than 4300 digits, and no blob is that large).
+_MAX_OFFSET = 2**63 - 1
+
+
+def _offset(digits: str) -> int | None:
+    """The offset `digits` spells, or None when it is beyond int64."""
+    if len(digits) > len(str(_MAX_OFFSET)):
+        return None
+    value = int(digits)
+    return value if value <= _MAX_OFFSET else None
 
 
 def parse_content_range(header: str | None, length: int | None) -> Chunk:
@@ -18,7 +30,10 @@ def parse_content_range(header: str | None, length: int | None) -> Chunk:
     m = _CONTENT_RANGE.fullmatch(header.strip())
     if not m:
         raise RangeInvalid(f"malformed Content-Range {header[:100]!r}")
-    return Chunk(int(m.group(1)), int(m.group(2)), length)
+    start, end = _offset(m.group(1)), _offset(m.group(2))
+    if start is None or end is None:
+        raise RangeInvalid(f"Content-Range {header[:100]!r} is beyond any blob size")
+    return Chunk(start, end, length)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -26,6 +41,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
     Raises ValueError when the range cannot be satisfied (the caller answers 416).
     Multiple ranges are not supported: the whole blob is sent, as RFC 9110 allows.
+    Numbers beyond int64 count as larger than the blob.
     """
     if not header:
         return None
@@ -34,12 +50,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, last = m.group(1), m.group(2)
     if not first:  # suffix range: the last N bytes
-        count = int(last)
+        count = _offset(last)
         if count == 0:
             raise ValueError("empty suffix range")
-        return max(0, size - count), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
+        if size == 0:
+            return None  # satisfiable, but no Content-Range can say so: the empty blob
+        return max(0, size - count) if count is not None else 0, size - 1
+    start = _offset(first)
+    stop = _offset(last) if last else None
+    if start is None or start >= size or (stop is not None and stop < start):
         raise ValueError("range not satisfiable")
-    return start, end
+    return start, min(stop, size - 1) if stop is not None else size - 1

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
-from dockyard.api.access import audit_as, may_pull
+from dockyard.api.access import audit_as, identity, may_pull
 from dockyard.api.context import Match, body_chunks, has_body, registry, upload_headers
 from dockyard.api.errors import from_exception
 from dockyard.api.ranges import parse_content_range
@@ -22,6 +24,20 @@ def _created(name: str, digest: Digest) -> web.Response:
     })
 
 
+def session_owner(request: web.Request) -> str:
+    """Who a new upload session counts against: the user, else the client address.
+
+    Kept readable in the uploads table when it can be; a long or unprintable user name
+    (an external issuer's `sub`) is stored as its hash.
+    """
+    who = identity(request)
+    owner = f"user:{who.user}" if who.user is not None else f"addr:{who.client}"
+    if len(owner) > 128 or not owner.isprintable():
+        raw = owner.encode("utf-8", "surrogatepass")
+        owner = f"sha256:{hashlib.sha256(raw).hexdigest()}"
+    return owner
+
+
 async def start_upload(request: web.Request, match: Match) -> web.StreamResponse:
     reg, name, query = registry(request), match.name, request.rel_url.query
     mount = query.get("mount")
@@ -35,12 +51,12 @@ async def start_upload(request: web.Request, match: Match) -> web.StreamResponse
             return _created(name, digest)
     elif "digest" in query:
         digest = Digest.parse(query["digest"])
-        record = await reg.uploads.start(name)
+        record = await reg.uploads.start(name, session_owner(request))
         length = request.content_length if has_body(request) else 0
         await reg.uploads.finish(name, record.id, digest, body_chunks(request),
                                  Chunk(length=length))
         return _created(name, digest)
-    record = await reg.uploads.start(name)
+    record = await reg.uploads.start(name, session_owner(request))
     headers = upload_headers(name, record.id, 0)
     headers["Content-Length"] = "0"
     headers["OCI-Chunk-Min-Length"] = "0"

@@ -146,6 +146,10 @@ class UploadSettings(_Section):
     #: request bytes gathered before each hash-and-write; bigger buffers fall out of the
     #: CPU cache and were slower here (bench: 512 KiB ~5% faster than 1 MiB, 4 MiB -40%)
     chunk_buffer: ByteSize = 512 * 1024
+    #: open sessions of all users together, and of one user (anonymous: one client
+    #: address); past either a new session is refused with 429 TOOMANYREQUESTS; 0: no cap
+    max_sessions: int = Field(default=10000, ge=0)
+    max_sessions_per_user: int = Field(default=1000, ge=0)
 
 
 class StorageSettings(_Section):

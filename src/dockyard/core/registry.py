@@ -9,7 +9,7 @@ from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
-from dockyard.core.uploads import UploadService
+from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
@@ -35,7 +35,7 @@ class Registry:
         cls, store: MetadataStore, blobstore: BlobStore, leases: LeaseBackend, *,
         delete_enabled: bool,
         manifest_max_size: int, delete_referrers: bool = True,
-        touch_interval: float = TOUCH_INTERVAL,
+        touch_interval: float = TOUCH_INTERVAL, session_caps: SessionCaps = NO_CAPS,
     ) -> Registry:
         pulls = PullRecorder(store)
         return cls(
@@ -45,7 +45,7 @@ class Registry:
             blobstore=blobstore,
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval),
-            uploads=UploadService(store, blobstore),
+            uploads=UploadService(store, blobstore, session_caps),
             manifests=ManifestService(store, max_size=manifest_max_size,
                                       delete_enabled=delete_enabled,
                                       delete_referrers=delete_referrers, pulls=pulls),

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from dockyard.drivers.base import DriverBusy
 from dockyard.metadata.records import UploadRecord
-from dockyard.metadata.store import MetadataStore
+from dockyard.metadata.store import MetadataStore, SessionLimit
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import (
     BlobUploadUnknown,
     DigestInvalid,
     RangeInvalid,
     SizeInvalid,
+    TooManyRequests,
 )
 from dockyard.storage.blobstore import BlobStore, RunningHash
 
@@ -42,6 +43,18 @@ class Chunk:
     length: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SessionCaps:
+    """Caps on open upload sessions (0: none) and the Retry-After sent past them."""
+
+    total: int = 0
+    per_owner: int = 0
+    retry_after: int = 60
+
+
+NO_CAPS = SessionCaps()
+
+
 @dataclass(slots=True)
 class _Local:
     lock: asyncio.Lock
@@ -52,15 +65,26 @@ class _Local:
 class UploadService:
     """Upload sessions over the metadata store and the blob store."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore,
+                 caps: SessionCaps = NO_CAPS) -> None:
         self.store = store
         self.blobs = blobs
+        self.caps = caps
         self._local: dict[str, _Local] = {}
         self._orphans: set[str] = set()  # upload dirs without a row at the last sweep
 
-    async def start(self, name: str) -> UploadRecord:
+    async def start(self, name: str, owner: str | None = None) -> UploadRecord:
+        """Open a session for `owner` (who counts against the per-owner cap)."""
         session_id = str(uuid.uuid4())
-        record = await self.store.create_upload(session_id, name)
+        caps = self.caps
+        try:
+            record = await self.store.create_upload(
+                session_id, name, owner, max_total=caps.total, max_per_owner=caps.per_owner)
+        except SessionLimit as exc:
+            whose = "you have" if exc.which == "owner" else "the registry has"
+            raise TooManyRequests(
+                f"{whose} {exc.limit} upload sessions open: finish or cancel some, or wait "
+                "for idle ones to expire", retry_after=caps.retry_after) from None
         await self.blobs.create_upload(session_id)
         if await self.store.upload(session_id) is None:
             # the repository was deleted meanwhile (with its sessions): leave no file

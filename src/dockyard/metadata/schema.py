@@ -121,7 +121,10 @@ uploads = Table(
     Column("offset", BigInteger, nullable=False),
     Column("started_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    # who opened it (`user:<name>` or `addr:<client>`), for the cap on open sessions
+    Column("owner", String(255)),
     Index(None, "updated_at"),
+    Index(None, "owner"),
 )
 
 blob_deletions = Table(

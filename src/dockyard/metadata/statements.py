@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -54,7 +54,11 @@ class Statements:
         self.add_repo = Prepared(ins(repositories).values(name=b("name"), created_at=b("now"))
                                  .on_conflict_do_nothing())
         self.create_upload = Prepared(insert(uploads).values(
-            id=b("id"), repository=b("name"), offset=0, started_at=b("now"), updated_at=b("now")))
+            id=b("id"), repository=b("name"), offset=0, started_at=b("now"), updated_at=b("now"),
+            owner=b("owner")))
+        self.open_uploads = Prepared(select(func.count()).select_from(uploads))
+        self.open_uploads_of = Prepared(select(func.count()).select_from(uploads)
+                                        .where(uploads.c.owner == b("owner")))
         self.advance_upload = Prepared(
             update(uploads).where(uploads.c.id == b("id"), uploads.c.offset == b("old"))
             .values(offset=b("new"), updated_at=b("now")))

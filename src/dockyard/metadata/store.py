@@ -80,6 +80,19 @@ _UPLOAD = Prepared(
 TOMBSTONE_TIMEOUT = 300.0
 
 
+#: Key of the PostgreSQL advisory lock that serialises the opening of upload sessions.
+_UPLOAD_LOCK = 0x646F636B_75706C64  # "dockupld"
+
+
+class SessionLimit(Exception):
+    """Opening one more upload session would pass a cap (`which`: "owner" or "total")."""
+
+    def __init__(self, which: str, limit: int) -> None:
+        super().__init__(f"{which} limit of {limit} open upload sessions reached")
+        self.which = which
+        self.limit = limit
+
+
 class MissingReferences(Exception):
     """A manifest references blobs or manifests its repository does not hold."""
 
@@ -256,10 +269,30 @@ class MetadataStore:
 
     # --- uploads -----------------------------------------------------------------
 
-    async def create_upload(self, session_id: str, name: str) -> UploadRecord:
+    async def create_upload(
+        self, session_id: str, name: str, owner: str | None = None, *,
+        max_total: int = 0, max_per_owner: int = 0,
+    ) -> UploadRecord:
+        """Record a new session opened by `owner`; raise `SessionLimit` when `owner`
+        already holds `max_per_owner` open sessions or all owners `max_total` (0: no cap).
+
+        Count and insert are one transaction; on PostgreSQL an advisory lock serialises
+        the openings (SQLite's write transactions are serial already), so two workers
+        racing for the last slot cannot both get it.
+        """
         now, q = time.time(), self._q
-        await self.engines.transaction(
-            lambda conn: run(conn, q.create_upload, id=session_id, name=name, now=now))
+
+        def body(conn: Connection) -> None:
+            if (max_total or max_per_owner) and self._dialect == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_UPLOAD_LOCK)))
+            if max_per_owner and owner is not None and run(
+                    conn, q.open_uploads_of, owner=owner).fetchone()[0] >= max_per_owner:
+                raise SessionLimit("owner", max_per_owner)
+            if max_total and run(conn, q.open_uploads).fetchone()[0] >= max_total:
+                raise SessionLimit("total", max_total)
+            run(conn, q.create_upload, id=session_id, name=name, now=now, owner=owner)
+
+        await self.engines.transaction(body)
         return UploadRecord(session_id, name, 0, now, now)
 
     async def upload(self, session_id: str) -> UploadRecord | None:

@@ -108,3 +108,13 @@ class PaginationInvalid(RegistryError):
     """invalid number of results requested"""
 
     code = "PAGINATION_NUMBER_INVALID"
+
+
+class TooManyRequests(RegistryError):
+    """too many requests"""
+
+    code = "TOOMANYREQUESTS"
+
+    def __init__(self, message: str = "", detail: Any = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after

@@ -10,6 +10,11 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid, ManifestInvalid
 
+#: The image-spec's descriptor sizes are int64.
+MAX_SIZE = 2**63 - 1
+#: Longest media type kept (RFC 6838: type and subtype of at most 127 characters each).
+MAX_MEDIA_TYPE = 255
+
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
@@ -46,10 +51,7 @@ def parse_manifest(payload: bytes, content_type: str | None) -> Manifest:
     Content-Type; when both are present they must agree (spec: the registry must not
     accept a mismatch). Docker schema 1 is refused.
     """
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    doc = _load(payload)
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")
     ctype = (content_type or "").split(";")[0].strip().lower() or None
@@ -67,10 +69,11 @@ def parse_manifest(payload: bytes, content_type: str | None) -> Manifest:
     media_type = declared or ctype or _guess(doc)
     if media_type not in mt.MANIFESTS:
         raise ManifestInvalid(f"unsupported manifest media type {media_type!r}")
-    if doc.get("schemaVersion") != 2:
-        raise ManifestInvalid("schemaVersion must be 2")
+    version = doc.get("schemaVersion")
+    if type(version) is not int or version != 2:  # 2.0 or true are not what clients read
+        raise ManifestInvalid("schemaVersion must be the integer 2")
     subject = _descriptor(doc["subject"], "subject") if doc.get("subject") is not None else None
-    artifact_type = _opt_str(doc, "artifactType")
+    artifact_type = _media_type(doc.get("artifactType"), "artifactType")
     annotations = _annotations(doc.get("annotations"), "annotations")
     if media_type in mt.INDEXES:
         children = _list(doc, "manifests", required=True)
@@ -83,6 +86,33 @@ def parse_manifest(payload: bytes, content_type: str | None) -> Manifest:
     # The referrers API reports the config media type when artifactType is absent.
     artifact_type = artifact_type or config.media_type
     return Manifest(media_type, (config, *layers), (), subject, config, artifact_type, annotations)
+
+
+def _load(payload: bytes) -> Any:
+    """The JSON document in `payload`, which must be plain JSON as the image-spec requires.
+
+    UTF-8 only (no byte order mark, no UTF-16/32, which `json.loads` would guess), no
+    NaN or Infinity; nesting deeper than the decoder's recursion limit is refused rather
+    than escaping as a RecursionError.
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestInvalid(f"manifest is not valid JSON: not UTF-8 ({exc.reason} at "
+                              f"byte {exc.start})") from None
+    if text.startswith("\ufeff"):
+        raise ManifestInvalid("manifest is not valid JSON: it starts with a byte order mark "
+                              "(send plain UTF-8)")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ManifestInvalid("manifest is nested too deeply") from None
+    except ValueError as exc:
+        raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _guess(doc: dict[str, Any]) -> str:
@@ -102,10 +132,16 @@ def _list(doc: dict[str, Any], key: str, *, required: bool) -> list[Any]:
     return value
 
 
-def _opt_str(doc: dict[str, Any], key: str) -> str | None:
-    value = doc.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ManifestInvalid(f"{key} must be a string")
+def _media_type(value: Any, where: str) -> str | None:
+    """A media type as stored and served back: printable ASCII of at most 255 characters
+    (RFC 6838), so every database and client can hold it; None when absent ("" is kept:
+    an empty artifactType means none)."""
+    if value is None or value == "":
+        return None if value is None else ""
+    if (not isinstance(value, str) or len(value) > MAX_MEDIA_TYPE
+            or not all(" " <= c <= "~" for c in value)):
+        raise ManifestInvalid(f"{where} must be a media type (printable ASCII, at most "
+                              f"{MAX_MEDIA_TYPE} characters)")
     return value
 
 
@@ -122,16 +158,18 @@ def _annotations(value: Any, where: str) -> dict[str, str] | None:
 def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(value, dict):
         raise ManifestInvalid(f"{where} must be a descriptor object")
-    media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
-    if not isinstance(media_type, str) or not media_type:
+    media_type = _media_type(value.get("mediaType"), f"{where}.mediaType")
+    digest, size = value.get("digest"), value.get("size")
+    if not media_type:
         raise ManifestInvalid(f"{where}.mediaType is missing")
     if not isinstance(digest, str):
         raise ManifestInvalid(f"{where}.digest is missing")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ManifestInvalid(f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+        raise ManifestInvalid(f"{where}.size must be an integer from 0 to 2^63-1")
     try:
         parsed = Digest.parse(digest)
     except DigestInvalid as exc:
         raise ManifestInvalid(f"{where}.digest: {exc.message}") from None
-    return Descriptor(media_type, parsed, size, _opt_str(value, "artifactType"),
+    return Descriptor(media_type, parsed, size,
+                      _media_type(value.get("artifactType"), f"{where}.artifactType"),
                       _annotations(value.get("annotations"), f"{where}.annotations"))

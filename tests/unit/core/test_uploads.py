@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.core.uploads import Chunk, UploadService
+from dockyard.core.uploads import Chunk, SessionCaps, UploadService
 from dockyard.drivers.filesystem import FilesystemDriver
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.store import MetadataStore
@@ -22,6 +22,7 @@ from dockyard.oci.errors import (
     DigestInvalid,
     RangeInvalid,
     SizeInvalid,
+    TooManyRequests,
 )
 from dockyard.storage import layout
 from dockyard.storage.blobstore import BlobStore
@@ -92,6 +93,27 @@ async def test_start(service: UploadService) -> None:
     assert str(uuid.UUID(record.id)) == record.id
     assert await service.blobs.upload_size(record.id) == 0
     assert await service.get(REPO, record.id) == await service.store.upload(record.id)
+
+
+async def test_session_caps(service: UploadService) -> None:
+    service.caps = SessionCaps(total=3, per_owner=2, retry_after=7)
+    first = await service.start(REPO, "user:a")
+    await service.start(REPO, "user:a")
+    with pytest.raises(TooManyRequests) as info:
+        await service.start(REPO, "user:a")
+    assert (info.value.code, info.value.retry_after) == ("TOOMANYREQUESTS", 7)
+    assert "you have 2 upload sessions open" in info.value.message
+    await service.start(REPO, "user:b")
+    with pytest.raises(TooManyRequests, match="the registry has 3"):
+        await service.start(REPO, "user:c")
+    await service.cancel(REPO, first.id)  # a cancelled session frees its slot
+    await service.start(REPO, "user:c")
+    data = b"payload"
+    with pytest.raises(TooManyRequests):
+        await service.start(REPO, "user:c")
+    done = next(iter(await service.store.upload_ids()))
+    await service.finish(REPO, done, Digest.of(data), body(data), Chunk(length=len(data)))
+    await service.start(REPO, "user:c")  # so does a finished one
 
 
 async def test_get_unknown_sessions(service: UploadService) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.records import NewManifest
-from dockyard.metadata.store import MetadataStore, MissingReferences
+from dockyard.metadata.store import MetadataStore, MissingReferences, SessionLimit
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
 
@@ -181,6 +181,48 @@ async def test_stale_uploads(store: MetadataStore) -> None:
     assert not await store.delete_stale_upload("new", cutoff)
     assert await store.delete_stale_upload("old", cutoff)
     assert await store.upload_ids() == {"new"}
+
+
+async def test_open_sessions_capped_per_owner_and_in_total(store: MetadataStore) -> None:
+    caps = {"max_total": 5, "max_per_owner": 2}
+    await store.create_upload("a1", "repo", "user:a", **caps)
+    await store.create_upload("a2", "other", "user:a", **caps)
+    with pytest.raises(SessionLimit) as info:
+        await store.create_upload("a3", "repo", "user:a", **caps)
+    assert (info.value.which, info.value.limit) == ("owner", 2)
+    await store.create_upload("b1", "repo", "user:b", **caps)  # another owner still can
+    assert await store.delete_upload("a1")  # a finished or cancelled session frees its slot
+    await store.create_upload("a3", "repo", "user:a", **caps)
+    await store.create_upload("legacy", "repo")  # no owner (older rows): counted in total
+    await store.create_upload("b2", "repo", "user:b", **caps)
+    with pytest.raises(SessionLimit) as info:
+        await store.create_upload("c1", "repo", "user:c", **caps)
+    assert (info.value.which, info.value.limit) == ("total", 5)
+    assert await store.upload_ids() == {"a2", "a3", "b1", "b2", "legacy"}
+    await store.create_upload("c1", "repo", "user:c")  # no caps given: none applies
+
+
+async def test_session_cap_holds_when_processes_race(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'metadata.db'}"
+    engines_a = open_engines(url)
+    await migrate(engines_a)
+    a, b = MetadataStore(engines_a), MetadataStore(open_engines(url))
+
+    async def open_one(store: MetadataStore, i: int) -> bool:
+        try:
+            await store.create_upload(f"u{i}", "repo", "user:x", max_total=100,
+                                      max_per_owner=7)
+        except SessionLimit:
+            return False
+        return True
+
+    try:
+        won = await asyncio.gather(*(open_one(a if i % 2 else b, i) for i in range(40)))
+        assert sum(won) == 7
+        assert len(await a.upload_ids()) == 7
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_advanced_upload_is_not_stale(store: MetadataStore) -> None:

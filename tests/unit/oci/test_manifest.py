@@ -385,3 +385,65 @@ def test_non_string_artifact_type_refused() -> None:
 @pytest.mark.parametrize("annotations", [["a"], {"a": 1}, "a=b", {"a": None}])
 def test_bad_annotations_refused(annotations: Any) -> None:
     _refused(raw(oci_manifest(annotations=annotations)), mt.OCI_MANIFEST, "annotations")
+
+
+# --- what other clients cannot read (hardening) ------------------------------------
+
+
+@pytest.mark.parametrize("depth", [2000, 100_000])
+@pytest.mark.parametrize(("opening", "closing"), [(b"[", b"]"), (b'{"a":', b"}")])
+def test_deep_nesting_refused_not_crashing(depth: int, opening: bytes, closing: bytes) -> None:
+    _refused(opening * depth + b"1" + closing * depth, mt.OCI_MANIFEST, "nested too deeply")
+
+
+def test_deep_nesting_inside_a_manifest_refused() -> None:
+    payload = raw(oci_manifest()).replace(b'"layers"', b'"x":' + b"[" * 5000 + b"]" * 5000
+                                          + b',"layers"')
+    _refused(payload, mt.OCI_MANIFEST, "nested too deeply")
+
+
+@pytest.mark.parametrize("size", [2**63, 2**64, 10**30])
+def test_size_beyond_int64_refused(size: int) -> None:
+    doc = oci_manifest()
+    doc["layers"][0]["size"] = size
+    _refused(raw(doc), mt.OCI_MANIFEST, r"layers\[\]\.size")
+
+
+def test_size_at_int64_max_accepted() -> None:
+    doc = oci_manifest()
+    doc["layers"][0]["size"] = 2**63 - 1
+    assert parse_manifest(raw(doc), mt.OCI_MANIFEST).blobs[1].size == 2**63 - 1
+
+
+def test_byte_order_mark_refused() -> None:
+    _refused(b"\xef\xbb\xbf" + raw(oci_manifest()), mt.OCI_MANIFEST, "byte order mark")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32-be"])
+def test_utf16_and_utf32_refused(encoding: str) -> None:
+    # json.loads alone would guess the encoding and accept them
+    _refused(raw(oci_manifest()).decode().encode(encoding), mt.OCI_MANIFEST, "not valid JSON")
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_refused(constant: bytes) -> None:
+    payload = raw(oci_manifest()).replace(b'"layers"', b'"x":' + constant + b',"layers"')
+    _refused(payload, mt.OCI_MANIFEST, "not valid JSON")
+
+
+def test_schema_version_must_be_an_integer() -> None:
+    _refused(raw(oci_manifest(schemaVersion=2.0)), mt.OCI_MANIFEST, "schemaVersion")
+
+
+@pytest.mark.parametrize("media_type", ["\ud800", "a\x00b", "application/" + "x" * 250,
+                                        "application/vnd.ünïcode"])
+def test_unstorable_media_types_refused(media_type: str) -> None:
+    doc = oci_manifest()
+    doc["config"]["mediaType"] = media_type
+    _refused(json.dumps(doc).encode(), mt.OCI_MANIFEST, r"config\.mediaType")
+    _refused(raw(oci_manifest(artifactType=media_type)), mt.OCI_MANIFEST, "artifactType")
+
+
+def test_empty_artifact_type_still_means_none() -> None:
+    m = parse_manifest(raw(oci_manifest(artifactType="")), mt.OCI_MANIFEST)
+    assert m.artifact_type == mt.OCI_CONFIG
