@@ -108,3 +108,9 @@ class PaginationInvalid(RegistryError):
     """invalid number of results requested"""
 
     code = "PAGINATION_NUMBER_INVALID"
+
+
+class StorageFull(RegistryError):
+    """insufficient storage: the registry's disk is full"""
+
+    code = "UNKNOWN"
