@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import BlobUnknown, Unsupported
+from dockyard.oci.errors import BlobUnknown, StorageFull, Unsupported
 from dockyard.storage.blobstore import BlobStore
 
 #: A HEAD renews a blob's grace period at most this often (seconds): a burst of HEADs
@@ -38,7 +39,9 @@ class BlobService:
         if record is None:
             raise BlobUnknown(f"blob {digest} is not in {name}", {"digest": str(digest)})
         if touch and record.touched_at < time.time() - self.touch_interval:
-            await self.store.touch_blob(str(digest))
+            # a check, not a write the client asked for: on a full disk it still answers
+            with contextlib.suppress(StorageFull):
+                await self.store.touch_blob(str(digest))
         return BlobInfo(digest, record.size, self.blobs.local_path(digest))
 
     async def mount(self, name: str, digest: Digest, source: str) -> int | None:

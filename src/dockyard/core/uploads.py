@@ -25,6 +25,7 @@ from dockyard.oci.errors import (
     DigestInvalid,
     RangeInvalid,
     SizeInvalid,
+    StorageFull,
 )
 from dockyard.storage.blobstore import BlobStore, RunningHash
 
@@ -59,6 +60,7 @@ class UploadService:
         self._orphans: set[str] = set()  # upload dirs without a row at the last sweep
 
     async def start(self, name: str) -> UploadRecord:
+        await self.blobs.ensure_space()  # refuse before a row or a file exists
         session_id = str(uuid.uuid4())
         record = await self.store.create_upload(session_id, name)
         await self.blobs.create_upload(session_id)
@@ -131,6 +133,9 @@ class UploadService:
             written = await self.blobs.append(record.id, state, body, limit=limit)
         except OverflowError:
             raise SizeInvalid("the body is longer than Content-Length/Content-Range") from None
+        except StorageFull:
+            await self._end_full(record.id)
+            raise
         finally:
             if state.offset < 0:
                 local.state = None
@@ -181,10 +186,22 @@ class UploadService:
             # waits while the collector is deleting this digest's bytes
             while not await self.store.claim_blob(str(digest), record.offset):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            await self.blobs.publish(record.id, digest)
+            try:
+                await self.blobs.publish(record.id, digest)
+            except StorageFull:
+                await self._end_full(record.id)
+                raise
             await self.store.link_blob(name, str(digest), record.offset, upload=record.id)
             self._local.pop(session_id, None)
             return record.offset
+
+    async def _end_full(self, session_id: str) -> None:
+        """End a session the disk had no room for: its bytes first (that frees the
+        space), then its row (left to the purge if even that cannot be written)."""
+        self._local.pop(session_id, None)
+        await self.blobs.discard_upload(session_id)
+        with contextlib.suppress(StorageFull):
+            await self.store.delete_upload(session_id)
 
     async def cancel(self, name: str, session_id: str) -> None:
         async with self._hold(name, session_id):

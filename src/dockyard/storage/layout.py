@@ -14,6 +14,8 @@
                                     directory to create and remove for each session)
       locks/
         <name>                      empty files held with Driver.lock (e.g. "gc")
+      reserve                       the ballast: allocated space given up when the disk
+                                    is full, so metadata writes can go on (`guard.py`)
 
 The blob keys are the ones CNCF Distribution uses under `docker/registry/v2/`, so an
 existing Distribution tree can be adopted without copying a byte.
@@ -26,6 +28,8 @@ from dockyard.oci.digest import Digest
 BLOBS = "blobs"
 UPLOADS = "uploads"
 LOCKS = "locks"
+RESERVE = "reserve"
+"""Key of the ballast file (`storage/guard.py`)."""
 
 
 def blob_key(digest: Digest) -> str:
