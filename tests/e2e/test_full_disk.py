@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -29,6 +30,8 @@ from tests.e2e.test_lifecycle import (
     image_blobs,
     pull_verified,
 )
+from tests.support.clients import Skopeo
+from tests.support.images import random_layout
 from tests.support.mediatypes import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
 from tests.support.oci_api import (
     canonical,
@@ -97,7 +100,7 @@ def assert_refused_for_space(resp: httpx.Response) -> None:
     assert "internal server error" not in message
 
 
-def test_full_disk_recovers_with_rm_and_gc(small_fs: Path) -> None:
+def test_full_disk_recovers_with_rm_and_gc(small_fs: Path, tmp_path: Path) -> None:
     data = small_fs
     server = start_dockyard(data, workers=2)
     try:
@@ -144,18 +147,30 @@ def test_full_disk_recovers_with_rm_and_gc(small_fs: Path) -> None:
             kept_blobs = pull_verified(c, keep, "latest", kept)
             for repo in pushed[:3]:
                 pull_verified(c, repo, "latest")
-            for digest in kept_blobs:
-                assert c.head(f"/v2/{keep}/blobs/{digest}").status_code == 200
             # pushes are refused cleanly
             assert_refused_for_space(c.post(f"/v2/{keep}/blobs/uploads/"))
             _, resp = push(c, "full/more", os.urandom(1024))
             assert_refused_for_space(resp)
+            if shutil.which("skopeo"):  # what a client prints: the 5xx status line
+                skopeo = Skopeo(tmp_path / "skopeo", insecure_hosts=[server.host])
+                image = random_layout(tmp_path / "image", "v1")
+                out = skopeo.copy(image.ref, f"docker://{server.host}/full/skopeo:v1",
+                                  check=False)
+                assert out.returncode != 0
+                assert "507 Insufficient Storage" in out.stderr, out.stderr[-2000:]
 
-            # recovery through Dockyard: delete what is not needed, collect it
+            assert free_bytes(data) == 0
+            assert (data / "reserve").exists()
+
+            # recovery through Dockyard: delete what is not needed, collect it; the
+            # deletes are the first writes on the full disk and get the reserve
             rm = dockyard("rm", "--yes", "--registry", server.url, "full/b*")
             assert rm.returncode == 0, (rm.stdout, rm.stderr)
             assert sum(line.startswith("deleted ") for line in rm.stdout.splitlines()) \
                 >= len(pushed), rm.stdout
+            assert not (data / "reserve").exists()
+            for digest in kept_blobs:  # a HEAD (which notes the check) answers too
+                assert c.head(f"/v2/{keep}/blobs/{digest}").status_code == 200
             report = gc(data, "--grace", "0s")
             assert report["failed"] == 0, report
             assert report["bytes_freed"] >= len(pushed) * LAYER, report
