@@ -63,7 +63,11 @@ class UploadService:
         await self.blobs.ensure_space()  # refuse before a row or a file exists
         session_id = str(uuid.uuid4())
         record = await self.store.create_upload(session_id, name)
-        await self.blobs.create_upload(session_id)
+        try:
+            await self.blobs.create_upload(session_id)
+        except StorageFull:
+            await self._end_full(session_id)
+            raise
         if await self.store.upload(session_id) is None:
             # the repository was deleted meanwhile (with its sessions): leave no file
             await self.blobs.delete_upload(session_id)
