@@ -14,6 +14,7 @@ from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
+from dockyard.storage.guard import DiskGuard
 
 
 def build_driver(settings: Settings) -> Driver:
@@ -22,6 +23,12 @@ def build_driver(settings: Settings) -> Driver:
         fs = settings.storage.filesystem
         return FilesystemDriver(fs.rootdirectory, direct_writes=fs.direct_writes)
     raise ValueError(f"unknown storage driver {settings.storage.driver!r}")
+
+
+def build_guard(settings: Settings, driver: Driver) -> DiskGuard:
+    """The free-space guard and storage reserve of `storage.guard`."""
+    guard = settings.storage.guard
+    return DiskGuard(driver, min_free=guard.min_free_bytes, reserve=guard.reserve)
 
 
 async def migrate_database(settings: Settings) -> None:
@@ -36,10 +43,15 @@ async def migrate_database(settings: Settings) -> None:
 async def open_registry(settings: Settings, *, run_migrations: bool = True) -> Registry:
     """Open the metadata store and blob store named by `settings`."""
     engines = open_engines(settings.database_url, pool_size=settings.database.pool_size)
+    driver = build_driver(settings)
+    guard = build_guard(settings, driver)
+    # a metadata write on a full disk gives back the reserve and is tried again
+    engines.on_full = guard.release
     if run_migrations:
         await migrate(engines)
+    await guard.ensure()
     uploads = settings.storage.uploads
-    blobstore = BlobStore(build_driver(settings), buffer_size=uploads.chunk_buffer)
+    blobstore = BlobStore(driver, buffer_size=uploads.chunk_buffer, guard=guard)
     # a slot frees when a session ends, at the latest at the next purge of idle ones
     caps = SessionCaps(uploads.max_sessions, uploads.max_sessions_per_user,
                        max(1, min(60, int(uploads.purge_interval.total_seconds()))))

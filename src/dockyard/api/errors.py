@@ -31,8 +31,10 @@ STATUS: dict[str, int] = {
     "UNKNOWN": 500,
 }
 
-#: Status overrides for errors whose code is shared with another status.
-STATUS_BY_CLASS: dict[str, int] = {"PayloadTooLarge": 413}
+#: Status overrides for errors whose code is shared with another status. A full disk is
+#: 507 Insufficient Storage: clients that skip the body of a 5xx (containers/image,
+#: Docker) still print the status line, which names the cause; 500 would not.
+STATUS_BY_CLASS: dict[str, int] = {"PayloadTooLarge": 413, "StorageFull": 507}
 
 
 def error_body(code: str, message: str, detail: Any = None) -> bytes:

@@ -65,7 +65,17 @@ def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | 
     report = run_with_registry(settings, job)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
-        return
+    else:
+        _print_report(report, dry_run)
+    if report.failed:
+        # the collection went on past them; say so, and exit non-zero for scripts
+        click.echo(f"{report.failed} steps failed and were skipped:", err=True)
+        for error in report.errors:
+            click.echo(f"  {error}", err=True)
+        raise SystemExit(1)
+
+
+def _print_report(report: Report, dry_run: bool) -> None:
     table = Table(title="dry run: would remove" if dry_run else "removed")
     for column in ("repository", "manifests", "blobs", "bytes freed"):
         table.add_column(column, justify="left" if column == "repository" else "right")

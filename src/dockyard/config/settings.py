@@ -152,11 +152,52 @@ class UploadSettings(_Section):
     max_sessions_per_user: int = Field(default=1000, ge=0)
 
 
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
+
+
+class GuardSettings(_Section):
+    """Space kept free on the data filesystem, so a full disk stays recoverable.
+
+    Uploads are refused (507) while less than `min_free` is free; a ballast file of
+    `reserve` bytes in the data directory is released when a metadata write finds the
+    disk full, so deletes and collections can still commit, and made again once there
+    is room for it.
+    """
+
+    #: bytes (`2GiB`) or a share of the filesystem (`5%`); 0 refuses nothing
+    min_free: Annotated[str, BeforeValidator(str)] = "5%"
+    #: the ballast's size; 0 keeps none
+    reserve: ByteSize = 16 * 1024 * 1024
+
+    @field_validator("min_free")
+    @classmethod
+    def _amount(cls, value: str) -> str:
+        m = _PERCENT.fullmatch(value)
+        if m is not None:
+            if float(m.group(1)) >= 100:
+                raise ValueError("a share of the disk must be below 100%")
+            return value.strip()
+        if not isinstance(_size(value), int):
+            raise ValueError(f"expected bytes (e.g. 2GiB) or a percentage (e.g. 5%), "
+                             f"not {value!r}")
+        return value.strip()
+
+    def min_free_bytes(self, total: int) -> int:
+        """`min_free` in bytes on a filesystem of `total` bytes."""
+        m = _PERCENT.fullmatch(self.min_free)
+        if m is not None:
+            return int(total * float(m.group(1)) / 100)
+        size = _size(self.min_free)
+        assert isinstance(size, int)
+        return size
+
+
 class StorageSettings(_Section):
     driver: str = "filesystem"
     filesystem: FilesystemSettings = FilesystemSettings()
     delete: DeleteSettings = DeleteSettings()
     uploads: UploadSettings = UploadSettings()
+    guard: GuardSettings = GuardSettings()
 
 
 class DatabaseSettings(_Section):

@@ -7,6 +7,7 @@ layer can hand to the kernel (`LocalFile`), or a stream of bytes (`Stream`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import BlobUnknown, Unsupported
+from dockyard.oci.errors import BlobUnknown, StorageFull, Unsupported
 from dockyard.storage.blobstore import BlobStore
 
 #: A HEAD renews a blob's grace period at most this often (seconds): a burst of HEADs
@@ -66,7 +67,9 @@ class BlobService:
         if record is None:
             raise BlobUnknown(f"blob {digest} is not in {name}", {"digest": str(digest)})
         if touch and record.touched_at < time.time() - self.touch_interval:
-            await self.store.touch_blob(str(digest))
+            # a check, not a write the client asked for: on a full disk it still answers
+            with contextlib.suppress(StorageFull):
+                await self.store.touch_blob(str(digest))
         return BlobInfo(digest, record.size)
 
     def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True

@@ -25,6 +25,7 @@ from dockyard.oci.errors import (
     DigestInvalid,
     RangeInvalid,
     SizeInvalid,
+    StorageFull,
     TooManyRequests,
 )
 from dockyard.storage.blobstore import BlobStore, RunningHash
@@ -75,6 +76,7 @@ class UploadService:
 
     async def start(self, name: str, owner: str | None = None) -> UploadRecord:
         """Open a session for `owner` (who counts against the per-owner cap)."""
+        await self.blobs.ensure_space()  # refuse before a row or a file exists
         session_id = str(uuid.uuid4())
         caps = self.caps
         try:
@@ -85,7 +87,11 @@ class UploadService:
             raise TooManyRequests(
                 f"{whose} {exc.limit} upload sessions open: finish or cancel some, or wait "
                 "for idle ones to expire", retry_after=caps.retry_after) from None
-        await self.blobs.create_upload(session_id)
+        try:
+            await self.blobs.create_upload(session_id)
+        except StorageFull:
+            await self._end_full(session_id)
+            raise
         if await self.store.upload(session_id) is None:
             # the repository was deleted meanwhile (with its sessions): leave no file
             await self.blobs.delete_upload(session_id)
@@ -155,6 +161,9 @@ class UploadService:
             written = await self.blobs.append(record.id, state, body, limit=limit)
         except OverflowError:
             raise SizeInvalid("the body is longer than Content-Length/Content-Range") from None
+        except StorageFull:
+            await self._end_full(record.id)
+            raise
         finally:
             if state.offset < 0:
                 local.state = None
@@ -205,10 +214,22 @@ class UploadService:
             # waits while the collector is deleting this digest's bytes
             while not await self.store.claim_blob(str(digest), record.offset):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            await self.blobs.publish(record.id, digest)
+            try:
+                await self.blobs.publish(record.id, digest)
+            except StorageFull:
+                await self._end_full(record.id)
+                raise
             await self.store.link_blob(name, str(digest), record.offset, upload=record.id)
             self._local.pop(session_id, None)
             return record.offset
+
+    async def _end_full(self, session_id: str) -> None:
+        """End a session the disk had no room for: its bytes first (that frees the
+        space), then its row (left to the purge if even that cannot be written)."""
+        self._local.pop(session_id, None)
+        await self.blobs.discard_upload(session_id)
+        with contextlib.suppress(StorageFull):
+            await self.store.delete_upload(session_id)
 
     async def cancel(self, name: str, session_id: str) -> None:
         async with self._hold(name, session_id):

@@ -98,5 +98,20 @@ class Driver(ABC):
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Every key under `prefix` (recursively), in no particular order."""
 
+    def space(self) -> tuple[int, int] | None:
+        """(free, total) bytes of the storage holding the keys; None when unknown.
+
+        Cheap enough to call inline (one `statvfs` on a filesystem).
+        """
+        return None
+
+    async def allocate(self, key: str, size: int) -> bool:
+        """Create `key` with `size` bytes really allocated on the storage (a ballast).
+
+        False when it exists already or there is no room (nothing is left behind then).
+        Drivers without a notion of free space keep no ballast: the default does nothing.
+        """
+        return False
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has none."""

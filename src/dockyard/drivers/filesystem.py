@@ -253,6 +253,34 @@ class FilesystemDriver(Driver):
 
         await asyncio.to_thread(_delete)
 
+    def space(self) -> tuple[int, int] | None:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    async def allocate(self, key: str, size: int) -> bool:
+        path = self._path(key)
+
+        def _allocate() -> bool:
+            try:
+                fd = _in_dir(path.parent, lambda: os.open(
+                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                return False
+            try:
+                # blocks, not a sparse hole: glibc writes zeros where fallocate is missing
+                os.posix_fallocate(fd, 0, size)
+                os.fsync(fd)
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    return False
+                raise
+            finally:
+                os.close(fd)
+            return True
+
+        return await asyncio.to_thread(_allocate)
+
     async def list(self, prefix: str) -> AsyncIterator[str]:
         base = self._path(prefix)
 

@@ -10,6 +10,9 @@ Order: dead manifests (indexes before their children, subjects before referrers)
 blob links no remaining manifest of the repository references, then blobs no
 repository links, whose bytes are deleted under a tombstone that makes a concurrent
 upload of the same digest wait.
+
+A step that fails (a full disk, a database error) is logged and counted in the report,
+and the collection goes on with the next one: whatever it can free, it frees.
 """
 
 from __future__ import annotations
@@ -18,15 +21,21 @@ import fnmatch
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 from dockyard.core.registry import Registry
 from dockyard.metadata.lifecycle import LifecycleStore, ManifestNode
 from dockyard.metadata.store import TOMBSTONE_TIMEOUT
 from dockyard.oci.digest import Digest
+from dockyard.oci.errors import RegistryError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_ERRORS = 20
+"""Failed steps whose message a report keeps (all are counted)."""
 
 
 @dataclass
@@ -49,6 +58,9 @@ class Report:
     blobs_deleted: int = 0
     bytes_freed: int = 0
     uploads_purged: int = 0
+    #: steps that failed and were skipped; the first messages
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
 
     def repo(self, name: str) -> RepositoryReport:
         return self.repositories.setdefault(name, RepositoryReport(name))
@@ -97,6 +109,7 @@ class Collector:
         self.keep_referrers = keep_referrers
         self.upload_expiry = upload_expiry
         self.keep_untagged = keep_untagged
+        self._report = Report(False, grace, 0.0)  # the running collection's
 
     async def run(self, *, dry_run: bool = False, repository: str | None = None) -> Report:
         """One collection; with `repository`, only repositories matching that glob."""
@@ -106,11 +119,12 @@ class Collector:
         # digest -> (repository that dropped a link to it, size): bytes are credited there
         last_links: dict[str, tuple[str, int]] = {}
         dropping: Counter[str] = Counter()  # dry run: links planned to go, per digest
+        self._report = report
         for repo_id, name in await self.lifecycle.repositories():
             if repository is not None and not fnmatch.fnmatchcase(name, repository):
                 continue
-            await self._repository(repo_id, name, cutoff, dry_run, report, last_links,
-                                   dropping)
+            await self._step(f"collecting {name}", self._repository(
+                repo_id, name, cutoff, dry_run, report, last_links, dropping))
         if dry_run:
             counts = await self.lifecycle.link_counts(list(last_links))
             going = [(d, n, size) for d, (n, size) in last_links.items()
@@ -127,12 +141,29 @@ class Collector:
                     entry.blobs += 1
                     entry.bytes_freed += size
         else:
-            await self._unfinished_deletions()
-            await self._blobs(cutoff, report, last_links)
+            await self._step("finishing stopped deletions", self._unfinished_deletions())
+            await self._step("collecting blobs", self._blobs(cutoff, report, last_links))
             if self.upload_expiry is not None:
-                report.uploads_purged = await self.registry.uploads.purge(self.upload_expiry)
+                purged = await self._step("purging idle uploads",
+                                          self.registry.uploads.purge(self.upload_expiry))
+                report.uploads_purged = purged or 0
         report.duration = time.time() - started
         return report
+
+    async def _step(self, what: str, action: Awaitable[T]) -> T | None:
+        """Run one step; if it fails, log and count it and return None (go on)."""
+        try:
+            return await action
+        except Exception as exc:
+            report = self._report
+            report.failed += 1
+            if len(report.errors) < MAX_ERRORS:
+                report.errors.append(f"{what}: {exc}")
+            if isinstance(exc, RegistryError):
+                log.warning("gc: %s failed: %s", what, exc)
+            else:
+                log.exception("gc: %s failed", what)
+            return None
 
     async def _repository(self, repo_id: int, name: str, cutoff: float, dry_run: bool,
                           report: Report, last_links: dict[str, tuple[str, int]],
@@ -158,9 +189,10 @@ class Collector:
         while remaining:  # parents and subjects go first; retry what they kept alive
             kept = []
             for node in remaining:
-                if await self.lifecycle.delete_dead_manifest(
-                    repo_id, node.id, cutoff, keep_referrers=self.keep_referrers
-                ):
+                if await self._step(f"deleting manifest {node.digest} of {name}",
+                                    self.lifecycle.delete_dead_manifest(
+                                        repo_id, node.id, cutoff,
+                                        keep_referrers=self.keep_referrers)):
                     entry.manifests += 1
                 else:
                     kept.append(node)
@@ -168,35 +200,45 @@ class Collector:
                 break
             remaining = kept
         for digest, size in await self.lifecycle.dangling_links(repo_id, cutoff):
-            if await self.lifecycle.delete_dangling_link(repo_id, digest, cutoff):
+            if await self._step(f"unlinking {digest} from {name}",
+                                self.lifecycle.delete_dangling_link(repo_id, digest, cutoff)):
                 entry.blobs += 1
                 last_links[digest] = (name, size)
-        await self.lifecycle.delete_empty_repository(repo_id)
+        await self._step(f"dropping the empty repository {name}",
+                         self.lifecycle.delete_empty_repository(repo_id))
 
     async def _unfinished_deletions(self) -> None:
         """Finish what a collector that died mid-deletion left: the row is gone, the
         bytes may not be; without this they would stay on disk with nothing to find them."""
         older_than = time.time() - TOMBSTONE_TIMEOUT
         for digest in await self.lifecycle.stale_tombstones(older_than):
-            if not await self.lifecycle.resume_blob_deletion(digest, older_than):
+            if not await self._step(f"taking over the deletion of {digest}",
+                                    self.lifecycle.resume_blob_deletion(digest, older_than)):
                 continue
-            await self._delete_bytes(digest)
+            if await self._step(f"deleting {digest}", self._delete_bytes(digest)) is None:
+                continue
             log.info("finished the deletion of %s that a stopped collector began", digest)
 
-    async def _delete_bytes(self, digest: str) -> None:
-        """Delete a tombstoned blob's bytes, then its tombstone (also if that fails)."""
+    async def _delete_bytes(self, digest: str) -> bool:
+        """Delete a tombstoned blob's bytes, then its tombstone (also if that fails).
+
+        A tombstone that cannot be ended stays for the next collection to take over.
+        """
         try:
             await self.registry.blobstore.delete_blob(Digest.parse(digest))
         finally:
             await self.lifecycle.end_blob_deletion(digest)
+        return True
 
     async def _blobs(self, cutoff: float, report: Report,
                      last_links: dict[str, tuple[str, int]]) -> None:
         for digest, _size in await self.lifecycle.unlinked_blobs(cutoff):
-            size = await self.lifecycle.begin_blob_deletion(digest, cutoff)
+            size = await self._step(f"deleting the row of {digest}",
+                                    self.lifecycle.begin_blob_deletion(digest, cutoff))
             if size is None:
                 continue
-            await self._delete_bytes(digest)
+            if await self._step(f"deleting {digest}", self._delete_bytes(digest)) is None:
+                continue
             report.blobs_deleted += 1
             report.bytes_freed += size
             owner = last_links.get(digest)
@@ -206,4 +248,5 @@ class Collector:
                 entry = report.repo(deleted)  # a deleted repository's blobs
                 entry.blobs += 1
                 entry.bytes_freed += size
-        await self.lifecycle.forget_deleted_links(cutoff)
+        await self._step("forgetting deleted links",
+                         self.lifecycle.forget_deleted_links(cutoff))

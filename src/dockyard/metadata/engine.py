@@ -14,11 +14,17 @@ SQLAlchemy `Connection`, and run
 
 Reads on SQLite run inline on the event loop on a read-only connection
 (`fastread.FastReader`); on PostgreSQL they go through an autocommit async engine.
+
+A write that finds the disk full (SQLite's "database or disk is full", PostgreSQL's
+disk_full) calls `on_full` — which gives back the storage reserve — and is tried once
+more; if it fails again it raises `StorageFull`, never a bare database error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,12 +35,26 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from dockyard.oci.errors import StorageFull
+
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg"}
+_PG_DISK_FULL = "53100"
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a database error says the disk is full (SQLite or PostgreSQL)."""
+    orig: object = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+            "database or disk is full" in str(orig))
+    return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
 
 
 @dataclass
@@ -46,6 +66,8 @@ class Engines:
     writer: AsyncEngine | None = None
     sqlite: Engine | None = None
     sqlite_path: Path | None = None
+    #: called (from any thread) when a write finds the disk full; frees space for a retry
+    on_full: Callable[[], object] | None = None
     _thread: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
@@ -53,7 +75,28 @@ class Engines:
         return "sqlite" if self.sqlite is not None else "postgresql"
 
     async def transaction(self, body: Callable[[Connection], T]) -> T:
-        """Run `body` in one write transaction; its return value is returned."""
+        """Run `body` in one write transaction; its return value is returned.
+
+        On a full disk: `on_full`, then `body` once more in a new transaction (the first
+        one rolled back); `StorageFull` if that fails too.
+        """
+        try:
+            return await self._run(body)
+        except (DBAPIError, sqlite3.Error) as exc:
+            if not disk_full(exc):
+                raise
+            log.warning("metadata write failed, the disk is full: %s", exc)
+            if self.on_full is not None:
+                self.on_full()
+        try:
+            return await self._run(body)
+        except (DBAPIError, sqlite3.Error) as exc:
+            if not disk_full(exc):
+                raise
+            raise StorageFull("insufficient storage: the metadata database cannot be "
+                              "written, the disk holding it is full") from exc
+
+    async def _run(self, body: Callable[[Connection], T]) -> T:
         if self.sqlite is not None:
             engine = self.sqlite
             if self._thread is None:

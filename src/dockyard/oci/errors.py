@@ -118,3 +118,9 @@ class TooManyRequests(RegistryError):
     def __init__(self, message: str = "", detail: Any = None, *, retry_after: int = 1) -> None:
         super().__init__(message, detail)
         self.retry_after = retry_after
+
+
+class StorageFull(RegistryError):
+    """insufficient storage: the registry's disk is full"""
+
+    code = "UNKNOWN"

@@ -7,11 +7,15 @@ in order while the next ones fill (`pipeline.py`), so hashing and disk writes ov
 with the network. Aligned buffers let the filesystem driver write them with O_DIRECT.
 A small body (a config, a manifest-sized layer) is hashed inline: a thread hop costs
 more.
+
+With a `DiskGuard`, new sessions and bodies are refused while the disk is short of free
+space; a write that runs out of space anyway (ENOSPC, quota) raises `StorageFull`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -19,8 +23,10 @@ from pathlib import Path
 
 from dockyard.drivers.base import Driver
 from dockyard.oci.digest import Digest, Hasher, new_hasher
+from dockyard.oci.errors import StorageFull
 from dockyard.storage import layout
 from dockyard.storage.buffers import BufferPool
+from dockyard.storage.guard import DiskGuard, disk_full
 from dockyard.storage.pipeline import HashWritePipeline
 
 
@@ -35,9 +41,17 @@ class RunningHash:
 class BlobStore:
     """Content-addressed blobs and upload-session bytes over one driver."""
 
-    def __init__(self, driver: Driver, *, buffer_size: int = 512 * 1024) -> None:
+    def __init__(self, driver: Driver, *, buffer_size: int = 512 * 1024,
+                 guard: DiskGuard | None = None) -> None:
         self.driver = driver
         self.buffers = BufferPool(buffer_size)
+        self.guard = guard
+
+    async def ensure_space(self, incoming: int = 0) -> None:
+        """`StorageFull` when the disk is too full for `incoming` more upload bytes
+        (`DiskGuard`)."""
+        if self.guard is not None:
+            await self.guard.check(incoming)
 
     # --- reads -------------------------------------------------------------------
 
@@ -54,7 +68,12 @@ class BlobStore:
     # --- uploads -----------------------------------------------------------------
 
     async def create_upload(self, session_id: str) -> None:
-        writer = await self.driver.writer(layout.upload_key(session_id), 0)
+        try:
+            writer = await self.driver.writer(layout.upload_key(session_id), 0)
+        except OSError as exc:
+            if disk_full(exc):
+                raise _full(exc) from exc
+            raise
         await writer.close()
 
     def lock_upload(self, session_id: str) -> AbstractAsyncContextManager[None]:
@@ -100,8 +119,10 @@ class BlobStore:
         """Append `chunks` at `state.offset`, updating `state`; return bytes appended.
 
         Anything stored past `state.offset` (a write cut short by a crash) is discarded
-        first. With `limit`, more bytes than that raise `OverflowError`.
+        first. With `limit`, more bytes than that raise `OverflowError`; a disk too full
+        to take them, `StorageFull` (before any byte when the guard refuses).
         """
+        await self.ensure_space(limit or 0)
         writer = await self.driver.writer(layout.upload_key(session_id), state.offset,
                                           resume=True)
         pipeline = HashWritePipeline(state.hasher, writer, self.buffers)
@@ -125,23 +146,40 @@ class BlobStore:
             if fill:
                 await pipeline.submit(current[:fill], pooled=False)
             await pipeline.drain()
-        except BaseException:
+        except BaseException as exc:
             await pipeline.abort()
             await writer.close()
             # the hash state no longer matches the recorded offset: forget it
             state.offset = -1
+            if disk_full(exc):
+                raise _full(exc) from exc
             raise
         self.buffers.give(current)
         await writer.close()
+        if self.guard is not None:
+            self.guard.wrote(written)
         state.offset += written
         return written
 
     async def publish(self, session_id: str, digest: Digest) -> None:
         """Make a verified upload's bytes the blob `digest` (fsync, then atomic move)."""
-        await self.driver.move(layout.upload_key(session_id), layout.blob_key(digest))
+        try:
+            await self.driver.move(layout.upload_key(session_id), layout.blob_key(digest))
+        except OSError as exc:
+            if disk_full(exc):
+                raise _full(exc) from exc
+            raise
 
     async def delete_upload(self, session_id: str) -> None:
         await self.driver.delete(layout.upload_key(session_id))
+
+    async def discard_upload(self, session_id: str) -> None:
+        """Delete a session's bytes, freeing their space now: truncated first, as the
+        session's lock keeps the file open (an unlinked open file keeps its blocks)."""
+        key = layout.upload_key(session_id)
+        with contextlib.suppress(FileNotFoundError):
+            await (await self.driver.writer(key, 0, resume=True)).close()
+        await self.driver.delete(key)
 
     async def delete_blob(self, digest: Digest) -> None:
         await self.driver.delete(layout.blob_dir(digest))
@@ -152,3 +190,9 @@ class BlobStore:
             session_id = layout.session_of(key)
             if session_id is not None:
                 yield session_id
+
+
+def _full(exc: BaseException) -> StorageFull:
+    reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+    return StorageFull(f"insufficient storage: the registry's data filesystem is full "
+                       f"({reason})")

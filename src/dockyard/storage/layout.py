@@ -12,6 +12,8 @@
       uploads/
         <session id>                bytes of an upload in progress (one flat file: no
                                     directory to create and remove for each session)
+      reserve                       the ballast: allocated space given up when the disk
+                                    is full, so metadata writes can go on (`guard.py`)
 
 The blob keys are the ones CNCF Distribution uses under `docker/registry/v2/`, so an
 existing Distribution tree can be adopted without copying a byte.
@@ -23,6 +25,8 @@ from dockyard.oci.digest import Digest
 
 BLOBS = "blobs"
 UPLOADS = "uploads"
+RESERVE = "reserve"
+"""Key of the ballast file (`storage/guard.py`)."""
 
 
 def blob_key(digest: Digest) -> str:

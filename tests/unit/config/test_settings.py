@@ -295,3 +295,25 @@ def test_direct_writes_reach_the_filesystem_driver(tmp_path: Path) -> None:
                                              "DOCKYARD_STORAGE_FILESYSTEM_DIRECT_WRITES": "on"}))
     assert isinstance(driver, FilesystemDriver)
     assert driver.direct_writes
+
+
+def test_guard_min_free_in_bytes_or_percent(tmp_path: Path) -> None:
+    guard = load_settings(env={}).storage.guard
+    assert guard.min_free == "5%"
+    assert guard.reserve == 16 * 1024 * 1024
+    assert guard.min_free_bytes(1000) == 50
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("storage:\n  guard:\n    min_free: 2GiB\n    reserve: 4MiB\n")
+    guard = load_settings(cfg, env={}).storage.guard
+    assert guard.min_free_bytes(10**15) == 2 * 1024**3
+    assert guard.reserve == 4 * 1024 * 1024
+    cfg.write_text("storage:\n  guard:\n    min_free: 0\n")
+    assert load_settings(cfg, env={}).storage.guard.min_free_bytes(10**12) == 0
+
+
+@pytest.mark.parametrize("value", ["lots", "100%", "-5%"])
+def test_bad_guard_min_free_is_named(tmp_path: Path, value: str) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text(f"storage:\n  guard:\n    min_free: '{value}'\n")
+    with pytest.raises(ConfigError, match=r"storage\.guard\.min_free"):
+        load_settings(cfg, env={})

@@ -1,0 +1,141 @@
+"""The disk guard: free space kept on the data filesystem so a full disk is recoverable.
+
+Two parts (`storage.guard`):
+
+- uploads are refused (`StorageFull`, 507) when less than `min_free` would stay free
+  after the body announced, checked when an upload starts or a body begins to arrive —
+  never per buffer. One `statvfs` reading (less what this process wrote since) serves
+  for a second while free space is above twice `min_free`; nearer the line, and before
+  any refusal, each check reads afresh, so the database's own growth is seen in time
+  and freed space is usable at once;
+- a ballast file (`layout.RESERVE`, `reserve` bytes, allocated for real) holds space for
+  metadata. When a metadata write finds the disk full, `release` deletes it and the
+  write is tried again (`metadata/engine.py`), so deletes and the collector still commit
+  on a full disk. It is made again once `min_free` plus its size is free; until then its
+  size counts as taken, so uploads cannot eat the space it gave back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import time
+from collections.abc import Callable
+
+from dockyard.drivers.base import Driver
+from dockyard.oci.errors import StorageFull
+from dockyard.storage import layout
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL = 1.0
+"""Seconds a free-space reading is trusted (while it shows room)."""
+FRESH = 0.05
+"""A reading this recent is not taken again before a refusal."""
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is a write refused for want of space (ENOSPC, quota)."""
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+class DiskGuard:
+    """Refuses uploads below a free-space threshold and keeps the metadata ballast."""
+
+    def __init__(self, driver: Driver, *, min_free: Callable[[int], int], reserve: int,
+                 interval: float = CHECK_INTERVAL) -> None:
+        self.driver = driver
+        self.min_free = min_free
+        self.reserve = reserve
+        self.interval = interval
+        self._checked = -interval  # monotonic time of the last reading
+        self._free = 0
+        self._total = 0
+        self._missing = 0  # the ballast's size while it is gone, at the last reading
+
+    async def check(self, incoming: int = 0) -> None:
+        """Raise `StorageFull` unless `min_free` stays free after `incoming` more bytes.
+
+        Makes the ballast again when there is room for it.
+        """
+        age = time.monotonic() - self._checked
+        if age >= self.interval:
+            if not await self._read():
+                return
+            age = 0.0
+        threshold = self.min_free(self._total)
+        if threshold <= 0:
+            return
+        free = self._free - self._missing - incoming
+        if free < 2 * threshold and age >= FRESH:  # near the line: a fresh reading
+            await self._read()
+            free = self._free - self._missing - incoming
+        if free < threshold:
+            raise StorageFull(
+                f"insufficient storage: {_human(max(free + incoming, 0))} free on the "
+                f"registry's data filesystem, {_human(threshold)} must stay free "
+                "(storage.guard.min_free); delete images and collect garbage")
+
+    def wrote(self, size: int) -> None:
+        """Count `size` bytes this process stored since the last reading."""
+        self._free -= size
+
+    async def _read(self) -> bool:
+        """Take a free-space reading (and make the ballast if there is room for it)."""
+        space = self.driver.space()
+        if space is None:
+            return False
+        self._free, self._total = space
+        self._checked = time.monotonic()
+        self._missing = self._missing_reserve()
+        await self._restore()
+        return True
+
+    def _missing_reserve(self) -> int:
+        """The ballast's size when it is gone (that space is not the uploads' to use)."""
+        if self.reserve <= 0:
+            return 0
+        path = self.driver.local_path(layout.RESERVE)
+        return 0 if path is None or path.exists() else self.reserve
+
+    async def _restore(self) -> None:
+        """Make the ballast when it is missing and `min_free` would stay free after."""
+        if not self._missing or self._free < self.min_free(self._total) + self.reserve:
+            return
+        if await self.driver.allocate(layout.RESERVE, self.reserve):
+            self._free -= self.reserve
+            self._missing = 0
+            log.info("storage reserve of %s in place again", _human(self.reserve))
+        else:  # another process made it, or no room after all
+            self._missing = self._missing_reserve()
+
+    async def ensure(self) -> None:
+        """At startup: make the ballast when there is room (never refuses)."""
+        self._checked = -self.interval
+        with contextlib.suppress(StorageFull):
+            await self.check()
+
+    def release(self) -> bool:
+        """Delete the ballast (any thread); True if there was one to give back."""
+        path = self.driver.local_path(layout.RESERVE)
+        if path is None:
+            return False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        self._checked = -self.interval  # read the space again at the next check
+        log.warning("the disk is full: released the %s storage reserve for metadata "
+                    "writes; uploads are refused until space is freed", _human(self.reserve))
+        return True
