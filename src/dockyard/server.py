@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api import tls
-from dockyard.api.app import create_app
+from dockyard.api.app import CONNECTIONS, create_app
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import migrate_database
@@ -81,29 +81,32 @@ def _install_loop() -> None:
 
 async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
     app = create_app(settings, run_migrations=False)
-    runner = web.AppRunner(
-        app,
+    connections = app[CONNECTIONS]
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    assert runner.server is not None
+    certs = tls.CertificateReloader(settings.http.tls) if tls.enabled(settings.http.tls) else None
+    loop = asyncio.get_running_loop()
+    protocol = connections.factory(
+        runner.server,
         access_log=logging.getLogger("dockyard.access") if settings.log.accesslog else None,
         keepalive_timeout=settings.http.keepalive_timeout.total_seconds(),
-        handle_signals=False,
     )
-    await runner.setup()
-    certs = tls.CertificateReloader(settings.http.tls) if tls.enabled(settings.http.tls) else None
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024,
-                       ssl_context=certs.context if certs else None)
-    await site.start()
+    listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,
+                                        backlog=1024,
+                                        ssl=certs.context if certs else None)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP reloads what can be reloaded (the certificate) and never stops a worker
     loop.add_signal_handler(signal.SIGHUP, certs.reload if certs else lambda: None)
-    watcher = asyncio.create_task(certs.watch()) if certs is not None else None
+    tasks = [asyncio.create_task(certs.watch())] if certs is not None else []
     log.info("worker %d serving on %s://%s:%d", os.getpid(), "https" if certs else "http",
              host, port)
     await stop.wait()
-    if watcher is not None:
-        watcher.cancel()
+    listener.close()
+    for task in tasks:
+        task.cancel()
     await runner.cleanup()
 
 

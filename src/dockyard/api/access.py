@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from dockyard.api.bodies import read_body
 from dockyard.api.context import Match
 from dockyard.api.errors import error_response
 from dockyard.api.proxy import (
@@ -80,16 +81,21 @@ def _realm(request: web.Request, control: AccessControl) -> str:
     return control.settings.token.realm or f"{public_base(request)}/auth/token"
 
 
+def _quoted(value: object) -> str:
+    """An RFC 9110 quoted-string: a `"` or `\\` in a Host header cannot end the value."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def challenge(request: web.Request, control: AccessControl, scope: Scope | None,
               error: str = "") -> str:
     if control.method == "htpasswd":
-        return f'Basic realm="{control.realm}", charset="UTF-8"'
-    parts = [f'realm="{_realm(request, control)}"',
-             f'service="{control.settings.token.service}"']
+        return f'Basic realm={_quoted(control.realm)}, charset="UTF-8"'
+    parts = [f"realm={_quoted(_realm(request, control))}",
+             f"service={_quoted(control.settings.token.service)}"]
     if scope is not None:
-        parts.append(f'scope="{scope}"')
+        parts.append(f"scope={_quoted(scope)}")
     if error:
-        parts.append(f'error="{error}"')
+        parts.append(f"error={_quoted(error)}")
     return "Bearer " + ",".join(parts)
 
 
@@ -222,8 +228,11 @@ async def token_post(request: web.Request) -> web.StreamResponse:
     client = client_address(request)
     if (request.content_length or 0) > 64 * 1024:
         return _json({"error": "invalid_request"}, 400)
-    form = dict(parse_qsl((await request.read()).decode("utf-8", "replace"),
-                          keep_blank_values=True))
+    try:
+        body = await read_body(request, 64 * 1024, OverflowError())
+    except OverflowError:
+        return _json({"error": "invalid_request"}, 400)
+    form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     service = form.get("service")
     if service and service != control.settings.token.service:
         return _json({"error": "invalid_request",
