@@ -2,13 +2,16 @@
 
 Every piece of state lives in the stores, so any worker can serve any request. The
 parent process migrates the schema once, starts the workers, restarts any that dies
-(a crashed worker costs only its in-flight requests) and stops them on SIGTERM/SIGINT.
+(a crashed worker costs only its in-flight requests) and stops them on SIGTERM/SIGINT:
+each worker stops listening at once, lets its requests in flight finish for up to
+`http.drain_timeout`, then exits. Workers exit with the supervisor, even one killed -9.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import multiprocessing
@@ -23,13 +26,15 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api import tls
-from dockyard.api.app import create_app
+from dockyard.api.app import CONNECTIONS, create_app
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import migrate_database
 from dockyard.config.settings import Settings
 
 log = logging.getLogger("dockyard.server")
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -79,45 +84,80 @@ def _install_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool,
+                      parent: int | None) -> None:
     app = create_app(settings, run_migrations=False)
-    runner = web.AppRunner(
-        app,
+    connections = app[CONNECTIONS]
+    # requests still running at the drain deadline are cancelled within this long
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    assert runner.server is not None
+    certs = tls.CertificateReloader(settings.http.tls) if tls.enabled(settings.http.tls) else None
+    loop = asyncio.get_running_loop()
+    protocol = connections.factory(
+        runner.server,
         access_log=logging.getLogger("dockyard.access") if settings.log.accesslog else None,
         keepalive_timeout=settings.http.keepalive_timeout.total_seconds(),
-        handle_signals=False,
     )
-    await runner.setup()
-    certs = tls.CertificateReloader(settings.http.tls) if tls.enabled(settings.http.tls) else None
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024,
-                       ssl_context=certs.context if certs else None)
-    await site.start()
+    listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,
+                                        backlog=1024,
+                                        ssl=certs.context if certs else None)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP reloads what can be reloaded (the certificate) and never stops a worker
     loop.add_signal_handler(signal.SIGHUP, certs.reload if certs else lambda: None)
-    watcher = asyncio.create_task(certs.watch()) if certs is not None else None
+    tasks = [asyncio.create_task(certs.watch())] if certs is not None else []
+    if parent is not None:
+        tasks.append(asyncio.create_task(_watch_parent(parent, stop)))
     log.info("worker %d serving on %s://%s:%d", os.getpid(), "https" if certs else "http",
              host, port)
     await stop.wait()
-    if watcher is not None:
-        watcher.cancel()
+    # stop accepting at once (a restart can bind the port), then let requests finish
+    listener.close()
+    drain = settings.http.drain_timeout.total_seconds()
+    if not await connections.drain(drain):
+        log.warning("worker %d: requests still running after %gs; cutting them off",
+                    os.getpid(), drain)
+    for task in tasks:
+        task.cancel()
     await runner.cleanup()
 
 
-def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port: bool) -> None:
-    """Entry point of a worker process."""
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Stop when the supervisor is gone (where PR_SET_PDEATHSIG is not available)."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event tells of a parent's death
+        await asyncio.sleep(1)
+    log.warning("worker %d: the supervisor (pid %d) is gone; stopping", os.getpid(), parent)
+    stop.set()
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends this worker SIGTERM when the supervisor dies, even by
+    SIGKILL, so no orphan keeps serving (and holding the port) under PID 1."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port: bool,
+                parent: int | None = None) -> None:
+    """Entry point of a worker process; `parent` is the supervisor's pid, if any."""
     # a forked worker inherits the supervisor's handlers: until its loop installs its
     # own, SIGTERM must stop it as it stops a freshly started process
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    if parent is not None:
+        _die_with_parent()
+        if os.getppid() != parent:  # it died before the line above: nobody to serve for
+            return
     settings = Settings.model_validate(settings_data)
     configure_logging(settings)
     _install_loop()
-    asyncio.run(_run_worker(settings, host, port, reuse_port))
+    asyncio.run(_run_worker(settings, host, port, reuse_port, parent))
 
 
 def serve(settings: Settings) -> None:
@@ -131,7 +171,7 @@ def serve(settings: Settings) -> None:
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,
              settings.data_dir)
     if workers == 1:
-        worker_main(settings.model_dump(mode="json"), host, port, False)
+        worker_main(settings.model_dump(mode="json"), host, port, False, None)
         return
     Supervisor(settings, host, port, workers).run()
 
@@ -153,7 +193,8 @@ class Supervisor:
     """Keeps `count` worker processes alive until SIGTERM or SIGINT."""
 
     def __init__(self, settings: Settings, host: str, port: int, count: int) -> None:
-        self.args = (settings.model_dump(mode="json"), host, port, True)
+        self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid())
+        self.drain = settings.http.drain_timeout.total_seconds()
         self.count = count
         self.ctx: Any = multiprocessing.get_context(_start_method())
         self.procs: list[Any] = []
@@ -198,7 +239,8 @@ class Supervisor:
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
+        # workers drain for up to http.drain_timeout, then take a moment to close
+        deadline = time.monotonic() + self.drain + 5
         for proc in self.procs:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():

@@ -74,10 +74,11 @@ def start_dockyard(
     config: Path | None = None,
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Server:
-    """Start `dockyard serve` on a free port with its data under `data`."""
+    """Start `dockyard serve` on `port` (else a free one) with its data under `data`."""
     data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", "dockyard", "serve", "--listen", f"127.0.0.1:{port}",
            "--data", str(data), "--workers", str(workers)]
     if config is not None:

@@ -88,16 +88,21 @@ def _realm(request: web.Request, control: AccessControl) -> str:
     return control.settings.token.realm or f"{public_base(request)}/auth/token"
 
 
+def _quoted(value: object) -> str:
+    """An RFC 9110 quoted-string: a `"` or `\\` in a Host header cannot end the value."""
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def challenge(request: web.Request, control: AccessControl, scope: Scope | None,
               error: str = "") -> str:
     if control.method == "htpasswd":
-        return f'Basic realm="{control.realm}", charset="UTF-8"'
-    parts = [f'realm="{_realm(request, control)}"',
-             f'service="{control.settings.token.service}"']
+        return f'Basic realm={_quoted(control.realm)}, charset="UTF-8"'
+    parts = [f"realm={_quoted(_realm(request, control))}",
+             f"service={_quoted(control.settings.token.service)}"]
     if scope is not None:
-        parts.append(f'scope="{scope}"')
+        parts.append(f"scope={_quoted(scope)}")
     if error:
-        parts.append(f'error="{error}"')
+        parts.append(f"error={_quoted(error)}")
     return "Bearer " + ",".join(parts)
 
 

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from dockyard.api.access import ACCESS, install_access
+from dockyard.api.bodies import BodyStalled
+from dockyard.api.connections import SERVER, Connections
 from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
 from dockyard.api.routes import dispatch
@@ -22,6 +24,8 @@ from dockyard.jobs import server_jobs
 log = logging.getLogger(__name__)
 
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+#: this worker's connections (server.py serves them and drains them on SIGTERM)
+CONNECTIONS = web.AppKey("connections", Connections)
 
 
 @web.middleware
@@ -33,6 +37,17 @@ async def _errors(
         return await handler(request)
     except web.HTTPException:
         raise
+    except BodyStalled as exc:
+        log.info("%s %s: %s; closing the connection", request.method, request.rel_url.path,
+                 exc)
+        # answer, then close at once: aiohttp would otherwise linger up to 10 s more
+        # waiting for the rest of a body that is not coming
+        response = error_response("UNKNOWN", str(exc), status=408)
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        return response
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception:
@@ -43,12 +58,16 @@ async def _errors(
 
 async def _api_version(_request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(API_VERSION)
+    response.headers["Server"] = SERVER  # aiohttp's default names its and Python's version
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Application:
     """The aiohttp application serving /v2 for `settings`."""
-    app = web.Application(middlewares=[_errors], client_max_size=settings.limits.manifest_max_size)
+    connections = Connections(settings.http)
+    app = web.Application(middlewares=[connections.middleware, _errors],
+                          client_max_size=settings.limits.manifest_max_size)
     app[SETTINGS] = settings
+    app[CONNECTIONS] = connections
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         registry = await open_registry(settings, run_migrations=run_migrations)

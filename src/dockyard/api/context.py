@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -24,11 +23,6 @@ class Match:
 
 def registry(request: web.Request) -> Registry:
     return request.app[REGISTRY]
-
-
-def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body as it arrives (Content-Length or chunked), never buffered whole."""
-    return request.content.iter_any()
 
 
 def has_body(request: web.Request) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dockyard.api.bodies import read_body
 from dockyard.api.context import SETTINGS, Match, registry
 from dockyard.api.errors import HeadResponse
 from dockyard.oci.errors import PayloadTooLarge
@@ -26,7 +27,8 @@ async def put_manifest(request: web.Request, match: Match) -> web.StreamResponse
     limit = request.app[SETTINGS].limits.manifest_max_size
     if (request.content_length or 0) > limit:
         raise PayloadTooLarge(f"manifest is larger than {limit} bytes")
-    payload = await _read_limited(request, limit)
+    payload = await read_body(request, limit,
+                              PayloadTooLarge(f"manifest is larger than {limit} bytes"))
     result = await registry(request).manifests.put(
         match.name, match.reference, payload, request.headers.get("Content-Type")
     )
@@ -38,15 +40,6 @@ async def put_manifest(request: web.Request, match: Match) -> web.StreamResponse
     if result.subject:
         headers["OCI-Subject"] = result.subject
     return web.Response(status=201, headers=headers)
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    buf = bytearray()
-    async for data in request.content.iter_any():
-        buf += data
-        if len(buf) > limit:
-            raise PayloadTooLarge(f"manifest is larger than {limit} bytes")
-    return bytes(buf)
 
 
 async def delete_manifest(request: web.Request, match: Match) -> web.StreamResponse:

@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from dockyard.api.bodies import read_body
+
 #: Largest form accepted: a few scopes and a refresh token take a few KiB.
 MAX_FORM = 64 * 1024
 
@@ -19,12 +21,10 @@ async def read_form(request: web.Request) -> bytes | None:
     """The request body, or None when it is longer than `MAX_FORM` (chunked or not)."""
     if (request.content_length or 0) > MAX_FORM:
         return None
-    body = bytearray()
-    async for data in request.content.iter_any():
-        body += data
-        if len(body) > MAX_FORM:
-            return None
-    return bytes(body)
+    try:
+        return await read_body(request, MAX_FORM, OverflowError())
+    except OverflowError:
+        return None
 
 
 def parse_form(body: bytes) -> dict[str, str]:

@@ -7,7 +7,8 @@ import hashlib
 from aiohttp import web
 
 from dockyard.api.access import audit_as, identity, may_pull
-from dockyard.api.context import Match, body_chunks, has_body, registry, upload_headers
+from dockyard.api.bodies import body_chunks
+from dockyard.api.context import Match, has_body, registry, upload_headers
 from dockyard.api.errors import from_exception
 from dockyard.api.ranges import parse_content_range
 from dockyard.core.uploads import Chunk

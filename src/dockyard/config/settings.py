@@ -73,9 +73,26 @@ class HttpSettings(_Section):
     host: str | None = Field(default=None, description="public base URL, e.g. https://reg.example")
     relativeurls: bool = True
     keepalive_timeout: Duration = timedelta(seconds=75)
+    #: a connection must deliver a request's whole header this soon after connecting or
+    #: after its first byte, else it is closed
+    header_timeout: Duration = timedelta(seconds=20)
+    #: a request body that sends no byte for this long is answered 408 and closed
+    body_timeout: Duration = timedelta(seconds=60)
+    #: on SIGTERM, requests in flight get this long to finish before they are cut off
+    drain_timeout: Duration = timedelta(seconds=30)
+    #: connections one client address may hold open before any of them authenticated,
+    #: counted by each worker process (0: no limit); trusted proxies are exempt
+    unauthenticated_connections: int = Field(default=64, ge=0)
     tls: TlsSettings = TlsSettings()
     trusted_proxies: list[str] = Field(
         default=[], description="CIDRs whose X-Forwarded-Proto/Host/For are honoured")
+
+    @field_validator("header_timeout", "body_timeout", "drain_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
 
 
 class FilesystemSettings(_Section):

@@ -1,0 +1,217 @@
+"""The worker's HTTP connections: aiohttp's handler plus the limits it lacks.
+
+- `http.header_timeout`: a connection must deliver a whole request header this soon after
+  it opens, or after the first byte of its next request, else it is closed.
+- `http.unauthenticated_connections`: how many connections one client address may hold
+  open before any of them presented valid credentials; one more is answered 429 and
+  closed. Each worker counts its own connections (so a node allows up to workers times the
+  cap); connections from `http.trusted_proxies` are not counted.
+- a malformed or oversized request head gets a clean 400/431 and one log line that never
+  quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
+- the requests in flight, so that SIGTERM can let them finish (`drain`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from dockyard.api.access import IDENTITY
+from dockyard.api.errors import error_body
+from dockyard.api.proxy import TrustedProxies
+from dockyard.auth.identity import Identity
+from dockyard.config.settings import HttpSettings
+
+log = logging.getLogger(__name__)
+
+#: the `Server` header of every response: no library or language versions
+SERVER = "Dockyard"
+
+
+class Connections:
+    """Every connection of this worker: admission, header timeout, requests in flight."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self.header_timeout = settings.header_timeout.total_seconds()
+        self.cap = settings.unauthenticated_connections
+        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.unauthenticated: collections.Counter[str] = collections.Counter()
+        self.in_flight = 0
+        self.draining = False
+        self._open: set[Connection] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def factory(self, manager: web.Server, **options: Any) -> Callable[[], Connection]:
+        """The protocol factory for `loop.create_server` (`options` go to RequestHandler)."""
+        return lambda: Connection(self, manager, loop=asyncio.get_running_loop(), **options)
+
+    def admit(self, conn: Connection) -> bool:
+        """Count a new connection against its address; False when the address is full."""
+        if not self.cap or self.proxies.trusts(conn.address):
+            return True
+        if self.unauthenticated[conn.address] >= self.cap:
+            return False
+        self.unauthenticated[conn.address] += 1
+        conn.counted = True
+        return True
+
+    def release(self, conn: Connection) -> None:
+        """The connection authenticated or closed: it no longer counts."""
+        if conn.counted:
+            conn.counted = False
+            self.unauthenticated[conn.address] -= 1
+            if self.unauthenticated[conn.address] <= 0:
+                del self.unauthenticated[conn.address]
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Mark the request in flight; after it, count its connection as logged in if so."""
+        conn = request.protocol if isinstance(request.protocol, Connection) else None
+        self.in_flight += 1
+        self._idle.clear()
+        if conn is not None:
+            conn.request_started()
+        try:
+            response = await handler(request)
+            who = request.get(IDENTITY)
+            if conn is not None and isinstance(who, Identity) and who.authenticated:
+                self.release(conn)
+            if self.draining:
+                response.force_close()
+            return response
+        finally:
+            if conn is not None:
+                conn.request_finished()
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def drain(self, seconds: float) -> bool:
+        """Close idle connections, let requests in flight finish; False if cut off."""
+        self.draining = True
+        for conn in list(self._open):
+            if not conn.busy:
+                conn.force_close()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def track(self, conn: Connection, is_open: bool) -> None:
+        if is_open:
+            self._open.add(conn)
+        else:
+            self._open.discard(conn)
+
+
+class Connection(RequestHandler):
+    """One client connection: aiohttp's request handler with Dockyard's limits."""
+
+    def __init__(self, connections: Connections, manager: web.Server, **options: Any) -> None:
+        super().__init__(manager, **options)
+        self.connections = connections
+        self.address = ""
+        self.counted = False
+        self.refused = False
+        self.busy = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if not self.connections.admit(self):
+            self.refused = True
+            log.warning("refused a connection from %s: %d unauthenticated connections "
+                        "open already", self.address, self.connections.cap)
+            writer = cast(asyncio.Transport, transport)  # uvloop's is no WriteTransport
+            writer.write(_raw_response(429, "TOOMANYREQUESTS", "too many connections from "
+                                       "this address before authentication",
+                                       ("Retry-After", "5")))
+            writer.close()
+            return
+        self.connections.track(self, True)
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.refused:
+            return
+        self._disarm()
+        self.connections.release(self)
+        self.connections.track(self, False)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy and self._header_timer is None:
+            self._arm()  # the first byte of a new request: its header must follow soon
+        super().data_received(data)
+
+    def request_started(self) -> None:
+        self.busy += 1
+        self._disarm()
+
+    def request_finished(self) -> None:
+        self.busy -= 1
+
+    def _arm(self) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._header_timer = loop.call_later(self.connections.header_timeout,
+                                             self._header_expired)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_expired(self) -> None:
+        self._header_timer = None
+        if not self.busy:
+            log.info("closing a connection from %s: no complete request header within %gs",
+                     self.address, self.connections.header_timeout)
+            self.force_close()
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """A request head the parser refused: a clean OCI error, logged without its text."""
+        if not isinstance(exc, HttpProcessingError):
+            response = super().handle_error(request, status, exc, message)
+            response.headers["Server"] = SERVER
+            return response
+        status = 431 if isinstance(exc, LineTooLong) else 400
+        text = ("a request line or header field is too long" if status == 431
+                else "malformed HTTP request")
+        log.info("refused a request from %s: %d %s (%s)", self.address, status, text,
+                 type(exc).__name__)
+        response = web.Response(status=status, body=error_body("UNSUPPORTED", text),
+                                content_type="application/json", headers={"Server": SERVER})
+        response.force_close()
+        return response
+
+
+def _raw_response(status: int, code: str, message: str, *extra: tuple[str, str]) -> bytes:
+    """A whole HTTP/1.1 error response, for a connection refused before any request."""
+    body = error_body(code, message)
+    reason = {429: "Too Many Requests"}.get(status, "Error")
+    head = [f"HTTP/1.1 {status} {reason}", f"Server: {SERVER}",
+            "Content-Type: application/json", f"Content-Length: {len(body)}",
+            "Connection: close",
+            f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S GMT', time.gmtime())}",
+            *(f"{k}: {v}" for k, v in extra)]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body

@@ -1,0 +1,230 @@
+"""Limits at the HTTP edge, against a real `dockyard serve` with token auth and short timeouts.
+
+Stalled request heads and bodies are closed at `http.header_timeout` / `http.body_timeout`
+(a stalled upload stays resumable from its stored offset); one address may hold only
+`http.unauthenticated_connections` connections before logging in; responses name no
+library versions; a hostile Host header stays inside one quoted realm; an oversized
+Authorization header gets a clean 4xx and never reaches the log.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.authenv import get_token, token_auth, write_config, write_htpasswd
+from tests.support.oci_api import blob_bytes, digest_of
+from tests.support.servers import Server, start_dockyard
+
+HEADER_TIMEOUT, BODY_TIMEOUT, CAP = 2.0, 1.0, 4
+REPO = "edge/app"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("edge")
+    config = write_config(
+        tmp / "config.yml", auth=token_auth(write_htpasswd(tmp / "htpasswd")),
+        http={"header_timeout": f"{HEADER_TIMEOUT}s", "body_timeout": f"{BODY_TIMEOUT}s",
+              "unauthenticated_connections": CAP})
+    server = start_dockyard(tmp / "data", workers=1, config=config)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(server: Server) -> dict[str, str]:
+    token = get_token(server.url, [f"repository:{REPO}:*"], "admin")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def connect(server: Server) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and how long that took."""
+    start, out = time.monotonic(), b""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        out += data
+    return out, time.monotonic() - start
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP response with a Content-Length body, leaving the connection open."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        assert data, f"connection closed after {buf!r}"
+        buf += data
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += sock.recv(65536)
+    return int(lines[0].split()[1]), headers, body
+
+
+# ---------------------------------------------------------------- finding 3: time bounds
+
+
+def test_stalled_token_body_is_closed(server: Server) -> None:
+    """60000 bytes announced, 15 sent, before any login: 408 and closed at body_timeout."""
+    sock = connect(server)
+    sock.sendall(b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\n\r\ngrant_type=pass")
+    out, took = read_until_closed(sock)
+    assert out.startswith(b"HTTP/1.1 408 "), out[:200]
+    assert BODY_TIMEOUT - 0.2 < took < BODY_TIMEOUT + 2
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_stalled_header_is_closed(server: Server, trickle: bool) -> None:
+    """Half a request head, sent at once or a byte every 0.3 s: closed at header_timeout."""
+    sock = connect(server)
+    start = time.monotonic()
+    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+    if trickle:
+        with pytest.raises(OSError):  # noqa: PT012 - sending until the server hangs up
+            for _ in range(int(HEADER_TIMEOUT / 0.3) + 30):
+                sock.sendall(b"X")
+                time.sleep(0.3)
+    read_until_closed(sock)
+    assert time.monotonic() - start < HEADER_TIMEOUT + 2
+
+
+def test_idle_connection_without_request_is_closed(server: Server) -> None:
+    sock = connect(server)
+    out, took = read_until_closed(sock)
+    assert out == b""
+    assert HEADER_TIMEOUT - 0.2 < took < HEADER_TIMEOUT + 2
+
+
+def test_stalled_patch_then_resumes_from_the_stored_offset(server: Server,
+                                                           admin: dict[str, str]) -> None:
+    first, second = blob_bytes(3000, "edge-first"), blob_bytes(5000, "edge-second")
+    with httpx.Client(base_url=server.url, headers=admin) as c:
+        r = c.post(f"/v2/{REPO}/blobs/uploads/")
+        assert r.status_code == 202
+        session = r.headers["Location"]
+        r = c.patch(session, content=first, headers={"Content-Range": f"0-{len(first) - 1}"})
+        assert r.status_code == 202, r.text
+
+        # the second chunk stalls after its first 1000 bytes
+        sock = connect(server)
+        sock.sendall(
+            f"PATCH {session} HTTP/1.1\r\nHost: x\r\nAuthorization: {admin['Authorization']}"
+            f"\r\nContent-Length: {len(second)}\r\n"
+            f"Content-Range: {len(first)}-{len(first) + len(second) - 1}\r\n\r\n".encode()
+            + second[:1000])
+        out, took = read_until_closed(sock)
+        assert out.startswith(b"HTTP/1.1 408 "), out[:200]
+        assert took < BODY_TIMEOUT + 2
+
+        r = c.get(session)
+        assert r.status_code == 204
+        offset = int(r.headers["Range"].split("-")[1]) + 1
+        assert offset == len(first)
+        data = first + second
+        r = c.patch(session, content=data[offset:],
+                    headers={"Content-Range": f"{offset}-{len(data) - 1}"})
+        assert r.status_code == 202, r.text
+        r = c.put(session, params={"digest": digest_of(data)})
+        assert r.status_code == 201, r.text
+        assert r.headers["Docker-Content-Digest"] == digest_of(data)
+        assert c.get(f"/v2/{REPO}/blobs/{digest_of(data)}").content == data
+
+
+def test_unauthenticated_connections_are_capped_per_address(server: Server,
+                                                            admin: dict[str, str]) -> None:
+    # a connection that logged in no longer counts
+    logged_in = connect(server)
+    logged_in.sendall(f"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                      f"{admin['Authorization']}\r\n\r\n".encode())
+    assert read_response(logged_in)[0] == 200
+    held = [connect(server) for _ in range(CAP)]
+    for sock in held:
+        sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[0] == 401  # served, and still not logged in
+
+    refused = connect(server)
+    out, _ = read_until_closed(refused)
+    assert out.startswith(b"HTTP/1.1 429 "), out[:200]
+    assert json.loads(out.partition(b"\r\n\r\n")[2])["errors"][0]["code"] == "TOOMANYREQUESTS"
+
+    held.pop().close()
+    time.sleep(0.2)
+    again = connect(server)
+    again.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(again)[0] == 401
+    for sock in [*held, again, logged_in]:
+        sock.close()
+
+
+# ---------------------------------------------------------------- finding 7: small leaks
+
+
+def test_responses_name_no_versions(server: Server) -> None:
+    with httpx.Client(base_url=server.url) as c:
+        responses = [c.get("/v2/"), c.get("/nowhere"), c.get("/v2/a/manifests/b"),
+                     c.get("/v2/", headers={"Authorization": "Bearer " + "x" * 9000})]
+    assert [r.status_code for r in responses] == [401, 404, 404, 431]
+    for r in responses:
+        assert r.headers.get("Server", "Dockyard") == "Dockyard"
+        for value in r.headers.values():
+            assert not re.search(r"python|aiohttp", value, re.IGNORECASE), r.headers
+
+
+def _auth_params(header: str) -> list[tuple[str, str]]:
+    """The auth-params of a challenge, parsed strictly (RFC 9110 quoted-strings)."""
+    scheme, _, rest = header.partition(" ")
+    assert scheme == "Bearer"
+    param = re.compile(r'\s*([A-Za-z]+)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+    out, pos = [], 0
+    while pos < len(rest):
+        m = param.match(rest, pos)
+        assert m, f"malformed challenge at {rest[pos:]!r}"
+        out.append((m.group(1), re.sub(r"\\(.)", r"\1", m.group(2))))
+        pos = m.end()
+    return out
+
+
+def test_challenge_quotes_a_hostile_host(server: Server) -> None:
+    host = 'evil.example",service="other, x\\'
+    sock = connect(server)
+    sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    status, headers, _ = read_response(sock)
+    sock.close()
+    assert status == 401
+    params = _auth_params(headers["www-authenticate"])
+    assert params == [("realm", f"http://{host}/auth/token"), ("service", "dockyard")]
+
+
+def test_oversized_authorization_is_refused_and_never_logged(server: Server) -> None:
+    secret = "oversized-credential-"
+    sock = connect(server)
+    sock.sendall(f"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 f"{(secret * 500)[:9 * 1024]}\r\n\r\n".encode())
+    out, _ = read_until_closed(sock)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"431", out[:300]
+    assert json.loads(body)["errors"][0]["message"]
+    assert secret.encode() not in out
+    time.sleep(0.2)
+    log = Path(server.log).read_text()
+    assert secret not in log
+    assert "Traceback" not in log
