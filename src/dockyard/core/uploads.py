@@ -56,6 +56,10 @@ class SessionCaps:
 NO_CAPS = SessionCaps()
 
 
+BUSY_WAIT = 2.0
+"""Seconds a request waits for a session another process is writing (then 416)."""
+
+
 @dataclass(slots=True)
 class _Local:
     lock: asyncio.Lock
@@ -108,22 +112,33 @@ class UploadService:
     async def _hold(self, name: str, session_id: str) -> AsyncIterator[tuple[UploadRecord, _Local]]:
         """Hold the session exclusively (this process, then every process) and read it.
 
-        The record is read under the lock, so the offset cannot move underneath us; a
-        request racing on the same session elsewhere gets 416 with the current offset.
+        The record is read under the lock, so the offset cannot move underneath us. A
+        request that finds another process holding the session waits up to `BUSY_WAIT`
+        (a request its client just dropped is still letting go), then gets 416 with the
+        current offset.
         """
         if not _valid_id(session_id):
             raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
         local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
-        async with local.lock:
+        async with local.lock, contextlib.AsyncExitStack() as held:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + BUSY_WAIT
+            while True:
+                try:
+                    await held.enter_async_context(self.blobs.lock_upload(session_id))
+                    break
+                except FileNotFoundError:
+                    raise BlobUploadUnknown("upload is unknown or expired") from None
+                except DriverBusy:
+                    if loop.time() >= deadline:
+                        record = await self.get(name, session_id)
+                        raise RangeInvalid("another request is writing to this upload",
+                                           offset=record.offset) from None
+                    await asyncio.sleep(0.02)
             try:
-                async with self.blobs.lock_upload(session_id):
-                    yield await self.get(name, session_id), local
-            except FileNotFoundError:
+                yield await self.get(name, session_id), local
+            except FileNotFoundError:  # the session's bytes went while we wrote
                 raise BlobUploadUnknown("upload is unknown or expired") from None
-            except DriverBusy:
-                record = await self.get(name, session_id)
-                raise RangeInvalid("another request is writing to this upload",
-                                   offset=record.offset) from None
 
     async def append(
         self, name: str, session_id: str, body: AsyncIterable[bytes], chunk: Chunk

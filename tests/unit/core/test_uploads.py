@@ -491,3 +491,28 @@ async def test_forget_idle_drops_only_abandoned_hash_state(service: UploadServic
     # the abandoned session still resumes: its hash is rebuilt from the stored bytes
     await service.finish(REPO, abandoned.id, Digest.of(b"half, done"), body(b", done"),
                          Chunk())
+
+
+async def test_a_request_waits_briefly_for_a_session_another_process_lets_go(
+        make_service: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk retried right after its client dropped the first try still lands."""
+    from dockyard.core import uploads as uploads_module
+
+    a, b = await make_service(), await make_service()
+    record = await a.start(REPO)
+
+    async def hold_for(seconds: float) -> None:
+        async with a.blobs.lock_upload(record.id):
+            await asyncio.sleep(seconds)
+
+    holder = asyncio.create_task(hold_for(0.3))
+    await asyncio.sleep(0.05)
+    assert (await b.append(REPO, record.id, body(b"abc"), Chunk(start=0))).offset == 3
+    await holder
+    monkeypatch.setattr(uploads_module, "BUSY_WAIT", 0.2)
+    holder = asyncio.create_task(hold_for(1.0))
+    await asyncio.sleep(0.05)
+    with pytest.raises(RangeInvalid) as info:
+        await b.append(REPO, record.id, body(b"def"), Chunk(start=3))
+    assert info.value.offset == 3
+    await holder
