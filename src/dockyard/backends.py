@@ -64,5 +64,4 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
 
 
 async def close_registry(registry: Registry) -> None:
-    await registry.blobstore.driver.close()
-    await registry.store.close()
+    await registry.close()

@@ -1,7 +1,7 @@
-"""`dockyard gc` and `dockyard du`: collection and usage, run on the stores directly.
+"""`dockyard gc`, `dockyard du` and `dockyard retention`, through `core`'s services.
 
-Both work while the server runs (the stores are shared; a collection takes the same
-one-at-a-time lock as the server's scheduler).
+They work while the server runs (the stores are shared; a collection holds the same
+`gc` lease as the server's scheduled one, so the two never overlap).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def du(config: Path | None, data: Path | None, globs: tuple[str, ...], as_json: 
 
     async def job(registry: Registry) -> tuple[list[Any], tuple[int, int]]:
         usage = await registry.repositories.usage()
-        return usage, await registry.repositories.lifecycle.total_bytes()
+        return usage, await registry.repositories.total_bytes()
 
     usage, (blob_count, total) = run_with_registry(settings, job)
     rows = [u for u in usage if not globs or any(fnmatch.fnmatchcase(u.name, g) for g in globs)]
@@ -132,14 +132,13 @@ def du(config: Path | None, data: Path | None, globs: tuple[str, ...], as_json: 
 def retention(config: Path | None, data: Path | None, dry_run: bool, as_json: bool) -> None:
     """Apply the retention rules of the configuration now (tags only; see `gc`)."""
     from dockyard.gc.retention import RetentionReport, apply_retention
-    from dockyard.metadata.lifecycle import LifecycleStore
 
     settings = load(config, {"storage.filesystem.rootdirectory": data})
     if not settings.retention.rules:
         raise click.UsageError("the configuration has no retention rules")
 
     async def job(registry: Registry) -> RetentionReport:
-        return await apply_retention(LifecycleStore(registry.store), settings.retention.rules,
+        return await apply_retention(registry.lifecycle, settings.retention.rules,
                                      dry_run=dry_run)
 
     report = run_with_registry(settings, job)

@@ -88,6 +88,10 @@ class BlobService:
         found = await self.store.mount_blob(name, str(digest), source)
         return None if found is None else found.size
 
+    async def delete_bytes(self, digest: Digest) -> None:
+        """Remove a blob's bytes (the collector, once its row is gone under a tombstone)."""
+        await self.blobs.delete_blob(digest)
+
     async def delete(self, name: str, digest: Digest) -> None:
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dockyard.metadata.lifecycle import LifecycleStore, RepositoryDeletion, Usage
+from dockyard.core.lifecycle import LifecycleBackend, RepositoryDeletion, Usage
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.errors import NameUnknown, Unsupported
 from dockyard.storage.blobstore import BlobStore
@@ -16,9 +16,10 @@ CATALOG_BATCH = 500
 class RepositoryService:
     """Whole-repository operations (a Dockyard extension of the distribution API)."""
 
-    def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool) -> None:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, lifecycle: LifecycleBackend,
+                 *, delete_enabled: bool) -> None:
         self.store = store
-        self.lifecycle = LifecycleStore(store)
+        self.lifecycle = lifecycle
         self.blobs = blobs
         self.delete_enabled = delete_enabled
 
@@ -58,3 +59,7 @@ class RepositoryService:
 
     async def usage(self) -> list[Usage]:
         return await self.lifecycle.usage()
+
+    async def total_bytes(self) -> tuple[int, int]:
+        """(blob count, bytes) over every stored blob."""
+        return await self.lifecycle.total_bytes()

@@ -25,9 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
+from dockyard.core.lifecycle import TOMBSTONE_TIMEOUT, ManifestNode
 from dockyard.core.registry import Registry
-from dockyard.metadata.lifecycle import LifecycleStore, ManifestNode
-from dockyard.metadata.store import TOMBSTONE_TIMEOUT
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
 
@@ -104,7 +103,7 @@ class Collector:
                  upload_expiry: float | None = None,
                  keep_untagged: Callable[[str], bool] = lambda _name: False) -> None:
         self.registry = registry
-        self.lifecycle = LifecycleStore(registry.store)
+        self.lifecycle = registry.lifecycle
         self.grace = grace
         self.keep_referrers = keep_referrers
         self.upload_expiry = upload_expiry
@@ -225,7 +224,7 @@ class Collector:
         A tombstone that cannot be ended stays for the next collection to take over.
         """
         try:
-            await self.registry.blobstore.delete_blob(Digest.parse(digest))
+            await self.registry.blobs.delete_bytes(Digest.parse(digest))
         finally:
             await self.lifecycle.end_blob_deletion(digest)
         return True

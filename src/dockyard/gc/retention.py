@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from dockyard.config.settings import RetentionRule
-from dockyard.metadata.lifecycle import LifecycleStore
+from dockyard.core.lifecycle import LifecycleBackend
 
 
 @dataclass
@@ -52,7 +52,7 @@ def doomed_tags(rule: RetentionRule, tags: list[tuple[str, float, float | None]]
     return []
 
 
-async def apply_retention(lifecycle: LifecycleStore, rules: list[RetentionRule], *,
+async def apply_retention(lifecycle: LifecycleBackend, rules: list[RetentionRule], *,
                           dry_run: bool = False) -> RetentionReport:
     """Delete (or with `dry_run`, list) the tags the rules do not keep."""
     report = RetentionReport(dry_run)

@@ -15,7 +15,6 @@ from dockyard.core.leases import LeaseBusy
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector, Report
 from dockyard.gc.retention import apply_retention, keeps_untagged
-from dockyard.metadata.lifecycle import LifecycleStore
 
 log = logging.getLogger("dockyard.gc")
 
@@ -40,7 +39,7 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
     try:
         async with registry.leases.hold(GC_LEASE):
             await registry.pulls.flush()
-            retention = await apply_retention(LifecycleStore(registry.store),
+            retention = await apply_retention(registry.lifecycle,
                                               settings.retention.rules)
             if retention.count:
                 log.info("retention deleted %d tags: %s", retention.count,

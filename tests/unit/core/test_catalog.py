@@ -10,6 +10,7 @@ import pytest
 from dockyard.core.repositories import RepositoryService
 from dockyard.drivers.filesystem import FilesystemDriver
 from dockyard.metadata.engine import open_engines
+from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 
@@ -23,7 +24,7 @@ async def service(sqlite_url: str, tmp_path: Path) -> AsyncIterator[RepositorySe
     for name in NAMES:
         await store.link_blob(name, DIGEST, 1)
     yield RepositoryService(store, BlobStore(FilesystemDriver(tmp_path / "blobs")),
-                            delete_enabled=True)
+                            LifecycleStore(store), delete_enabled=True)
     await store.close()
 
 

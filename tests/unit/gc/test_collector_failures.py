@@ -15,6 +15,7 @@ from dockyard.core.uploads import Chunk
 from dockyard.gc.collector import Collector
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import StorageFull
+from dockyard.storage import layout
 
 
 async def _body(data: bytes) -> AsyncIterator[bytes]:
@@ -51,8 +52,8 @@ async def test_collection_goes_on_past_a_failed_step(tmp_path: Path,
         assert report.errors == [f"deleting the row of {digests[0]}: "
                                  "insufficient storage: the disk is full"]
         assert report.blobs_deleted == 2
-        assert await registry.blobstore.size(digests[0]) is not None
-        assert [await registry.blobstore.size(d) for d in digests[1:]] == [None, None]
+        on_disk = [(tmp_path / "data" / layout.blob_key(d)).exists() for d in digests]
+        assert on_disk == [True, False, False]
         assert report.to_json()["failed"] == 1
     finally:
         await close_registry(registry)
