@@ -23,8 +23,9 @@ from botocore.loaders import Loader, create_loader
 from dockyard.config.settings import S3Settings
 from dockyard.drivers.base import Driver, DriverError, Writer
 
-#: object metadata of a staged upload: bytes held in the multipart upload's parts, its id
-_BASE, _UPLOAD = "dockyard-base", "dockyard-upload"
+#: object metadata of a staged upload: bytes held in the multipart upload's parts, its
+#: id, and its part size (kept per session: nodes may differ in `chunksize`)
+_BASE, _UPLOAD, _PART = "dockyard-base", "dockyard-upload", "dockyard-part"
 #: largest object a single CopyObject may copy; bigger ones are copied part by part
 _COPY_MAX = 5 * 1024 ** 3
 _READ_PIECE = 256 * 1024
@@ -87,8 +88,9 @@ class S3Driver(Driver):
         return Config(
             region_name=self.settings.region,
             connect_timeout=5,
-            read_timeout=30,
-            retries={"mode": "standard", "max_attempts": 3},
+            # CopyObject and CompleteMultipartUpload may take a while on big objects
+            read_timeout=60,
+            retries={"mode": "standard", "total_max_attempts": 3},
             max_pool_connections=64,
             s3={"addressing_style": "path" if self.settings.forcepathstyle else "auto"},
             # plain payload hashing: what every S3-compatible store understands
@@ -167,17 +169,21 @@ class S3Driver(Driver):
                 raise FileNotFoundError(key)
             return
         end = "" if length is None else str(offset + length - 1)
+        staged = DriverError(f"{key} is a staged upload: its parts are readable once "
+                             "published")
         try:
             response = await self._call("get_object", Key=name, Range=f"bytes={offset}-{end}")
         except DriverError as exc:
             cause = exc.__cause__
             if isinstance(cause, ClientError) and _code(cause) == "InvalidRange":
-                return  # at or past the end
+                head = await self._head(name)  # past the end: of the tail, or of it all?
+                if head is not None and int(head.get("Metadata", {}).get(_BASE, 0)):
+                    raise staged from None
+                return
             raise
         if int(response.get("Metadata", {}).get(_BASE, 0)):
             response["Body"].close()
-            raise DriverError(f"{key} is a staged upload: its parts are readable once "
-                              "published")
+            raise staged
         async with response["Body"] as body:
             try:
                 while chunk := await body.read(_READ_PIECE):
@@ -192,19 +198,20 @@ class S3Driver(Driver):
             raise FileNotFoundError(key)
         meta = head.get("Metadata", {}) if head else {}
         base, upload = int(meta.get(_BASE, 0)), meta.get(_UPLOAD)
+        part = int(meta.get(_PART, self.chunksize))
         size = base + int(head["ContentLength"]) if head else 0
         if offset > size:
             raise ValueError(f"cannot resume {key} at {offset}: {size} bytes stored")
         if offset == 0 and upload:
             await self._abort(name, upload)
-            base, upload = 0, None
+            base, upload, part = 0, None, self.chunksize
         if offset < base:
             raise DriverError(f"cannot resume {key} at {offset}: {base} bytes are in "
                               "uploaded parts, which S3 cannot cut")
         tail = b""
         if offset > base:
             tail = b"".join([c async for c in self._read_tail(name, offset - base)])
-        return S3Writer(self, name, base, upload, bytearray(tail))
+        return S3Writer(self, name, base, upload, part, bytearray(tail))
 
     async def _read_tail(self, name: str, length: int) -> AsyncIterator[bytes]:
         response = await self._call("get_object", Key=name, Range=f"bytes=0-{length - 1}")
@@ -224,9 +231,14 @@ class S3Driver(Driver):
                 return  # published before (a retried move)
             raise FileNotFoundError(src)
         meta = head.get("Metadata", {})
-        if int(meta.get(_BASE, 0)):
-            head = await self._complete(source, meta[_UPLOAD], int(head["ContentLength"]))
-        if await self._head(target) is None:
+        staged = int(meta.get(_BASE, 0)) > 0
+        if await self._head(target) is not None:  # the same bytes are there already
+            if staged:
+                await self._abort(source, meta[_UPLOAD])
+        else:
+            if staged:
+                head = await self._complete(source, meta[_UPLOAD],
+                                            int(head["ContentLength"]))
             await self._copy(source, target, int(head["ContentLength"]))
         await self._call("delete_object", Key=source)
 
@@ -355,9 +367,9 @@ class S3Writer(Writer):
     """Appends to one upload session: full parts go up at once, the rest on `close`."""
 
     def __init__(self, driver: S3Driver, name: str, base: int, upload: str | None,
-                 pending: bytearray) -> None:
+                 part: int, pending: bytearray) -> None:
         self._driver, self._name = driver, name
-        self._base, self._upload, self._pending = base, upload, pending
+        self._base, self._upload, self._part, self._pending = base, upload, part, pending
         self._closed = False
 
     @property
@@ -366,7 +378,7 @@ class S3Writer(Writer):
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         self._pending += data
-        part = self._driver.chunksize
+        part = self._part
         while len(self._pending) >= part:
             await self._put_part(bytes(self._pending[:part]))
             del self._pending[:part]
@@ -376,7 +388,7 @@ class S3Writer(Writer):
         if self._upload is None:
             created = await d._call("create_multipart_upload", Key=self._name, **d._class())
             self._upload = str(created["UploadId"])
-        number = self._base // d.chunksize + 1
+        number = self._base // self._part + 1
         await d._call("upload_part", Key=self._name, UploadId=self._upload, PartNumber=number,
             Body=data)
         self._base += len(data)
@@ -387,6 +399,7 @@ class S3Writer(Writer):
             return
         self._closed = True
         d = self._driver
-        meta = {_BASE: str(self._base), _UPLOAD: self._upload} if self._upload else {}
+        meta = ({_BASE: str(self._base), _UPLOAD: self._upload, _PART: str(self._part)}
+                if self._upload else {})
         await d._call("put_object", Key=self._name, Body=bytes(self._pending), Metadata=meta,
             **d._class())

@@ -181,6 +181,35 @@ async def test_staged_upload_cannot_be_read_before_publishing(s3d: S3Driver) -> 
     await put(s3d, "uploads/r/data", os.urandom(PART + 10))
     with pytest.raises(DriverError, match="staged upload"):
         await read_all(s3d, "uploads/r/data")
+    with pytest.raises(DriverError, match="staged upload"):  # past the tail's own end
+        await read_all(s3d, "uploads/r/data", PART)
+
+
+async def test_nodes_with_another_chunksize_go_on_with_the_sessions_part_size(
+    s3: S3Server, settings: S3Settings
+) -> None:
+    first, second = os.urandom(PART + 1), os.urandom(2 * PART)
+    node_a = S3Driver(settings)
+    node_b = S3Driver(settings.model_copy(update={"chunksize": PART + MIB}))
+    try:
+        await put(node_a, "uploads/c/data", first)
+        writer = await node_b.writer("uploads/c/data", len(first), resume=True)
+        await writer.write(second)
+        await writer.close()
+        await node_b.move("uploads/c/data", "blobs/c/data")
+        assert await read_all(node_a, "blobs/c/data") == first + second
+    finally:
+        await node_a.close()
+        await node_b.close()
+
+
+async def test_move_onto_an_existing_blob_aborts_the_upload(s3d: S3Driver) -> None:
+    await put(s3d, "blobs/e/data", b"published")
+    await put(s3d, "uploads/e/data", os.urandom(PART + 10))
+    await s3d.move("uploads/e/data", "blobs/e/data")
+    assert await read_all(s3d, "blobs/e/data") == b"published"
+    assert await s3d.stat("uploads/e/data") is None
+    assert await _uploads(s3d) == []
 
 
 async def test_resume_of_a_deleted_session_is_refused(s3d: S3Driver) -> None:
@@ -274,6 +303,39 @@ async def test_wrong_credentials_are_a_driver_error(s3: S3Server) -> None:
             await put(driver, "k", b"x")
     finally:
         await driver.close()
+
+
+async def test_server_errors_are_retried_then_a_driver_error() -> None:
+    """A store answering 503 to everything: each call is retried, then fails cleanly."""
+    from aiohttp import web
+
+    hits: list[str] = []
+
+    async def unavailable(request: web.Request) -> web.Response:
+        hits.append(request.method)
+        return web.Response(status=503, body=b"<Error><Code>ServiceUnavailable</Code></Error>")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", unavailable)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    driver = S3Driver(S3Settings(bucket="b", regionendpoint=f"http://127.0.0.1:{port}",
+                                 accesskey="k", secretkey="s", forcepathstyle=True,
+                                 secure=False))
+    try:
+        began = time.monotonic()
+        with pytest.raises(DriverError):
+            await driver.stat("k")
+        assert hits == ["HEAD"] * 3  # botocore's standard retries, with backoff
+        with pytest.raises(DriverError):  # not FileNotFoundError: the key may well exist
+            await read_all(driver, "k")
+        assert time.monotonic() - began < 30
+    finally:
+        await driver.close()
+        await runner.cleanup()
 
 
 async def test_stopped_server_is_a_driver_error_not_a_hang() -> None:
