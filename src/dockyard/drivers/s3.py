@@ -132,7 +132,16 @@ class S3Driver(Driver):
                 raise FileNotFoundError(str(exc)) from exc
             raise DriverError(f"S3 {self.bucket}: {exc}") from exc
         except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
-            raise DriverError(f"S3 {self.bucket} unreachable: {exc}") from exc
+            raise DriverError(f"S3 {self.bucket}: {type(exc).__name__}: {exc}") from exc
+
+    async def _stream(self, response: dict[str, Any], key: str) -> AsyncIterator[bytes]:
+        """The body of a GET, piece by piece; a connection lost midway is a DriverError."""
+        async with response["Body"] as body:
+            try:
+                while chunk := await body.read(_READ_PIECE):
+                    yield chunk
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise DriverError(f"S3 {self.bucket}: read of {key} cut: {exc}") from exc
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or ".." in key.split("/"):
@@ -184,12 +193,8 @@ class S3Driver(Driver):
         if int(response.get("Metadata", {}).get(_BASE, 0)):
             response["Body"].close()
             raise staged
-        async with response["Body"] as body:
-            try:
-                while chunk := await body.read(_READ_PIECE):
-                    yield chunk
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise DriverError(f"S3 {self.bucket}: read of {key} cut: {exc}") from exc
+        async for chunk in self._stream(response, key):
+            yield chunk
 
     async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
         name = self._key(key)
@@ -215,9 +220,8 @@ class S3Driver(Driver):
 
     async def _read_tail(self, name: str, length: int) -> AsyncIterator[bytes]:
         response = await self._call("get_object", Key=name, Range=f"bytes=0-{length - 1}")
-        async with response["Body"] as body:
-            while chunk := await body.read(_READ_PIECE):
-                yield chunk
+        async for chunk in self._stream(response, name):
+            yield chunk
 
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         raise DriverError("an object store has no cross-process locks: locks need the "
