@@ -23,9 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import ValidationError
 
-from dockyard.config.settings import S3Settings, Settings
+from dockyard.config.settings import ConfigError, S3Settings, Settings, load_settings
 from dockyard.drivers.base import Driver, DriverError
 from dockyard.drivers.s3 import S3Driver
 from tests.unit.drivers.suite import DriverSuite, keys, put, read_all
@@ -374,9 +373,16 @@ def test_settings_take_distribution_keys() -> None:
     assert driver._key("blobs/x") == "registry/blobs/x"
 
 
-def test_chunksize_below_the_s3_minimum_is_refused() -> None:
-    with pytest.raises(ValidationError, match="chunksize"):
-        Settings.model_validate({"storage": {"s3": {"bucket": "b", "chunksize": "1MiB"}}})
+def test_settings_from_the_environment() -> None:
+    s3 = load_settings(None, env={
+        "DOCKYARD_STORAGE_S3_BUCKET": "b", "DOCKYARD_STORAGE_S3_CHUNKSIZE": "16MiB",
+        "DOCKYARD_STORAGE_S3_FORCEPATHSTYLE": "true"}).storage.s3
+    assert (s3.bucket, s3.chunksize, s3.forcepathstyle) == ("b", 16 * MIB, True)
+
+
+def test_chunksize_below_the_s3_minimum_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"storage\.s3\.chunksize"):
+        load_settings(None, env={"DOCKYARD_STORAGE_S3_CHUNKSIZE": "1MiB"})
 
 
 def test_a_bucket_is_required() -> None:
