@@ -226,6 +226,20 @@ async def test_writer_at_zero_aborts_the_old_upload(s3d: S3Driver) -> None:
     assert await read_all(s3d, "uploads/z/data") == b"fresh"
 
 
+async def test_objects_past_the_copy_limit_are_copied_part_by_part(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CopyObject stops at 5 GiB; past it `move` copies ranges server-side (scaled down)."""
+    import dockyard.drivers.s3 as s3_module
+
+    monkeypatch.setattr(s3_module, "_COPY_MAX", 6 * MIB)
+    data = os.urandom(2 * PART + 4321)
+    await put(s3d, "uploads/big/data", data)
+    await s3d.move("uploads/big/data", "blobs/big/data")
+    assert await read_all(s3d, "blobs/big/data") == data
+    assert await _uploads(s3d) == []
+
+
 # --- what else S3 has or lacks --------------------------------------------------------
 
 
