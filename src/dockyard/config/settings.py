@@ -209,9 +209,34 @@ class GuardSettings(_Section):
         return size
 
 
+class S3Settings(_Section):
+    """An S3-compatible object store; the keys of CNCF Distribution's `storage.s3`.
+
+    Without `accesskey`/`secretkey`, credentials come from the standard AWS environment
+    variables and files (`AWS_ACCESS_KEY_ID`, `~/.aws/credentials`, ...).
+    """
+
+    bucket: str = ""
+    region: str = "us-east-1"
+    #: endpoint of a non-AWS store, e.g. http://127.0.0.1:8333 (scheme optional)
+    regionendpoint: str | None = None
+    accesskey: str | None = None
+    secretkey: str | None = None
+    #: prefix of every key in the bucket
+    rootdirectory: str = ""
+    forcepathstyle: bool = False
+    secure: bool = True
+    skipverify: bool = False
+    #: multipart part size: upload bytes are held until a part this big fills
+    chunksize: Annotated[int, BeforeValidator(_size), Field(ge=5 * 1024 * 1024)] = (
+        10 * 1024 * 1024)
+    storageclass: str = "STANDARD"
+
+
 class StorageSettings(_Section):
     driver: str = "filesystem"
     filesystem: FilesystemSettings = FilesystemSettings()
+    s3: S3Settings = S3Settings()
     delete: DeleteSettings = DeleteSettings()
     uploads: UploadSettings = UploadSettings()
     guard: GuardSettings = GuardSettings()

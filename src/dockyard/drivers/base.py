@@ -113,5 +113,10 @@ class Driver(ABC):
         """
         return False
 
+    async def url_for(self, key: str, expires: int = 900) -> str | None:
+        """A URL that serves `key` to anyone for `expires` seconds (a presigned GET),
+        or None when the driver has none (clients are then served by Dockyard)."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default has none."""
