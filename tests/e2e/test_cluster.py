@@ -277,8 +277,9 @@ def test_chunks_of_one_upload_on_every_node(cluster: Cluster) -> None:
 
 
 def test_concurrent_pushes_of_shared_layers_in_any_order(cluster: Cluster) -> None:
-    """Images naming the same layers in opposite orders, pushed at once through the nodes:
-    every manifest PUT succeeds (PostgreSQL once found a deadlock here and answered 500)."""
+    """Images naming the same layers in opposite orders, pushed at once through the nodes,
+    each image by two threads to the same tag: every manifest PUT succeeds (PostgreSQL
+    found deadlocks here, and duplicate keys, and the registry answered 500)."""
     repo = new_repo("order")
     shared = [os.urandom(1000 + i) for i in range(6)]
     with httpx.Client(base_url=cluster.url, timeout=60) as c:
