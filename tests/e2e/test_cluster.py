@@ -402,7 +402,8 @@ def pusher(front: str, repos: list[str], locks: dict[str, threading.Lock], world
                     if r.status_code == 201:
                         world.alive[(repo, tag)] = manifest
                         world.counts["pushes"] += 1
-                    elif time.monotonic() - started > GC_GRACE - GC_GRACE / 4 - 0.25:
+                    elif (r.status_code == 400 and
+                          time.monotonic() - started > GC_GRACE - GC_GRACE / 4 - 0.25):
                         world.counts["pushes refused: slower than the grace period"] += 1
                     else:
                         world.problems.append(f"manifest {repo}:{tag} {r.status_code} "
