@@ -10,38 +10,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e import test_conformance as conformance
-from tests.support.servers import Server, free_port, start_dockyard
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "services" / "postgres.sh"
+from tests.support.postgres import postgres_unavailable, running_postgres
+from tests.support.servers import Server, start_dockyard
 
 
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
-        pytest.skip("starting PostgreSQL here needs root and runuser")
-    # not under pytest's tmp dir: that is private to root, and the server runs as postgres
-    home = Path(tempfile.mkdtemp(prefix="dockyard-pg-"))
-    home.chmod(0o755)
-    try:
-        started = subprocess.run([str(SCRIPT), "start", str(home), str(free_port())],
-                                 capture_output=True, text=True, timeout=600)
-        assert started.returncode == 0, started.stderr[-2000:]
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([str(SCRIPT), "stop", str(home)], capture_output=True, timeout=120)
-        shutil.rmtree(home, ignore_errors=True)
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -75,8 +75,12 @@ def start_dockyard(
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     port: int | None = None,
+    wait: bool = True,
 ) -> Server:
-    """Start `dockyard serve` on `port` (else a free one) with its data under `data`."""
+    """Start `dockyard serve` on `port` (default: a free one) with its data under `data`.
+
+    With `wait=False` it returns at once (call `wait_ready`), so several can start together.
+    """
     data.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     cmd = [sys.executable, "-m", "dockyard", "serve", "--listen", f"127.0.0.1:{port}",
@@ -88,7 +92,8 @@ def start_dockyard(
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             env={**os.environ, **(env or {})}, start_new_session=True)
     server = Server("dockyard", port, data, proc, log)
-    server.wait_ready()
+    if wait:
+        server.wait_ready()
     return server
 
 

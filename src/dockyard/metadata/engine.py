@@ -181,10 +181,21 @@ def alembic_config() -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 0x646F636B79617264
+"""PostgreSQL advisory lock key ("dockyard") held by the process migrating the schema."""
+
+
 async def migrate(engines: Engines) -> None:
-    """Bring the schema to the newest revision (idempotent; run once at start)."""
+    """Bring the schema to the newest revision (idempotent; run once at start).
+
+    Nodes sharing one PostgreSQL start together and each migrates: the transaction takes
+    an advisory lock first, so one creates the schema and the others, once it commits,
+    find it current. (On SQLite `BEGIN IMMEDIATE` serialises them already.)
+    """
 
     def upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")

@@ -84,12 +84,15 @@ class Statements:
             select(manifests.c.id)
             .where(manifests.c.repository_id == b("repo"), manifests.c.digest == b("digest"))
             .with_for_update(read=True))
-        self.add_manifest = Prepared(insert(manifests).values(
+        # no row back when a concurrent push of the same manifest committed it first
+        self.add_manifest = Prepared(ins(manifests).values(
             repository_id=b("repo"), digest=b("digest"), media_type=b("media_type"),
             artifact_type=b("artifact_type"), size=b("size"), payload=b("payload"),
             subject_digest=b("subject"), config_digest=b("config"),
             annotations=b("annotations"), created_at=b("now"), touched_at=b("now"),
-        ).returning(manifests.c.id))
+        ).on_conflict_do_nothing(index_elements=[manifests.c.repository_id,
+                                                 manifests.c.digest])
+         .returning(manifests.c.id))
         self.add_manifest_blob = Prepared(ins(manifest_blobs).values(
             manifest_id=b("manifest"), digest=b("digest")).on_conflict_do_nothing())
         self.touch_blob = Prepared(update(blobs).where(blobs.c.digest == b("digest"))
@@ -105,6 +108,10 @@ class Statements:
         self.retag = Prepared(
             update(tags).where(tags.c.repository_id == b("repo"), tags.c.name == b("tag"))
             .values(manifest_id=b("manifest"), updated_at=b("now")))
-        self.add_tag = Prepared(insert(tags).values(
-            repository_id=b("repo"), name=b("tag"), manifest_id=b("manifest"),
-            updated_at=b("now")))
+        # an upsert: a concurrent push may create the same tag between retag and this
+        add_tag = ins(tags).values(repository_id=b("repo"), name=b("tag"),
+                                   manifest_id=b("manifest"), updated_at=b("now"))
+        self.add_tag = Prepared(add_tag.on_conflict_do_update(
+            index_elements=[tags.c.repository_id, tags.c.name],
+            set_={"manifest_id": add_tag.excluded.manifest_id,
+                  "updated_at": add_tag.excluded.updated_at}))

@@ -334,26 +334,34 @@ class MetadataStore:
 
         def body(conn: Connection) -> None:
             repo_id = self._ensure_repo(conn, name, now)
-            missing = [d for d in new.blob_digests
+            # the blobs' rows first and in digest order (as `link_blob` takes a blob's row
+            # before its link): concurrent pushes of images sharing layers, in any layer
+            # order, then lock rows in one order and never deadlock on PostgreSQL
+            blob_digests = sorted(set(new.blob_digests))
+            for d in blob_digests:
+                run(conn, q.touch_blob, digest=d, now=now)
+            missing = [d for d in blob_digests
                        if run(conn, q.has_link, repo=repo_id, digest=d).fetchone() is None]
             missing += [d for d in new.child_digests
                         if run(conn, q.manifest_id, repo=repo_id, digest=d).fetchone() is None]
             if missing:
                 raise MissingReferences(sorted(missing))
             found = run(conn, q.manifest_id, repo=repo_id, digest=new.digest).fetchone()
-            if found is None:
-                manifest_id = run(
-                    conn, q.add_manifest, repo=repo_id, digest=new.digest,
-                    media_type=new.media_type, artifact_type=new.artifact_type,
-                    size=len(new.payload), payload=new.payload, subject=new.subject_digest,
-                    config=new.config_digest, annotations=new.annotations, now=now,
-                ).fetchone()[0]
-                for d in new.blob_digests:
+            added = None if found is not None else run(
+                conn, q.add_manifest, repo=repo_id, digest=new.digest,
+                media_type=new.media_type, artifact_type=new.artifact_type,
+                size=len(new.payload), payload=new.payload, subject=new.subject_digest,
+                config=new.config_digest, annotations=new.annotations, now=now,
+            ).fetchone()
+            if added is not None:
+                manifest_id = added[0]
+                for d in blob_digests:
                     run(conn, q.add_manifest_blob, manifest=manifest_id, digest=d)
-                    run(conn, q.touch_blob, digest=d, now=now)
                 for d in new.child_digests:
                     run(conn, q.add_child, manifest=manifest_id, digest=d)
-            else:  # pushed again: its grace period starts over
+            else:  # pushed again (or just now by another request): grace starts over
+                if found is None:
+                    found = run(conn, q.manifest_id, repo=repo_id, digest=new.digest).fetchone()
                 manifest_id = found[0]
                 run(conn, q.touch_manifest, manifest=manifest_id, now=now)
             for d in new.child_digests:  # so are the children it names
