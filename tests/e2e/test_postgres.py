@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -104,7 +105,7 @@ def test_collection_on_postgres(registry: Server, database_url: str) -> None:
 
 
 def test_failed_login_budget_on_postgres(tmp_path: Path, database_url: str) -> None:
-    """The failed-login counters (migration 0003) work on PostgreSQL, shared by workers."""
+    """The failed-login counters (migration 0004) work on PostgreSQL, shared by workers."""
     from tests.e2e.test_auth_hardening import basic
     from tests.support.authenv import USERS, basic_auth, write_config, write_htpasswd
 
