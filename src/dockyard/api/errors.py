@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.oci.errors import RegistryError, TooManyRequests
+from dockyard.oci.errors import RegistryError
 
 #: OCI / Docker error code -> HTTP status.
 STATUS: dict[str, int] = {
@@ -29,6 +29,8 @@ STATUS: dict[str, int] = {
     "RANGE_INVALID": 416,
     "PAGINATION_NUMBER_INVALID": 400,
     "UNKNOWN": 500,
+    # Distribution's errcode for a backend that cannot answer now (503, with Retry-After)
+    "UNAVAILABLE": 503,
 }
 
 #: Status overrides for errors whose code is shared with another status. A full disk is
@@ -69,7 +71,7 @@ def from_exception(
     exc: RegistryError, *, head: bool = False, headers: dict[str, str] | None = None
 ) -> web.StreamResponse:
     status = STATUS_BY_CLASS.get(type(exc).__name__, STATUS.get(exc.code, 400))
-    if isinstance(exc, TooManyRequests):
+    if exc.retry_after is not None:
         headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
     return error_response(exc.code, exc.message, exc.detail, status=status, head=head,
                           headers=headers)

@@ -12,6 +12,7 @@ from the path's text: a repository may be called `team/blobs/uploads/x`, and
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from dockyard.api.context import Match
 from dockyard.api.errors import error_response, from_exception
 from dockyard.oci.errors import RegistryError
 from dockyard.oci.reference import validate_name
+
+log = logging.getLogger("dockyard.api")
 
 Handler = Callable[[web.Request, Match], Awaitable[web.StreamResponse]]
 
@@ -128,4 +131,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                            response=response)
         return response
     except RegistryError as exc:
+        if exc.server_fault:
+            log.warning("%s %s: %s", request.method, route.id, exc)
         return from_exception(exc, head=head)

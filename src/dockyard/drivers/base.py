@@ -11,9 +11,23 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+from dockyard.oci.errors import StorageUnavailable
 
-class DriverError(Exception):
-    """A storage backend failed (I/O error, backend unreachable); a server-side fault."""
+
+class DriverError(StorageUnavailable):
+    """A storage backend failed (I/O error, backend unreachable); a server-side fault.
+
+    Clients get 503 `UNAVAILABLE` with `Retry-After` (it is a `RegistryError`), never a
+    500 or a hang: the store may well answer again in a moment. They see only the
+    generic message; `reason` (what the backend said) goes to the log.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__()
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason or self.message
 
 
 class DriverBusy(DriverError):

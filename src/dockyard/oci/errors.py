@@ -6,9 +6,15 @@ from typing import Any
 
 
 class RegistryError(Exception):
-    """Base of every error a client can cause; `code` is the OCI error code it maps to."""
+    """Base of every error a client can cause; `code` is the OCI error code it maps to.
+
+    `retry_after`, when set, is sent as `Retry-After` (seconds): the client may try
+    again then. `server_fault`: the registry's side failed, so the error is also logged.
+    """
 
     code = "UNKNOWN"
+    retry_after: int | None = None
+    server_fault = False
 
     def __init__(self, message: str = "", detail: Any = None) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)
@@ -120,7 +126,16 @@ class TooManyRequests(RegistryError):
         self.retry_after = retry_after
 
 
+class StorageUnavailable(RegistryError):
+    """the registry's storage is unavailable; try again later"""
+
+    code = "UNAVAILABLE"
+    retry_after = 5
+    server_fault = True
+
+
 class StorageFull(RegistryError):
     """insufficient storage: the registry's disk is full"""
 
     code = "UNKNOWN"
+    server_fault = True
