@@ -60,6 +60,8 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         delete_enabled=settings.storage.delete.enabled,
         delete_referrers=settings.storage.delete.referrers,
         manifest_max_size=settings.limits.manifest_max_size, session_caps=caps,
+        redirect_expiry=(settings.storage.redirect_expiry.total_seconds()
+                         if settings.storage.redirect else None),
     )
 
 

@@ -8,7 +8,7 @@ from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
 from dockyard.api.ranges import parse_range
 from dockyard.api.sendfile import send_file, usable
-from dockyard.core.blobs import LocalFile
+from dockyard.core.blobs import LocalFile, Redirect
 from dockyard.oci.digest import Digest
 
 
@@ -41,7 +41,10 @@ async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
         await resp.write_eof()
         return resp
     sock = usable(request)
-    body = blobs.open(info, start, count, local=sock is not None)
+    body = await blobs.open(info, start, count, local=sock is not None)
+    if isinstance(body, Redirect):
+        return web.Response(status=307, headers={**headers, "Location": body.url,
+                                                 "Content-Length": "0"})
     if isinstance(body, LocalFile):
         assert sock is not None
         await send_file(request, resp, sock, body.path, body.offset, body.length)

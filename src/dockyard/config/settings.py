@@ -237,6 +237,11 @@ class StorageSettings(_Section):
     driver: str = "filesystem"
     filesystem: FilesystemSettings = FilesystemSettings()
     s3: S3Settings = S3Settings()
+    #: answer blob GETs with 307 to a presigned URL of the store, where the driver can
+    #: sign one (s3); the client then fetches the bytes from the store directly
+    redirect: bool = False
+    #: how long such a URL stays valid
+    redirect_expiry: Duration = timedelta(minutes=20)
     delete: DeleteSettings = DeleteSettings()
     uploads: UploadSettings = UploadSettings()
     guard: GuardSettings = GuardSettings()

@@ -49,18 +49,28 @@ class Stream:
     length: int
 
 
-BlobBody = LocalFile | Stream
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Send the client to `url`, which serves the whole blob (Range works there too)."""
+
+    url: str
+
+
+BlobBody = LocalFile | Stream | Redirect
 
 
 class BlobService:
     """Blobs as repositories see them: present only where pushed or mounted."""
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool,
-                 touch_interval: float = TOUCH_INTERVAL) -> None:
+                 touch_interval: float = TOUCH_INTERVAL,
+                 redirect_expiry: float | None = None) -> None:
         self.store = store
         self.blobs = blobs
         self.delete_enabled = delete_enabled
         self.touch_interval = touch_interval
+        #: seconds a redirect URL lives; None: never redirect
+        self.redirect_expiry = redirect_expiry
 
     async def stat(self, name: str, digest: Digest, *, touch: bool = False) -> BlobInfo:
         record = await self.store.blob_in_repository(name, str(digest))
@@ -72,10 +82,15 @@ class BlobService:
                 await self.store.touch_blob(str(digest))
         return BlobInfo(digest, record.size)
 
-    def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True
-             ) -> BlobBody:
-        """What to send for `length` bytes of the blob from `offset` (after `stat`);
-        `local`: whether the caller can send a local file (no TLS in the way)."""
+    async def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True
+                   ) -> BlobBody:
+        """What to send for `length` bytes of the blob from `offset` (after `stat`):
+        a redirect when redirects are on and the store signs URLs, else a local file
+        when `local` (the caller can send one: no TLS in the way), else a stream."""
+        if self.redirect_expiry is not None:
+            url = await self.blobs.url_for(info.digest, int(self.redirect_expiry))
+            if url is not None:
+                return Redirect(url)
         path = self.blobs.local_path(info.digest) if local else None
         if path is not None:
             return LocalFile(path, offset, length)

@@ -45,6 +45,7 @@ class Registry:
         delete_enabled: bool,
         manifest_max_size: int, delete_referrers: bool = True,
         touch_interval: float = TOUCH_INTERVAL, session_caps: SessionCaps = NO_CAPS,
+        redirect_expiry: float | None = None,
     ) -> Registry:
         pulls = PullRecorder(store)
         lifecycle = LifecycleStore(store)
@@ -55,7 +56,8 @@ class Registry:
             leases=Leases(leases),
             lifecycle=lifecycle,
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
-                              touch_interval=touch_interval),
+                              touch_interval=touch_interval,
+                              redirect_expiry=redirect_expiry),
             uploads=UploadService(store, blobstore, session_caps),
             manifests=ManifestService(store, max_size=manifest_max_size,
                                       delete_enabled=delete_enabled,

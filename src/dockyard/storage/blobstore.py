@@ -61,6 +61,10 @@ class BlobStore:
     def local_path(self, digest: Digest) -> Path | None:
         return self.driver.local_path(layout.blob_key(digest))
 
+    async def url_for(self, digest: Digest, expires: int) -> str | None:
+        """A URL serving the blob for `expires` seconds, where the driver signs one."""
+        return await self.driver.url_for(layout.blob_key(digest), expires)
+
     def read(self, digest: Digest, offset: int = 0, length: int | None = None
              ) -> AsyncIterator[bytes]:
         return self.driver.read(layout.blob_key(digest), offset, length)

@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,58 +20,8 @@ import pytest
 from dockyard.config.settings import ConfigError, S3Settings, Settings, load_settings
 from dockyard.drivers.base import Driver, DriverError
 from dockyard.drivers.s3 import S3Driver
+from tests.support.s3 import MIB, PART, S3Server
 from tests.unit.drivers.suite import DriverSuite, keys, put, read_all
-
-ROOT = Path(__file__).resolve().parents[3]
-SCRIPT = ROOT / "scripts" / "services" / "s3.sh"
-MIB = 1024 * 1024
-PART = 5 * MIB
-
-
-def _free_base() -> int:
-    """A port P with P..P+14 free on 127.0.0.1 (the S3 server's own ports)."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000)
-        try:
-            for port in range(base, base + 15):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free range of 15 ports")
-
-
-class S3Server:
-    """One SeaweedFS started through the project's script; `start`/`stop` it."""
-
-    def __init__(self) -> None:
-        self.home = Path(tempfile.mkdtemp(prefix="dockyard-s3-"))
-        self.port = _free_base()
-        self.info: dict[str, str] = {}
-        self.seconds = 0.0
-
-    def start(self) -> None:
-        began = time.monotonic()
-        started = subprocess.run(
-            [str(SCRIPT), "start", str(self.home), str(self.port)], capture_output=True,
-            text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
-        assert started.returncode == 0, started.stderr[-2000:]
-        words = started.stdout.split()
-        self.info = dict(zip(words[::2], words[1::2], strict=True))
-        self.seconds = time.monotonic() - began
-
-    def stop(self) -> None:
-        subprocess.run([str(SCRIPT), "stop", str(self.home)], capture_output=True, timeout=60)
-
-    def settings(self, **extra: Any) -> S3Settings:
-        values: dict[str, Any] = {
-            "bucket": self.info["bucket"], "region": self.info["region"],
-            "regionendpoint": self.info["endpoint"], "accesskey": self.info["accesskey"],
-            "secretkey": self.info["secretkey"], "forcepathstyle": True, "secure": False,
-            "rootdirectory": f"t-{uuid.uuid4().hex}", "chunksize": PART,
-        }
-        return S3Settings(**{**values, **extra})
 
 
 @pytest.fixture(scope="module")

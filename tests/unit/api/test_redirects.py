@@ -1,0 +1,55 @@
+"""`storage.redirect`: a blob GET answers 307 to the store's signed URL; HEAD never.
+
+In-process app on a real socket over real stores; the filesystem driver is given a
+`url_for` as an object store has (the URL itself is proven against a real S3 server in
+tests/unit/core/test_blobs.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dockyard.api.app import create_app
+from dockyard.config.settings import load_settings
+from dockyard.drivers.filesystem import FilesystemDriver
+
+
+@pytest.mark.parametrize("redirect", [True, False])
+async def test_blob_get_redirects_when_the_store_signs_urls(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redirect: bool) -> None:
+    async def signed(_self: FilesystemDriver, key: str, expires: int = 900) -> str:
+        return f"http://store.invalid/{key}?expires={expires}&signature=x"
+
+    monkeypatch.setattr(FilesystemDriver, "url_for", signed)
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"),
+        "storage.redirect": redirect, "storage.redirect_expiry": "90s"})
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    data = b"redirected bytes"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        async with httpx.AsyncClient(base_url=str(server.make_url(""))) as c:
+            r = await c.post("/v2/r/x/blobs/uploads/", params={"digest": digest},
+                             content=data)
+            assert r.status_code == 201
+            r = await c.get(f"/v2/r/x/blobs/{digest}")
+            if redirect:
+                assert r.status_code == 307
+                assert r.headers["Location"] == (
+                    f"http://store.invalid/blobs/sha256/{digest[7:9]}/{digest[7:]}/data"
+                    "?expires=90&signature=x")
+                assert r.headers["Docker-Content-Digest"] == digest
+            else:
+                assert r.status_code == 200
+                assert r.content == data
+            head = await c.head(f"/v2/r/x/blobs/{digest}")
+            assert head.status_code == 200  # metadata only: no redirect, no store call
+            assert head.headers["Content-Length"] == str(len(data))
+    finally:
+        await server.close()
