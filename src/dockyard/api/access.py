@@ -23,8 +23,10 @@ policy → 403 `DENIED`; too many failed logins → 429 `TOOMANYREQUESTS` with
 from __future__ import annotations
 
 import enum
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -52,11 +54,13 @@ from dockyard.config.settings import Settings
 from dockyard.oci.reference import is_tag
 
 ACCESS = web.AppKey("access", AccessControl)
-IDENTITY = "dockyard.identity"
+IDENTITY = web.RequestKey("identity", Identity)
 
 class Access(enum.Enum):
-    """What an endpoint needs, declared beside it in the route table."""
+    """What an endpoint needs, declared beside it in the route table (or on a
+    sub-application's handler with `api.routes.requires`)."""
 
+    PUBLIC = "public"  # nothing at all: the token endpoint, where credentials are sent
     DISCOVER = "discover"
     CATALOG = "catalog"
     PULL = "pull"
@@ -70,9 +74,41 @@ _PULL = _ACTIONS[Access.PULL]
 _CATALOG = Scope("registry", "catalog", frozenset({"*"}))
 
 
+@dataclass(frozen=True)
+class Guard:
+    """What a sub-application's handler needs, set by `requires`; the repository name
+    of a repository scope is the route's `{name}` match."""
+
+    access: Access
+    audit: str | None = None
+
+
+GUARD = "__dockyard_guard__"
+
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def requires(access: Access, *, audit: str | None = None
+             ) -> Callable[[AiohttpHandler], AiohttpHandler]:
+    """Declare the access an aiohttp handler outside the /v2 table needs (the token
+    endpoint, a sub-application such as the web UI). A handler that declares nothing
+    is refused: authorization fails closed."""
+
+    def mark(handler: AiohttpHandler) -> AiohttpHandler:
+        # a wrapper of its own, so one function served on two routes keeps two guards
+        @functools.wraps(handler)
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            return await handler(request)
+
+        setattr(guarded, GUARD, Guard(access, audit))
+        return guarded
+
+    return mark
+
+
 def required_scope(access: Access, name: str) -> Scope | None:
     """The scope an endpoint declaring `access` needs on repository `name`."""
-    if access is Access.DISCOVER:
+    if access in (Access.DISCOVER, Access.PUBLIC):
         return None
     if access is Access.CATALOG:
         return _CATALOG
@@ -166,7 +202,8 @@ def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
     return None if control is None else control.catalog_filter(identity(request))
 
 
-_AUDIT = "dockyard.audit"
+#: the event (and details) a handler names for its success with `audit_as`
+_AUDIT = web.RequestKey("audit", tuple)
 
 
 def audit_as(request: web.Request, event: str, **detail: Any) -> None:
@@ -284,5 +321,6 @@ def install_access(app: web.Application, settings: Settings) -> None:
     control = AccessControl(settings.auth, settings.data_dir)
     app[ACCESS] = control
     if control.issuer is not None:
-        app.router.add_get("/auth/token", token_get, allow_head=False)
-        app.router.add_post("/auth/token", token_post)
+        public = requires(Access.PUBLIC)
+        app.router.add_get("/auth/token", public(token_get), allow_head=False)
+        app.router.add_post("/auth/token", public(token_post))

@@ -14,7 +14,7 @@ from dockyard.api.bodies import BodyStalled
 from dockyard.api.connections import SERVER, Connections
 from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
-from dockyard.api.routes import dispatch
+from dockyard.api.routes import authorization, dispatch
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import JobRunner
@@ -64,7 +64,7 @@ async def _api_version(_request: web.Request, response: web.StreamResponse) -> N
 def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Application:
     """The aiohttp application serving /v2 for `settings`."""
     connections = Connections(settings.http)
-    app = web.Application(middlewares=[connections.middleware, _errors],
+    app = web.Application(middlewares=[connections.middleware, _errors, authorization],
                           client_max_size=settings.limits.manifest_max_size)
     app[SETTINGS] = settings
     app[CONNECTIONS] = connections

@@ -1,4 +1,4 @@
-"""The /v2 route table (data, in one place) and the dispatcher that applies it.
+"""The /v2 route table (data, in one place), the authorization middleware, the dispatcher.
 
 Repository names contain slashes, so routes are matched on the raw path with regular
 expressions, the way the distribution-spec writes them; the name and reference are
@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from dockyard.api import admin, blobs, listing, manifests, uploads
-from dockyard.api.access import Access, audit_response, authorize
+from dockyard.api.access import (
+    GUARD,
+    Access,
+    AiohttpHandler,
+    Guard,
+    audit_response,
+    authorize,
+)
 from dockyard.api.context import Match
 from dockyard.api.errors import error_response, from_exception
 from dockyard.oci.errors import RegistryError
@@ -105,8 +112,18 @@ def resolve(path: str) -> tuple[Route, re.Match[str]] | None:
     return None
 
 
-async def dispatch(request: web.Request) -> web.StreamResponse:
-    """Find the route for the raw path, check the name, run the handler, map errors."""
+@dataclass(frozen=True, slots=True)
+class _Target:
+    route: Route
+    endpoint: Endpoint
+    match: Match
+
+
+_TARGET = web.RequestKey("target", _Target)
+
+
+def _resolve_table(request: web.Request) -> _Target | web.StreamResponse:
+    """The /v2 (and /admin/v1) endpoint of the raw path, or the error to answer."""
     head = request.method == "HEAD"
     found = resolve(request.rel_url.raw_path)
     if found is None:
@@ -118,12 +135,59 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return error_response("UNSUPPORTED", f"{request.method} is not supported here",
                               headers={"Allow": ", ".join(route.endpoints)}, head=head)
     groups = m.groupdict()
+    name = validate_name(groups["name"]) if route.named else ""
+    return _Target(route, endpoint, Match(name, groups.get("reference") or ""))
+
+
+@web.middleware
+async def authorization(request: web.Request, handler: AiohttpHandler
+                        ) -> web.StreamResponse:
+    """Decide every request from its matched route's declared access, before its handler.
+
+    /v2 and /admin/v1 paths are matched against the route table here (repository
+    names hold slashes, so aiohttp's router cannot); any other route, a
+    sub-application's included, declares its access with `requires`.
+    """
+    matched = request.match_info
+    if matched.http_exception is not None:
+        return await handler(request)  # aiohttp's own 404/405
+    guard: Guard | None = None
     try:
-        match = Match(validate_name(groups["name"]) if route.named else "",
-                      groups.get("reference") or "")
-        refused = await authorize(request, endpoint.access, match)
-        if refused is not None:
-            return refused
+        if matched.handler is dispatch:
+            target = _resolve_table(request)
+            if not isinstance(target, _Target):
+                return target
+            request[_TARGET] = target
+            access, match = target.endpoint.access, target.match
+        else:
+            guard = getattr(matched.handler, GUARD, None)
+            if guard is None:
+                log.error("refused %s %s: its route declares no access", request.method,
+                          matched.route.resource.canonical if matched.route.resource
+                          else "?")
+                return error_response("DENIED", "requested access to the resource is denied",
+                                      head=request.method == "HEAD")
+            if guard.access is Access.PUBLIC:
+                return await handler(request)
+            access = guard.access
+            match = Match(validate_name(matched["name"]) if "name" in matched else "")
+    except RegistryError as exc:
+        return from_exception(exc, head=request.method == "HEAD")
+    refused = await authorize(request, access, match)
+    if refused is not None:
+        return refused
+    response = await handler(request)
+    if guard is not None and guard.audit is not None:
+        audit_response(request, guard.audit, match, reference="", response=response)
+    return response
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """Run the table endpoint `authorization` matched and allowed; audit; map errors."""
+    head = request.method == "HEAD"
+    target = request[_TARGET]
+    route, endpoint, match = target.route, target.endpoint, target.match
+    try:
         response = await endpoint.handler(request, match)
         if endpoint.audit is not None and (endpoint.audit_status is None
                                            or response.status == endpoint.audit_status):
