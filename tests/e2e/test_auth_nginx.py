@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import nginx
 from tests.support.authenv import (
     USERS,
     Pki,
@@ -30,7 +29,6 @@ from tests.support.images import random_layout, sha256
 from tests.support.servers import Server, free_port, start_dockyard
 
 SITE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "dockyard.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 BUILDER = f"builder:{USERS['builder'][0]}"
 
 
@@ -58,34 +56,12 @@ def nginx_conf(root: Path, upstream: int, port: int, pki: Pki) -> Path:
                      ("/etc/ssl/registry/privkey.pem", str(pki.key))):
         assert old in site, f"{SITE} no longer has {old!r}"
         site = site.replace(old, new)
-    (root / "site.conf").write_text(site)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (root / d).mkdir(exist_ok=True)
-    conf = root / "nginx.conf"
-    conf.write_text(f"""
-user root root;
-daemon off;
-master_process on;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {root}/access.log;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    include {root}/site.conf;
-}}
-""")
-    return conf
+    return nginx.write_conf(root, site)
 
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
-    if not Path(NGINX).exists():
+    if not Path(nginx.NGINX).exists():
         pytest.skip("nginx is not installed (make test installs it)")
     tmp = tmp_path_factory.mktemp("auth-nginx")
     pki = make_pki(tmp / "pki")
@@ -97,27 +73,13 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     root = tmp / "nginx"
     root.mkdir()
     conf = nginx_conf(root, server.port, port, pki)
-    proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(root)],
-                            stdout=(root / "stdout").open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"https://127.0.0.1:{port}/v2/", verify=False, timeout=1)
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError("nginx did not start:\n" +
-                                   (root / "error.log").read_text()[-3000:]) from None
-            time.sleep(0.1)
-    yield Front(server, port, pki, proc)
-    proc.send_signal(signal.SIGQUIT)
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        proc = nginx.start(conf, f"https://127.0.0.1:{port}/v2/")
+    except RuntimeError:
+        server.stop()
+        raise
+    yield Front(server, port, pki, proc)
+    nginx.stop(proc)
     server.stop()
 
 

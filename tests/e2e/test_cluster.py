@@ -43,6 +43,7 @@ import pytest
 
 from tests.e2e import test_conformance as conformance
 from tests.e2e.test_lifecycle import blob_files, image_blobs, pull_verified, wait_until
+from tests.support import nginx
 from tests.support.clients import Podman, Skopeo
 from tests.support.images import random_layout, read_layout, sha256
 from tests.support.mediatypes import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
@@ -51,7 +52,6 @@ from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.servers import Server, free_port, start_dockyard
 
 SITE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "cluster.conf"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 NODES = 3
 #: the scheduled collection every second (on one node at a time); a long grace, so the
 #: conformance workflows' blobs wait for their manifests undisturbed
@@ -117,30 +117,8 @@ def nginx_conf(root: Path, nodes: list[int], port: int) -> Path:
         site = site.replace(old, f"server 127.0.0.1:{node} ")
     assert "listen 80;" in site, f"{SITE} no longer has 'listen 80;'"
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    (root / "site.conf").write_text(site)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (root / d).mkdir(exist_ok=True)
-    conf = root / "nginx.conf"
-    conf.write_text(f"""
-user root root;
-daemon off;
-master_process on;
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log info;
-events {{ worker_connections 512; }}
-http {{
-    log_format cluster '$request_method $request_uri $status $upstream_addr';
-    access_log {root}/access.log cluster;
-    client_body_temp_path {root}/body;
-    proxy_temp_path {root}/proxy;
-    fastcgi_temp_path {root}/fastcgi;
-    uwsgi_temp_path {root}/uwsgi;
-    scgi_temp_path {root}/scgi;
-    include {root}/site.conf;
-}}
-""")
-    return conf
+    return nginx.write_conf(root, site,
+                            log_format="$request_method $request_uri $status $upstream_addr")
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +126,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     reason = postgres_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    if not Path(NGINX).exists():
+    if not Path(nginx.NGINX).exists():
         pytest.skip("nginx is not installed (make test installs it)")
     tmp = tmp_path_factory.mktemp("cluster")
     data = tmp / "data"
@@ -167,30 +145,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 node.wait_ready()
             assert not (data / "metadata.db").exists()  # the metadata really is elsewhere
             conf = nginx_conf(root, ports, port)
-            c.nginx = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(root)],
-                                       stdout=(root / "stdout").open("wb"),
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(f"{c.url}/v2/", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    if c.nginx.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("nginx did not start:\n" +
-                                           (root / "error.log").read_text()[-3000:]) from None
-                    time.sleep(0.1)
+            c.nginx = nginx.start(conf, f"{c.url}/v2/")
             yield c
             for node in c.nodes:
                 assert "Traceback" not in node.log.read_text(), node.log.read_text()[-5000:]
         finally:
             if c.nginx is not None:
-                c.nginx.send_signal(signal.SIGQUIT)
-                try:
-                    c.nginx.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    c.nginx.kill()
-                    c.nginx.wait()
+                nginx.stop(c.nginx)
             for node in c.nodes:
                 node.stop()
 
