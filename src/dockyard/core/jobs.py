@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from dockyard.core.leases import DEFAULT_TTL, LeaseBusy, LeaseLost, Leases
+from dockyard.oci.errors import RegistryError
 
 log = logging.getLogger("dockyard.jobs")
 
@@ -75,6 +76,8 @@ class JobRunner:
             return False
         except LeaseLost:
             log.error("job %s stopped: its lease was lost", name)
+        except RegistryError as exc:  # storage full or unavailable: said, no traceback
+            log.warning("job %s failed: %s", name, exc)
         except Exception:
             log.exception("job %s failed", name)
         return True

@@ -11,6 +11,7 @@ from dockyard.core.jobs import Job, JobRunner
 from dockyard.core.leases import LeaseBusy, LeaseLost, Leases
 from dockyard.metadata.engine import open_engines
 from dockyard.metadata.leases import LeaseStore
+from dockyard.oci.errors import StorageUnavailable
 
 
 @pytest.fixture
@@ -111,3 +112,14 @@ def test_job_names_are_unique(backend: LeaseStore) -> None:
 
     with pytest.raises(ValueError, match="unique"):
         JobRunner(Leases(backend, "a"), [Job("x", 1, run), Job("x", 2, run)])
+
+
+async def test_a_job_failing_on_unavailable_storage_logs_one_line(
+        backend: LeaseStore, caplog: pytest.LogCaptureFixture) -> None:
+    async def run() -> None:
+        raise StorageUnavailable("the store is down")
+
+    runner = JobRunner(Leases(backend, "a"), [Job("sync", 0.2, run)])
+    assert await runner.run_due("sync")
+    assert "job sync failed: the store is down" in caplog.text
+    assert "Traceback" not in caplog.text
