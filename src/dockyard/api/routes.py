@@ -149,8 +149,13 @@ async def authorization(request: web.Request, handler: AiohttpHandler
     sub-application's included, declares its access with `requires`.
     """
     matched = request.match_info
-    if matched.http_exception is not None:
-        return await handler(request)  # aiohttp's own 404/405
+    if matched.http_exception is not None:  # no route at all: answered in OCI JSON too
+        exc = matched.http_exception
+        allow = exc.headers.get("Allow")
+        return error_response("UNSUPPORTED", "no such endpoint" if exc.status == 404
+                              else f"{request.method} is not supported here",
+                              status=exc.status, head=request.method == "HEAD",
+                              headers={"Allow": allow} if allow else None)
     guard: Guard | None = None
     try:
         if matched.handler is dispatch:

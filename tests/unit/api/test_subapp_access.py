@@ -79,3 +79,15 @@ async def test_sub_application_routes_are_authorized(base: str) -> None:
         assert (await c.get("/ui/login")).status_code == 200  # public
         r = await c.get("/ui/forgotten", headers=basic("admin"))
         assert r.status_code == 403  # fails closed
+
+
+async def test_paths_no_route_serves_get_an_oci_error(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base) as c:
+        for path in ("/", "/admin/", "/nothing/here", "/ui/nothing"):
+            r = await c.get(path)
+            assert r.status_code == 404, path
+            assert r.json()["errors"][0]["code"] == "UNSUPPORTED", path
+        r = await c.delete("/ui/login")
+        assert r.status_code == 405
+        assert "GET" in r.headers["Allow"]
+        assert r.json()["errors"][0]["code"] == "UNSUPPORTED"
