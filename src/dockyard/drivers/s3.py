@@ -416,6 +416,10 @@ class S3Writer(Writer):
         return self._base + len(self._pending)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if (self.size + len(data)) // self._part >= _MAX_PARTS:  # the tail is the last
+            raise PayloadTooLarge(
+                f"an upload holds less than {_MAX_PARTS * self._part} "
+                f"bytes on S3 ({_MAX_PARTS - 1} parts of storage.s3.chunksize and a tail)")
         self._pending += data
         await self._flush()
 
@@ -424,9 +428,6 @@ class S3Writer(Writer):
         part = self._part
         while len(self._pending) >= part:
             number = self._base // part + 1
-            if number >= _MAX_PARTS:  # the tail needs the last part number
-                raise PayloadTooLarge(f"an upload holds at most {(_MAX_PARTS - 1) * part} "
-                                      "bytes on S3 (9999 parts of storage.s3.chunksize)")
             d = self._driver
             await d._call("put_object", Key=d._part_key(self._name, number),
                           Body=bytes(self._pending[:part]), **d._class())

@@ -317,6 +317,9 @@ async def test_a_session_past_the_multipart_part_limit_is_refused(
     await writer.write(os.urandom(2 * PART))
     with pytest.raises(PayloadTooLarge, match="chunksize"):
         await writer.write(os.urandom(PART))
+    await writer.write(b"x" * (PART - 1))  # the most a tail may hold
+    await writer.close()  # what was taken is kept
+    assert await s3d.stat("uploads/m/data") == 3 * PART - 1
 
 
 async def test_blobstore_appends_and_rehashes_across_nodes(
