@@ -227,9 +227,10 @@ class S3Settings(_Section):
     forcepathstyle: bool = False
     secure: bool = True
     skipverify: bool = False
-    #: multipart part size: upload bytes are held until a part this big fills
-    chunksize: Annotated[int, BeforeValidator(_size), Field(ge=5 * 1024 * 1024)] = (
-        10 * 1024 * 1024)
+    #: part size of upload sessions: bytes are held until a part this big fills; S3
+    #: takes parts of 5 MiB to 5 GiB (as Distribution's `chunksize`)
+    chunksize: Annotated[int, BeforeValidator(_size),
+                         Field(ge=5 * 1024 * 1024, le=5 * 1024 ** 3)] = 10 * 1024 * 1024
     storageclass: str = "STANDARD"
 
 

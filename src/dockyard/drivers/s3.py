@@ -1,15 +1,17 @@
 """S3Driver: the driver contract over an S3-compatible object store (aiobotocore).
 
-Published objects are plain S3 objects under `rootdirectory`. What an object store
-cannot do is said where it matters: no cross-process `lock` (coordination moves to the
-metadata store's leases), and an upload whose bytes fill whole multipart parts cannot
-be read back before `move` publishes it.
+Published objects are plain S3 objects under `rootdirectory`. An upload session is a
+set of plain objects too (full parts, and a tail holding the rest), so every byte of a
+session can be read back and cut by any node, and publishing copies them server-side
+into the blob's own multipart upload. The one thing an object store lacks is a
+cross-process `lock`: upload sessions are held through the metadata store instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any
@@ -22,14 +24,19 @@ from botocore.loaders import Loader, create_loader
 
 from dockyard.config.settings import S3Settings
 from dockyard.drivers.base import Driver, DriverError, Writer
+from dockyard.oci.errors import PayloadTooLarge
 
-#: object metadata of a staged upload: bytes held in the multipart upload's parts, its
-#: id, and its part size (kept per session: nodes may differ in `chunksize`)
-_BASE, _UPLOAD, _PART = "dockyard-base", "dockyard-upload", "dockyard-part"
-#: largest object a single CopyObject may copy; bigger ones are copied part by part
-_COPY_MAX = 5 * 1024 ** 3
+#: object metadata of a session's tail: bytes held in its part objects, and their size
+#: (kept per session: nodes may differ in `chunksize`)
+_BASE, _PART = "dockyard-base", "dockyard-part"
+#: a multipart upload has at most 10000 parts; a session's tail is the last one
+_MAX_PARTS = 10000
+#: server-side part copies in flight at once while publishing
+_COPIES = 8
 _READ_PIECE = 256 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+#: names of part objects (`<session key>.parts/<n>`): the driver's own, never listed
+_PART_NAME = re.compile(r"\.parts/\d+$")
 #: botocore's parsed service models, shared by every driver's session in the process
 #: (parsing them costs ~0.5 s per session)
 _LOADER: Loader | None = None
@@ -50,23 +57,35 @@ def _missing(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and _code(exc) in _MISSING
 
 
+def _layout(head: dict[str, Any], chunksize: int) -> tuple[int, int, int]:
+    """(bytes in part objects, part size, tail size) of the object a HEAD or GET saw."""
+    meta = head.get("Metadata", {})
+    base = int(meta.get(_BASE, 0))
+    return base, int(meta.get(_PART, chunksize)) if base else chunksize, int(
+        head["ContentLength"])
+
+
 class S3Driver(Driver):
     """Keys are objects `rootdirectory/key` in one bucket; one client per driver.
 
-    Upload sessions (`writer`) are S3 multipart uploads, resumable from any process:
+    An upload session (`writer`) at key K is plain objects, readable and resumable
+    from any node:
 
-    - A writer holds back bytes until a full part (`chunksize`) is there, then uploads it
-      as the next part of a multipart upload created at the session's own key.
-    - `close` stores the bytes short of a part as the object at the key itself (the
-      "tail"), with metadata naming the multipart upload and how many bytes its parts
-      hold. So the key's one object tells a writer opened later, on any node, where to
-      go on: HEAD gives the size (parts + tail), the tail is read back (< one part) and
-      the parts of the named upload are kept. Nothing else needs to know the offset.
-    - `move` completes the upload in place (the tail joins as the last part, copied
-      server-side) and copies the object server-side to its destination: no byte goes
-      through Dockyard a second time.
-    - Resuming below the bytes already in parts is refused (S3 cannot read or cut
-      uploaded parts), and so is reading such a staged key; both raise `DriverError`.
+    - full parts of the session's part size (`chunksize` of the node that wrote the
+      first one) as `K.parts/00001`, `K.parts/00002`, ..., each PUT once it fills;
+    - the tail (less than a part) as the object K itself, stored by `Writer.close`, its
+      metadata giving the bytes in parts and the part size. The tail is the commit
+      point: part objects past what it counts are leftovers of a cut or a crash.
+
+    `stat` is one HEAD of K (parts + tail); `read` streams the part objects and the tail
+    with ranged GETs (a published object: one GET). `writer(K, offset)` resumes anywhere:
+    at or past the parts' end the tail is read back; below it the part holding `offset`
+    is read back up to it and becomes the tail, and the part objects past it are dropped
+    at `close`. `move` creates a multipart upload at the destination and fills it with
+    `UploadPartCopy` of each part object, the tail last (a session under one part: one
+    `CopyObject`), so no byte goes through Dockyard; then the session's objects go.
+    `delete` removes K, what is under `K/` and `K.parts/`, and aborts the multipart
+    uploads under K (left by a `move` that died). `list` never shows part objects.
     """
 
     def __init__(self, settings: S3Settings) -> None:
@@ -151,6 +170,11 @@ class S3Driver(Driver):
     def _unkey(self, name: str) -> str:
         return name[len(self._root) + 1:] if self._root else name
 
+    @staticmethod
+    def _part_key(name: str, number: int) -> str:
+        """The object holding part `number` (from 1) of the session at `name`."""
+        return f"{name}.parts/{number:05d}"
+
     def _class(self) -> dict[str, str]:
         cls = self.settings.storageclass
         return {} if cls in ("STANDARD", "NONE", "") else {"StorageClass": cls}
@@ -162,13 +186,28 @@ class S3Driver(Driver):
             return None
         return head
 
+    async def _range(self, name: str, start: int, stop: int, key: str
+                     ) -> AsyncIterator[bytes]:
+        """Bytes [start, stop) of the object `name`; all of them, or a DriverError."""
+        if stop <= start:
+            return
+        response = await self._call("get_object", Key=name, Range=f"bytes={start}-{stop - 1}")
+        got = 0
+        async for chunk in self._stream(response, key):
+            got += len(chunk)
+            yield chunk
+        if got != stop - start:
+            raise DriverError(f"S3 {self.bucket}: {name} holds {got} of the {stop - start} "
+                              f"bytes from {start} that {key} needs")
+
     # --- the contract --------------------------------------------------------
 
     async def stat(self, key: str) -> int | None:
         head = await self._head(self._key(key))
         if head is None:
             return None
-        return int(head.get("Metadata", {}).get(_BASE, 0)) + int(head["ContentLength"])
+        base, _, tail = _layout(head, self.chunksize)
+        return base + tail
 
     async def read(self, key: str, offset: int = 0, length: int | None = None
                    ) -> AsyncIterator[bytes]:
@@ -178,50 +217,67 @@ class S3Driver(Driver):
                 raise FileNotFoundError(key)
             return
         end = "" if length is None else str(offset + length - 1)
-        staged = DriverError(f"{key} is a staged upload: its parts are readable once "
-                             "published")
-        try:
+        session: dict[str, Any] | None = None
+        try:  # one GET for a published object; a session's tail says it has parts
             response = await self._call("get_object", Key=name, Range=f"bytes={offset}-{end}")
         except DriverError as exc:
             cause = exc.__cause__
-            if isinstance(cause, ClientError) and _code(cause) == "InvalidRange":
-                head = await self._head(name)  # past the end: of the tail, or of it all?
-                if head is not None and int(head.get("Metadata", {}).get(_BASE, 0)):
-                    raise staged from None
+            if not (isinstance(cause, ClientError) and _code(cause) == "InvalidRange"):
+                raise
+            session = await self._head(name)  # past the end: of the tail, or of it all?
+            if session is None or not _layout(session, self.chunksize)[0]:
                 return
-            raise
-        if int(response.get("Metadata", {}).get(_BASE, 0)):
+        else:
+            if not _layout(response, self.chunksize)[0]:
+                async for chunk in self._stream(response, key):
+                    yield chunk
+                return
             response["Body"].close()
-            raise staged
-        async for chunk in self._stream(response, key):
+            session = await self._head(name)
+            if session is None:
+                raise FileNotFoundError(key)
+        async for chunk in self._read_session(key, name, session, offset, length):
             yield chunk
+
+    async def _read_session(self, key: str, name: str, head: dict[str, Any], offset: int,
+                            length: int | None) -> AsyncIterator[bytes]:
+        """Stream a session's bytes across its part objects and its tail."""
+        base, part, tail = _layout(head, self.chunksize)
+        total = base + tail
+        end = total if length is None else min(total, offset + length)
+        pos = offset
+        while pos < end:
+            if pos < base:  # in part object `index + 1`, which starts at `start`
+                index = pos // part
+                source, start, stop = self._part_key(name, index + 1), index * part, min(
+                    end, (index + 1) * part)
+            else:
+                source, start, stop = name, base, end
+            async for chunk in self._range(source, pos - start, stop - start, key):
+                yield chunk
+            pos = stop
 
     async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
         name = self._key(key)
         head = await self._head(name)
         if head is None and resume:
             raise FileNotFoundError(key)
-        meta = head.get("Metadata", {}) if head else {}
-        base, upload = int(meta.get(_BASE, 0)), meta.get(_UPLOAD)
-        part = int(meta.get(_PART, self.chunksize))
-        size = base + int(head["ContentLength"]) if head else 0
-        if offset > size:
-            raise ValueError(f"cannot resume {key} at {offset}: {size} bytes stored")
-        if offset == 0 and upload:
-            await self._abort(name, upload)
-            base, upload, part = 0, None, self.chunksize
-        if offset < base:
-            raise DriverError(f"cannot resume {key} at {offset}: {base} bytes are in "
-                              "uploaded parts, which S3 cannot cut")
-        tail = b""
-        if offset > base:
-            tail = b"".join([c async for c in self._read_tail(name, offset - base)])
-        return S3Writer(self, name, base, upload, part, bytearray(tail))
-
-    async def _read_tail(self, name: str, length: int) -> AsyncIterator[bytes]:
-        response = await self._call("get_object", Key=name, Range=f"bytes=0-{length - 1}")
-        async for chunk in self._stream(response, name):
-            yield chunk
+        base, part, tail = _layout(head, self.chunksize) if head else (0, self.chunksize, 0)
+        if offset > base + tail:
+            raise ValueError(f"cannot resume {key} at {offset}: {base + tail} bytes stored")
+        stored = base // part  # part objects the tail counts now
+        if offset == 0:  # start empty, with this node's part size
+            keep, part, head_of = 0, self.chunksize, None
+        elif offset >= base:  # in the tail: read it back up to `offset`
+            keep, head_of = base, name
+        else:  # in a part: its head up to `offset` becomes the tail
+            keep = offset // part * part
+            head_of = self._part_key(name, keep // part + 1)
+        pending = bytearray()
+        if head_of is not None:
+            async for chunk in self._range(head_of, 0, offset - keep, key):
+                pending += chunk
+        return S3Writer(self, name, keep, part, pending, stored)
 
     def lock(self, key: str) -> AbstractAsyncContextManager[None]:
         raise DriverError("an object store has no cross-process locks: locks need the "
@@ -234,66 +290,40 @@ class S3Driver(Driver):
             if await self._head(target) is not None:
                 return  # published before (a retried move)
             raise FileNotFoundError(src)
-        meta = head.get("Metadata", {})
-        staged = int(meta.get(_BASE, 0)) > 0
-        if await self._head(target) is not None:  # the same bytes are there already
-            if staged:
-                await self._abort(source, meta[_UPLOAD])
-        else:
-            if staged:
-                head = await self._complete(source, meta[_UPLOAD],
-                                            int(head["ContentLength"]))
-            await self._copy(source, target, int(head["ContentLength"]))
-        await self._call("delete_object", Key=source)
+        if await self._head(target) is None:  # else the same bytes are there already
+            await self._publish(source, target, head)
+        await self._remove(source)
 
-    async def _complete(self, name: str, upload: str, tail: int) -> dict[str, Any]:
-        """Finish a staged upload in place: its parts, then the tail (server-side)."""
-        parts = [p async for p in self._parts(name, upload)]
-        if tail:
-            number = len(parts) + 1
-            copied = await self._call(
-                "upload_part_copy", Key=name, UploadId=upload, PartNumber=number,
-                CopySource={"Bucket": self.bucket, "Key": name})
-            parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
-        await self._call("complete_multipart_upload", Key=name, UploadId=upload,
-            MultipartUpload={"Parts": parts})
-        head = await self._head(name)
-        if head is None:
-            raise DriverError(f"S3 {self.bucket}: {name} vanished after completion")
-        return head
-
-    async def _parts(self, name: str, upload: str) -> AsyncIterator[dict[str, Any]]:
-        marker = 0
-        while True:
-            page = await self._call("list_parts", Key=name, UploadId=upload,
-                                    PartNumberMarker=marker)
-            for part in page.get("Parts", []):
-                yield {"PartNumber": part["PartNumber"], "ETag": part["ETag"]}
-            if not page.get("IsTruncated"):
-                return
-            marker = int(page["NextPartNumberMarker"])
-
-    async def _copy(self, source: str, target: str, size: int) -> None:
-        """Server-side copy; part by part past CopyObject's 5 GiB limit."""
-        src = {"Bucket": self.bucket, "Key": source}
-        if size <= _COPY_MAX:
-            await self._call("copy_object", Key=target, CopySource=src,
-                MetadataDirective="REPLACE", **self._class())
+    async def _publish(self, source: str, target: str, head: dict[str, Any]) -> None:
+        """Copy a session server-side to `target`: part objects, then the tail, as the
+        parts of one multipart upload at `target` (completing it is atomic)."""
+        base, part, tail = _layout(head, self.chunksize)
+        if not base:  # under one part (< 5 GiB, the most CopyObject takes)
+            await self._call("copy_object", Key=target, MetadataDirective="REPLACE",
+                CopySource={"Bucket": self.bucket, "Key": source}, **self._class())
             return
+        sources = [self._part_key(source, n) for n in range(1, base // part + 1)]
+        sources += [source] if tail else []
         created = await self._call("create_multipart_upload", Key=target, **self._class())
-        upload, part, parts = created["UploadId"], max(self.chunksize, size // 9000 + 1), []
-        try:
-            for number, start in enumerate(range(0, size, part), 1):
-                rng = f"bytes={start}-{min(start + part, size) - 1}"
+        upload, gate = created["UploadId"], asyncio.Semaphore(_COPIES)
+
+        async def copy(number: int, name: str) -> dict[str, Any]:
+            async with gate:
                 done = await self._call(
                     "upload_part_copy", Key=target, UploadId=upload, PartNumber=number,
-                    CopySource=src, CopySourceRange=rng)
-                parts.append({"PartNumber": number, "ETag": done["CopyPartResult"]["ETag"]})
+                    CopySource={"Bucket": self.bucket, "Key": name})
+            return {"PartNumber": number, "ETag": done["CopyPartResult"]["ETag"]}
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(copy(n, s)) for n, s in enumerate(sources, 1)]
             await self._call("complete_multipart_upload", Key=target, UploadId=upload,
-                MultipartUpload={"Parts": parts})
-        except BaseException:
+                MultipartUpload={"Parts": [t.result() for t in tasks]})
+        except BaseException as exc:
             with contextlib.suppress(Exception):
                 await self._abort(target, upload)
+            if isinstance(exc, BaseExceptionGroup):  # a failed copy: raise it as it is
+                raise exc.exceptions[0] from None
             raise
 
     async def _abort(self, name: str, upload: str) -> None:
@@ -302,18 +332,20 @@ class S3Driver(Driver):
 
     async def delete(self, key: str) -> None:
         name = self._key(key)
-        head = await self._head(name)
-        if head is not None and head.get("Metadata", {}).get(_UPLOAD):
-            await self._abort(name, head["Metadata"][_UPLOAD])
-        batch = [name]
-        async for child in self._names(name + "/"):
-            batch.append(child)
-            if len(batch) == 1000:
-                await self._delete_batch(batch)
-                batch = []
-        if batch:
-            await self._delete_batch(batch)
+        await self._remove(name)
         await self._abort_under(name)
+
+    async def _remove(self, name: str) -> None:
+        """Delete the object `name` and every object under `name/` and `name.parts/`,
+        1000 a call; `name` itself (a session's tail, which `list` shows) goes last."""
+        batch: list[str] = []
+        async for child in self._names(name):
+            if child.startswith((name + "/", name + ".parts/")):
+                batch.append(child)
+                if len(batch) == 1000:
+                    await self._delete_batch(batch)
+                    batch = []
+        await self._delete_batch([*batch, name])
 
     async def _delete_batch(self, names: list[str]) -> None:
         """One DeleteObjects call (at most 1000 keys); a key that fails is an error."""
@@ -325,7 +357,7 @@ class S3Driver(Driver):
                               f"e.g. {errors[0].get('Key')}: {errors[0].get('Message')}")
 
     async def _abort_under(self, name: str) -> None:
-        """Abort the multipart uploads at `name` or below it (staged upload sessions)."""
+        """Abort the multipart uploads at `name` or below it (a `move` cut midway)."""
         kwargs: dict[str, str] = {}
         while True:
             page = await self._call("list_multipart_uploads", Prefix=name, **kwargs)
@@ -338,7 +370,7 @@ class S3Driver(Driver):
                       "UploadIdMarker": page.get("NextUploadIdMarker", "")}
 
     async def _names(self, prefix: str) -> AsyncIterator[str]:
-        """Every object name under `prefix` (ListObjectsV2, page by page)."""
+        """Every object name starting with `prefix` (ListObjectsV2, page by page)."""
         token: dict[str, str] = {}
         while True:
             page = await self._call("list_objects_v2", Prefix=prefix, **token)
@@ -350,7 +382,8 @@ class S3Driver(Driver):
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
         async for name in self._names(self._key(prefix).rstrip("/") + "/"):
-            yield self._unkey(name)
+            if not _PART_NAME.search(name):
+                yield self._unkey(name)
 
     async def url_for(self, key: str, expires: int = 900) -> str | None:
         client = await self._s3()
@@ -368,12 +401,14 @@ class S3Driver(Driver):
 
 
 class S3Writer(Writer):
-    """Appends to one upload session: full parts go up at once, the rest on `close`."""
+    """Appends to one upload session: each full part is PUT as its own object at once,
+    the rest (the tail, with the session's layout in its metadata) on `close`."""
 
-    def __init__(self, driver: S3Driver, name: str, base: int, upload: str | None,
-                 part: int, pending: bytearray) -> None:
+    def __init__(self, driver: S3Driver, name: str, base: int, part: int,
+                 pending: bytearray, stored: int) -> None:
         self._driver, self._name = driver, name
-        self._base, self._upload, self._part, self._pending = base, upload, part, pending
+        self._base, self._part, self._pending = base, part, pending
+        self._stored = stored  # part objects the tail counted when opened
         self._closed = False
 
     @property
@@ -381,29 +416,36 @@ class S3Writer(Writer):
         return self._base + len(self._pending)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if (self.size + len(data)) // self._part >= _MAX_PARTS:  # the tail is the last
+            raise PayloadTooLarge(
+                f"an upload holds less than {_MAX_PARTS * self._part} "
+                f"bytes on S3 ({_MAX_PARTS - 1} parts of storage.s3.chunksize and a tail)")
         self._pending += data
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """PUT every full part held back, as the next part object."""
         part = self._part
         while len(self._pending) >= part:
-            await self._put_part(bytes(self._pending[:part]))
+            number = self._base // part + 1
+            d = self._driver
+            await d._call("put_object", Key=d._part_key(self._name, number),
+                          Body=bytes(self._pending[:part]), **d._class())
             del self._pending[:part]
-
-    async def _put_part(self, data: bytes) -> None:
-        d = self._driver
-        if self._upload is None:
-            created = await d._call("create_multipart_upload", Key=self._name, **d._class())
-            self._upload = str(created["UploadId"])
-        number = self._base // self._part + 1
-        await d._call("upload_part", Key=self._name, UploadId=self._upload, PartNumber=number,
-            Body=data)
-        self._base += len(data)
+            self._base += part
 
     async def close(self, *, sync: bool = False) -> None:
-        """Store the tail and where the parts are (S3 writes are durable when answered)."""
+        """Store the tail with the count of parts (S3 writes are durable when answered),
+        then drop the part objects past it (a resume below the parts' end cut them)."""
         if self._closed:
             return
         self._closed = True
         d = self._driver
-        meta = ({_BASE: str(self._base), _UPLOAD: self._upload, _PART: str(self._part)}
-                if self._upload else {})
+        await self._flush()
+        meta = {_BASE: str(self._base), _PART: str(self._part)} if self._base else {}
         await d._call("put_object", Key=self._name, Body=bytes(self._pending), Metadata=meta,
             **d._class())
+        count = self._base // self._part
+        stale = [d._part_key(self._name, n) for n in range(count + 1, self._stored + 1)]
+        for start in range(0, len(stale), 1000):
+            await d._delete_batch(stale[start:start + 1000])

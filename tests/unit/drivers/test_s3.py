@@ -8,10 +8,11 @@ own `rootdirectory`, so tests never see each other's keys.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,9 @@ import pytest
 from dockyard.config.settings import ConfigError, S3Settings, Settings, load_settings
 from dockyard.drivers.base import Driver, DriverError
 from dockyard.drivers.s3 import S3Driver
+from dockyard.oci.digest import Digest, new_hasher
+from dockyard.oci.errors import PayloadTooLarge
+from dockyard.storage.blobstore import BlobStore, RunningHash
 from tests.support.s3 import MIB, PART, S3Server
 from tests.unit.drivers.suite import DriverSuite, keys, put, read_all
 
@@ -59,10 +63,36 @@ async def _uploads(driver: S3Driver) -> list[str]:
     return [u["Key"] for u in page.get("Uploads", [])]
 
 
-# --- uploads as multipart uploads -----------------------------------------------------
+async def _objects(driver: S3Driver, prefix: str = "") -> list[str]:
+    """Every object under the root, part objects included (which `list` hides)."""
+    root = driver.settings.rootdirectory + "/"
+    return sorted([n[len(root):] async for n in driver._names(root + prefix)])
 
 
-async def test_multipart_with_several_parts_and_a_tail(s3d: S3Driver) -> None:
+async def body(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    """A request body arriving in `chunks`."""
+    for chunk in chunks:
+        await asyncio.sleep(0)
+        yield chunk
+
+
+def _parts(key: str, count: int) -> list[str]:
+    return [f"{key}.parts/{n:05d}" for n in range(1, count + 1)]
+
+
+@pytest.fixture
+async def nodes(settings: S3Settings) -> AsyncIterator[tuple[S3Driver, S3Driver]]:
+    """Two drivers on one bucket and root, as two nodes of a cluster."""
+    node_a, node_b = S3Driver(settings), S3Driver(settings)
+    yield node_a, node_b
+    await node_a.close()
+    await node_b.close()
+
+
+# --- upload sessions as part objects and a tail ---------------------------------------
+
+
+async def test_session_with_several_parts_and_a_tail(s3d: S3Driver) -> None:
     data = os.urandom(2 * PART + 12345)
     writer = await s3d.writer("uploads/u/data")
     for start in range(0, len(data), 3 * MIB + 7):  # writes that straddle part boundaries
@@ -70,37 +100,63 @@ async def test_multipart_with_several_parts_and_a_tail(s3d: S3Driver) -> None:
         assert writer.size == min(start + 3 * MIB + 7, len(data))
     await writer.close()
     assert await s3d.stat("uploads/u/data") == len(data)
-    assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/uploads/u/data"]
+    assert await _objects(s3d) == ["uploads/u/data", *_parts("uploads/u/data", 2)]
+    assert await keys(s3d, "uploads") == ["uploads/u/data"]  # part objects are not keys
+    assert await _uploads(s3d) == []
 
     await s3d.move("uploads/u/data", "blobs/x/data")
     assert await read_all(s3d, "blobs/x/data") == data
     assert await read_all(s3d, "blobs/x/data", PART - 3, 10) == data[PART - 3:PART + 7]
     assert await s3d.stat("uploads/u/data") is None
     assert await _uploads(s3d) == []
-    assert await keys(s3d, "uploads") == []
-    assert await keys(s3d, "blobs") == ["blobs/x/data"]
+    assert await _objects(s3d) == ["blobs/x/data"]
 
 
-async def test_writer_resumed_from_another_driver(s3: S3Server, settings: S3Settings) -> None:
+async def test_session_read_back_from_another_node(nodes: tuple[S3Driver, S3Driver]
+                                                   ) -> None:
+    """What `BlobStore.rehash` does on a node that did not see the earlier chunks."""
+    node_a, node_b = nodes
+    data = os.urandom(3 * PART + 777)
+    await put(node_a, "uploads/r/data", data)
+    assert await node_b.stat("uploads/r/data") == len(data)
+    assert await read_all(node_b, "uploads/r/data") == data
+    for offset, length in [(0, PART), (PART - 3, 10), (PART + 5, 2 * PART),
+                           (2 * PART - 1, PART + 2), (3 * PART - 2, 100), (3 * PART + 700, None),
+                           (PART, None), (len(data) - 1, 5), (len(data), None),
+                           (len(data) + 10, 4), (7, 0)]:
+        expected = data[offset:] if length is None else data[offset:offset + length]
+        assert await read_all(node_b, "uploads/r/data", offset, length) == expected
+    with pytest.raises(FileNotFoundError):
+        await read_all(node_b, "uploads/none/data", PART)
+
+
+async def test_session_of_exactly_whole_parts_reads_back(nodes: tuple[S3Driver, S3Driver]
+                                                         ) -> None:
+    node_a, node_b = nodes
+    data = os.urandom(2 * PART)
+    await put(node_a, "uploads/w/data", data)
+    assert await read_all(node_b, "uploads/w/data") == data
+    assert await read_all(node_b, "uploads/w/data", 2 * PART - 1) == data[-1:]
+    await node_b.move("uploads/w/data", "blobs/w/data")
+    assert await read_all(node_a, "blobs/w/data") == data
+
+
+async def test_writer_resumed_from_another_driver(nodes: tuple[S3Driver, S3Driver]) -> None:
     """A session written by one node and continued by another, as after a crash."""
+    node_a, node_b = nodes
     first, second = os.urandom(PART + 100), os.urandom(PART + 2000)
-    node_a, node_b = S3Driver(settings), S3Driver(settings)
-    try:
-        writer = await node_a.writer("uploads/s/data")
-        await writer.write(first)
-        await writer.close()
+    writer = await node_a.writer("uploads/s/data")
+    await writer.write(first)
+    await writer.close()
 
-        resumed = await node_b.writer("uploads/s/data", len(first), resume=True)
-        assert resumed.size == len(first)
-        await resumed.write(second)
-        await resumed.close()
-        assert await node_a.stat("uploads/s/data") == len(first) + len(second)
+    resumed = await node_b.writer("uploads/s/data", len(first), resume=True)
+    assert resumed.size == len(first)
+    await resumed.write(second)
+    await resumed.close()
+    assert await node_a.stat("uploads/s/data") == len(first) + len(second)
 
-        await node_a.move("uploads/s/data", "blobs/s/data")
-        assert await read_all(node_b, "blobs/s/data") == first + second
-    finally:
-        await node_a.close()
-        await node_b.close()
+    await node_a.move("uploads/s/data", "blobs/s/data")
+    assert await read_all(node_b, "blobs/s/data") == first + second
 
 
 async def test_resume_in_the_tail_discards_past_offset(s3d: S3Driver) -> None:
@@ -113,18 +169,35 @@ async def test_resume_in_the_tail_discards_past_offset(s3d: S3Driver) -> None:
     assert await read_all(s3d, "blobs/t/data") == data[:PART + 200] + b"end"
 
 
-async def test_resume_below_the_uploaded_parts_is_refused(s3d: S3Driver) -> None:
-    await put(s3d, "uploads/p/data", os.urandom(PART + 10))
-    with pytest.raises(DriverError, match="uploaded parts"):
-        await s3d.writer("uploads/p/data", PART - 1, resume=True)
+async def test_resume_below_the_parts_from_another_node(nodes: tuple[S3Driver, S3Driver]
+                                                        ) -> None:
+    """Any offset can be cut to, as on a filesystem; the parts past it are dropped."""
+    node_a, node_b = nodes
+    data, more = os.urandom(3 * PART + 100), os.urandom(2 * PART + 50)
+    await put(node_a, "uploads/c/data", data)
 
+    writer = await node_b.writer("uploads/c/data", PART + 10, resume=True)  # in part 2
+    assert writer.size == PART + 10
+    await writer.write(more)
+    await writer.close()
+    expected = data[:PART + 10] + more
+    assert await node_a.stat("uploads/c/data") == len(expected)
+    assert await read_all(node_a, "uploads/c/data") == expected
+    assert await _objects(node_a) == ["uploads/c/data", *_parts("uploads/c/data", 3)]
 
-async def test_staged_upload_cannot_be_read_before_publishing(s3d: S3Driver) -> None:
-    await put(s3d, "uploads/r/data", os.urandom(PART + 10))
-    with pytest.raises(DriverError, match="staged upload"):
-        await read_all(s3d, "uploads/r/data")
-    with pytest.raises(DriverError, match="staged upload"):  # past the tail's own end
-        await read_all(s3d, "uploads/r/data", PART)
+    writer = await node_a.writer("uploads/c/data", 2 * PART, resume=True)  # a part's end
+    await writer.close()
+    assert await read_all(node_b, "uploads/c/data") == expected[:2 * PART]
+    assert await _objects(node_a) == ["uploads/c/data", *_parts("uploads/c/data", 2)]
+
+    writer = await node_b.writer("uploads/c/data", PART - 1, resume=True)  # in part 1
+    await writer.close()
+    assert await node_a.stat("uploads/c/data") == PART - 1
+    assert await read_all(node_a, "uploads/c/data") == data[:PART - 1]
+    assert await _objects(node_a) == ["uploads/c/data"]  # no part is left
+
+    await node_a.move("uploads/c/data", "blobs/c/data")
+    assert await read_all(node_b, "blobs/c/data") == data[:PART - 1]
 
 
 async def test_nodes_with_another_chunksize_go_on_with_the_sessions_part_size(
@@ -138,49 +211,146 @@ async def test_nodes_with_another_chunksize_go_on_with_the_sessions_part_size(
         writer = await node_b.writer("uploads/c/data", len(first), resume=True)
         await writer.write(second)
         await writer.close()
+        assert await read_all(node_b, "uploads/c/data") == first + second
+        assert await _objects(node_a) == ["uploads/c/data", *_parts("uploads/c/data", 3)]
+        writer = await node_b.writer("uploads/c/data", PART + 7, resume=True)
+        await writer.close()
+        assert await read_all(node_a, "uploads/c/data") == (first + second)[:PART + 7]
         await node_b.move("uploads/c/data", "blobs/c/data")
-        assert await read_all(node_a, "blobs/c/data") == first + second
+        assert await read_all(node_a, "blobs/c/data") == (first + second)[:PART + 7]
     finally:
         await node_a.close()
         await node_b.close()
 
 
-async def test_move_onto_an_existing_blob_aborts_the_upload(s3d: S3Driver) -> None:
-    await put(s3d, "blobs/e/data", b"published")
-    await put(s3d, "uploads/e/data", os.urandom(PART + 10))
-    await s3d.move("uploads/e/data", "blobs/e/data")
-    assert await read_all(s3d, "blobs/e/data") == b"published"
-    assert await s3d.stat("uploads/e/data") is None
+async def test_publish_moves_no_byte_through_dockyard(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Part objects and the tail are copied server-side into the blob's upload."""
+    data = os.urandom(3 * PART + 4321)
+    await put(s3d, "uploads/p/data", data)
+    calls: list[str] = []
+    real = s3d._call
+
+    async def recording(operation: str, **params: object) -> object:
+        calls.append(operation)
+        return await real(operation, **params)
+
+    monkeypatch.setattr(s3d, "_call", recording)
+    await s3d.move("uploads/p/data", "blobs/p/data")
+    assert calls.count("upload_part_copy") == 4  # three parts and the tail
+    assert not {"get_object", "put_object", "upload_part"} & set(calls)
+    monkeypatch.undo()
+    assert await s3d.stat("blobs/p/data") == len(data)
+    assert await read_all(s3d, "blobs/p/data") == data
+    assert await _objects(s3d) == ["blobs/p/data"]
     assert await _uploads(s3d) == []
 
 
-async def test_resume_of_a_deleted_session_is_refused(s3d: S3Driver) -> None:
-    await put(s3d, "uploads/d/data", os.urandom(PART + 10))
-    await s3d.delete("uploads/d")
-    assert await _uploads(s3d) == []  # its multipart upload is aborted, not leaked
+async def test_move_that_fails_midway_leaves_the_session_whole(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(2 * PART + 10)
+    await put(s3d, "uploads/f/data", data)
+    real = s3d._call
+
+    async def failing(operation: str, **params: object) -> object:
+        if operation == "complete_multipart_upload":
+            raise DriverError("store gone")
+        return await real(operation, **params)
+
+    monkeypatch.setattr(s3d, "_call", failing)
+    with pytest.raises(DriverError, match="store gone"):
+        await s3d.move("uploads/f/data", "blobs/f/data")
+    monkeypatch.undo()
+    assert await _uploads(s3d) == []  # its multipart upload is aborted
+    assert await s3d.stat("blobs/f/data") is None
+    assert await read_all(s3d, "uploads/f/data") == data
+    await s3d.move("uploads/f/data", "blobs/f/data")  # the retry publishes it
+    assert await read_all(s3d, "blobs/f/data") == data
+    assert await _objects(s3d) == ["blobs/f/data"]
+
+
+async def test_delete_aborts_a_multipart_upload_a_dead_move_left(s3d: S3Driver) -> None:
+    await s3d._call("create_multipart_upload", Key=s3d._key("blobs/sha256/ab/abcd/data"))
+    assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/blobs/sha256/ab/abcd/data"]
+    await s3d.delete("blobs/sha256/ab/abcd")
+    assert await _uploads(s3d) == []
+
+
+async def test_move_onto_an_existing_blob_removes_the_session(s3d: S3Driver) -> None:
+    await put(s3d, "blobs/e/data", b"published")
+    await put(s3d, "uploads/e/data", os.urandom(2 * PART + 10))
+    await s3d.move("uploads/e/data", "blobs/e/data")
+    assert await read_all(s3d, "blobs/e/data") == b"published"
+    assert await s3d.stat("uploads/e/data") is None
+    assert await _objects(s3d) == ["blobs/e/data"]
+    assert await _uploads(s3d) == []
+
+
+async def test_delete_of_a_session_removes_its_parts(s3d: S3Driver) -> None:
+    await put(s3d, "uploads/d/data", os.urandom(2 * PART + 10))
+    await put(s3d, "uploads/kept", os.urandom(PART + 10))
+    await s3d.delete("uploads/d/data")
+    assert await _objects(s3d) == ["uploads/kept", *_parts("uploads/kept", 1)]
+    await s3d.delete("uploads")
+    assert await _objects(s3d) == []
     with pytest.raises(FileNotFoundError):
         await s3d.writer("uploads/d/data", PART + 10, resume=True)
 
 
-async def test_writer_at_zero_aborts_the_old_upload(s3d: S3Driver) -> None:
-    await put(s3d, "uploads/z/data", os.urandom(PART + 10))
+async def test_writer_at_zero_drops_the_old_parts(s3d: S3Driver) -> None:
+    await put(s3d, "uploads/z/data", os.urandom(2 * PART + 10))
     await put(s3d, "uploads/z/data", b"fresh")
-    assert await _uploads(s3d) == []
     assert await read_all(s3d, "uploads/z/data") == b"fresh"
+    assert await _objects(s3d) == ["uploads/z/data"]
 
 
-async def test_objects_past_the_copy_limit_are_copied_part_by_part(
+async def test_a_session_past_the_multipart_part_limit_is_refused(
     s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """CopyObject stops at 5 GiB; past it `move` copies ranges server-side (scaled down)."""
+    """A multipart upload has at most 10000 parts, the tail its last (scaled down)."""
     import dockyard.drivers.s3 as s3_module
 
-    monkeypatch.setattr(s3_module, "_COPY_MAX", 6 * MIB)
-    data = os.urandom(2 * PART + 4321)
-    await put(s3d, "uploads/big/data", data)
-    await s3d.move("uploads/big/data", "blobs/big/data")
-    assert await read_all(s3d, "blobs/big/data") == data
-    assert await _uploads(s3d) == []
+    monkeypatch.setattr(s3_module, "_MAX_PARTS", 3)
+    writer = await s3d.writer("uploads/m/data")
+    await writer.write(os.urandom(2 * PART))
+    with pytest.raises(PayloadTooLarge, match="chunksize"):
+        await writer.write(os.urandom(PART))
+    await writer.write(b"x" * (PART - 1))  # the most a tail may hold
+    await writer.close()  # what was taken is kept
+    assert await s3d.stat("uploads/m/data") == 3 * PART - 1
+
+
+async def test_blobstore_appends_and_rehashes_across_nodes(
+    nodes: tuple[S3Driver, S3Driver]
+) -> None:
+    """Chunks of one upload land on alternating nodes, each rehashing what it did not
+    see; the published blob hashes to its digest."""
+    store_a, store_b = BlobStore(nodes[0]), BlobStore(nodes[1])
+    chunks = [os.urandom(PART + 1000), os.urandom(PART // 2), os.urandom(PART + 3), b"end"]
+    await store_a.create_upload("s1")
+    state_a = RunningHash(new_hasher("sha256"), 0)
+    state_b: RunningHash | None = None
+    offset = 0
+    for i, chunk in enumerate(chunks):
+        if i % 2:
+            state_b = await store_b.rehash("s1", offset, "sha256", state_b)
+            state = state_b
+        else:
+            state_a = await store_a.rehash("s1", offset, "sha256", state_a)
+            state = state_a
+        pieces = [chunk[j:j + 100_000] for j in range(0, len(chunk), 100_000)]
+        offset += await (store_b if i % 2 else store_a).append("s1", state, body(pieces))
+        assert await store_a.upload_size("s1") == offset
+    data = b"".join(chunks)
+    digest = Digest("sha256", state.hasher.hexdigest())
+    assert digest == Digest.of(data)
+    await store_b.publish("s1", digest)
+    stored = b"".join([c async for c in store_a.read(digest)])
+    assert hashlib.sha256(stored).hexdigest() == digest.hex
+    assert await store_a.upload_size("s1") is None
+    assert await _objects(nodes[0], "uploads") == []
 
 
 # --- what else S3 has or lacks --------------------------------------------------------
@@ -340,6 +510,14 @@ def test_settings_from_the_environment() -> None:
 def test_chunksize_below_the_s3_minimum_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match=r"storage\.s3\.chunksize"):
         load_settings(None, env={"DOCKYARD_STORAGE_S3_CHUNKSIZE": "1MiB"})
+
+
+def test_chunksize_above_the_s3_part_limit_is_refused_by_name() -> None:
+    """A part is 5 GiB at most (so is what one CopyObject or UploadPartCopy copies)."""
+    with pytest.raises(ConfigError, match=r"storage\.s3\.chunksize"):
+        load_settings(None, env={"DOCKYARD_STORAGE_S3_CHUNKSIZE": "6GiB"})
+    assert load_settings(None, env={"DOCKYARD_STORAGE_S3_CHUNKSIZE": "5GiB"}
+                         ).storage.s3.chunksize == 5 * 1024 * MIB
 
 
 def test_a_bucket_is_required() -> None:
