@@ -1,9 +1,9 @@
 """S3Driver: the driver contract over an S3-compatible object store (aiobotocore).
 
 Published objects are plain S3 objects under `rootdirectory`. What an object store
-cannot do is said where it matters: no cross-process `lock` (coordination moves to the
-metadata store's leases), and an upload whose bytes fill whole multipart parts cannot
-be read back before `move` publishes it.
+cannot do is said where it matters: an upload whose bytes fill whole multipart parts
+cannot be read back before `move` publishes it. Like every driver it takes no locks:
+the metadata store serialises the writers of an upload session.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
@@ -222,10 +222,6 @@ class S3Driver(Driver):
         response = await self._call("get_object", Key=name, Range=f"bytes=0-{length - 1}")
         async for chunk in self._stream(response, name):
             yield chunk
-
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
-        raise DriverError("an object store has no cross-process locks: locks need the "
-                          "metadata store's leases")
 
     async def move(self, src: str, dst: str) -> None:
         source, target = self._key(src), self._key(dst)
