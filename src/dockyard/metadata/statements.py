@@ -9,12 +9,15 @@ goes through SQLAlchemy (asyncpg) as usual. Same Core statements, same SQL.
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from dockyard.metadata.engine import Conn
 from dockyard.metadata.fastread import Prepared
 from dockyard.metadata.schema import (
     blob_deletions,
@@ -34,14 +37,35 @@ def _p(name: str) -> Any:
     return bindparam("p_" + name)
 
 
-def run(conn: Connection, query: Prepared, **named: Any) -> Any:
-    """Execute `query`; the result has `fetchone()`, `fetchall()` and `rowcount`."""
+@dataclass(slots=True)
+class _Rows:
+    """A SQLite statement's result, read to the end (a COMMIT refuses to run while an
+    `UPDATE ... RETURNING` has rows left to step through)."""
+
+    rows: list[Any]
+    rowcount: int
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+
+def run(conn: Conn, query: Prepared, **named: Any) -> Any:
+    """Execute `query`; the result has `fetchone()`, `fetchall()` and `rowcount`.
+
+    `conn` is a SQLAlchemy connection, or (in `Engines.compiled`) a sqlite3 one.
+    """
     params = {"p_" + k: v for k, v in named.items()}
-    if conn.dialect.name == "sqlite":
+    raw: Any = conn
+    if isinstance(conn, Connection):
+        if conn.dialect.name != "sqlite":
+            return conn.execute(query.stmt, params)
         raw = conn.connection.driver_connection
-        assert raw is not None
-        return raw.execute(query.sql, query.values(params))
-    return conn.execute(query.stmt, params)
+    assert isinstance(raw, sqlite3.Connection)
+    cursor = raw.execute(query.sql, query.values(params))
+    return _Rows(cursor.fetchall(), cursor.rowcount)
 
 
 class Statements:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from dockyard.metadata.engine import Engines
+from dockyard.metadata.engine import Conn, Engines
 from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
     BlobRecord,
@@ -150,7 +150,7 @@ class MetadataStore:
             rows: Sequence[Any] = (await conn.execute(stmt, params or {})).all()
             return rows
 
-    def _ensure_repo(self, conn: Connection, name: str, now: float) -> int:
+    def _ensure_repo(self, conn: Conn, name: str, now: float) -> int:
         q = self._q
         row = run(conn, q.repo_id, name=name).fetchone()
         if row is None:
@@ -200,14 +200,14 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
 
-        def body(conn: Connection) -> None:
+        def body(conn: Conn) -> None:
             repo_id = self._ensure_repo(conn, name, now)
             run(conn, q.upsert_blob, digest=digest, size=size, now=now)
             run(conn, q.link, repo=repo_id, digest=digest, now=now)
             if upload is not None:
                 run(conn, q.delete_upload, id=upload)
 
-        await self.engines.transaction(body)
+        await self.engines.compiled(body)
 
     async def claim_blob(self, digest: str, size: int) -> bool:
         """Before publishing bytes: renew the blob's grace period, creating its row.
@@ -219,7 +219,7 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
 
-        def body(conn: Connection) -> bool:
+        def body(conn: Conn) -> bool:
             started = run(conn, q.tombstone, digest=digest).fetchone()
             if started is not None:
                 if started[0] > now - TOMBSTONE_TIMEOUT:
@@ -228,7 +228,7 @@ class MetadataStore:
             run(conn, q.upsert_blob, digest=digest, size=size, now=now)
             return True
 
-        return await self.engines.transaction(body)
+        return await self.engines.compiled(body)
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
         """Link `digest` into `name` if repository `source` holds it; None otherwise.
@@ -290,8 +290,9 @@ class MetadataStore:
         now, q = time.time(), self._q
         until = now + ttl if holder is not None else None
 
-        def body(conn: Connection) -> None:
-            if (max_total or max_per_owner) and self._dialect == "postgresql":
+        def body(conn: Conn) -> None:
+            if (max_total or max_per_owner) and isinstance(conn, Connection) \
+                    and self._dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_UPLOAD_LOCK)))
             if max_per_owner and owner is not None and run(
                     conn, q.open_uploads_of, owner=owner).fetchone()[0] >= max_per_owner:
@@ -301,7 +302,7 @@ class MetadataStore:
             run(conn, q.create_upload, id=session_id, name=name, now=now, owner=owner,
                 holder=holder, until=until)
 
-        await self.engines.transaction(body)
+        await self.engines.compiled(body)
         return UploadRecord(session_id, name, 0, now, now)
 
     async def upload(self, session_id: str) -> UploadRecord | None:
@@ -330,24 +331,24 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
 
-        def body(conn: Connection) -> UploadRecord | None:
+        def body(conn: Conn) -> UploadRecord | None:
             row = run(conn, q.hold_upload, id=session_id, name=name, holder=holder,
                       until=now + ttl, now=now, gone=gone).fetchone()
             return UploadRecord(*row) if row is not None else None
 
-        return await self.engines.transaction(body)
+        return await self.engines.compiled(body)
 
     async def renew_upload(self, session_id: str, holder: str, ttl: float) -> bool:
         """Extend `holder`'s hold by `ttl` seconds from now; False when it is not theirs
         any more (taken over after it expired, or the session is gone)."""
         until, q = time.time() + ttl, self._q
-        return await self.engines.transaction(lambda conn: bool(run(
+        return await self.engines.compiled(lambda conn: bool(run(
             conn, q.renew_upload, id=session_id, holder=holder, until=until).rowcount))
 
     async def release_upload(self, session_id: str, holder: str) -> None:
         """Give up `holder`'s hold of the session (nothing if it is not theirs)."""
         q = self._q
-        await self.engines.transaction(
+        await self.engines.compiled(
             lambda conn: run(conn, q.release_upload, id=session_id, holder=holder))
 
     async def advance_upload(self, session_id: str, old: int, new: int, *,
@@ -359,15 +360,15 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
         if holder is None:
-            return await self.engines.transaction(lambda conn: bool(run(
+            return await self.engines.compiled(lambda conn: bool(run(
                 conn, q.advance_upload, id=session_id, old=old, new=new, now=now).rowcount))
-        return await self.engines.transaction(lambda conn: bool(run(
+        return await self.engines.compiled(lambda conn: bool(run(
             conn, q.advance_held, id=session_id, old=old, new=new, now=now,
             holder=holder).rowcount))
 
     async def delete_upload(self, session_id: str) -> bool:
         q = self._q
-        return await self.engines.transaction(
+        return await self.engines.compiled(
             lambda conn: bool(run(conn, q.delete_upload, id=session_id).rowcount))
 
     async def stale_uploads(self, idle_since: float) -> list[str]:
@@ -396,7 +397,7 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
 
-        def body(conn: Connection) -> None:
+        def body(conn: Conn) -> None:
             repo_id = self._ensure_repo(conn, name, now)
             # the blobs' rows first and in digest order (as `link_blob` takes a blob's row
             # before its link): concurrent pushes of images sharing layers, in any layer
@@ -434,7 +435,7 @@ class MetadataStore:
                                            manifest=manifest_id, now=now).rowcount:
                 run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now)
 
-        await self.engines.transaction(body)
+        await self.engines.compiled(body)
 
     async def manifest(
         self, name: str, *, tag: str | None = None, digest: str | None = None,
