@@ -8,6 +8,7 @@ request to a node. The module proves:
 
 - the conformance port passes through the front;
 - the chunks of one upload can land on different nodes (pinned, and by round robin);
+- two nodes racing PATCHes on one session never both write: one wins, one gets 416;
 - `kill -9` of a node in the middle of a PATCH: the client resumes through another node
   at the offset the registry reports and the image pulls back complete; reads through the
   front never see the dead node;
@@ -20,6 +21,7 @@ request to a node. The module proves:
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import os
 import random
@@ -33,6 +35,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -235,6 +238,54 @@ def test_chunks_of_one_upload_on_every_node(cluster: Cluster) -> None:
     patched = {ups[-1] for method, uri, status, ups in cluster.access()
                if method == "PATCH" and uri.startswith(f"/v2/{repo}/")}
     assert patched == {n.host for n in cluster.nodes}, patched
+
+
+def slow_patch(node: Server, path: str, data: bytes) -> tuple[int, str | None]:
+    """PATCH all of `data` at offset 0 straight to `node`, 64 KiB at a time with pauses;
+    (status, Range header)."""
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=60)
+    try:
+        conn.putrequest("PATCH", path)
+        conn.putheader("Content-Range", f"0-{len(data) - 1}")
+        conn.putheader("Content-Length", str(len(data)))
+        conn.endheaders()
+        for i in range(0, len(data), 64 * 1024):
+            conn.send(data[i:i + 64 * 1024])
+            time.sleep(0.005)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Range")
+    finally:
+        conn.close()
+
+
+def test_racing_patches_on_two_nodes_never_both_write(cluster: Cluster) -> None:
+    """Two nodes receive a PATCH for the same offset of one session at once: the session's
+    hold in PostgreSQL lets one write, the other gets 416 with the real offset, and the
+    blob published afterwards is exactly the winner's bytes."""
+    repo = new_repo("race")
+    size = 2_000_000
+    a, b = cluster.nodes[1], cluster.nodes[2]
+    for _ in range(3):
+        with httpx.Client(timeout=60) as c:
+            r = c.post(f"{cluster.url}/v2/{repo}/blobs/uploads/")
+            assert r.status_code == 202, r.text
+            path = urlsplit(r.headers["Location"]).path
+            bodies = {"a": os.urandom(size), "b": os.urandom(size)}
+            with ThreadPoolExecutor(2) as pool:
+                futures = {key: pool.submit(slow_patch, node, path, bodies[key])
+                           for key, node in (("a", a), ("b", b))}
+                results = {key: f.result(timeout=60) for key, f in futures.items()}
+            statuses = sorted(status for status, _ in results.values())
+            assert statuses == [202, 416], results
+            winner = next(k for k, (status, _) in results.items() if status == 202)
+            loser = "b" if winner == "a" else "a"
+            # the loser is told where the upload is: before or after the winner's chunk
+            assert results[loser][1] in ("0-0", f"0-{size - 1}"), results[loser]
+            digest = sha256(bodies[winner])
+            r = c.put(with_digest(f"{cluster.url}{path}", digest))
+            assert r.status_code == 201, r.text
+            assert c.get(f"{cluster.url}/v2/{repo}/blobs/{digest}").content == bodies[winner]
 
 
 def test_concurrent_pushes_of_shared_layers_in_any_order(cluster: Cluster) -> None:

@@ -52,9 +52,8 @@ async def start_upload(request: web.Request, match: Match) -> web.StreamResponse
             return _created(name, digest)
     elif "digest" in query:
         digest = Digest.parse(query["digest"])
-        record = await reg.uploads.start(name, session_owner(request))
         length = request.content_length if has_body(request) else 0
-        await reg.uploads.finish(name, record.id, digest, body_chunks(request),
+        await reg.uploads.upload(name, session_owner(request), digest, body_chunks(request),
                                  Chunk(length=length))
         return _created(name, digest)
     record = await reg.uploads.start(name, session_owner(request))

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
 import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger("dockyard.leases")
@@ -47,8 +50,38 @@ class LeaseBackend(Protocol):
 
 
 def process_holder() -> str:
-    """This process's name as a lease holder: host, pid and a random part (pids recur)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """This process's name as a lease holder: host, pid, a random part (pids recur) and
+    the machine and pid namespace it runs in (see `holder_gone`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_place()}"
+
+
+@functools.cache
+def _place() -> str:
+    """This machine's boot and pid namespace, hashed: processes that share it see each
+    other's pids ("" when unknown: then no holder is ever judged gone)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return hashlib.sha256(f"{boot}/{namespace}".encode()).hexdigest()[:12]
+
+
+def holder_gone(holder: str) -> bool:
+    """Whether `holder` (a `process_holder()`, maybe with a suffix) is a process of this
+    machine and pid namespace that no longer runs: what it held may be taken at once
+    rather than after its time to live, as a file lock is freed by its holder's death.
+    A holder elsewhere, or whose pid is in use again, is not judged (False)."""
+    parts = holder.split(":")
+    if len(parts) < 4 or not parts[3] or parts[3] != _place() or not parts[1].isdigit():
+        return False
+    try:
+        stat = Path(f"/proc/{parts[1]}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])  # killed, not yet reaped
 
 
 class Leases:
@@ -68,20 +101,12 @@ class Leases:
         to every process."""
         if not await self.backend.acquire(name, self.holder, ttl):
             raise LeaseBusy(name)
-        task = asyncio.current_task()
-        assert task is not None
         lost = asyncio.Event()
-        keeper = asyncio.create_task(self._keep(name, ttl, task, lost))
         try:
-            yield
-        except asyncio.CancelledError:
-            if lost.is_set() and task.uncancel() == 0:
-                raise LeaseLost(f"lost the lease {name!r} while working") from None
-            raise
+            async with renewing(lambda: self.backend.renew(name, self.holder, ttl),
+                                f"lease {name}", ttl, lost):
+                yield
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
             if not lost.is_set():
                 try:
                     await asyncio.shield(self.backend.renew(name, self.holder, rest) if rest
@@ -90,27 +115,63 @@ class Leases:
                     log.warning("could not release lease %s; it expires in %.0f s", name,
                                 ttl)
 
-    async def _keep(self, name: str, ttl: float, task: asyncio.Task[object],
-                    lost: asyncio.Event) -> None:
-        """Renew every ttl/3; after a refusal, or when failures leave a third of the ttl
-        before it would run out, cancel the work."""
-        loop = asyncio.get_running_loop()
-        renewed = loop.time()
-        while True:
-            await asyncio.sleep(ttl / 3)
-            try:
-                if not await self.backend.renew(name, self.holder, ttl):
-                    log.error("lease %s was taken over; stopping its work", name)
-                    break
-                renewed = loop.time()
-            except Exception as exc:
-                if loop.time() - renewed >= ttl * 2 / 3:
-                    log.error("cannot renew lease %s (%s); stopping its work", name, exc)
-                    break
-                log.warning("renewing lease %s failed (%s); retrying", name, exc)
-        lost.set()
-        task.cancel()
-
     async def holder_of(self, name: str) -> tuple[str, float] | None:
         """Who holds `name` now and until when (UNIX time), or None."""
         return await self.backend.holder(name)
+
+
+@contextlib.asynccontextmanager
+async def renewing(renew: Callable[[], Awaitable[bool]], what: str, ttl: float,
+                   lost: asyncio.Event | None = None) -> AsyncIterator[asyncio.Event]:
+    """Run the body while `renew` extends a right that lasts `ttl` seconds, every ttl/3.
+
+    When `renew` says False (the right was taken over), or fails until a third of the
+    ttl is left, the body is cancelled and ends with `LeaseLost`; `lost` (yielded) is
+    set then. A body shorter than ttl/3 costs one timer: no task, no renewal.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    lost = lost if lost is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    since = loop.time()
+    keeper: asyncio.Task[None] | None = None
+
+    def start() -> None:
+        nonlocal keeper
+        keeper = loop.create_task(_keep(renew, what, ttl, since, task, lost))
+
+    timer = loop.call_later(ttl / 3, start)
+    try:
+        yield lost
+    except asyncio.CancelledError:
+        if lost.is_set() and task.uncancel() == 0:
+            raise LeaseLost(f"lost the {what} while working") from None
+        raise
+    finally:
+        timer.cancel()
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+
+async def _keep(renew: Callable[[], Awaitable[bool]], what: str, ttl: float, since: float,
+                task: asyncio.Task[object], lost: asyncio.Event) -> None:
+    """Renew now and every ttl/3 after; after a refusal, or when failures leave a third
+    of the ttl before it would run out, cancel the work."""
+    loop = asyncio.get_running_loop()
+    renewed = since
+    while True:
+        try:
+            if not await renew():
+                log.error("%s was taken over; stopping its work", what)
+                break
+            renewed = loop.time()
+        except Exception as exc:
+            if loop.time() - renewed >= ttl * 2 / 3:
+                log.error("cannot renew %s (%s); stopping its work", what, exc)
+                break
+            log.warning("renewing %s failed (%s); retrying", what, exc)
+        await asyncio.sleep(ttl / 3)
+    lost.set()
+    task.cancel()

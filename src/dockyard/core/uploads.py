@@ -4,19 +4,28 @@ The session's offset lives in the metadata store, so any process can continue it
 process that receives a chunk keeps the running hash in memory; a process that meets a
 session it did not hash rehashes the stored bytes once (after a crash, or when a client's
 connections land on another worker).
+
+A request writes a session's bytes only while it holds the session: a hold is the
+session row's `holder` and `held_until`, taken by the write that also reads the row,
+renewed while a long body streams, and released by the write that records the new
+offset (or removes the session). A hold whose process died expires after `HOLD_TTL`, or
+at once when that process ran on this machine. The storage driver needs no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import os
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from dockyard.drivers.base import DriverBusy
+from dockyard.core.leases import LeaseLost, holder_gone, process_holder, renewing
 from dockyard.metadata.records import UploadRecord
 from dockyard.metadata.store import MetadataStore, SessionLimit
 from dockyard.oci.digest import Digest
@@ -31,6 +40,7 @@ from dockyard.oci.errors import (
 from dockyard.storage.blobstore import BlobStore, RunningHash
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_ALGORITHM = "sha256"
 
@@ -57,7 +67,12 @@ NO_CAPS = SessionCaps()
 
 
 BUSY_WAIT = 2.0
-"""Seconds a request waits for a session another process is writing (then 416)."""
+"""Seconds a request waits for a session another request is writing (then 416)."""
+
+HOLD_TTL = 30.0
+"""Seconds a request's hold on a session lasts unless renewed (every third of it while
+the body streams): how long a session stays blocked after its writer died on another
+host."""
 
 
 @dataclass(slots=True)
@@ -65,6 +80,16 @@ class _Local:
     lock: asyncio.Lock
     state: RunningHash | None = None
     used: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Hold:
+    """One request's hold on a session: its holder id, and whether a write of this
+    request released it already (recording the offset, removing the session)."""
+
+    session_id: str
+    holder: str
+    released: bool = False
 
 
 class UploadService:
@@ -77,15 +102,42 @@ class UploadService:
         self.caps = caps
         self._local: dict[str, _Local] = {}
         self._orphans: set[str] = set()  # upload dirs without a row at the last sweep
+        #: seconds a hold lasts without renewal
+        self.hold_ttl = HOLD_TTL
+        self._process = ("", 0)  # (process_holder(), pid), made again after a fork
+        self._requests = itertools.count()
+
+    def _holder(self, session_id: str) -> _Hold:
+        """A new hold id: this process's holder name and a request number, so two
+        requests of one process never hold a session together."""
+        process, pid = self._process
+        if pid != os.getpid():
+            process, pid = self._process = process_holder(), os.getpid()
+        return _Hold(session_id, f"{process}:{next(self._requests)}")
 
     async def start(self, name: str, owner: str | None = None) -> UploadRecord:
         """Open a session for `owner` (who counts against the per-owner cap)."""
-        await self.blobs.ensure_space()  # refuse before a row or a file exists
+        return await self._open(name, owner, None)
+
+    async def upload(self, name: str, owner: str | None, digest: Digest,
+                     body: AsyncIterable[bytes], chunk: Chunk) -> int:
+        """A whole blob in one request (POST ?digest=): `start` and `finish` in one,
+        the session born held, so it costs no write more than the session itself."""
         session_id = str(uuid.uuid4())
+        hold = self._holder(session_id)
+        record = await self._open(name, owner, hold)
+        async with self._keeping(hold):
+            return await self._finish(name, record, _Local(asyncio.Lock()), hold, digest,
+                                      body, chunk)
+
+    async def _open(self, name: str, owner: str | None, hold: _Hold | None) -> UploadRecord:
+        await self.blobs.ensure_space()  # refuse before a row or a file exists
+        session_id = hold.session_id if hold is not None else str(uuid.uuid4())
         caps = self.caps
         try:
             record = await self.store.create_upload(
-                session_id, name, owner, max_total=caps.total, max_per_owner=caps.per_owner)
+                session_id, name, owner, max_total=caps.total, max_per_owner=caps.per_owner,
+                holder=hold.holder if hold is not None else None, ttl=self.hold_ttl)
         except SessionLimit as exc:
             whose = "you have" if exc.which == "owner" else "the registry has"
             raise TooManyRequests(
@@ -109,49 +161,105 @@ class UploadService:
         return record
 
     @contextlib.asynccontextmanager
-    async def _hold(self, name: str, session_id: str) -> AsyncIterator[tuple[UploadRecord, _Local]]:
+    async def _hold(self, name: str, session_id: str
+                    ) -> AsyncIterator[tuple[UploadRecord, _Local, _Hold]]:
         """Hold the session exclusively (this process, then every process) and read it.
 
-        The record is read under the lock, so the offset cannot move underneath us. A
-        request that finds another process holding the session waits up to `BUSY_WAIT`
-        (a request its client just dropped is still letting go), then gets 416 with the
-        current offset.
+        The record is read by the write that takes the hold, so the offset cannot move
+        underneath us. A request that finds another request holding the session waits
+        up to `BUSY_WAIT` (a request its client just dropped is still letting go), then
+        gets 416 with the current offset.
         """
         if not _valid_id(session_id):
             raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
         local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
-        async with local.lock, contextlib.AsyncExitStack() as held:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + BUSY_WAIT
-            while True:
-                try:
-                    await held.enter_async_context(self.blobs.lock_upload(session_id))
-                    break
-                except FileNotFoundError:
-                    raise BlobUploadUnknown("upload is unknown or expired") from None
-                except DriverBusy:
-                    if loop.time() >= deadline:
-                        record = await self.get(name, session_id)
-                        raise RangeInvalid("another request is writing to this upload",
-                                           offset=record.offset) from None
-                    await asyncio.sleep(0.02)
-            try:
-                yield await self.get(name, session_id), local
-            except FileNotFoundError:  # the session's bytes went while we wrote
+        async with local.lock:  # this process's requests queue here, without a write
+            hold = self._holder(session_id)
+            record = await self._take(name, hold)
+            async with self._keeping(hold):
+                yield record, local, hold
+
+    async def _take(self, name: str, hold: _Hold) -> UploadRecord:
+        """Take the hold of `hold.session_id` in repository `name` and read the session."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_WAIT
+        gone: str | None = None
+        pause = 0.01
+        while True:
+            record = await self.store.hold_upload(hold.session_id, name, hold.holder,
+                                                  self.hold_ttl, gone=gone)
+            if record is not None:
+                return record
+            found = await self.store.upload_holder(hold.session_id)
+            if found is None or found[0].repository != name:
+                raise BlobUploadUnknown("upload is unknown or expired")
+            current, other = found
+            if loop.time() >= deadline:
+                raise RangeInvalid("another request is writing to this upload",
+                                   offset=current.offset)
+            if other is not None and holder_gone(other):
+                gone = other  # its process died on this machine: take its hold now
+            elif other is not None:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    @contextlib.asynccontextmanager
+    async def _keeping(self, hold: _Hold) -> AsyncIterator[None]:
+        """Run the body under `hold`: renewed while it lasts, released after it unless
+        a write of the body released it. Losing it (taken over after it expired) aborts
+        the body with 416 and records nothing."""
+
+        async def renew() -> bool:
+            if hold.released:
+                return True
+            kept = await self.store.renew_upload(hold.session_id, hold.holder, self.hold_ttl)
+            return kept or hold.released  # released while the renewal ran
+
+        try:
+            async with renewing(renew, f"hold on upload {hold.session_id}", self.hold_ttl):
+                yield
+        except LeaseLost:
+            hold.released = True  # not ours any more
+            self._local.pop(hold.session_id, None)
+            record = await self.store.upload(hold.session_id)
+            if record is None:
                 raise BlobUploadUnknown("upload is unknown or expired") from None
+            raise RangeInvalid("another request took this upload over",
+                               offset=record.offset) from None
+        except FileNotFoundError:  # the session's bytes went while we wrote
+            raise BlobUploadUnknown("upload is unknown or expired") from None
+        finally:
+            if not hold.released:
+                try:
+                    await asyncio.shield(self.store.release_upload(hold.session_id,
+                                                                   hold.holder))
+                except Exception as exc:  # it expires by itself
+                    log.warning("could not release upload %s (%s); it is free in %.0f s",
+                                hold.session_id, exc, self.hold_ttl)
+
+    async def _releasing(self, hold: _Hold, write: Awaitable[T]) -> T:
+        """Run a write that releases `hold` as it succeeds (it records the offset, or
+        removes the session), so the renewal does not take its end for a loss."""
+        hold.released = True
+        try:
+            return await write
+        except BaseException:
+            hold.released = False
+            raise
 
     async def append(
         self, name: str, session_id: str, body: AsyncIterable[bytes], chunk: Chunk
     ) -> UploadRecord:
         """Append one PATCH body; return the session with its new offset."""
-        async with self._hold(name, session_id) as (record, local):
-            return await self._append(record, local, body, chunk)
+        async with self._hold(name, session_id) as (record, local, hold):
+            return await self._append(record, local, hold, body, chunk)
 
     async def _append(
-        self, record: UploadRecord, local: _Local, body: AsyncIterable[bytes], chunk: Chunk,
-        *, record_offset: bool = True,
+        self, record: UploadRecord, local: _Local, hold: _Hold, body: AsyncIterable[bytes],
+        chunk: Chunk, *, record_offset: bool = True,
     ) -> UploadRecord:
-        """Write `body` at the session's offset; with `record_offset`, save the new offset.
+        """Write `body` at the session's offset; with `record_offset`, save the new offset
+        (which releases the hold).
 
         The last chunk of a PUT does not record it: the same transaction that publishes
         the blob removes the session.
@@ -185,9 +293,9 @@ class UploadService:
         if limit is not None and written != limit:
             local.state = None
             raise SizeInvalid(f"received {written} bytes, {limit} were announced")
-        if written and record_offset and not await self.store.advance_upload(
-            record.id, offset, offset + written
-        ):
+        if record_offset and not await self._releasing(hold, self.store.advance_upload(
+            record.id, offset, offset + written, holder=hold.holder
+        )):
             local.state = None
             raise RangeInvalid("another request wrote to this upload", offset=offset)
         local.used = time.monotonic()
@@ -211,32 +319,39 @@ class UploadService:
         chunk: Chunk,
     ) -> int:
         """Append a last chunk if any, verify `digest`, publish the blob; return its size."""
-        async with self._hold(name, session_id) as (record, local):
-            if body is not None:
-                record = await self._append(record, local, body, chunk, record_offset=False)
-            state = await self._state(record, local, digest.algorithm)
-            actual = state.hasher.hexdigest()
-            if actual != digest.hex:
-                # the session cannot become anything else now: end it, as Distribution does
-                await self.store.delete_upload(record.id)
-                await self.blobs.delete_upload(record.id)
-                self._local.pop(session_id, None)
-                raise DigestInvalid(
-                    f"content digest is {digest.algorithm}:{actual}, not {digest}",
-                    {"digest": str(digest)},
-                )
-            # claim first: the collector leaves a just-claimed blob alone, and a claim
-            # waits while the collector is deleting this digest's bytes
-            while not await self.store.claim_blob(str(digest), record.offset):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            try:
-                await self.blobs.publish(record.id, digest)
-            except StorageFull:
-                await self._end_full(record.id)
-                raise
-            await self.store.link_blob(name, str(digest), record.offset, upload=record.id)
-            self._local.pop(session_id, None)
-            return record.offset
+        async with self._hold(name, session_id) as (record, local, hold):
+            return await self._finish(name, record, local, hold, digest, body, chunk)
+
+    async def _finish(
+        self, name: str, record: UploadRecord, local: _Local, hold: _Hold, digest: Digest,
+        body: AsyncIterable[bytes] | None, chunk: Chunk,
+    ) -> int:
+        if body is not None:
+            record = await self._append(record, local, hold, body, chunk, record_offset=False)
+        state = await self._state(record, local, digest.algorithm)
+        actual = state.hasher.hexdigest()
+        if actual != digest.hex:
+            # the session cannot become anything else now: end it, as Distribution does
+            await self._releasing(hold, self.store.delete_upload(record.id))
+            await self.blobs.delete_upload(record.id)
+            self._local.pop(record.id, None)
+            raise DigestInvalid(
+                f"content digest is {digest.algorithm}:{actual}, not {digest}",
+                {"digest": str(digest)},
+            )
+        # claim first: the collector leaves a just-claimed blob alone, and a claim
+        # waits while the collector is deleting this digest's bytes
+        while not await self.store.claim_blob(str(digest), record.offset):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        try:
+            await self.blobs.publish(record.id, digest)
+        except StorageFull:
+            await self._end_full(record.id)
+            raise
+        await self._releasing(hold, self.store.link_blob(name, str(digest), record.offset,
+                                                         upload=record.id))
+        self._local.pop(record.id, None)
+        return record.offset
 
     async def _end_full(self, session_id: str) -> None:
         """End a session the disk had no room for: its bytes first (that frees the
@@ -247,8 +362,8 @@ class UploadService:
             await self.store.delete_upload(session_id)
 
     async def cancel(self, name: str, session_id: str) -> None:
-        async with self._hold(name, session_id):
-            if not await self.store.delete_upload(session_id):
+        async with self._hold(name, session_id) as (_, _, hold):
+            if not await self._releasing(hold, self.store.delete_upload(session_id)):
                 raise BlobUploadUnknown("upload is unknown or expired")
             await self.blobs.delete_upload(session_id)
         self._local.pop(session_id, None)
@@ -273,22 +388,15 @@ class UploadService:
         idle_since = time.time() - max_idle
         removed = 0
         for session_id in await self.store.stale_uploads(idle_since):
-            try:
-                async with self.blobs.lock_upload(session_id):
-                    if await self.store.delete_stale_upload(session_id, idle_since):
-                        await self.blobs.delete_upload(session_id)
-                        removed += 1
-            except DriverBusy:
-                continue  # a request is writing to it right now: not idle
-            except FileNotFoundError:
-                # bytes already gone (crash after publish): drop the row
-                if await self.store.delete_stale_upload(session_id, idle_since):
-                    removed += 1
+            # a session a request holds (a long body streaming in) is not idle: the
+            # store keeps it, and no request can take it once its row is gone
+            if await self.store.delete_stale_upload(session_id, idle_since):
+                await self.blobs.delete_upload(session_id)
+                removed += 1
         removed += await self._sweep_orphans()
         if removed:
             log.info("purged %d idle upload sessions", removed)
         return removed
-
 
     def forget_idle(self, max_idle: float) -> int:
         """Drop this process's hash state of sessions it has not served for `max_idle`

@@ -1,5 +1,5 @@
 """Byte storage drivers: one small async interface, one shared test suite."""
 
-from dockyard.drivers.base import Driver, DriverBusy, DriverError, Writer
+from dockyard.drivers.base import Driver, DriverError, Writer
 
-__all__ = ["Driver", "DriverBusy", "DriverError", "Writer"]
+__all__ = ["Driver", "DriverError", "Writer"]

@@ -2,13 +2,16 @@
 
 A driver knows nothing of digests, repositories or manifests; `storage` owns the key
 layout and the meaning of every key. Every driver passes `tests/unit/drivers/suite.py`.
+
+A driver needs no locking and no coordination between processes or hosts: the metadata
+store serialises the writers of an upload session (a request holds the session's row
+while it writes the session's key), and the collector's exclusivity is a lease there.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from dockyard.oci.errors import StorageUnavailable
@@ -28,10 +31,6 @@ class DriverError(StorageUnavailable):
 
     def __str__(self) -> str:
         return self.reason or self.message
-
-
-class DriverBusy(DriverError):
-    """Another holder (any process) has the key locked."""
 
 
 class Writer(ABC):
@@ -81,16 +80,6 @@ class Driver(ABC):
         (FileNotFoundError otherwise), so a write to an upload session deleted meanwhile
         cannot bring its bytes back. Used for upload sessions, which can be resumed at the
         offset the metadata store recorded after a crash.
-        """
-
-    @abstractmethod
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
-        """Hold an exclusive lock on the existing object `key`, across processes.
-
-        Raises `DriverBusy` at once when another holder has it, and FileNotFoundError when
-        there is no such key. Upload sessions are written only under this lock, so two
-        requests racing on one session can never interleave their bytes. A holder that
-        dies releases the lock.
         """
 
     @abstractmethod

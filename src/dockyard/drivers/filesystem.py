@@ -6,7 +6,7 @@ published blob survives a power loss. With `direct_writes`, upload bytes in page
 buffers are written with O_DIRECT (`directio`), so a push does not fill the page cache.
 
 What can wait for the disk — fsync, reads and writes of large buffers, walking and
-removing trees — runs in worker threads. Opening, locking and small writes run inline,
+removing trees — runs in worker threads. Opening and small writes run inline,
 as nginx does them: on a local filesystem they take microseconds, a tenth of what a
 thread hop costs in CPU and context switches. On a network filesystem an open can take
 milliseconds and would hold the event loop meanwhile: keep the data directory local.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
 import stat
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from dockyard.drivers import directio
-from dockyard.drivers.base import Driver, DriverBusy, Writer
+from dockyard.drivers.base import Driver, Writer
 
 _READ_CHUNK = 1024 * 1024
 INLINE_WRITE = 64 * 1024
@@ -172,20 +171,6 @@ class FilesystemDriver(Driver):
             os.close(fd)
             raise FileNotFoundError(key)
         return fd
-
-    @contextlib.asynccontextmanager
-    async def lock(self, key: str) -> AsyncIterator[None]:
-        fd = self._open_file(key)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise DriverBusy(f"{key} is locked by another writer") from None
-                raise
-            yield
-        finally:
-            os.close(fd)
 
     async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
         path = self._path(key)

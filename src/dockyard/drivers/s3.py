@@ -3,8 +3,8 @@
 Published objects are plain S3 objects under `rootdirectory`. An upload session is a
 set of plain objects too (full parts, and a tail holding the rest), so every byte of a
 session can be read back and cut by any node, and publishing copies them server-side
-into the blob's own multipart upload. The one thing an object store lacks is a
-cross-process `lock`: upload sessions are held through the metadata store instead.
+into the blob's own multipart upload. Like every driver it takes no locks: the
+metadata store serialises the writers of an upload session.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
@@ -278,10 +278,6 @@ class S3Driver(Driver):
             async for chunk in self._range(head_of, 0, offset - keep, key):
                 pending += chunk
         return S3Writer(self, name, keep, part, pending, stored)
-
-    def lock(self, key: str) -> AbstractAsyncContextManager[None]:
-        raise DriverError("an object store has no cross-process locks: locks need the "
-                          "metadata store's leases")
 
     async def move(self, src: str, dst: str) -> None:
         source, target = self._key(src), self._key(dst)

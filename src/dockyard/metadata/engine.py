@@ -12,6 +12,11 @@ SQLAlchemy `Connection`, and run
 - on PostgreSQL: through the async engine (asyncpg) with `run_sync`, which needs no
   thread and has no database-wide write lock.
 
+A body that runs only compiled statements (`statements.run`) may go through
+`compiled()`: on SQLite it gets the writer's sqlite3 connection itself and the
+transaction is two plain `BEGIN IMMEDIATE`/`COMMIT` calls, which saves SQLAlchemy's
+checkout, begin and reset (about a third of a small write's cost) on every push.
+
 Reads on SQLite run inline on the event loop on a read-only connection
 (`fastread.FastReader`); on PostgreSQL they go through an autocommit async engine.
 
@@ -25,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +47,9 @@ from sqlalchemy.pool import StaticPool
 from dockyard.oci.errors import StorageFull
 
 T = TypeVar("T")
+#: what a compiled-statement body gets: a SQLAlchemy connection, or on SQLite the
+#: writer thread's sqlite3 connection (`statements.run` takes either)
+Conn = Connection | sqlite3.Connection
 log = logging.getLogger(__name__)
 
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg"}
@@ -69,6 +77,7 @@ class Engines:
     #: called (from any thread) when a write finds the disk full; frees space for a retry
     on_full: Callable[[], object] | None = None
     _thread: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _raw: sqlite3.Connection | None = field(default=None, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -80,8 +89,18 @@ class Engines:
         On a full disk: `on_full`, then `body` once more in a new transaction (the first
         one rolled back); `StorageFull` if that fails too.
         """
+        return await self._retrying(lambda: self._run(body))
+
+    async def compiled(self, body: Callable[[Conn], T]) -> T:
+        """`transaction` for a body that runs only `statements.run`: on SQLite, straight
+        on the sqlite3 connection in the writer thread."""
+        if self.sqlite is None:
+            return await self.transaction(body)
+        return await self._retrying(lambda: self._in_writer(lambda: self._run_raw(body)))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await self._run(body)
+            return await attempt()
         except (DBAPIError, sqlite3.Error) as exc:
             if not disk_full(exc):
                 raise
@@ -89,24 +108,49 @@ class Engines:
             if self.on_full is not None:
                 self.on_full()
         try:
-            return await self._run(body)
+            return await attempt()
         except (DBAPIError, sqlite3.Error) as exc:
             if not disk_full(exc):
                 raise
             raise StorageFull("insufficient storage: the metadata database cannot be "
                               "written, the disk holding it is full") from exc
 
+    async def _in_writer(self, run: Callable[[], T]) -> T:
+        """Run `run` in this process's SQLite writer thread."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="dockyard-db-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+
+    def _run_raw(self, body: Callable[[Conn], T]) -> T:
+        """In the writer thread: `body` in one transaction on the sqlite3 connection the
+        engine's single pooled connection wraps (the thread is its only user)."""
+        raw = self._raw
+        if raw is None:
+            assert self.sqlite is not None
+            proxy = self.sqlite.raw_connection()
+            raw = proxy.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            proxy.close()  # back to the StaticPool, which keeps it open
+            self._raw = raw
+        raw.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(raw)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:  # SQLite ends some failed transactions itself
+                raw.execute("ROLLBACK")
+            raise
+        return result
+
     async def _run(self, body: Callable[[Connection], T]) -> T:
         if self.sqlite is not None:
             engine = self.sqlite
-            if self._thread is None:
-                self._thread = ThreadPoolExecutor(1, thread_name_prefix="dockyard-db-writer")
 
             def run() -> T:
                 with engine.begin() as conn:
                     return body(conn)
 
-            return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+            return await self._in_writer(run)
         assert self.writer is not None
         async with self.writer.begin() as aconn:
             return await aconn.run_sync(body)
@@ -115,6 +159,7 @@ class Engines:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
+        self._raw = None
         if self.sqlite is not None:
             self.sqlite.dispose()
         for engine in (self.reader, self.writer):

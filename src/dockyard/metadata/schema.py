@@ -123,6 +123,10 @@ uploads = Table(
     Column("updated_at", Double, nullable=False),
     # who opened it (`user:<name>` or `addr:<client>`), for the cap on open sessions
     Column("owner", String(255)),
+    # the request writing the session now (`core.leases.process_holder()` and a request
+    # number) and until when: a hold past `held_until` is its dead holder's, and free
+    Column("holder", String(200)),
+    Column("held_until", Double),
     Index(None, "updated_at"),
     Index(None, "owner"),
 )

@@ -9,12 +9,15 @@ goes through SQLAlchemy (asyncpg) as usual. Same Core statements, same SQL.
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, null, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from dockyard.metadata.engine import Conn
 from dockyard.metadata.fastread import Prepared
 from dockyard.metadata.schema import (
     blob_deletions,
@@ -34,14 +37,35 @@ def _p(name: str) -> Any:
     return bindparam("p_" + name)
 
 
-def run(conn: Connection, query: Prepared, **named: Any) -> Any:
-    """Execute `query`; the result has `fetchone()`, `fetchall()` and `rowcount`."""
+@dataclass(slots=True)
+class _Rows:
+    """A SQLite statement's result, read to the end (a COMMIT refuses to run while an
+    `UPDATE ... RETURNING` has rows left to step through)."""
+
+    rows: list[Any]
+    rowcount: int
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return self.rows
+
+
+def run(conn: Conn, query: Prepared, **named: Any) -> Any:
+    """Execute `query`; the result has `fetchone()`, `fetchall()` and `rowcount`.
+
+    `conn` is a SQLAlchemy connection, or (in `Engines.compiled`) a sqlite3 one.
+    """
     params = {"p_" + k: v for k, v in named.items()}
-    if conn.dialect.name == "sqlite":
+    raw: Any = conn
+    if isinstance(conn, Connection):
+        if conn.dialect.name != "sqlite":
+            return conn.execute(query.stmt, params)
         raw = conn.connection.driver_connection
-        assert raw is not None
-        return raw.execute(query.sql, query.values(params))
-    return conn.execute(query.stmt, params)
+    assert isinstance(raw, sqlite3.Connection)
+    cursor = raw.execute(query.sql, query.values(params))
+    return _Rows(cursor.fetchall(), cursor.rowcount)
 
 
 class Statements:
@@ -55,13 +79,34 @@ class Statements:
                                  .on_conflict_do_nothing())
         self.create_upload = Prepared(insert(uploads).values(
             id=b("id"), repository=b("name"), offset=0, started_at=b("now"), updated_at=b("now"),
-            owner=b("owner")))
+            owner=b("owner"), holder=b("holder"), held_until=b("until")))
+        # the hold and the read a request needs, in one write: no row when the session
+        # is unknown (in this repository) or another request validly holds it
+        self.hold_upload = Prepared(
+            update(uploads).where(
+                uploads.c.id == b("id"), uploads.c.repository == b("name"),
+                or_(uploads.c.holder.is_(None), uploads.c.held_until < b("now"),
+                    uploads.c.holder == b("gone")))
+            .values(holder=b("holder"), held_until=b("until"))
+            .returning(uploads.c.id, uploads.c.repository, uploads.c.offset,
+                       uploads.c.started_at, uploads.c.updated_at))
+        self.renew_upload = Prepared(
+            update(uploads).where(uploads.c.id == b("id"), uploads.c.holder == b("holder"))
+            .values(held_until=b("until")))
+        self.release_upload = Prepared(
+            update(uploads).where(uploads.c.id == b("id"), uploads.c.holder == b("holder"))
+            .values(holder=null(), held_until=null()))
         self.open_uploads = Prepared(select(func.count()).select_from(uploads))
         self.open_uploads_of = Prepared(select(func.count()).select_from(uploads)
                                         .where(uploads.c.owner == b("owner")))
         self.advance_upload = Prepared(
             update(uploads).where(uploads.c.id == b("id"), uploads.c.offset == b("old"))
             .values(offset=b("new"), updated_at=b("now")))
+        # a holder's PATCH: the offset moves and the hold is released in one write
+        self.advance_held = Prepared(
+            update(uploads).where(uploads.c.id == b("id"), uploads.c.offset == b("old"),
+                                  uploads.c.holder == b("holder"))
+            .values(offset=b("new"), updated_at=b("now"), holder=null(), held_until=null()))
         self.delete_upload = Prepared(delete(uploads).where(uploads.c.id == b("id")))
         self.tombstone = Prepared(select(blob_deletions.c.started_at)
                                   .where(blob_deletions.c.digest == b("digest")))

@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from dockyard.metadata.engine import Engines
+from dockyard.metadata.engine import Conn, Engines
 from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
     BlobRecord,
@@ -73,6 +73,11 @@ _BLOB_IN_REPO = Prepared(
 _UPLOAD = Prepared(
     select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
            uploads.c.updated_at).where(uploads.c.id == bindparam("id"))
+)
+_UPLOAD_HOLD = Prepared(
+    select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
+           uploads.c.updated_at, uploads.c.holder, uploads.c.held_until)
+    .where(uploads.c.id == bindparam("id"))
 )
 
 
@@ -145,7 +150,7 @@ class MetadataStore:
             rows: Sequence[Any] = (await conn.execute(stmt, params or {})).all()
             return rows
 
-    def _ensure_repo(self, conn: Connection, name: str, now: float) -> int:
+    def _ensure_repo(self, conn: Conn, name: str, now: float) -> int:
         q = self._q
         row = run(conn, q.repo_id, name=name).fetchone()
         if row is None:
@@ -195,14 +200,14 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
 
-        def body(conn: Connection) -> None:
+        def body(conn: Conn) -> None:
             repo_id = self._ensure_repo(conn, name, now)
             run(conn, q.upsert_blob, digest=digest, size=size, now=now)
             run(conn, q.link, repo=repo_id, digest=digest, now=now)
             if upload is not None:
                 run(conn, q.delete_upload, id=upload)
 
-        await self.engines.transaction(body)
+        await self.engines.compiled(body)
 
     async def claim_blob(self, digest: str, size: int) -> bool:
         """Before publishing bytes: renew the blob's grace period, creating its row.
@@ -214,7 +219,7 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
 
-        def body(conn: Connection) -> bool:
+        def body(conn: Conn) -> bool:
             started = run(conn, q.tombstone, digest=digest).fetchone()
             if started is not None:
                 if started[0] > now - TOMBSTONE_TIMEOUT:
@@ -223,7 +228,7 @@ class MetadataStore:
             run(conn, q.upsert_blob, digest=digest, size=size, now=now)
             return True
 
-        return await self.engines.transaction(body)
+        return await self.engines.compiled(body)
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
         """Link `digest` into `name` if repository `source` holds it; None otherwise.
@@ -271,52 +276,112 @@ class MetadataStore:
 
     async def create_upload(
         self, session_id: str, name: str, owner: str | None = None, *,
-        max_total: int = 0, max_per_owner: int = 0,
+        max_total: int = 0, max_per_owner: int = 0, holder: str | None = None,
+        ttl: float = 0.0,
     ) -> UploadRecord:
         """Record a new session opened by `owner`; raise `SessionLimit` when `owner`
         already holds `max_per_owner` open sessions or all owners `max_total` (0: no cap).
+        With `holder`, the session is born held by it for `ttl` seconds (`hold_upload`).
 
         Count and insert are one transaction; on PostgreSQL an advisory lock serialises
         the openings (SQLite's write transactions are serial already), so two workers
         racing for the last slot cannot both get it.
         """
         now, q = time.time(), self._q
+        until = now + ttl if holder is not None else None
 
-        def body(conn: Connection) -> None:
-            if (max_total or max_per_owner) and self._dialect == "postgresql":
+        def body(conn: Conn) -> None:
+            if (max_total or max_per_owner) and isinstance(conn, Connection) \
+                    and self._dialect == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_UPLOAD_LOCK)))
             if max_per_owner and owner is not None and run(
                     conn, q.open_uploads_of, owner=owner).fetchone()[0] >= max_per_owner:
                 raise SessionLimit("owner", max_per_owner)
             if max_total and run(conn, q.open_uploads).fetchone()[0] >= max_total:
                 raise SessionLimit("total", max_total)
-            run(conn, q.create_upload, id=session_id, name=name, now=now, owner=owner)
+            run(conn, q.create_upload, id=session_id, name=name, now=now, owner=owner,
+                holder=holder, until=until)
 
-        await self.engines.transaction(body)
+        await self.engines.compiled(body)
         return UploadRecord(session_id, name, 0, now, now)
 
     async def upload(self, session_id: str) -> UploadRecord | None:
         rows = await self._fetch(_UPLOAD, id=session_id)
         return UploadRecord(*rows[0]) if rows else None
 
-    async def advance_upload(self, session_id: str, old: int, new: int) -> bool:
-        """Move the session's offset from `old` to `new`; False if another write won."""
+    async def upload_holder(self, session_id: str) -> tuple[UploadRecord, str | None] | None:
+        """The session and who validly holds it now (None: nobody, or a hold expired)."""
+        rows = await self._fetch(_UPLOAD_HOLD, id=session_id)
+        if not rows:
+            return None
+        *record, holder, until = rows[0]
+        valid = holder is not None and until is not None and until >= time.time()
+        return UploadRecord(*record), holder if valid else None
+
+    async def hold_upload(self, session_id: str, name: str, holder: str, ttl: float, *,
+                          gone: str | None = None) -> UploadRecord | None:
+        """Hold session `session_id` of repository `name` for `holder` during `ttl`
+        seconds, and read it, in one write. None when it is unknown there or held by
+        another holder whose hold has not expired (unless that holder is `gone`: known
+        dead, so its hold is taken now).
+
+        The statement is its own guard: SQLite runs one writer at a time, and PostgreSQL
+        re-checks the WHERE clause on the row a concurrent hold just changed, so two
+        requests cannot both get a row back.
+        """
         now, q = time.time(), self._q
-        return await self.engines.transaction(lambda conn: bool(run(
-            conn, q.advance_upload, id=session_id, old=old, new=new, now=now).rowcount))
+
+        def body(conn: Conn) -> UploadRecord | None:
+            row = run(conn, q.hold_upload, id=session_id, name=name, holder=holder,
+                      until=now + ttl, now=now, gone=gone).fetchone()
+            return UploadRecord(*row) if row is not None else None
+
+        return await self.engines.compiled(body)
+
+    async def renew_upload(self, session_id: str, holder: str, ttl: float) -> bool:
+        """Extend `holder`'s hold by `ttl` seconds from now; False when it is not theirs
+        any more (taken over after it expired, or the session is gone)."""
+        until, q = time.time() + ttl, self._q
+        return await self.engines.compiled(lambda conn: bool(run(
+            conn, q.renew_upload, id=session_id, holder=holder, until=until).rowcount))
+
+    async def release_upload(self, session_id: str, holder: str) -> None:
+        """Give up `holder`'s hold of the session (nothing if it is not theirs)."""
+        q = self._q
+        await self.engines.compiled(
+            lambda conn: run(conn, q.release_upload, id=session_id, holder=holder))
+
+    async def advance_upload(self, session_id: str, old: int, new: int, *,
+                             holder: str | None = None) -> bool:
+        """Move the session's offset from `old` to `new`; False if another write won.
+
+        With `holder`, only while `holder` holds the session, whose hold this write
+        also releases (a PATCH's one write after its bytes).
+        """
+        now, q = time.time(), self._q
+        if holder is None:
+            return await self.engines.compiled(lambda conn: bool(run(
+                conn, q.advance_upload, id=session_id, old=old, new=new, now=now).rowcount))
+        return await self.engines.compiled(lambda conn: bool(run(
+            conn, q.advance_held, id=session_id, old=old, new=new, now=now,
+            holder=holder).rowcount))
 
     async def delete_upload(self, session_id: str) -> bool:
         q = self._q
-        return await self.engines.transaction(
+        return await self.engines.compiled(
             lambda conn: bool(run(conn, q.delete_upload, id=session_id).rowcount))
 
     async def stale_uploads(self, idle_since: float) -> list[str]:
-        rows = await self._read(select(uploads.c.id).where(uploads.c.updated_at < idle_since))
+        """Sessions untouched since `idle_since` that no request holds now."""
+        rows = await self._read(select(uploads.c.id).where(
+            uploads.c.updated_at < idle_since, _unheld(time.time())))
         return [r[0] for r in rows]
 
     async def delete_stale_upload(self, session_id: str, idle_since: float) -> bool:
-        """Delete the session only if it is still idle (a PATCH may have just arrived)."""
-        stmt = delete(uploads).where(uploads.c.id == session_id, uploads.c.updated_at < idle_since)
+        """Delete the session only if it is still idle (a PATCH may have just arrived)
+        and no request holds it (a long body may be streaming into it)."""
+        stmt = delete(uploads).where(uploads.c.id == session_id,
+                                     uploads.c.updated_at < idle_since, _unheld(time.time()))
         return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
 
     async def upload_ids(self) -> set[str]:
@@ -332,7 +397,7 @@ class MetadataStore:
         """
         now, q = time.time(), self._q
 
-        def body(conn: Connection) -> None:
+        def body(conn: Conn) -> None:
             repo_id = self._ensure_repo(conn, name, now)
             # the blobs' rows first and in digest order (as `link_blob` takes a blob's row
             # before its link): concurrent pushes of images sharing layers, in any layer
@@ -370,7 +435,7 @@ class MetadataStore:
                                            manifest=manifest_id, now=now).rowcount:
                 run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now)
 
-        await self.engines.transaction(body)
+        await self.engines.compiled(body)
 
     async def manifest(
         self, name: str, *, tag: str | None = None, digest: str | None = None,
@@ -471,6 +536,11 @@ class MetadataStore:
             rows = await self._read(select(func.count()).select_from(table))
             out[table.name] = int(rows[0][0])
         return out
+
+
+def _unheld(now: float) -> ColumnElement[bool]:
+    """An upload session no request holds at `now` (never held, released, or expired)."""
+    return or_(uploads.c.holder.is_(None), uploads.c.held_until < now)
 
 
 def _delete_tree(conn: Connection, repo_id: int, manifest_id: int, digest: str,

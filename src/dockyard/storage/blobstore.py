@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +78,6 @@ class BlobStore:
                 raise _full(exc) from exc
             raise
         await writer.close()
-
-    def lock_upload(self, session_id: str) -> AbstractAsyncContextManager[None]:
-        """Exclusive, cross-process hold on a session's bytes (`Driver.lock`)."""
-        return self.driver.lock(layout.upload_key(session_id))
 
     async def upload_size(self, session_id: str) -> int | None:
         return await self.driver.stat(layout.upload_key(session_id))
@@ -178,8 +173,8 @@ class BlobStore:
         await self.driver.delete(layout.upload_key(session_id))
 
     async def discard_upload(self, session_id: str) -> None:
-        """Delete a session's bytes, freeing their space now: truncated first, as the
-        session's lock keeps the file open (an unlinked open file keeps its blocks)."""
+        """Delete a session's bytes, freeing their space now: truncated first, as a
+        writer may still have the file open (an unlinked open file keeps its blocks)."""
         key = layout.upload_key(session_id)
         with contextlib.suppress(FileNotFoundError):
             await (await self.driver.writer(key, 0, resume=True)).close()

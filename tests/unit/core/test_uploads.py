@@ -501,9 +501,14 @@ async def test_a_request_waits_briefly_for_a_session_another_process_lets_go(
     a, b = await make_service(), await make_service()
     record = await a.start(REPO)
 
+    async def stalled(seconds: float) -> AsyncIterator[bytes]:
+        await asyncio.sleep(seconds)
+        return
+        yield b""
+
     async def hold_for(seconds: float) -> None:
-        async with a.blobs.lock_upload(record.id):
-            await asyncio.sleep(seconds)
+        """A request of process a whose client sends nothing for `seconds`."""
+        await a.append(REPO, record.id, stalled(seconds), Chunk())
 
     holder = asyncio.create_task(hold_for(0.3))
     await asyncio.sleep(0.05)
@@ -516,3 +521,145 @@ async def test_a_request_waits_briefly_for_a_session_another_process_lets_go(
         await b.append(REPO, record.id, body(b"def"), Chunk(start=3))
     assert info.value.offset == 3
     await holder
+
+
+# --- holds in the metadata store ---------------------------------------------
+
+async def stalled_body(seconds: float, *chunks: bytes) -> AsyncIterator[bytes]:
+    """A body whose client sends `chunks` spread over `seconds`."""
+    pause = seconds / (len(chunks) + 1)
+    for chunk in chunks:
+        await asyncio.sleep(pause)
+        yield chunk
+    await asyncio.sleep(pause)
+
+
+async def test_a_dead_holders_hold_expires_after_its_ttl(
+        make_service: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request whose process died on another host blocks its session for the hold's
+    time to live only; then a request elsewhere continues the session."""
+    from dockyard.core import uploads as uploads_module
+
+    a, b = await make_service(), await make_service()
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(b"kept"), Chunk())
+    # the process writing the next chunk dies on another host: nobody releases its hold
+    dead = "elsewhere:4242:0badc0de:otherplace:0"
+    assert await a.store.hold_upload(record.id, REPO, dead, 0.5) is not None
+    monkeypatch.setattr(uploads_module, "BUSY_WAIT", 0.1)
+    with pytest.raises(RangeInvalid) as info:
+        await b.append(REPO, record.id, body(b"-more"), Chunk(start=4))
+    assert info.value.offset == 4
+    await asyncio.sleep(0.5)
+    assert (await b.append(REPO, record.id, body(b"-more"), Chunk(start=4))).offset == 9
+    digest = Digest.of(b"kept-more")
+    assert await b.finish(REPO, record.id, digest, None, Chunk()) == 9
+    await assert_published(b, digest, b"kept-more")
+
+
+async def test_a_hold_of_a_process_gone_on_this_machine_is_taken_at_once(
+        make_service: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a file lock dies with its holder: a process of this machine that is gone (a
+    killed worker, a restarted node) does not block its session for the ttl."""
+    from dockyard.core import uploads as uploads_module
+    from dockyard.core.leases import process_holder
+
+    a, b = await make_service(), await make_service()
+    record = await a.start(REPO)
+    child = await asyncio.create_subprocess_exec("true")
+    await child.wait()
+    host, _, rand, place = process_holder().split(":")
+    assert await a.store.hold_upload(record.id, REPO, f"{host}:{child.pid}:{rand}:{place}:7",
+                                     60) is not None
+    monkeypatch.setattr(uploads_module, "BUSY_WAIT", 0.5)
+    assert (await b.append(REPO, record.id, body(b"abc"), Chunk(start=0))).offset == 3
+    # a live process of this machine keeps its hold
+    assert await a.store.hold_upload(record.id, REPO, f"{host}:{os.getpid()}:{rand}:{place}:8",
+                                     60) is not None
+    with pytest.raises(RangeInvalid) as info:
+        await b.append(REPO, record.id, body(b"def"), Chunk(start=3))
+    assert info.value.offset == 3
+
+
+async def test_a_long_body_keeps_its_hold_by_renewal(
+        make_service: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockyard.core import uploads as uploads_module
+
+    a, b = await make_service(), await make_service()
+    a.hold_ttl = b.hold_ttl = 0.3
+    monkeypatch.setattr(uploads_module, "BUSY_WAIT", 0.05)
+    record = await a.start(REPO)
+    data = [bytes([65 + i]) * 100 for i in range(4)]
+    writing = asyncio.create_task(a.append(REPO, record.id, stalled_body(1.0, *data), Chunk()))
+    for _ in range(3):  # at 0.35, 0.7 and 1.05 s: past the first hold's expiry each time
+        await asyncio.sleep(0.35)
+        if writing.done():
+            break
+        with pytest.raises(RangeInvalid) as info:
+            await b.append(REPO, record.id, body(b"intruder"), Chunk())
+        assert info.value.offset == 0
+    assert (await writing).offset == 400
+    assert await b.finish(REPO, record.id, Digest.of(b"".join(data)), None, Chunk()) == 400
+    await assert_published(b, Digest.of(b"".join(data)), b"".join(data))
+
+
+async def test_a_write_that_loses_its_hold_records_nothing(make_service: Factory) -> None:
+    """If the hold is taken over (it expired while its process stalled), the write is
+    aborted with 416 and the offset it would have recorded is never written."""
+    a = await make_service()
+    a.hold_ttl = 0.3
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(b"good"), Chunk())
+    writing = asyncio.create_task(
+        a.append(REPO, record.id, stalled_body(1.0, b"lost", b"lost"), Chunk()))
+    await asyncio.sleep(0.05)
+    found = await a.store.upload_holder(record.id)
+    assert found is not None
+    assert found[1] is not None
+    # as if the hold expired and another host took the session
+    await a.store.release_upload(record.id, found[1])
+    assert await a.store.hold_upload(record.id, REPO, "elsewhere:1:x:y:0", 30) is not None
+    with pytest.raises(RangeInvalid) as info:
+        await writing
+    assert info.value.offset == 4
+    assert (await a.get(REPO, record.id)).offset == 4
+    assert (await a.store.upload_holder(record.id)) == (await a.get(REPO, record.id),
+                                                        "elsewhere:1:x:y:0")
+
+
+async def test_purge_leaves_a_session_whose_body_is_streaming(service: UploadService) -> None:
+    record = await service.start(REPO)
+    await asyncio.sleep(0.2)  # idle for longer than max_idle below, then a slow PATCH
+    writing = asyncio.create_task(
+        service.append(REPO, record.id, stalled_body(0.6, b"slow"), Chunk()))
+    await asyncio.sleep(0.3)
+    assert await service.purge(max_idle=0.1) == 0
+    assert (await writing).offset == 4
+    await asyncio.sleep(0.2)
+    assert await service.purge(max_idle=0.1) == 1  # idle again, and held by nobody
+
+
+async def test_monolithic_upload_is_born_held(service: UploadService,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST ?digest= pays no write for a hold: nobody knows the session before it ends,
+    yet the purge cannot take it while its body streams."""
+    holds: list[str] = []
+    original = service.store.hold_upload
+
+    async def spy(session_id: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        holds.append(session_id)
+        return await original(session_id, *args, **kwargs)
+
+    monkeypatch.setattr(service.store, "hold_upload", spy)
+    data = b"monolithic" * 10
+    digest = Digest.of(data)
+    task = asyncio.create_task(service.upload(REPO, "user:a", digest, stalled_body(0.6, data),
+                                              Chunk(length=len(data))))
+    await asyncio.sleep(0.3)
+    [session_id] = await service.store.upload_ids()
+    assert await service.purge(max_idle=0.0) == 0
+    assert (await service.store.upload_holder(session_id) or (None, None))[1] is not None
+    assert await task == len(data)
+    await assert_published(service, digest, data)
+    assert holds == []
+    assert await service.store.upload_ids() == set()

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from dockyard.drivers.base import Driver, DriverBusy, Writer
+from dockyard.drivers.base import Driver, Writer
 
 
 async def read_all(driver: Driver, key: str, offset: int = 0, length: int | None = None
@@ -250,21 +250,3 @@ class DriverSuite:
         await driver.move("uploads/u/data", "blobs/x/data")
         assert await keys(driver, "uploads") == []
         assert await keys(driver, "blobs") == ["blobs/x/data"]
-
-
-class LockSuite:
-    """`Driver.lock`: exclusive across holders, refused at once, released on exit."""
-
-    async def test_lock_is_exclusive(self, driver: Driver) -> None:
-        await put(driver, "uploads/x/data", b"abc")
-        async with driver.lock("uploads/x/data"):
-            with pytest.raises(DriverBusy):
-                async with driver.lock("uploads/x/data"):
-                    pass
-        async with driver.lock("uploads/x/data"):
-            pass
-
-    async def test_lock_of_missing_key(self, driver: Driver) -> None:
-        with pytest.raises(FileNotFoundError):
-            async with driver.lock("uploads/none/data"):
-                pass

@@ -13,10 +13,10 @@ from dockyard.drivers.base import Driver
 from dockyard.drivers.directio import ALIGN
 from dockyard.drivers.filesystem import FilesystemDriver, FilesystemWriter
 from dockyard.storage.buffers import BufferPool
-from tests.unit.drivers.suite import DriverSuite, LockSuite, put, read_all
+from tests.unit.drivers.suite import DriverSuite, put, read_all
 
 
-class TestFilesystemDriver(DriverSuite, LockSuite):
+class TestFilesystemDriver(DriverSuite):
     @pytest.fixture
     async def driver(self, tmp_path: Path) -> AsyncIterator[Driver]:
         driver = FilesystemDriver(tmp_path / "root")

@@ -402,13 +402,6 @@ async def test_delete_of_more_than_1000_keys_in_batches(
     assert await read_all(s3d, "manyother") == b"kept"
 
 
-async def test_lock_needs_metadata_leases(s3d: S3Driver) -> None:
-    await put(s3d, "uploads/l/data", b"x")
-    with pytest.raises(DriverError, match="leases"):
-        async with s3d.lock("uploads/l/data"):
-            pass
-
-
 async def test_credentials_from_the_aws_environment(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -233,6 +233,50 @@ async def test_advanced_upload_is_not_stale(store: MetadataStore) -> None:
     assert not await store.delete_stale_upload("u", cutoff)
 
 
+async def test_upload_holds(store: MetadataStore) -> None:
+    """One holder at a time; the hold reads the session; released by the holder's
+    offset write, by `release_upload`, or when it expires; a dead holder's is taken."""
+    await store.create_upload("u", "repo")
+    held = await store.hold_upload("u", "repo", "a", 30)
+    assert held is not None
+    assert (held.id, held.repository, held.offset) == ("u", "repo", 0)
+    assert await store.hold_upload("u", "repo", "b", 30) is None
+    assert await store.hold_upload("u", "repo", "a", 30) is None  # not re-entrant
+    assert await store.hold_upload("u", "other", "c", 30) is None  # not that repository's
+    assert await store.hold_upload("missing", "repo", "c", 30) is None
+    assert (await store.upload_holder("u") or (None, None))[1] == "a"
+    assert not await store.advance_upload("u", 0, 10, holder="b")  # only the holder writes
+    assert await store.renew_upload("u", "a", 30)
+    assert not await store.renew_upload("u", "b", 30)
+    assert await store.advance_upload("u", 0, 10, holder="a")
+    assert not await store.renew_upload("u", "a", 30)  # the offset write released it
+    held = await store.hold_upload("u", "repo", "b", 0.2)
+    assert held is not None
+    assert held.offset == 10
+    await store.release_upload("u", "a")  # not a's: nothing happens
+    assert await store.hold_upload("u", "repo", "c", 30) is None
+    await asyncio.sleep(0.25)  # b's hold expired
+    assert (await store.upload_holder("u") or (None, "?"))[1] is None
+    assert await store.hold_upload("u", "repo", "c", 30) is not None
+    assert await store.hold_upload("u", "repo", "d", 30, gone="x") is None
+    assert await store.hold_upload("u", "repo", "d", 30, gone="c") is not None
+    await store.release_upload("u", "d")
+    assert await store.hold_upload("u", "repo", "e", 30) is not None
+
+
+async def test_held_upload_is_not_stale(store: MetadataStore) -> None:
+    await store.create_upload("u", "repo", holder="a", ttl=0.3)
+    await store.create_upload("v", "repo")
+    cutoff = time.time() + 0.001
+    await asyncio.sleep(0.01)
+    assert await store.stale_uploads(cutoff) == ["v"]
+    assert not await store.delete_stale_upload("u", cutoff)  # a body is streaming into it
+    assert await store.hold_upload("u", "repo", "b", 30) is None  # born held
+    await asyncio.sleep(0.3)
+    assert sorted(await store.stale_uploads(cutoff)) == ["u", "v"]
+    assert await store.delete_stale_upload("u", cutoff)
+
+
 # --- manifests ---------------------------------------------------------------
 
 async def test_put_and_get_manifest(store: MetadataStore) -> None:
