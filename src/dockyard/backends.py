@@ -10,6 +10,7 @@ from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
 from dockyard.drivers.filesystem import FilesystemDriver
+from dockyard.drivers.s3 import S3Driver
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
@@ -22,7 +23,12 @@ def build_driver(settings: Settings) -> Driver:
     if settings.storage.driver == "filesystem":
         fs = settings.storage.filesystem
         return FilesystemDriver(fs.rootdirectory, direct_writes=fs.direct_writes)
-    raise ValueError(f"unknown storage driver {settings.storage.driver!r}")
+    if settings.storage.driver == "s3":
+        if not settings.storage.s3.bucket:
+            raise ValueError("storage.s3.bucket is required with storage.driver: s3")
+        return S3Driver(settings.storage.s3)
+    raise ValueError(f"unknown storage driver {settings.storage.driver!r} "
+                     "(filesystem or s3)")
 
 
 def build_guard(settings: Settings, driver: Driver) -> DiskGuard:
