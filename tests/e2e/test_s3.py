@@ -43,16 +43,8 @@ class Nodes:
 
 
 def node_config(s3: S3Server, database_url: str, *, redirect: bool) -> dict[str, object]:
-    settings = s3.settings()
-    return {
-        "storage": {"driver": "s3", "redirect": redirect, "s3": {
-            "bucket": settings.bucket, "region": settings.region,
-            "regionendpoint": settings.regionendpoint, "accesskey": settings.accesskey,
-            "secretkey": settings.secretkey, "forcepathstyle": True, "secure": False,
-            "rootdirectory": settings.rootdirectory, "chunksize": "5MiB"}},
-        "database": {"url": database_url},
-        "log": {"level": "info"},
-    }
+    return {"storage": s3.storage_section(redirect=redirect),
+            "database": {"url": database_url}, "log": {"level": "info"}}
 
 
 @pytest.fixture(scope="module")

@@ -69,3 +69,34 @@ class S3Server:
             "rootdirectory": f"t-{uuid.uuid4().hex}", "chunksize": PART,
         }
         return S3Settings(**{**values, **extra})
+
+    def storage_section(self, **extra: Any) -> dict[str, Any]:
+        """The `storage:` section of a Dockyard config on this server (a fresh
+        `rootdirectory` unless given), with `extra` keys of the section."""
+        settings = self.settings()
+        return {"driver": "s3", **extra, "s3": {
+            "bucket": settings.bucket, "region": settings.region,
+            "regionendpoint": settings.regionendpoint, "accesskey": settings.accesskey,
+            "secretkey": settings.secretkey, "forcepathstyle": True, "secure": False,
+            "rootdirectory": settings.rootdirectory, "chunksize": "5MiB"}}
+
+    def blob_digests(self, rootdirectory: str) -> set[str]:
+        """Digests of the blobs stored under `rootdirectory` (as `blob_files` on disk)."""
+        import asyncio
+
+        from dockyard.drivers.s3 import S3Driver
+
+        async def names() -> set[str]:
+            driver = S3Driver(self.settings(rootdirectory=rootdirectory))
+            try:
+                found = set()
+                async for key in driver.list("blobs"):
+                    parts = key.split("/")
+                    if len(parts) == 5 and parts[4] == "data":
+                        found.add(f"{parts[1]}:{parts[3]}")
+                return found
+            finally:
+                await driver.close()
+
+        return asyncio.run(names())
+
