@@ -31,7 +31,8 @@ start)
     echo $! > "$dir/weed.pid"
     echo "$port" > "$dir/port"
   fi
-  # ready when the bucket can be created (or already exists) through S3 itself
+  # ready when the bucket can be created (or already exists) through S3 itself and takes
+  # a write: the first write needs a volume, which SeaweedFS grows a moment after start
   for i in $(seq 1 300); do
     alive || { echo "weed exited; see $dir/weed.log" >&2; exit 1; }
     if "$python" - "$port" "$key" "$secret" "$bucket" <<'PY' 2>/dev/null
@@ -48,6 +49,8 @@ try:
 except s3.exceptions.BucketAlreadyOwnedByYou:
     pass
 s3.head_bucket(Bucket=bucket)
+s3.put_object(Bucket=bucket, Key="dockyard-ready-probe", Body=b"ready")
+s3.delete_object(Bucket=bucket, Key="dockyard-ready-probe")
 PY
     then break; fi
     [ "$i" = 300 ] && { echo "S3 did not become ready; see $dir/weed.log" >&2; exit 1; }

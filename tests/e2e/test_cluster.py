@@ -53,7 +53,7 @@ from tests.support.images import random_layout, read_layout, sha256
 from tests.support.mediatypes import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
 from tests.support.oci_api import canonical, descriptor, digest_of, with_digest
 from tests.support.postgres import postgres_unavailable, running_postgres
-from tests.support.s3 import S3Server
+from tests.support.s3 import S3Server, running_s3
 from tests.support.servers import Server, free_port, start_dockyard
 
 SITE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "cluster.conf"
@@ -151,10 +151,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     with contextlib.ExitStack() as stack:
         s3: S3Server | None = None
         if request.param == "s3":
-            s3 = S3Server()
-            stack.callback(shutil.rmtree, s3.home, True)
-            stack.callback(s3.stop)
-            s3.start()
+            s3 = stack.enter_context(running_s3())
             storage = s3.storage_section()
         else:
             storage = {"filesystem": {"rootdirectory": str(data)}}

@@ -26,7 +26,7 @@ from tests.e2e import test_conformance as conformance
 from tests.support.clients import Skopeo
 from tests.support.images import random_layout, read_layout, sha256
 from tests.support.postgres import postgres_unavailable, running_postgres
-from tests.support.s3 import S3Server
+from tests.support.s3 import S3Server, running_s3
 from tests.support.servers import Server, start_dockyard
 
 
@@ -58,13 +58,8 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    try:
-        server.start()
+    with running_s3() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.home, ignore_errors=True)
 
 
 def _start(tmp: Path, s3: S3Server, database_url: str, *, redirect: bool) -> Nodes:

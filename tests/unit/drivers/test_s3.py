@@ -24,19 +24,14 @@ from dockyard.drivers.s3 import S3Driver
 from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import PayloadTooLarge
 from dockyard.storage.blobstore import BlobStore, RunningHash
-from tests.support.s3 import MIB, PART, S3Server
+from tests.support.s3 import MIB, PART, S3Server, running_s3
 from tests.unit.drivers.suite import DriverSuite, keys, put, read_all
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    server = S3Server()
-    try:
-        server.start()
+    with running_s3() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.home, ignore_errors=True)
 
 
 @pytest.fixture
