@@ -102,6 +102,7 @@ class UploadService:
         self.caps = caps
         self._local: dict[str, _Local] = {}
         self._orphans: set[str] = set()  # upload dirs without a row at the last sweep
+        self._sweeping = asyncio.Lock()
         #: seconds a hold lasts without renewal
         self.hold_ttl = HOLD_TTL
         self._process = ("", 0)  # (process_holder(), pid), made again after a fork
@@ -371,17 +372,21 @@ class UploadService:
     async def _sweep_orphans(self) -> int:
         """Delete upload bytes that have had no session row for two sweeps in a row.
 
-        They are left by a crash between writing the row and the bytes; the two-sweep
-        rule lets a session being created right now get its row first.
+        They are left by a crash between writing the row and the bytes. The bytes are
+        listed before the rows are read: a session's row is written before its bytes, so
+        a live session's row is always seen. Sweeps of one process run one at a time
+        (the collector and the purge job both sweep): two interleaved sweeps could
+        otherwise take each other's first sighting for a second one.
         """
-        known = await self.store.upload_ids()
-        on_disk = {s async for s in self.blobs.upload_sessions()}
-        orphans = {s for s in on_disk - known if _valid_id(s)}
-        doomed = orphans & self._orphans
-        self._orphans = orphans - doomed
-        for session_id in doomed:
-            await self.blobs.delete_upload(session_id)
-        return len(doomed)
+        async with self._sweeping:
+            on_disk = {s async for s in self.blobs.upload_sessions()}
+            known = await self.store.upload_ids()
+            orphans = {s for s in on_disk - known if _valid_id(s)}
+            doomed = orphans & self._orphans
+            self._orphans = orphans - doomed
+            for session_id in doomed:
+                await self.blobs.delete_upload(session_id)
+            return len(doomed)
 
     async def purge(self, max_idle: float) -> int:
         """Remove sessions idle for longer than `max_idle` seconds, with their bytes."""
