@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dockyard.drivers import filesystem
 from dockyard.drivers.base import Driver
 from dockyard.drivers.directio import ALIGN
 from dockyard.drivers.filesystem import FilesystemDriver, FilesystemWriter
@@ -157,3 +158,29 @@ async def test_direct_writes_fall_back_where_the_filesystem_refuses_them(
     assert isinstance(writer, FilesystemWriter)
     assert writer.direct_bytes == 0
     assert await read_all(fs, "k") == data
+
+
+def test_in_dir_retries_when_another_writer_made_the_directory(tmp_path: Path) -> None:
+    """The directory is missing when our create runs, and made by another writer before
+    we look: the create is tried again, not reported as a missing file (it was a 500
+    under concurrent pushes)."""
+    directory = tmp_path / "uploads"
+    calls: list[int] = []
+
+    def create() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            directory.mkdir()  # the other writer, between our open and our check
+            raise FileNotFoundError(directory / "session")
+        return "created"
+
+    assert filesystem._in_dir(directory, create) == "created"
+    assert len(calls) == 2
+
+
+def test_in_dir_reports_a_missing_file_in_an_existing_directory(tmp_path: Path) -> None:
+    def create() -> str:
+        raise FileNotFoundError("the source of a move is gone")
+
+    with pytest.raises(FileNotFoundError, match="source"):
+        filesystem._in_dir(tmp_path, create)
