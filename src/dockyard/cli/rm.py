@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import aiohttp
 import click
 
-from dockyard.client import RegistryClient, RegistryClientError
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid
+from dockyard.remote.client import RegistryClient, RegistryClientError
 
 _REF = re.compile(r"(?P<repo>[^:@]+)(?::(?P<tag>[^@]+)|@(?P<digest>.+))?")
 
