@@ -141,7 +141,7 @@ class Copier:
         try:
             return await self._copy(reference, tag)
         except CopyError as exc:
-            raise CopyError(f"{image}: {exc}") from exc
+            raise CopyError(f"{image} -> {self.destination.describe()}: {exc}") from exc
 
     async def copy_tags(self, tags: list[str]) -> None:
         """Copy each tag under the same name, several at once; the first failure stops."""
@@ -308,7 +308,7 @@ class Copier:
         src = self.source.describe()
 
         def source_failed(exc: BaseException) -> CopyError:
-            return CopyError(f"source {src}: blob {digest}: connection lost after "
+            return CopyError(f"source: blob {digest}: connection lost after "
                              f"{state['read']} of {size} bytes ({_text(exc)})")
 
         async def counted(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -348,12 +348,13 @@ class Copier:
 
     @contextmanager
     def _failing(self, side: str, end: str, what: str) -> Iterator[None]:
+        """Turn an end's failure into a one-line `CopyError` (`end` is for the log)."""
         try:
             yield
         except CopyError:
             raise
         except END_ERRORS as exc:
-            raise CopyError(f"{side} {end}: {what}: {_text(exc)}") from exc
+            raise CopyError(f"{side}: {what}: {_text(exc)}") from exc
 
 
 def _text(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ until it expires or the registry challenges again.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class Authenticator:
 
     credentials: Credentials | None = None
     _basic: bool = False
-    _bearer: Challenge | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tokens: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)
 
     def header(self, scopes: tuple[str, ...]) -> str | None:
@@ -57,26 +58,25 @@ class Authenticator:
         return None
 
     async def answer(self, session: aiohttp.ClientSession, challenge_header: str,
-                     scopes: tuple[str, ...], *, ssl: bool) -> bool:
-        """Learn from a 401's challenge; True when a retry may now succeed."""
+                     scopes: tuple[str, ...], sent: str | None, *, ssl: bool) -> bool:
+        """Learn from a 401's challenge to a request that carried `sent`; True when a
+        retry may now succeed. Concurrent 401s for one scope fetch one token."""
         challenge = Challenge.parse(challenge_header)
         if challenge.scheme == "basic":
-            if self.credentials is None or self._basic:
+            if self.credentials is None or sent is not None:
                 return False
             self._basic = True
             return True
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             return False
-        stale = self._tokens.pop(scopes, None)
-        if stale is not None and self._bearer == challenge:
-            # the token we sent was refused by the same challenge: it will not get better
-            return False
-        self._bearer = challenge
-        wanted = list(scopes)
-        if challenge.params.get("scope"):
-            wanted += [s for s in challenge.params["scope"].split(" ") if s not in wanted]
-        token, ttl = await self._fetch(session, challenge, wanted, ssl=ssl)
-        self._tokens[scopes] = (token, time.monotonic() + max(ttl - 10, 1))
+        async with self._lock:
+            if self.header(scopes) not in (None, sent):
+                return True  # another request got a fresh token meanwhile
+            wanted = list(scopes)
+            if challenge.params.get("scope"):
+                wanted += [s for s in challenge.params["scope"].split(" ") if s not in wanted]
+            token, ttl = await self._fetch(session, challenge, wanted, ssl=ssl)
+            self._tokens[scopes] = (token, time.monotonic() + max(ttl - 10, 1))
         return True
 
     async def _fetch(self, session: aiohttp.ClientSession, challenge: Challenge,

@@ -100,7 +100,7 @@ class RegistryClient:
                         and "WWW-Authenticate" in resp.headers):
                     await resp.read()
                     if await self._auth.answer(self._session, resp.headers["WWW-Authenticate"],
-                                               scopes, ssl=self._ssl):
+                                               scopes, authorization, ssl=self._ssl):
                         continue
                 if resp.status >= 400 and resp.status not in ok:
                     await _raise(resp)
