@@ -51,7 +51,7 @@ class RichDisplay:
     """Per-blob bars under a total bar, removed when each blob is done."""
 
     def __init__(self) -> None:
-        self._console = Console(stderr=True)
+        self._console = Console(stderr=True, highlight=False)
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   DownloadColumn(), TransferSpeedColumn(),
                                   console=self._console, transient=True)
@@ -81,10 +81,10 @@ class RichDisplay:
         task = self._tasks.pop(digest, None)
         if task is not None:
             self._progress.remove_task(task)
-        self._console.print(f"{short(digest)} {outcome} ({human(size)})")
+        self._console.print(f"{short(digest)} {outcome} ({human(size)})", markup=False)
 
     def note(self, message: str) -> None:
-        self._console.print(message)
+        self._console.print(message, markup=False)
 
 
 def display() -> RichDisplay | LogLines:
