@@ -104,9 +104,9 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
     options = CopyOptions(platforms=_platforms(platforms), referrers=referrers,
                           dry_run=dry_run, jobs=jobs)
     src_access = Access(_creds(src_creds, "--src-creds"), src_tls_verify, authfile,
-                        connections=jobs + 4)
+                        connections=jobs * 4 + 4)
     dst_access = Access(_creds(dest_creds, "--dest-creds"), dest_tls_verify, authfile,
-                        connections=jobs + 4)
+                        connections=jobs * 4 + 4)
     if source.reference is None and not repository_copy and not isinstance(source, LayoutRef):
         source = source.with_reference(tag="latest")
     if (isinstance(dest, LayoutRef) and not dest.tag and not repository_copy

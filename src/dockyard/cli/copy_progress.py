@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
 from dockyard.copying.engine import human
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def short(digest: str) -> str:
@@ -51,6 +46,15 @@ class RichDisplay:
     """Per-blob bars under a total bar, removed when each blob is done."""
 
     def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TransferSpeedColumn,
+        )
+
         self._console = Console(stderr=True, highlight=False)
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   DownloadColumn(), TransferSpeedColumn(),
