@@ -343,3 +343,15 @@ def test_all_tags_and_a_tag_glob(dock: Server, skopeo: Skopeo, tmp_path: Path) -
     ok(dockyard_copy("--tags-regex", r"[12]\.0", f"{dock.host}/tags/all",
                      f"{dock.host}/tags/two"))
     assert list_tags(skopeo, f"docker://{dock.host}/tags/two") == ["1.0", "2.0"]
+
+
+def test_dry_run_says_what_and_writes_nothing(dock: Server, skopeo: Skopeo,
+                                              tmp_path: Path) -> None:
+    layout = multiplatform_layout(tmp_path / "lay", "v1")
+    out = ok(dockyard_copy("--dry-run", layout.ref, f"{dock.host}/dry/app:v1"))
+    assert "would copy 1 image(s)" in out, out
+    assert "blobs 9 copied" in out, out
+    missing = skopeo.run("inspect", "--tls-verify=false", "--raw", "--creds", CREDS,
+                         f"docker://{dock.host}/dry/app:v1", check=False)
+    assert missing.returncode != 0
+    assert "manifest unknown" in missing.stderr.lower(), missing.stderr[-500:]
