@@ -140,3 +140,7 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
         raise click.ClickException(str(exc)) from None
     except (RegistryClientError, LayoutError) as exc:
         raise click.ClickException(f"{src}: {exc}") from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to finish (what arrived stays)",
+                   err=True)
+        raise SystemExit(130) from None
