@@ -134,8 +134,10 @@ def test_dockyard_to_distribution_real_image_then_no_upload_on_rerun(
     assert "; 0 B" in again, again
     assert uploads_in_log(dist) == before
     # a new tag on the same content: a manifest PUT, still no blob upload
-    ok(dockyard_copy(f"{dock.host}/bb/busybox:latest", f"{dist.host}/bb/busybox:2"))
+    retag = ok(dockyard_copy(f"{dock.host}/bb/busybox:latest", f"{dist.host}/bb/busybox:2"))
+    assert f"2: {busybox.digest} (content already there)" in retag, retag
     assert uploads_in_log(dist) == before
+    assert sha256(raw(skopeo, f"docker://{dist.host}/bb/busybox:2")) == busybox.digest
 
 
 def test_cross_repository_copy_in_one_registry_mounts(dock: Server, skopeo: Skopeo,

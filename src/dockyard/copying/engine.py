@@ -179,6 +179,15 @@ class Copier:
             self.summary.images_current += 1
             self.summary.manifests_present += 1
             self.progress.note(f"{target}: up to date ({top.digest})")
+        elif target != top.digest and await self._has_manifest(top.digest):
+            # the content is there (another tag, an earlier run): only the tag moves
+            if not self.options.dry_run:
+                with self._failing("destination", self.destination.describe(),
+                                   f"manifest {target}"):
+                    await self.destination.put_manifest(target, top)
+            self.summary.manifests_present += 1
+            self.progress.note(f"{target}: {'would be ' if self.options.dry_run else ''}"
+                               f"{top.digest} (content already there)")
         else:
             await self._prepare()
             await self._tree(top, reference_at_destination=target)
@@ -202,10 +211,12 @@ class Copier:
             self._manifests[digest] = task
         await asyncio.shield(task)
 
-    async def _child(self, digest: str) -> None:
+    async def _has_manifest(self, digest: str) -> bool:
         with self._failing("destination", self.destination.describe(), f"manifest {digest}"):
-            present = await self.destination.manifest_digest(digest) == digest
-        if present:
+            return await self.destination.manifest_digest(digest) == digest
+
+    async def _child(self, digest: str) -> None:
+        if await self._has_manifest(digest):
             self.summary.manifests_present += 1
             return
         with self._failing("source", self.source.describe(), f"manifest {digest}"):
@@ -252,9 +263,7 @@ class Copier:
 
     async def _referrer(self, subject: str, desc: dict[str, Any]) -> None:
         digest = str(desc["digest"])
-        with self._failing("destination", self.destination.describe(), f"manifest {digest}"):
-            present = await self.destination.manifest_digest(digest) == digest
-        if present:
+        if await self._has_manifest(digest):
             self.summary.manifests_present += 1
             return
         await self._prepare()
