@@ -9,6 +9,7 @@ from Distribution's access log.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,6 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.copying.connect import Access, open_end
+from dockyard.copying.ends import MountHints
+from dockyard.copying.engine import Copier, Summary
+from dockyard.copying.refs import parse
+from dockyard.remote.credentials import Credentials
 from tests.support.authenv import USERS, get_token, token_auth, write_config, write_htpasswd
 from tests.support.clients import Skopeo
 from tests.support.images import (
@@ -357,3 +363,27 @@ def test_dry_run_says_what_and_writes_nothing(dock: Server, skopeo: Skopeo,
                          f"docker://{dock.host}/dry/app:v1", check=False)
     assert missing.returncode != 0
     assert "manifest unknown" in missing.stderr.lower(), missing.stderr[-500:]
+
+
+def test_copiers_sharing_mount_hints_mount_what_another_one_sent(
+        dock: Server, tmp_path: Path) -> None:
+    """The engine as a job uses it: one `MountHints` per destination registry, shared by
+    the copiers of several repositories; a layout source cannot be mounted from."""
+    layout = random_layout(tmp_path / "lay", "v1")
+
+    async def copy_into(repos: list[str], hints: MountHints | None) -> list[Summary]:
+        summaries = []
+        access = Access(Credentials(USER, USERS[USER][0]), verify_tls=False)
+        for repo in repos:
+            async with open_end(parse(layout.ref), Access()) as src, \
+                    open_end(parse(f"{dock.host}/{repo}"), access) as dst:
+                copier = Copier(src, dst, hints=hints)
+                await copier.copy("v1", "v1")
+                summaries.append(copier.summary)
+        return summaries
+
+    first, second = asyncio.run(copy_into(["hints/a", "hints/b"], MountHints()))
+    assert (first.blobs_copied, first.blobs_mounted) == (4, 0)
+    assert (second.blobs_copied, second.blobs_mounted, second.bytes_copied) == (0, 4, 0)
+    [alone] = asyncio.run(copy_into(["hints/c"], None))
+    assert (alone.blobs_copied, alone.blobs_mounted) == (4, 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -48,7 +48,14 @@ class Destination(Protocol):
 
     async def has_blob(self, digest: str) -> bool: ...
 
-    async def mount(self, digest: str, source: Source) -> bool: ...
+    def place(self) -> tuple[str, str] | None:
+        """(registry, repository) where blobs land, for mount hints; None: cannot mount."""
+        ...
+
+    async def mount(self, digest: str, source: Source, known: list[str]) -> bool:
+        """Mount `digest` from the source's repository (same registry) or one of the
+        `known` repositories of this registry that hold it; True when it worked."""
+        ...
 
     async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None: ...
 
@@ -58,3 +65,20 @@ class Destination(Protocol):
         ...
 
     async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class MountHints:
+    """Which repositories of a registry are known to hold a blob, shared by the copiers
+    of one job (a sync into many repositories mounts shared layers instead of sending
+    them again)."""
+
+    _repos: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def add(self, registry: str, digest: str, repository: str) -> None:
+        repos = self._repos.setdefault((registry, digest), [])
+        if repository not in repos:
+            repos.append(repository)
+
+    def get(self, registry: str, digest: str, exclude: str) -> list[str]:
+        return [r for r in self._repos.get((registry, digest), []) if r != exclude][:3]

@@ -2,11 +2,12 @@
 
 Manifests travel as the exact bytes the source stored, so digests are the same at both
 ends (an index narrowed to some platforms is the one new document, and is reported).
-A blob the destination has is skipped; one it can mount from the source's repository is
-mounted; any other streams from the source's response into the destination's upload,
-never touching local disk (the destination verifies the digest). Up to `jobs` blobs
-move at once; a blob needed twice moves once. Tags are written last, so a destination
-tag never names a manifest whose content is still arriving.
+A blob the destination has is skipped; one it can mount from the source's repository
+(or a repository `MountHints` knows holds it) is mounted; any other streams from the
+source's response into the destination's upload, never touching local disk (the
+destination verifies the digest). Up to `jobs` blobs move at once; a blob needed twice
+moves once. Tags are written last, so a destination tag never names a manifest whose
+content is still arriving.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from dockyard.copying.ends import Destination, Fetched, Source
+from dockyard.copying.ends import Destination, Fetched, MountHints, Source
 from dockyard.copying.layout_end import LayoutError
 from dockyard.copying.platforms import Platform, narrow
 from dockyard.oci.errors import RegistryError
@@ -118,12 +119,15 @@ class Copier:
     """Copies images from one `Source` to one `Destination`; reusable for many tags."""
 
     def __init__(self, source: Source, destination: Destination,
-                 options: CopyOptions | None = None, progress: Progress | None = None) -> None:
+                 options: CopyOptions | None = None, progress: Progress | None = None,
+                 hints: MountHints | None = None) -> None:
         self.source = source
         self.destination = destination
         self.options = options or CopyOptions()
         self.progress: Progress = progress or Silent()
         self.summary = Summary()
+        self.hints = hints if hints is not None else MountHints()
+        self._place = destination.place()
         self._slots = asyncio.Semaphore(max(1, self.options.jobs))
         self._blobs: dict[str, asyncio.Task[None]] = {}
         self._manifests: dict[str, asyncio.Task[None]] = {}
@@ -290,26 +294,31 @@ class Copier:
 
     async def _move(self, digest: str, size: int) -> None:
         async with self._slots:
-            dst = self.destination.describe()
-            with self._failing("destination", dst, f"blob {digest}"):
-                if await self.destination.has_blob(digest):
-                    self.summary.blobs_skipped += 1
-                    self.progress.blob_finished(digest, "skipped", size)
-                    return
-                if not self.options.dry_run and await self.destination.mount(
-                        digest, self.source):
-                    self.summary.blobs_mounted += 1
-                    self.progress.blob_finished(digest, "mounted", size)
-                    return
-            if self.options.dry_run:
-                self.summary.blobs_copied += 1
-                self.summary.bytes_copied += size
-                self.progress.blob_finished(digest, "would copy", size)
-                return
-            self.progress.blob_started(digest, size)
-            await self._stream(digest, size)
+            outcome = await self._place_blob(digest, size)
+        if self._place is not None and outcome != "would copy":
+            self.hints.add(self._place[0], digest, self._place[1])
+        self.progress.blob_finished(digest, outcome, size)
+
+    async def _place_blob(self, digest: str, size: int) -> str:
+        """Skip, mount or stream one blob; the outcome's name."""
+        with self._failing("destination", self.destination.describe(), f"blob {digest}"):
+            if await self.destination.has_blob(digest):
+                self.summary.blobs_skipped += 1
+                return "skipped"
+            known = [] if self._place is None else \
+                self.hints.get(self._place[0], digest, exclude=self._place[1])
+            if not self.options.dry_run and await self.destination.mount(
+                    digest, self.source, known):
+                self.summary.blobs_mounted += 1
+                return "mounted"
+        if self.options.dry_run:
             self.summary.blobs_copied += 1
-            self.progress.blob_finished(digest, "copied", size)
+            self.summary.bytes_copied += size
+            return "would copy"
+        self.progress.blob_started(digest, size)
+        await self._stream(digest, size)
+        self.summary.blobs_copied += 1
+        return "copied"
 
     async def _stream(self, digest: str, size: int) -> None:
         """Source response -> destination upload, counted on the way. The destination

@@ -137,7 +137,10 @@ class ImageLayout:
     async def has_blob(self, digest: str) -> bool:
         return self._blob_path(digest).is_file()
 
-    async def mount(self, digest: str, source: Source) -> bool:
+    def place(self) -> tuple[str, str] | None:
+        return None
+
+    async def mount(self, digest: str, source: Source, known: list[str]) -> bool:
         return False
 
     async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:

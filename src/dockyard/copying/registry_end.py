@@ -75,14 +75,19 @@ class RegistryRepository:
     async def has_blob(self, digest: str) -> bool:
         return await self.client.has_blob(self.repository, digest)
 
-    async def mount(self, digest: str, source: Source) -> bool:
-        if not (isinstance(source, RegistryRepository) and source.client.base ==
-                self.client.base and source.repository != self.repository):
-            return False
-        location = await self.client.mount_blob(self.repository, digest, source.repository)
-        if location is None:
-            return True
-        await self.client.cancel_upload(location, self.repository)
+    def place(self) -> tuple[str, str] | None:
+        return self.client.base, self.repository
+
+    async def mount(self, digest: str, source: Source, known: list[str]) -> bool:
+        origins = list(known)
+        if (isinstance(source, RegistryRepository) and source.client.base == self.client.base
+                and source.repository != self.repository):
+            origins.insert(0, source.repository)
+        for origin in dict.fromkeys(origins):
+            location = await self.client.mount_blob(self.repository, digest, origin)
+            if location is None:
+                return True
+            await self.client.cancel_upload(location, self.repository)
         return False
 
     async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:

@@ -8,6 +8,7 @@ until it expires or the registry challenges again.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ class Challenge:
         return cls(scheme.lower(), params)
 
 
+def basic_header(credentials: Credentials) -> str:
+    """`Basic base64(user:password)` (RFC 7617, UTF-8)."""
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
 class AuthError(Exception):
     """The registry refused our credentials, or its token service failed."""
 
@@ -50,8 +57,7 @@ class Authenticator:
     def header(self, scopes: tuple[str, ...]) -> str | None:
         """What to send before any challenge for these scopes (None: send nothing)."""
         if self._basic and self.credentials is not None:
-            return aiohttp.BasicAuth(self.credentials.username,
-                                     self.credentials.password).encode()
+            return basic_header(self.credentials)
         token = self._tokens.get(scopes)
         if token is not None and token[1] > time.monotonic():
             return f"Bearer {token[0]}"
@@ -84,11 +90,10 @@ class Authenticator:
         params = [("scope", s) for s in scopes]
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))
-        auth = None
-        if self.credentials is not None:
-            auth = aiohttp.BasicAuth(self.credentials.username, self.credentials.password)
+        headers = {} if self.credentials is None else \
+            {"Authorization": basic_header(self.credentials)}
         realm = challenge.params["realm"]
-        async with session.get(realm, params=params, auth=auth, ssl=ssl) as resp:
+        async with session.get(realm, params=params, headers=headers, ssl=ssl) as resp:
             if resp.status >= 400:
                 raise AuthError(f"token service {realm} answered {resp.status}: "
                                 f"{(await resp.text()).strip()[:200]}")

@@ -53,12 +53,9 @@ class ManifestInfo:
 class RegistryClient:
     """Distribution API calls against one registry base URL (`http[s]://host[:port]`)."""
 
-    def __init__(self, base_url: str, *, auth: aiohttp.BasicAuth | None = None,
-                 credentials: Credentials | None = None, verify_tls: bool = True,
-                 connections: int = 16) -> None:
+    def __init__(self, base_url: str, *, credentials: Credentials | None = None,
+                 verify_tls: bool = True, connections: int = 16) -> None:
         self.base = base_url.rstrip("/")
-        if auth is not None and credentials is None:
-            credentials = Credentials(auth.login, auth.password)
         self._auth = Authenticator(credentials)
         self._ssl = verify_tls
         # bytes pass through as the registry sent them; 1 MiB reads (aiohttp's 64 KiB
