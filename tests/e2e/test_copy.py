@@ -387,3 +387,18 @@ def test_copiers_sharing_mount_hints_mount_what_another_one_sent(
     assert (second.blobs_copied, second.blobs_mounted, second.bytes_copied) == (0, 4, 0)
     [alone] = asyncio.run(copy_into(["hints/c"], None))
     assert (alone.blobs_copied, alone.blobs_mounted) == (4, 0)
+
+
+def test_rm_shares_the_client_and_gets_tokens_with_credentials(
+        dock: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    """`dockyard rm` runs on the same client: catalog and delete through the token flow."""
+    layout = random_layout(tmp_path / "lay", "v1", layer_sizes=(1024,))
+    ok(dockyard_copy(layout.ref, f"{dock.host}/rmtoken/app:v1"))
+    ok(dockyard_copy(layout.ref, f"{dock.host}/rmtoken/app:v2"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockyard", "rm", "--registry", dock.url, "--username", "admin",
+         "--password", USERS["admin"][0], "--yes", "rmtoken/app:v1"],
+        text=True, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "deleted rmtoken/app:v1"
+    assert list_tags(skopeo, f"docker://{dock.host}/rmtoken/app") == ["v2"]
