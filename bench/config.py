@@ -40,6 +40,13 @@ class Sizes:
     rss_blobs: int = 4
     """Scenario 7: large blobs pushed at once (half monolithic, half chunked) while sampling."""
     rss_sample_interval: float = 0.02
+    copy_layers: int = 10
+    copy_layer_size: int = 20 * MiB
+    copy_platform_layers: int = 4
+    copy_platform_layer_size: int = 8 * MiB
+    copy_tags: int = 100
+    """Scenario 9: the image (10 x 20 MiB), each platform's image of the 3-platform index,
+    the tags of the repository re-copied with nothing to do."""
     setup_concurrency: int = 16
     """Concurrency of untimed setup (seeding tags, repositories, layers)."""
 
@@ -56,6 +63,9 @@ QUICK = Sizes(
     listing_repeats=2,
     image_layer_size=1 * MiB,
     rss_blobs=2,
+    copy_layer_size=1 * MiB,
+    copy_platform_layer_size=1 * MiB,
+    copy_tags=20,
 )
 
 
