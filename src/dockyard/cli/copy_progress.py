@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from dockyard.copying.engine import human
+from dockyard.units import human_bytes
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -36,7 +36,7 @@ class LogLines:
         pass
 
     def blob_finished(self, digest: str, outcome: str, size: int) -> None:
-        click.echo(f"blob {digest}: {outcome} ({human(size)})", err=True)
+        click.echo(f"blob {digest}: {outcome} ({human_bytes(size)})", err=True)
 
     def note(self, message: str) -> None:
         click.echo(message, err=True)
@@ -85,7 +85,7 @@ class RichDisplay:
         task = self._tasks.pop(digest, None)
         if task is not None:
             self._progress.remove_task(task)
-        self._console.print(f"{short(digest)} {outcome} ({human(size)})", markup=False)
+        self._console.print(f"{short(digest)} {outcome} ({human_bytes(size)})", markup=False)
 
     def note(self, message: str) -> None:
         self._console.print(message, markup=False)

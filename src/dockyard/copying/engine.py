@@ -27,6 +27,7 @@ from dockyard.copying.platforms import Platform, narrow
 from dockyard.oci.errors import RegistryError
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
+from dockyard.units import human_bytes
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -100,19 +101,10 @@ class Summary:
         text = (f"{verb} {self.images} image(s) ({self.images_current} already up to date): "
                 f"blobs {self.blobs_copied} copied, {self.blobs_mounted} mounted, "
                 f"{self.blobs_skipped} skipped; manifests {self.manifests_copied} copied, "
-                f"{self.manifests_present} present; {human(self.bytes_copied)}")
+                f"{self.manifests_present} present; {human_bytes(self.bytes_copied)}")
         if self.referrers:
             text += f"; {self.referrers} referrer(s)"
         return text
-
-
-def human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 class Copier:
