@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -33,6 +33,8 @@ _BASE, _PART = "dockyard-base", "dockyard-part"
 _MAX_PARTS = 10000
 #: server-side part copies in flight at once while publishing
 _COPIES = 8
+#: the most keys one DeleteObjects call takes
+_DELETE_BATCH = 1000
 _READ_PIECE = 256 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 #: names of part objects (`<session key>.parts/<n>`): the driver's own, never listed
@@ -85,7 +87,8 @@ class S3Driver(Driver):
     `UploadPartCopy` of each part object, the tail last (a session under one part: one
     `CopyObject`), so no byte goes through Dockyard; then the session's objects go.
     `delete` removes K, what is under `K/` and `K.parts/`, and aborts the multipart
-    uploads under K (left by a `move` that died). `list` never shows part objects.
+    uploads under K (left by a `move` that died). `delete_many` removes published
+    objects with DeleteObjects, 1000 a call. `list` never shows part objects.
     """
 
     def __init__(self, settings: S3Settings) -> None:
@@ -338,19 +341,45 @@ class S3Driver(Driver):
         async for child in self._names(name):
             if child.startswith((name + "/", name + ".parts/")):
                 batch.append(child)
-                if len(batch) == 1000:
+                if len(batch) == _DELETE_BATCH:
                     await self._delete_batch(batch)
                     batch = []
         await self._delete_batch([*batch, name])
 
-    async def _delete_batch(self, names: list[str]) -> None:
-        """One DeleteObjects call (at most 1000 keys); a key that fails is an error."""
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, DriverError]:
+        """DeleteObjects, 1000 keys a call; the keys it refused are reported one by one.
+        A call that fails as a whole (the store unreachable after retries) is reported
+        for its keys and for the keys after it, which are not tried."""
+        names = {self._key(key): key for key in keys}
+        pending = list(names)
+        failed: dict[str, DriverError] = {}
+        while pending:
+            batch, pending = pending[:_DELETE_BATCH], pending[_DELETE_BATCH:]
+            try:
+                refused = await self._delete_objects(batch)
+            except DriverError as exc:
+                failed.update((names[name], exc) for name in [*batch, *pending])
+                break
+            failed.update((names[name], DriverError(f"S3 {self.bucket}: cannot delete "
+                                                    f"{name}: {why}"))
+                          for name, why in refused.items())
+        return failed
+
+    async def _delete_objects(self, names: list[str]) -> dict[str, str]:
+        """One DeleteObjects call (at most 1000 keys): what it could not delete, with
+        the store's reason (a missing key is deleted already)."""
         result = await self._call(
             "delete_objects", Delete={"Objects": [{"Key": n} for n in names], "Quiet": True})
-        errors = [e for e in result.get("Errors", []) if e.get("Code") not in _MISSING]
-        if errors:
-            raise DriverError(f"S3 {self.bucket}: could not delete {len(errors)} keys, "
-                              f"e.g. {errors[0].get('Key')}: {errors[0].get('Message')}")
+        return {str(e.get("Key")): f"{e.get('Code')}: {e.get('Message')}"
+                for e in result.get("Errors", []) if e.get("Code") not in _MISSING}
+
+    async def _delete_batch(self, names: list[str]) -> None:
+        """One DeleteObjects call (at most 1000 keys); a key that fails is an error."""
+        refused = await self._delete_objects(names)
+        if refused:
+            name, why = next(iter(refused.items()))
+            raise DriverError(f"S3 {self.bucket}: could not delete {len(refused)} keys, "
+                              f"e.g. {name}: {why}")
 
     async def _abort_under(self, name: str) -> None:
         """Abort the multipart uploads at `name` or below it (a `move` cut midway)."""
@@ -443,5 +472,5 @@ class S3Writer(Writer):
             **d._class())
         count = self._base // self._part
         stale = [d._part_key(self._name, n) for n in range(count + 1, self._stored + 1)]
-        for start in range(0, len(stale), 1000):
-            await d._delete_batch(stale[start:start + 1000])
+        for start in range(0, len(stale), _DELETE_BATCH):
+            await d._delete_batch(stale[start:start + _DELETE_BATCH])

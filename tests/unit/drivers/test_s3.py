@@ -11,9 +11,11 @@ import asyncio
 import hashlib
 import os
 import shutil
+import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +52,32 @@ class TestS3Driver(DriverSuite):
     @pytest.fixture
     def driver(self, s3d: S3Driver) -> Driver:
         return s3d
+
+    @pytest.fixture
+    async def refuse_delete(self, s3d: S3Driver) -> Callable[[str], None]:
+        """The store refuses one key of a DeleteObjects call, as S3 does per key (e.g.
+        AccessDenied): the key is kept out of the real request and the real answer
+        gets an error entry for it."""
+        refused: set[str] = set()
+        return _refusing(await s3d._s3(), refused, lambda key: refused.add(s3d._key(key)))
+
+
+def _refusing(client: Any, refused: set[str], add: Callable[[str], None]
+              ) -> Callable[[str], None]:
+    def strip(params: dict[str, Any], **_: Any) -> None:
+        objects = params["Delete"]["Objects"]
+        params["Delete"]["Objects"] = [o for o in objects if o["Key"] not in refused]
+        if not params["Delete"]["Objects"]:  # a request needs one key: a missing one
+            params["Delete"]["Objects"] = [{"Key": "dockyard-test-nothing"}]
+
+    def answer(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.setdefault("Errors", []).extend(
+            {"Key": key, "Code": "AccessDenied", "Message": "Access Denied"}
+            for key in sorted(refused))
+
+    client.meta.events.register("before-parameter-build.s3.DeleteObjects", strip)
+    client.meta.events.register("after-call.s3.DeleteObjects", answer)
+    return add
 
 
 async def _uploads(driver: S3Driver) -> list[str]:
@@ -395,6 +423,52 @@ async def test_delete_of_more_than_1000_keys_in_batches(
     assert batches == [1000, 51]  # the key "many" itself, then the 1050 below it
     assert await keys(s3d, "many") == []
     assert await read_all(s3d, "manyother") == b"kept"
+
+
+def _count_calls(client: Any, operation: str) -> list[int]:
+    """Sizes of the `operation` requests the driver's client sends, as they are sent."""
+    sizes: list[int] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        sizes.append(len(params["Delete"]["Objects"]) if operation == "DeleteObjects" else 1)
+
+    client.meta.events.register(f"before-parameter-build.s3.{operation}", count)
+    return sizes
+
+
+async def test_delete_many_in_calls_of_1000_keys(s3d: S3Driver) -> None:
+    gate = asyncio.Semaphore(64)
+    names = [f"blobs/{i:05d}/data" for i in range(2100)]
+
+    async def one(name: str) -> None:
+        async with gate:
+            await s3d._call("put_object", Key=s3d._key(name), Body=b"x")
+
+    await asyncio.gather(*(one(n) for n in names))
+    await put(s3d, "blobs/kept/data", b"kept")
+    calls = _count_calls(await s3d._s3(), "DeleteObjects")
+    assert await s3d.delete_many([*names, "blobs/missing/data"]) == {}
+    assert calls == [1000, 1000, 101]
+    assert await keys(s3d, "blobs") == ["blobs/kept/data"]
+
+
+async def test_delete_many_reports_an_unreachable_store_for_every_key() -> None:
+    """The whole call fails (refused connections): every key is reported, none raised."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    driver = S3Driver(S3Settings(bucket="b", regionendpoint=f"http://127.0.0.1:{port}",
+                                 accesskey="k", secretkey="s", forcepathstyle=True,
+                                 secure=False))
+    try:
+        names = [f"blobs/{i}/data" for i in range(1500)]
+        calls = _count_calls(await driver._s3(), "DeleteObjects")
+        failed = await driver.delete_many(names)
+        assert sorted(failed) == sorted(names)
+        assert all(isinstance(exc, DriverError) for exc in failed.values())
+        assert calls == [1000] * len(calls)  # the second batch is not tried (retries)
+    finally:
+        await driver.close()
 
 
 async def test_credentials_from_the_aws_environment(
