@@ -121,6 +121,14 @@ class Driver(ABC):
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Every key under `prefix` (recursively), in no particular order."""
 
+    async def abort_incomplete(self, prefix: str, older_than: float) -> int:
+        """Abort the store's own unfinished writes under `prefix` begun before
+        `older_than` (a Unix time); how many. These are what a `move` leaves when its
+        process dies midway (S3: a multipart upload, kept and billed until aborted);
+        they are never visible as keys. A driver whose writes leave nothing behind has
+        nothing to do (the default)."""
+        return 0
+
     def space(self) -> tuple[int, int] | None:
         """(free, total) bytes of the storage holding the keys; None when unknown.
 

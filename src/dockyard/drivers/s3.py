@@ -88,7 +88,9 @@ class S3Driver(Driver):
     `CopyObject`), so no byte goes through Dockyard; then the session's objects go.
     `delete` removes K, what is under `K/` and `K.parts/`, and aborts the multipart
     uploads under K (left by a `move` that died). `delete_many` removes published
-    objects with DeleteObjects, 1000 a call. `list` never shows part objects.
+    objects with DeleteObjects, 1000 a call. `abort_incomplete` aborts the multipart
+    uploads of publishes whose node died (the upload purge runs it with an age longer
+    than any publish takes). `list` never shows part objects.
     """
 
     def __init__(self, settings: S3Settings) -> None:
@@ -383,12 +385,28 @@ class S3Driver(Driver):
 
     async def _abort_under(self, name: str) -> None:
         """Abort the multipart uploads at `name` or below it (a `move` cut midway)."""
+        async for upload in self._multipart_uploads(name):
+            if upload["Key"] == name or upload["Key"].startswith(name + "/"):
+                await self._abort(upload["Key"], upload["UploadId"])
+
+    async def abort_incomplete(self, prefix: str, older_than: float) -> int:
+        """Abort the multipart uploads under `prefix` initiated before `older_than`:
+        the publishes of nodes that died midway (no session knows them)."""
+        aborted = 0
+        async for upload in self._multipart_uploads(self._key(prefix).rstrip("/") + "/"):
+            if upload["Initiated"].timestamp() < older_than:
+                await self._abort(upload["Key"], upload["UploadId"])
+                aborted += 1
+        return aborted
+
+    async def _multipart_uploads(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """The multipart uploads in progress at names starting with `prefix`
+        (ListMultipartUploads, page by page)."""
         kwargs: dict[str, str] = {}
         while True:
-            page = await self._call("list_multipart_uploads", Prefix=name, **kwargs)
+            page = await self._call("list_multipart_uploads", Prefix=prefix, **kwargs)
             for upload in page.get("Uploads", []):
-                if upload["Key"] == name or upload["Key"].startswith(name + "/"):
-                    await self._abort(upload["Key"], upload["UploadId"])
+                yield upload
             if not page.get("IsTruncated"):
                 return
             kwargs = {"KeyMarker": page.get("NextKeyMarker", ""),

@@ -190,6 +190,11 @@ class BlobStore:
         failed = await self.driver.delete_many(list(keys))
         return {keys[key]: exc for key, exc in failed.items()}
 
+    async def abort_stale_publishes(self, older_than: float) -> int:
+        """Abort what publishes begun before `older_than` left unfinished in the
+        driver (their process died); how many."""
+        return await self.driver.abort_incomplete(layout.BLOBS, older_than)
+
     async def upload_sessions(self) -> AsyncIterator[str]:
         """Ids of the upload sessions that have bytes stored."""
         async for key in self.driver.list(layout.UPLOADS):

@@ -14,6 +14,7 @@ then runs every test here against it::
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 import pytest
@@ -272,6 +273,17 @@ class DriverSuite:
         assert list(failed) == ["blobs/2/data"]
         assert isinstance(failed["blobs/2/data"], DriverError)
         assert await keys(driver, "blobs") == ["blobs/2/data"]
+
+    # --- abort_incomplete ----------------------------------------------------
+
+    async def test_abort_incomplete_keeps_every_key(self, driver: Driver) -> None:
+        """Only unfinished writes go: published objects and sessions are kept."""
+        await publish(driver, "blobs/a/data", b"published")
+        await put(driver, "uploads/s", b"a session")
+        assert await driver.abort_incomplete("blobs", time.time() + 3600) == 0
+        assert await driver.abort_incomplete("uploads", time.time() + 3600) == 0
+        assert await read_all(driver, "blobs/a/data") == b"published"
+        assert await read_all(driver, "uploads/s") == b"a session"
 
     # --- list ----------------------------------------------------------------
 

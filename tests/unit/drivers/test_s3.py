@@ -585,3 +585,14 @@ def test_chunksize_above_the_s3_part_limit_is_refused_by_name() -> None:
 def test_a_bucket_is_required() -> None:
     with pytest.raises(ValueError, match="bucket"):
         S3Driver(S3Settings())
+
+
+async def test_abort_incomplete_aborts_old_multipart_uploads_under_the_prefix(
+    s3d: S3Driver
+) -> None:
+    for key in ("blobs/sha256/ab/abcd/data", "blobs/sha256/cd/cdef/data", "other/data"):
+        await s3d._call("create_multipart_upload", Key=s3d._key(key))
+    assert await s3d.abort_incomplete("blobs", time.time() - 3600) == 0  # all younger
+    assert len(await _uploads(s3d)) == 3
+    assert await s3d.abort_incomplete("blobs", time.time() + 5) == 2
+    assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/other/data"]
