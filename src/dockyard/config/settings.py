@@ -245,6 +245,17 @@ class S3Settings(_Section):
     chunksize: Annotated[int, BeforeValidator(_size),
                          Field(ge=5 * 1024 * 1024, le=5 * 1024 ** 3)] = 10 * 1024 * 1024
     storageclass: str = "STANDARD"
+    #: a call waits this long for the store to answer, per attempt (idempotent calls
+    #: are tried 3 times with backoff), so a store that stops answering gets clients a
+    #: 503 instead of a hang; a call sending a body gets 1 s more per MiB of it
+    readtimeout: Duration = timedelta(seconds=10)
+
+    @field_validator("readtimeout")
+    @classmethod
+    def _some_seconds(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(minutes=10):
+            raise ValueError("must be longer than zero and at most 10m")
+        return value
 
 
 class StorageSettings(_Section):

@@ -35,6 +35,17 @@ _MAX_PARTS = 10000
 _COPIES = 8
 #: the most keys one DeleteObjects call takes
 _DELETE_BATCH = 1000
+#: attempts of an idempotent call (one try and two retries with backoff)
+_ATTEMPTS = 3
+#: seconds to open a connection to the store
+_CONNECT_TIMEOUT = 5
+#: calls that must not be retried blindly: a retry would create a second multipart
+#: upload, or find the completed one gone
+_NOT_IDEMPOTENT = frozenset({"create_multipart_upload", "complete_multipart_upload"})
+#: server-side copies: no deadline but `readtimeout`
+_COPYING = frozenset({"copy_object", "upload_part_copy", "complete_multipart_upload"})
+#: the slowest a request body may go to the store (bytes/s) before its call times out
+_MIN_RATE = 1024 * 1024
 _READ_PIECE = 256 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 #: names of part objects (`<session key>.parts/<n>`): the driver's own, never listed
@@ -104,17 +115,20 @@ class S3Driver(Driver):
         self._session.register_component("data_loader", _loader())
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._once: Any = None
         self._opening = asyncio.Lock()
 
     # --- plumbing ------------------------------------------------------------
 
-    def _config(self) -> Config:
+    def _config(self, attempts: int = _ATTEMPTS) -> Config:
+        """A store that stops answering costs a call at most `readtimeout` per attempt
+        (a connection that cannot even be made, `_CONNECT_TIMEOUT`); failed attempts
+        are retried with botocore's standard backoff (jittered, exponential)."""
         return Config(
             region_name=self.settings.region,
-            connect_timeout=5,
-            # CopyObject and CompleteMultipartUpload may take a while on big objects
-            read_timeout=60,
-            retries={"mode": "standard", "total_max_attempts": 3},
+            connect_timeout=_CONNECT_TIMEOUT,
+            read_timeout=self.settings.readtimeout.total_seconds(),
+            retries={"mode": "standard", "total_max_attempts": attempts},
             max_pool_connections=64,
             s3={"addressing_style": "path" if self.settings.forcepathstyle else "auto"},
             # plain payload hashing: what every S3-compatible store understands
@@ -128,34 +142,58 @@ class S3Driver(Driver):
             endpoint = ("https://" if self.settings.secure else "http://") + endpoint
         return endpoint
 
-    async def _s3(self) -> Any:
-        """The shared client (and its connection pool), created on first use."""
+    async def _s3(self, *, once: bool = False) -> Any:
+        """The shared client (and its connection pool), created on first use; with
+        `once`, the one that never retries (for calls that are not idempotent)."""
         if self._client is None:
             async with self._opening:
                 if self._client is None:
-                    kwargs: dict[str, Any] = {}
-                    if self.settings.accesskey and self.settings.secretkey:
-                        kwargs["aws_access_key_id"] = self.settings.accesskey
-                        kwargs["aws_secret_access_key"] = self.settings.secretkey
-                    self._client = await self._stack.enter_async_context(
-                        self._session.create_client(
-                            "s3", region_name=self.settings.region,
-                            endpoint_url=self._endpoint(), use_ssl=self.settings.secure,
-                            verify=not self.settings.skipverify, config=self._config(),
-                            **kwargs))
-        return self._client
+                    self._once = await self._open_client(attempts=1)
+                    self._client = await self._open_client(attempts=_ATTEMPTS)
+        return self._once if once else self._client
+
+    async def _open_client(self, attempts: int) -> Any:
+        kwargs: dict[str, Any] = {}
+        if self.settings.accesskey and self.settings.secretkey:
+            kwargs["aws_access_key_id"] = self.settings.accesskey
+            kwargs["aws_secret_access_key"] = self.settings.secretkey
+        return await self._stack.enter_async_context(self._session.create_client(
+            "s3", region_name=self.settings.region, endpoint_url=self._endpoint(),
+            use_ssl=self.settings.secure, verify=not self.settings.skipverify,
+            config=self._config(attempts), **kwargs))
+
+    def _deadline(self, operation: str, params: dict[str, Any]) -> float | None:
+        """How long a call may take with its retries, body included; None for the
+        server-side copies, bounded by `readtimeout` alone (a store copying a big
+        object may keep the connection alive for minutes while it works)."""
+        if operation in _COPYING:
+            return None
+        body = params.get("Body")
+        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        return _ATTEMPTS * self.settings.readtimeout.total_seconds() + size / _MIN_RATE
 
     async def _call(self, operation: str, **params: Any) -> Any:
         """Run one S3 call; a missing key raises FileNotFoundError, any other fault
-        (unreachable, 5xx, refused) `DriverError`."""
-        client = await self._s3()
+        (unreachable, 5xx, refused, no answer by the call's deadline) `DriverError`.
+
+        Idempotent calls are retried with backoff; creating and completing a
+        multipart upload are not (a retried completion that had succeeded would say
+        the upload is unknown): a failed publish is retried whole by its client.
+        """
+        client = await self._s3(once=operation in _NOT_IDEMPOTENT)
+        deadline = self._deadline(operation, params)
         try:
-            return await getattr(client, operation)(Bucket=self.bucket, **params)
+            # a write to a store that stopped reading is bounded by nothing else
+            async with asyncio.timeout(deadline):
+                return await getattr(client, operation)(Bucket=self.bucket, **params)
         except ClientError as exc:
             if _missing(exc):
                 raise FileNotFoundError(str(exc)) from exc
             raise DriverError(f"S3 {self.bucket}: {exc}") from exc
-        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
+        except TimeoutError as exc:
+            raise DriverError(f"S3 {self.bucket}: {operation} got no answer in "
+                              f"{deadline} s") from exc
+        except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
             raise DriverError(f"S3 {self.bucket}: {type(exc).__name__}: {exc}") from exc
 
     async def _stream(self, response: dict[str, Any], key: str) -> AsyncIterator[bytes]:
@@ -440,7 +478,7 @@ class S3Driver(Driver):
 
     async def close(self) -> None:
         await self._stack.aclose()
-        self._client = None
+        self._client = self._once = None
 
 
 class S3Writer(Writer):

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -521,6 +522,13 @@ async def test_server_errors_are_retried_then_a_driver_error() -> None:
         with pytest.raises(DriverError):  # not FileNotFoundError: the key may well exist
             await read_all(driver, "k")
         assert time.monotonic() - began < 30
+        hits.clear()  # calls that are not idempotent are tried once
+        with pytest.raises(DriverError):
+            await driver._call("create_multipart_upload", Key="k")
+        with pytest.raises(DriverError):
+            await driver._call("complete_multipart_upload", Key="k", UploadId="u",
+                               MultipartUpload={"Parts": []})
+        assert hits == ["POST", "POST"]
     finally:
         await driver.close()
         await runner.cleanup()
@@ -546,6 +554,36 @@ async def test_stopped_server_is_a_driver_error_not_a_hang() -> None:
     finally:
         await driver.close()
         shutil.rmtree(server.home, ignore_errors=True)
+
+
+def _weed_pid(s3: S3Server) -> int:
+    return int((s3.home / "weed.pid").read_text())
+
+
+async def test_frozen_server_is_a_driver_error_within_the_read_timeout(
+    s3: S3Server
+) -> None:
+    """A store that accepts connections and never answers (SIGSTOP): every call,
+    writes of a body included, fails within its deadline; resumed, all works again."""
+    driver = S3Driver(s3.settings(readtimeout="1s"))
+    await put(driver, "k", b"before")
+    body = os.urandom(PART + 1)  # more than the kernel buffers of a loopback socket
+    os.kill(_weed_pid(s3), signal.SIGSTOP)
+    try:
+        for call in (lambda: driver.stat("k"), lambda: read_all(driver, "k"),
+                     lambda: put(driver, "big", body)):
+            began = time.monotonic()
+            with pytest.raises(DriverError):
+                await call()
+            # 3 attempts of 1 s; a body of 5 MiB gets 5 s more
+            assert time.monotonic() - began < 15
+    finally:
+        os.kill(_weed_pid(s3), signal.SIGCONT)
+    try:
+        await put(driver, "after", b"after")
+        assert await read_all(driver, "k") == b"before"
+    finally:
+        await driver.close()
 
 
 # --- settings -------------------------------------------------------------------------
@@ -580,6 +618,13 @@ def test_chunksize_above_the_s3_part_limit_is_refused_by_name() -> None:
         load_settings(None, env={"DOCKYARD_STORAGE_S3_CHUNKSIZE": "6GiB"})
     assert load_settings(None, env={"DOCKYARD_STORAGE_S3_CHUNKSIZE": "5GiB"}
                          ).storage.s3.chunksize == 5 * 1024 * MIB
+
+
+def test_readtimeout_is_checked_by_name() -> None:
+    assert load_settings(None, env={}).storage.s3.readtimeout.total_seconds() == 10
+    for bad in ("0s", "1h"):
+        with pytest.raises(ConfigError, match=r"storage\.s3\.readtimeout"):
+            load_settings(None, env={"DOCKYARD_STORAGE_S3_READTIMEOUT": bad})
 
 
 def test_a_bucket_is_required() -> None:
