@@ -191,8 +191,9 @@ class S3Driver(Driver):
                 raise FileNotFoundError(str(exc)) from exc
             raise DriverError(f"S3 {self.bucket}: {exc}") from exc
         except TimeoutError as exc:
-            raise DriverError(f"S3 {self.bucket}: {operation} got no answer in "
-                              f"{deadline} s") from exc
+            within = f" within its {deadline:.0f} s" if deadline is not None else ""
+            raise DriverError(f"S3 {self.bucket}: {operation} got no answer{within}"
+                              ) from exc
         except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
             raise DriverError(f"S3 {self.bucket}: {type(exc).__name__}: {exc}") from exc
 
