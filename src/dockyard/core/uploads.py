@@ -417,8 +417,15 @@ class UploadService:
                 await self.blobs.delete_upload(session_id)
             return len(doomed)
 
-    async def purge(self, max_idle: float) -> int:
-        """Remove sessions idle for longer than `max_idle` seconds, with their bytes."""
+    async def purge(self, max_idle: float, *, publish_expiry: float | None = None) -> int:
+        """Remove sessions idle for longer than `max_idle` seconds, with their bytes, and
+        upload bytes no session row knows (`_sweep_orphans`); the number removed.
+
+        With `publish_expiry`, also abort the driver's unfinished publishes older than
+        that (a node died while it published: on S3 a multipart upload no session
+        knows, which would be kept and billed forever). It must be longer than any
+        publish can take, or a slow one would be cut (and fail, to be tried again).
+        """
         idle_since = time.time() - max_idle
         removed = 0
         for session_id in await self.store.stale_uploads(idle_since):
@@ -430,6 +437,11 @@ class UploadService:
         removed += await self._sweep_orphans()
         if removed:
             log.info("purged %d idle upload sessions", removed)
+        if publish_expiry is not None:
+            aborted = await self.blobs.abort_stale_publishes(time.time() - publish_expiry)
+            if aborted:
+                log.info("aborted %d unfinished publishes older than %.0f s", aborted,
+                         publish_expiry)
         return removed
 
     def forget_idle(self, max_idle: float) -> int:

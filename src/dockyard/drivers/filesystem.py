@@ -231,7 +231,8 @@ class FilesystemDriver(Driver):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
-                with contextlib.suppress(FileNotFoundError):
+                # below a file (NotADirectoryError): nothing there either
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     path.unlink()
             # prune now-empty parents so deleted trees leave no husk behind
             parent = path.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,21 @@ class TestFilesystemDriver(DriverSuite):
         driver = FilesystemDriver(tmp_path / "root")
         yield driver
         await driver.close()
+
+    @pytest.fixture
+    def refuse_delete(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                      ) -> Callable[[str], None]:
+        """The filesystem refuses to unlink one file (EACCES: root ignores modes)."""
+        refused: set[Path] = set()
+        unlink = Path.unlink
+
+        def refusing(path: Path, missing_ok: bool = False) -> None:
+            if path in refused:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", refusing)
+        return lambda key: refused.add(tmp_path / "root" / key)
 
 
 @pytest.fixture
