@@ -10,6 +10,23 @@ MB = 1_000_000
 GB = 1_000_000_000
 
 REGISTRIES: tuple[str, ...] = ("distribution", "dockyard")
+CLUSTER = "cluster"
+"""S3 mode only: Dockyard as several nodes behind nginx, compared with one node."""
+
+STORAGES: tuple[str, ...] = ("fs", "s3")
+S3_SCENARIOS: tuple[str, ...] = ("push", "pull", "small", "manifest")
+"""The scenarios S3 mode runs (the others measure the filesystem or run a local tool)."""
+
+S3_TARGETS: dict[str, float] = {
+    "push.monolithic": 1.5,
+    "push.chunked": 1.5,
+    "pull.c1": 1.0,
+    "pull.c4": 1.0,
+    "small.rate": 3.0,
+    "manifest.get": 10.0,
+    "manifest.head": 10.0,
+}
+"""Issue 10's targets for S3 mode: least ratio Dockyard / Distribution, same run."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,10 @@ class Settings:
     keep: bool = False
     """Keep data directories and server logs after the run."""
     wrk_threads: int = max(1, min(os.cpu_count() or 1, 4))
+    storage: str = "fs"
+    """`fs`: each registry on its own directory; `s3`: on one S3 server (Dockyard with
+    PostgreSQL), plus a cluster of `nodes` Dockyard nodes behind nginx."""
+    nodes: int = 3
 
 
 def sizes_for(quick: bool, manifest_seconds: float | None) -> Sizes:

@@ -483,8 +483,10 @@ class S3Driver(Driver):
 
 
 class S3Writer(Writer):
-    """Appends to one upload session: each full part is PUT as its own object at once,
-    the rest (the tail, with the session's layout in its metadata) on `close`."""
+    """Appends to one upload session: each full part is PUT as its own object as soon as
+    it fills, while the next one fills (one part PUT in flight, so receiving and storing
+    overlap; up to about three parts in memory); the rest (the tail, with the session's
+    layout in its metadata) on `close`, once every part is stored."""
 
     def __init__(self, driver: S3Driver, name: str, base: int, part: int,
                  pending: bytearray, stored: int) -> None:
@@ -492,6 +494,8 @@ class S3Writer(Writer):
         self._base, self._part, self._pending = base, part, pending
         self._stored = stored  # part objects the tail counted when opened
         self._closed = False
+        #: the part PUT in flight and its bytes
+        self._putting: tuple[asyncio.Future[None], bytes] | None = None
 
     @property
     def size(self) -> int:
@@ -506,24 +510,47 @@ class S3Writer(Writer):
         await self._flush()
 
     async def _flush(self) -> None:
-        """PUT every full part held back, as the next part object."""
+        """Start the PUT of every full part held back, as the next part object, each
+        once the one before is stored (its failure is raised here)."""
         part = self._part
         while len(self._pending) >= part:
-            number = self._base // part + 1
-            d = self._driver
-            await d._call("put_object", Key=d._part_key(self._name, number),
-                          Body=bytes(self._pending[:part]), **d._class())
+            await self._stored_parts()
+            body = bytes(self._pending[:part])
+            put = asyncio.ensure_future(self._put_part(self._base // part + 1, body))
+            self._putting = (put, body)
             del self._pending[:part]
             self._base += part
 
+    async def _put_part(self, number: int, body: bytes) -> None:
+        d = self._driver
+        await d._call("put_object", Key=d._part_key(self._name, number), Body=body,
+                      **d._class())
+
+    async def _stored_parts(self) -> None:
+        """Wait until the part PUT in flight, if any, is over. A caller cancelled while
+        waiting leaves it running (`close` waits for it again); a PUT that failed puts its
+        bytes back in front of the held ones, so `close` can store them, and raises."""
+        if self._putting is None:
+            return
+        put, body = self._putting
+        if not put.done():
+            await asyncio.wait([put])
+        self._putting = None
+        if put.cancelled() or put.exception() is not None:
+            self._pending[:0] = body
+            self._base -= self._part
+            put.result()  # raises the PUT's error (or CancelledError)
+
     async def close(self, *, sync: bool = False) -> None:
         """Store the tail with the count of parts (S3 writes are durable when answered),
-        then drop the part objects past it (a resume below the parts' end cut them)."""
+        once every part is stored; then drop the part objects past it (a resume below the
+        parts' end cut them)."""
         if self._closed:
             return
         self._closed = True
         d = self._driver
         await self._flush()
+        await self._stored_parts()
         meta = {_BASE: str(self._base), _PART: str(self._part)} if self._base else {}
         await d._call("put_object", Key=self._name, Body=bytes(self._pending), Metadata=meta,
             **d._class())

@@ -136,6 +136,66 @@ async def test_session_with_several_parts_and_a_tail(s3d: S3Driver) -> None:
     assert await _objects(s3d) == ["blobs/x/data"]
 
 
+async def test_a_full_part_is_stored_while_the_next_bytes_arrive(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fills a part returns before the part's PUT is answered (receiving
+    and storing overlap); the tail is stored only after every part is."""
+    data = os.urandom(2 * PART + 100)
+    real, answer, calls = s3d._call, asyncio.Event(), []
+
+    async def slow_parts(operation: str, **params: object) -> object:
+        calls.append(str(params.get("Key", "")).rsplit("/", 1)[-1])
+        if ".parts/" in str(params.get("Key", "")):
+            await answer.wait()
+        return await real(operation, **params)
+
+    monkeypatch.setattr(s3d, "_call", slow_parts)
+    writer = await s3d.writer("uploads/o/data")
+    await asyncio.wait_for(writer.write(data[:PART + 50]), 10)  # part 1 not yet answered
+    assert writer.size == PART + 50
+    closing = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0.2)
+    assert not closing.done()  # the tail waits for the parts
+    answer.set()
+    await asyncio.wait_for(closing, 30)
+    assert calls[-1] == "data"  # the tail last
+    monkeypatch.undo()
+    assert await read_all(s3d, "uploads/o/data") == data[:PART + 50]
+
+
+async def test_a_part_put_that_fails_is_never_counted_and_close_stores_it(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * PART + 10)
+    await put(s3d, "uploads/p/data", data[:PART])  # one part stored before
+    real, failed = s3d._call, []
+
+    async def failing_once(operation: str, **params: object) -> object:
+        if str(params.get("Key", "")).endswith(".parts/00002") and not failed:
+            failed.append(1)
+            raise DriverError("store hiccup")
+        return await real(operation, **params)
+
+    monkeypatch.setattr(s3d, "_call", failing_once)
+    writer = await s3d.writer("uploads/p/data", PART, resume=True)
+
+    async def write_all() -> None:
+        for start in range(PART, len(data), MIB):  # part 2 fails while part 3 fills
+            await writer.write(data[start:start + MIB])
+
+    with pytest.raises(DriverError, match="store hiccup"):
+        await write_all()
+    # the session still reads as before this writer: the tail was not rewritten
+    assert await read_all(s3d, "uploads/p/data") == data[:PART]
+    await writer.close()  # as BlobStore.append does after a failure: stores what it holds
+    monkeypatch.undo()
+    stored = await s3d.stat("uploads/p/data")
+    assert stored is not None
+    assert stored == writer.size
+    assert await read_all(s3d, "uploads/p/data") == data[:stored]
+
+
 async def test_session_read_back_from_another_node(nodes: tuple[S3Driver, S3Driver]
                                                    ) -> None:
     """What `BlobStore.rehash` does on a node that did not see the earlier chunks."""
