@@ -90,6 +90,22 @@ class Driver(ABC):
         bytes) and `src` is removed. Readers see either nothing or the whole object.
         """
 
+    async def put(self, key: str, data: bytes, *, scratch: str) -> None:
+        """Publish `data` (small: it is in memory) as `key`, durably and atomically
+        (readers see nothing or the whole object), then remove `scratch`. An existing
+        `key` holds the same bytes (keys are content-addressed): kept or rewritten.
+
+        `scratch` is a key the caller owns and no longer needs (an upload session's).
+        The default stages `data` there and moves it; a store with an atomic
+        whole-object write (S3's PutObject) writes `key` in one call instead.
+        """
+        writer = await self.writer(scratch, 0)
+        try:
+            await writer.write(data)
+        finally:
+            await writer.close()
+        await self.move(scratch, key)  # durable: `move` syncs what it publishes
+
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Remove the object at `key`, or every object under the prefix `key/`.

@@ -334,6 +334,12 @@ class S3Driver(Driver):
             await self._publish(source, target, head)
         await self._remove(source)
 
+    async def put(self, key: str, data: bytes, *, scratch: str) -> None:
+        """One PutObject at `key` (atomic and durable when answered; a key that
+        exists holds the same bytes, so no HEAD first), then `scratch` goes."""
+        await self._call("put_object", Key=self._key(key), Body=data, **self._class())
+        await self.delete(scratch)
+
     async def _publish(self, source: str, target: str, head: dict[str, Any]) -> None:
         """Copy a session server-side to `target`: part objects, then the tail, as the
         parts of one multipart upload at `target` (completing it is atomic)."""

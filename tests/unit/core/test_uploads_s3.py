@@ -9,6 +9,7 @@ module, each test under its own `rootdirectory`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import Chunk
 from dockyard.jobs import server_jobs
+from dockyard.oci.digest import Digest
 from tests.support.s3 import PART, S3Server, running_s3
 
 
@@ -141,6 +143,41 @@ async def test_session_bytes_without_a_row_are_swept(
     live_prefix = f"{root}/uploads/{live.id}"
     assert len(_objects(client, bucket, live_prefix)) == 3
     assert await registry.uploads.get("repo", live.id)
+
+
+async def test_a_small_whole_blob_is_one_put_and_leaves_no_session_bytes(
+    registry: Registry, settings: Settings, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config-sized blob in one PUT: written to its key in one PutObject (no session
+    write, no server-side copy), readable, and the session's bytes are gone."""
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+    data = os.urandom(4096)
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    session = await registry.uploads.start("small")
+    driver = registry._blobstore.driver
+    calls: list[str] = []
+    real = driver._call  # type: ignore[attr-defined]
+
+    async def recording(operation: str, **params: object) -> object:
+        calls.append(operation)
+        return await real(operation, **params)
+
+    monkeypatch.setattr(driver, "_call", recording)
+    size = await registry.uploads.finish("small", session.id, digest, body(),
+                                         Chunk(length=len(data)))
+    monkeypatch.undo()
+    assert size == len(data)
+    assert calls.count("put_object") == 1
+    assert not {"copy_object", "upload_part_copy", "get_object", "head_object"} & set(calls)
+    assert _objects(client, bucket, f"{root}/uploads/") == []
+    info = await registry.blobs.stat("small", digest)
+    stored = b"".join([c async for c in registry._blobstore.read(digest)])
+    assert (info.size, stored) == (len(data), data)
 
 
 def test_publish_expiry_shorter_than_an_hour_is_refused_by_name() -> None:

@@ -204,6 +204,27 @@ class DriverSuite:
         assert await keys(driver, "final") == ["final/key"]
         assert await driver.stat("src") is None
 
+    # --- put -----------------------------------------------------------------
+
+    async def test_put_publishes_and_removes_the_scratch_key(self, driver: Driver) -> None:
+        await put(driver, "uploads/s/data", b"")  # the session's bytes, as a POST makes
+        await driver.put("blobs/sha256/ab/abcd/data", b"small blob", scratch="uploads/s/data")
+        assert await read_all(driver, "blobs/sha256/ab/abcd/data") == b"small blob"
+        assert await driver.stat("uploads/s/data") is None
+        assert await keys(driver, "uploads") == []
+        assert await keys(driver, "blobs") == ["blobs/sha256/ab/abcd/data"]
+
+    async def test_put_without_a_scratch_object(self, driver: Driver) -> None:
+        await driver.put("final/key", b"payload", scratch="uploads/never/data")
+        assert await read_all(driver, "final/key") == b"payload"
+        assert await driver.stat("uploads/never/data") is None
+
+    async def test_put_over_an_existing_key_keeps_its_bytes(self, driver: Driver) -> None:
+        await put(driver, "final/key", b"payload")
+        await driver.put("final/key", b"payload", scratch="uploads/again/data")
+        assert await read_all(driver, "final/key") == b"payload"
+        assert await keys(driver, "final") == ["final/key"]
+
     # --- delete --------------------------------------------------------------
 
     async def test_delete_key(self, driver: Driver) -> None:
