@@ -19,7 +19,11 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     async def purge_uploads() -> None:
         await registry.uploads.purge(uploads.expiry.total_seconds())
 
-    jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads)]
+    async def prune_events() -> None:
+        await registry.feed.prune(settings.feed.keep.total_seconds())
+
+    jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads),
+            Job("feed.prune", settings.feed.prune_interval.total_seconds(), prune_events)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
     return jobs
