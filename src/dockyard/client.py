@@ -1,11 +1,13 @@
 """A small async client for the distribution API of any registry (ours or upstream).
 
-Used by the operator's commands (`dockyard rm`); follows `Link` pagination, speaks
-Dockyard's admin extension where it exists and falls back to plain API calls elsewhere.
+Used by the operator's commands (`dockyard rm`) and the replica follower; follows `Link`
+pagination, speaks Dockyard's admin extension where it exists (repository deletion, the
+change feed) and falls back to plain API calls elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -30,12 +32,27 @@ class RegistryClientError(Exception):
         self.status = status
 
 
+class FeedExpired(RegistryClientError):
+    """The change feed no longer holds the events after the cursor (410): compare in
+    full, then follow from `head`."""
+
+    def __init__(self, status: int, message: str, head: int) -> None:
+        super().__init__(status, message)
+        self.head = head
+
+
+#: blob downloads: no overall limit (layers are large), but a stalled read fails
+BLOB_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+
+
 class RegistryClient:
     """Distribution API calls against one registry base URL."""
 
-    def __init__(self, base_url: str, *, auth: aiohttp.BasicAuth | None = None) -> None:
+    def __init__(self, base_url: str, *, auth: aiohttp.BasicAuth | None = None,
+                 verify_tls: bool = True) -> None:
         self.base = base_url.rstrip("/")
-        self._session = aiohttp.ClientSession(auth=auth)
+        self._session = aiohttp.ClientSession(
+            auth=auth, connector=aiohttp.TCPConnector(ssl=verify_tls))
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -83,6 +100,63 @@ class RegistryClient:
         for digest in digests:
             await self.delete_manifest(name, digest)
         return {"name": name, "manifests": len(digests)}
+
+    # --- what a replica follows ------------------------------------------------
+
+    async def events(self, after: int, limit: int, wait: float) -> dict[str, Any]:
+        """Dockyard's change feed after `after` (`next`, `head`, `events`), waiting up
+        to `wait` seconds for new ones; `FeedExpired` when the cursor is too old."""
+        timeout = aiohttp.ClientTimeout(total=wait + 60)
+        async with self._session.get(f"{self.base}/admin/v1/events", timeout=timeout,
+                                     params={"after": str(after), "limit": str(limit),
+                                             "wait": str(wait)}) as resp:
+            if resp.status == 410:
+                doc = json.loads(await resp.read())
+                error = doc["errors"][0]
+                raise FeedExpired(410, f"{error['code']}: {error.get('message', '')}",
+                                  int(error["detail"]["head"]))
+            await _check(resp)
+            return dict(json.loads(await resp.read()))
+
+    async def manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        """The manifest's bytes as stored and its media type."""
+        async with self._session.get(f"{self.base}/v2/{name}/manifests/{reference}",
+                                     headers={"Accept": MANIFEST_ACCEPT}) as resp:
+            await _check(resp)
+            return await resp.read(), resp.headers.get("Content-Type", "")
+
+    async def has_manifest(self, name: str, reference: str) -> bool:
+        async with self._session.head(f"{self.base}/v2/{name}/manifests/{reference}",
+                                      headers={"Accept": MANIFEST_ACCEPT}) as resp:
+            if resp.status == 404:
+                return False
+            await _check(resp)
+            return True
+
+    async def has_blob(self, name: str, digest: str) -> bool:
+        async with self._session.head(f"{self.base}/v2/{name}/blobs/{digest}") as resp:
+            if resp.status == 404:
+                return False
+            await _check(resp)
+            return True
+
+    @contextlib.asynccontextmanager
+    async def blob(self, name: str, digest: str, chunk: int = 1024 * 1024
+                   ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The blob's bytes as a stream of chunks (never the whole blob in memory)."""
+        async with self._session.get(f"{self.base}/v2/{name}/blobs/{digest}",
+                                     timeout=BLOB_TIMEOUT) as resp:
+            await _check(resp)
+            yield resp.content.iter_chunked(chunk)
+
+    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]]:
+        """Descriptors of the manifests whose subject is `digest` (empty where the
+        registry has no referrers API)."""
+        async with self._session.get(f"{self.base}/v2/{name}/referrers/{digest}") as resp:
+            if resp.status == 404:
+                return []
+            await _check(resp)
+            return list(json.loads(await resp.read()).get("manifests") or [])
 
 
 async def _check(resp: aiohttp.ClientResponse) -> None:

@@ -11,6 +11,7 @@ from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
+from dockyard.replica.follower import replica_job
 
 
 def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
@@ -26,4 +27,6 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
             Job("feed.prune", settings.feed.prune_interval.total_seconds(), prune_events)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
+    if settings.replica.primary is not None:
+        jobs.append(replica_job(registry, settings.replica))
     return jobs

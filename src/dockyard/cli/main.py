@@ -55,10 +55,11 @@ def config_check(file: Path) -> None:
 
 def _register() -> None:
     from dockyard.cli.lifecycle import du, gc, retention
+    from dockyard.cli.replica import promote, replicate
     from dockyard.cli.rm import rm
     from dockyard.cli.user import user
 
-    for command in (gc, du, retention, rm, user):
+    for command in (gc, du, retention, rm, user, replicate, promote):
         main.add_command(command)
 
 

@@ -106,11 +106,9 @@ class ReplicaService:
         return await self.store.delete_tag(name, tag)
 
     async def delete_manifest(self, name: str, digest: str) -> bool:
-        """Delete one manifest (the feed names each one the primary deleted) and the
-        blob links no manifest of the repository uses any more."""
-        deleted = await self.store.delete_manifest(name, digest, referrers=False)
-        await self.store.drop_unreferenced_links(name)
-        return bool(deleted)
+        """Delete one manifest (the feed names each one the primary deleted); its blob
+        links stay until the primary's collector unlinks them (`blob.deleted`)."""
+        return bool(await self.store.delete_manifest(name, digest, referrers=False))
 
     async def delete_repository(self, name: str) -> bool:
         return await self.lifecycle.delete_repository(name) is not None
@@ -118,8 +116,8 @@ class ReplicaService:
     async def unlink_blob(self, name: str, digest: str) -> bool:
         return await self.store.unlink_blob(name, digest)
 
-    async def drop_unreferenced_links(self, name: str) -> int:
-        return await self.store.drop_unreferenced_links(name)
+    async def unreferenced_links(self, name: str) -> list[str]:
+        return await self.store.unreferenced_links(name)
 
     async def manifest_digests(self, name: str) -> list[str]:
         return await self.store.manifest_digests(name)
@@ -128,10 +126,14 @@ class ReplicaService:
         """Every tag of `name` and the digest it names (empty for an unknown name)."""
         out: dict[str, str] = {}
         for tag in await self.store.list_tags(name, None, None) or []:
-            record = await self.store.manifest(name, tag=tag, payload=False)
-            if record is not None:
-                out[tag] = record.digest
+            digest = await self.tag_digest(name, tag)
+            if digest is not None:
+                out[tag] = digest
         return out
+
+    async def tag_digest(self, name: str, tag: str) -> str | None:
+        record = await self.store.manifest(name, tag=tag, payload=False)
+        return record.digest if record is not None else None
 
     async def adopt_blob(self, name: str, digest: str) -> bool:
         """Link a blob this registry already holds in another repository into `name`

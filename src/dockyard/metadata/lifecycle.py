@@ -310,6 +310,7 @@ class LifecycleStore:
                 return False
             conn.execute(delete(repository_blobs).where(
                 repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest))
+            self._record(conn, repo_id, Change(feed.BLOB_DELETED, "", digest=digest))
             return True
 
         return await self.engines.transaction(body)

@@ -563,22 +563,16 @@ class MetadataStore:
             .limit(1))
         return str(rows[0][0]) if rows else None
 
-    async def drop_unreferenced_links(self, name: str) -> int:
-        """Unlink from `name` every blob none of its manifests references (a replica
-        mirrors its primary's manifests; its links follow them at once, no grace)."""
+    async def unreferenced_links(self, name: str) -> list[str]:
+        """Blobs linked into `name` that none of its manifests references."""
         referenced = select(manifest_blobs.c.digest).join(
             manifests, manifests.c.id == manifest_blobs.c.manifest_id
         ).where(manifests.c.repository_id == repository_blobs.c.repository_id,
                 manifest_blobs.c.digest == repository_blobs.c.digest)
-
-        def body(conn: Connection) -> int:
-            repo_id = _repo_id(conn, name)
-            if repo_id is None:
-                return 0
-            return int(conn.execute(delete(repository_blobs).where(
-                repository_blobs.c.repository_id == repo_id, ~exists(referenced))).rowcount)
-
-        return await self.engines.transaction(body)
+        rows = await self._read(select(repository_blobs.c.digest).select_from(
+            repositories.join(repository_blobs)).where(
+            repositories.c.name == name, ~exists(referenced)))
+        return [r[0] for r in rows]
 
     # --- the change feed and shared state ----------------------------------------
 

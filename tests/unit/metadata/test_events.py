@@ -48,7 +48,8 @@ async def check_changes_are_recorded_in_order(store: MetadataStore) -> None:
     ]
     assert events[0].media_type == one.media_type
     ids = [e.id for e in events]
-    assert ids == sorted(ids) and head == ids[-1]
+    assert ids == sorted(ids)
+    assert head == ids[-1]
 
 
 async def check_a_failed_change_records_nothing(store: MetadataStore) -> None:
@@ -109,7 +110,8 @@ async def check_a_wait_ends_when_an_event_arrives(store: MetadataStore) -> None:
     assert brief(page.events) == [("manifest.put", "feed/e", "late", new.digest)]
     # without events the wait ends at its bound, with an empty page at the same cursor
     empty = await feed.changes(page.next, 10, wait=0.05)
-    assert empty.events == [] and empty.next == page.next
+    assert empty.events == []
+    assert empty.next == page.next
 
 
 async def test_changes_are_recorded_in_order(store: MetadataStore) -> None:
