@@ -33,7 +33,7 @@ def test_password_from_a_file(tmp_path: Path) -> None:
     assert settings.replica.password() == "from-file"
     missing = load_settings(overrides={"replica.password_file": str(tmp_path / "no")},
                             env={})
-    with pytest.raises(ValueError, match="replica.password_file: cannot read"):
+    with pytest.raises(ValueError, match=r"replica\.password_file: cannot read"):
         missing.replica.password()
 
 
