@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -45,14 +46,90 @@ class FeedExpired(RegistryClientError):
 BLOB_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
 
 
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _scope_of(path: str) -> str | None:
+    """The scope a request on `path` will need (to send a cached token at once)."""
+    if path.startswith("/admin/v1/"):
+        return "registry:admin:*"
+    if path.startswith("/v2/_catalog"):
+        return "registry:catalog:*"
+    m = re.match(r"/v2/(.+)/(?:manifests|blobs|tags|referrers)/", path)
+    return f"repository:{m.group(1)}:pull" if m else None
+
+
+class ChallengeAuth:
+    """A client middleware answering the registry's challenge with `login`: Basic when
+    it asks for Basic, else the Docker token flow (a token from the challenge's realm
+    for its service and scope, fetched with Basic credentials, cached per scope). Only
+    for requests without a body (they are sent again after the challenge)."""
+
+    def __init__(self, user: str, password: str, *, verify_tls: bool = True) -> None:
+        self.basic = aiohttp.BasicAuth(user, password)
+        self.verify_tls = verify_tls
+        self.tokens: dict[str, str] = {}
+        self.use_basic = False
+
+    async def __call__(self, request: aiohttp.ClientRequest,
+                       handler: aiohttp.ClientHandlerType) -> aiohttp.ClientResponse:
+        scope = _scope_of(request.url.path)
+        if self.use_basic:
+            request.headers["Authorization"] = self.basic.encode()
+        elif scope in self.tokens:
+            request.headers["Authorization"] = f"Bearer {self.tokens[scope]}"
+        response = await handler(request)
+        challenge = response.headers.get("WWW-Authenticate", "")
+        if response.status != 401 or not challenge:
+            return response
+        kind = challenge.split(" ", 1)[0].lower()
+        if kind == "basic" and not self.use_basic:
+            self.use_basic = True
+        elif kind == "bearer":
+            params = dict(_CHALLENGE.findall(challenge))
+            token = await self._token(params)
+            if token is None:
+                return response
+            self.tokens[params.get("scope") or scope or ""] = token
+            if scope is not None:
+                self.tokens[scope] = token
+            request.headers["Authorization"] = f"Bearer {token}"
+        else:
+            return response
+        if self.use_basic:
+            request.headers["Authorization"] = self.basic.encode()
+        response.release()
+        return await handler(request)
+
+    async def _token(self, params: dict[str, str]) -> str | None:
+        realm = params.get("realm")
+        if not realm:
+            return None
+        query = {k: params[k] for k in ("service", "scope") if params.get(k)}
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.verify_tls)) as session, session.get(
+                realm, params=query, auth=self.basic) as resp:
+            if resp.status != 200:
+                return None
+            doc = json.loads(await resp.read())
+        token = doc.get("token") or doc.get("access_token")
+        return str(token) if token else None
+
+
 class RegistryClient:
-    """Distribution API calls against one registry base URL."""
+    """Distribution API calls against one registry base URL.
+
+    `auth` is sent with every request; `login` instead answers each challenge (Basic,
+    or the token flow of a registry with token auth).
+    """
 
     def __init__(self, base_url: str, *, auth: aiohttp.BasicAuth | None = None,
-                 verify_tls: bool = True) -> None:
+                 verify_tls: bool = True, login: tuple[str, str] | None = None) -> None:
         self.base = base_url.rstrip("/")
         self._session = aiohttp.ClientSession(
-            auth=auth, connector=aiohttp.TCPConnector(ssl=verify_tls))
+            auth=auth, connector=aiohttp.TCPConnector(ssl=verify_tls),
+            middlewares=(ChallengeAuth(*login, verify_tls=verify_tls),) if login is not None
+            else ())
 
     async def __aenter__(self) -> RegistryClient:
         return self

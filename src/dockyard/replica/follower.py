@@ -259,10 +259,8 @@ def client_for(settings: ReplicaSettings, primary: str) -> RegistryClient:
     """A client of `primary` with the configured credentials (read from their
     reference now; ValueError naming the key when that fails)."""
     password = settings.password()
-    auth = None
-    if settings.username is not None:
-        auth = aiohttp.BasicAuth(settings.username, password or "")
-    return RegistryClient(primary, auth=auth, verify_tls=settings.tls_verify)
+    login = (settings.username, password or "") if settings.username is not None else None
+    return RegistryClient(primary, login=login, verify_tls=settings.tls_verify)
 
 
 async def follow(registry: Registry, settings: ReplicaSettings, primary: str, *,
