@@ -163,7 +163,7 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
     skopeo = Skopeo(tmp_path / "skopeo")
     with httpx.Client(base_url=primary.url, auth=BUILDER, timeout=60) as c:
         v1 = push_image(c, "a/app", "v1", layers=2)
-        push_image(c, "a/app", "v2")
+        old_v2 = push_image(c, "a/app", "v2")
         push_image(c, "b/tool", "latest")
     index = multiplatform_layout(tmp_path / "index")
     skopeo.copy(index.ref, f"docker://{primary.host}/c/multi:1.0", "--all",
@@ -200,6 +200,12 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         assert state["a/app"] == {"stable": v1.digest, "v2": moved.digest}
         assert "b/tool" not in state
         assert_content_pullable(primary, replica, state)
+        # the replica's own collection deletes no manifest (the old v2, untagged now,
+        # goes when the primary's collector says so)
+        gc(replica.data)
+        old = httpx.get(f"{replica.url}/v2/a/app/manifests/{old_v2.digest}",
+                        headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert old.status_code == 200
 
         # the collector: the old v2 manifest, untagged now, goes on both sides
         with httpx.Client(base_url=primary.url, auth=ADMIN, timeout=60) as c:
@@ -207,6 +213,9 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         gc(primary.data)
         state = wait_converged(primary, replica)
         assert "c/multi" not in state
+        old = httpx.get(f"{replica.url}/v2/a/app/manifests/{old_v2.digest}",
+                        headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert old.status_code == 404
         with httpx.Client(timeout=30) as c:
             for url, auth in ((primary.url, ADMIN), (replica.url, None)):
                 gone = c.get(f"{url}/v2/c/multi/manifests/{index.digest}", auth=auth)
