@@ -11,14 +11,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.events import Change
 from dockyard.metadata.store import MetadataStore
+from tests.e2e.test_replica import snapshot, wait_converged
+from tests.support.authenv import write_config
+from tests.support.oci_api import push_image, put_manifest
 from tests.support.postgres import postgres_unavailable, running_postgres
+from tests.support.servers import Server, start_dockyard
 from tests.unit.metadata import test_events as checks
 from tests.unit.metadata.test_store import CONFIG, LAYER, manifest
 
@@ -132,3 +139,38 @@ async def test_a_follower_sees_every_event_of_concurrent_writers(
         assert seen == [e.id for e in everything]
     finally:
         await other.close()
+
+
+def test_a_replica_follows_two_primary_nodes_on_postgres(tmp_path: Path) -> None:
+    """Two primary nodes on one PostgreSQL take pushes and retags at once; a replica
+    following one of them ends with everything, in the end state of both."""
+    with running_postgres() as url:
+        env = {"DOCKYARD_DATABASE_URL": url}
+        data = tmp_path / "primary" / "data"
+        nodes = [start_dockyard(data, workers=2, env=env, wait=False) for _ in range(2)]
+        replica = None
+        try:
+            for node in nodes:
+                node.wait_ready()
+            config = write_config(tmp_path / "replica.yml", replica={
+                "primary": nodes[0].url, "interval": "1s", "wait": "2s", "batch": 5})
+            replica = start_dockyard(tmp_path / "replica" / "data", config=config)
+
+            def pushes(node: Server, prefix: str) -> None:
+                with httpx.Client(base_url=node.url, timeout=60) as c:
+                    for i in range(12):
+                        pushed = push_image(c, f"pg/{prefix}", f"t{i}")
+                        # a second tag on it, and a tag of a shared repository that
+                        # moves with every push, from both nodes
+                        assert put_manifest(c, f"pg/{prefix}", f"again{i}", pushed.payload,
+                                            pushed.media_type).status_code == 201
+                        push_image(c, "pg/shared", f"moving{i % 2}")
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(pushes, nodes, ["a", "b"]))
+            state = wait_converged(nodes[0], replica)
+            assert len(state["pg/a"]) == len(state["pg/b"]) == 24
+            assert sorted(state["pg/shared"]) == ["moving0", "moving1"]
+            assert snapshot(nodes[1].url) == state
+        finally:
+            for server in [*nodes, *([replica] if replica else [])]:
+                server.stop()
