@@ -329,10 +329,10 @@ def test_the_feed_over_http(primary: Server) -> None:
     import threading
     result: dict[str, Any] = {}
 
-    def poll() -> None:
+    def poll(after: int = head) -> None:
         started = time.monotonic()
         result["page"] = httpx.get(primary.url + "/admin/v1/events", auth=ADMIN,
-                                   params={"after": head, "wait": 25}, timeout=60).json()
+                                   params={"after": after, "wait": 25}, timeout=60).json()
         result["took"] = time.monotonic() - started
 
     waiter = threading.Thread(target=poll)
@@ -346,6 +346,17 @@ def test_the_feed_over_http(primary: Server) -> None:
         ("manifest.put", "feed/poll", "now", pushed.digest)]
     assert page["next"] == page["events"][0]["id"] == page["head"]
     assert result["took"] < 25  # ended by the push, not by the wait's bound
+
+    # a waiting reader does not hold up a shutdown: its wait ends with the drain
+    waiter = threading.Thread(target=poll, kwargs={"after": page["next"]})
+    result.clear()
+    waiter.start()
+    time.sleep(0.5)
+    stopping = time.monotonic()
+    primary.stop()
+    waiter.join(60)
+    assert result["page"]["events"] == []
+    assert time.monotonic() - stopping < 20  # not the 25 s asked for, nor drain_timeout
 
 
 class TokenFlow(httpx.Auth):

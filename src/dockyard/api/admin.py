@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard.api.connections import Connection
 from dockyard.api.context import Match, registry
 from dockyard.oci.errors import CursorInvalid, PaginationInvalid
 
@@ -67,7 +68,11 @@ async def events(request: web.Request, _match: Match) -> web.StreamResponse:
     after = _cursor(query.get("after", "0"))
     limit = int(min(_number(query, "limit", 100, integer=True), MAX_LIMIT))
     wait = _number(query, "wait", 0.0, integer=False)
-    page = await registry(request).feed.changes(after, limit, wait)
+    conn = request.protocol
+    draining = conn.connections if isinstance(conn, Connection) else None
+    # a wait ends when the worker drains (SIGTERM): the follower simply asks again
+    page = await registry(request).feed.changes(
+        after, limit, wait, stop=(lambda: draining.draining) if draining else None)
     doc = {"events": [{"id": e.id, "at": e.at, "kind": e.kind, "repository": e.repository,
                        "tag": e.tag, "digest": e.digest, "mediaType": e.media_type}
                       for e in page.events],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard.metadata.events import EventRecord
@@ -39,11 +40,13 @@ class FeedService:
         self.max_wait = max_wait
         self.poll = poll
 
-    async def changes(self, after: int, limit: int, wait: float = 0.0) -> FeedPage:
+    async def changes(self, after: int, limit: int, wait: float = 0.0,
+                      stop: Callable[[], bool] | None = None) -> FeedPage:
         """Up to `limit` events after `after`; with none yet, wait up to `wait` seconds
-        (at most `max_wait`) for some. `CursorExpired` when events after `after` were
-        pruned, or when `after` is past every event this feed ever had (it belongs to
-        another registry, or to this one before a restore)."""
+        (at most `max_wait`) for some, or until `stop()` says to (the server drains).
+        `CursorExpired` when events after `after` were pruned, or when `after` is past
+        every event this feed ever had (it belongs to another registry, or to this one
+        before a restore)."""
         deadline = time.monotonic() + max(0.0, min(wait, self.max_wait))
         while True:
             events, floor, head = await self.store.events_after(after, limit)
@@ -53,7 +56,7 @@ class FeedService:
                     "is outside it: compare in full, then follow from the head",
                     {"floor": floor, "head": head})
             left = deadline - time.monotonic()
-            if events or left <= 0 or limit == 0:
+            if events or left <= 0 or limit == 0 or (stop is not None and stop()):
                 return FeedPage(events, events[-1].id if events else after, head)
             await asyncio.sleep(min(self.poll, left))
 
