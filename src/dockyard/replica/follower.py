@@ -50,6 +50,14 @@ _FAILURES = (RegistryClientError, RegistryError, aiohttp.ClientError, asyncio.Ti
              OSError, ValueError, KeyError)
 
 
+_said_promoted = False
+
+
+def _promoted_said() -> None:
+    global _said_promoted
+    _said_promoted = True
+
+
 def _is_foreign(media_type: str) -> bool:
     return "foreign" in media_type or "nondistributable" in media_type
 
@@ -70,7 +78,10 @@ class Follower:
         """Follow until cancelled or promoted; with `until_caught_up`, return once the
         cursor reached the primary's head (and raise on the first failure)."""
         if not await self.replica.follow(self.primary):
-            log.info("replica: this registry was promoted; not following %s", self.primary)
+            # the server's job asks again every interval: say it once per process
+            (log.debug if _said_promoted else log.info)(
+                "replica: this registry was promoted; not following %s", self.primary)
+            _promoted_said()
             return
         log.info("replica: following %s", self.primary)
         backoff = 1.0
