@@ -404,3 +404,35 @@ def test_replicate_once_from_a_primary_with_token_auth(tmp_path: Path) -> None:
         if replica is not None:
             replica.stop()
         primary.stop()
+
+
+def test_the_primary_down_the_replica_serves_reports_and_catches_up(
+        tmp_path: Path, primary: Server) -> None:
+    with httpx.Client(base_url=primary.url, auth=BUILDER, timeout=60) as c:
+        first = push_image(c, "down/app", "v1")
+    replica = start_replica(tmp_path, primary)
+    restarted: Server | None = None
+    try:
+        wait_converged(primary, replica)
+        primary.stop()
+        deadline = time.monotonic() + 60
+        while (status := replica_status(replica)).get("state") != "error":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert status["last_error"]
+        assert "retrying in" in replica.log.read_text()
+        pulled = httpx.get(f"{replica.url}/v2/down/app/manifests/v1",
+                           headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert pulled.status_code == 200
+        assert pulled.headers["Docker-Content-Digest"] == first.digest
+        restarted = start_dockyard(primary.data, workers=1, port=primary.port,
+                                   config=tmp_path / "primary.yml")
+        with httpx.Client(base_url=restarted.url, auth=BUILDER, timeout=60) as c:
+            push_image(c, "down/app", "v2")
+        state = wait_converged(restarted, replica)
+        assert sorted(state["down/app"]) == ["v1", "v2"]
+        assert replica_status(replica)["state"] == "following"
+    finally:
+        replica.stop()
+        if restarted is not None:
+            restarted.stop()

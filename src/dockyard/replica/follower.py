@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,8 @@ log = logging.getLogger("dockyard.replica")
 OWNER = "replica"
 #: longest pause between two attempts while the primary fails (seconds)
 MAX_BACKOFF = 30.0
+#: blobs of one manifest fetched from the primary at once
+PARALLEL_BLOBS = 4
 #: the cursor is saved at least every this many events within a batch
 SAVE_EVERY = 50
 #: the follower's lease (`job:replica`) lasts this long unless renewed: how soon
@@ -73,6 +76,8 @@ class Follower:
         self.primary = primary
         self.batch = batch
         self.wait = wait
+        #: blobs fetched at once
+        self._transfers = asyncio.Semaphore(PARALLEL_BLOBS)
 
     async def run(self, *, until_caught_up: bool = False) -> None:
         """Follow until cancelled or promoted; with `until_caught_up`, return once the
@@ -190,12 +195,21 @@ class Follower:
         for child in manifest.children:
             if not await self.ensure_manifest(name, str(child.digest)):
                 return False
-        for blob in manifest.blobs:
-            if not _is_foreign(blob.media_type) and not await self.ensure_blob(
-                    name, str(blob.digest)):
-                return False
+        wanted_blobs = [str(b.digest) for b in manifest.blobs if not _is_foreign(b.media_type)]
+        try:
+            async with asyncio.TaskGroup() as group:  # a failure cancels the others
+                fetched = [group.create_task(self._bounded(self.ensure_blob(name, d)))
+                           for d in dict.fromkeys(wanted_blobs)]
+        except ExceptionGroup as failed:  # the first failure, as the caller expects
+            raise failed.exceptions[0] from None
+        if not all(task.result() for task in fetched):
+            return False
         await self.registry.manifests.put(name, digest, payload, media_type)
         return True
+
+    async def _bounded(self, work: Awaitable[bool]) -> bool:
+        async with self._transfers:
+            return await work
 
     async def ensure_blob(self, name: str, digest: str) -> bool:
         """Have blob `digest` in `name`: already there, linked from another repository
