@@ -1,8 +1,10 @@
-"""The scenarios of the benchmark, in the issues' order (8 is the lifecycle issue's)."""
+"""The scenarios of the benchmark, in the issues' order (8 is the lifecycle issue's, 9 the
+mirroring issue's)."""
 
 from __future__ import annotations
 
 from bench.scenarios.base import Scenario
+from bench.scenarios.copy import CopyTools
 from bench.scenarios.gc import GarbageCollection
 from bench.scenarios.image_pull import ImagePull
 from bench.scenarios.listing import Listing
@@ -21,6 +23,7 @@ ALL: tuple[type[Scenario], ...] = (
     ImagePull,
     PushMemory,
     GarbageCollection,
+    CopyTools,
 )
 
 BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}

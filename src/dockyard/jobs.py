@@ -18,7 +18,8 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     uploads = settings.storage.uploads
 
     async def purge_uploads() -> None:
-        await registry.uploads.purge(uploads.expiry.total_seconds())
+        await registry.uploads.purge(uploads.expiry.total_seconds(),
+                                     publish_expiry=uploads.publish_expiry.total_seconds())
 
     async def prune_events() -> None:
         await registry.feed.prune(settings.feed.keep.total_seconds())

@@ -107,6 +107,24 @@ def test_stalled_header_is_closed(server: Server, trickle: bool) -> None:
     assert time.monotonic() - start < HEADER_TIMEOUT + 2
 
 
+def test_stalled_header_of_a_later_request_is_closed_at_its_own_deadline(
+        server: Server) -> None:
+    """Keep-alive: one whole request, then 0.6 of the timeout later half a head. The clock
+    starts at that head's first byte: the connection survives the first request's
+    deadline and is closed one header_timeout after the half head, not never."""
+    sock = connect(server)
+    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, _ = read_response(sock)
+    assert status == 401
+    time.sleep(HEADER_TIMEOUT * 0.6)
+    start = time.monotonic()
+    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+    out, _ = read_until_closed(sock)
+    took = time.monotonic() - start
+    assert out == b""
+    assert HEADER_TIMEOUT - 0.2 < took < HEADER_TIMEOUT + 2
+
+
 def test_idle_connection_without_request_is_closed(server: Server) -> None:
     sock = connect(server)
     out, took = read_until_closed(sock)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from dockyard.api.access import ACCESS, install_access
 from dockyard.api.bodies import BodyStalled
@@ -23,37 +24,48 @@ from dockyard.jobs import server_jobs
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 #: this worker's connections (server.py serves them and drains them on SIGTERM)
 CONNECTIONS = web.AppKey("connections", Connections)
 
 
-@web.middleware
-async def _errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Unexpected failures still answer in the OCI error format, and are logged."""
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except BodyStalled as exc:
-        log.info("%s %s: %s; closing the connection", request.method, request.rel_url.path,
-                 exc)
-        # answer, then close at once: aiohttp would otherwise linger up to 10 s more
-        # waiting for the rest of a body that is not coming
-        response = error_response("UNKNOWN", str(exc), status=408)
-        response.force_close()
-        await response.prepare(request)
-        await response.write_eof()
-        request.protocol.force_close()
+def _errors(connections: Connections) -> Middleware:
+    """Unexpected failures still answer in the OCI error format, and are logged; while
+    the worker drains, each response closes its connection."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException:
+            raise
+        except BodyStalled as exc:
+            return await _stalled(request, exc)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.rel_url)
+            return error_response("UNKNOWN", "internal server error", status=500,
+                                  head=request.method == "HEAD")
+        if connections.draining:
+            response.force_close()
         return response
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except Exception:
-        log.exception("%s %s failed", request.method, request.rel_url)
-        return error_response("UNKNOWN", "internal server error", status=500,
-                              head=request.method == "HEAD")
+
+    return errors
+
+
+async def _stalled(request: web.Request, exc: BodyStalled) -> web.StreamResponse:
+    """A request body stopped coming: answer 408, then close the connection at once
+    (aiohttp would otherwise linger up to 10 s more for a body that is not coming)."""
+    log.info("%s %s: %s; closing the connection", request.method, request.rel_url.path, exc)
+    response = error_response("UNKNOWN", str(exc), status=408)
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 async def _api_version(_request: web.Request, response: web.StreamResponse) -> None:
@@ -64,7 +76,7 @@ async def _api_version(_request: web.Request, response: web.StreamResponse) -> N
 def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Application:
     """The aiohttp application serving /v2 for `settings`."""
     connections = Connections(settings.http)
-    app = web.Application(middlewares=[connections.middleware, _errors, authorization],
+    app = web.Application(middlewares=[_errors(connections), authorization],
                           client_max_size=settings.limits.manifest_max_size)
     app[SETTINGS] = settings
     app[CONNECTIONS] = connections

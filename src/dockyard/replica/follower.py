@@ -1,12 +1,12 @@
 """Keep this registry identical to a primary Dockyard by following its change feed.
 
-The follower long-polls the primary's `GET /admin/v1/events` from its cursor and applies
-each event through `core`: a put fetches the manifest (children and blobs first, blobs
-streamed into the blob store with their digests verified by the upload path) and sets
-the tag; deletions are mirrored (`core.replica`). Every step is idempotent, so an event
-applied twice (after a crash, before the cursor was saved) changes nothing. The cursor
-and the lag are saved in the metadata store after each batch: a killed replica resumes
-where it stopped, on any node.
+The follower long-polls the primary's `GET /admin/v1/events` from its cursor (through a
+`remote.RegistryClient`) and applies each event through `core`: a put fetches the
+manifest (children and blobs first, blobs streamed into the blob store with their
+digests verified by the upload path) and sets the tag; deletions are mirrored
+(`core.replica`). Every step is idempotent, so an event applied twice (after a crash,
+before the cursor was saved) changes nothing. The cursor and the lag are saved in the
+metadata store after each batch: a killed replica resumes where it stopped, on any node.
 
 Without a cursor (first start, a new primary) or when the primary no longer holds the
 events after it (410), the follower compares in full: the primary's catalog, each
@@ -25,7 +25,6 @@ from typing import Any
 
 import aiohttp
 
-from dockyard.client import FeedExpired, RegistryClient, RegistryClientError
 from dockyard.config.settings import ReplicaSettings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
@@ -34,6 +33,8 @@ from dockyard.metadata import events as kinds
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, RegistryError
 from dockyard.oci.manifest import parse_manifest
+from dockyard.remote.client import FeedExpired, RegistryClient, RegistryClientError
+from dockyard.remote.credentials import Credentials
 
 log = logging.getLogger("dockyard.replica")
 
@@ -182,7 +183,7 @@ class Follower:
         except ManifestUnknown:
             pass
         try:
-            payload, content_type = await self.client.manifest(name, digest)
+            payload, content_type = await self.client.get_manifest(name, digest)
         except RegistryClientError as exc:
             if exc.status == 404:
                 return False
@@ -223,7 +224,7 @@ class Follower:
         if await self.replica.adopt_blob(name, digest):
             return True
         try:
-            async with self.client.blob(name, digest) as chunks:
+            async with self.client.open_blob(name, digest) as chunks:
                 await self.registry.uploads.upload(name, OWNER, wanted, chunks, Chunk())
         except RegistryClientError as exc:
             if exc.status == 404:
@@ -268,12 +269,12 @@ class Follower:
         for tag, digest in tags.items():
             if ours.get(tag) != digest and await self.ensure_manifest(name, digest):
                 await self.set_tag(name, tag, digest)
-            for ref in await self.client.referrers(name, digest):
+            for ref in await self.client.referrers(name, digest) or []:
                 await self.ensure_manifest(name, str(ref["digest"]))
         for tag in set(ours) - set(tags):
             await self.replica.delete_tag(name, tag)
         for digest in await self.replica.manifest_digests(name):
-            if not await self.client.has_manifest(name, digest):
+            if await self.client.head_manifest(name, digest) is None:
                 await self.replica.delete_manifest(name, digest)
         for digest in await self.replica.unreferenced_links(name):
             if not await self.client.has_blob(name, digest):
@@ -284,8 +285,9 @@ def client_for(settings: ReplicaSettings, primary: str) -> RegistryClient:
     """A client of `primary` with the configured credentials (read from their
     reference now; ValueError naming the key when that fails)."""
     password = settings.password()
-    login = (settings.username, password or "") if settings.username is not None else None
-    return RegistryClient(primary, login=login, verify_tls=settings.tls_verify)
+    credentials = (Credentials(settings.username, password or "")
+                   if settings.username is not None else None)
+    return RegistryClient(primary, credentials=credentials, verify_tls=settings.tls_verify)
 
 
 async def follow(registry: Registry, settings: ReplicaSettings, primary: str, *,
