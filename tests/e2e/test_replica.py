@@ -10,6 +10,7 @@ converges; pushes are refused until `dockyard promote`, then accepted.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -25,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.remote.client import FeedExpired, RegistryClient, RegistryClientError
+from dockyard.remote.credentials import Credentials
 from tests.support.authenv import (
     USERS,
     basic_auth,
@@ -357,6 +360,32 @@ def test_the_feed_over_http(primary: Server) -> None:
     waiter.join(60)
     assert result["page"]["events"] == []
     assert time.monotonic() - stopping < 20  # not the 25 s asked for, nor drain_timeout
+
+
+def test_the_feed_through_the_remote_client(primary: Server) -> None:
+    """What the follower sees through `remote.RegistryClient`: a page with the new
+    event, `FeedExpired` carrying the head for a cursor past it, 403 for a non-admin."""
+    with httpx.Client(base_url=primary.url, auth=BUILDER, timeout=60) as c:
+        pushed = push_image(c, "feed/client", "v1")
+
+    async def read() -> None:
+        async with RegistryClient(primary.url, credentials=Credentials(*ADMIN)) as client:
+            page = await client.events(0, 100, 0)
+            assert [(e["kind"], e["repository"], e["tag"], e["digest"])
+                    for e in page["events"]][-1] == (
+                "manifest.put", "feed/client", "v1", pushed.digest)
+            head = page["head"]
+            with pytest.raises(FeedExpired) as expired:
+                await client.events(head + 10, 100, 0)
+            assert expired.value.head == head
+            assert expired.value.codes == ("CURSOR_EXPIRED",)
+        async with RegistryClient(primary.url, credentials=Credentials(*BUILDER)) as client:
+            with pytest.raises(RegistryClientError) as denied:
+                await client.events(0, 100, 0)
+            assert denied.value.status == 403
+            assert denied.value.codes == ("DENIED",)
+
+    asyncio.run(read())
 
 
 class TokenFlow(httpx.Auth):
