@@ -150,3 +150,29 @@ async def test_upload_session_cap_holds_under_racing_writers(database_url: str) 
     finally:
         await a.close()
         await b.close()
+
+
+def test_connections_the_database_dropped_are_replaced(registry: Server,
+                                                      database_url: str) -> None:
+    """PostgreSQL ends every session (a restart, a failover, an idle timeout): the next
+    pulls and pushes still succeed, on fresh connections, with no 500."""
+    from tests.support.oci_api import push_image
+
+    with httpx.Client(base_url=registry.url, timeout=30) as c:
+        before = push_image(c, "pg/dropped", "v1")
+        # warm every worker's pools so they hold connections the database will end
+        for _ in range(20):
+            assert c.get("/v2/pg/dropped/manifests/v1", headers={
+                "Accept": before.media_type}).status_code == 200
+        killed = subprocess.run(
+            ["psql", database_url, "-Atc",
+             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+             " WHERE datname = current_database() AND pid <> pg_backend_pid()"],
+            capture_output=True, text=True, timeout=30, check=True)
+        assert int(killed.stdout) > 0
+        for _ in range(20):  # every worker, reads on both engines
+            got = c.get("/v2/pg/dropped/manifests/v1", headers={"Accept": before.media_type})
+            assert got.status_code == 200, got.text
+            assert got.content == before.payload
+        after = push_image(c, "pg/dropped", "v2")
+        assert c.get(f"/v2/pg/dropped/manifests/{after.digest}").status_code == 200

@@ -23,6 +23,12 @@ Reads on SQLite run inline on the event loop on a read-only connection
 A write that finds the disk full (SQLite's "database or disk is full", PostgreSQL's
 disk_full) calls `on_full` — which gives back the storage reserve — and is tried once
 more; if it fails again it raises `StorageFull`, never a bare database error.
+
+PostgreSQL connections the database ended (a restart, a failover, an idle timeout) are
+found without a round trip per checkout: a connection idle longer than `IDLE_PING` is
+pinged when taken from the pool, and a read, or a write whose connection fails before
+its commit, runs once more on a fresh connection (the pool then replaces every older
+one).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,7 +47,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -63,6 +70,10 @@ def disk_full(exc: BaseException) -> bool:
         return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
             "database or disk is full" in str(orig))
     return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+
+
+class _Dropped(Exception):
+    """A write's connection had been ended by the database before the commit."""
 
 
 @dataclass
@@ -151,9 +162,26 @@ class Engines:
                     return body(conn)
 
             return await self._in_writer(run)
+        try:
+            return await self._pg_run(body)
+        except _Dropped as dropped:
+            log.warning("metadata connection lost, writing again on a new one: %s",
+                        dropped.__cause__)
+        return await self._pg_run(body)
+
+    async def _pg_run(self, body: Callable[[Connection], T]) -> T:
+        """`body` in one PostgreSQL transaction; `_Dropped` when the connection was
+        found dead before the commit (so nothing was written and the body may rerun)."""
         assert self.writer is not None
-        async with self.writer.begin() as aconn:
-            return await aconn.run_sync(body)
+        async with self.writer.connect() as aconn:
+            try:
+                result = await aconn.run_sync(body)
+            except DBAPIError as exc:
+                if exc.connection_invalidated:
+                    raise _Dropped from exc
+                raise
+            await aconn.commit()  # a connection lost here may have committed: no retry
+            return result
 
     async def dispose(self) -> None:
         if self._thread is not None:
@@ -197,13 +225,38 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
         event.listen(engine, "begin", _sqlite_begin)
         return Engines(url, sqlite=engine, sqlite_path=path)
     target = async_url(url)
-    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size,
-                              "pool_pre_ping": True}
-    return Engines(
-        url,
-        reader=create_async_engine(target, isolation_level="AUTOCOMMIT", **kwargs),
-        writer=create_async_engine(target, **kwargs),
-    )
+    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size}
+    reader = create_async_engine(target, isolation_level="AUTOCOMMIT", **kwargs)
+    writer = create_async_engine(target, **kwargs)
+    for pooled in (reader, writer):
+        _ping_when_idle(pooled.sync_engine)
+    return Engines(url, reader=reader, writer=writer)
+
+
+IDLE_PING = 1.0
+"""Seconds a pooled PostgreSQL connection may sit unused before its next checkout pings
+it (pgx's default). A busy pool pays no round trip per checkout, as `pool_pre_ping`
+would; a connection that sat idle long enough for a restart or an idle timeout to end
+it is tested first and replaced."""
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a connection on checkout only when it has been idle longer than `IDLE_PING`;
+    a dead one raises `DisconnectionError`, on which the pool connects afresh."""
+
+    @event.listens_for(engine, "checkin")
+    def checkin(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING:
+            return
+        try:
+            dbapi.ping()
+        except Exception as exc:  # the driver's own error types: all mean "gone"
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

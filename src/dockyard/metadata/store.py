@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from dockyard.metadata import events as feed
 from dockyard.metadata.engine import Conn, Engines
@@ -151,6 +152,18 @@ class MetadataStore:
         """Any read: inline on SQLite (compiled per call), async reader elsewhere."""
         if self._fast is not None:
             return self._fast.fetch(Prepared(stmt), params or {})
+        assert self.engines.reader is not None
+        try:
+            return await self._read_once(stmt, params)
+        except DBAPIError as exc:
+            # a connection the database ended while it sat in the pool (restart,
+            # failover): the pool now replaces every older one; a read is safe to repeat
+            if not exc.connection_invalidated:
+                raise
+        return await self._read_once(stmt, params)
+
+    async def _read_once(self, stmt: Select[Any], params: dict[str, Any] | None
+                         ) -> Sequence[Any]:
         assert self.engines.reader is not None
         async with self.engines.reader.connect() as conn:
             rows: Sequence[Any] = (await conn.execute(stmt, params or {})).all()
