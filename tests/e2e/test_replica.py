@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.core.replica import READ_ONLY_CACHE
 from dockyard.remote.client import FeedExpired, RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
 from tests.support.authenv import (
@@ -249,6 +250,9 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
             push_image(c, "after/promote", "v1")
+        # that was one worker; every other one had its last look at the flag before the
+        # promotion committed, so it sees the promotion once that look is READ_ONLY_CACHE old
+        time.sleep(READ_ONLY_CACHE)
         skopeo.copy(index.ref, f"docker://{replica.host}/c/multi:again", "--all",
                     "--preserve-digests")
         assert replica_status(replica)["read_only"] is False
