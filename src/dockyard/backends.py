@@ -68,6 +68,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         manifest_max_size=settings.limits.manifest_max_size, session_caps=caps,
         redirect_expiry=(settings.storage.redirect_expiry.total_seconds()
                          if settings.storage.redirect else None),
+        feed_max_wait=settings.feed.max_wait.total_seconds(),
     )
 
 

@@ -11,6 +11,7 @@ from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
+from dockyard.replica.follower import replica_job
 
 
 def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
@@ -20,7 +21,13 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
         await registry.uploads.purge(uploads.expiry.total_seconds(),
                                      publish_expiry=uploads.publish_expiry.total_seconds())
 
-    jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads)]
+    async def prune_events() -> None:
+        await registry.feed.prune(settings.feed.keep.total_seconds())
+
+    jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads),
+            Job("feed.prune", settings.feed.prune_interval.total_seconds(), prune_events)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
+    if settings.replica.primary is not None:
+        jobs.append(replica_job(registry, settings.replica))
     return jobs

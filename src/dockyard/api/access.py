@@ -11,6 +11,7 @@ nothing here looks at the path's text:
 | `PULL` (GET/HEAD on a repository) | `repository:<name>:pull` |
 | `PUSH` (POST/PATCH/PUT, and cancelling an upload) | `repository:<name>:pull,push` |
 | `DELETE` (manifests, tags, blobs, repositories) | `repository:<name>:delete` |
+| `ADMIN` (the change feed, replica status) | `registry:admin:*` (`auth.admin` subjects) |
 
 Unauthenticated (or anonymous and not allowed) → 401 `UNAUTHORIZED` with
 `WWW-Authenticate: Basic realm=...` or `Bearer realm=...,service=...,scope=...`; a token
@@ -66,12 +67,14 @@ class Access(enum.Enum):
     PULL = "pull"
     PUSH = "push"
     DELETE = "delete"
+    ADMIN = "admin"  # registry-wide admin API: `registry:admin:*`, `auth.admin` subjects
 
 
 _ACTIONS = {Access.PULL: frozenset({"pull"}), Access.PUSH: frozenset({"pull", "push"}),
             Access.DELETE: frozenset({"delete"})}
 _PULL = _ACTIONS[Access.PULL]
 _CATALOG = Scope("registry", "catalog", frozenset({"*"}))
+_ADMIN = Scope("registry", "admin", frozenset({"*"}))
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ def required_scope(access: Access, name: str) -> Scope | None:
         return None
     if access is Access.CATALOG:
         return _CATALOG
+    if access is Access.ADMIN:
+        return _ADMIN
     return Scope("repository", name, _ACTIONS[access])
 
 

@@ -1,23 +1,87 @@
-"""Dockyard's admin extension of the API: `DELETE /admin/v1/repositories/<name>`.
+"""Dockyard's admin extension of the API.
 
-Deletes a whole repository — tags, manifests, blob links and upload sessions — in one
-transaction; it leaves the catalog at once and the collector frees its bytes. Answers
-202 with a JSON summary, 404 NAME_UNKNOWN when there is no such repository. Needs the
-`delete` permission on the repository.
+- `DELETE /admin/v1/repositories/<name>` deletes a whole repository — tags, manifests,
+  blob links and upload sessions — in one transaction; it leaves the catalog at once and
+  the collector frees its bytes. Answers 202 with a JSON summary, 404 NAME_UNKNOWN when
+  there is no such repository. Needs the `delete` permission on the repository.
+- `GET /admin/v1/events?after=N&limit=M&wait=S` reads the change feed: the events after
+  cursor N in order, waiting up to S seconds (capped by `feed.max_wait`) when there are
+  none yet; `next` is the cursor to ask with next, `head` the newest event id. 410
+  CURSOR_EXPIRED when N is outside the events kept (compare in full), 400 CURSOR_INVALID
+  for a cursor that is no event id.
+- `GET /admin/v1/replica`: this registry as a replica (primary, promoted, cursor, lag).
+
+The last two need `registry:admin:*` (`auth.admin`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 from aiohttp import web
 
+from dockyard.api.connections import Connection
 from dockyard.api.context import Match, registry
+from dockyard.oci.errors import CursorInvalid, PaginationInvalid
+
+#: events answered at most per request
+MAX_LIMIT = 1000
+_INT64 = 2 ** 63 - 1
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=json.dumps(doc).encode(),
+                        content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def delete_repository(request: web.Request, match: Match) -> web.StreamResponse:
     deleted = await registry(request).repositories.delete(match.name)
     body = {"name": deleted.name, "tags": deleted.tags, "manifests": deleted.manifests,
             "blobs": deleted.blobs, "uploads": len(deleted.uploads)}
-    return web.Response(status=202, body=json.dumps(body).encode(),
-                        content_type="application/json")
+    return _json(body, 202)
+
+
+def _cursor(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > _INT64:
+        raise CursorInvalid(f"after must be an event id (a non-negative integer), not "
+                            f"{text[:20]!r}", {"after": text[:20]})
+    return int(text)
+
+
+def _number(query: Any, key: str, default: float, *, integer: bool) -> float:
+    text = query.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        value = -1
+    if value < 0 or not math.isfinite(value):
+        raise PaginationInvalid(f"{key} must be a non-negative number, not {text[:20]!r}")
+    return value
+
+
+async def events(request: web.Request, _match: Match) -> web.StreamResponse:
+    query = request.rel_url.query
+    after = _cursor(query.get("after", "0"))
+    limit = int(min(_number(query, "limit", 100, integer=True), MAX_LIMIT))
+    wait = _number(query, "wait", 0.0, integer=False)
+    conn = request.protocol
+    draining = conn.connections if isinstance(conn, Connection) else None
+    # a wait ends when the worker drains (SIGTERM): the follower simply asks again
+    page = await registry(request).feed.changes(
+        after, limit, wait, stop=(lambda: draining.draining) if draining else None)
+    doc = {"events": [{"id": e.id, "at": e.at, "kind": e.kind, "repository": e.repository,
+                       "tag": e.tag, "digest": e.digest, "mediaType": e.media_type}
+                      for e in page.events],
+           "next": page.next, "head": page.head}
+    return _json(doc)
+
+
+async def replica_status(request: web.Request, _match: Match) -> web.StreamResponse:
+    replica = registry(request).replica
+    status = await replica.status()
+    status["read_only"] = await replica.read_only() is not None
+    return _json(status)

@@ -88,6 +88,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
         if access is not None:
             # every worker counts failed logins in the one store they share
             access.limiter.share(registry.login_failures)
+        if settings.replica.primary is not None:
+            # read-only from the first request, before the follower first runs
+            await registry.replica.follow(settings.replica.primary)
         jobs = JobRunner(registry.leases, server_jobs(registry, settings))
         jobs.start()
         housekeeping = asyncio.create_task(_process_loop(registry, settings))

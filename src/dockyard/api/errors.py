@@ -31,6 +31,10 @@ STATUS: dict[str, int] = {
     "UNKNOWN": 500,
     # Distribution's errcode for a backend that cannot answer now (503, with Retry-After)
     "UNAVAILABLE": 503,
+    # Dockyard's change feed (`GET /admin/v1/events`): a cursor that is not an event id,
+    # and one older than the events kept (the follower then compares in full)
+    "CURSOR_INVALID": 400,
+    "CURSOR_EXPIRED": 410,
 }
 
 #: Status overrides for errors whose code is shared with another status. A full disk is

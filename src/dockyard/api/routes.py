@@ -28,7 +28,7 @@ from dockyard.api.access import (
     audit_response,
     authorize,
 )
-from dockyard.api.context import Match
+from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response, from_exception
 from dockyard.oci.errors import RegistryError
 from dockyard.oci.reference import validate_name
@@ -100,7 +100,13 @@ ROUTES: tuple[Route, ...] = (
        GET=_E(listing.referrers, Access.PULL)),
     _r("admin-repository", r"/admin/v1/repositories/(?P<name>.+)",
        DELETE=_E(admin.delete_repository, Access.DELETE, "repository.delete")),
+    _r("admin-events", r"/admin/v1/events", named=False, GET=_E(admin.events, Access.ADMIN)),
+    _r("admin-replica", r"/admin/v1/replica", named=False,
+       GET=_E(admin.replica_status, Access.ADMIN)),
 )
+
+#: what a read-only replica refuses (the endpoints that write)
+_WRITES = frozenset({Access.PUSH, Access.DELETE})
 
 
 def resolve(path: str) -> tuple[Route, re.Match[str]] | None:
@@ -193,6 +199,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     target = request[_TARGET]
     route, endpoint, match = target.route, target.endpoint, target.match
     try:
+        if endpoint.access in _WRITES:
+            await registry(request).replica.check_writable()
         response = await endpoint.handler(request, match)
         if endpoint.audit is not None and (endpoint.audit_status is None
                                            or response.status == endpoint.audit_status):

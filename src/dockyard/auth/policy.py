@@ -52,10 +52,11 @@ class Policy:
     """Answers `allowed(identity, scope)` from the configured rules."""
 
     def __init__(self, rules: Sequence[tuple[str, Mapping[str, Sequence[str]]]],
-                 catalog: Iterable[str] = ()) -> None:
+                 catalog: Iterable[str] = (), admin: Iterable[str] = ()) -> None:
         self.rules = [Rule(glob, glob_to_regex(glob),
                            {s: _expand(a) for s, a in allow.items()}) for glob, allow in rules]
         self.catalog = frozenset(catalog)
+        self.admin = frozenset(admin)
 
     def actions(self, identity: Identity, repository: str) -> frozenset[str]:
         """Every action `identity` may take on `repository`."""
@@ -90,4 +91,7 @@ class Policy:
             return frozenset(a for a in scope.actions if a in granted)
         if scope.type == "registry" and scope.name == "catalog":
             return scope.actions if self.may_list_catalog(identity) else frozenset()
+        if scope.type == "registry" and scope.name == "admin":
+            # the registry-wide admin API (the change feed, replica status)
+            return scope.actions if self.admin & identity.subjects() else frozenset()
         return frozenset()

@@ -93,7 +93,7 @@ class AccessControl:
         self.method = settings.method
         self.realm = settings.realm
         self.policy = Policy([(r.repository, r.allow) for r in settings.access],
-                             settings.catalog)
+                             settings.catalog, settings.admin)
         self.limiter = FailureLimiter(settings.ratelimit.failures,
                                       settings.ratelimit.window.total_seconds())
         self.htpasswd: HtpasswdFile | None = None

@@ -45,7 +45,8 @@ def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | 
             raise click.BadParameter(str(exc), param_hint="--grace") from None
 
     async def job(registry: Registry) -> Report:
-        collector = collector_for(registry, settings, grace=grace_s)
+        replica = await registry.replica.read_only() is not None
+        collector = collector_for(registry, settings, grace=grace_s, replica=replica)
         if dry_run:
             return await collector.run(dry_run=True, repository=repository)
         try:
@@ -131,6 +132,9 @@ def retention(config: Path | None, data: Path | None, dry_run: bool, as_json: bo
         raise click.UsageError("the configuration has no retention rules")
 
     async def job(registry: Registry) -> RetentionReport:
+        if not dry_run and await registry.replica.read_only() is not None:
+            raise click.ClickException("this registry is a read-only replica: its tags "
+                                       "are its primary's (dockyard promote first)")
         return await apply_retention(registry.lifecycle, settings.retention.rules,
                                      dry_run=dry_run)
 

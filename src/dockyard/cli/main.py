@@ -26,6 +26,8 @@ LAZY = {
     "rm": "dockyard.cli.rm:rm",
     "user": "dockyard.cli.user:user",
     "copy": "dockyard.cli.copy:copy",
+    "replicate": "dockyard.cli.replica:replicate",
+    "promote": "dockyard.cli.replica:promote",
 }
 
 
@@ -89,4 +91,3 @@ def config_check(file: Path) -> None:
     settings = _load(file, {})
     click.echo(f"{file}: ok (listen {settings.http.addr}, storage {settings.storage.driver} "
                f"at {settings.data_dir}, database {settings.database_url.split('://')[0]})")
-

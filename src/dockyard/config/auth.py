@@ -110,6 +110,9 @@ class AuthSettings(_Section):
     token: TokenSettings = TokenSettings()
     access: list[AccessRule] = [AccessRule(repository="**", allow={"authenticated": ["*"]})]
     catalog: list[str] = ["authenticated"]
+    #: subjects who may use the registry-wide admin API (the change feed a replica
+    #: follows, replica status): scope `registry:admin:*`; nobody by default
+    admin: list[str] = []
     ratelimit: RateLimitSettings = RateLimitSettings()
 
 

@@ -289,6 +289,69 @@ class LogSettings(_Section):
     accesslog: bool = False
 
 
+class FeedSettings(_Section):
+    """The change feed (`GET /admin/v1/events`) that replicas follow."""
+
+    #: events older than this are pruned; a follower further behind compares in full
+    keep: Duration = timedelta(days=7)
+    prune_interval: Duration = timedelta(hours=1)
+    #: the longest a reader may wait for new events in one request (`?wait=`)
+    max_wait: Duration = timedelta(seconds=30)
+
+
+class ReplicaSettings(_Section):
+    """Follow a primary Dockyard as a read-only standby (`dockyard replicate`).
+
+    Credentials by reference only: the password is read from the environment variable
+    named by `password_env` or from the file `password_file`, never written here.
+    """
+
+    #: the primary's base URL, e.g. https://registry.example; unset: not a replica
+    primary: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    #: how soon a stopped follower (primary unreachable, node gone) starts again
+    interval: Duration = timedelta(seconds=10)
+    #: how long one request to the primary's feed waits for new events
+    wait: Duration = timedelta(seconds=25)
+    #: events asked for at a time
+    batch: int = Field(default=500, ge=1, le=10000)
+    #: TLS verification of the primary's certificate
+    tls_verify: bool = True
+
+    @field_validator("primary")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must name an environment variable")
+        return value
+
+    def password(self) -> str | None:
+        """The password from its reference; ValueError naming the key when unreadable."""
+        if self.password_env and self.password_file:
+            raise ValueError("replica: set password_env or password_file, not both")
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"replica.password_env: ${self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"replica.password_file: cannot read "
+                                 f"{self.password_file}: {exc.strerror}") from None
+        return None
+
+
 class Settings(_Section):
     """Every setting, one attribute per config section."""
 
@@ -303,6 +366,8 @@ class Settings(_Section):
     gc: GcSettings = GcSettings()
     retention: RetentionSettings = RetentionSettings()
     auth: AuthSettings = AuthSettings()
+    feed: FeedSettings = FeedSettings()
+    replica: ReplicaSettings = ReplicaSettings()
 
     @property
     def data_dir(self) -> Path:

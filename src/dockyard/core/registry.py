@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
+from dockyard.core.feed import FeedService
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
+from dockyard.core.replica import ReplicaService
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
 from dockyard.metadata.lifecycle import LifecycleStore
@@ -36,6 +38,10 @@ class Registry:
     login_failures: FailureLog
     #: what the collector, retention and usage read and delete
     lifecycle: LifecycleBackend
+    #: the change feed (ordered events of every change), for replicas
+    feed: FeedService
+    #: this registry as a standby replica: read-only flag, cursor, lag
+    replica: ReplicaService
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -45,7 +51,7 @@ class Registry:
         delete_enabled: bool,
         manifest_max_size: int, delete_referrers: bool = True,
         touch_interval: float = TOUCH_INTERVAL, session_caps: SessionCaps = NO_CAPS,
-        redirect_expiry: float | None = None,
+        redirect_expiry: float | None = None, feed_max_wait: float = 60.0,
     ) -> Registry:
         pulls = PullRecorder(store)
         lifecycle = LifecycleStore(store)
@@ -65,6 +71,8 @@ class Registry:
             repositories=RepositoryService(store, blobstore, lifecycle,
                                            delete_enabled=delete_enabled),
             login_failures=LoginFailureStore(store),
+            feed=FeedService(store, max_wait=feed_max_wait),
+            replica=ReplicaService(store, lifecycle),
         )
 
     async def close(self) -> None:

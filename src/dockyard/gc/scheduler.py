@@ -22,15 +22,19 @@ GC_LEASE = "gc"
 """Held by whoever collects now: the scheduled job or `dockyard gc`."""
 
 
-def collector_for(registry: Registry, settings: Settings, *, grace: float | None = None
-                  ) -> Collector:
+def collector_for(registry: Registry, settings: Settings, *, grace: float | None = None,
+                  replica: bool = False) -> Collector:
+    """The collector of `settings`. On a read-only `replica` it deletes no manifest:
+    those deletions come from the primary's feed (its own collector's included); it
+    still frees the bytes of blobs nothing links any more."""
     rules = settings.retention.rules
     return Collector(
         registry,
         grace=settings.gc.grace.total_seconds() if grace is None else grace,
         keep_referrers=settings.gc.keep_referrers,
         upload_expiry=settings.storage.uploads.expiry.total_seconds(),
-        keep_untagged=lambda name: keeps_untagged(rules, name),
+        keep_untagged=(lambda _name: True) if replica
+        else (lambda name: keeps_untagged(rules, name)),
     )
 
 
@@ -39,12 +43,15 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
     try:
         async with registry.leases.hold(GC_LEASE):
             await registry.pulls.flush()
-            retention = await apply_retention(registry.lifecycle,
-                                              settings.retention.rules)
-            if retention.count:
-                log.info("retention deleted %d tags: %s", retention.count,
-                         json.dumps(retention.deleted))
-            report = await collector_for(registry, settings).run()
+            # a replica's tags are its primary's: no retention of its own
+            replica = await registry.replica.read_only() is not None
+            if not replica:
+                retention = await apply_retention(registry.lifecycle,
+                                                  settings.retention.rules)
+                if retention.count:
+                    log.info("retention deleted %d tags: %s", retention.count,
+                             json.dumps(retention.deleted))
+            report = await collector_for(registry, settings, replica=replica).run()
     except LeaseBusy:
         return None
     log.info("collection: %s", json.dumps(report.to_json()))

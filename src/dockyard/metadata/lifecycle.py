@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 
+from dockyard.metadata import events as feed
+from dockyard.metadata.events import Change
 from dockyard.metadata.schema import (
     blob_deletions,
     blobs,
@@ -116,6 +118,8 @@ class LifecycleStore:
                 uploads.c.repository == name)).scalars())
             conn.execute(delete(uploads).where(uploads.c.repository == name))
             conn.execute(delete(repositories).where(repositories.c.id == repo_id))
+            self.store.events.record(conn, [Change(feed.REPOSITORY_DELETED, name)],
+                                     time.time())
             return RepositoryDeletion(name, n_tags, n_manifests, n_blobs, sessions)
 
         return await self.engines.transaction(body)
@@ -133,7 +137,20 @@ class LifecycleStore:
         """Delete the tag unless it was pushed again since the plan was made."""
         stmt = delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag,
                                   tags.c.updated_at == pushed_at)
-        return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
+
+        def body(conn: Connection) -> bool:
+            if not conn.execute(stmt).rowcount:
+                return False
+            self._record(conn, repo_id, Change(feed.TAG_DELETED, "", tag))
+            return True
+
+        return await self.engines.transaction(body)
+
+    def _record(self, conn: Connection, repo_id: int, change: Change) -> None:
+        """Record `change` for repository `repo_id` (its name read here)."""
+        name = conn.scalar(select(repositories.c.name).where(repositories.c.id == repo_id))
+        self.store.events.record(conn, [Change(change.kind, str(name), change.tag,
+                                               change.digest)], time.time())
 
     # --- collection: manifests ---------------------------------------------------
 
@@ -186,6 +203,7 @@ class LifecycleStore:
             for table in (manifest_blobs, manifest_children):
                 conn.execute(delete(table).where(table.c.manifest_id == manifest_id))
             conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
+            self._record(conn, repo_id, Change(feed.MANIFEST_DELETED, "", digest=row.digest))
             return True
 
         return await self.engines.transaction(body)
@@ -292,6 +310,7 @@ class LifecycleStore:
                 return False
             conn.execute(delete(repository_blobs).where(
                 repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest))
+            self._record(conn, repo_id, Change(feed.BLOB_DELETED, "", digest=digest))
             return True
 
         return await self.engines.transaction(body)

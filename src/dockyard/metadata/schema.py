@@ -175,3 +175,33 @@ leases = Table(
     Column("acquired_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
 )
+
+events = Table(
+    "events",
+    metadata,
+    # the change feed: one row per change of what a pull can see, written in the
+    # transaction of the change; ids grow in commit order (see `metadata/events.py`).
+    # AUTOINCREMENT on SQLite, so an id is never reused after its row was pruned
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("at", Double, nullable=False),
+    # manifest.put, tag.set, tag.deleted, manifest.deleted, blob.deleted,
+    # repository.deleted
+    Column("kind", String(32), nullable=False),
+    Column("repository", String(255), nullable=False),
+    Column("tag", String(128)),
+    Column("digest", DIGEST),
+    Column("media_type", String(255)),
+    Index(None, "at"),
+    sqlite_autoincrement=True,
+)
+
+registry_state = Table(
+    "registry_state",
+    metadata,
+    # small named values every node shares: the feed's pruning mark, a replica's cursor,
+    # primary and promotion
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)

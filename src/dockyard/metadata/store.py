@@ -27,7 +27,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from dockyard.metadata import events as feed
 from dockyard.metadata.engine import Conn, Engines
+from dockyard.metadata.events import Change, EventRecord, EventWriter
 from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
     BlobRecord,
@@ -38,9 +40,11 @@ from dockyard.metadata.records import (
 )
 from dockyard.metadata.schema import (
     blobs,
+    events,
     manifest_blobs,
     manifest_children,
     manifests,
+    registry_state,
     repositories,
     repository_blobs,
     tags,
@@ -119,6 +123,8 @@ class MetadataStore:
         self._dialect = engines.dialect
         self._fast = FastReader(engines.sqlite_path) if engines.sqlite_path else None
         self._q = Statements(self._dialect)
+        #: records the change feed's events in the transactions above
+        self.events = EventWriter(self._dialect)
 
     async def close(self) -> None:
         if self._fast is not None:
@@ -281,7 +287,11 @@ class MetadataStore:
                 return False
             result = conn.execute(delete(repository_blobs).where(
                 repository_blobs.c.repository_id == repo_id, repository_blobs.c.digest == digest))
-            return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            self.events.record(conn, [Change(feed.BLOB_DELETED, name, digest=digest)],
+                               time.time())
+            return True
 
         return await self.engines.transaction(body)
 
@@ -467,6 +477,10 @@ class MetadataStore:
             if tag is not None and not run(conn, q.retag, repo=repo_id, tag=tag,
                                            manifest=manifest_id, now=now).rowcount:
                 run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now)
+            if added is not None or tag is not None:
+                kind = feed.MANIFEST_PUT if added is not None else feed.TAG_SET
+                self.events.record(conn, [Change(kind, name, tag, new.digest,
+                                                 new.media_type)], now)
 
         await self.engines.compiled(body)
 
@@ -502,6 +516,8 @@ class MetadataStore:
                 return []
             deleted: list[str] = []
             _delete_tree(conn, repo_id, manifest_id, digest, referrers, deleted)
+            self.events.record(conn, [Change(feed.MANIFEST_DELETED, name, digest=d)
+                                      for d in deleted], time.time())
             return deleted
 
         return await self.engines.transaction(body)
@@ -513,7 +529,10 @@ class MetadataStore:
                 return False
             result = conn.execute(
                 delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
-            return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            self.events.record(conn, [Change(feed.TAG_DELETED, name, tag)], time.time())
+            return True
 
         return await self.engines.transaction(body)
 
@@ -561,6 +580,81 @@ class MetadataStore:
             ReferrerRecord(d, m, s, a, json.loads(ann) if ann else None)
             for d, m, s, a, ann in await self._read(stmt)
         ]
+
+    # --- a replica's own upkeep -------------------------------------------------
+
+    async def manifest_digests(self, name: str) -> list[str]:
+        """Digests of every manifest of repository `name`."""
+        rows = await self._read(select(manifests.c.digest).select_from(
+            repositories.join(manifests)).where(repositories.c.name == name))
+        return [r[0] for r in rows]
+
+    async def blob_source(self, digest: str) -> str | None:
+        """A repository that holds blob `digest`, or None."""
+        rows = await self._read(select(repositories.c.name).select_from(
+            repositories.join(repository_blobs)).where(repository_blobs.c.digest == digest)
+            .limit(1))
+        return str(rows[0][0]) if rows else None
+
+    async def unreferenced_links(self, name: str) -> list[str]:
+        """Blobs linked into `name` that none of its manifests references."""
+        referenced = select(manifest_blobs.c.digest).join(
+            manifests, manifests.c.id == manifest_blobs.c.manifest_id
+        ).where(manifests.c.repository_id == repository_blobs.c.repository_id,
+                manifest_blobs.c.digest == repository_blobs.c.digest)
+        rows = await self._read(select(repository_blobs.c.digest).select_from(
+            repositories.join(repository_blobs)).where(
+            repositories.c.name == name, ~exists(referenced)))
+        return [r[0] for r in rows]
+
+    # --- the change feed and shared state ----------------------------------------
+
+    async def events_after(self, after: int, limit: int
+                           ) -> tuple[list[EventRecord], int, int]:
+        """(up to `limit` events after id `after`, the feed's floor, its head).
+
+        The floor is read before and after the events, and all three again if a prune
+        moved it meanwhile, so events never start past a floor the caller was not told.
+        """
+        floor_q = select(registry_state.c.value).where(
+            registry_state.c.key == feed.PRUNED_THROUGH)
+        while True:
+            floor = int((await self._read(floor_q) or [(0,)])[0][0])
+            head = int((await self._read(select(func.max(events.c.id))))[0][0] or 0)
+            rows = await self._read(
+                select(*feed.COLUMNS).where(events.c.id > after)
+                .order_by(events.c.id).limit(limit)) if limit else []
+            if int((await self._read(floor_q) or [(0,)])[0][0]) == floor:
+                return [EventRecord(*r) for r in rows], floor, max(floor, head)
+
+    async def prune_events(self, before: float) -> int:
+        """Drop events recorded before `before` (the feed's floor moves up)."""
+        return await self.engines.transaction(
+            lambda conn: feed.prune(conn, self._dialect, before))
+
+    async def state(self, key: str) -> str | None:
+        """A named value of `registry_state`, None when unset."""
+        rows = await self._read(select(registry_state.c.value)
+                                .where(registry_state.c.key == key))
+        return str(rows[0][0]) if rows else None
+
+    async def states(self, prefix: str) -> dict[str, str]:
+        """Every named value whose key starts with `prefix`."""
+        rows = await self._read(select(registry_state.c.key, registry_state.c.value)
+                                .where(registry_state.c.key.startswith(prefix)))
+        return {str(k): str(v) for k, v in rows}
+
+    async def set_states(self, values: dict[str, str | None]) -> None:
+        """Set (or, for None, remove) named values in one transaction."""
+
+        def body(conn: Connection) -> None:
+            for key, value in values.items():
+                if value is None:
+                    conn.execute(delete(registry_state).where(registry_state.c.key == key))
+                else:
+                    feed.set_state(conn, self._dialect, key, value)
+
+        await self.engines.transaction(body)
 
     async def counts(self) -> dict[str, int]:
         """Row counts for status pages and tests."""

@@ -139,3 +139,21 @@ class StorageFull(RegistryError):
 
     code = "UNKNOWN"
     server_fault = True
+
+
+class CursorInvalid(RegistryError):
+    """the change feed's cursor is not a valid event id"""
+
+    code = "CURSOR_INVALID"
+
+
+class CursorExpired(RegistryError):
+    """the change feed no longer holds the events after this cursor; compare in full"""
+
+    code = "CURSOR_EXPIRED"
+
+
+class ReadOnlyReplica(RegistryError):
+    """this registry is a read-only replica"""
+
+    code = "UNSUPPORTED"

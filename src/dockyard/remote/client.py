@@ -1,9 +1,10 @@
 """An async client for the distribution API of any registry (ours or upstream).
 
 One `RegistryClient` per registry: manifests, blobs (streamed both ways), uploads, mounts,
-tags and catalog with `Link` pagination, referrers, and Dockyard's admin delete. It
-answers challenges itself (`remote/auth.py`) and reports registry errors as
-`RegistryClientError` carrying the OCI error codes.
+tags and catalog with `Link` pagination, referrers, and Dockyard's admin extension
+(repository deletion, the change feed a replica follows). It answers challenges itself
+(`remote/auth.py`) and reports registry errors as `RegistryClientError` carrying the OCI
+error codes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ class RegistryClientError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.codes = codes
+
+
+class FeedExpired(RegistryClientError):
+    """The change feed no longer holds the events after the cursor (410 `CURSOR_EXPIRED`):
+    compare in full, then follow from `head`."""
+
+    def __init__(self, status: int, message: str, head: int) -> None:
+        super().__init__(status, message, ("CURSOR_EXPIRED",))
+        self.head = head
+
+
+#: the scope of Dockyard's admin endpoints (the change feed, replica status)
+ADMIN = ("registry:admin:*",)
+#: a long poll may take this much longer than the wait it asked for before it fails
+FEED_GRACE = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +99,21 @@ class RegistryClient:
     @asynccontextmanager
     async def request(self, method: str, path: str, *, scopes: tuple[str, ...] = (),
                       headers: dict[str, str] | None = None, data: Any = None,
-                      replayable: bool = True, ok: tuple[int, ...] = ()
+                      replayable: bool = True, ok: tuple[int, ...] = (),
+                      timeouts: aiohttp.ClientTimeout | None = None
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One request, authenticated for `scopes`; a 401 is answered and retried once
-        (only when the body can be sent again). Statuses >= 400 not in `ok` raise."""
+        (only when the body can be sent again). Statuses >= 400 not in `ok` raise.
+        `timeouts` replace the session's (which has no overall limit)."""
         url = path if path.startswith(("http://", "https://")) else self.url(path)
         for attempt in (0, 1):
             sent = dict(headers or {})
             authorization = self._auth.header(scopes)
             if authorization:
                 sent["Authorization"] = authorization
+            extra: dict[str, Any] = {} if timeouts is None else {"timeout": timeouts}
             resp = await self._session.request(method, url, headers=sent, data=data,
-                                               ssl=self._ssl, allow_redirects=True)
+                                               ssl=self._ssl, allow_redirects=True, **extra)
             try:
                 if (resp.status == 401 and attempt == 0 and replayable
                         and "WWW-Authenticate" in resp.headers):
@@ -205,6 +224,20 @@ class RegistryClient:
             await self.delete_manifest(name, digest)
         return {"name": name, "manifests": len(digests)}
 
+    # ------------------------------------------------------------------ the change feed
+
+    async def events(self, after: int, limit: int, wait: float) -> dict[str, Any]:
+        """Dockyard's change feed after cursor `after` (`events`, `next`, `head`), waiting
+        up to `wait` seconds for new ones; `FeedExpired` when the cursor is too old."""
+        query = f"after={after}&limit={limit}&wait={wait}"
+        async with self.request("GET", f"/admin/v1/events?{query}", scopes=ADMIN, ok=(410,),
+                                timeouts=aiohttp.ClientTimeout(total=wait + FEED_GRACE)
+                                ) as resp:
+            body = await resp.read()
+            if resp.status == 410:
+                raise _expired(body)
+        return dict(json.loads(body))
+
     # ------------------------------------------------------------------ blobs
 
     async def has_blob(self, name: str, digest: str) -> bool:
@@ -274,6 +307,16 @@ async def _raise_body(status: int, body: bytes, reason: str | None) -> None:
     except (ValueError, KeyError, TypeError):
         message = text.strip()[:200] or reason or "error"
     raise RegistryClientError(status, message, codes)
+
+
+def _expired(body: bytes) -> RegistryClientError:
+    """The 410 of the feed as `FeedExpired` (its `detail.head`); any other 410 as is."""
+    try:
+        error = json.loads(body)["errors"][0]
+        return FeedExpired(410, f"{error['code']}: {error.get('message', '')}",
+                           int(error["detail"]["head"]))
+    except (ValueError, KeyError, TypeError, IndexError):
+        return RegistryClientError(410, body.decode(errors="replace").strip()[:200] or "Gone")
 
 
 def _next(link: str | None) -> str | None:

@@ -1,0 +1,1 @@
+"""The standby replica: follow a primary Dockyard's change feed (`follower.py`)."""

@@ -1,0 +1,314 @@
+"""Keep this registry identical to a primary Dockyard by following its change feed.
+
+The follower long-polls the primary's `GET /admin/v1/events` from its cursor (through a
+`remote.RegistryClient`) and applies each event through `core`: a put fetches the
+manifest (children and blobs first, blobs streamed into the blob store with their
+digests verified by the upload path) and sets the tag; deletions are mirrored
+(`core.replica`). Every step is idempotent, so an event applied twice (after a crash,
+before the cursor was saved) changes nothing. The cursor and the lag are saved in the
+metadata store after each batch: a killed replica resumes where it stopped, on any node.
+
+Without a cursor (first start, a new primary) or when the primary no longer holds the
+events after it (410), the follower compares in full: the primary's catalog, each
+repository's tags and their manifest digests against its own, fetching what differs and
+deleting what the primary no longer has, then follows from the feed's head as read
+before the comparison (events in between are applied again, harmlessly).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import aiohttp
+
+from dockyard.config.settings import ReplicaSettings
+from dockyard.core.jobs import Job
+from dockyard.core.registry import Registry
+from dockyard.core.uploads import Chunk
+from dockyard.metadata import events as kinds
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, RegistryError
+from dockyard.oci.manifest import parse_manifest
+from dockyard.remote.client import FeedExpired, RegistryClient, RegistryClientError
+from dockyard.remote.credentials import Credentials
+
+log = logging.getLogger("dockyard.replica")
+
+#: upload sessions the follower opens count against this owner's cap
+OWNER = "replica"
+#: longest pause between two attempts while the primary fails (seconds)
+MAX_BACKOFF = 30.0
+#: blobs of one manifest fetched from the primary at once
+PARALLEL_BLOBS = 4
+#: the cursor is saved at least every this many events within a batch
+SAVE_EVERY = 50
+#: the follower's lease (`job:replica`) lasts this long unless renewed: how soon
+#: another node follows after the one following died
+LEASE_TTL = 15.0
+
+_FAILURES = (RegistryClientError, RegistryError, aiohttp.ClientError, asyncio.TimeoutError,
+             OSError, ValueError, KeyError)
+
+
+_said_promoted = False
+
+
+def _promoted_said() -> None:
+    global _said_promoted
+    _said_promoted = True
+
+
+def _is_foreign(media_type: str) -> bool:
+    return "foreign" in media_type or "nondistributable" in media_type
+
+
+class Follower:
+    """Follows one primary into `registry` (see the module docstring)."""
+
+    def __init__(self, registry: Registry, client: RegistryClient, primary: str, *,
+                 batch: int = 500, wait: float = 25.0) -> None:
+        self.registry = registry
+        self.replica = registry.replica
+        self.client = client
+        self.primary = primary
+        self.batch = batch
+        self.wait = wait
+        #: blobs fetched at once
+        self._transfers = asyncio.Semaphore(PARALLEL_BLOBS)
+
+    async def run(self, *, until_caught_up: bool = False) -> None:
+        """Follow until cancelled or promoted; with `until_caught_up`, return once the
+        cursor reached the primary's head (and raise on the first failure)."""
+        if not await self.replica.follow(self.primary):
+            # the server's job asks again every interval: say it once per process
+            (log.debug if _said_promoted else log.info)(
+                "replica: this registry was promoted; not following %s", self.primary)
+            _promoted_said()
+            return
+        log.info("replica: following %s", self.primary)
+        backoff = 1.0
+        while True:
+            if await self.replica.promoted():
+                log.info("replica: promoted; stopped following %s", self.primary)
+                return
+            try:
+                caught_up = await self.step(wait=0.0 if until_caught_up else self.wait)
+            except _FAILURES as exc:
+                if until_caught_up:
+                    raise
+                log.warning("replica: %s: %s; retrying in %.0f s", self.primary, exc, backoff)
+                await self._status(await self.replica.cursor(), None, None, "error", str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 1.0
+            if until_caught_up and caught_up:
+                return
+
+    async def step(self, wait: float) -> bool:
+        """One request to the feed and its events applied; whether caught up."""
+        cursor = await self.replica.cursor()
+        if cursor is None:
+            head = await self._head()
+            await self.compare(head)
+            return False
+        try:
+            page = await self.client.events(cursor, self.batch, wait)
+        except FeedExpired as exc:
+            log.warning("replica: %s; comparing in full", exc)
+            await self.compare(exc.head)
+            return False
+        head = int(page["head"])
+        seconds = 0.0
+        for n, event in enumerate(page["events"], 1):
+            seconds = max(0.0, time.time() - float(event["at"]))
+            await self.apply(event)
+            cursor = int(event["id"])
+            if n % SAVE_EVERY == 0:
+                await self._status(cursor, head, seconds, "following")
+        if cursor >= head:
+            seconds = 0.0
+        await self._status(cursor, head, seconds, "following")
+        if page["events"]:
+            log.info("replica: applied %d events; cursor %d, %d events and %.1f s behind",
+                     len(page["events"]), cursor, max(0, head - cursor), seconds)
+        return cursor >= head
+
+    async def _head(self) -> int:
+        try:
+            return int((await self.client.events(0, 0, 0))["head"])
+        except FeedExpired as exc:
+            return exc.head
+
+    async def _status(self, cursor: int | None, head: int | None, seconds: float | None,
+                      state: str, error: str | None = None) -> None:
+        status: dict[str, Any] = {"state": state, "head": head,
+                                  "events_behind": (None if head is None or cursor is None
+                                                    else max(0, head - cursor)),
+                                  "seconds_behind": (None if seconds is None
+                                                     else round(seconds, 3))}
+        if error is not None:
+            status["last_error"] = error[:500]
+        await self.replica.save(cursor, status)
+
+    # --- applying one event ----------------------------------------------------
+
+    async def apply(self, event: dict[str, Any]) -> None:
+        kind, name = str(event["kind"]), str(event["repository"])
+        tag, digest = str(event.get("tag") or ""), str(event.get("digest") or "")
+        if kind in (kinds.MANIFEST_PUT, kinds.TAG_SET):
+            if await self.ensure_manifest(name, digest) and tag:
+                await self.set_tag(name, tag, digest)
+        elif kind == kinds.TAG_DELETED:
+            await self.replica.delete_tag(name, tag)
+        elif kind == kinds.MANIFEST_DELETED:
+            await self.replica.delete_manifest(name, digest)
+        elif kind == kinds.BLOB_DELETED:
+            await self.replica.unlink_blob(name, digest)
+        elif kind == kinds.REPOSITORY_DELETED:
+            await self.replica.delete_repository(name)
+        else:
+            log.warning("replica: skipped event %s of unknown kind %r", event.get("id"), kind)
+
+    async def ensure_manifest(self, name: str, digest: str) -> bool:
+        """Have manifest `digest` in `name`, fetching it (and what it references) from
+        the primary; False when the primary no longer has it (a later event says so)."""
+        try:
+            await self.registry.manifests.get(name, digest, payload=False)
+            return True
+        except ManifestUnknown:
+            pass
+        try:
+            payload, content_type = await self.client.get_manifest(name, digest)
+        except RegistryClientError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        wanted = Digest.parse(digest)
+        if Digest.of(payload, wanted.algorithm) != wanted:
+            raise DigestInvalid(f"the primary sent a manifest that is not {digest}")
+        media_type = content_type.split(";")[0].strip() or None
+        manifest = parse_manifest(payload, media_type)
+        for child in manifest.children:
+            if not await self.ensure_manifest(name, str(child.digest)):
+                return False
+        wanted_blobs = [str(b.digest) for b in manifest.blobs if not _is_foreign(b.media_type)]
+        try:
+            async with asyncio.TaskGroup() as group:  # a failure cancels the others
+                fetched = [group.create_task(self._bounded(self.ensure_blob(name, d)))
+                           for d in dict.fromkeys(wanted_blobs)]
+        except ExceptionGroup as failed:  # the first failure, as the caller expects
+            raise failed.exceptions[0] from None
+        if not all(task.result() for task in fetched):
+            return False
+        await self.registry.manifests.put(name, digest, payload, media_type)
+        return True
+
+    async def _bounded(self, work: Awaitable[bool]) -> bool:
+        async with self._transfers:
+            return await work
+
+    async def ensure_blob(self, name: str, digest: str) -> bool:
+        """Have blob `digest` in `name`: already there, linked from another repository
+        of this registry, or streamed from the primary (verified); False on a 404."""
+        wanted = Digest.parse(digest)
+        try:
+            await self.registry.blobs.stat(name, wanted)
+            return True
+        except BlobUnknown:
+            pass
+        if await self.replica.adopt_blob(name, digest):
+            return True
+        try:
+            async with self.client.open_blob(name, digest) as chunks:
+                await self.registry.uploads.upload(name, OWNER, wanted, chunks, Chunk())
+        except RegistryClientError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def set_tag(self, name: str, tag: str, digest: str) -> None:
+        """Point `tag` at manifest `digest` (present) unless it does already."""
+        if await self.replica.tag_digest(name, tag) == digest:
+            return
+        record = await self.registry.manifests.get(name, digest)
+        assert record.payload is not None
+        await self.registry.manifests.put(name, tag, record.payload, record.media_type)
+
+    # --- the full comparison -----------------------------------------------------
+
+    async def compare(self, head: int) -> None:
+        """Make this registry's repositories, tags and manifests the primary's; then
+        follow from `head` (read before the comparison began)."""
+        log.info("replica: comparing with %s in full (feed head %d)", self.primary, head)
+        await self._status(None, head, None, "comparing")
+        theirs = [name async for name in self.client.repositories()]
+        ours = await self.registry.repositories.catalog(None, None)
+        for name in sorted(set(ours) - set(theirs)):
+            await self.replica.delete_repository(name)
+        for name in theirs:
+            await self._compare_repository(name)
+        await self._status(head, head, None, "following")
+        log.info("replica: in step with %s up to event %d (%d repositories)", self.primary,
+                 head, len(theirs))
+
+    async def _compare_repository(self, name: str) -> None:
+        try:
+            tags = {t: await self.client.manifest_digest(name, t)
+                    async for t in self.client.tags(name)}
+        except RegistryClientError as exc:
+            if exc.status != 404:
+                raise
+            tags = {}  # deleted meanwhile: its events will say so
+        ours = await self.replica.tags(name)
+        for tag, digest in tags.items():
+            if ours.get(tag) != digest and await self.ensure_manifest(name, digest):
+                await self.set_tag(name, tag, digest)
+            for ref in await self.client.referrers(name, digest) or []:
+                await self.ensure_manifest(name, str(ref["digest"]))
+        for tag in set(ours) - set(tags):
+            await self.replica.delete_tag(name, tag)
+        for digest in await self.replica.manifest_digests(name):
+            if await self.client.head_manifest(name, digest) is None:
+                await self.replica.delete_manifest(name, digest)
+        for digest in await self.replica.unreferenced_links(name):
+            if not await self.client.has_blob(name, digest):
+                await self.replica.unlink_blob(name, digest)
+
+
+def client_for(settings: ReplicaSettings, primary: str) -> RegistryClient:
+    """A client of `primary` with the configured credentials (read from their
+    reference now; ValueError naming the key when that fails)."""
+    password = settings.password()
+    credentials = (Credentials(settings.username, password or "")
+                   if settings.username is not None else None)
+    return RegistryClient(primary, credentials=credentials, verify_tls=settings.tls_verify)
+
+
+async def follow(registry: Registry, settings: ReplicaSettings, primary: str, *,
+                 until_caught_up: bool = False) -> None:
+    """Run a `Follower` of `primary` with a client made from `settings`."""
+    async with client_for(settings, primary) as client:
+        await Follower(registry, client, primary, batch=settings.batch,
+                       wait=settings.wait.total_seconds()).run(until_caught_up=until_caught_up)
+
+
+def replica_job(registry: Registry, settings: ReplicaSettings) -> Job:
+    """The server's follower as a job: one process of one node follows at a time (its
+    lease is renewed while it runs); if it stops (the node dies, or a failure escapes),
+    another process takes over after `interval`."""
+    primary = settings.primary
+    assert primary is not None
+
+    async def run() -> None:
+        try:
+            await follow(registry, settings, primary)
+        except ValueError as exc:  # a credential reference that cannot be read
+            log.error("replica: %s", exc)
+
+    return Job("replica", settings.interval.total_seconds(), run, lease_ttl=LEASE_TTL)
