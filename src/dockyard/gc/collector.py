@@ -229,6 +229,20 @@ class Collector:
             await self.lifecycle.end_blob_deletion(digest)
         return True
 
+    async def remove_unlinked(self, digests: list[str]) -> list[tuple[str, int]]:
+        """Remove these blobs the way a collection does, where still unlinked and older
+        than the grace: row first under a tombstone, then bytes. (digest, size) of
+        those removed (fsck hands it the orphan bytes it gave rows)."""
+        cutoff = time.time() - self.grace
+        removed = []
+        for digest in digests:
+            size = await self._step(f"deleting the row of {digest}",
+                                    self.lifecycle.begin_blob_deletion(digest, cutoff))
+            if size is not None and await self._step(f"deleting {digest}",
+                                                      self._delete_bytes(digest)):
+                removed.append((digest, size))
+        return removed
+
     async def _blobs(self, cutoff: float, report: Report,
                      last_links: dict[str, tuple[str, int]]) -> None:
         for digest, _size in await self.lifecycle.unlinked_blobs(cutoff):

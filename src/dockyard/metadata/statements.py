@@ -115,7 +115,11 @@ class Statements:
         upsert_blob = ins(blobs).values(digest=b("digest"), size=b("size"), created_at=b("now"),
                                         touched_at=b("now"))
         self.upsert_blob = Prepared(upsert_blob.on_conflict_do_update(
-            index_elements=[blobs.c.digest], set_={"touched_at": upsert_blob.excluded.touched_at}))
+            index_elements=[blobs.c.digest],
+            # new bytes of a blob fsck marked corrupt: the mark goes, and so does its size
+            # (a damaged row's size may be what was wrong)
+            set_={"touched_at": upsert_blob.excluded.touched_at, "corrupt_at": null(),
+                  "size": upsert_blob.excluded.size}))
         link = ins(repository_blobs).values(repository_id=b("repo"), digest=b("digest"),
                                             linked_at=b("now"))
         self.link = Prepared(link.on_conflict_do_update(

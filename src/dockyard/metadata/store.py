@@ -68,7 +68,7 @@ _BLOB_IN_REPO = Prepared(
     select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
     .select_from(repositories.join(repository_blobs).join(blobs))
     .where(repositories.c.name == bindparam("name"),
-           repository_blobs.c.digest == bindparam("digest"))
+           repository_blobs.c.digest == bindparam("digest"), blobs.c.corrupt_at.is_(None))
 )
 _UPLOAD = Prepared(
     select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
@@ -187,7 +187,8 @@ class MetadataStore:
 
     async def blob(self, digest: str) -> BlobRecord | None:
         rows = await self._read(
-            select(blobs.c.digest, blobs.c.size, blobs.c.touched_at).where(blobs.c.digest == digest)
+            select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
+            .where(blobs.c.digest == digest, blobs.c.corrupt_at.is_(None))
         )
         return BlobRecord(*rows[0]) if rows else None
 
@@ -242,7 +243,8 @@ class MetadataStore:
             row = conn.execute(
                 select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
                 .select_from(repositories.join(repository_blobs).join(blobs))
-                .where(repositories.c.name == source, repository_blobs.c.digest == digest)
+                .where(repositories.c.name == source, repository_blobs.c.digest == digest,
+                       blobs.c.corrupt_at.is_(None))
                 .with_for_update()
             ).first()
             if row is None:

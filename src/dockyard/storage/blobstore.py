@@ -183,6 +183,13 @@ class BlobStore:
     async def delete_blob(self, digest: Digest) -> None:
         await self.driver.delete(layout.blob_dir(digest))
 
+    async def stored_blobs(self) -> AsyncIterator[Digest]:
+        """Digests with bytes stored (keys that are no blob's are skipped)."""
+        async for key in self.driver.list(layout.BLOBS):
+            digest = layout.blob_of(key)
+            if digest is not None:
+                yield digest
+
     async def upload_sessions(self) -> AsyncIterator[str]:
         """Ids of the upload sessions that have bytes stored."""
         async for key in self.driver.list(layout.UPLOADS):
