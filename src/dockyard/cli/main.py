@@ -55,11 +55,12 @@ def config_check(file: Path) -> None:
 
 def _register() -> None:
     from dockyard.cli.fsck import fsck
+    from dockyard.cli.importer import import_
     from dockyard.cli.lifecycle import du, gc, retention
     from dockyard.cli.rm import rm
     from dockyard.cli.user import user
 
-    for command in (gc, du, retention, fsck, rm, user):
+    for command in (gc, du, retention, fsck, import_, rm, user):
         main.add_command(command)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
+from dockyard.core.importer import Importer, Progress
 from dockyard.core.integrity import IntegrityBackend
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
@@ -13,11 +14,13 @@ from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
+from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
+from dockyard.storage.distribution import DistributionTree
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ class Registry:
                                            delete_enabled=delete_enabled),
             login_failures=LoginFailureStore(store),
         )
+
+    def importer(self, tree: DistributionTree, *, copy: bool, max_manifest_size: int,
+                 progress: Progress | None = None) -> Importer:
+        """An import of Distribution's `tree` into these stores (`dockyard import`)."""
+        return Importer(AdoptionStore(self._store), self._blobstore, tree, copy=copy,
+                        max_manifest_size=max_manifest_size, progress=progress)
 
     async def close(self) -> None:
         """Release the stores' connections (the driver's, then the database's)."""

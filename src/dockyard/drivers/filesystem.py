@@ -218,6 +218,22 @@ class FilesystemDriver(Driver):
 
         await asyncio.to_thread(_move)
 
+    async def link_from(self, source: Driver, src: str, dst: str) -> bool:
+        if not isinstance(source, FilesystemDriver):
+            return False
+        origin, target = source._path(src), self._path(dst)
+
+        def _link() -> bool:
+            if target.exists():
+                return True
+            if origin.stat().st_dev != self.root.stat().st_dev:
+                return False
+            with contextlib.suppress(FileExistsError):
+                _in_dir(target.parent, lambda: os.link(origin, target))
+            return True
+
+        return await asyncio.to_thread(_link)
+
     async def delete(self, key: str) -> None:
         path = self._path(key)
 

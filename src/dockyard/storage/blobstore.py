@@ -183,6 +183,35 @@ class BlobStore:
     async def delete_blob(self, digest: Digest) -> None:
         await self.driver.delete(layout.blob_dir(digest))
 
+    async def adopt(self, source: Driver, digest: Digest, *, copy: bool) -> str:
+        """Make `source`'s blob `digest` (at the same key: Distribution's layout) one
+        of this store's: "present" when it is already here (the same tree, or a run
+        before), "linked" (hard link, no byte copied), or with `copy` always "copied" (read,
+        hashed, written, verified, published by a move). `ValueError` when it can be
+        neither linked nor copied, or the copy does not hash to `digest`."""
+        key = layout.blob_key(digest)
+        if await self.driver.stat(key) is not None:
+            return "present"
+        if not copy:
+            if await self.driver.link_from(source, key, key):
+                return "linked"
+            raise ValueError("not on the same filesystem as the data directory: "
+                             "use --copy")
+        temp = layout.import_key(digest)
+        writer = await self.driver.writer(temp, 0)
+        hasher = digest.hasher()
+        try:
+            async for chunk in source.read(key):
+                await asyncio.to_thread(hasher.update, chunk)
+                await writer.write(chunk)
+        finally:
+            await writer.close(sync=True)
+        if hasher.hexdigest() != digest.hex:
+            await self.driver.delete(temp)
+            raise ValueError(f"its bytes hash to {digest.algorithm}:{hasher.hexdigest()}")
+        await self.driver.move(temp, key)
+        return "copied"
+
     async def stored_blobs(self) -> AsyncIterator[Digest]:
         """Digests with bytes stored (keys that are no blob's are skipped)."""
         async for key in self.driver.list(layout.BLOBS):

@@ -12,6 +12,7 @@
       uploads/
         <session id>                bytes of an upload in progress (one flat file: no
                                     directory to create and remove for each session)
+      imports/<alg>-<hex>           a blob `dockyard import --copy` is copying in
       reserve                       the ballast: allocated space given up when the disk
                                     is full, so metadata writes can go on (`guard.py`)
 
@@ -38,6 +39,8 @@ from dockyard.oci.errors import DigestInvalid
 
 BLOBS = "blobs"
 UPLOADS = "uploads"
+IMPORTS = "imports"
+"""Blobs being copied in by `dockyard import --copy` (published from here by a move)."""
 RESERVE = "reserve"
 """Key of the ballast file (`storage/guard.py`)."""
 
@@ -50,6 +53,11 @@ def blob_key(digest: Digest) -> str:
 def blob_dir(digest: Digest) -> str:
     """Prefix holding everything stored for `digest`."""
     return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def import_key(digest: Digest) -> str:
+    """Key of the bytes of `digest` while `dockyard import --copy` copies them in."""
+    return f"{IMPORTS}/{digest.algorithm}-{digest.hex}"
 
 
 def upload_key(session_id: str) -> str:

@@ -1,0 +1,96 @@
+"""`dockyard import`: adopt a CNCF Distribution registry's storage tree.
+
+Bytes: with `--in-place` (the default) no byte is copied. When the data directory is
+the tree's `docker/registry/v2` the blobs are already where Dockyard keeps them; when it
+is elsewhere on the same filesystem each blob is hard-linked (not renamed: the tree
+stays whole, so Distribution can still serve it until the move is done, and removing
+the old tree later frees nothing twice). `--copy` copies each blob through the storage
+driver instead, hashing it against its digest (another filesystem, or into S3).
+
+Exit status: 0 when imported (inconsistencies of the source are reported, and are not
+errors), 1 when the import failed (run it again: it resumes), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dockyard.cli.common import config_option, data_option, load, run_with_registry
+from dockyard.core.importer import KINDS, ImportReport
+from dockyard.core.registry import Registry
+
+#: inconsistencies of one kind listed in the text report (all are in --json)
+SHOWN = 20
+
+
+@click.command("import")
+@config_option
+@data_option
+@click.option("--distribution", "source", required=True,
+              type=click.Path(path_type=Path, file_okay=False),
+              help="Distribution's storage.filesystem.rootdirectory (holds docker/registry/v2).")
+@click.option("--in-place/--copy", "in_place", default=True,
+              help="Adopt the bytes where they are or hard-link them (default), or copy "
+                   "and verify them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def import_(config: Path | None, data: Path | None, source: Path, in_place: bool,
+            as_json: bool) -> None:
+    """Import a CNCF Distribution registry's repositories, tags and blobs."""
+    from dockyard.backends import distribution_tree
+    from dockyard.storage import layout
+
+    settings = load(config, {"storage.filesystem.rootdirectory": data})
+    if not (source / layout.DISTRIBUTION_ROOT).is_dir():
+        raise click.BadParameter(f"{source} holds no {layout.DISTRIBUTION_ROOT} tree",
+                                 param_hint="--distribution")
+    tree = distribution_tree(source)
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int, report: ImportReport) -> None:
+        if tty or done == total or done % max(1, total // 100) == 0:  # each 1%
+            lead = "\r" if tty else ""
+            click.echo(f"{lead}repositories {done}/{total}: {report.tags} "
+                       f"tags, {report.manifests} manifests", err=True,
+                       nl=not tty or done == total)
+
+    async def job(registry: Registry) -> ImportReport:
+        try:
+            importer = registry.importer(
+                tree, copy=not in_place, progress=progress,
+                max_manifest_size=settings.limits.manifest_max_size)
+            return await importer.run()
+        finally:
+            await tree.driver.close()
+
+    try:
+        report = run_with_registry(settings, job)
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}; nothing is lost: run the import again") from None
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    _print(report)
+
+
+def _print(report: ImportReport) -> None:
+    by_kind: dict[str, list[str]] = {}
+    for i in report.inconsistencies:
+        where = f"{i.repository}: " if i.repository else ""
+        by_kind.setdefault(i.kind, []).append(
+            f"{where}{i.subject}" + (f" ({i.detail})" if i.detail else ""))
+    for kind, lines in by_kind.items():
+        click.echo(f"{len(lines)} x {kind}: {KINDS[kind]}")
+        for line in lines[:SHOWN]:
+            click.echo(f"  {line}")
+        if len(lines) > SHOWN:
+            click.echo(f"  ... {len(lines) - SHOWN} more (see --json)")
+    rate = report.tags / max(report.duration, 1e-9)
+    click.echo(f"imported {report.repositories} repositories, {report.tags} tags, "
+               f"{report.manifests} manifests ({report.untagged} untagged), {report.blobs} "
+               f"blobs ({report.bytes} bytes: {report.present} in place, {report.linked} "
+               f"hard-linked, {report.copied} copied) in {report.duration:.1f} s "
+               f"({rate:.0f} tags/s)")
