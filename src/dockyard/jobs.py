@@ -11,6 +11,7 @@ from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
+from dockyard.gc.scrub import scrub_job
 
 
 def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
@@ -22,4 +23,6 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
+    if settings.scrub.enabled:
+        jobs.append(scrub_job(registry, settings))
     return jobs
