@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.scenarios.adopt import Adoption
 from bench.scenarios.base import Scenario
 from bench.scenarios.gc import GarbageCollection
 from bench.scenarios.image_pull import ImagePull
@@ -21,6 +22,7 @@ ALL: tuple[type[Scenario], ...] = (
     ImagePull,
     PushMemory,
     GarbageCollection,
+    Adoption,
 )
 
 BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}
