@@ -27,7 +27,7 @@ from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.records import NewManifest
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
-from dockyard.storage.blobstore import BlobStore
+from dockyard.storage.blobstore import BlobStore, DigestMismatch
 from dockyard.storage.distribution import DistributionRepository, DistributionTree
 
 #: repositories read and adopted at once (their metadata writes are serial anyway)
@@ -158,9 +158,7 @@ class Importer:
                         self.tree.driver, Digest.parse(digest), copy=self.copy)
                 except FileNotFoundError:
                     how = None  # gone since it was looked at
-                except ValueError as exc:
-                    if "hash" not in str(exc):
-                        raise
+                except DigestMismatch as exc:
                     report.add("blob_corrupt", repo, digest, str(exc))
                     how = None
                 self._adopted[digest] = how

@@ -202,14 +202,18 @@ class Fsck:
                        "missing: " + ", ".join(broken.missing))
 
     async def _sizes(self, digests: Iterable[str]) -> dict[str, int | None]:
+        """Stored size of each digest, `STAT_CONCURRENCY` stats in flight (a few
+        workers, not a task per blob: on a filesystem a stat does not even wait)."""
         blobs = self.registry.blobs
-        limit = asyncio.Semaphore(STAT_CONCURRENCY)
+        pending = iter(digests)
+        sizes: dict[str, int | None] = {}
 
-        async def one(digest: str) -> tuple[str, int | None]:
-            async with limit:
-                return digest, await blobs.stored_size(Digest.parse(digest))
+        async def worker() -> None:
+            for digest in pending:
+                sizes[digest] = await blobs.stored_size(Digest.parse(digest))
 
-        return dict(await asyncio.gather(*(one(d) for d in digests)))
+        await asyncio.gather(*(worker() for _ in range(STAT_CONCURRENCY)))
+        return sizes
 
     async def _verify(self, rows: list[BlobRow], report: FsckReport) -> list[BlobRow]:
         """Hash each blob's bytes; the rows whose bytes do not match their digest."""

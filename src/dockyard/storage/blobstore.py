@@ -37,6 +37,14 @@ class RunningHash:
     offset: int
 
 
+class AdoptionRefused(ValueError):
+    """A blob cannot be adopted without a copy, and copying was not allowed."""
+
+
+class DigestMismatch(ValueError):
+    """Bytes being adopted do not hash to their digest."""
+
+
 class BlobStore:
     """Content-addressed blobs and upload-session bytes over one driver."""
 
@@ -187,16 +195,17 @@ class BlobStore:
         """Make `source`'s blob `digest` (at the same key: Distribution's layout) one
         of this store's: "present" when it is already here (the same tree, or a run
         before), "linked" (hard link, no byte copied), or with `copy` always "copied" (read,
-        hashed, written, verified, published by a move). `ValueError` when it can be
-        neither linked nor copied, or the copy does not hash to `digest`."""
+        hashed, written, verified, published by a move). `AdoptionRefused` when it can
+        be neither linked nor copied; `DigestMismatch` when the copy does not hash to
+        `digest`."""
         key = layout.blob_key(digest)
         if await self.driver.stat(key) is not None:
             return "present"
         if not copy:
             if await self.driver.link_from(source, key, key):
                 return "linked"
-            raise ValueError("not on the same filesystem as the data directory: "
-                             "use --copy")
+            raise AdoptionRefused("the blobs are not on the data directory's filesystem: "
+                                  "use --copy")
         temp = layout.import_key(digest)
         writer = await self.driver.writer(temp, 0)
         hasher = digest.hasher()
@@ -208,7 +217,7 @@ class BlobStore:
             await writer.close(sync=True)
         if hasher.hexdigest() != digest.hex:
             await self.driver.delete(temp)
-            raise ValueError(f"its bytes hash to {digest.algorithm}:{hasher.hexdigest()}")
+            raise DigestMismatch(f"its bytes hash to {digest.algorithm}:{hasher.hexdigest()}")
         await self.driver.move(temp, key)
         return "copied"
 
