@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -231,3 +232,89 @@ def test_bad_source_is_a_usage_error(tmp_path: Path) -> None:
     proc = dockyard("import", "--data", str(tmp_path / "d"), "--distribution", str(tmp_path))
     assert proc.returncode == 2
     assert "docker/registry/v2" in proc.stderr
+
+
+def test_import_from_s3(tmp_path: Path) -> None:
+    """Distribution on S3 (its s3-aws driver), read through Dockyard's S3 driver: in
+    place when Dockyard's storage is the same bucket at Distribution's
+    `<rootdirectory>/docker/registry/v2`, copied (and verified) onto a filesystem."""
+    import yaml
+
+    from tests.support.s3 import running_s3
+    from tests.support.servers import free_port
+
+    with running_s3() as s3:
+        settings = s3.settings()
+        port = free_port()
+        dist_cfg = tmp_path / "distribution.yml"
+        dist_cfg.write_text(yaml.safe_dump({
+            "version": 0.1, "log": {"level": "error", "accesslog": {"disabled": True}},
+            "storage": {"s3": {
+                "accesskey": settings.accesskey, "secretkey": settings.secretkey,
+                "region": settings.region, "regionendpoint": settings.regionendpoint,
+                "bucket": settings.bucket, "rootdirectory": f"/{settings.rootdirectory}",
+                "secure": False, "v4auth": True},
+                "delete": {"enabled": True}, "redirect": {"disable": True}},
+            "http": {"addr": f"127.0.0.1:{port}"}}))
+        log = tmp_path / "distribution.log"
+        # aws-sdk-go refuses a custom CA bundle with the transport Distribution sets
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(dist_cfg)],
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
+        server = Server("distribution", port, tmp_path, proc, log)
+        refs: dict[str, str] = {}
+        try:
+            server.wait_ready()
+            skopeo = _skopeo(tmp_path, server)
+            app = random_layout(tmp_path / "app", "v1")
+            multi = multiplatform_layout(tmp_path / "multi", "1.0")
+            for src, ref, extra in ((app.ref, "s3/app:v1", ()),
+                                    (multi.ref, "s3/multi:1.0", ("--all",))):
+                skopeo.copy(src, f"docker://{server.host}/{ref}", "--preserve-digests",
+                            *extra)
+                refs[ref] = sha256(skopeo.inspect_raw(f"docker://{server.host}/{ref}"))
+        finally:
+            server.stop()
+
+        section = s3.storage_section()
+        section["s3"]["rootdirectory"] = f"{settings.rootdirectory}/docker/registry/v2"
+        here = tmp_path / "in-place"
+        here.mkdir()
+        config = here / "dockyard.yml"
+        config.write_text(yaml.safe_dump({"storage": section}))
+        proc_in = dockyard("import", "--config", str(config), "--data", str(here),
+                           "--distribution-config", str(dist_cfg), "--json", timeout=300)
+        assert proc_in.returncode == 0, proc_in.stderr
+        report = json.loads(proc_in.stdout)
+        assert report["tags"] == 2
+        assert report["present"] == report["blobs"] > 0
+        assert report["copied"] == report["linked"] == 0
+
+        copied = tmp_path / "copied"
+        refused = dockyard("import", "--data", str(copied), "--distribution-config",
+                           str(dist_cfg))
+        assert refused.returncode == 1
+        assert "use --copy" in refused.stderr
+        report = import_config(copied, dist_cfg, "--copy")
+        assert report["copied"] == report["blobs"] > 0
+
+        for data, cfg in ((here, config), (copied, None)):
+            dy = start_dockyard(data, workers=1, config=cfg)
+            try:
+                skopeo = _skopeo(tmp_path, dy)
+                for ref, digest in refs.items():
+                    raw = skopeo.inspect_raw(f"docker://{dy.host}/{ref}")
+                    assert sha256(raw) == digest, (ref, data)
+                skopeo.copy(f"docker://{dy.host}/s3/multi:1.0",
+                            f"dir:{tmp_path / f'out-{data.name}'}", "--all",
+                            "--preserve-digests")
+            finally:
+                dy.stop()
+
+
+def import_config(data: Path, dist_cfg: Path, *args: str) -> dict[str, Any]:
+    proc = dockyard("import", "--data", str(data), "--distribution-config", str(dist_cfg),
+                    "--json", *args, timeout=300)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]

@@ -173,14 +173,12 @@ class Importer:
         return self._manifests[digest]
 
     async def _read_manifest(self, digest: str) -> NewManifest | tuple[str, str]:
-        size = await self.tree.blob_size(digest)
-        if size is None:
-            return "revision_without_data", ""
-        if size > self.max_manifest_size:
-            return "manifest_invalid", f"{size} bytes: over limits.manifest_max_size"
-        payload = await self.tree.read_blob(digest)
+        payload = await self.tree.read_blob(digest, self.max_manifest_size)
         if payload is None:
             return "revision_without_data", ""
+        if len(payload) > self.max_manifest_size:
+            return "manifest_invalid", (f"{len(payload)} bytes: over "
+                                        "limits.manifest_max_size")
         wanted = Digest.parse(digest)
         actual = Digest.of(payload, wanted.algorithm)
         if actual != wanted:

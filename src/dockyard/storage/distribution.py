@@ -65,16 +65,18 @@ class DistributionTree:
         await asyncio.gather(*(read_tag(*t) for t in tag_links))
         return [repos[name] for name in sorted(repos)]
 
-    async def _read_small(self, key: str) -> bytes:
-        """A small object's bytes; a local file is read inline (a link or a manifest in
-        the page cache costs less than the two thread hops of a streamed read)."""
+    async def _read_small(self, key: str, limit: int = 4096) -> bytes:
+        """At most `limit` + 1 bytes of a small object (more means: too big). A local
+        file is read inline: a link or a manifest in the page cache costs less than the
+        thread hops of a streamed read."""
         path = self.driver.local_path(key)
         if path is not None:
             try:
-                return path.read_bytes()
+                with path.open("rb") as f:
+                    return f.read(limit + 1)
             except (NotADirectoryError, IsADirectoryError):
                 raise FileNotFoundError(key) from None
-        return b"".join([c async for c in self.driver.read(key)])
+        return b"".join([c async for c in self.driver.read(key, 0, limit + 1)])
 
     async def _read_link(self, key: str) -> str | None:
         try:
@@ -86,10 +88,11 @@ class DistributionTree:
     async def blob_size(self, digest: str) -> int | None:
         return await self.driver.stat(layout.blob_key(Digest.parse(digest)))
 
-    async def read_blob(self, digest: str) -> bytes | None:
-        """A small blob's bytes (a manifest); None when its data is gone."""
+    async def read_blob(self, digest: str, limit: int) -> bytes | None:
+        """A small blob's bytes (a manifest), at most `limit` + 1 of them (more: it is
+        too big); None when its data is gone."""
         try:
-            return await self._read_small(layout.blob_key(Digest.parse(digest)))
+            return await self._read_small(layout.blob_key(Digest.parse(digest)), limit)
         except FileNotFoundError:
             return None
 
