@@ -216,3 +216,50 @@ def test_repush_clears_the_mark(server: Server) -> None:
     code, report = fsck(data, "--verify-digests")
     assert code == 0, report
     assert report["marked"] == 0
+
+
+def test_fsck_on_s3(tmp_path: Path) -> None:
+    """The same check through the S3 driver: an object deleted from the bucket is found
+    and marked, and a push of the blob brings it back."""
+    import asyncio
+
+    import yaml
+
+    from dockyard.drivers.s3 import S3Driver
+    from tests.support.s3 import running_s3
+
+    with running_s3() as s3:
+        section = s3.storage_section()
+        config = tmp_path / "dockyard.yml"
+        config.write_text(yaml.safe_dump({"storage": section}))
+        data = tmp_path / "data"
+        server = start_dockyard(data, workers=1, config=config)
+        try:
+            with httpx.Client(base_url=server.url) as client:
+                image = push_image(client, "fsck/s3", "v1", layers=2)
+                lost = json.loads(image.payload)["layers"][0]["digest"]
+                payload = client.get(f"/v2/fsck/s3/blobs/{lost}").content
+            key = f"blobs/sha256/{lost[7:9]}/{lost[7:]}/data"
+
+            async def drop() -> None:
+                driver = S3Driver(s3.settings(rootdirectory=section["s3"]["rootdirectory"]))
+                try:
+                    await driver.delete(key)
+                finally:
+                    await driver.close()
+
+            asyncio.run(drop())
+            args = ("fsck", "--config", str(config), "--data", str(data), "--json")
+            proc = dockyard(*args, "--verify-digests")
+            assert proc.returncode == 1, proc.stderr
+            assert kinds(json.loads(proc.stdout)) == {
+                "missing": {lost}, "broken_manifest": {f"fsck/s3@{image.digest}"}}
+            proc = dockyard(*args, "--repair", "--grace", "0s")
+            assert proc.returncode == 1, proc.stderr
+            with httpx.Client(base_url=server.url) as client:
+                assert_error(client.get(f"/v2/fsck/s3/blobs/{lost}"), 404, "BLOB_UNKNOWN")
+                assert push_blob(client, "fsck/s3", payload) == lost
+            proc = dockyard(*args, "--verify-digests")
+            assert proc.returncode == 0, proc.stdout
+        finally:
+            server.stop()
