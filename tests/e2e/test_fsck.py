@@ -51,7 +51,11 @@ def kinds(report: dict[str, Any]) -> dict[str, set[str]]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Any:
-    srv = start_dockyard(tmp_path / "data", workers=2)
+    # no scheduled collection: its sweep of upload files (with the purge's) would
+    # remove the test's stray upload file on its second sighting, before fsck sees it
+    config = tmp_path / "dockyard.yml"
+    config.write_text("gc: {enabled: false}\n")
+    srv = start_dockyard(tmp_path / "data", workers=2, config=config)
     yield srv
     srv.stop()
 

@@ -49,7 +49,8 @@ class AdoptionStore:
         def body(conn: Conn) -> ImportedRepository:
             repo_id = store._ensure_repo(conn, name, now)
             for digest, size in sorted(blobs):  # digest order, as a push takes rows
-                run(conn, q.upsert_blob, digest=digest, size=size, now=now)
+                # bytes adopted just now: a mark fsck left (bytes removed) goes
+                run(conn, q.claim_blob, digest=digest, size=size, now=now)
                 run(conn, q.link, repo=repo_id, digest=digest, now=now)
             ids: dict[str, int] = {}
             for new in manifests:

@@ -115,9 +115,14 @@ class Statements:
         upsert_blob = ins(blobs).values(digest=b("digest"), size=b("size"), created_at=b("now"),
                                         touched_at=b("now"))
         self.upsert_blob = Prepared(upsert_blob.on_conflict_do_update(
+            index_elements=[blobs.c.digest], set_={"touched_at": upsert_blob.excluded.touched_at}))
+        # a claim before new bytes are published: the mark of a blob fsck found damaged
+        # goes (and the size it recorded, which may be what was wrong). Only the claim
+        # clears it, never the link after the publish: fsck marks under a tombstone, which
+        # a claim waits for, so a push that claimed before the mark and published into
+        # its deletion leaves the blob marked (pushed once more), never unmarked and empty
+        self.claim_blob = Prepared(upsert_blob.on_conflict_do_update(
             index_elements=[blobs.c.digest],
-            # new bytes of a blob fsck marked corrupt: the mark goes, and so does its size
-            # (a damaged row's size may be what was wrong)
             set_={"touched_at": upsert_blob.excluded.touched_at, "corrupt_at": null(),
                   "size": upsert_blob.excluded.size}))
         link = ins(repository_blobs).values(repository_id=b("repo"), digest=b("digest"),

@@ -226,7 +226,7 @@ class MetadataStore:
                 if started[0] > now - TOMBSTONE_TIMEOUT:
                     return False
                 run(conn, q.drop_tombstone, digest=digest)
-            run(conn, q.upsert_blob, digest=digest, size=size, now=now)
+            run(conn, q.claim_blob, digest=digest, size=size, now=now)
             return True
 
         return await self.engines.compiled(body)
