@@ -180,6 +180,25 @@ def test_dangling_link_rows_are_repaired(server: Server) -> None:
     assert blob_path(data, kept).exists()
 
 
+def test_wrong_recorded_size_is_fixed_from_sound_bytes(server: Server) -> None:
+    data = server.data
+    payload = blob_bytes(3000)
+    with httpx.Client(base_url=server.url) as client:
+        digest = push_blob(client, "fsck/size", payload)
+    db = sqlite3.connect(data / "metadata.db")
+    with db:
+        db.execute("UPDATE blobs SET size = 7 WHERE digest = ?", (digest,))
+    db.close()
+    code, report = fsck(data, "--repair")
+    assert code == 1
+    assert [(f["kind"], f["repair"]) for f in report["findings"]] == [
+        ("size", "recorded size set to 3000 (bytes verified)")]
+    code, report = fsck(data, "--verify-digests")
+    assert code == 0, report
+    with httpx.Client(base_url=server.url) as client:
+        assert client.get(f"/v2/fsck/size/blobs/{digest}").content == payload
+
+
 def test_repair_respects_the_grace(server: Server) -> None:
     """Orphan bytes are only given to the collector while younger than the grace."""
     data = server.data

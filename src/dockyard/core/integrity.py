@@ -44,6 +44,10 @@ class IntegrityBackend(Protocol):
         """Every upload session row."""
         ...
 
+    async def fix_size(self, digest: str, recorded: int, size: int) -> bool:
+        """Set the blob's recorded size to `size` if it is still `recorded`."""
+        ...
+
     async def begin_mark(self, digest: str) -> bool:
         """Mark a blob corrupt under a tombstone (its bytes are removed next)."""
         ...

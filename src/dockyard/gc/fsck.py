@@ -10,6 +10,7 @@ writes a row before its bytes (a blob is claimed before it is published, a sessi
 is written before its file), so live content is never taken for an orphan. Repairs go
 through the collector's own re-checking steps:
 
+- a recorded size that differs from bytes that hash to the digest: the size is fixed;
 - damaged or missing bytes: the row is marked corrupt and the bytes removed under a
   tombstone (an upload of that digest waits meanwhile); clients get BLOB_UNKNOWN and
   push the blob again, which clears the mark. Missing bytes are marked only when the
@@ -164,6 +165,13 @@ class Fsck:
                 bad.append((row, report.add("corrupt", row.digest, "digest mismatch")))
         if self.repair:
             for row, finding in bad:
+                if finding.kind == "size" and await self._sound(row.digest):
+                    # the bytes are the blob's: the row's size was what was wrong
+                    size = sizes[row.digest]
+                    assert size is not None
+                    if await integrity.fix_size(row.digest, row.size, size):
+                        finding.repair = f"recorded size set to {size} (bytes verified)"
+                    continue
                 finding.repair = await self._mark(row, finding.kind, cutoff)
         known = {r.digest for r in rows} | tombstones
         dangling = await integrity.dangling_links()
@@ -235,6 +243,17 @@ class Fsck:
                 bad.append(row)
         report.bytes_verified = done
         return bad
+
+    async def _sound(self, digest: str) -> bool:
+        """Whether the stored bytes hash to `digest`."""
+        d = Digest.parse(digest)
+        hasher = d.hasher()
+        try:
+            async for chunk in self.registry.blobs.read_stored(d):
+                await asyncio.to_thread(hasher.update, chunk)
+        except FileNotFoundError:
+            return False
+        return hasher.hexdigest() == d.hex
 
     async def _mark(self, row: BlobRow, kind: str, cutoff: float) -> str | None:
         """Mark a blob whose bytes are missing or damaged; say what was done."""

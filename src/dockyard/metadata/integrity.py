@@ -131,6 +131,13 @@ class IntegrityStore:
 
     # --- repairs -------------------------------------------------------------------
 
+    async def fix_size(self, digest: str, recorded: int, size: int) -> bool:
+        """Set the blob's recorded size to `size` (its bytes were verified) if it is
+        still `recorded`."""
+        stmt = (update(blobs).where(blobs.c.digest == digest, blobs.c.size == recorded)
+                .values(size=size))
+        return await self.engines.transaction(lambda conn: bool(conn.execute(stmt).rowcount))
+
     async def begin_mark(self, digest: str) -> bool:
         """Mark the blob corrupt and tombstone it, so its bytes can be removed while an
         upload of the same digest waits (`claim_blob`); False when there is no row or
