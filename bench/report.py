@@ -89,7 +89,9 @@ def print_table(results: Results, settings: Settings, console: Console) -> None:
             if registry not in settings.registries:
                 cells.append("[dim]not run[/]")
             elif medians[registry] is None:
-                cells.append("[red]error[/]")
+                # a figure the registry has no counterpart for (Distribution has no import)
+                failed = results.errors.get(scenario, {}).get(registry)
+                cells.append("[red]error[/]" if failed else "[dim]n/a[/]")
             else:
                 cells.append(_value(medians[registry], spec.digits))
         r = ratio(medians["dockyard"], medians["distribution"])

@@ -3,6 +3,7 @@ mirroring issue's)."""
 
 from __future__ import annotations
 
+from bench.scenarios.adopt import Adoption
 from bench.scenarios.base import Scenario
 from bench.scenarios.copy import CopyTools
 from bench.scenarios.gc import GarbageCollection
@@ -24,6 +25,7 @@ ALL: tuple[type[Scenario], ...] = (
     PushMemory,
     GarbageCollection,
     CopyTools,
+    Adoption,
 )
 
 BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}

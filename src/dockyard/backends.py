@@ -5,7 +5,9 @@ An unknown backend name is a startup error.
 
 from __future__ import annotations
 
-from dockyard.config.settings import Settings
+from pathlib import Path
+
+from dockyard.config.settings import S3Settings, Settings
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
@@ -14,7 +16,9 @@ from dockyard.drivers.s3 import S3Driver
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
+from dockyard.storage import layout
 from dockyard.storage.blobstore import BlobStore
+from dockyard.storage.distribution import DistributionTree
 from dockyard.storage.guard import DiskGuard
 
 
@@ -29,6 +33,18 @@ def build_driver(settings: Settings) -> Driver:
         return S3Driver(settings.storage.s3)
     raise ValueError(f"unknown storage driver {settings.storage.driver!r} "
                      "(filesystem or s3)")
+
+
+def distribution_tree(root: Path | None = None, *, s3: S3Settings | None = None
+                      ) -> DistributionTree:
+    """CNCF Distribution's tree under its `rootdirectory`: a local directory, or the
+    bucket and `rootdirectory` of `s3` (Distribution's own `storage.s3` keys)."""
+    if s3 is not None:
+        prefix = "/".join(p for p in (s3.rootdirectory.strip("/"), layout.DISTRIBUTION_ROOT)
+                          if p)
+        return DistributionTree(S3Driver(s3.model_copy(update={"rootdirectory": prefix})))
+    assert root is not None
+    return DistributionTree(FilesystemDriver(root / layout.DISTRIBUTION_ROOT))
 
 
 def build_guard(settings: Settings, driver: Driver) -> DiskGuard:

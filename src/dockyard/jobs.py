@@ -11,6 +11,7 @@ from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
+from dockyard.gc.scrub import scrub_job
 from dockyard.replica.follower import replica_job
 
 
@@ -30,4 +31,6 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
         jobs.append(gc_job(registry, settings))
     if settings.replica.primary is not None:
         jobs.append(replica_job(registry, settings.replica))
+    if settings.scrub.enabled:
+        jobs.append(scrub_job(registry, settings))
     return jobs

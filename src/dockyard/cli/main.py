@@ -28,6 +28,8 @@ LAZY = {
     "copy": "dockyard.cli.copy:copy",
     "replicate": "dockyard.cli.replica:replicate",
     "promote": "dockyard.cli.replica:promote",
+    "fsck": "dockyard.cli.fsck:fsck",
+    "import": "dockyard.cli.importer:import_",
 }
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from sqlalchemy.engine import URL
 
@@ -117,6 +118,34 @@ class GcSettings(_Section):
     grace: Duration = timedelta(hours=1)
     #: keep referrers (signatures, SBOMs) whose subject manifest is gone
     keep_referrers: bool = False
+
+
+class ScrubSettings(_Section):
+    """The scrub job: re-hashes a slice of the blobs each `interval`, so that every blob
+    is verified once per `period`; a blob whose bytes do not match its digest is marked
+    corrupt (never served again until pushed again), as `dockyard fsck --repair` does."""
+
+    enabled: bool = False
+    interval: Duration = timedelta(hours=1)
+    period: Duration = timedelta(days=7)
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+    @model_validator(mode="after")
+    def _period_covers_interval(self) -> ScrubSettings:
+        if self.period < self.interval:
+            raise ValueError("scrub.period must be at least scrub.interval")
+        return self
+
+    @property
+    def slices(self) -> int:
+        """Runs per period: each verifies one slice of the blobs."""
+        return max(1, round(self.period / self.interval))
 
 
 class RetentionRule(_Section):
@@ -364,6 +393,7 @@ class Settings(_Section):
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
     gc: GcSettings = GcSettings()
+    scrub: ScrubSettings = ScrubSettings()
     retention: RetentionSettings = RetentionSettings()
     auth: AuthSettings = AuthSettings()
     feed: FeedSettings = FeedSettings()

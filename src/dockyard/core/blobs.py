@@ -103,6 +103,19 @@ class BlobService:
         found = await self.store.mount_blob(name, str(digest), source)
         return None if found is None else found.size
 
+    async def stored(self) -> AsyncIterator[Digest]:
+        """Every digest whose bytes the blob store holds (one listing; for fsck)."""
+        async for digest in self.blobs.stored_blobs():
+            yield digest
+
+    async def stored_size(self, digest: Digest) -> int | None:
+        """Size of the stored bytes of `digest` (None: there are none)."""
+        return await self.blobs.size(digest)
+
+    def read_stored(self, digest: Digest) -> AsyncIterator[bytes]:
+        """The stored bytes of `digest`, whatever the metadata says (for fsck)."""
+        return self.blobs.read(digest)
+
     async def delete_bytes(self, digests: Sequence[Digest]) -> dict[Digest, StorageUnavailable]:
         """Remove blobs' bytes, in batches where the store deletes many keys a call (the
         collector, once their rows are gone under tombstones). The blobs whose bytes may

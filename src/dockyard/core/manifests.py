@@ -33,6 +33,26 @@ def _is_foreign(media_type: str) -> bool:
     return "foreign" in media_type or "nondistributable" in media_type
 
 
+def prepare_manifest(payload: bytes, content_type: str | None, digest: Digest
+                     ) -> NewManifest:
+    """Parse and validate a manifest into what the store records (a push, an import);
+    `ManifestInvalid` on any defect."""
+    manifest = parse_manifest(payload, content_type)
+    return NewManifest(
+        digest=str(digest),
+        media_type=manifest.media_type,
+        payload=payload,
+        artifact_type=manifest.artifact_type,
+        subject_digest=str(manifest.subject.digest) if manifest.subject else None,
+        config_digest=str(manifest.config.digest) if manifest.config else None,
+        annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+        blob_digests=tuple(dict.fromkeys(
+            str(b.digest) for b in manifest.blobs if not _is_foreign(b.media_type)
+        )),
+        child_digests=tuple(dict.fromkeys(str(c.digest) for c in manifest.children)),
+    )
+
+
 class ManifestService:
     """Manifests, tags and referrers of repositories."""
 
@@ -58,20 +78,7 @@ class ManifestService:
             if digest != wanted:
                 raise DigestInvalid(f"manifest digest is {digest}, not {wanted}",
                                     {"digest": reference})
-        manifest = parse_manifest(payload, content_type)
-        new = NewManifest(
-            digest=str(digest),
-            media_type=manifest.media_type,
-            payload=payload,
-            artifact_type=manifest.artifact_type,
-            subject_digest=str(manifest.subject.digest) if manifest.subject else None,
-            config_digest=str(manifest.config.digest) if manifest.config else None,
-            annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-            blob_digests=tuple(dict.fromkeys(
-                str(b.digest) for b in manifest.blobs if not _is_foreign(b.media_type)
-            )),
-            child_digests=tuple(dict.fromkeys(str(c.digest) for c in manifest.children)),
-        )
+        new = prepare_manifest(payload, content_type, digest)
         try:
             await self.store.put_manifest(name, new, tag)
         except MissingReferences as exc:

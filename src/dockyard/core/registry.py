@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from dockyard.auth.ratelimit import FailureLog
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.feed import FeedService
+from dockyard.core.importer import Importer, Progress
+from dockyard.core.integrity import IntegrityBackend
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
@@ -14,10 +16,13 @@ from dockyard.core.pulls import PullRecorder
 from dockyard.core.replica import ReplicaService
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
+from dockyard.metadata.adoption import AdoptionStore
+from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
+from dockyard.storage.distribution import DistributionTree
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class Registry:
     feed: FeedService
     #: this registry as a standby replica: read-only flag, cursor, lag
     replica: ReplicaService
+    #: what the integrity check (fsck, the scrub job) reads and repairs
+    integrity: IntegrityBackend
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -61,6 +68,7 @@ class Registry:
             pulls=pulls,
             leases=Leases(leases),
             lifecycle=lifecycle,
+            integrity=IntegrityStore(store),
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval,
                               redirect_expiry=redirect_expiry),
@@ -74,6 +82,12 @@ class Registry:
             feed=FeedService(store, max_wait=feed_max_wait),
             replica=ReplicaService(store, lifecycle),
         )
+
+    def importer(self, tree: DistributionTree, *, copy: bool, max_manifest_size: int,
+                 progress: Progress | None = None) -> Importer:
+        """An import of Distribution's `tree` into these stores (`dockyard import`)."""
+        return Importer(AdoptionStore(self._store), self._blobstore, tree, copy=copy,
+                        max_manifest_size=max_manifest_size, progress=progress)
 
     async def close(self) -> None:
         """Release the stores' connections (the driver's, then the database's)."""

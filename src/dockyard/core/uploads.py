@@ -434,6 +434,24 @@ class UploadService:
                 await self.blobs.delete_upload(session_id)
             return len(doomed)
 
+    async def orphans(self) -> list[str]:
+        """Sessions with bytes stored and no row, at one look (for fsck): bytes listed
+        before rows, as in `_sweep_orphans`, so a live session is never among them."""
+        on_disk = {s async for s in self.blobs.upload_sessions()}
+        return sorted(on_disk - await self.store.upload_ids())
+
+    async def stored_sessions(self) -> set[str]:
+        """Sessions that have bytes stored."""
+        return {s async for s in self.blobs.upload_sessions()}
+
+    async def session_size(self, session_id: str) -> int | None:
+        """Bytes stored for the session (None: no bytes at all)."""
+        return await self.blobs.upload_size(session_id)
+
+    async def delete_bytes(self, session_id: str) -> None:
+        """Remove the stored bytes of a session no row owns any more."""
+        await self.blobs.delete_upload(session_id)
+
     async def purge(self, max_idle: float, *, publish_expiry: float | None = None) -> int:
         """Remove sessions idle for longer than `max_idle` seconds, with their bytes, and
         upload bytes no session row knows (`_sweep_orphans`); the number removed.

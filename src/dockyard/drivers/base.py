@@ -160,6 +160,12 @@ class Driver(ABC):
         """
         return False
 
+    async def link_from(self, source: Driver, src: str, dst: str) -> bool:
+        """Make `dst` hold the bytes of `source`'s `src` without copying them (a hard
+        link on one filesystem), keeping `src`; False when this driver cannot (the
+        caller copies then). An existing `dst` is kept, as by `move`."""
+        return False
+
     async def url_for(self, key: str, expires: int = 900) -> str | None:
         """A URL that serves `key` to anyone for `expires` seconds (a presigned GET),
         or None when the driver has none (clients are then served by Dockyard)."""

@@ -261,6 +261,22 @@ class Collector:
             raise error
         return True
 
+    async def remove_unlinked(self, digests: list[str]) -> list[tuple[str, int]]:
+        """Remove these blobs the way a collection does, where still unlinked and older
+        than the grace: row first under a tombstone, then bytes. (digest, size) of
+        those removed (fsck hands it the orphan bytes it gave rows)."""
+        cutoff = time.time() - self.grace
+        batch = _Batch()
+        removed: list[tuple[str, int]] = []
+        for digest in digests:
+            size = await self._step(f"deleting the row of {digest}",
+                                    self.lifecycle.begin_blob_deletion(digest, cutoff))
+            if size is not None:
+                batch.add(digest, size)
+            if batch.due():
+                removed += await self._delete_bytes(batch.take())
+        return removed + await self._delete_bytes(batch.take())
+
     async def _blobs(self, cutoff: float, report: Report,
                      last_links: dict[str, tuple[str, int]]) -> None:
         """Delete unlinked blobs: each row under a tombstone, re-checked in its own

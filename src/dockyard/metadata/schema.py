@@ -49,6 +49,9 @@ blobs = Table(
     Column("created_at", Double, nullable=False),
     # last uploaded, mounted or HEAD-checked: the collector's grace period counts from here
     Column("touched_at", Double, nullable=False),
+    # set by `dockyard fsck --repair` when the bytes were damaged or gone (they are
+    # removed): the blob is then unknown to clients until a push of it clears the mark
+    Column("corrupt_at", Double),
 )
 
 repository_blobs = Table(

@@ -116,6 +116,15 @@ class Statements:
                                         touched_at=b("now"))
         self.upsert_blob = Prepared(upsert_blob.on_conflict_do_update(
             index_elements=[blobs.c.digest], set_={"touched_at": upsert_blob.excluded.touched_at}))
+        # a claim before new bytes are published: the mark of a blob fsck found damaged
+        # goes (and the size it recorded, which may be what was wrong). Only the claim
+        # clears it, never the link after the publish: fsck marks under a tombstone, which
+        # a claim waits for, so a push that claimed before the mark and published into
+        # its deletion leaves the blob marked (pushed once more), never unmarked and empty
+        self.claim_blob = Prepared(upsert_blob.on_conflict_do_update(
+            index_elements=[blobs.c.digest],
+            set_={"touched_at": upsert_blob.excluded.touched_at, "corrupt_at": null(),
+                  "size": upsert_blob.excluded.size}))
         link = ins(repository_blobs).values(repository_id=b("repo"), digest=b("digest"),
                                             linked_at=b("now"))
         self.link = Prepared(link.on_conflict_do_update(

@@ -73,7 +73,7 @@ _BLOB_IN_REPO = Prepared(
     select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
     .select_from(repositories.join(repository_blobs).join(blobs))
     .where(repositories.c.name == bindparam("name"),
-           repository_blobs.c.digest == bindparam("digest"))
+           repository_blobs.c.digest == bindparam("digest"), blobs.c.corrupt_at.is_(None))
 )
 _UPLOAD = Prepared(
     select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
@@ -206,7 +206,8 @@ class MetadataStore:
 
     async def blob(self, digest: str) -> BlobRecord | None:
         rows = await self._read(
-            select(blobs.c.digest, blobs.c.size, blobs.c.touched_at).where(blobs.c.digest == digest)
+            select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
+            .where(blobs.c.digest == digest, blobs.c.corrupt_at.is_(None))
         )
         return BlobRecord(*rows[0]) if rows else None
 
@@ -246,7 +247,7 @@ class MetadataStore:
             if started[0] > now - TOMBSTONE_TIMEOUT:
                 return False
             run(conn, q.drop_tombstone, digest=digest)
-        run(conn, q.upsert_blob, digest=digest, size=size, now=now)
+        run(conn, q.claim_blob, digest=digest, size=size, now=now)
         return True
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
@@ -261,7 +262,8 @@ class MetadataStore:
             row = conn.execute(
                 select(blobs.c.digest, blobs.c.size, blobs.c.touched_at)
                 .select_from(repositories.join(repository_blobs).join(blobs))
-                .where(repositories.c.name == source, repository_blobs.c.digest == digest)
+                .where(repositories.c.name == source, repository_blobs.c.digest == digest,
+                       blobs.c.corrupt_at.is_(None))
                 .with_for_update()
             ).first()
             if row is None:

@@ -13,6 +13,7 @@ from dockyard.oci.errors import DigestInvalid
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 
 _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
 class Hasher(Protocol):
@@ -40,7 +41,7 @@ class Digest:
         length = ALGORITHMS.get(algorithm)
         if length is None:
             raise DigestInvalid(f"unsupported digest algorithm: {algorithm!r}")
-        if len(encoded) != length or not all(c in "0123456789abcdef" for c in encoded):
+        if len(encoded) != length or not _LOWER_HEX.fullmatch(encoded):
             raise DigestInvalid(f"invalid {algorithm} digest: {text!r}")
         return cls(algorithm, encoded)
 

@@ -37,6 +37,14 @@ class RunningHash:
     offset: int
 
 
+class AdoptionRefused(ValueError):
+    """A blob cannot be adopted without a copy, and copying was not allowed."""
+
+
+class DigestMismatch(ValueError):
+    """Bytes being adopted do not hash to their digest."""
+
+
 class BlobStore:
     """Content-addressed blobs and upload-session bytes over one driver."""
 
@@ -209,6 +217,42 @@ class BlobStore:
         """Abort what publishes begun before `older_than` left unfinished in the
         driver (their process died); how many."""
         return await self.driver.abort_incomplete(layout.BLOBS, older_than)
+    async def adopt(self, source: Driver, digest: Digest, *, copy: bool) -> str:
+        """Make `source`'s blob `digest` (at the same key: Distribution's layout) one
+        of this store's: "present" when it is already here (the same tree, or a run
+        before), "linked" (hard link, no byte copied), or with `copy` always "copied" (read,
+        hashed, written, verified, published by a move). `AdoptionRefused` when it can
+        be neither linked nor copied; `DigestMismatch` when the copy does not hash to
+        `digest`."""
+        key = layout.blob_key(digest)
+        if await self.driver.stat(key) is not None:
+            return "present"
+        if not copy:
+            if await self.driver.link_from(source, key, key):
+                return "linked"
+            raise AdoptionRefused("the blobs are not on the data directory's filesystem: "
+                                  "use --copy")
+        temp = layout.import_key(digest)
+        writer = await self.driver.writer(temp, 0)
+        hasher = digest.hasher()
+        try:
+            async for chunk in source.read(key):
+                await asyncio.to_thread(hasher.update, chunk)
+                await writer.write(chunk)
+        finally:
+            await writer.close(sync=True)
+        if hasher.hexdigest() != digest.hex:
+            await self.driver.delete(temp)
+            raise DigestMismatch(f"its bytes hash to {digest.algorithm}:{hasher.hexdigest()}")
+        await self.driver.move(temp, key)
+        return "copied"
+
+    async def stored_blobs(self) -> AsyncIterator[Digest]:
+        """Digests with bytes stored (keys that are no blob's are skipped)."""
+        async for key in self.driver.list(layout.BLOBS):
+            digest = layout.blob_of(key)
+            if digest is not None:
+                yield digest
 
     async def upload_sessions(self) -> AsyncIterator[str]:
         """Ids of the upload sessions that have bytes stored."""

@@ -132,3 +132,17 @@ async def test_pruning_and_cursors(store: MetadataStore) -> None:
 
 async def test_a_wait_ends_when_an_event_arrives(store: MetadataStore) -> None:
     await check_a_wait_ends_when_an_event_arrives(store)
+
+
+async def test_an_import_is_recorded(store: MetadataStore) -> None:
+    """`dockyard import` writes the feed too: a replica follows adopted content."""
+    from dockyard.metadata.adoption import AdoptionStore
+
+    _, _, start = await store.events_after(0, 0)
+    child = manifest("imported", blobs=(CONFIG, LAYER))
+    await AdoptionStore(store).import_repository(
+        "feed/imported", [(CONFIG, 2), (LAYER, 100)], [child], [("v1", child.digest)])
+    events, _, _ = await store.events_after(start, 10)
+    assert brief(events) == [("manifest.put", "feed/imported", None, child.digest),
+                             ("tag.set", "feed/imported", "v1", child.digest)]
+    assert events[1].media_type == child.media_type

@@ -1,0 +1,83 @@
+"""The scrub job's slices: every blob verified once per period, damage marked (real
+stores in tmp_path), and its settings checked."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.backends import close_registry, open_registry
+from dockyard.config.settings import ConfigError, load_settings
+from dockyard.core.uploads import Chunk
+from dockyard.gc.scrub import scrub_once
+from dockyard.jobs import server_jobs
+from dockyard.oci.digest import Digest
+from dockyard.storage import layout
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def test_every_blob_is_verified_once_per_period_and_damage_is_marked(
+        tmp_path: Path) -> None:
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"),
+        "scrub.enabled": True, "scrub.interval": "1h", "scrub.period": "3h"})
+    registry = await open_registry(settings)
+    try:
+        digests = []
+        for i in range(30):
+            data = f"blob {i}".encode()
+            digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+            record = await registry.uploads.start("repo")
+            await registry.uploads.finish("repo", record.id, digest, _body(data),
+                                          Chunk(length=len(data)))
+            digests.append(digest)
+        damaged = digests[7]
+        (tmp_path / "data" / layout.blob_key(damaged)).write_bytes(b"blob 7 but not")
+        verified = []
+        found = []
+        for run in range(3):  # three runs an interval apart make one period
+            report = await scrub_once(registry, settings, now=run * 3600.0)
+            verified.append(report.blobs)
+            found += [f.subject for f in report.findings]
+        assert sum(verified) == 30
+        assert all(0 < n < 30 for n in verified)  # each run a slice, not everything
+        assert found == [str(damaged)]
+        assert await registry.blobs.stored_size(damaged) is None  # never served again
+        with pytest.raises(Exception, match="not in repo"):
+            await registry.blobs.stat("repo", damaged)
+        # the next period starts over, and the damaged blob is no longer in it
+        again = [await scrub_once(registry, settings, now=run * 3600.0) for run in (3, 4, 5)]
+        assert sum(r.blobs for r in again) == 29
+        assert not any(r.findings for r in again)
+    finally:
+        await close_registry(registry)
+
+
+def test_scrub_is_off_by_default_and_a_job_when_on(tmp_path: Path) -> None:
+    off = load_settings(env={})
+    assert not off.scrub.enabled
+    on = load_settings(env={}, overrides={"scrub.enabled": True})
+    assert on.scrub.slices == 7 * 24  # hourly slices of a week
+
+    class _Registry:
+        uploads = None
+
+    names = [j.name for j in server_jobs(_Registry(), on)]  # type: ignore[arg-type]
+    assert "scrub" in names
+    assert "scrub" not in [j.name for j in server_jobs(_Registry(), off)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("scrub.period", "10m", "scrub.period must be at least scrub.interval"),
+    ("scrub.interval", "0s", "scrub.interval: Value error, must be longer than zero"),
+    ("scrub.every", "1h", "scrub.every: unknown key"),
+])
+def test_bad_scrub_settings_name_the_key(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_settings(env={}, overrides={key: value})
