@@ -6,6 +6,7 @@ An unknown backend name is a startup error.
 from __future__ import annotations
 
 from dockyard.config.settings import Settings
+from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
@@ -53,6 +54,9 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
     guard = build_guard(settings, driver)
     # a metadata write on a full disk gives back the reserve and is tried again
     engines.on_full = guard.release
+    m = metrics()
+    engines.observe = m.db_latency.labels("write").observe
+    guard.on_refusal = m.rate_limited.labels("disk_guard").inc
     if run_migrations:
         await migrate(engines)
     await guard.ensure()
@@ -68,6 +72,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         manifest_max_size=settings.limits.manifest_max_size, session_caps=caps,
         redirect_expiry=(settings.storage.redirect_expiry.total_seconds()
                          if settings.storage.redirect else None),
+        observe=lambda kind, seconds: m.db_latency.labels(kind).observe(seconds),
     )
 
 

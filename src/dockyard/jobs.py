@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
+from dockyard.core.operations import SAMPLE_INTERVAL
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
 
@@ -19,7 +20,9 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     async def purge_uploads() -> None:
         await registry.uploads.purge(uploads.expiry.total_seconds())
 
-    jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads)]
+    jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads),
+            # the storage growth history behind `dockyard status`'s days-until-full
+            Job("usage.sample", SAMPLE_INTERVAL, registry.operations.sample_usage)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
     return jobs

@@ -5,6 +5,11 @@ parent process migrates the schema once, starts the workers, restarts any that d
 (a crashed worker costs only its in-flight requests) and stops them on SIGTERM/SIGINT:
 each worker stops listening at once, lets its requests in flight finish for up to
 `http.drain_timeout`, then exits. Workers exit with the supervisor, even one killed -9.
+
+Metrics: with `metrics.enabled` the server makes one multiprocess directory per run
+(`metrics_dir`, emptied at start, removed at exit) before any metric exists, so every
+worker writes there and a scrape of any worker sums them all; a dead worker's live
+gauges are dropped (`mark_process_dead`) and its restart counted.
 """
 
 from __future__ import annotations
@@ -16,21 +21,25 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from dockyard.api import tls
-from dockyard.api.app import CONNECTIONS, create_app
+from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import migrate_database
 from dockyard.config.settings import Settings
+from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
 
 log = logging.getLogger("dockyard.server")
 
@@ -88,6 +97,7 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
                       parent: int | None) -> None:
     app = create_app(settings, run_migrations=False)
     connections = app[CONNECTIONS]
+    metrics().workers.set(1)
     # requests still running at the drain deadline are cancelled within this long
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -102,6 +112,16 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
     listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,
                                         backlog=1024,
                                         ssl=certs.context if certs else None)
+    debug_runner: web.AppRunner | None = None
+    listeners = [listener]
+    if settings.http.debug.addr is not None:
+        debug_runner = web.AppRunner(create_debug_app(app), handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await debug_runner.setup()
+        assert debug_runner.server is not None
+        dhost, dport = split_addr(settings.http.debug.addr)
+        listeners.append(await loop.create_server(debug_runner.server, dhost, dport,
+                                                  reuse_port=reuse_port))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -114,13 +134,16 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
              host, port)
     await stop.wait()
     # stop accepting at once (a restart can bind the port), then let requests finish
-    listener.close()
+    for server in listeners:
+        server.close()
     drain = settings.http.drain_timeout.total_seconds()
     if not await connections.drain(drain):
         log.warning("worker %d: requests still running after %gs; cutting them off",
                     os.getpid(), drain)
     for task in tasks:
         task.cancel()
+    if debug_runner is not None:
+        await debug_runner.cleanup()
     await runner.cleanup()
 
 
@@ -160,20 +183,35 @@ def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port:
     asyncio.run(_run_worker(settings, host, port, reuse_port, parent))
 
 
+def metrics_dir() -> Path:
+    """This run's multiprocess metrics directory (private to the supervisor's pid)."""
+    return Path(tempfile.gettempdir()) / f"dockyard-metrics-{os.getpid()}"
+
+
 def serve(settings: Settings) -> None:
     """Start the registry and block until told to stop."""
     configure_logging(settings)
     host, port = split_addr(settings.http.addr)
     check_port_free(host, port)
+    if settings.http.debug.addr is not None:
+        check_port_free(*split_addr(settings.http.debug.addr))
     check_access(settings, host)
     asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,
              settings.data_dir)
-    if workers == 1:
-        worker_main(settings.model_dump(mode="json"), host, port, False, None)
-        return
-    Supervisor(settings, host, port, workers).run()
+    directory = metrics_dir() if settings.metrics.enabled else None
+    if directory is not None:
+        enable_multiprocess(directory)
+        metrics().start_time.set(time.time())
+    try:
+        if workers == 1:
+            worker_main(settings.model_dump(mode="json"), host, port, False, None)
+        else:
+            Supervisor(settings, host, port, workers).run()
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _start_method() -> str:
@@ -219,6 +257,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._hangup)
+        metrics()  # the restart counter is exported (at 0) from the start
         self.procs = [self._spawn() for _ in range(self.count)]
         started = [time.monotonic()] * self.count
         quick_deaths = 0
@@ -228,6 +267,8 @@ class Supervisor:
                 if proc.is_alive() or self.stopping:
                     continue
                 log.warning("worker %d exited with %s; restarting", proc.pid, proc.exitcode)
+                process_exited(proc.pid)
+                metrics().worker_restarts.inc()
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started[i] < 2 else 0
                 if quick_deaths > 5:
                     log.error("workers keep dying at start; giving up")

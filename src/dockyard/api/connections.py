@@ -8,7 +8,9 @@
   cap); connections from `http.trusted_proxies` are not counted.
 - a malformed or oversized request head gets a clean 400/431 and one log line that never
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
-- the requests in flight, so that SIGTERM can let them finish (`drain`).
+- the requests in flight, so that SIGTERM can let them finish (`drain`);
+- each request's metrics (route id, method, status, duration, bytes), gathered in
+  plain counters (`core.metrics.RequestStats`) at the end of the request.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from aiohttp.web_request import BaseRequest
 from dockyard.api.access import IDENTITY
 from dockyard.api.errors import error_body
 from dockyard.api.proxy import TrustedProxies
+from dockyard.api.routes import TARGET
 from dockyard.auth.identity import Identity
 from dockyard.config.settings import HttpSettings
+from dockyard.core.metrics import metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class Connections:
         self.unauthenticated: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
         self.draining = False
+        self.stats = metrics().requests_stats
         self._open: set[Connection] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -159,8 +164,19 @@ class Connection(RequestHandler):
         self.busy += 1
         self._header_since = None  # the header is complete
         connections.request_started()
+        start = time.monotonic()
         try:
-            return await super()._handle_request(request, start_time, request_handler)
+            resp, reset = await super()._handle_request(request, start_time, request_handler)
+            target = request.get(TARGET)
+            method = request.method
+            out = resp.body_length
+            if not out and method != "HEAD":
+                out = resp.content_length or 0  # sent with os.sendfile
+            connections.stats.record(target.route.id if target is not None
+                                     else _route_name(request), method, resp.status,
+                                     time.monotonic() - start, request.content.total_bytes,
+                                     out)
+            return resp, reset
         finally:
             self.busy -= 1
             connections.request_finished()
@@ -217,6 +233,14 @@ class Connection(RequestHandler):
                                 content_type="application/json", headers={"Server": SERVER})
         response.force_close()
         return response
+
+
+def _route_name(request: BaseRequest) -> str:
+    """A request outside the route table: its aiohttp route's name, or `other`."""
+    match_info = getattr(request, "_match_info", None)
+    route = getattr(match_info, "route", None)
+    name = getattr(route, "name", None)
+    return name if isinstance(name, str) else "other"
 
 
 def _raw_response(status: int, code: str, message: str, *extra: tuple[str, str]) -> bytes:

@@ -30,7 +30,8 @@ from dockyard.api.access import (
 )
 from dockyard.api.context import Match
 from dockyard.api.errors import error_response, from_exception
-from dockyard.oci.errors import RegistryError
+from dockyard.core.metrics import metrics
+from dockyard.oci.errors import RegistryError, TooManyRequests
 from dockyard.oci.reference import validate_name
 
 log = logging.getLogger("dockyard.api")
@@ -119,7 +120,8 @@ class _Target:
     match: Match
 
 
-_TARGET = web.RequestKey("target", _Target)
+TARGET = web.RequestKey("target", _Target)
+"""The table endpoint a request matched (its route id labels the request's metrics)."""
 
 
 def _resolve_table(request: web.Request) -> _Target | web.StreamResponse:
@@ -162,7 +164,7 @@ async def authorization(request: web.Request, handler: AiohttpHandler
             target = _resolve_table(request)
             if not isinstance(target, _Target):
                 return target
-            request[_TARGET] = target
+            request[TARGET] = target
             access, match = target.endpoint.access, target.match
         else:
             guard = getattr(matched.handler, GUARD, None)
@@ -190,8 +192,11 @@ async def authorization(request: web.Request, handler: AiohttpHandler
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Run the table endpoint `authorization` matched and allowed; audit; map errors."""
     head = request.method == "HEAD"
-    target = request[_TARGET]
+    target = request[TARGET]
     route, endpoint, match = target.route, target.endpoint, target.match
+    writing = route.id in _UPLOAD_ROUTES and request.method != "GET"
+    if writing:
+        metrics().uploads_in_flight.inc()
     try:
         response = await endpoint.handler(request, match)
         if endpoint.audit is not None and (endpoint.audit_status is None
@@ -200,6 +205,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                            response=response)
         return response
     except RegistryError as exc:
-        if exc.server_fault:
+        if exc.server_fault and exc.log_each:
             log.warning("%s %s: %s", request.method, route.id, exc)
+        if isinstance(exc, TooManyRequests):
+            metrics().rate_limited.labels("upload_sessions").inc()
         return from_exception(exc, head=head)
+    finally:
+        if writing:
+            metrics().uploads_in_flight.dec()
+
+
+_UPLOAD_ROUTES = frozenset({"upload-start", "upload"})

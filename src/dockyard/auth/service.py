@@ -245,6 +245,10 @@ class AccessControl:
             return Decision.INSUFFICIENT_SCOPE
         return Decision.DENIED
 
+    def subjects(self, identity: Identity) -> frozenset[str]:
+        """The policy subjects `identity` matches (a token's user with their groups)."""
+        return self._policy_identity(identity).subjects()
+
     def _policy_identity(self, identity: Identity) -> Identity:
         """The user behind a token as the policy sees them (groups from the htpasswd
         file; only the name when the token came from an external issuer)."""

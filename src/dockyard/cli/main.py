@@ -56,9 +56,10 @@ def config_check(file: Path) -> None:
 def _register() -> None:
     from dockyard.cli.lifecycle import du, gc, retention
     from dockyard.cli.rm import rm
+    from dockyard.cli.status import status
     from dockyard.cli.user import user
 
-    for command in (gc, du, retention, rm, user):
+    for command in (gc, du, retention, rm, status, user):
         main.add_command(command)
 
 

@@ -183,6 +183,18 @@ class BlobStore:
     async def delete_blob(self, digest: Digest) -> None:
         await self.driver.delete(layout.blob_dir(digest))
 
+    async def probe(self, name: str) -> None:
+        """Write a few bytes under `layout.probe_key(name)` and delete them (readiness:
+        the storage takes writes)."""
+        key = layout.probe_key(name)
+        writer = await self.driver.writer(key)
+        try:
+            await writer.write(b"dockyard readiness probe\n")
+        finally:
+            await writer.close()
+        with contextlib.suppress(FileNotFoundError):  # swept as an orphan meanwhile
+            await self.driver.delete(key)
+
     async def upload_sessions(self) -> AsyncIterator[str]:
         """Ids of the upload sessions that have bytes stored."""
         async for key in self.driver.list(layout.UPLOADS):
