@@ -83,14 +83,18 @@ def test_healthz_and_readyz_answer_without_credentials(server: Server) -> None:
 
 def test_health_requests_are_not_logged_at_info(tmp_path: Path) -> None:
     s = start_dockyard(tmp_path / "data", workers=1,
-                       env={"DOCKYARD_LOG_ACCESSLOG": "false"})
+                       env={"DOCKYARD_LOG_ACCESSLOG": "true"})
     try:
         for _ in range(3):
             assert httpx.get(s.url + "/healthz").status_code == 200
             assert httpx.get(s.url + "/readyz").status_code == 200
+            assert httpx.get(s.url + "/metrics").status_code == 200
+        assert httpx.get(s.url + "/v2/").status_code == 200
     finally:
         s.stop()
     text = s.log.read_text()
+    assert '"GET /v2/ HTTP/1.1" 200' in text  # the access log is on
+    assert "/metrics" not in text
     assert "/healthz" not in text
     assert "/readyz" not in text
 

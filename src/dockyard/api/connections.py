@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: the `Server` header of every response: no library or language versions
 SERVER = "Dockyard"
+#: routes (by name) the access log leaves out
+QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 
 
 class Connections:
@@ -184,6 +186,14 @@ class Connection(RequestHandler):
                 who = request.get(IDENTITY)
                 if isinstance(who, Identity) and who.authenticated:
                     connections.release(self)
+
+    def log_access(self, request: BaseRequest, response: web.StreamResponse,
+                   time: float | None) -> None:
+        """The access log, without the probes and scrapes that arrive every few seconds
+        (`/healthz`, `/readyz`, `/metrics`: they are counted in the metrics instead)."""
+        if request.get(TARGET) is None and _route_name(request) in QUIET_ROUTES:
+            return
+        super().log_access(request, response, time)
 
     def _arm(self) -> None:
         """Start the header clock. One timer per connection is re-armed lazily when it
