@@ -33,8 +33,10 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard import logs
 from dockyard.api import tls
 from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
+from dockyard.api.connections import AccessLog
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import migrate_database
@@ -65,11 +67,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log.level.upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log.level, settings.log.format)
 
 
 def check_access(settings: Settings, host: str) -> None:
@@ -107,6 +105,7 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
     protocol = connections.factory(
         runner.server,
         access_log=logging.getLogger("dockyard.access") if settings.log.accesslog else None,
+        **({"access_log_class": AccessLog} if settings.log.format == "json" else {}),
         keepalive_timeout=settings.http.keepalive_timeout.total_seconds(),
     )
     listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,

@@ -312,3 +312,50 @@ def test_status_says_when_the_server_is_not_running(tmp_path: Path) -> None:
     assert f"{s.url}: not reachable" in done.stdout
     assert "1 repositories, 1 tags" in done.stdout
     assert "readiness: ready" in done.stdout
+
+
+# ------------------------------------------------------------ structured logs
+
+
+def test_json_logs_one_object_per_line_with_the_request_id(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("log:\n  format: json\n  accesslog: true\n"
+                   "http:\n  trusted_proxies: [10.0.0.0/8]\n")
+    s = start_dockyard(tmp_path / "data", workers=2, config=cfg)
+    try:
+        _push_small_image(s.url, "logs/app")
+        r = httpx.get(s.url + "/v2/logs/app/manifests/v1")
+        assert r.status_code == 200
+        rid = r.headers["X-Request-Id"]
+        assert rid
+        other = httpx.get(s.url + "/v2/logs/app/manifests/v1")
+        assert other.headers["X-Request-Id"] != rid
+        # an incoming id is kept only from a trusted proxy; 127.0.0.1 is not one here
+        mine = httpx.get(s.url + "/v2/logs/app/manifests/nope",
+                         headers={"X-Request-Id": "from-the-client"})
+        assert mine.status_code == 404
+        assert mine.headers["X-Request-Id"] != "from-the-client"
+    finally:
+        s.stop()
+    lines = [json.loads(line) for line in s.log.read_text().splitlines() if line.strip()]
+    access = [d for d in lines if d["logger"] == "dockyard.access"]
+    mine_line = next(d for d in access if d.get("request_id") == rid)
+    assert mine_line["status"] == 200
+    assert mine_line["repository"] == "logs/app"
+    assert mine_line["route"] == "manifest"
+    assert mine_line["bytes_out"] == int(r.headers["Content-Length"])
+    assert mine_line["duration_ms"] >= 0
+    assert "user" in mine_line
+
+
+def test_a_trusted_proxys_request_id_is_kept(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("http:\n  trusted_proxies: [127.0.0.1/32]\n")
+    s = start_dockyard(tmp_path / "data", workers=1, config=cfg)
+    try:
+        r = httpx.get(s.url + "/v2/", headers={"X-Request-Id": "edge-42"})
+        assert r.headers["X-Request-Id"] == "edge-42"
+        r = httpx.get(s.url + "/v2/", headers={"X-Request-Id": "x" * 200})  # too long
+        assert r.headers["X-Request-Id"] != "x" * 200
+    finally:
+        s.stop()

@@ -24,6 +24,7 @@ from dockyard.core.jobs import JobRunner
 from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.jobs import server_jobs
+from dockyard.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,10 @@ async def _stalled(request: web.Request, exc: BodyStalled) -> web.StreamResponse
 
 
 async def _api_version(_request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(API_VERSION)
-    response.headers["Server"] = SERVER  # aiohttp's default names its and Python's version
+    headers = response.headers
+    headers.update(API_VERSION)
+    headers["Server"] = SERVER  # aiohttp's default names its and Python's version
+    headers["X-Request-Id"] = REQUEST_ID.get()
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Application:

@@ -10,7 +10,9 @@
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
 - the requests in flight, so that SIGTERM can let them finish (`drain`);
 - each request's metrics (route id, method, status, duration, bytes), gathered in
-  plain counters (`core.metrics.RequestStats`) at the end of the request.
+  plain counters (`core.metrics.RequestStats`) at the end of the request;
+- each request's id (`logs.request_id`), for its log lines and its `X-Request-Id`
+  response header; an incoming `X-Request-Id` is kept only from `http.trusted_proxies`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -34,6 +37,7 @@ from dockyard.api.routes import TARGET
 from dockyard.auth.identity import Identity
 from dockyard.config.settings import HttpSettings
 from dockyard.core.metrics import metrics
+from dockyard.logs import REQUEST_ID, request_id
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +123,7 @@ class Connection(RequestHandler):
         self.counted = False
         self.refused = False
         self.busy = 0
+        self.trusted = False  # a trusted proxy: its X-Request-Id is kept
         self._header_timer: asyncio.TimerHandle | None = None
         #: when the header now awaited began (its first byte, or the connection)
         self._header_since: float | None = None
@@ -126,6 +131,7 @@ class Connection(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.trusted = self.connections.proxies.trusts(self.address)
         if not self.connections.admit(self):
             self.refused = True
             log.warning("refused a connection from %s: %d unauthenticated connections "
@@ -167,17 +173,16 @@ class Connection(RequestHandler):
         self._header_since = None  # the header is complete
         connections.request_started()
         start = time.monotonic()
+        REQUEST_ID.set(request_id(request.headers.get("X-Request-Id") if self.trusted
+                                  else None))
         try:
             resp, reset = await super()._handle_request(request, start_time, request_handler)
             target = request.get(TARGET)
             method = request.method
-            out = resp.body_length
-            if not out and method != "HEAD":
-                out = resp.content_length or 0  # sent with os.sendfile
             connections.stats.record(target.route.id if target is not None
                                      else _route_name(request), method, resp.status,
                                      time.monotonic() - start, request.content.total_bytes,
-                                     out)
+                                     _bytes_out(method, resp))
             return resp, reset
         finally:
             self.busy -= 1
@@ -243,6 +248,37 @@ class Connection(RequestHandler):
                                 content_type="application/json", headers={"Server": SERVER})
         response.force_close()
         return response
+
+
+class AccessLog(AbstractAccessLogger):
+    """The access log as fields (`log.format: json`): request id, user, repository,
+    method, route, status, bytes, duration."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        target = request.get(TARGET)
+        who = request.get(IDENTITY)
+        out = _bytes_out(request.method, response)
+        self.logger.info(
+            "%s %s %d", request.method, request.rel_url.raw_path, response.status, extra={
+                "client": request.remote, "method": request.method,
+                "path": request.rel_url.raw_path,
+                "route": target.route.id if target is not None else _route_name(request),
+                "repository": target.match.name if target is not None else None,
+                "user": who.user if isinstance(who, Identity) else None,
+                "status": response.status, "bytes_in": request.content.total_bytes,
+                "bytes_out": out, "duration_ms": round(time * 1000, 3)})
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def _bytes_out(method: str, response: web.StreamResponse) -> int:
+    """The response body's bytes: its Content-Length (also when sent with os.sendfile),
+    else what was written (a chunked body, its head included)."""
+    if method == "HEAD":
+        return 0
+    return response.content_length or response.body_length
 
 
 def _route_name(request: BaseRequest) -> str:

@@ -308,6 +308,8 @@ class MetricsSettings(_Section):
 
 class LogSettings(_Section):
     level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: `text` lines, or `json`: one object per line, with request ids and fields
+    format: str = Field(default="text", pattern="^(text|json)$")
     accesslog: bool = False
 
 
