@@ -35,12 +35,13 @@ from aiohttp import web
 
 from dockyard import logs
 from dockyard.api import tls
+from dockyard.api.access import ACCESS
 from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
 from dockyard.api.connections import AccessLog
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import migrate_database
-from dockyard.config.settings import Settings
+from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
 
 log = logging.getLogger("dockyard.server")
@@ -91,8 +92,41 @@ def _install_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+#: where the settings came from (config file, command-line overrides): SIGHUP re-reads it
+Source = tuple[str | None, dict[str, Any]]
+
+
+def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
+            settings: Settings, source: Source | None) -> None:
+    """SIGHUP in a worker: reload the certificate, and from the configuration the log
+    level, the access policy and the htpasswd file; say what was reloaded."""
+    reloaded: list[str] = []
+    if certs is not None and certs.reload():
+        reloaded.append(f"TLS certificate {settings.http.tls.certificate}")
+    if source is not None:
+        path, overrides = source
+        try:
+            new = load_settings(Path(path) if path else None, overrides=overrides)
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running configuration: %s", exc)
+            new = None
+        if new is not None:
+            if logging.getLogger().level != logging.getLevelName(new.log.level.upper()):
+                logging.getLogger().setLevel(new.log.level.upper())
+                reloaded.append(f"log level {new.log.level}")
+            control = app.get(ACCESS)
+            if control is not None and new.auth.method == settings.auth.method:
+                reloaded.extend(control.reload(new.auth))
+            unchanged = new.model_copy(update={"log": settings.log, "auth": settings.auth})
+            if unchanged != settings or new.auth.method != settings.auth.method \
+                    or new.log.format != settings.log.format:
+                log.warning("SIGHUP: other changes to the configuration take effect at "
+                            "the next restart")
+    log.info("SIGHUP: worker %d reloaded %s", os.getpid(), ", ".join(reloaded) or "nothing")
+
+
 async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool,
-                      parent: int | None) -> None:
+                      parent: int | None, source: Source | None = None) -> None:
     app = create_app(settings, run_migrations=False)
     connections = app[CONNECTIONS]
     metrics().workers.set(1)
@@ -124,8 +158,8 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # SIGHUP reloads what can be reloaded (the certificate) and never stops a worker
-    loop.add_signal_handler(signal.SIGHUP, certs.reload if certs else lambda: None)
+    # SIGHUP reloads what can be reloaded and never stops a worker
+    loop.add_signal_handler(signal.SIGHUP, _hangup, app, certs, settings, source)
     tasks = [asyncio.create_task(certs.watch())] if certs is not None else []
     if parent is not None:
         tasks.append(asyncio.create_task(_watch_parent(parent, stop)))
@@ -165,7 +199,7 @@ def _die_with_parent() -> None:
 
 
 def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port: bool,
-                parent: int | None = None) -> None:
+                parent: int | None = None, source: Source | None = None) -> None:
     """Entry point of a worker process; `parent` is the supervisor's pid, if any."""
     # a forked worker inherits the supervisor's handlers: until its loop installs its
     # own, SIGTERM must stop it as it stops a freshly started process
@@ -179,7 +213,7 @@ def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port:
     settings = Settings.model_validate(settings_data)
     configure_logging(settings)
     _install_loop()
-    asyncio.run(_run_worker(settings, host, port, reuse_port, parent))
+    asyncio.run(_run_worker(settings, host, port, reuse_port, parent, source))
 
 
 def metrics_dir() -> Path:
@@ -187,8 +221,9 @@ def metrics_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"dockyard-metrics-{os.getpid()}"
 
 
-def serve(settings: Settings) -> None:
-    """Start the registry and block until told to stop."""
+def serve(settings: Settings, source: Source | None = None) -> None:
+    """Start the registry and block until told to stop; `source` (config file and
+    overrides) is re-read on SIGHUP."""
     configure_logging(settings)
     host, port = split_addr(settings.http.addr)
     check_port_free(host, port)
@@ -205,9 +240,9 @@ def serve(settings: Settings) -> None:
         metrics().start_time.set(time.time())
     try:
         if workers == 1:
-            worker_main(settings.model_dump(mode="json"), host, port, False, None)
+            worker_main(settings.model_dump(mode="json"), host, port, False, None, source)
         else:
-            Supervisor(settings, host, port, workers).run()
+            Supervisor(settings, host, port, workers, source).run()
     finally:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
@@ -229,8 +264,9 @@ def _start_method() -> str:
 class Supervisor:
     """Keeps `count` worker processes alive until SIGTERM or SIGINT."""
 
-    def __init__(self, settings: Settings, host: str, port: int, count: int) -> None:
-        self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid())
+    def __init__(self, settings: Settings, host: str, port: int, count: int,
+                 source: Source | None = None) -> None:
+        self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid(), source)
         self.drain = settings.http.drain_timeout.total_seconds()
         self.count = count
         self.ctx: Any = multiprocessing.get_context(_start_method())
@@ -246,7 +282,7 @@ class Supervisor:
         self.stopping = True
 
     def _hangup(self, *_: object) -> None:
-        """SIGHUP: every worker reloads its certificate."""
+        """SIGHUP: every worker reloads what it can (`_hangup`)."""
         for proc in self.procs:
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
