@@ -20,8 +20,6 @@ from typing import Any
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
-_PREFIX = ""
-_COUNTER = itertools.count(1)
 MAX_INCOMING = 128
 """Longest `X-Request-Id` taken from a proxy (a longer or unprintable one is replaced)."""
 
@@ -29,23 +27,29 @@ MAX_INCOMING = 128
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+#: this process's request ids are `PREFIX + str(next(COUNTER))` (inlined where every
+#: request pays for it): its pid and random bytes, then a counter; new after a fork
+PREFIX = ""
+COUNTER = itertools.count(1)
+
+
+def _new_ids() -> None:
+    global PREFIX, COUNTER
+    PREFIX = f"{os.getpid():x}{os.urandom(3).hex()}-"
+    COUNTER = itertools.count(1)
+
+
+_new_ids()
+os.register_at_fork(after_in_child=_new_ids)
+
+
 def request_id(incoming: str | None = None) -> str:
-    """The id of a new request: `incoming` when usable, else a fresh one."""
+    """The id of a new request: `incoming` (from a trusted proxy) when usable, else a
+    fresh one."""
     if incoming and len(incoming) <= MAX_INCOMING and incoming.isascii() \
             and incoming.isprintable():
         return incoming
-    return f"{_PREFIX}{next(_COUNTER):x}"
-
-
-def _new_prefix() -> None:
-    """This process's request id prefix: its pid and random bytes (fresh after a fork)."""
-    global _PREFIX, _COUNTER
-    _PREFIX = f"{os.getpid():x}{os.urandom(3).hex()}-"
-    _COUNTER = itertools.count(1)
-
-
-_new_prefix()
-os.register_at_fork(after_in_child=_new_prefix)
+    return PREFIX + str(next(COUNTER))
 
 
 class JsonFormatter(logging.Formatter):

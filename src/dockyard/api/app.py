@@ -24,7 +24,6 @@ from dockyard.core.jobs import JobRunner
 from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.jobs import server_jobs
-from dockyard.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +71,18 @@ async def _stalled(request: web.Request, exc: BodyStalled) -> web.StreamResponse
     return response
 
 
-async def _api_version(_request: web.Request, response: web.StreamResponse) -> None:
+async def _api_version(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
     headers.update(API_VERSION)
     headers["Server"] = SERVER  # aiohttp's default names its and Python's version
-    headers["X-Request-Id"] = REQUEST_ID.get()
+    rid = getattr(request.protocol, "request_id", "")  # set by `Connection`
+    if rid:
+        headers["X-Request-Id"] = rid
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Application:
     """The aiohttp application serving /v2 for `settings`."""
-    connections = Connections(settings.http)
+    connections = Connections(settings.http, log_context=settings.log.format == "json")
     app = web.Application(middlewares=[_errors(connections), authorization],
                           client_max_size=settings.limits.manifest_max_size)
     app[SETTINGS] = settings

@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from dockyard import logs
 from dockyard.api.access import IDENTITY
 from dockyard.api.errors import error_body
 from dockyard.api.proxy import TrustedProxies
@@ -50,7 +51,9 @@ QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 class Connections:
     """Every connection of this worker: admission, header timeout, requests in flight."""
 
-    def __init__(self, settings: HttpSettings) -> None:
+    def __init__(self, settings: HttpSettings, *, log_context: bool = False) -> None:
+        #: whether each request's id goes into the log context (`log.format: json`)
+        self.log_context = log_context
         self.header_timeout = settings.header_timeout.total_seconds()
         self.cap = settings.unauthenticated_connections
         self.proxies = TrustedProxies(settings.trusted_proxies)
@@ -124,6 +127,8 @@ class Connection(RequestHandler):
         self.refused = False
         self.busy = 0
         self.trusted = False  # a trusted proxy: its X-Request-Id is kept
+        #: the id of the request running now (its response's X-Request-Id)
+        self.request_id = ""
         self._header_timer: asyncio.TimerHandle | None = None
         #: when the header now awaited began (its first byte, or the connection)
         self._header_since: float | None = None
@@ -173,16 +178,26 @@ class Connection(RequestHandler):
         self._header_since = None  # the header is complete
         connections.request_started()
         start = time.monotonic()
-        REQUEST_ID.set(request_id(request.headers.get("X-Request-Id") if self.trusted
-                                  else None))
+        self.request_id = rid = (request_id(request.headers.get("X-Request-Id"))
+                                 if self.trusted else logs.PREFIX + str(next(logs.COUNTER)))
+        if connections.log_context:  # JSON logs name it on every line
+            REQUEST_ID.set(rid)
         try:
             resp, reset = await super()._handle_request(request, start_time, request_handler)
-            target = request.get(TARGET)
+            # inline, not helpers: this runs for every request (the manifest GET bench)
+            try:
+                route = request[TARGET].route.id
+            except KeyError:
+                route = _route_name(request)
             method = request.method
-            connections.stats.record(target.route.id if target is not None
-                                     else _route_name(request), method, resp.status,
-                                     time.monotonic() - start, request.content.total_bytes,
-                                     _bytes_out(method, resp))
+            if method == "HEAD":
+                out = 0
+            elif type(resp) is web.Response and type(body := resp.body) is bytes:
+                out = len(body)
+            else:
+                out = _bytes_out(method, resp)
+            connections.stats.record(route, method, resp.status, time.monotonic() - start,
+                                     request.content.total_bytes, out)
             return resp, reset
         finally:
             self.busy -= 1
@@ -196,7 +211,9 @@ class Connection(RequestHandler):
                    time: float | None) -> None:
         """The access log, without the probes and scrapes that arrive every few seconds
         (`/healthz`, `/readyz`, `/metrics`: they are counted in the metrics instead)."""
-        if request.get(TARGET) is None and _route_name(request) in QUIET_ROUTES:
+        if self.access_logger is None:
+            return
+        if TARGET not in request and _route_name(request) in QUIET_ROUTES:
             return
         super().log_access(request, response, time)
 

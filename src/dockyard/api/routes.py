@@ -51,6 +51,8 @@ class Endpoint:
     access: Access
     audit: str | None = None
     audit_status: int | None = None
+    #: writes an upload session's bytes (counted in `dockyard_uploads_in_flight`)
+    upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,11 +89,12 @@ ROUTES: tuple[Route, ...] = (
        PUT=_E(manifests.put_manifest, Access.PUSH, "push"),
        DELETE=_E(manifests.delete_manifest, Access.DELETE, "delete")),
     _r("upload-start", _NAME + r"/blobs/uploads/?",
-       POST=_E(uploads.start_upload, Access.PUSH, "blob.push", audit_status=201)),
+       POST=_E(uploads.start_upload, Access.PUSH, "blob.push", audit_status=201,
+               upload=True)),
     _r("upload", _NAME + r"/blobs/uploads/(?P<reference>[^/]+)", reference="session",
        GET=_E(uploads.upload_status, Access.PULL),
-       PATCH=_E(uploads.patch_upload, Access.PUSH),
-       PUT=_E(uploads.finish_upload, Access.PUSH, "blob.push"),
+       PATCH=_E(uploads.patch_upload, Access.PUSH, upload=True),
+       PUT=_E(uploads.finish_upload, Access.PUSH, "blob.push", upload=True),
        # cancelling one's own upload session is part of pushing
        DELETE=_E(uploads.cancel_upload, Access.PUSH)),
     _r("blob", _NAME + r"/blobs/(?P<reference>[^/]+)", reference="digest",
@@ -194,7 +197,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     head = request.method == "HEAD"
     target = request[TARGET]
     route, endpoint, match = target.route, target.endpoint, target.match
-    writing = route.id in _UPLOAD_ROUTES and request.method != "GET"
+    writing = endpoint.upload
     if writing:
         metrics().uploads_in_flight.inc()
     try:
@@ -214,5 +217,3 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if writing:
             metrics().uploads_in_flight.dec()
 
-
-_UPLOAD_ROUTES = frozenset({"upload-start", "upload"})

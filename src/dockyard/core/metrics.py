@@ -158,7 +158,8 @@ class RequestStats:
         stats.count += 1
         stats.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         stats.seconds += seconds
-        stats.bytes_in += bytes_in
+        if bytes_in:
+            stats.bytes_in += bytes_in
         stats.bytes_out += bytes_out
 
     def flush(self) -> None:
