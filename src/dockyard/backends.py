@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dockyard.config.settings import S3Settings, Settings
+from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
@@ -69,6 +70,9 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
     guard = build_guard(settings, driver)
     # a metadata write on a full disk gives back the reserve and is tried again
     engines.on_full = guard.release
+    m = metrics()
+    engines.observe = m.db_latency.labels("write").observe
+    guard.on_refusal = m.rate_limited.labels("disk_guard").inc
     if run_migrations:
         await migrate(engines)
     await guard.ensure()
@@ -85,6 +89,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         redirect_expiry=(settings.storage.redirect_expiry.total_seconds()
                          if settings.storage.redirect else None),
         feed_max_wait=settings.feed.max_wait.total_seconds(),
+        observe=lambda kind, seconds: m.db_latency.labels(kind).observe(seconds),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
+from dockyard.core.operations import SAMPLE_INTERVAL
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
 from dockyard.gc.scrub import scrub_job
@@ -26,7 +27,9 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
         await registry.feed.prune(settings.feed.keep.total_seconds())
 
     jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads),
-            Job("feed.prune", settings.feed.prune_interval.total_seconds(), prune_events)]
+            Job("feed.prune", settings.feed.prune_interval.total_seconds(), prune_events),
+            # the storage growth history behind `dockyard status`'s days-until-full
+            Job("usage.sample", SAMPLE_INTERVAL, registry.operations.sample_usage)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
     if settings.replica.primary is not None:

@@ -5,6 +5,11 @@ parent process migrates the schema once, starts the workers, restarts any that d
 (a crashed worker costs only its in-flight requests) and stops them on SIGTERM/SIGINT:
 each worker stops listening at once, lets its requests in flight finish for up to
 `http.drain_timeout`, then exits. Workers exit with the supervisor, even one killed -9.
+
+Metrics: with `metrics.enabled` the server makes one multiprocess directory per run
+(`metrics_dir`, emptied at start, removed at exit) before any metric exists, so every
+worker writes there and a scrape of any worker sums them all; a dead worker's live
+gauges are dropped (`mark_process_dead`) and its restart counted.
 """
 
 from __future__ import annotations
@@ -16,21 +21,28 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from dockyard import logs
 from dockyard.api import tls
-from dockyard.api.app import CONNECTIONS, create_app
+from dockyard.api.access import ACCESS
+from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
+from dockyard.api.connections import AccessLog
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import migrate_database
-from dockyard.config.settings import Settings
+from dockyard.config.settings import ConfigError, Settings, load_settings
+from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
 
 log = logging.getLogger("dockyard.server")
 
@@ -56,11 +68,7 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log.level.upper(),
-        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log.level, settings.log.format)
 
 
 def check_access(settings: Settings, host: str) -> None:
@@ -84,10 +92,44 @@ def _install_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+#: where the settings came from (config file, command-line overrides): SIGHUP re-reads it
+Source = tuple[str | None, dict[str, Any]]
+
+
+def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
+            settings: Settings, source: Source | None) -> None:
+    """SIGHUP in a worker: reload the certificate, and from the configuration the log
+    level, the access policy and the htpasswd file; say what was reloaded."""
+    reloaded: list[str] = []
+    if certs is not None and certs.reload():
+        reloaded.append(f"TLS certificate {settings.http.tls.certificate}")
+    if source is not None:
+        path, overrides = source
+        try:
+            new = load_settings(Path(path) if path else None, overrides=overrides)
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running configuration: %s", exc)
+            new = None
+        if new is not None:
+            if logging.getLogger().level != logging.getLevelName(new.log.level.upper()):
+                logging.getLogger().setLevel(new.log.level.upper())
+                reloaded.append(f"log level {new.log.level}")
+            control = app.get(ACCESS)
+            if control is not None and new.auth.method == settings.auth.method:
+                reloaded.extend(control.reload(new.auth))
+            unchanged = new.model_copy(update={"log": settings.log, "auth": settings.auth})
+            if unchanged != settings or new.auth.method != settings.auth.method \
+                    or new.log.format != settings.log.format:
+                log.warning("SIGHUP: other changes to the configuration take effect at "
+                            "the next restart")
+    log.info("SIGHUP: worker %d reloaded %s", os.getpid(), ", ".join(reloaded) or "nothing")
+
+
 async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool,
-                      parent: int | None) -> None:
+                      parent: int | None, source: Source | None = None) -> None:
     app = create_app(settings, run_migrations=False)
     connections = app[CONNECTIONS]
+    metrics().workers.set(1)
     # requests still running at the drain deadline are cancelled within this long
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
@@ -97,16 +139,27 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
     protocol = connections.factory(
         runner.server,
         access_log=logging.getLogger("dockyard.access") if settings.log.accesslog else None,
+        **({"access_log_class": AccessLog} if settings.log.format == "json" else {}),
         keepalive_timeout=settings.http.keepalive_timeout.total_seconds(),
     )
     listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,
                                         backlog=1024,
                                         ssl=certs.context if certs else None)
+    debug_runner: web.AppRunner | None = None
+    listeners = [listener]
+    if settings.http.debug.addr is not None:
+        debug_runner = web.AppRunner(create_debug_app(app), handle_signals=False,
+                                     shutdown_timeout=1.0)
+        await debug_runner.setup()
+        assert debug_runner.server is not None
+        dhost, dport = split_addr(settings.http.debug.addr)
+        listeners.append(await loop.create_server(debug_runner.server, dhost, dport,
+                                                  reuse_port=reuse_port))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # SIGHUP reloads what can be reloaded (the certificate) and never stops a worker
-    loop.add_signal_handler(signal.SIGHUP, certs.reload if certs else lambda: None)
+    # SIGHUP reloads what can be reloaded and never stops a worker
+    loop.add_signal_handler(signal.SIGHUP, _hangup, app, certs, settings, source)
     tasks = [asyncio.create_task(certs.watch())] if certs is not None else []
     if parent is not None:
         tasks.append(asyncio.create_task(_watch_parent(parent, stop)))
@@ -114,13 +167,16 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
              host, port)
     await stop.wait()
     # stop accepting at once (a restart can bind the port), then let requests finish
-    listener.close()
+    for server in listeners:
+        server.close()
     drain = settings.http.drain_timeout.total_seconds()
     if not await connections.drain(drain):
         log.warning("worker %d: requests still running after %gs; cutting them off",
                     os.getpid(), drain)
     for task in tasks:
         task.cancel()
+    if debug_runner is not None:
+        await debug_runner.cleanup()
     await runner.cleanup()
 
 
@@ -143,7 +199,7 @@ def _die_with_parent() -> None:
 
 
 def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port: bool,
-                parent: int | None = None) -> None:
+                parent: int | None = None, source: Source | None = None) -> None:
     """Entry point of a worker process; `parent` is the supervisor's pid, if any."""
     # a forked worker inherits the supervisor's handlers: until its loop installs its
     # own, SIGTERM must stop it as it stops a freshly started process
@@ -157,23 +213,39 @@ def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port:
     settings = Settings.model_validate(settings_data)
     configure_logging(settings)
     _install_loop()
-    asyncio.run(_run_worker(settings, host, port, reuse_port, parent))
+    asyncio.run(_run_worker(settings, host, port, reuse_port, parent, source))
 
 
-def serve(settings: Settings) -> None:
-    """Start the registry and block until told to stop."""
+def metrics_dir() -> Path:
+    """This run's multiprocess metrics directory (private to the supervisor's pid)."""
+    return Path(tempfile.gettempdir()) / f"dockyard-metrics-{os.getpid()}"
+
+
+def serve(settings: Settings, source: Source | None = None) -> None:
+    """Start the registry and block until told to stop; `source` (config file and
+    overrides) is re-read on SIGHUP."""
     configure_logging(settings)
     host, port = split_addr(settings.http.addr)
     check_port_free(host, port)
+    if settings.http.debug.addr is not None:
+        check_port_free(*split_addr(settings.http.debug.addr))
     check_access(settings, host)
     asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,
              settings.data_dir)
-    if workers == 1:
-        worker_main(settings.model_dump(mode="json"), host, port, False, None)
-        return
-    Supervisor(settings, host, port, workers).run()
+    directory = metrics_dir() if settings.metrics.enabled else None
+    if directory is not None:
+        enable_multiprocess(directory)
+        metrics().start_time.set(time.time())
+    try:
+        if workers == 1:
+            worker_main(settings.model_dump(mode="json"), host, port, False, None, source)
+        else:
+            Supervisor(settings, host, port, workers, source).run()
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _start_method() -> str:
@@ -192,8 +264,9 @@ def _start_method() -> str:
 class Supervisor:
     """Keeps `count` worker processes alive until SIGTERM or SIGINT."""
 
-    def __init__(self, settings: Settings, host: str, port: int, count: int) -> None:
-        self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid())
+    def __init__(self, settings: Settings, host: str, port: int, count: int,
+                 source: Source | None = None) -> None:
+        self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid(), source)
         self.drain = settings.http.drain_timeout.total_seconds()
         self.count = count
         self.ctx: Any = multiprocessing.get_context(_start_method())
@@ -209,7 +282,7 @@ class Supervisor:
         self.stopping = True
 
     def _hangup(self, *_: object) -> None:
-        """SIGHUP: every worker reloads its certificate."""
+        """SIGHUP: every worker reloads what it can (`_hangup`)."""
         for proc in self.procs:
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
@@ -219,6 +292,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._hangup)
+        metrics()  # the restart counter is exported (at 0) from the start
         self.procs = [self._spawn() for _ in range(self.count)]
         started = [time.monotonic()] * self.count
         quick_deaths = 0
@@ -228,6 +302,8 @@ class Supervisor:
                 if proc.is_alive() or self.stopping:
                     continue
                 log.warning("worker %d exited with %s; restarting", proc.pid, proc.exitcode)
+                process_exited(proc.pid)
+                metrics().worker_restarts.inc()
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started[i] < 2 else 0
                 if quick_deaths > 5:
                     log.error("workers keep dying at start; giving up")

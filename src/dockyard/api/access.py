@@ -12,6 +12,8 @@ nothing here looks at the path's text:
 | `PUSH` (POST/PATCH/PUT, and cancelling an upload) | `repository:<name>:pull,push` |
 | `DELETE` (manifests, tags, blobs, repositories) | `repository:<name>:delete` |
 | `ADMIN` (the change feed, replica status) | `registry:admin:*` (`auth.admin` subjects) |
+| `METRICS` (`/metrics`) | an address in `metrics.allow_from`, or a subject in `metrics.allow` |
+| `PUBLIC` (`/healthz`, `/readyz`, `/auth/token`) | nothing |
 
 Unauthenticated (or anonymous and not allowed) → 401 `UNAUTHORIZED` with
 `WWW-Authenticate: Basic realm=...` or `Bearer realm=...,service=...,scope=...`; a token
@@ -32,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api.context import Match
+from dockyard.api.context import SETTINGS, Match
 from dockyard.api.errors import error_response
 from dockyard.api.proxy import (
     PROXIES,
@@ -52,6 +54,7 @@ from dockyard.auth.service import (
     parse_basic,
 )
 from dockyard.config.settings import Settings
+from dockyard.core.metrics import metrics
 from dockyard.oci.reference import is_tag
 
 ACCESS = web.AppKey("access", AccessControl)
@@ -68,6 +71,7 @@ class Access(enum.Enum):
     PUSH = "push"
     DELETE = "delete"
     ADMIN = "admin"  # registry-wide admin API: `registry:admin:*`, `auth.admin` subjects
+    METRICS = "metrics"  # operators' scrapes: by client address or listed subjects
 
 
 _ACTIONS = {Access.PULL: frozenset({"pull"}), Access.PUSH: frozenset({"pull", "push"}),
@@ -111,7 +115,7 @@ def requires(access: Access, *, audit: str | None = None
 
 def required_scope(access: Access, name: str) -> Scope | None:
     """The scope an endpoint declaring `access` needs on repository `name`."""
-    if access in (Access.DISCOVER, Access.PUBLIC):
+    if access in (Access.DISCOVER, Access.PUBLIC, Access.METRICS):
         return None
     if access is Access.CATALOG:
         return _CATALOG
@@ -165,8 +169,25 @@ async def authorize(request: web.Request, access: Access, match: Match
                     ) -> web.StreamResponse | None:
     """None when the request may go on (its identity stored); else the error to send."""
     control = request.app.get(ACCESS)
-    if control is None:
+    if control is None and access is not Access.METRICS:
         return None  # everyone is anonymous; `identity()` builds it when asked
+    refused = await _authorize(request, control, access, match)
+    # a challenge to a request that sent no credentials is how clients discover auth,
+    # not a failure
+    if refused is not None and (refused.status != 401 or "Authorization" in request.headers):
+        reason = {401: "bad_credentials", 403: "denied", 429: "rate_limited"}.get(
+            refused.status, "other")
+        metrics().auth_failures.labels(reason).inc()
+        if refused.status == 429:
+            metrics().rate_limited.labels("logins").inc()
+    return refused
+
+
+async def _authorize(request: web.Request, control: AccessControl | None, access: Access,
+                     match: Match) -> web.StreamResponse | None:
+    if access is Access.METRICS:
+        return await _authorize_scrape(request, control)
+    assert control is not None
     client = client_address(request)
     scope = required_scope(access, match.name)
     try:
@@ -185,11 +206,48 @@ async def authorize(request: web.Request, access: Access, match: Match
     if decision is Decision.INSUFFICIENT_SCOPE:
         return _unauthorized(request, control, scope, "the token does not grant this access",
                              "insufficient_scope")
+    return _denied(request, control, scope)
+
+
+def _denied(request: web.Request, control: AccessControl | None, scope: Scope | None
+            ) -> web.StreamResponse:
     detail = [scope.claim()] if scope is not None else None
     headers = ({"WWW-Authenticate": challenge(request, control, scope, "insufficient_scope")}
-               if control.method == "token" else None)
+               if control is not None and control.method == "token" and scope is not None
+               else None)
     return error_response("DENIED", "requested access to the resource is denied", detail,
                           head=request.method == "HEAD", headers=headers)
+
+
+#: the networks `metrics.allow_from` names
+SCRAPERS = web.AppKey("scrapers", TrustedProxies)
+
+
+async def _authorize_scrape(request: web.Request, control: AccessControl | None
+                            ) -> web.StreamResponse | None:
+    """`Access.METRICS`: a client address in `metrics.allow_from` (as the trusted
+    proxies tell it), or credentials of a subject in `metrics.allow`; with
+    `auth.method: none` only the addresses."""
+    client = client_address(request)
+    scrapers = request.app.get(SCRAPERS)
+    if scrapers is not None and scrapers.trusts(client):
+        return None
+    allowed = frozenset(request.app[SETTINGS].metrics.allow)
+    if control is None or not allowed:
+        return _denied(request, None, None)
+    try:
+        who = await control.authenticate(request.headers.get("Authorization"), client)
+    except RateLimited as exc:
+        return _rate_limited(request, exc)
+    except Unauthenticated as exc:
+        return _unauthorized(request, control, None, "authentication required",
+                             "invalid_token" if exc.invalid_token else "")
+    request[IDENTITY] = who
+    if control.subjects(who) & allowed:
+        return None
+    if not who.authenticated:
+        return _unauthorized(request, control, None, "authentication required")
+    return _denied(request, None, None)
 
 
 def may_pull(request: web.Request, repository: str) -> bool:
@@ -319,6 +377,7 @@ async def token_post(request: web.Request) -> web.StreamResponse:
 def install_access(app: web.Application, settings: Settings) -> None:
     """Wire access control, trusted proxies, absolute Locations and the token endpoint."""
     app[PROXIES] = TrustedProxies(settings.http.trusted_proxies)
+    app[SCRAPERS] = TrustedProxies(settings.metrics.allow_from)
     if not settings.http.relativeurls:
         app.on_response_prepare.append(absolute_locations)
     if settings.auth.method == "none":
@@ -327,5 +386,6 @@ def install_access(app: web.Application, settings: Settings) -> None:
     app[ACCESS] = control
     if control.issuer is not None:
         public = requires(Access.PUBLIC)
-        app.router.add_get("/auth/token", public(token_get), allow_head=False)
+        app.router.add_get("/auth/token", public(token_get), allow_head=False,
+                           name="token")
         app.router.add_post("/auth/token", public(token_post))

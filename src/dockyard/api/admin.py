@@ -22,7 +22,6 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard.api.connections import Connection
 from dockyard.api.context import Match, registry
 from dockyard.oci.errors import CursorInvalid, PaginationInvalid
 
@@ -68,8 +67,8 @@ async def events(request: web.Request, _match: Match) -> web.StreamResponse:
     after = _cursor(query.get("after", "0"))
     limit = int(min(_number(query, "limit", 100, integer=True), MAX_LIMIT))
     wait = _number(query, "wait", 0.0, integer=False)
-    conn = request.protocol
-    draining = conn.connections if isinstance(conn, Connection) else None
+    # the worker's `api.connections.Connections` (not imported: it imports the routes)
+    draining = getattr(request.protocol, "connections", None)
     # a wait ends when the worker drains (SIGTERM): the follower simply asks again
     page = await registry(request).feed.changes(
         after, limit, wait, stop=(lambda: draining.draining) if draining else None)

@@ -10,15 +10,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from dockyard.api.access import ACCESS, install_access
+from dockyard.api.access import ACCESS, SCRAPERS, install_access
 from dockyard.api.bodies import BodyStalled
 from dockyard.api.connections import SERVER, Connections
 from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
+from dockyard.api.health import MAIN, add_routes
+from dockyard.api.proxy import PROXIES
 from dockyard.api.routes import authorization, dispatch
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import JobRunner
+from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.jobs import server_jobs
 
@@ -68,14 +71,18 @@ async def _stalled(request: web.Request, exc: BodyStalled) -> web.StreamResponse
     return response
 
 
-async def _api_version(_request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(API_VERSION)
-    response.headers["Server"] = SERVER  # aiohttp's default names its and Python's version
+async def _api_version(request: web.Request, response: web.StreamResponse) -> None:
+    headers = response.headers
+    headers.update(API_VERSION)
+    headers["Server"] = SERVER  # aiohttp's default names its and Python's version
+    rid = getattr(request.protocol, "request_id", "")  # set by `Connection`
+    if rid:
+        headers["X-Request-Id"] = rid
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Application:
     """The aiohttp application serving /v2 for `settings`."""
-    connections = Connections(settings.http)
+    connections = Connections(settings.http, log_context=settings.log.format == "json")
     app = web.Application(middlewares=[_errors(connections), authorization],
                           client_max_size=settings.limits.manifest_max_size)
     app[SETTINGS] = settings
@@ -93,12 +100,15 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
             await registry.replica.follow(settings.replica.primary)
         jobs = JobRunner(registry.leases, server_jobs(registry, settings))
         jobs.start()
-        housekeeping = asyncio.create_task(_process_loop(registry, settings))
+        housekeeping = [asyncio.create_task(_process_loop(registry, settings)),
+                        asyncio.create_task(_flush_metrics())]
         yield
         await jobs.stop()
-        housekeeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await housekeeping
+        for task in housekeeping:
+            task.cancel()
+        for task in housekeeping:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await close_registry(registry)
 
     app.cleanup_ctx.append(lifespan)
@@ -107,9 +117,34 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     # [\s\S]: a path with an encoded newline (%0A) is ours too, answered in OCI JSON
     app.router.add_route("*", r"/v2/{tail:[\s\S]*}", dispatch)
     app.router.add_route("*", r"/admin/v1/{tail:[\s\S]*}", dispatch)
+    debug = settings.http.debug.addr is not None
+    add_routes(app, health=not debug, metrics_route=settings.metrics.enabled and not debug)
     install_access(app, settings)
     return app
 
+
+def create_debug_app(main: web.Application) -> web.Application:
+    """The `http.debug.addr` listener's application: `/metrics`, `/healthz` and
+    `/readyz` over the main application's registry, under the same access rules."""
+    settings = main[SETTINGS]
+    debug = web.Application(middlewares=[authorization])
+    debug[MAIN] = main
+    debug[SETTINGS] = settings
+    debug[PROXIES] = main[PROXIES]
+    debug[SCRAPERS] = main[SCRAPERS]
+    if ACCESS in main:
+        debug[ACCESS] = main[ACCESS]
+    add_routes(debug, health=True, metrics_route=settings.metrics.enabled)
+    debug.on_response_prepare.append(_api_version)
+    return debug
+
+
+async def _flush_metrics() -> None:
+    """Move the requests' figures into the shared metric files once a second."""
+    stats = metrics().requests_stats
+    while True:
+        await asyncio.sleep(1.0)
+        stats.flush()
 
 async def _process_loop(registry: Registry, settings: Settings) -> None:
     """What each process keeps for itself, not a job for one process of the cluster:

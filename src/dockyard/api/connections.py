@@ -8,7 +8,11 @@
   cap); connections from `http.trusted_proxies` are not counted.
 - a malformed or oversized request head gets a clean 400/431 and one log line that never
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
-- the requests in flight, so that SIGTERM can let them finish (`drain`).
+- the requests in flight, so that SIGTERM can let them finish (`drain`);
+- each request's metrics (route id, method, status, duration, bytes), gathered in
+  plain counters (`core.metrics.RequestStats`) at the end of the request;
+- each request's id (`logs.request_id`), for its log lines and its `X-Request-Id`
+  response header; an incoming `X-Request-Id` is kept only from `http.trusted_proxies`.
 """
 
 from __future__ import annotations
@@ -21,32 +25,42 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from dockyard import logs
 from dockyard.api.access import IDENTITY
 from dockyard.api.errors import error_body
 from dockyard.api.proxy import TrustedProxies
+from dockyard.api.routes import TARGET
 from dockyard.auth.identity import Identity
 from dockyard.config.settings import HttpSettings
+from dockyard.core.metrics import metrics
+from dockyard.logs import REQUEST_ID, request_id
 
 log = logging.getLogger(__name__)
 
 #: the `Server` header of every response: no library or language versions
 SERVER = "Dockyard"
+#: routes (by name) the access log leaves out
+QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 
 
 class Connections:
     """Every connection of this worker: admission, header timeout, requests in flight."""
 
-    def __init__(self, settings: HttpSettings) -> None:
+    def __init__(self, settings: HttpSettings, *, log_context: bool = False) -> None:
+        #: whether each request's id goes into the log context (`log.format: json`)
+        self.log_context = log_context
         self.header_timeout = settings.header_timeout.total_seconds()
         self.cap = settings.unauthenticated_connections
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.unauthenticated: collections.Counter[str] = collections.Counter()
         self.in_flight = 0
         self.draining = False
+        self.stats = metrics().requests_stats
         self._open: set[Connection] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -112,6 +126,9 @@ class Connection(RequestHandler):
         self.counted = False
         self.refused = False
         self.busy = 0
+        self.trusted = False  # a trusted proxy: its X-Request-Id is kept
+        #: the id of the request running now (its response's X-Request-Id)
+        self.request_id = ""
         self._header_timer: asyncio.TimerHandle | None = None
         #: when the header now awaited began (its first byte, or the connection)
         self._header_since: float | None = None
@@ -119,6 +136,7 @@ class Connection(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.trusted = self.connections.proxies.trusts(self.address)
         if not self.connections.admit(self):
             self.refused = True
             log.warning("refused a connection from %s: %d unauthenticated connections "
@@ -159,8 +177,28 @@ class Connection(RequestHandler):
         self.busy += 1
         self._header_since = None  # the header is complete
         connections.request_started()
+        start = time.monotonic()
+        self.request_id = rid = (request_id(request.headers.get("X-Request-Id"))
+                                 if self.trusted else logs.PREFIX + str(next(logs.COUNTER)))
+        if connections.log_context:  # JSON logs name it on every line
+            REQUEST_ID.set(rid)
         try:
-            return await super()._handle_request(request, start_time, request_handler)
+            resp, reset = await super()._handle_request(request, start_time, request_handler)
+            # inline, not helpers: this runs for every request (the manifest GET bench)
+            try:
+                route = request[TARGET].route.id
+            except KeyError:
+                route = _route_name(request)
+            method = request.method
+            if method == "HEAD":
+                out = 0
+            elif type(resp) is web.Response and type(body := resp.body) is bytes:
+                out = len(body)
+            else:
+                out = _bytes_out(method, resp)
+            connections.stats.record(route, method, resp.status, time.monotonic() - start,
+                                     request.content.total_bytes, out)
+            return resp, reset
         finally:
             self.busy -= 1
             connections.request_finished()
@@ -168,6 +206,16 @@ class Connection(RequestHandler):
                 who = request.get(IDENTITY)
                 if isinstance(who, Identity) and who.authenticated:
                     connections.release(self)
+
+    def log_access(self, request: BaseRequest, response: web.StreamResponse,
+                   time: float | None) -> None:
+        """The access log, without the probes and scrapes that arrive every few seconds
+        (`/healthz`, `/readyz`, `/metrics`: they are counted in the metrics instead)."""
+        if self.access_logger is None:
+            return
+        if TARGET not in request and _route_name(request) in QUIET_ROUTES:
+            return
+        super().log_access(request, response, time)
 
     def _arm(self) -> None:
         """Start the header clock. One timer per connection is re-armed lazily when it
@@ -217,6 +265,45 @@ class Connection(RequestHandler):
                                 content_type="application/json", headers={"Server": SERVER})
         response.force_close()
         return response
+
+
+class AccessLog(AbstractAccessLogger):
+    """The access log as fields (`log.format: json`): request id, user, repository,
+    method, route, status, bytes, duration."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        target = request.get(TARGET)
+        who = request.get(IDENTITY)
+        out = _bytes_out(request.method, response)
+        self.logger.info(
+            "%s %s %d", request.method, request.rel_url.raw_path, response.status, extra={
+                "client": request.remote, "method": request.method,
+                "path": request.rel_url.raw_path,
+                "route": target.route.id if target is not None else _route_name(request),
+                "repository": target.match.name if target is not None else None,
+                "user": who.user if isinstance(who, Identity) else None,
+                "status": response.status, "bytes_in": request.content.total_bytes,
+                "bytes_out": out, "duration_ms": round(time * 1000, 3)})
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def _bytes_out(method: str, response: web.StreamResponse) -> int:
+    """The response body's bytes: its Content-Length (also when sent with os.sendfile),
+    else what was written (a chunked body, its head included)."""
+    if method == "HEAD":
+        return 0
+    return response.content_length or response.body_length
+
+
+def _route_name(request: BaseRequest) -> str:
+    """A request outside the route table: its aiohttp route's name, or `other`."""
+    match_info = getattr(request, "_match_info", None)
+    route = getattr(match_info, "route", None)
+    name = getattr(route, "name", None)
+    return name if isinstance(name, str) else "other"
 
 
 def _raw_response(status: int, code: str, message: str, *extra: tuple[str, str]) -> bytes:

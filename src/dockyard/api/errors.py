@@ -74,7 +74,9 @@ class HeadResponse(web.StreamResponse):
 def from_exception(
     exc: RegistryError, *, head: bool = False, headers: dict[str, str] | None = None
 ) -> web.StreamResponse:
-    status = STATUS_BY_CLASS.get(type(exc).__name__, STATUS.get(exc.code, 400))
+    # a subclass (the guard's `UploadsRefused`) answers as the class it refines
+    status = next((STATUS_BY_CLASS[c.__name__] for c in type(exc).__mro__
+                   if c.__name__ in STATUS_BY_CLASS), STATUS.get(exc.code, 400))
     if exc.retry_after is not None:
         headers = {**(headers or {}), "Retry-After": str(exc.retry_after)}
     return error_response(exc.code, exc.message, exc.detail, status=status, head=head,

@@ -30,7 +30,8 @@ from dockyard.api.access import (
 )
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response, from_exception
-from dockyard.oci.errors import RegistryError
+from dockyard.core.metrics import metrics
+from dockyard.oci.errors import RegistryError, TooManyRequests
 from dockyard.oci.reference import validate_name
 
 log = logging.getLogger("dockyard.api")
@@ -50,6 +51,8 @@ class Endpoint:
     access: Access
     audit: str | None = None
     audit_status: int | None = None
+    #: writes an upload session's bytes (counted in `dockyard_uploads_in_flight`)
+    upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,12 @@ ROUTES: tuple[Route, ...] = (
        PUT=_E(manifests.put_manifest, Access.PUSH, "push"),
        DELETE=_E(manifests.delete_manifest, Access.DELETE, "delete")),
     _r("upload-start", _NAME + r"/blobs/uploads/?",
-       POST=_E(uploads.start_upload, Access.PUSH, "blob.push", audit_status=201)),
+       POST=_E(uploads.start_upload, Access.PUSH, "blob.push", audit_status=201,
+               upload=True)),
     _r("upload", _NAME + r"/blobs/uploads/(?P<reference>[^/]+)", reference="session",
        GET=_E(uploads.upload_status, Access.PULL),
-       PATCH=_E(uploads.patch_upload, Access.PUSH),
-       PUT=_E(uploads.finish_upload, Access.PUSH, "blob.push"),
+       PATCH=_E(uploads.patch_upload, Access.PUSH, upload=True),
+       PUT=_E(uploads.finish_upload, Access.PUSH, "blob.push", upload=True),
        # cancelling one's own upload session is part of pushing
        DELETE=_E(uploads.cancel_upload, Access.PUSH)),
     _r("blob", _NAME + r"/blobs/(?P<reference>[^/]+)", reference="digest",
@@ -125,7 +129,8 @@ class _Target:
     match: Match
 
 
-_TARGET = web.RequestKey("target", _Target)
+TARGET = web.RequestKey("target", _Target)
+"""The table endpoint a request matched (its route id labels the request's metrics)."""
 
 
 def _resolve_table(request: web.Request) -> _Target | web.StreamResponse:
@@ -168,7 +173,7 @@ async def authorization(request: web.Request, handler: AiohttpHandler
             target = _resolve_table(request)
             if not isinstance(target, _Target):
                 return target
-            request[_TARGET] = target
+            request[TARGET] = target
             access, match = target.endpoint.access, target.match
         else:
             guard = getattr(matched.handler, GUARD, None)
@@ -196,8 +201,11 @@ async def authorization(request: web.Request, handler: AiohttpHandler
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """Run the table endpoint `authorization` matched and allowed; audit; map errors."""
     head = request.method == "HEAD"
-    target = request[_TARGET]
+    target = request[TARGET]
     route, endpoint, match = target.route, target.endpoint, target.match
+    writing = endpoint.upload
+    if writing:
+        metrics().uploads_in_flight.inc()
     try:
         if endpoint.access in _WRITES:
             await registry(request).replica.check_writable()
@@ -208,6 +216,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                            response=response)
         return response
     except RegistryError as exc:
-        if exc.server_fault:
+        if exc.server_fault and exc.log_each:
             log.warning("%s %s: %s", request.method, route.id, exc)
+        if isinstance(exc, TooManyRequests):
+            metrics().rate_limited.labels("upload_sessions").inc()
         return from_exception(exc, head=head)
+    finally:
+        if writing:
+            metrics().uploads_in_flight.dec()
+

@@ -111,6 +111,28 @@ class AccessControl:
         if settings.method == "token":
             self._load_token_keys(settings, data_dir)
 
+    def reload(self, settings: AuthSettings) -> list[str]:
+        """SIGHUP: the access policy and the htpasswd file from `settings` (the method and
+        token settings need a restart); what was reloaded, for the log."""
+        done: list[str] = []
+        policy = Policy([(r.repository, r.allow) for r in settings.access], settings.catalog)
+        self.policy = policy
+        done.append(f"access policy ({len(settings.access)} rules)")
+        path = settings.htpasswd.path
+        try:
+            if path is not None and self.htpasswd is not None and path == self.htpasswd.path:
+                self.htpasswd.reload(force=True)
+                done.append(f"htpasswd {path}")
+            elif path is not None:
+                self.htpasswd = HtpasswdFile(path)
+                done.append(f"htpasswd {path}")
+        except (HtpasswdError, OSError) as exc:
+            log.error("SIGHUP: keeping the previous users: cannot read %s: %s", path, exc)
+        self.settings = self.settings.model_copy(update={"access": settings.access,
+                                                         "catalog": settings.catalog,
+                                                         "htpasswd": settings.htpasswd})
+        return done
+
     def _load_token_keys(self, settings: AuthSettings, data_dir: Path) -> None:
         token = settings.token
         keys: list[VerifyKey] = []
@@ -244,6 +266,10 @@ class AccessControl:
         if identity.grants is not None and self._policy_would_grant(identity, scope):
             return Decision.INSUFFICIENT_SCOPE
         return Decision.DENIED
+
+    def subjects(self, identity: Identity) -> frozenset[str]:
+        """The policy subjects `identity` matches (a token's user with their groups)."""
+        return self._policy_identity(identity).subjects()
 
     def _policy_identity(self, identity: Identity) -> Identity:
         """The user behind a token as the policy sees them (groups from the htpasswd

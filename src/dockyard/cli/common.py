@@ -30,12 +30,14 @@ def load(config: Path | None, overrides: dict[str, Any]) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the stores named by `settings`, run `job(registry)`, close them."""
+def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
+                      migrate: bool = True) -> T:
+    """Open the stores named by `settings` (migrating the schema unless not to), run
+    `job(registry)`, close them."""
     from dockyard.backends import close_registry, open_registry
 
     async def main() -> T:
-        registry = await open_registry(settings)
+        registry = await open_registry(settings, run_migrations=migrate)
         try:
             return await job(registry)
         finally:

@@ -30,6 +30,7 @@ LAZY = {
     "promote": "dockyard.cli.replica:promote",
     "fsck": "dockyard.cli.fsck:fsck",
     "import": "dockyard.cli.importer:import_",
+    "status": "dockyard.cli.status:status",
 }
 
 
@@ -73,10 +74,15 @@ def serve(config: Path | None, listen: str | None, data: Path | None,
     """Serve the OCI Distribution API."""
     from dockyard.server import serve as run
 
-    settings = _load(config, {"http.addr": listen, "storage.filesystem.rootdirectory": data,
-                              "http.workers": workers})
+    overrides = {"http.addr": listen, "storage.filesystem.rootdirectory": data,
+                 "http.workers": workers}
+    settings = _load(config, overrides)
+    # re-read on SIGHUP (paths as strings, so a spawned worker can take them)
+    source = (str(config) if config else None,
+              {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()
+               if v is not None})
     try:
-        run(settings)
+        run(settings, source)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 

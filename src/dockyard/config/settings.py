@@ -7,6 +7,7 @@ by `DOCKYARD_<SECTION>_<KEY>` (for example `DOCKYARD_HTTP_ADDR=0.0.0.0:5000`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -66,6 +67,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _host_port(value: str | None) -> str | None:
+    """`HOST:PORT` (IPv6 in brackets), or None."""
+    if value is None:
+        return None
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, not {value!r}")
+    return value
+
+
+class DebugSettings(_Section):
+    """A second listener for operators (Distribution's `http.debug`)."""
+
+    #: serve `/metrics` (and `/healthz`, `/readyz`) on this HOST:PORT instead of the
+    #: main listener; null keeps them on the main one
+    addr: str | None = None
+
+    @field_validator("addr")
+    @classmethod
+    def _addr(cls, value: str | None) -> str | None:
+        return _host_port(value)
+
+
 class HttpSettings(_Section):
     """The HTTP listener."""
 
@@ -85,6 +109,7 @@ class HttpSettings(_Section):
     #: counted by each worker process (0: no limit); trusted proxies are exempt
     unauthenticated_connections: int = Field(default=64, ge=0)
     tls: TlsSettings = TlsSettings()
+    debug: DebugSettings = DebugSettings()
     trusted_proxies: list[str] = Field(
         default=[], description="CIDRs whose X-Forwarded-Proto/Host/For are honoured")
 
@@ -313,8 +338,31 @@ class LimitsSettings(_Section):
     tags_page_max: int = Field(default=10000, ge=1)
 
 
+class MetricsSettings(_Section):
+    """`GET /metrics` (Prometheus). Who may scrape: a client from `allow_from`, or
+    one whose credentials make it a subject listed in `allow` (as in `auth.access`:
+    a user name, `group:<name>`, `authenticated`)."""
+
+    enabled: bool = True
+    allow_from: list[str] = Field(default=["127.0.0.1/32", "::1/128"],
+                                  description="CIDRs that may scrape without credentials")
+    allow: list[str] = Field(default=[], description="subjects that may scrape")
+
+    @field_validator("allow_from")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an address or network: {exc}") from None
+        return value
+
+
 class LogSettings(_Section):
     level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: `text` lines, or `json`: one object per line, with request ids and fields
+    format: str = Field(default="text", pattern="^(text|json)$")
     accesslog: bool = False
 
 
@@ -392,6 +440,7 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
     gc: GcSettings = GcSettings()
     scrub: ScrubSettings = ScrubSettings()
     retention: RetentionSettings = RetentionSettings()

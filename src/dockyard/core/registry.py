@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.feed import FeedService
+from dockyard.core.health import HealthService
 from dockyard.core.importer import Importer, Progress
 from dockyard.core.integrity import IntegrityBackend
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
+from dockyard.core.operations import OperationsService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.replica import ReplicaService
 from dockyard.core.repositories import RepositoryService
@@ -20,6 +23,7 @@ from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
+from dockyard.metadata.operations import OperationsStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.distribution import DistributionTree
@@ -49,6 +53,10 @@ class Registry:
     replica: ReplicaService
     #: what the integrity check (fsck, the scrub job) reads and repairs
     integrity: IntegrityBackend
+    #: readiness checks (`/readyz`, `dockyard status`)
+    health: HealthService
+    #: counts, storage use and its trend, past collections
+    operations: OperationsService
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -59,10 +67,14 @@ class Registry:
         manifest_max_size: int, delete_referrers: bool = True,
         touch_interval: float = TOUCH_INTERVAL, session_caps: SessionCaps = NO_CAPS,
         redirect_expiry: float | None = None, feed_max_wait: float = 60.0,
+        observe: Callable[[str, float], object] | None = None,
     ) -> Registry:
         pulls = PullRecorder(store)
         lifecycle = LifecycleStore(store)
+        ops = OperationsStore(store)
         return cls(
+            health=HealthService(ops, blobstore, observe=observe),
+            operations=OperationsService(ops, blobstore),
             _store=store,
             _blobstore=blobstore,
             pulls=pulls,

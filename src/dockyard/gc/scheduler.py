@@ -12,6 +12,7 @@ import logging
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
 from dockyard.core.leases import LeaseBusy
+from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector, Report
 from dockyard.gc.retention import apply_retention, keeps_untagged
@@ -38,6 +39,22 @@ def collector_for(registry: Registry, settings: Settings, *, grace: float | None
     )
 
 
+async def record_collection(registry: Registry, report: Report) -> None:
+    """Count a finished collection in the metrics and keep its row (status, alerts)."""
+    m = metrics()
+    m.gc_runs.labels("failed_steps" if report.failed else "ok").inc()
+    m.gc_duration.observe(report.duration)
+    m.gc_freed.inc(report.bytes_freed)
+    if not report.failed:
+        m.gc_last_success.set(report.started_at + report.duration)
+    try:
+        await registry.operations.record_collection(
+            report.started_at, report.duration, report.blobs_deleted, report.bytes_freed,
+            report.failed)
+    except Exception:
+        log.exception("could not record the collection")
+
+
 async def collect_once(registry: Registry, settings: Settings) -> Report | None:
     """One scheduled collection; None when another process is collecting now."""
     try:
@@ -54,7 +71,11 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
             report = await collector_for(registry, settings, replica=replica).run()
     except LeaseBusy:
         return None
+    except Exception:
+        metrics().gc_runs.labels("error").inc()
+        raise
     log.info("collection: %s", json.dumps(report.to_json()))
+    await record_collection(registry, report)
     return report
 
 

@@ -34,6 +34,7 @@ one).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
@@ -87,6 +88,8 @@ class Engines:
     sqlite_path: Path | None = None
     #: called (from any thread) when a write finds the disk full; frees space for a retry
     on_full: Callable[[], object] | None = None
+    #: called with each write transaction's duration in seconds (the metrics)
+    observe: Callable[[float], object] | None = None
     _thread: ThreadPoolExecutor | None = field(default=None, repr=False)
     _raw: sqlite3.Connection | None = field(default=None, repr=False)
 
@@ -110,8 +113,13 @@ class Engines:
         return await self._retrying(lambda: self._in_writer(lambda: self._run_raw(body)))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        observe = self.observe
+        start = time.perf_counter() if observe is not None else 0.0
         try:
-            return await attempt()
+            result = await attempt()
+            if observe is not None:
+                observe(time.perf_counter() - start)
+            return result
         except (DBAPIError, sqlite3.Error) as exc:
             if not disk_full(exc):
                 raise
@@ -299,3 +307,11 @@ async def migrate(engines: Engines) -> None:
         command.upgrade(cfg, "head")
 
     await engines.transaction(upgrade)
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest schema revision this build knows (what `migrate` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -52,3 +52,14 @@ class NewManifest:
     annotations: str | None
     blob_digests: tuple[str, ...]
     child_digests: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSample:
+    """The data filesystem at one moment, and the bytes of the blobs stored then."""
+
+    taken_at: float
+    used_bytes: int
+    free_bytes: int
+    total_bytes: int
+    blob_bytes: int

@@ -208,3 +208,29 @@ registry_state = Table(
     Column("value", Text, nullable=False),
     Column("updated_at", Double, nullable=False),
 )
+
+
+usage_samples = Table(
+    "usage_samples",
+    metadata,
+    # the data filesystem's use, sampled by the `usage.sample` job: the growth trend
+    # `dockyard status` turns into days until full (kept for 30 days)
+    Column("taken_at", Double, primary_key=True),
+    Column("used_bytes", BigInteger, nullable=False),
+    Column("free_bytes", BigInteger, nullable=False),
+    Column("total_bytes", BigInteger, nullable=False),
+    Column("blob_bytes", BigInteger, nullable=False),
+)
+
+collections = Table(
+    "collections",
+    metadata,
+    # one row per finished collection (scheduled or `dockyard gc`), for status and alerts
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Double, nullable=False),
+    Column("duration", Double, nullable=False),
+    Column("blobs_deleted", Integer, nullable=False),
+    Column("bytes_freed", BigInteger, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Index(None, "started_at"),
+)

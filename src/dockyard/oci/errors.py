@@ -9,12 +9,14 @@ class RegistryError(Exception):
     """Base of every error a client can cause; `code` is the OCI error code it maps to.
 
     `retry_after`, when set, is sent as `Retry-After` (seconds): the client may try
-    again then. `server_fault`: the registry's side failed, so the error is also logged.
+    again then. `server_fault`: the registry's side failed, so the error is also logged
+    (each time, unless `log_each` is off: whoever raises it logs a summary instead).
     """
 
     code = "UNKNOWN"
     retry_after: int | None = None
     server_fault = False
+    log_each = True
 
     def __init__(self, message: str = "", detail: Any = None) -> None:
         super().__init__(message or self.__class__.__doc__ or self.code)

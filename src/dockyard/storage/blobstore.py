@@ -217,6 +217,7 @@ class BlobStore:
         """Abort what publishes begun before `older_than` left unfinished in the
         driver (their process died); how many."""
         return await self.driver.abort_incomplete(layout.BLOBS, older_than)
+
     async def adopt(self, source: Driver, digest: Digest, *, copy: bool) -> str:
         """Make `source`'s blob `digest` (at the same key: Distribution's layout) one
         of this store's: "present" when it is already here (the same tree, or a run
@@ -253,6 +254,18 @@ class BlobStore:
             digest = layout.blob_of(key)
             if digest is not None:
                 yield digest
+
+    async def probe(self, name: str) -> None:
+        """Write a few bytes under `layout.probe_key(name)` and delete them (readiness:
+        the storage takes writes)."""
+        key = layout.probe_key(name)
+        writer = await self.driver.writer(key)
+        try:
+            await writer.write(b"dockyard readiness probe\n")
+        finally:
+            await writer.close()
+        with contextlib.suppress(FileNotFoundError):  # swept as an orphan meanwhile
+            await self.driver.delete(key)
 
     async def upload_sessions(self) -> AsyncIterator[str]:
         """Ids of the upload sessions that have bytes stored."""

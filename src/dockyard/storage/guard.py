@@ -13,6 +13,11 @@ Two parts (`storage.guard`):
   write is tried again (`metadata/engine.py`), so deletes and the collector still commit
   on a full disk. It is made again once `min_free` plus its size is free; until then its
   size counts as taken, so uploads cannot eat the space it gave back.
+
+A refusal is one `UploadsRefused` (a quiet `StorageFull`: the dispatcher does not log
+it) and one count in `refused`; the guard logs one warning a minute while it refuses,
+with the number refused since the last one, so a full disk under a CI storm writes one
+line a minute, not one per request.
 """
 
 from __future__ import annotations
@@ -37,6 +42,15 @@ FRESH = 0.05
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
+LOG_INTERVAL = 60.0
+"""Seconds between two warnings about refused uploads."""
+
+
+class UploadsRefused(StorageFull):
+    """insufficient storage: uploads are refused below `storage.guard.min_free`"""
+
+    log_each = False  # the guard logs these once a minute
+
 
 def disk_full(exc: BaseException) -> bool:
     """Whether `exc` is a write refused for want of space (ENOSPC, quota)."""
@@ -56,6 +70,12 @@ class DiskGuard:
         self._free = 0
         self._total = 0
         self._missing = 0  # the ballast's size while it is gone, at the last reading
+        #: uploads refused by this process (metrics read it), and since the last warning
+        self.refused = 0
+        self._unlogged = 0
+        self._logged_at = -LOG_INTERVAL
+        #: called with each refusal (the metrics counter)
+        self.on_refusal: Callable[[], object] | None = None
 
     async def check(self, incoming: int = 0) -> None:
         """Raise `StorageFull` unless `min_free` stays free after `incoming` more bytes.
@@ -75,10 +95,32 @@ class DiskGuard:
             await self._read()
             free = self._free - self._missing - incoming
         if free < threshold:
-            raise StorageFull(
+            exc = UploadsRefused(
                 f"insufficient storage: {human_bytes(max(free + incoming, 0))} free on the "
                 f"registry's data filesystem, {human_bytes(threshold)} must stay free "
                 "(storage.guard.min_free); delete images and collect garbage")
+            self._refused(exc)
+            raise exc
+
+    def _refused(self, exc: UploadsRefused) -> None:
+        """Count a refusal; warn at most once a minute, with the count since."""
+        self.refused += 1
+        self._unlogged += 1
+        if self.on_refusal is not None:
+            self.on_refusal()
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_INTERVAL:
+            log.warning("refused %d upload(s) since the last warning: %s",
+                        self._unlogged, exc)
+            self._unlogged = 0
+            self._logged_at = now
+
+    async def headroom(self) -> tuple[int, int, int] | None:
+        """(free bytes uploads may use, `min_free` in bytes, filesystem size) from a
+        reading at most a second old; None when the driver cannot tell."""
+        if time.monotonic() - self._checked >= self.interval and not await self._read():
+            return None
+        return self._free - self._missing, self.min_free(self._total), self._total
 
     def wrote(self, size: int) -> None:
         """Count `size` bytes this process stored since the last reading."""

@@ -65,6 +65,12 @@ def upload_key(session_id: str) -> str:
     return f"{UPLOADS}/{session_id}"
 
 
+def probe_key(name: str) -> str:
+    """Key of a readiness probe's few bytes: under `uploads/`, so one a crash left
+    behind is swept with the orphaned uploads."""
+    return f"{UPLOADS}/{name}"
+
+
 def session_of(key: str) -> str | None:
     """The upload session a key under `uploads/` belongs to (None for any other key).
 

@@ -65,8 +65,12 @@ def test_scrub_is_off_by_default_and_a_job_when_on(tmp_path: Path) -> None:
     on = load_settings(env={}, overrides={"scrub.enabled": True})
     assert on.scrub.slices == 7 * 24  # hourly slices of a week
 
+    class _Operations:
+        sample_usage = None
+
     class _Registry:
         uploads = None
+        operations = _Operations()
 
     names = [j.name for j in server_jobs(_Registry(), on)]  # type: ignore[arg-type]
     assert "scrub" in names

@@ -83,3 +83,38 @@ async def test_reading_is_reused_while_far_from_the_line(
     g.wrote(42 * MiB)  # what this process wrote brings it near the line: read again
     with pytest.raises(StorageFull):
         await g.check()
+
+
+async def test_refusals_are_counted_each_and_logged_once_a_minute(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("dockyard.storage.guard.time.monotonic", lambda: clock[0])
+    g = guard(SizedDriver(tmp_path, free=3 * MiB), reserve=0)
+    counted: list[int] = []
+    g.on_refusal = lambda: counted.append(1)
+    caplog.set_level("WARNING", logger="dockyard.storage.guard")
+    for _ in range(50):
+        with pytest.raises(StorageFull):
+            await g.check()
+        clock[0] += 0.5  # 25 s of refusals
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].startswith("refused 1 upload(s)")
+    assert g.refused == 50
+    assert len(counted) == 50
+    clock[0] += 60
+    with pytest.raises(StorageFull):
+        await g.check()
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 2
+    assert lines[1].startswith("refused 50 upload(s) since the last")
+
+
+async def test_a_guard_refusal_is_not_logged_by_the_dispatcher_each_time() -> None:
+    from dockyard.storage.guard import UploadsRefused
+
+    assert issubclass(UploadsRefused, StorageFull)
+    assert UploadsRefused("x").server_fault
+    assert not UploadsRefused("x").log_each
+    assert StorageFull("x").log_each  # a disk found full by a write is still logged

@@ -1,0 +1,106 @@
+"""What operators read: the schema revision, storage usage samples, past collections.
+
+`usage_samples` holds one row per sample of the data filesystem (the `usage.sample`
+job), kept for `KEEP` seconds, from which `dockyard status` computes the growth trend;
+`collections` one row per finished collection.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.engine import Connection
+
+from dockyard.metadata.records import UsageSample
+from dockyard.metadata.schema import (
+    blobs,
+    collections,
+    manifests,
+    repositories,
+    tags,
+    uploads,
+    usage_samples,
+)
+from dockyard.metadata.store import MetadataStore
+
+KEEP = 30 * 86400
+"""Seconds usage samples and collection rows are kept."""
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    started_at: float
+    duration: float
+    blobs_deleted: int
+    bytes_freed: int
+    failed: int
+
+
+class OperationsStore:
+    """Operators' reads and the few rows they need, over the engines of `store`."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+
+    async def schema_revision(self) -> str | None:
+        """The database's schema revision (also proves the store answers)."""
+        rows = await self.store._read(select(text("version_num"))
+                                      .select_from(text("alembic_version")))
+        return str(rows[0][0]) if rows else None
+
+    async def counts(self) -> dict[str, int]:
+        """Rows of repositories, tags, manifests, blobs, uploads (one query)."""
+        tables = {"repositories": repositories, "tags": tags, "manifests": manifests,
+                  "blobs": blobs, "uploads": uploads}
+        row = (await self.store._read(select(*(
+            select(func.count()).select_from(t).scalar_subquery().label(n)
+            for n, t in tables.items()))))[0]
+        return {name: int(row[i]) for i, name in enumerate(tables)}
+
+    async def blob_bytes(self) -> int:
+        rows = await self.store._read(select(func.coalesce(func.sum(blobs.c.size), 0)))
+        return int(rows[0][0])
+
+    async def add_usage(self, sample: UsageSample) -> None:
+        def body(conn: Connection) -> None:
+            conn.execute(delete(usage_samples)
+                         .where(usage_samples.c.taken_at < sample.taken_at - KEEP))
+            conn.execute(insert(usage_samples).values(
+                taken_at=sample.taken_at, used_bytes=sample.used_bytes,
+                free_bytes=sample.free_bytes, total_bytes=sample.total_bytes,
+                blob_bytes=sample.blob_bytes))
+
+        await self.store.engines.transaction(body)
+
+    async def usage_since(self, since: float) -> list[UsageSample]:
+        rows = await self.store._read(
+            select(usage_samples.c.taken_at, usage_samples.c.used_bytes,
+                   usage_samples.c.free_bytes, usage_samples.c.total_bytes,
+                   usage_samples.c.blob_bytes)
+            .where(usage_samples.c.taken_at >= since).order_by(usage_samples.c.taken_at))
+        return [UsageSample(float(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+                for r in rows]
+
+    async def add_collection(self, record: CollectionRecord) -> None:
+        def body(conn: Connection) -> None:
+            conn.execute(delete(collections)
+                         .where(collections.c.started_at < time.time() - KEEP))
+            conn.execute(insert(collections).values(
+                started_at=record.started_at, duration=record.duration,
+                blobs_deleted=record.blobs_deleted, bytes_freed=record.bytes_freed,
+                failed=record.failed))
+
+        await self.store.engines.transaction(body)
+
+    async def last_collection(self) -> CollectionRecord | None:
+        rows = await self.store._read(
+            select(collections.c.started_at, collections.c.duration,
+                   collections.c.blobs_deleted, collections.c.bytes_freed,
+                   collections.c.failed)
+            .order_by(collections.c.started_at.desc()).limit(1))
+        if not rows:
+            return None
+        r = rows[0]
+        return CollectionRecord(float(r[0]), float(r[1]), int(r[2]), int(r[3]), int(r[4]))

@@ -1,0 +1,78 @@
+"""SIGHUP reloads the access policy, the htpasswd file and the log level in every
+worker, says what it reloaded, and keeps serving."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import bcrypt
+import httpx
+
+from tests.support.servers import start_dockyard
+
+
+def _config(path: Path, users: Path, *, anonymous: list[str], level: str) -> None:
+    path.write_text(
+        f"log:\n  level: {level}\n"
+        f"auth:\n  method: htpasswd\n  htpasswd:\n    path: {users}\n"
+        "  access:\n    - repository: '**'\n      allow:\n"
+        f"        anonymous: {anonymous}\n        ci: ['*']\n")
+
+
+def _user(name: str, password: bytes) -> str:
+    return f"{name}:{bcrypt.hashpw(password, bcrypt.gensalt(4)).decode()}\n"
+
+
+def test_sighup_reloads_policy_users_and_log_level(tmp_path: Path) -> None:
+    users = tmp_path / "htpasswd"
+    users.write_text(_user("ci", b"one"))
+    cfg = tmp_path / "c.yml"
+    _config(cfg, users, anonymous=[], level="info")
+    s = start_dockyard(tmp_path / "data", workers=2, config=cfg)
+    try:
+        url = s.url + "/v2/any/thing/tags/list"
+        assert httpx.get(url).status_code == 401
+        assert httpx.get(url, auth=("ops", "two")).status_code == 401
+        _config(cfg, users, anonymous=["pull"], level="debug")
+        users.write_text(_user("ci", b"one") + _user("ops", b"two"))
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while s.log.read_text().count("SIGHUP: worker") < 2:
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            time.sleep(0.2)
+        for _ in range(10):  # new connections: every worker answers with the new policy
+            with httpx.Client() as c:
+                assert c.get(url).status_code == 404  # anonymous may pull now
+                assert c.get(url, auth=("ops", "two")).status_code == 404
+        log = s.log.read_text()
+        line = next(x for x in log.splitlines() if "SIGHUP: worker" in x)
+        assert "log level debug" in line
+        assert "access policy (1 rules)" in line
+        assert f"htpasswd {users}" in line
+        assert "take effect at the next restart" not in log
+    finally:
+        s.stop()
+
+
+def test_sighup_keeps_the_running_configuration_when_the_file_is_broken(
+        tmp_path: Path) -> None:
+    users = tmp_path / "htpasswd"
+    users.write_text(_user("ci", b"one"))
+    cfg = tmp_path / "c.yml"
+    _config(cfg, users, anonymous=["pull"], level="info")
+    s = start_dockyard(tmp_path / "data", workers=1, config=cfg)
+    try:
+        cfg.write_text("log:\n  level: loud\n")
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "SIGHUP: worker" not in s.log.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        log = s.log.read_text()
+        assert "keeping the running configuration" in log
+        assert "log.level" in log
+        assert httpx.get(s.url + "/v2/any/thing/tags/list").status_code == 404
+    finally:
+        s.stop()
