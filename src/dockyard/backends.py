@@ -5,7 +5,11 @@ An unknown backend name is a startup error.
 
 from __future__ import annotations
 
+import os
+
+from dockyard.config.proxy import ProxyCredentials, ProxyRule
 from dockyard.config.settings import Settings
+from dockyard.core.proxy import Upstream
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
@@ -14,6 +18,9 @@ from dockyard.drivers.s3 import S3Driver
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
+from dockyard.remote.client import RegistryClient
+from dockyard.remote.credentials import Credentials
+from dockyard.remote.upstream import RemoteUpstream
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.guard import DiskGuard
 
@@ -35,6 +42,41 @@ def build_guard(settings: Settings, driver: Driver) -> DiskGuard:
     """The free-space guard and storage reserve of `storage.guard`."""
     guard = settings.storage.guard
     return DiskGuard(driver, min_free=guard.min_free_bytes, reserve=guard.reserve)
+
+
+def upstream_credentials(index: int, creds: ProxyCredentials) -> Credentials:
+    """Resolve a rule's credentials from the environment or files it names; a missing
+    variable or unreadable file is a startup error naming the key (never the value)."""
+    where = f"proxy.{index}.credentials"
+
+    def env(key: str, name: str) -> str:
+        value = os.environ.get(name)
+        if not value:
+            raise ValueError(f"{where}.{key}: environment variable {name} is not set")
+        return value
+
+    user = creds.username if creds.username is not None else \
+        env("username_env", creds.username_env or "")
+    if creds.password_file is not None:
+        try:
+            lines = creds.password_file.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"{where}.password_file: cannot read {creds.password_file}: "
+                             f"{exc.strerror}") from None
+        password = lines[0] if lines else ""
+    else:
+        password = env("password_env", creds.password_env or "")
+    return Credentials(user, password)
+
+
+def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
+    """A client per `proxy:` rule (call inside the event loop that will use them)."""
+    out: list[tuple[ProxyRule, Upstream]] = []
+    for i, rule in enumerate(settings.proxy):
+        creds = upstream_credentials(i, rule.credentials) if rule.credentials else None
+        client = RegistryClient(rule.upstream, credentials=creds, verify_tls=rule.tls_verify)
+        out.append((rule, RemoteUpstream(client)))
+    return out
 
 
 async def migrate_database(settings: Settings) -> None:
@@ -68,6 +110,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         manifest_max_size=settings.limits.manifest_max_size, session_caps=caps,
         redirect_expiry=(settings.storage.redirect_expiry.total_seconds()
                          if settings.storage.redirect else None),
+        proxies=build_upstreams(settings),
     )
 
 

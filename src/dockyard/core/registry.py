@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
+from dockyard.config.proxy import ProxyRule
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
+from dockyard.core.proxy import ProxyRoutes, PullThrough, Upstream
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
@@ -36,6 +39,8 @@ class Registry:
     login_failures: FailureLog
     #: what the collector, retention and usage read and delete
     lifecycle: LifecycleBackend
+    #: pull-through caches (`proxy:`): their routes, fetches and provenance
+    cache: PullThrough
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -46,28 +51,39 @@ class Registry:
         manifest_max_size: int, delete_referrers: bool = True,
         touch_interval: float = TOUCH_INTERVAL, session_caps: SessionCaps = NO_CAPS,
         redirect_expiry: float | None = None,
+        proxies: Sequence[tuple[ProxyRule, Upstream]] = (),
     ) -> Registry:
         pulls = PullRecorder(store)
         lifecycle = LifecycleStore(store)
+        lease_holder = Leases(leases)
+        routes = ProxyRoutes(list(proxies))
+        uploads = UploadService(store, blobstore, session_caps, routes=routes)
+        cache = PullThrough(routes, store, blobstore, uploads, leases, lease_holder.holder,
+                            pulls)
         return cls(
             _store=store,
             _blobstore=blobstore,
             pulls=pulls,
-            leases=Leases(leases),
+            leases=lease_holder,
             lifecycle=lifecycle,
+            cache=cache,
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval,
-                              redirect_expiry=redirect_expiry),
-            uploads=UploadService(store, blobstore, session_caps),
+                              redirect_expiry=redirect_expiry, routes=routes,
+                              proxy=cache if proxies else None),
+            uploads=uploads,
             manifests=ManifestService(store, max_size=manifest_max_size,
                                       delete_enabled=delete_enabled,
-                                      delete_referrers=delete_referrers, pulls=pulls),
+                                      delete_referrers=delete_referrers, pulls=pulls,
+                                      routes=routes, proxy=cache if proxies else None),
             repositories=RepositoryService(store, blobstore, lifecycle,
                                            delete_enabled=delete_enabled),
             login_failures=LoginFailureStore(store),
         )
 
     async def close(self) -> None:
-        """Release the stores' connections (the driver's, then the database's)."""
+        """Release the upstreams' and the stores' connections (the driver's, then the
+        database's)."""
+        await self.cache.routes.close()
         await self._blobstore.driver.close()
         await self._store.close()

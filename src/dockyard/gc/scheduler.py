@@ -14,7 +14,7 @@ from dockyard.core.jobs import Job
 from dockyard.core.leases import LeaseBusy
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector, Report
-from dockyard.gc.retention import apply_retention, keeps_untagged
+from dockyard.gc.retention import apply_retention, configured_rules, keeps_untagged
 
 log = logging.getLogger("dockyard.gc")
 
@@ -24,7 +24,7 @@ GC_LEASE = "gc"
 
 def collector_for(registry: Registry, settings: Settings, *, grace: float | None = None
                   ) -> Collector:
-    rules = settings.retention.rules
+    rules = configured_rules(settings)
     return Collector(
         registry,
         grace=settings.gc.grace.total_seconds() if grace is None else grace,
@@ -40,7 +40,7 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
         async with registry.leases.hold(GC_LEASE):
             await registry.pulls.flush()
             retention = await apply_retention(registry.lifecycle,
-                                              settings.retention.rules)
+                                              configured_rules(settings))
             if retention.count:
                 log.info("retention deleted %d tags: %s", retention.count,
                          json.dumps(retention.deleted))

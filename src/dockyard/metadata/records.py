@@ -52,3 +52,14 @@ class NewManifest:
     annotations: str | None
     blob_digests: tuple[str, ...]
     child_digests: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedTag:
+    """A tag of a pull-through cache: where it came from and when."""
+
+    tag: str
+    upstream: str
+    digest: str
+    fetched_at: float
+    checked_at: float

@@ -139,3 +139,17 @@ class StorageFull(RegistryError):
 
     code = "UNKNOWN"
     server_fault = True
+
+
+class Denied(RegistryError):
+    """requested access to the resource is denied"""
+
+    code = "DENIED"
+
+
+class UpstreamUnavailable(RegistryError):
+    """the upstream registry of this pull-through cache cannot be reached; try again later"""
+
+    code = "UNAVAILABLE"
+    retry_after = 5
+    server_fault = True
