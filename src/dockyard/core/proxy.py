@@ -191,6 +191,8 @@ class PullThrough:
         self.leases = leases
         self.holder = holder
         self.pulls = pulls
+        #: seconds a fetch's lease lasts unless renewed
+        self.fetch_lease_ttl = FETCH_LEASE_TTL
         self._fetches: dict[str, asyncio.Future[None]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future[object]] = {}
 
@@ -340,7 +342,7 @@ class PullThrough:
                 await asyncio.shield(running)
                 if await self._adopt(name, info.digest, info.size):
                     return None
-            elif await self.leases.acquire(lease, self.holder, FETCH_LEASE_TTL):
+            elif await self.leases.acquire(lease, self.holder, self.fetch_lease_ttl):
                 if await self._adopt(name, info.digest, info.size):  # finished meanwhile
                     await self.leases.release(lease, self.holder)
                     return None
@@ -367,8 +369,9 @@ class PullThrough:
         """Stream the blob from upstream into the store (verified, then linked into
         `name`) under the fetch lease, feeding the first puller as it goes."""
         try:
-            async with renewing(lambda: self.leases.renew(lease, self.holder, FETCH_LEASE_TTL),
-                                f"lease {lease}", FETCH_LEASE_TTL), \
+            ttl = self.fetch_lease_ttl
+            async with renewing(lambda: self.leases.renew(lease, self.holder, ttl),
+                                f"lease {lease}", ttl), \
                     route.upstream.blob(route.name, str(info.digest)) as chunks:
                 await self.uploads.store_fetched(name, info.digest, tee.tee(chunks), info.size)
         except Exception as exc:
