@@ -18,9 +18,7 @@ from dockyard.drivers.s3 import S3Driver
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
-from dockyard.remote.client import RegistryClient
 from dockyard.remote.credentials import Credentials
-from dockyard.remote.upstream import RemoteUpstream
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.guard import DiskGuard
 
@@ -71,6 +69,12 @@ def upstream_credentials(index: int, creds: ProxyCredentials) -> Credentials:
 
 def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
     """A client per `proxy:` rule (call inside the event loop that will use them)."""
+    if not settings.proxy:
+        return []
+    # the HTTP client only when there are upstreams: the CLI's commands start faster
+    from dockyard.remote.client import RegistryClient
+    from dockyard.remote.upstream import RemoteUpstream
+
     out: list[tuple[ProxyRule, Upstream]] = []
     for i, rule in enumerate(settings.proxy):
         creds = upstream_credentials(i, rule.credentials) if rule.credentials else None
