@@ -26,6 +26,7 @@ from tests.support.authenv import USERS, token_auth, write_config, write_htpassw
 from tests.support.clients import Podman, Skopeo
 from tests.support.images import Layout, random_layout, sha256
 from tests.support.servers import Server, free_port, start_distribution, start_dockyard
+from tests.support.tcpproxy import HoldingProxy, holding_proxy
 
 USER = "builder"
 PASSWORD = USERS[USER][0]
@@ -65,8 +66,15 @@ def gone_port() -> int:
     return free_port()
 
 
-def proxy_rules(dist: Server, dock_up: Server, gone_port: int, secret: Path
-                ) -> list[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def holding() -> Iterator[HoldingProxy]:
+    """A proxy in front of an upstream the interrupted-fetch test starts and kills."""
+    with holding_proxy(free_port()) as proxy:
+        yield proxy
+
+
+def proxy_rules(dist: Server, dock_up: Server, gone_port: int, secret: Path,
+                holding: HoldingProxy) -> list[dict[str, Any]]:
     dist_creds = {"username": USER, "password_env": "DIST_PASSWORD"}
     return [
         {"prefix": "hub", "upstream": dist.url, "credentials": dist_creds, "tag_ttl": "1h"},
@@ -75,17 +83,18 @@ def proxy_rules(dist: Server, dock_up: Server, gone_port: int, secret: Path
         {"prefix": "dy", "upstream": dock_up.url, "tag_ttl": "1h",
          "credentials": {"username_env": "DY_USER", "password_file": secret}},
         {"prefix": "gone", "upstream": f"http://127.0.0.1:{gone_port}", "tag_ttl": "1s"},
+        {"prefix": "cut", "upstream": f"http://127.0.0.1:{holding.port}"},
     ]
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory, dist: Server, dock_up: Server,
-          gone_port: int) -> Iterator[Server]:
+          gone_port: int, holding: HoldingProxy) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("cache")
     secret = tmp / "dy-password"
     secret.write_text(PASSWORD + "\n")
     config = write_config(tmp / "config.yml", log={"level": "info"},
-                          proxy=proxy_rules(dist, dock_up, gone_port, secret))
+                          proxy=proxy_rules(dist, dock_up, gone_port, secret, holding))
     server = start_dockyard(tmp / "data", config=config, workers=2,
                             env={"DIST_PASSWORD": PASSWORD, "DY_USER": USER})
     yield server
@@ -211,15 +220,7 @@ def test_cached_tags_still_pull_when_the_upstream_is_down_and_say_so(
 def test_concurrent_pulls_of_an_uncached_blob_fetch_it_once(
         dist: Server, cache: Server) -> None:
     data = os.urandom(64 * 1024 * 1024)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    with httpx.Client(base_url=dist.url, auth=(USER, PASSWORD), timeout=120) as up:
-        started = up.post("/v2/up/big/blobs/uploads/")
-        assert started.status_code == 202, started.text
-        location = started.headers["Location"]
-        sep = "&" if "?" in location else "?"
-        resp = up.put(f"{location}{sep}digest={digest}", content=data,
-                      headers={"Content-Type": "application/octet-stream"})
-    assert resp.status_code == 201, resp.text
+    digest = push_blob(dist, "up/big", data, (USER, PASSWORD))
     del data
     url = f"{cache.url}/v2/hub/up/big/blobs/{digest}"
 
@@ -237,6 +238,64 @@ def test_concurrent_pulls_of_an_uncached_blob_fetch_it_once(
     assert upstream_requests(dist, f"/v2/up/big/blobs/{digest}", "GET") == 1
     assert pull(0) == (digest, 64 * 1024 * 1024)  # now from the cache
     assert upstream_requests(dist, f"/v2/up/big/blobs/{digest}", "GET") == 1
+
+
+def push_blob(server: Server, repo: str, data: bytes,
+              auth: tuple[str, str] | None = None) -> str:
+    """Push `data` as a blob (POST, then PUT ?digest=: Distribution 2.8 has no
+    monolithic POST); its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(base_url=server.url, auth=auth, timeout=120) as up:
+        started = up.post(f"/v2/{repo}/blobs/uploads/")
+        assert started.status_code == 202, started.text
+        location = started.headers["Location"]
+        sep = "&" if "?" in location else "?"
+        resp = up.put(f"{location}{sep}digest={digest}", content=data,
+                      headers={"Content-Type": "application/octet-stream"})
+    assert resp.status_code == 201, resp.text
+    return digest
+
+
+def test_an_upstream_dying_mid_blob_cuts_the_pull_and_keeps_nothing(
+        cache: Server, holding: HoldingProxy, tmp_path: Path) -> None:
+    # bigger than what the kernel's socket buffers hold, so the kill does cut it
+    data = os.urandom(48 * 1024 * 1024)
+    upstream = start_distribution(tmp_path / "cut", port=holding.target_port)
+    try:
+        digest = push_blob(upstream, "app", data)
+        url = f"{cache.url}/v2/cut/app/blobs/{digest}"
+        holding.hold_after = holding.forwarded + 2 * 1024 * 1024
+
+        def pull() -> int | str:
+            got = 0
+            try:
+                with httpx.stream("GET", url, timeout=60) as r:
+                    assert r.status_code == 200
+                    for chunk in r.iter_bytes():
+                        got += len(chunk)
+            except httpx.HTTPError as exc:
+                return type(exc).__name__
+            return got
+
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(pull)
+            assert holding.held.wait(60)
+            upstream.proc.kill()  # the upstream dies with the blob half sent
+            upstream.proc.wait()
+            holding.release()
+            result = first.result(60)
+        assert result != len(data), "the cut pull looked complete"
+        assert not list((cache.data / "blobs").glob(f"sha256/{digest[7:9]}/{digest[7:]}"))
+        assert not [f for f in (cache.data / "uploads").glob("*") if f.stat().st_size], \
+            "the cut fetch left its bytes behind"
+
+        upstream = start_distribution(tmp_path / "cut", port=holding.target_port)
+        with httpx.stream("GET", url, timeout=60) as r:
+            assert r.status_code == 200
+            body = r.read()
+        assert hashlib.sha256(body).hexdigest() == digest[7:]
+    finally:
+        upstream.stop()
 
 
 # ---------------------------------------------------------------- writes refused

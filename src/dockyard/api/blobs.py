@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from dockyard.api.context import Match, registry
@@ -10,6 +12,9 @@ from dockyard.api.ranges import parse_range
 from dockyard.api.sendfile import send_file, usable
 from dockyard.core.blobs import LocalFile, Redirect
 from dockyard.oci.digest import Digest
+from dockyard.oci.errors import RegistryError
+
+log = logging.getLogger("dockyard.api")
 
 
 async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
@@ -50,8 +55,16 @@ async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
         await send_file(request, resp, sock, body.path, body.offset, body.length)
         return resp
     await resp.prepare(request)
-    async for data in body.chunks:
-        await resp.write(data)
+    try:
+        async for data in body.chunks:
+            await resp.write(data)
+    except RegistryError as exc:
+        # the status line is out: the only way left to say "failed" is to cut the
+        # connection short of Content-Length (a pull-through fetch that failed midway)
+        log.warning("GET %s: %s; cutting the response short", digest, exc.message)
+        if request.transport is not None:
+            request.transport.abort()
+        return resp  # aiohttp's own write_eof then meets the closed connection, quietly
     await resp.write_eof()
     return resp
 

@@ -138,16 +138,31 @@ class UploadService:
                             size: int) -> int:
         """Store a blob a pull-through cache fetched for `name` (verified, published,
         linked), as a whole upload outside the caps on sessions (it is nobody's push)."""
-        return await self._whole(name, None, digest, body, Chunk(length=size), NO_CAPS)
+        return await self._whole(name, None, digest, body, Chunk(length=size), NO_CAPS,
+                                 discard=True)
 
     async def _whole(self, name: str, owner: str | None, digest: Digest,
-                     body: AsyncIterable[bytes], chunk: Chunk, caps: SessionCaps) -> int:
+                     body: AsyncIterable[bytes], chunk: Chunk, caps: SessionCaps, *,
+                     discard: bool = False) -> int:
+        """One upload from first byte to published blob; with `discard`, a failure
+        removes the session at once (nobody will resume it)."""
         session_id = str(uuid.uuid4())
         hold = self._holder(session_id)
         record = await self._open(name, owner, hold, caps)
-        async with self._keeping(hold):
-            return await self._finish(name, record, _Local(asyncio.Lock()), hold, digest,
-                                      body, chunk)
+        try:
+            async with self._keeping(hold):
+                return await self._finish(name, record, _Local(asyncio.Lock()), hold,
+                                          digest, body, chunk)
+        except BaseException:
+            if discard:
+                self._local.pop(session_id, None)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._drop(session_id))
+            raise
+
+    async def _drop(self, session_id: str) -> None:
+        if await self.store.delete_upload(session_id):
+            await self.blobs.discard_upload(session_id)
 
     async def _open(self, name: str, owner: str | None, hold: _Hold | None,
                     caps: SessionCaps | None = None) -> UploadRecord:
