@@ -55,6 +55,10 @@ FETCH_LEASE_TTL = 30.0
 """Seconds a blob fetch's lease lasts unless renewed: how long pullers elsewhere wait
 for a fetcher that died before one of them takes over."""
 
+STALE_RETRY = 10.0
+"""Seconds after a failed re-check of a tag before a pull (of this process) tries
+upstream again; meanwhile the tag is answered stale at once."""
+
 #: how many chunks the first puller's stream may lag behind the fetch
 _QUEUE = 8
 
@@ -195,6 +199,8 @@ class PullThrough:
         self.fetch_lease_ttl = FETCH_LEASE_TTL
         self._fetches: dict[str, asyncio.Future[None]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future[object]] = {}
+        #: (repository, tag) -> until when a failed re-check is not tried again
+        self._stale: dict[tuple[str, str], float] = {}
 
     def route(self, name: str) -> Route | None:
         return self.routes.route(name)
@@ -238,14 +244,35 @@ class PullThrough:
         else:
             cached = await self.store.cached_tag(name, tag)
             checked = cached.checked_at if cached is not None else 0.0
-            if time.time() - checked >= route.rule.tag_ttl.total_seconds():
+            if time.time() - checked < route.rule.tag_ttl.total_seconds():
+                if self.pulls is not None:
+                    self.pulls.record(name, tag)
+                return Pulled(record)  # fresh: the common case, two indexed reads
+            stale = self._still_stale(name, tag)
+            if not stale:
                 held = record.digest
                 stale = bool(await self._once(
                     (name, tag), lambda: self._recheck(route, name, tag, held)))
+                if stale:
+                    self._stale[name, tag] = time.monotonic() + STALE_RETRY
         if self.pulls is not None:
             self.pulls.record(name, tag)
+        if stale:
+            return Pulled(_found(record, name, reference), stale)
         record = await self.store.manifest(name, tag=tag, payload=payload)
-        return Pulled(_found(record, name, reference), stale)
+        return Pulled(_found(record, name, reference))
+
+    def _still_stale(self, name: str, tag: str) -> bool:
+        """Whether a re-check of this tag failed so recently that the cache does not ask
+        upstream again yet (a blackholed upstream would hold every pull for its
+        timeout)."""
+        until = self._stale.get((name, tag))
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._stale[name, tag]
+        return False
 
     async def _fetch_digest(self, route: Route, name: str, digest: str) -> None:
         fetched = await route.upstream.manifest(route.name, digest)

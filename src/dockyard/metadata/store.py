@@ -82,6 +82,14 @@ _UPLOAD_HOLD = Prepared(
     .where(uploads.c.id == bindparam("id"))
 )
 
+#: a pull-through cache's tag: read by every pull of one (its TTL counts from checked_at)
+_CACHED_TAG = Prepared(
+    select(proxy_tags.c.tag, proxy_tags.c.upstream, proxy_tags.c.digest,
+           proxy_tags.c.fetched_at, proxy_tags.c.checked_at)
+    .select_from(repositories.join(proxy_tags, proxy_tags.c.repository_id == repositories.c.id))
+    .where(repositories.c.name == bindparam("name"), proxy_tags.c.tag == bindparam("tag"))
+)
+
 
 #: Seconds after which a collector's unfinished blob deletion is considered abandoned.
 TOMBSTONE_TIMEOUT = 300.0
@@ -427,12 +435,7 @@ class MetadataStore:
 
     async def cached_tag(self, name: str, tag: str) -> CachedTag | None:
         """The provenance of cached tag `name:tag`, or None."""
-        rows = await self._read(
-            select(proxy_tags.c.tag, proxy_tags.c.upstream, proxy_tags.c.digest,
-                   proxy_tags.c.fetched_at, proxy_tags.c.checked_at)
-            .select_from(repositories.join(proxy_tags,
-                                           proxy_tags.c.repository_id == repositories.c.id))
-            .where(repositories.c.name == name, proxy_tags.c.tag == tag))
+        rows = await self._fetch(_CACHED_TAG, name=name, tag=tag)
         return CachedTag(*rows[0]) if rows else None
 
     async def cached_tags(self, name: str) -> list[CachedTag]:

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from dockyard.metadata.engine import open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import DigestInvalid, ManifestBlobUnknown
+from dockyard.oci.errors import DigestInvalid, ManifestBlobUnknown, UpstreamUnavailable
 from dockyard.storage.blobstore import BlobStore
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
@@ -169,3 +170,40 @@ def _serving(body: bytes):  # type: ignore[no-untyped-def]
     async def manifest(name: str, reference: str) -> tuple[bytes, str] | None:
         return body, "application/vnd.oci.image.manifest.v1+json"
     return manifest
+
+
+MANIFEST = (b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+            b'"config":{"mediaType":"application/vnd.oci.image.config.v1+json",'
+            b'"digest":"' + str(DIGEST).encode() + b'","size":1},"layers":[]}')
+
+
+class DownUpstream(FakeUpstream):
+    """Serves MANIFEST once, then cannot be reached; counts the re-checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+
+    async def manifest(self, name: str, reference: str) -> tuple[bytes, str] | None:
+        return MANIFEST, "application/vnd.oci.image.manifest.v1+json"
+
+    async def manifest_digest(self, name: str, tag: str) -> str | None:
+        self.checks += 1
+        raise UpstreamUnavailable("upstream is down")
+
+
+async def test_a_failed_recheck_is_not_retried_by_every_pull(
+        sqlite_url: str, tmp_path: Path) -> None:
+    down = DownUpstream()
+    engines = open_engines(sqlite_url)
+    rule = ProxyRule(prefix="hub", upstream="https://up.example", tag_ttl=timedelta(0))
+    registry = Registry.build(MetadataStore(engines), BlobStore(FilesystemDriver(tmp_path)),
+                              LeaseStore(engines), delete_enabled=True,
+                              manifest_max_size=1 << 20, proxies=[(rule, down)])
+    try:
+        assert not (await registry.manifests.pull("hub/x", "v1")).stale  # fetched
+        pulls = [await registry.manifests.pull("hub/x", "v1") for _ in range(5)]
+        assert all(p.stale and p.record.payload == MANIFEST for p in pulls)
+        assert down.checks == 1
+    finally:
+        await registry.close()
