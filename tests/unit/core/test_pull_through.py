@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
+from sqlalchemy import make_url
 
 from dockyard.config.proxy import ProxyRule
 from dockyard.core.blobs import LocalFile, Stream
 from dockyard.core.registry import Registry
 from dockyard.drivers.filesystem import FilesystemDriver
-from dockyard.metadata.engine import open_engines
+from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid, ManifestBlobUnknown, UpstreamUnavailable
 from dockyard.storage.blobstore import BlobStore
+from tests.support.postgres import postgres_unavailable, running_postgres
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 DIGEST = Digest.parse("sha256:" + hashlib.sha256(DATA).hexdigest())
@@ -81,11 +85,33 @@ async def open_registry(sqlite_url: str, data: Path, upstream: FakeUpstream) -> 
     return registry
 
 
-@pytest.fixture
-async def two(sqlite_url: str, tmp_path: Path, upstream: FakeUpstream
-              ) -> AsyncIterator[tuple[Registry, Registry]]:
-    a = await open_registry(sqlite_url, tmp_path / "data", upstream)
-    b = await open_registry(sqlite_url, tmp_path / "data", upstream)
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    if (why := postgres_unavailable()) is not None:
+        pytest.skip(why)
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def two(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path,
+              upstream: FakeUpstream) -> AsyncIterator[tuple[Registry, Registry]]:
+    """Two registries on one database (SQLite, or a fresh PostgreSQL database)."""
+    url = sqlite_url
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres")
+        name = f"pt_{uuid.uuid4().hex[:12]}"
+        parsed = make_url(server)
+        conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(
+            hide_password=False))
+        await conn.execute(f"CREATE DATABASE {name}")
+        await conn.close()
+        url = parsed.set(database=name).render_as_string(hide_password=False)
+        engines = open_engines(url)
+        await migrate(engines)
+        await engines.dispose()
+    a = await open_registry(url, tmp_path / "data", upstream)
+    b = await open_registry(url, tmp_path / "data", upstream)
     yield a, b
     await a.close()
     await b.close()
