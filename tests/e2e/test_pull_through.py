@@ -24,7 +24,7 @@ import pytest
 
 from tests.support.authenv import USERS, token_auth, write_config, write_htpasswd
 from tests.support.clients import Podman, Skopeo
-from tests.support.images import Layout, random_layout, sha256
+from tests.support.images import Layout, multiplatform_layout, random_layout, sha256
 from tests.support.servers import Server, free_port, start_distribution, start_dockyard
 from tests.support.tcpproxy import HoldingProxy, holding_proxy
 
@@ -145,6 +145,30 @@ def test_skopeo_pulls_through_distribution_and_the_second_pull_stays_local(
     assert prov["tags"][0]["tag"] == "v1"
     assert prov["tags"][0]["digest"] == layout.digest
     assert prov["tags"][0]["upstream"] == f"{dist.url}/up/sk:v1"
+
+
+def test_an_index_and_its_platforms_arrive_lazily_with_their_digests(
+        dist: Server, cache: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    layout = multiplatform_layout(tmp_path / "lay", "v1")
+    skopeo.copy(layout.ref, f"docker://{dist.host}/up/multi:v1", "--all", "--dest-creds",
+                CREDS)
+    ref = f"docker://{cache.host}/hub/up/multi:v1"
+    # one platform first: the index and that platform's image only
+    one = fresh_skopeo(tmp_path, "one", cache)
+    one.copy(ref, f"oci:{tmp_path / 'arm'}:v1", "--override-arch", "arm64")
+    child = next(c["digest"] for c in layout.children() if c["platform"]["architecture"]
+                 == "arm64")
+    assert sha256(one.inspect_raw(f"docker://{cache.host}/hub/up/multi@{child}")) == child
+    # then every platform, digests kept byte for byte
+    every = fresh_skopeo(tmp_path, "every", cache)
+    every.copy(ref, f"oci:{tmp_path / 'all'}:v1", "--all")
+    assert sha256(every.inspect_raw(ref)) == layout.digest
+    for c in layout.children():
+        got = every.inspect_raw(f"docker://{cache.host}/hub/up/multi@{c['digest']}")
+        assert sha256(got) == c["digest"]
+    fetched = upstream_requests(dist, "/v2/up/multi/")
+    fresh_skopeo(tmp_path, "again", cache).copy(ref, f"oci:{tmp_path / 'again'}:v1", "--all")
+    assert upstream_requests(dist, "/v2/up/multi/") == fetched
 
 
 def test_podman_pulls_through_a_token_auth_dockyard(
