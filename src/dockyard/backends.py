@@ -5,6 +5,7 @@ An unknown backend name is a startup error.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from dockyard.config.proxy import ProxyCredentials, ProxyRule
@@ -21,6 +22,8 @@ from dockyard.metadata.store import MetadataStore
 from dockyard.remote.credentials import Credentials
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.guard import DiskGuard
+
+log = logging.getLogger("dockyard")
 
 
 def build_driver(settings: Settings) -> Driver:
@@ -67,8 +70,21 @@ def upstream_credentials(index: int, creds: ProxyCredentials) -> Credentials:
     return Credentials(user, password)
 
 
+def check_upstreams(settings: Settings) -> None:
+    """ValueError naming the key when a `proxy:` rule's credentials cannot be read
+    (`dockyard serve` checks before it starts anything)."""
+    for i, rule in enumerate(settings.proxy):
+        if rule.credentials is not None:
+            upstream_credentials(i, rule.credentials)
+
+
 def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
-    """A client per `proxy:` rule (call inside the event loop that will use them)."""
+    """A client per `proxy:` rule (call inside the event loop that will use them).
+
+    A rule whose credentials cannot be read goes anonymous, with a warning: the server
+    refused to start on it already (`check_upstreams`), and the CLI's commands (gc, du,
+    rm) never pull from upstream.
+    """
     if not settings.proxy:
         return []
     # the HTTP client only when there are upstreams: the CLI's commands start faster
@@ -77,7 +93,12 @@ def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
 
     out: list[tuple[ProxyRule, Upstream]] = []
     for i, rule in enumerate(settings.proxy):
-        creds = upstream_credentials(i, rule.credentials) if rule.credentials else None
+        creds = None
+        if rule.credentials is not None:
+            try:
+                creds = upstream_credentials(i, rule.credentials)
+            except ValueError as exc:
+                log.warning("%s; %s is reached without credentials", exc, rule.upstream)
         client = RegistryClient(rule.upstream, credentials=creds, verify_tls=rule.tls_verify)
         out.append((rule, RemoteUpstream(client)))
     return out

@@ -29,7 +29,7 @@ from dockyard.api import tls
 from dockyard.api.app import CONNECTIONS, create_app
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
-from dockyard.backends import migrate_database
+from dockyard.backends import check_upstreams, migrate_database
 from dockyard.config.settings import Settings
 
 log = logging.getLogger("dockyard.server")
@@ -166,6 +166,7 @@ def serve(settings: Settings) -> None:
     host, port = split_addr(settings.http.addr)
     check_port_free(host, port)
     check_access(settings, host)
+    check_upstreams(settings)  # a missing credential stops the start, naming its key
     asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,

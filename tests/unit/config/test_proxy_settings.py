@@ -6,11 +6,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from dockyard.backends import upstream_credentials
+from dockyard.cli.main import main
 from dockyard.config.proxy import ProxyCredentials
 from dockyard.config.settings import ConfigError, load_settings
 from dockyard.gc.retention import configured_rules, rule_for
+from tests.support.servers import free_port
 
 
 def load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -82,3 +85,18 @@ def test_cache_retention_comes_before_the_configured_rules(tmp_path: Path) -> No
     assert hub.keep_pulled_within == hub.delete_older_than == timedelta(days=7)
     assert rule_for(rules, "q/x") == s.retention.rules[0]
     assert rule_for(rules, "hubx/y") == s.retention.rules[0]
+
+
+def test_serve_refuses_to_start_without_an_upstream_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HUB_TOKEN", raising=False)
+    config = tmp_path / "config.yml"
+    config.write_text("proxy:\n  - prefix: hub\n    upstream: https://hub.example\n"
+                      "    credentials: {username: u, password_env: HUB_TOKEN}\n")
+    result = CliRunner().invoke(main, ["serve", "--config", str(config), "--data",
+                                       str(tmp_path / "data"), "--listen",
+                                       f"127.0.0.1:{free_port()}"])
+    assert result.exit_code == 2
+    assert "proxy.0.credentials.password_env" in result.output
+    assert "HUB_TOKEN is not set" in result.output
+    assert not (tmp_path / "data").exists()  # nothing started
