@@ -1,10 +1,11 @@
 """The scenarios of the benchmark, in the issues' order (8 is the lifecycle issue's, 9 the
-mirroring issue's)."""
+mirroring issue's, 10 its pull-through cache)."""
 
 from __future__ import annotations
 
 from bench.scenarios.adopt import Adoption
 from bench.scenarios.base import Scenario
+from bench.scenarios.cache import PullThroughCache
 from bench.scenarios.copy import CopyTools
 from bench.scenarios.gc import GarbageCollection
 from bench.scenarios.image_pull import ImagePull
@@ -26,6 +27,7 @@ ALL: tuple[type[Scenario], ...] = (
     GarbageCollection,
     CopyTools,
     Adoption,
+    PullThroughCache,
 )
 
 BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}

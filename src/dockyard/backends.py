@@ -5,10 +5,14 @@ An unknown backend name is a startup error.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
+from dockyard.config.proxy import ProxyCredentials, ProxyRule
 from dockyard.config.settings import S3Settings, Settings
 from dockyard.core.metrics import metrics
+from dockyard.core.proxy import Upstream
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
@@ -17,10 +21,13 @@ from dockyard.drivers.s3 import S3Driver
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
+from dockyard.remote.credentials import Credentials
 from dockyard.storage import layout
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.distribution import DistributionTree
 from dockyard.storage.guard import DiskGuard
+
+log = logging.getLogger("dockyard")
 
 
 def build_driver(settings: Settings) -> Driver:
@@ -52,6 +59,65 @@ def build_guard(settings: Settings, driver: Driver) -> DiskGuard:
     """The free-space guard and storage reserve of `storage.guard`."""
     guard = settings.storage.guard
     return DiskGuard(driver, min_free=guard.min_free_bytes, reserve=guard.reserve)
+
+
+def upstream_credentials(index: int, creds: ProxyCredentials) -> Credentials:
+    """Resolve a rule's credentials from the environment or files it names; a missing
+    variable or unreadable file is a startup error naming the key (never the value)."""
+    where = f"proxy.{index}.credentials"
+
+    def env(key: str, name: str) -> str:
+        value = os.environ.get(name)
+        if not value:
+            raise ValueError(f"{where}.{key}: environment variable {name} is not set")
+        return value
+
+    user = creds.username if creds.username is not None else \
+        env("username_env", creds.username_env or "")
+    if creds.password_file is not None:
+        try:
+            lines = creds.password_file.read_text().splitlines()
+        except OSError as exc:
+            raise ValueError(f"{where}.password_file: cannot read {creds.password_file}: "
+                             f"{exc.strerror}") from None
+        password = lines[0] if lines else ""
+    else:
+        password = env("password_env", creds.password_env or "")
+    return Credentials(user, password)
+
+
+def check_upstreams(settings: Settings) -> None:
+    """ValueError naming the key when a `proxy:` rule's credentials cannot be read
+    (`dockyard serve` checks before it starts anything)."""
+    for i, rule in enumerate(settings.proxy):
+        if rule.credentials is not None:
+            upstream_credentials(i, rule.credentials)
+
+
+def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
+    """A client per `proxy:` rule (call inside the event loop that will use them).
+
+    A rule whose credentials cannot be read goes anonymous, with a warning: the server
+    refused to start on it already (`check_upstreams`), and the CLI's commands (gc, du,
+    rm) never pull from upstream.
+    """
+    if not settings.proxy:
+        return []
+    # the HTTP client only when there are upstreams: the CLI's commands start faster
+    from dockyard.remote.client import RegistryClient
+    from dockyard.remote.upstream import RemoteUpstream
+
+    out: list[tuple[ProxyRule, Upstream]] = []
+    for i, rule in enumerate(settings.proxy):
+        creds = None
+        if rule.credentials is not None:
+            try:
+                creds = upstream_credentials(i, rule.credentials)
+            except ValueError as exc:
+                log.warning("%s; %s is reached without credentials", exc, rule.upstream)
+        client = RegistryClient(rule.upstream, credentials=creds, verify_tls=rule.tls_verify)
+        out.append((rule, RemoteUpstream(client)))
+    return out
 
 
 async def migrate_database(settings: Settings) -> None:
@@ -90,6 +156,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
                          if settings.storage.redirect else None),
         feed_max_wait=settings.feed.max_wait.total_seconds(),
         observe=lambda kind, seconds: m.db_latency.labels(kind).observe(seconds),
+        proxies=build_upstreams(settings),
     )
 
 

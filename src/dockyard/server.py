@@ -40,7 +40,7 @@ from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
 from dockyard.api.connections import AccessLog
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
-from dockyard.backends import migrate_database
+from dockyard.backends import check_upstreams, migrate_database
 from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
 
@@ -230,6 +230,7 @@ def serve(settings: Settings, source: Source | None = None) -> None:
     if settings.http.debug.addr is not None:
         check_port_free(*split_addr(settings.http.debug.addr))
     check_access(settings, host)
+    check_upstreams(settings)  # a missing credential stops the start, naming its key
     asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,

@@ -11,7 +11,10 @@
   for a cursor that is no event id.
 - `GET /admin/v1/replica`: this registry as a replica (primary, promoted, cursor, lag).
 
-The last two need `registry:admin:*` (`auth.admin`).
+These two need `registry:admin:*` (`auth.admin`).
+
+`GET /admin/v1/cache/<name>`: the provenance of a pull-through cache repository's tags
+(upstream, digest, when fetched and last checked), JSON; needs `pull`.
 """
 
 from __future__ import annotations
@@ -84,3 +87,10 @@ async def replica_status(request: web.Request, _match: Match) -> web.StreamRespo
     status = await replica.status()
     status["read_only"] = await replica.read_only() is not None
     return _json(status)
+
+
+async def cache_provenance(request: web.Request, match: Match) -> web.StreamResponse:
+    cached = await registry(request).cache.provenance(match.name)
+    return _json({"name": match.name, "tags": [
+        {"tag": c.tag, "upstream": c.upstream, "digest": c.digest,
+         "fetched_at": c.fetched_at, "checked_at": c.checked_at} for c in cached]})

@@ -9,15 +9,22 @@ from dockyard.api.context import SETTINGS, Match, registry
 from dockyard.api.errors import HeadResponse
 from dockyard.oci.errors import PayloadTooLarge
 
+#: What a pull-through cache adds to a manifest it could not re-check upstream.
+STALE_HEADERS = {"Warning": '110 - "Response is Stale"', "X-Dockyard-Cache": "stale"}
+
 
 async def get_manifest(request: web.Request, match: Match) -> web.StreamResponse:
     head = request.method == "HEAD"
-    record = await registry(request).manifests.get(match.name, match.reference, payload=not head)
+    pulled = await registry(request).manifests.pull(match.name, match.reference,
+                                                    payload=not head)
+    record = pulled.record
     headers = {
         "Docker-Content-Digest": record.digest,
         "ETag": f'"{record.digest}"',
         "Content-Type": record.media_type,
     }
+    if pulled.stale:
+        headers.update(STALE_HEADERS)
     if head:
         return HeadResponse(200, record.size, headers)
     return web.Response(status=200, headers=headers, body=record.payload)

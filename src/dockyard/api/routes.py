@@ -102,6 +102,8 @@ ROUTES: tuple[Route, ...] = (
        DELETE=_E(blobs.delete_blob, Access.DELETE, "blob.delete")),
     _r("referrers", _NAME + r"/referrers/(?P<reference>[^/]+)", reference="digest",
        GET=_E(listing.referrers, Access.PULL)),
+    _r("admin-cache", r"/admin/v1/cache/(?P<name>.+)",
+       GET=_E(admin.cache_provenance, Access.PULL)),
     _r("admin-repository", r"/admin/v1/repositories/(?P<name>.+)",
        DELETE=_E(admin.delete_repository, Access.DELETE, "repository.delete")),
     _r("admin-events", r"/admin/v1/events", named=False, GET=_E(admin.events, Access.ADMIN)),

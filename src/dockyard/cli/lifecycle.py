@@ -128,17 +128,18 @@ def du(config: Path | None, data: Path | None, globs: tuple[str, ...], as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def retention(config: Path | None, data: Path | None, dry_run: bool, as_json: bool) -> None:
     """Apply the retention rules of the configuration now (tags only; see `gc`)."""
-    from dockyard.gc.retention import RetentionReport, apply_retention
+    from dockyard.gc.retention import RetentionReport, apply_retention, configured_rules
 
     settings = load(config, {"storage.filesystem.rootdirectory": data})
-    if not settings.retention.rules:
+    rules = configured_rules(settings)
+    if not rules:
         raise click.UsageError("the configuration has no retention rules")
 
     async def job(registry: Registry) -> RetentionReport:
         if not dry_run and await registry.replica.read_only() is not None:
             raise click.ClickException("this registry is a read-only replica: its tags "
                                        "are its primary's (dockyard promote first)")
-        return await apply_retention(registry.lifecycle, settings.retention.rules,
+        return await apply_retention(registry.lifecycle, rules,
                                      dry_run=dry_run)
 
     report = run_with_registry(settings, job)

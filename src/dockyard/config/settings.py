@@ -28,6 +28,7 @@ from pydantic import (
 from sqlalchemy.engine import URL
 
 from dockyard.config.auth import AuthSettings, TlsSettings
+from dockyard.config.proxy import ProxyRule, check_prefixes
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -447,6 +448,13 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     feed: FeedSettings = FeedSettings()
     replica: ReplicaSettings = ReplicaSettings()
+    #: pull-through caches: repository prefixes served from upstream registries
+    proxy: list[ProxyRule] = Field(default_factory=list)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_prefixes(cls, value: list[ProxyRule]) -> list[ProxyRule]:
+        return check_prefixes(value)
 
     @property
     def data_dir(self) -> Path:

@@ -12,11 +12,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, StorageFull, StorageUnavailable, Unsupported
 from dockyard.storage.blobstore import BlobStore
+
+if TYPE_CHECKING:
+    from dockyard.core.proxy import ProxyRoutes, PullThrough
 
 #: A HEAD renews a blob's grace period at most this often (seconds): a burst of HEADs
 #: costs one write, and any grace period of a second or more still protects the blob.
@@ -29,6 +33,10 @@ class BlobInfo:
 
     digest: Digest
     size: int
+    #: not stored yet: a pull-through cache fetches it from upstream when opened
+    remote: bool = False
+    #: the repository it is fetched for (a `remote` blob's)
+    repository: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +72,11 @@ class BlobService:
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool,
                  touch_interval: float = TOUCH_INTERVAL,
-                 redirect_expiry: float | None = None) -> None:
+                 redirect_expiry: float | None = None, routes: ProxyRoutes | None = None,
+                 proxy: PullThrough | None = None) -> None:
         self.store = store
+        self.routes = routes
+        self.proxy = proxy
         self.blobs = blobs
         self.delete_enabled = delete_enabled
         self.touch_interval = touch_interval
@@ -74,6 +85,10 @@ class BlobService:
 
     async def stat(self, name: str, digest: Digest, *, touch: bool = False) -> BlobInfo:
         record = await self.store.blob_in_repository(name, str(digest))
+        if record is None and self.proxy is not None:
+            route = self.proxy.route(name)
+            if route is not None:  # a pull-through cache: upstream may have it
+                return await self.proxy.blob_info(route, name, digest)
         if record is None:
             raise BlobUnknown(f"blob {digest} is not in {name}", {"digest": str(digest)})
         if touch and record.touched_at < time.time() - self.touch_interval:
@@ -86,7 +101,16 @@ class BlobService:
                    ) -> BlobBody:
         """What to send for `length` bytes of the blob from `offset` (after `stat`):
         a redirect when redirects are on and the store signs URLs, else a local file
-        when `local` (the caller can send one: no TLS in the way), else a stream."""
+        when `local` (the caller can send one: no TLS in the way), else a stream.
+        A `remote` blob is fetched first (streamed as it arrives to the request that
+        fetches it whole)."""
+        if info.remote and self.proxy is not None:
+            route = self.proxy.route(info.repository)
+            if route is not None:
+                fetching = await self.proxy.open_blob(route, info.repository, info,
+                                                      whole=offset == 0 and length == info.size)
+                if fetching is not None:
+                    return fetching
         if self.redirect_expiry is not None:
             url = await self.blobs.url_for(info.digest, int(self.redirect_expiry))
             if url is not None:
@@ -98,6 +122,8 @@ class BlobService:
 
     async def mount(self, name: str, digest: Digest, source: str) -> int | None:
         """Link `digest` from `source` into `name`; its size, or None if `source` lacks it."""
+        if self.routes is not None:
+            self.routes.refuse_writes(name)
         if await self.blobs.size(digest) is None:
             return None
         found = await self.store.mount_blob(name, str(digest), source)
@@ -123,6 +149,8 @@ class BlobService:
         return dict(await self.blobs.delete_blobs(digests))
 
     async def delete(self, name: str, digest: Digest) -> None:
+        if self.routes is not None:
+            self.routes.refuse_writes(name)
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
         if not await self.store.unlink_blob(name, str(digest)):

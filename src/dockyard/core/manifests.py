@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from dockyard.core.proxy import ProxyRoutes, Pulled, PullThrough
 from dockyard.core.pulls import PullRecorder
 from dockyard.metadata.records import ManifestRecord, NewManifest, ReferrerRecord
 from dockyard.metadata.store import MetadataStore, MissingReferences
@@ -57,8 +58,11 @@ class ManifestService:
     """Manifests, tags and referrers of repositories."""
 
     def __init__(self, store: MetadataStore, *, max_size: int, delete_enabled: bool,
-                 delete_referrers: bool = True, pulls: PullRecorder | None = None) -> None:
+                 delete_referrers: bool = True, pulls: PullRecorder | None = None,
+                 routes: ProxyRoutes | None = None, proxy: PullThrough | None = None) -> None:
         self.store = store
+        self.routes = routes or ProxyRoutes()
+        self.proxy = proxy
         self.pulls = pulls
         self.max_size = max_size
         self.delete_enabled = delete_enabled
@@ -67,18 +71,15 @@ class ManifestService:
     async def put(
         self, name: str, reference: str, payload: bytes, content_type: str | None
     ) -> PutResult:
+        self.routes.refuse_writes(name)
         if len(payload) > self.max_size:
             raise PayloadTooLarge(f"manifest is larger than {self.max_size} bytes")
         if is_tag(reference):
             validate_tag(reference)
-            digest, tag = Digest.of(payload), reference
+            wanted, tag = None, reference
         else:
-            wanted = Digest.parse(reference)
-            digest, tag = Digest.of(payload, wanted.algorithm), None
-            if digest != wanted:
-                raise DigestInvalid(f"manifest digest is {digest}, not {wanted}",
-                                    {"digest": reference})
-        new = prepare_manifest(payload, content_type, digest)
+            wanted, tag = Digest.parse(reference), None
+        new = new_manifest(payload, content_type, wanted)
         try:
             await self.store.put_manifest(name, new, tag)
         except MissingReferences as exc:
@@ -86,7 +87,15 @@ class ManifestService:
                 f"manifest references unknown blobs or manifests: {', '.join(exc.missing)}",
                 [{"digest": d} for d in exc.missing],
             ) from None
-        return PutResult(str(digest), new.subject_digest)
+        return PutResult(new.digest, new.subject_digest)
+
+    async def pull(self, name: str, reference: str, *, payload: bool = True) -> Pulled:
+        """A client's pull: `get`, or in a pull-through cache, from upstream if need be."""
+        route = self.proxy.route(name) if self.proxy is not None else None
+        if route is None:
+            return Pulled(await self.get(name, reference, payload=payload))
+        return await self.proxy.manifest(route, name, reference,  # type: ignore[union-attr]
+                                         payload=payload)
 
     async def get(self, name: str, reference: str, *, payload: bool = True) -> ManifestRecord:
         if is_tag(reference):
@@ -105,6 +114,7 @@ class ManifestService:
         return record
 
     async def delete(self, name: str, reference: str) -> None:
+        self.routes.refuse_writes(name)
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
         if is_tag(reference):
@@ -125,6 +135,20 @@ class ManifestService:
         self, name: str, subject: Digest, artifact_type: str | None
     ) -> list[ReferrerRecord]:
         return await self.store.referrers(name, str(subject), artifact_type)
+
+
+def new_manifest(payload: bytes, content_type: str | None, wanted: Digest | None
+                 ) -> NewManifest:
+    """`prepare_manifest` of a pushed or fetched manifest; `wanted`: the digest it must
+    have (`DigestInvalid` otherwise)."""
+    if wanted is None:
+        digest = Digest.of(payload)
+    else:
+        digest = Digest.of(payload, wanted.algorithm)
+        if digest != wanted:
+            raise DigestInvalid(f"manifest digest is {digest}, not {wanted}",
+                                {"digest": str(wanted)})
+    return prepare_manifest(payload, content_type, digest)
 
 
 def referrers_index(referrers: list[ReferrerRecord]) -> bytes:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
+from dockyard.config.proxy import ProxyRule
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.feed import FeedService
 from dockyard.core.health import HealthService
@@ -15,6 +16,7 @@ from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
 from dockyard.core.operations import OperationsService
+from dockyard.core.proxy import ProxyRoutes, PullThrough, Upstream
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.replica import ReplicaService
 from dockyard.core.repositories import RepositoryService
@@ -57,6 +59,8 @@ class Registry:
     health: HealthService
     #: counts, storage use and its trend, past collections
     operations: OperationsService
+    #: pull-through caches (`proxy:`): their routes, fetches and provenance
+    cache: PullThrough
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -68,26 +72,35 @@ class Registry:
         touch_interval: float = TOUCH_INTERVAL, session_caps: SessionCaps = NO_CAPS,
         redirect_expiry: float | None = None, feed_max_wait: float = 60.0,
         observe: Callable[[str, float], object] | None = None,
+        proxies: Sequence[tuple[ProxyRule, Upstream]] = (),
     ) -> Registry:
         pulls = PullRecorder(store)
         lifecycle = LifecycleStore(store)
         ops = OperationsStore(store)
+        lease_holder = Leases(leases)
+        routes = ProxyRoutes(list(proxies))
+        uploads = UploadService(store, blobstore, session_caps, routes=routes)
+        cache = PullThrough(routes, store, blobstore, uploads, leases, lease_holder.holder,
+                            pulls)
         return cls(
             health=HealthService(ops, blobstore, observe=observe),
             operations=OperationsService(ops, blobstore),
             _store=store,
             _blobstore=blobstore,
             pulls=pulls,
-            leases=Leases(leases),
+            leases=lease_holder,
             lifecycle=lifecycle,
             integrity=IntegrityStore(store),
+            cache=cache,
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval,
-                              redirect_expiry=redirect_expiry),
-            uploads=UploadService(store, blobstore, session_caps),
+                              redirect_expiry=redirect_expiry, routes=routes,
+                              proxy=cache if proxies else None),
+            uploads=uploads,
             manifests=ManifestService(store, max_size=manifest_max_size,
                                       delete_enabled=delete_enabled,
-                                      delete_referrers=delete_referrers, pulls=pulls),
+                                      delete_referrers=delete_referrers, pulls=pulls,
+                                      routes=routes, proxy=cache if proxies else None),
             repositories=RepositoryService(store, blobstore, lifecycle,
                                            delete_enabled=delete_enabled),
             login_failures=LoginFailureStore(store),
@@ -102,6 +115,8 @@ class Registry:
                         max_manifest_size=max_manifest_size, progress=progress)
 
     async def close(self) -> None:
-        """Release the stores' connections (the driver's, then the database's)."""
+        """Release the upstreams' and the stores' connections (the driver's, then the
+        database's)."""
+        await self.cache.routes.close()
         await self._blobstore.driver.close()
         await self._store.close()

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dockyard.core.leases import LeaseLost, holder_gone, process_holder, renewing
 from dockyard.metadata.records import UploadRecord
@@ -38,6 +38,9 @@ from dockyard.oci.errors import (
     TooManyRequests,
 )
 from dockyard.storage.blobstore import BlobStore, RunningHash
+
+if TYPE_CHECKING:
+    from dockyard.core.proxy import ProxyRoutes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,8 +105,9 @@ class UploadService:
     """Upload sessions over the metadata store and the blob store."""
 
     def __init__(self, store: MetadataStore, blobs: BlobStore,
-                 caps: SessionCaps = NO_CAPS) -> None:
+                 caps: SessionCaps = NO_CAPS, routes: ProxyRoutes | None = None) -> None:
         self.store = store
+        self.routes = routes
         self.blobs = blobs
         self.caps = caps
         self._local: dict[str, _Local] = {}
@@ -124,23 +128,53 @@ class UploadService:
 
     async def start(self, name: str, owner: str | None = None) -> UploadRecord:
         """Open a session for `owner` (who counts against the per-owner cap)."""
+        if self.routes is not None:
+            self.routes.refuse_writes(name)
         return await self._open(name, owner, None)
 
     async def upload(self, name: str, owner: str | None, digest: Digest,
                      body: AsyncIterable[bytes], chunk: Chunk) -> int:
         """A whole blob in one request (POST ?digest=): `start` and `finish` in one,
         the session born held, so it costs no write more than the session itself."""
+        if self.routes is not None:
+            self.routes.refuse_writes(name)
+        return await self._whole(name, owner, digest, body, chunk, self.caps)
+
+    async def store_fetched(self, name: str, digest: Digest, body: AsyncIterable[bytes],
+                            size: int) -> int:
+        """Store a blob a pull-through cache fetched for `name` (verified, published,
+        linked), as a whole upload outside the caps on sessions (it is nobody's push)."""
+        return await self._whole(name, None, digest, body, Chunk(length=size), NO_CAPS,
+                                 discard=True)
+
+    async def _whole(self, name: str, owner: str | None, digest: Digest,
+                     body: AsyncIterable[bytes], chunk: Chunk, caps: SessionCaps, *,
+                     discard: bool = False) -> int:
+        """One upload from first byte to published blob; with `discard`, a failure
+        removes the session at once (nobody will resume it)."""
         session_id = str(uuid.uuid4())
         hold = self._holder(session_id)
-        record = await self._open(name, owner, hold)
-        async with self._keeping(hold):
-            return await self._finish(name, record, _Local(asyncio.Lock()), hold, digest,
-                                      body, chunk)
+        record = await self._open(name, owner, hold, caps)
+        try:
+            async with self._keeping(hold):
+                return await self._finish(name, record, _Local(asyncio.Lock()), hold,
+                                          digest, body, chunk)
+        except BaseException:
+            if discard:
+                self._local.pop(session_id, None)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._drop(session_id))
+            raise
 
-    async def _open(self, name: str, owner: str | None, hold: _Hold | None) -> UploadRecord:
+    async def _drop(self, session_id: str) -> None:
+        if await self.store.delete_upload(session_id):
+            await self.blobs.discard_upload(session_id)
+
+    async def _open(self, name: str, owner: str | None, hold: _Hold | None,
+                    caps: SessionCaps | None = None) -> UploadRecord:
         await self.blobs.ensure_space()  # refuse before a row or a file exists
         session_id = hold.session_id if hold is not None else str(uuid.uuid4())
-        caps = self.caps
+        caps = self.caps if caps is None else caps
         try:
             record = await self.store.create_upload(
                 session_id, name, owner, max_total=caps.total, max_per_owner=caps.per_owner,

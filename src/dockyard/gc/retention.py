@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from dockyard.config.settings import RetentionRule
+from dockyard.config.settings import RetentionRule, Settings
 from dockyard.core.lifecycle import LifecycleBackend
 
 
@@ -25,6 +25,16 @@ class RetentionReport:
     @property
     def count(self) -> int:
         return sum(len(v) for v in self.deleted.values())
+
+
+def configured_rules(settings: Settings) -> list[RetentionRule]:
+    """`retention.rules`, preceded by one rule per pull-through cache with a
+    `retention`: its tags not pulled, nor fetched again, within that time go (and the
+    collector then frees what they held), whatever the rules below say."""
+    cache = [RetentionRule(repositories=f"{p.prefix}/*", keep_pulled_within=p.retention,
+                           delete_older_than=p.retention)
+             for p in settings.proxy if p.retention is not None]
+    return cache + list(settings.retention.rules)
 
 
 def rule_for(rules: list[RetentionRule], name: str) -> RetentionRule | None:

@@ -15,7 +15,7 @@ from dockyard.core.leases import LeaseBusy
 from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector, Report
-from dockyard.gc.retention import apply_retention, keeps_untagged
+from dockyard.gc.retention import apply_retention, configured_rules, keeps_untagged
 
 log = logging.getLogger("dockyard.gc")
 
@@ -28,7 +28,7 @@ def collector_for(registry: Registry, settings: Settings, *, grace: float | None
     """The collector of `settings`. On a read-only `replica` it deletes no manifest:
     those deletions come from the primary's feed (its own collector's included); it
     still frees the bytes of blobs nothing links any more."""
-    rules = settings.retention.rules
+    rules = configured_rules(settings)
     return Collector(
         registry,
         grace=settings.gc.grace.total_seconds() if grace is None else grace,
@@ -64,7 +64,7 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
             replica = await registry.replica.read_only() is not None
             if not replica:
                 retention = await apply_retention(registry.lifecycle,
-                                                  settings.retention.rules)
+                                                  configured_rules(settings))
                 if retention.count:
                     log.info("retention deleted %d tags: %s", retention.count,
                              json.dumps(retention.deleted))

@@ -63,3 +63,14 @@ class UsageSample:
     free_bytes: int
     total_bytes: int
     blob_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CachedTag:
+    """A tag of a pull-through cache: where it came from and when."""
+
+    tag: str
+    upstream: str
+    digest: str
+    fetched_at: float
+    checked_at: float

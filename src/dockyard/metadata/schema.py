@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -233,4 +234,21 @@ collections = Table(
     Column("bytes_freed", BigInteger, nullable=False),
     Column("failed", Integer, nullable=False),
     Index(None, "started_at"),
+)
+
+
+proxy_tags = Table(
+    "proxy_tags",
+    metadata,
+    # provenance of a tag of a pull-through cache: where it came from, when it was
+    # cached and last confirmed upstream (its TTL counts from `checked_at`); goes with
+    # the tag
+    Column("repository_id", Integer, primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("upstream", String(1000), nullable=False),
+    Column("digest", DIGEST, nullable=False),
+    Column("fetched_at", Double, nullable=False),
+    Column("checked_at", Double, nullable=False),
+    ForeignKeyConstraint(["repository_id", "tag"], ["tags.repository_id", "tags.name"],
+                         ondelete="CASCADE"),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from dockyard.metadata.events import Change, EventRecord, EventWriter
 from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
     BlobRecord,
+    CachedTag,
     ManifestRecord,
     NewManifest,
     ReferrerRecord,
@@ -44,6 +45,7 @@ from dockyard.metadata.schema import (
     manifest_blobs,
     manifest_children,
     manifests,
+    proxy_tags,
     registry_state,
     repositories,
     repository_blobs,
@@ -83,6 +85,14 @@ _UPLOAD_HOLD = Prepared(
     select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
            uploads.c.updated_at, uploads.c.holder, uploads.c.held_until)
     .where(uploads.c.id == bindparam("id"))
+)
+
+#: a pull-through cache's tag: read by every pull of one (its TTL counts from checked_at)
+_CACHED_TAG = Prepared(
+    select(proxy_tags.c.tag, proxy_tags.c.upstream, proxy_tags.c.digest,
+           proxy_tags.c.fetched_at, proxy_tags.c.checked_at)
+    .select_from(repositories.join(proxy_tags, proxy_tags.c.repository_id == repositories.c.id))
+    .where(repositories.c.name == bindparam("name"), proxy_tags.c.tag == bindparam("tag"))
 )
 
 
@@ -440,7 +450,64 @@ class MetadataStore:
         Raises `MissingReferences` when a referenced blob or child manifest is not in
         the repository; nothing is written then.
         """
-        now, q = time.time(), self._q
+        await self.engines.compiled(self._put_manifest(name, new, tag, time.time()))
+
+    async def cache_manifest(self, name: str, new: NewManifest, tag: str | None,
+                             upstream: str) -> None:
+        """Record a manifest fetched from `upstream` for a pull-through cache, and point
+        `tag` at it, with the tag's provenance.
+
+        Unlike a push, its references need not be here yet: a cache fetches blobs and
+        index children when a client first asks for them. The references are recorded
+        all the same, so the collector keeps what arrives later.
+        """
+        now = time.time()
+        put = self._put_manifest(name, new, tag, now, check=False)
+
+        def body(conn: Connection) -> None:
+            put(conn)
+            if tag is not None:
+                repo_id = _repo_id(conn, name)
+                values = {"upstream": upstream[:1000], "digest": new.digest,
+                          "fetched_at": now, "checked_at": now}
+                stmt = self._upsert(proxy_tags).values(repository_id=repo_id, tag=tag,
+                                                       **values)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[proxy_tags.c.repository_id, proxy_tags.c.tag],
+                    set_=values))
+
+        await self.engines.transaction(body)
+
+    async def cached_tag(self, name: str, tag: str) -> CachedTag | None:
+        """The provenance of cached tag `name:tag`, or None."""
+        rows = await self._fetch(_CACHED_TAG, name=name, tag=tag)
+        return CachedTag(*rows[0]) if rows else None
+
+    async def cached_tags(self, name: str) -> list[CachedTag]:
+        """The provenance of every cached tag of `name`, by tag."""
+        rows = await self._read(
+            select(proxy_tags.c.tag, proxy_tags.c.upstream, proxy_tags.c.digest,
+                   proxy_tags.c.fetched_at, proxy_tags.c.checked_at)
+            .select_from(repositories.join(proxy_tags,
+                                           proxy_tags.c.repository_id == repositories.c.id))
+            .where(repositories.c.name == name).order_by(self._sorted(proxy_tags.c.tag)))
+        return [CachedTag(*r) for r in rows]
+
+    async def confirm_cached_tag(self, name: str, tag: str, digest: str) -> None:
+        """Upstream still has `tag` at `digest`: its TTL starts over."""
+        repo_id = (select(repositories.c.id).where(repositories.c.name == name)
+                   .scalar_subquery())
+        stmt = (update(proxy_tags)
+                .where(proxy_tags.c.repository_id == repo_id, proxy_tags.c.tag == tag,
+                       proxy_tags.c.digest == digest)
+                .values(checked_at=time.time()))
+        await self.engines.transaction(lambda conn: conn.execute(stmt))
+
+    def _put_manifest(self, name: str, new: NewManifest, tag: str | None, now: float, *,
+                      check: bool = True) -> Callable[[Conn], None]:
+        """The body of a manifest write; with `check`, refused (`MissingReferences`)
+        unless every reference is in the repository."""
+        q = self._q
 
         def body(conn: Conn) -> None:
             repo_id = self._ensure_repo(conn, name, now)
@@ -454,7 +521,7 @@ class MetadataStore:
                        if run(conn, q.has_link, repo=repo_id, digest=d).fetchone() is None]
             missing += [d for d in new.child_digests
                         if run(conn, q.manifest_id, repo=repo_id, digest=d).fetchone() is None]
-            if missing:
+            if missing and check:
                 raise MissingReferences(sorted(missing))
             found = run(conn, q.manifest_id, repo=repo_id, digest=new.digest).fetchone()
             added = None if found is not None else run(
@@ -484,7 +551,7 @@ class MetadataStore:
                 self.events.record(conn, [Change(kind, name, tag, new.digest,
                                                  new.media_type)], now)
 
-        await self.engines.compiled(body)
+        return body
 
     async def manifest(
         self, name: str, *, tag: str | None = None, digest: str | None = None,

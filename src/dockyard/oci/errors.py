@@ -159,3 +159,17 @@ class ReadOnlyReplica(RegistryError):
     """this registry is a read-only replica"""
 
     code = "UNSUPPORTED"
+
+
+class Denied(RegistryError):
+    """requested access to the resource is denied"""
+
+    code = "DENIED"
+
+
+class UpstreamUnavailable(RegistryError):
+    """the upstream registry of this pull-through cache cannot be reached; try again later"""
+
+    code = "UNAVAILABLE"
+    retry_after = 5
+    server_fault = True

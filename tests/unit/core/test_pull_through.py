@@ -1,0 +1,235 @@
+"""Pull-through blob fetches between two registries ("processes") sharing real stores.
+
+Each `Registry` has its own metadata engines and lease holder over one SQLite file and
+one data directory, as two workers do; the upstream is a fake that counts fetches and
+holds the bytes back until told. The e2e proof is tests/e2e/test_pull_through.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import make_url
+
+from dockyard.config.proxy import ProxyRule
+from dockyard.core.blobs import LocalFile, Stream
+from dockyard.core.registry import Registry
+from dockyard.drivers.filesystem import FilesystemDriver
+from dockyard.metadata.engine import migrate, open_engines
+from dockyard.metadata.leases import LeaseStore
+from dockyard.metadata.store import MetadataStore
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import DigestInvalid, ManifestBlobUnknown, UpstreamUnavailable
+from dockyard.storage.blobstore import BlobStore
+from tests.support.postgres import postgres_unavailable, running_postgres
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+DIGEST = Digest.parse("sha256:" + hashlib.sha256(DATA).hexdigest())
+RULE = ProxyRule(prefix="hub", upstream="https://up.example")
+
+
+class FakeUpstream:
+    """Serves `body` as blob DIGEST once `gate` is set; counts the fetches."""
+
+    url = "https://up.example"
+
+    def __init__(self, body: bytes = DATA) -> None:
+        self.body = body
+        self.gate = asyncio.Event()
+        self.fetches = 0
+
+    async def manifest_digest(self, name: str, tag: str) -> str | None:
+        return None
+
+    async def manifest(self, name: str, reference: str) -> tuple[bytes, str] | None:
+        return None
+
+    async def blob_size(self, name: str, digest: str) -> int | None:
+        return len(DATA) if digest == str(DIGEST) else None
+
+    @asynccontextmanager
+    async def blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        self.fetches += 1
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield self.body[:1000]
+            await self.gate.wait()
+            for i in range(1000, len(self.body), 65536):
+                yield self.body[i:i + 65536]
+
+        yield chunks()
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+async def open_registry(sqlite_url: str, data: Path, upstream: FakeUpstream) -> Registry:
+    engines = open_engines(sqlite_url)
+    registry = Registry.build(MetadataStore(engines), BlobStore(FilesystemDriver(data)),
+                              LeaseStore(engines), delete_enabled=True,
+                              manifest_max_size=1 << 20, proxies=[(RULE, upstream)])
+    registry.cache.fetch_lease_ttl = 0.6
+    return registry
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    if (why := postgres_unavailable()) is not None:
+        pytest.skip(why)
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def two(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path,
+              upstream: FakeUpstream) -> AsyncIterator[tuple[Registry, Registry]]:
+    """Two registries on one database (SQLite, or a fresh PostgreSQL database)."""
+    url = sqlite_url
+    if request.param == "postgresql":
+        server = request.getfixturevalue("postgres")
+        name = f"pt_{uuid.uuid4().hex[:12]}"
+        parsed = make_url(server)
+        conn = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(
+            hide_password=False))
+        await conn.execute(f"CREATE DATABASE {name}")
+        await conn.close()
+        url = parsed.set(database=name).render_as_string(hide_password=False)
+        engines = open_engines(url)
+        await migrate(engines)
+        await engines.dispose()
+    a = await open_registry(url, tmp_path / "data", upstream)
+    b = await open_registry(url, tmp_path / "data", upstream)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def read(body: Stream) -> bytes:
+    return b"".join([chunk async for chunk in body.chunks])
+
+
+async def test_two_processes_fetch_a_blob_once_the_first_streams_it(
+        two: tuple[Registry, Registry], upstream: FakeUpstream) -> None:
+    a, b = two
+    info_a = await a.blobs.stat("hub/x", DIGEST)
+    assert info_a.remote
+    first = await a.blobs.open(info_a, 0, len(DATA))
+    assert isinstance(first, Stream)  # the bytes as they arrive
+    info_b = await b.blobs.stat("hub/x", DIGEST)
+    waiting = asyncio.create_task(b.blobs.open(info_b, 0, len(DATA)))
+    await asyncio.sleep(1.0)  # more than the lease's ttl: the fetch renews it
+    assert not waiting.done()
+    upstream.gate.set()
+    assert await read(first) == DATA
+    second = await waiting
+    assert isinstance(second, LocalFile)
+    assert second.path.read_bytes() == DATA
+    assert upstream.fetches == 1
+    # stored and linked: served locally from now on, in the other repository once
+    # upstream confirms it has it there
+    assert not (await a.blobs.stat("hub/x", DIGEST)).remote
+    assert not (await b.blobs.stat("hub/y", DIGEST)).remote
+    assert upstream.fetches == 1
+
+
+async def test_a_fetcher_that_died_is_replaced(
+        two: tuple[Registry, Registry], upstream: FakeUpstream) -> None:
+    _a, b = two
+    leases = b.cache.leases
+    assert await leases.acquire(f"proxy-blob:{DIGEST}", "elsewhere:1:dead:", 0.5)
+    upstream.gate.set()
+    info = await b.blobs.stat("hub/x", DIGEST)
+    body = await b.blobs.open(info, 0, len(DATA))  # waits for the lease to run out
+    assert isinstance(body, Stream)
+    assert await read(body) == DATA
+    assert upstream.fetches == 1
+
+
+async def test_bytes_that_do_not_match_the_digest_are_not_kept(
+        sqlite_url: str, tmp_path: Path) -> None:
+    bad = FakeUpstream(body=DATA[:-1] + b"x")
+    bad.gate.set()
+    registry = await open_registry(sqlite_url, tmp_path / "data", bad)
+    try:
+        info = await registry.blobs.stat("hub/x", DIGEST)
+        body = await registry.blobs.open(info, 0, len(DATA))
+        assert isinstance(body, Stream)
+        with pytest.raises(DigestInvalid):
+            await read(body)
+        assert (await registry.blobs.stat("hub/x", DIGEST)).remote  # nothing stored
+        assert not list((tmp_path / "data").glob("blobs/**/data"))
+    finally:
+        await registry.close()
+
+
+async def test_a_push_still_needs_its_references_a_cache_does_not(
+        two: tuple[Registry, Registry]) -> None:
+    a, _ = two
+    manifest = (b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+                b'"config":{"mediaType":"application/vnd.oci.image.config.v1+json",'
+                b'"digest":"' + str(DIGEST).encode() + b'","size":1},"layers":[]}')
+    with pytest.raises(ManifestBlobUnknown):
+        await a.manifests.put("local/x", "v1", manifest,
+                              "application/vnd.oci.image.manifest.v1+json")
+    cached = FakeUpstream()
+    cached.manifest = _serving(manifest)  # type: ignore[method-assign]
+    a.cache.routes.rules[0] = (RULE, cached)
+    pulled = await a.manifests.pull("hub/x", "v1")
+    assert pulled.record.payload == manifest
+    assert not pulled.stale
+
+
+def _serving(body: bytes):  # type: ignore[no-untyped-def]
+    async def manifest(name: str, reference: str) -> tuple[bytes, str] | None:
+        return body, "application/vnd.oci.image.manifest.v1+json"
+    return manifest
+
+
+MANIFEST = (b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+            b'"config":{"mediaType":"application/vnd.oci.image.config.v1+json",'
+            b'"digest":"' + str(DIGEST).encode() + b'","size":1},"layers":[]}')
+
+
+class DownUpstream(FakeUpstream):
+    """Serves MANIFEST once, then cannot be reached; counts the re-checks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+
+    async def manifest(self, name: str, reference: str) -> tuple[bytes, str] | None:
+        return MANIFEST, "application/vnd.oci.image.manifest.v1+json"
+
+    async def manifest_digest(self, name: str, tag: str) -> str | None:
+        self.checks += 1
+        raise UpstreamUnavailable("upstream is down")
+
+
+async def test_a_failed_recheck_is_not_retried_by_every_pull(
+        sqlite_url: str, tmp_path: Path) -> None:
+    down = DownUpstream()
+    engines = open_engines(sqlite_url)
+    rule = ProxyRule(prefix="hub", upstream="https://up.example", tag_ttl=timedelta(0))
+    registry = Registry.build(MetadataStore(engines), BlobStore(FilesystemDriver(tmp_path)),
+                              LeaseStore(engines), delete_enabled=True,
+                              manifest_max_size=1 << 20, proxies=[(rule, down)])
+    try:
+        assert not (await registry.manifests.pull("hub/x", "v1")).stale  # fetched
+        pulls = [await registry.manifests.pull("hub/x", "v1") for _ in range(5)]
+        assert all(p.stale and p.record.payload == MANIFEST for p in pulls)
+        assert down.checks == 1
+    finally:
+        await registry.close()
