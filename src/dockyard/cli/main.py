@@ -54,11 +54,12 @@ def config_check(file: Path) -> None:
 
 
 def _register() -> None:
+    from dockyard.cli.build import build
     from dockyard.cli.lifecycle import du, gc, retention
     from dockyard.cli.rm import rm
     from dockyard.cli.user import user
 
-    for command in (gc, du, retention, rm, user):
+    for command in (gc, du, retention, rm, user, build):
         main.add_command(command)
 
 

@@ -1,0 +1,88 @@
+"""The builder's registry calls, all here so another client can replace them.
+
+One question is asked of a registry: what manifest does this reference name now (its
+digest and annotations)? It goes through `dockyard.client.RegistryClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from dockyard.client import MANIFEST_ACCEPT, RegistryClient, RegistryClientError
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteImage:
+    """A manifest a registry holds under a reference."""
+
+    digest: str
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """`host[:port]/repo[:tag|@digest]` as (host, repository, reference)."""
+    host, _, rest = ref.partition("/")
+    if not rest or ("." not in host and ":" not in host and host != "localhost"):
+        host, rest = "docker.io", ref if "/" in ref else f"library/{ref}"
+    if "@" in rest:
+        repo, _, reference = rest.partition("@")
+    else:
+        last = rest.rsplit("/", 1)[-1]
+        if ":" in last:
+            repo, _, reference = rest.rpartition(":")
+        else:
+            repo, reference = rest, "latest"
+    return host, repo, reference
+
+
+class _Client(RegistryClient):
+    async def manifest(self, name: str, reference: str) -> tuple[str, dict[str, Any]] | None:
+        url = f"{self.base}/v2/{name}/manifests/{reference}"
+        async with self._session.get(url, headers={"Accept": MANIFEST_ACCEPT}) as resp:
+            if resp.status == 404:
+                return None
+            if resp.status >= 400:
+                raise RegistryClientError(resp.status, (await resp.text())[:200])
+            body = await resp.read()
+            return resp.headers.get("Docker-Content-Digest", ""), json.loads(body)
+
+
+class Registries:
+    """Manifest look-ups by full reference, over HTTPS unless the host is insecure."""
+
+    def __init__(self, insecure: list[str], timeout: float = 30.0) -> None:
+        self.insecure = set(insecure)
+        self.timeout = timeout
+
+    def _base(self, host: str) -> str:
+        if host == "docker.io":
+            host = "registry-1.docker.io"
+        return f"{'http' if host in self.insecure else 'https'}://{host}"
+
+    async def lookup(self, ref: str) -> RemoteImage | None:
+        """The manifest `ref` names, or None when the registry has no such tag."""
+        host, repo, reference = split_reference(ref)
+        client = _Client(self._base(host))
+        async with client:
+            found = await asyncio.wait_for(client.manifest(repo, reference), self.timeout)
+        if found is None:
+            return None
+        digest, doc = found
+        annotations = doc.get("annotations") or {}
+        return RemoteImage(digest, {str(k): str(v) for k, v in annotations.items()})
+
+    async def lookup_many(self, refs: list[str]) -> dict[str, RemoteImage | Exception | None]:
+        """Look-ups of several references at once; a failure is returned, not raised."""
+        async def one(ref: str) -> RemoteImage | Exception | None:
+            try:
+                return await self.lookup(ref)
+            except (aiohttp.ClientError, RegistryClientError, TimeoutError, ValueError) as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(r) for r in refs))
+        return dict(zip(refs, results, strict=True))

@@ -1,0 +1,185 @@
+"""Run a plan: independent branches in parallel, tests in each built image, then, only if
+every selected image built and passed, push them all, parents first.
+
+A failed image fails everything below it. Each image's engine output goes to its own
+log file under the work directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockyard.builder.display import Display
+from dockyard.builder.engine import BuildRequest, Engine, EngineError
+from dockyard.builder.plan import KEY_LABEL, Plan, Step
+from dockyard.builder.provenance import Provenance
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    work: Path
+    jobs: int = 2
+    push: bool = False
+    no_cache: bool = False
+
+
+@dataclass(slots=True)
+class Result:
+    """What became of one selected image."""
+
+    path: str
+    name: str
+    key: str
+    state: str = "queued"
+    digest: str | None = None
+    error: str | None = None
+    log: Path | None = None
+    seconds: float = 0.0
+    reason: str = ""
+    pushed: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, object]:
+        return {"image": self.path, "name": self.name, "key": self.key, "result": self.state,
+                "reason": self.reason, "digest": self.digest, "error": self.error,
+                "log": str(self.log) if self.log else None, "seconds": round(self.seconds, 3),
+                "pushed": self.pushed}
+
+
+def image_annotations(step: Step, origin: Provenance) -> dict[str, str]:
+    """The OCI annotations (and labels) each built image carries."""
+    out = {KEY_LABEL: step.key, "org.opencontainers.image.created": origin.created,
+           "org.opencontainers.image.title": step.image.path}
+    if origin.source:
+        out["org.opencontainers.image.source"] = origin.source
+    if origin.revision:
+        out["org.opencontainers.image.revision"] = origin.revision
+    return out
+
+
+class Runner:
+    """Carries out one plan with one engine."""
+
+    def __init__(self, plan: Plan, engine: Engine, options: Options, origin: Provenance,
+                 display: Display) -> None:
+        self.plan = plan
+        self.engine = engine
+        self.options = options
+        self.origin = origin
+        self.display = display
+        self.logs = options.work / "logs"
+        self.rendered = options.work / "rendered"
+        self.results = {s.image.path: Result(s.image.path, s.image.name, s.key,
+                                             reason=s.reason) for s in plan.steps}
+        self._done = {s.image.path: asyncio.Event() for s in plan.steps}
+        self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(max(1, options.jobs))
+
+    def _set(self, path: str, state: str, detail: str = "") -> None:
+        self.results[path].state = state
+        self.display.update(path, state, detail)
+
+    async def run(self) -> list[Result]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.rendered.mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(*(self._one(step) for step in self.plan.steps))
+        if self.options.push:
+            await self._publish()
+        return [self.results[s.image.path] for s in self.plan.steps]
+
+    async def _one(self, step: Step) -> None:
+        path = step.image.path
+        result = self.results[path]
+        try:
+            for parent in step.parents:
+                if parent in self._done:
+                    await self._done[parent].wait()
+                    if self.results[parent].state == "failed":
+                        result.error = f"parent {self.results[parent].name} failed"
+                        self._set(path, "failed", result.error)
+                        return
+            if step.action == "skip":
+                result.digest = step.remote.digest if step.remote else None
+                self._set(path, "skipped", step.reason)
+                return
+            async with self._slots:
+                started = time.monotonic()
+                try:
+                    await self._build(step, result)
+                except EngineError as exc:
+                    result.error = str(exc)
+                    self._set(path, "failed", result.error)
+                finally:
+                    result.seconds = time.monotonic() - started
+        finally:
+            self._done[path].set()
+
+    async def _ensure_base(self, ref: str, log: Path) -> None:
+        """Pull a base that was not built in this run, once per run, before building on it."""
+        task = self._pulls.get(ref)
+        if task is None:
+            task = asyncio.ensure_future(self.engine.pull(ref, log))
+            self._pulls[ref] = task
+        await asyncio.shield(task)
+
+    async def _build(self, step: Step, result: Result) -> None:
+        path = step.image.path
+        flat = path.replace("/", "-")
+        log = self.logs / f"{flat}.log"
+        log.write_bytes(b"")
+        result.log = log
+        built_here = {self.results[p].name for p in step.parents
+                      if p in self.results and self.results[p].state == "built"}
+        graph = self.plan.graph
+        catalogue_names = {graph.nodes[p].image.name: p for p in graph.nodes[path].parents}
+        self._set(path, "pulling")
+        for base in graph.nodes[path].external + list(catalogue_names):
+            if base not in built_here:
+                await self._ensure_base(base, log)
+        self._set(path, "building")
+        dockerfile = self.rendered / flat / "Dockerfile"
+        dockerfile.parent.mkdir(parents=True, exist_ok=True)
+        dockerfile.write_text(step.dockerfile)
+        meta = image_annotations(step, self.origin)
+        tags = [step.image.name] + [f"{step.image.name.rsplit(':', 1)[0]}:{t}"
+                                    for t in step.image.settings.tags]
+        await self.engine.build(BuildRequest(
+            dockerfile=dockerfile, context=self.plan.root, tags=tags,
+            build_args=step.image.settings.build_args, labels=meta, annotations=meta,
+            timestamp=self.origin.epoch, no_cache=self.options.no_cache,
+            platforms=step.image.settings.platforms), log)
+        for i, command in enumerate(step.image.settings.tests, 1):
+            self._set(path, "testing", f"{i}/{len(step.image.settings.tests)}: {command}")
+            try:
+                await self.engine.run(step.image.name, command, log)
+            except EngineError as exc:
+                raise EngineError(f"test {command!r} failed (log: {log})") from exc
+        self._set(path, "built")
+
+    async def _publish(self) -> None:
+        built = [s for s in self.plan.steps if self.results[s.image.path].state == "built"]
+        failed = [r for r in self.results.values() if r.state == "failed"]
+        if failed:
+            for step in built:
+                self.results[step.image.path].reason = "not pushed: another image failed"
+            return
+        for step in built:  # plan order: parents first
+            path = step.image.path
+            result = self.results[path]
+            self._set(path, "pushing")
+            repo = step.image.name.rsplit(":", 1)[0]
+            try:
+                result.digest = await self.engine.push(step.image.name, step.image.name,
+                                                       self.logs / f"{path.replace('/', '-')}.log")
+                result.pushed.append(step.image.name)
+                for tag in step.image.settings.tags:
+                    await self.engine.push(step.image.name, f"{repo}:{tag}",
+                                           self.logs / f"{path.replace('/', '-')}.log")
+                    result.pushed.append(f"{repo}:{tag}")
+            except EngineError as exc:
+                result.error = str(exc)
+                self._set(path, "failed", result.error)
+                return
+            self._set(path, "pushed", result.digest or "")

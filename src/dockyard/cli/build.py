@@ -1,0 +1,133 @@
+"""`dockyard build`: build a catalogue of images in dependency order (see builder/).
+
+    dockyard build --catalogue images/ --registry registry.example --image-prefix toolforge
+    dockyard build python311-sssd/web --push          the image, its ancestors when they
+                                                      need it, and its descendants
+    dockyard build --graph [--format dot]             the tree from the FROM lines
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from dockyard.builder.catalogue import Naming
+from dockyard.builder.display import Display
+from dockyard.builder.engine import ENGINES, EngineError, make_engine
+from dockyard.builder.engineconf import engine_environment
+from dockyard.builder.graph import Graph
+from dockyard.builder.plan import Plan, load_graph, make_plan
+from dockyard.builder.provenance import provenance
+from dockyard.builder.remote import Registries
+from dockyard.builder.runner import Options, Runner
+from dockyard.builder.settings import CatalogueError, load_settings
+
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _default_work() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "dockyard" / "build"
+
+
+def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> Naming:
+    settings = load_settings(root)
+    registry = registry or settings.registry
+    if not registry:
+        raise CatalogueError("no registry: give --registry or `registry:` in catalogue.yaml")
+    prefix = prefix if prefix is not None else (settings.image_prefix or "")
+    return Naming(registry.rstrip("/"), prefix, tag)
+
+
+@click.command("build")
+@click.argument("images", nargs=-1)
+@click.option("--catalogue", "catalogue", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("."), show_default=True, help="The catalogue directory.")
+@click.option("--registry", help="Registry host[:port] (default: catalogue.yaml's).")
+@click.option("--image-prefix", "image_prefix", help="Image name prefix (default: "
+              "catalogue.yaml's).")
+@click.option("--tag", default="latest", show_default=True, help="The tag to build.")
+@click.option("--push", is_flag=True, help="Push every image once all built and passed.")
+@click.option("--single", is_flag=True, help="Only the named images, not their relatives.")
+@click.option("--no-cache", "no_cache", is_flag=True, help="Rebuild even unchanged images.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Images built at once.")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Show the plan, build nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--graph", "show_graph", is_flag=True, help="Print the dependency tree.")
+@click.option("--format", "fmt", type=click.Choice(["text", "dot"]), default="text",
+              show_default=True, help="Format of --graph.")
+@click.option("--engine", type=click.Choice(sorted(ENGINES)), default="buildah",
+              show_default=True)
+@click.option("--work-dir", "work", type=click.Path(path_type=Path, file_okay=False),
+              help="Logs, rendered Dockerfiles, engine config (default: "
+              "~/.cache/dockyard/build).")
+@click.option("--storage", type=click.Path(path_type=Path, file_okay=False),
+              help="A private image store (vfs) instead of the engine's default.")
+@click.option("--tls-verify/--no-tls-verify", "tls_verify", default=None,
+              help="HTTPS with verified certificates (default: on, off for loopback hosts).")
+def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
+          image_prefix: str | None, tag: str, push: bool, single: bool, no_cache: bool,
+          jobs: int, dry_run: bool, as_json: bool, show_graph: bool, fmt: str, engine: str,
+          work: Path | None, storage: Path | None, tls_verify: bool | None) -> None:
+    """Build the catalogue's IMAGES (default: all) in dependency order; skip unchanged ones."""
+    root = catalogue.resolve()
+    try:
+        naming = _naming(root, registry, image_prefix, tag)
+        if show_graph:
+            graph: Graph = load_graph(root, naming)[0]
+            click.echo(graph.dot() if fmt == "dot" else graph.tree(), nl=fmt != "dot")
+            return
+        host = naming.registry.split("/", 1)[0]
+        verify = tls_verify if tls_verify is not None else not host.startswith(_LOOPBACK)
+        insecure = [] if verify else [host]
+        registries = Registries(insecure)
+        plan = asyncio.run(make_plan(root, naming, registries, names=list(images),
+                                     single=single, no_cache=no_cache))
+    except CatalogueError as exc:
+        raise click.UsageError(str(exc)) from None
+    out = sys.stderr if as_json else sys.stdout
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if dry_run:
+        _print_plan(plan, as_json)
+        return
+    work = (work or _default_work()).resolve()
+    env = engine_environment(work / "engine", insecure=insecure, storage=storage)
+    try:
+        eng = make_engine(engine, env, tls_verify=verify)
+    except EngineError as exc:
+        raise click.UsageError(str(exc)) from None
+    names = {s.image.path: s.image.name for s in plan.steps}
+    display = Display(names, stream=out, live=None if not as_json else False)
+    with display:
+        runner = Runner(plan, eng, Options(work, jobs=jobs, push=push, no_cache=no_cache),
+                        provenance(root), display)
+        results = asyncio.run(runner.run())
+    display.summary([(r.name, r.state, (r.digest or "")[:19], f"{r.seconds:.1f}s")
+                     for r in results])
+    failed = [r for r in results if r.state == "failed"]
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "images": [r.as_json() for r in results]},
+                              indent=2))
+    for r in failed:
+        click.echo(f"failed: {r.name}: {r.error}", err=True)
+    if push and failed:
+        click.echo("nothing pushed: not every image built and passed its tests", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _print_plan(plan: Plan, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"images": [
+            {"image": s.image.path, "name": s.image.name, "key": s.key, "action": s.action,
+             "reason": s.reason, "parents": s.parents} for s in plan.steps]}, indent=2))
+        return
+    for s in plan.steps:
+        click.echo(f"{s.action:5}  {s.image.name}  {s.key[7:19]}  ({s.reason})")
