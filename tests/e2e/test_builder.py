@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.clients import Podman, Skopeo
+from tests.support.clients import Skopeo
 from tests.support.images import Layout
 from tests.support.servers import Server, start_dockyard
 
@@ -192,13 +192,29 @@ def test_first_build_pushed_parents_first_with_annotations(builder: Builder) -> 
 
 
 def test_pushed_images_run_with_podman(builder: Builder) -> None:
-    podman = Podman(builder.root / "puller", insecure_hosts=[builder.registry.host])
-    for path in ("python311-sssd/web", "node18"):
-        podman.run("run", "--rm", builder.name(path), "/bin/busybox", "true", debug=False)
-    out = podman.run("run", "--rm", builder.name("node18"), "/bin/busybox", "cat",
-                     "/opt/node18/artifact", "/etc/catalogue/greeting", "/etc/motd",
-                     debug=False).stdout
+    """A podman with empty storage pulls the pushed images from the registry and runs them."""
+    puller = builder.root / "puller"
+    for d in ("graphroot", "runroot"):
+        (puller / d).mkdir(parents=True, exist_ok=True)
+    (puller / "storage.conf").write_text(
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{puller / "graphroot"}"\n'
+        f'runroot = "{puller / "runroot"}"\n')
+    engine_conf = builder.root / "work" / "engine"
+    env = {**builder.env, "CONTAINERS_CONF": str(engine_conf / "containers.conf"),
+           "CONTAINERS_REGISTRIES_CONF": str(engine_conf / "registries.conf"),
+           "CONTAINERS_STORAGE_CONF": str(puller / "storage.conf")}
+
+    def podman_run(image: str, *command: str) -> str:
+        proc = subprocess.run(["/usr/bin/podman", "run", "--rm", "--network=none", image,
+                               *command], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    podman_run(builder.name("python311-sssd/web"), "/bin/busybox", "true")
+    out = podman_run(builder.name("node18"), "/bin/busybox", "cat", "/opt/node18/artifact",
+                     "/etc/catalogue/greeting", "/etc/motd")
     assert out.splitlines() == ["built", "hello from bookworm", "Welcome to the test catalogue"]
+    assert (puller / "graphroot" / "vfs-images").is_dir()  # pulled into its own storage
 
 
 def test_second_build_skips_everything_without_engine_calls(builder: Builder) -> None:
@@ -274,7 +290,8 @@ def test_single_builds_only_the_named_image(builder: Builder) -> None:
     results = builder.build("php82", "--push")
     assert _by_result(results) == {"skipped": {"bookworm", "php82"}, "pushed": {"php82/web"}}
     builds = [c for c in builder.calls() if c.startswith("buildah bud")]
-    assert len(builds) == 2 and builder.name("php82/web") in builds[1]
+    assert len(builds) == 2
+    assert builder.name("php82/web") in builds[1]
 
 
 def test_bad_input_is_one_line_with_status_2(builder: Builder, tmp_path: Path) -> None:

@@ -13,19 +13,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from dockyard.builder.catalogue import Naming
-from dockyard.builder.display import Display
-from dockyard.builder.engine import ENGINES, EngineError, make_engine
-from dockyard.builder.engineconf import engine_environment
-from dockyard.builder.graph import Graph
-from dockyard.builder.plan import Plan, load_graph, make_plan
-from dockyard.builder.provenance import provenance
-from dockyard.builder.remote import Registries
-from dockyard.builder.runner import Options, Runner
-from dockyard.builder.settings import CatalogueError, load_settings
+if TYPE_CHECKING:
+    from dockyard.builder.catalogue import Naming
+    from dockyard.builder.plan import Plan
 
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
@@ -36,6 +30,9 @@ def _default_work() -> Path:
 
 
 def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> Naming:
+    from dockyard.builder.catalogue import Naming
+    from dockyard.builder.settings import CatalogueError, load_settings
+
     settings = load_settings(root)
     registry = registry or settings.registry
     if not registry:
@@ -62,7 +59,7 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
 @click.option("--graph", "show_graph", is_flag=True, help="Print the dependency tree.")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot"]), default="text",
               show_default=True, help="Format of --graph.")
-@click.option("--engine", type=click.Choice(sorted(ENGINES)), default="buildah",
+@click.option("--engine", type=click.Choice(["buildah", "podman"]), default="buildah",
               show_default=True)
 @click.option("--work-dir", "work", type=click.Path(path_type=Path, file_okay=False),
               help="Logs, rendered Dockerfiles, engine config (default: "
@@ -76,11 +73,21 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
           jobs: int, dry_run: bool, as_json: bool, show_graph: bool, fmt: str, engine: str,
           work: Path | None, storage: Path | None, tls_verify: bool | None) -> None:
     """Build the catalogue's IMAGES (default: all) in dependency order; skip unchanged ones."""
+    # imported here: `dockyard serve` and the other commands need none of this
+    from dockyard.builder.display import Display
+    from dockyard.builder.engine import EngineError, make_engine
+    from dockyard.builder.engineconf import engine_environment
+    from dockyard.builder.plan import load_graph, make_plan
+    from dockyard.builder.provenance import provenance
+    from dockyard.builder.remote import Registries
+    from dockyard.builder.runner import Options, Runner
+    from dockyard.builder.settings import CatalogueError
+
     root = catalogue.resolve()
     try:
         naming = _naming(root, registry, image_prefix, tag)
         if show_graph:
-            graph: Graph = load_graph(root, naming)[0]
+            graph = load_graph(root, naming)[0]
             click.echo(graph.dot() if fmt == "dot" else graph.tree(), nl=fmt != "dot")
             return
         host = naming.registry.split("/", 1)[0]
