@@ -31,6 +31,7 @@ class Parsed:
     bases: list[str] = field(default_factory=list)      # images: FROM and COPY --from
     stages: list[str] = field(default_factory=list)     # stage aliases, in order
     sources: list[str] = field(default_factory=list)    # COPY/ADD sources from the context
+    final_base: str | None = None                       # the last stage's image (not alias)
 
 
 class DockerfileError(ValueError):
@@ -106,7 +107,7 @@ def parse(text: str, build_args: dict[str, str] | None = None) -> Parsed:
     global_args: dict[str, str] = {}
     seen_from = False
     args = build_args or {}
-    aliases: set[str] = set()
+    aliases: dict[str, str | None] = {}
     for ins in instructions(text):
         if ins.keyword == "ARG" and not seen_from:
             for word in _split_flags(ins.args)[1]:
@@ -121,10 +122,15 @@ def parse(text: str, build_args: dict[str, str] | None = None) -> Parsed:
             if not base:
                 raise DockerfileError(f"line {ins.line}: FROM {words[0]} is empty "
                                       "after ARG substitution")
-            if base.lower() not in aliases and base != "scratch":
-                parsed.bases.append(base)
+            if base.lower() in aliases:
+                image: str | None = aliases[base.lower()]
+            else:
+                image = None if base == "scratch" else base
+                if image is not None:
+                    parsed.bases.append(image)
+            parsed.final_base = image
             if len(words) >= 3 and words[1].upper() == "AS":
-                aliases.add(words[2].lower())
+                aliases[words[2].lower()] = image
                 parsed.stages.append(words[2])
         elif ins.keyword in ("COPY", "ADD"):
             flags, words = _split_flags(ins.args)

@@ -31,6 +31,7 @@ class Node:
     parents: list[str] = field(default_factory=list)     # catalogue paths
     children: list[str] = field(default_factory=list)    # catalogue paths
     external: list[str] = field(default_factory=list)    # references outside the catalogue
+    final_base: str | None = None                        # the last stage's catalogue image
 
 
 class Graph:
@@ -42,7 +43,7 @@ class Graph:
 
     @classmethod
     def build(cls, images: Iterable[Image], bases: dict[str, list[str]], naming: Naming,
-              root: Path) -> Graph:
+              root: Path, finals: dict[str, str | None] | None = None) -> Graph:
         nodes = {i.path: Node(i) for i in images}
         by_name = {normalise(n.image.name): p for p, n in nodes.items()}
         own = naming.repository("") if naming.image_prefix else None
@@ -58,8 +59,11 @@ class Graph:
                     raise CatalogueError(f"{rel}: FROM {ref}: no such image in the catalogue")
                 elif ref not in node.external:
                     node.external.append(ref)
-        for node in nodes.values():
+        for path, node in nodes.items():
             node.children.sort()
+            final = (finals or {}).get(path)
+            target = by_name.get(normalise(final)) if final else None
+            node.final_base = nodes[target].image.name if target else None
         return cls(nodes)
 
     def _topological(self) -> list[str]:

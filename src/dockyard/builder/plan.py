@@ -63,7 +63,8 @@ def load_graph(root: Path, naming: Naming) -> tuple[Graph, dict[str, str], dict[
             parsed[image.path] = parse(rendered[image.path], image.settings.build_args)
         except DockerfileError as exc:
             raise CatalogueError(f"{image.dockerfile.relative_to(root)}: {exc}") from None
-    graph = Graph.build(images, {p: v.bases for p, v in parsed.items()}, naming, root)
+    graph = Graph.build(images, {p: v.bases for p, v in parsed.items()}, naming, root,
+                        {p: v.final_base for p, v in parsed.items()})
     return graph, rendered, parsed
 
 

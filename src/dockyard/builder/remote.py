@@ -51,6 +51,15 @@ class _Client(RegistryClient):
             body = await resp.read()
             return resp.headers.get("Docker-Content-Digest", ""), json.loads(body)
 
+    async def put_manifest(self, name: str, reference: str, body: bytes,
+                           media_type: str) -> str:
+        url = f"{self.base}/v2/{name}/manifests/{reference}"
+        async with self._session.put(url, data=body,
+                                     headers={"Content-Type": media_type}) as resp:
+            if resp.status >= 400:
+                raise RegistryClientError(resp.status, (await resp.text())[:200])
+            return resp.headers.get("Docker-Content-Digest", "")
+
 
 class Registries:
     """Manifest look-ups by full reference, over HTTPS unless the host is insecure."""
@@ -75,6 +84,28 @@ class Registries:
         digest, doc = found
         annotations = doc.get("annotations") or {}
         return RemoteImage(digest, {str(k): str(v) for k, v in annotations.items()})
+
+    async def amend(self, ref: str, annotations: dict[str, str], tags: list[str]) -> str:
+        """Set `annotations` on the manifest `ref` names (a new manifest when they change
+        it: same config and layers) and put it under `ref`'s tag and `tags` too; the
+        final digest."""
+        host, repo, reference = split_reference(ref)
+        client = _Client(self._base(host))
+        async with client:
+            found = await asyncio.wait_for(client.manifest(repo, reference), self.timeout)
+            if found is None:
+                raise RegistryClientError(404, f"{ref}: not in the registry")
+            digest, doc = found
+            current = doc.get("annotations") or {}
+            changed = any(current.get(k) != v for k, v in annotations.items())
+            if not changed and not tags:
+                return digest
+            doc["annotations"] = {**current, **annotations}
+            body = json.dumps(doc, separators=(",", ":")).encode()
+            media_type = str(doc.get("mediaType") or "application/vnd.oci.image.manifest.v1+json")
+            for tag in ([reference] if changed else []) + tags:
+                digest = await client.put_manifest(repo, tag, body, media_type)
+            return digest
 
     async def lookup_many(self, refs: list[str]) -> dict[str, RemoteImage | Exception | None]:
         """Look-ups of several references at once; a failure is returned, not raised."""

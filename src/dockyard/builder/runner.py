@@ -12,10 +12,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from dockyard.builder.display import Display
 from dockyard.builder.engine import BuildRequest, Engine, EngineError
 from dockyard.builder.plan import KEY_LABEL, Plan, Step
 from dockyard.builder.provenance import Provenance
+from dockyard.builder.remote import Registries
+from dockyard.client import RegistryClientError
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +66,10 @@ def image_annotations(step: Step, origin: Provenance) -> dict[str, str]:
 class Runner:
     """Carries out one plan with one engine."""
 
-    def __init__(self, plan: Plan, engine: Engine, options: Options, origin: Provenance,
-                 display: Display) -> None:
+    def __init__(self, plan: Plan, engine: Engine, registries: Registries, options: Options,
+                 origin: Provenance, display: Display) -> None:
         self.plan = plan
+        self.registries = registries
         self.engine = engine
         self.options = options
         self.origin = origin
@@ -165,21 +170,34 @@ class Runner:
             for step in built:
                 self.results[step.image.path].reason = "not pushed: another image failed"
             return
+        # the digests children point at: pushed in this run, or found in the registry
+        digests = {r.name: r.digest for r in self.results.values() if r.digest}
         for step in built:  # plan order: parents first
             path = step.image.path
             result = self.results[path]
             self._set(path, "pushing")
             repo = step.image.name.rsplit(":", 1)[0]
             try:
-                result.digest = await self.engine.push(step.image.name, step.image.name,
-                                                       self.logs / f"{path.replace('/', '-')}.log")
-                result.pushed.append(step.image.name)
-                for tag in step.image.settings.tags:
-                    await self.engine.push(step.image.name, f"{repo}:{tag}",
-                                           self.logs / f"{path.replace('/', '-')}.log")
-                    result.pushed.append(f"{repo}:{tag}")
-            except EngineError as exc:
+                await self.engine.push(step.image.name, step.image.name,
+                                       self.logs / f"{path.replace('/', '-')}.log")
+                result.digest = await self.registries.amend(
+                    step.image.name, self._base_digest(step, digests),
+                    step.image.settings.tags)
+            except (EngineError, RegistryClientError, aiohttp.ClientError,
+                    TimeoutError) as exc:
                 result.error = str(exc)
                 self._set(path, "failed", result.error)
                 return
+            digests[step.image.name] = result.digest
+            result.pushed = [step.image.name] + [f"{repo}:{t}" for t in step.image.settings.tags]
             self._set(path, "pushed", result.digest or "")
+
+    def _base_digest(self, step: Step, digests: dict[str, str]) -> dict[str, str]:
+        """The base digest annotation, when the base is a catalogue image: the engine
+        stamps its local digest, which is not the one the registry serves."""
+        base = self.plan.graph.nodes[step.image.path].final_base
+        digest = digests.get(base or "")
+        if base is None or not digest:
+            return {}
+        return {"org.opencontainers.image.base.name": base,
+                "org.opencontainers.image.base.digest": digest}

@@ -113,8 +113,8 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     names = {s.image.path: s.image.name for s in plan.steps}
     display = Display(names, stream=out, live=None if not as_json else False)
     with display:
-        runner = Runner(plan, eng, Options(work, jobs=jobs, push=push, no_cache=no_cache),
-                        provenance(root), display)
+        options = Options(work, jobs=jobs, push=push, no_cache=no_cache)
+        runner = Runner(plan, eng, registries, options, provenance(root), display)
         results = asyncio.run(runner.run())
     display.summary([(r.name, r.state, (r.digest or "")[:19], f"{r.seconds:.1f}s")
                      for r in results])
