@@ -223,6 +223,30 @@ def test_pushed_images_run_with_podman(builder: Builder) -> None:
     assert (puller / "graphroot" / "vfs-images").is_dir()  # pulled into its own storage
 
 
+def test_images_with_a_dpkg_database_get_an_spdx_sbom_through_referrers(
+        builder: Builder) -> None:
+    expected = {("base-files", "12.4+deb12u5"), ("libc6", "2.36-9+deb12u4"),
+                ("tzdata", "2024a-0+deb12u1")}  # not removed-tool: only config files left
+    for path in ("bookworm", "python311-sssd/web"):
+        digest, _ = builder.manifest(path)
+        repo = f"{PREFIX}-{path.replace('/', '-')}"
+        index = httpx.get(f"{builder.registry.url}/v2/{repo}/referrers/{digest}").json()
+        sboms = [m for m in index["manifests"] if m["artifactType"] == "application/spdx+json"]
+        assert len(sboms) == 1, index
+        manifest = httpx.get(f"{builder.registry.url}/v2/{repo}/manifests/{sboms[0]['digest']}",
+                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+                             ).json()
+        assert manifest["subject"]["digest"] == digest
+        layer = manifest["layers"][0]
+        assert layer["mediaType"] == "application/spdx+json"
+        doc = httpx.get(f"{builder.registry.url}/v2/{repo}/blobs/{layer['digest']}").json()
+        assert doc["spdxVersion"] == "SPDX-2.3"
+        assert doc["name"] == builder.name(path)
+        assert {(p["name"], p["versionInfo"]) for p in doc["packages"]} == expected
+        purls = {r["referenceLocator"] for p in doc["packages"] for r in p["externalRefs"]}
+        assert "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=amd64" in purls
+
+
 def test_second_build_skips_everything_without_engine_calls(builder: Builder) -> None:
     builder.calls()
     results = builder.build("--push")

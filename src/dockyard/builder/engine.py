@@ -45,6 +45,10 @@ class Engine(Protocol):
 
     async def push(self, image: str, dest: str, log: Path) -> str: ...
 
+    async def read_file(self, image: str, path: str, log: Path) -> bytes | None:
+        """The file at `path` in the image's root filesystem, or None if it has none."""
+        ...
+
 
 async def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
     """Run `argv` with stdout and stderr appended to `log`; raise on failure."""
@@ -62,6 +66,21 @@ async def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
             raise
     if code != 0:
         raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {code} (log: {log})")
+
+
+async def run_captured(argv: list[str], env: dict[str, str], log: Path) -> str:
+    """Run `argv` for its (short) standard output; stderr goes to `log`."""
+    with log.open("ab") as errors:
+        errors.write(("$ " + " ".join(argv) + "\n").encode())
+        errors.flush()
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=errors)
+        out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {proc.returncode} "
+                          f"(log: {log})")
+    return out.decode().strip()
 
 
 def _exe(name: str) -> str:
@@ -117,6 +136,18 @@ class _CliEngine:
                           "--digestfile", str(digestfile), image, f"docker://{dest}"],
                          self.env, log)
         return digestfile.read_text().strip()
+
+
+    async def read_file(self, image: str, path: str, log: Path) -> bytes | None:
+        """Through a working container of the image, mounted (the builder runs as root)."""
+        buildah = _exe("buildah")  # podman's images are buildah's: one storage
+        container = await run_captured([buildah, "from", "--pull=never", image], self.env, log)
+        try:
+            mount = await run_captured([buildah, "mount", container], self.env, log)
+            file = Path(mount) / path.lstrip("/")
+            return file.read_bytes() if file.is_file() else None
+        finally:
+            await run_logged([buildah, "rm", container], self.env, log)
 
 
 class Buildah(_CliEngine):

@@ -7,9 +7,11 @@ digest and annotations)? It goes through `dockyard.client.RegistryClient`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -41,7 +43,9 @@ def split_reference(ref: str) -> tuple[str, str, str]:
 
 
 class _Client(RegistryClient):
-    async def manifest(self, name: str, reference: str) -> tuple[str, dict[str, Any]] | None:
+    async def manifest(self, name: str, reference: str
+                       ) -> tuple[str, dict[str, Any], int] | None:
+        """Digest, parsed document and size in bytes of a manifest; None if unknown."""
         url = f"{self.base}/v2/{name}/manifests/{reference}"
         async with self._session.get(url, headers={"Accept": MANIFEST_ACCEPT}) as resp:
             if resp.status == 404:
@@ -49,7 +53,7 @@ class _Client(RegistryClient):
             if resp.status >= 400:
                 raise RegistryClientError(resp.status, (await resp.text())[:200])
             body = await resp.read()
-            return resp.headers.get("Docker-Content-Digest", ""), json.loads(body)
+            return resp.headers.get("Docker-Content-Digest", ""), json.loads(body), len(body)
 
     async def put_manifest(self, name: str, reference: str, body: bytes,
                            media_type: str) -> str:
@@ -59,6 +63,24 @@ class _Client(RegistryClient):
             if resp.status >= 400:
                 raise RegistryClientError(resp.status, (await resp.text())[:200])
             return resp.headers.get("Docker-Content-Digest", "")
+
+
+    async def put_blob(self, name: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        async with self._session.head(f"{self.base}/v2/{name}/blobs/{digest}") as resp:
+            if resp.status == 200:
+                return digest
+        async with self._session.post(f"{self.base}/v2/{name}/blobs/uploads/") as resp:
+            if resp.status >= 400:
+                raise RegistryClientError(resp.status, (await resp.text())[:200])
+            location = urljoin(self.base + "/", resp.headers["Location"])
+        sep = "&" if "?" in location else "?"
+        async with self._session.put(f"{location}{sep}digest={digest}", data=data,
+                                     headers={"Content-Type": "application/octet-stream"}
+                                     ) as resp:
+            if resp.status >= 400:
+                raise RegistryClientError(resp.status, (await resp.text())[:200])
+        return digest
 
 
 class Registries:
@@ -81,7 +103,7 @@ class Registries:
             found = await asyncio.wait_for(client.manifest(repo, reference), self.timeout)
         if found is None:
             return None
-        digest, doc = found
+        digest, doc, _ = found
         annotations = doc.get("annotations") or {}
         return RemoteImage(digest, {str(k): str(v) for k, v in annotations.items()})
 
@@ -95,7 +117,7 @@ class Registries:
             found = await asyncio.wait_for(client.manifest(repo, reference), self.timeout)
             if found is None:
                 raise RegistryClientError(404, f"{ref}: not in the registry")
-            digest, doc = found
+            digest, doc, _ = found
             current = doc.get("annotations") or {}
             changed = any(current.get(k) != v for k, v in annotations.items())
             if not changed and not tags:
@@ -106,6 +128,34 @@ class Registries:
             for tag in ([reference] if changed else []) + tags:
                 digest = await client.put_manifest(repo, tag, body, media_type)
             return digest
+
+    async def attach(self, ref: str, digest: str, artifact_type: str, data: bytes) -> str:
+        """Push `data` as an artifact whose subject is the manifest `digest` of `ref`'s
+        repository (found through the referrers API); the artifact's digest."""
+        host, repo, _ = split_reference(ref)
+        client = _Client(self._base(host))
+        async with client:
+            found = await asyncio.wait_for(client.manifest(repo, digest), self.timeout)
+            if found is None:
+                raise RegistryClientError(404, f"{ref}@{digest}: not in the registry")
+            empty = b"{}"
+            await client.put_blob(repo, empty)
+            layer = await client.put_blob(repo, data)
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "artifactType": artifact_type,
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                           "digest": "sha256:" + hashlib.sha256(empty).hexdigest(),
+                           "size": len(empty)},
+                "layers": [{"mediaType": artifact_type, "digest": layer, "size": len(data)}],
+                "subject": {"mediaType": str(found[1].get("mediaType")), "digest": digest,
+                            "size": found[2]},
+            }
+            body = json.dumps(manifest, separators=(",", ":")).encode()
+            own = "sha256:" + hashlib.sha256(body).hexdigest()
+            return await client.put_manifest(repo, own, body,
+                                             "application/vnd.oci.image.manifest.v1+json")
 
     async def lookup_many(self, refs: list[str]) -> dict[str, RemoteImage | Exception | None]:
         """Look-ups of several references at once; a failure is returned, not raised."""

@@ -19,6 +19,15 @@ from dockyard.builder.engine import BuildRequest, Engine, EngineError
 from dockyard.builder.plan import KEY_LABEL, Plan, Step
 from dockyard.builder.provenance import Provenance
 from dockyard.builder.remote import Registries
+from dockyard.builder.sbom import (
+    APK_INSTALLED,
+    DPKG_STATUS,
+    SPDX_MEDIA_TYPE,
+    Package,
+    apk_packages,
+    dpkg_packages,
+    spdx_document,
+)
 from dockyard.client import RegistryClientError
 
 
@@ -28,6 +37,7 @@ class Options:
     jobs: int = 2
     push: bool = False
     no_cache: bool = False
+    sbom: bool = True
 
 
 @dataclass(slots=True)
@@ -44,12 +54,14 @@ class Result:
     seconds: float = 0.0
     reason: str = ""
     pushed: list[str] = field(default_factory=list)
+    packages: list[Package] | None = None
+    sbom: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {"image": self.path, "name": self.name, "key": self.key, "result": self.state,
                 "reason": self.reason, "digest": self.digest, "error": self.error,
                 "log": str(self.log) if self.log else None, "seconds": round(self.seconds, 3),
-                "pushed": self.pushed}
+                "pushed": self.pushed, "sbom": self.sbom}
 
 
 def image_annotations(step: Step, origin: Provenance) -> dict[str, str]:
@@ -161,7 +173,19 @@ class Runner:
                 await self.engine.run(step.image.name, command, log)
             except EngineError as exc:
                 raise EngineError(f"test {command!r} failed (log: {log})") from exc
+        if self.options.push and self.options.sbom:
+            result.packages = await self._packages(step.image.name, log)
         self._set(path, "built")
+
+    async def _packages(self, image: str, log: Path) -> list[Package] | None:
+        """The image's installed packages (dpkg or apk database), None without either."""
+        status = await self.engine.read_file(image, DPKG_STATUS, log)
+        if status is not None:
+            return dpkg_packages(status.decode("utf-8", errors="replace"))
+        installed = await self.engine.read_file(image, APK_INSTALLED, log)
+        if installed is not None:
+            return apk_packages(installed.decode("utf-8", errors="replace"))
+        return None
 
     async def _publish(self) -> None:
         built = [s for s in self.plan.steps if self.results[s.image.path].state == "built"]
@@ -189,6 +213,14 @@ class Runner:
                 self._set(path, "failed", result.error)
                 return
             digests[step.image.name] = result.digest
+            if result.packages is not None and result.digest:
+                document = spdx_document(step.image.name, step.key, self.origin.created,
+                                         result.packages)
+                try:
+                    result.sbom = await self.registries.attach(
+                        step.image.name, result.digest, SPDX_MEDIA_TYPE, document)
+                except (RegistryClientError, aiohttp.ClientError, TimeoutError) as exc:
+                    result.error = f"SBOM not attached: {exc}"
             result.pushed = [step.image.name] + [f"{repo}:{t}" for t in step.image.settings.tags]
             self._set(path, "pushed", result.digest or "")
 

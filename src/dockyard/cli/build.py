@@ -59,6 +59,8 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
 @click.option("--graph", "show_graph", is_flag=True, help="Print the dependency tree.")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot"]), default="text",
               show_default=True, help="Format of --graph.")
+@click.option("--sbom/--no-sbom", "sbom", default=True, show_default=True,
+              help="Attach an SPDX SBOM (dpkg or apk packages) to each pushed image.")
 @click.option("--engine", type=click.Choice(["buildah", "podman"]), default="buildah",
               show_default=True)
 @click.option("--work-dir", "work", type=click.Path(path_type=Path, file_okay=False),
@@ -70,7 +72,8 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
               help="HTTPS with verified certificates (default: on, off for loopback hosts).")
 def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
           image_prefix: str | None, tag: str, push: bool, single: bool, no_cache: bool,
-          jobs: int, dry_run: bool, as_json: bool, show_graph: bool, fmt: str, engine: str,
+          jobs: int, dry_run: bool, as_json: bool, show_graph: bool, fmt: str, sbom: bool,
+          engine: str,
           work: Path | None, storage: Path | None, tls_verify: bool | None) -> None:
     """Build the catalogue's IMAGES (default: all) in dependency order; skip unchanged ones."""
     # imported here: `dockyard serve` and the other commands need none of this
@@ -113,7 +116,7 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     names = {s.image.path: s.image.name for s in plan.steps}
     display = Display(names, stream=out, live=None if not as_json else False)
     with display:
-        options = Options(work, jobs=jobs, push=push, no_cache=no_cache)
+        options = Options(work, jobs=jobs, push=push, no_cache=no_cache, sbom=sbom)
         runner = Runner(plan, eng, registries, options, provenance(root), display)
         results = asyncio.run(runner.run())
     display.summary([(r.name, r.state, (r.digest or "")[:19], f"{r.seconds:.1f}s")
