@@ -347,3 +347,17 @@ def test_bad_input_is_one_line_with_status_2(builder: Builder, tmp_path: Path) -
     assert proc.returncode == 2
     assert f"bookworm/Dockerfile.template: FROM {builder.registry.host}/{PREFIX}-debian:latest:" \
         " no such image in the catalogue" in proc.stderr
+
+
+def test_changed_since_selects_images_whose_inputs_changed_in_git(builder: Builder) -> None:
+    builder.commit("earlier changes")  # the working tree counts: start from a clean one
+    (builder.catalogue / "jdk17" / "stamp").write_text("jdk17 v3\n")
+    builder.commit("jdk17 v3")
+    proc = builder.run("--dry-run", "--json", "--changed-since", "HEAD~1")
+    plan = {i["image"]: i["action"] for i in json.loads(proc.stdout)["images"]}
+    assert plan == {"jdk17": "build", "jdk17/web": "build"}
+    proc = builder.run("--dry-run", "--json", "--changed-since", "HEAD")
+    assert json.loads(proc.stdout)["images"] == []
+    proc = builder.run("--dry-run", "--changed-since", "no-such-ref", check=2)
+    assert "--changed-since no-such-ref:" in proc.stderr
+    assert builder.calls() == []

@@ -5,6 +5,10 @@ for the selected ones, whether the registry already holds their key (skip) or no
 from __future__ import annotations
 
 import asyncio
+import io
+import subprocess
+import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -68,36 +72,73 @@ def load_graph(root: Path, naming: Naming) -> tuple[Graph, dict[str, str], dict[
     return graph, rendered, parsed
 
 
+async def _external_ids(graph: Graph, registries: Registries, plan: Plan) -> dict[str, str]:
+    """Each external base's manifest digest (its reference when the look-up fails)."""
+    externals = sorted({e for n in graph.nodes.values() for e in n.external})
+    found = await registries.lookup_many(externals)
+    ids: dict[str, str] = {}
+    for ref, result in found.items():
+        if isinstance(result, RemoteImage):
+            ids[ref] = result.digest
+        else:
+            ids[ref] = ref
+            why = "not found" if result is None else str(result)
+            plan.warnings.append(f"base {ref}: {why}; its digest is not in the build keys")
+    return ids
+
+
+def compute_keys(root: Path, graph: Graph, rendered: dict[str, str],
+                 parsed: dict[str, Parsed], external: dict[str, str]) -> dict[str, str]:
+    """The build key of every image of the graph, parents before children."""
+    ignore = DockerIgnore.of(root)
+    keys: dict[str, str] = {}
+    for path in graph.order:
+        node = graph.nodes[path]
+        files = context_files(root, parsed[path].sources, ignore)
+        parents = {graph.nodes[p].image.name: keys[p] for p in node.parents}
+        parents |= {e: external.get(e, e) for e in node.external}
+        settings = node.image.settings
+        keys[path] = build_key(rendered[path], files, settings.build_args, settings.platforms,
+                               parents)
+    return keys
+
+
+def keys_at(root: Path, ref: str, naming: Naming, external: dict[str, str]) -> dict[str, str]:
+    """The build keys of the catalogue as it was at git `ref` (a checkout in a temporary
+    folder), to tell which images changed since."""
+    top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
+                         capture_output=True, text=True, check=False)
+    if top.returncode != 0:
+        raise CatalogueError(f"{root}: --changed-since needs a git checkout")
+    toplevel = Path(top.stdout.strip())
+    with tempfile.TemporaryDirectory(prefix="dockyard-build-") as tmp:
+        archive = subprocess.run(["git", "-C", str(toplevel), "archive", "--format=tar", ref],
+                                 capture_output=True, check=False)
+        if archive.returncode != 0:
+            raise CatalogueError(f"--changed-since {ref}: "
+                                 f"{archive.stderr.decode(errors='replace').strip()}")
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(tmp, filter="data")
+        old_root = Path(tmp) / root.resolve().relative_to(toplevel.resolve())
+        if not old_root.is_dir():
+            return {}
+        graph, rendered, parsed = load_graph(old_root, naming)
+        return compute_keys(old_root, graph, rendered, parsed, external)
+
+
 async def make_plan(root: Path, naming: Naming, registries: Registries, *,
                     names: list[str], single: bool = False, no_cache: bool = False,
-                    only: set[str] | None = None) -> Plan:
+                    changed_since: str | None = None) -> Plan:
     """Key every image, then ask the registry about the selected ones' target tags."""
     graph, rendered, parsed = await asyncio.to_thread(load_graph, root, naming)
     plan = Plan(root, naming, graph)
     selected = [p for p in graph.select(names, single=single)
                 if not graph.nodes[p].image.settings.skip]
-    if only is not None:
-        selected = [p for p in selected if p in only]
-    externals = sorted({e for n in graph.nodes.values() for e in n.external})
-    found = await registries.lookup_many(externals)
-    ext_ids: dict[str, str] = {}
-    for ref, result in found.items():
-        if isinstance(result, RemoteImage):
-            ext_ids[ref] = result.digest
-        else:
-            ext_ids[ref] = ref
-            why = "not found" if result is None else str(result)
-            plan.warnings.append(f"base {ref}: {why}; its digest is not in the build keys")
-    ignore = DockerIgnore.of(root)
-    keys: dict[str, str] = {}
-    for path in graph.order:
-        node = graph.nodes[path]
-        files = await asyncio.to_thread(context_files, root, parsed[path].sources, ignore)
-        parents = {graph.nodes[p].image.name: keys[p] for p in node.parents}
-        parents |= {e: ext_ids[e] for e in node.external}
-        settings = node.image.settings
-        keys[path] = await asyncio.to_thread(build_key, rendered[path], files,
-                                             settings.build_args, settings.platforms, parents)
+    external = await _external_ids(graph, registries, plan)
+    keys = await asyncio.to_thread(compute_keys, root, graph, rendered, parsed, external)
+    if changed_since is not None:
+        before = await asyncio.to_thread(keys_at, root, changed_since, naming, external)
+        selected = [p for p in selected if before.get(p) != keys[p]]
     targets = await registries.lookup_many([graph.nodes[p].image.name for p in selected])
     for path in selected:
         node = graph.nodes[path]

@@ -54,6 +54,8 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
 @click.option("--no-cache", "no_cache", is_flag=True, help="Rebuild even unchanged images.")
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
               help="Images built at once.")
+@click.option("--changed-since", "changed_since", metavar="GIT_REF",
+              help="Only images whose inputs changed since GIT_REF (and their descendants).")
 @click.option("--dry-run", "dry_run", is_flag=True, help="Show the plan, build nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--graph", "show_graph", is_flag=True, help="Print the dependency tree.")
@@ -72,9 +74,9 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
               help="HTTPS with verified certificates (default: on, off for loopback hosts).")
 def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
           image_prefix: str | None, tag: str, push: bool, single: bool, no_cache: bool,
-          jobs: int, dry_run: bool, as_json: bool, show_graph: bool, fmt: str, sbom: bool,
-          engine: str,
-          work: Path | None, storage: Path | None, tls_verify: bool | None) -> None:
+          jobs: int, changed_since: str | None, dry_run: bool, as_json: bool,
+          show_graph: bool, fmt: str, sbom: bool, engine: str, work: Path | None,
+          storage: Path | None, tls_verify: bool | None) -> None:
     """Build the catalogue's IMAGES (default: all) in dependency order; skip unchanged ones."""
     # imported here: `dockyard serve` and the other commands need none of this
     from dockyard.builder.display import Display
@@ -98,7 +100,8 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
         insecure = [] if verify else [host]
         registries = Registries(insecure)
         plan = asyncio.run(make_plan(root, naming, registries, names=list(images),
-                                     single=single, no_cache=no_cache))
+                                     single=single, no_cache=no_cache,
+                                     changed_since=changed_since))
     except CatalogueError as exc:
         raise click.UsageError(str(exc)) from None
     out = sys.stderr if as_json else sys.stdout
