@@ -110,7 +110,8 @@ def _measure(scenario: Scenario, registry: str, workdir: Path, settings: Setting
              timeout: float) -> Outcome:
     with servers.running(registry, workdir, settings.workers) as target:
         try:
-            return run_async(asyncio.wait_for(scenario.execute(target), timeout))
+            return run_async(asyncio.wait_for(scenario.execute(target),
+                                              max(timeout, scenario.min_timeout)))
         except TimeoutError as exc:
             raise ScenarioFailed(f"took longer than {timeout:.0f} s\n"
                                  f"--- server log tail ---\n{_tail(target.log)}") from exc

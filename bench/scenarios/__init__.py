@@ -1,8 +1,9 @@
-"""The scenarios of the benchmark, in the issues' order (8 is the lifecycle issue's)."""
+"""The scenarios of the benchmark, in the issues' order (8: lifecycle, 9: the builder)."""
 
 from __future__ import annotations
 
 from bench.scenarios.base import Scenario
+from bench.scenarios.build import CatalogueBuild
 from bench.scenarios.gc import GarbageCollection
 from bench.scenarios.image_pull import ImagePull
 from bench.scenarios.listing import Listing
@@ -21,6 +22,7 @@ ALL: tuple[type[Scenario], ...] = (
     ImagePull,
     PushMemory,
     GarbageCollection,
+    CatalogueBuild,
 )
 
 BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}
