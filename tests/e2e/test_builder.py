@@ -361,3 +361,18 @@ def test_changed_since_selects_images_whose_inputs_changed_in_git(builder: Build
     proc = builder.run("--dry-run", "--changed-since", "no-such-ref", check=2)
     assert "--changed-since no-such-ref:" in proc.stderr
     assert builder.calls() == []
+
+
+def test_a_rebuild_with_the_same_layers_does_not_move_the_tag(builder: Builder) -> None:
+    """What scheduled rebuilds run: --no-cache, and tags move only when layers changed."""
+    before = builder.manifest("bookworm")[0]
+    results = builder.build("bookworm", "--single", "--no-cache", "--push",
+                            "--keep-same-layers")
+    assert results["bookworm"]["result"] == "kept", results
+    assert [c for c in builder.calls() if c.startswith("buildah bud")]  # it did rebuild
+    assert builder.manifest("bookworm")[0] == before
+    (builder.catalogue / "bookworm" / "stamp").write_text("bookworm v2\n")
+    results = builder.build("bookworm", "--single", "--no-cache", "--push",
+                            "--keep-same-layers")
+    assert results["bookworm"]["result"] == "pushed"
+    assert builder.manifest("bookworm")[0] != before

@@ -12,6 +12,7 @@ from rich.table import Table
 
 _STYLE = {"queued": "dim", "pulling": "cyan", "building": "yellow", "testing": "magenta",
           "built": "green", "pushing": "cyan", "pushed": "bold green", "skipped": "blue",
+          "kept": "blue",
           "failed": "bold red"}
 
 

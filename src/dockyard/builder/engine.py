@@ -7,6 +7,7 @@ Every engine call is a subprocess whose output goes straight into the image's lo
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,10 @@ class Engine(Protocol):
 
     async def read_file(self, image: str, path: str, log: Path) -> bytes | None:
         """The file at `path` in the image's root filesystem, or None if it has none."""
+        ...
+
+    async def layers(self, image: str, log: Path) -> list[str]:
+        """The image's layer diff IDs (digests of the uncompressed layers), in order."""
         ...
 
 
@@ -148,6 +153,12 @@ class _CliEngine:
             return file.read_bytes() if file.is_file() else None
         finally:
             await run_logged([buildah, "rm", container], self.env, log)
+
+
+    async def layers(self, image: str, log: Path) -> list[str]:
+        out = await run_captured([_exe("buildah"), "inspect", "--type", "image", "--format",
+                                  "{{json .OCIv1.RootFS.DiffIDs}}", image], self.env, log)
+        return [str(d) for d in json.loads(out or "[]") or []]
 
 
 class Buildah(_CliEngine):

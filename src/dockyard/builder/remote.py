@@ -65,6 +65,12 @@ class _Client(RegistryClient):
             return resp.headers.get("Docker-Content-Digest", "")
 
 
+    async def blob(self, name: str, digest: str) -> bytes:
+        async with self._session.get(f"{self.base}/v2/{name}/blobs/{digest}") as resp:
+            if resp.status >= 400:
+                raise RegistryClientError(resp.status, (await resp.text())[:200])
+            return await resp.read()
+
     async def put_blob(self, name: str, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         async with self._session.head(f"{self.base}/v2/{name}/blobs/{digest}") as resp:
@@ -156,6 +162,19 @@ class Registries:
             own = "sha256:" + hashlib.sha256(body).hexdigest()
             return await client.put_manifest(repo, own, body,
                                              "application/vnd.oci.image.manifest.v1+json")
+
+    async def diff_ids(self, ref: str) -> list[str] | None:
+        """The layer diff IDs of the image `ref` names (from its config), None if absent."""
+        host, repo, reference = split_reference(ref)
+        client = _Client(self._base(host))
+        async with client:
+            found = await asyncio.wait_for(client.manifest(repo, reference), self.timeout)
+            if found is None or "config" not in found[1]:
+                return None
+            config = await asyncio.wait_for(
+                client.blob(repo, str(found[1]["config"]["digest"])), self.timeout)
+        rootfs = json.loads(config).get("rootfs") or {}
+        return [str(d) for d in rootfs.get("diff_ids") or []]
 
     async def lookup_many(self, refs: list[str]) -> dict[str, RemoteImage | Exception | None]:
         """Look-ups of several references at once; a failure is returned, not raised."""

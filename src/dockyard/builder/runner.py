@@ -38,6 +38,7 @@ class Options:
     push: bool = False
     no_cache: bool = False
     sbom: bool = True
+    keep_same_layers: bool = False
 
 
 @dataclass(slots=True)
@@ -199,9 +200,15 @@ class Runner:
         for step in built:  # plan order: parents first
             path = step.image.path
             result = self.results[path]
-            self._set(path, "pushing")
             repo = step.image.name.rsplit(":", 1)[0]
             try:
+                if self.options.keep_same_layers and step.remote is not None and \
+                        await self._same_layers(step):
+                    result.digest = step.remote.digest
+                    digests[step.image.name] = result.digest
+                    self._set(path, "kept", "same layers as the registry's: tag not moved")
+                    continue
+                self._set(path, "pushing")
                 await self.engine.push(step.image.name, step.image.name,
                                        self.logs / f"{path.replace('/', '-')}.log")
                 result.digest = await self.registries.amend(
@@ -223,6 +230,11 @@ class Runner:
                     result.error = f"SBOM not attached: {exc}"
             result.pushed = [step.image.name] + [f"{repo}:{t}" for t in step.image.settings.tags]
             self._set(path, "pushed", result.digest or "")
+
+    async def _same_layers(self, step: Step) -> bool:
+        log = self.logs / f"{step.image.path.replace('/', '-')}.log"
+        local = await self.engine.layers(step.image.name, log)
+        return local == await self.registries.diff_ids(step.image.name)
 
     def _base_digest(self, step: Step, digests: dict[str, str]) -> dict[str, str]:
         """The base digest annotation, when the base is a catalogue image: the engine

@@ -61,6 +61,9 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
 @click.option("--graph", "show_graph", is_flag=True, help="Print the dependency tree.")
 @click.option("--format", "fmt", type=click.Choice(["text", "dot"]), default="text",
               show_default=True, help="Format of --graph.")
+@click.option("--keep-same-layers", "keep_same_layers", is_flag=True,
+              help="Do not move a tag when the rebuilt image's layers are the registry's "
+              "(scheduled rebuilds, with --no-cache).")
 @click.option("--sbom/--no-sbom", "sbom", default=True, show_default=True,
               help="Attach an SPDX SBOM (dpkg or apk packages) to each pushed image.")
 @click.option("--engine", type=click.Choice(["buildah", "podman"]), default="buildah",
@@ -75,7 +78,8 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
 def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
           image_prefix: str | None, tag: str, push: bool, single: bool, no_cache: bool,
           jobs: int, changed_since: str | None, dry_run: bool, as_json: bool,
-          show_graph: bool, fmt: str, sbom: bool, engine: str, work: Path | None,
+          show_graph: bool, fmt: str, keep_same_layers: bool, sbom: bool, engine: str,
+          work: Path | None,
           storage: Path | None, tls_verify: bool | None) -> None:
     """Build the catalogue's IMAGES (default: all) in dependency order; skip unchanged ones."""
     # imported here: `dockyard serve` and the other commands need none of this
@@ -119,7 +123,8 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     names = {s.image.path: s.image.name for s in plan.steps}
     display = Display(names, stream=out, live=None if not as_json else False)
     with display:
-        options = Options(work, jobs=jobs, push=push, no_cache=no_cache, sbom=sbom)
+        options = Options(work, jobs=jobs, push=push, no_cache=no_cache, sbom=sbom,
+                          keep_same_layers=keep_same_layers)
         runner = Runner(plan, eng, registries, options, provenance(root), display)
         results = asyncio.run(runner.run())
     display.summary([(r.name, r.state, (r.digest or "")[:19], f"{r.seconds:.1f}s")
