@@ -156,9 +156,10 @@ class _CliEngine:
 
 
     async def layers(self, image: str, log: Path) -> list[str]:
-        out = await run_captured([_exe("buildah"), "inspect", "--type", "image", "--format",
-                                  "{{json .OCIv1.RootFS.DiffIDs}}", image], self.env, log)
-        return [str(d) for d in json.loads(out or "[]") or []]
+        out = await run_captured([_exe("buildah"), "inspect", "--type", "image", image],
+                                 self.env, log)
+        rootfs = (json.loads(out).get("OCIv1") or {}).get("rootfs") or {}
+        return [str(d) for d in rootfs.get("diff_ids") or []]
 
 
 class Buildah(_CliEngine):

@@ -39,6 +39,7 @@ class Step:
     action: Action = "build"
     reason: str = ""
     remote: RemoteImage | None = None
+    inputs: list[str] = field(default_factory=list)  # catalogue files the build reads
 
 
 @dataclass(slots=True)
@@ -88,13 +89,21 @@ async def _external_ids(graph: Graph, registries: Registries, plan: Plan) -> dic
 
 
 def compute_keys(root: Path, graph: Graph, rendered: dict[str, str],
-                 parsed: dict[str, Parsed], external: dict[str, str]) -> dict[str, str]:
-    """The build key of every image of the graph, parents before children."""
+                 parsed: dict[str, Parsed], external: dict[str, str],
+                 inputs: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """The build key of every image of the graph, parents before children (and, into
+    `inputs`, the catalogue files each image's build reads)."""
     ignore = DockerIgnore.of(root)
+    shared = sorted(p.name for p in root.iterdir()
+                    if p.is_file() and (p.suffix in (".jinja2", ".j2", ".jinja")
+                                        or p.name == "catalogue.yaml"))
     keys: dict[str, str] = {}
     for path in graph.order:
         node = graph.nodes[path]
         files = context_files(root, parsed[path].sources, ignore)
+        if inputs is not None:
+            own = node.image.dockerfile.relative_to(root).as_posix()
+            inputs[path] = [own, *shared, *(name for name, _ in files)]
         parents = {graph.nodes[p].image.name: keys[p] for p in node.parents}
         parents |= {e: external.get(e, e) for e in node.external}
         settings = node.image.settings
@@ -135,14 +144,17 @@ async def make_plan(root: Path, naming: Naming, registries: Registries, *,
     selected = [p for p in graph.select(names, single=single)
                 if not graph.nodes[p].image.settings.skip]
     external = await _external_ids(graph, registries, plan)
-    keys = await asyncio.to_thread(compute_keys, root, graph, rendered, parsed, external)
+    inputs: dict[str, list[str]] = {}
+    keys = await asyncio.to_thread(compute_keys, root, graph, rendered, parsed, external,
+                                   inputs)
     if changed_since is not None:
         before = await asyncio.to_thread(keys_at, root, changed_since, naming, external)
         selected = [p for p in selected if before.get(p) != keys[p]]
     targets = await registries.lookup_many([graph.nodes[p].image.name for p in selected])
     for path in selected:
         node = graph.nodes[path]
-        step = Step(node.image, rendered[path], parsed[path], keys[path], list(node.parents))
+        step = Step(node.image, rendered[path], parsed[path], keys[path], list(node.parents),
+                    inputs=inputs[path])
         remote = targets[node.image.name]
         if isinstance(remote, Exception):
             plan.warnings.append(f"{node.image.name}: registry look-up failed: {remote}")

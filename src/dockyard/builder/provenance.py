@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +19,8 @@ class Provenance:
     source: str | None
     revision: str | None
     epoch: int
+    root: Path | None = None
+    pinned: bool = False  # SOURCE_DATE_EPOCH was given: every image uses it
 
     @property
     def created(self) -> str:
@@ -44,4 +46,15 @@ def provenance(root: Path) -> Provenance:
     else:
         stamp = _git(root, "log", "-1", "--format=%ct") if revision else None
         epoch = int(stamp) if stamp and stamp.isdigit() else int(time.time())
-    return Provenance(source, revision, epoch)
+    return Provenance(source, revision, epoch, root if revision else None,
+                      env_epoch.isdigit())
+
+
+def for_image(origin: Provenance, inputs: list[str]) -> Provenance:
+    """`origin` with the time of the last commit that touched `inputs` (the image's
+    Dockerfile, the files it copies, catalogue.yaml and root templates): an unrelated
+    commit does not change an image's timestamps, so its layers stay the same."""
+    if origin.pinned or origin.root is None or not inputs:
+        return origin
+    stamp = _git(origin.root, "log", "-1", "--format=%ct", "--", *inputs)
+    return replace(origin, epoch=int(stamp)) if stamp and stamp.isdigit() else origin

@@ -17,7 +17,7 @@ import aiohttp
 from dockyard.builder.display import Display
 from dockyard.builder.engine import BuildRequest, Engine, EngineError
 from dockyard.builder.plan import KEY_LABEL, Plan, Step
-from dockyard.builder.provenance import Provenance
+from dockyard.builder.provenance import Provenance, for_image
 from dockyard.builder.remote import Registries
 from dockyard.builder.sbom import (
     APK_INSTALLED,
@@ -56,6 +56,7 @@ class Result:
     reason: str = ""
     pushed: list[str] = field(default_factory=list)
     packages: list[Package] | None = None
+    created: str | None = None
     sbom: str | None = None
 
     def as_json(self) -> dict[str, object]:
@@ -160,13 +161,15 @@ class Runner:
         dockerfile = self.rendered / flat / "Dockerfile"
         dockerfile.parent.mkdir(parents=True, exist_ok=True)
         dockerfile.write_text(step.dockerfile)
-        meta = image_annotations(step, self.origin)
+        origin = await asyncio.to_thread(for_image, self.origin, step.inputs)
+        result.created = origin.created
+        meta = image_annotations(step, origin)
         tags = [step.image.name] + [f"{step.image.name.rsplit(':', 1)[0]}:{t}"
                                     for t in step.image.settings.tags]
         await self.engine.build(BuildRequest(
             dockerfile=dockerfile, context=self.plan.root, tags=tags,
             build_args=step.image.settings.build_args, labels=meta, annotations=meta,
-            timestamp=self.origin.epoch, no_cache=self.options.no_cache,
+            timestamp=origin.epoch, no_cache=self.options.no_cache,
             platforms=step.image.settings.platforms), log)
         for i, command in enumerate(step.image.settings.tests, 1):
             self._set(path, "testing", f"{i}/{len(step.image.settings.tests)}: {command}")
@@ -221,7 +224,8 @@ class Runner:
                 return
             digests[step.image.name] = result.digest
             if result.packages is not None and result.digest:
-                document = spdx_document(step.image.name, step.key, self.origin.created,
+                document = spdx_document(step.image.name, step.key,
+                                         result.created or self.origin.created,
                                          result.packages)
                 try:
                     result.sbom = await self.registries.attach(
