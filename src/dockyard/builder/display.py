@@ -51,8 +51,9 @@ class Display:
         self.state[path] = state
         self.detail[path] = detail
         if not self.live_mode:
-            took = f" ({self.elapsed[path]:.1f}s)" if state in ("built", "failed",
-                                                                "pushed") else ""
+            elapsed = self.elapsed.get(path)
+            took = f" ({elapsed:.1f}s)" if elapsed is not None and state in (
+                "built", "failed", "pushed") else ""
             extra = f": {detail}" if detail else ""
             self.console.print(f"{self.names[path]}: {state}{took}{extra}", soft_wrap=True)
 
