@@ -10,6 +10,23 @@ MB = 1_000_000
 GB = 1_000_000_000
 
 REGISTRIES: tuple[str, ...] = ("distribution", "dockyard")
+CLUSTER = "cluster"
+"""S3 mode only: Dockyard as several nodes behind nginx, compared with one node."""
+
+STORAGES: tuple[str, ...] = ("fs", "s3")
+S3_SCENARIOS: tuple[str, ...] = ("push", "pull", "small", "manifest")
+"""The scenarios S3 mode runs (the others measure the filesystem or run a local tool)."""
+
+S3_TARGETS: dict[str, float] = {
+    "push.monolithic": 1.5,
+    "push.chunked": 1.5,
+    "pull.c1": 1.0,
+    "pull.c4": 1.0,
+    "small.rate": 3.0,
+    "manifest.get": 10.0,
+    "manifest.head": 10.0,
+}
+"""Issue 10's targets for S3 mode: least ratio Dockyard / Distribution, same run."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,13 @@ class Sizes:
     rss_blobs: int = 4
     """Scenario 7: large blobs pushed at once (half monolithic, half chunked) while sampling."""
     rss_sample_interval: float = 0.02
+    copy_layers: int = 10
+    copy_layer_size: int = 20 * MiB
+    copy_platform_layers: int = 4
+    copy_platform_layer_size: int = 8 * MiB
+    copy_tags: int = 100
+    """Scenario 9: the image (10 x 20 MiB), each platform's image of the 3-platform index,
+    the tags of the repository re-copied with nothing to do."""
     setup_concurrency: int = 16
     """Concurrency of untimed setup (seeding tags, repositories, layers)."""
 
@@ -56,6 +80,9 @@ QUICK = Sizes(
     listing_repeats=2,
     image_layer_size=1 * MiB,
     rss_blobs=2,
+    copy_layer_size=1 * MiB,
+    copy_platform_layer_size=1 * MiB,
+    copy_tags=20,
 )
 
 
@@ -75,6 +102,10 @@ class Settings:
     keep: bool = False
     """Keep data directories and server logs after the run."""
     wrk_threads: int = max(1, min(os.cpu_count() or 1, 4))
+    storage: str = "fs"
+    """`fs`: each registry on its own directory; `s3`: on one S3 server (Dockyard with
+    PostgreSQL), plus a cluster of `nodes` Dockyard nodes behind nginx."""
+    nodes: int = 3
 
 
 def sizes_for(quick: bool, manifest_seconds: float | None) -> Sizes:

@@ -9,16 +9,23 @@ import psutil
 
 
 class ProcessTree:
-    """The registry's root process and, at each look, its current descendants."""
+    """The registry's root process(es) and, at each look, their current descendants.
 
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
+    Several roots make one tree: the nodes of a cluster and nginx, or Dockyard and the
+    PostgreSQL it keeps its metadata in.
+    """
+
+    def __init__(self, *pids: int) -> None:
+        self.roots = [psutil.Process(pid) for pid in pids]
 
     def processes(self) -> list[psutil.Process]:
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        out: list[psutil.Process] = []
+        for root in self.roots:
+            try:
+                out += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                continue
+        return out
 
     def cpu_by_pid(self) -> dict[int, float]:
         """User + system CPU seconds of every live process in the tree."""

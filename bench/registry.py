@@ -154,8 +154,9 @@ class Registry:
 
     # manifests and tags
 
-    async def put_manifest(self, repo: str, reference: str, body: bytes) -> str:
-        headers = {"Content-Type": OCI_MANIFEST}
+    async def put_manifest(self, repo: str, reference: str, body: bytes,
+                           media_type: str = OCI_MANIFEST) -> str:
+        headers = {"Content-Type": media_type}
         url = self._url(f"/v2/{repo}/manifests/{reference}")
         async with self.session.put(url, data=body, headers=headers) as resp:
             if resp.status != 201:

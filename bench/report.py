@@ -11,11 +11,25 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.config import REGISTRIES, Settings
+from bench.config import CLUSTER, REGISTRIES, S3_TARGETS, Settings
 from bench.results import Results, dockyard_is_better, ratio
 from bench.scenarios import BY_NAME
 
-TITLES = {"distribution": "Distribution", "dockyard": "Dockyard"}
+TITLES = {"distribution": "Distribution", "dockyard": "Dockyard", CLUSTER: "Dockyard nodes"}
+STORAGE_TITLES = {"fs": "filesystem", "s3": "S3 (SeaweedFS), Dockyard's metadata in PostgreSQL"}
+
+
+def _columns(settings: Settings) -> tuple[str, ...]:
+    return (*REGISTRIES, CLUSTER) if settings.storage == "s3" else REGISTRIES
+
+
+def _target_cell(key: str, r: float | None) -> str:
+    least = S3_TARGETS.get(key)
+    if least is None:
+        return ""
+    if r is None:
+        return f"≥ {least:g}x [red]no figure[/]"
+    return f"≥ {least:g}x " + ("[green]pass[/]" if r >= least else "[red]FAIL[/]")
 
 
 def _value(value: float | None, digits: int) -> str:
@@ -37,10 +51,17 @@ def _last_of_scenario(results: Results, key: str) -> bool:
 
 def print_table(results: Results, settings: Settings, console: Console) -> None:
     runs = f"median of {settings.runs} runs" if settings.runs > 1 else "1 run"
+    s3 = settings.storage == "s3"
+    caption = ("ratio = Dockyard / Distribution; ↑ higher is better, ↓ lower is better; "
+               "'better' names the winner and by how much. MB = 10⁶ bytes, GB = 10⁹ bytes.")
+    if s3:
+        caption += (f" target: issue 10's least ratio. {settings.nodes}/1 = "
+                    f"{settings.nodes} Dockyard nodes behind nginx / 1 node (no target; "
+                    "server CPU includes nginx and PostgreSQL).")
     table = Table(
-        title=f"Dockyard vs CNCF Distribution ({runs}{', --quick' if settings.quick else ''})",
-        caption="ratio = Dockyard / Distribution; ↑ higher is better, ↓ lower is better; "
-                "'better' names the winner and by how much. MB = 10⁶ bytes, GB = 10⁹ bytes.",
+        title=f"Dockyard vs CNCF Distribution on {STORAGE_TITLES[settings.storage]} "
+              f"({runs}{', --quick' if settings.quick else ''})",
+        caption=caption,
     )
     table.add_column("#", justify="right")
     table.add_column("scenario")
@@ -51,6 +72,10 @@ def print_table(results: Results, settings: Settings, console: Console) -> None:
         table.add_column(TITLES[registry], justify="right")
     table.add_column("ratio", justify="right")
     table.add_column("better")
+    if s3:
+        table.add_column("target")
+        table.add_column(f"{settings.nodes} nodes", justify="right")
+        table.add_column(f"{settings.nodes}/1 nodes", justify="right")
 
     previous = ""
     for key, spec in results.specs.items():
@@ -58,7 +83,7 @@ def print_table(results: Results, settings: Settings, console: Console) -> None:
         cls = BY_NAME[scenario]
         medians: dict[str, float | None] = {}
         cells: list[str] = []
-        for registry in REGISTRIES:
+        for registry in _columns(settings):
             series = results.series.get(key, {}).get(registry)
             medians[registry] = series.median if series else None
             if registry not in settings.registries:
@@ -76,11 +101,16 @@ def print_table(results: Results, settings: Settings, console: Console) -> None:
             colour = "green" if good else "red"
             ratio_cell = f"[{colour}]{r:.2f}x[/]"
             verdict = f"[{colour}]{'Dockyard' if good else 'Distribution'} {factor:.2f}x[/]"
+        extra: list[str] = []
+        if s3:
+            nodes = ratio(medians[CLUSTER], medians["dockyard"])
+            extra = [_target_cell(key, r), cells.pop(),
+                     "—" if nodes is None else f"{nodes:.2f}x"]
         table.add_row(
             str(cls.number) if scenario != previous else "",
             cls.title if scenario != previous else "",
             spec.label, spec.unit, "↑" if spec.better == "higher" else "↓",
-            *cells, ratio_cell, verdict,
+            *cells, ratio_cell, verdict, *extra,
             end_section=_last_of_scenario(results, key),
         )
         previous = scenario
@@ -117,12 +147,15 @@ def to_json(results: Results, settings: Settings, meta: dict[str, Any]) -> dict[
             "better": spec.better,
         }
         medians: dict[str, float | None] = {}
-        for registry in REGISTRIES:
+        for registry in _columns(settings):
             series = results.series.get(key, {}).get(registry)
             medians[registry] = series.median if series else None
             entry[registry] = {"median": medians[registry],
                                "runs": list(series.values) if series else []}
         entry["ratio"] = ratio(medians["dockyard"], medians["distribution"])
+        if settings.storage == "s3":
+            entry["target"] = S3_TARGETS.get(key)
+            entry["nodes_ratio"] = ratio(medians[CLUSTER], medians["dockyard"])
         metrics.append(entry)
     return {
         "meta": {
@@ -131,6 +164,8 @@ def to_json(results: Results, settings: Settings, meta: dict[str, Any]) -> dict[
             "platform": platform.platform(),
             "runs": settings.runs,
             "quick": settings.quick,
+            "storage": settings.storage,
+            "nodes": settings.nodes if settings.storage == "s3" else None,
             "registries": list(settings.registries),
             "scenarios": list(settings.scenarios),
             "dockyard_workers": settings.workers,

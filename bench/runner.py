@@ -16,7 +16,9 @@ from rich.console import Console
 
 from bench import servers
 from bench.config import Settings
+from bench.procstats import CpuMeter
 from bench.results import Outcome, Results
+from bench.s3mode import S3Backend
 from bench.scenarios import BY_NAME, Scenario
 
 T = TypeVar("T")
@@ -48,7 +50,10 @@ def _shown(results: Results, key: str, value: float) -> str:
     return f"{spec.label} {value:.{spec.digits}f} {spec.unit}"
 
 
-def run_benchmark(settings: Settings, console: Console, timeout: float) -> Results:
+def run_benchmark(settings: Settings, console: Console, timeout: float,
+                  backend: S3Backend | None = None) -> Results:
+    """Every selected scenario against every registry; on `backend`'s S3 server and
+    PostgreSQL when given (S3 mode), else each registry on its own directory."""
     results = Results()
     classes: list[type[Scenario]] = [BY_NAME[name] for name in settings.scenarios]
     for cls in classes:
@@ -65,7 +70,8 @@ def run_benchmark(settings: Settings, console: Console, timeout: float) -> Resul
                 for registry in order:
                     workdir = base / f"run{run_index + 1}" / cls.name / registry
                     try:
-                        outcome = _measure(scenario, registry, workdir, settings, timeout)
+                        outcome = _measure(scenario, registry, workdir, settings, timeout,
+                                           backend)
                     except Exception as exc:  # a failing scenario must not end the benchmark
                         message = (str(exc) if isinstance(exc, ScenarioFailed)
                                    else f"{type(exc).__name__}: {exc}").strip()
@@ -107,14 +113,22 @@ def _free_large_files(workdir: Path, threshold: int = 1 << 20) -> None:
 
 
 def _measure(scenario: Scenario, registry: str, workdir: Path, settings: Settings,
-             timeout: float) -> Outcome:
-    with servers.running(registry, workdir, settings.workers) as target:
+             timeout: float, backend: S3Backend | None) -> Outcome:
+    with servers.running(registry, workdir, settings.workers, backend,
+                         settings.nodes) as target:
+        meters = {part: CpuMeter(tree) for part, tree in (target.parts or {}).items()}
+        for meter in meters.values():
+            meter.start()
         try:
-            return run_async(asyncio.wait_for(scenario.execute(target),
-                                              max(timeout, scenario.min_timeout)))
+            limit = max(timeout, scenario.min_timeout)
+            outcome = run_async(asyncio.wait_for(scenario.execute(target), limit))
         except TimeoutError as exc:
-            raise ScenarioFailed(f"took longer than {timeout:.0f} s\n"
+            raise ScenarioFailed(f"took longer than {limit:.0f} s\n"
                                  f"--- server log tail ---\n{_tail(target.log)}") from exc
         except Exception as exc:
             raise ScenarioFailed(f"{type(exc).__name__}: {exc}\n"
                                  f"--- server log tail ---\n{_tail(target.log)}") from exc
+        if meters:
+            spent = ", ".join(f"{part} {meter.stop():.1f} s" for part, meter in meters.items())
+            outcome.notes["CPU by part"] = f"{spent} (whole scenario, setup included)"
+        return outcome

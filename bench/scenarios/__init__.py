@@ -1,9 +1,11 @@
-"""The scenarios of the benchmark, in the issues' order (8: lifecycle, 9: the builder)."""
+"""The scenarios of the benchmark, in the issues' order (8 is the lifecycle issue's, 9 the
+mirroring issue's, 10 the builder's)."""
 
 from __future__ import annotations
 
 from bench.scenarios.base import Scenario
 from bench.scenarios.build import CatalogueBuild
+from bench.scenarios.copy import CopyTools
 from bench.scenarios.gc import GarbageCollection
 from bench.scenarios.image_pull import ImagePull
 from bench.scenarios.listing import Listing
@@ -22,6 +24,7 @@ ALL: tuple[type[Scenario], ...] = (
     ImagePull,
     PushMemory,
     GarbageCollection,
+    CopyTools,
     CatalogueBuild,
 )
 

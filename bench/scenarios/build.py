@@ -1,4 +1,4 @@
-"""Scenario 9: `dockyard build` of the test catalogue (tests/e2e/builder_catalogue).
+"""Scenario 10: `dockyard build` of the test catalogue (tests/e2e/builder_catalogue).
 
 Setup (untimed): a busybox base made with umoci, copied into the registry with skopeo;
 the catalogue copied into a git checkout. Timed, each as the whole `dockyard build`
@@ -26,7 +26,7 @@ CATALOGUE = Path(__file__).resolve().parents[2] / "tests" / "e2e" / "builder_cat
 
 
 class CatalogueBuild(Scenario):
-    number = 9
+    number = 10
     name = "build"
     title = "dockyard build of the test catalogue"
     min_timeout = 1800.0  # four builds of nine images with a real engine

@@ -21,7 +21,8 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     uploads = settings.storage.uploads
 
     async def purge_uploads() -> None:
-        await registry.uploads.purge(uploads.expiry.total_seconds())
+        await registry.uploads.purge(uploads.expiry.total_seconds(),
+                                     publish_expiry=uploads.publish_expiry.total_seconds())
 
     jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads)]
     if settings.gc.enabled:

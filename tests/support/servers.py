@@ -97,12 +97,16 @@ def start_dockyard(
     return server
 
 
-def start_distribution(data: Path, *, access_log: bool = False) -> Server:
-    """Start Debian's docker-registry (CNCF Distribution 2.8) on a free port."""
+def start_distribution(data: Path, *, access_log: bool = False, htpasswd: Path | None = None,
+                       port: int | None = None) -> Server:
+    """Start Debian's docker-registry (CNCF Distribution 2.8) on `port` (default: a free
+    one); with `htpasswd`, it asks for Basic authentication against that file."""
     if not Path(DOCKER_REGISTRY).exists():
         raise RuntimeError("docker-registry is not installed (make test installs it)")
     data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
+    auth = (f"auth:\n  htpasswd:\n    realm: distribution\n    path: {htpasswd}\n"
+            if htpasswd else "")
     cfg = data.parent / f"distribution-{port}.yml"
     cfg.write_text(
         "version: 0.1\n"
@@ -115,6 +119,7 @@ def start_distribution(data: Path, *, access_log: bool = False) -> Server:
         "http:\n"
         f"  addr: 127.0.0.1:{port}\n"
         "  headers:\n    X-Content-Type-Options: [nosniff]\n"
+        + auth
     )
     log = data.parent / f"distribution-{port}.log"
     proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(cfg)], stdout=log.open("wb"),

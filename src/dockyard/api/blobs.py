@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from dockyard.api.context import Match, registry
@@ -10,6 +13,12 @@ from dockyard.api.ranges import parse_range
 from dockyard.api.sendfile import send_file, usable
 from dockyard.core.blobs import LocalFile, Redirect
 from dockyard.oci.digest import Digest
+from dockyard.oci.errors import RegistryError
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 256 * 1024
+"""Bytes of a streamed blob read from the store before the status is sent."""
 
 
 async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
@@ -49,11 +58,38 @@ async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
         assert sock is not None
         await send_file(request, resp, sock, body.path, body.offset, body.length)
         return resp
-    await resp.prepare(request)
-    async for data in body.chunks:
-        await resp.write(data)
-    await resp.write_eof()
+    await stream(request, resp, body.chunks)
     return resp
+
+
+async def stream(request: web.Request, resp: web.StreamResponse,
+                 chunks: AsyncIterator[bytes]) -> None:
+    """Send a blob the store streams: its first `PREFETCH` bytes are read before the
+    status goes out, so a store that cannot answer gets the client a clean 503 (and a
+    blob that small is sent whole or not at all). Past that the status is sent: a store
+    failing mid-body cuts the connection, so the client sees a short body, never
+    another response's bytes inside this one."""
+    head: list[bytes] = []
+    held = 0
+    async for data in chunks:  # a store error here is answered 503 by `dispatch`
+        head.append(data)
+        held += len(data)
+        if held >= PREFETCH:
+            break
+    await resp.prepare(request)
+    try:
+        for data in head:
+            await resp.write(data)
+        del head
+        if held >= PREFETCH:
+            async for data in chunks:
+                await resp.write(data)
+    except RegistryError as exc:
+        log.warning("%s %s: cut after the status was sent: %s", request.method,
+                    request.path, exc)
+        resp.force_close()  # the connection closes after this short body
+        return
+    await resp.write_eof()
 
 
 async def delete_blob(request: web.Request, match: Match) -> web.StreamResponse:

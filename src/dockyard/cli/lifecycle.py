@@ -19,14 +19,7 @@ from dockyard.cli.common import config_option, data_option, load, run_with_regis
 from dockyard.config.settings import parse_duration
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Report
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from dockyard.units import human_bytes
 
 
 @click.command()
@@ -82,10 +75,10 @@ def _print_report(report: Report, dry_run: bool) -> None:
     for repo in sorted(report.repositories.values(), key=lambda r: r.name):
         if repo.manifests or repo.blobs or repo.bytes_freed:
             table.add_row(repo.name, str(repo.manifests), str(repo.blobs),
-                          _human(repo.bytes_freed))
+                          human_bytes(repo.bytes_freed))
     console = Console()
     console.print(table)
-    console.print(f"{report.blobs_deleted} blobs, {_human(report.bytes_freed)} "
+    console.print(f"{report.blobs_deleted} blobs, {human_bytes(report.bytes_freed)} "
                   f"{'would be ' if dry_run else ''}freed in {report.duration:.2f} s; "
                   f"{report.uploads_purged} idle uploads purged")
 
@@ -117,11 +110,11 @@ def du(config: Path | None, data: Path | None, globs: tuple[str, ...], as_json: 
     for column in ("repository", "size", "unique", "shared", "blobs", "manifests", "tags"):
         table.add_column(column, justify="left" if column == "repository" else "right")
     for u in rows:
-        table.add_row(u.name, _human(u.bytes), _human(u.unique_bytes), _human(u.shared_bytes),
-                      str(u.blobs), str(u.manifests), str(u.tags))
+        table.add_row(u.name, human_bytes(u.bytes), human_bytes(u.unique_bytes),
+                      human_bytes(u.shared_bytes), str(u.blobs), str(u.manifests), str(u.tags))
     console = Console()
     console.print(table)
-    console.print(f"total: {blob_count} blobs, {_human(total)} stored")
+    console.print(f"total: {blob_count} blobs, {human_bytes(total)} stored")
 
 
 @click.command()

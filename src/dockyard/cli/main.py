@@ -1,18 +1,57 @@
-"""`dockyard` command line: serve, config check. Usage errors exit with status 2."""
+"""`dockyard` command line: serve, config check. Usage errors exit with status 2.
+
+Subcommands of other modules are imported when they run (or when help lists them), so
+a command such as `dockyard copy` does not pay for loading the server's settings and
+stores.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dockyard import __version__
-from dockyard.cli.common import load
 
-_load = load
+if TYPE_CHECKING:
+    from dockyard.config.settings import Settings
+
+#: name -> "module:attribute" of the commands loaded on first use.
+LAZY = {
+    "gc": "dockyard.cli.lifecycle:gc",
+    "du": "dockyard.cli.lifecycle:du",
+    "retention": "dockyard.cli.lifecycle:retention",
+    "rm": "dockyard.cli.rm:rm",
+    "user": "dockyard.cli.user:user",
+    "copy": "dockyard.cli.copy:copy",
+    "build": "dockyard.cli.build:build",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _load(config: Path | None, overrides: dict[str, Any]) -> Settings:
+    from dockyard.cli.common import load
+
+    return load(config, overrides)
+
+
+class LazyGroup(click.Group):
+    """A group whose `LAZY` commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY and cmd_name not in self.commands:
+            module, _, attr = LAZY[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dockyard")
 def main() -> None:
     """Dockyard: a container image registry."""
@@ -52,15 +91,3 @@ def config_check(file: Path) -> None:
     click.echo(f"{file}: ok (listen {settings.http.addr}, storage {settings.storage.driver} "
                f"at {settings.data_dir}, database {settings.database_url.split('://')[0]})")
 
-
-def _register() -> None:
-    from dockyard.cli.build import build
-    from dockyard.cli.lifecycle import du, gc, retention
-    from dockyard.cli.rm import rm
-    from dockyard.cli.user import user
-
-    for command in (gc, du, retention, rm, user, build):
-        main.add_command(command)
-
-
-_register()

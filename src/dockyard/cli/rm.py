@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import aiohttp
 import click
 
-from dockyard.client import RegistryClient, RegistryClientError
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid
+from dockyard.remote.client import RegistryClient, RegistryClientError
+from dockyard.remote.credentials import Credentials
 
 _REF = re.compile(r"(?P<repo>[^:@]+)(?::(?P<tag>[^@]+)|@(?P<digest>.+))?")
 
@@ -95,15 +96,15 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
     if username:
         if password is None:
             password = click.prompt("Password", hide_input=True)
-        auth = aiohttp.BasicAuth(username, password or "")
+        auth = Credentials(username, password or "")
 
     async def find() -> list[Target]:
-        async with RegistryClient(registry, auth=auth) as client:
+        async with RegistryClient(registry, credentials=auth) as client:
             return await resolve(client, parsed)
 
     async def run(targets: list[Target]) -> int:
         failed = 0
-        async with RegistryClient(registry, auth=auth) as client:
+        async with RegistryClient(registry, credentials=auth) as client:
             for target in targets:
                 try:
                     await delete(client, target)

@@ -161,6 +161,10 @@ class UploadSettings(_Section):
 
     expiry: Duration = timedelta(hours=24)
     purge_interval: Duration = timedelta(minutes=10)
+    #: the purge aborts what a publish left unfinished in the store (S3: a multipart
+    #: upload whose node died mid-publish) once it is this old; longer than any
+    #: publish can take (a server-side copy of up to 10000 parts)
+    publish_expiry: Duration = timedelta(hours=24)
     #: request bytes gathered before each hash-and-write; bigger buffers fall out of the
     #: CPU cache and were slower here (bench: 512 KiB ~5% faster than 1 MiB, 4 MiB -40%)
     chunk_buffer: ByteSize = 512 * 1024
@@ -168,6 +172,15 @@ class UploadSettings(_Section):
     #: address); past either a new session is refused with 429 TOOMANYREQUESTS; 0: no cap
     max_sessions: int = Field(default=10000, ge=0)
     max_sessions_per_user: int = Field(default=1000, ge=0)
+
+
+    @field_validator("publish_expiry")
+    @classmethod
+    def _longer_than_a_publish(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1):
+            raise ValueError("must be at least 1h: a publish still running when it is "
+                             "reached would be cut")
+        return value
 
 
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
@@ -233,6 +246,17 @@ class S3Settings(_Section):
     chunksize: Annotated[int, BeforeValidator(_size),
                          Field(ge=5 * 1024 * 1024, le=5 * 1024 ** 3)] = 10 * 1024 * 1024
     storageclass: str = "STANDARD"
+    #: a call waits this long for the store to answer, per attempt (idempotent calls
+    #: are tried 3 times with backoff), so a store that stops answering gets clients a
+    #: 503 instead of a hang; a call sending a body gets 1 s more per MiB of it
+    readtimeout: Duration = timedelta(seconds=10)
+
+    @field_validator("readtimeout")
+    @classmethod
+    def _some_seconds(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(minutes=10):
+            raise ValueError("must be longer than zero and at most 10m")
+        return value
 
 
 class StorageSettings(_Section):

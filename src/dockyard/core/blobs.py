@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import BlobUnknown, StorageFull, Unsupported
+from dockyard.oci.errors import BlobUnknown, StorageFull, StorageUnavailable, Unsupported
 from dockyard.storage.blobstore import BlobStore
 
 #: A HEAD renews a blob's grace period at most this often (seconds): a burst of HEADs
@@ -103,9 +103,11 @@ class BlobService:
         found = await self.store.mount_blob(name, str(digest), source)
         return None if found is None else found.size
 
-    async def delete_bytes(self, digest: Digest) -> None:
-        """Remove a blob's bytes (the collector, once its row is gone under a tombstone)."""
-        await self.blobs.delete_blob(digest)
+    async def delete_bytes(self, digests: Sequence[Digest]) -> dict[Digest, StorageUnavailable]:
+        """Remove blobs' bytes, in batches where the store deletes many keys a call (the
+        collector, once their rows are gone under tombstones). The blobs whose bytes may
+        still be stored, each with why; the others are gone."""
+        return dict(await self.blobs.delete_blobs(digests))
 
     async def delete(self, name: str, digest: Digest) -> None:
         if not self.delete_enabled:

@@ -28,7 +28,7 @@ from typing import TypeVar
 from dockyard.core.leases import LeaseLost, holder_gone, process_holder, renewing
 from dockyard.metadata.records import UploadRecord
 from dockyard.metadata.store import MetadataStore, SessionLimit
-from dockyard.oci.digest import Digest
+from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import (
     BlobUploadUnknown,
     DigestInvalid,
@@ -69,6 +69,10 @@ NO_CAPS = SessionCaps()
 BUSY_WAIT = 2.0
 """Seconds a request waits for a session another request is writing (then 416)."""
 
+SMALL_PUT = 64 * 1024
+"""A PUT body up to this size (with its Content-Length) is read and verified before the
+session is held, so the write taking the hold also claims the blob (`finish`)."""
+
 HOLD_TTL = 30.0
 """Seconds a request's hold on a session lasts unless renewed (every third of it while
 the body streams): how long a session stays blocked after its writer died on another
@@ -90,6 +94,8 @@ class _Hold:
     session_id: str
     holder: str
     released: bool = False
+    #: the blob of a verified one-request PUT, claimed by the write that took the hold
+    claimed: bool = False
 
 
 class UploadService:
@@ -162,7 +168,7 @@ class UploadService:
         return record
 
     @contextlib.asynccontextmanager
-    async def _hold(self, name: str, session_id: str
+    async def _hold(self, name: str, session_id: str, claim: tuple[str, int] | None = None,
                     ) -> AsyncIterator[tuple[UploadRecord, _Local, _Hold]]:
         """Hold the session exclusively (this process, then every process) and read it.
 
@@ -176,19 +182,26 @@ class UploadService:
         local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
         async with local.lock:  # this process's requests queue here, without a write
             hold = self._holder(session_id)
-            record = await self._take(name, hold)
+            record = await self._take(name, hold, claim)
             async with self._keeping(hold):
                 yield record, local, hold
 
-    async def _take(self, name: str, hold: _Hold) -> UploadRecord:
-        """Take the hold of `hold.session_id` in repository `name` and read the session."""
+    async def _take(self, name: str, hold: _Hold, claim: tuple[str, int] | None = None
+                    ) -> UploadRecord:
+        """Take the hold of `hold.session_id` in repository `name` and read the session;
+        with `claim` (a verified digest and size), claim that blob in the same write
+        when the session is empty (`hold.claimed`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BUSY_WAIT
         gone: str | None = None
         pause = 0.01
         while True:
-            record = await self.store.hold_upload(hold.session_id, name, hold.holder,
-                                                  self.hold_ttl, gone=gone)
+            if claim is None:
+                record = await self.store.hold_upload(hold.session_id, name, hold.holder,
+                                                      self.hold_ttl, gone=gone)
+            else:
+                record, hold.claimed = await self.store.hold_upload_claiming(
+                    hold.session_id, name, hold.holder, self.hold_ttl, *claim, gone=gone)
             if record is not None:
                 return record
             found = await self.store.upload_holder(hold.session_id)
@@ -319,8 +332,23 @@ class UploadService:
         self, name: str, session_id: str, digest: Digest, body: AsyncIterable[bytes] | None,
         chunk: Chunk,
     ) -> int:
-        """Append a last chunk if any, verify `digest`, publish the blob; return its size."""
-        async with self._hold(name, session_id) as (record, local, hold):
+        """Append a last chunk if any, verify `digest`, publish the blob; return its size.
+
+        A small whole blob in one PUT (most configs and many layers) is read first, and
+        when it hashes to `digest` the write taking the hold claims the blob as well:
+        one metadata write fewer on the commonest push of all.
+        """
+        claim: tuple[str, int] | None = None
+        if (body is not None and chunk.length is not None and chunk.length <= SMALL_PUT
+                and chunk.start in (None, 0)):
+            data = await _read_at_most(body, chunk.length)
+            body = _replay(data)
+            if len(data) == chunk.length:
+                hasher = new_hasher(digest.algorithm)
+                hasher.update(data)
+                if hasher.hexdigest() == digest.hex:
+                    claim = (str(digest), len(data))
+        async with self._hold(name, session_id, claim) as (record, local, hold):
             return await self._finish(name, record, local, hold, digest, body, chunk)
 
     async def _finish(
@@ -342,7 +370,8 @@ class UploadService:
             )
         # claim first: the collector leaves a just-claimed blob alone, and a claim
         # waits while the collector is deleting this digest's bytes
-        while not await self.store.claim_blob(str(digest), record.offset):  # noqa: ASYNC110
+        while not (hold.claimed  # noqa: ASYNC110
+                   or await self.store.claim_blob(str(digest), record.offset)):
             await asyncio.sleep(0.05)
         try:
             await self.blobs.publish(record.id, digest)
@@ -388,8 +417,15 @@ class UploadService:
                 await self.blobs.delete_upload(session_id)
             return len(doomed)
 
-    async def purge(self, max_idle: float) -> int:
-        """Remove sessions idle for longer than `max_idle` seconds, with their bytes."""
+    async def purge(self, max_idle: float, *, publish_expiry: float | None = None) -> int:
+        """Remove sessions idle for longer than `max_idle` seconds, with their bytes, and
+        upload bytes no session row knows (`_sweep_orphans`); the number removed.
+
+        With `publish_expiry`, also abort the driver's unfinished publishes older than
+        that (a node died while it published: on S3 a multipart upload no session
+        knows, which would be kept and billed forever). It must be longer than any
+        publish can take, or a slow one would be cut (and fail, to be tried again).
+        """
         idle_since = time.time() - max_idle
         removed = 0
         for session_id in await self.store.stale_uploads(idle_since):
@@ -401,6 +437,11 @@ class UploadService:
         removed += await self._sweep_orphans()
         if removed:
             log.info("purged %d idle upload sessions", removed)
+        if publish_expiry is not None:
+            aborted = await self.blobs.abort_stale_publishes(time.time() - publish_expiry)
+            if aborted:
+                log.info("aborted %d unfinished publishes older than %.0f s", aborted,
+                         publish_expiry)
         return removed
 
     def forget_idle(self, max_idle: float) -> int:
@@ -412,6 +453,20 @@ class UploadService:
         for session_id in idle:
             del self._local[session_id]
         return len(idle)
+
+
+async def _read_at_most(body: AsyncIterable[bytes], length: int) -> bytes:
+    """The body, or its first bytes past `length` (the append then reports the excess)."""
+    buf = bytearray()
+    async for data in body:
+        buf += data
+        if len(buf) > length:
+            break
+    return bytes(buf)
+
+
+async def _replay(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _valid_id(session_id: str) -> bool:

@@ -11,7 +11,7 @@ while it writes the session's key), and the collector's exclusivity is a lease t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from dockyard.oci.errors import StorageUnavailable
@@ -97,9 +97,37 @@ class Driver(ABC):
         Deleting what does not exist is not an error.
         """
 
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, DriverError]:
+        """Remove the published objects at `keys` (what `move` made; an upload session
+        goes with `delete`), in as few calls as the store allows.
+
+        Each key is an object, not a prefix. A key that does not exist is not an error,
+        and a key that cannot be deleted does not stop the others: the result holds the
+        keys that may still exist, each with why (a backend fault reaches the keys it
+        hit, it is not raised); every other key is gone. The default deletes one key
+        at a time with `delete`.
+        """
+        failed: dict[str, DriverError] = {}
+        for key in dict.fromkeys(keys):
+            try:
+                await self.delete(key)
+            except DriverError as exc:
+                failed[key] = exc
+            except OSError as exc:
+                failed[key] = DriverError(f"cannot delete {key}: {exc}")
+        return failed
+
     @abstractmethod
     def list(self, prefix: str) -> AsyncIterator[str]:
         """Every key under `prefix` (recursively), in no particular order."""
+
+    async def abort_incomplete(self, prefix: str, older_than: float) -> int:
+        """Abort the store's own unfinished writes under `prefix` begun before
+        `older_than` (a Unix time); how many. These are what a `move` leaves when its
+        process dies midway (S3: a multipart upload, kept and billed until aborted);
+        they are never visible as keys. A driver whose writes leave nothing behind has
+        nothing to do (the default)."""
+        return 0
 
     def space(self) -> tuple[int, int] | None:
         """(free, total) bytes of the storage holding the keys; None when unknown.

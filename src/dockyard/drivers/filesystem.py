@@ -106,12 +106,18 @@ def _in_dir(directory: Path, create: Callable[[], T]) -> T:
     `delete` prunes directories it leaves empty; one may vanish between our `mkdir` and
     the file operation inside it.
     """
+    there = False
     for _ in range(100):
         try:
             return create()
         except FileNotFoundError:
-            if directory.is_dir():
+            # the directory was there and the create still failed: something else is
+            # missing. Seen missing, then there: another writer just made it; try again
+            if there:
                 raise
+            there = directory.is_dir()
+            if there:
+                continue
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, FileNotFoundError):
@@ -225,7 +231,8 @@ class FilesystemDriver(Driver):
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
-                with contextlib.suppress(FileNotFoundError):
+                # below a file (NotADirectoryError): nothing there either
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     path.unlink()
             # prune now-empty parents so deleted trees leave no husk behind
             parent = path.parent

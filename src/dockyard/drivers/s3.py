@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -33,6 +33,19 @@ _BASE, _PART = "dockyard-base", "dockyard-part"
 _MAX_PARTS = 10000
 #: server-side part copies in flight at once while publishing
 _COPIES = 8
+#: the most keys one DeleteObjects call takes
+_DELETE_BATCH = 1000
+#: attempts of an idempotent call (one try and two retries with backoff)
+_ATTEMPTS = 3
+#: seconds to open a connection to the store
+_CONNECT_TIMEOUT = 5
+#: calls that must not be retried blindly: a retry would create a second multipart
+#: upload, or find the completed one gone
+_NOT_IDEMPOTENT = frozenset({"create_multipart_upload", "complete_multipart_upload"})
+#: server-side copies: no deadline but `readtimeout`
+_COPYING = frozenset({"copy_object", "upload_part_copy", "complete_multipart_upload"})
+#: the slowest a request body may go to the store (bytes/s) before its call times out
+_MIN_RATE = 1024 * 1024
 _READ_PIECE = 256 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 #: names of part objects (`<session key>.parts/<n>`): the driver's own, never listed
@@ -85,7 +98,10 @@ class S3Driver(Driver):
     `UploadPartCopy` of each part object, the tail last (a session under one part: one
     `CopyObject`), so no byte goes through Dockyard; then the session's objects go.
     `delete` removes K, what is under `K/` and `K.parts/`, and aborts the multipart
-    uploads under K (left by a `move` that died). `list` never shows part objects.
+    uploads under K (left by a `move` that died). `delete_many` removes published
+    objects with DeleteObjects, 1000 a call. `abort_incomplete` aborts the multipart
+    uploads of publishes whose node died (the upload purge runs it with an age longer
+    than any publish takes). `list` never shows part objects.
     """
 
     def __init__(self, settings: S3Settings) -> None:
@@ -99,17 +115,20 @@ class S3Driver(Driver):
         self._session.register_component("data_loader", _loader())
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._once: Any = None
         self._opening = asyncio.Lock()
 
     # --- plumbing ------------------------------------------------------------
 
-    def _config(self) -> Config:
+    def _config(self, attempts: int = _ATTEMPTS) -> Config:
+        """A store that stops answering costs a call at most `readtimeout` per attempt
+        (a connection that cannot even be made, `_CONNECT_TIMEOUT`); failed attempts
+        are retried with botocore's standard backoff (jittered, exponential)."""
         return Config(
             region_name=self.settings.region,
-            connect_timeout=5,
-            # CopyObject and CompleteMultipartUpload may take a while on big objects
-            read_timeout=60,
-            retries={"mode": "standard", "total_max_attempts": 3},
+            connect_timeout=_CONNECT_TIMEOUT,
+            read_timeout=self.settings.readtimeout.total_seconds(),
+            retries={"mode": "standard", "total_max_attempts": attempts},
             max_pool_connections=64,
             s3={"addressing_style": "path" if self.settings.forcepathstyle else "auto"},
             # plain payload hashing: what every S3-compatible store understands
@@ -123,34 +142,59 @@ class S3Driver(Driver):
             endpoint = ("https://" if self.settings.secure else "http://") + endpoint
         return endpoint
 
-    async def _s3(self) -> Any:
-        """The shared client (and its connection pool), created on first use."""
+    async def _s3(self, *, once: bool = False) -> Any:
+        """The shared client (and its connection pool), created on first use; with
+        `once`, the one that never retries (for calls that are not idempotent)."""
         if self._client is None:
             async with self._opening:
                 if self._client is None:
-                    kwargs: dict[str, Any] = {}
-                    if self.settings.accesskey and self.settings.secretkey:
-                        kwargs["aws_access_key_id"] = self.settings.accesskey
-                        kwargs["aws_secret_access_key"] = self.settings.secretkey
-                    self._client = await self._stack.enter_async_context(
-                        self._session.create_client(
-                            "s3", region_name=self.settings.region,
-                            endpoint_url=self._endpoint(), use_ssl=self.settings.secure,
-                            verify=not self.settings.skipverify, config=self._config(),
-                            **kwargs))
-        return self._client
+                    self._once = await self._open_client(attempts=1)
+                    self._client = await self._open_client(attempts=_ATTEMPTS)
+        return self._once if once else self._client
+
+    async def _open_client(self, attempts: int) -> Any:
+        kwargs: dict[str, Any] = {}
+        if self.settings.accesskey and self.settings.secretkey:
+            kwargs["aws_access_key_id"] = self.settings.accesskey
+            kwargs["aws_secret_access_key"] = self.settings.secretkey
+        return await self._stack.enter_async_context(self._session.create_client(
+            "s3", region_name=self.settings.region, endpoint_url=self._endpoint(),
+            use_ssl=self.settings.secure, verify=not self.settings.skipverify,
+            config=self._config(attempts), **kwargs))
+
+    def _deadline(self, operation: str, params: dict[str, Any]) -> float | None:
+        """How long a call may take with its retries, body included; None for the
+        server-side copies, bounded by `readtimeout` alone (a store copying a big
+        object may keep the connection alive for minutes while it works)."""
+        if operation in _COPYING:
+            return None
+        body = params.get("Body")
+        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        return _ATTEMPTS * self.settings.readtimeout.total_seconds() + size / _MIN_RATE
 
     async def _call(self, operation: str, **params: Any) -> Any:
         """Run one S3 call; a missing key raises FileNotFoundError, any other fault
-        (unreachable, 5xx, refused) `DriverError`."""
-        client = await self._s3()
+        (unreachable, 5xx, refused, no answer by the call's deadline) `DriverError`.
+
+        Idempotent calls are retried with backoff; creating and completing a
+        multipart upload are not (a retried completion that had succeeded would say
+        the upload is unknown): a failed publish is retried whole by its client.
+        """
+        client = await self._s3(once=operation in _NOT_IDEMPOTENT)
+        deadline = self._deadline(operation, params)
         try:
-            return await getattr(client, operation)(Bucket=self.bucket, **params)
+            # a write to a store that stopped reading is bounded by nothing else
+            async with asyncio.timeout(deadline):
+                return await getattr(client, operation)(Bucket=self.bucket, **params)
         except ClientError as exc:
             if _missing(exc):
                 raise FileNotFoundError(str(exc)) from exc
             raise DriverError(f"S3 {self.bucket}: {exc}") from exc
-        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
+        except TimeoutError as exc:
+            within = f" within its {deadline:.0f} s" if deadline is not None else ""
+            raise DriverError(f"S3 {self.bucket}: {operation} got no answer{within}"
+                              ) from exc
+        except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
             raise DriverError(f"S3 {self.bucket}: {type(exc).__name__}: {exc}") from exc
 
     async def _stream(self, response: dict[str, Any], key: str) -> AsyncIterator[bytes]:
@@ -338,28 +382,70 @@ class S3Driver(Driver):
         async for child in self._names(name):
             if child.startswith((name + "/", name + ".parts/")):
                 batch.append(child)
-                if len(batch) == 1000:
+                if len(batch) == _DELETE_BATCH:
                     await self._delete_batch(batch)
                     batch = []
         await self._delete_batch([*batch, name])
 
-    async def _delete_batch(self, names: list[str]) -> None:
-        """One DeleteObjects call (at most 1000 keys); a key that fails is an error."""
+    async def delete_many(self, keys: Sequence[str]) -> dict[str, DriverError]:
+        """DeleteObjects, 1000 keys a call; the keys it refused are reported one by one.
+        A call that fails as a whole (the store unreachable after retries) is reported
+        for its keys and for the keys after it, which are not tried."""
+        names = {self._key(key): key for key in keys}
+        pending = list(names)
+        failed: dict[str, DriverError] = {}
+        while pending:
+            batch, pending = pending[:_DELETE_BATCH], pending[_DELETE_BATCH:]
+            try:
+                refused = await self._delete_objects(batch)
+            except DriverError as exc:
+                failed.update((names[name], exc) for name in [*batch, *pending])
+                break
+            failed.update((names[name], DriverError(f"S3 {self.bucket}: cannot delete "
+                                                    f"{name}: {why}"))
+                          for name, why in refused.items())
+        return failed
+
+    async def _delete_objects(self, names: list[str]) -> dict[str, str]:
+        """One DeleteObjects call (at most 1000 keys): what it could not delete, with
+        the store's reason (a missing key is deleted already)."""
         result = await self._call(
             "delete_objects", Delete={"Objects": [{"Key": n} for n in names], "Quiet": True})
-        errors = [e for e in result.get("Errors", []) if e.get("Code") not in _MISSING]
-        if errors:
-            raise DriverError(f"S3 {self.bucket}: could not delete {len(errors)} keys, "
-                              f"e.g. {errors[0].get('Key')}: {errors[0].get('Message')}")
+        return {str(e.get("Key")): f"{e.get('Code')}: {e.get('Message')}"
+                for e in result.get("Errors", []) if e.get("Code") not in _MISSING}
+
+    async def _delete_batch(self, names: list[str]) -> None:
+        """One DeleteObjects call (at most 1000 keys); a key that fails is an error."""
+        refused = await self._delete_objects(names)
+        if refused:
+            name, why = next(iter(refused.items()))
+            raise DriverError(f"S3 {self.bucket}: could not delete {len(refused)} keys, "
+                              f"e.g. {name}: {why}")
 
     async def _abort_under(self, name: str) -> None:
         """Abort the multipart uploads at `name` or below it (a `move` cut midway)."""
+        async for upload in self._multipart_uploads(name):
+            if upload["Key"] == name or upload["Key"].startswith(name + "/"):
+                await self._abort(upload["Key"], upload["UploadId"])
+
+    async def abort_incomplete(self, prefix: str, older_than: float) -> int:
+        """Abort the multipart uploads under `prefix` initiated before `older_than`:
+        the publishes of nodes that died midway (no session knows them)."""
+        aborted = 0
+        async for upload in self._multipart_uploads(self._key(prefix).rstrip("/") + "/"):
+            if upload["Initiated"].timestamp() < older_than:
+                await self._abort(upload["Key"], upload["UploadId"])
+                aborted += 1
+        return aborted
+
+    async def _multipart_uploads(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """The multipart uploads in progress at names starting with `prefix`
+        (ListMultipartUploads, page by page)."""
         kwargs: dict[str, str] = {}
         while True:
-            page = await self._call("list_multipart_uploads", Prefix=name, **kwargs)
+            page = await self._call("list_multipart_uploads", Prefix=prefix, **kwargs)
             for upload in page.get("Uploads", []):
-                if upload["Key"] == name or upload["Key"].startswith(name + "/"):
-                    await self._abort(upload["Key"], upload["UploadId"])
+                yield upload
             if not page.get("IsTruncated"):
                 return
             kwargs = {"KeyMarker": page.get("NextKeyMarker", ""),
@@ -393,12 +479,14 @@ class S3Driver(Driver):
 
     async def close(self) -> None:
         await self._stack.aclose()
-        self._client = None
+        self._client = self._once = None
 
 
 class S3Writer(Writer):
-    """Appends to one upload session: each full part is PUT as its own object at once,
-    the rest (the tail, with the session's layout in its metadata) on `close`."""
+    """Appends to one upload session: each full part is PUT as its own object as soon as
+    it fills, while the next one fills (one part PUT in flight, so receiving and storing
+    overlap; up to about three parts in memory); the rest (the tail, with the session's
+    layout in its metadata) on `close`, once every part is stored."""
 
     def __init__(self, driver: S3Driver, name: str, base: int, part: int,
                  pending: bytearray, stored: int) -> None:
@@ -406,6 +494,8 @@ class S3Writer(Writer):
         self._base, self._part, self._pending = base, part, pending
         self._stored = stored  # part objects the tail counted when opened
         self._closed = False
+        #: the part PUT in flight and its bytes
+        self._putting: tuple[asyncio.Future[None], bytes] | None = None
 
     @property
     def size(self) -> int:
@@ -420,28 +510,51 @@ class S3Writer(Writer):
         await self._flush()
 
     async def _flush(self) -> None:
-        """PUT every full part held back, as the next part object."""
+        """Start the PUT of every full part held back, as the next part object, each
+        once the one before is stored (its failure is raised here)."""
         part = self._part
         while len(self._pending) >= part:
-            number = self._base // part + 1
-            d = self._driver
-            await d._call("put_object", Key=d._part_key(self._name, number),
-                          Body=bytes(self._pending[:part]), **d._class())
+            await self._stored_parts()
+            body = bytes(self._pending[:part])
+            put = asyncio.ensure_future(self._put_part(self._base // part + 1, body))
+            self._putting = (put, body)
             del self._pending[:part]
             self._base += part
 
+    async def _put_part(self, number: int, body: bytes) -> None:
+        d = self._driver
+        await d._call("put_object", Key=d._part_key(self._name, number), Body=body,
+                      **d._class())
+
+    async def _stored_parts(self) -> None:
+        """Wait until the part PUT in flight, if any, is over. A caller cancelled while
+        waiting leaves it running (`close` waits for it again); a PUT that failed puts its
+        bytes back in front of the held ones, so `close` can store them, and raises."""
+        if self._putting is None:
+            return
+        put, body = self._putting
+        if not put.done():
+            await asyncio.wait([put])
+        self._putting = None
+        if put.cancelled() or put.exception() is not None:
+            self._pending[:0] = body
+            self._base -= self._part
+            put.result()  # raises the PUT's error (or CancelledError)
+
     async def close(self, *, sync: bool = False) -> None:
         """Store the tail with the count of parts (S3 writes are durable when answered),
-        then drop the part objects past it (a resume below the parts' end cut them)."""
+        once every part is stored; then drop the part objects past it (a resume below the
+        parts' end cut them)."""
         if self._closed:
             return
         self._closed = True
         d = self._driver
         await self._flush()
+        await self._stored_parts()
         meta = {_BASE: str(self._base), _PART: str(self._part)} if self._base else {}
         await d._call("put_object", Key=self._name, Body=bytes(self._pending), Metadata=meta,
             **d._class())
         count = self._base // self._part
         stale = [d._part_key(self._name, n) for n in range(count + 1, self._stored + 1)]
-        for start in range(0, len(stale), 1000):
-            await d._delete_batch(stale[start:start + 1000])
+        for start in range(0, len(stale), _DELETE_BATCH):
+            await d._delete_batch(stale[start:start + _DELETE_BATCH])

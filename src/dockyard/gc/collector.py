@@ -9,7 +9,9 @@ period and so survives, even if the push started before the collection and ends 
 Order: dead manifests (indexes before their children, subjects before referrers), then
 blob links no remaining manifest of the repository references, then blobs no
 repository links, whose bytes are deleted under a tombstone that makes a concurrent
-upload of the same digest wait.
+upload of the same digest wait. Each blob's row goes in its own re-checking
+transaction; their bytes go in batches (`Driver.delete_many`: one DeleteObjects call
+per 1000 blobs on S3), each tombstone ended after its batch.
 
 A step that fails (a full disk, a database error) is logged and counted in the report,
 and the collection goes on with the next one: whatever it can free, it frees.
@@ -35,6 +37,10 @@ T = TypeVar("T")
 
 MAX_ERRORS = 20
 """Failed steps whose message a report keeps (all are counted)."""
+BATCH = 1000
+"""Blobs whose bytes one batch deletes (one DeleteObjects call on S3)."""
+BATCH_AGE = 10.0
+"""Seconds a batch may gather before its bytes are deleted (see `_Batch`)."""
 
 
 @dataclass
@@ -210,34 +216,72 @@ class Collector:
         """Finish what a collector that died mid-deletion left: the row is gone, the
         bytes may not be; without this they would stay on disk with nothing to find them."""
         older_than = time.time() - TOMBSTONE_TIMEOUT
+        batch = _Batch()
         for digest in await self.lifecycle.stale_tombstones(older_than):
-            if not await self._step(f"taking over the deletion of {digest}",
-                                    self.lifecycle.resume_blob_deletion(digest, older_than)):
-                continue
-            if await self._step(f"deleting {digest}", self._delete_bytes(digest)) is None:
-                continue
+            if await self._step(f"taking over the deletion of {digest}",
+                                self.lifecycle.resume_blob_deletion(digest, older_than)):
+                batch.add(digest, 0)
+            if batch.due():
+                self._finished(await self._delete_bytes(batch.take()))
+        self._finished(await self._delete_bytes(batch.take()))
+
+    @staticmethod
+    def _finished(done: list[tuple[str, int]]) -> None:
+        for digest, _ in done:
             log.info("finished the deletion of %s that a stopped collector began", digest)
 
-    async def _delete_bytes(self, digest: str) -> bool:
-        """Delete a tombstoned blob's bytes, then its tombstone (also if that fails).
-
-        A tombstone that cannot be ended stays for the next collection to take over.
+    async def _delete_bytes(self, batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Delete tombstoned blobs' bytes as one batch, then each one's tombstone, also
+        if its bytes could not go (as for one blob: the tombstone only makes uploads of
+        the digest wait while the bytes go); each failure is a failed step. Returns the
+        (digest, size) whose bytes and tombstone are gone. A tombstone that cannot be
+        ended stays for a later collection to take over.
         """
+        if not batch:
+            return []
+        refused: dict[str, Exception] = {}
+        done: list[tuple[str, int]] = []
         try:
-            await self.registry.blobs.delete_bytes(Digest.parse(digest))
+            failed = await self.registry.blobs.delete_bytes(
+                [Digest.parse(digest) for digest, _ in batch])
+            refused = {str(digest): exc for digest, exc in failed.items()}
+        except Exception as exc:  # no outcome per blob: take it that none went
+            refused = dict.fromkeys((digest for digest, _ in batch), exc)
         finally:
-            await self.lifecycle.end_blob_deletion(digest)
+            for digest, size in batch:
+                if await self._step(f"deleting {digest}",
+                                    self._end_deletion(digest, refused.get(digest))):
+                    done.append((digest, size))
+        return done
+
+    async def _end_deletion(self, digest: str, error: Exception | None) -> bool:
+        """Drop `digest`'s tombstone, then raise `error` (why its bytes did not go)."""
+        await self.lifecycle.end_blob_deletion(digest)
+        if error is not None:
+            raise error
         return True
 
     async def _blobs(self, cutoff: float, report: Report,
                      last_links: dict[str, tuple[str, int]]) -> None:
+        """Delete unlinked blobs: each row under a tombstone, re-checked in its own
+        transaction; then their bytes, `BATCH` at a time (`_Batch`)."""
+        batch = _Batch()
         for digest, _size in await self.lifecycle.unlinked_blobs(cutoff):
             size = await self._step(f"deleting the row of {digest}",
                                     self.lifecycle.begin_blob_deletion(digest, cutoff))
-            if size is None:
-                continue
-            if await self._step(f"deleting {digest}", self._delete_bytes(digest)) is None:
-                continue
+            if size is not None:
+                batch.add(digest, size)
+            if batch.due():
+                await self._credit(await self._delete_bytes(batch.take()), report,
+                                   last_links)
+        await self._credit(await self._delete_bytes(batch.take()), report, last_links)
+        await self._step("forgetting deleted links",
+                         self.lifecycle.forget_deleted_links(cutoff))
+
+    async def _credit(self, freed: list[tuple[str, int]], report: Report,
+                      last_links: dict[str, tuple[str, int]]) -> None:
+        """Count freed blobs in the report, each for the repository that last held it."""
+        for digest, size in freed:
             report.blobs_deleted += 1
             report.bytes_freed += size
             owner = last_links.get(digest)
@@ -247,5 +291,30 @@ class Collector:
                 entry = report.repo(deleted)  # a deleted repository's blobs
                 entry.blobs += 1
                 entry.bytes_freed += size
-        await self._step("forgetting deleted links",
-                         self.lifecycle.forget_deleted_links(cutoff))
+
+
+class _Batch:
+    """Tombstoned blobs whose bytes are deleted together.
+
+    A tombstone makes an upload of its digest wait, and one older than
+    `TOMBSTONE_TIMEOUT` is taken for a dead collector's and let through: so a batch is
+    deleted once it holds `BATCH` blobs or its first tombstone is `BATCH_AGE` old,
+    whichever comes first, far within that timeout.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, int]] = []
+        self.since = 0.0
+
+    def add(self, digest: str, size: int) -> None:
+        if not self.items:
+            self.since = time.monotonic()
+        self.items.append((digest, size))
+
+    def due(self) -> bool:
+        return len(self.items) >= BATCH or (
+            bool(self.items) and time.monotonic() - self.since >= BATCH_AGE)
+
+    def take(self) -> list[tuple[str, int]]:
+        items, self.items = self.items, []
+        return items

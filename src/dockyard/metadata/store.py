@@ -217,18 +217,18 @@ class MetadataStore:
         A tombstone older than `TOMBSTONE_TIMEOUT` belongs to a collector that died and
         is cleared.
         """
-        now, q = time.time(), self._q
+        now = time.time()
+        return await self.engines.compiled(lambda conn: self._claim(conn, digest, size, now))
 
-        def body(conn: Conn) -> bool:
-            started = run(conn, q.tombstone, digest=digest).fetchone()
-            if started is not None:
-                if started[0] > now - TOMBSTONE_TIMEOUT:
-                    return False
-                run(conn, q.drop_tombstone, digest=digest)
-            run(conn, q.upsert_blob, digest=digest, size=size, now=now)
-            return True
-
-        return await self.engines.compiled(body)
+    def _claim(self, conn: Conn, digest: str, size: int, now: float) -> bool:
+        q = self._q
+        started = run(conn, q.tombstone, digest=digest).fetchone()
+        if started is not None:
+            if started[0] > now - TOMBSTONE_TIMEOUT:
+                return False
+            run(conn, q.drop_tombstone, digest=digest)
+        run(conn, q.upsert_blob, digest=digest, size=size, now=now)
+        return True
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
         """Link `digest` into `name` if repository `source` holds it; None otherwise.
@@ -335,6 +335,26 @@ class MetadataStore:
             row = run(conn, q.hold_upload, id=session_id, name=name, holder=holder,
                       until=now + ttl, now=now, gone=gone).fetchone()
             return UploadRecord(*row) if row is not None else None
+
+        return await self.engines.compiled(body)
+
+    async def hold_upload_claiming(
+        self, session_id: str, name: str, holder: str, ttl: float, digest: str, size: int,
+        *, gone: str | None = None,
+    ) -> tuple[UploadRecord | None, bool]:
+        """`hold_upload`, and in the same write, when the session holds no byte yet,
+        `claim_blob(digest, size)`: the caller already verified that the `size` bytes it
+        will write hash to `digest`. The second value says whether the blob was claimed
+        (not when the session has bytes, nor while the collector deletes the digest)."""
+        now, q = time.time(), self._q
+
+        def body(conn: Conn) -> tuple[UploadRecord | None, bool]:
+            row = run(conn, q.hold_upload, id=session_id, name=name, holder=holder,
+                      until=now + ttl, now=now, gone=gone).fetchone()
+            if row is None:
+                return None, False
+            record = UploadRecord(*row)
+            return record, record.offset == 0 and self._claim(conn, digest, size, now)
 
         return await self.engines.compiled(body)
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.drivers.base import Driver
+from dockyard.drivers.base import Driver, DriverError
 from dockyard.oci.digest import Digest, Hasher, new_hasher
 from dockyard.oci.errors import StorageFull
 from dockyard.storage import layout
@@ -182,6 +182,18 @@ class BlobStore:
 
     async def delete_blob(self, digest: Digest) -> None:
         await self.driver.delete(layout.blob_dir(digest))
+
+    async def delete_blobs(self, digests: Sequence[Digest]) -> dict[Digest, DriverError]:
+        """Delete the bytes of many blobs in as few driver calls as it allows; the ones
+        that may still be stored, each with why (the others are gone)."""
+        keys = {layout.blob_key(d): d for d in digests}
+        failed = await self.driver.delete_many(list(keys))
+        return {keys[key]: exc for key, exc in failed.items()}
+
+    async def abort_stale_publishes(self, older_than: float) -> int:
+        """Abort what publishes begun before `older_than` left unfinished in the
+        driver (their process died); how many."""
+        return await self.driver.abort_incomplete(layout.BLOBS, older_than)
 
     async def upload_sessions(self) -> AsyncIterator[str]:
         """Ids of the upload sessions that have bytes stored."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dockyard.drivers.base import Driver
 from dockyard.oci.errors import StorageFull
 from dockyard.storage import layout
+from dockyard.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 def disk_full(exc: BaseException) -> bool:
     """Whether `exc` is a write refused for want of space (ENOSPC, quota)."""
     return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 class DiskGuard:
@@ -83,8 +76,8 @@ class DiskGuard:
             free = self._free - self._missing - incoming
         if free < threshold:
             raise StorageFull(
-                f"insufficient storage: {_human(max(free + incoming, 0))} free on the "
-                f"registry's data filesystem, {_human(threshold)} must stay free "
+                f"insufficient storage: {human_bytes(max(free + incoming, 0))} free on the "
+                f"registry's data filesystem, {human_bytes(threshold)} must stay free "
                 "(storage.guard.min_free); delete images and collect garbage")
 
     def wrote(self, size: int) -> None:
@@ -116,7 +109,7 @@ class DiskGuard:
         if await self.driver.allocate(layout.RESERVE, self.reserve):
             self._free -= self.reserve
             self._missing = 0
-            log.info("storage reserve of %s in place again", _human(self.reserve))
+            log.info("storage reserve of %s in place again", human_bytes(self.reserve))
         else:  # another process made it, or no room after all
             self._missing = self._missing_reserve()
 
@@ -137,5 +130,5 @@ class DiskGuard:
             return False
         self._checked = -self.interval  # read the space again at the next check
         log.warning("the disk is full: released the %s storage reserve for metadata "
-                    "writes; uploads are refused until space is freed", _human(self.reserve))
+                    "writes; uploads are refused until space is freed", human_bytes(self.reserve))
         return True

@@ -55,3 +55,58 @@ async def test_a_failing_backend_gives_503_with_retry_after(
         r = await c.post("/v2/faults/x/blobs/uploads/", params={"digest": digest},
                          content=data)
         assert r.status_code == 201  # back without a restart
+
+
+@pytest.mark.parametrize(("size", "cut_at"), [(100_000, 0), (100_000, 60_000),
+                                              (1_000_000, 700_000)])
+async def test_a_store_failing_during_a_streamed_get(
+        server: TestServer, monkeypatch: pytest.MonkeyPatch, size: int, cut_at: int
+) -> None:
+    """A store (no local file: streamed, as S3) failing while a blob is read: a small
+    blob gets a clean 503; a big one, failing past what is read before the status, a
+    body cut short and the connection closed, never other bytes in its place."""
+    data = hashlib.sha512(b"seed").digest() * (size // 64)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    real_read = FilesystemDriver.read
+
+    async def failing(self: FilesystemDriver, key: str, offset: int = 0,
+                      length: int | None = None) -> AsyncIterator[bytes]:
+        sent = 0
+        async for chunk in real_read(self, key, offset, length):
+            for start in range(0, len(chunk), 32_768):
+                if sent >= cut_at:
+                    raise DriverError("S3 registry: connection reset by the store")
+                piece = chunk[start:start + 32_768]
+                sent += len(piece)
+                yield piece
+
+    base = str(server.make_url(""))
+    async with httpx.AsyncClient(base_url=base) as c:
+        r = await c.post("/v2/faults/s/blobs/uploads/", params={"digest": digest},
+                         content=data)
+        assert r.status_code == 201
+        monkeypatch.setattr(FilesystemDriver, "local_path", lambda self, key: None)
+        monkeypatch.setattr(FilesystemDriver, "read", failing)
+        if size <= 256 * 1024:
+            r = await c.get(f"/v2/faults/s/blobs/{digest}")
+            assert r.status_code == 503, r.text
+            assert [e["code"] for e in r.json()["errors"]] == ["UNAVAILABLE"]
+        else:
+            async with c.stream("GET", f"/v2/faults/s/blobs/{digest}") as r:
+                assert r.status_code == 200
+                assert r.headers["Content-Length"] == str(len(data))
+                got = bytearray()
+
+                async def read_all() -> None:
+                    async for chunk in r.aiter_raw():
+                        got.extend(chunk)
+
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await read_all()
+                assert bytes(got) == data[:len(got)]  # only the blob's own bytes
+                assert len(got) < len(data)
+        monkeypatch.undo()
+        monkeypatch.setattr(FilesystemDriver, "local_path", lambda self, key: None)
+        r = await c.get(f"/v2/faults/s/blobs/{digest}")  # a new connection: all works
+        assert r.status_code == 200
+        assert r.content == data

@@ -1,7 +1,9 @@
 """The shared driver test suite: every contract written in `dockyard.drivers.base`.
 
 A driver's test module subclasses `DriverSuite` and provides a `driver` fixture (an empty
-store, closed afterwards); pytest then runs every test here against it::
+store, closed afterwards) and a `refuse_delete` fixture (a callable that makes the
+backend refuse to delete one key, as a store refusing one key of a batch would); pytest
+then runs every test here against it::
 
     class TestS3Driver(DriverSuite):
         @pytest.fixture
@@ -12,10 +14,12 @@ store, closed afterwards); pytest then runs every test here against it::
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 import pytest
 
-from dockyard.drivers.base import Driver, Writer
+from dockyard.drivers.base import Driver, DriverError, Writer
 
 
 async def read_all(driver: Driver, key: str, offset: int = 0, length: int | None = None
@@ -27,6 +31,12 @@ async def put(driver: Driver, key: str, data: bytes) -> None:
     writer = await driver.writer(key)
     await writer.write(data)
     await writer.close()
+
+
+async def publish(driver: Driver, key: str, data: bytes) -> None:
+    """Store `data` as a published object at `key`: written elsewhere, then moved."""
+    await put(driver, "uploads/publishing", data)
+    await driver.move("uploads/publishing", key)
 
 
 async def keys(driver: Driver, prefix: str) -> list[str]:
@@ -230,6 +240,50 @@ class DriverSuite:
         await put(driver, "uploads/u1/data", b"1")
         await driver.delete("uploads/u1")
         assert await keys(driver, "uploads") == []
+
+    # --- delete_many ---------------------------------------------------------
+
+    async def test_delete_many_removes_published_objects(self, driver: Driver) -> None:
+        names = [f"blobs/{i}/data" for i in range(7)]
+        for name in [*names, "blobs/kept/data"]:
+            await publish(driver, name, name.encode())
+        assert await driver.delete_many(names) == {}
+        assert await keys(driver, "blobs") == ["blobs/kept/data"]
+        for name in names:
+            assert await driver.stat(name) is None
+        assert await read_all(driver, "blobs/kept/data") == b"blobs/kept/data"
+
+    async def test_delete_many_of_missing_keys_is_not_an_error(self, driver: Driver) -> None:
+        await publish(driver, "blobs/a/data", b"a")
+        missing = ["never/was", "blobs/a/data/below", "blobs/b/data", "blobs/a/data"]
+        assert await driver.delete_many(missing) == {}
+        assert await driver.delete_many(missing) == {}  # again: all gone already
+        assert await driver.delete_many([]) == {}
+        assert await keys(driver, "blobs") == []
+
+    async def test_delete_many_reports_the_keys_it_could_not_delete(
+        self, driver: Driver, refuse_delete: Callable[[str], None]
+    ) -> None:
+        """One refused key does not stop the others, and is reported, not raised."""
+        names = [f"blobs/{i}/data" for i in range(4)]
+        for name in names:
+            await publish(driver, name, b"x")
+        refuse_delete("blobs/2/data")
+        failed = await driver.delete_many([*names, "blobs/none/data"])
+        assert list(failed) == ["blobs/2/data"]
+        assert isinstance(failed["blobs/2/data"], DriverError)
+        assert await keys(driver, "blobs") == ["blobs/2/data"]
+
+    # --- abort_incomplete ----------------------------------------------------
+
+    async def test_abort_incomplete_keeps_every_key(self, driver: Driver) -> None:
+        """Only unfinished writes go: published objects and sessions are kept."""
+        await publish(driver, "blobs/a/data", b"published")
+        await put(driver, "uploads/s", b"a session")
+        assert await driver.abort_incomplete("blobs", time.time() + 3600) == 0
+        assert await driver.abort_incomplete("uploads", time.time() + 3600) == 0
+        assert await read_all(driver, "blobs/a/data") == b"published"
+        assert await read_all(driver, "uploads/s") == b"a session"
 
     # --- list ----------------------------------------------------------------
 

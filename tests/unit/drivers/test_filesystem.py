@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from dockyard.drivers import filesystem
 from dockyard.drivers.base import Driver
 from dockyard.drivers.directio import ALIGN
 from dockyard.drivers.filesystem import FilesystemDriver, FilesystemWriter
@@ -22,6 +23,21 @@ class TestFilesystemDriver(DriverSuite):
         driver = FilesystemDriver(tmp_path / "root")
         yield driver
         await driver.close()
+
+    @pytest.fixture
+    def refuse_delete(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                      ) -> Callable[[str], None]:
+        """The filesystem refuses to unlink one file (EACCES: root ignores modes)."""
+        refused: set[Path] = set()
+        unlink = Path.unlink
+
+        def refusing(path: Path, missing_ok: bool = False) -> None:
+            if path in refused:
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", refusing)
+        return lambda key: refused.add(tmp_path / "root" / key)
 
 
 @pytest.fixture
@@ -157,3 +173,29 @@ async def test_direct_writes_fall_back_where_the_filesystem_refuses_them(
     assert isinstance(writer, FilesystemWriter)
     assert writer.direct_bytes == 0
     assert await read_all(fs, "k") == data
+
+
+def test_in_dir_retries_when_another_writer_made_the_directory(tmp_path: Path) -> None:
+    """The directory is missing when our create runs, and made by another writer before
+    we look: the create is tried again, not reported as a missing file (it was a 500
+    under concurrent pushes)."""
+    directory = tmp_path / "uploads"
+    calls: list[int] = []
+
+    def create() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            directory.mkdir()  # the other writer, between our open and our check
+            raise FileNotFoundError(directory / "session")
+        return "created"
+
+    assert filesystem._in_dir(directory, create) == "created"
+    assert len(calls) == 2
+
+
+def test_in_dir_reports_a_missing_file_in_an_existing_directory(tmp_path: Path) -> None:
+    def create() -> str:
+        raise FileNotFoundError("the source of a move is gone")
+
+    with pytest.raises(FileNotFoundError, match="source"):
+        filesystem._in_dir(tmp_path, create)

@@ -11,9 +11,12 @@ import asyncio
 import hashlib
 import os
 import shutil
+import signal
+import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,6 +53,32 @@ class TestS3Driver(DriverSuite):
     @pytest.fixture
     def driver(self, s3d: S3Driver) -> Driver:
         return s3d
+
+    @pytest.fixture
+    async def refuse_delete(self, s3d: S3Driver) -> Callable[[str], None]:
+        """The store refuses one key of a DeleteObjects call, as S3 does per key (e.g.
+        AccessDenied): the key is kept out of the real request and the real answer
+        gets an error entry for it."""
+        refused: set[str] = set()
+        return _refusing(await s3d._s3(), refused, lambda key: refused.add(s3d._key(key)))
+
+
+def _refusing(client: Any, refused: set[str], add: Callable[[str], None]
+              ) -> Callable[[str], None]:
+    def strip(params: dict[str, Any], **_: Any) -> None:
+        objects = params["Delete"]["Objects"]
+        params["Delete"]["Objects"] = [o for o in objects if o["Key"] not in refused]
+        if not params["Delete"]["Objects"]:  # a request needs one key: a missing one
+            params["Delete"]["Objects"] = [{"Key": "dockyard-test-nothing"}]
+
+    def answer(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.setdefault("Errors", []).extend(
+            {"Key": key, "Code": "AccessDenied", "Message": "Access Denied"}
+            for key in sorted(refused))
+
+    client.meta.events.register("before-parameter-build.s3.DeleteObjects", strip)
+    client.meta.events.register("after-call.s3.DeleteObjects", answer)
+    return add
 
 
 async def _uploads(driver: S3Driver) -> list[str]:
@@ -105,6 +134,66 @@ async def test_session_with_several_parts_and_a_tail(s3d: S3Driver) -> None:
     assert await s3d.stat("uploads/u/data") is None
     assert await _uploads(s3d) == []
     assert await _objects(s3d) == ["blobs/x/data"]
+
+
+async def test_a_full_part_is_stored_while_the_next_bytes_arrive(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fills a part returns before the part's PUT is answered (receiving
+    and storing overlap); the tail is stored only after every part is."""
+    data = os.urandom(2 * PART + 100)
+    real, answer, calls = s3d._call, asyncio.Event(), []
+
+    async def slow_parts(operation: str, **params: object) -> object:
+        calls.append(str(params.get("Key", "")).rsplit("/", 1)[-1])
+        if ".parts/" in str(params.get("Key", "")):
+            await answer.wait()
+        return await real(operation, **params)
+
+    monkeypatch.setattr(s3d, "_call", slow_parts)
+    writer = await s3d.writer("uploads/o/data")
+    await asyncio.wait_for(writer.write(data[:PART + 50]), 10)  # part 1 not yet answered
+    assert writer.size == PART + 50
+    closing = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0.2)
+    assert not closing.done()  # the tail waits for the parts
+    answer.set()
+    await asyncio.wait_for(closing, 30)
+    assert calls[-1] == "data"  # the tail last
+    monkeypatch.undo()
+    assert await read_all(s3d, "uploads/o/data") == data[:PART + 50]
+
+
+async def test_a_part_put_that_fails_is_never_counted_and_close_stores_it(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * PART + 10)
+    await put(s3d, "uploads/p/data", data[:PART])  # one part stored before
+    real, failed = s3d._call, []
+
+    async def failing_once(operation: str, **params: object) -> object:
+        if str(params.get("Key", "")).endswith(".parts/00002") and not failed:
+            failed.append(1)
+            raise DriverError("store hiccup")
+        return await real(operation, **params)
+
+    monkeypatch.setattr(s3d, "_call", failing_once)
+    writer = await s3d.writer("uploads/p/data", PART, resume=True)
+
+    async def write_all() -> None:
+        for start in range(PART, len(data), MIB):  # part 2 fails while part 3 fills
+            await writer.write(data[start:start + MIB])
+
+    with pytest.raises(DriverError, match="store hiccup"):
+        await write_all()
+    # the session still reads as before this writer: the tail was not rewritten
+    assert await read_all(s3d, "uploads/p/data") == data[:PART]
+    await writer.close()  # as BlobStore.append does after a failure: stores what it holds
+    monkeypatch.undo()
+    stored = await s3d.stat("uploads/p/data")
+    assert stored is not None
+    assert stored == writer.size
+    assert await read_all(s3d, "uploads/p/data") == data[:stored]
 
 
 async def test_session_read_back_from_another_node(nodes: tuple[S3Driver, S3Driver]
@@ -397,6 +486,52 @@ async def test_delete_of_more_than_1000_keys_in_batches(
     assert await read_all(s3d, "manyother") == b"kept"
 
 
+def _count_calls(client: Any, operation: str) -> list[int]:
+    """Sizes of the `operation` requests the driver's client sends, as they are sent."""
+    sizes: list[int] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        sizes.append(len(params["Delete"]["Objects"]) if operation == "DeleteObjects" else 1)
+
+    client.meta.events.register(f"before-parameter-build.s3.{operation}", count)
+    return sizes
+
+
+async def test_delete_many_in_calls_of_1000_keys(s3d: S3Driver) -> None:
+    gate = asyncio.Semaphore(64)
+    names = [f"blobs/{i:05d}/data" for i in range(2100)]
+
+    async def one(name: str) -> None:
+        async with gate:
+            await s3d._call("put_object", Key=s3d._key(name), Body=b"x")
+
+    await asyncio.gather(*(one(n) for n in names))
+    await put(s3d, "blobs/kept/data", b"kept")
+    calls = _count_calls(await s3d._s3(), "DeleteObjects")
+    assert await s3d.delete_many([*names, "blobs/missing/data"]) == {}
+    assert calls == [1000, 1000, 101]
+    assert await keys(s3d, "blobs") == ["blobs/kept/data"]
+
+
+async def test_delete_many_reports_an_unreachable_store_for_every_key() -> None:
+    """The whole call fails (refused connections): every key is reported, none raised."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    driver = S3Driver(S3Settings(bucket="b", regionendpoint=f"http://127.0.0.1:{port}",
+                                 accesskey="k", secretkey="s", forcepathstyle=True,
+                                 secure=False))
+    try:
+        names = [f"blobs/{i}/data" for i in range(1500)]
+        calls = _count_calls(await driver._s3(), "DeleteObjects")
+        failed = await driver.delete_many(names)
+        assert sorted(failed) == sorted(names)
+        assert all(isinstance(exc, DriverError) for exc in failed.values())
+        assert calls == [1000] * len(calls)  # the second batch is not tried (retries)
+    finally:
+        await driver.close()
+
+
 async def test_credentials_from_the_aws_environment(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -447,6 +582,13 @@ async def test_server_errors_are_retried_then_a_driver_error() -> None:
         with pytest.raises(DriverError):  # not FileNotFoundError: the key may well exist
             await read_all(driver, "k")
         assert time.monotonic() - began < 30
+        hits.clear()  # calls that are not idempotent are tried once
+        with pytest.raises(DriverError):
+            await driver._call("create_multipart_upload", Key="k")
+        with pytest.raises(DriverError):
+            await driver._call("complete_multipart_upload", Key="k", UploadId="u",
+                               MultipartUpload={"Parts": []})
+        assert hits == ["POST", "POST"]
     finally:
         await driver.close()
         await runner.cleanup()
@@ -472,6 +614,36 @@ async def test_stopped_server_is_a_driver_error_not_a_hang() -> None:
     finally:
         await driver.close()
         shutil.rmtree(server.home, ignore_errors=True)
+
+
+def _weed_pid(s3: S3Server) -> int:
+    return int((s3.home / "weed.pid").read_text())
+
+
+async def test_frozen_server_is_a_driver_error_within_the_read_timeout(
+    s3: S3Server
+) -> None:
+    """A store that accepts connections and never answers (SIGSTOP): every call,
+    writes of a body included, fails within its deadline; resumed, all works again."""
+    driver = S3Driver(s3.settings(readtimeout="1s"))
+    await put(driver, "k", b"before")
+    body = os.urandom(PART + 1)  # more than the kernel buffers of a loopback socket
+    os.kill(_weed_pid(s3), signal.SIGSTOP)
+    try:
+        for call in (lambda: driver.stat("k"), lambda: read_all(driver, "k"),
+                     lambda: put(driver, "big", body)):
+            began = time.monotonic()
+            with pytest.raises(DriverError):
+                await call()
+            # 3 attempts of 1 s; a body of 5 MiB gets 5 s more
+            assert time.monotonic() - began < 15
+    finally:
+        os.kill(_weed_pid(s3), signal.SIGCONT)
+    try:
+        await put(driver, "after", b"after")
+        assert await read_all(driver, "k") == b"before"
+    finally:
+        await driver.close()
 
 
 # --- settings -------------------------------------------------------------------------
@@ -508,6 +680,24 @@ def test_chunksize_above_the_s3_part_limit_is_refused_by_name() -> None:
                          ).storage.s3.chunksize == 5 * 1024 * MIB
 
 
+def test_readtimeout_is_checked_by_name() -> None:
+    assert load_settings(None, env={}).storage.s3.readtimeout.total_seconds() == 10
+    for bad in ("0s", "1h"):
+        with pytest.raises(ConfigError, match=r"storage\.s3\.readtimeout"):
+            load_settings(None, env={"DOCKYARD_STORAGE_S3_READTIMEOUT": bad})
+
+
 def test_a_bucket_is_required() -> None:
     with pytest.raises(ValueError, match="bucket"):
         S3Driver(S3Settings())
+
+
+async def test_abort_incomplete_aborts_old_multipart_uploads_under_the_prefix(
+    s3d: S3Driver
+) -> None:
+    for key in ("blobs/sha256/ab/abcd/data", "blobs/sha256/cd/cdef/data", "other/data"):
+        await s3d._call("create_multipart_upload", Key=s3d._key(key))
+    assert await s3d.abort_incomplete("blobs", time.time() - 3600) == 0  # all younger
+    assert len(await _uploads(s3d)) == 3
+    assert await s3d.abort_incomplete("blobs", time.time() + 5) == 2
+    assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/other/data"]

@@ -44,6 +44,34 @@ async def test_blob_deletion_rechecks_links_and_grace(store: MetadataStore) -> N
     assert (await store.blob(D2)) is not None
 
 
+async def test_hold_claiming_claims_only_an_empty_session_outside_a_deletion(
+        store: MetadataStore) -> None:
+    """A small PUT's one write: the hold, and the blob's claim when the session is empty
+    and the collector is not deleting that digest (then the caller claims later)."""
+    life = LifecycleStore(store)
+    await store.link_blob("drop/it", D2, 3)
+    await life.delete_repository("drop/it")
+    assert await life.begin_blob_deletion(D2, time.time() + 10) == 3
+    await store.create_upload("u", "r/x")
+    record, claimed = await store.hold_upload_claiming("u", "r/x", "a", 30, D2, 3)
+    assert record is not None
+    assert not claimed  # the bytes are going: no claim, but the hold is taken
+    assert await store.hold_upload("u", "r/x", "b", 30) is None
+    await store.release_upload("u", "a")
+    await life.end_blob_deletion(D2)
+    record, claimed = await store.hold_upload_claiming("u", "r/x", "a", 30, D2, 3)
+    assert record is not None
+    assert claimed
+    assert await store.blob(D2) is not None
+    assert await store.advance_upload("u", 0, 3, holder="a")
+    record, claimed = await store.hold_upload_claiming("u", "r/x", "c", 30, D1, 3)
+    assert record is not None
+    assert record.offset == 3
+    assert not claimed  # bytes already stored: the PUT's digest covers more than its body
+    assert await store.blob(D1) is None
+    assert await store.hold_upload_claiming("u", "r/x", "d", 30, D1, 3) == (None, False)
+
+
 async def test_dangling_link_survives_a_fresh_touch(store: MetadataStore) -> None:
     life = LifecycleStore(store)
     await store.link_blob("r/x", D1, 3)

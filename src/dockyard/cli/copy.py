@@ -1,0 +1,146 @@
+"""`dockyard copy SRC DST`: images, indexes and repositories between registries and OCI
+layouts, digests preserved.
+
+    dockyard copy docker://quay.io/org/app:1.2 docker://registry.local:5000/app:1.2
+    dockyard copy --all-tags docker://upstream.example/tools docker://127.0.0.1:5000/tools
+    dockyard copy --platform linux/arm64 oci:./layout:v1 127.0.0.1:5000/app:v1-arm64
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+from pathlib import Path
+
+import click
+
+from dockyard.copying.connect import Access, open_end
+from dockyard.copying.engine import Copier, CopyError, CopyOptions
+from dockyard.copying.layout_end import ImageLayout, LayoutError
+from dockyard.copying.platforms import Platform
+from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, parse
+from dockyard.remote.client import RegistryClientError
+from dockyard.remote.credentials import Credentials
+
+
+def _ref(text: str, what: str) -> ImageRef:
+    try:
+        return parse(text)
+    except BadReference as exc:
+        raise click.UsageError(f"{what}: {exc}") from None
+
+
+def _creds(text: str | None, option: str) -> Credentials | None:
+    if text is None:
+        return None
+    try:
+        return Credentials.parse(text)
+    except ValueError as exc:
+        raise click.UsageError(f"{option}: {exc}") from None
+
+
+def _platforms(values: tuple[str, ...]) -> tuple[Platform, ...]:
+    try:
+        return tuple(Platform.parse(v) for v in values)
+    except ValueError as exc:
+        raise click.UsageError(f"--platform: {exc}") from None
+
+
+def _tag_filter(glob: str | None, regex: str | None) -> re.Pattern[str] | None:
+    if glob is not None and regex is not None:
+        raise click.UsageError("--tags and --tags-regex cannot be used together")
+    if glob is not None:
+        return re.compile(fnmatch.translate(glob))
+    if regex is not None:
+        try:
+            return re.compile(regex)
+        except re.error as exc:
+            raise click.UsageError(f"--tags-regex: {exc}") from None
+    return None
+
+
+@click.command("copy")
+@click.argument("src", metavar="SRC")
+@click.argument("dst", metavar="DST")
+@click.option("--all-tags", "-a", is_flag=True, help="Copy every tag of the SRC repository.")
+@click.option("--tags", "tags_glob", metavar="GLOB", help="Copy the tags matching GLOB.")
+@click.option("--tags-regex", metavar="REGEX", help="Copy the tags matching REGEX (whole tag).")
+@click.option("--platform", "platforms", multiple=True, metavar="OS/ARCH[/VARIANT]",
+              help="Keep only these platforms of an index (a new index). Repeatable.")
+@click.option("--referrers", is_flag=True,
+              help="Also copy signatures, SBOMs and attestations attached to the images.")
+@click.option("--dry-run", is_flag=True, help="Say what would be copied; write nothing.")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Blobs (and tags) copied at once.")
+@click.option("--src-creds", metavar="USER:PASSWORD", help="Credentials for SRC.")
+@click.option("--dest-creds", metavar="USER:PASSWORD", help="Credentials for DST.")
+@click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False),
+              help="Auth file to read credentials from (default: $REGISTRY_AUTH_FILE, "
+                   "containers auth.json, ~/.docker/config.json).")
+@click.option("--src-tls-verify", type=bool, default=True, show_default=True,
+              help="Verify SRC's TLS certificate; false also allows plain HTTP.")
+@click.option("--dest-tls-verify", type=bool, default=True, show_default=True,
+              help="Verify DST's TLS certificate; false also allows plain HTTP.")
+def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: str | None,
+         platforms: tuple[str, ...], referrers: bool, dry_run: bool, jobs: int,
+         src_creds: str | None, dest_creds: str | None, authfile: Path | None,
+         src_tls_verify: bool, dest_tls_verify: bool) -> None:
+    """Copy an image, an index or a repository from SRC to DST, digests preserved.
+
+    SRC and DST are docker://HOST[:PORT]/REPO[:TAG|@DIGEST] (docker:// may be left out)
+    or oci:PATH[:TAG] (an OCI image layout directory).
+    """
+    source, dest = _ref(src, "SRC"), _ref(dst, "DST")
+    pattern = _tag_filter(tags_glob, tags_regex)
+    repository_copy = all_tags or pattern is not None
+    if repository_copy and source.reference:
+        raise click.UsageError("SRC must name a repository (no tag or digest) with "
+                               "--all-tags/--tags")
+    if dest.digest:
+        raise click.UsageError("DST cannot name a digest: manifests keep theirs")
+    if repository_copy and dest.tag:
+        raise click.UsageError("DST must name a repository (no tag) with --all-tags/--tags")
+    options = CopyOptions(platforms=_platforms(platforms), referrers=referrers,
+                          dry_run=dry_run, jobs=jobs)
+    src_access = Access(_creds(src_creds, "--src-creds"), src_tls_verify, authfile,
+                        connections=jobs * 4 + 4)
+    dst_access = Access(_creds(dest_creds, "--dest-creds"), dest_tls_verify, authfile,
+                        connections=jobs * 4 + 4)
+    if source.reference is None and not repository_copy and not isinstance(source, LayoutRef):
+        source = source.with_reference(tag="latest")
+    if (isinstance(dest, LayoutRef) and not dest.tag and not repository_copy
+            and not source.tag):
+        raise click.UsageError("DST oci:PATH needs a tag when SRC is named by digest")
+
+    async def run() -> str:
+        async with open_end(source, src_access) as src_end, \
+                open_end(dest, dst_access) as dst_end:
+            from dockyard.cli.copy_progress import display
+
+            with display() as progress:
+                copier = Copier(src_end, dst_end, options, progress)
+                if repository_copy:
+                    tags = await src_end.tags()
+                    chosen = [t for t in tags if pattern is None or pattern.fullmatch(t)]
+                    if not chosen:
+                        raise CopyError(f"{src}: no tag matches")
+                    await copier.copy_tags(chosen)
+                else:
+                    reference = source.reference
+                    if reference is None:
+                        assert isinstance(src_end, ImageLayout)
+                        reference = await src_end.only_manifest()
+                    await copier.copy(reference, dest.tag or source.tag)
+            return copier.summary.line(dry_run)
+
+    try:
+        click.echo(asyncio.run(run()))
+    except CopyError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (RegistryClientError, LayoutError) as exc:
+        raise click.ClickException(f"{src}: {exc}") from None
+    except KeyboardInterrupt:
+        click.echo("interrupted: run the same command again to finish (what arrived stays)",
+                   err=True)
+        raise SystemExit(130) from None

@@ -1,0 +1,66 @@
+"""Opening the end a reference names: a registry repository (client, credentials, TLS)
+or an OCI layout directory. Shared by `dockyard copy` and the server's jobs."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from dockyard.copying.layout_end import ImageLayout
+from dockyard.copying.refs import DOCKER_HUB, ImageRef, LayoutRef, RegistryRef
+from dockyard.copying.registry_end import RegistryRepository
+from dockyard.remote import credentials as creds
+from dockyard.remote.client import RegistryClient
+
+#: Where Docker Hub's API lives.
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """How to reach one end: credentials (else auth files) and TLS verification."""
+
+    credentials: creds.Credentials | None = None
+    verify_tls: bool = True
+    auth_file: Path | None = None
+    connections: int = 16
+
+
+async def base_url(host: str, verify_tls: bool) -> str:
+    """`https://host`; without TLS verification, plain `http://host` when the host does
+    not speak TLS (as skopeo's `--tls-verify=false`)."""
+    api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
+    if verify_tls:
+        return f"https://{api_host}"
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        try:
+            async with session.get(f"https://{api_host}/v2/", ssl=False):
+                return f"https://{api_host}"
+        except (aiohttp.ClientError, ssl.SSLError, TimeoutError, OSError):
+            return f"http://{api_host}"
+
+
+@asynccontextmanager
+async def open_end(ref: ImageRef, access: Access
+                   ) -> AsyncIterator[RegistryRepository | ImageLayout]:
+    """The `Source`/`Destination` for `ref`, closed on exit."""
+    if isinstance(ref, LayoutRef):
+        yield ImageLayout(Path(ref.path))
+        return
+    assert isinstance(ref, RegistryRef)
+    found = access.credentials
+    if found is None:
+        files = [access.auth_file] if access.auth_file else None
+        found = creds.lookup(ref.host, ref.repository, files)
+    client = RegistryClient(await base_url(ref.host, access.verify_tls), credentials=found,
+                            verify_tls=access.verify_tls, connections=access.connections)
+    try:
+        yield RegistryRepository(client, ref.host, ref.repository)
+    finally:
+        await client.close()

@@ -1,0 +1,84 @@
+"""The two ends of a copy, one interface for a registry repository and an OCI layout.
+
+A `Source` gives manifests (exact bytes), tags, blobs as streams and referrers; a
+`Destination` says what it has, mounts, takes streamed blobs and manifests. The engine
+only talks to these, so a registry, a layout directory (and later the local stores) are
+interchangeable on either side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A manifest as stored: its bytes, media type and digest."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+
+class Source(Protocol):
+    """Where images are read from."""
+
+    def describe(self) -> str: ...
+
+    async def manifest(self, reference: str) -> Fetched: ...
+
+    async def tags(self) -> list[str]: ...
+
+    def blob(self, digest: str) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
+
+    async def referrers(self, digest: str) -> list[dict[str, Any]]: ...
+
+
+class Destination(Protocol):
+    """Where images are written to."""
+
+    def describe(self) -> str: ...
+
+    async def prepare(self) -> None: ...
+
+    async def manifest_digest(self, reference: str) -> str | None: ...
+
+    async def has_blob(self, digest: str) -> bool: ...
+
+    def place(self) -> tuple[str, str] | None:
+        """(registry, repository) where blobs land, for mount hints; None: cannot mount."""
+        ...
+
+    async def mount(self, digest: str, source: Source, known: list[str]) -> bool:
+        """Mount `digest` from the source's repository (same registry) or one of the
+        `known` repositories of this registry that hold it; True when it worked."""
+        ...
+
+    async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None: ...
+
+    async def put_manifest(self, reference: str, fetched: Fetched) -> bool:
+        """Store the manifest under `reference`; True when the destination indexed its
+        subject itself (a referrers API), so no tag fallback is needed."""
+        ...
+
+    async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class MountHints:
+    """Which repositories of a registry are known to hold a blob, shared by the copiers
+    of one job (a sync into many repositories mounts shared layers instead of sending
+    them again)."""
+
+    _repos: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def add(self, registry: str, digest: str, repository: str) -> None:
+        repos = self._repos.setdefault((registry, digest), [])
+        if repository not in repos:
+            repos.append(repository)
+
+    def get(self, registry: str, digest: str, exclude: str) -> list[str]:
+        return [r for r in self._repos.get((registry, digest), []) if r != exclude][:3]

@@ -1,0 +1,203 @@
+"""An OCI image layout directory (`index.json`, `blobs/sha256/...`) as a copy's end.
+
+Tags are the `org.opencontainers.image.ref.name` annotations of `index.json`. Blobs are
+written to a temporary file, checked against their digest, then renamed into place, and
+`index.json` is replaced the same way, so a reader never sees half a blob or index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dockyard.copying.ends import Fetched, Source
+from dockyard.oci.digest import Digest, new_hasher
+
+REF_NAME = "org.opencontainers.image.ref.name"
+INDEX = "application/vnd.oci.image.index.v1+json"
+CHUNK = 1 << 20
+
+
+class LayoutError(Exception):
+    """The layout is missing, malformed, or lacks what was asked for."""
+
+
+class ImageLayout:
+    """One OCI image layout directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def describe(self) -> str:
+        return f"oci:{self.path}"
+
+    def _blob_path(self, digest: str) -> Path:
+        parsed = Digest.parse(digest)
+        return self.path / "blobs" / parsed.algorithm / parsed.hex
+
+    def _index(self) -> dict[str, Any]:
+        try:
+            doc = json.loads((self.path / "index.json").read_bytes())
+        except FileNotFoundError:
+            raise LayoutError(f"{self.path}: not an OCI image layout (no index.json)") from None
+        except ValueError as exc:
+            raise LayoutError(f"{self.path}/index.json: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
+            raise LayoutError(f"{self.path}/index.json: not an image index")
+        return doc
+
+    # ------------------------------------------------------------ as a source
+
+    async def manifest(self, reference: str) -> Fetched:
+        if ":" in reference:
+            digest, media_type = reference, ""
+        else:
+            found = [d for d in self._index().get("manifests", [])
+                     if (d.get("annotations") or {}).get(REF_NAME) == reference]
+            if not found:
+                raise LayoutError(f"{self.path}: no image tagged {reference!r}")
+            digest, media_type = found[-1]["digest"], found[-1].get("mediaType", "")
+        try:
+            data = self._blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise LayoutError(f"{self.path}: manifest {digest} is missing") from None
+        if str(Digest.of(data)) != digest:
+            raise LayoutError(f"{self.path}: blob {digest} does not match its digest")
+        declared = json.loads(data).get("mediaType")
+        return Fetched(data, declared if isinstance(declared, str) else media_type, digest)
+
+    async def tags(self) -> list[str]:
+        names = [(d.get("annotations") or {}).get(REF_NAME)
+                 for d in self._index().get("manifests", [])]
+        return sorted({n for n in names if isinstance(n, str) and n})
+
+    async def only_manifest(self) -> str:
+        """The digest of the layout's one manifest (for `oci:PATH` without a tag)."""
+        found = self._index().get("manifests", [])
+        if len(found) != 1:
+            raise LayoutError(f"{self.path}: holds {len(found)} images; name one with "
+                              "oci:PATH:TAG")
+        return str(found[0]["digest"])
+
+    @asynccontextmanager
+    async def blob(self, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        try:
+            handle = self._blob_path(digest).open("rb")
+        except FileNotFoundError:
+            raise LayoutError(f"{self.path}: blob {digest} is missing") from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while data := await asyncio.to_thread(handle.read, CHUNK):
+                yield data
+
+        try:
+            yield chunks()
+        finally:
+            handle.close()
+
+    async def referrers(self, digest: str) -> list[dict[str, Any]]:
+        """Manifests of the layout whose `subject` is `digest` (the layout has no API)."""
+        found = []
+        for desc in self._index().get("manifests", []):
+            try:
+                doc = json.loads(self._blob_path(desc["digest"]).read_bytes())
+            except (OSError, ValueError, KeyError):
+                continue
+            if isinstance(doc, dict) and (doc.get("subject") or {}).get("digest") == digest:
+                found.append({k: v for k, v in desc.items() if k != "annotations"})
+        return found
+
+    # ------------------------------------------------------------ as a destination
+
+    async def prepare(self) -> None:
+        (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        layout = self.path / "oci-layout"
+        if not layout.exists():
+            self._replace(layout, b'{"imageLayoutVersion":"1.0.0"}')
+        if not (self.path / "index.json").exists():
+            self._replace(self.path / "index.json",
+                          json.dumps({"schemaVersion": 2, "manifests": []}).encode())
+
+    async def manifest_digest(self, reference: str) -> str | None:
+        if ":" in reference:
+            return reference if self._blob_path(reference).is_file() else None
+        if not (self.path / "index.json").exists():
+            return None
+        for desc in reversed(self._index().get("manifests", [])):
+            if (desc.get("annotations") or {}).get(REF_NAME) == reference:
+                return str(desc["digest"])
+        return None
+
+    async def has_blob(self, digest: str) -> bool:
+        return self._blob_path(digest).is_file()
+
+    def place(self) -> tuple[str, str] | None:
+        return None
+
+    async def mount(self, digest: str, source: Source, known: list[str]) -> bool:
+        return False
+
+    async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
+        target = self._blob_path(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        hasher = new_hasher(Digest.parse(digest).algorithm)
+        written = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for data in chunks:
+                    hasher.update(data)
+                    written += len(data)
+                    await asyncio.to_thread(_write, out, data)
+            got = f"{hasher.name}:{hasher.hexdigest()}"
+            if got != digest or written != size:
+                raise LayoutError(f"blob {digest}: received {written} bytes hashing to {got}")
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    async def put_manifest(self, reference: str, fetched: Fetched) -> bool:
+        target = self._blob_path(fetched.digest)
+        if not target.exists():
+            self._replace(target, fetched.data)
+        if ":" not in reference:
+            index = self._index()
+            kept = [d for d in index.get("manifests", [])
+                    if (d.get("annotations") or {}).get(REF_NAME) != reference]
+            kept.append({"mediaType": fetched.media_type, "digest": fetched.digest,
+                         "size": len(fetched.data), "annotations": {REF_NAME: reference}})
+            index["manifests"] = kept
+            self._replace(self.path / "index.json", json.dumps(index, indent=2).encode())
+        return True
+
+    async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None:
+        """Referrers in a layout are found by their `subject`: list them in index.json."""
+        index = self._index()
+        if not any(d.get("digest") == descriptor["digest"] for d in index["manifests"]):
+            index["manifests"].append(descriptor)
+            self._replace(self.path / "index.json", json.dumps(index, indent=2).encode())
+
+    @staticmethod
+    def _replace(target: Path, data: bytes) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _write(out: BinaryIO, data: bytes) -> None:
+    out.write(data)

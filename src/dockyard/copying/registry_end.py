@@ -1,0 +1,115 @@
+"""A repository on a registry as a copy's `Source` or `Destination`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from dockyard.copying.ends import Fetched, Source
+from dockyard.oci.digest import Digest
+from dockyard.remote.client import RegistryClient, RegistryClientError, push
+
+INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag schema: `sha256:<hex>` -> `sha256-<hex>`."""
+    return digest.replace(":", "-", 1)
+
+
+class RegistryRepository:
+    """One repository of one registry, reached through a `RegistryClient`."""
+
+    def __init__(self, client: RegistryClient, host: str, repository: str) -> None:
+        self.client = client
+        self.host = host
+        self.repository = repository
+
+    def describe(self) -> str:
+        return f"{self.host}/{self.repository}"
+
+    # ------------------------------------------------------------ as a source
+
+    async def manifest(self, reference: str) -> Fetched:
+        data, media_type = await self.client.get_manifest(self.repository, reference)
+        digest = str(Digest.of(data))
+        if reference.startswith("sha256:") and reference != digest:
+            raise RegistryClientError(200, f"DIGEST_INVALID: {reference} has other bytes "
+                                           f"({digest})", ("DIGEST_INVALID",))
+        if not media_type or media_type in ("application/json", "text/plain"):
+            declared = json.loads(data).get("mediaType")
+            media_type = declared if isinstance(declared, str) else media_type
+        return Fetched(data, media_type, digest)
+
+    async def tags(self) -> list[str]:
+        return [t async for t in self.client.tags(self.repository)]
+
+    @asynccontextmanager
+    async def blob(self, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with self.client.open_blob(self.repository, digest) as chunks:
+            yield chunks
+
+    async def referrers(self, digest: str) -> list[dict[str, Any]]:
+        """The referrers API, else the `sha256-<hex>` fallback tag's index."""
+        found = await self.client.referrers(self.repository, digest)
+        if found is not None:
+            return found
+        if await self.client.head_manifest(self.repository, fallback_tag(digest)) is None:
+            return []
+        data, _ = await self.client.get_manifest(self.repository, fallback_tag(digest))
+        doc = json.loads(data)
+        return list(doc.get("manifests") or []) if isinstance(doc, dict) else []
+
+    # ------------------------------------------------------------ as a destination
+
+    async def prepare(self) -> None:
+        """Get push credentials before the first streamed upload (which cannot be resent)."""
+        await self.client.authenticate(push(self.repository))
+
+    async def manifest_digest(self, reference: str) -> str | None:
+        info = await self.client.head_manifest(self.repository, reference)
+        return info.digest if info else None
+
+    async def has_blob(self, digest: str) -> bool:
+        return await self.client.has_blob(self.repository, digest)
+
+    def place(self) -> tuple[str, str] | None:
+        return self.client.base, self.repository
+
+    async def mount(self, digest: str, source: Source, known: list[str]) -> bool:
+        origins = list(known)
+        if (isinstance(source, RegistryRepository) and source.client.base == self.client.base
+                and source.repository != self.repository):
+            origins.insert(0, source.repository)
+        for origin in dict.fromkeys(origins):
+            location = await self.client.mount_blob(self.repository, digest, origin)
+            if location is None:
+                return True
+            await self.client.cancel_upload(location, self.repository)
+        return False
+
+    async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
+        await self.client.push_blob(self.repository, digest, size, chunks)
+
+    async def put_manifest(self, reference: str, fetched: Fetched) -> bool:
+        headers = await self.client.put_manifest(self.repository, reference, fetched.data,
+                                                 fetched.media_type)
+        return "OCI-Subject" in headers
+
+    async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None:
+        """Add `descriptor` to the `sha256-<hex>` index (creating it), as the spec's
+        fallback for registries without the referrers API."""
+        tag = fallback_tag(subject)
+        manifests: list[dict[str, Any]] = []
+        if await self.client.head_manifest(self.repository, tag) is not None:
+            data, _ = await self.client.get_manifest(self.repository, tag)
+            manifests = list(json.loads(data).get("manifests") or [])
+        if any(m.get("digest") == descriptor["digest"] for m in manifests):
+            return
+        manifests.append(descriptor)
+        body = json.dumps({"schemaVersion": 2, "mediaType": INDEX,
+                           "manifests": manifests}).encode()
+        await self.client.put_manifest(self.repository, tag, body, INDEX)
+

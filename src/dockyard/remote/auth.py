@@ -1,0 +1,105 @@
+"""Answering a registry's `WWW-Authenticate` challenge: Basic, or the Docker token flow.
+
+A Bearer challenge names a realm, a service and a scope; a token is asked for at the
+realm (anonymously, or with Basic credentials when there are some) and kept per scope
+until it expires or the registry challenges again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from dockyard.remote.credentials import Credentials
+
+_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One parsed `WWW-Authenticate` header."""
+
+    scheme: str
+    params: dict[str, str]
+
+    @classmethod
+    def parse(cls, header: str) -> Challenge:
+        scheme, _, rest = header.strip().partition(" ")
+        params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+                  .replace('\\"', '"') for m in _PARAM.finditer(rest)}
+        return cls(scheme.lower(), params)
+
+
+def basic_header(credentials: Credentials) -> str:
+    """`Basic base64(user:password)` (RFC 7617, UTF-8)."""
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+class AuthError(Exception):
+    """The registry refused our credentials, or its token service failed."""
+
+
+@dataclass
+class Authenticator:
+    """The Authorization header for each scope of one registry, learnt from challenges."""
+
+    credentials: Credentials | None = None
+    _basic: bool = False
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tokens: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)
+
+    def header(self, scopes: tuple[str, ...]) -> str | None:
+        """What to send before any challenge for these scopes (None: send nothing)."""
+        if self._basic and self.credentials is not None:
+            return basic_header(self.credentials)
+        token = self._tokens.get(scopes)
+        if token is not None and token[1] > time.monotonic():
+            return f"Bearer {token[0]}"
+        return None
+
+    async def answer(self, session: aiohttp.ClientSession, challenge_header: str,
+                     scopes: tuple[str, ...], sent: str | None, *, ssl: bool) -> bool:
+        """Learn from a 401's challenge to a request that carried `sent`; True when a
+        retry may now succeed. Concurrent 401s for one scope fetch one token."""
+        challenge = Challenge.parse(challenge_header)
+        if challenge.scheme == "basic":
+            if self.credentials is None or sent is not None:
+                return False
+            self._basic = True
+            return True
+        if challenge.scheme != "bearer" or "realm" not in challenge.params:
+            return False
+        async with self._lock:
+            if self.header(scopes) not in (None, sent):
+                return True  # another request got a fresh token meanwhile
+            wanted = list(scopes)
+            if challenge.params.get("scope"):
+                wanted += [s for s in challenge.params["scope"].split(" ") if s not in wanted]
+            token, ttl = await self._fetch(session, challenge, wanted, ssl=ssl)
+            self._tokens[scopes] = (token, time.monotonic() + max(ttl - 10, 1))
+        return True
+
+    async def _fetch(self, session: aiohttp.ClientSession, challenge: Challenge,
+                     scopes: list[str], *, ssl: bool) -> tuple[str, float]:
+        params = [("scope", s) for s in scopes]
+        if challenge.params.get("service"):
+            params.append(("service", challenge.params["service"]))
+        headers = {} if self.credentials is None else \
+            {"Authorization": basic_header(self.credentials)}
+        realm = challenge.params["realm"]
+        async with session.get(realm, params=params, headers=headers, ssl=ssl) as resp:
+            if resp.status >= 400:
+                raise AuthError(f"token service {realm} answered {resp.status}: "
+                                f"{(await resp.text()).strip()[:200]}")
+            doc = await resp.json(content_type=None)
+        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(token, str):
+            raise AuthError(f"token service {realm} returned no token")
+        expires = doc.get("expires_in")
+        return token, float(expires) if isinstance(expires, int | float) else 60.0

@@ -1,0 +1,283 @@
+"""An async client for the distribution API of any registry (ours or upstream).
+
+One `RegistryClient` per registry: manifests, blobs (streamed both ways), uploads, mounts,
+tags and catalog with `Link` pagination, referrers, and Dockyard's admin delete. It
+answers challenges itself (`remote/auth.py`) and reports registry errors as
+`RegistryClientError` carrying the OCI error codes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import aiohttp
+
+from dockyard.remote.auth import Authenticator
+from dockyard.remote.credentials import Credentials
+
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+MANIFEST_ACCEPT = ", ".join(MANIFEST_TYPES)
+#: Bytes read from a blob response at a time.
+CHUNK = 1 << 20
+
+
+class RegistryClientError(Exception):
+    """The registry answered with an error; the message carries its OCI error."""
+
+    def __init__(self, status: int, message: str, codes: tuple[str, ...] = ()) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.codes = codes
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestInfo:
+    """A manifest's digest, media type and size as the registry reports them."""
+
+    digest: str
+    media_type: str
+    size: int
+
+
+class RegistryClient:
+    """Distribution API calls against one registry base URL (`http[s]://host[:port]`)."""
+
+    def __init__(self, base_url: str, *, credentials: Credentials | None = None,
+                 verify_tls: bool = True, connections: int = 16) -> None:
+        self.base = base_url.rstrip("/")
+        self._auth = Authenticator(credentials)
+        self._ssl = verify_tls
+        # bytes pass through as the registry sent them; 1 MiB reads (aiohttp's 64 KiB
+        # default pauses and resumes the socket several times per MiB of a blob)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300),
+            read_bufsize=CHUNK, auto_decompress=False)
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None
+                        ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def url(self, path: str) -> str:
+        return urljoin(self.base + "/", path.lstrip("/"))
+
+    @asynccontextmanager
+    async def request(self, method: str, path: str, *, scopes: tuple[str, ...] = (),
+                      headers: dict[str, str] | None = None, data: Any = None,
+                      replayable: bool = True, ok: tuple[int, ...] = ()
+                      ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request, authenticated for `scopes`; a 401 is answered and retried once
+        (only when the body can be sent again). Statuses >= 400 not in `ok` raise."""
+        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        for attempt in (0, 1):
+            sent = dict(headers or {})
+            authorization = self._auth.header(scopes)
+            if authorization:
+                sent["Authorization"] = authorization
+            resp = await self._session.request(method, url, headers=sent, data=data,
+                                               ssl=self._ssl, allow_redirects=True)
+            try:
+                if (resp.status == 401 and attempt == 0 and replayable
+                        and "WWW-Authenticate" in resp.headers):
+                    await resp.read()
+                    if await self._auth.answer(self._session, resp.headers["WWW-Authenticate"],
+                                               scopes, authorization, ssl=self._ssl):
+                        continue
+                if resp.status >= 400 and resp.status not in ok:
+                    await _raise(resp)
+                yield resp
+                return
+            finally:
+                resp.release()
+
+    async def authenticate(self, scopes: tuple[str, ...]) -> None:
+        """Get credentials for `scopes` now (before a streamed body that cannot be resent)."""
+        async with self.request("GET", "/v2/", scopes=scopes, ok=(401, 404)):
+            pass
+
+    async def _json(self, path: str, scopes: tuple[str, ...]) -> tuple[Any, str | None]:
+        async with self.request("GET", path, scopes=scopes) as resp:
+            return json.loads(await resp.read()), _next(resp.headers.get("Link"))
+
+    async def _pages(self, path: str, key: str, scopes: tuple[str, ...]
+                     ) -> AsyncIterator[str]:
+        next_path: str | None = path
+        while next_path:
+            doc, next_path = await self._json(next_path, scopes)
+            for item in doc.get(key) or []:
+                yield item
+
+    # ------------------------------------------------------------------ listings
+
+    def repositories(self) -> AsyncIterator[str]:
+        return self._pages("/v2/_catalog?n=1000", "repositories", ("registry:catalog:*",))
+
+    def tags(self, name: str) -> AsyncIterator[str]:
+        return self._pages(f"/v2/{name}/tags/list?n=1000", "tags", pull(name))
+
+    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]] | None:
+        """The referrers API's descriptors; None when the registry has no such API."""
+        async with self.request("GET", f"/v2/{name}/referrers/{digest}", scopes=pull(name),
+                                headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+                                ok=(404, 405)) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                return None
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        found = doc.get("manifests") if isinstance(doc, dict) else None
+        return list(found) if isinstance(found, list) else None
+
+    # ------------------------------------------------------------------ manifests
+
+    async def head_manifest(self, name: str, reference: str) -> ManifestInfo | None:
+        """What `reference` names, or None when the registry does not have it."""
+        async with self.request("HEAD", f"/v2/{name}/manifests/{reference}", scopes=pull(name),
+                                headers={"Accept": MANIFEST_ACCEPT}, ok=(404,)) as resp:
+            if resp.status == 404:
+                return None
+            digest = resp.headers.get("Docker-Content-Digest")
+            if digest is None:
+                return None
+            return ManifestInfo(digest, resp.headers.get("Content-Type", ""),
+                                int(resp.headers.get("Content-Length", "0")))
+
+    async def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
+        """The manifest's exact bytes and its media type."""
+        async with self.request("GET", f"/v2/{name}/manifests/{reference}", scopes=pull(name),
+                                headers={"Accept": MANIFEST_ACCEPT}) as resp:
+            body = await resp.read()
+            ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        return body, ctype
+
+    async def put_manifest(self, name: str, reference: str, data: bytes, media_type: str
+                           ) -> dict[str, str]:
+        """PUT the bytes as they are; the response headers (digest, `OCI-Subject`)."""
+        async with self.request("PUT", f"/v2/{name}/manifests/{reference}", scopes=push(name),
+                                headers={"Content-Type": media_type}, data=data) as resp:
+            return dict(resp.headers)
+
+    async def manifest_digest(self, name: str, reference: str) -> str:
+        info = await self.head_manifest(name, reference)
+        if info is None:
+            raise RegistryClientError(404, f"MANIFEST_UNKNOWN: {name}:{reference}",
+                                      ("MANIFEST_UNKNOWN",))
+        return info.digest
+
+    async def delete_manifest(self, name: str, reference: str) -> None:
+        """DELETE by digest (the manifest and its tags) or by tag (the tag only)."""
+        async with self.request("DELETE", f"/v2/{name}/manifests/{reference}",
+                                scopes=(f"repository:{name}:delete", *push(name))):
+            pass
+
+    async def delete_repository(self, name: str) -> dict[str, Any]:
+        """Dockyard's admin delete; elsewhere, every manifest of every tag by digest."""
+        async with self.request("DELETE", f"/admin/v1/repositories/{name}",
+                                scopes=(f"repository:{name}:*",), ok=(404, 405)) as resp:
+            body = await resp.read()
+            if resp.status == 404 and b"NAME_UNKNOWN" in body:
+                await _raise_body(resp.status, body, resp.reason)
+            if resp.status < 400:
+                return dict(json.loads(body))
+        digests = {await self.manifest_digest(name, t) async for t in self.tags(name)}
+        for digest in digests:
+            await self.delete_manifest(name, digest)
+        return {"name": name, "manifests": len(digests)}
+
+    # ------------------------------------------------------------------ blobs
+
+    async def has_blob(self, name: str, digest: str) -> bool:
+        async with self.request("HEAD", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
+                                ok=(404,)) as resp:
+            return resp.status == 200
+
+    @asynccontextmanager
+    async def open_blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The blob's bytes as they arrive (no copying into fixed-size chunks)."""
+        async with self.request("GET", f"/v2/{name}/blobs/{digest}", scopes=pull(name)) as resp:
+            yield resp.content.iter_any()
+
+    async def mount_blob(self, name: str, digest: str, source: str) -> str | None:
+        """Mount `digest` from repository `source`; None when mounted, else the Location of
+        the upload session the registry opened instead."""
+        scopes = (*push(name), f"repository:{source}:pull")
+        path = (f"/v2/{name}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}")
+        async with self.request("POST", path, scopes=scopes) as resp:
+            if resp.status == 201:
+                return None
+            return self.url(resp.headers["Location"]) if "Location" in resp.headers else \
+                await self.start_upload(name)
+
+    async def start_upload(self, name: str) -> str:
+        async with self.request("POST", f"/v2/{name}/blobs/uploads/", scopes=push(name)) as resp:
+            return urljoin(self.base + "/", resp.headers["Location"])
+
+    async def cancel_upload(self, location: str, name: str) -> None:
+        """Drop an upload session we will not use (a refused mount's)."""
+        async with self.request("DELETE", location, scopes=push(name), ok=(404, 405)):
+            pass
+
+    async def push_blob(self, name: str, digest: str, size: int,
+                        chunks: AsyncIterable[bytes], location: str | None = None) -> None:
+        """Stream `size` bytes into a new upload (or the session at `location`) and close
+        it with `?digest=`; the registry checks the digest."""
+        if location is None:
+            location = await self.start_upload(name)
+        sep = "&" if "?" in location else "?"
+        async with self.request("PUT", f"{location}{sep}digest={quote(digest)}",
+                                scopes=push(name), replayable=False, data=chunks,
+                                headers={"Content-Type": "application/octet-stream",
+                                         "Content-Length": str(size)}):
+            pass
+
+
+def pull(name: str) -> tuple[str, ...]:
+    return (f"repository:{name}:pull",)
+
+
+def push(name: str) -> tuple[str, ...]:
+    return (f"repository:{name}:pull,push",)
+
+
+async def _raise(resp: aiohttp.ClientResponse) -> None:
+    await _raise_body(resp.status, await resp.read(), resp.reason)
+
+
+async def _raise_body(status: int, body: bytes, reason: str | None) -> None:
+    text = body.decode(errors="replace")
+    codes: tuple[str, ...] = ()
+    try:
+        errors = json.loads(text)["errors"]
+        message = "; ".join(f"{e['code']}: {e.get('message', '')}" for e in errors)
+        codes = tuple(str(e["code"]) for e in errors)
+    except (ValueError, KeyError, TypeError):
+        message = text.strip()[:200] or reason or "error"
+    raise RegistryClientError(status, message, codes)
+
+
+def _next(link: str | None) -> str | None:
+    """The target of a `Link: <...>; rel="next"` header."""
+    if not link or 'rel="next"' not in link:
+        return None
+    return link[link.index("<") + 1:link.index(">")]

@@ -1,0 +1,108 @@
+"""Credentials for a registry host: given on the command line or found in auth files.
+
+Auth files are the JSON written by `docker login` and `podman login`
+(`{"auths": {"host": {"auth": base64("user:pass")}}}`), looked up in the order podman
+uses: `$REGISTRY_AUTH_FILE`, `${XDG_RUNTIME_DIR}/containers/auth.json`, then Docker's
+`$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Docker Hub's names in auth files, all meaning the same registry.
+_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A user name and password (or identity token) for one registry."""
+
+    username: str
+    password: str
+
+    @classmethod
+    def parse(cls, text: str) -> Credentials:
+        """`user:password` (as `--src-creds`); raise ValueError when there is no colon."""
+        user, sep, password = text.partition(":")
+        if not sep or not user:
+            raise ValueError("credentials must be USER:PASSWORD")
+        return cls(user, password)
+
+    def __repr__(self) -> str:  # never print a password
+        return f"Credentials({self.username!r}, ***)"
+
+
+def auth_files(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The auth files to read, first match wins."""
+    env = os.environ if env is None else env
+    files = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(env["REGISTRY_AUTH_FILE"]))
+    if env.get("XDG_RUNTIME_DIR"):
+        files.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    docker_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else \
+        Path(env.get("HOME", str(Path.home()))) / ".docker"
+    files.append(docker_dir / "config.json")
+    return files
+
+
+def _key_host(key: str) -> str:
+    """`https://host/v1/` -> `host`; `host/namespace` keeps its path (containers-auth)."""
+    for scheme in ("https://", "http://"):
+        if key.startswith(scheme):
+            key = key[len(scheme):]
+            key = key.split("/", 1)[0]
+    return key.rstrip("/")
+
+
+def _decode(entry: object) -> Credentials | None:
+    if not isinstance(entry, dict):
+        return None
+    if entry.get("auth"):
+        try:
+            text = base64.b64decode(str(entry["auth"]), validate=False).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, sep, password = text.partition(":")
+        return Credentials(user, password) if sep else None
+    if entry.get("username"):
+        return Credentials(str(entry["username"]), str(entry.get("password", "")))
+    return None
+
+
+def lookup(host: str, repository: str = "", files: list[Path] | None = None
+           ) -> Credentials | None:
+    """The credentials stored for `host` (the longest `host/namespace` key matching
+    `repository` first, as containers-auth.json allows), or None."""
+    names = set(_DOCKER_HUB) if host in _DOCKER_HUB else {host}
+    wanted = f"{host}/{repository}" if repository else host
+    for path in files if files is not None else auth_files():
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        auths = doc.get("auths") if isinstance(doc, dict) else None
+        if not isinstance(auths, dict):
+            continue
+        best: tuple[int, Credentials] | None = None
+        for key, entry in auths.items():
+            norm = _key_host(str(key))
+            head, _, path_part = norm.partition("/")
+            if head not in names:
+                continue
+            prefix = f"{host}/{path_part}" if path_part else host
+            if wanted != prefix and not wanted.startswith(prefix + "/"):
+                continue
+            creds = _decode(entry)
+            if creds is not None and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), creds)
+        if best is not None:
+            return best[1]
+    return None

@@ -1,0 +1,44 @@
+"""`dockyard copy`'s command line: references and bad input (exit 2, one `Error:` line)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from dockyard.cli.main import main
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["oci:", "127.0.0.1:5000/a:b"], "oci: needs a directory"),
+    (["127.0.0.1:5000/Bad/Name:v1", "oci:/tmp/x:v1"], "invalid repository name"),
+    (["127.0.0.1:5000/a:bad!tag", "oci:/tmp/x:v1"], "invalid tag"),
+    (["ftp://host/a:v1", "oci:/tmp/x:v1"], "unknown transport"),
+    (["127.0.0.1:5000/a@sha256:abc", "oci:/tmp/x:v1"], "invalid"),
+    (["127.0.0.1:5000/a:v1", "127.0.0.1:5000/b@sha256:" + "0" * 64], "cannot name a digest"),
+    (["--all-tags", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b"], "SRC must name a repository"),
+    (["--all-tags", "127.0.0.1:5000/a", "127.0.0.1:5000/b:v1"], "DST must name a repository"),
+    (["--tags", "1.*", "--tags-regex", "1", "127.0.0.1:5000/a", "127.0.0.1:5000/b"],
+     "cannot be used together"),
+    (["--tags-regex", "(", "127.0.0.1:5000/a", "127.0.0.1:5000/b"], "--tags-regex"),
+    (["--platform", "linux", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"], "OS/ARCH"),
+    (["--src-creds", "nocolon", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"],
+     "USER:PASSWORD"),
+    (["--jobs", "0", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"], "--jobs"),
+    (["127.0.0.1:5000/a@sha256:" + "0" * 64, "oci:/tmp/x"], "needs a tag"),
+])
+def test_bad_input_exits_2_with_one_error_line(args: list[str], reason: str) -> None:
+    result = CliRunner().invoke(main, ["copy", *args])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert reason in errors[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_layout_is_one_line_and_exit_1(tmp_path: object) -> None:
+    result = CliRunner().invoke(main, ["copy", f"oci:{tmp_path}/none:v1",
+                                       f"oci:{tmp_path}/out:v1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: oci:{tmp_path}/none:v1 -> oci:{tmp_path}/out: source: manifest v1: "
+        f"{tmp_path}/none: not an OCI image layout (no index.json)"]

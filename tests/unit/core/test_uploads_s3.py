@@ -1,0 +1,150 @@
+"""The upload purge on a real S3 server (SeaweedFS): what no session knows goes.
+
+A node killed mid-publish leaves a multipart upload at the blob's key; a crash between
+a session's row and its bytes (or a row deleted under it) leaves part objects and a
+tail. The purge removes both. Metadata is SQLite in tmp_path; one S3 server for the
+module, each test under its own `rootdirectory`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore.config import Config
+
+import dockyard.core.uploads as uploads_module
+from dockyard.backends import close_registry, open_registry
+from dockyard.config.settings import ConfigError, Settings, load_settings
+from dockyard.core.registry import Registry
+from dockyard.core.uploads import Chunk
+from dockyard.jobs import server_jobs
+from tests.support.s3 import PART, S3Server, running_s3
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with running_s3() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(tmp_path: Path, s3: S3Server) -> Settings:
+    s3_keys = {f"storage.s3.{k}": v for k, v in s3.storage_section()["s3"].items()}
+    return load_settings(env={}, overrides={
+        "storage.driver": "s3", **s3_keys,
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+
+
+@pytest.fixture
+async def registry(settings: Settings) -> AsyncIterator[Registry]:
+    registry = await open_registry(settings)
+    yield registry
+    await close_registry(registry)
+
+
+def _client(s3: S3Server) -> Any:
+    """A plain botocore client on the server, as another tool (or a dead node) uses it."""
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=s3.info["endpoint"], region_name=s3.info["region"],
+        aws_access_key_id=s3.info["accesskey"], aws_secret_access_key=s3.info["secretkey"],
+        config=Config(s3={"addressing_style": "path"}))
+
+
+def _uploads(client: Any, bucket: str, prefix: str) -> list[str]:
+    page = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    return sorted(u["Key"] for u in page.get("Uploads", []))
+
+
+def _objects(client: Any, bucket: str, prefix: str) -> list[str]:
+    page = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in page.get("Contents", []))
+
+
+def _dead_publish(client: Any, bucket: str, key: str) -> None:
+    """What a node killed mid-publish leaves: a multipart upload with a part copied."""
+    upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1,
+                       Body=os.urandom(PART))
+
+
+async def test_the_purge_aborts_multipart_uploads_no_session_knows(
+    registry: Registry, settings: Settings, s3: S3Server
+) -> None:
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+    old = f"{root}/blobs/sha256/aa/{'a' * 64}/data"
+    fresh = f"{root}/blobs/sha256/bb/{'b' * 64}/data"
+    await asyncio.to_thread(_dead_publish, client, bucket, old)
+    await asyncio.sleep(2.5)  # the store dates uploads to the second
+    await asyncio.to_thread(_dead_publish, client, bucket, fresh)
+    assert _uploads(client, bucket, root + "/") == [old, fresh]
+
+    assert await registry.uploads.purge(3600, publish_expiry=1.5) == 0
+
+    assert _uploads(client, bucket, root + "/") == [fresh]  # a publish maybe still going
+    assert _objects(client, bucket, root + "/") == []  # nothing was ever visible
+    await registry.uploads.purge(3600)  # without an age: publishes are left alone
+    assert _uploads(client, bucket, root + "/") == [fresh]
+
+
+async def test_the_purge_job_uses_publish_expiry(
+    registry: Registry, settings: Settings, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduled uploads purge aborts publishes older than
+    `storage.uploads.publish_expiry` (a day by default), younger ones stay."""
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+    key = f"{root}/blobs/sha256/cc/{'c' * 64}/data"
+    await asyncio.to_thread(_dead_publish, client, bucket, key)
+    job = next(j for j in server_jobs(registry, settings) if j.name == "uploads.purge")
+    await job.run()
+    assert _uploads(client, bucket, root + "/") == [key]  # minutes old, not a day
+    day = settings.storage.uploads.publish_expiry.total_seconds()
+    assert day == 24 * 3600
+    later = SimpleNamespace(time=lambda: time.time() + day + 60, monotonic=time.monotonic)
+    monkeypatch.setattr(uploads_module, "time", later)  # the purge's clock, a day on
+    await job.run()
+    assert _uploads(client, bucket, root + "/") == []
+
+
+async def test_session_bytes_without_a_row_are_swept(
+    registry: Registry, settings: Settings, s3: S3Server
+) -> None:
+    """Part objects and the tail of a session whose row is gone: the orphan sweep
+    (second sighting) removes them all, and leaves live sessions alone."""
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+
+    async def body() -> AsyncIterator[bytes]:
+        yield os.urandom(2 * PART + 100)
+
+    orphan = await registry.uploads.start("repo")
+    await registry.uploads.append("repo", orphan.id, body(), Chunk())
+    live = await registry.uploads.start("repo")
+    await registry.uploads.append("repo", live.id, body(), Chunk())
+    prefix = f"{root}/uploads/{orphan.id}"
+    assert _objects(client, bucket, prefix) == [
+        prefix, f"{prefix}.parts/00001", f"{prefix}.parts/00002"]
+    assert await registry._store.delete_upload(orphan.id)  # as a crash leaves it
+
+    assert await registry.uploads.purge(3600) == 0  # first sighting: maybe just born
+    assert await registry.uploads.purge(3600) == 1
+    assert _objects(client, bucket, prefix) == []
+    live_prefix = f"{root}/uploads/{live.id}"
+    assert len(_objects(client, bucket, live_prefix)) == 3
+    assert await registry.uploads.get("repo", live.id)
+
+
+def test_publish_expiry_shorter_than_an_hour_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"storage\.uploads\.publish_expiry"):
+        load_settings(None, env={"DOCKYARD_STORAGE_UPLOADS_PUBLISH_EXPIRY": "10m"})
+    assert load_settings(None, env={"DOCKYARD_STORAGE_UPLOADS_PUBLISH_EXPIRY": "2h"}
+                         ).storage.uploads.publish_expiry.total_seconds() == 7200
