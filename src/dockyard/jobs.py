@@ -44,7 +44,7 @@ def rebuild_command(settings: Settings) -> list[str]:
             "--no-cache", "--keep-same-layers", "--json",
             "--work-dir", str(b.work_dir or settings.data_dir / "builder")]
     for flag, value in (("--registry", b.registry), ("--image-prefix", b.image_prefix),
-                        ("--storage", b.storage)):
+                        ("--storage", b.storage), ("--authfile", b.auth_file)):
         if value is not None:
             argv += [flag, str(value)]
     if b.tls_verify is not None:

@@ -1,14 +1,19 @@
 """The container configuration the builder hands its engine, written by the builder itself.
 
 `containers.conf` (runtime runc, default ulimits: what buildah needs on these hosts),
-`registries.conf` (the target registry insecure when TLS verification is off) and,
-with a private storage directory, `storage.conf`; returned as the engine's environment.
+`registries.conf` (the target registry insecure when TLS verification is off), with a
+private storage directory `storage.conf`, and with credentials given on the command line
+an auth file; returned as the engine's environment.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from pathlib import Path
+
+from dockyard.remote.credentials import Credentials, auth_files
 
 
 def _toml(value: str) -> str:
@@ -16,8 +21,13 @@ def _toml(value: str) -> str:
 
 
 def engine_environment(work: Path, *, insecure: list[str], storage: Path | None,
-                       storage_driver: str = "vfs", runtime: str = "runc") -> dict[str, str]:
-    """Write the files under `work` and return the environment that points at them."""
+                       storage_driver: str = "vfs", runtime: str = "runc",
+                       credentials: dict[str, Credentials] | None = None,
+                       auth_file: Path | None = None) -> dict[str, str]:
+    """Write the files under `work` and return the environment that points at them.
+
+    The engine reads the credentials the builder's own registry calls use: `auth_file`
+    (else its usual auth files), with `credentials` per host written over them."""
     work.mkdir(parents=True, exist_ok=True)
     containers = work / "containers.conf"
     containers.write_text(
@@ -44,4 +54,35 @@ def engine_environment(work: Path, *, insecure: list[str], storage: Path | None,
                         f"graphroot = {_toml(str(storage / 'graphroot'))}\n"
                         f"runroot = {_toml(str(storage / 'runroot'))}\n")
         env["CONTAINERS_STORAGE_CONF"] = str(conf)
+    if credentials:
+        sources = [auth_file] if auth_file is not None else auth_files()
+        env["REGISTRY_AUTH_FILE"] = str(write_auth_file(work / "auth.json", credentials,
+                                                        sources))
+    elif auth_file is not None:
+        env["REGISTRY_AUTH_FILE"] = str(auth_file)
     return env
+
+
+def write_auth_file(path: Path, credentials: dict[str, Credentials],
+                    sources: list[Path]) -> Path:
+    """An auth file (owner-only) with the entries of `sources` (the first file naming a
+    registry wins) and `credentials` for their hosts: the engine then reaches the target
+    registry with them and every other registry as before."""
+    auths: dict[str, object] = {}
+    for source in sources:
+        try:
+            doc = json.loads(source.read_text())
+        except (OSError, ValueError):
+            continue
+        found = doc.get("auths") if isinstance(doc, dict) else None
+        if isinstance(found, dict):
+            for key, entry in found.items():
+                auths.setdefault(str(key), entry)
+    for host, creds in credentials.items():
+        raw = f"{creds.username}:{creds.password}".encode()
+        auths[host] = {"auth": base64.b64encode(raw).decode()}
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"auths": auths}, out)
+    return path

@@ -12,13 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
 from dockyard.builder.display import Display
 from dockyard.builder.engine import BuildRequest, Engine, EngineError
 from dockyard.builder.plan import KEY_LABEL, Plan, Step
 from dockyard.builder.provenance import Provenance, for_image
-from dockyard.builder.remote import Registries
+from dockyard.builder.remote import REGISTRY_ERRORS, Registries
 from dockyard.builder.sbom import (
     APK_INSTALLED,
     DPKG_STATUS,
@@ -28,7 +26,6 @@ from dockyard.builder.sbom import (
     dpkg_packages,
     spdx_document,
 )
-from dockyard.client import RegistryClientError
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +214,7 @@ class Runner:
                 result.digest = await self.registries.amend(
                     step.image.name, self._base_digest(step, digests),
                     step.image.settings.tags)
-            except (EngineError, RegistryClientError, aiohttp.ClientError,
-                    TimeoutError) as exc:
+            except (EngineError, *REGISTRY_ERRORS) as exc:
                 result.error = str(exc)
                 self._set(path, "failed", result.error)
                 return
@@ -230,7 +226,7 @@ class Runner:
                 try:
                     result.sbom = await self.registries.attach(
                         step.image.name, result.digest, SPDX_MEDIA_TYPE, document)
-                except (RegistryClientError, aiohttp.ClientError, TimeoutError) as exc:
+                except REGISTRY_ERRORS as exc:
                     result.error = f"SBOM not attached: {exc}"
             result.pushed = [step.image.name] + [f"{repo}:{t}" for t in step.image.settings.tags]
             self._set(path, "pushed", result.digest or "")

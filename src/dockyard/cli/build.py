@@ -4,6 +4,10 @@
     dockyard build python311-sssd/web --push          the image, its ancestors when they
                                                       need it, and its descendants
     dockyard build --graph [--format dot]             the tree from the FROM lines
+
+Registries are reached as `dockyard copy` reaches them: `--creds` for the target registry,
+else the auth files (`--authfile`, `$REGISTRY_AUTH_FILE`, containers auth.json,
+~/.docker/config.json); Basic or the token flow, for look-ups and the engine's pushes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import click
 if TYPE_CHECKING:
     from dockyard.builder.catalogue import Naming
     from dockyard.builder.plan import Plan
+    from dockyard.remote.credentials import Credentials
 
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
@@ -75,12 +80,16 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
               help="A private image store (vfs) instead of the engine's default.")
 @click.option("--tls-verify/--no-tls-verify", "tls_verify", default=None,
               help="HTTPS with verified certificates (default: on, off for loopback hosts).")
+@click.option("--creds", metavar="USER:PASSWORD", help="Credentials for the registry.")
+@click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False),
+              help="Auth file to read credentials from (default: $REGISTRY_AUTH_FILE, "
+                   "containers auth.json, ~/.docker/config.json).")
 def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
           image_prefix: str | None, tag: str, push: bool, single: bool, no_cache: bool,
           jobs: int, changed_since: str | None, dry_run: bool, as_json: bool,
           show_graph: bool, fmt: str, keep_same_layers: bool, sbom: bool, engine: str,
-          work: Path | None,
-          storage: Path | None, tls_verify: bool | None) -> None:
+          work: Path | None, storage: Path | None, tls_verify: bool | None,
+          creds: str | None, authfile: Path | None) -> None:
     """Build the catalogue's IMAGES (default: all) in dependency order; skip unchanged ones."""
     # imported here: `dockyard serve` and the other commands need none of this
     from dockyard.builder.display import Display
@@ -89,7 +98,7 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     from dockyard.builder.plan import load_graph, make_plan
     from dockyard.builder.provenance import provenance
     from dockyard.builder.remote import Registries
-    from dockyard.builder.runner import Options, Runner
+    from dockyard.builder.runner import Options, Result, Runner
     from dockyard.builder.settings import CatalogueError
 
     root = catalogue.resolve()
@@ -102,10 +111,16 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
         host = naming.registry.split("/", 1)[0]
         verify = tls_verify if tls_verify is not None else not host.startswith(_LOOPBACK)
         insecure = [] if verify else [host]
-        registries = Registries(insecure)
-        plan = asyncio.run(make_plan(root, naming, registries, names=list(images),
-                                     single=single, no_cache=no_cache,
-                                     changed_since=changed_since))
+        credentials = _credentials(host, creds)
+        registries = Registries(insecure, credentials=credentials, auth_file=authfile)
+
+        async def planned() -> Plan:
+            async with registries:
+                return await make_plan(root, naming, registries, names=list(images),
+                                       single=single, no_cache=no_cache,
+                                       changed_since=changed_since)
+
+        plan = asyncio.run(planned())
     except CatalogueError as exc:
         raise click.UsageError(str(exc)) from None
     out = sys.stderr if as_json else sys.stdout
@@ -115,18 +130,28 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
         _print_plan(plan, as_json)
         return
     work = (work or _default_work()).resolve()
-    env = engine_environment(work / "engine", insecure=insecure, storage=storage)
+    env = engine_environment(work / "engine", insecure=insecure, storage=storage,
+                             credentials=credentials, auth_file=authfile)
     try:
         eng = make_engine(engine, env, tls_verify=verify)
     except EngineError as exc:
         raise click.UsageError(str(exc)) from None
     names = {s.image.path: s.image.name for s in plan.steps}
     display = Display(names, stream=out, live=None if not as_json else False)
-    with display:
-        options = Options(work, jobs=jobs, push=push, no_cache=no_cache, sbom=sbom,
-                          keep_same_layers=keep_same_layers)
-        runner = Runner(plan, eng, registries, options, provenance(root), display)
-        results = asyncio.run(runner.run())
+    options = Options(work, jobs=jobs, push=push, no_cache=no_cache, sbom=sbom,
+                      keep_same_layers=keep_same_layers)
+    runner = Runner(plan, eng, registries, options, provenance(root), display)
+
+    async def ran() -> list[Result]:
+        async with registries:
+            return await runner.run()
+
+    try:
+        with display:
+            results = asyncio.run(ran())
+    finally:
+        if credentials:  # the engine's copy of the password lives only as long as the run
+            (work / "engine" / "auth.json").unlink(missing_ok=True)
     display.summary([(r.name, r.state, (r.digest or "")[:19], f"{r.seconds:.1f}s")
                      for r in results])
     failed = [r for r in results if r.state == "failed"]
@@ -139,6 +164,18 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
         click.echo("nothing pushed: not every image built and passed its tests", err=True)
     if failed:
         sys.exit(1)
+
+
+def _credentials(host: str, text: str | None) -> dict[str, Credentials]:
+    """`--creds` as the credentials of the target registry's host."""
+    from dockyard.remote.credentials import Credentials
+
+    if text is None:
+        return {}
+    try:
+        return {host: Credentials.parse(text)}
+    except ValueError as exc:
+        raise click.UsageError(f"--creds: {exc}") from None
 
 
 def _print_plan(plan: Plan, as_json: bool) -> None:

@@ -301,6 +301,7 @@ class BuilderSettings(_Section):
     work_dir: Path | None = None      # default: <data>/builder
     storage: Path | None = None       # a private image store; default: the engine's
     tls_verify: bool | None = None    # default: off for loopback registries, else on
+    auth_file: Path | None = None     # credentials to push with; default: the usual files
 
     @model_validator(mode="after")
     def _catalogue_when_enabled(self) -> BuilderSettings:

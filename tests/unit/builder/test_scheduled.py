@@ -27,13 +27,15 @@ def test_the_job_runs_a_no_cache_rebuild_that_keeps_unchanged_tags(tmp_path: Pat
     settings = load_settings(_write(tmp_path, (
         f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
         "builder:\n  enabled: true\n  catalogue: /srv/images\n  interval: 7d\n"
-        "  registry: registry.example\n  image_prefix: toolforge\n")), env={})
+        "  registry: registry.example\n  image_prefix: toolforge\n"
+        "  auth_file: /etc/dockyard/builder-auth.json\n")), env={})
     argv = rebuild_command(settings)
     assert argv[1:4] == ["-m", "dockyard", "build"]
     for flag in ("--push", "--no-cache", "--keep-same-layers"):
         assert flag in argv
     assert argv[argv.index("--catalogue") + 1] == "/srv/images"
     assert argv[argv.index("--image-prefix") + 1] == "toolforge"
+    assert argv[argv.index("--authfile") + 1] == "/etc/dockyard/builder-auth.json"
     assert argv[argv.index("--work-dir") + 1] == str(tmp_path / "data" / "builder")
     jobs = {job.name: job for job in server_jobs(None, settings)}  # type: ignore[arg-type]
     assert jobs["builder.rebuild"].interval == 7 * 86400
