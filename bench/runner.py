@@ -120,9 +120,10 @@ def _measure(scenario: Scenario, registry: str, workdir: Path, settings: Setting
         for meter in meters.values():
             meter.start()
         try:
-            outcome = run_async(asyncio.wait_for(scenario.execute(target), timeout))
+            limit = max(timeout, scenario.min_timeout)
+            outcome = run_async(asyncio.wait_for(scenario.execute(target), limit))
         except TimeoutError as exc:
-            raise ScenarioFailed(f"took longer than {timeout:.0f} s\n"
+            raise ScenarioFailed(f"took longer than {limit:.0f} s\n"
                                  f"--- server log tail ---\n{_tail(target.log)}") from exc
         except Exception as exc:
             raise ScenarioFailed(f"{type(exc).__name__}: {exc}\n"

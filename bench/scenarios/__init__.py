@@ -1,10 +1,11 @@
 """The scenarios of the benchmark, in the issues' order (8 is the lifecycle issue's, 9 the
-mirroring issue's, 10 its pull-through cache)."""
+mirroring issue's, 10 the import's, 11 the pull-through cache, 12 the builder's)."""
 
 from __future__ import annotations
 
 from bench.scenarios.adopt import Adoption
 from bench.scenarios.base import Scenario
+from bench.scenarios.build import CatalogueBuild
 from bench.scenarios.cache import PullThroughCache
 from bench.scenarios.copy import CopyTools
 from bench.scenarios.gc import GarbageCollection
@@ -28,6 +29,7 @@ ALL: tuple[type[Scenario], ...] = (
     CopyTools,
     Adoption,
     PullThroughCache,
+    CatalogueBuild,
 )
 
 BY_NAME: dict[str, type[Scenario]] = {s.name: s for s in ALL} | {str(s.number): s for s in ALL}

@@ -35,6 +35,8 @@ class Scenario(abc.ABC):
     title: ClassVar[str]
     metrics: ClassVar[tuple[MetricSpec, ...]]
     connections: ClassVar[int] = 64
+    min_timeout: ClassVar[float] = 0.0
+    """Seconds this scenario may take at least, whatever `--timeout` says."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

@@ -31,6 +31,7 @@ LAZY = {
     "fsck": "dockyard.cli.fsck:fsck",
     "import": "dockyard.cli.importer:import_",
     "status": "dockyard.cli.status:status",
+    "build": "dockyard.cli.build:build",
 }
 
 

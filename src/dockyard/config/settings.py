@@ -360,6 +360,31 @@ class MetricsSettings(_Section):
         return value
 
 
+class BuilderSettings(_Section):
+    """Scheduled rebuilds of an image catalogue: the server runs `dockyard build --push
+    --no-cache --keep-same-layers` every `interval` (one process, one host, per interval),
+    so base-image security updates land without moving tags whose layers did not change."""
+
+    enabled: bool = False
+    catalogue: Path | None = None
+    registry: str | None = None       # default: catalogue.yaml's
+    image_prefix: str | None = None   # default: catalogue.yaml's
+    tag: str = "latest"
+    interval: Duration = timedelta(days=7)
+    engine: str = Field(default="buildah", pattern="^(buildah|podman)$")
+    jobs: int = Field(default=2, ge=1)
+    work_dir: Path | None = None      # default: <data>/builder
+    storage: Path | None = None       # a private image store; default: the engine's
+    tls_verify: bool | None = None    # default: off for loopback registries, else on
+    auth_file: Path | None = None     # credentials to push with; default: the usual files
+
+    @model_validator(mode="after")
+    def _catalogue_when_enabled(self) -> BuilderSettings:
+        if self.enabled and self.catalogue is None:
+            raise ValueError("builder.catalogue is required when builder.enabled is true")
+        return self
+
+
 class LogSettings(_Section):
     level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     #: `text` lines, or `json`: one object per line, with request ids and fields
@@ -455,6 +480,7 @@ class Settings(_Section):
     @classmethod
     def _proxy_prefixes(cls, value: list[ProxyRule]) -> list[ProxyRule]:
         return check_prefixes(value)
+    builder: BuilderSettings = BuilderSettings()
 
     @property
     def data_dir(self) -> Path:

@@ -1,0 +1,186 @@
+"""Container engines behind one small interface: buildah (default) and podman.
+
+Every engine call is a subprocess whose output goes straight into the image's log file
+(never buffered in memory); a non-zero exit raises `EngineError` with the log's name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class EngineError(RuntimeError):
+    """An engine command failed; the message names the command and the log file."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    """One `build`: a Dockerfile (rendered, in the work dir) over the catalogue root."""
+
+    dockerfile: Path
+    context: Path
+    tags: list[str]
+    build_args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    timestamp: int | None = None
+    no_cache: bool = False
+    platforms: list[str] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    """What the builder asks of an engine."""
+
+    name: str
+
+    async def build(self, request: BuildRequest, log: Path) -> None: ...
+
+    async def pull(self, image: str, log: Path) -> None: ...
+
+    async def run(self, image: str, command: str, log: Path) -> None: ...
+
+    async def push(self, image: str, dest: str, log: Path) -> str: ...
+
+    async def read_file(self, image: str, path: str, log: Path) -> bytes | None:
+        """The file at `path` in the image's root filesystem, or None if it has none."""
+        ...
+
+    async def layers(self, image: str, log: Path) -> list[str]:
+        """The image's layer diff IDs (digests of the uncompressed layers), in order."""
+        ...
+
+
+async def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
+    """Run `argv` with stdout and stderr appended to `log`; raise on failure."""
+    with log.open("ab") as out:
+        out.write(("$ " + " ".join(argv) + "\n").encode())
+        out.flush()
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+            stderr=asyncio.subprocess.STDOUT)
+        try:
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+    if code != 0:
+        raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {code} (log: {log})")
+
+
+async def run_captured(argv: list[str], env: dict[str, str], log: Path) -> str:
+    """Run `argv` for its (short) standard output; stderr goes to `log`."""
+    with log.open("ab") as errors:
+        errors.write(("$ " + " ".join(argv) + "\n").encode())
+        errors.flush()
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=errors)
+        out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {proc.returncode} "
+                          f"(log: {log})")
+    return out.decode().strip()
+
+
+def _exe(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise EngineError(f"{name} is not installed")
+    return found
+
+
+class _CliEngine:
+    """The parts buildah and podman share (their build flags are the same)."""
+
+    name = ""
+    build_verb: list[str] = []
+
+    def __init__(self, env: dict[str, str], *, tls_verify: bool = True) -> None:
+        self.env = env
+        self.tls_verify = tls_verify
+        self.exe = _exe(self.name)
+
+    def _build_argv(self, r: BuildRequest) -> list[str]:
+        argv = [self.exe, *self.build_verb, "--layers", "--pull=never", "-f", str(r.dockerfile)]
+        for tag in r.tags:
+            argv += ["-t", tag]
+        for k, v in sorted(r.build_args.items()):
+            argv += ["--build-arg", f"{k}={v}"]
+        for k, v in sorted(r.labels.items()):
+            argv += ["--label", f"{k}={v}"]
+        for k, v in sorted(r.annotations.items()):
+            argv += ["--annotation", f"{k}={v}"]
+        if r.timestamp is not None:
+            argv += ["--timestamp", str(r.timestamp)]
+        if r.no_cache:
+            argv.append("--no-cache")
+        if r.platforms:
+            argv += ["--platform", ",".join(r.platforms)]
+        return [*argv, str(r.context)]
+
+    async def build(self, request: BuildRequest, log: Path) -> None:
+        await run_logged(self._build_argv(request), self.env, log)
+
+    async def pull(self, image: str, log: Path) -> None:
+        await run_logged([self.exe, "pull", f"--tls-verify={str(self.tls_verify).lower()}",
+                          image], self.env, log)
+
+    async def run(self, image: str, command: str, log: Path) -> None:
+        await run_logged([_exe("podman"), "run", "--rm", "--network=none", image,
+                          "/bin/sh", "-c", command], self.env, log)
+
+    async def push(self, image: str, dest: str, log: Path) -> str:
+        digestfile = log.with_suffix(".digest")
+        await run_logged([self.exe, "push", f"--tls-verify={str(self.tls_verify).lower()}",
+                          "--digestfile", str(digestfile), image, f"docker://{dest}"],
+                         self.env, log)
+        return digestfile.read_text().strip()
+
+
+    async def read_file(self, image: str, path: str, log: Path) -> bytes | None:
+        """Through a working container of the image, mounted (the builder runs as root)."""
+        buildah = _exe("buildah")  # podman's images are buildah's: one storage
+        container = await run_captured([buildah, "from", "--pull=never", image], self.env, log)
+        try:
+            mount = await run_captured([buildah, "mount", container], self.env, log)
+            file = Path(mount) / path.lstrip("/")
+            return file.read_bytes() if file.is_file() else None
+        finally:
+            await run_logged([buildah, "rm", container], self.env, log)
+
+
+    async def layers(self, image: str, log: Path) -> list[str]:
+        out = await run_captured([_exe("buildah"), "inspect", "--type", "image", image],
+                                 self.env, log)
+        rootfs = (json.loads(out).get("OCIv1") or {}).get("rootfs") or {}
+        return [str(d) for d in rootfs.get("diff_ids") or []]
+
+
+class Buildah(_CliEngine):
+    """`buildah bud --layers`: no daemon (the default engine)."""
+
+    name = "buildah"
+    build_verb = ["bud"]
+
+
+class Podman(_CliEngine):
+    """`podman build`, sharing buildah's storage configuration."""
+
+    name = "podman"
+    build_verb = ["build"]
+
+
+ENGINES: dict[str, type[_CliEngine]] = {"buildah": Buildah, "podman": Podman}
+
+
+def make_engine(name: str, env: dict[str, str], *, tls_verify: bool) -> Engine:
+    try:
+        return ENGINES[name](env, tls_verify=tls_verify)
+    except KeyError:
+        raise EngineError(f"{name}: unknown engine (one of {', '.join(ENGINES)})") from None

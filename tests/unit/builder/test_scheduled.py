@@ -1,0 +1,43 @@
+"""Scheduled rebuilds: the `builder:` config section and the server job it adds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dockyard.config.settings import ConfigError, load_settings
+from dockyard.jobs import rebuild_command, server_jobs
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    return path
+
+
+def test_enabled_without_a_catalogue_is_an_error_naming_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"builder.catalogue is required"):
+        load_settings(_write(tmp_path, "builder:\n  enabled: true\n"), env={})
+    with pytest.raises(ConfigError, match=r"builder.engine"):
+        load_settings(_write(tmp_path, "builder:\n  engine: docker-ish\n"), env={})
+
+
+def test_the_job_runs_a_no_cache_rebuild_that_keeps_unchanged_tags(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, (
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        "builder:\n  enabled: true\n  catalogue: /srv/images\n  interval: 7d\n"
+        "  registry: registry.example\n  image_prefix: toolforge\n"
+        "  auth_file: /etc/dockyard/builder-auth.json\n")), env={})
+    argv = rebuild_command(settings)
+    assert argv[1:4] == ["-m", "dockyard", "build"]
+    for flag in ("--push", "--no-cache", "--keep-same-layers"):
+        assert flag in argv
+    assert argv[argv.index("--catalogue") + 1] == "/srv/images"
+    assert argv[argv.index("--image-prefix") + 1] == "toolforge"
+    assert argv[argv.index("--authfile") + 1] == "/etc/dockyard/builder-auth.json"
+    assert argv[argv.index("--work-dir") + 1] == str(tmp_path / "data" / "builder")
+    jobs = {job.name: job for job in server_jobs(None, settings)}  # type: ignore[arg-type]
+    assert jobs["builder.rebuild"].interval == 7 * 86400
+    off = load_settings(_write(tmp_path, "gc:\n  enabled: false\n"), env={})
+    assert "builder.rebuild" not in {j.name for j in server_jobs(None, off)}  # type: ignore[arg-type]
