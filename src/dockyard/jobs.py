@@ -11,6 +11,7 @@ from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
+from dockyard.mirror.schedule import mirror_job
 
 
 def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
@@ -23,4 +24,5 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
+    jobs += [mirror_job(registry, source) for source in settings.mirror]
     return jobs

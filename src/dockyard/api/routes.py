@@ -100,6 +100,10 @@ ROUTES: tuple[Route, ...] = (
        GET=_E(listing.referrers, Access.PULL)),
     _r("admin-repository", r"/admin/v1/repositories/(?P<name>.+)",
        DELETE=_E(admin.delete_repository, Access.DELETE, "repository.delete")),
+    _r("admin-sync", r"/admin/v1/sync/?", named=False,
+       GET=_E(admin.sync_runs, Access.CATALOG)),
+    _r("admin-sync-repository", r"/admin/v1/sync/repositories/(?P<name>.+)",
+       GET=_E(admin.sync_provenance, Access.PULL)),
 )
 
 

@@ -26,6 +26,7 @@ LAZY = {
     "rm": "dockyard.cli.rm:rm",
     "user": "dockyard.cli.user:user",
     "copy": "dockyard.cli.copy:copy",
+    "sync": "dockyard.cli.sync:sync",
 }
 
 

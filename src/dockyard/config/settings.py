@@ -26,6 +26,7 @@ from pydantic import (
 from sqlalchemy.engine import URL
 
 from dockyard.config.auth import AuthSettings, TlsSettings
+from dockyard.config.mirror import MirrorSource, check_unique
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -303,6 +304,13 @@ class Settings(_Section):
     gc: GcSettings = GcSettings()
     retention: RetentionSettings = RetentionSettings()
     auth: AuthSettings = AuthSettings()
+    #: upstream repositories kept in sync (`dockyard sync`, and a job per source)
+    mirror: list[MirrorSource] = Field(default_factory=list)
+
+    @field_validator("mirror")
+    @classmethod
+    def _unique_sources(cls, value: list[MirrorSource]) -> list[MirrorSource]:
+        return check_unique(value)
 
     @property
     def data_dir(self) -> Path:

@@ -9,11 +9,13 @@ from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
+from dockyard.core.mirrors import MirrorRecords
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
+from dockyard.metadata.mirrors import MirrorStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 
@@ -36,6 +38,8 @@ class Registry:
     login_failures: FailureLog
     #: what the collector, retention and usage read and delete
     lifecycle: LifecycleBackend
+    #: mirror sync history and where mirrored tags came from
+    mirrors: MirrorRecords
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -65,6 +69,7 @@ class Registry:
             repositories=RepositoryService(store, blobstore, lifecycle,
                                            delete_enabled=delete_enabled),
             login_failures=LoginFailureStore(store),
+            mirrors=MirrorStore(store),
         )
 
     async def close(self) -> None:
