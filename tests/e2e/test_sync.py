@@ -272,6 +272,43 @@ def test_a_broken_source_is_reported_and_does_not_stop_the_others(
     assert [r["status"] for r in runs["runs"]] == ["failed", "failed"]
 
 
+def upstream_file(dist: Server, digest: str) -> Path:
+    """Where Distribution keeps the bytes of `digest` (its filesystem driver's layout)."""
+    hexdigest = digest.split(":", 1)[1]
+    return dist.data / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def test_bad_content_upstream_fails_its_tag_only(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "bad/app"
+    new_image(tmp_path, dist, repo, "good")
+    layouts = {t: random_layout(tmp_path / f"lay-{t}", t, layer_sizes=(4096,))
+               for t in ("badblob", "badmanifest")}
+    for tag, layout in layouts.items():
+        push(layout.path, tag, dist, repo, tag)
+    layer = upstream_file(dist, layouts["badblob"].layer_digests()[0])
+    data = bytearray(layer.read_bytes())
+    data[100] ^= 0xFF  # same size, other bytes: the digest no longer matches
+    layer.write_bytes(bytes(data))
+    upstream_file(dist, layouts["badmanifest"].digest).write_bytes(b"{not json")
+
+    config = write_config(tmp_path / "c.yml", [source(dist, name="bad", repository=repo,
+                                                      destination="bad")])
+    proc = dockyard_sync(config, local.data, "--json")
+    assert proc.returncode == 0, proc.stderr  # partial: the source itself works
+    report = reports(proc)["bad"]
+    assert report["status"] == "partial"
+    assert report["added"] == ["good"]
+    assert sorted(report["failed"]) == ["badblob", "badmanifest"]
+    assert "digest" in report["failed"]["badblob"].lower(), report["failed"]
+    # Distribution cannot parse what it stored, and says so with a 500
+    assert "source: manifest badmanifest: 500" in report["failed"]["badmanifest"]
+    assert local_tags(local, "bad") == ["good"]
+    runs = httpx.get(f"{local.url}/admin/v1/sync", params={"source": "bad"}).json()["runs"]
+    assert runs[0]["status"] == "partial"
+    assert runs[0]["report"]["attempts"] == 2  # the failed tags were tried again
+
+
 # ---------------------------------------------------------------- the schedule
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from dockyard.config.mirror import MirrorSource
 from dockyard.copying.connect import Access, open_end
-from dockyard.copying.ends import MountHints, Source
+from dockyard.copying.ends import MountHints
 from dockyard.copying.engine import END_ERRORS, Copier, CopyError, CopyOptions
 from dockyard.copying.local_end import LocalRepository
 from dockyard.copying.platforms import Platform
@@ -153,11 +153,12 @@ async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool
 async def _attempts(registry: Registry, source: MirrorSource, report: SourceReport,
                     prune: bool | None, hints: MountHints | None, sleep: Sleep) -> None:
     delay = source.retry_backoff.total_seconds()
+    before: dict[str, str | None] = {}  # each tag's local digest before the first attempt
     for attempt in range(source.retries + 1):
         report.attempts = attempt + 1
         report.error = None
         try:
-            await _pass(registry, source, report, prune, hints or MountHints())
+            await _pass(registry, source, report, prune, hints or MountHints(), before)
         except SourceFailed as exc:
             report.status, report.error = "failed", str(exc)
         except Exception as exc:  # a bug or the local stores: said, the others go on
@@ -174,9 +175,11 @@ async def _attempts(registry: Registry, source: MirrorSource, report: SourceRepo
 
 
 async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
-                prune: bool | None, hints: MountHints) -> None:
-    """One attempt: the report is filled afresh."""
-    for kept in (report.added, report.updated, report.unchanged, report.pruned):
+                prune: bool | None, hints: MountHints, before: dict[str, str | None]
+                ) -> None:
+    """One attempt. The report says what changed since before the first attempt (a tag
+    added by the first is still "added" when the second finds it there)."""
+    for kept in (report.added, report.updated, report.unchanged):
         kept.clear()
     report.failed.clear()
     report.status = "ok"
@@ -194,7 +197,7 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
             report.upstream_tags = len(tags)
             chosen = select_tags(source, tags)
             copier = Copier(upstream, local, options, _LogProgress(source.key), hints)
-            await _copy_tags(registry, source, report, upstream, copier, chosen)
+            await _copy_tags(registry, source, report, copier, chosen, before)
             report.copy = copier.summary.as_dict()
     except END_ERRORS as exc:
         raise SourceFailed(f"upstream {source.upstream}: {_one_line(exc)}") from exc
@@ -209,7 +212,8 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
 
 
 async def _copy_tags(registry: Registry, source: MirrorSource, report: SourceReport,
-                     upstream: Source, copier: Copier, chosen: Sequence[str]) -> None:
+                     copier: Copier, chosen: Sequence[str], before: dict[str, str | None]
+                     ) -> None:
     origins = {o.tag: o for o in await registry.mirrors.origins(repository=source.local)}
     gate = asyncio.Semaphore(TAGS_AT_ONCE)
     local = copier.destination
@@ -217,14 +221,15 @@ async def _copy_tags(registry: Registry, source: MirrorSource, report: SourceRep
     async def one(tag: str) -> None:
         async with gate:
             try:
-                before = await local.manifest_digest(tag)
+                if tag not in before:
+                    before[tag] = await local.manifest_digest(tag)
                 digest = await copier.copy(tag, tag)
             except (CopyError, RegistryError) as exc:
                 report.failed[tag] = _one_line(exc)
                 return
-            if before is None:
+            if before[tag] is None:
                 report.added.append(tag)
-            elif before == digest:
+            elif before[tag] == digest:
                 report.unchanged.append(tag)
             else:
                 report.updated.append(tag)
@@ -257,8 +262,8 @@ async def _prune(registry: Registry, source: MirrorSource, report: SourceReport,
                 continue
         if not report.dry_run:
             await registry.mirrors.drop_origin(source.local, origin.tag)
-        if origin.tag in present:
-            report.pruned.append(origin.tag)
+        if origin.tag in present and origin.tag not in report.pruned:
+            report.pruned.append(origin.tag)  # kept across attempts: gone is gone
     report.pruned.sort()
 
 
