@@ -27,7 +27,8 @@ from dockyard.copying.connect import Access, open_end
 from dockyard.copying.engine import Copier
 from dockyard.copying.refs import parse
 from dockyard.remote.credentials import Credentials
-from tests.support.authenv import USERS, write_htpasswd
+from tests.support.authenv import USERS, basic_auth, write_htpasswd
+from tests.support.authenv import write_config as write_serve_config
 from tests.support.images import random_layout
 from tests.support.servers import Server, free_port, start_distribution, start_dockyard
 
@@ -307,6 +308,41 @@ def test_bad_content_upstream_fails_its_tag_only(
     runs = httpx.get(f"{local.url}/admin/v1/sync", params={"source": "bad"}).json()["runs"]
     assert runs[0]["status"] == "partial"
     assert runs[0]["report"]["attempts"] == 2  # the failed tags were tried again
+
+
+def test_the_history_needs_the_catalog_and_origins_need_pull(
+        dist: Server, tmp_path: Path) -> None:
+    repo = "acl/app"
+    new_image(tmp_path, dist, repo, "v1")
+    config = write_config(tmp_path / "c.yml", [source(dist, name="acl", repository=repo,
+                                                      destination="private/app")])
+    serve = write_serve_config(tmp_path / "serve.yml",
+                               auth=basic_auth(write_htpasswd(tmp_path / "htpasswd")))
+    server = start_dockyard(tmp_path / "data", config=serve)
+    try:
+        assert reports(dockyard_sync(config, server.data, "--json"))["acl"]["status"] == "ok"
+        reader = ("reader", USERS["reader"][0])
+        admin = ("admin", USERS["admin"][0])
+        # the platform's policy: the catalog is the admins', `private/**` is pulled by
+        # the authenticated only
+        refused = httpx.get(f"{server.url}/admin/v1/sync", auth=reader)
+        assert refused.status_code == 403
+        assert refused.json()["errors"][0]["code"] == "DENIED"
+        assert httpx.get(f"{server.url}/admin/v1/sync").status_code == 401
+        origins_url = f"{server.url}/admin/v1/sync/repositories/private/app"
+        assert httpx.get(origins_url).status_code == 401
+        assert httpx.get(origins_url, auth=reader).status_code == 200
+        runs = httpx.get(f"{server.url}/admin/v1/sync", auth=admin)
+        assert [r["source"] for r in runs.json()["runs"]] == ["acl"]
+        origins = httpx.get(f"{server.url}/admin/v1/sync/repositories/private/app",
+                            auth=admin)
+        assert [o["tag"] for o in origins.json()["tags"]] == ["v1"]
+        missing = httpx.get(f"{server.url}/admin/v1/sync/repositories/private/none",
+                            auth=admin)
+        assert missing.status_code == 404
+        assert missing.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------- the schedule
