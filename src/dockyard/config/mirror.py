@@ -35,6 +35,8 @@ def _duration(value: Any) -> Any:
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
+#: Docker Hub's names, where an official image's repository is `library/<name>`
+DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _PLATFORM = re.compile(r"^[^/\s]+/[^/\s]+(?:/[^/\s]+)?$")
 
@@ -94,6 +96,14 @@ class MirrorSource(BaseModel):
     retries: int = Field(default=3, ge=0, description="attempts after a failed one")
     retry_backoff: Duration = timedelta(seconds=10)
 
+    @field_validator("registry")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if "://" in value or "/" in value:
+            raise ValueError(f"{value!r}: a host[:port] only (e.g. quay.io, "
+                             "127.0.0.1:5000); no scheme, no path")
+        return value
+
     @field_validator("tags_regex")
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
@@ -131,8 +141,15 @@ class MirrorSource(BaseModel):
         return self.name or self.local
 
     @property
+    def upstream_repository(self) -> str:
+        """The repository as the upstream names it (`library/` for Docker Hub's own)."""
+        if self.registry in DOCKER_HUB and "/" not in self.repository:
+            return f"library/{self.repository}"
+        return self.repository
+
+    @property
     def upstream(self) -> str:
-        return f"{self.registry}/{self.repository}"
+        return f"{self.registry}/{self.upstream_repository}"
 
     @model_validator(mode="after")
     def _names(self) -> MirrorSource:

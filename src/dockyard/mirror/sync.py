@@ -38,6 +38,8 @@ log = logging.getLogger("dockyard.sync")
 
 #: tags of one source copied at once (their blobs share the copier's `jobs` slots)
 TAGS_AT_ONCE = 4
+#: sources synced at once by one `sync_sources`
+SOURCES_AT_ONCE = 4
 
 
 class SourceFailed(Exception):
@@ -183,7 +185,7 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
         kept.clear()
     report.failed.clear()
     report.status = "ok"
-    ref = RegistryRef(source.registry, source.repository)
+    ref = RegistryRef(source.registry, source.upstream_repository)
     local = LocalRepository(registry, source.local)
     options = CopyOptions(platforms=tuple(Platform.parse(p) for p in source.platforms),
                           referrers=source.referrers, dry_run=report.dry_run)
@@ -270,11 +272,17 @@ async def _prune(registry: Registry, source: MirrorSource, report: SourceReport,
 async def sync_sources(registry: Registry, sources: Sequence[MirrorSource], *,
                        dry_run: bool = False, prune: bool | None = None,
                        sleep: Sleep = asyncio.sleep) -> list[SourceReport]:
-    """Sync every source, all at once, each on its own; the reports in the same order."""
+    """Sync every source (`SOURCES_AT_ONCE` at a time), each on its own; the reports in
+    the same order."""
     hints = MountHints()
-    return list(await asyncio.gather(*(
-        sync_source(registry, s, dry_run=dry_run, prune=prune, hints=hints, sleep=sleep)
-        for s in sources)))
+    gate = asyncio.Semaphore(SOURCES_AT_ONCE)
+
+    async def one(source: MirrorSource) -> SourceReport:
+        async with gate:
+            return await sync_source(registry, source, dry_run=dry_run, prune=prune,
+                                     hints=hints, sleep=sleep)
+
+    return list(await asyncio.gather(*(one(s) for s in sources)))
 
 
 def _one_line(exc: BaseException) -> str:

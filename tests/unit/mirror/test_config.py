@@ -34,6 +34,8 @@ mirror:
     assert first.prune is False
     assert first.tls_verify is True
     assert first.credentials is None
+    assert sources[1].upstream == "docker.io/library/redis"  # Docker Hub's official images
+    assert first.upstream == "quay.io/kubernetes-ingress-controller/nginx-ingress-controller"
 
 
 @pytest.mark.parametrize(("body", "key", "reason"), [
@@ -47,12 +49,13 @@ mirror:
     ("credentials: {password_env: X}", "mirror.0.credentials", "need a username"),
     ("destination: Bad/Name", "mirror.0", "invalid repository name"),
     ("tagz: ['*']", "mirror.0.tagz", "unknown key"),
+    ("registry: https://quay.io", "mirror.0.registry", "no scheme"),
 ])
 def test_a_bad_source_is_named_by_its_key(tmp_path: Path, body: str, key: str,
                                           reason: str) -> None:
+    head = "" if body.startswith("registry:") else "registry: quay.io\n    "
     with pytest.raises(ConfigError) as caught:
-        load(tmp_path, f"mirror:\n  - registry: quay.io\n    repository: org/app\n"
-                       f"    {body}\n")
+        load(tmp_path, f"mirror:\n  - {head}repository: org/app\n    {body}\n")
     assert f"{key}: " in str(caught.value)
     assert reason in str(caught.value)
     assert "hunter2" not in str(caught.value)
