@@ -29,7 +29,7 @@ from dockyard.copying.refs import parse
 from dockyard.remote.credentials import Credentials
 from tests.support.authenv import USERS, basic_auth, write_htpasswd
 from tests.support.authenv import write_config as write_serve_config
-from tests.support.images import random_layout
+from tests.support.images import multiplatform_layout, random_layout
 from tests.support.servers import Server, free_port, start_distribution, start_dockyard
 
 USER = "builder"
@@ -227,6 +227,29 @@ def test_prune_never_removes_a_tag_the_sync_did_not_mirror(
     report = reports(dockyard_sync(config, local.data, "--json"))["own"]
     assert report["pruned"] == []
     assert local_tags(local, "own") == ["1.0", "mine"]
+
+
+def test_platforms_narrow_an_index_and_the_next_run_finds_it_unchanged(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "multi/app"
+    index = multiplatform_layout(tmp_path / "multi", "v1", layer_sizes=(2048,))
+    push(index.path, "v1", dist, repo, "v1")
+    arm64 = next(c["digest"] for c in index.children()
+                 if c["platform"]["architecture"] == "arm64")
+    config = write_config(tmp_path / "c.yml", [source(
+        dist, name="multi", repository=repo, destination="multi",
+        platforms=["linux/amd64", "linux/arm64"])])
+    first = reports(dockyard_sync(config, local.data, "--json"))["multi"]
+    assert first["added"] == ["v1"]
+    assert len(first["copy"]["narrowed"]) == 1
+    resp = httpx.get(f"{local.url}/v2/multi/manifests/v1",
+                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    children = resp.json()["manifests"]
+    assert sorted(c["platform"]["architecture"] for c in children) == ["amd64", "arm64"]
+    assert arm64 in [c["digest"] for c in children]  # children keep their digests
+    assert resp.headers["Docker-Content-Digest"] == first["copy"]["narrowed"][0]
+    again = reports(dockyard_sync(config, local.data, "--json"))["multi"]
+    assert again["unchanged"] == ["v1"]
 
 
 # ---------------------------------------------------------------- failures
