@@ -17,6 +17,7 @@ from dockyard.core.operations import SAMPLE_INTERVAL
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
 from dockyard.gc.scrub import scrub_job
+from dockyard.mirror.schedule import mirror_job
 from dockyard.replica.follower import replica_job
 
 
@@ -45,6 +46,7 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
         jobs.append(scrub_job(registry, settings))
     if settings.builder.enabled:
         jobs.append(builder_job(settings))
+    jobs += [mirror_job(registry, source) for source in settings.mirror]
     return jobs
 
 

@@ -76,6 +76,7 @@ OPS = [
     Op("head-blob", "pull", lambda c, n, s: c.head(f"/v2/{n}/blobs/{LD}")),
     Op("referrers", "pull", lambda c, n, s: c.get(f"/v2/{n}/referrers/{MD}")),
     Op("upload-status", "pull", lambda c, n, s: c.get(s)),
+    Op("sync-provenance", "pull", lambda c, n, s: c.get(f"/admin/v1/sync/repositories/{n}")),
     Op("put-manifest", "push", lambda c, n, s: c.put(
         f"/v2/{n}/manifests/other", content=OTHER, headers={"Content-Type": OCI_MANIFEST})),
     Op("start-upload", "push", lambda c, n, s: c.post(f"/v2/{n}/blobs/uploads/")),

@@ -1,4 +1,4 @@
-"""Dockyard's admin extension of the API.
+"""Dockyard's admin extension of the API, under `/admin/v1/`.
 
 - `DELETE /admin/v1/repositories/<name>` deletes a whole repository — tags, manifests,
   blob links and upload sessions — in one transaction; it leaves the catalog at once and
@@ -15,6 +15,12 @@ These two need `registry:admin:*` (`auth.admin`).
 
 `GET /admin/v1/cache/<name>`: the provenance of a pull-through cache repository's tags
 (upstream, digest, when fetched and last checked), JSON; needs `pull`.
+
+- `GET /admin/v1/sync[?source=NAME][&n=N]`: the last runs of the mirror sources (all,
+  or one), newest first, each with its report. Needs `registry:catalog:*`.
+- `GET /admin/v1/sync/repositories/<name>`: where each mirrored tag of the repository
+  came from and when (tags it has now; 404 NAME_UNKNOWN without the repository). Needs
+  `pull` on the repository.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api.context import Match, registry
+from dockyard.core.mirrors import RUNS_KEPT
 from dockyard.oci.errors import CursorInvalid, PaginationInvalid
 
 #: events answered at most per request
@@ -94,3 +101,27 @@ async def cache_provenance(request: web.Request, match: Match) -> web.StreamResp
     return _json({"name": match.name, "tags": [
         {"tag": c.tag, "upstream": c.upstream, "digest": c.digest,
          "fetched_at": c.fetched_at, "checked_at": c.checked_at} for c in cached]})
+
+
+async def sync_runs(request: web.Request, match: Match) -> web.StreamResponse:
+    text = request.query.get("n", "")
+    n = RUNS_KEPT
+    if text:
+        if not text.isdigit():
+            raise PaginationInvalid(f"n must be a non-negative integer, not {text[:20]!r}")
+        n = min(int(text), 1000)
+    source = request.query.get("source") or None
+    runs = await registry(request).mirrors.runs(source, n)
+    return _json({"runs": [{"source": r.source, "started_at": r.started_at,
+                            "finished_at": r.finished_at, "status": r.status,
+                            "report": json.loads(r.report)} for r in runs]})
+
+
+async def sync_provenance(request: web.Request, match: Match) -> web.StreamResponse:
+    """Origins of the tags the repository has now (404 NAME_UNKNOWN: no repository)."""
+    services = registry(request)
+    present = set(await services.manifests.tags(match.name, None, None))
+    found = await services.mirrors.origins(repository=match.name)
+    return _json({"name": match.name, "tags": [
+        {"tag": o.tag, "source": o.source, "upstream": o.upstream, "digest": o.digest,
+         "mirrored_at": o.mirrored_at} for o in found if o.tag in present]})

@@ -109,6 +109,10 @@ ROUTES: tuple[Route, ...] = (
     _r("admin-events", r"/admin/v1/events", named=False, GET=_E(admin.events, Access.ADMIN)),
     _r("admin-replica", r"/admin/v1/replica", named=False,
        GET=_E(admin.replica_status, Access.ADMIN)),
+    _r("admin-sync", r"/admin/v1/sync/?", named=False,
+       GET=_E(admin.sync_runs, Access.CATALOG)),
+    _r("admin-sync-repository", r"/admin/v1/sync/repositories/(?P<name>.+)",
+       GET=_E(admin.sync_provenance, Access.PULL)),
 )
 
 #: what a read-only replica refuses (the endpoints that write)

@@ -32,6 +32,7 @@ LAZY = {
     "import": "dockyard.cli.importer:import_",
     "status": "dockyard.cli.status:status",
     "build": "dockyard.cli.build:build",
+    "sync": "dockyard.cli.sync:sync",
 }
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 from sqlalchemy.engine import URL
 
 from dockyard.config.auth import AuthSettings, TlsSettings
+from dockyard.config.mirror import MirrorSource, check_unique
 from dockyard.config.proxy import ProxyRule, check_prefixes
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -471,6 +472,7 @@ class Settings(_Section):
     scrub: ScrubSettings = ScrubSettings()
     retention: RetentionSettings = RetentionSettings()
     auth: AuthSettings = AuthSettings()
+    builder: BuilderSettings = BuilderSettings()
     feed: FeedSettings = FeedSettings()
     replica: ReplicaSettings = ReplicaSettings()
     #: pull-through caches: repository prefixes served from upstream registries
@@ -480,7 +482,14 @@ class Settings(_Section):
     @classmethod
     def _proxy_prefixes(cls, value: list[ProxyRule]) -> list[ProxyRule]:
         return check_prefixes(value)
-    builder: BuilderSettings = BuilderSettings()
+
+    #: upstream repositories kept in sync (`dockyard sync`, and a job per source)
+    mirror: list[MirrorSource] = Field(default_factory=list)
+
+    @field_validator("mirror")
+    @classmethod
+    def _unique_sources(cls, value: list[MirrorSource]) -> list[MirrorSource]:
+        return check_unique(value)
 
     @property
     def data_dir(self) -> Path:

@@ -97,13 +97,16 @@ class ManifestService:
         return await self.proxy.manifest(route, name, reference,  # type: ignore[union-attr]
                                          payload=payload)
 
-    async def get(self, name: str, reference: str, *, payload: bool = True) -> ManifestRecord:
+    async def get(self, name: str, reference: str, *, payload: bool = True,
+                  pull: bool = True) -> ManifestRecord:
+        """The manifest `reference` names; by tag, a pull of it is recorded unless `pull`
+        is False (a look by a job, as a sync's, is no pull)."""
         if is_tag(reference):
             # a reference that cannot be a tag names nothing: 404, as the conformance
             # suite expects, not TAG_INVALID (which is for pushes)
             record = (await self.store.manifest(name, tag=reference, payload=payload)
                       if is_valid_tag(reference) else None)
-            if record is not None and self.pulls is not None:
+            if record is not None and self.pulls is not None and pull:
                 self.pulls.record(name, reference)
         else:
             digest = str(Digest.parse(reference))

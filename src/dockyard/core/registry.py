@@ -15,6 +15,7 @@ from dockyard.core.integrity import IntegrityBackend
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
+from dockyard.core.mirrors import MirrorRecords
 from dockyard.core.operations import OperationsService
 from dockyard.core.proxy import ProxyRoutes, PullThrough, Upstream
 from dockyard.core.pulls import PullRecorder
@@ -25,6 +26,7 @@ from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
+from dockyard.metadata.mirrors import MirrorStore
 from dockyard.metadata.operations import OperationsStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
@@ -61,6 +63,8 @@ class Registry:
     operations: OperationsService
     #: pull-through caches (`proxy:`): their routes, fetches and provenance
     cache: PullThrough
+    #: mirror sync history and where mirrored tags came from
+    mirrors: MirrorRecords
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -106,6 +110,7 @@ class Registry:
             login_failures=LoginFailureStore(store),
             feed=FeedService(store, max_wait=feed_max_wait),
             replica=ReplicaService(store, lifecycle),
+            mirrors=MirrorStore(store),
         )
 
     def importer(self, tree: DistributionTree, *, copy: bool, max_manifest_size: int,

@@ -252,3 +252,31 @@ proxy_tags = Table(
     ForeignKeyConstraint(["repository_id", "tag"], ["tags.repository_id", "tags.name"],
                          ondelete="CASCADE"),
 )
+
+
+mirror_runs = Table(
+    "mirror_runs",
+    metadata,
+    # one row per finished `dockyard sync` pass over one mirror source (the last few
+    # are kept): when, how it ended, and its report as JSON
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("report", Text, nullable=False),
+    Index(None, "source", "started_at"),
+)
+
+mirror_tags = Table(
+    "mirror_tags",
+    metadata,
+    # where a mirrored tag came from and when: written by the sync that set the tag
+    Column("repository", String(255), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("source", String(200), nullable=False),
+    Column("upstream", String(512), nullable=False),
+    Column("digest", DIGEST, nullable=False),
+    Column("mirrored_at", Double, nullable=False),
+    Index(None, "source"),
+)

@@ -31,6 +31,7 @@ CASES = [
     ("DELETE", "/v2/{n}/blobs/" + D, "delete"),
     ("GET", "/v2/{n}/referrers/" + D, "pull"),
     ("DELETE", "/admin/v1/repositories/{n}", "delete"),
+    ("GET", "/admin/v1/sync/repositories/{n}", "pull"),
 ]
 
 
@@ -49,7 +50,8 @@ def test_scope_comes_from_the_matched_route(name: str, method: str, template: st
 
 def test_scopes_without_a_name() -> None:
     for method, path, scope in [("GET", "/v2/", None), ("HEAD", "/v2", None),
-                                ("GET", "/v2/_catalog", "registry:catalog:*")]:
+                                ("GET", "/v2/_catalog", "registry:catalog:*"),
+                                ("GET", "/admin/v1/sync", "registry:catalog:*")]:
         found = resolve(path)
         assert found is not None
         access = found[0].endpoints[method].access

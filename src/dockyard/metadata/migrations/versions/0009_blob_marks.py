@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-# 0007 and 0008 belong to other branches; whoever merges last points this at the newest
 down_revision = "0007"
 branch_labels = None
 depends_on = None

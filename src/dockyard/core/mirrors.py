@@ -1,0 +1,37 @@
+"""The mirror seam: sync history and tag provenance, as `dockyard sync` and the admin
+API use them.
+
+`MirrorRecords` is the part of the metadata store they may use, as a Protocol (the
+metadata layer's `MirrorStore` implements it; `Registry.mirrors` hands it over), so the
+layers above never import `metadata`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dockyard.metadata.mirrors import MirrorRun, TagOrigin
+
+__all__ = ["RUNS_KEPT", "MirrorRecords", "MirrorRun", "TagOrigin"]
+
+RUNS_KEPT = 20
+"""Runs of each source kept in the history (older ones are dropped as new ones end)."""
+
+
+class MirrorRecords(Protocol):
+    """Runs of mirror sources and where mirrored tags came from (one transaction each)."""
+
+    async def add_run(self, run: MirrorRun, keep: int) -> None:
+        """Record a finished run, dropping the source's runs past the last `keep`."""
+        ...
+
+    async def runs(self, source: str | None, limit: int) -> list[MirrorRun]:
+        """The last `limit` runs of `source` (every source: None), newest first."""
+        ...
+
+    async def set_origin(self, origin: TagOrigin) -> None: ...
+
+    async def drop_origin(self, repository: str, tag: str) -> None: ...
+
+    async def origins(self, *, repository: str | None = None, source: str | None = None
+                      ) -> list[TagOrigin]: ...

@@ -1,0 +1,299 @@
+"""One sync of mirror sources: list upstream tags, copy what is new or moved, prune.
+
+Each source is synced on its own: its failures (upstream down, credentials refused, an
+invalid manifest) end up in its report and are retried with a doubling backoff, never
+touching the other sources. Images move through `copying.engine.Copier` into a
+`copying.local_end.LocalRepository` (so through `core`), one `MountHints` shared by the
+sources of a run. A finished run (not a dry run) is recorded in the history, and each
+tag it set records its origin. A source is synced by one process at a time: the sync
+holds the lease `mirror:<name>`, whether the server's schedule or `dockyard sync` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from dockyard.config.mirror import MirrorSource
+from dockyard.copying.connect import Access, open_end
+from dockyard.copying.ends import MountHints
+from dockyard.copying.engine import END_ERRORS, Copier, CopyError, CopyOptions
+from dockyard.copying.local_end import LocalRepository
+from dockyard.copying.platforms import Platform
+from dockyard.copying.refs import RegistryRef
+from dockyard.core.leases import LeaseBusy
+from dockyard.core.mirrors import RUNS_KEPT, MirrorRun, TagOrigin
+from dockyard.core.registry import Registry
+from dockyard.mirror.select import select_tags
+from dockyard.oci.errors import RegistryError
+from dockyard.remote.credentials import Credentials
+
+log = logging.getLogger("dockyard.sync")
+
+#: tags of one source copied at once (their blobs share the copier's `jobs` slots)
+TAGS_AT_ONCE = 4
+#: sources synced at once by one `sync_sources`
+SOURCES_AT_ONCE = 4
+
+
+class SourceFailed(Exception):
+    """The source could not be synced at all; the message is one line, no secret."""
+
+
+@dataclass
+class SourceReport:
+    """What one sync of one source did (and, in a dry run, would do)."""
+
+    source: str
+    upstream: str
+    destination: str
+    dry_run: bool = False
+    status: str = "ok"  # ok | partial (some tags failed) | failed | busy | replica
+    error: str | None = None
+    attempts: int = 0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    upstream_tags: int = 0
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    copy: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        would = "would be " if self.dry_run else ""
+        if self.status in ("failed", "busy"):
+            return f"{self.source}: {self.status}: {self.error}"
+        text = (f"{self.source}: {self.upstream} -> {self.destination}: "
+                f"{len(self.added)} {would}added, {len(self.updated)} {would}updated, "
+                f"{len(self.unchanged)} unchanged, {len(self.pruned)} {would}pruned")
+        if self.failed:
+            text += f", {len(self.failed)} failed (" + "; ".join(
+                f"{t}: {e}" for t, e in sorted(self.failed.items())) + ")"
+        return text
+
+
+def access_for(source: MirrorSource) -> Access:
+    """How to reach the upstream: credentials read now from their variable or file, an
+    auth file, or (none given) the auth files `dockyard copy` reads, else anonymous."""
+    given = source.credentials
+    if given is None:
+        return Access(None, source.tls_verify)
+    if given.auth_file is not None:
+        return Access(None, source.tls_verify, given.auth_file)
+    assert given.username is not None
+    if given.password_env is not None:
+        password = os.environ.get(given.password_env)
+        if password is None:
+            raise SourceFailed(f"credentials: environment variable {given.password_env} "
+                               "is not set")
+    else:
+        assert given.password_file is not None
+        try:
+            password = given.password_file.read_text().strip()
+        except OSError as exc:
+            raise SourceFailed(f"credentials: cannot read {given.password_file}: "
+                               f"{exc.strerror}") from None
+    return Access(Credentials(given.username, password), source.tls_verify)
+
+
+class _LogProgress:
+    """The engine's progress as debug lines of the sync's log."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def blob_started(self, digest: str, size: int) -> None:
+        pass
+
+    def blob_advanced(self, digest: str, nbytes: int) -> None:
+        pass
+
+    def blob_finished(self, digest: str, outcome: str, size: int) -> None:
+        log.debug("sync %s: blob %s %s", self.source, digest, outcome)
+
+    def note(self, message: str) -> None:
+        log.debug("sync %s: %s", self.source, message)
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool = False,
+                      prune: bool | None = None, hints: MountHints | None = None,
+                      sleep: Sleep = asyncio.sleep) -> SourceReport:
+    """Sync one source, retrying a failed pass `source.retries` times with a doubling
+    backoff; record the run (not a dry run). Never raises for the source's failures."""
+    report = SourceReport(source.key, source.upstream, source.local, dry_run,
+                          started_at=time.time())
+    primary = None if dry_run else await registry.replica.read_only()
+    if primary is not None:  # its tags are its primary's, mirrored ones included
+        report.status = "replica"
+        report.error = (f"this registry is a read-only replica of {primary}: its mirrored "
+                        "tags come from there (dockyard promote first)")
+        report.finished_at = time.time()
+        return report
+    try:
+        if dry_run:
+            await _attempts(registry, source, report, prune, hints, sleep)
+        else:
+            async with registry.leases.hold(f"mirror:{source.key}"):
+                await _attempts(registry, source, report, prune, hints, sleep)
+    except LeaseBusy:
+        report.status, report.error = "busy", "another process is syncing it now"
+    report.finished_at = time.time()
+    if not dry_run and report.status != "busy":
+        await registry.mirrors.add_run(MirrorRun(
+            source.key, report.started_at, report.finished_at, report.status,
+            json.dumps(report.as_dict())), RUNS_KEPT)
+    return report
+
+
+async def _attempts(registry: Registry, source: MirrorSource, report: SourceReport,
+                    prune: bool | None, hints: MountHints | None, sleep: Sleep) -> None:
+    delay = source.retry_backoff.total_seconds()
+    before: dict[str, str | None] = {}  # each tag's local digest before the first attempt
+    for attempt in range(source.retries + 1):
+        report.attempts = attempt + 1
+        report.error = None
+        try:
+            await _pass(registry, source, report, prune, hints or MountHints(), before)
+        except SourceFailed as exc:
+            report.status, report.error = "failed", str(exc)
+        except Exception as exc:  # a bug or the local stores: said, the others go on
+            log.exception("sync %s failed", source.key)
+            report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"
+        if report.status == "ok":
+            return
+        if attempt < source.retries:
+            log.warning("sync %s: attempt %d failed (%s); again in %.0f s", source.key,
+                        attempt + 1, report.error or f"{len(report.failed)} tag(s) failed",
+                        delay)
+            await sleep(delay)
+            delay *= 2
+
+
+async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
+                prune: bool | None, hints: MountHints, before: dict[str, str | None]
+                ) -> None:
+    """One attempt. The report says what changed since before the first attempt (a tag
+    added by the first is still "added" when the second finds it there)."""
+    for kept in (report.added, report.updated, report.unchanged):
+        kept.clear()
+    report.failed.clear()
+    report.status = "ok"
+    ref = RegistryRef(source.registry, source.upstream_repository)
+    local = LocalRepository(registry, source.local)
+    options = CopyOptions(platforms=tuple(Platform.parse(p) for p in source.platforms),
+                          referrers=source.referrers, dry_run=report.dry_run)
+    try:
+        async with open_end(ref, access_for(source)) as upstream:
+            try:
+                tags = await upstream.tags()
+            except END_ERRORS as exc:
+                raise SourceFailed(f"upstream {source.upstream}: listing tags: "
+                                   f"{_one_line(exc)}") from exc
+            report.upstream_tags = len(tags)
+            chosen = select_tags(source, tags)
+            copier = Copier(upstream, local, options, _LogProgress(source.key), hints)
+            await _copy_tags(registry, source, report, copier, chosen, before)
+            report.copy = copier.summary.as_dict()
+    except END_ERRORS as exc:
+        raise SourceFailed(f"upstream {source.upstream}: {_one_line(exc)}") from exc
+    pruning = source.prune if prune is None else prune
+    if pruning:
+        await _prune(registry, source, report, local, set(chosen))
+    if report.failed:
+        copied = report.added or report.updated or report.unchanged or report.pruned
+        report.status = "partial" if copied else "failed"
+        if not copied:
+            report.error = f"every tag failed: {next(iter(report.failed.values()))}"
+
+
+async def _copy_tags(registry: Registry, source: MirrorSource, report: SourceReport,
+                     copier: Copier, chosen: Sequence[str], before: dict[str, str | None]
+                     ) -> None:
+    origins = {o.tag: o for o in await registry.mirrors.origins(repository=source.local)}
+    gate = asyncio.Semaphore(TAGS_AT_ONCE)
+    local = copier.destination
+
+    async def one(tag: str) -> None:
+        async with gate:
+            try:
+                if tag not in before:
+                    before[tag] = await local.manifest_digest(tag)
+                digest = await copier.copy(tag, tag)
+            except (CopyError, RegistryError) as exc:
+                report.failed[tag] = _one_line(exc)
+                return
+            if before[tag] is None:
+                report.added.append(tag)
+            elif before[tag] == digest:
+                report.unchanged.append(tag)
+            else:
+                report.updated.append(tag)
+            known = origins.get(tag)
+            if not report.dry_run and (known is None or known.digest != digest
+                                       or known.source != source.key):
+                await registry.mirrors.set_origin(TagOrigin(
+                    source.local, tag, source.key, f"{source.upstream}:{tag}", digest,
+                    time.time()))
+
+    await asyncio.gather(*(one(t) for t in chosen))
+    for kept in (report.added, report.updated, report.unchanged):
+        kept.sort()
+
+
+async def _prune(registry: Registry, source: MirrorSource, report: SourceReport,
+                 local: LocalRepository, chosen: set[str]) -> None:
+    """Remove the tags this source mirrored that it keeps no longer (gone upstream, or no
+    longer selected); tags it did not mirror are never touched."""
+    present = set(await local.tags())
+    for origin in await registry.mirrors.origins(repository=source.local,
+                                                 source=source.key):
+        if origin.tag in chosen:
+            continue
+        if origin.tag in present and not report.dry_run:
+            try:
+                await local.delete_tag(origin.tag)
+            except RegistryError as exc:
+                report.failed[origin.tag] = f"prune: {exc.message}"
+                continue
+        if not report.dry_run:
+            await registry.mirrors.drop_origin(source.local, origin.tag)
+        if origin.tag in present and origin.tag not in report.pruned:
+            report.pruned.append(origin.tag)  # kept across attempts: gone is gone
+    report.pruned.sort()
+
+
+async def sync_sources(registry: Registry, sources: Sequence[MirrorSource], *,
+                       dry_run: bool = False, prune: bool | None = None,
+                       sleep: Sleep = asyncio.sleep) -> list[SourceReport]:
+    """Sync every source (`SOURCES_AT_ONCE` at a time), each on its own; the reports in
+    the same order."""
+    hints = MountHints()
+    gate = asyncio.Semaphore(SOURCES_AT_ONCE)
+
+    async def one(source: MirrorSource) -> SourceReport:
+        async with gate:
+            return await sync_source(registry, source, dry_run=dry_run, prune=prune,
+                                     hints=hints, sleep=sleep)
+
+    return list(await asyncio.gather(*(one(s) for s in sources)))
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, RegistryError):
+        return exc.message
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text or type(exc).__name__

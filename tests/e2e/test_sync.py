@@ -1,0 +1,411 @@
+"""`dockyard sync` and the scheduled mirror job against a real upstream on loopback.
+
+The upstream is CNCF Distribution 2.8 (Debian's `docker-registry`) with htpasswd
+authentication; its content is random images written as OCI layouts and pushed with the
+copy engine. `dockyard sync` writes into a data directory a `dockyard serve` shares, and
+what it did is read back over the server's /v2 and /admin/v1 APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from dockyard.copying.connect import Access, open_end
+from dockyard.copying.engine import Copier
+from dockyard.copying.refs import parse
+from dockyard.remote.credentials import Credentials
+from tests.support.authenv import USERS, basic_auth, write_htpasswd
+from tests.support.authenv import write_config as write_serve_config
+from tests.support.images import multiplatform_layout, random_layout
+from tests.support.servers import Server, free_port, start_distribution, start_dockyard
+
+USER = "builder"
+PASSWORD = USERS[USER][0]
+ENV = {"UPSTREAM_PW": PASSWORD, "WRONG_PW": "not-the-password"}
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("upstream")
+    server = start_distribution(tmp / "data", htpasswd=write_htpasswd(
+        tmp / "htpasswd", {USER: USERS[USER]}))
+    yield server
+    server.stop()
+
+
+def push(layout_dir: Path, tag: str, dist: Server, repo: str, upstream_tag: str) -> str:
+    """Copy the layout's `tag` to the upstream as `repo:upstream_tag`; its digest."""
+
+    async def run() -> str:
+        dest = parse(f"docker://{dist.host}/{repo}:{upstream_tag}")
+        access = Access(Credentials(USER, PASSWORD), verify_tls=False)
+        async with open_end(parse(f"oci:{layout_dir}:{tag}"), Access()) as src, \
+                open_end(dest, access) as dst:
+            return await Copier(src, dst).copy(tag, upstream_tag)
+
+    return asyncio.run(run())
+
+
+def new_image(tmp: Path, dist: Server, repo: str, tag: str) -> str:
+    layout = random_layout(tmp / f"lay-{repo.replace('/', '-')}-{tag}", tag,
+                           layer_sizes=(4096, 2048))
+    return push(layout.path, tag, dist, repo, tag)
+
+
+def source(dist: Server, **fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "registry": dist.host, "repository": "up/app", "tls_verify": False,
+        "credentials": {"username": USER, "password_env": "UPSTREAM_PW"},
+        "retries": 1, "retry_backoff": "100ms"}
+    return {**base, **fields}
+
+
+def write_config(path: Path, sources: list[dict[str, Any]], **sections: Any) -> Path:
+    path.write_text(yaml.safe_dump({"mirror": sources, **sections}))
+    return path
+
+
+def dockyard_sync(config: Path, data: Path, *args: str
+                  ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dockyard", "sync", "--config", str(config), "--data",
+         str(data), *args], text=True, capture_output=True, timeout=300,
+        stdin=subprocess.DEVNULL, env={**os.environ, **ENV})
+
+
+def reports(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return {r["source"]: r for r in json.loads(proc.stdout)["sources"]}
+
+
+def local_tags(server: Server, repo: str) -> list[str]:
+    resp = httpx.get(f"{server.url}/v2/{repo}/tags/list")
+    if resp.status_code == 404:
+        return []
+    resp.raise_for_status()
+    return sorted(resp.json()["tags"] or [])
+
+
+def digest_of(url: str, repo: str, tag: str, auth: tuple[str, str] | None = None) -> str:
+    resp = httpx.head(f"{url}/v2/{repo}/manifests/{tag}", auth=auth, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    resp.raise_for_status()
+    return resp.headers["Docker-Content-Digest"]
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Server]:
+    """A Dockyard without mirror sources over the data directory `dockyard sync` writes."""
+    config = tmp_path / "serve.yml"
+    config.write_text("log: {level: info}\n")
+    server = start_dockyard(tmp_path / "data", config=config)
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------- selection, dry run
+
+
+def test_initial_sync_keeps_only_the_selected_tags_and_records_where_they_came_from(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "sel/app"
+    upstream = {t: new_image(tmp_path, dist, repo, t) for t in
+                ("v1.0.0", "v1.1.0", "v1.10.0", "v2.0.0-rc.1", "latest", "dev-abc", "v1.9")}
+    config = write_config(tmp_path / "c.yml", [
+        source(dist, name="globs", repository=repo, tags=["v1.1*", "latest"],
+               destination="globbed"),
+        source(dist, name="regex", repository=repo, tags_regex=r"dev-[a-z]+",
+               prefix="mirror"),
+        source(dist, name="newest", repository=repo, newest=2, destination="newest"),
+    ])
+
+    dry = dockyard_sync(config, local.data, "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    planned = reports(dry)
+    assert planned["globs"]["added"] == ["latest", "v1.1.0", "v1.10.0"]
+    assert planned["globs"]["dry_run"] is True
+    assert local_tags(local, "globbed") == []  # the dry run wrote nothing
+    assert httpx.get(f"{local.url}/admin/v1/sync").json()["runs"] == []
+
+    proc = dockyard_sync(config, local.data, "--json")
+    assert proc.returncode == 0, proc.stderr
+    done = reports(proc)
+    assert local_tags(local, "globbed") == ["latest", "v1.1.0", "v1.10.0"]
+    assert local_tags(local, "mirror/app") == ["dev-abc"]  # prefix + last component
+    # newest 2 by semver: 1.10.0 > 1.9 > 1.1.0 (not by text), a pre-release of 2.0.0 is
+    # above every 1.x
+    assert local_tags(local, "newest") == ["v1.10.0", "v2.0.0-rc.1"]
+    assert done["newest"]["added"] == ["v1.10.0", "v2.0.0-rc.1"]
+    assert all(r["status"] == "ok" for r in done.values()), done
+    for tag in ("latest", "v1.1.0", "v1.10.0"):
+        assert digest_of(local.url, "globbed", tag) == upstream[tag]
+
+    origins = httpx.get(f"{local.url}/admin/v1/sync/repositories/globbed").json()["tags"]
+    assert [(o["tag"], o["source"], o["upstream"], o["digest"]) for o in origins] == [
+        (t, "globs", f"{dist.host}/{repo}:{t}", upstream[t])
+        for t in ("latest", "v1.1.0", "v1.10.0")]
+    assert all(abs(o["mirrored_at"] - time.time()) < 300 for o in origins)
+    runs = httpx.get(f"{local.url}/admin/v1/sync", params={"source": "newest"}).json()
+    assert [r["status"] for r in runs["runs"]] == ["ok"]
+    assert runs["runs"][0]["report"]["added"] == ["v1.10.0", "v2.0.0-rc.1"]
+
+    again = reports(dockyard_sync(config, local.data, "--json"))
+    assert again["globs"]["unchanged"] == ["latest", "v1.1.0", "v1.10.0"]
+    assert again["globs"]["added"] == again["globs"]["updated"] == []
+    assert again["globs"]["copy"]["blobs_copied"] == 0
+
+
+# ---------------------------------------------------------------- moved tags, pruning
+
+
+def test_a_moved_tag_is_updated_and_prune_removes_only_what_upstream_removed(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "mv/app"
+    first = {t: new_image(tmp_path, dist, repo, t) for t in ("1.0", "1.1", "1.2")}
+    config = write_config(tmp_path / "c.yml", [source(dist, name="app", repository=repo)])
+    assert reports(dockyard_sync(config, local.data, "--json"))["app"]["added"] == \
+        ["1.0", "1.1", "1.2"]
+
+    moved = new_image(tmp_path / "again", dist, repo, "1.1")  # the tag moves upstream
+    assert moved != first["1.1"]
+    report = reports(dockyard_sync(config, local.data, "--json"))["app"]
+    assert report["updated"] == ["1.1"]
+    assert report["unchanged"] == ["1.0", "1.2"]
+    assert digest_of(local.url, "app", "1.1") == moved
+    origins = {o["tag"]: o for o in httpx.get(
+        f"{local.url}/admin/v1/sync/repositories/app").json()["tags"]}
+    assert origins["1.1"]["digest"] == moved
+
+    resp = httpx.delete(f"{dist.url}/v2/{repo}/manifests/{first['1.0']}",
+                        auth=(USER, PASSWORD))
+    assert resp.status_code == 202, resp.text
+    report = reports(dockyard_sync(config, local.data, "--json"))["app"]
+    assert report["pruned"] == []
+    assert local_tags(local, "app") == ["1.0", "1.1", "1.2"]  # without --prune it stays
+
+    dry = reports(dockyard_sync(config, local.data, "--json", "--prune", "--dry-run"))["app"]
+    assert dry["pruned"] == ["1.0"]
+    assert local_tags(local, "app") == ["1.0", "1.1", "1.2"]
+
+    report = reports(dockyard_sync(config, local.data, "--json", "--prune"))["app"]
+    assert report["pruned"] == ["1.0"]
+    assert local_tags(local, "app") == ["1.1", "1.2"]
+    assert [o["tag"] for o in httpx.get(
+        f"{local.url}/admin/v1/sync/repositories/app").json()["tags"]] == ["1.1", "1.2"]
+
+
+def test_prune_never_removes_a_tag_the_sync_did_not_mirror(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "own/app"
+    new_image(tmp_path, dist, repo, "1.0")
+    config = write_config(tmp_path / "c.yml", [source(dist, name="own", repository=repo,
+                                                      destination="own", prune=True)])
+    reports(dockyard_sync(config, local.data, "--json"))
+    # a tag pushed locally by hand into the same repository
+    mine = random_layout(tmp_path / "mine", "mine", layer_sizes=(1024,))
+
+    async def push_local() -> None:
+        async with open_end(parse(f"oci:{mine.path}:mine"), Access()) as src, \
+                open_end(parse(f"docker://{local.host}/own:mine"),
+                         Access(verify_tls=False)) as dst:
+            await Copier(src, dst).copy("mine", "mine")
+
+    asyncio.run(push_local())
+    report = reports(dockyard_sync(config, local.data, "--json"))["own"]
+    assert report["pruned"] == []
+    assert local_tags(local, "own") == ["1.0", "mine"]
+
+
+def test_platforms_narrow_an_index_and_the_next_run_finds_it_unchanged(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "multi/app"
+    index = multiplatform_layout(tmp_path / "multi", "v1", layer_sizes=(2048,))
+    push(index.path, "v1", dist, repo, "v1")
+    arm64 = next(c["digest"] for c in index.children()
+                 if c["platform"]["architecture"] == "arm64")
+    config = write_config(tmp_path / "c.yml", [source(
+        dist, name="multi", repository=repo, destination="multi",
+        platforms=["linux/amd64", "linux/arm64"])])
+    first = reports(dockyard_sync(config, local.data, "--json"))["multi"]
+    assert first["added"] == ["v1"]
+    assert len(first["copy"]["narrowed"]) == 1
+    resp = httpx.get(f"{local.url}/v2/multi/manifests/v1",
+                     headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+    children = resp.json()["manifests"]
+    assert sorted(c["platform"]["architecture"] for c in children) == ["amd64", "arm64"]
+    assert arm64 in [c["digest"] for c in children]  # children keep their digests
+    assert resp.headers["Docker-Content-Digest"] == first["copy"]["narrowed"][0]
+    again = reports(dockyard_sync(config, local.data, "--json"))["multi"]
+    assert again["unchanged"] == ["v1"]
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_a_broken_source_is_reported_and_does_not_stop_the_others(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "ok/app"
+    new_image(tmp_path, dist, repo, "v1")
+    config = write_config(tmp_path / "c.yml", [
+        source(dist, name="down", registry=f"127.0.0.1:{free_port()}"),
+        source(dist, name="refused", repository=repo, destination="refused",
+               credentials={"username": USER, "password_env": "WRONG_PW"}),
+        source(dist, name="unset", repository=repo, destination="unset",
+               credentials={"username": USER, "password_env": "NO_SUCH_VARIABLE"}),
+        source(dist, name="good", repository=repo, destination="good"),
+    ])
+    proc = dockyard_sync(config, local.data, "--json")
+    assert proc.returncode == 1, proc.stderr
+    found = reports(proc)
+    assert found["good"]["status"] == "ok"
+    assert local_tags(local, "good") == ["v1"]
+    for name in ("down", "refused", "unset"):
+        assert found[name]["status"] == "failed", found[name]
+        assert found[name]["attempts"] == 2  # retried once, after the backoff
+    assert "listing tags" in found["down"]["error"]
+    assert "401" in found["refused"]["error"] or "UNAUTHORIZED" in found["refused"]["error"]
+    assert "NO_SUCH_VARIABLE is not set" in found["unset"]["error"]
+    assert "not-the-password" not in proc.stdout + proc.stderr
+    assert PASSWORD not in proc.stdout + proc.stderr
+
+    text = dockyard_sync(config, local.data)
+    assert text.returncode == 1
+    assert "down: failed: upstream 127.0.0.1:" in text.stdout, text.stdout
+    assert "good: " in text.stdout, text.stdout
+    assert "1 unchanged" in text.stdout, text.stdout
+
+    status = dockyard_sync(config, local.data, "--status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert sum(1 for line in lines if line.startswith("down: ") and " failed " in line) == 2
+    assert sum(1 for line in lines if line.startswith("good: ") and " ok " in line) == 2
+    runs = httpx.get(f"{local.url}/admin/v1/sync", params={"source": "refused"}).json()
+    assert [r["status"] for r in runs["runs"]] == ["failed", "failed"]
+
+
+def upstream_file(dist: Server, digest: str) -> Path:
+    """Where Distribution keeps the bytes of `digest` (its filesystem driver's layout)."""
+    hexdigest = digest.split(":", 1)[1]
+    return dist.data / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+
+def test_bad_content_upstream_fails_its_tag_only(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "bad/app"
+    new_image(tmp_path, dist, repo, "good")
+    layouts = {t: random_layout(tmp_path / f"lay-{t}", t, layer_sizes=(4096,))
+               for t in ("badblob", "badmanifest")}
+    for tag, layout in layouts.items():
+        push(layout.path, tag, dist, repo, tag)
+    layer = upstream_file(dist, layouts["badblob"].layer_digests()[0])
+    data = bytearray(layer.read_bytes())
+    data[100] ^= 0xFF  # same size, other bytes: the digest no longer matches
+    layer.write_bytes(bytes(data))
+    upstream_file(dist, layouts["badmanifest"].digest).write_bytes(b"{not json")
+
+    config = write_config(tmp_path / "c.yml", [source(dist, name="bad", repository=repo,
+                                                      destination="bad")])
+    proc = dockyard_sync(config, local.data, "--json")
+    assert proc.returncode == 0, proc.stderr  # partial: the source itself works
+    report = reports(proc)["bad"]
+    assert report["status"] == "partial"
+    assert report["added"] == ["good"]
+    assert sorted(report["failed"]) == ["badblob", "badmanifest"]
+    assert "digest" in report["failed"]["badblob"].lower(), report["failed"]
+    # Distribution cannot parse what it stored, and says so with a 500
+    assert "source: manifest badmanifest: 500" in report["failed"]["badmanifest"]
+    assert local_tags(local, "bad") == ["good"]
+    runs = httpx.get(f"{local.url}/admin/v1/sync", params={"source": "bad"}).json()["runs"]
+    assert runs[0]["status"] == "partial"
+    assert runs[0]["report"]["attempts"] == 2  # the failed tags were tried again
+
+
+def test_the_history_needs_the_catalog_and_origins_need_pull(
+        dist: Server, tmp_path: Path) -> None:
+    repo = "acl/app"
+    new_image(tmp_path, dist, repo, "v1")
+    config = write_config(tmp_path / "c.yml", [source(dist, name="acl", repository=repo,
+                                                      destination="private/app")])
+    serve = write_serve_config(tmp_path / "serve.yml",
+                               auth=basic_auth(write_htpasswd(tmp_path / "htpasswd")))
+    server = start_dockyard(tmp_path / "data", config=serve)
+    try:
+        assert reports(dockyard_sync(config, server.data, "--json"))["acl"]["status"] == "ok"
+        reader = ("reader", USERS["reader"][0])
+        admin = ("admin", USERS["admin"][0])
+        # the platform's policy: the catalog is the admins', `private/**` is pulled by
+        # the authenticated only
+        refused = httpx.get(f"{server.url}/admin/v1/sync", auth=reader)
+        assert refused.status_code == 403
+        assert refused.json()["errors"][0]["code"] == "DENIED"
+        assert httpx.get(f"{server.url}/admin/v1/sync").status_code == 401
+        origins_url = f"{server.url}/admin/v1/sync/repositories/private/app"
+        assert httpx.get(origins_url).status_code == 401
+        assert httpx.get(origins_url, auth=reader).status_code == 200
+        runs = httpx.get(f"{server.url}/admin/v1/sync", auth=admin)
+        assert [r["source"] for r in runs.json()["runs"]] == ["acl"]
+        origins = httpx.get(f"{server.url}/admin/v1/sync/repositories/private/app",
+                            auth=admin)
+        assert [o["tag"] for o in origins.json()["tags"]] == ["v1"]
+        missing = httpx.get(f"{server.url}/admin/v1/sync/repositories/private/none",
+                            auth=admin)
+        assert missing.status_code == 404
+        assert missing.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- the schedule
+
+
+def test_the_schedule_runs_each_source_on_one_node_at_a_time(
+        dist: Server, tmp_path: Path) -> None:
+    repo = "sched/app"
+    digest = new_image(tmp_path, dist, repo, "v1")
+    config = write_config(tmp_path / "c.yml", [
+        source(dist, name="sched", repository=repo, destination="sched", schedule="1s"),
+        source(dist, name="down", registry=f"127.0.0.1:{free_port()}", schedule="1s",
+               retries=0),
+    ], log={"level": "info"})
+    data = tmp_path / "data"
+    a = start_dockyard(data, config=config, workers=2, env=ENV)
+    b = start_dockyard(data, config=config, workers=2, env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and local_tags(a, "sched") != ["v1"]:
+            time.sleep(0.2)
+        assert local_tags(a, "sched") == ["v1"], a.log.read_text()[-3000:]
+        assert digest_of(b.url, "sched", "v1") == digest
+        started = time.monotonic()
+        time.sleep(6)
+        elapsed = time.monotonic() - started
+        runs = httpx.get(f"{a.url}/admin/v1/sync",
+                         params={"source": "sched", "n": "1000"}).json()["runs"]
+        recent = sorted((r["started_at"], r["finished_at"]) for r in runs
+                        if r["started_at"] >= time.time() - elapsed)
+        # due every second: about `elapsed` runs; four schedulers (two nodes with two
+        # workers each) without the job's lease would have run about four times as many
+        assert 2 <= len(recent) <= elapsed + 2, recent
+        for (_, end), (start, _) in itertools.pairwise(recent):
+            assert start >= end  # never two at once
+        logs = a.log.read_text() + b.log.read_text()
+        assert "Traceback" not in logs
+        assert "sync down: failed" in logs  # the broken source is said, and the
+        assert a.proc.poll() is None  # servers go on
+        assert b.proc.poll() is None
+    finally:
+        a.stop()
+        b.stop()
