@@ -5,6 +5,7 @@ An unknown backend name is a startup error.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from dockyard.config.settings import S3Settings, Settings
@@ -90,6 +91,8 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
                          if settings.storage.redirect else None),
         feed_max_wait=settings.feed.max_wait.total_seconds(),
         observe=lambda kind, seconds: m.db_latency.labels(kind).observe(seconds),
+        endpoints=settings.notifications.active,
+        source_addr=f"{socket.gethostname()}:{settings.http.addr.rpartition(':')[2]}",
     )
 
 

@@ -12,7 +12,8 @@ from dockyard.oci.errors import PayloadTooLarge
 
 async def get_manifest(request: web.Request, match: Match) -> web.StreamResponse:
     head = request.method == "HEAD"
-    record = await registry(request).manifests.get(match.name, match.reference, payload=not head)
+    record = await registry(request).manifests.get(
+        match.name, match.reference, payload=not head, pull=not head)
     headers = {
         "Docker-Content-Digest": record.digest,
         "ETag": f'"{record.digest}"',

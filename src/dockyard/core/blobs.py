@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.core.notify import BLOB_TYPE, Notifier
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, StorageFull, StorageUnavailable, Unsupported
@@ -29,6 +30,7 @@ class BlobInfo:
 
     digest: Digest
     size: int
+    repository: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +66,10 @@ class BlobService:
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool,
                  touch_interval: float = TOUCH_INTERVAL,
-                 redirect_expiry: float | None = None) -> None:
+                 redirect_expiry: float | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.store = store
+        self.notifier = notifier
         self.blobs = blobs
         self.delete_enabled = delete_enabled
         self.touch_interval = touch_interval
@@ -80,13 +84,17 @@ class BlobService:
             # a check, not a write the client asked for: on a full disk it still answers
             with contextlib.suppress(StorageFull):
                 await self.store.touch_blob(str(digest))
-        return BlobInfo(digest, record.size)
+        return BlobInfo(digest, record.size, name)
 
     async def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True
                    ) -> BlobBody:
         """What to send for `length` bytes of the blob from `offset` (after `stat`):
         a redirect when redirects are on and the store signs URLs, else a local file
-        when `local` (the caller can send one: no TLS in the way), else a stream."""
+        when `local` (the caller can send one: no TLS in the way), else a stream.
+        A client reads the blob: a pull event."""
+        if self.notifier is not None and self.notifier.wants("pull"):
+            await self.notifier.emit("pull", info.repository, digest=str(info.digest),
+                                     media_type=BLOB_TYPE, size=info.size, kind="blobs")
         if self.redirect_expiry is not None:
             url = await self.blobs.url_for(info.digest, int(self.redirect_expiry))
             if url is not None:
@@ -101,7 +109,12 @@ class BlobService:
         if await self.blobs.size(digest) is None:
             return None
         found = await self.store.mount_blob(name, str(digest), source)
-        return None if found is None else found.size
+        if found is None:
+            return None
+        if self.notifier is not None:
+            await self.notifier.emit("mount", name, digest=str(digest), media_type=BLOB_TYPE,
+                                     size=found.size, kind="blobs", from_repository=source)
+        return found.size
 
     async def stored(self) -> AsyncIterator[Digest]:
         """Every digest whose bytes the blob store holds (one listing; for fsck)."""
@@ -127,3 +140,5 @@ class BlobService:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
         if not await self.store.unlink_blob(name, str(digest)):
             raise BlobUnknown(f"blob {digest} is not in {name}", {"digest": str(digest)})
+        if self.notifier is not None:
+            await self.notifier.emit("delete", name, digest=str(digest), kind="blobs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from dockyard.core.notify import Notifier
 from dockyard.core.pulls import PullRecorder
 from dockyard.metadata.records import ManifestRecord, NewManifest, ReferrerRecord
 from dockyard.metadata.store import MetadataStore, MissingReferences
@@ -57,8 +58,10 @@ class ManifestService:
     """Manifests, tags and referrers of repositories."""
 
     def __init__(self, store: MetadataStore, *, max_size: int, delete_enabled: bool,
-                 delete_referrers: bool = True, pulls: PullRecorder | None = None) -> None:
+                 delete_referrers: bool = True, pulls: PullRecorder | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.store = store
+        self.notifier = notifier
         self.pulls = pulls
         self.max_size = max_size
         self.delete_enabled = delete_enabled
@@ -86,9 +89,15 @@ class ManifestService:
                 f"manifest references unknown blobs or manifests: {', '.join(exc.missing)}",
                 [{"digest": d} for d in exc.missing],
             ) from None
+        if self.notifier is not None:
+            await self.notifier.emit("push", name, digest=str(digest), tag=tag,
+                                     media_type=new.media_type, size=len(payload))
         return PutResult(str(digest), new.subject_digest)
 
-    async def get(self, name: str, reference: str, *, payload: bool = True) -> ManifestRecord:
+    async def get(self, name: str, reference: str, *, payload: bool = True,
+                  pull: bool = False) -> ManifestRecord:
+        """The manifest `name:reference`; `pull`: a client pulls it (a GET), which makes
+        a pull event."""
         if is_tag(reference):
             # a reference that cannot be a tag names nothing: 404, as the conformance
             # suite expects, not TAG_INVALID (which is for pushes)
@@ -102,18 +111,29 @@ class ManifestService:
         if record is None:
             raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {name}",
                                   {"name": name, "reference": reference[:200]})
+        if pull and self.notifier is not None and self.notifier.wants("pull"):
+            await self.notifier.emit("pull", name, digest=record.digest,
+                                     media_type=record.media_type, size=record.size,
+                                     tag=reference if is_tag(reference) else None)
         return record
 
     async def delete(self, name: str, reference: str) -> None:
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
+        deleted: list[str] = []
         if is_tag(reference):
             found = is_valid_tag(reference) and await self.store.delete_tag(name, reference)
         else:
-            found = bool(await self.store.delete_manifest(
-                name, str(Digest.parse(reference)), referrers=self.delete_referrers))
+            deleted = await self.store.delete_manifest(
+                name, str(Digest.parse(reference)), referrers=self.delete_referrers)
+            found = bool(deleted)
         if not found:
             raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {name}")
+        if self.notifier is not None:
+            if not deleted:
+                await self.notifier.emit("delete", name, tag=reference)
+            for d in deleted:  # the manifest, and the children and referrers it took
+                await self.notifier.emit("delete", name, digest=d)
 
     async def tags(self, name: str, n: int | None, last: str | None) -> list[str]:
         found = await self.store.list_tags(name, n, last)

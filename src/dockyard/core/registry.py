@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
+from dockyard.config.settings import EndpointSettings
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.feed import FeedService
 from dockyard.core.health import HealthService
@@ -14,6 +15,7 @@ from dockyard.core.integrity import IntegrityBackend
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
+from dockyard.core.notify import Deliverer, Notifier, Sender
 from dockyard.core.operations import OperationsService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.replica import ReplicaService
@@ -23,6 +25,7 @@ from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
+from dockyard.metadata.notifications import NotificationStore
 from dockyard.metadata.operations import OperationsStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
@@ -57,6 +60,8 @@ class Registry:
     health: HealthService
     #: counts, storage use and its trend, past collections
     operations: OperationsService
+    #: queues the events of pushes, pulls and deletes for the notification endpoints
+    notifier: Notifier
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -68,14 +73,17 @@ class Registry:
         touch_interval: float = TOUCH_INTERVAL, session_caps: SessionCaps = NO_CAPS,
         redirect_expiry: float | None = None, feed_max_wait: float = 60.0,
         observe: Callable[[str, float], object] | None = None,
+        endpoints: Sequence[EndpointSettings] = (), source_addr: str = "",
     ) -> Registry:
         pulls = PullRecorder(store)
+        notifier = Notifier(NotificationStore(store), endpoints, source_addr)
         lifecycle = LifecycleStore(store)
         ops = OperationsStore(store)
         return cls(
             health=HealthService(ops, blobstore, observe=observe),
             operations=OperationsService(ops, blobstore),
             _store=store,
+            notifier=notifier,
             _blobstore=blobstore,
             pulls=pulls,
             leases=Leases(leases),
@@ -83,13 +91,14 @@ class Registry:
             integrity=IntegrityStore(store),
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval,
-                              redirect_expiry=redirect_expiry),
-            uploads=UploadService(store, blobstore, session_caps),
+                              redirect_expiry=redirect_expiry, notifier=notifier),
+            uploads=UploadService(store, blobstore, session_caps, notifier=notifier),
             manifests=ManifestService(store, max_size=manifest_max_size,
                                       delete_enabled=delete_enabled,
-                                      delete_referrers=delete_referrers, pulls=pulls),
+                                      delete_referrers=delete_referrers, pulls=pulls,
+                                      notifier=notifier),
             repositories=RepositoryService(store, blobstore, lifecycle,
-                                           delete_enabled=delete_enabled),
+                                           delete_enabled=delete_enabled, notifier=notifier),
             login_failures=LoginFailureStore(store),
             feed=FeedService(store, max_wait=feed_max_wait),
             replica=ReplicaService(store, lifecycle),
@@ -100,6 +109,10 @@ class Registry:
         """An import of Distribution's `tree` into these stores (`dockyard import`)."""
         return Importer(AdoptionStore(self._store), self._blobstore, tree, copy=copy,
                         max_manifest_size=max_manifest_size, progress=progress)
+
+    def deliverer(self, sender: Callable[[], Sender]) -> Deliverer:
+        """The delivery of the notifier's endpoints through `sender` (the job's work)."""
+        return Deliverer(NotificationStore(self._store), self.notifier.endpoints, sender)
 
     async def close(self) -> None:
         """Release the stores' connections (the driver's, then the database's)."""
