@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 
 from tests.support.authenv import basic_auth, write_config, write_htpasswd
 from tests.support.oci_api import OCI_MANIFEST, push_blob, push_image
+from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.receiver import Receiver
 from tests.support.servers import Server, start_dockyard
 
@@ -151,6 +154,32 @@ def test_restart_with_events_pending_loses_none(tmp_path: Path) -> None:
         receiver.stop()
 
 
+def test_killed_mid_delivery_sends_again_after_restart(tmp_path: Path) -> None:
+    """SIGKILL while an envelope is in flight: after the restart it is sent again (at
+    least once), and nothing is missing."""
+    receiver = Receiver()
+    receiver.delay = 30.0  # holds the first POST until the registry is gone
+    receiver.start()
+    server = serve(tmp_path, [endpoint(receiver, timeout="60s")])
+    try:
+        with client(server) as c:
+            image = push_image(c, "kill/app", "v1")
+        while not receiver.deliveries:
+            time.sleep(0.1)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(30)
+        receiver.delay = 0.0
+        server = start_dockyard(server.data, config=tmp_path / "config.yml")
+        events = receiver.wait_for(3)
+        first = receiver.deliveries[0].envelope["events"]
+        assert {e["id"] for e in first} <= {e["id"] for e in events}  # sent again
+        assert sorted(e["target"]["digest"] for e in events) == sorted(
+            [image.digest, *_blob_digests(image.payload)])
+    finally:
+        server.stop()
+        receiver.stop()
+
+
 def _blob_digests(payload: bytes) -> list[str]:
     doc = json.loads(payload)
     return [doc["config"]["digest"]] + [layer["digest"] for layer in doc["layers"]]
@@ -220,3 +249,42 @@ def test_bad_endpoint_keys_are_named(tmp_path: Path, endpoints: list[dict[str, A
                          timeout=60)
     assert out.returncode != 0
     assert message in out.stderr
+
+
+def test_two_nodes_on_postgres_deliver_each_event_once_in_commit_order(
+        tmp_path: Path) -> None:
+    """Two nodes share one PostgreSQL and take pushes at once: one process of the two
+    delivers (the job's lease), so each event arrives once, each client's in order."""
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    receiver = Receiver()
+    receiver.start()
+    with running_postgres() as url:
+        config = write_config(tmp_path / "config.yml",
+                              notifications={"endpoints": [endpoint(receiver)]})
+        env = {"DOCKYARD_DATABASE_URL": url}
+        nodes = [start_dockyard(tmp_path / "data", workers=2, config=config, env=env,
+                                wait=False) for _ in range(2)]
+        try:
+            for node in nodes:
+                node.wait_ready()
+
+            def pushes(node: Server, prefix: str) -> list[str]:
+                with httpx.Client(base_url=node.url, timeout=60) as c:
+                    return [push_image(c, f"pg/{prefix}", f"t{i}").digest for i in range(6)]
+
+            with ThreadPoolExecutor(2) as pool:
+                digests = dict(zip("ab", pool.map(pushes, nodes, "ab"), strict=True))
+            events = receiver.wait_for(36)
+            time.sleep(2)
+            events = receiver.events()
+            assert len(events) == len({e["id"] for e in events}) == 36
+            for prefix, pushed in digests.items():
+                assert [e["target"]["digest"] for e in events
+                        if e["target"]["repository"] == f"pg/{prefix}"
+                        and e["target"]["mediaType"] == OCI_MANIFEST] == pushed
+        finally:
+            for node in nodes:
+                node.stop()
+            receiver.stop()

@@ -17,7 +17,8 @@ from tests.support.servers import free_port
 
 @dataclass
 class Delivery:
-    """One POST the receiver got: when, its headers, its envelope, what it answered."""
+    """One POST the receiver got: when, its headers, its envelope, what it answered
+    (0 while it has not answered yet)."""
 
     at: float
     headers: dict[str, str]
@@ -32,6 +33,8 @@ class Receiver:
 
     port: int = field(default_factory=free_port)
     status: int = 200
+    #: seconds each POST is held before its answer (set to 0 to let held ones go)
+    delay: float = 0.0
     deliveries: list[Delivery] = field(default_factory=list)
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
@@ -43,13 +46,18 @@ class Receiver:
 
     def events(self) -> list[dict[str, Any]]:
         """Every event of every accepted envelope, in arrival order."""
-        return [e for d in self.deliveries if d.status < 300 for e in d.envelope["events"]]
+        return [e for d in self.deliveries if 0 < d.status < 300
+                for e in d.envelope["events"]]
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         status = self.status
-        self.deliveries.append(Delivery(time.monotonic(), dict(request.headers),
-                                        json.loads(body), status))
+        delivery = Delivery(time.monotonic(), dict(request.headers), json.loads(body), 0)
+        self.deliveries.append(delivery)
+        held = time.monotonic()
+        while time.monotonic() - held < self.delay:  # noqa: ASYNC110 - set by the test
+            await asyncio.sleep(0.05)
+        delivery.status = status
         return web.Response(status=status)
 
     def start(self) -> None:
