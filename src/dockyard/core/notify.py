@@ -91,7 +91,7 @@ class Notifier:
     def __init__(self, store: NotificationStore | None,
                  endpoints: Sequence[EndpointSettings], source_addr: str = "") -> None:
         self.store = store
-        self.endpoints = [e for e in endpoints if not e.disabled] if store else []
+        self.endpoints = [e for e in endpoints if not e.disabled] if store is not None else []
         self.source = {"addr": source_addr, "instanceID": str(uuid.uuid4())}
         #: actions some endpoint takes (a pull costs nothing when none does)
         self._actions = {a for a in ("push", "pull", "mount", "delete")
