@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 from dockyard.config.proxy import ProxyCredentials, ProxyRule
@@ -157,6 +158,8 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         feed_max_wait=settings.feed.max_wait.total_seconds(),
         observe=lambda kind, seconds: m.db_latency.labels(kind).observe(seconds),
         proxies=build_upstreams(settings),
+        endpoints=settings.notifications.active,
+        source_addr=f"{socket.gethostname()}:{settings.http.addr.rpartition(':')[2]}",
     )
 
 

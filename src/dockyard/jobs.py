@@ -18,7 +18,11 @@ from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
 from dockyard.gc.scrub import scrub_job
 from dockyard.mirror.schedule import mirror_job
+from dockyard.remote.webhook import WebhookSender
 from dockyard.replica.follower import replica_job
+
+NOTIFY_INTERVAL = 1.0
+"""Seconds between two looks at the notification delivery's lease."""
 
 
 def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
@@ -47,6 +51,11 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     if settings.builder.enabled:
         jobs.append(builder_job(settings))
     jobs += [mirror_job(registry, source) for source in settings.mirror]
+    if settings.notifications.active:
+        # runs until the server stops, on the one process holding its lease; another
+        # takes over within a second of a clean stop, or when the holder's lease runs out
+        jobs.append(Job("notifications", NOTIFY_INTERVAL,
+                        registry.deliverer(WebhookSender).run))
     return jobs
 
 

@@ -10,6 +10,11 @@ Metrics: with `metrics.enabled` the server makes one multiprocess directory per 
 (`metrics_dir`, emptied at start, removed at exit) before any metric exists, so every
 worker writes there and a scrape of any worker sums them all; a dead worker's live
 gauges are dropped (`mark_process_dead`) and its restart counted.
+
+systemd (`Type=notify`, `sdnotify.py`): the supervisor says READY=1 once every worker
+listens (each adds one to a shared counter when its sockets are open), RELOADING=1 and
+READY=1 around a SIGHUP, STOPPING=1 when told to stop; a single worker (workers == 1,
+no supervisor) says the same itself.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dockyard import logs
+from dockyard import logs, sdnotify
 from dockyard.api import tls
 from dockyard.api.access import ACCESS
 from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
@@ -97,9 +102,12 @@ Source = tuple[str | None, dict[str, Any]]
 
 
 def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
-            settings: Settings, source: Source | None) -> None:
+            settings: Settings, source: Source | None, alone: bool = False) -> None:
     """SIGHUP in a worker: reload the certificate, and from the configuration the log
-    level, the access policy and the htpasswd file; say what was reloaded."""
+    level, the access policy and the htpasswd file; say what was reloaded (`alone`: no
+    supervisor, so this worker tells systemd too)."""
+    if alone:
+        sdnotify.reloading()
     reloaded: list[str] = []
     if certs is not None and certs.reload():
         reloaded.append(f"TLS certificate {settings.http.tls.certificate}")
@@ -123,10 +131,13 @@ def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
                 log.warning("SIGHUP: other changes to the configuration take effect at "
                             "the next restart")
     log.info("SIGHUP: worker %d reloaded %s", os.getpid(), ", ".join(reloaded) or "nothing")
+    if alone:
+        sdnotify.ready(f"serving on {settings.http.addr}")
 
 
 async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool,
-                      parent: int | None, source: Source | None = None) -> None:
+                      parent: int | None, source: Source | None = None,
+                      listening: Any = None) -> None:
     app = create_app(settings, run_migrations=False)
     connections = app[CONNECTIONS]
     metrics().workers.set(1)
@@ -159,13 +170,21 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # SIGHUP reloads what can be reloaded and never stops a worker
-    loop.add_signal_handler(signal.SIGHUP, _hangup, app, certs, settings, source)
+    loop.add_signal_handler(signal.SIGHUP, _hangup, app, certs, settings, source,
+                            parent is None)
     tasks = [asyncio.create_task(certs.watch())] if certs is not None else []
     if parent is not None:
         tasks.append(asyncio.create_task(_watch_parent(parent, stop)))
     log.info("worker %d serving on %s://%s:%d", os.getpid(), "https" if certs else "http",
              host, port)
+    if parent is None:
+        sdnotify.ready(f"serving on {host}:{port}")
+    elif listening is not None:
+        with listening.get_lock():
+            listening.value += 1
     await stop.wait()
+    if parent is None:
+        sdnotify.stopping()
     # stop accepting at once (a restart can bind the port), then let requests finish
     for server in listeners:
         server.close()
@@ -199,8 +218,10 @@ def _die_with_parent() -> None:
 
 
 def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port: bool,
-                parent: int | None = None, source: Source | None = None) -> None:
-    """Entry point of a worker process; `parent` is the supervisor's pid, if any."""
+                parent: int | None = None, source: Source | None = None,
+                listening: Any = None) -> None:
+    """Entry point of a worker process; `parent` is the supervisor's pid, if any;
+    `listening` the supervisor's shared counter of workers listening."""
     # a forked worker inherits the supervisor's handlers: until its loop installs its
     # own, SIGTERM must stop it as it stops a freshly started process
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -213,7 +234,7 @@ def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port:
     settings = Settings.model_validate(settings_data)
     configure_logging(settings)
     _install_loop()
-    asyncio.run(_run_worker(settings, host, port, reuse_port, parent, source))
+    asyncio.run(_run_worker(settings, host, port, reuse_port, parent, source, listening))
 
 
 def metrics_dir() -> Path:
@@ -267,12 +288,18 @@ class Supervisor:
 
     def __init__(self, settings: Settings, host: str, port: int, count: int,
                  source: Source | None = None) -> None:
-        self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid(), source)
+        self.ctx: Any = multiprocessing.get_context(_start_method())
+        #: workers listening (each adds one); READY=1 once all have
+        self.listening = self.ctx.Value("i", 0)
+        self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid(), source,
+                     self.listening)
+        self.addr = f"{host}:{port}"
         self.drain = settings.http.drain_timeout.total_seconds()
         self.count = count
-        self.ctx: Any = multiprocessing.get_context(_start_method())
         self.procs: list[Any] = []
         self.stopping = False
+        #: READY=1 was sent (all workers listened once)
+        self.ready = False
 
     def _spawn(self) -> Any:
         proc = self.ctx.Process(target=worker_main, args=self.args, daemon=False)
@@ -284,10 +311,17 @@ class Supervisor:
 
     def _hangup(self, *_: object) -> None:
         """SIGHUP: every worker reloads what it can (`_hangup`)."""
+        if self.ready:
+            sdnotify.reloading()
         for proc in self.procs:
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGHUP)
+        if self.ready:
+            sdnotify.ready(self._status())
+
+    def _status(self) -> str:
+        return f"serving on {self.addr} with {self.count} workers"
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
@@ -299,6 +333,9 @@ class Supervisor:
         quick_deaths = 0
         while not self.stopping:
             time.sleep(0.2)
+            if not self.ready and self.listening.value >= self.count:
+                self.ready = True
+                sdnotify.ready(self._status())
             for i, proc in enumerate(self.procs):
                 if proc.is_alive() or self.stopping:
                     continue
@@ -312,6 +349,7 @@ class Supervisor:
                     break
                 self.procs[i] = self._spawn()
                 started[i] = time.monotonic()
+        sdnotify.stopping()
         for proc in self.procs:
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):

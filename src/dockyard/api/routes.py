@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from dockyard.api import admin, blobs, listing, manifests, uploads
+from dockyard.api import admin, blobs, listing, manifests, notifying, uploads
 from dockyard.api.access import (
     GUARD,
     Access,
@@ -198,6 +198,7 @@ async def authorization(request: web.Request, handler: AiohttpHandler
     refused = await authorize(request, access, match)
     if refused is not None:
         return refused
+    notifying.bind(request)
     response = await handler(request)
     if guard is not None and guard.audit is not None:
         audit_response(request, guard.audit, match, reference="", response=response)

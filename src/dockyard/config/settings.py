@@ -456,6 +456,95 @@ class ReplicaSettings(_Section):
         return None
 
 
+class IgnoreSettings(_Section):
+    """Events an endpoint is not sent: by target media type, by action."""
+
+    mediatypes: list[str] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, value: list[str]) -> list[str]:
+        for action in value:
+            if action not in NOTIFY_ACTIONS:
+                raise ValueError(f"{action!r} is not an action "
+                                 f"(one of {', '.join(NOTIFY_ACTIONS)})")
+        return value
+
+
+#: the actions of Distribution's events that Dockyard sends
+NOTIFY_ACTIONS = ("push", "pull", "mount", "delete")
+
+
+class EndpointSettings(_Section):
+    """One receiver of event envelopes (Distribution's `notifications.endpoints[]`).
+
+    Events go to it in order, in POSTs of up to `maxevents`; a failed POST is retried at
+    once until `threshold` failures in a row, then every `backoff` until it succeeds.
+    """
+
+    name: str = Field(min_length=1, max_length=100)
+    url: str
+    disabled: bool = False
+    #: extra request headers, each a list of values as in Distribution (a string too)
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    timeout: Duration = timedelta(seconds=1)
+    threshold: int = Field(default=10, ge=1)
+    backoff: Duration = timedelta(seconds=1)
+    #: Distribution's older spelling of `ignore.mediatypes`; both apply
+    ignoredmediatypes: list[str] = Field(default_factory=list)
+    ignore: IgnoreSettings = IgnoreSettings()
+    #: events sent in one envelope at most
+    maxevents: int = Field(default=100, ge=1, le=10000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("timeout", "backoff")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+    def ignores(self, action: str, media_type: str | None) -> bool:
+        """Whether an event of `action` on a target of `media_type` is not for this one."""
+        return action in self.ignore.actions or (
+            media_type is not None
+            and (media_type in self.ignore.mediatypes or media_type in self.ignoredmediatypes))
+
+
+class NotificationsSettings(_Section):
+    """Webhook notifications of pushes, pulls and deletes (Distribution's
+    `notifications`), queued in the metadata store and delivered by one process."""
+
+    endpoints: list[EndpointSettings] = Field(default_factory=list)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique(cls, value: list[EndpointSettings]) -> list[EndpointSettings]:
+        names = [e.name for e in value]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"endpoint names must be unique: {', '.join(dup)}")
+        return value
+
+    @property
+    def active(self) -> list[EndpointSettings]:
+        return [e for e in self.endpoints if not e.disabled]
+
+
 class Settings(_Section):
     """Every setting, one attribute per config section."""
 
@@ -490,6 +579,8 @@ class Settings(_Section):
     @classmethod
     def _unique_sources(cls, value: list[MirrorSource]) -> list[MirrorSource]:
         return check_unique(value)
+
+    notifications: NotificationsSettings = NotificationsSettings()
 
     @property
     def data_dir(self) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard.core.notify import BLOB_TYPE, Notifier
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, StorageFull, StorageUnavailable, Unsupported
@@ -35,7 +36,7 @@ class BlobInfo:
     size: int
     #: not stored yet: a pull-through cache fetches it from upstream when opened
     remote: bool = False
-    #: the repository it is fetched for (a `remote` blob's)
+    #: the repository it is read from (a `remote` blob's: fetched for)
     repository: str = ""
 
 
@@ -73,10 +74,11 @@ class BlobService:
     def __init__(self, store: MetadataStore, blobs: BlobStore, *, delete_enabled: bool,
                  touch_interval: float = TOUCH_INTERVAL,
                  redirect_expiry: float | None = None, routes: ProxyRoutes | None = None,
-                 proxy: PullThrough | None = None) -> None:
+                 proxy: PullThrough | None = None, notifier: Notifier | None = None) -> None:
         self.store = store
         self.routes = routes
         self.proxy = proxy
+        self.notifier = notifier
         self.blobs = blobs
         self.delete_enabled = delete_enabled
         self.touch_interval = touch_interval
@@ -95,15 +97,18 @@ class BlobService:
             # a check, not a write the client asked for: on a full disk it still answers
             with contextlib.suppress(StorageFull):
                 await self.store.touch_blob(str(digest))
-        return BlobInfo(digest, record.size)
+        return BlobInfo(digest, record.size, repository=name)
 
     async def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True
                    ) -> BlobBody:
         """What to send for `length` bytes of the blob from `offset` (after `stat`):
         a redirect when redirects are on and the store signs URLs, else a local file
         when `local` (the caller can send one: no TLS in the way), else a stream.
-        A `remote` blob is fetched first (streamed as it arrives to the request that
-        fetches it whole)."""
+        A client reads the blob: a pull event. A `remote` blob is fetched first (streamed
+        as it arrives to the request that fetches it whole)."""
+        if self.notifier is not None and self.notifier.wants("pull"):
+            await self.notifier.emit("pull", info.repository, digest=str(info.digest),
+                                     media_type=BLOB_TYPE, size=info.size, kind="blobs")
         if info.remote and self.proxy is not None:
             route = self.proxy.route(info.repository)
             if route is not None:
@@ -127,7 +132,12 @@ class BlobService:
         if await self.blobs.size(digest) is None:
             return None
         found = await self.store.mount_blob(name, str(digest), source)
-        return None if found is None else found.size
+        if found is None:
+            return None
+        if self.notifier is not None:
+            await self.notifier.emit("mount", name, digest=str(digest), media_type=BLOB_TYPE,
+                                     size=found.size, kind="blobs", from_repository=source)
+        return found.size
 
     async def stored(self) -> AsyncIterator[Digest]:
         """Every digest whose bytes the blob store holds (one listing; for fsck)."""
@@ -155,3 +165,5 @@ class BlobService:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
         if not await self.store.unlink_blob(name, str(digest)):
             raise BlobUnknown(f"blob {digest} is not in {name}", {"digest": str(digest)})
+        if self.notifier is not None:
+            await self.notifier.emit("delete", name, digest=str(digest), kind="blobs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from dockyard.core.notify import Notifier
 from dockyard.core.proxy import ProxyRoutes, Pulled, PullThrough
 from dockyard.core.pulls import PullRecorder
 from dockyard.metadata.records import ManifestRecord, NewManifest, ReferrerRecord
@@ -59,10 +60,12 @@ class ManifestService:
 
     def __init__(self, store: MetadataStore, *, max_size: int, delete_enabled: bool,
                  delete_referrers: bool = True, pulls: PullRecorder | None = None,
-                 routes: ProxyRoutes | None = None, proxy: PullThrough | None = None) -> None:
+                 routes: ProxyRoutes | None = None, proxy: PullThrough | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.store = store
         self.routes = routes or ProxyRoutes()
         self.proxy = proxy
+        self.notifier = notifier
         self.pulls = pulls
         self.max_size = max_size
         self.delete_enabled = delete_enabled
@@ -87,20 +90,32 @@ class ManifestService:
                 f"manifest references unknown blobs or manifests: {', '.join(exc.missing)}",
                 [{"digest": d} for d in exc.missing],
             ) from None
+        if self.notifier is not None:
+            await self.notifier.emit("push", name, digest=new.digest, tag=tag,
+                                     media_type=new.media_type, size=len(payload))
         return PutResult(new.digest, new.subject_digest)
 
     async def pull(self, name: str, reference: str, *, payload: bool = True) -> Pulled:
-        """A client's pull: `get`, or in a pull-through cache, from upstream if need be."""
+        """A client's pull: `get`, or in a pull-through cache, from upstream if need be.
+        A GET (`payload`) is a pull event; a HEAD is none, as in Distribution."""
         route = self.proxy.route(name) if self.proxy is not None else None
         if route is None:
-            return Pulled(await self.get(name, reference, payload=payload))
-        return await self.proxy.manifest(route, name, reference,  # type: ignore[union-attr]
-                                         payload=payload)
+            pulled = Pulled(await self.get(name, reference, payload=payload))
+        else:
+            pulled = await self.proxy.manifest(route, name, reference,  # type: ignore[union-attr]
+                                               payload=payload)
+        if payload and self.notifier is not None and self.notifier.wants("pull"):
+            record = pulled.record
+            await self.notifier.emit("pull", name, digest=record.digest,
+                                     media_type=record.media_type, size=record.size,
+                                     tag=reference if is_tag(reference) else None)
+        return pulled
 
     async def get(self, name: str, reference: str, *, payload: bool = True,
                   pull: bool = True) -> ManifestRecord:
-        """The manifest `reference` names; by tag, a pull of it is recorded unless `pull`
-        is False (a look by a job, as a sync's, is no pull)."""
+        """The manifest `reference` names; by tag, a pull of it is recorded (its last-pull
+        time, GET or HEAD) unless `pull` is False (a look by a job, as a sync's, is no
+        pull)."""
         if is_tag(reference):
             # a reference that cannot be a tag names nothing: 404, as the conformance
             # suite expects, not TAG_INVALID (which is for pushes)
@@ -120,13 +135,20 @@ class ManifestService:
         self.routes.refuse_writes(name)
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
+        deleted: list[str] = []
         if is_tag(reference):
             found = is_valid_tag(reference) and await self.store.delete_tag(name, reference)
         else:
-            found = bool(await self.store.delete_manifest(
-                name, str(Digest.parse(reference)), referrers=self.delete_referrers))
+            deleted = await self.store.delete_manifest(
+                name, str(Digest.parse(reference)), referrers=self.delete_referrers)
+            found = bool(deleted)
         if not found:
             raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {name}")
+        if self.notifier is not None:
+            if not deleted:
+                await self.notifier.emit("delete", name, tag=reference)
+            for d in deleted:  # the manifest, and the children and referrers it took
+                await self.notifier.emit("delete", name, digest=d)
 
     async def tags(self, name: str, n: int | None, last: str | None) -> list[str]:
         found = await self.store.list_tags(name, n, last)

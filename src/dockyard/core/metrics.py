@@ -107,6 +107,23 @@ class Metrics:
                                 multiprocess_mode="max", registry=r)
         self.workers = Gauge("dockyard_workers", "Worker processes alive",
                              multiprocess_mode="livesum", registry=r)
+        self.notify_delivered = Counter("dockyard_notifications_delivered",
+                                        "Events an endpoint accepted", ["endpoint"],
+                                        registry=r)
+        self.notify_failed = Counter("dockyard_notifications_failed",
+                                     "Failed deliveries to an endpoint (each is retried)",
+                                     ["endpoint"], registry=r)
+        self.notify_pending = Gauge("dockyard_notifications_pending",
+                                    "Events queued for an endpoint, as its deliverer "
+                                    "last saw", ["endpoint"],
+                                    multiprocess_mode="livemostrecent", registry=r)
+        self.notify_latency = Histogram("dockyard_notifications_request_duration_seconds",
+                                        "Time an endpoint took to accept an envelope",
+                                        ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.notify_age = Histogram("dockyard_notifications_delay_seconds",
+                                    "Time from queueing to delivery (oldest event of "
+                                    "each envelope)", ["endpoint"],
+                                    buckets=LATENCY_BUCKETS, registry=r)
         self.requests_stats = RequestStats(self)
 
 

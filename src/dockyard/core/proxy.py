@@ -339,7 +339,7 @@ class PullThrough:
         if size is None:
             raise BlobUnknown(f"blob {digest} is not in {route.where}", {"digest": str(digest)})
         if await self._adopt(name, digest, size):
-            return BlobInfo(digest, size)
+            return BlobInfo(digest, size, repository=name)
         return BlobInfo(digest, size, remote=True, repository=name)
 
     async def _adopt(self, name: str, digest: Digest, size: int) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
 from dockyard.config.proxy import ProxyRule
+from dockyard.config.settings import EndpointSettings
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
 from dockyard.core.feed import FeedService
 from dockyard.core.health import HealthService
@@ -16,6 +17,7 @@ from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
 from dockyard.core.mirrors import MirrorRecords
+from dockyard.core.notify import Deliverer, Notifier, Sender
 from dockyard.core.operations import OperationsService
 from dockyard.core.proxy import ProxyRoutes, PullThrough, Upstream
 from dockyard.core.pulls import PullRecorder
@@ -27,6 +29,7 @@ from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.mirrors import MirrorStore
+from dockyard.metadata.notifications import NotificationStore
 from dockyard.metadata.operations import OperationsStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
@@ -65,6 +68,8 @@ class Registry:
     cache: PullThrough
     #: mirror sync history and where mirrored tags came from
     mirrors: MirrorRecords
+    #: queues the events of pushes, pulls and deletes for the notification endpoints
+    notifier: Notifier
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -77,19 +82,23 @@ class Registry:
         redirect_expiry: float | None = None, feed_max_wait: float = 60.0,
         observe: Callable[[str, float], object] | None = None,
         proxies: Sequence[tuple[ProxyRule, Upstream]] = (),
+        endpoints: Sequence[EndpointSettings] = (), source_addr: str = "",
     ) -> Registry:
         pulls = PullRecorder(store)
+        notifier = Notifier(NotificationStore(store), endpoints, source_addr)
         lifecycle = LifecycleStore(store)
         ops = OperationsStore(store)
         lease_holder = Leases(leases)
         routes = ProxyRoutes(list(proxies))
-        uploads = UploadService(store, blobstore, session_caps, routes=routes)
+        uploads = UploadService(store, blobstore, session_caps, routes=routes,
+                                notifier=notifier)
         cache = PullThrough(routes, store, blobstore, uploads, leases, lease_holder.holder,
                             pulls)
         return cls(
             health=HealthService(ops, blobstore, observe=observe),
             operations=OperationsService(ops, blobstore),
             _store=store,
+            notifier=notifier,
             _blobstore=blobstore,
             pulls=pulls,
             leases=lease_holder,
@@ -99,14 +108,15 @@ class Registry:
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval,
                               redirect_expiry=redirect_expiry, routes=routes,
-                              proxy=cache if proxies else None),
+                              proxy=cache if proxies else None, notifier=notifier),
             uploads=uploads,
             manifests=ManifestService(store, max_size=manifest_max_size,
                                       delete_enabled=delete_enabled,
                                       delete_referrers=delete_referrers, pulls=pulls,
-                                      routes=routes, proxy=cache if proxies else None),
+                                      routes=routes, proxy=cache if proxies else None,
+                                      notifier=notifier),
             repositories=RepositoryService(store, blobstore, lifecycle,
-                                           delete_enabled=delete_enabled),
+                                           delete_enabled=delete_enabled, notifier=notifier),
             login_failures=LoginFailureStore(store),
             feed=FeedService(store, max_wait=feed_max_wait),
             replica=ReplicaService(store, lifecycle),
@@ -118,6 +128,10 @@ class Registry:
         """An import of Distribution's `tree` into these stores (`dockyard import`)."""
         return Importer(AdoptionStore(self._store), self._blobstore, tree, copy=copy,
                         max_manifest_size=max_manifest_size, progress=progress)
+
+    def deliverer(self, sender: Callable[[], Sender]) -> Deliverer:
+        """The delivery of the notifier's endpoints through `sender` (the job's work)."""
+        return Deliverer(NotificationStore(self._store), self.notifier.endpoints, sender)
 
     async def close(self) -> None:
         """Release the upstreams' and the stores' connections (the driver's, then the

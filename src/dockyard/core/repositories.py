@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dockyard.core.lifecycle import LifecycleBackend, RepositoryDeletion, Usage
+from dockyard.core.notify import Notifier
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.errors import NameUnknown, Unsupported
 from dockyard.storage.blobstore import BlobStore
@@ -17,8 +18,9 @@ class RepositoryService:
     """Whole-repository operations (a Dockyard extension of the distribution API)."""
 
     def __init__(self, store: MetadataStore, blobs: BlobStore, lifecycle: LifecycleBackend,
-                 *, delete_enabled: bool) -> None:
+                 *, delete_enabled: bool, notifier: Notifier | None = None) -> None:
         self.store = store
+        self.notifier = notifier
         self.lifecycle = lifecycle
         self.blobs = blobs
         self.delete_enabled = delete_enabled
@@ -53,6 +55,8 @@ class RepositoryService:
         deleted = await self.lifecycle.delete_repository(name)
         if deleted is None:
             raise NameUnknown(f"repository {name!r} is not known", {"name": name})
+        if self.notifier is not None:
+            await self.notifier.emit("delete", name)
         for session_id in deleted.uploads:
             await self.blobs.delete_upload(session_id)
         return deleted

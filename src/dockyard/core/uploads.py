@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from dockyard.core.leases import LeaseLost, holder_gone, process_holder, renewing
+from dockyard.core.notify import BLOB_TYPE, Notifier
 from dockyard.metadata.records import UploadRecord
 from dockyard.metadata.store import MetadataStore, SessionLimit
 from dockyard.oci.digest import Digest, new_hasher
@@ -105,9 +106,11 @@ class UploadService:
     """Upload sessions over the metadata store and the blob store."""
 
     def __init__(self, store: MetadataStore, blobs: BlobStore,
-                 caps: SessionCaps = NO_CAPS, routes: ProxyRoutes | None = None) -> None:
+                 caps: SessionCaps = NO_CAPS, routes: ProxyRoutes | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.store = store
         self.routes = routes
+        self.notifier = notifier
         self.blobs = blobs
         self.caps = caps
         self._local: dict[str, _Local] = {}
@@ -400,6 +403,7 @@ class UploadService:
         await self._releasing(hold, self.store.link_blob(name, str(digest), len(data),
                                                          upload=record.id))
         self._local.pop(record.id, None)
+        await self._pushed(name, digest, len(data))
         return len(data)
 
     async def _finish(
@@ -432,7 +436,13 @@ class UploadService:
         await self._releasing(hold, self.store.link_blob(name, str(digest), record.offset,
                                                          upload=record.id))
         self._local.pop(record.id, None)
+        await self._pushed(name, digest, record.offset)
         return record.offset
+
+    async def _pushed(self, name: str, digest: Digest, size: int) -> None:
+        if self.notifier is not None:
+            await self.notifier.emit("push", name, digest=str(digest), media_type=BLOB_TYPE,
+                                     size=size, kind="blobs")
 
     async def _end_full(self, session_id: str) -> None:
         """End a session the disk had no room for: its bytes first (that frees the

@@ -280,3 +280,20 @@ mirror_tags = Table(
     Column("mirrored_at", Double, nullable=False),
     Index(None, "source"),
 )
+
+
+notifications = Table(
+    "notifications",
+    metadata,
+    # the notification outbox: one row per (endpoint, event) not yet delivered, deleted
+    # once the endpoint accepted it; sent in id order per endpoint (see
+    # `metadata/notifications.py`). AUTOINCREMENT on SQLite: ids never reused
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("endpoint", String(100), nullable=False),
+    Column("at", Double, nullable=False),
+    # the event as sent (Distribution's JSON event, without the envelope)
+    Column("event", Text, nullable=False),
+    Index(None, "endpoint", "id"),
+    sqlite_autoincrement=True,
+)

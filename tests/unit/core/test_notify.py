@@ -1,0 +1,110 @@
+"""The notification outbox and its delivery loop over a real SQLite store; the HTTP
+side is a fake `Sender` here (tests/e2e/test_notifications.py has the real one)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from dockyard.config.settings import EndpointSettings
+from dockyard.core.notify import Deliverer, Notifier, RequestInfo, bind_request
+from dockyard.metadata.engine import open_engines
+from dockyard.metadata.notifications import NotificationStore
+from dockyard.metadata.store import MetadataStore
+
+
+@pytest.fixture
+async def outbox(sqlite_url: str) -> AsyncIterator[NotificationStore]:
+    store = MetadataStore(open_engines(sqlite_url))
+    yield NotificationStore(store)
+    await store.close()
+
+
+class FakeSender:
+    """Fails the first `fail` sends, records the rest's envelopes."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.tries = 0
+        self.envelopes: list[dict[str, Any]] = []
+
+    async def send(self, endpoint: EndpointSettings, body: bytes) -> None:
+        self.tries += 1
+        if self.tries <= self.fail:
+            raise ConnectionRefusedError("down")
+        self.envelopes.append(json.loads(body))
+
+    async def close(self) -> None:
+        pass
+
+
+def ep(name: str, **extra: Any) -> EndpointSettings:
+    return EndpointSettings.model_validate({"name": name, "url": "http://127.0.0.1:1/",
+                                            "backoff": "10ms", **extra})
+
+
+async def until(check: Any) -> None:
+    async with asyncio.timeout(10):
+        while not check():  # noqa: ASYNC110 - the fake sender has no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def test_events_are_filtered_per_endpoint_and_carry_the_request(
+        outbox: NotificationStore) -> None:
+    notifier = Notifier(outbox, [ep("all"), ep("nopull", ignore={"actions": ["pull"]}),
+                                 ep("off", disabled=True)], "host:5000")
+    bind_request(lambda: RequestInfo(id="r1", addr="10.0.0.1", host="reg", method="GET",
+                                     useragent="ua", actor="alice",
+                                     base_url="https://reg"))
+    await notifier.emit("pull", "a/b", digest="sha256:" + "0" * 64, tag="v1",
+                        media_type="m", size=3)
+    assert [r[2] for r in await outbox.pending("nopull", 10)] == []
+    assert await outbox.count("off") == 0
+    (row,) = await outbox.pending("all", 10)
+    event = json.loads(row[2])
+    assert event["target"] == {"mediaType": "m", "size": 3, "length": 3, "tag": "v1",
+                               "digest": "sha256:" + "0" * 64, "repository": "a/b",
+                               "url": "https://reg/v2/a/b/manifests/sha256:" + "0" * 64}
+    assert event["request"] == {"id": "r1", "addr": "10.0.0.1", "host": "reg",
+                                "method": "GET", "useragent": "ua"}
+    assert event["actor"] == {"name": "alice"}
+    assert event["source"]["addr"] == "host:5000"
+
+
+async def test_delivery_in_order_in_batches_and_retried_until_accepted(
+        outbox: NotificationStore) -> None:
+    endpoint = ep("hook", maxevents=2, threshold=2)
+    notifier = Notifier(outbox, [endpoint])
+    for i in range(5):
+        await notifier.emit("delete", f"repo/{i}")
+    sender = FakeSender(fail=3)
+    task = asyncio.create_task(Deliverer(outbox, [endpoint], lambda: sender,
+                                         poll=0.01).run())
+    try:
+        await until(lambda: sum(len(e["events"]) for e in sender.envelopes) == 5)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    repos = [ev["target"]["repository"] for e in sender.envelopes for ev in e["events"]]
+    assert repos == [f"repo/{i}" for i in range(5)]
+    assert [len(e["events"]) for e in sender.envelopes] == [2, 2, 1]
+    assert sender.tries == 6  # three refused, then three envelopes
+    assert await outbox.count("hook") == 0
+
+
+async def test_a_failed_endpoint_keeps_its_events(outbox: NotificationStore) -> None:
+    endpoint = ep("hook")
+    await Notifier(outbox, [endpoint]).emit("push", "r", digest="sha256:" + "1" * 64)
+    sender = FakeSender(fail=10**6)
+    task = asyncio.create_task(Deliverer(outbox, [endpoint], lambda: sender,
+                                         poll=0.01).run())
+    await until(lambda: sender.tries >= 3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await outbox.count("hook") == 1
