@@ -1,4 +1,4 @@
-"""Container engines behind one small interface: buildah (default) and podman.
+"""Container engines behind one small interface: buildah (default), podman, docker.
 
 Every engine call is a subprocess whose output goes straight into the image's log file
 (never buffered in memory); a non-zero exit raises `EngineError` with the log's name.
@@ -7,8 +7,10 @@ Every engine call is a subprocess whose output goes straight into the image's lo
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -176,7 +178,100 @@ class Podman(_CliEngine):
     build_verb = ["build"]
 
 
-ENGINES: dict[str, type[_CliEngine]] = {"buildah": Buildah, "podman": Podman}
+class Docker:
+    """`docker build` against a Docker daemon (BuildKit), for hosts that run one.
+
+    The daemon decides which registries may be plain HTTP (its `insecure-registries`;
+    loopback always may), so `tls_verify` is not a flag of these commands. Credentials
+    given to the builder reach docker as a `DOCKER_CONFIG` directory whose config.json
+    is the builder's auth file (the two share the `auths` format). Build timestamps go
+    in as `SOURCE_DATE_EPOCH`, which BuildKit applies to the image; the builder adds
+    its OCI annotations at publish time, so none are passed to `docker build`.
+    """
+
+    name = "docker"
+
+    def __init__(self, env: dict[str, str], *, tls_verify: bool = True) -> None:
+        self.env = dict(env)
+        self.tls_verify = tls_verify
+        self.exe = _exe("docker")
+        auth = env.get("REGISTRY_AUTH_FILE")
+        if auth and "DOCKER_CONFIG" not in env:
+            config = Path(auth).parent / "docker-config"
+            config.mkdir(parents=True, exist_ok=True)
+            link = config / "config.json"
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path(auth).resolve())
+            self.env["DOCKER_CONFIG"] = str(config)
+
+    def _build_argv(self, r: BuildRequest) -> list[str]:
+        argv = [self.exe, "build", "-f", str(r.dockerfile)]
+        for tag in r.tags:
+            argv += ["-t", tag]
+        args = dict(r.build_args)
+        if r.timestamp is not None:
+            args.setdefault("SOURCE_DATE_EPOCH", str(r.timestamp))
+        for k, v in sorted(args.items()):
+            argv += ["--build-arg", f"{k}={v}"]
+        for k, v in sorted(r.labels.items()):
+            argv += ["--label", f"{k}={v}"]
+        if r.no_cache:
+            argv.append("--no-cache")
+        if r.platforms:
+            argv += ["--platform", ",".join(r.platforms)]
+        return [*argv, str(r.context)]
+
+    async def build(self, request: BuildRequest, log: Path) -> None:
+        await run_logged(self._build_argv(request), self.env, log)
+
+    async def pull(self, image: str, log: Path) -> None:
+        await run_logged([self.exe, "pull", image], self.env, log)
+
+    async def run(self, image: str, command: str, log: Path) -> None:
+        await run_logged([self.exe, "run", "--rm", "--network=none", image,
+                          "/bin/sh", "-c", command], self.env, log)
+
+    async def push(self, image: str, dest: str, log: Path) -> str:
+        if dest != image:
+            await run_logged([self.exe, "tag", image, dest], self.env, log)
+        await run_logged([self.exe, "push", dest], self.env, log)
+        out = await run_captured([self.exe, "image", "inspect", "--format",
+                                  "{{json .RepoDigests}}", dest], self.env, log)
+        repository = dest.rsplit(":", 1)[0] if ":" in dest.rsplit("/", 1)[-1] else dest
+        for entry in json.loads(out) or []:
+            name, _, digest = str(entry).partition("@")
+            if name == repository and digest:
+                return digest
+        raise EngineError(f"docker push {dest}: no digest for {repository} (log: {log})")
+
+    async def read_file(self, image: str, path: str, log: Path) -> bytes | None:
+        """Copied out of a created (never started) container of the image."""
+        container = await run_captured([self.exe, "create", image, "/bin/true"],
+                                       self.env, log)
+        try:
+            with log.open("ab") as errors:
+                proc = await asyncio.create_subprocess_exec(
+                    self.exe, "cp", f"{container}:{path}", "-", env=self.env,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    stderr=errors)
+                archive, _ = await proc.communicate()
+            if proc.returncode != 0:
+                return None  # no such file in the image
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                member = next((m for m in tar.getmembers() if m.isfile()), None)
+                extracted = tar.extractfile(member) if member is not None else None
+                return extracted.read() if extracted is not None else None
+        finally:
+            await run_logged([self.exe, "rm", container], self.env, log)
+
+    async def layers(self, image: str, log: Path) -> list[str]:
+        out = await run_captured([self.exe, "image", "inspect", "--format",
+                                  "{{json .RootFS.Layers}}", image], self.env, log)
+        return [str(d) for d in json.loads(out) or []]
+
+
+ENGINES: dict[str, type[_CliEngine] | type[Docker]] = {
+    "buildah": Buildah, "podman": Podman, "docker": Docker}
 
 
 def make_engine(name: str, env: dict[str, str], *, tls_verify: bool) -> Engine:

@@ -55,6 +55,9 @@ class Result:
     packages: list[Package] | None = None
     created: str | None = None
     sbom: str | None = None
+    #: the OCI annotations the image was built with (set again on the pushed manifest
+    #: where the engine cannot put them there: docker)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
         return {"image": self.path, "name": self.name, "key": self.key, "result": self.state,
@@ -161,6 +164,7 @@ class Runner:
         origin = await asyncio.to_thread(for_image, self.origin, step.inputs)
         result.created = origin.created
         meta = image_annotations(step, origin)
+        result.annotations = meta
         tags = [step.image.name] + [f"{step.image.name.rsplit(':', 1)[0]}:{t}"
                                     for t in step.image.settings.tags]
         await self.engine.build(BuildRequest(
@@ -212,7 +216,7 @@ class Runner:
                 await self.engine.push(step.image.name, step.image.name,
                                        self.logs / f"{path.replace('/', '-')}.log")
                 result.digest = await self.registries.amend(
-                    step.image.name, self._base_digest(step, digests),
+                    step.image.name, {**result.annotations, **self._base_digest(step, digests)},
                     step.image.settings.tags)
             except (EngineError, *REGISTRY_ERRORS) as exc:
                 result.error = str(exc)

@@ -71,7 +71,7 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
               "(scheduled rebuilds, with --no-cache).")
 @click.option("--sbom/--no-sbom", "sbom", default=True, show_default=True,
               help="Attach an SPDX SBOM (dpkg or apk packages) to each pushed image.")
-@click.option("--engine", type=click.Choice(["buildah", "podman"]), default="buildah",
+@click.option("--engine", type=click.Choice(["buildah", "podman", "docker"]), default="buildah",
               show_default=True)
 @click.option("--work-dir", "work", type=click.Path(path_type=Path, file_okay=False),
               help="Logs, rendered Dockerfiles, engine config (default: "

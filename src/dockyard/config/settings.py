@@ -372,7 +372,7 @@ class BuilderSettings(_Section):
     image_prefix: str | None = None   # default: catalogue.yaml's
     tag: str = "latest"
     interval: Duration = timedelta(days=7)
-    engine: str = Field(default="buildah", pattern="^(buildah|podman)$")
+    engine: str = Field(default="buildah", pattern="^(buildah|podman|docker)$")
     jobs: int = Field(default=2, ge=1)
     work_dir: Path | None = None      # default: <data>/builder
     storage: Path | None = None       # a private image store; default: the engine's
