@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and benchmarks drive (real clients and the reference registry)
 DEB_PACKAGES := skopeo podman buildah runc uidmap fuse-overlayfs umoci busybox-static \
-	docker-registry wrk apache2-utils postgresql nginx
+	docker-registry wrk apache2-utils postgresql nginx chromium
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help

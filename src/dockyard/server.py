@@ -31,6 +31,7 @@ from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import migrate_database
 from dockyard.config.settings import Settings
+from dockyard.web.app import install_ui
 
 log = logging.getLogger("dockyard.server")
 
@@ -87,6 +88,7 @@ def _install_loop() -> None:
 async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool,
                       parent: int | None) -> None:
     app = create_app(settings, run_migrations=False)
+    install_ui(app, settings)
     connections = app[CONNECTIONS]
     # requests still running at the drain deadline are cancelled within this long
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)

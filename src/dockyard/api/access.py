@@ -27,7 +27,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -61,6 +61,7 @@ class Access(enum.Enum):
     sub-application's handler with `api.routes.requires`)."""
 
     PUBLIC = "public"  # nothing at all: the token endpoint, where credentials are sent
+    ANYONE = "anyone"  # anyone, anonymous or not: the identity is established, no scope
     DISCOVER = "discover"
     CATALOG = "catalog"
     PULL = "pull"
@@ -81,15 +82,34 @@ class Guard:
 
     access: Access
     audit: str | None = None
+    #: a browser route (the web UI): a session cookie authenticates too, and a refusal
+    #: is the UI's page (a login redirect, a 403 page), not an OCI error and challenge
+    browser: bool = False
+    #: what the route's `{reference}` holds, for the audit line (see `api.routes.Route`)
+    reference: str = ""
 
+
+class BrowserSessions(Protocol):
+    """Browser sessions, installed by the web UI as `SESSIONS` on the root app."""
+
+    def identity(self, request: web.Request, control: AccessControl) -> Identity | None:
+        """The logged-in user of the request's session cookie, if valid; else None."""
+        ...
+
+    def refused(self, request: web.Request, status: int) -> web.StreamResponse:
+        """The page for a refusal: 401 (log in), 403 (not allowed), 429 (slow down)."""
+        ...
+
+
+SESSIONS = web.AppKey("sessions", BrowserSessions)
 
 GUARD = "__dockyard_guard__"
 
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def requires(access: Access, *, audit: str | None = None
-             ) -> Callable[[AiohttpHandler], AiohttpHandler]:
+def requires(access: Access, *, audit: str | None = None, browser: bool = False,
+             reference: str = "") -> Callable[[AiohttpHandler], AiohttpHandler]:
     """Declare the access an aiohttp handler outside the /v2 table needs (the token
     endpoint, a sub-application such as the web UI). A handler that declares nothing
     is refused: authorization fails closed."""
@@ -100,7 +120,7 @@ def requires(access: Access, *, audit: str | None = None
         async def guarded(request: web.Request) -> web.StreamResponse:
             return await handler(request)
 
-        setattr(guarded, GUARD, Guard(access, audit))
+        setattr(guarded, GUARD, Guard(access, audit, browser, reference))
         return guarded
 
     return mark
@@ -108,7 +128,7 @@ def requires(access: Access, *, audit: str | None = None
 
 def required_scope(access: Access, name: str) -> Scope | None:
     """The scope an endpoint declaring `access` needs on repository `name`."""
-    if access in (Access.DISCOVER, Access.PUBLIC):
+    if access in (Access.DISCOVER, Access.PUBLIC, Access.ANYONE):
         return None
     if access is Access.CATALOG:
         return _CATALOG
@@ -156,25 +176,39 @@ def _rate_limited(request: web.Request, exc: RateLimited) -> web.StreamResponse:
                           headers={"Retry-After": str(exc.retry_after)})
 
 
-async def authorize(request: web.Request, access: Access, match: Match
-                    ) -> web.StreamResponse | None:
-    """None when the request may go on (its identity stored); else the error to send."""
-    control = request.app.get(ACCESS)
+async def authorize(request: web.Request, access: Access, match: Match,
+                    sessions: BrowserSessions | None = None) -> web.StreamResponse | None:
+    """None when the request may go on (its identity stored); else the error to send.
+
+    With `sessions` (a browser route) a session cookie authenticates when no
+    `Authorization` header is sent, and refusals are the sessions' pages."""
+    control = request.config_dict.get(ACCESS)
     if control is None:
         return None  # everyone is anonymous; `identity()` builds it when asked
     client = client_address(request)
     scope = required_scope(access, match.name)
+    header = request.headers.get("Authorization")
     try:
-        who = await control.authenticate(request.headers.get("Authorization"), client)
+        if sessions is not None and not header:
+            who = sessions.identity(request, control) or Identity(client=client)
+        else:
+            who = await control.authenticate(header, client)
     except RateLimited as exc:
-        return _rate_limited(request, exc)
+        return sessions.refused(request, 429) if sessions else _rate_limited(request, exc)
     except Unauthenticated as exc:
+        if sessions is not None:
+            return sessions.refused(request, 401)
         return _unauthorized(request, control, scope, "authentication required",
                              "invalid_token" if exc.invalid_token else "")
     request[IDENTITY] = who
+    if access is Access.ANYONE:
+        return None
     decision = control.decide(who, scope)
     if decision is Decision.ALLOW:
         return None
+    if sessions is not None:
+        return sessions.refused(request, 401 if decision is Decision.UNAUTHENTICATED
+                                else 403)
     if decision is Decision.UNAUTHENTICATED:
         return _unauthorized(request, control, scope, "authentication required")
     if decision is Decision.INSUFFICIENT_SCOPE:
@@ -187,18 +221,24 @@ async def authorize(request: web.Request, access: Access, match: Match
                           head=request.method == "HEAD", headers=headers)
 
 
-def may_pull(request: web.Request, repository: str) -> bool:
-    """Whether this request's identity may read `repository` (cross-repository mounts)."""
-    control = request.app.get(ACCESS)
+def may(request: web.Request, access: Access, repository: str) -> bool:
+    """Whether this request's identity may take `access` on `repository` (what a page
+    offers: a delete button only to those the policy lets delete)."""
+    control = request.config_dict.get(ACCESS)
     if control is None:
         return True
-    return control.decide(identity(request), Scope("repository", repository, _PULL)) \
+    return control.decide(identity(request), required_scope(access, repository)) \
         is Decision.ALLOW
+
+
+def may_pull(request: web.Request, repository: str) -> bool:
+    """Whether this request's identity may read `repository` (cross-repository mounts)."""
+    return may(request, Access.PULL, repository)
 
 
 def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
     """Which names this request's catalog may show (None: all of them)."""
-    control = request.app.get(ACCESS)
+    control = request.config_dict.get(ACCESS)
     return None if control is None else control.catalog_filter(identity(request))
 
 

@@ -289,6 +289,14 @@ class LogSettings(_Section):
     accesslog: bool = False
 
 
+class UiSettings(_Section):
+    """The web UI under /ui/ (`web/`)."""
+
+    enabled: bool = True
+    #: how long a browser session lasts after logging in
+    session_lifetime: Duration = timedelta(hours=12)
+
+
 class Settings(_Section):
     """Every setting, one attribute per config section."""
 
@@ -303,6 +311,7 @@ class Settings(_Section):
     gc: GcSettings = GcSettings()
     retention: RetentionSettings = RetentionSettings()
     auth: AuthSettings = AuthSettings()
+    ui: UiSettings = UiSettings()
 
     @property
     def data_dir(self) -> Path:

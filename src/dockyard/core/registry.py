@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
+from dockyard.core.browse import BrowseService
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
+from dockyard.metadata.browse import BrowseStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.store import MetadataStore
@@ -36,6 +38,8 @@ class Registry:
     login_failures: FailureLog
     #: what the collector, retention and usage read and delete
     lifecycle: LifecycleBackend
+    #: what the web UI reads
+    browse: BrowseService
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -49,11 +53,13 @@ class Registry:
     ) -> Registry:
         pulls = PullRecorder(store)
         lifecycle = LifecycleStore(store)
+        held = Leases(leases)
         return cls(
             _store=store,
             _blobstore=blobstore,
             pulls=pulls,
-            leases=Leases(leases),
+            leases=held,
+            browse=BrowseService(BrowseStore(store), store, blobstore, held, lifecycle),
             lifecycle=lifecycle,
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval,
