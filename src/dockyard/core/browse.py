@@ -20,7 +20,7 @@ from dockyard.metadata.records import ReferrerRecord
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import ManifestUnknown, NameUnknown
+from dockyard.oci.errors import ManifestUnknown, NameUnknown, RegistryError
 from dockyard.oci.reference import is_tag, is_valid_tag
 from dockyard.storage.blobstore import BlobStore
 
@@ -311,7 +311,10 @@ class BrowseService:
         if size > CONFIG_MAX or await self.store.blob_in_repository(
                 view.name, str(digest)) is None:
             return
-        chunks = [c async for c in self.blobs.read(digest, 0, size)]
+        try:
+            chunks = [c async for c in self.blobs.read(digest, 0, size)]
+        except (OSError, RegistryError):
+            return  # bytes missing or the store unreachable: the page shows the manifest
         doc = _doc(b"".join(chunks))
         inner = doc.get("config") if isinstance(doc.get("config"), dict) else {}
         assert isinstance(inner, dict)
