@@ -96,7 +96,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             # an SBOM artifact referring to v1
             empty = b"{}"
             push_blob(c, "public/app", empty)
-            sbom_data = b'{"spdxVersion":"SPDX-2.3","packages":[]}'
+            sbom_data = json.dumps({"spdxVersion": "SPDX-2.3", "packages": [
+                {"name": "openssl", "versionInfo": "3.0.15", "licenseConcluded": "Apache-2.0"},
+                {"name": "zlib", "versionInfo": "1.3.1", "licenseConcluded": "Zlib"},
+                {"name": XSS, "versionInfo": "6.6.6", "licenseConcluded": "NOASSERTION"},
+            ]}).encode()
             push_blob(c, "public/app", sbom_data)
             sbom_doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                         "artifactType": SBOM_TYPE,
@@ -210,7 +214,13 @@ def test_browse_home_repository_tag_image_referrer(page: Any, registry: Registry
     expect(page.locator("main")).to_contain_text(registry.sbom.digest)
     expect(page.locator(".kind").first).to_have_text("artifact")
     expect(page.locator("main")).to_contain_text("Refers to")
+    packages = page.locator("#sbom-table tbody tr")
+    expect(packages).to_have_count(3)
+    expect(packages.nth(2)).to_contain_text(XSS)  # a package name is text too
     check(page, "artifact")
+    page.get_by_label("Filter packages").press_sequentially("ssl")
+    expect(page.locator("#sbom-table tbody tr:visible")).to_have_count(1)
+    expect(page.locator("#sbom-table tbody tr:visible")).to_contain_text("3.0.15")
 
 
 def test_index_lists_platforms_linking_to_images(page: Any, registry: Registry) -> None:
@@ -252,6 +262,12 @@ def test_search_as_you_type_and_without_script(page: Any, browser: Any,
         # without script, copy buttons stay hidden: nothing that cannot work is shown
         plain.goto("/ui/r/public/app")
         expect(plain.locator("button.copy").first).to_be_hidden()
+        # and the SBOM's package filter is done by the server
+        plain.goto(f"/ui/r/public/app/-/manifests/{registry.sbom.digest}")
+        plain.get_by_label("Filter packages").fill("zli")
+        plain.get_by_role("button", name="Filter").click()
+        expect(plain.locator("#sbom-table tbody tr")).to_have_count(1)
+        expect(plain.locator("#sbom-table tbody tr")).to_contain_text("Zlib")
     finally:
         context.close()
 

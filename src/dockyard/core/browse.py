@@ -29,6 +29,10 @@ __all__ = ["BrowseBackend", "BrowseService", "ImageView", "RepositorySummary", "
 
 #: the largest config blob the image page reads
 CONFIG_MAX = 1024 * 1024
+#: the largest SBOM document the image page reads
+SBOM_MAX = 8 * 1024 * 1024
+SPDX = "application/spdx+json"
+CYCLONEDX = "application/vnd.cyclonedx+json"
 SORTS = ("name", "push", "size", "tags")
 Visible = Callable[[str], bool] | None
 
@@ -82,6 +86,15 @@ class Platform:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class Package:
+    """One package an SBOM lists."""
+
+    name: str
+    version: str
+    license: str
+
+
 @dataclass
 class ImageView:
     """Everything the image page shows about one manifest."""
@@ -108,6 +121,9 @@ class ImageView:
     cmd: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
+    #: the packages of an SBOM artifact (SPDX or CycloneDX JSON); None: not an SBOM
+    packages: list[Package] | None = None
+    sbom_format: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +197,27 @@ def matches(name: str, pattern: str) -> bool:
     if any(c in pattern for c in "*?["):
         return fnmatch.fnmatchcase(name, pattern)
     return pattern in name
+
+
+def _license(item: dict[str, Any]) -> str:
+    for key in ("licenseConcluded", "licenseDeclared"):
+        if isinstance(item.get(key), str) and item[key] not in ("NOASSERTION", "NONE"):
+            return str(item[key])
+    names = []
+    for entry in item.get("licenses") or []:
+        lic = entry.get("license") if isinstance(entry, dict) else None
+        if isinstance(lic, dict):
+            names.append(str(lic.get("id") or lic.get("name") or ""))
+        elif isinstance(entry, dict) and entry.get("expression"):
+            names.append(str(entry["expression"]))
+    return ", ".join(n for n in names if n)
+
+
+def sbom_packages(doc: dict[str, Any]) -> list[Package]:
+    """The packages of an SPDX (`packages`) or CycloneDX (`components`) JSON document."""
+    items = _descriptors(doc, "packages") or _descriptors(doc, "components")
+    return [Package(str(p.get("name", "")), str(p.get("versionInfo") or p.get("version")
+                                                  or ""), _license(p)) for p in items]
 
 
 class BrowseService:
@@ -299,23 +336,36 @@ class BrowseService:
             view.config_media_type = str(config.get("mediaType", ""))
             if view.kind == "image":
                 await self._read_config(view, _size(config))
+        sbom = next((layer for layer in view.layers if layer.media_type in (SPDX, CYCLONEDX)),
+                    None)
+        if sbom is not None:
+            body = await self._read_blob(name, sbom.digest, sbom.size, SBOM_MAX)
+            if body is not None:
+                view.sbom_format = "SPDX" if sbom.media_type == SPDX else "CycloneDX"
+                view.packages = sbom_packages(_doc(body))
         return view
+
+    async def _read_blob(self, name: str, digest_text: str, size: int, limit: int
+                         ) -> bytes | None:
+        """A small blob of the repository, whole; None when too big, absent or unreadable."""
+        try:
+            digest = Digest.parse(digest_text)
+        except RegistryError:
+            return None
+        if size > limit or await self.store.blob_in_repository(name, str(digest)) is None:
+            return None
+        try:
+            return b"".join([c async for c in self.blobs.read(digest, 0, size)])
+        except (OSError, RegistryError):
+            return None  # bytes missing or the store unreachable: the page shows the rest
 
     async def _read_config(self, view: ImageView, size: int) -> None:
         """Fill created, env, entrypoint, cmd, labels and history from the config blob."""
         assert view.config_digest is not None
-        try:
-            digest = Digest.parse(view.config_digest)
-        except Exception:
+        body = await self._read_blob(view.name, view.config_digest, size, CONFIG_MAX)
+        if body is None:
             return
-        if size > CONFIG_MAX or await self.store.blob_in_repository(
-                view.name, str(digest)) is None:
-            return
-        try:
-            chunks = [c async for c in self.blobs.read(digest, 0, size)]
-        except (OSError, RegistryError):
-            return  # bytes missing or the store unreachable: the page shows the manifest
-        doc = _doc(b"".join(chunks))
+        doc = _doc(body)
         inner = doc.get("config") if isinstance(doc.get("config"), dict) else {}
         assert isinstance(inner, dict)
         view.created = str(doc["created"]) if "created" in doc else None

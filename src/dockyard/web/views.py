@@ -113,6 +113,7 @@ async def _image(request: web.Request) -> web.StreamResponse:
     view = await registry(request).browse.image(name, reference)
     return render(request, "image.html", title=f"{name}@{view.digest}", image=view,
                   reference=reference, host=_registry_host(request),
+                  pkg=request.query.get("pkg", "")[:200],
                   can_delete=may(request, Access.DELETE, name))
 
 

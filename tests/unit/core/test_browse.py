@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dockyard.core.browse import kind_of, matches
+from dockyard.core.browse import Package, kind_of, matches, sbom_packages
 from dockyard.oci import mediatypes as mt
 
 
@@ -26,3 +26,17 @@ def test_matches_globs_whole_names_and_text_anywhere() -> None:
     assert matches("other/team/app", "team")
     assert matches("team/app", "*/a?p")
     assert not matches("team/app", "x")
+
+
+def test_sbom_packages_of_spdx_and_cyclonedx() -> None:
+    spdx = {"packages": [{"name": "zlib", "versionInfo": "1.3", "licenseConcluded": "Zlib"},
+                         {"name": "x", "licenseConcluded": "NOASSERTION",
+                          "licenseDeclared": "MIT"}]}
+    assert sbom_packages(spdx) == [Package("zlib", "1.3", "Zlib"), Package("x", "", "MIT")]
+    cdx = {"components": [{"name": "openssl", "version": "3.0",
+                           "licenses": [{"license": {"id": "Apache-2.0"}}]},
+                          {"name": "y", "licenses": [{"expression": "MIT OR GPL-2.0"}]},
+                          "not a component"]}
+    assert sbom_packages(cdx) == [Package("openssl", "3.0", "Apache-2.0"),
+                                  Package("y", "", "MIT OR GPL-2.0")]
+    assert sbom_packages({"packages": "nonsense"}) == []

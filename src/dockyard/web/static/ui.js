@@ -39,4 +39,15 @@ document.addEventListener("DOMContentLoaded", () => {
       }, 200);
     });
   }
+  // table filters (the server filters too, when the form is sent without script)
+  for (const box of document.querySelectorAll("input[data-filter]")) {
+    const table = document.getElementById(box.dataset.filter);
+    if (!table) continue;
+    box.addEventListener("input", () => {
+      const text = box.value.toLowerCase();
+      for (const row of table.tBodies[0].rows) {
+        row.hidden = text !== "" && !row.textContent.toLowerCase().includes(text);
+      }
+    });
+  }
 });
