@@ -159,9 +159,13 @@ def page(browser: Any, registry: Registry) -> Iterator[Any]:
 
 
 def check(page: Any, name: str) -> None:
-    """Screenshot the page at both widths and assert axe finds nothing serious."""
-    screenshot(page, name)
-    assert axe_violations(page) == [], name
+    """Screenshot the page at both widths, light and dark, and assert axe finds nothing
+    serious in either scheme (contrast differs between them)."""
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        screenshot(page, name, dark=scheme == "dark")
+        assert axe_violations(page) == [], f"{name} ({scheme})"
+    page.emulate_media(color_scheme="light")
 
 
 def log_in(page: Any, user: str) -> None:
@@ -403,7 +407,13 @@ def test_user_without_delete_sees_no_button_and_forged_posts_are_refused(
         assert api.get("/v2/public/guarded/tags/list").json()["tags"] == ["stays"]
 
 
-def test_operations_page_for_admins_only(page: Any) -> None:
+def test_operations_page_for_admins_only(page: Any, registry: Registry) -> None:
+    with registry.api() as api:  # an upload session left open
+        r = api.post("/v2/public/app/blobs/uploads/")
+        assert r.status_code == 202
+        r = api.patch(r.headers["Location"], content=b"x" * 3000,
+                      headers={"Content-Range": "0-2999"})
+        assert r.status_code == 202, r.text
     log_in(page, "reader")
     assert page.goto("/ui/operations").status == 403
     log_in(page, "admin")
@@ -412,4 +422,8 @@ def test_operations_page_for_admins_only(page: Any) -> None:
     expect(main).to_contain_text("Metadata store: ready")
     expect(main).to_contain_text("Blob storage: ready")
     expect(main.locator("svg.chart rect.repo").first).to_be_visible()
+    uploads = main.locator("section[aria-labelledby=up-h] tbody tr")
+    expect(uploads).to_have_count(1)
+    expect(uploads).to_contain_text("public/app")
+    expect(uploads).to_contain_text("2.9 KiB")
     check(page, "operations")

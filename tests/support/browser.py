@@ -17,12 +17,12 @@ DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 
-def screenshot(page: Any, name: str) -> None:
+def screenshot(page: Any, name: str, *, dark: bool = False) -> None:
     """The page at desktop and phone widths, full length, as `<name>-desktop.png` and
-    `<name>-phone.png`; the viewport is put back afterwards."""
+    `<name>-phone.png` (`-dark-` ones in dark mode); the viewport is put back."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     size = page.viewport_size
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name) + ("-dark" if dark else "")
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
         page.set_viewport_size(viewport)
         page.screenshot(path=str(SCREENSHOTS / f"{safe}-{label}.png"), full_page=True)
