@@ -44,8 +44,9 @@ pytest: install deps ## the test suite only
 
 test: install deps lint typecheck pytest ## everything CI runs: install, lint, types, tests
 
-bench: install deps ## Dockyard vs the reference registry, side by side
+bench: install deps ## Dockyard vs the reference registry, side by side; web UI page times
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.ui_pages
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
