@@ -4,6 +4,8 @@ expiry, a password change ending sessions, Basic credentials, and `ui.enabled: f
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +21,7 @@ from dockyard.config.settings import load_settings
 from dockyard.web.app import install_ui
 from dockyard.web.sessions import COOKIE, Session, Sessions
 from tests.support.authenv import write_htpasswd
+from tests.support.mediatypes import OCI_CONFIG, OCI_MANIFEST
 
 USERS = {"reader": ("reader-pw", []), "admin": ("admin-pw", ["admins"])}
 PRIVATE = "/ui/r/team/app"  # the policy lets only logged-in users pull team/**
@@ -141,3 +144,40 @@ def test_an_expired_session_is_anonymous() -> None:
     assert old == Session("sid")
     other = Sessions(b"x" * 32, lifetime=60, refused=lambda _r, _s: None)  # type: ignore
     assert other.decode(sessions.encode(Session("sid", "reader", "cred", now))) is None
+
+
+async def test_token_method_logs_in_with_the_same_credentials(serve: Serve) -> None:
+    base = await serve(**{"auth.method": "token"})
+    async with httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get(PRIVATE)).status_code == 303
+        r = await _log_in(client, "reader", "reader-pw")
+        assert r.status_code == 303
+        page = await client.get(PRIVATE)
+        assert page.status_code == 404
+        assert "Signed in as <strong>reader</strong>" in page.text
+
+
+async def test_without_auth_forms_still_need_their_csrf_token(serve: Serve) -> None:
+    base = await serve(**{"auth.method": "none"})
+    async with httpx.AsyncClient(base_url=base) as client:
+        config = b'{"architecture":"amd64","os":"linux"}'
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        r = await client.post("/v2/team/app/blobs/uploads/", params={"digest": digest},
+                              content=config)
+        assert r.status_code == 201
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+                    "config": {"mediaType": OCI_CONFIG, "digest": digest,
+                               "size": len(config)}}
+        r = await client.put("/v2/team/app/manifests/v1", content=json.dumps(manifest),
+                             headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201
+        home = await client.get("/ui/")
+        assert "Log in" not in home.text  # nobody logs in: everyone may do everything
+        confirm = await client.get("/ui/r/team/app/-/delete")
+        assert confirm.status_code == 200
+        r = await client.post("/ui/r/team/app/-/delete", data={"csrf": "forged"})
+        assert r.status_code == 403
+        assert (await client.get("/v2/team/app/tags/list")).status_code == 200
+        r = await client.post("/ui/r/team/app/-/delete", data={"csrf": _csrf(confirm.text)})
+        assert r.status_code == 200
+        assert (await client.get("/v2/team/app/tags/list")).status_code == 404
