@@ -7,6 +7,7 @@ nothing here looks at the path's text:
 | `Access` | scope needed |
 | --- | --- |
 | `DISCOVER` (`/v2/`) | any valid credentials (how clients discover auth) |
+| `ANYONE` (the web UI's lists) | nothing; the identity is established for filtering |
 | `CATALOG` | `registry:catalog:*` |
 | `PULL` (GET/HEAD on a repository) | `repository:<name>:pull` |
 | `PUSH` (POST/PATCH/PUT, and cancelling an upload) | `repository:<name>:pull,push` |
@@ -18,6 +19,8 @@ that lacks a scope its user would be granted → 401 with `error="insufficient_s
 client fetches a wider token, as with Distribution); logged in and not allowed by the
 policy → 403 `DENIED`; too many failed logins → 429 `TOOMANYREQUESTS` with
 `Retry-After`. With `auth.method: none` nothing is checked and everyone is anonymous.
+Browser routes (the web UI's, `requires(..., browser=True)`) are also authenticated by
+the UI's session cookie, and their refusals are the UI's pages (`BrowserSessions`).
 """
 
 from __future__ import annotations
@@ -71,7 +74,6 @@ class Access(enum.Enum):
 
 _ACTIONS = {Access.PULL: frozenset({"pull"}), Access.PUSH: frozenset({"pull", "push"}),
             Access.DELETE: frozenset({"delete"})}
-_PULL = _ACTIONS[Access.PULL]
 _CATALOG = Scope("registry", "catalog", frozenset({"*"}))
 
 
