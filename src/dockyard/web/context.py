@@ -7,7 +7,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from dockyard.api.access import ACCESS, identity
+from dockyard.api.access import ACCESS, Access, identity, may
 from dockyard.api.context import REGISTRY
 from dockyard.core.registry import Registry
 from dockyard.web.sessions import Sessions
@@ -32,6 +32,7 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     who = identity(request)
     page = env.get_template(template).render(
         user=who.user, auth=request.config_dict.get(ACCESS) is not None,
+        operator=may(request, Access.CATALOG, ""),
         csrf=sessions(request).csrf(request), path=request.path, **context)
     return web.Response(text=page, status=status, content_type="text/html",
                         headers={"Cache-Control": "no-store",
