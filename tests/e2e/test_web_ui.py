@@ -186,6 +186,21 @@ def test_root_redirects_and_home_shows_counts(page: Any) -> None:
     check(page, "home")
 
 
+def stat(page: Any, label: str) -> int:
+    return int(page.locator("dl.stats div", has_text=label).locator("dd").inner_text())
+
+
+def test_home_counts_only_what_the_visitor_sees(page: Any) -> None:
+    page.goto("/ui/")
+    anonymous = stat(page, "Repositories"), stat(page, "Tags")
+    assert page.locator("dl.stats div", has_text="Blobs").count() == 0
+    log_in(page, "admin")  # admins pull everything: the registry's own totals
+    page.goto("/ui/")
+    assert (stat(page, "Repositories"), stat(page, "Tags")) == (
+        anonymous[0] + 1, anonymous[1] + 1)  # private/secret and its one tag
+    assert stat(page, "Blobs") > 0
+
+
 def test_browse_home_repository_tag_image_referrer(page: Any, registry: Registry) -> None:
     page.goto("/ui/")
     page.get_by_role("link", name="public/app", exact=True).first.click()

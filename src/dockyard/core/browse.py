@@ -260,12 +260,22 @@ class BrowseService:
         return (None, None) if space is None else space
 
     async def home(self, visible: Visible, recent: int = 8) -> Home:
+        """Counts, storage and the latest pushes of what `visible` lets the caller see:
+        a caller who sees only part of the registry gets that part's figures (tags,
+        manifests and bytes of the repositories shown), so totals reveal no hidden
+        repository; the whole registry's (blobs too) when `visible` is None."""
         shown = await self.summaries(visible)
         latest = sorted((s for s in shown if s.last_push), key=lambda s: s.last_push or 0.0,
                         reverse=True)[:recent]
         free, total = self._space()
-        _, used = await self._totals()
-        return Home(await self.backend.counts(), latest, len(shown), used, free, total)
+        if visible is None:
+            counts = await self.backend.counts()
+            used = (await self._totals())[1]
+        else:
+            counts = {"tags": sum(s.tags for s in shown),
+                      "manifests": sum(s.manifests for s in shown)}
+            used = sum(s.bytes for s in shown)
+        return Home(counts, latest, len(shown), used, free, total)
 
     async def _totals(self) -> tuple[int, int]:
         return await self.lifecycle.total_bytes()
