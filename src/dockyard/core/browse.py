@@ -394,19 +394,23 @@ class BrowseService:
                 str(h.get("created", "")), str(h.get("created_by", "")), empty,
                 None if empty else next(sizes, None)))
 
-    async def operations(self, largest: int = 10) -> Operations:
+    async def operations(self, visible: Visible, largest: int = 10) -> Operations:
+        """Readiness, a running collection, storage, and the uploads in flight and
+        largest repositories among those `visible` accepts (the registry's operators
+        see every name only if the policy lets them pull everything)."""
         try:
             counts = await self.backend.counts()
             metadata_ok = True
         except Exception:
             counts, metadata_ok = {}, False
-        uploads = await self.backend.uploads(100) if metadata_ok else []
         free, total = self._space()
-        used = (await self._totals())[1] if metadata_ok else 0
-        summaries = await self.backend.summaries() if metadata_ok else []
-        biggest = sorted(summaries, key=lambda s: s.bytes, reverse=True)[:largest]
-        collection = await self.leases.holder_of("gc") if metadata_ok else None
-        storage_ok = free is None or free > 0
+        if not metadata_ok:
+            return Operations(counts, [], None, 0, free, total, [], False, free != 0)
+        uploads = [u for u in await self.backend.uploads(100)
+                   if visible is None or visible(u.repository)]
+        used = (await self._totals())[1]
+        biggest = sorted(await self.summaries(visible), key=lambda s: s.bytes,
+                         reverse=True)[:largest]
+        collection = await self.leases.holder_of("gc")
         return Operations(counts, uploads, collection, used, free, total, biggest,
-                          metadata_ok, storage_ok)
-
+                          True, free is None or free > 0)

@@ -213,5 +213,5 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 @_ui(Access.CATALOG)
 async def operations(request: web.Request) -> web.StreamResponse:
-    ops = await registry(request).browse.operations()
+    ops = await registry(request).browse.operations(catalog_filter(request))
     return render(request, "operations.html", title="Operations", ops=ops)
