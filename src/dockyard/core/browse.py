@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dockyard.core.leases import Leases
-from dockyard.core.lifecycle import LifecycleBackend
+from dockyard.core.lifecycle import CollectionRecord, LifecycleBackend
 from dockyard.metadata.browse import RepositorySummary, TagDetail, UploadInFlight
 from dockyard.metadata.records import ReferrerRecord
 from dockyard.metadata.store import MetadataStore
@@ -24,8 +24,15 @@ from dockyard.oci.errors import ManifestUnknown, NameUnknown, RegistryError
 from dockyard.oci.reference import is_tag, is_valid_tag
 from dockyard.storage.blobstore import BlobStore
 
-__all__ = ["BrowseBackend", "BrowseService", "ImageView", "RepositorySummary", "TagView",
-           "UploadInFlight"]
+__all__ = [
+    "BrowseBackend",
+    "BrowseService",
+    "CollectionRecord",
+    "ImageView",
+    "RepositorySummary",
+    "TagView",
+    "UploadInFlight",
+]
 
 #: the largest config blob the image page reads
 CONFIG_MAX = 1024 * 1024
@@ -44,6 +51,7 @@ class BrowseBackend(Protocol):
     async def tag_details(self, name: str) -> list[TagDetail] | None: ...
     async def search_tags(self, text: str, limit: int) -> list[tuple[str, str]]: ...
     async def uploads(self, limit: int) -> list[UploadInFlight]: ...
+    async def collections(self, limit: int) -> list[CollectionRecord]: ...
     async def counts(self) -> dict[str, int]: ...
 
 
@@ -147,6 +155,8 @@ class Operations:
     largest: list[RepositorySummary]
     metadata_ok: bool
     storage_ok: bool
+    #: the latest finished collections, newest first
+    collections: list[CollectionRecord] = field(default_factory=list)
 
 
 def _doc(payload: bytes) -> dict[str, Any]:
@@ -394,7 +404,8 @@ class BrowseService:
                 str(h.get("created", "")), str(h.get("created_by", "")), empty,
                 None if empty else next(sizes, None)))
 
-    async def operations(self, visible: Visible, largest: int = 10) -> Operations:
+    async def operations(self, visible: Visible, largest: int = 10, history: int = 60
+                         ) -> Operations:
         """Readiness, a running collection, storage, and the uploads in flight and
         largest repositories among those `visible` accepts (the registry's operators
         see every name only if the policy lets them pull everything)."""
@@ -413,4 +424,5 @@ class BrowseService:
                          reverse=True)[:largest]
         collection = await self.leases.holder_of("gc")
         return Operations(counts, uploads, collection, used, free, total, biggest,
-                          True, free is None or free > 0)
+                          True, free is None or free > 0,
+                          await self.backend.collections(history))

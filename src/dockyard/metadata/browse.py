@@ -11,8 +11,10 @@ from typing import Any
 
 from sqlalchemy import exists, func, or_, select
 
+from dockyard.metadata.lifecycle import CollectionRecord
 from dockyard.metadata.schema import (
     blobs,
+    collections,
     manifests,
     repositories,
     repository_blobs,
@@ -130,6 +132,16 @@ class BrowseStore:
                    uploads.c.started_at, uploads.c.updated_at)
             .order_by(uploads.c.updated_at.desc()).limit(limit))
         return [UploadInFlight(r[0], r[1], int(r[2]), float(r[3]), float(r[4])) for r in rows]
+
+    async def collections(self, limit: int) -> list[CollectionRecord]:
+        """The latest finished collections, newest first."""
+        c = collections.c
+        rows = await self.store._read(
+            select(c.started_at, c.duration, c.manifests_deleted, c.blobs_deleted,
+                   c.bytes_freed, c.stored_blobs, c.stored_bytes, c.failed)
+            .order_by(c.started_at.desc()).limit(limit))
+        return [CollectionRecord(float(r[0]), float(r[1]), int(r[2]), int(r[3]), int(r[4]),
+                                 int(r[5]), int(r[6]), int(r[7])) for r in rows]
 
     async def counts(self) -> dict[str, int]:
         return await self.store.counts()

@@ -175,3 +175,20 @@ leases = Table(
     Column("acquired_at", Double, nullable=False),
     Column("expires_at", Double, nullable=False),
 )
+
+collections = Table(
+    "collections",
+    metadata,
+    # one row per finished collection: what it freed and what stayed stored after it
+    # (the operations page's last collections and storage trend); kept for 90 days
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Double, nullable=False),
+    Column("duration", Double, nullable=False),
+    Column("manifests_deleted", Integer, nullable=False),
+    Column("blobs_deleted", Integer, nullable=False),
+    Column("bytes_freed", BigInteger, nullable=False),
+    Column("stored_blobs", Integer, nullable=False),
+    Column("stored_bytes", BigInteger, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Index(None, "started_at"),
+)

@@ -38,6 +38,20 @@ def path_quote(text: str) -> str:
     return urllib.parse.quote(text, safe="/")
 
 
+def polyline(values: list[float], width: float, height: float, pad: float = 4.0) -> str:
+    """SVG `points` drawing `values` left to right, scaled to fill `width` x `height`
+    (the largest at the top, zero at the bottom); one value is a flat line."""
+    if not values:
+        return ""
+    top = max(values) or 1.0
+    inner_w, inner_h = width - 2 * pad, height - 2 * pad
+    step = inner_w / (len(values) - 1) if len(values) > 1 else 0.0
+    points = [(pad + i * step, pad + inner_h - v / top * inner_h) for i, v in enumerate(values)]
+    if len(points) == 1:
+        points.append((pad + inner_w, points[0][1]))
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("dockyard.web", "templates"),
@@ -45,4 +59,5 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined)
     env.filters.update(bytes=human_bytes, short=short_digest, when=when, ago=ago,
                        pq=path_quote)
+    env.globals["polyline"] = polyline
     return env
