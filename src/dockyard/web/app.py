@@ -122,4 +122,5 @@ def install_ui(root: web.Application, settings: Settings) -> None:
         return web.Response(status=302, headers={"Location": "/ui/"})
 
     root.router.add_get("/", to_ui)
+    root.router.add_get("/ui", to_ui)
     root.add_subapp("/ui", ui_app())

@@ -127,6 +127,14 @@ async def test_basic_credentials_work_on_ui_routes_too(serve: Serve) -> None:
         assert (await client.get(PRIVATE, auth=("reader", "bad"))).status_code == 303
 
 
+async def test_root_and_bare_prefix_redirect_to_the_ui(serve: Serve) -> None:
+    base = await serve()
+    async with httpx.AsyncClient(base_url=base) as client:
+        for path in ("/", "/ui"):
+            r = await client.get(path)
+            assert (r.status_code, r.headers["Location"]) == (302, "/ui/"), path
+
+
 async def test_ui_can_be_turned_off(serve: Serve) -> None:
     base = await serve(**{"ui.enabled": False})
     async with httpx.AsyncClient(base_url=base) as client:
