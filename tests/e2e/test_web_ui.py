@@ -138,8 +138,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One chromium for the module (the only one using it). Not session-scoped:
+    Playwright's sync API keeps an event loop running on the main thread until it
+    stops, which would break every asyncio test that runs after this module."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make deps` installs Debian's chromium")
     with sync_api.sync_playwright() as p:

@@ -12,10 +12,12 @@ from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.repositories import RepositoryService
+from dockyard.core.secrets import SecretBackend
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
 from dockyard.metadata.browse import BrowseStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
+from dockyard.metadata.secrets import SecretStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 
@@ -40,6 +42,8 @@ class Registry:
     lifecycle: LifecycleBackend
     #: what the web UI reads
     browse: BrowseService
+    #: random keys shared by every worker and node (the UI's session key)
+    secrets: SecretBackend
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -60,6 +64,7 @@ class Registry:
             pulls=pulls,
             leases=held,
             browse=BrowseService(BrowseStore(store), store, blobstore, held, lifecycle),
+            secrets=SecretStore(store),
             lifecycle=lifecycle,
             blobs=BlobService(store, blobstore, delete_enabled=delete_enabled,
                               touch_interval=touch_interval,

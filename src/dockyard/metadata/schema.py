@@ -192,3 +192,13 @@ collections = Table(
     Column("failed", Integer, nullable=False),
     Index(None, "started_at"),
 )
+
+secrets = Table(
+    "secrets",
+    metadata,
+    # random keys every worker and node must share (the web UI's session signing key),
+    # made once by whoever needs one first
+    Column("name", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
+)

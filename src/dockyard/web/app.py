@@ -12,13 +12,14 @@ from aiohttp import web
 from yarl import URL
 
 from dockyard.api.access import SESSIONS, Access, AiohttpHandler, requires
+from dockyard.api.context import REGISTRY
 from dockyard.api.errors import STATUS, STATUS_BY_CLASS
 from dockyard.config.settings import Settings
 from dockyard.oci.errors import RegistryError
 from dockyard.web import views
 from dockyard.web.context import TEMPLATES, UI_SESSIONS, render
 from dockyard.web.render import environment
-from dockyard.web.sessions import Sessions, load_key
+from dockyard.web.sessions import Sessions
 
 #: repository names never hold a component starting with `-`, so `/-/` ends a name
 _NAME = "/r/{name:.+?}"
@@ -111,8 +112,13 @@ def install_ui(root: web.Application, settings: Settings) -> None:
     """Mount the UI under /ui/ and redirect / there (when `ui.enabled`)."""
     if not settings.ui.enabled:
         return
-    sessions = Sessions(load_key(settings.data_dir / "ui" / "session-key"),
-                        settings.ui.session_lifetime.total_seconds(), refused)
+    sessions = Sessions(b"", settings.ui.session_lifetime.total_seconds(), refused)
+
+    async def session_key(app: web.Application) -> None:
+        # after the lifespan opened the registry (registered before this)
+        sessions.key = await app[REGISTRY].secrets.key("ui.session-key")
+
+    root.on_startup.append(session_key)
     root[SESSIONS] = sessions
     root[UI_SESSIONS] = sessions
     root[TEMPLATES] = environment()

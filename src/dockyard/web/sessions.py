@@ -1,8 +1,8 @@
 """Browser sessions: a signed cookie naming the user, and the CSRF token bound to it.
 
 The cookie holds `{user, cred, auth_time, sid}` and an HMAC-SHA256 of it under a key
-kept in the data directory (every worker and node on that directory reads the same key),
-so no session table is needed. `cred` is the digest of the user's stored password hash
+kept in the metadata store (`secrets`: every worker and node reads the same one), so no
+session table is needed. `cred` is the digest of the user's stored password hash
 (as refresh tokens carry): changing the password or removing the user ends every
 session. Anonymous visitors get a session too (no user), so the login form has a CSRF
 token. The CSRF token of a form is an HMAC of the session id; a POST whose token does not
@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
@@ -56,29 +53,6 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def load_key(path: Path) -> bytes:
-    """The signing key at `path`, made once (32 random bytes, mode 0600) if missing;
-    workers racing to make it all end up with the first one written."""
-    with contextlib.suppress(FileNotFoundError):
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secrets.token_bytes(32))
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.link(tmp, path)  # fails if another worker made it first: theirs wins
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_bytes()
-
-
 class Sessions:
     """Encode, verify and issue session cookies; CSRF tokens; the UI's refusals.
 
@@ -86,11 +60,14 @@ class Sessions:
     """
 
     def __init__(self, key: bytes, lifetime: float, refused: Refusal) -> None:
+        #: the signing key: the registry's shared `ui.session-key` once the app started
         self.key = key
         self.lifetime = lifetime
         self._refused = refused
 
     def _sign(self, body: str) -> str:
+        if len(self.key) < 32:
+            raise RuntimeError("the session key is not loaded (the app has not started)")
         return _b64(hmac.new(self.key, b"session\0" + body.encode(), hashlib.sha256).digest())
 
     def encode(self, session: Session) -> str:
@@ -139,6 +116,8 @@ class Sessions:
 
     def csrf(self, request: web.Request) -> str:
         sid = self.session(request).sid
+        if len(self.key) < 32:
+            raise RuntimeError("the session key is not loaded (the app has not started)")
         return _b64(hmac.new(self.key, b"csrf\0" + sid.encode(), hashlib.sha256).digest())
 
     def csrf_ok(self, request: web.Request, token: str) -> bool:

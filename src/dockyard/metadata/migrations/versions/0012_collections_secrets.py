@@ -1,4 +1,5 @@
-"""collections: one row per finished collection (what it freed, what stayed stored)
+"""collections: one row per finished collection (what it freed, what stayed stored);
+secrets: random keys shared by every worker and node (the web UI's session key)
 
 Revision ID: 0012
 Revises: 0006
@@ -30,8 +31,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_collections")),
     )
     op.create_index(op.f("ix_collections_started_at"), "collections", ["started_at"])
+    op.create_table(
+        "secrets",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_secrets")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("secrets")
     op.drop_index(op.f("ix_collections_started_at"), table_name="collections")
     op.drop_table("collections")
