@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and benchmarks drive (real clients and the reference registry)
 DEB_PACKAGES := skopeo podman buildah runc uidmap fuse-overlayfs umoci busybox-static \
-	docker-registry wrk apache2-utils postgresql nginx prometheus
+	docker-registry wrk apache2-utils postgresql nginx prometheus chromium
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -44,8 +44,9 @@ pytest: install deps ## the test suite only
 
 test: install deps lint typecheck pytest ## everything CI runs: install, lint, types, tests
 
-bench: install deps ## Dockyard vs the reference registry, side by side
+bench: install deps ## Dockyard vs the reference registry, side by side; web UI page times
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.ui_pages
 
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

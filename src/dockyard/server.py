@@ -48,6 +48,7 @@ from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import check_upstreams, migrate_database
 from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
+from dockyard.web.app import install_ui
 
 log = logging.getLogger("dockyard.server")
 
@@ -139,6 +140,7 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
                       parent: int | None, source: Source | None = None,
                       listening: Any = None) -> None:
     app = create_app(settings, run_migrations=False)
+    install_ui(app, settings)
     connections = app[CONNECTIONS]
     metrics().workers.set(1)
     # requests still running at the drain deadline are cancelled within this long

@@ -73,6 +73,9 @@ def node(tmp_path: Path, s3: S3Server, database_url: str, request: pytest.Fixtur
     if readtimeout is not None:
         storage["s3"]["readtimeout"] = readtimeout
     config = tmp_path / "node.yml"
+    # every push that fails mid-outage leaves its session open until the purge, all of
+    # them anonymous: the per-user session cap (1000) is not what is under test here
+    storage["uploads"] = {"max_sessions_per_user": 100000, "max_sessions": 100000}
     config.write_text(yaml.safe_dump({
         "storage": storage, "database": {"url": database_url},
         "log": {"level": "info"}}))

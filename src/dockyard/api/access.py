@@ -7,6 +7,7 @@ nothing here looks at the path's text:
 | `Access` | scope needed |
 | --- | --- |
 | `DISCOVER` (`/v2/`) | any valid credentials (how clients discover auth) |
+| `ANYONE` (the web UI's lists) | nothing; the identity is established for filtering |
 | `CATALOG` | `registry:catalog:*` |
 | `PULL` (GET/HEAD on a repository) | `repository:<name>:pull` |
 | `PUSH` (POST/PATCH/PUT, and cancelling an upload) | `repository:<name>:pull,push` |
@@ -21,6 +22,8 @@ that lacks a scope its user would be granted → 401 with `error="insufficient_s
 client fetches a wider token, as with Distribution); logged in and not allowed by the
 policy → 403 `DENIED`; too many failed logins → 429 `TOOMANYREQUESTS` with
 `Retry-After`. With `auth.method: none` nothing is checked and everyone is anonymous.
+Browser routes (the web UI's, `requires(..., browser=True)`) are also authenticated by
+the UI's session cookie, and their refusals are the UI's pages (`BrowserSessions`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -65,6 +68,7 @@ class Access(enum.Enum):
     sub-application's handler with `api.routes.requires`)."""
 
     PUBLIC = "public"  # nothing at all: the token endpoint, where credentials are sent
+    ANYONE = "anyone"  # anyone, anonymous or not: the identity is established, no scope
     DISCOVER = "discover"
     CATALOG = "catalog"
     PULL = "pull"
@@ -76,7 +80,6 @@ class Access(enum.Enum):
 
 _ACTIONS = {Access.PULL: frozenset({"pull"}), Access.PUSH: frozenset({"pull", "push"}),
             Access.DELETE: frozenset({"delete"})}
-_PULL = _ACTIONS[Access.PULL]
 _CATALOG = Scope("registry", "catalog", frozenset({"*"}))
 _ADMIN = Scope("registry", "admin", frozenset({"*"}))
 
@@ -88,15 +91,34 @@ class Guard:
 
     access: Access
     audit: str | None = None
+    #: a browser route (the web UI): a session cookie authenticates too, and a refusal
+    #: is the UI's page (a login redirect, a 403 page), not an OCI error and challenge
+    browser: bool = False
+    #: what the route's `{reference}` holds, for the audit line (see `api.routes.Route`)
+    reference: str = ""
 
+
+class BrowserSessions(Protocol):
+    """Browser sessions, installed by the web UI as `SESSIONS` on the root app."""
+
+    def identity(self, request: web.Request, control: AccessControl) -> Identity | None:
+        """The logged-in user of the request's session cookie, if valid; else None."""
+        ...
+
+    def refused(self, request: web.Request, status: int) -> web.StreamResponse:
+        """The page for a refusal: 401 (log in), 403 (not allowed), 429 (slow down)."""
+        ...
+
+
+SESSIONS = web.AppKey("sessions", BrowserSessions)
 
 GUARD = "__dockyard_guard__"
 
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def requires(access: Access, *, audit: str | None = None
-             ) -> Callable[[AiohttpHandler], AiohttpHandler]:
+def requires(access: Access, *, audit: str | None = None, browser: bool = False,
+             reference: str = "") -> Callable[[AiohttpHandler], AiohttpHandler]:
     """Declare the access an aiohttp handler outside the /v2 table needs (the token
     endpoint, a sub-application such as the web UI). A handler that declares nothing
     is refused: authorization fails closed."""
@@ -107,7 +129,7 @@ def requires(access: Access, *, audit: str | None = None
         async def guarded(request: web.Request) -> web.StreamResponse:
             return await handler(request)
 
-        setattr(guarded, GUARD, Guard(access, audit))
+        setattr(guarded, GUARD, Guard(access, audit, browser, reference))
         return guarded
 
     return mark
@@ -115,7 +137,7 @@ def requires(access: Access, *, audit: str | None = None
 
 def required_scope(access: Access, name: str) -> Scope | None:
     """The scope an endpoint declaring `access` needs on repository `name`."""
-    if access in (Access.DISCOVER, Access.PUBLIC, Access.METRICS):
+    if access in (Access.DISCOVER, Access.PUBLIC, Access.METRICS, Access.ANYONE):
         return None
     if access is Access.CATALOG:
         return _CATALOG
@@ -165,13 +187,16 @@ def _rate_limited(request: web.Request, exc: RateLimited) -> web.StreamResponse:
                           headers={"Retry-After": str(exc.retry_after)})
 
 
-async def authorize(request: web.Request, access: Access, match: Match
-                    ) -> web.StreamResponse | None:
-    """None when the request may go on (its identity stored); else the error to send."""
-    control = request.app.get(ACCESS)
+async def authorize(request: web.Request, access: Access, match: Match,
+                    sessions: BrowserSessions | None = None) -> web.StreamResponse | None:
+    """None when the request may go on (its identity stored); else the error to send.
+
+    With `sessions` (a browser route) a session cookie authenticates when no
+    `Authorization` header is sent, and refusals are the sessions' pages."""
+    control = request.config_dict.get(ACCESS)
     if control is None and access is not Access.METRICS:
         return None  # everyone is anonymous; `identity()` builds it when asked
-    refused = await _authorize(request, control, access, match)
+    refused = await _authorize(request, control, access, match, sessions)
     # a challenge to a request that sent no credentials is how clients discover auth,
     # not a failure
     if refused is not None and (refused.status != 401 or "Authorization" in request.headers):
@@ -184,23 +209,35 @@ async def authorize(request: web.Request, access: Access, match: Match
 
 
 async def _authorize(request: web.Request, control: AccessControl | None, access: Access,
-                     match: Match) -> web.StreamResponse | None:
+                     match: Match, sessions: BrowserSessions | None
+                     ) -> web.StreamResponse | None:
     if access is Access.METRICS:
         return await _authorize_scrape(request, control)
     assert control is not None
     client = client_address(request)
     scope = required_scope(access, match.name)
+    header = request.headers.get("Authorization")
     try:
-        who = await control.authenticate(request.headers.get("Authorization"), client)
+        if sessions is not None and not header:
+            who = sessions.identity(request, control) or Identity(client=client)
+        else:
+            who = await control.authenticate(header, client)
     except RateLimited as exc:
-        return _rate_limited(request, exc)
+        return sessions.refused(request, 429) if sessions else _rate_limited(request, exc)
     except Unauthenticated as exc:
+        if sessions is not None:
+            return sessions.refused(request, 401)
         return _unauthorized(request, control, scope, "authentication required",
                              "invalid_token" if exc.invalid_token else "")
     request[IDENTITY] = who
+    if access is Access.ANYONE:
+        return None
     decision = control.decide(who, scope)
     if decision is Decision.ALLOW:
         return None
+    if sessions is not None:
+        return sessions.refused(request, 401 if decision is Decision.UNAUTHENTICATED
+                                else 403)
     if decision is Decision.UNAUTHENTICATED:
         return _unauthorized(request, control, scope, "authentication required")
     if decision is Decision.INSUFFICIENT_SCOPE:
@@ -229,10 +266,10 @@ async def _authorize_scrape(request: web.Request, control: AccessControl | None
     proxies tell it), or credentials of a subject in `metrics.allow`; with
     `auth.method: none` only the addresses."""
     client = client_address(request)
-    scrapers = request.app.get(SCRAPERS)
+    scrapers = request.config_dict.get(SCRAPERS)
     if scrapers is not None and scrapers.trusts(client):
         return None
-    allowed = frozenset(request.app[SETTINGS].metrics.allow)
+    allowed = frozenset(request.config_dict[SETTINGS].metrics.allow)
     if control is None or not allowed:
         return _denied(request, None, None)
     try:
@@ -250,18 +287,24 @@ async def _authorize_scrape(request: web.Request, control: AccessControl | None
     return _denied(request, None, None)
 
 
-def may_pull(request: web.Request, repository: str) -> bool:
-    """Whether this request's identity may read `repository` (cross-repository mounts)."""
-    control = request.app.get(ACCESS)
+def may(request: web.Request, access: Access, repository: str) -> bool:
+    """Whether this request's identity may take `access` on `repository` (what a page
+    offers: a delete button only to those the policy lets delete)."""
+    control = request.config_dict.get(ACCESS)
     if control is None:
         return True
-    return control.decide(identity(request), Scope("repository", repository, _PULL)) \
+    return control.decide(identity(request), required_scope(access, repository)) \
         is Decision.ALLOW
+
+
+def may_pull(request: web.Request, repository: str) -> bool:
+    """Whether this request's identity may read `repository` (cross-repository mounts)."""
+    return may(request, Access.PULL, repository)
 
 
 def catalog_filter(request: web.Request) -> Callable[[str], bool] | None:
     """Which names this request's catalog may show (None: all of them)."""
-    control = request.app.get(ACCESS)
+    control = request.config_dict.get(ACCESS)
     return None if control is None else control.catalog_filter(identity(request))
 
 

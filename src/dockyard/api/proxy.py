@@ -45,7 +45,7 @@ PROXIES = web.AppKey("trusted_proxies", TrustedProxies)
 
 
 def _trusted(request: web.Request) -> bool:
-    proxies = request.app.get(PROXIES)
+    proxies = request.config_dict.get(PROXIES)
     return proxies is not None and proxies.trusts(request.remote)
 
 
@@ -54,7 +54,7 @@ def client_address(request: web.Request) -> str:
     peer = request.remote or ""
     if not _trusted(request):
         return peer
-    proxies = request.app[PROXIES]
+    proxies = request.config_dict[PROXIES]
     hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")
             if h.strip()]
     for hop in reversed(hops):
@@ -69,7 +69,7 @@ def _first(request: web.Request, name: str) -> str:
 
 def public_base(request: web.Request) -> str:
     """`scheme://host[:port]` clients use to reach this registry."""
-    configured = request.app[SETTINGS].http.host
+    configured = request.config_dict[SETTINGS].http.host
     if configured:
         return configured.rstrip("/")
     scheme = "https" if request.secure else "http"

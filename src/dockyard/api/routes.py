@@ -22,8 +22,10 @@ from aiohttp import web
 from dockyard.api import admin, blobs, listing, manifests, notifying, uploads
 from dockyard.api.access import (
     GUARD,
+    SESSIONS,
     Access,
     AiohttpHandler,
+    BrowserSessions,
     Guard,
     audit_response,
     authorize,
@@ -174,6 +176,7 @@ async def authorization(request: web.Request, handler: AiohttpHandler
                               status=exc.status, head=request.method == "HEAD",
                               headers={"Allow": allow} if allow else None)
     guard: Guard | None = None
+    sessions: BrowserSessions | None = None
     try:
         if matched.handler is dispatch:
             target = _resolve_table(request)
@@ -192,16 +195,22 @@ async def authorization(request: web.Request, handler: AiohttpHandler
             if guard.access is Access.PUBLIC:
                 return await handler(request)
             access = guard.access
-            match = Match(validate_name(matched["name"]) if "name" in matched else "")
+            if guard.browser:
+                sessions = request.config_dict.get(SESSIONS)
+            match = Match(validate_name(matched["name"]) if "name" in matched else "",
+                          matched.get("reference", ""))
     except RegistryError as exc:
+        if sessions is not None:
+            return sessions.refused(request, 404)
         return from_exception(exc, head=request.method == "HEAD")
-    refused = await authorize(request, access, match)
+    refused = await authorize(request, access, match, sessions)
     if refused is not None:
         return refused
     notifying.bind(request)
     response = await handler(request)
     if guard is not None and guard.audit is not None:
-        audit_response(request, guard.audit, match, reference="", response=response)
+        audit_response(request, guard.audit, match, reference=guard.reference,
+                       response=response)
     return response
 
 

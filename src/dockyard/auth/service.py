@@ -365,6 +365,28 @@ class AccessControl:
         return Identity(user=entry.user, groups=entry.groups, method="refresh_token",
                         client=client, auth_time=auth_time)
 
+    # ------------------------------------------------------------ browser sessions
+
+    def credential(self, user: str) -> str | None:
+        """What a browser session of `user` is bound to now (a digest of their stored
+        password hash, as refresh tokens are): None when the user cannot log in."""
+        self._reload_users()
+        entry = self.htpasswd.entry(user) if self.htpasswd is not None else None
+        return None if entry is None or entry.problem else credential_id(entry.hash)
+
+    def session_identity(self, user: str, cred: str, auth_time: int, client: str
+                         ) -> Identity | None:
+        """The user a browser session names, if their password is still the one it was
+        opened with (a password change or removal ends every session); else None."""
+        current = self.credential(user)
+        if current is None or not hmac.compare_digest(cred, current):
+            return None
+        assert self.htpasswd is not None
+        entry = self.htpasswd.entry(user)
+        assert entry is not None
+        return Identity(user=entry.user, groups=entry.groups, method="session",
+                        client=client, auth_time=auth_time)
+
 
 def parse_basic(value: str) -> tuple[str, str]:
     try:

@@ -34,7 +34,7 @@ def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | 
        grace: str | None, as_json: bool) -> None:
     """Collect garbage now: unreferenced manifests and blobs, and their bytes."""
     from dockyard.core.leases import LeaseBusy
-    from dockyard.gc.scheduler import GC_LEASE, collector_for, record_collection
+    from dockyard.gc.scheduler import GC_LEASE, collector_for, count_collection
 
     settings = load(config, {"storage.filesystem.rootdirectory": data})
     grace_s: float | None = None
@@ -53,7 +53,7 @@ def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | 
             async with registry.leases.hold(GC_LEASE):
                 report = await collector.run(repository=repository)
             if repository is None:  # a whole collection: status and alerts see it
-                await record_collection(registry, report)
+                await count_collection(report)
             return report
         except LeaseBusy:
             raise click.ClickException("a collection is running already; try again later"

@@ -545,6 +545,14 @@ class NotificationsSettings(_Section):
         return [e for e in self.endpoints if not e.disabled]
 
 
+class UiSettings(_Section):
+    """The web UI under /ui/ (`web/`)."""
+
+    enabled: bool = True
+    #: how long a browser session lasts after logging in
+    session_lifetime: Duration = timedelta(hours=12)
+
+
 class Settings(_Section):
     """Every setting, one attribute per config section."""
 
@@ -581,6 +589,7 @@ class Settings(_Section):
         return check_unique(value)
 
     notifications: NotificationsSettings = NotificationsSettings()
+    ui: UiSettings = UiSettings()
 
     @property
     def data_dir(self) -> Path:

@@ -12,11 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from dockyard.metadata.lifecycle import ManifestNode, RepositoryDeletion, Usage
+from dockyard.metadata.lifecycle import (
+    CollectionRecord,
+    ManifestNode,
+    RepositoryDeletion,
+    Usage,
+)
 from dockyard.metadata.store import TOMBSTONE_TIMEOUT
 
-__all__ = ["TOMBSTONE_TIMEOUT", "LifecycleBackend", "ManifestNode", "RepositoryDeletion",
-           "Usage"]
+__all__ = ["TOMBSTONE_TIMEOUT", "CollectionRecord", "LifecycleBackend", "ManifestNode",
+           "RepositoryDeletion", "Usage"]
 
 
 class LifecycleBackend(Protocol):
@@ -119,4 +124,8 @@ class LifecycleBackend(Protocol):
 
     async def total_bytes(self) -> tuple[int, int]:
         """(blob count, bytes) over every stored blob."""
+        ...
+
+    async def record_collection(self, record: CollectionRecord) -> None:
+        """Remember a finished collection (the operations page's history)."""
         ...

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from dockyard.metadata.operations import CollectionRecord, OperationsStore
+from dockyard.metadata.lifecycle import CollectionRecord
+from dockyard.metadata.operations import OperationsStore
 from dockyard.metadata.records import UsageSample
 from dockyard.storage.blobstore import BlobStore
 
@@ -123,8 +124,3 @@ class OperationsService:
     async def trend(self, free: int | None, days: int = TREND_DAYS) -> Trend | None:
         samples = await self.store.usage_since(time.time() - days * 86400)
         return fit_trend(samples, free)
-
-    async def record_collection(self, started_at: float, duration: float,
-                                blobs_deleted: int, bytes_freed: int, failed: int) -> None:
-        await self.store.add_collection(CollectionRecord(started_at, duration, blobs_deleted,
-                                                         bytes_freed, failed))

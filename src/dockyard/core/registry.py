@@ -9,6 +9,7 @@ from dockyard.auth.ratelimit import FailureLog
 from dockyard.config.proxy import ProxyRule
 from dockyard.config.settings import EndpointSettings
 from dockyard.core.blobs import TOUCH_INTERVAL, BlobService
+from dockyard.core.browse import BrowseService
 from dockyard.core.feed import FeedService
 from dockyard.core.health import HealthService
 from dockyard.core.importer import Importer, Progress
@@ -23,14 +24,17 @@ from dockyard.core.proxy import ProxyRoutes, PullThrough, Upstream
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.replica import ReplicaService
 from dockyard.core.repositories import RepositoryService
+from dockyard.core.secrets import SecretBackend
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
 from dockyard.metadata.adoption import AdoptionStore
+from dockyard.metadata.browse import BrowseStore
 from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.mirrors import MirrorStore
 from dockyard.metadata.notifications import NotificationStore
 from dockyard.metadata.operations import OperationsStore
+from dockyard.metadata.secrets import SecretStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.distribution import DistributionTree
@@ -70,6 +74,10 @@ class Registry:
     mirrors: MirrorRecords
     #: queues the events of pushes, pulls and deletes for the notification endpoints
     notifier: Notifier
+    #: what the web UI reads
+    browse: BrowseService
+    #: random keys shared by every worker and node (the UI's session key)
+    secrets: SecretBackend
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -102,6 +110,9 @@ class Registry:
             _blobstore=blobstore,
             pulls=pulls,
             leases=lease_holder,
+            browse=BrowseService(BrowseStore(store), store, blobstore, lease_holder,
+                                 lifecycle),
+            secrets=SecretStore(store),
             lifecycle=lifecycle,
             integrity=IntegrityStore(store),
             cache=cache,

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
-from dockyard.core.lifecycle import TOMBSTONE_TIMEOUT, ManifestNode
+from dockyard.core.lifecycle import TOMBSTONE_TIMEOUT, CollectionRecord, ManifestNode
 from dockyard.core.registry import Registry
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
@@ -153,7 +153,19 @@ class Collector:
                                           self.registry.uploads.purge(self.upload_expiry))
                 report.uploads_purged = purged or 0
         report.duration = time.time() - started
+        if not dry_run:
+            await self._step("recording the collection", self._record(report))
         return report
+
+    async def _record(self, report: Report) -> None:
+        """Remember what this collection freed and what stays stored (the operations
+        page's last collections and storage trend)."""
+        stored_blobs, stored_bytes = await self.lifecycle.total_bytes()
+        await self.lifecycle.record_collection(CollectionRecord(
+            report.started_at, report.duration,
+            sum(r.manifests for r in report.repositories.values()),
+            report.blobs_deleted, report.bytes_freed, stored_blobs, stored_bytes,
+            report.failed))
 
     async def _step(self, what: str, action: Awaitable[T]) -> T | None:
         """Run one step; if it fails, log and count it and return None (go on)."""

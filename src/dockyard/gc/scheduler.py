@@ -39,20 +39,15 @@ def collector_for(registry: Registry, settings: Settings, *, grace: float | None
     )
 
 
-async def record_collection(registry: Registry, report: Report) -> None:
-    """Count a finished collection in the metrics and keep its row (status, alerts)."""
+async def count_collection(report: Report) -> None:
+    """Count a finished collection in the metrics (its row, for status and the UI, is
+    written by the collector itself)."""
     m = metrics()
     m.gc_runs.labels("failed_steps" if report.failed else "ok").inc()
     m.gc_duration.observe(report.duration)
     m.gc_freed.inc(report.bytes_freed)
     if not report.failed:
         m.gc_last_success.set(report.started_at + report.duration)
-    try:
-        await registry.operations.record_collection(
-            report.started_at, report.duration, report.blobs_deleted, report.bytes_freed,
-            report.failed)
-    except Exception:
-        log.exception("could not record the collection")
 
 
 async def collect_once(registry: Registry, settings: Settings) -> Report | None:
@@ -75,7 +70,7 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
         metrics().gc_runs.labels("error").inc()
         raise
     log.info("collection: %s", json.dumps(report.to_json()))
-    await record_collection(registry, report)
+    await count_collection(report)
     return report
 
 

@@ -22,6 +22,7 @@ from dockyard.metadata.events import Change
 from dockyard.metadata.schema import (
     blob_deletions,
     blobs,
+    collections,
     deleted_links,
     manifest_blobs,
     manifest_children,
@@ -70,6 +71,24 @@ class Usage:
     @property
     def shared_bytes(self) -> int:
         return self.bytes - self.unique_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionRecord:
+    """A finished collection: what it removed, and what stayed stored after it."""
+
+    started_at: float
+    duration: float
+    manifests_deleted: int
+    blobs_deleted: int
+    bytes_freed: int
+    stored_blobs: int
+    stored_bytes: int
+    failed: int
+
+
+#: how long finished collections are remembered
+COLLECTIONS_KEPT = 90 * 86400.0
 
 
 class LifecycleStore:
@@ -395,6 +414,21 @@ class LifecycleStore:
             ).order_by(repositories.c.name))
         return [Usage(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5]))
                 for r in rows]
+
+    async def record_collection(self, record: CollectionRecord) -> None:
+        """Remember a finished collection; forget those older than `COLLECTIONS_KEPT`."""
+
+        def body(conn: Connection) -> None:
+            conn.execute(insert(collections).values(
+                started_at=record.started_at, duration=record.duration,
+                manifests_deleted=record.manifests_deleted,
+                blobs_deleted=record.blobs_deleted, bytes_freed=record.bytes_freed,
+                stored_blobs=record.stored_blobs, stored_bytes=record.stored_bytes,
+                failed=record.failed))
+            conn.execute(delete(collections).where(
+                collections.c.started_at < record.started_at - COLLECTIONS_KEPT))
+
+        await self.engines.transaction(body)
 
     async def total_bytes(self) -> tuple[int, int]:
         """(blob count, bytes) over every stored blob."""

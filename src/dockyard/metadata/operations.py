@@ -2,17 +2,16 @@
 
 `usage_samples` holds one row per sample of the data filesystem (the `usage.sample`
 job), kept for `KEEP` seconds, from which `dockyard status` computes the growth trend;
-`collections` one row per finished collection.
+`collections` one row per finished collection, written by the collector itself
+(`metadata/lifecycle.py`).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 
+from dockyard.metadata.lifecycle import CollectionRecord
 from dockyard.metadata.records import UsageSample
 from dockyard.metadata.schema import (
     blobs,
@@ -26,16 +25,7 @@ from dockyard.metadata.schema import (
 from dockyard.metadata.store import MetadataStore
 
 KEEP = 30 * 86400
-"""Seconds usage samples and collection rows are kept."""
-
-
-@dataclass(frozen=True)
-class CollectionRecord:
-    started_at: float
-    duration: float
-    blobs_deleted: int
-    bytes_freed: int
-    failed: int
+"""Seconds usage samples are kept."""
 
 
 class OperationsStore:
@@ -83,24 +73,13 @@ class OperationsStore:
         return [UsageSample(float(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
                 for r in rows]
 
-    async def add_collection(self, record: CollectionRecord) -> None:
-        def body(conn: Connection) -> None:
-            conn.execute(delete(collections)
-                         .where(collections.c.started_at < time.time() - KEEP))
-            conn.execute(insert(collections).values(
-                started_at=record.started_at, duration=record.duration,
-                blobs_deleted=record.blobs_deleted, bytes_freed=record.bytes_freed,
-                failed=record.failed))
-
-        await self.store.engines.transaction(body)
-
     async def last_collection(self) -> CollectionRecord | None:
+        c = collections.c
         rows = await self.store._read(
-            select(collections.c.started_at, collections.c.duration,
-                   collections.c.blobs_deleted, collections.c.bytes_freed,
-                   collections.c.failed)
-            .order_by(collections.c.started_at.desc()).limit(1))
+            select(c.started_at, c.duration, c.manifests_deleted, c.blobs_deleted,
+                   c.bytes_freed, c.stored_blobs, c.stored_bytes, c.failed)
+            .order_by(c.started_at.desc()).limit(1))
         if not rows:
             return None
         r = rows[0]
-        return CollectionRecord(float(r[0]), float(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        return CollectionRecord(float(r[0]), float(r[1]), *(int(v) for v in r[2:]))

@@ -226,12 +226,17 @@ usage_samples = Table(
 collections = Table(
     "collections",
     metadata,
-    # one row per finished collection (scheduled or `dockyard gc`), for status and alerts
+    # one row per finished collection: what it freed and what stayed stored after it
+    # (`dockyard status`, alerts, the operations page's last collections and storage
+    # trend); kept for 90 days. Written by the collector itself (`Collector._record`)
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("started_at", Double, nullable=False),
     Column("duration", Double, nullable=False),
+    Column("manifests_deleted", Integer, nullable=False),
     Column("blobs_deleted", Integer, nullable=False),
     Column("bytes_freed", BigInteger, nullable=False),
+    Column("stored_blobs", Integer, nullable=False),
+    Column("stored_bytes", BigInteger, nullable=False),
     Column("failed", Integer, nullable=False),
     Index(None, "started_at"),
 )
@@ -296,4 +301,15 @@ notifications = Table(
     Column("event", Text, nullable=False),
     Index(None, "endpoint", "id"),
     sqlite_autoincrement=True,
+)
+
+
+secrets = Table(
+    "secrets",
+    metadata,
+    # random keys every worker and node must share (the web UI's session signing key),
+    # made once by whoever needs one first
+    Column("name", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
 )

@@ -1,0 +1,217 @@
+"""The UI's pages: each handler reads through `core` services and renders a template.
+
+Each handler declares the access it needs with `requires(..., browser=True)`; the
+authorization middleware decides before it runs (a repository's pages need `pull` on
+it, its delete pages `delete`). Lists and search show only what the caller may pull.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from collections.abc import Callable
+
+from aiohttp import web
+
+from dockyard.api.access import (
+    ACCESS,
+    Access,
+    AiohttpHandler,
+    catalog_filter,
+    may,
+    requires,
+)
+from dockyard.api.proxy import client_address, public_base
+from dockyard.auth.service import RateLimited, Unauthenticated
+from dockyard.core.browse import SORTS
+from dockyard.web.context import registry, render, sessions
+
+PER_PAGE = 50
+
+
+def _ui(access: Access, audit: str | None = None, reference: str = ""
+        ) -> Callable[[AiohttpHandler], AiohttpHandler]:
+    """A page's declared access (a browser route: sessions and UI refusals)."""
+    return requires(access, audit=audit, browser=True, reference=reference)
+
+
+def _registry_host(request: web.Request) -> str:
+    """The host:port clients pull from (the public URL without its scheme)."""
+    return public_base(request).split("://", 1)[-1].rstrip("/")
+
+
+def _csrf_refused(request: web.Request) -> web.Response:
+    return render(request, "error.html", status=403, title="Refused",
+                  message="This form is stale or was not sent from this site "
+                          "(its CSRF token does not match your session). Reload the "
+                          "page and try again.")
+
+
+async def _form(request: web.Request) -> dict[str, str] | None:
+    """The POSTed form, or None when its CSRF token does not match the session."""
+    form = await request.post()
+    token = form.get("csrf")
+    if not isinstance(token, str) or not sessions(request).csrf_ok(request, token):
+        return None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+@_ui(Access.ANYONE)
+async def home(request: web.Request) -> web.StreamResponse:
+    visible = catalog_filter(request)
+    browse = registry(request).browse
+    q = request.query.get("q", "")
+    names, pairs = await browse.search(q, visible)
+    return render(request, "home.html", title="Dockyard", home=await browse.home(visible),
+                  q=q, names=names, pairs=pairs)
+
+
+@_ui(Access.ANYONE)
+async def search(request: web.Request) -> web.StreamResponse:
+    q = request.query.get("q", "")
+    names, pairs = await registry(request).browse.search(q, catalog_filter(request))
+    template = "search_results.html" if request.query.get("partial") else "search.html"
+    return render(request, template, title=f"Search: {q}" if q else "Search", q=q,
+                  names=names, pairs=pairs)
+
+
+@_ui(Access.ANYONE)
+async def repositories(request: web.Request) -> web.StreamResponse:
+    query = request.query
+    pattern = query.get("q", "")[:200]
+    sort = query.get("sort", "name")
+    sort = sort if sort in SORTS else "name"
+    order = "desc" if query.get("order") == "desc" else "asc"
+    found = await registry(request).browse.repositories(
+        catalog_filter(request), pattern=pattern, sort=sort, descending=order == "desc")
+    pages = max(1, math.ceil(len(found) / PER_PAGE))
+    try:
+        page = min(max(1, int(query.get("page", "1"))), pages)
+    except ValueError:
+        page = 1
+    shown = found[(page - 1) * PER_PAGE: page * PER_PAGE]
+
+    def link(**changes: str | int) -> str:
+        params = {"q": pattern, "sort": sort, "order": order, "page": page, **changes}
+        return "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v})
+
+    return render(request, "repositories.html", title="Repositories", repos=shown,
+                  total=len(found), page=page, pages=pages, q=pattern, sort=sort,
+                  order=order, link=link)
+
+
+@_ui(Access.PULL)
+async def repository(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    tags = await registry(request).browse.tags(name)
+    return render(request, "repository.html", title=name, name=name, tags=tags,
+                  host=_registry_host(request), can_delete=may(request, Access.DELETE, name))
+
+
+async def _image(request: web.Request) -> web.StreamResponse:
+    name, reference = request.match_info["name"], request.match_info["reference"]
+    view = await registry(request).browse.image(name, reference)
+    return render(request, "image.html", title=f"{name}@{view.digest}", image=view,
+                  reference=reference, host=_registry_host(request),
+                  pkg=request.query.get("pkg", "")[:200],
+                  can_delete=may(request, Access.DELETE, name))
+
+
+image_by_tag = _ui(Access.PULL)(_image)
+image_by_digest = _ui(Access.PULL)(_image)
+
+
+@_ui(Access.DELETE)
+async def confirm_delete_tag(request: web.Request) -> web.StreamResponse:
+    name, tag = request.match_info["name"], request.match_info["reference"]
+    view = await registry(request).browse.image(name, tag)
+    others = [t.tag for t in await registry(request).browse.tags(name)
+              if t.digest == view.digest and t.tag != tag]
+    return render(request, "confirm_tag.html", title=f"Delete {name}:{tag}", name=name,
+                  tag=tag, image=view, others=others)
+
+
+@_ui(Access.DELETE, audit="delete", reference="tag-or-digest")
+async def delete_tag(request: web.Request) -> web.StreamResponse:
+    name, tag = request.match_info["name"], request.match_info["reference"]
+    if await _form(request) is None:
+        return _csrf_refused(request)
+    await registry(request).manifests.delete(name, tag)
+    return render(request, "done.html", title="Tag deleted", name=name,
+                  message=f"The tag {name}:{tag} is deleted.", back=f"/ui/r/{name}")
+
+
+@_ui(Access.DELETE)
+async def confirm_delete_repository(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    tags = await registry(request).browse.tags(name)
+    return render(request, "confirm_repository.html", title=f"Delete {name}", name=name,
+                  tags=tags)
+
+
+@_ui(Access.DELETE, audit="repository.delete")
+async def delete_repository(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if await _form(request) is None:
+        return _csrf_refused(request)
+    gone = await registry(request).repositories.delete(name)
+    return render(request, "done.html", title="Repository deleted", name=name,
+                  message=f"The repository {name} is deleted: {gone.tags} tag(s), "
+                          f"{gone.manifests} manifest(s). Its storage is freed by the next "
+                          "collection.", back="/ui/repositories")
+
+
+def _next(target: str | None) -> str:
+    """Where to go after logging in: a path of the UI only (never another site)."""
+    if target and target.startswith("/ui/") and "//" not in target and "\\" not in target:
+        return target
+    return "/ui/"
+
+
+@requires(Access.PUBLIC)
+async def login_form(request: web.Request) -> web.StreamResponse:
+    return render(request, "login.html", title="Log in", error="",
+                  next=_next(request.query.get("next")), username="")
+
+
+@requires(Access.PUBLIC)
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await _form(request)
+    if form is None:
+        return _csrf_refused(request)
+    control = request.config_dict.get(ACCESS)
+    target = _next(form.get("next"))
+    user, password = form.get("username", ""), form.get("password", "")
+    if control is None:
+        return web.Response(status=303, headers={"Location": target})
+    error, status, cred = "", 200, None
+    try:
+        who = await control.login(user, password, client_address(request))
+        cred = control.credential(who.user or "")
+        if cred is None:
+            raise Unauthenticated("cannot open a session for this user")
+    except RateLimited as exc:
+        error, status = f"Too many failed logins; try again in {exc.retry_after} s.", 429
+    except Unauthenticated:
+        error, status = "Wrong user name or password.", 401
+    if error:
+        return render(request, "login.html", status=status, title="Log in", error=error,
+                      next=target, username=user)
+    assert who.user is not None
+    assert cred is not None
+    sessions(request).log_in(request, who.user, cred)
+    return web.Response(status=303, headers={"Location": target})
+
+
+@_ui(Access.ANYONE)
+async def logout(request: web.Request) -> web.StreamResponse:
+    if await _form(request) is None:
+        return _csrf_refused(request)
+    sessions(request).log_out(request)
+    return web.Response(status=303, headers={"Location": "/ui/"})
+
+
+@_ui(Access.CATALOG)
+async def operations(request: web.Request) -> web.StreamResponse:
+    ops = await registry(request).browse.operations(catalog_filter(request))
+    return render(request, "operations.html", title="Operations", ops=ops)

@@ -1,0 +1,72 @@
+"""The repository list's paging and sorting, in-process on a real socket (no auth)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp.test_utils import TestServer
+
+from dockyard.api.app import create_app
+from dockyard.config.settings import load_settings
+from dockyard.web import views
+from dockyard.web.app import install_ui
+from tests.support.mediatypes import OCI_CONFIG, OCI_MANIFEST
+
+
+@pytest.fixture
+async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                 ) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setattr(views, "PER_PAGE", 2)
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+    app = create_app(settings)
+    install_ui(app, settings)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    async with httpx.AsyncClient(base_url=str(server.make_url("")).rstrip("/")) as c:
+        yield c
+    await server.close()
+
+
+async def _push(client: httpx.AsyncClient, repo: str, tags: int) -> None:
+    config = json.dumps({"architecture": "amd64", "os": "linux", "repo": repo}).encode()
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    r = await client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": digest},
+                          content=config)
+    assert r.status_code == 201
+    for t in range(tags):
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+               "config": {"mediaType": OCI_CONFIG, "digest": digest, "size": len(config)},
+               "annotations": {"t": str(t)}}
+        r = await client.put(f"/v2/{repo}/manifests/t{t}", content=json.dumps(doc),
+                             headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201
+
+
+def _names(html: str) -> list[str]:
+    return re.findall(r'<td><a href="/ui/r/[^"]+">([^<]+)</a></td>', html)
+
+
+async def test_pages_and_sorts(client: httpx.AsyncClient) -> None:
+    for repo, tags in (("a/one", 1), ("b/three", 3), ("c/two", 2)):
+        await _push(client, repo, tags)
+    first = await client.get("/ui/repositories")
+    assert _names(first.text) == ["a/one", "b/three"]
+    assert "Page 1 of 2" in first.text
+    assert 'rel="next"' in first.text
+    second = await client.get("/ui/repositories?page=2")
+    assert _names(second.text) == ["c/two"]
+    assert 'rel="prev"' in second.text
+    by_tags = await client.get("/ui/repositories?sort=tags&order=desc")
+    assert _names(by_tags.text) == ["b/three", "c/two"]
+    assert 'aria-sort="descending"' in by_tags.text
+    # out-of-range and malformed numbers land on a real page
+    assert _names((await client.get("/ui/repositories?page=99")).text) == ["c/two"]
+    assert _names((await client.get("/ui/repositories?page=x")).text) == ["a/one", "b/three"]
+    assert _names((await client.get("/ui/repositories?q=*/t*")).text) == ["b/three", "c/two"]
