@@ -103,9 +103,17 @@ async def repositories(request: web.Request) -> web.StreamResponse:
 @_ui(Access.PULL)
 async def repository(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    tags = await registry(request).browse.tags(name)
+    services = registry(request)
+    tags = await services.browse.tags(name)
+    # where tags came from: a mirror list's sync, or a pull-through cache's upstream
+    origins = {o.tag: ("mirrored from", o.upstream, o.mirrored_at)
+               for o in await services.mirrors.origins(repository=name)}
+    if services.cache.route(name) is not None:
+        origins.update((c.tag, ("cached from", c.upstream, c.fetched_at))
+                       for c in await services.cache.provenance(name))
     return render(request, "repository.html", title=name, name=name, tags=tags,
-                  host=_registry_host(request), can_delete=may(request, Access.DELETE, name))
+                  origins=origins, host=_registry_host(request),
+                  can_delete=may(request, Access.DELETE, name))
 
 
 async def _image(request: web.Request) -> web.StreamResponse:

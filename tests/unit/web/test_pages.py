@@ -70,3 +70,29 @@ async def test_pages_and_sorts(client: httpx.AsyncClient) -> None:
     assert _names((await client.get("/ui/repositories?page=99")).text) == ["c/two"]
     assert _names((await client.get("/ui/repositories?page=x")).text) == ["a/one", "b/three"]
     assert _names((await client.get("/ui/repositories?q=*/t*")).text) == ["b/three", "c/two"]
+
+
+async def test_a_mirrored_tag_says_where_it_came_from(client: httpx.AsyncClient,
+                                                      tmp_path: Path) -> None:
+    """The sync's record of a tag's origin shows on the repository page; HTML in it is
+    text."""
+    from dockyard.backends import close_registry, open_registry
+    from dockyard.metadata.mirrors import TagOrigin
+
+    await _push(client, "mirror/app", 2)
+    page = await client.get("/ui/r/mirror/app")
+    assert "From</th>" not in page.text  # nothing mirrored: no column
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+    other = await open_registry(settings)  # what `dockyard sync` records, as it does
+    try:
+        tag = await other.manifests.get("mirror/app", "t0", pull=False)
+        await other.mirrors.set_origin(TagOrigin(
+            "mirror/app", "t0", "app", "quay.io/org/<b>app</b>:t0", tag.digest, 1.0e9))
+    finally:
+        await close_registry(other)
+    page = await client.get("/ui/r/mirror/app")
+    assert "From</th>" in page.text
+    assert "mirrored from" in page.text
+    assert "quay.io/org/&lt;b&gt;app&lt;/b&gt;:t0" in page.text
+    assert "<b>app</b>" not in page.text
