@@ -7,9 +7,11 @@ it, its delete pages `delete`). Lists and search show only what the caller may p
 
 from __future__ import annotations
 
+import json
 import math
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -24,9 +26,12 @@ from dockyard.api.access import (
 from dockyard.api.proxy import client_address, public_base
 from dockyard.auth.service import RateLimited, Unauthenticated
 from dockyard.core.browse import SORTS
+from dockyard.core.mirrors import MirrorRun
 from dockyard.web.context import registry, render, sessions
 
 PER_PAGE = 50
+#: mirror sync runs read for the operations page (the newest of each source shown)
+SYNC_RUNS = 200
 
 
 def _ui(access: Access, audit: str | None = None, reference: str = ""
@@ -221,5 +226,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 @_ui(Access.CATALOG)
 async def operations(request: web.Request) -> web.StreamResponse:
-    ops = await registry(request).browse.operations(catalog_filter(request))
-    return render(request, "operations.html", title="Operations", ops=ops)
+    services = registry(request)
+    ops = await services.browse.operations(catalog_filter(request))
+    # the newest run of each mirror source among the last ones (`dockyard sync`)
+    latest: dict[str, tuple[MirrorRun, dict[str, Any]]] = {}
+    for run in await services.mirrors.runs(None, SYNC_RUNS):
+        if run.source not in latest:
+            latest[run.source] = (run, json.loads(run.report))
+    return render(request, "operations.html", title="Operations", ops=ops,
+                  syncs=sorted(latest.values(), key=lambda r: r[0].source))

@@ -68,3 +68,34 @@ async def test_operations_lists_only_pullable_names(base: str) -> None:
     async with httpx.AsyncClient(base_url=base) as anonymous:
         home = await anonymous.get("/ui/")
         assert "Operations</a>" not in home.text
+
+
+async def test_operations_shows_the_last_sync_of_each_mirror_source(
+        base: str, tmp_path: Path) -> None:
+    from dockyard.backends import close_registry, open_registry
+    from dockyard.core.mirrors import MirrorRun
+
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+    other = await open_registry(settings)  # what `dockyard sync` records, as it does
+    try:
+        for at, status, report in (
+                (1.0e9, "failed", {"error": "upstream <down>", "added": []}),
+                (1.1e9, "ok", {"added": ["v1", "v2"], "updated": ["latest"], "failed": {}}),
+                (1.0e9, "partial", {"added": [], "failed": {"v3": "bad manifest"}})):
+            source = "nginx" if status != "partial" else "redis"
+            await other.mirrors.add_run(MirrorRun(source, at - 5, at, status,
+                                                  json.dumps(report)), 20)
+    finally:
+        await close_registry(other)
+    async with httpx.AsyncClient(base_url=base, auth=("admin", "admin-pw")) as admin:
+        page = (await admin.get("/ui/operations")).text
+    assert "Mirror syncs" in page
+    rows = page.split("Mirror syncs", 1)[1].split("</table>", 1)[0]
+    assert rows.count("<tr>") == 3  # the header and one row per source
+    nginx = rows.split(">nginx<", 1)[1].split("</tr>", 1)[0]
+    assert "<td>ok" in nginx  # the newest run of the source
+    assert "upstream &lt;down&gt;" not in rows  # an older run
+    redis = rows.split(">redis<", 1)[1].split("</tr>", 1)[0]
+    assert "partial" in redis
+    assert '<td class="num">1</td>' in redis  # one tag failed
