@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from dockyard.api.access import identity
 from dockyard.api.bodies import read_body
 from dockyard.api.context import SETTINGS, Match, registry
 from dockyard.api.errors import HeadResponse
@@ -37,7 +38,8 @@ async def put_manifest(request: web.Request, match: Match) -> web.StreamResponse
     payload = await read_body(request, limit,
                               PayloadTooLarge(f"manifest is larger than {limit} bytes"))
     result = await registry(request).manifests.put(
-        match.name, match.reference, payload, request.headers.get("Content-Type")
+        match.name, match.reference, payload, request.headers.get("Content-Type"),
+        by=identity(request).user,
     )
     headers = {
         "Location": f"/v2/{match.name}/manifests/{result.digest}",

@@ -69,6 +69,8 @@ class TagView:
     size: int
     pushed_at: float
     pulled_at: float | None
+    #: the account that last pushed the tag (None: anonymous, a sync, a replica, an import)
+    pushed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +315,7 @@ class BrowseService:
                     _size(layer) for layer in _descriptors(doc, "layers"))
             out.append(TagView(d.tag, d.digest, kind, d.media_type,
                                d.artifact_type if kind == "artifact" else None,
-                               platforms, size, d.pushed_at, d.pulled_at))
+                               platforms, size, d.pushed_at, d.pulled_at, d.pushed_by))
         return out
 
     async def image(self, name: str, reference: str) -> ImageView:

@@ -72,8 +72,10 @@ class ManifestService:
         self.delete_referrers = delete_referrers
 
     async def put(
-        self, name: str, reference: str, payload: bytes, content_type: str | None
+        self, name: str, reference: str, payload: bytes, content_type: str | None, *,
+        by: str | None = None,
     ) -> PutResult:
+        """Store a pushed manifest (by the account `by`, when one pushed it)."""
         self.routes.refuse_writes(name)
         if len(payload) > self.max_size:
             raise PayloadTooLarge(f"manifest is larger than {self.max_size} bytes")
@@ -84,7 +86,7 @@ class ManifestService:
             wanted, tag = Digest.parse(reference), None
         new = new_manifest(payload, content_type, wanted)
         try:
-            await self.store.put_manifest(name, new, tag)
+            await self.store.put_manifest(name, new, tag, by=by)
         except MissingReferences as exc:
             raise ManifestBlobUnknown(
                 f"manifest references unknown blobs or manifests: {', '.join(exc.missing)}",

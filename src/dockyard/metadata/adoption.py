@@ -75,9 +75,10 @@ class AdoptionStore:
                 for d in new.child_digests:
                     run(conn, q.add_child, manifest=manifest_id, digest=d)
             for tag, digest in tags:
-                if not run(conn, q.retag, repo=repo_id, tag=tag, manifest=ids[digest],
+                if not run(conn, q.retag, repo=repo_id, tag=tag, manifest=ids[digest], by=None,
                            now=now).rowcount:
-                    run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=ids[digest], now=now)
+                    run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=ids[digest], now=now,
+                        by=None)
                 changes.append(Change(feed.TAG_SET, name, tag, digest, types[digest]))
             # the change feed: a replica follows an import as it follows pushes
             store.events.record(conn, changes, now)

@@ -48,6 +48,7 @@ class TagDetail:
     payload: bytes
     pushed_at: float
     pulled_at: float | None
+    pushed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +109,12 @@ class BrowseStore:
         rows = await self.store._read(
             select(tags.c.name, manifests.c.digest, manifests.c.media_type,
                    manifests.c.artifact_type, manifests.c.size, manifests.c.payload,
-                   tags.c.updated_at, tags.c.pulled_at)
+                   tags.c.updated_at, tags.c.pulled_at, tags.c.pushed_by)
             .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
             .where(tags.c.repository_id == repo[0][0])
             .order_by(self.store._sorted(tags.c.name)))
         return [TagDetail(r[0], r[1], r[2], r[3], int(r[4]), bytes(r[5]), float(r[6]),
-                          None if r[7] is None else float(r[7])) for r in rows]
+                          None if r[7] is None else float(r[7]), r[8]) for r in rows]
 
     async def search_tags(self, text: str, limit: int) -> list[tuple[str, str]]:
         """(repository, tag) pairs whose tag contains `text`, at most `limit`."""

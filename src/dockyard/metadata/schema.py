@@ -114,6 +114,8 @@ tags = Table(
            nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("pulled_at", Double),
+    # the account that last pushed the tag (None: anonymous, a job, an import)
+    Column("pushed_by", String(255)),
     Index(None, "manifest_id"),
 )
 

@@ -161,11 +161,13 @@ class Statements:
             .values(touched_at=b("now")))
         self.retag = Prepared(
             update(tags).where(tags.c.repository_id == b("repo"), tags.c.name == b("tag"))
-            .values(manifest_id=b("manifest"), updated_at=b("now")))
+            .values(manifest_id=b("manifest"), updated_at=b("now"), pushed_by=b("by")))
         # an upsert: a concurrent push may create the same tag between retag and this
         add_tag = ins(tags).values(repository_id=b("repo"), name=b("tag"),
-                                   manifest_id=b("manifest"), updated_at=b("now"))
+                                   manifest_id=b("manifest"), updated_at=b("now"),
+                                   pushed_by=b("by"))
         self.add_tag = Prepared(add_tag.on_conflict_do_update(
             index_elements=[tags.c.repository_id, tags.c.name],
             set_={"manifest_id": add_tag.excluded.manifest_id,
-                  "updated_at": add_tag.excluded.updated_at}))
+                  "updated_at": add_tag.excluded.updated_at,
+                  "pushed_by": add_tag.excluded.pushed_by}))

@@ -444,13 +444,16 @@ class MetadataStore:
 
     # --- manifests ---------------------------------------------------------------
 
-    async def put_manifest(self, name: str, new: NewManifest, tag: str | None) -> None:
-        """Record a verified manifest with its references, and point `tag` at it.
+    async def put_manifest(self, name: str, new: NewManifest, tag: str | None, *,
+                           by: str | None = None) -> None:
+        """Record a verified manifest with its references, and point `tag` at it (pushed
+        by the account `by`, when one did).
 
         Raises `MissingReferences` when a referenced blob or child manifest is not in
         the repository; nothing is written then.
         """
-        await self.engines.compiled(self._put_manifest(name, new, tag, time.time()))
+        await self.engines.compiled(self._put_manifest(name, new, tag, time.time(),
+                                                       by=by))
 
     async def cache_manifest(self, name: str, new: NewManifest, tag: str | None,
                              upstream: str) -> None:
@@ -504,7 +507,7 @@ class MetadataStore:
         await self.engines.transaction(lambda conn: conn.execute(stmt))
 
     def _put_manifest(self, name: str, new: NewManifest, tag: str | None, now: float, *,
-                      check: bool = True) -> Callable[[Conn], None]:
+                      check: bool = True, by: str | None = None) -> Callable[[Conn], None]:
         """The body of a manifest write; with `check`, refused (`MissingReferences`)
         unless every reference is in the repository."""
         q = self._q
@@ -544,8 +547,9 @@ class MetadataStore:
             for d in new.child_digests:  # so are the children it names
                 run(conn, q.touch_child, repo=repo_id, digest=d, now=now)
             if tag is not None and not run(conn, q.retag, repo=repo_id, tag=tag,
-                                           manifest=manifest_id, now=now).rowcount:
-                run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now)
+                                           manifest=manifest_id, now=now, by=by).rowcount:
+                run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now,
+                    by=by)
             if added is not None or tag is not None:
                 kind = feed.MANIFEST_PUT if added is not None else feed.TAG_SET
                 self.events.record(conn, [Change(kind, name, tag, new.digest,

@@ -99,3 +99,13 @@ async def test_operations_shows_the_last_sync_of_each_mirror_source(
     redis = rows.split(">redis<", 1)[1].split("</tr>", 1)[0]
     assert "partial" in redis
     assert '<td class="num">1</td>' in redis  # one tag failed
+
+
+async def test_the_repository_page_says_who_pushed_each_tag(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, auth=("admin", "admin-pw")) as admin:
+        await _push(admin, "open/pushed")
+        page = (await admin.get("/ui/r/open/pushed")).text
+    assert 'by <span class="name">admin</span>' in page
+    async with httpx.AsyncClient(base_url=base, auth=("reader", "reader-pw")) as reader:
+        page = (await reader.get("/ui/r/open/pushed")).text  # whoever may pull sees it
+    assert 'by <span class="name">admin</span>' in page
