@@ -6,11 +6,11 @@ An unknown backend name is a startup error.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 
 from dockyard.config.proxy import ProxyCredentials, ProxyRule
+from dockyard.config.secrets import from_env, read_secret
 from dockyard.config.settings import S3Settings, Settings
 from dockyard.core.metrics import metrics
 from dockyard.core.proxy import Upstream
@@ -66,24 +66,10 @@ def upstream_credentials(index: int, creds: ProxyCredentials) -> Credentials:
     """Resolve a rule's credentials from the environment or files it names; a missing
     variable or unreadable file is a startup error naming the key (never the value)."""
     where = f"proxy.{index}.credentials"
-
-    def env(key: str, name: str) -> str:
-        value = os.environ.get(name)
-        if not value:
-            raise ValueError(f"{where}.{key}: environment variable {name} is not set")
-        return value
-
     user = creds.username if creds.username is not None else \
-        env("username_env", creds.username_env or "")
-    if creds.password_file is not None:
-        try:
-            lines = creds.password_file.read_text().splitlines()
-        except OSError as exc:
-            raise ValueError(f"{where}.password_file: cannot read {creds.password_file}: "
-                             f"{exc.strerror}") from None
-        password = lines[0] if lines else ""
-    else:
-        password = env("password_env", creds.password_env or "")
+        from_env(creds.username_env or "", f"{where}.username_env")
+    password = read_secret(creds.password_env, creds.password_file, where)
+    assert password is not None  # the model requires one of the two
     return Credentials(user, password)
 
 

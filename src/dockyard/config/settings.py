@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL
 from dockyard.config.auth import AuthSettings, TlsSettings
 from dockyard.config.mirror import MirrorSource, check_unique
 from dockyard.config.proxy import ProxyRule, check_prefixes
+from dockyard.config.secrets import read_secret
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -442,18 +443,7 @@ class ReplicaSettings(_Section):
         """The password from its reference; ValueError naming the key when unreadable."""
         if self.password_env and self.password_file:
             raise ValueError("replica: set password_env or password_file, not both")
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"replica.password_env: ${self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                return self.password_file.read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise ValueError(f"replica.password_file: cannot read "
-                                 f"{self.password_file}: {exc.strerror}") from None
-        return None
+        return read_secret(self.password_env, self.password_file, "replica")
 
 
 class IgnoreSettings(_Section):

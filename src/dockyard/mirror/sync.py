@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dockyard.config.mirror import MirrorSource
+from dockyard.config.secrets import read_secret
 from dockyard.copying.connect import Access, open_end
 from dockyard.copying.ends import MountHints
 from dockyard.copying.engine import END_ERRORS, Copier, CopyError, CopyOptions
@@ -92,18 +92,11 @@ def access_for(source: MirrorSource) -> Access:
     if given.auth_file is not None:
         return Access(None, source.tls_verify, given.auth_file)
     assert given.username is not None
-    if given.password_env is not None:
-        password = os.environ.get(given.password_env)
-        if password is None:
-            raise SourceFailed(f"credentials: environment variable {given.password_env} "
-                               "is not set")
-    else:
-        assert given.password_file is not None
-        try:
-            password = given.password_file.read_text().strip()
-        except OSError as exc:
-            raise SourceFailed(f"credentials: cannot read {given.password_file}: "
-                               f"{exc.strerror}") from None
+    try:
+        password = read_secret(given.password_env, given.password_file, "credentials")
+    except ValueError as exc:
+        raise SourceFailed(str(exc)) from None
+    assert password is not None  # the model requires one with a username
     return Access(Credentials(given.username, password), source.tls_verify)
 
 
