@@ -34,7 +34,7 @@ start)
   # ready when the bucket can be created (or already exists) through S3 itself and takes
   # a write: the first write needs a volume, which SeaweedFS grows a moment after start
   for i in $(seq 1 300); do
-    alive || { echo "weed exited; see $dir/weed.log" >&2; exit 1; }
+    alive || { echo "weed exited; see $dir/weed.log" >&2; tail -n 15 "$dir/weed.log" >&2; exit 1; }
     if "$python" - "$port" "$key" "$secret" "$bucket" <<'PY' 2>/dev/null
 import sys, botocore.session
 from botocore.config import Config

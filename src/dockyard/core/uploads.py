@@ -492,6 +492,13 @@ class UploadService:
         """Bytes stored for the session (None: no bytes at all)."""
         return await self.blobs.upload_size(session_id)
 
+    async def bytes_lost(self, session_id: str, offset: int) -> bool:
+        """Whether a session at `offset` lost its bytes: none are stored, though it
+        recorded some or the store keeps even an empty session's (S3 does not)."""
+        if not offset and not self.blobs.stores_empty_sessions:
+            return False
+        return await self.blobs.upload_size(session_id) is None
+
     async def delete_bytes(self, session_id: str) -> None:
         """Remove the stored bytes of a session no row owns any more."""
         await self.blobs.delete_upload(session_id)

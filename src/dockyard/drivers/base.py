@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 from dockyard.oci.errors import StorageUnavailable
 
@@ -57,6 +58,11 @@ class Writer(ABC):
 class Driver(ABC):
     """Async byte storage. Keys are relative, '/'-separated, never start with '/'."""
 
+    #: whether `create` stores an empty session. A store that does not (S3: an object
+    #: costs a call) shows a session only once bytes are written to it; until then
+    #: `stat` is None and `writer(key, 0, resume=True)` starts it.
+    stores_empty_sessions: ClassVar[bool] = True
+
     @abstractmethod
     async def stat(self, key: str) -> int | None:
         """Size of the object at `key`, or None when there is none."""
@@ -78,9 +84,18 @@ class Driver(ABC):
 
         Creates the key when `offset` is 0, unless `resume`: then the key must exist
         (FileNotFoundError otherwise), so a write to an upload session deleted meanwhile
-        cannot bring its bytes back. Used for upload sessions, which can be resumed at the
-        offset the metadata store recorded after a crash.
+        cannot bring its bytes back (without `stores_empty_sessions`, a missing key at
+        offset 0 is a session not written yet: it starts). Used for upload sessions,
+        which can be resumed at the offset the metadata store recorded after a crash.
         """
+
+    async def create(self, key: str) -> None:
+        """Start an empty upload session at `key`, a new key (a fresh session id).
+
+        As `writer(key, 0)` closed at once, but nothing can be stored there yet, so a
+        store need not look first; without `stores_empty_sessions` it stores nothing.
+        """
+        await (await self.writer(key, 0)).close()
 
     @abstractmethod
     async def move(self, src: str, dst: str) -> None:
@@ -95,9 +110,12 @@ class Driver(ABC):
         (readers see nothing or the whole object), then remove `scratch`. An existing
         `key` holds the same bytes (keys are content-addressed): kept or rewritten.
 
-        `scratch` is a key the caller owns and no longer needs (an upload session's).
-        The default stages `data` there and moves it; a store with an atomic
-        whole-object write (S3's PutObject) writes `key` in one call instead.
+        `scratch` is a key the caller owns and no longer needs: an upload session with
+        nothing recorded in it. The default stages `data` there and moves it; a store
+        with an atomic whole-object write (S3's PutObject) writes `key` in one call
+        instead, and may leave bytes an earlier write left in `scratch` (a crash, an
+        empty PATCH) where `list` shows them: the upload sweep deletes a session's
+        bytes once no session row owns them.
         """
         writer = await self.writer(scratch, 0)
         try:

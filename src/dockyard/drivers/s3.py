@@ -104,6 +104,8 @@ class S3Driver(Driver):
     than any publish takes). `list` never shows part objects.
     """
 
+    stores_empty_sessions = False
+
     def __init__(self, settings: S3Settings) -> None:
         if not settings.bucket:
             raise ValueError("storage.s3.bucket must be set")
@@ -304,7 +306,7 @@ class S3Driver(Driver):
     async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
         name = self._key(key)
         head = await self._head(name)
-        if head is None and resume:
+        if head is None and resume and offset:
             raise FileNotFoundError(key)
         base, part, tail = _layout(head, self.chunksize) if head else (0, self.chunksize, 0)
         if offset > base + tail:
@@ -323,6 +325,9 @@ class S3Driver(Driver):
                 pending += chunk
         return S3Writer(self, name, keep, part, pending, stored)
 
+    async def create(self, key: str) -> None:
+        """Nothing: a session is stored from its first write (no call per POST)."""
+
     async def move(self, src: str, dst: str) -> None:
         source, target = self._key(src), self._key(dst)
         head = await self._head(source)
@@ -336,9 +341,12 @@ class S3Driver(Driver):
 
     async def put(self, key: str, data: bytes, *, scratch: str) -> None:
         """One PutObject at `key` (atomic and durable when answered; a key that
-        exists holds the same bytes, so no HEAD first), then `scratch` goes."""
+        exists holds the same bytes, so no HEAD first): one call for a whole small
+        blob. `scratch`, a session with nothing recorded, is stored only if a write
+        reached it (an empty PATCH, a crash midway); looking would cost a call on
+        every push, so it is left to the upload sweep (`list` shows it, even as
+        part objects without their tail)."""
         await self._call("put_object", Key=self._key(key), Body=data, **self._class())
-        await self.delete(scratch)
 
     async def _publish(self, source: str, target: str, head: dict[str, Any]) -> None:
         """Copy a session server-side to `target`: part objects, then the tail, as the
@@ -469,9 +477,20 @@ class S3Driver(Driver):
             token = {"ContinuationToken": page["NextContinuationToken"]}
 
     async def list(self, prefix: str) -> AsyncIterator[str]:
+        """Keys under `prefix`; a session's part objects are not keys, but a session
+        whose tail is gone and whose parts are left (a crash, a cut `put`) is listed
+        as its key once, so the sweeps that delete what no session owns see it."""
+        # names come in order, so every name starting with K follows K at once: the
+        # keys listed that the current name starts with are all that need remembering
+        shown: list[str] = []
         async for name in self._names(self._key(prefix).rstrip("/") + "/"):
-            if not _PART_NAME.search(name):
-                yield self._unkey(name)
+            while shown and not name.startswith(shown[-1]):
+                shown.pop()
+            part = _PART_NAME.search(name)
+            key = name if part is None else name[:part.start()]
+            if key not in shown:
+                shown.append(key)
+                yield self._unkey(key)
 
     async def url_for(self, key: str, expires: int = 900) -> str | None:
         client = await self._s3()

@@ -286,7 +286,7 @@ class Fsck:
         cutoff = time.time() - self.grace
         # rows written after the listing have no bytes in it yet: look again
         for row in rows:
-            if row.id in stored or await uploads.session_size(row.id) is not None:
+            if row.id in stored or not await uploads.bytes_lost(row.id, row.offset):
                 continue
             finding = report.add("dead_upload", row.id, f"in {row.repository}")
             if (self.repair and row.updated_at < cutoff and not row.held

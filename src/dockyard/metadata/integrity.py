@@ -54,6 +54,7 @@ class UploadRow:
     repository: str
     updated_at: float
     held: bool
+    offset: int = 0
 
 
 class IntegrityStore:
@@ -125,8 +126,8 @@ class IntegrityStore:
         now = time.time()
         rows = await self.store._read(select(uploads.c.id, uploads.c.repository,
                                              uploads.c.updated_at, uploads.c.holder,
-                                             uploads.c.held_until))
-        return [UploadRow(r[0], r[1], r[2], r[3] is not None and (r[4] or 0) >= now)
+                                             uploads.c.held_until, uploads.c.offset))
+        return [UploadRow(r[0], r[1], r[2], r[3] is not None and (r[4] or 0) >= now, r[5])
                 for r in rows]
 
     # --- repairs -------------------------------------------------------------------

@@ -54,6 +54,11 @@ class BlobStore:
         self.buffers = BufferPool(buffer_size)
         self.guard = guard
 
+    @property
+    def stores_empty_sessions(self) -> bool:
+        """Whether a session is stored from its start (not only once written to)."""
+        return self.driver.stores_empty_sessions
+
     async def ensure_space(self, incoming: int = 0) -> None:
         """`StorageFull` when the disk is too full for `incoming` more upload bytes
         (`DiskGuard`)."""
@@ -80,12 +85,11 @@ class BlobStore:
 
     async def create_upload(self, session_id: str) -> None:
         try:
-            writer = await self.driver.writer(layout.upload_key(session_id), 0)
+            await self.driver.create(layout.upload_key(session_id))
         except OSError as exc:
             if disk_full(exc):
                 raise _full(exc) from exc
             raise
-        await writer.close()
 
     async def upload_size(self, session_id: str) -> int | None:
         return await self.driver.stat(layout.upload_key(session_id))
@@ -104,7 +108,8 @@ class BlobStore:
         start = done = state.offset
         key = layout.upload_key(session_id)
         if start == offset:  # nothing to catch up on (a new session): no read
-            if await self.driver.stat(key) is None:
+            if ((offset or self.driver.stores_empty_sessions)
+                    and await self.driver.stat(key) is None):
                 raise FileNotFoundError(f"upload {session_id} has no bytes stored")
             return state
         async for data in self.driver.read(key, start, offset - start):
@@ -199,8 +204,9 @@ class BlobStore:
         """Delete a session's bytes, freeing their space now: truncated first, as a
         writer may still have the file open (an unlinked open file keeps its blocks)."""
         key = layout.upload_key(session_id)
-        with contextlib.suppress(FileNotFoundError):
-            await (await self.driver.writer(key, 0, resume=True)).close()
+        if self.driver.local_path(key) is not None:  # a file: an open one keeps blocks
+            with contextlib.suppress(FileNotFoundError):
+                await (await self.driver.writer(key, 0, resume=True)).close()
         await self.driver.delete(key)
 
     async def delete_blob(self, digest: Digest) -> None:

@@ -139,6 +139,27 @@ class DriverSuite:
         await writer.close()
         assert await driver.stat("fresh") == 0
 
+    async def test_create_starts_an_empty_session(self, driver: Driver) -> None:
+        await driver.create("uploads/new/data")
+        if driver.stores_empty_sessions:
+            assert await driver.stat("uploads/new/data") == 0
+            assert await keys(driver, "uploads") == ["uploads/new/data"]
+        else:  # stored from its first write
+            assert await driver.stat("uploads/new/data") is None
+            assert await keys(driver, "uploads") == []
+        writer = await driver.writer("uploads/new/data", 0, resume=True)
+        await writer.write(b"first chunk")
+        await writer.close()
+        assert await read_all(driver, "uploads/new/data") == b"first chunk"
+
+    async def test_resume_of_a_missing_session_with_bytes_raises(self, driver: Driver) -> None:
+        """A session deleted while a client wrote to it does not come back."""
+        with pytest.raises(FileNotFoundError):
+            await driver.writer("uploads/gone/data", 5, resume=True)
+        if driver.stores_empty_sessions:
+            with pytest.raises(FileNotFoundError):
+                await driver.writer("uploads/gone/data", 0, resume=True)
+
     async def test_writer_resumes_at_end(self, driver: Driver) -> None:
         await put(driver, "r", b"first-")
         writer = await driver.writer("r", 6)
@@ -207,7 +228,7 @@ class DriverSuite:
     # --- put -----------------------------------------------------------------
 
     async def test_put_publishes_and_removes_the_scratch_key(self, driver: Driver) -> None:
-        await put(driver, "uploads/s/data", b"")  # the session's bytes, as a POST makes
+        await driver.create("uploads/s/data")  # the session's bytes, as a POST makes
         await driver.put("blobs/sha256/ab/abcd/data", b"small blob", scratch="uploads/s/data")
         assert await read_all(driver, "blobs/sha256/ab/abcd/data") == b"small blob"
         assert await driver.stat("uploads/s/data") is None

@@ -383,6 +383,31 @@ async def test_delete_of_a_session_removes_its_parts(s3d: S3Driver) -> None:
         await s3d.writer("uploads/d/data", PART + 10, resume=True)
 
 
+async def test_a_session_whose_tail_is_gone_is_still_listed_until_deleted(
+    s3d: S3Driver,
+) -> None:
+    """A crash can leave part objects without the tail that counts them (or `put` can
+    leave them behind): `list` shows their session, so the upload sweep finds and
+    deletes it; keys sorting between a tail and its parts are listed once each."""
+    await put(s3d, "uploads/p", os.urandom(2 * PART + 10))
+    await put(s3d, "uploads/p-2", b"other")
+    await put(s3d, "uploads/q", os.urandom(PART + 1))
+    await s3d._delete_batch([s3d._key("uploads/p")])  # the tail lost
+    assert sorted([k async for k in s3d.list("uploads")]) == [
+        "uploads/p", "uploads/p-2", "uploads/q"]
+    assert [k async for k in s3d.list("uploads")].count("uploads/p") == 1
+    await s3d.delete("uploads/p")
+    assert await _objects(s3d) == ["uploads/p-2", "uploads/q", *_parts("uploads/q", 1)]
+    assert sorted([k async for k in s3d.list("uploads")]) == ["uploads/p-2", "uploads/q"]
+
+
+async def test_put_of_a_small_blob_leaves_no_session_object(s3d: S3Driver) -> None:
+    await s3d.create("uploads/small")
+    await s3d.put("blobs/b/data", b"small blob", scratch="uploads/small")
+    assert await _objects(s3d) == ["blobs/b/data"]
+    assert await read_all(s3d, "blobs/b/data") == b"small blob"
+
+
 async def test_writer_at_zero_drops_the_old_parts(s3d: S3Driver) -> None:
     await put(s3d, "uploads/z/data", os.urandom(2 * PART + 10))
     await put(s3d, "uploads/z/data", b"fresh")
