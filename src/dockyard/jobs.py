@@ -89,20 +89,37 @@ RESULTS = ("pushed", "kept", "built", "skipped", "failed")
 """The results of `dockyard build --json`'s images, in the order a summary counts them."""
 
 TAIL = 1500
-"""Characters of a failed rebuild's stderr kept in its summary (its end: the errors)."""
+"""Characters of a failed rebuild's stderr kept in its summary when its output has no
+JSON (it stopped before building: the end of stderr says why)."""
+
+
+def _images(stdout: bytes) -> list[dict[str, object]] | None:
+    """The `images` of `dockyard build --json`'s output, or None when it is not that."""
+    try:
+        images = json.loads(stdout)["images"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(images, list) or not all(isinstance(i, dict) for i in images):
+        return None
+    return images
 
 
 def rebuild_summary(stdout: bytes) -> str:
     """Counts of `dockyard build --json`'s results ("9 images: pushed 2, kept 7, failed
     0"), or "" when the output is not its JSON (it stopped before building)."""
-    try:
-        images = json.loads(stdout)["images"]
-        counts = Counter(str(image["result"]) for image in images)
-    except (ValueError, KeyError, TypeError):
+    images = _images(stdout)
+    if images is None or not all("result" in i for i in images):
         return ""
+    counts = Counter(str(image["result"]) for image in images)
     shown = [r for r in RESULTS if counts[r] or r == "failed"]
     shown += sorted(r for r in counts if r not in RESULTS)
     return f"{len(images)} images: " + ", ".join(f"{r} {counts[r]}" for r in shown)
+
+
+def rebuild_failures(stdout: bytes) -> list[str]:
+    """`failed: NAME: ERROR` for each image `dockyard build --json` says failed."""
+    return [f"failed: {i.get('name')}: {i.get('error')}" for i in _images(stdout) or []
+            if i.get("result") == "failed"]
 
 
 def builder_job(settings: Settings) -> Job:
@@ -117,7 +134,9 @@ def builder_job(settings: Settings) -> Job:
             return JobResult(counts or "done")
         tail = err.decode(errors="replace").strip()[-TAIL:]
         log.error("scheduled rebuild failed (%s): %s", proc.returncode, tail)
+        failures = rebuild_failures(out)
+        why = "\n".join(failures) if counts and failures else tail
         head = f"{counts}; " if counts else ""
-        return JobResult(f"{head}exit status {proc.returncode}: {tail}", ok=False)
+        return JobResult(f"{head}exit status {proc.returncode}: {why}", ok=False)
 
     return Job("builder.rebuild", settings.builder.interval.total_seconds(), rebuild)
