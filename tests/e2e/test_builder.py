@@ -10,8 +10,10 @@ are counted by wrappers of buildah and podman put first on PATH.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -434,5 +436,13 @@ def test_scheduled_rebuilds_are_recorded_as_job_runs(tmp_path: Path, busybox: La
         assert ok["started_at"] > failed["finished_at"]
         assert httpx.get(f"{server.url}/v2/sched-app/manifests/latest", headers={
             "Accept": "application/vnd.oci.image.manifest.v1+json"}).status_code == 200
+        # the operations page lists them under "Build runs"
+        page = httpx.get(f"{server.url}/ui/operations", timeout=10)
+        assert page.status_code == 200
+        builds = html.unescape(page.text.split('id="builds"', 1)[1].split("</table>", 1)[0])
+        outcomes = re.findall(r'<td class="outcome (?:ok|bad)">(\w+)</td>', builds)
+        assert {"ok", "failed"} <= set(outcomes), builds
+        assert ok["summary"] in builds
+        assert f"failed: {name}: buildah bud exited with 3" in builds
     finally:
         server.stop()

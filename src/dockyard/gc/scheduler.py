@@ -16,6 +16,7 @@ from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector, Report
 from dockyard.gc.retention import apply_retention, configured_rules, keeps_untagged
+from dockyard.units import human_bytes
 
 log = logging.getLogger("dockyard.gc")
 
@@ -83,7 +84,7 @@ def gc_job(registry: Registry, settings: Settings) -> Job:
             return JobResult("skipped: another process is collecting")
         removed = sum(r.manifests for r in report.repositories.values())
         summary = (f"{removed} manifests and {report.blobs_deleted} blobs removed, "
-                   f"{report.bytes_freed} bytes freed in {report.duration:.1f} s")
+                   f"{human_bytes(report.bytes_freed)} freed in {report.duration:.1f} s")
         if report.failed:
             summary += f"; {report.failed} steps failed: " + "; ".join(report.errors)
         return JobResult(summary, ok=not report.failed)
