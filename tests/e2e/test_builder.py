@@ -444,5 +444,14 @@ def test_scheduled_rebuilds_are_recorded_as_job_runs(tmp_path: Path, busybox: La
         assert {"ok", "failed"} <= set(outcomes), builds
         assert ok["summary"] in builds
         assert f"failed: {name}: buildah bud exited with 3" in builds
+        # and `dockyard status` shows the last run of each job
+        done = subprocess.run(
+            [sys.executable, "-m", "dockyard", "status", "--config", str(config), "--data",
+             str(server.data), "--url", server.url, "--json"],
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        last = {j["name"]: j for j in json.loads(done.stdout)["jobs"]}["builder.rebuild"]
+        assert last["outcome"] == "ok"
+        assert re.fullmatch(r"1 images: (pushed|kept) 1, failed 0", last["summary"]), last
     finally:
         server.stop()
