@@ -451,6 +451,12 @@ def test_operations_page_for_admins_only(page: Any, registry: Registry) -> None:
         while not {"gc", "uploads.purge"} <= _job_names(api):
             assert time.monotonic() < deadline, api.get("/admin/v1/jobs").text
             time.sleep(0.5)
+        gc_runs = api.get("/admin/v1/jobs", params={"job": "gc", "n": "1"}).json()["jobs"]
+        assert [j["name"] for j in gc_runs] == ["gc"]
+        assert [r["outcome"] for r in gc_runs[0]["runs"]] == ["ok"]
+        bad = api.get("/admin/v1/jobs", params={"n": "-1"})
+        assert bad.status_code == 400
+        assert bad.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
     with registry.api("reader") as api:
         assert api.get("/admin/v1/jobs").status_code == 403
     log_in(page, "reader")
