@@ -2,17 +2,20 @@
 
 A new background job is a `core.jobs.Job` added here: a name, an interval and an async
 callable over the registry's services. The runner gives it a lease, so one process on
-one host runs it per interval.
+one host runs it per interval, and records each run (`Job.record`) in the job history;
+the callable may return a `JobResult` to give the run a summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
+from collections import Counter
 
 from dockyard.config.settings import BuilderSettings, Settings
-from dockyard.core.jobs import Job
+from dockyard.core.jobs import Job, JobResult
 from dockyard.core.operations import SAMPLE_INTERVAL
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
@@ -28,20 +31,23 @@ NOTIFY_INTERVAL = 1.0
 def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     uploads = settings.storage.uploads
 
-    async def purge_uploads() -> None:
-        await registry.uploads.purge(uploads.expiry.total_seconds(),
-                                     publish_expiry=uploads.publish_expiry.total_seconds())
+    async def purge_uploads() -> JobResult:
+        removed = await registry.uploads.purge(
+            uploads.expiry.total_seconds(), publish_expiry=uploads.publish_expiry.total_seconds())
+        return JobResult(f"{removed} expired upload sessions removed")
 
     async def sample_usage() -> None:
         await registry.operations.sample_usage()
 
-    async def prune_events() -> None:
-        await registry.feed.prune(settings.feed.keep.total_seconds())
+    async def prune_events() -> JobResult:
+        pruned = await registry.feed.prune(settings.feed.keep.total_seconds())
+        return JobResult(f"{pruned} events pruned from the change feed")
 
     jobs = [Job("uploads.purge", uploads.purge_interval.total_seconds(), purge_uploads),
             Job("feed.prune", settings.feed.prune_interval.total_seconds(), prune_events),
-            # the storage growth history behind `dockyard status`'s days-until-full
-            Job("usage.sample", SAMPLE_INTERVAL, sample_usage)]
+            # the storage growth history behind `dockyard status`'s days-until-full;
+            # a sample row is its own record: no job history
+            Job("usage.sample", SAMPLE_INTERVAL, sample_usage, record=False)]
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
     if settings.replica.primary is not None:
@@ -55,7 +61,7 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
         # runs until the server stops, on the one process holding its lease; another
         # takes over within a second of a clean stop, or when the holder's lease runs out
         jobs.append(Job("notifications", NOTIFY_INTERVAL,
-                        registry.deliverer(WebhookSender).run))
+                        registry.deliverer(WebhookSender).run, record=False))
     return jobs
 
 
@@ -79,17 +85,58 @@ def rebuild_command(settings: Settings) -> list[str]:
     return argv
 
 
+RESULTS = ("pushed", "kept", "built", "skipped", "failed")
+"""The results of `dockyard build --json`'s images, in the order a summary counts them."""
+
+TAIL = 1500
+"""Characters of a failed rebuild's stderr kept in its summary when its output has no
+JSON (it stopped before building: the end of stderr says why)."""
+
+
+def _images(stdout: bytes) -> list[dict[str, object]] | None:
+    """The `images` of `dockyard build --json`'s output, or None when it is not that."""
+    try:
+        images = json.loads(stdout)["images"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(images, list) or not all(isinstance(i, dict) for i in images):
+        return None
+    return images
+
+
+def rebuild_summary(stdout: bytes) -> str:
+    """Counts of `dockyard build --json`'s results ("9 images: pushed 2, kept 7, failed
+    0"), or "" when the output is not its JSON (it stopped before building)."""
+    images = _images(stdout)
+    if images is None or not all("result" in i for i in images):
+        return ""
+    counts = Counter(str(image["result"]) for image in images)
+    shown = [r for r in RESULTS if counts[r] or r == "failed"]
+    shown += sorted(r for r in counts if r not in RESULTS)
+    return f"{len(images)} images: " + ", ".join(f"{r} {counts[r]}" for r in shown)
+
+
+def rebuild_failures(stdout: bytes) -> list[str]:
+    """`failed: NAME: ERROR` for each image `dockyard build --json` says failed."""
+    return [f"failed: {i.get('name')}: {i.get('error')}" for i in _images(stdout) or []
+            if i.get("result") == "failed"]
+
+
 def builder_job(settings: Settings) -> Job:
-    async def rebuild() -> int:
+    async def rebuild() -> JobResult:
         proc = await asyncio.create_subprocess_exec(
             *rebuild_command(settings), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
+        counts = rebuild_summary(out)
         if proc.returncode == 0:
             log.info("scheduled rebuild done: %s", out.decode(errors="replace")[-2000:])
-        else:
-            log.error("scheduled rebuild failed (%s): %s", proc.returncode,
-                      err.decode(errors="replace")[-2000:])
-        return proc.returncode or 0
+            return JobResult(counts or "done")
+        tail = err.decode(errors="replace").strip()[-TAIL:]
+        log.error("scheduled rebuild failed (%s): %s", proc.returncode, tail)
+        failures = rebuild_failures(out)
+        why = "\n".join(failures) if counts and failures else tail
+        head = f"{counts}; " if counts else ""
+        return JobResult(f"{head}exit status {proc.returncode}: {why}", ok=False)
 
     return Job("builder.rebuild", settings.builder.interval.total_seconds(), rebuild)

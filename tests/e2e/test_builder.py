@@ -10,12 +10,15 @@ are counted by wrappers of buildah and podman put first on PATH.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ import pytest
 
 from tests.support.clients import Skopeo
 from tests.support.images import Layout
-from tests.support.servers import Server, start_dockyard
+from tests.support.servers import Server, free_port, start_dockyard
 
 CATALOGUE = Path(__file__).parent / "builder_catalogue"
 PREFIX = "toolforge"
@@ -376,3 +379,79 @@ def test_a_rebuild_with_the_same_layers_does_not_move_the_tag(builder: Builder) 
                             "--keep-same-layers")
     assert results["bookworm"]["result"] == "pushed"
     assert builder.manifest("bookworm")[0] != before
+
+
+def _build_runs(server: Server) -> list[dict[str, Any]]:
+    """The scheduled rebuild's recorded runs, newest first (`GET /admin/v1/jobs`)."""
+    r = httpx.get(f"{server.url}/admin/v1/jobs", params={"job": "builder.rebuild", "n": "50"},
+                  timeout=10)
+    assert r.status_code == 200, r.text
+    jobs = r.json()["jobs"]
+    return jobs[0]["runs"] if jobs else []
+
+
+def _wait_for_run(server: Server, match: Callable[[dict[str, Any]], bool],
+                  timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [run for run in _build_runs(server) if match(run)]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no such run in {_build_runs(server)}\n{server.log.read_text()}")
+
+
+def test_scheduled_rebuilds_are_recorded_as_job_runs(tmp_path: Path, busybox: Layout) -> None:
+    """A server with `builder.enabled` rebuilds a one-image catalogue every 2 s: a broken
+    Dockerfile is recorded as a failed run with the build's error, the fixed one as an
+    ok run with the counts of `dockyard build --json`."""
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    catalogue = tmp_path / "catalogue"
+    (catalogue / "app").mkdir(parents=True)
+    dockerfile = catalogue / "app" / "Dockerfile.template"
+    dockerfile.write_text("FROM {{ registry }}/upstream/busybox:latest\nRUN exit 3\n")
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "log: {level: info}\n"
+        f"builder:\n  enabled: true\n  catalogue: {catalogue}\n  registry: '{host}'\n"
+        f"  image_prefix: sched\n  interval: 2s\n  jobs: 1\n"
+        f"  storage: {tmp_path / 'storage'}\n  work_dir: {tmp_path / 'work'}\n")
+    server = start_dockyard(tmp_path / "data", config=config, port=port)
+    try:
+        Skopeo(tmp_path / "skopeo", insecure_hosts=[host]).copy(
+            busybox.ref, f"docker://{host}/upstream/busybox:latest")
+        name = f"{host}/sched-app:latest"
+        failed = _wait_for_run(server, lambda run: run["outcome"] == "failed"
+                               and "1 images: failed 1" in run["summary"])
+        assert failed["summary"].startswith(
+            f"1 images: failed 1; exit status 1: failed: {name}: buildah bud exited with 3"
+        ), failed
+        assert failed["finished_at"] >= failed["started_at"] > 0
+        dockerfile.write_text("FROM {{ registry }}/upstream/busybox:latest\n"
+                              "RUN echo rebuilt > /etc/rebuilt\n")
+        ok = _wait_for_run(server, lambda run: run["outcome"] == "ok")
+        assert ok["summary"] in ("1 images: pushed 1, failed 0",
+                                 "1 images: kept 1, failed 0"), ok
+        assert ok["started_at"] > failed["finished_at"]
+        assert httpx.get(f"{server.url}/v2/sched-app/manifests/latest", headers={
+            "Accept": "application/vnd.oci.image.manifest.v1+json"}).status_code == 200
+        # the operations page lists them under "Build runs"
+        page = httpx.get(f"{server.url}/ui/operations", timeout=10)
+        assert page.status_code == 200
+        builds = html.unescape(page.text.split('id="builds"', 1)[1].split("</table>", 1)[0])
+        outcomes = re.findall(r'<td class="outcome (?:ok|bad)">(\w+)</td>', builds)
+        assert {"ok", "failed"} <= set(outcomes), builds
+        assert ok["summary"] in builds
+        assert f"failed: {name}: buildah bud exited with 3" in builds
+        # and `dockyard status` shows the last run of each job
+        done = subprocess.run(
+            [sys.executable, "-m", "dockyard", "status", "--config", str(config), "--data",
+             str(server.data), "--url", server.url, "--json"],
+            capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        last = {j["name"]: j for j in json.loads(done.stdout)["jobs"]}["builder.rebuild"]
+        assert last["outcome"] == "ok"
+        assert re.fullmatch(r"1 images: (pushed|kept) 1, failed 0", last["summary"]), last
+    finally:
+        server.stop()

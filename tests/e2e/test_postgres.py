@@ -152,6 +152,24 @@ async def test_upload_session_cap_holds_under_racing_writers(database_url: str) 
         await b.close()
 
 
+async def test_job_runs_on_postgres(database_url: str) -> None:
+    """The job history's checks (record, newest first, kept per job, bounded) on
+    PostgreSQL: its window query and its pruning delete."""
+    from dockyard.metadata.engine import migrate, open_engines
+    from dockyard.metadata.store import MetadataStore
+    from tests.unit.metadata import test_jobruns as checks
+
+    engines = open_engines(database_url)
+    await migrate(engines)
+    store = MetadataStore(engines)
+    try:
+        await checks.check_runs_are_recorded_newest_first_per_job(store)
+        await checks.check_only_the_last_runs_of_each_job_are_kept(store)
+        await checks.check_summaries_are_bounded(store)
+    finally:
+        await store.close()
+
+
 def test_connections_the_database_dropped_are_replaced(registry: Server,
                                                       database_url: str) -> None:
     """PostgreSQL ends every session (a restart, a failover, an idle timeout): the next

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,6 +429,12 @@ def test_user_without_delete_sees_no_button_and_forged_posts_are_refused(
         assert api.get("/v2/public/guarded/tags/list").json()["tags"] == ["stays"]
 
 
+def _job_names(api: httpx.Client) -> set[str]:
+    r = api.get("/admin/v1/jobs")
+    assert r.status_code == 200, r.text
+    return {job["name"] for job in r.json()["jobs"] if job["runs"]}
+
+
 def test_operations_page_for_admins_only(page: Any, registry: Registry) -> None:
     with registry.api() as api:  # an upload session left open
         r = api.post("/v2/public/app/blobs/uploads/")
@@ -439,11 +446,34 @@ def test_operations_page_for_admins_only(page: Any, registry: Registry) -> None:
         subprocess.run([sys.executable, "-m", "dockyard", "gc", "--config",
                         str(registry.config), "--data", str(registry.server.data),
                         "--grace", "0s"], check=True, capture_output=True, timeout=120)
+    with registry.api() as api:  # the server's own jobs first look 15-30 s after start
+        deadline = time.monotonic() + 90
+        while not {"gc", "uploads.purge"} <= _job_names(api):
+            assert time.monotonic() < deadline, api.get("/admin/v1/jobs").text
+            time.sleep(0.5)
+        gc_runs = api.get("/admin/v1/jobs", params={"job": "gc", "n": "1"}).json()["jobs"]
+        assert [j["name"] for j in gc_runs] == ["gc"]
+        assert [r["outcome"] for r in gc_runs[0]["runs"]] == ["ok"]
+        bad = api.get("/admin/v1/jobs", params={"n": "-1"})
+        assert bad.status_code == 400
+        assert bad.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+    with registry.api("reader") as api:
+        assert api.get("/admin/v1/jobs").status_code == 403
     log_in(page, "reader")
     assert page.goto("/ui/operations").status == 403
     log_in(page, "admin")
     page.goto("/ui/operations")
     main = page.locator("main")
+    jobs = main.locator("#jobs")
+    expect(jobs.locator("caption")).to_have_text("The last run of each background job")
+    for name, summary in (("gc", re.compile(r"\d+ manifests and \d+ blobs removed")),
+                          ("uploads.purge", re.compile(r"\d+ expired upload sessions"))):
+        row = jobs.locator("tbody tr").filter(
+            has=page.locator("td.name", has_text=re.compile(f"^{re.escape(name)}$")))
+        expect(row).to_have_count(1)
+        expect(row.locator("td.outcome")).to_have_text("ok")
+        expect(row.locator("td.summary")).to_have_text(summary)
+    expect(main.locator("#builds")).to_have_count(0)  # no scheduled rebuilds here
     expect(main).to_contain_text("Metadata store: ready")
     expect(main).to_contain_text("Blob storage: ready")
     expect(main.locator("svg.chart rect.repo").first).to_be_visible()

@@ -21,6 +21,10 @@ These two need `registry:admin:*` (`auth.admin`).
 - `GET /admin/v1/sync/repositories/<name>`: where each mirrored tag of the repository
   came from and when (tags it has now; 404 NAME_UNKNOWN without the repository). Needs
   `pull` on the repository.
+- `GET /admin/v1/jobs[?job=NAME][&n=N]`: the last N runs (default 10, at most the 50
+  kept) of each recorded background job (or one), newest first: holder, start, end,
+  outcome (`ok`, `failed`, `lost`, `cancelled`) and summary. Needs
+  `registry:catalog:*`, as the operations page that shows them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.api.context import Match, registry
+from dockyard.core import jobruns
 from dockyard.core.mirrors import RUNS_KEPT
 from dockyard.oci.errors import CursorInvalid, PaginationInvalid
 
@@ -115,6 +120,27 @@ async def sync_runs(request: web.Request, match: Match) -> web.StreamResponse:
     return _json({"runs": [{"source": r.source, "started_at": r.started_at,
                             "finished_at": r.finished_at, "status": r.status,
                             "report": json.loads(r.report)} for r in runs]})
+
+
+#: job runs answered per job by default
+JOB_RUNS = 10
+
+
+async def job_runs(request: web.Request, _match: Match) -> web.StreamResponse:
+    text = request.query.get("n", "")
+    n = JOB_RUNS
+    if text:
+        if not (text.isascii() and text.isdigit()) or len(text) > 6:
+            raise PaginationInvalid(f"n must be a non-negative integer, not {text[:20]!r}")
+        n = min(int(text), jobruns.RUNS_KEPT)
+    job = request.query.get("job") or None
+    recent = await registry(request).job_runs.recent(n, job)
+    return _json({"jobs": [
+        {"name": name, "runs": [
+            {"holder": r.holder, "started_at": r.started_at, "finished_at": r.finished_at,
+             "duration": round(r.duration, 3), "outcome": r.outcome, "summary": r.summary}
+            for r in runs]}
+        for name, runs in sorted(recent.items())]})
 
 
 async def sync_provenance(request: web.Request, match: Match) -> web.StreamResponse:

@@ -98,7 +98,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
         if settings.replica.primary is not None:
             # read-only from the first request, before the follower first runs
             await registry.replica.follow(settings.replica.primary)
-        jobs = JobRunner(registry.leases, server_jobs(registry, settings))
+        jobs = JobRunner(registry.leases, server_jobs(registry, settings),
+                         registry.job_runs)
         jobs.start()
         housekeeping = [asyncio.create_task(_process_loop(registry, settings)),
                         asyncio.create_task(_flush_metrics())]

@@ -113,6 +113,8 @@ ROUTES: tuple[Route, ...] = (
        GET=_E(admin.replica_status, Access.ADMIN)),
     _r("admin-sync", r"/admin/v1/sync/?", named=False,
        GET=_E(admin.sync_runs, Access.CATALOG)),
+    _r("admin-jobs", r"/admin/v1/jobs/?", named=False,
+       GET=_E(admin.job_runs, Access.CATALOG)),
     _r("admin-sync-repository", r"/admin/v1/sync/repositories/(?P<name>.+)",
        GET=_E(admin.sync_provenance, Access.PULL)),
 )

@@ -5,7 +5,8 @@ Two sources, so it works whether or not the server runs:
 - the stores named by `--config` (as `dockyard du` and `gc`): counts, storage used and
   free, the growth trend (days until full at the last 7 days' growth, from the samples
   the server's `usage.sample` job records), open upload sessions, the last collection,
-  and every readiness check run from here (the schema is not migrated by this command);
+  the last run of each recorded background job, and every readiness check run from
+  here (the schema is not migrated by this command);
 - the running server, asked over HTTP (`--url`, default the `http.debug.addr` or
   `http.addr` of the configuration): its `/metrics` give version, start time (uptime)
   and live workers. Allowed by default from the loopback addresses
@@ -104,8 +105,15 @@ def status(config: Path | None, data: Path | None, url: str | None, as_json: boo
         readiness = await registry.health.readiness()
         state = await registry.operations.state(fresh=True)
         trend = await registry.operations.trend(state.free_bytes)
+        try:
+            recent = await registry.job_runs.recent(1)
+        except Exception:  # a schema before job_runs (this command does not migrate)
+            recent = {}
+        jobs = [{"name": name, "outcome": r.outcome, "started_at": r.started_at,
+                 "finished_at": r.finished_at, "summary": r.summary}
+                for name, runs in sorted(recent.items()) for r in runs[:1]]
         return {"readiness": readiness.to_json(), "state": state.to_json(),
-                "trend": asdict(trend) if trend is not None else None}
+                "trend": asdict(trend) if trend is not None else None, "jobs": jobs}
 
     doc = run_with_registry(settings, job, migrate=False)
     doc = {"version": __version__, "server": asyncio.run(_ask_server(server_url)), **doc}
@@ -151,6 +159,11 @@ def _print(doc: dict[str, Any]) -> None:
         console.print(f"collection {_ago(time.time() - last['started_at'])} ago, "
                       f"{_human(last['bytes_freed'])} freed in {last['duration']:.1f}s"
                       + (f", {last['failed']} steps failed" if last["failed"] else ""))
+    for job in doc["jobs"]:
+        summary = job["summary"].splitlines()[0][:100] if job["summary"] else ""
+        console.print(f"job        {job['name']}: {job['outcome']} "
+                      f"{_ago(time.time() - job['finished_at'])} ago"
+                      + (f" ({summary})" if summary else ""), soft_wrap=True)
     table = Table(title=f"readiness: {doc['readiness']['status']}")
     for column in ("check", "state", "latency", "detail"):
         table.add_column(column)

@@ -14,6 +14,7 @@ from dockyard.core.feed import FeedService
 from dockyard.core.health import HealthService
 from dockyard.core.importer import Importer, Progress
 from dockyard.core.integrity import IntegrityBackend
+from dockyard.core.jobruns import JobHistory
 from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
@@ -29,6 +30,7 @@ from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
 from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.browse import BrowseStore
 from dockyard.metadata.integrity import IntegrityStore
+from dockyard.metadata.jobruns import JobRunStore
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.mirrors import MirrorStore
@@ -72,6 +74,8 @@ class Registry:
     cache: PullThrough
     #: mirror sync history and where mirrored tags came from
     mirrors: MirrorRecords
+    #: the last runs of each background job (written by the jobs runner)
+    job_runs: JobHistory
     #: queues the events of pushes, pulls and deletes for the notification endpoints
     notifier: Notifier
     #: what the web UI reads
@@ -132,6 +136,7 @@ class Registry:
             feed=FeedService(store, max_wait=feed_max_wait),
             replica=ReplicaService(store, lifecycle),
             mirrors=MirrorStore(store),
+            job_runs=JobHistory(JobRunStore(store)),
         )
 
     def importer(self, tree: DistributionTree, *, copy: bool, max_manifest_size: int,

@@ -10,12 +10,13 @@ import json
 import logging
 
 from dockyard.config.settings import Settings
-from dockyard.core.jobs import Job
+from dockyard.core.jobs import Job, JobResult
 from dockyard.core.leases import LeaseBusy
 from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector, Report
 from dockyard.gc.retention import apply_retention, configured_rules, keeps_untagged
+from dockyard.units import human_bytes
 
 log = logging.getLogger("dockyard.gc")
 
@@ -77,7 +78,15 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
 def gc_job(registry: Registry, settings: Settings) -> Job:
     """Retention and collection every `gc.interval`."""
 
-    async def run() -> None:
-        await collect_once(registry, settings)
+    async def run() -> JobResult:
+        report = await collect_once(registry, settings)
+        if report is None:
+            return JobResult("skipped: another process is collecting")
+        removed = sum(r.manifests for r in report.repositories.values())
+        summary = (f"{removed} manifests and {report.blobs_deleted} blobs removed, "
+                   f"{human_bytes(report.bytes_freed)} freed in {report.duration:.1f} s")
+        if report.failed:
+            summary += f"; {report.failed} steps failed: " + "; ".join(report.errors)
+        return JobResult(summary, ok=not report.failed)
 
     return Job("gc", settings.gc.interval.total_seconds(), run)

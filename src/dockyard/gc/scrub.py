@@ -12,7 +12,7 @@ import logging
 import time
 
 from dockyard.config.settings import Settings
-from dockyard.core.jobs import Job
+from dockyard.core.jobs import Job, JobResult
 from dockyard.core.registry import Registry
 from dockyard.gc.fsck import Fsck, FsckReport
 
@@ -39,7 +39,9 @@ async def scrub_once(registry: Registry, settings: Settings, now: float | None =
 def scrub_job(registry: Registry, settings: Settings) -> Job:
     """One slice every `scrub.interval`."""
 
-    async def run() -> None:
-        await scrub_once(registry, settings)
+    async def run() -> JobResult:
+        report = await scrub_once(registry, settings)
+        return JobResult(f"{report.blobs} blobs, {report.bytes_verified} bytes verified, "
+                         f"{report.problems} corrupt")
 
     return Job("scrub", settings.scrub.interval.total_seconds(), run)

@@ -315,3 +315,19 @@ secrets = Table(
     Column("value", LargeBinary, nullable=False),
     Column("created_at", Double, nullable=False),
 )
+
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    # one row per finished run of a background job (the last few of each job are kept,
+    # see `metadata/jobruns.py`): who ran it, when, how it ended, a short summary
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(200), nullable=False),
+    Column("holder", String(255), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("summary", Text, nullable=False),
+    Index(None, "job", "started_at"),
+)

@@ -7,7 +7,7 @@ import json
 import logging
 
 from dockyard.config.mirror import MirrorSource
-from dockyard.core.jobs import Job
+from dockyard.core.jobs import Job, JobResult
 from dockyard.core.registry import Registry
 from dockyard.mirror.sync import sync_source
 
@@ -17,10 +17,15 @@ log = logging.getLogger("dockyard.sync")
 def mirror_job(registry: Registry, source: MirrorSource) -> Job:
     """The job `mirror.<name>`: one sync of `source` per `schedule`."""
 
-    async def run() -> None:
+    async def run() -> JobResult:
         report = await sync_source(registry, source)
-        level = logging.INFO if report.status in ("ok", "busy", "replica") else logging.WARNING
-        log.log(level, "sync %s: %s %s", source.key, report.status,
-                json.dumps(report.as_dict()))
+        fine = report.status in ("ok", "busy", "replica")
+        log.log(logging.INFO if fine else logging.WARNING, "sync %s: %s %s", source.key,
+                report.status, json.dumps(report.as_dict()))
+        summary = (f"{report.status}: {len(report.added)} added, {len(report.updated)} "
+                   f"updated, {len(report.pruned)} pruned, {len(report.failed)} failed")
+        if report.error:
+            summary += f"; {report.error}"
+        return JobResult(summary, ok=fine)
 
     return Job(f"mirror.{source.key}", source.schedule.total_seconds(), run)

@@ -301,7 +301,8 @@ async def follow(registry: Registry, settings: ReplicaSettings, primary: str, *,
 def replica_job(registry: Registry, settings: ReplicaSettings) -> Job:
     """The server's follower as a job: one process of one node follows at a time (its
     lease is renewed while it runs); if it stops (the node dies, or a failure escapes),
-    another process takes over after `interval`."""
+    another process takes over after `interval`. Not in the job history: a run lasts as
+    long as its process (its state is `GET /admin/v1/replica`)."""
     primary = settings.primary
     assert primary is not None
 
@@ -311,4 +312,5 @@ def replica_job(registry: Registry, settings: ReplicaSettings) -> Job:
         except ValueError as exc:  # a credential reference that cannot be read
             log.error("replica: %s", exc)
 
-    return Job("replica", settings.interval.total_seconds(), run, lease_ttl=LEASE_TTL)
+    return Job("replica", settings.interval.total_seconds(), run, lease_ttl=LEASE_TTL,
+               record=False)

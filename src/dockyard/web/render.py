@@ -33,6 +33,23 @@ def ago(ts: float | None) -> str:
     return "just now"
 
 
+def took(seconds: float) -> str:
+    """A duration, short: `0.4 s`, `12 s`, `3 min 5 s`, `2 h 10 min`."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def node(holder: str) -> str:
+    """A lease holder (`host:pid:random:place`) as `host:pid`."""
+    return ":".join(holder.split(":")[:2])
+
+
 def path_quote(text: str) -> str:
     """A repository name or tag for a URL path (slashes kept: names contain them)."""
     return urllib.parse.quote(text, safe="/")
@@ -58,6 +75,6 @@ def environment() -> jinja2.Environment:
         autoescape=True, trim_blocks=True, lstrip_blocks=True,
         undefined=jinja2.StrictUndefined)
     env.filters.update(bytes=human_bytes, short=short_digest, when=when, ago=ago,
-                       pq=path_quote)
+                       took=took, node=node, pq=path_quote)
     env.globals["polyline"] = polyline
     return env

@@ -32,6 +32,10 @@ from dockyard.web.context import registry, render, sessions
 PER_PAGE = 50
 #: mirror sync runs read for the operations page (the newest of each source shown)
 SYNC_RUNS = 200
+#: runs of each background job read for the operations page (the build runs listed)
+JOB_RUNS = 10
+#: the scheduled rebuild's job (`dockyard.jobs.builder_job`), whose runs are listed
+BUILD_JOB = "builder.rebuild"
 
 
 def _ui(access: Access, audit: str | None = None, reference: str = ""
@@ -233,5 +237,9 @@ async def operations(request: web.Request) -> web.StreamResponse:
     for run in await services.mirrors.runs(None, SYNC_RUNS):
         if run.source not in latest:
             latest[run.source] = (run, json.loads(run.report))
+    # the newest run of each recorded background job, and the last scheduled rebuilds
+    recent = await services.job_runs.recent(JOB_RUNS)
     return render(request, "operations.html", title="Operations", ops=ops,
-                  syncs=sorted(latest.values(), key=lambda r: r[0].source))
+                  syncs=sorted(latest.values(), key=lambda r: r[0].source),
+                  jobs=[runs[0] for _, runs in sorted(recent.items())],
+                  builds=recent.get(BUILD_JOB, []))

@@ -51,7 +51,8 @@ def test_scope_comes_from_the_matched_route(name: str, method: str, template: st
 def test_scopes_without_a_name() -> None:
     for method, path, scope in [("GET", "/v2/", None), ("HEAD", "/v2", None),
                                 ("GET", "/v2/_catalog", "registry:catalog:*"),
-                                ("GET", "/admin/v1/sync", "registry:catalog:*")]:
+                                ("GET", "/admin/v1/sync", "registry:catalog:*"),
+                                ("GET", "/admin/v1/jobs", "registry:catalog:*")]:
         found = resolve(path)
         assert found is not None
         access = found[0].endpoints[method].access

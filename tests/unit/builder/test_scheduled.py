@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from dockyard.config.settings import ConfigError, load_settings
-from dockyard.jobs import rebuild_command, server_jobs
+from dockyard.jobs import rebuild_command, rebuild_failures, rebuild_summary, server_jobs
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -41,3 +42,27 @@ def test_the_job_runs_a_no_cache_rebuild_that_keeps_unchanged_tags(tmp_path: Pat
     assert jobs["builder.rebuild"].interval == 7 * 86400
     off = load_settings(_write(tmp_path, "gc:\n  enabled: false\n"), env={})
     assert "builder.rebuild" not in {j.name for j in server_jobs(None, off)}  # type: ignore[arg-type]
+
+
+def test_a_rebuild_is_summarised_from_its_json_output() -> None:
+    images = [{"image": p, "name": f"r.example/{p}:latest", "result": r,
+               "error": "buildah bud exited with 3" if r == "failed" else None}
+              for p, r in (("a", "pushed"), ("b", "kept"), ("c", "kept"), ("d", "failed"))]
+    out = json.dumps({"ok": False, "images": images}, indent=2).encode()
+    assert rebuild_summary(out) == "4 images: pushed 1, kept 2, failed 1"
+    assert rebuild_failures(out) == ["failed: r.example/d:latest: buildah bud exited with 3"]
+    assert rebuild_summary(json.dumps({"ok": True, "images": []}).encode()) == \
+        "0 images: failed 0"
+    for broken in (b"", b"Error: no such catalogue", b'{"images": [{}]}', b"[1]"):
+        assert rebuild_summary(broken) == ""
+        assert rebuild_failures(broken) == []
+
+
+def test_lifetime_and_sampling_jobs_are_not_recorded(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, (
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        "builder:\n  enabled: true\n  catalogue: /srv/images\n")), env={})
+    jobs = {job.name: job for job in server_jobs(None, settings)}  # type: ignore[arg-type]
+    assert not jobs["usage.sample"].record
+    assert [n for n in ("builder.rebuild", "gc", "uploads.purge", "feed.prune")
+            if not jobs[n].record] == []

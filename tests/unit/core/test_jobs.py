@@ -1,16 +1,21 @@
-"""Leases held by work, and the jobs registry, over a real SQLite lease store."""
+"""Leases held by work, and the jobs registry and its history of runs, over a real
+SQLite store."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
-from dockyard.core.jobs import Job, JobRunner
+from dockyard.core.jobruns import JobHistory
+from dockyard.core.jobs import Job, JobResult, JobRunner
 from dockyard.core.leases import LeaseBusy, LeaseLost, Leases
 from dockyard.metadata.engine import open_engines
+from dockyard.metadata.jobruns import JobRunStore
 from dockyard.metadata.leases import LeaseStore
+from dockyard.metadata.store import MetadataStore
 from dockyard.oci.errors import StorageUnavailable
 
 
@@ -123,3 +128,83 @@ async def test_a_job_failing_on_unavailable_storage_logs_one_line(
     assert await runner.run_due("sync")
     assert "job sync failed: the store is down" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@pytest.fixture
+async def history(sqlite_url: str) -> AsyncIterator[JobHistory]:
+    store = MetadataStore(open_engines(sqlite_url))
+    yield JobHistory(JobRunStore(store))
+    await store.close()
+
+
+async def test_each_run_is_recorded_with_its_outcome_and_summary(
+        backend: LeaseStore, history: JobHistory) -> None:
+    async def fine() -> JobResult:
+        return JobResult("pushed 3, kept 12, failed 0")
+
+    async def refused() -> JobResult:
+        return JobResult("exit status 1: failed: app: RUN exit 3", ok=False)
+
+    async def broken() -> None:
+        raise RuntimeError("the disk is on fire")
+
+    async def down() -> None:
+        raise StorageUnavailable("the store is down")
+
+    async def quiet() -> None:
+        return None
+
+    leases = Leases(backend, "host:42:abcd:place")
+    runner = JobRunner(leases, [Job("fine", 60, fine), Job("refused", 60, refused),
+                                Job("broken", 60, broken), Job("down", 60, down),
+                                Job("quiet", 60, quiet)], history)
+    before = time.time()
+    for name in runner.jobs:
+        assert await runner.run_due(name)
+        assert not await runner.run_due(name)  # not due: a look, not a run, not recorded
+    recent = await history.recent(10)
+    got = {name: [(r.outcome, r.summary) for r in runs] for name, runs in recent.items()}
+    assert got == {"fine": [("ok", "pushed 3, kept 12, failed 0")],
+                   "refused": [("failed", "exit status 1: failed: app: RUN exit 3")],
+                   "broken": [("failed", "RuntimeError: the disk is on fire")],
+                   "down": [("failed", "the store is down")],
+                   "quiet": [("ok", "")]}
+    run = recent["fine"][0]
+    assert run.holder == "host:42:abcd:place"
+    assert before <= run.started_at <= run.finished_at <= time.time()
+
+
+async def test_jobs_not_recorded_and_a_lost_lease(backend: LeaseStore,
+                                                  history: JobHistory) -> None:
+    async def tick() -> None:
+        return None
+
+    async def stolen() -> None:
+        await backend.release("job:stolen", "a")  # as if it expired and was taken over
+        assert await backend.acquire("job:stolen", "b", 30)
+        await asyncio.sleep(5)
+
+    runner = JobRunner(Leases(backend, "a"), [Job("tick", 60, tick, record=False),
+                                              Job("stolen", 60, stolen, lease_ttl=0.3)],
+                       history)
+    assert await runner.run_due("tick")
+    assert await asyncio.wait_for(runner.run_due("stolen"), 3)
+    recent = await history.recent(10)
+    assert list(recent) == ["stolen"]
+    assert [r.outcome for r in recent["stolen"]] == ["lost"]
+
+
+async def test_a_run_the_server_stops_is_recorded_as_cancelled(
+        backend: LeaseStore, history: JobHistory) -> None:
+    started = asyncio.Event()
+
+    async def long() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    runner = JobRunner(Leases(backend, "a"), [Job("long", 0.1, long)], history)
+    runner.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await runner.stop()
+    [run] = (await history.recent(10))["long"]
+    assert (run.outcome, run.summary) == ("cancelled", "stopped with the server")
