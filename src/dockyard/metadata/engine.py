@@ -18,7 +18,9 @@ transaction is two plain `BEGIN IMMEDIATE`/`COMMIT` calls, which saves SQLAlchem
 checkout, begin and reset (about a third of a small write's cost) on every push.
 
 Reads on SQLite run inline on the event loop on a read-only connection
-(`fastread.FastReader`); on PostgreSQL they go through an autocommit async engine.
+(`fastread.FastReader`); on PostgreSQL the hot-path prepared ones go straight to asyncpg
+(`pgdirect.PgDirect`), as do `compiled()` bodies, and the others through an autocommit
+async engine.
 
 A write that finds the disk full (SQLite's "database or disk is full", PostgreSQL's
 disk_full) calls `on_full` — which gives back the storage reserve — and is tried once
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
@@ -52,12 +55,13 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect
 from dockyard.oci.errors import StorageFull
 
 T = TypeVar("T")
-#: what a compiled-statement body gets: a SQLAlchemy connection, or on SQLite the
-#: writer thread's sqlite3 connection (`statements.run` takes either)
-Conn = Connection | sqlite3.Connection
+#: what a compiled-statement body gets: a SQLAlchemy connection, on SQLite the writer
+#: thread's sqlite3 connection, on PostgreSQL an asyncpg one (`statements.run` takes any)
+Conn = Connection | sqlite3.Connection | PgConn
 log = logging.getLogger(__name__)
 
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg"}
@@ -82,6 +86,8 @@ class Engines:
     """The engines of one database and the means to run transactions on them."""
 
     url: str
+    #: PostgreSQL: the hot-path reads and compiled writes, on asyncpg itself
+    direct: PgDirect | None = None
     reader: AsyncEngine | None = None
     writer: AsyncEngine | None = None
     sqlite: Engine | None = None
@@ -107,10 +113,22 @@ class Engines:
 
     async def compiled(self, body: Callable[[Conn], T]) -> T:
         """`transaction` for a body that runs only `statements.run`: on SQLite, straight
-        on the sqlite3 connection in the writer thread."""
+        on the sqlite3 connection in the writer thread; on PostgreSQL, on asyncpg
+        itself (`pgdirect`)."""
+        if self.direct is not None:
+            return await self._retrying(lambda: self._pg_direct(body))
         if self.sqlite is None:
             return await self.transaction(body)
         return await self._retrying(lambda: self._in_writer(lambda: self._run_raw(body)))
+
+    async def _pg_direct(self, body: Callable[[Conn], T]) -> T:
+        assert self.direct is not None
+        try:
+            return await self.direct.transaction(body)
+        except DroppedBeforeCommit as dropped:
+            log.warning("metadata connection lost, writing again on a new one: %s",
+                        dropped.__cause__)
+        return await self.direct.transaction(body)
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         observe = self.observe
@@ -120,7 +138,7 @@ class Engines:
             if observe is not None:
                 observe(time.perf_counter() - start)
             return result
-        except (DBAPIError, sqlite3.Error) as exc:
+        except (DBAPIError, sqlite3.Error, asyncpg.PostgresError) as exc:
             if not disk_full(exc):
                 raise
             log.warning("metadata write failed, the disk is full: %s", exc)
@@ -128,7 +146,7 @@ class Engines:
                 self.on_full()
         try:
             return await attempt()
-        except (DBAPIError, sqlite3.Error) as exc:
+        except (DBAPIError, sqlite3.Error, asyncpg.PostgresError) as exc:
             if not disk_full(exc):
                 raise
             raise StorageFull("insufficient storage: the metadata database cannot be "
@@ -201,6 +219,8 @@ class Engines:
         for engine in (self.reader, self.writer):
             if engine is not None:
                 await engine.dispose()
+        if self.direct is not None:
+            await self.direct.close()
 
 
 def async_url(url: str) -> str:
@@ -238,7 +258,7 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
     writer = create_async_engine(target, **kwargs)
     for pooled in (reader, writer):
         _ping_when_idle(pooled.sync_engine)
-    return Engines(url, reader=reader, writer=writer)
+    return Engines(url, reader=reader, writer=writer, direct=PgDirect(url, pool_size))
 
 
 IDLE_PING = 1.0

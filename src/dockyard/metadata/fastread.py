@@ -16,29 +16,60 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import Dialect
+
+#: SQL text, the bind parameters' names in order, values bound in the statement, and
+#: whether it answers rows (a SELECT, or a write with RETURNING)
+_Compiled = tuple[str, tuple[str, ...], dict[str, Any], bool]
+
+
+def _compile(stmt: Any, dialect: Dialect) -> _Compiled:
+    # render_postcompile expands IN (...) lists into one parameter per value
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    # values bound in the statement itself (literals compared in WHERE clauses)
+    rows = not (compiled.isinsert or compiled.isupdate or compiled.isdelete) or bool(
+        compiled.effective_returning)
+    return (compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params),
+            rows)
 
 
 class Prepared:
-    """A Core statement with named bind parameters, compiled for SQLite once (lazily)."""
+    """A Core statement with named bind parameters, compiled once (lazily) for SQLite
+    (`sql`, `values`) and for PostgreSQL's asyncpg (`pg_sql`, `pg_values`)."""
 
     def __init__(self, stmt: Any) -> None:
         self.stmt = stmt  # a Core SELECT, INSERT, UPDATE or DELETE
 
     @cached_property
-    def _compiled(self) -> tuple[str, tuple[str, ...], dict[str, Any]]:
-        # render_postcompile expands IN (...) lists into one parameter per value
-        compiled = self.stmt.compile(dialect=sqlite.dialect(),
-                                     compile_kwargs={"render_postcompile": True})
-        # values bound in the statement itself (literals compared in WHERE clauses)
-        return compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params)
+    def _compiled(self) -> _Compiled:
+        return _compile(self.stmt, sqlite.dialect())
+
+    @cached_property
+    def _pg(self) -> _Compiled:
+        return _compile(self.stmt, PGDialect_asyncpg())  # type: ignore[no-untyped-call]
 
     @property
     def sql(self) -> str:
         return self._compiled[0]
 
+    @property
+    def pg_sql(self) -> str:
+        return self._pg[0]
+
+    @property
+    def answers_rows(self) -> bool:
+        """Whether it answers rows (else only how many it touched)."""
+        return self._pg[3]
+
     def values(self, params: Mapping[str, Any]) -> list[Any]:
         """The positional parameters for `sql`, from `params` and the statement's own."""
-        _, order, defaults = self._compiled
+        _, order, defaults, _ = self._compiled
+        return [params[k] if k in params else defaults[k] for k in order]
+
+    def pg_values(self, params: Mapping[str, Any]) -> list[Any]:
+        """The positional parameters for `pg_sql` ($1, $2, ...)."""
+        _, order, defaults, _ = self._pg
         return [params[k] if k in params else defaults[k] for k in order]
 
 

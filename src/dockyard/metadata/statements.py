@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from dockyard.metadata.engine import Conn
 from dockyard.metadata.fastread import Prepared
+from dockyard.metadata.pgdirect import PgConn
 from dockyard.metadata.schema import (
     blob_deletions,
     blobs,
@@ -30,6 +31,9 @@ from dockyard.metadata.schema import (
     tags,
     uploads,
 )
+
+UPLOAD_LOCK = 0x646F636B_75706C64  # "dockupld"
+"""PostgreSQL advisory lock key taken while a session opening counts the open ones."""
 
 
 def _p(name: str) -> Any:
@@ -58,6 +62,8 @@ def run(conn: Conn, query: Prepared, **named: Any) -> Any:
     `conn` is a SQLAlchemy connection, or (in `Engines.compiled`) a sqlite3 one.
     """
     params = {"p_" + k: v for k, v in named.items()}
+    if isinstance(conn, PgConn):
+        return conn.run(query, params)
     raw: Any = conn
     if isinstance(conn, Connection):
         if conn.dialect.name != "sqlite":
@@ -75,6 +81,10 @@ class Statements:
         ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
         b = _p
         self.repo_id = Prepared(select(repositories.c.id).where(repositories.c.name == b("name")))
+        # PostgreSQL: serialises the openings of upload sessions while caps are counted
+        # (SQLite's write transactions are serial already)
+        self.upload_lock = (Prepared(select(func.pg_advisory_xact_lock(UPLOAD_LOCK)))
+                            if dialect == "postgresql" else None)
         self.add_repo = Prepared(ins(repositories).values(name=b("name"), created_at=b("now"))
                                  .on_conflict_do_nothing())
         self.create_upload = Prepared(insert(uploads).values(

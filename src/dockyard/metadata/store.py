@@ -101,7 +101,6 @@ TOMBSTONE_TIMEOUT = 300.0
 
 
 #: Key of the PostgreSQL advisory lock that serialises the opening of upload sessions.
-_UPLOAD_LOCK = 0x646F636B_75706C64  # "dockupld"
 
 
 class SessionLimit(Exception):
@@ -152,9 +151,11 @@ class MetadataStore:
         return column.collate("C") if self._dialect == "postgresql" else column  # type: ignore[no-any-return]
 
     async def _fetch(self, query: Prepared, **params: Any) -> Sequence[Any]:
-        """A prepared read: inline on SQLite, through the async reader elsewhere."""
+        """A prepared read: inline on SQLite, on asyncpg itself on PostgreSQL."""
         if self._fast is not None:
             return self._fast.fetch(query, params)
+        if self.engines.direct is not None:
+            return await self.engines.direct.fetch(query, params)
         return await self._read(query.stmt, params)
 
     async def _read(self, stmt: Select[Any], params: dict[str, Any] | None = None
@@ -326,9 +327,8 @@ class MetadataStore:
         until = now + ttl if holder is not None else None
 
         def body(conn: Conn) -> None:
-            if (max_total or max_per_owner) and isinstance(conn, Connection) \
-                    and self._dialect == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(_UPLOAD_LOCK)))
+            if (max_total or max_per_owner) and q.upload_lock is not None:
+                run(conn, q.upload_lock)
             if max_per_owner and owner is not None and run(
                     conn, q.open_uploads_of, owner=owner).fetchone()[0] >= max_per_owner:
                 raise SessionLimit("owner", max_per_owner)

@@ -185,3 +185,79 @@ def test_publish_expiry_shorter_than_an_hour_is_refused_by_name() -> None:
         load_settings(None, env={"DOCKYARD_STORAGE_UPLOADS_PUBLISH_EXPIRY": "10m"})
     assert load_settings(None, env={"DOCKYARD_STORAGE_UPLOADS_PUBLISH_EXPIRY": "2h"}
                          ).storage.uploads.publish_expiry.total_seconds() == 7200
+
+
+async def test_a_small_blob_push_is_one_s3_call_from_post_to_put(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST stores nothing (a session is stored from its first write) and the PUT of a
+    whole small blob is one PutObject: the push of a small image's two blobs costs two
+    calls, not the twelve it took when every session had an object from its start."""
+    data = os.urandom(1000)
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+    driver = registry._blobstore.driver
+    calls: list[str] = []
+    real = driver._call  # type: ignore[attr-defined]
+
+    async def recording(operation: str, **params: object) -> object:
+        calls.append(operation)
+        return await real(operation, **params)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    monkeypatch.setattr(driver, "_call", recording)
+    session = await registry.uploads.start("calls")
+    assert calls == []
+    assert await registry.uploads.finish("calls", session.id, digest, body(),
+                                         Chunk(length=len(data))) == len(data)
+    assert calls == ["put_object"]
+
+
+async def test_session_bytes_left_behind_by_a_small_put_are_swept(
+    registry: Registry, settings: Settings, s3: S3Server
+) -> None:
+    """An empty PATCH stores an empty tail; the small PUT after it leaves that tail to
+    the sweep, which removes it once no row owns it."""
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+    data = os.urandom(1000)
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+    async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    session = await registry.uploads.start("left")
+    await registry.uploads.append("left", session.id, chunks(), Chunk(length=0))
+    prefix = f"{root}/uploads/{session.id}"
+    assert _objects(client, bucket, prefix) == [prefix]
+    await registry.uploads.finish("left", session.id, digest, chunks(data),
+                                  Chunk(length=len(data)))
+    assert _objects(client, bucket, prefix) == [prefix]
+    assert await registry.uploads.purge(3600) == 0  # first sighting
+    assert await registry.uploads.purge(3600) == 1
+    assert _objects(client, bucket, prefix) == []
+
+
+async def test_part_objects_whose_tail_is_gone_are_swept(
+    registry: Registry, settings: Settings, s3: S3Server
+) -> None:
+    """A crash can leave a session's part objects without the tail that counts them,
+    and its row gone: the sweep still finds and removes them."""
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+
+    async def body() -> AsyncIterator[bytes]:
+        yield os.urandom(2 * PART + 100)
+
+    session = await registry.uploads.start("tailless")
+    await registry.uploads.append("tailless", session.id, body(), Chunk())
+    prefix = f"{root}/uploads/{session.id}"
+    client.delete_object(Bucket=bucket, Key=prefix)
+    assert await registry._store.delete_upload(session.id)
+    assert _objects(client, bucket, prefix) == [f"{prefix}.parts/00001",
+                                                f"{prefix}.parts/00002"]
+    assert await registry.uploads.purge(3600) == 0
+    assert await registry.uploads.purge(3600) == 1
+    assert _objects(client, bucket, prefix) == []
