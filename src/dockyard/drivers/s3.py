@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -33,6 +34,8 @@ _BASE, _PART = "dockyard-base", "dockyard-part"
 _MAX_PARTS = 10000
 #: server-side part copies in flight at once while publishing
 _COPIES = 8
+#: part PUTs in flight at once per upload session (each holds a part in memory)
+_PUTS = 3
 #: the most keys one DeleteObjects call takes
 _DELETE_BATCH = 1000
 #: attempts of an idempotent call (one try and two retries with backoff)
@@ -509,9 +512,10 @@ class S3Driver(Driver):
 
 class S3Writer(Writer):
     """Appends to one upload session: each full part is PUT as its own object as soon as
-    it fills, while the next one fills (one part PUT in flight, so receiving and storing
-    overlap; up to about three parts in memory); the rest (the tail, with the session's
-    layout in its metadata) on `close`, once every part is stored."""
+    it fills, while the next ones fill (up to `_PUTS` part PUTs in flight, so receiving
+    and storing overlap and the store's latency is hidden; up to `_PUTS` + 2 parts in
+    memory); the rest (the tail, with the session's layout in its metadata) on `close`,
+    once every part is stored."""
 
     def __init__(self, driver: S3Driver, name: str, base: int, part: int,
                  pending: bytearray, stored: int) -> None:
@@ -519,8 +523,8 @@ class S3Writer(Writer):
         self._base, self._part, self._pending = base, part, pending
         self._stored = stored  # part objects the tail counted when opened
         self._closed = False
-        #: the part PUT in flight and its bytes
-        self._putting: tuple[asyncio.Future[None], bytes] | None = None
+        #: the part PUTs in flight with their bytes, oldest first
+        self._putting: deque[tuple[asyncio.Future[None], bytes]] = deque()
 
     @property
     def size(self) -> int:
@@ -531,18 +535,19 @@ class S3Writer(Writer):
             raise PayloadTooLarge(
                 f"an upload holds less than {_MAX_PARTS * self._part} "
                 f"bytes on S3 ({_MAX_PARTS - 1} parts of storage.s3.chunksize and a tail)")
+        await self._stored_parts(keep=len(self._putting))  # only the ones over: no wait
         self._pending += data
         await self._flush()
 
     async def _flush(self) -> None:
-        """Start the PUT of every full part held back, as the next part object, each
-        once the one before is stored (its failure is raised here)."""
+        """Start the PUT of every full part held back, as the next part object, with at
+        most `_PUTS` in flight (a failure is raised here)."""
         part = self._part
         while len(self._pending) >= part:
-            await self._stored_parts()
+            await self._stored_parts(keep=_PUTS - 1)
             body = bytes(self._pending[:part])
             put = asyncio.ensure_future(self._put_part(self._base // part + 1, body))
-            self._putting = (put, body)
+            self._putting.append((put, body))
             del self._pending[:part]
             self._base += part
 
@@ -551,20 +556,27 @@ class S3Writer(Writer):
         await d._call("put_object", Key=d._part_key(self._name, number), Body=body,
                       **d._class())
 
-    async def _stored_parts(self) -> None:
-        """Wait until the part PUT in flight, if any, is over. A caller cancelled while
-        waiting leaves it running (`close` waits for it again); a PUT that failed puts its
-        bytes back in front of the held ones, so `close` can store them, and raises."""
-        if self._putting is None:
-            return
-        put, body = self._putting
-        if not put.done():
-            await asyncio.wait([put])
-        self._putting = None
-        if put.cancelled() or put.exception() is not None:
-            self._pending[:0] = body
-            self._base -= self._part
-            put.result()  # raises the PUT's error (or CancelledError)
+    async def _stored_parts(self, keep: int = 0) -> None:
+        """Wait until at most `keep` part PUTs are in flight, oldest first, and take in
+        the ones already over (so a failure is raised at the next write). A caller
+        cancelled while waiting leaves them running (`close` waits for them again). A
+        PUT that failed: the ones after it are let finish, every byte from its part on
+        goes back in front of the held ones (so `close` can store them), and it raises.
+        """
+        while self._putting and (len(self._putting) > keep or self._putting[0][0].done()):
+            put, _ = self._putting[0]
+            if not put.done():
+                await asyncio.wait([put])
+            if put.cancelled() or put.exception() is not None:
+                rest = list(self._putting)
+                self._putting.clear()
+                later = [f for f, _ in rest[1:] if not f.done()]
+                if later:
+                    await asyncio.wait(later)
+                self._pending[:0] = b"".join(body for _, body in rest)
+                self._base -= self._part * len(rest)
+                put.result()  # raises the PUT's error (or CancelledError)
+            self._putting.popleft()
 
     async def close(self, *, sync: bool = False) -> None:
         """Store the tail with the count of parts (S3 writes are durable when answered),
