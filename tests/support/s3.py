@@ -64,9 +64,19 @@ class S3Server:
 
     def start(self) -> None:
         began = time.monotonic()
-        started = subprocess.run(
-            [str(SCRIPT), "start", str(self.home), str(self.port)], capture_output=True,
-            text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+        for attempt in range(3):
+            started = subprocess.run(
+                [str(SCRIPT), "start", str(self.home), str(self.port)], capture_output=True,
+                text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable})
+            if started.returncode == 0 or "weed exited" not in started.stderr:
+                break
+            # weed found one of its 15 ports taken meanwhile (it binds them one by one,
+            # some seconds apart): the script printed its log; try other ports
+            print(f"S3 server start failed on ports {self.port}+ (attempt {attempt + 1}):"
+                  f"\n{started.stderr[-2000:]}", file=sys.stderr)
+            subprocess.run([str(SCRIPT), "stop", str(self.home)], capture_output=True,
+                           timeout=60)
+            self.port = _free_base()
         assert started.returncode == 0, started.stderr[-2000:]
         words = started.stdout.split()
         self.info = dict(zip(words[::2], words[1::2], strict=True))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -36,6 +36,8 @@ _MAX_PARTS = 10000
 _COPIES = 8
 #: part PUTs in flight at once per upload session (each holds a part in memory)
 _PUTS = 3
+#: bytes of session tails a process keeps to resume them without a GET (`_Tails`)
+_TAIL_CACHE = 64 * 1024 * 1024
 #: the most keys one DeleteObjects call takes
 _DELETE_BATCH = 1000
 #: attempts of an idempotent call (one try and two retries with backoff)
@@ -122,6 +124,7 @@ class S3Driver(Driver):
         self._client: Any = None
         self._once: Any = None
         self._opening = asyncio.Lock()
+        self._tails = _Tails(_TAIL_CACHE)
 
     # --- plumbing ------------------------------------------------------------
 
@@ -323,7 +326,10 @@ class S3Driver(Driver):
             keep = offset // part * part
             head_of = self._part_key(name, keep // part + 1)
         pending = bytearray()
-        if head_of is not None:
+        cached = self._tails.recall(name, head) if head_of == name else None
+        if cached is not None and len(cached) >= offset - keep:
+            pending += cached[:offset - keep]  # the tail this process stored: no GET
+        elif head_of is not None:
             async for chunk in self._range(head_of, 0, offset - keep, key):
                 pending += chunk
         return S3Writer(self, name, keep, part, pending, stored)
@@ -395,6 +401,7 @@ class S3Driver(Driver):
     async def _remove(self, name: str) -> None:
         """Delete the object `name` and every object under `name/` and `name.parts/`,
         1000 a call; `name` itself (a session's tail, which `list` shows) goes last."""
+        self._tails.forget(name)
         batch: list[str] = []
         async for child in self._names(name):
             if child.startswith((name + "/", name + ".parts/")):
@@ -510,6 +517,42 @@ class S3Driver(Driver):
         self._client = self._once = None
 
 
+class _Tails:
+    """The session tails this process stored last, by object name, up to `limit` bytes
+    (the oldest go first): a chunked push's next PATCH resumes in the tail, and when it
+    reaches the process that stored it, the tail's ETag (from the HEAD every resume
+    makes) proves the bytes current, which saves reading them back. Any other process
+    or node reads the tail from the store, as before: this is a cache, not state."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._size = 0
+
+    def keep(self, name: str, etag: object, body: bytes) -> None:
+        self.forget(name)
+        if not isinstance(etag, str) or not body or len(body) > self.limit:
+            return
+        self._held[name] = (etag, body)
+        self._size += len(body)
+        while self._size > self.limit:
+            _, (_, old) = self._held.popitem(last=False)
+            self._size -= len(old)
+
+    def recall(self, name: str, head: dict[str, Any] | None) -> bytes | None:
+        """The tail stored at `name`, if the object `head` describes is still it."""
+        held = self._held.get(name)
+        if held is None or head is None or head.get("ETag") != held[0]:
+            return None
+        self._held.move_to_end(name)
+        return held[1]
+
+    def forget(self, name: str) -> None:
+        held = self._held.pop(name, None)
+        if held is not None:
+            self._size -= len(held[1])
+
+
 class S3Writer(Writer):
     """Appends to one upload session: each full part is PUT as its own object as soon as
     it fills, while the next ones fill (up to `_PUTS` part PUTs in flight, so receiving
@@ -589,8 +632,10 @@ class S3Writer(Writer):
         await self._flush()
         await self._stored_parts()
         meta = {_BASE: str(self._base), _PART: str(self._part)} if self._base else {}
-        await d._call("put_object", Key=self._name, Body=bytes(self._pending), Metadata=meta,
-            **d._class())
+        body = bytes(self._pending)
+        stored = await d._call("put_object", Key=self._name, Body=body, Metadata=meta,
+                               **d._class())
+        d._tails.keep(self._name, stored.get("ETag"), body)
         count = self._base // self._part
         stale = [d._part_key(self._name, n) for n in range(count + 1, self._stored + 1)]
         for start in range(0, len(stale), _DELETE_BATCH):

@@ -727,3 +727,38 @@ async def test_abort_incomplete_aborts_old_multipart_uploads_under_the_prefix(
     assert len(await _uploads(s3d)) == 3
     assert await s3d.abort_incomplete("blobs", time.time() + 5) == 2
     assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/other/data"]
+
+
+async def test_resume_in_a_tail_this_process_stored_reads_nothing_back(
+    nodes: tuple[S3Driver, S3Driver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunked push's next PATCH resumes in the tail: the process that stored it uses
+    the bytes it kept (the HEAD's ETag proves them current), with no GET; once another
+    node rewrote the tail, the same process reads the new one from the store."""
+    node_a, node_b = nodes
+    data = os.urandom(PART + 3 * MIB)
+    await put(node_a, "uploads/t", data[:PART + MIB])
+    calls: list[str] = []
+    real = node_a._call
+
+    async def recording(operation: str, **params: object) -> object:
+        calls.append(operation)
+        return await real(operation, **params)
+
+    monkeypatch.setattr(node_a, "_call", recording)
+    writer = await node_a.writer("uploads/t", PART + MIB, resume=True)
+    assert "get_object" not in calls
+    await writer.write(data[PART + MIB:PART + 2 * MIB])
+    await writer.close()
+    assert await read_all(node_b, "uploads/t") == data[:PART + 2 * MIB]
+
+    other = os.urandom(MIB)  # node B cuts the session back and writes other bytes
+    writer = await node_b.writer("uploads/t", PART + MIB, resume=True)
+    await writer.write(other)
+    await writer.close()
+    calls.clear()
+    writer = await node_a.writer("uploads/t", PART + 2 * MIB, resume=True)
+    assert "get_object" in calls
+    await writer.close()
+    monkeypatch.undo()
+    assert await read_all(node_a, "uploads/t") == data[:PART + MIB] + other
