@@ -58,7 +58,8 @@ async def _keep(_conn: object) -> None:
 
 @dataclass(slots=True)
 class Rows:
-    """A statement's result, read whole: `fetchone()`, `fetchall()` and `rowcount`."""
+    """A statement's result, read whole: `fetchone()`, `fetchall()` and `rowcount`
+    (asyncpg's here, and SQLite's in `statements.run`)."""
 
     rows: list[Any]
     rowcount: int

@@ -10,7 +10,6 @@ goes through SQLAlchemy (asyncpg) as usual. Same Core statements, same SQL.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, null, or_, select, update
@@ -19,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from dockyard.metadata.engine import Conn
 from dockyard.metadata.fastread import Prepared
-from dockyard.metadata.pgdirect import PgConn
+from dockyard.metadata.pgdirect import PgConn, Rows
 from dockyard.metadata.schema import (
     blob_deletions,
     blobs,
@@ -41,25 +40,12 @@ def _p(name: str) -> Any:
     return bindparam("p_" + name)
 
 
-@dataclass(slots=True)
-class _Rows:
-    """A SQLite statement's result, read to the end (a COMMIT refuses to run while an
-    `UPDATE ... RETURNING` has rows left to step through)."""
-
-    rows: list[Any]
-    rowcount: int
-
-    def fetchone(self) -> Any:
-        return self.rows[0] if self.rows else None
-
-    def fetchall(self) -> list[Any]:
-        return self.rows
-
-
 def run(conn: Conn, query: Prepared, **named: Any) -> Any:
     """Execute `query`; the result has `fetchone()`, `fetchall()` and `rowcount`.
 
-    `conn` is a SQLAlchemy connection, or (in `Engines.compiled`) a sqlite3 one.
+    `conn` is a SQLAlchemy connection, or (in `Engines.compiled`) a sqlite3 or an
+    asyncpg one. A SQLite result is read to the end (a COMMIT refuses to run while an
+    `UPDATE ... RETURNING` has rows left to step through).
     """
     params = {"p_" + k: v for k, v in named.items()}
     if isinstance(conn, PgConn):
@@ -71,7 +57,7 @@ def run(conn: Conn, query: Prepared, **named: Any) -> Any:
         raw = conn.connection.driver_connection
     assert isinstance(raw, sqlite3.Connection)
     cursor = raw.execute(query.sql, query.values(params))
-    return _Rows(cursor.fetchall(), cursor.rowcount)
+    return Rows(cursor.fetchall(), cursor.rowcount)
 
 
 class Statements:
