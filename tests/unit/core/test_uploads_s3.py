@@ -70,6 +70,20 @@ def _objects(client: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(o["Key"] for o in page.get("Contents", []))
 
 
+def _recording_calls(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The S3 operations the registry's driver calls from now on, in order."""
+    driver = registry._blobstore.driver
+    calls: list[str] = []
+    real = driver._call  # type: ignore[attr-defined]
+
+    async def recording(operation: str, **params: object) -> object:
+        calls.append(operation)
+        return await real(operation, **params)
+
+    monkeypatch.setattr(driver, "_call", recording)
+    return calls
+
+
 def _dead_publish(client: Any, bucket: str, key: str) -> None:
     """What a node killed mid-publish leaves: a multipart upload with a part copied."""
     upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
@@ -159,15 +173,7 @@ async def test_a_small_whole_blob_is_one_put_and_leaves_no_session_bytes(
         yield data
 
     session = await registry.uploads.start("small")
-    driver = registry._blobstore.driver
-    calls: list[str] = []
-    real = driver._call  # type: ignore[attr-defined]
-
-    async def recording(operation: str, **params: object) -> object:
-        calls.append(operation)
-        return await real(operation, **params)
-
-    monkeypatch.setattr(driver, "_call", recording)
+    calls = _recording_calls(registry, monkeypatch)
     size = await registry.uploads.finish("small", session.id, digest, body(),
                                          Chunk(length=len(data)))
     monkeypatch.undo()
@@ -195,18 +201,10 @@ async def test_a_small_blob_push_is_one_s3_call_from_post_to_put(
     calls, not the twelve it took when every session had an object from its start."""
     data = os.urandom(1000)
     digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
-    driver = registry._blobstore.driver
-    calls: list[str] = []
-    real = driver._call  # type: ignore[attr-defined]
-
-    async def recording(operation: str, **params: object) -> object:
-        calls.append(operation)
-        return await real(operation, **params)
-
     async def body() -> AsyncIterator[bytes]:
         yield data
 
-    monkeypatch.setattr(driver, "_call", recording)
+    calls = _recording_calls(registry, monkeypatch)
     session = await registry.uploads.start("calls")
     assert calls == []
     assert await registry.uploads.finish("calls", session.id, digest, body(),
