@@ -316,20 +316,7 @@ class UploadService:
         the blob removes the session.
         """
         offset = record.offset
-        if chunk.start is not None and chunk.start != offset:
-            raise RangeInvalid(f"chunk starts at {chunk.start}, upload is at {offset}",
-                               offset=offset)
-        limit = chunk.length
-        if chunk.start is not None and chunk.end is not None:
-            if chunk.end < chunk.start - 1:
-                raise RangeInvalid("Content-Range end precedes its start", offset=offset)
-            span = chunk.end - chunk.start + 1
-            if limit is not None and limit != span:
-                raise RangeInvalid(
-                    f"Content-Range spans {span} bytes, Content-Length says {limit}",
-                    offset=offset,
-                )
-            limit = span
+        limit = _limit(chunk, offset)
         state = await self._state(record, local, DEFAULT_ALGORITHM)
         try:
             written = await self.blobs.append(record.id, state, body, limit=limit)
@@ -410,34 +397,76 @@ class UploadService:
         self, name: str, record: UploadRecord, local: _Local, hold: _Hold, digest: Digest,
         body: AsyncIterable[bytes] | None, chunk: Chunk,
     ) -> int:
+        if body is not None and record.offset == 0:
+            return await self._finish_whole(name, record, hold, digest, body, chunk)
         if body is not None:
             record = await self._append(record, local, hold, body, chunk, record_offset=False)
         state = await self._state(record, local, digest.algorithm)
-        actual = state.hasher.hexdigest()
-        if actual != digest.hex:
-            # the session cannot become anything else now: end it, as Distribution does
-            await self._releasing(hold, self.store.delete_upload(record.id))
-            await self.blobs.delete_upload(record.id)
-            self._local.pop(record.id, None)
-            raise DigestInvalid(
-                f"content digest is {digest.algorithm}:{actual}, not {digest}",
-                {"digest": str(digest)},
-            )
-        # claim first: the collector leaves a just-claimed blob alone, and a claim
-        # waits while the collector is deleting this digest's bytes
-        while not (hold.claimed  # noqa: ASYNC110
-                   or await self.store.claim_blob(str(digest), record.offset)):
-            await asyncio.sleep(0.05)
+        await self._verified(record, hold, digest, state.hasher.hexdigest())
+        await self._claim(hold, digest, record.offset)
         try:
             await self.blobs.publish(record.id, digest)
         except StorageFull:
             await self._end_full(record.id)
             raise
-        await self._releasing(hold, self.store.link_blob(name, str(digest), record.offset,
+        return await self._published(name, record, hold, digest, record.offset)
+
+    async def _finish_whole(self, name: str, record: UploadRecord, hold: _Hold,
+                            digest: Digest, body: AsyncIterable[bytes], chunk: Chunk) -> int:
+        """A whole blob in the last request (monolithic PUT, POST ?digest=, a cache
+        fill): written where it ends up (`BlobStore.stage`; on S3 the blob's own
+        multipart upload, so its bytes are stored once and never copied), published
+        only once verified and claimed. A failure leaves the session at offset 0."""
+        limit = _limit(chunk, 0)
+        staged = await self.blobs.stage(record.id, digest)
+        try:
+            hasher = new_hasher(digest.algorithm)
+            try:
+                size = await self.blobs.fill(staged, hasher, body, limit=limit)
+            except OverflowError:
+                raise SizeInvalid("the body is longer than Content-Length/Content-Range"
+                                  ) from None
+            if limit is not None and size != limit:
+                raise SizeInvalid(f"received {size} bytes, {limit} were announced")
+            await self._verified(record, hold, digest, hasher.hexdigest())
+            await self._claim(hold, digest, size)
+            await self.blobs.commit(staged)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(staged.cancel())
+            if isinstance(exc, StorageFull):
+                await self._end_full(record.id)
+            raise
+        return await self._published(name, record, hold, digest, size)
+
+    async def _verified(self, record: UploadRecord, hold: _Hold, digest: Digest,
+                        actual: str) -> None:
+        """Raise DigestInvalid, ending the session, unless the bytes hash to `digest`."""
+        if actual == digest.hex:
+            return
+        # the session cannot become anything else now: end it, as Distribution does
+        await self._releasing(hold, self.store.delete_upload(record.id))
+        await self.blobs.delete_upload(record.id)
+        self._local.pop(record.id, None)
+        raise DigestInvalid(f"content digest is {digest.algorithm}:{actual}, not {digest}",
+                            {"digest": str(digest)})
+
+    async def _claim(self, hold: _Hold, digest: Digest, size: int) -> None:
+        """Claim the blob before its bytes are published: the collector leaves a
+        just-claimed blob alone, and a claim waits while the collector is deleting
+        this digest's bytes."""
+        while not (hold.claimed  # noqa: ASYNC110
+                   or await self.store.claim_blob(str(digest), size)):
+            await asyncio.sleep(0.05)
+
+    async def _published(self, name: str, record: UploadRecord, hold: _Hold, digest: Digest,
+                         size: int) -> int:
+        """Link the published blob into `name`, ending the session; its size."""
+        await self._releasing(hold, self.store.link_blob(name, str(digest), size,
                                                          upload=record.id))
         self._local.pop(record.id, None)
-        await self._pushed(name, digest, record.offset)
-        return record.offset
+        await self._pushed(name, digest, size)
+        return size
 
     async def _pushed(self, name: str, digest: Digest, size: int) -> None:
         if self.notifier is not None:
@@ -539,6 +568,26 @@ class UploadService:
         for session_id in idle:
             del self._local[session_id]
         return len(idle)
+
+
+def _limit(chunk: Chunk, offset: int) -> int | None:
+    """The bytes a request body must hold (None: unknown, read to its end), from its
+    Content-Length and Content-Range, checked against the session's `offset`."""
+    if chunk.start is not None and chunk.start != offset:
+        raise RangeInvalid(f"chunk starts at {chunk.start}, upload is at {offset}",
+                           offset=offset)
+    limit = chunk.length
+    if chunk.start is not None and chunk.end is not None:
+        if chunk.end < chunk.start - 1:
+            raise RangeInvalid("Content-Range end precedes its start", offset=offset)
+        span = chunk.end - chunk.start + 1
+        if limit is not None and limit != span:
+            raise RangeInvalid(
+                f"Content-Range spans {span} bytes, Content-Length says {limit}",
+                offset=offset,
+            )
+        limit = span
+    return limit
 
 
 async def _read_at_most(body: AsyncIterable[bytes], length: int) -> bytes:

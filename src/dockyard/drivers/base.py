@@ -55,6 +55,48 @@ class Writer(ABC):
         """Flush what was written; with `sync`, make it durable (fsync) first."""
 
 
+class Staged(Writer):
+    """A new object written from its first byte, visible at its key only once
+    `commit` returns (opened by `Driver.stage`). Exactly one of `commit` and `cancel`
+    ends it; `close` only flushes."""
+
+    @abstractmethod
+    async def commit(self) -> None:
+        """Publish what was written at the key, durably and atomically (readers see
+        nothing or the whole object); an existing key holds the same bytes (keys are
+        content-addressed) and is kept or rewritten."""
+
+    @abstractmethod
+    async def cancel(self) -> None:
+        """End the write: nothing becomes visible, and what the store held for it goes
+        (or is left where the upload sweep finds it)."""
+
+
+class _ScratchStaged(Staged):
+    """`Driver.stage`'s default: the bytes go to a scratch session, published by `move`."""
+
+    def __init__(self, driver: Driver, writer: Writer, scratch: str, key: str) -> None:
+        self._driver, self._writer = driver, writer
+        self._scratch, self._key = scratch, key
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        await self._writer.write(data)
+
+    async def close(self, *, sync: bool = False) -> None:
+        await self._writer.close(sync=sync)
+
+    async def commit(self) -> None:
+        await self._writer.close()
+        await self._driver.move(self._scratch, self._key)  # `move` syncs what it publishes
+
+    async def cancel(self) -> None:
+        await self._writer.close()  # the session's next writer drops these bytes
+
+
 class Driver(ABC):
     """Async byte storage. Keys are relative, '/'-separated, never start with '/'."""
 
@@ -123,6 +165,17 @@ class Driver(ABC):
         finally:
             await writer.close()
         await self.move(scratch, key)  # durable: `move` syncs what it publishes
+
+    async def stage(self, key: str, *, scratch: str) -> Staged:
+        """Start writing a whole new object for `key`, published by `Staged.commit`
+        (a blob whose digest is known before its first byte: a monolithic push).
+
+        `scratch` is an upload session the caller owns with nothing recorded in it
+        (`writer(scratch, 0, resume=True)` must hold). The default writes the bytes
+        there and `move`s them; a store where `move` copies the bytes again (S3) writes
+        them where they end up instead, so they are stored once.
+        """
+        return _ScratchStaged(self, await self.writer(scratch, 0, resume=True), scratch, key)
 
     @abstractmethod
     async def delete(self, key: str) -> None:

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.loaders import Loader, create_loader
 
 from dockyard.config.settings import S3Settings
-from dockyard.drivers.base import Driver, DriverError, Writer
+from dockyard.drivers.base import Driver, DriverError, Staged, Writer
 from dockyard.oci.errors import PayloadTooLarge
 
 #: object metadata of a session's tail: bytes held in its part objects, and their size
@@ -357,6 +357,14 @@ class S3Driver(Driver):
         part objects without their tail)."""
         await self._call("put_object", Key=self._key(key), Body=data, **self._class())
 
+    async def stage(self, key: str, *, scratch: str) -> Staged:
+        """Write the object where it ends up: a multipart upload at `key`, created at
+        the first full part and completed by `commit` (an object under one part: one
+        PutObject then). Its bytes are stored once, never copied by `move`; `scratch`
+        is not touched. A process that dies midway leaves an unfinished multipart
+        upload, which `abort_incomplete` ends once it is older than any push takes."""
+        return _S3Staged(self, self._key(key))
+
     async def _publish(self, source: str, target: str, head: dict[str, Any]) -> None:
         """Copy a session server-side to `target`: part objects, then the tail, as the
         parts of one multipart upload at `target` (completing it is atomic)."""
@@ -640,3 +648,84 @@ class S3Writer(Writer):
         stale = [d._part_key(self._name, n) for n in range(count + 1, self._stored + 1)]
         for start in range(0, len(stale), _DELETE_BATCH):
             await d._delete_batch(stale[start:start + _DELETE_BATCH])
+
+
+class _S3Staged(Staged):
+    """A new object as the parts of one multipart upload at its key: each part PUT as it
+    fills, up to `_PUTS` in flight (so up to `_PUTS` + 1 parts in memory); a part that
+    failed fails the next write or the commit (nothing is published then)."""
+
+    def __init__(self, driver: S3Driver, name: str) -> None:
+        self._driver, self._name = driver, name
+        self._part = driver.chunksize
+        self._pending = bytearray()
+        self._written = 0
+        self._upload: str | None = None
+        self._putting: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._parts: list[dict[str, Any]] = []
+
+    @property
+    def size(self) -> int:
+        return self._written
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if (self._written + len(data)) // self._part >= _MAX_PARTS:
+            raise PayloadTooLarge(
+                f"a blob holds less than {_MAX_PARTS * self._part} bytes on S3 "
+                f"({_MAX_PARTS} parts of storage.s3.chunksize)")
+        await self._taken_in(keep=len(self._putting))  # raise a failure, never wait
+        self._pending += data
+        self._written += len(data)
+        while len(self._pending) >= self._part:
+            await self._taken_in(keep=_PUTS - 1)
+            body = bytes(self._pending[:self._part])
+            del self._pending[:self._part]
+            await self._put(body)
+
+    async def _put(self, body: bytes) -> None:
+        d = self._driver
+        if self._upload is None:
+            created = await d._call("create_multipart_upload", Key=self._name, **d._class())
+            self._upload = created["UploadId"]
+        number = len(self._parts) + len(self._putting) + 1
+
+        async def put() -> dict[str, Any]:
+            done = await d._call("upload_part", Key=self._name, UploadId=self._upload,
+                                 PartNumber=number, Body=body)
+            return {"PartNumber": number, "ETag": done["ETag"]}
+
+        self._putting.append(asyncio.ensure_future(put()))
+
+    async def _taken_in(self, keep: int = 0) -> None:
+        """Wait until at most `keep` part PUTs are in flight and take in the finished
+        ones, oldest first; a failed one raises."""
+        while self._putting and (len(self._putting) > keep or self._putting[0].done()):
+            self._parts.append(await self._putting.popleft())
+
+    async def close(self, *, sync: bool = False) -> None:
+        """Nothing to flush: parts are stored as they fill, the rest by `commit`."""
+
+    async def commit(self) -> None:
+        d = self._driver
+        if self._upload is None:  # under one part: one atomic PutObject
+            await d._call("put_object", Key=self._name, Body=bytes(self._pending),
+                          **d._class())
+        else:
+            if self._pending:
+                await self._put(bytes(self._pending))
+                self._pending.clear()
+            await self._taken_in()
+            await d._call("complete_multipart_upload", Key=self._name, UploadId=self._upload,
+                          MultipartUpload={"Parts": self._parts})
+        self._upload = None
+        self._pending = bytearray()
+
+    async def cancel(self) -> None:
+        for put in self._putting:
+            put.cancel()
+        await asyncio.gather(*self._putting, return_exceptions=True)
+        self._putting.clear()
+        self._pending = bytearray()
+        if self._upload is not None:
+            upload, self._upload = self._upload, None
+            await self._driver._abort(self._name, upload)

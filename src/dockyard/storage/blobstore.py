@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockyard.drivers.base import Driver, DriverError
+from dockyard.drivers.base import Driver, DriverError, Staged, Writer
 from dockyard.oci.digest import Digest, Hasher, new_hasher
 from dockyard.oci.errors import StorageFull
 from dockyard.storage import layout
@@ -137,7 +137,44 @@ class BlobStore:
         await self.ensure_space(limit or 0)
         writer = await self.driver.writer(layout.upload_key(session_id), state.offset,
                                           resume=True)
-        pipeline = HashWritePipeline(state.hasher, writer, self.buffers)
+        try:
+            written = await self._pour(writer, state.hasher, chunks, limit)
+        except BaseException:
+            # the hash state no longer matches the recorded offset: forget it
+            state.offset = -1
+            raise
+        state.offset += written
+        return written
+
+    async def stage(self, session_id: str, digest: Digest) -> Staged:
+        """Start writing the blob `digest` whole (its digest known before its first
+        byte), for `fill` and then `commit`: where the driver can, the bytes go straight
+        where the blob ends up. The session `session_id`, with nothing recorded in it,
+        is the scratch space of a driver that stages through a session."""
+        return await self.driver.stage(layout.blob_key(digest),
+                                       scratch=layout.upload_key(session_id))
+
+    async def fill(self, staged: Staged, hasher: Hasher, chunks: AsyncIterable[bytes], *,
+                   limit: int | None = None) -> int:
+        """Write `chunks` to `staged`, hashing them into `hasher`; the bytes written.
+        `limit`, `OverflowError` and `StorageFull` as for `append`."""
+        await self.ensure_space(limit or 0)
+        return await self._pour(staged, hasher, chunks, limit)
+
+    async def commit(self, staged: Staged) -> None:
+        """Publish a staged blob, verified by the caller."""
+        try:
+            await staged.commit()
+        except OSError as exc:
+            if disk_full(exc):
+                raise _full(exc) from exc
+            raise
+
+    async def _pour(self, writer: Writer, hasher: Hasher, chunks: AsyncIterable[bytes],
+                    limit: int | None) -> int:
+        """Copy `chunks` into `writer` through pooled buffers, hashing each buffer in a
+        thread while the previous one is written; closes `writer` either way."""
+        pipeline = HashWritePipeline(hasher, writer, self.buffers)
         size = self.buffers.size
         written = fill = 0
         current = self.buffers.take()
@@ -161,8 +198,6 @@ class BlobStore:
         except BaseException as exc:
             await pipeline.abort()
             await writer.close()
-            # the hash state no longer matches the recorded offset: forget it
-            state.offset = -1
             if disk_full(exc):
                 raise _full(exc) from exc
             raise
@@ -170,7 +205,6 @@ class BlobStore:
         await writer.close()
         if self.guard is not None:
             self.guard.wrote(written)
-        state.offset += written
         return written
 
     async def publish(self, session_id: str, digest: Digest) -> None:

@@ -28,6 +28,8 @@ from dockyard.core.registry import Registry
 from dockyard.core.uploads import Chunk
 from dockyard.jobs import server_jobs
 from dockyard.oci.digest import Digest
+from dockyard.oci.errors import BlobUploadUnknown, DigestInvalid
+from dockyard.storage import layout
 from tests.support.s3 import PART, S3Server, running_s3
 
 
@@ -259,3 +261,68 @@ async def test_part_objects_whose_tail_is_gone_are_swept(
     assert await registry.uploads.purge(3600) == 0
     assert await registry.uploads.purge(3600) == 1
     assert _objects(client, bucket, prefix) == []
+
+
+async def test_a_large_monolithic_push_is_stored_once_where_the_blob_ends_up(
+    registry: Registry, settings: Settings, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole blob in one PUT, larger than a part: its parts go into the blob's own
+    multipart upload as they arrive (no session object, no server-side copy); a wrong
+    digest publishes nothing and leaves no multipart upload."""
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+    data = os.urandom(2 * PART + 4321)
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 300_000):
+            yield data[start:start + 300_000]
+
+    wrong = await registry.uploads.start("big")
+    bad = Digest.parse("sha256:" + "0" * 64)
+    with pytest.raises(DigestInvalid):
+        await registry.uploads.finish("big", wrong.id, bad, body(), Chunk(length=len(data)))
+    assert _uploads(client, bucket, f"{root}/") == []
+    assert _objects(client, bucket, f"{root}/") == []
+    with pytest.raises(BlobUploadUnknown):  # the session ended, as Distribution does
+        await registry.uploads.get("big", wrong.id)
+
+    session = await registry.uploads.start("big")
+    calls = _recording_calls(registry, monkeypatch)
+    size = await registry.uploads.finish("big", session.id, digest, body(),
+                                         Chunk(length=len(data)))
+    monkeypatch.undo()
+    assert size == len(data)
+    assert calls.count("upload_part") == 3
+    assert not {"copy_object", "upload_part_copy", "get_object"} & set(calls)
+    assert _objects(client, bucket, f"{root}/") == [f"{root}/{layout.blob_key(digest)}"]
+    assert _uploads(client, bucket, f"{root}/") == []
+    stored = b"".join([c async for c in registry._blobstore.read(digest)])
+    assert stored == data
+    assert (await registry.blobs.stat("big", digest)).size == len(data)
+
+
+async def test_a_monolithic_push_cut_midway_leaves_nothing_and_can_be_sent_again(
+    registry: Registry, settings: Settings, s3: S3Server
+) -> None:
+    client = _client(s3)
+    bucket, root = s3.info["bucket"], settings.storage.s3.rootdirectory
+    data = os.urandom(2 * PART + 99)
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield data[:PART + 10]
+        raise ConnectionResetError("client went away")
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield data
+
+    session = await registry.uploads.start("cut")
+    with pytest.raises(ConnectionResetError):
+        await registry.uploads.finish("cut", session.id, digest, cut(), Chunk(length=len(data)))
+    assert _uploads(client, bucket, f"{root}/") == []  # its multipart upload aborted
+    assert await registry.blobs.stored_size(digest) is None  # nothing published
+    assert (await registry.uploads.get("cut", session.id)).offset == 0
+    assert await registry.uploads.finish("cut", session.id, digest, whole(),
+                                         Chunk(length=len(data))) == len(data)
+    assert b"".join([c async for c in registry._blobstore.read(digest)]) == data

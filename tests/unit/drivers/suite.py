@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dockyard.drivers.base import Driver, DriverError, Writer
+from dockyard.drivers.base import Driver, DriverError, Staged, Writer
 
 
 async def read_all(driver: Driver, key: str, offset: int = 0, length: int | None = None
@@ -244,6 +244,51 @@ class DriverSuite:
         await put(driver, "final/key", b"payload")
         await driver.put("final/key", b"payload", scratch="uploads/again/data")
         assert await read_all(driver, "final/key") == b"payload"
+        assert await keys(driver, "final") == ["final/key"]
+
+    # --- stage ---------------------------------------------------------------
+
+    async def _staged(self, driver: Driver, key: str, data: bytes) -> Staged:
+        """A stage of `data` at `key` (a session as a POST makes for scratch), written
+        1 MiB at a time from one reused buffer, as the upload pipeline does."""
+        await driver.create("uploads/s/data")
+        staged = await driver.stage(key, scratch="uploads/s/data")
+        buffer = bytearray(1 << 20)
+        for start in range(0, len(data), len(buffer)):
+            piece = data[start:start + len(buffer)]
+            buffer[:len(piece)] = piece
+            await staged.write(memoryview(buffer)[:len(piece)])
+        buffer[:] = bytes(len(buffer))  # the writer kept no view of it
+        await staged.close()
+        assert staged.size == len(data)
+        return staged
+
+    @pytest.mark.parametrize("size", [0, 1000, 11 * 1024 * 1024 + 7])
+    async def test_stage_publishes_on_commit_only(self, driver: Driver, size: int) -> None:
+        data = os.urandom(size)
+        staged = await self._staged(driver, "blobs/sha256/ab/abcd/data", data)
+        assert await driver.stat("blobs/sha256/ab/abcd/data") is None
+        assert await keys(driver, "blobs") == []
+        await staged.commit()
+        assert await driver.stat("blobs/sha256/ab/abcd/data") == size
+        assert await read_all(driver, "blobs/sha256/ab/abcd/data") == data
+        assert await keys(driver, "blobs") == ["blobs/sha256/ab/abcd/data"]
+        assert await driver.abort_incomplete("blobs", time.time() + 60) == 0
+
+    async def test_cancelled_stage_leaves_nothing_unfinished(self, driver: Driver) -> None:
+        staged = await self._staged(driver, "blobs/sha256/ab/abcd/data",
+                                    os.urandom(11 * 1024 * 1024))
+        await staged.cancel()
+        assert await driver.stat("blobs/sha256/ab/abcd/data") is None
+        assert await keys(driver, "blobs") == []
+        assert await driver.abort_incomplete("blobs", time.time() + 60) == 0
+
+    async def test_stage_over_an_existing_key_keeps_its_bytes(self, driver: Driver) -> None:
+        data = os.urandom(6 * 1024 * 1024)
+        await publish(driver, "final/key", data)
+        staged = await self._staged(driver, "final/key", data)
+        await staged.commit()
+        assert await read_all(driver, "final/key") == data
         assert await keys(driver, "final") == ["final/key"]
 
     # --- delete --------------------------------------------------------------

@@ -356,6 +356,52 @@ async def test_move_that_fails_midway_leaves_the_session_whole(
     assert await _objects(s3d) == ["blobs/f/data"]
 
 
+async def test_a_staged_blob_is_stored_once_at_its_key(
+    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob whose digest is known before its bytes goes straight into its own
+    multipart upload: parts PUT as they fill, no session object, no server-side copy."""
+    data = os.urandom(3 * PART + 10)
+    calls: list[str] = []
+    real = s3d._call
+
+    async def recording(operation: str, **params: object) -> object:
+        calls.append(operation)
+        return await real(operation, **params)
+
+    monkeypatch.setattr(s3d, "_call", recording)
+    staged = await s3d.stage("blobs/s/data", scratch="uploads/s/data")
+    for start in range(0, len(data), MIB):
+        await staged.write(data[start:start + MIB])
+    await staged._taken_in()  # type: ignore[attr-defined]  # the PUTs in flight
+    assert calls.count("upload_part") == 3  # the full parts, before the commit
+    assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/blobs/s/data"]
+    assert await s3d.stat("blobs/s/data") is None
+    await staged.commit()
+    monkeypatch.undo()
+    looked = {"head_object", "list_multipart_uploads"}  # the test's own calls
+    assert sorted(set(calls) - looked) == [
+        "complete_multipart_upload", "create_multipart_upload", "upload_part"]
+    assert calls.count("upload_part") == 4
+    assert await read_all(s3d, "blobs/s/data") == data
+    assert await _objects(s3d) == ["blobs/s/data"]
+    assert await _uploads(s3d) == []
+
+
+async def test_a_stage_its_process_left_is_aborted_by_the_purge(s3d: S3Driver) -> None:
+    """A node killed while it staged a blob leaves a multipart upload at the blob's key,
+    never a visible object; `abort_incomplete` ends it once it is old enough."""
+    staged = await s3d.stage("blobs/sha256/ab/abcd/data", scratch="uploads/k/data")
+    await staged.write(os.urandom(PART + 1))
+    await staged._taken_in()  # type: ignore[attr-defined]  # its part is stored
+    del staged  # the process is gone: no commit, no cancel
+    assert await s3d.stat("blobs/sha256/ab/abcd/data") is None
+    assert await s3d.abort_incomplete("blobs", time.time() - 3600) == 0  # too young
+    assert await s3d.abort_incomplete("blobs", time.time() + 60) == 1
+    assert await _uploads(s3d) == []
+    assert await _objects(s3d) == []
+
+
 async def test_delete_aborts_a_multipart_upload_a_dead_move_left(s3d: S3Driver) -> None:
     await s3d._call("create_multipart_upload", Key=s3d._key("blobs/sha256/ab/abcd/data"))
     assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/blobs/sha256/ab/abcd/data"]
