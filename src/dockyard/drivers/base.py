@@ -121,8 +121,12 @@ class Driver(ABC):
         """
 
     @abstractmethod
-    async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
+    async def writer(self, key: str, offset: int = 0, *, resume: bool = False,
+                     expect: int | None = None) -> Writer:
         """Open `key` for appending at `offset`, discarding anything stored past it.
+
+        `expect`, when known, is how many bytes this write brings (a PATCH's
+        Content-Length): a store that cuts a session into parts may size them to it.
 
         Creates the key when `offset` is 0, unless `resume`: then the key must exist
         (FileNotFoundError otherwise), so a write to an upload session deleted meanwhile

@@ -184,7 +184,8 @@ class FilesystemDriver(Driver):
             raise FileNotFoundError(key)
         return fd
 
-    async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
+    async def writer(self, key: str, offset: int = 0, *, resume: bool = False,
+                     expect: int | None = None) -> Writer:
         path = self._path(key)
         create = offset == 0 and not resume
 

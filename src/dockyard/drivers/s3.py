@@ -34,8 +34,11 @@ _BASE, _PART = "dockyard-base", "dockyard-part"
 _MAX_PARTS = 10000
 #: server-side part copies in flight at once while publishing
 _COPIES = 8
-#: part PUTs in flight at once per upload session (each holds a part in memory)
+#: part PUTs in flight at once per upload session (each holds a part in memory), for
+#: parts of `chunksize`; fewer for larger parts, so as many bytes at most
 _PUTS = 3
+#: the largest session part size, in `chunksize`s (`S3Driver._part_size`)
+_PART_SCALE = 2
 #: bytes of session tails a process keeps to resume them without a GET (`_Tails`)
 _TAIL_CACHE = 64 * 1024 * 1024
 #: the most keys one DeleteObjects call takes
@@ -51,7 +54,7 @@ _NOT_IDEMPOTENT = frozenset({"create_multipart_upload", "complete_multipart_uplo
 _COPYING = frozenset({"copy_object", "upload_part_copy", "complete_multipart_upload"})
 #: the slowest a request body may go to the store (bytes/s) before its call times out
 _MIN_RATE = 1024 * 1024
-_READ_PIECE = 256 * 1024
+_READ_PIECE = 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 #: names of part objects (`<session key>.parts/<n>`): the driver's own, never listed
 _PART_NAME = re.compile(r"\.parts/\d+$")
@@ -89,8 +92,9 @@ class S3Driver(Driver):
     An upload session (`writer`) at key K is plain objects, readable and resumable
     from any node:
 
-    - full parts of the session's part size (`chunksize` of the node that wrote the
-      first one) as `K.parts/00001`, `K.parts/00002`, ..., each PUT once it fills;
+    - full parts of the session's part size (set by the node that wrote first: its
+      `chunksize`, or the first write's length up to twice that) as
+      `K.parts/00001`, `K.parts/00002`, ..., each PUT once it fills;
     - the tail (less than a part) as the object K itself, stored by `Writer.close`, its
       metadata giving the bytes in parts and the part size. The tail is the commit
       point: part objects past what it counts are leftovers of a cut or a crash.
@@ -309,7 +313,8 @@ class S3Driver(Driver):
                 yield chunk
             pos = stop
 
-    async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
+    async def writer(self, key: str, offset: int = 0, *, resume: bool = False,
+                     expect: int | None = None) -> Writer:
         name = self._key(key)
         head = await self._head(name)
         if head is None and resume and offset:
@@ -318,8 +323,8 @@ class S3Driver(Driver):
         if offset > base + tail:
             raise ValueError(f"cannot resume {key} at {offset}: {base + tail} bytes stored")
         stored = base // part  # part objects the tail counts now
-        if offset == 0:  # start empty, with this node's part size
-            keep, part, head_of = 0, self.chunksize, None
+        if offset == 0:  # start empty, with this node's part size or the client's
+            keep, part, head_of = 0, self._part_size(expect), None
         elif offset >= base:  # in the tail: read it back up to `offset`
             keep, head_of = base, name
         else:  # in a part: its head up to `offset` becomes the tail
@@ -333,6 +338,15 @@ class S3Driver(Driver):
             async for chunk in self._range(head_of, 0, offset - keep, key):
                 pending += chunk
         return S3Writer(self, name, keep, part, pending, stored)
+
+    def _part_size(self, expect: int | None) -> int:
+        """A new session's part size: the first write's length when it is between
+        `chunksize` and `_PART_SCALE` times it, else `chunksize`. A client sending
+        chunks of one size (say 16 MiB over a 10 MiB `chunksize`) then fills exactly one
+        part a PATCH, and no tail is stored and read back between its PATCHes."""
+        size = self.chunksize
+        return expect if expect is not None and size <= expect <= _PART_SCALE * size \
+            else size
 
     async def create(self, key: str) -> None:
         """Nothing: a session is stored from its first write (no call per POST)."""
@@ -563,16 +577,17 @@ class _Tails:
 
 class S3Writer(Writer):
     """Appends to one upload session: each full part is PUT as its own object as soon as
-    it fills, while the next ones fill (up to `_PUTS` part PUTs in flight, so receiving
-    and storing overlap and the store's latency is hidden; up to `_PUTS` + 2 parts in
-    memory); the rest (the tail, with the session's layout in its metadata) on `close`,
-    once every part is stored."""
+    it fills, while the next ones fill (up to `_PUTS` part PUTs of `chunksize` in flight,
+    fewer of larger parts, so receiving and storing overlap and the store's latency is
+    hidden; up to `_PUTS` + 2 parts of `chunksize` in memory); the rest (the tail, with
+    the session's layout in its metadata) on `close`, once every part is stored."""
 
     def __init__(self, driver: S3Driver, name: str, base: int, part: int,
                  pending: bytearray, stored: int) -> None:
         self._driver, self._name = driver, name
         self._base, self._part, self._pending = base, part, pending
         self._stored = stored  # part objects the tail counted when opened
+        self._puts = max(1, _PUTS * driver.chunksize // part)  # parts PUT at once
         self._closed = False
         #: the part PUTs in flight with their bytes, oldest first
         self._putting: deque[tuple[asyncio.Future[None], bytes]] = deque()
@@ -595,7 +610,7 @@ class S3Writer(Writer):
         most `_PUTS` in flight (a failure is raised here)."""
         part = self._part
         while len(self._pending) >= part:
-            await self._stored_parts(keep=_PUTS - 1)
+            await self._stored_parts(keep=self._puts - 1)
             body = bytes(self._pending[:part])
             put = asyncio.ensure_future(self._put_part(self._base // part + 1, body))
             self._putting.append((put, body))

@@ -136,7 +136,7 @@ class BlobStore:
         """
         await self.ensure_space(limit or 0)
         writer = await self.driver.writer(layout.upload_key(session_id), state.offset,
-                                          resume=True)
+                                          resume=True, expect=limit)
         try:
             written = await self._pour(writer, state.hasher, chunks, limit)
         except BaseException:
