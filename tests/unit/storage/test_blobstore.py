@@ -278,7 +278,8 @@ class _SlowDriver(FilesystemDriver):
         super().__init__(root)
         self.writers: list[_SlowWriter] = []
 
-    async def writer(self, key: str, offset: int = 0, *, resume: bool = False) -> Writer:
+    async def writer(self, key: str, offset: int = 0, *, resume: bool = False,
+                     expect: int | None = None) -> Writer:
         w = _SlowWriter()
         self.writers.append(w)
         return w
