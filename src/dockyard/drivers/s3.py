@@ -37,8 +37,8 @@ _COPIES = 8
 #: part PUTs in flight at once per upload session (each holds a part in memory), for
 #: parts of `chunksize`; fewer for larger parts, so as many bytes at most
 _PUTS = 3
-#: the largest session part size, in `chunksize`s (`S3Driver._part_size`)
-_PART_SCALE = 2
+#: the smallest part S3 takes (but the last)
+_MIN_PART = 5 * 1024 * 1024
 #: bytes of session tails a process keeps to resume them without a GET (`_Tails`)
 _TAIL_CACHE = 64 * 1024 * 1024
 #: the most keys one DeleteObjects call takes
@@ -93,7 +93,7 @@ class S3Driver(Driver):
     from any node:
 
     - full parts of the session's part size (set by the node that wrote first: its
-      `chunksize`, or the first write's length up to twice that) as
+      `chunksize`, or an even share of the first write's length) as
       `K.parts/00001`, `K.parts/00002`, ..., each PUT once it fills;
     - the tail (less than a part) as the object K itself, stored by `Writer.close`, its
       metadata giving the bytes in parts and the part size. The tail is the commit
@@ -340,13 +340,19 @@ class S3Driver(Driver):
         return S3Writer(self, name, keep, part, pending, stored)
 
     def _part_size(self, expect: int | None) -> int:
-        """A new session's part size: the first write's length when it is between
-        `chunksize` and `_PART_SCALE` times it, else `chunksize`. A client sending
-        chunks of one size (say 16 MiB over a 10 MiB `chunksize`) then fills exactly one
-        part a PATCH, and no tail is stored and read back between its PATCHes."""
+        """A new session's part size: `chunksize`, or, when the first write's length
+        (`expect`) splits evenly into parts of at most `chunksize` and at least half of
+        it, those. A client sending chunks of one size (16 MiB over the default 10 MiB
+        `chunksize`: parts of 8 MiB) then fills whole parts with each PATCH, so no tail
+        is stored and read back between its PATCHes, and the first part of a PATCH is
+        PUT while the next one arrives."""
         size = self.chunksize
-        return expect if expect is not None and size <= expect <= _PART_SCALE * size \
-            else size
+        if expect is None or expect <= 0:
+            return size
+        count = -(-expect // size)  # the fewest parts of at most `size` it fills
+        part = expect // count
+        smallest = max(_MIN_PART, size // 2)
+        return part if expect % count == 0 and part >= smallest else size
 
     async def create(self, key: str) -> None:
         """Nothing: a session is stored from its first write (no call per POST)."""
@@ -587,7 +593,7 @@ class S3Writer(Writer):
         self._driver, self._name = driver, name
         self._base, self._part, self._pending = base, part, pending
         self._stored = stored  # part objects the tail counted when opened
-        self._puts = max(1, _PUTS * driver.chunksize // part)  # parts PUT at once
+        self._puts = max(1, _PUTS * driver.chunksize // part)  # (another node's size)
         self._closed = False
         #: the part PUTs in flight with their bytes, oldest first
         self._putting: deque[tuple[asyncio.Future[None], bytes]] = deque()

@@ -810,39 +810,47 @@ async def test_resume_in_a_tail_this_process_stored_reads_nothing_back(
     assert await read_all(node_a, "uploads/t") == data[:PART + MIB] + other
 
 
-async def test_a_session_takes_the_size_of_its_first_write_as_its_part_size(
-    s3d: S3Driver, monkeypatch: pytest.MonkeyPatch
+async def test_a_session_cuts_its_parts_to_fit_its_first_write(
+    settings: S3Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks of one size between `chunksize` and twice it (a client PATCHing 1.5 parts
-    at a time) fill one part each: no tail is stored or read back between them, and the
-    session reads back and publishes whole. A size out of that range keeps `chunksize`."""
-    chunk = PART + PART // 2
-    data = os.urandom(3 * chunk)
-    calls: list[tuple[str, int]] = []
-    real = s3d._call
+    """Chunks of one size that split evenly into parts of at most `chunksize` and at
+    least half of it (12 MiB PATCHes over an 8 MiB `chunksize`: two 6 MiB parts) fill
+    whole parts: no tail is stored or read back between them, and the session reads
+    back and publishes whole. A length that does not split so keeps `chunksize`."""
+    s3d = S3Driver(settings.model_copy(update={"chunksize": 8 * MIB}))
+    try:
+        chunk = 12 * MIB
+        data = os.urandom(3 * chunk)
+        calls: list[tuple[str, int]] = []
+        real = s3d._call
 
-    async def recording(operation: str, **params: object) -> object:
-        body = params.get("Body")
-        calls.append((operation, len(body) if isinstance(body, bytes) else -1))
-        return await real(operation, **params)
+        async def recording(operation: str, **params: object) -> object:
+            body = params.get("Body")
+            calls.append((operation, len(body) if isinstance(body, bytes) else -1))
+            return await real(operation, **params)
 
-    monkeypatch.setattr(s3d, "_call", recording)
-    for start in range(0, len(data), chunk):
-        writer = await s3d.writer("uploads/c/data", start, resume=True, expect=chunk)
-        await writer.write(data[start:start + chunk])
-        await writer.close()
-    monkeypatch.undo()
-    puts = [size for op, size in calls if op == "put_object"]
-    assert puts == [chunk, 0] * 3  # a part and an empty tail a PATCH
-    assert not [op for op, _ in calls if op == "get_object"]
-    assert await s3d.stat("uploads/c/data") == len(data)
-    assert await read_all(s3d, "uploads/c/data", chunk - 5, chunk + 10) == \
-        data[chunk - 5:2 * chunk + 5]
-    await s3d.move("uploads/c/data", "blobs/c/data")
-    assert await read_all(s3d, "blobs/c/data") == data
+        monkeypatch.setattr(s3d, "_call", recording)
+        for start in range(0, len(data), chunk):
+            writer = await s3d.writer("uploads/c/data", start, resume=True, expect=chunk)
+            await writer.write(data[start:start + chunk])
+            await writer.close()
+        monkeypatch.undo()
+        puts = [size for op, size in calls if op == "put_object"]
+        assert puts == [6 * MIB, 6 * MIB, 0] * 3  # two parts and an empty tail a PATCH
+        assert not [op for op, _ in calls if op == "get_object"]
+        assert await s3d.stat("uploads/c/data") == len(data)
+        assert await read_all(s3d, "uploads/c/data", chunk - 5, chunk + 10) == \
+            data[chunk - 5:2 * chunk + 5]
+        await s3d.move("uploads/c/data", "blobs/c/data")
+        assert await read_all(s3d, "blobs/c/data") == data
 
-    big = await s3d.writer("uploads/d/data", 0, expect=3 * PART)  # past twice: chunksize
-    await big.write(data[:3 * PART])
-    await big.close()
-    assert await _objects(s3d, "uploads/d/") == [
-        "uploads/d/data", *(f"uploads/d/data.parts/0000{n}" for n in (1, 2, 3))]
+        odd = await s3d.writer("uploads/d/data", 0, expect=12 * MIB + 1)  # no even split
+        await odd.write(data[:12 * MIB + 1])
+        await odd.close()
+        assert await _objects(s3d, "uploads/d/") == ["uploads/d/data",
+                                                     "uploads/d/data.parts/00001"]
+        assert await s3d.stat("uploads/d/data") == 12 * MIB + 1
+    finally:
+        await s3d._remove(s3d._key("uploads/d/data"))
+        await s3d._remove(s3d._key("blobs/c/data"))
+        await s3d.close()
