@@ -7,7 +7,8 @@ only its addresses rewritten. Everything goes through the front unless a test mu
 request to a node. The module proves:
 
 - the conformance port passes through the front;
-- the chunks of one upload can land on different nodes (pinned, and by round robin);
+- the chunks of one upload can land on different nodes (pinned); through the front a
+  session's requests stay on one node (cluster.conf hashes its id), sessions spread;
 - two nodes racing PATCHes on one session never both write: one wins, one gets 416;
 - `kill -9` of a node in the middle of a PATCH: the client resumes through another node
   at the offset the registry reports and the image pulls back complete; reads through the
@@ -257,14 +258,20 @@ def test_chunks_of_one_upload_on_every_node(cluster: Cluster) -> None:
             assert r.status_code == 200, base
             assert r.content == data, base
 
-        # through the front, round robin spreads the PATCHes over the nodes by itself
+        # through the front, a session's requests go to one node (the one that has its
+        # running hash), and the sessions spread over the nodes
         repo = new_repo("spread")
-        data = os.urandom(2_000_000)
-        digest = chunked_upload(c, cluster.url, repo, data, 300_000, [cluster.url])
-        assert c.get(f"{cluster.url}/v2/{repo}/blobs/{digest}").content == data
-    patched = {ups[-1] for method, uri, status, ups in cluster.access()
-               if method == "PATCH" and uri.startswith(f"/v2/{repo}/")}
-    assert patched == {n.host for n in cluster.nodes}, patched
+        blobs = [os.urandom(700_000 + i) for i in range(10)]
+        for blob in blobs:
+            digest = chunked_upload(c, cluster.url, repo, blob, 300_000, [cluster.url])
+            assert c.get(f"{cluster.url}/v2/{repo}/blobs/{digest}").content == blob
+    by_session: dict[str, set[str]] = {}
+    for method, uri, _, ups in cluster.access():
+        if method in ("PATCH", "PUT") and uri.startswith(f"/v2/{repo}/blobs/uploads/"):
+            by_session.setdefault(urlsplit(uri).path, set()).add(ups[-1])
+    assert len(by_session) == len(blobs), by_session
+    assert all(len(nodes) == 1 for nodes in by_session.values()), by_session
+    assert len(set().union(*by_session.values())) > 1, by_session
 
 
 def slow_patch(node: Server, path: str, data: bytes) -> tuple[int, str | None]:
