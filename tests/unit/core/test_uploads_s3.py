@@ -86,6 +86,18 @@ def _recording_calls(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> lis
     return calls
 
 
+async def _push_whole(registry: Registry, monkeypatch: pytest.MonkeyPatch, name: str,
+                      digest: Digest, body: AsyncIterator[bytes], size: int) -> list[str]:
+    """POST, then the whole blob in one PUT, as a monolithic push: the S3 calls the PUT
+    made (its size checked)."""
+    session = await registry.uploads.start(name)
+    calls = _recording_calls(registry, monkeypatch)
+    assert await registry.uploads.finish(name, session.id, digest, body,
+                                         Chunk(length=size)) == size
+    monkeypatch.undo()
+    return calls
+
+
 def _dead_publish(client: Any, bucket: str, key: str) -> None:
     """What a node killed mid-publish leaves: a multipart upload with a part copied."""
     upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
@@ -174,12 +186,7 @@ async def test_a_small_whole_blob_is_one_put_and_leaves_no_session_bytes(
     async def body() -> AsyncIterator[bytes]:
         yield data
 
-    session = await registry.uploads.start("small")
-    calls = _recording_calls(registry, monkeypatch)
-    size = await registry.uploads.finish("small", session.id, digest, body(),
-                                         Chunk(length=len(data)))
-    monkeypatch.undo()
-    assert size == len(data)
+    calls = await _push_whole(registry, monkeypatch, "small", digest, body(), len(data))
     assert calls.count("put_object") == 1
     assert not {"copy_object", "upload_part_copy", "get_object", "head_object"} & set(calls)
     assert _objects(client, bucket, f"{root}/uploads/") == []
@@ -287,12 +294,7 @@ async def test_a_large_monolithic_push_is_stored_once_where_the_blob_ends_up(
     with pytest.raises(BlobUploadUnknown):  # the session ended, as Distribution does
         await registry.uploads.get("big", wrong.id)
 
-    session = await registry.uploads.start("big")
-    calls = _recording_calls(registry, monkeypatch)
-    size = await registry.uploads.finish("big", session.id, digest, body(),
-                                         Chunk(length=len(data)))
-    monkeypatch.undo()
-    assert size == len(data)
+    calls = await _push_whole(registry, monkeypatch, "big", digest, body(), len(data))
     assert calls.count("upload_part") == 3
     assert not {"copy_object", "upload_part_copy", "get_object"} & set(calls)
     assert _objects(client, bucket, f"{root}/") == [f"{root}/{layout.blob_key(digest)}"]

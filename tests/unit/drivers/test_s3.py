@@ -87,6 +87,28 @@ async def _uploads(driver: S3Driver) -> list[str]:
     return [u["Key"] for u in page.get("Uploads", [])]
 
 
+class _Calls(list[tuple[str, int]]):
+    """The S3 operations a driver called, in order, each with its body's size (-1: none)."""
+
+    @property
+    def names(self) -> list[str]:
+        return [operation for operation, _ in self]
+
+
+def _record_calls(driver: S3Driver, monkeypatch: pytest.MonkeyPatch) -> _Calls:
+    """Record the S3 calls `driver` makes from now on (until `monkeypatch.undo`)."""
+    calls = _Calls()
+    real = driver._call
+
+    async def recording(operation: str, **params: object) -> object:
+        body = params.get("Body")
+        calls.append((operation, len(body) if isinstance(body, (bytes, bytearray)) else -1))
+        return await real(operation, **params)
+
+    monkeypatch.setattr(driver, "_call", recording)
+    return calls
+
+
 async def _objects(driver: S3Driver, prefix: str = "") -> list[str]:
     """Every object under the root, part objects included (which `list` hides)."""
     root = driver.settings.rootdirectory + "/"
@@ -314,17 +336,10 @@ async def test_publish_moves_no_byte_through_dockyard(
     """Part objects and the tail are copied server-side into the blob's upload."""
     data = os.urandom(3 * PART + 4321)
     await put(s3d, "uploads/p/data", data)
-    calls: list[str] = []
-    real = s3d._call
-
-    async def recording(operation: str, **params: object) -> object:
-        calls.append(operation)
-        return await real(operation, **params)
-
-    monkeypatch.setattr(s3d, "_call", recording)
+    calls = _record_calls(s3d, monkeypatch)
     await s3d.move("uploads/p/data", "blobs/p/data")
-    assert calls.count("upload_part_copy") == 4  # three parts and the tail
-    assert not {"get_object", "put_object", "upload_part"} & set(calls)
+    assert calls.names.count("upload_part_copy") == 4  # three parts and the tail
+    assert not {"get_object", "put_object", "upload_part"} & set(calls.names)
     monkeypatch.undo()
     assert await s3d.stat("blobs/p/data") == len(data)
     assert await read_all(s3d, "blobs/p/data") == data
@@ -362,27 +377,20 @@ async def test_a_staged_blob_is_stored_once_at_its_key(
     """A blob whose digest is known before its bytes goes straight into its own
     multipart upload: parts PUT as they fill, no session object, no server-side copy."""
     data = os.urandom(3 * PART + 10)
-    calls: list[str] = []
-    real = s3d._call
-
-    async def recording(operation: str, **params: object) -> object:
-        calls.append(operation)
-        return await real(operation, **params)
-
-    monkeypatch.setattr(s3d, "_call", recording)
+    calls = _record_calls(s3d, monkeypatch)
     staged = await s3d.stage("blobs/s/data", scratch="uploads/s/data")
     for start in range(0, len(data), MIB):
         await staged.write(data[start:start + MIB])
     await staged._taken_in()  # type: ignore[attr-defined]  # the PUTs in flight
-    assert calls.count("upload_part") == 3  # the full parts, before the commit
+    assert calls.names.count("upload_part") == 3  # the full parts, before the commit
     assert await _uploads(s3d) == [f"{s3d.settings.rootdirectory}/blobs/s/data"]
     assert await s3d.stat("blobs/s/data") is None
     await staged.commit()
     monkeypatch.undo()
     looked = {"head_object", "list_multipart_uploads"}  # the test's own calls
-    assert sorted(set(calls) - looked) == [
+    assert sorted(set(calls.names) - looked) == [
         "complete_multipart_upload", "create_multipart_upload", "upload_part"]
-    assert calls.count("upload_part") == 4
+    assert calls.names.count("upload_part") == 4
     assert await read_all(s3d, "blobs/s/data") == data
     assert await _objects(s3d) == ["blobs/s/data"]
     assert await _uploads(s3d) == []
@@ -784,16 +792,9 @@ async def test_resume_in_a_tail_this_process_stored_reads_nothing_back(
     node_a, node_b = nodes
     data = os.urandom(PART + 3 * MIB)
     await put(node_a, "uploads/t", data[:PART + MIB])
-    calls: list[str] = []
-    real = node_a._call
-
-    async def recording(operation: str, **params: object) -> object:
-        calls.append(operation)
-        return await real(operation, **params)
-
-    monkeypatch.setattr(node_a, "_call", recording)
+    calls = _record_calls(node_a, monkeypatch)
     writer = await node_a.writer("uploads/t", PART + MIB, resume=True)
-    assert "get_object" not in calls
+    assert "get_object" not in calls.names
     await writer.write(data[PART + MIB:PART + 2 * MIB])
     await writer.close()
     assert await read_all(node_b, "uploads/t") == data[:PART + 2 * MIB]
@@ -804,7 +805,7 @@ async def test_resume_in_a_tail_this_process_stored_reads_nothing_back(
     await writer.close()
     calls.clear()
     writer = await node_a.writer("uploads/t", PART + 2 * MIB, resume=True)
-    assert "get_object" in calls
+    assert "get_object" in calls.names
     await writer.close()
     monkeypatch.undo()
     assert await read_all(node_a, "uploads/t") == data[:PART + MIB] + other
@@ -821,15 +822,7 @@ async def test_a_session_cuts_its_parts_to_fit_its_first_write(
     try:
         chunk = 12 * MIB
         data = os.urandom(3 * chunk)
-        calls: list[tuple[str, int]] = []
-        real = s3d._call
-
-        async def recording(operation: str, **params: object) -> object:
-            body = params.get("Body")
-            calls.append((operation, len(body) if isinstance(body, bytes) else -1))
-            return await real(operation, **params)
-
-        monkeypatch.setattr(s3d, "_call", recording)
+        calls = _record_calls(s3d, monkeypatch)
         for start in range(0, len(data), chunk):
             writer = await s3d.writer("uploads/c/data", start, resume=True, expect=chunk)
             await writer.write(data[start:start + chunk])
@@ -837,7 +830,7 @@ async def test_a_session_cuts_its_parts_to_fit_its_first_write(
         monkeypatch.undo()
         puts = [size for op, size in calls if op == "put_object"]
         assert puts == [6 * MIB, 6 * MIB, 0] * 3  # two parts and an empty tail a PATCH
-        assert not [op for op, _ in calls if op == "get_object"]
+        assert "get_object" not in calls.names
         assert await s3d.stat("uploads/c/data") == len(data)
         assert await read_all(s3d, "uploads/c/data", chunk - 5, chunk + 10) == \
             data[chunk - 5:2 * chunk + 5]
