@@ -583,9 +583,9 @@ class _Tails:
 
 class S3Writer(Writer):
     """Appends to one upload session: each full part is PUT as its own object as soon as
-    it fills, while the next ones fill (up to `_PUTS` part PUTs of `chunksize` in flight,
-    fewer of larger parts, so receiving and storing overlap and the store's latency is
-    hidden; up to `_PUTS` + 2 parts of `chunksize` in memory); the rest (the tail, with
+    it fills, while the next ones fill (up to `_PUTS` parts' worth of `chunksize` in
+    flight, so receiving and storing overlap and the store's latency is hidden; about
+    `_PUTS` + 2 parts of `chunksize` in memory); the rest (the tail, with
     the session's layout in its metadata) on `close`, once every part is stored."""
 
     def __init__(self, driver: S3Driver, name: str, base: int, part: int,
@@ -593,7 +593,9 @@ class S3Writer(Writer):
         self._driver, self._name = driver, name
         self._base, self._part, self._pending = base, part, pending
         self._stored = stored  # part objects the tail counted when opened
-        self._puts = max(1, _PUTS * driver.chunksize // part)  # (another node's size)
+        # part PUTs at once: as many bytes in flight as `_PUTS` of this node's parts
+        # (fewer PUTs of a larger part another node chose, more of a smaller one)
+        self._puts = max(1, _PUTS * driver.chunksize // part)
         self._closed = False
         #: the part PUTs in flight with their bytes, oldest first
         self._putting: deque[tuple[asyncio.Future[None], bytes]] = deque()
@@ -605,8 +607,9 @@ class S3Writer(Writer):
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         if (self.size + len(data)) // self._part >= _MAX_PARTS:  # the tail is the last
             raise PayloadTooLarge(
-                f"an upload holds less than {_MAX_PARTS * self._part} "
-                f"bytes on S3 ({_MAX_PARTS - 1} parts of storage.s3.chunksize and a tail)")
+                f"an upload holds less than {_MAX_PARTS * self._part} bytes on S3 "
+                f"({_MAX_PARTS - 1} parts of {self._part} bytes, the session's part size "
+                "from storage.s3.chunksize, and a tail)")
         await self._stored_parts(keep=len(self._putting))  # only the ones over: no wait
         self._pending += data
         await self._flush()
