@@ -351,6 +351,45 @@ def test_json_logs_one_object_per_line_with_the_request_id(tmp_path: Path) -> No
     assert "user" in mine_line
 
 
+def test_ui_pages_are_counted_and_logged_by_route_id(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("log:\n  format: json\n  accesslog: true\n")
+    s = start_dockyard(tmp_path / "data", workers=1, config=cfg)
+    pages = {"/ui/": "ui-home", "/ui/repositories": "ui-repositories",
+             "/ui/r/web/app": "ui-repository", "/ui/r/web/app/-/tags/v1": "ui-image-tag",
+             "/ui/search?q=app": "ui-search"}
+    try:
+        _push_small_image(s.url, "web/app")
+        for path in pages:
+            r = httpx.get(s.url + path)
+            assert r.status_code == 200, (path, r.text)
+        assert httpx.get(s.url + "/ui/r/web/nope").status_code == 404
+
+        def key(route: str, status: str = "200") -> tuple[str, tuple[tuple[str, str], ...]]:
+            return ("dockyard_http_requests_total",
+                    (("method", "GET"), ("route", route), ("status", status)))
+
+        def counted() -> bool:
+            got = _samples(httpx.get(s.url + "/metrics").text)
+            return all(got.get(key(route), 0) >= 1 for route in pages.values()) and \
+                got.get(key("ui-repository", "404"), 0) >= 1
+
+        _wait(counted)
+        text = httpx.get(s.url + "/metrics").text
+        assert 'route="other"' not in text
+        assert "web/app" not in text  # route ids, never the path
+    finally:
+        s.stop()
+    lines = [json.loads(line) for line in s.log.read_text().splitlines() if line.strip()]
+    access = {d["path"]: d for d in lines if d["logger"] == "dockyard.access"}
+    for path, route in pages.items():
+        line = access[path.partition("?")[0]]
+        assert (line["route"], line["status"]) == (route, 200), line
+    assert access["/ui/r/web/app"]["repository"] == "web/app"
+    assert access["/ui/r/web/app/-/tags/v1"]["repository"] == "web/app"
+    assert access["/ui/"]["repository"] is None
+
+
 def test_a_trusted_proxys_request_id_is_kept(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yml"
     cfg.write_text("http:\n  trusted_proxies: [127.0.0.1/32]\n")

@@ -431,4 +431,4 @@ def install_access(app: web.Application, settings: Settings) -> None:
         public = requires(Access.PUBLIC)
         app.router.add_get("/auth/token", public(token_get), allow_head=False,
                            name="token")
-        app.router.add_post("/auth/token", public(token_post))
+        app.router.add_post("/auth/token", public(token_post), name="token")

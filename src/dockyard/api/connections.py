@@ -280,7 +280,7 @@ class AccessLog(AbstractAccessLogger):
                 "client": request.remote, "method": request.method,
                 "path": request.rel_url.raw_path,
                 "route": target.route.id if target is not None else _route_name(request),
-                "repository": target.match.name if target is not None else None,
+                "repository": target.match.name if target is not None else _match_name(request),
                 "user": who.user if isinstance(who, Identity) else None,
                 "status": response.status, "bytes_in": request.content.total_bytes,
                 "bytes_out": out, "duration_ms": round(time * 1000, 3)})
@@ -304,6 +304,14 @@ def _route_name(request: BaseRequest) -> str:
     route = getattr(match_info, "route", None)
     name = getattr(route, "name", None)
     return name if isinstance(name, str) else "other"
+
+
+def _match_name(request: BaseRequest) -> str | None:
+    """A request outside the route table: the repository its aiohttp route matched
+    (the UI's `/ui/r/{name}...` pages), else None."""
+    match_info = getattr(request, "_match_info", None)
+    name = match_info.get("name") if isinstance(match_info, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _raw_response(status: int, code: str, message: str, *extra: tuple[str, str]) -> bytes:

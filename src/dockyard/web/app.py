@@ -89,22 +89,26 @@ def ui_app() -> web.Application:
     """The /ui/ sub-application with its route table."""
     app = web.Application(middlewares=[_pages])
     r = app.router
-    r.add_get("/", views.home)
-    r.add_get("/search", views.search)
-    r.add_get("/repositories", views.repositories)
-    r.add_get("/login", views.login_form)
-    r.add_post("/login", views.login)
-    r.add_post("/logout", views.logout)
-    r.add_get("/operations", views.operations)
-    r.add_get("/static/{file}", _static_handler())
+    # each route's name is its route id in /metrics and the access log, as the API's
+    r.add_get("/", views.home, name="ui-home")
+    r.add_get("/search", views.search, name="ui-search")
+    r.add_get("/repositories", views.repositories, name="ui-repositories")
+    r.add_get("/login", views.login_form, name="ui-login")
+    r.add_post("/login", views.login, name="ui-login")
+    r.add_post("/logout", views.logout, name="ui-logout")
+    r.add_get("/operations", views.operations, name="ui-operations")
+    r.add_get("/static/{file}", _static_handler(), name="ui-static")
     # the most specific first: a repository's own page matches any name
-    r.add_get(_NAME + "/-/tags/{reference}", views.image_by_tag)
-    r.add_get(_NAME + "/-/manifests/{reference}", views.image_by_digest)
-    r.add_get(_NAME + "/-/delete-tag/{reference}", views.confirm_delete_tag)
-    r.add_post(_NAME + "/-/delete-tag/{reference}", views.delete_tag)
-    r.add_get(_NAME + "/-/delete", views.confirm_delete_repository)
-    r.add_post(_NAME + "/-/delete", views.delete_repository)
-    r.add_get(_NAME, views.repository)
+    r.add_get(_NAME + "/-/tags/{reference}", views.image_by_tag, name="ui-image-tag")
+    r.add_get(_NAME + "/-/manifests/{reference}", views.image_by_digest,
+              name="ui-image-digest")
+    r.add_get(_NAME + "/-/delete-tag/{reference}", views.confirm_delete_tag,
+              name="ui-delete-tag")
+    r.add_post(_NAME + "/-/delete-tag/{reference}", views.delete_tag, name="ui-delete-tag")
+    r.add_get(_NAME + "/-/delete", views.confirm_delete_repository,
+              name="ui-delete-repository")
+    r.add_post(_NAME + "/-/delete", views.delete_repository, name="ui-delete-repository")
+    r.add_get(_NAME, views.repository, name="ui-repository")
     return app
 
 
@@ -127,6 +131,6 @@ def install_ui(root: web.Application, settings: Settings) -> None:
     async def to_ui(_request: web.Request) -> web.StreamResponse:
         return web.Response(status=302, headers={"Location": "/ui/"})
 
-    root.router.add_get("/", to_ui)
-    root.router.add_get("/ui", to_ui)
+    root.router.add_get("/", to_ui, name="ui-redirect")
+    root.router.add_get("/ui", to_ui, name="ui-redirect-slash")
     root.add_subapp("/ui", ui_app())
