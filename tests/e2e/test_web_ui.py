@@ -9,10 +9,12 @@ Each page is also written as a screenshot at desktop and phone widths
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,6 +64,26 @@ def config_blob(label: str = "demo") -> bytes:
     }).encode()
 
 
+def tar_layer() -> bytes:
+    """A gzip'ed tar layer as a build makes one: a folder, files (one named with HTML), a
+    symlink and a whiteout."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        def add(name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE,
+                link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, link, len(data)
+            info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+            tar.addfile(info, io.BytesIO(data))
+
+        add("usr/bin/", kind=tarfile.DIRTYPE)
+        add("usr/bin/app", b"#!/bin/sh\necho app\n" * 100)
+        add("usr/bin/run", kind=tarfile.SYMTYPE, link="app")
+        add(f"etc/{XSS}.conf", b"x=1\n")
+        add("etc/.wh.old.conf")
+    return out.getvalue()
+
+
 def push(client: httpx.Client, repo: str, tag: str, config: bytes | None = None,
          extra: dict[str, Any] | None = None) -> Pushed:
     built = image_manifest(client, repo, layers=2, config=config or config_blob(repo),
@@ -78,6 +100,8 @@ class Registry:
     app_v1: Pushed
     sbom: Pushed
     index: Pushed
+    layer: bytes
+    sbom_data: bytes
 
     @property
     def url(self) -> str:
@@ -133,8 +157,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             for tag in ("keep", "doomed"):
                 push(c, "public/todelete", tag)
             push(c, "public/gone", "only")
+            layer = tar_layer()
+            push_blob(c, "public/files", layer)
+            files = image_manifest(c, "public/files", extra={"layers": [
+                descriptor("application/vnd.oci.image.layer.v1.tar+gzip", layer)]})
+            assert put_manifest(c, "public/files", "v1", files.payload,
+                                files.media_type).status_code == 201
             push(c, "public/guarded", "stays")
-        yield Registry(server, config, v1, sbom, index)
+        yield Registry(server, config, v1, sbom, index, layer, sbom_data)
     finally:
         server.stop()
 
@@ -249,6 +279,37 @@ def test_browse_home_repository_tag_image_referrer(page: Any, registry: Registry
     expect(page.locator("#sbom-table tbody tr:visible")).to_contain_text("3.0.15")
 
 
+def test_layer_page_lists_its_files_and_downloads(page: Any, registry: Registry) -> None:
+    page.goto("/ui/r/public/files")
+    page.get_by_role("link", name="v1", exact=True).click()
+    page.locator("section[aria-labelledby=layers-h] tbody a").first.click()
+    expect(page.get_by_role("heading", name="Layer of public/files")).to_be_visible()
+    main = page.locator("main")
+    expect(main).to_contain_text("tar+gzip")
+    rows = page.locator("#files-table tbody tr")
+    expect(rows).to_have_count(5)
+    expect(rows.nth(0)).to_contain_text("drwxr-xr-x")
+    expect(rows.nth(1)).to_contain_text("usr/bin/app")
+    expect(rows.nth(1)).to_contain_text("1.9 KiB")
+    expect(rows.nth(2)).to_contain_text("usr/bin/run → app")
+    expect(rows.nth(3)).to_contain_text(f"etc/{XSS}.conf")  # a file name is text
+    expect(rows.nth(4)).to_contain_text("deletes etc/old.conf of the layers below")
+    check(page, "layer")
+    page.get_by_label("Filter paths").press_sequentially("bin")
+    expect(page.locator("#files-table tbody tr:visible")).to_have_count(3)
+    with page.expect_download() as info:
+        page.get_by_role("link", name="the stored bytes").click()
+    assert Path(info.value.path()).read_bytes() == registry.layer
+    # bytes that are no tar archive get a page saying so
+    page.goto(f"/ui/r/public/app/-/blobs/{digest_of(registry.sbom_data)}")
+    expect(page.locator("main")).to_contain_text("No file list: not a tar archive")
+    # a blob of another repository is not this one's, whoever asks
+    r = page.goto(f"/ui/r/public/app/-/blobs/{digest_of(registry.layer)}")
+    assert r is not None
+    assert r.status == 404
+    expect(page.locator("main")).to_contain_text("is not in public/app")
+
+
 def test_index_lists_platforms_linking_to_images(page: Any, registry: Registry) -> None:
     page.goto("/ui/r/public/multi")
     latest = page.locator("tr", has_text="latest")
@@ -331,8 +392,10 @@ def test_private_repository_is_invisible_to_anonymous(page: Any, registry: Regis
         page.goto(url)
         expect(page.locator("main")).not_to_contain_text("private/secret")
         expect(page.locator("main")).not_to_contain_text("hidden-tag")
+    blob = f"/ui/r/private/secret/-/blobs/{digest_of(registry.layer)}"
     for url in ("/ui/r/private/secret", "/ui/r/private/secret/-/tags/hidden-tag",
-                f"/ui/r/private/secret/-/manifests/{registry.app_v1.digest}"):
+                f"/ui/r/private/secret/-/manifests/{registry.app_v1.digest}",
+                blob, blob + "/download"):
         page.goto(url)
         assert "/ui/login?next=" in page.url, url
         expect(page.locator("main")).not_to_contain_text("hidden-tag")

@@ -11,7 +11,7 @@ from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
 from dockyard.api.ranges import parse_range
 from dockyard.api.sendfile import send_file, usable
-from dockyard.core.blobs import LocalFile, Redirect
+from dockyard.core.blobs import BlobService, LocalFile, Redirect
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
 
@@ -22,10 +22,16 @@ PREFETCH = 256 * 1024
 
 
 async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
-    digest = Digest.parse(match.reference)
+    return await send_blob(request, registry(request).blobs, match.name, match.reference)
+
+
+async def send_blob(request: web.Request, blobs: BlobService, name: str, reference: str
+                    ) -> web.StreamResponse:
+    """Answer a GET or HEAD of blob `reference` of `name` (the API's, and the UI's
+    download, which reaches the registry through its own sub-application)."""
+    digest = Digest.parse(reference)
     head = request.method == "HEAD"
-    blobs = registry(request).blobs
-    info = await blobs.stat(match.name, digest, touch=head)
+    info = await blobs.stat(name, digest, touch=head)
     headers = {
         "Docker-Content-Digest": str(digest),
         "ETag": f'"{digest}"',

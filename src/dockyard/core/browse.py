@@ -7,12 +7,14 @@ passes (the access policy's), before counting, paging or cutting a search short.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dockyard.core.layers import LayerFiles, list_layer
 from dockyard.core.leases import Leases
 from dockyard.core.lifecycle import CollectionRecord, LifecycleBackend
 from dockyard.metadata.browse import RepositorySummary, TagDetail, UploadInFlight
@@ -20,7 +22,7 @@ from dockyard.metadata.records import ReferrerRecord
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import ManifestUnknown, NameUnknown, RegistryError
+from dockyard.oci.errors import BlobUnknown, ManifestUnknown, NameUnknown, RegistryError
 from dockyard.oci.reference import is_tag, is_valid_tag
 from dockyard.storage.blobstore import BlobStore
 
@@ -41,6 +43,8 @@ SBOM_MAX = 8 * 1024 * 1024
 SPDX = "application/spdx+json"
 CYCLONEDX = "application/vnd.cyclonedx+json"
 SORTS = ("name", "push", "size", "tags")
+#: layer listings running at once in one worker (each reads and decompresses a layer)
+LISTINGS = 2
 Visible = Callable[[str], bool] | None
 
 
@@ -134,6 +138,16 @@ class ImageView:
     #: the packages of an SBOM artifact (SPDX or CycloneDX JSON); None: not an SBOM
     packages: list[Package] | None = None
     sbom_format: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerView:
+    """A layer blob of a repository: its size and the files it holds."""
+
+    name: str
+    digest: str
+    size: int
+    files: LayerFiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +256,7 @@ class BrowseService:
         self.store = store
         self.blobs = blobs
         self.leases = leases
+        self._listings = asyncio.Semaphore(LISTINGS)
 
     async def summaries(self, visible: Visible) -> list[RepositorySummary]:
         return [s for s in await self.backend.summaries() if visible is None or visible(s.name)]
@@ -366,6 +381,18 @@ class BrowseService:
                 view.sbom_format = "SPDX" if sbom.media_type == SPDX else "CycloneDX"
                 view.packages = sbom_packages(_doc(body))
         return view
+
+    async def layer(self, name: str, digest_text: str) -> LayerView:
+        """The blob `digest_text` of repository `name` with its files listed (a tar layer;
+        anything else says what it is not)."""
+        digest = Digest.parse(digest_text)
+        record = await self.store.blob_in_repository(name, str(digest))
+        if record is None:
+            raise BlobUnknown(f"blob {digest} is not in {name}",
+                              {"name": name, "digest": str(digest)})
+        async with self._listings:
+            files = await list_layer(self.blobs.read(digest, 0, record.size))
+        return LayerView(name, str(digest), record.size, files)
 
     async def _read_blob(self, name: str, digest_text: str, size: int, limit: int
                          ) -> bytes | None:

@@ -102,6 +102,9 @@ def ui_app() -> web.Application:
     r.add_get(_NAME + "/-/tags/{reference}", views.image_by_tag, name="ui-image-tag")
     r.add_get(_NAME + "/-/manifests/{reference}", views.image_by_digest,
               name="ui-image-digest")
+    r.add_get(_NAME + "/-/blobs/{reference}", views.layer, name="ui-layer")
+    r.add_get(_NAME + "/-/blobs/{reference}/download", views.layer_download,
+              name="ui-layer-download")
     r.add_get(_NAME + "/-/delete-tag/{reference}", views.confirm_delete_tag,
               name="ui-delete-tag")
     r.add_post(_NAME + "/-/delete-tag/{reference}", views.delete_tag, name="ui-delete-tag")

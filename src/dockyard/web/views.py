@@ -23,6 +23,7 @@ from dockyard.api.access import (
     may,
     requires,
 )
+from dockyard.api.blobs import send_blob
 from dockyard.api.proxy import client_address, public_base
 from dockyard.auth.service import RateLimited, Unauthenticated
 from dockyard.core.browse import SORTS
@@ -136,6 +137,22 @@ async def _image(request: web.Request) -> web.StreamResponse:
 
 image_by_tag = _ui(Access.PULL)(_image)
 image_by_digest = _ui(Access.PULL)(_image)
+
+
+@_ui(Access.PULL)
+async def layer(request: web.Request) -> web.StreamResponse:
+    name, reference = request.match_info["name"], request.match_info["reference"]
+    view = await registry(request).browse.layer(name, reference)
+    path = request.query.get("path", "")[:200]
+    return render(request, "layer.html", title=f"{name}@{view.digest}", layer=view,
+                  filter=path)
+
+
+@_ui(Access.PULL)
+async def layer_download(request: web.Request) -> web.StreamResponse:
+    """The blob's bytes, as the API's blob GET sends them (Range, zero-copy, redirect)."""
+    name, reference = request.match_info["name"], request.match_info["reference"]
+    return await send_blob(request, registry(request).blobs, name, reference)
 
 
 @_ui(Access.DELETE)

@@ -1,0 +1,92 @@
+"""The layer listing of the UI's layer page: formats, entry kinds and its bounds."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import AsyncIterator
+
+import pytest
+
+from dockyard.core import layers
+from dockyard.core.layers import list_layer
+
+
+def archive(mode: str, names: list[str], size: int = 100) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode=mode) as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            if name.endswith("/"):
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                data = os.urandom(size)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+class Chunks:
+    """An async iterator over bytes in small pieces that records being closed."""
+
+    def __init__(self, data: bytes, piece: int = 1000) -> None:
+        self.pieces = [data[i:i + piece] for i in range(0, len(data), piece)]
+        self.closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self.pieces:
+            raise StopAsyncIteration
+        return self.pieces.pop(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(("mode", "name"), [("w:gz", "tar+gzip"), ("w", "tar"),
+                                            ("w:bz2", "tar+bzip2"), ("w:xz", "tar+xz")])
+async def test_every_tarfile_compression_is_listed(mode: str, name: str) -> None:
+    chunks = Chunks(archive(mode, ["etc/", "etc/hosts", "./usr/bin/x"]))
+    got = await list_layer(chunks)
+    assert (got.format, got.error, got.stopped) == (name, "", "")
+    assert [(e.path, e.kind, e.size) for e in got.entries] == [
+        ("etc", "dir", 0), ("etc/hosts", "file", 100), ("usr/bin/x", "file", 100)]
+    assert got.files_bytes == 200
+    assert chunks.closed
+
+
+async def test_whiteouts_name_what_they_hide() -> None:
+    got = await list_layer(Chunks(archive("w:gz", ["a/.wh.gone", "b/c/.wh..wh..opq",
+                                                   ".wh.top"])))
+    assert [(e.kind, e.target) for e in got.entries] == [
+        ("whiteout", "a/gone"), ("whiteout", "b/c/*"), ("whiteout", "top")]
+
+
+async def test_a_listing_stops_at_the_entry_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers, "MAX_ENTRIES", 3)
+    chunks = Chunks(archive("w:gz", [f"f{i}" for i in range(10)]))
+    got = await list_layer(chunks)
+    assert [e.path for e in got.entries] == ["f0", "f1", "f2"]
+    assert got.stopped == "at 3 entries"
+    assert chunks.closed  # the store's stream is let go
+
+
+async def test_a_listing_stops_at_the_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers, "MAX_BYTES", 50_000)
+    data = archive("w", [f"f{i}" for i in range(40)], size=10_000)  # ~400 KB
+    got = await list_layer(Chunks(data, piece=10_000))
+    assert 0 < len(got.entries) < 40
+    assert got.stopped.startswith("after reading")
+
+
+async def test_zstd_and_other_bytes_are_reported_not_raised() -> None:
+    zstd = await list_layer(Chunks(b"\x28\xb5\x2f\xfd" + os.urandom(100)))
+    assert (zstd.format, zstd.entries) == ("tar+zstd", [])
+    assert "zstd" in zstd.error
+    other = await list_layer(Chunks(b'{"spdxVersion": "SPDX-2.3"}' * 40))
+    assert other.entries == []
+    assert other.error.startswith("not a tar archive")
