@@ -120,7 +120,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     try:
         with httpx.Client(base_url=server.url, auth=creds("admin"), timeout=30) as c:
             v1 = push(c, "public/app", "v1")
-            push(c, "public/app", "v2")
+            push(c, "public/app", "v2", extra={"annotations": {  # as `dockyard build` does
+                "org.opencontainers.image.source": "https://git.example/catalogue.git",
+                "org.opencontainers.image.revision": "0123456789abcdef0123"}})
             # an SBOM artifact referring to v1
             empty = b"{}"
             push_blob(c, "public/app", empty)
@@ -247,6 +249,9 @@ def test_browse_home_repository_tag_image_referrer(page: Any, registry: Registry
     expect(rows.nth(0)).to_contain_text("v1")
     expect(rows.nth(0)).to_contain_text("image")
     expect(rows.nth(0)).to_contain_text(registry.app_v1.digest[:19])
+    # the build's source and revision, where the manifest names them
+    expect(page.get_by_role("columnheader", name="Built from")).to_be_visible()
+    expect(rows.nth(1)).to_contain_text("https://git.example/catalogue.git@0123456789ab")
     expect(page.locator(".copyable code").first).to_contain_text("docker pull 127.0.0.1:")
     check(page, "repository")
 

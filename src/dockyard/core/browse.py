@@ -75,6 +75,8 @@ class TagView:
     pulled_at: float | None
     #: the account that last pushed the tag (None: anonymous, a sync, a replica, an import)
     pushed_by: str | None = None
+    #: what it was built from (`org.opencontainers.image.source` and `.revision`)
+    built_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,21 @@ def kind_of(media_type: str, artifact_type: str | None, doc: dict[str, Any]) -> 
     return "image"
 
 
+def built_from(doc: dict[str, Any]) -> str | None:
+    """`source@revision` from a manifest's OCI annotations (what `dockyard build` and
+    most CI builders stamp), the short revision; None when it says neither."""
+    annotations = doc.get("annotations")
+    if not isinstance(annotations, dict):
+        return None
+    source = annotations.get("org.opencontainers.image.source")
+    revision = annotations.get("org.opencontainers.image.revision")
+    source = source if isinstance(source, str) and source else None
+    revision = revision[:12] if isinstance(revision, str) and revision else None
+    if source is None and revision is None:
+        return None
+    return f"{source or ''}@{revision}" if revision else source
+
+
 def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
@@ -330,7 +347,8 @@ class BrowseService:
                     _size(layer) for layer in _descriptors(doc, "layers"))
             out.append(TagView(d.tag, d.digest, kind, d.media_type,
                                d.artifact_type if kind == "artifact" else None,
-                               platforms, size, d.pushed_at, d.pulled_at, d.pushed_by))
+                               platforms, size, d.pushed_at, d.pulled_at, d.pushed_by,
+                               built_from(doc)))
         return out
 
     async def image(self, name: str, reference: str) -> ImageView:

@@ -40,3 +40,18 @@ def test_sbom_packages_of_spdx_and_cyclonedx() -> None:
     assert sbom_packages(cdx) == [Package("openssl", "3.0", "Apache-2.0"),
                                   Package("y", "", "MIT OR GPL-2.0")]
     assert sbom_packages({"packages": "nonsense"}) == []
+
+
+def test_built_from_reads_the_oci_source_and_revision_annotations() -> None:
+    from dockyard.core.browse import built_from
+
+    def doc(**ann: object) -> dict[str, object]:
+        return {"annotations": {f"org.opencontainers.image.{k}": v for k, v in ann.items()}}
+
+    assert built_from(doc(source="https://g/x.git", revision="a" * 40)) == \
+        "https://g/x.git@" + "a" * 12
+    assert built_from(doc(source="https://g/x.git")) == "https://g/x.git"
+    assert built_from(doc(revision="abc")) == "@abc"
+    assert built_from(doc(title="x")) is None
+    assert built_from({"annotations": "not a map"}) is None
+    assert built_from(doc(source=7, revision=None)) is None
