@@ -67,11 +67,14 @@ class _Chunks(io.RawIOBase):
         self._pending = memoryview(head)
         self._deadline = deadline
         self.read_bytes = len(head)
+        self.cancelled = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.cancelled:
+            raise _Stop("cancelled")
         if not self._pending:
             if self.read_bytes >= MAX_BYTES:
                 raise _Stop(f"after reading {MAX_BYTES // (1024 * 1024)} MiB of the layer")
@@ -154,7 +157,15 @@ async def list_layer(chunks: AsyncIterator[bytes]) -> LayerFiles:
             return out
         source = _Chunks(chunks, asyncio.get_running_loop(), head,
                          time.monotonic() + DEADLINE)
-        await asyncio.to_thread(_list, source, out)
+        work = asyncio.ensure_future(asyncio.to_thread(_list, source, out))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # the page's request went away: the thread stops at its next read, and
+            # only then may the stream be closed (it may be inside a read of it)
+            source.cancelled = True
+            await asyncio.wait([work])
+            raise
         return out
     finally:
         close = getattr(chunks, "aclose", None)

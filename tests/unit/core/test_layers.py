@@ -90,3 +90,21 @@ async def test_zstd_and_other_bytes_are_reported_not_raised() -> None:
     other = await list_layer(Chunks(b'{"spdxVersion": "SPDX-2.3"}' * 40))
     assert other.entries == []
     assert other.error.startswith("not a tar archive")
+
+
+async def test_a_cancelled_listing_ends_its_thread_before_closing_the_stream() -> None:
+    import asyncio
+
+    class Slow(Chunks):
+        async def __anext__(self) -> bytes:
+            await asyncio.sleep(0.01)
+            return await super().__anext__()
+
+    chunks = Slow(archive("w", [f"f{i}" for i in range(200)], size=2000), piece=512)
+    task = asyncio.ensure_future(list_layer(chunks))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert chunks.closed
+    assert chunks.pieces  # it stopped early, not at the end
