@@ -124,7 +124,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
     # a metadata write on a full disk gives back the reserve and is tried again
     engines.on_full = guard.release
     m = metrics()
-    engines.observe = m.db_latency.labels("write").observe
+    engines.observe = m.requests_stats.db_write  # batched: several writes per push
     guard.on_refusal = m.rate_limited.labels("disk_guard").inc
     if run_migrations:
         await migrate(engines)

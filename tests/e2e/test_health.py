@@ -113,11 +113,14 @@ def test_metrics_sum_every_worker_by_route_id(server: Server) -> None:
         return ("dockyard_http_requests_total",
                 (("method", "GET"), ("route", "manifest"), ("status", status)))
 
+    writes = ("dockyard_metadata_duration_seconds_count", (("kind", "write"),))
+
     def counted() -> bool:
         # each worker moves its figures to the shared files once a second: the 200s of
         # one worker can be there before the other's 404
         s = _samples(httpx.get(server.url + "/metrics").text)
-        return s.get(key("200"), 0) >= 40 and s.get(key("404"), 0) >= 1
+        return s.get(key("200"), 0) >= 40 and s.get(key("404"), 0) >= 1 and \
+            s.get(writes, 0) >= 2
 
     _wait(counted)
     text = httpx.get(server.url + "/metrics").text
@@ -127,6 +130,8 @@ def test_metrics_sum_every_worker_by_route_id(server: Server) -> None:
     assert s[key("404")] >= 1
     assert s[("dockyard_objects", (("kind", "manifests"),))] >= 1
     assert s[("dockyard_ready", ())] == 1
+    assert s[writes] >= 2  # the push's metadata writes (a blob, the manifest)
+    assert s[("dockyard_uploads_in_flight", ())] == 0  # every upload request ended
     assert ("dockyard_storage_bytes", (("kind", "free"),)) in s
     # never the raw path: no repository name or tag in any label
     assert repo not in text

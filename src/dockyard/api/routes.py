@@ -223,7 +223,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     route, endpoint, match = target.route, target.endpoint, target.match
     writing = endpoint.upload
     if writing:
-        metrics().uploads_in_flight.inc()
+        metrics().requests_stats.uploads += 1
     try:
         if endpoint.access in _WRITES:
             await registry(request).replica.check_writable()
@@ -241,5 +241,5 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return from_exception(exc, head=head)
     finally:
         if writing:
-            metrics().uploads_in_flight.dec()
+            metrics().requests_stats.uploads -= 1
 

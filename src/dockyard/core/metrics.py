@@ -9,7 +9,8 @@ scrape on any worker sums them (`collect`). Metrics are created on first use
 Per-request figures are not written to the shared files by each request: a request
 adds to plain in-process counters (`RequestStats.record`, a few dict operations), and
 `RequestStats.flush` moves them into the Prometheus values once a second and before a
-scrape. This kept the manifest GET benchmark within noise.
+scrape. This kept the manifest GET benchmark within noise. Metadata write latency and
+the uploads-in-flight gauge are gathered the same way (a push makes several of each).
 """
 
 from __future__ import annotations
@@ -159,11 +160,21 @@ class _Stats:
 class RequestStats:
     """Per-request figures gathered in plain counters, moved to Prometheus in batches."""
 
-    __slots__ = ("_metrics", "stats")
+    __slots__ = ("_metrics", "db_buckets", "db_seconds", "stats", "uploads")
 
     def __init__(self, m: Metrics) -> None:
         self._metrics = m
         self.stats: dict[tuple[str, str, int], _Stats] = {}
+        #: metadata write transactions: bucket counts and their sum
+        self.db_buckets = [0] * (len(DB_BUCKETS) + 1)
+        self.db_seconds = 0.0
+        #: upload requests started minus finished since the last flush
+        self.uploads = 0
+
+    def db_write(self, seconds: float) -> None:
+        """One metadata write transaction's duration (several run for each push)."""
+        self.db_buckets[bisect_left(DB_BUCKETS, seconds)] += 1
+        self.db_seconds += seconds
 
     def record(self, route: str, method: str, status: int, seconds: float,
                bytes_in: int, bytes_out: int) -> None:
@@ -181,9 +192,20 @@ class RequestStats:
 
     def flush(self) -> None:
         """Add what was gathered since the last flush to the Prometheus values."""
+        m = self._metrics
+        if self.uploads:
+            m.uploads_in_flight.inc(self.uploads)
+            self.uploads = 0
+        if self.db_seconds:
+            buckets, self.db_buckets = self.db_buckets, [0] * (len(DB_BUCKETS) + 1)
+            child = m.db_latency.labels("write")
+            for i, n in enumerate(buckets):
+                if n:
+                    child._buckets[i].inc(n)
+            child._sum.inc(self.db_seconds)
+            self.db_seconds = 0.0
         if not self.stats:
             return
-        m = self._metrics
         gathered, self.stats = self.stats, {}
         for (route, method, status), stats in gathered.items():
             m.requests.labels(route, method, str(status)).inc(stats.count)
