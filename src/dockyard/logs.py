@@ -85,6 +85,11 @@ def configure(level: str, fmt: str) -> None:
     else:
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    # what no format here shows is not gathered for each record (the logging HOWTO's
+    # "Optimization"): caller's file and line, thread and multiprocessing names
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

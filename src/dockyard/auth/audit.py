@@ -16,11 +16,24 @@ from dockyard.auth.identity import Identity
 log = logging.getLogger("dockyard.audit")
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
+def _now() -> str:
+    """The current second in ISO 8601 UTC, formatted once a second (a push audits
+    several events)."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _stamp[1]
+
+
 def record(event: str, identity: Identity, repository: str, **detail: Any) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "time": _now(),
         "event": event,
         "user": identity.name,
         "auth": identity.method,
