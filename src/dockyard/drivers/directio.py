@@ -21,7 +21,7 @@ ALIGN = 4096
 _UNSUPPORTED = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 
 
-def open_direct(path: Path) -> int | None:
+def open_direct(path: str | Path) -> int | None:
     """A write-only O_DIRECT descriptor of `path`, or None where the filesystem (tmpfs
     before Linux 6.6, some FUSE and network filesystems) refuses direct I/O."""
     flag = getattr(os, "O_DIRECT", 0)

@@ -100,7 +100,7 @@ class FilesystemWriter(Writer):
         os.close(fd)
 
 
-def _in_dir(directory: Path, create: Callable[[], T]) -> T:
+def _in_dir(directory: str | Path, create: Callable[[], T]) -> T:
     """Run `create` in `directory`, making the directory when it is missing.
 
     `delete` prunes directories it leaves empty; one may vanish between our `mkdir` and
@@ -115,11 +115,11 @@ def _in_dir(directory: Path, create: Callable[[], T]) -> T:
             # missing. Seen missing, then there: another writer just made it; try again
             if there:
                 raise
-            there = directory.is_dir()
+            there = os.path.isdir(directory)
             if there:
                 continue
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            os.makedirs(directory, exist_ok=True)
         except (FileExistsError, FileNotFoundError):
             continue  # a parent was pruned while mkdir walked down: walk again
     raise FileNotFoundError(f"{directory} keeps disappearing")
@@ -143,6 +143,11 @@ class FilesystemDriver(Driver):
     def _path(self, key: str) -> Path:
         self._path_check(key)
         return self.root / key
+
+    def _file(self, key: str) -> str:
+        """`_path` as a string: what the push path hands to `os` (no pathlib parsing)."""
+        self._path_check(key)
+        return os.path.join(self._root, key)
 
     async def stat(self, key: str) -> int | None:
         self._path_check(key)
@@ -186,13 +191,13 @@ class FilesystemDriver(Driver):
 
     async def writer(self, key: str, offset: int = 0, *, resume: bool = False,
                      expect: int | None = None) -> Writer:
-        path = self._path(key)
+        path = self._file(key)
         create = offset == 0 and not resume
 
         def _open() -> tuple[int, int | None]:
             flags = os.O_WRONLY | (os.O_CREAT if create else 0)
             if create:
-                fd = _in_dir(path.parent, lambda: os.open(path, flags, 0o644))
+                fd = _in_dir(os.path.dirname(path), lambda: os.open(path, flags, 0o644))
             else:
                 fd = os.open(path, flags, 0o644)
             try:
@@ -211,19 +216,21 @@ class FilesystemDriver(Driver):
         return FilesystemWriter(fd, offset, direct)
 
     async def move(self, src: str, dst: str) -> None:
-        source, target = self._path(src), self._path(dst)
+        source, target = self._file(src), self._file(dst)
+        folder = os.path.dirname(target)
 
         def _move() -> None:
-            if target.exists():
-                source.unlink(missing_ok=True)
+            if os.path.exists(target):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(source)
                 return
             fd = os.open(source, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            _in_dir(target.parent, lambda: os.replace(source, target))
-            dir_fd = os.open(target.parent, os.O_RDONLY)
+            _in_dir(folder, lambda: os.replace(source, target))
+            dir_fd = os.open(folder, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
