@@ -57,6 +57,10 @@ class _Stop(Exception):
     """A bound was reached: end the listing where it is."""
 
 
+class _Unreadable(Exception):
+    """The store failed to give the next chunk (not a fault of the archive)."""
+
+
 class _Chunks(io.RawIOBase):
     """A blocking file over the blob's async chunks, read from a worker thread."""
 
@@ -87,6 +91,8 @@ class _Chunks(io.RawIOBase):
             except TimeoutError:
                 future.cancel()
                 raise _Stop(f"after {DEADLINE:.0f} s") from None
+            except Exception as exc:
+                raise _Unreadable(str(exc) or type(exc).__name__) from exc
             self.read_bytes += len(data)
             self._pending = memoryview(data)
         n = min(len(buffer), len(self._pending))
@@ -142,6 +148,8 @@ def _list(source: _Chunks, out: LayerFiles) -> None:
                 cast(Any, tar).members.clear()  # stream mode keeps every header otherwise
     except _Stop as exc:
         out.stopped = str(exc)
+    except _Unreadable as exc:
+        out.error = f"its stored bytes could not be read ({exc})"
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         out.error = f"not a tar archive this page can read ({exc})"
 

@@ -108,3 +108,17 @@ async def test_a_cancelled_listing_ends_its_thread_before_closing_the_stream() -
         await task
     assert chunks.closed
     assert chunks.pieces  # it stopped early, not at the end
+
+
+async def test_a_store_failing_midway_is_named_as_such() -> None:
+    class Failing(Chunks):
+        async def __anext__(self) -> bytes:
+            if len(self.pieces) < 25:  # about halfway
+                raise OSError("the object store answered 503")
+            return await super().__anext__()
+
+    chunks = Failing(archive("w", [f"f{i}" for i in range(20)], size=2000), piece=1000)
+    got = await list_layer(chunks)
+    assert got.error == "its stored bytes could not be read (the object store answered 503)"
+    assert 0 < len(got.entries) < 20  # what was read before stays listed
+    assert chunks.closed
