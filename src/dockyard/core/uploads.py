@@ -192,8 +192,10 @@ class UploadService:
         except StorageFull:
             await self._end_full(session_id)
             raise
-        if await self.store.upload(session_id) is None:
-            # the repository was deleted meanwhile (with its sessions): leave no file
+        if self.blobs.stores_empty_sessions and await self.store.upload(session_id) is None:
+            # the repository was deleted meanwhile (with its sessions): leave no file. A
+            # store that keeps nothing for a new session has nothing to leave; the
+            # client's next request finds the session gone.
             await self.blobs.delete_upload(session_id)
             raise BlobUploadUnknown("the repository was deleted while the upload started")
         return record
@@ -388,7 +390,7 @@ class UploadService:
             await self._end_full(record.id)
             raise
         await self._releasing(hold, self.store.link_blob(name, str(digest), len(data),
-                                                         upload=record.id))
+                                                         upload=record.id, claimed=True))
         self._local.pop(record.id, None)
         await self._pushed(name, digest, len(data))
         return len(data)
@@ -461,9 +463,10 @@ class UploadService:
 
     async def _published(self, name: str, record: UploadRecord, hold: _Hold, digest: Digest,
                          size: int) -> int:
-        """Link the published blob into `name`, ending the session; its size."""
+        """Link the published blob into `name`, ending the session; its size (the
+        blob's row is there: `_claim` made it before the publish)."""
         await self._releasing(hold, self.store.link_blob(name, str(digest), size,
-                                                         upload=record.id))
+                                                         upload=record.id, claimed=True))
         self._local.pop(record.id, None)
         await self._pushed(name, digest, size)
         return size

@@ -89,6 +89,11 @@ class PgConn:
         rows: Rows = await_only(self._run(query, query.pg_values(params)))
         return rows
 
+    def run_many(self, query: Prepared, params: Sequence[Mapping[str, Any]]) -> None:
+        """Execute a write `query` for each parameter set, pipelined (one round trip)."""
+        await_only(self._conn.executemany(query.pg_sql,
+                                          [query.pg_values(p) for p in params]))
+
     async def _run(self, query: Prepared, values: list[Any]) -> Rows:
         if query.answers_rows:
             rows = list(await self._conn.fetch(query.pg_sql, *values))

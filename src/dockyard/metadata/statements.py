@@ -60,6 +60,25 @@ def run(conn: Conn, query: Prepared, **named: Any) -> Any:
     return Rows(cursor.fetchall(), cursor.rowcount)
 
 
+def run_many(conn: Conn, query: Prepared, rows: list[dict[str, Any]]) -> None:
+    """Execute a write `query` once per parameter set in `rows`, in order, as one batch
+    (asyncpg pipelines them: one round trip for all, not one each)."""
+    if not rows:
+        return
+    params = [{"p_" + k: v for k, v in named.items()} for named in rows]
+    if isinstance(conn, PgConn):
+        conn.run_many(query, params)
+        return
+    raw: Any = conn
+    if isinstance(conn, Connection):
+        if conn.dialect.name != "sqlite":
+            conn.execute(query.stmt, params)
+            return
+        raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    raw.executemany(query.sql, [query.values(p) for p in params])
+
+
 class Statements:
     """The hot writes of one dialect (upserts differ between SQLite and PostgreSQL)."""
 
@@ -92,9 +111,10 @@ class Statements:
         self.release_upload = Prepared(
             update(uploads).where(uploads.c.id == b("id"), uploads.c.holder == b("holder"))
             .values(holder=null(), held_until=null()))
-        self.open_uploads = Prepared(select(func.count()).select_from(uploads))
-        self.open_uploads_of = Prepared(select(func.count()).select_from(uploads)
-                                        .where(uploads.c.owner == b("owner")))
+        # open sessions, all and `owner`'s, in one statement (one round trip)
+        self.open_uploads = Prepared(
+            select(func.count(), func.count().filter(uploads.c.owner == b("owner")))
+            .select_from(uploads))
         self.advance_upload = Prepared(
             update(uploads).where(uploads.c.id == b("id"), uploads.c.offset == b("old"))
             .values(offset=b("new"), updated_at=b("now")))

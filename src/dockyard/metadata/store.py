@@ -52,7 +52,7 @@ from dockyard.metadata.schema import (
     tags,
     uploads,
 )
-from dockyard.metadata.statements import Statements, run
+from dockyard.metadata.statements import Statements, run, run_many
 
 
 def _manifest_query(by_tag: bool, payload: bool) -> Prepared:
@@ -223,17 +223,21 @@ class MetadataStore:
         return BlobRecord(*rows[0]) if rows else None
 
     async def link_blob(
-        self, name: str, digest: str, size: int, *, upload: str | None = None
+        self, name: str, digest: str, size: int, *, upload: str | None = None,
+        claimed: bool = False,
     ) -> None:
         """Record blob `digest` (stored, verified) and make it visible in `name`.
 
         With `upload`, that finished session is removed in the same transaction.
+        `claimed`: the caller's `claim_blob` made the row moments ago (and keeps the
+        collector off it), so it is not written again.
         """
         now, q = time.time(), self._q
 
         def body(conn: Conn) -> None:
             repo_id = self._ensure_repo(conn, name, now)
-            run(conn, q.upsert_blob, digest=digest, size=size, now=now)
+            if not claimed:
+                run(conn, q.upsert_blob, digest=digest, size=size, now=now)
             run(conn, q.link, repo=repo_id, digest=digest, now=now)
             if upload is not None:
                 run(conn, q.delete_upload, id=upload)
@@ -327,13 +331,14 @@ class MetadataStore:
         until = now + ttl if holder is not None else None
 
         def body(conn: Conn) -> None:
-            if (max_total or max_per_owner) and q.upload_lock is not None:
-                run(conn, q.upload_lock)
-            if max_per_owner and owner is not None and run(
-                    conn, q.open_uploads_of, owner=owner).fetchone()[0] >= max_per_owner:
-                raise SessionLimit("owner", max_per_owner)
-            if max_total and run(conn, q.open_uploads).fetchone()[0] >= max_total:
-                raise SessionLimit("total", max_total)
+            if max_total or max_per_owner:
+                if q.upload_lock is not None:
+                    run(conn, q.upload_lock)
+                total, owned = run(conn, q.open_uploads, owner=owner).fetchone()
+                if max_per_owner and owner is not None and owned >= max_per_owner:
+                    raise SessionLimit("owner", max_per_owner)
+                if max_total and total >= max_total:
+                    raise SessionLimit("total", max_total)
             run(conn, q.create_upload, id=session_id, name=name, now=now, owner=owner,
                 holder=holder, until=until)
 
@@ -535,10 +540,10 @@ class MetadataStore:
             ).fetchone()
             if added is not None:
                 manifest_id = added[0]
-                for d in blob_digests:
-                    run(conn, q.add_manifest_blob, manifest=manifest_id, digest=d)
-                for d in new.child_digests:
-                    run(conn, q.add_child, manifest=manifest_id, digest=d)
+                run_many(conn, q.add_manifest_blob,
+                         [{"manifest": manifest_id, "digest": d} for d in blob_digests])
+                run_many(conn, q.add_child,
+                         [{"manifest": manifest_id, "digest": d} for d in new.child_digests])
             else:  # pushed again (or just now by another request): grace starts over
                 if found is None:
                     found = run(conn, q.manifest_id, repo=repo_id, digest=new.digest).fetchone()
