@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from dockyard import logs, sdnotify
@@ -99,6 +100,22 @@ def _install_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The worker loop's handler of errors no one awaited. aiohttp's client leaves one
+    when a connection to an upstream (the object store, a cache's upstream) closes while
+    a request body waits for `100 Continue`: the request itself has already failed and
+    been answered (a 503), and the task that was to send its body raises once more. That
+    one is a line, not a traceback; anything else goes to asyncio's default handler."""
+    exc, task = context.get("exception"), context.get("future")
+    coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+    if (isinstance(exc, aiohttp.ClientConnectionError)
+            and getattr(coro, "__qualname__", "") == "ClientRequest.write_bytes"):
+        log.warning("an upstream request's body was not sent, its connection closed: %s",
+                    exc)
+        return
+    loop.default_exception_handler(context)
+
+
 #: where the settings came from (config file, command-line overrides): SIGHUP re-reads it
 Source = tuple[str | None, dict[str, Any]]
 
@@ -150,6 +167,7 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
     assert runner.server is not None
     certs = tls.CertificateReloader(settings.http.tls) if tls.enabled(settings.http.tls) else None
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(loop_errors)
     protocol = connections.factory(
         runner.server,
         access_log=logging.getLogger("dockyard.access") if settings.log.accesslog else None,
