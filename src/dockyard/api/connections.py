@@ -298,18 +298,21 @@ def _bytes_out(method: str, response: web.StreamResponse) -> int:
     return response.content_length or response.body_length
 
 
+def _matched(request: BaseRequest) -> Any:
+    """What aiohttp's router matched (None before routing, or on a bare request)."""
+    return getattr(request, "_match_info", None)
+
+
 def _route_name(request: BaseRequest) -> str:
     """A request outside the route table: its aiohttp route's name, or `other`."""
-    match_info = getattr(request, "_match_info", None)
-    route = getattr(match_info, "route", None)
-    name = getattr(route, "name", None)
+    name = getattr(getattr(_matched(request), "route", None), "name", None)
     return name if isinstance(name, str) else "other"
 
 
 def _match_name(request: BaseRequest) -> str | None:
     """A request outside the route table: the repository its aiohttp route matched
     (the UI's `/ui/r/{name}...` pages), else None."""
-    match_info = getattr(request, "_match_info", None)
+    match_info = _matched(request)
     name = match_info.get("name") if isinstance(match_info, dict) else None
     return name if isinstance(name, str) else None
 

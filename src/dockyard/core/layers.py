@@ -113,9 +113,8 @@ def _entry(member: tarfile.TarInfo) -> LayerEntry:
     if base.startswith(WHITEOUT):  # the target: what it hides of the layers below
         folder = path.rstrip("/").rpartition("/")[0]
         hidden = base.removeprefix(WHITEOUT)
-        gone = f"{folder}/*" if hidden == ".wh..opq" else \
-            f"{folder}/{hidden}".removeprefix("/")
-        return LayerEntry(path, "whiteout", 0, mode, gone.removeprefix("/"))
+        gone = f"{folder}/{'*' if hidden == '.wh..opq' else hidden}".removeprefix("/")
+        return LayerEntry(path, "whiteout", 0, mode, gone)
     if member.isdir():
         return LayerEntry(path, "dir", 0, mode)
     if member.issym():

@@ -196,29 +196,28 @@ class RequestStats:
         if self.uploads:
             m.uploads_in_flight.inc(self.uploads)
             self.uploads = 0
-        if self.db_seconds:
-            buckets, self.db_buckets = self.db_buckets, [0] * (len(DB_BUCKETS) + 1)
-            child = m.db_latency.labels("write")
-            for i, n in enumerate(buckets):
-                if n:
-                    child._buckets[i].inc(n)
-            child._sum.inc(self.db_seconds)
-            self.db_seconds = 0.0
+        if any(self.db_buckets):
+            _observed(m.db_latency.labels("write"), self.db_buckets, self.db_seconds)
+            self.db_buckets, self.db_seconds = [0] * (len(DB_BUCKETS) + 1), 0.0
         if not self.stats:
             return
         gathered, self.stats = self.stats, {}
         for (route, method, status), stats in gathered.items():
             m.requests.labels(route, method, str(status)).inc(stats.count)
-            child = m.latency.labels(route, method)
-            # the histogram's own buckets hold per-bucket counts (cumulated on export)
-            for i, n in enumerate(stats.buckets):
-                if n:
-                    child._buckets[i].inc(n)
-            child._sum.inc(stats.seconds)
+            _observed(m.latency.labels(route, method), stats.buckets, stats.seconds)
             if stats.bytes_in:
                 m.bytes_in.labels(route).inc(stats.bytes_in)
             if stats.bytes_out:
                 m.bytes_out.labels(route).inc(stats.bytes_out)
+
+
+def _observed(child: Histogram, buckets: list[int], seconds: float) -> None:
+    """Add gathered observations to a histogram: its own buckets hold per-bucket counts
+    (cumulated on export), then their sum."""
+    for i, n in enumerate(buckets):
+        if n:
+            child._buckets[i].inc(n)
+    child._sum.inc(seconds)
 
 
 def exposition(extra: Iterable[Collector] = ()) -> bytes:
