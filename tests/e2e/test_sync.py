@@ -229,6 +229,56 @@ def test_prune_never_removes_a_tag_the_sync_did_not_mirror(
     assert local_tags(local, "own") == ["1.0", "mine"]
 
 
+def test_a_mirrored_tag_pushed_over_is_kept_by_prune_and_no_longer_called_mirrored(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    repo = "over/app"
+    for tag in ("1.0", "1.1"):
+        new_image(tmp_path, dist, repo, tag)
+    config = write_config(tmp_path / "c.yml", [source(dist, name="over", repository=repo,
+                                                      destination="over", prune=True)])
+    assert reports(dockyard_sync(config, local.data, "--json"))["over"]["added"] == \
+        ["1.0", "1.1"]
+    origins_url = f"{local.url}/admin/v1/sync/repositories/over"
+    assert [o["tag"] for o in httpx.get(origins_url).json()["tags"]] == ["1.0", "1.1"]
+
+    # someone pushes their own image over the mirrored 1.0, then upstream drops 1.0
+    mine = random_layout(tmp_path / "mine", "1.0", layer_sizes=(1024,))
+
+    async def push_local() -> None:
+        async with open_end(parse(f"oci:{mine.path}:1.0"), Access()) as src, \
+                open_end(parse(f"docker://{local.host}/over:1.0"),
+                         Access(verify_tls=False)) as dst:
+            await Copier(src, dst).copy("1.0", "1.0")
+
+    asyncio.run(push_local())
+    assert [o["tag"] for o in httpx.get(origins_url).json()["tags"]] == ["1.1"]
+    resp = httpx.delete(f"{dist.url}/v2/{repo}/manifests/"
+                        f"{digest_of(dist.url, repo, '1.0', (USER, PASSWORD))}",
+                        auth=(USER, PASSWORD))
+    assert resp.status_code == 202, resp.text
+    dry = reports(dockyard_sync(config, local.data, "--json", "--dry-run"))["over"]
+    assert dry["pruned"] == []
+    report = reports(dockyard_sync(config, local.data, "--json"))["over"]
+    assert report["pruned"] == []
+    assert local_tags(local, "over") == ["1.0", "1.1"]
+    assert digest_of(local.url, "over", "1.0") == mine.digest
+
+    # a deleted repository forgets where its tags came from: pushed again by hand, the
+    # same tag is not called mirrored
+    deleted = httpx.delete(f"{local.url}/admin/v1/repositories/over")
+    assert deleted.status_code == 202, deleted.text
+    mine_again = random_layout(tmp_path / "again", "1.1", layer_sizes=(1024,))
+
+    async def push_again() -> None:
+        async with open_end(parse(f"oci:{mine_again.path}:1.1"), Access()) as src, \
+                open_end(parse(f"docker://{local.host}/over:1.1"),
+                         Access(verify_tls=False)) as dst:
+            await Copier(src, dst).copy("1.1", "1.1")
+
+    asyncio.run(push_again())
+    assert httpx.get(origins_url).json()["tags"] == []
+
+
 def test_platforms_narrow_an_index_and_the_next_run_finds_it_unchanged(
         dist: Server, local: Server, tmp_path: Path) -> None:
     repo = "multi/app"

@@ -146,8 +146,8 @@ async def job_runs(request: web.Request, _match: Match) -> web.StreamResponse:
 async def sync_provenance(request: web.Request, match: Match) -> web.StreamResponse:
     """Origins of the tags the repository has now (404 NAME_UNKNOWN: no repository)."""
     services = registry(request)
-    present = set(await services.manifests.tags(match.name, None, None))
-    found = await services.mirrors.origins(repository=match.name)
+    await services.manifests.tags(match.name, 1, None)  # NAME_UNKNOWN
+    found = await services.mirrors.origins(repository=match.name, current=True)
     return _json({"name": match.name, "tags": [
         {"tag": o.tag, "source": o.source, "upstream": o.upstream, "digest": o.digest,
-         "mirrored_at": o.mirrored_at} for o in found if o.tag in present]})
+         "mirrored_at": o.mirrored_at} for o in found]})

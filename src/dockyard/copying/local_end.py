@@ -79,5 +79,10 @@ class LocalRepository:
         except NameUnknown:
             return []
 
-    async def delete_tag(self, tag: str) -> None:
-        await self.registry.manifests.delete(self.name, tag)
+    async def delete_tag(self, tag: str, digest: str) -> bool:
+        """Delete the tag while it names `digest`; False: gone, or pushed over since."""
+        try:
+            await self.registry.manifests.delete(self.name, tag, only_at=digest)
+        except ManifestUnknown:
+            return False
+        return True

@@ -133,13 +133,16 @@ class ManifestService:
                                   {"name": name, "reference": reference[:200]})
         return record
 
-    async def delete(self, name: str, reference: str) -> None:
+    async def delete(self, name: str, reference: str, *, only_at: str | None = None) -> None:
+        """Delete a tag or a manifest; a tag with `only_at` only while it names that
+        digest (else `ManifestUnknown`, as for a tag that is not there)."""
         self.routes.refuse_writes(name)
         if not self.delete_enabled:
             raise Unsupported("deletes are disabled (storage.delete.enabled)")
         deleted: list[str] = []
         if is_tag(reference):
-            found = is_valid_tag(reference) and await self.store.delete_tag(name, reference)
+            found = is_valid_tag(reference) and await self.store.delete_tag(name, reference,
+                                                                            only_at)
         else:
             deleted = await self.store.delete_manifest(
                 name, str(Digest.parse(reference)), referrers=self.delete_referrers)

@@ -33,5 +33,8 @@ class MirrorRecords(Protocol):
 
     async def drop_origin(self, repository: str, tag: str) -> None: ...
 
-    async def origins(self, *, repository: str | None = None, source: str | None = None
-                      ) -> list[TagOrigin]: ...
+    async def origins(self, *, repository: str | None = None, source: str | None = None,
+                      current: bool = False) -> list[TagOrigin]:
+        """Origins by repository and tag; `current`: only tags still at the digest the
+        sync set."""
+        ...

@@ -27,6 +27,7 @@ from dockyard.metadata.schema import (
     manifest_blobs,
     manifest_children,
     manifests,
+    mirror_tags,
     repositories,
     repository_blobs,
     tags,
@@ -106,7 +107,8 @@ class LifecycleStore:
     # --- deletes -----------------------------------------------------------------
 
     async def delete_repository(self, name: str) -> RepositoryDeletion | None:
-        """Remove a repository, its tags, manifests, links and upload sessions at once.
+        """Remove a repository, its tags, manifests, links, upload sessions and mirror
+        origins at once.
 
         Bytes are left to the collector. Returns what went, or None if unknown.
         """
@@ -136,6 +138,7 @@ class LifecycleStore:
             sessions = tuple(conn.execute(select(uploads.c.id).where(
                 uploads.c.repository == name)).scalars())
             conn.execute(delete(uploads).where(uploads.c.repository == name))
+            conn.execute(delete(mirror_tags).where(mirror_tags.c.repository == name))
             conn.execute(delete(repositories).where(repositories.c.id == repo_id))
             self.store.events.record(conn, [Change(feed.REPOSITORY_DELETED, name)],
                                      time.time())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
-from dockyard.metadata.schema import mirror_runs, mirror_tags
+from dockyard.metadata.schema import manifests, mirror_runs, mirror_tags, repositories, tags
 from dockyard.metadata.store import MetadataStore
 
 
@@ -89,11 +89,19 @@ class MirrorStore:
 
         await self.store.engines.transaction(body)
 
-    async def origins(self, *, repository: str | None = None, source: str | None = None
-                      ) -> list[TagOrigin]:
-        """Tag origins of one repository or one source, by repository and tag."""
+    async def origins(self, *, repository: str | None = None, source: str | None = None,
+                      current: bool = False) -> list[TagOrigin]:
+        """Tag origins of one repository or one source, by repository and tag; with
+        `current`, only those whose tag still names the digest the sync set (a tag pushed
+        over since, or a repository deleted and pushed again, is no longer mirrored)."""
         stmt = select(mirror_tags.c.repository, mirror_tags.c.tag, mirror_tags.c.source,
                       mirror_tags.c.upstream, mirror_tags.c.digest, mirror_tags.c.mirrored_at)
+        if current:
+            stmt = stmt.join(repositories, repositories.c.name == mirror_tags.c.repository
+                             ).join(tags, (tags.c.repository_id == repositories.c.id)
+                                    & (tags.c.name == mirror_tags.c.tag)
+                                    ).join(manifests, (manifests.c.id == tags.c.manifest_id)
+                                           & (manifests.c.digest == mirror_tags.c.digest))
         if repository is not None:
             stmt = stmt.where(mirror_tags.c.repository == repository)
         if source is not None:

@@ -600,13 +600,18 @@ class MetadataStore:
 
         return await self.engines.transaction(body)
 
-    async def delete_tag(self, name: str, tag: str) -> bool:
+    async def delete_tag(self, name: str, tag: str, digest: str | None = None) -> bool:
+        """Delete the tag (only while it names `digest`, when given); False: no such tag."""
         def body(conn: Connection) -> bool:
             repo_id = _repo_id(conn, name)
             if repo_id is None:
                 return False
-            result = conn.execute(
-                delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag))
+            stmt = delete(tags).where(tags.c.repository_id == repo_id, tags.c.name == tag)
+            if digest is not None:
+                stmt = stmt.where(tags.c.manifest_id.in_(
+                    select(manifests.c.id).where(manifests.c.repository_id == repo_id,
+                                                 manifests.c.digest == digest)))
+            result = conn.execute(stmt)
             if not result.rowcount:
                 return False
             self.events.record(conn, [Change(feed.TAG_DELETED, name, tag)], time.time())

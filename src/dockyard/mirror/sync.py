@@ -250,21 +250,24 @@ async def _copy_tags(registry: Registry, source: MirrorSource, report: SourceRep
 async def _prune(registry: Registry, source: MirrorSource, report: SourceReport,
                  local: LocalRepository, chosen: set[str]) -> None:
     """Remove the tags this source mirrored that it keeps no longer (gone upstream, or no
-    longer selected); tags it did not mirror are never touched."""
-    present = set(await local.tags())
+    longer selected); tags it did not mirror are never touched, nor a mirrored tag pushed
+    over since (it names other content: its origin is dropped, the tag kept)."""
+    mirrored = {o.tag for o in await registry.mirrors.origins(
+        repository=source.local, source=source.key, current=True)}
     for origin in await registry.mirrors.origins(repository=source.local,
                                                  source=source.key):
         if origin.tag in chosen:
             continue
-        if origin.tag in present and not report.dry_run:
+        removed = origin.tag in mirrored
+        if removed and not report.dry_run:
             try:
-                await local.delete_tag(origin.tag)
+                removed = await local.delete_tag(origin.tag, origin.digest)
             except RegistryError as exc:
                 report.failed[origin.tag] = f"prune: {exc.message}"
                 continue
         if not report.dry_run:
             await registry.mirrors.drop_origin(source.local, origin.tag)
-        if origin.tag in present and origin.tag not in report.pruned:
+        if removed and origin.tag not in report.pruned:
             report.pruned.append(origin.tag)  # kept across attempts: gone is gone
     report.pruned.sort()
 

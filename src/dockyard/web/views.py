@@ -117,7 +117,7 @@ async def repository(request: web.Request) -> web.StreamResponse:
     tags = await services.browse.tags(name)
     # where tags came from: a mirror list's sync, or a pull-through cache's upstream
     origins = {o.tag: ("mirrored from", o.upstream, o.mirrored_at)
-               for o in await services.mirrors.origins(repository=name)}
+               for o in await services.mirrors.origins(repository=name, current=True)}
     if services.cache.route(name) is not None:
         origins.update((c.tag, ("cached from", c.upstream, c.fetched_at))
                        for c in await services.cache.provenance(name))
