@@ -12,6 +12,7 @@ from the path's text: a repository may be called `team/blobs/uploads/x`, and
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from dockyard.api import admin, blobs, listing, manifests, notifying, uploads
 from dockyard.api.access import (
+    ACCESS,
     GUARD,
     SESSIONS,
     Access,
@@ -143,21 +145,35 @@ TARGET = web.RequestKey("target", _Target)
 """The table endpoint a request matched (its route id labels the request's metrics)."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _route_of(path: str) -> tuple[Route, Match] | None:
+    """The route of a raw path and what it names (the name validated: `NameInvalid`).
+
+    A pure function of the path, kept for the paths asked most (a popular image's
+    manifest, its blobs): pulls skip the table's regular expressions."""
+    found = resolve(path)
+    if found is None:
+        return None
+    route, m = found
+    groups = m.groupdict()
+    name = validate_name(groups["name"]) if route.named else ""
+    return route, Match(name, groups.get("reference") or "")
+
+
 def _resolve_table(request: web.Request) -> _Target | web.StreamResponse:
     """The /v2 (and /admin/v1) endpoint of the raw path, or the error to answer."""
-    head = request.method == "HEAD"
-    found = resolve(request.rel_url.raw_path)
+    path = request.rel_url.raw_path
+    found = _route_of(path)
     if found is None:
-        return error_response("NAME_UNKNOWN" if request.rel_url.raw_path.startswith("/v2/")
-                              else "UNSUPPORTED", "no such endpoint", status=404, head=head)
-    route, m = found
+        return error_response("NAME_UNKNOWN" if path.startswith("/v2/") else "UNSUPPORTED",
+                              "no such endpoint", status=404, head=request.method == "HEAD")
+    route, match = found
     endpoint = route.endpoints.get(request.method)
     if endpoint is None:
         return error_response("UNSUPPORTED", f"{request.method} is not supported here",
-                              headers={"Allow": ", ".join(route.endpoints)}, head=head)
-    groups = m.groupdict()
-    name = validate_name(groups["name"]) if route.named else ""
-    return _Target(route, endpoint, Match(name, groups.get("reference") or ""))
+                              headers={"Allow": ", ".join(route.endpoints)},
+                              head=request.method == "HEAD")
+    return _Target(route, endpoint, match)
 
 
 @web.middleware
@@ -205,9 +221,13 @@ async def authorization(request: web.Request, handler: AiohttpHandler
         if sessions is not None:
             return sessions.refused(request, 404)
         return from_exception(exc, head=request.method == "HEAD")
-    refused = await authorize(request, access, match, sessions)
-    if refused is not None:
-        return refused
+    # without access control (`auth.method: none`) there is nothing to decide, but
+    # for metrics scrapes; the check is here, not in `authorize`, to save a coroutine
+    # on every request
+    if request.app.get(ACCESS) is not None or access is Access.METRICS:
+        refused = await authorize(request, access, match, sessions)
+        if refused is not None:
+            return refused
     notifying.bind(request)
     response = await handler(request)
     if guard is not None and guard.audit is not None:
