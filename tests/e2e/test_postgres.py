@@ -18,6 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dockyard.metadata.engine import open_engines
+from dockyard.metadata.mirrors import MirrorStore, TagOrigin
+from dockyard.metadata.store import MetadataStore
 from tests.e2e import test_conformance as conformance
 from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.servers import Server, start_dockyard
@@ -64,28 +67,34 @@ class TestContentManagementOnPostgres(conformance.TestContentManagement):
     """04_management_test.go with PostgreSQL metadata."""
 
 
+def push_image(c: httpx.Client, repo: str, tag: str) -> tuple[str, str, str]:
+    """A random one-layer image pushed as `repo:tag`: (layer, config, manifest) digests."""
+    body = os.urandom(2048)
+    d = conformance.sha256_digest(body)
+    assert c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": d},
+                  content=body).status_code == 201
+    cfg = b'{"architecture":"amd64","os":"linux"}' + repo.encode() + os.urandom(8).hex().encode()
+    cd = conformance.sha256_digest(cfg)
+    assert c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": cd},
+                  content=cfg).status_code == 201
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": cd, "size": len(cfg)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": d, "size": len(body)}]}).encode()
+    resp = c.put(f"/v2/{repo}/manifests/{tag}", content=manifest, headers={
+        "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert resp.status_code == 201, resp.text
+    return d, cd, resp.headers["Docker-Content-Digest"]
+
+
 def test_collection_on_postgres(registry: Server, database_url: str) -> None:
     """Delete a repository, collect with the CLI: its blob files go, the other's stay."""
     with httpx.Client(base_url=registry.url, timeout=30) as c:
         digests = {}
         for repo in ("pg/keep", "pg/drop"):
-            body = os.urandom(2048)
-            d = conformance.sha256_digest(body)
-            assert c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": d},
-                          content=body).status_code == 201
-            cfg = b'{"architecture":"amd64","os":"linux"}' + repo.encode()
-            cd = conformance.sha256_digest(cfg)
-            assert c.post(f"/v2/{repo}/blobs/uploads/", params={"digest": cd},
-                          content=cfg).status_code == 201
-            manifest = json.dumps({
-                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           "digest": cd, "size": len(cfg)},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                            "digest": d, "size": len(body)}]}).encode()
-            assert c.put(f"/v2/{repo}/manifests/v1", content=manifest, headers={
-                "Content-Type": "application/vnd.oci.image.manifest.v1+json"}).status_code == 201
-            digests[repo] = (d, cd)
+            digests[repo] = push_image(c, repo, "v1")[:2]
         assert c.delete("/admin/v1/repositories/pg/drop").status_code == 202
         assert "pg/drop" not in c.get("/v2/_catalog").json()["repositories"]
         gc = subprocess.run(
@@ -194,3 +203,41 @@ def test_connections_the_database_dropped_are_replaced(registry: Server,
             assert got.content == before.payload
         after = push_image(c, "pg/dropped", "v2")
         assert c.get(f"/v2/pg/dropped/manifests/{after.digest}").status_code == 200
+
+
+def test_mirror_origins_follow_the_tags_digest_on_postgres(registry: Server,
+                                                          database_url: str) -> None:
+    """The provenance join and the digest-conditional tag delete a prune makes, in
+    PostgreSQL's SQL: an origin counts while its tag names the recorded digest."""
+    with httpx.Client(base_url=registry.url, timeout=30) as c:
+        kept = push_image(c, "pg/mirrored", "kept")[2]
+        over = push_image(c, "pg/mirrored", "over")[2]
+
+        async def record() -> tuple[bool, bool]:
+            store = MetadataStore(open_engines(database_url))
+            try:
+                mirrors = MirrorStore(store)
+                for tag, digest in (("kept", kept), ("over", kept)):  # `over` pushed over
+                    await mirrors.set_origin(TagOrigin("pg/mirrored", tag, "src",
+                                                       f"up/app:{tag}", digest, 1.0))
+                return (await store.delete_tag("pg/mirrored", "over", kept),
+                        await store.delete_tag("pg/mirrored", "over", over))
+            finally:
+                await store.close()
+
+        wrong, right = asyncio.run(record())
+        origins = c.get("/admin/v1/sync/repositories/pg/mirrored")
+        assert origins.status_code == 200, origins.text
+        assert [(o["tag"], o["digest"]) for o in origins.json()["tags"]] == [("kept", kept)]
+        assert (wrong, right) == (False, True)  # deleted only at the digest it names
+        assert c.get("/v2/pg/mirrored/tags/list").json()["tags"] == ["kept"]
+        assert c.delete("/admin/v1/repositories/pg/mirrored").status_code == 202
+
+        async def left() -> list[TagOrigin]:
+            store = MetadataStore(open_engines(database_url))
+            try:
+                return await MirrorStore(store).origins(repository="pg/mirrored")
+            finally:
+                await store.close()
+
+        assert asyncio.run(left()) == []  # the repository's delete took its origins
