@@ -12,14 +12,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from dockyard.metadata.engine import open_engines
 from dockyard.metadata.mirrors import MirrorStore, TagOrigin
+from dockyard.metadata.schema import revoked_sessions
+from dockyard.metadata.sessions import RevokedSessionStore
 from dockyard.metadata.store import MetadataStore
 from tests.e2e import test_conformance as conformance
 from tests.support.postgres import postgres_unavailable, running_postgres
@@ -241,3 +245,25 @@ def test_mirror_origins_follow_the_tags_digest_on_postgres(registry: Server,
                 await store.close()
 
         assert asyncio.run(left()) == []  # the repository's delete took its origins
+
+
+def test_logged_out_sessions_are_recorded_on_postgres(database_url: str) -> None:
+    """The web UI's logout record in PostgreSQL's SQL: an upsert, expiry, pruning."""
+
+    async def run() -> tuple[bool, bool, bool, bool]:
+        store = MetadataStore(open_engines(database_url))
+        try:
+            sessions = RevokedSessionStore(store)
+            await sessions.revoke("gone-soon", time.time() + 0.5)
+            await sessions.revoke("s1", time.time() + 3600)
+            await sessions.revoke("s1", time.time() + 7200)  # twice: one row, later end
+            first = await sessions.revoked("s1"), await sessions.revoked("never")
+            await asyncio.sleep(0.6)
+            await sessions.revoke("s2", time.time() + 3600)  # prunes the expired row
+            rows = await store._read(select(revoked_sessions.c.sid))
+            return (*first, await sessions.revoked("gone-soon"),
+                    sorted(r[0] for r in rows) == ["s1", "s2"])
+        finally:
+            await store.close()
+
+    assert asyncio.run(run()) == (True, False, False, True)

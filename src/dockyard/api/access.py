@@ -101,8 +101,10 @@ class Guard:
 class BrowserSessions(Protocol):
     """Browser sessions, installed by the web UI as `SESSIONS` on the root app."""
 
-    def identity(self, request: web.Request, control: AccessControl) -> Identity | None:
-        """The logged-in user of the request's session cookie, if valid; else None."""
+    async def identity(self, request: web.Request, control: AccessControl
+                       ) -> Identity | None:
+        """The logged-in user of the request's session cookie, if valid and not logged
+        out; else None."""
         ...
 
     def refused(self, request: web.Request, status: int) -> web.StreamResponse:
@@ -219,7 +221,7 @@ async def _authorize(request: web.Request, control: AccessControl | None, access
     header = request.headers.get("Authorization")
     try:
         if sessions is not None and not header:
-            who = sessions.identity(request, control) or Identity(client=client)
+            who = await sessions.identity(request, control) or Identity(client=client)
         else:
             who = await control.authenticate(header, client)
     except RateLimited as exc:

@@ -26,6 +26,7 @@ from dockyard.core.pulls import PullRecorder
 from dockyard.core.replica import ReplicaService
 from dockyard.core.repositories import RepositoryService
 from dockyard.core.secrets import SecretBackend
+from dockyard.core.sessions import SessionRevocations
 from dockyard.core.uploads import NO_CAPS, SessionCaps, UploadService
 from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.browse import BrowseStore
@@ -37,6 +38,7 @@ from dockyard.metadata.mirrors import MirrorStore
 from dockyard.metadata.notifications import NotificationStore
 from dockyard.metadata.operations import OperationsStore
 from dockyard.metadata.secrets import SecretStore
+from dockyard.metadata.sessions import RevokedSessionStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.distribution import DistributionTree
@@ -82,6 +84,8 @@ class Registry:
     browse: BrowseService
     #: random keys shared by every worker and node (the UI's session key)
     secrets: SecretBackend
+    #: web UI sessions logged out before their cookie expires
+    sessions: SessionRevocations
     _store: MetadataStore = field(repr=False)
     _blobstore: BlobStore = field(repr=False)
 
@@ -117,6 +121,7 @@ class Registry:
             browse=BrowseService(BrowseStore(store), store, blobstore, lease_holder,
                                  lifecycle),
             secrets=SecretStore(store),
+            sessions=RevokedSessionStore(store),
             lifecycle=lifecycle,
             integrity=IntegrityStore(store),
             cache=cache,

@@ -306,6 +306,17 @@ notifications = Table(
 )
 
 
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    # browser sessions logged out before their cookie expires: a copy of the cookie is
+    # refused until then (`web/sessions.py`); expired rows go with the next logout
+    Column("sid", String(64), primary_key=True),
+    Column("expires_at", Double, nullable=False),
+    Index(None, "expires_at"),
+)
+
+
 secrets = Table(
     "secrets",
     metadata,

@@ -124,6 +124,7 @@ def install_ui(root: web.Application, settings: Settings) -> None:
     async def session_key(app: web.Application) -> None:
         # after the lifespan opened the registry (registered before this)
         sessions.key = await app[REGISTRY].secrets.key("ui.session-key")
+        sessions.revocations = app[REGISTRY].sessions
 
     root.on_startup.append(session_key)
     root[SESSIONS] = sessions

@@ -2,11 +2,13 @@
 
 The cookie holds `{user, cred, auth_time, sid}` and an HMAC-SHA256 of it under a key
 kept in the metadata store (`secrets`: every worker and node reads the same one), so no
-session table is needed. `cred` is the digest of the user's stored password hash
-(as refresh tokens carry): changing the password or removing the user ends every
-session. Anonymous visitors get a session too (no user), so the login form has a CSRF
-token. The CSRF token of a form is an HMAC of the session id; a POST whose token does not
-match its cookie's session is refused.
+table of open sessions is needed. `cred` is the digest of the user's stored password
+hash (as refresh tokens carry): changing the password or removing the user ends every
+session. Logging out records the session's id until its cookie would expire
+(`revoked_sessions`), so a copy of the cookie is refused too. Anonymous visitors get a
+session too (no user), so the login form has a CSRF token. The CSRF token of a form is
+an HMAC of the session id; a POST whose token does not match its cookie's session is
+refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aiohttp import web
 from dockyard.api.proxy import client_address, public_base
 from dockyard.auth.identity import Identity
 from dockyard.auth.service import AccessControl
+from dockyard.core.sessions import SessionRevocations
 
 COOKIE = "dockyard_session"
 Refusal = Callable[[web.Request, int], web.StreamResponse]
@@ -62,6 +65,8 @@ class Sessions:
     def __init__(self, key: bytes, lifetime: float, refused: Refusal) -> None:
         #: the signing key: the registry's shared `ui.session-key` once the app started
         self.key = key
+        #: logged-out sessions: the registry's record once the app started
+        self.revocations: SessionRevocations | None = None
         self.lifetime = lifetime
         self._refused = refused
 
@@ -104,9 +109,15 @@ class Sessions:
         request[SESSION] = session
         return session
 
-    def identity(self, request: web.Request, control: AccessControl) -> Identity | None:
+    async def identity(self, request: web.Request, control: AccessControl
+                       ) -> Identity | None:
         session = self.session(request)
         if session.user is None:
+            return None
+        if self.revocations is None or await self.revocations.revoked(session.sid):
+            # logged out (elsewhere, or this is a copy of the cookie): a visitor now,
+            # and the response replaces the cookie
+            request[SESSION] = Session(secrets.token_urlsafe(18), fresh=True)
             return None
         return control.session_identity(session.user, session.cred, session.auth_time,
                                         client_address(request))
@@ -132,7 +143,15 @@ class Sessions:
         request[SESSION] = session
         return session
 
-    def log_out(self, request: web.Request) -> Session:
+    async def log_out(self, request: web.Request) -> Session:
+        """A new anonymous session; the old one, if logged in, is refused from now on
+        wherever its cookie is shown (until it would have expired)."""
+        old = self.session(request)
+        if old.user is not None:
+            if self.revocations is None:
+                raise RuntimeError("the session record is not loaded (the app has not "
+                                   "started)")
+            await self.revocations.revoke(old.sid, old.auth_time + self.lifetime)
         session = Session(secrets.token_urlsafe(18), fresh=True)
         request[SESSION] = session
         return session

@@ -241,7 +241,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     if await _form(request) is None:
         return _csrf_refused(request)
-    sessions(request).log_out(request)
+    await sessions(request).log_out(request)
     return web.Response(status=303, headers={"Location": "/ui/"})
 
 

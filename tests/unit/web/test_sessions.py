@@ -120,6 +120,30 @@ async def test_a_password_change_ends_the_session(serve: Serve, tmp_path: Path) 
             await asyncio.sleep(0.2)
 
 
+async def test_logging_out_ends_the_session_for_every_copy_of_its_cookie(
+        serve: Serve) -> None:
+    # two servers over the same stores: two workers or two nodes
+    first, second = await serve(), await serve()
+    async with httpx.AsyncClient(base_url=first) as client:
+        await _log_in(client, "reader", "reader-pw")
+        page = await client.get(PRIVATE)
+        assert "Signed in as <strong>reader</strong>" in page.text
+        copied = client.cookies[COOKIE]
+        r = await client.post("/ui/logout", data={"csrf": _csrf(page.text)})
+        assert r.status_code == 303
+        assert copied not in r.headers["Set-Cookie"]  # a new, anonymous session
+        assert (await client.get(PRIVATE)).status_code == 303
+        # logging in again opens a new session that works
+        await _log_in(client, "reader", "reader-pw")
+        assert (await client.get(PRIVATE)).status_code == 404
+    for base in (first, second):
+        async with httpx.AsyncClient(base_url=base) as thief:
+            thief.cookies.set(COOKIE, copied)
+            r = await thief.get(PRIVATE)
+            assert (r.status_code, r.headers["Location"]) == (
+                303, "/ui/login?next=/ui/r/team/app")
+
+
 async def test_basic_credentials_work_on_ui_routes_too(serve: Serve) -> None:
     base = await serve()
     async with httpx.AsyncClient(base_url=base) as client:
