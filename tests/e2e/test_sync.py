@@ -106,6 +106,20 @@ def digest_of(url: str, repo: str, tag: str, auth: tuple[str, str] | None = None
     return resp.headers["Docker-Content-Digest"]
 
 
+def push_by_hand(server: Server, tmp: Path, repo: str, tag: str) -> str:
+    """A new random image pushed to `server` as `repo:tag` over its API (not by a
+    sync); its digest."""
+    layout = random_layout(tmp, tag, layer_sizes=(1024,))
+
+    async def run() -> str:
+        async with open_end(parse(f"oci:{layout.path}:{tag}"), Access()) as src, \
+                open_end(parse(f"docker://{server.host}/{repo}:{tag}"),
+                         Access(verify_tls=False)) as dst:
+            return await Copier(src, dst).copy(tag, tag)
+
+    return asyncio.run(run())
+
+
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[Server]:
     """A Dockyard without mirror sources over the data directory `dockyard sync` writes."""
@@ -215,15 +229,7 @@ def test_prune_never_removes_a_tag_the_sync_did_not_mirror(
                                                       destination="own", prune=True)])
     reports(dockyard_sync(config, local.data, "--json"))
     # a tag pushed locally by hand into the same repository
-    mine = random_layout(tmp_path / "mine", "mine", layer_sizes=(1024,))
-
-    async def push_local() -> None:
-        async with open_end(parse(f"oci:{mine.path}:mine"), Access()) as src, \
-                open_end(parse(f"docker://{local.host}/own:mine"),
-                         Access(verify_tls=False)) as dst:
-            await Copier(src, dst).copy("mine", "mine")
-
-    asyncio.run(push_local())
+    push_by_hand(local, tmp_path / "mine", "own", "mine")
     report = reports(dockyard_sync(config, local.data, "--json"))["own"]
     assert report["pruned"] == []
     assert local_tags(local, "own") == ["1.0", "mine"]
@@ -242,15 +248,7 @@ def test_a_mirrored_tag_pushed_over_is_kept_by_prune_and_no_longer_called_mirror
     assert [o["tag"] for o in httpx.get(origins_url).json()["tags"]] == ["1.0", "1.1"]
 
     # someone pushes their own image over the mirrored 1.0, then upstream drops 1.0
-    mine = random_layout(tmp_path / "mine", "1.0", layer_sizes=(1024,))
-
-    async def push_local() -> None:
-        async with open_end(parse(f"oci:{mine.path}:1.0"), Access()) as src, \
-                open_end(parse(f"docker://{local.host}/over:1.0"),
-                         Access(verify_tls=False)) as dst:
-            await Copier(src, dst).copy("1.0", "1.0")
-
-    asyncio.run(push_local())
+    mine = push_by_hand(local, tmp_path / "mine", "over", "1.0")
     assert [o["tag"] for o in httpx.get(origins_url).json()["tags"]] == ["1.1"]
     resp = httpx.delete(f"{dist.url}/v2/{repo}/manifests/"
                         f"{digest_of(dist.url, repo, '1.0', (USER, PASSWORD))}",
@@ -261,21 +259,13 @@ def test_a_mirrored_tag_pushed_over_is_kept_by_prune_and_no_longer_called_mirror
     report = reports(dockyard_sync(config, local.data, "--json"))["over"]
     assert report["pruned"] == []
     assert local_tags(local, "over") == ["1.0", "1.1"]
-    assert digest_of(local.url, "over", "1.0") == mine.digest
+    assert digest_of(local.url, "over", "1.0") == mine
 
     # a deleted repository forgets where its tags came from: pushed again by hand, the
     # same tag is not called mirrored
     deleted = httpx.delete(f"{local.url}/admin/v1/repositories/over")
     assert deleted.status_code == 202, deleted.text
-    mine_again = random_layout(tmp_path / "again", "1.1", layer_sizes=(1024,))
-
-    async def push_again() -> None:
-        async with open_end(parse(f"oci:{mine_again.path}:1.1"), Access()) as src, \
-                open_end(parse(f"docker://{local.host}/over:1.1"),
-                         Access(verify_tls=False)) as dst:
-            await Copier(src, dst).copy("1.1", "1.1")
-
-    asyncio.run(push_again())
+    push_by_hand(local, tmp_path / "again", "over", "1.1")
     assert httpx.get(origins_url).json()["tags"] == []
 
 
