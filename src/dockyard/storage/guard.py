@@ -69,6 +69,7 @@ class DiskGuard:
         self._checked = -interval  # monotonic time of the last reading
         self._free = 0
         self._total = 0
+        self._threshold = 0  # `min_free` in bytes of the last reading's filesystem size
         self._missing = 0  # the ballast's size while it is gone, at the last reading
         #: uploads refused by this process (metrics read it), and since the last warning
         self.refused = 0
@@ -87,7 +88,7 @@ class DiskGuard:
             if not await self._read():
                 return
             age = 0.0
-        threshold = self.min_free(self._total)
+        threshold = self._threshold
         if threshold <= 0:
             return
         free = self._free - self._missing - incoming
@@ -120,7 +121,7 @@ class DiskGuard:
         reading at most a second old; None when the driver cannot tell."""
         if time.monotonic() - self._checked >= self.interval and not await self._read():
             return None
-        return self._free - self._missing, self.min_free(self._total), self._total
+        return self._free - self._missing, self._threshold, self._total
 
     def wrote(self, size: int) -> None:
         """Count `size` bytes this process stored since the last reading."""
@@ -132,6 +133,7 @@ class DiskGuard:
         if space is None:
             return False
         self._free, self._total = space
+        self._threshold = self.min_free(self._total)
         self._checked = time.monotonic()
         self._missing = self._missing_reserve()
         await self._restore()
@@ -146,7 +148,7 @@ class DiskGuard:
 
     async def _restore(self) -> None:
         """Make the ballast when it is missing and `min_free` would stay free after."""
-        if not self._missing or self._free < self.min_free(self._total) + self.reserve:
+        if not self._missing or self._free < self._threshold + self.reserve:
             return
         if await self.driver.allocate(layout.RESERVE, self.reserve):
             self._free -= self.reserve
