@@ -189,15 +189,16 @@ def _rate_limited(request: web.Request, exc: RateLimited) -> web.StreamResponse:
                           headers={"Retry-After": str(exc.retry_after)})
 
 
-async def authorize(request: web.Request, access: Access, match: Match,
-                    sessions: BrowserSessions | None = None) -> web.StreamResponse | None:
+async def authorize(request: web.Request, control: AccessControl | None, access: Access,
+                    match: Match, sessions: BrowserSessions | None = None
+                    ) -> web.StreamResponse | None:
     """None when the request may go on (its identity stored); else the error to send.
 
-    With `sessions` (a browser route) a session cookie authenticates when no
-    `Authorization` header is sent, and refusals are the sessions' pages."""
-    control = request.config_dict.get(ACCESS)
-    if control is None and access is not Access.METRICS:
-        return None  # everyone is anonymous; `identity()` builds it when asked
+    `control` is the app's access control; without one (`auth.method: none`) only
+    metrics scrapes have anything to decide, and the caller does not ask for the rest
+    (everyone is anonymous; `identity()` builds it when asked). With `sessions` (a
+    browser route) a session cookie authenticates when no `Authorization` header is
+    sent, and refusals are the sessions' pages."""
     refused = await _authorize(request, control, access, match, sessions)
     # a challenge to a request that sent no credentials is how clients discover auth,
     # not a failure

@@ -221,11 +221,11 @@ async def authorization(request: web.Request, handler: AiohttpHandler
         if sessions is not None:
             return sessions.refused(request, 404)
         return from_exception(exc, head=request.method == "HEAD")
-    # without access control (`auth.method: none`) there is nothing to decide, but
-    # for metrics scrapes; the check is here, not in `authorize`, to save a coroutine
-    # on every request
-    if request.app.get(ACCESS) is not None or access is Access.METRICS:
-        refused = await authorize(request, access, match, sessions)
+    # without access control (`auth.method: none`) there is nothing to decide but
+    # for metrics scrapes: checked here, to save a coroutine on every request
+    control = request.app.get(ACCESS)
+    if control is not None or access is Access.METRICS:
+        refused = await authorize(request, control, access, match, sessions)
         if refused is not None:
             return refused
     notifying.bind(request)

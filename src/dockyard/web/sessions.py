@@ -115,8 +115,8 @@ class Sessions:
         if session.user is None:
             return None
         if self.revocations is None or await self.revocations.revoked(session.sid):
-            # logged out (elsewhere, or this is a copy of the cookie): a visitor now,
-            # and the response replaces the cookie
+            # logged out (elsewhere, or this is a copy of the cookie): a visitor now; a
+            # UI page answered to it replaces the cookie (a refusal's redirect does not)
             request[SESSION] = Session(secrets.token_urlsafe(18), fresh=True)
             return None
         return control.session_identity(session.user, session.cred, session.auth_time,
