@@ -6,9 +6,10 @@ SQLAlchemy `Connection`, and run
 - on SQLite (the embedded default): whole, in one dedicated writer thread of this
   process, on a pysqlite connection, starting with `BEGIN IMMEDIATE`. The database's
   write lock is then held only for the microseconds the SQL takes — never across event
-  loop turns — so worker processes rarely meet it held, and a process's own writers
-  queue in the thread instead of SQLite's busy handler, which sleeps in steps of
-  milliseconds. WAL mode means readers never wait for the writer.
+  loop turns — and a process's own writers queue in the thread instead of SQLite's
+  busy handler, which sleeps in steps of milliseconds. The writer threads of the
+  node's processes take turns through a file lock first (`writelock`), so they do not
+  meet the busy handler either. WAL mode means readers never wait for the writer.
 - on PostgreSQL: through the async engine (asyncpg) with `run_sync`, which needs no
   thread and has no database-wide write lock.
 
@@ -56,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect
+from dockyard.metadata.writelock import WriteLock
 from dockyard.oci.errors import StorageFull
 
 T = TypeVar("T")
@@ -98,6 +100,8 @@ class Engines:
     observe: Callable[[float], object] | None = None
     _thread: ThreadPoolExecutor | None = field(default=None, repr=False)
     _raw: sqlite3.Connection | None = field(default=None, repr=False)
+    #: SQLite: the file lock this node's writers take turns with (`writelock`)
+    _lock: WriteLock | None = field(default=None, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -169,23 +173,37 @@ class Engines:
             assert isinstance(raw, sqlite3.Connection)
             proxy.close()  # back to the StaticPool, which keeps it open
             self._raw = raw
-        raw.execute("BEGIN IMMEDIATE")
+        locked = self._lock is not None and self._lock.acquire()
         try:
-            result = body(raw)
-            raw.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:  # SQLite ends some failed transactions itself
-                raw.execute("ROLLBACK")
-            raise
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(raw)
+                raw.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:  # SQLite ends some failed transactions itself
+                    raw.execute("ROLLBACK")
+                raise
+        finally:
+            if locked:
+                assert self._lock is not None
+                self._lock.release()
         return result
 
     async def _run(self, body: Callable[[Connection], T]) -> T:
         if self.sqlite is not None:
             engine = self.sqlite
 
+            lock = self._lock
+
             def run() -> T:
-                with engine.begin() as conn:
-                    return body(conn)
+                locked = lock is not None and lock.acquire()
+                try:
+                    with engine.begin() as conn:
+                        return body(conn)
+                finally:
+                    if locked:
+                        assert lock is not None
+                        lock.release()
 
             return await self._in_writer(run)
         try:
@@ -214,6 +232,8 @@ class Engines:
             self._thread.shutdown(wait=True)
             self._thread = None
         self._raw = None
+        if self._lock is not None:
+            self._lock.close()
         if self.sqlite is not None:
             self.sqlite.dispose()
         for engine in (self.reader, self.writer):
@@ -251,7 +271,7 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
         )
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
-        return Engines(url, sqlite=engine, sqlite_path=path)
+        return Engines(url, sqlite=engine, sqlite_path=path, _lock=WriteLock(path))
     target = async_url(url)
     kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size}
     reader = create_async_engine(target, isolation_level="AUTOCOMMIT", **kwargs)
