@@ -20,6 +20,7 @@ import errno
 import os
 import shutil
 import stat
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -39,6 +40,9 @@ VM's balloon has handed back to the host (cold, 2-2.5 CPU s/GB more to fill on t
 benchmark VM) or, on a fragmented host, from compaction. 64 KiB pieces cost a few more
 syscalls and kept a 256 MiB push at 1.5-1.9 instead of 3.6-4 CPU s/GB there."""
 T = TypeVar("T")
+
+KEEP_TRYING = 10.0
+"""Seconds `_in_dir` keeps making a directory that concurrent deletes keep pruning."""
 
 
 class FilesystemWriter(Writer):
@@ -104,10 +108,13 @@ def _in_dir(directory: str | Path, create: Callable[[], T]) -> T:
     """Run `create` in `directory`, making the directory when it is missing.
 
     `delete` prunes directories it leaves empty; one may vanish between our `mkdir` and
-    the file operation inside it.
+    the file operation inside it, or between the `mkdir`s of its parents. Bounded by time,
+    not by a count of tries: twelve writers and deleters racing in one two-core process
+    lost a hundred tries in a row (the GIL handed over between two `mkdir`s).
     """
     there = False
-    for _ in range(100):
+    deadline = time.monotonic() + KEEP_TRYING
+    while time.monotonic() < deadline:
         try:
             return create()
         except FileNotFoundError:
