@@ -13,7 +13,8 @@ from tests.support.servers import free_port
 
 class HoldingProxy:
     """Forwards 127.0.0.1:`port` to `target_port`. After `hold_after` bytes went from the
-    upstream to a client, it stops forwarding (`held` is set) until `release()`."""
+    upstream to a client, it stops forwarding (`held` is set) until `release()`, or
+    `release(cut=True)`, which closes that connection instead of forwarding the rest."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -22,6 +23,7 @@ class HoldingProxy:
         self.forwarded = 0
         self.held = threading.Event()
         self._release = threading.Event()
+        self._cut = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -30,7 +32,8 @@ class HoldingProxy:
         asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
         return self
 
-    def release(self) -> None:
+    def release(self, *, cut: bool = False) -> None:
+        self._cut = cut
         self.hold_after = None
         self._release.set()
 
@@ -61,6 +64,8 @@ class HoldingProxy:
                         self.forwarded + len(data) > self.hold_after:
                     self.held.set()
                     await asyncio.to_thread(self._release.wait)
+                    if self._cut:
+                        return  # the finally closes the client's side
                 writer.write(data)
                 await writer.drain()
                 if count:

@@ -847,3 +847,38 @@ async def test_a_session_cuts_its_parts_to_fit_its_first_write(
         await s3d._remove(s3d._key("uploads/d/data"))
         await s3d._remove(s3d._key("blobs/c/data"))
         await s3d.close()
+
+
+async def test_a_body_cut_midway_is_a_driver_error_after_the_bytes_received(
+        settings: S3Settings) -> None:
+    """The store's connection dies in the middle of a GET: the reader gets the bytes
+    that came, unchanged, then a DriverError, never a short read taken for the end."""
+    from tests.support.tcpproxy import holding_proxy
+
+    port = int(settings.regionendpoint.rsplit(":", 1)[1])
+    with holding_proxy(port) as proxy:
+        driver = S3Driver(settings.model_copy(
+            update={"regionendpoint": f"http://127.0.0.1:{proxy.port}"}))
+        try:
+            data = os.urandom(4 * MIB)
+            await put(driver, "blobs/cut/data", data)
+            proxy.hold_after = proxy.forwarded + MIB
+
+            async def cut() -> None:
+                await asyncio.to_thread(proxy.held.wait, 30)
+                proxy.release(cut=True)
+
+            got = bytearray()
+
+            async def read() -> None:
+                async for chunk in driver.read("blobs/cut/data"):
+                    got.extend(chunk)
+
+            cutter = asyncio.create_task(cut())
+            with pytest.raises(DriverError, match="cut"):
+                await read()
+            await cutter
+            assert 0 < len(got) <= MIB
+            assert got == data[:len(got)]
+        finally:
+            await driver.close()
