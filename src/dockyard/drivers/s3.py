@@ -26,6 +26,7 @@ from botocore.loaders import Loader, create_loader
 from dockyard.config.settings import S3Settings
 from dockyard.drivers.base import Driver, DriverError, Staged, Writer
 from dockyard.oci.errors import PayloadTooLarge
+from dockyard.received import pieces
 
 #: object metadata of a session's tail: bytes held in its part objects, and their size
 #: (kept per session: nodes may differ in `chunksize`)
@@ -209,22 +210,16 @@ class S3Driver(Driver):
             raise DriverError(f"S3 {self.bucket}: {type(exc).__name__}: {exc}") from exc
 
     async def _stream(self, response: dict[str, Any], key: str) -> AsyncIterator[bytes]:
-        """The body of a GET, piece by piece; a connection lost midway is a DriverError.
+        """The body of a GET in the pieces the HTTP client received (`received`); a
+        connection lost midway is a DriverError.
 
-        The pieces are the ones the HTTP client received, passed on as they are: reading
-        a fixed size instead (`StreamingBody.read(n)`) joins and slices them into new
-        buffers, a copy of every byte that took a third of a pull's Python time. A body
-        cut short raises in the HTTP client, which knows its Content-Length.
+        `StreamingBody.read(n)` would join and slice them into new buffers: a copy of
+        every byte, which took a third of a pull's Python time.
         """
         async with response["Body"] as body:
-            content = body.raw_stream.content
             try:
-                while True:
-                    chunk, end_of_http_chunk = await content.readchunk()
-                    if chunk:
-                        yield chunk
-                    elif not end_of_http_chunk:
-                        return
+                async for chunk in pieces(body.raw_stream.content):
+                    yield chunk
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise DriverError(f"S3 {self.bucket}: read of {key} cut: {exc}") from exc
 

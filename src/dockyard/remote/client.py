@@ -19,6 +19,7 @@ from urllib.parse import quote, urljoin
 
 import aiohttp
 
+from dockyard.received import pieces
 from dockyard.remote.auth import Authenticator
 from dockyard.remote.credentials import Credentials
 
@@ -247,9 +248,9 @@ class RegistryClient:
 
     @asynccontextmanager
     async def open_blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The blob's bytes as they arrive (no copying into fixed-size chunks)."""
+        """The blob's bytes as they arrive (`received.pieces`: none copied)."""
         async with self.request("GET", f"/v2/{name}/blobs/{digest}", scopes=pull(name)) as resp:
-            yield resp.content.iter_any()
+            yield pieces(resp.content)
 
     async def mount_blob(self, name: str, digest: str, source: str) -> str | None:
         """Mount `digest` from repository `source`; None when mounted, else the Location of

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 
 from dockyard.oci.errors import BlobUnknown, UpstreamUnavailable
+from dockyard.received import pieces
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import MANIFEST_ACCEPT, RegistryClient, RegistryClientError, pull
 
@@ -102,7 +103,7 @@ async def _chunks(resp: aiohttp.ClientResponse, upstream: RemoteUpstream
                   ) -> AsyncIterator[bytes]:
     """The body as it arrives; a connection lost midway is the upstream's failure."""
     try:
-        async for data in resp.content.iter_any():
+        async for data in pieces(resp.content):
             yield data
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise upstream._unavailable(exc) from None
