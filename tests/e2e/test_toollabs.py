@@ -5,7 +5,7 @@ layers with them (a few with skopeo, the rest over the API). One `dockyard rm --
 'toollabs-*'` deletes the thirty and one `dockyard gc` collects: the catalog lists none
 of them, the five still pull byte-identical, and `du -sb` of the data directory is back
 to what it was before the thirty were pushed, within the size of the metadata database
-(metadata.db, -wal, -shm).
+(metadata.db, -wal, -shm; -writer.lock, the empty file its writers take turns with).
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ def test_toollabs_scenario(tmp_path: Path) -> None:
               f"{[str(p.relative_to(data)) for p in dirs_after if p not in dirs_before][:20]}")
         # `reserve` is the storage reserve (storage.guard), there since the server started
         leftovers = [p for p in files_under(data) if p.name not in
-                     ("metadata.db", "metadata.db-wal", "metadata.db-shm", "gc", "reserve")
+                     ("metadata.db", "metadata.db-wal", "metadata.db-shm",
+                      "metadata.db-writer.lock", "gc", "reserve")
                      and "blobs" not in p.parts]
         slack = max(db_before, db_after)
         print(f"\ntoollabs: du before {before}, with toollabs {with_toollabs}, after {after}; "
