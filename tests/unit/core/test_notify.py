@@ -86,6 +86,10 @@ async def test_delivery_in_order_in_batches_and_retried_until_accepted(
                                          poll=0.01).run())
     try:
         await until(lambda: sum(len(e["events"]) for e in sender.envelopes) == 5)
+        # an envelope's rows are deleted once the endpoint accepted it: after the send
+        async with asyncio.timeout(10):
+            while await outbox.count("hook"):  # noqa: ASYNC110 - a row count, no event
+                await asyncio.sleep(0.01)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
