@@ -157,10 +157,12 @@ class Engines:
                               "written, the disk holding it is full") from exc
 
     async def _in_writer(self, run: Callable[[], T]) -> T:
-        """Run `run` in this process's SQLite writer thread."""
+        """Run `run` (one write transaction) in this process's SQLite writer thread, in
+        the node's turn (`writelock`)."""
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="dockyard-db-writer")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, run)
+        job = run if self._lock is None else functools.partial(_in_turn, self._lock, run)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, job)
 
     def _run_raw(self, body: Callable[[Conn], T]) -> T:
         """In the writer thread: `body` in one transaction on the sqlite3 connection the
@@ -173,37 +175,23 @@ class Engines:
             assert isinstance(raw, sqlite3.Connection)
             proxy.close()  # back to the StaticPool, which keeps it open
             self._raw = raw
-        locked = self._lock is not None and self._lock.acquire()
+        raw.execute("BEGIN IMMEDIATE")
         try:
-            raw.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(raw)
-                raw.execute("COMMIT")
-            except BaseException:
-                if raw.in_transaction:  # SQLite ends some failed transactions itself
-                    raw.execute("ROLLBACK")
-                raise
-        finally:
-            if locked:
-                assert self._lock is not None
-                self._lock.release()
+            result = body(raw)
+            raw.execute("COMMIT")
+        except BaseException:
+            if raw.in_transaction:  # SQLite ends some failed transactions itself
+                raw.execute("ROLLBACK")
+            raise
         return result
 
     async def _run(self, body: Callable[[Connection], T]) -> T:
         if self.sqlite is not None:
             engine = self.sqlite
 
-            lock = self._lock
-
             def run() -> T:
-                locked = lock is not None and lock.acquire()
-                try:
-                    with engine.begin() as conn:
-                        return body(conn)
-                finally:
-                    if locked:
-                        assert lock is not None
-                        lock.release()
+                with engine.begin() as conn:
+                    return body(conn)
 
             return await self._in_writer(run)
         try:
@@ -241,6 +229,12 @@ class Engines:
                 await engine.dispose()
         if self.direct is not None:
             await self.direct.close()
+
+
+def _in_turn(lock: WriteLock, run: Callable[[], T]) -> T:
+    """`run` while holding the node's SQLite write lock (in the writer thread)."""
+    with lock.held():
+        return run()
 
 
 def async_url(url: str) -> str:
