@@ -28,6 +28,7 @@ from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import PayloadTooLarge
 from dockyard.storage.blobstore import BlobStore, RunningHash
 from tests.support.s3 import MIB, PART, S3Server, running_s3
+from tests.support.tcpproxy import holding_proxy
 from tests.unit.drivers.suite import DriverSuite, keys, put, read_all
 
 
@@ -853,8 +854,6 @@ async def test_a_body_cut_midway_is_a_driver_error_after_the_bytes_received(
         settings: S3Settings) -> None:
     """The store's connection dies in the middle of a GET: the reader gets the bytes
     that came, unchanged, then a DriverError, never a short read taken for the end."""
-    from tests.support.tcpproxy import holding_proxy
-
     port = int(settings.regionendpoint.rsplit(":", 1)[1])
     with holding_proxy(port) as proxy:
         driver = S3Driver(settings.model_copy(
