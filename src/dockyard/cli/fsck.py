@@ -23,7 +23,7 @@ from rich.progress import (
 )
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
-from dockyard.config.settings import parse_duration
+from dockyard.config.types import parse_duration
 from dockyard.core.registry import Registry
 from dockyard.gc.fsck import KINDS, Fsck, FsckReport
 

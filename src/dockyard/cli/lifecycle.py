@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
-from dockyard.config.settings import parse_duration
+from dockyard.config.types import parse_duration
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Report
 from dockyard.units import human_bytes

@@ -35,18 +35,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-
-def _duration(value: object) -> object:
-    from dockyard.config.settings import _duration as parse
-
-    return parse(value)
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+from dockyard.config.types import Duration
 
 ACTIONS = frozenset({"pull", "push", "delete", "*"})
 

@@ -11,29 +11,18 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
     model_validator,
 )
 
+from dockyard.config.types import Duration, Regex
 from dockyard.oci.errors import NameInvalid
 from dockyard.oci.reference import validate_name
-
-
-def _duration(value: Any) -> Any:
-    """`90s`, `1h`, `7d`... as every duration of the config (`settings._duration`)."""
-    from dockyard.config.settings import _duration as parse  # settings imports this module
-
-    return parse(value)
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 
 #: Docker Hub's names, where an official image's repository is `library/<name>`
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -82,7 +71,7 @@ class MirrorSource(BaseModel):
     registry: str = Field(min_length=1, description="upstream host[:port], e.g. quay.io")
     repository: str = Field(min_length=1, description="upstream repository")
     tags: list[str] | None = None
-    tags_regex: str | None = None
+    tags_regex: Regex | None = None
     newest: int | None = Field(default=None, ge=1)
     platforms: list[str] = Field(default_factory=list)
     destination: str | None = Field(default=None, description="local repository; default: "
@@ -102,16 +91,6 @@ class MirrorSource(BaseModel):
         if "://" in value or "/" in value:
             raise ValueError(f"{value!r}: a host[:port] only (e.g. quay.io, "
                              "127.0.0.1:5000); no scheme, no path")
-        return value
-
-    @field_validator("tags_regex")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
         return value
 
     @field_validator("platforms")

@@ -10,20 +10,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from dockyard.config.types import Duration
 from dockyard.oci.reference import NAME_PATTERN
 
-
-def _duration(value: object) -> object:
-    from dockyard.config.settings import _duration as parse  # one grammar of durations
-
-    return parse(value)
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
 _URL = re.compile(r"https?://[^/\s]+/?")
 NAME_RE = re.compile(NAME_PATTERN)
 

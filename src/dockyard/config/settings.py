@@ -31,39 +31,7 @@ from dockyard.config.auth import AuthSettings, TlsSettings
 from dockyard.config.mirror import MirrorSource, check_unique
 from dockyard.config.proxy import ProxyRule, check_prefixes
 from dockyard.config.secrets import read_secret
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(value: Any) -> Any:
-    """Accept `90`, `90s`, `1h30m`, `7d` as well as pydantic's own forms."""
-    if isinstance(value, str) and value.strip().isdigit():
-        return timedelta(seconds=int(value))
-    if isinstance(value, str) and value and _DURATION.sub("", value.strip()) == "":
-        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value)))
-    return value
-
-
-def _size(value: Any) -> Any:
-    """Accept `4MiB`, `512k`, `1G` as well as a plain byte count."""
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b?)\s*", value.lower())
-        if m:
-            return int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
-    return value
-
-
-def parse_duration(text: str) -> timedelta:
-    """`90`, `90s`, `1h30m`, `7d` -> timedelta; ValueError otherwise."""
-    value = _duration(text)
-    if not isinstance(value, timedelta):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m, 7d)")
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-ByteSize = Annotated[int, BeforeValidator(_size), Field(ge=0)]
+from dockyard.config.types import ByteSize, Duration, Regex, as_bytes
 
 
 class _Section(BaseModel):
@@ -188,20 +156,10 @@ class RetentionRule(_Section):
 
     repositories: str = "*"
     keep_last: int | None = Field(default=None, ge=0)
-    keep_tags: str | None = None
+    keep_tags: Regex | None = None
     delete_older_than: Duration | None = None
     keep_pulled_within: Duration | None = None
     delete_untagged: bool = True
-
-    @field_validator("keep_tags")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
 
 
 class RetentionSettings(_Section):
@@ -264,7 +222,7 @@ class GuardSettings(_Section):
             if float(m.group(1)) >= 100:
                 raise ValueError("a share of the disk must be below 100%")
             return value.strip()
-        if not isinstance(_size(value), int):
+        if not isinstance(as_bytes(value), int):
             raise ValueError(f"expected bytes (e.g. 2GiB) or a percentage (e.g. 5%), "
                              f"not {value!r}")
         return value.strip()
@@ -274,7 +232,7 @@ class GuardSettings(_Section):
         m = _PERCENT.fullmatch(self.min_free)
         if m is not None:
             return int(total * float(m.group(1)) / 100)
-        size = _size(self.min_free)
+        size = as_bytes(self.min_free)
         assert isinstance(size, int)
         return size
 
@@ -299,7 +257,7 @@ class S3Settings(_Section):
     skipverify: bool = False
     #: part size of upload sessions: bytes are held until a part this big fills; S3
     #: takes parts of 5 MiB to 5 GiB (as Distribution's `chunksize`)
-    chunksize: Annotated[int, BeforeValidator(_size),
+    chunksize: Annotated[int, BeforeValidator(as_bytes),
                          Field(ge=5 * 1024 * 1024, le=5 * 1024 ** 3)] = 10 * 1024 * 1024
     storageclass: str = "STANDARD"
     #: a call waits this long for the store to answer, per attempt (idempotent calls

@@ -317,3 +317,31 @@ def test_bad_guard_min_free_is_named(tmp_path: Path, value: str) -> None:
     cfg.write_text(f"storage:\n  guard:\n    min_free: '{value}'\n")
     with pytest.raises(ConfigError, match=r"storage\.guard\.min_free"):
         load_settings(cfg, env={})
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ("retention:\n  rules:\n    - keep_tags: '(('\n", "retention.rules.0.keep_tags"),
+    ("retention:\n  rules:\n    - delete_older_than: soon\n",
+     "retention.rules.0.delete_older_than"),
+    ("storage:\n  guard:\n    min_free: lots\n", "storage.guard.min_free"),
+])
+def test_a_bad_value_of_a_shared_type_is_named_by_its_key(tmp_path: Path, body: str,
+                                                           key: str) -> None:
+    """Durations, sizes and regular expressions have one grammar (`config/types.py`);
+    a value outside it is refused under its own key."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, body), env={})
+    assert f"{key}: " in str(info.value)
+
+
+def test_shared_types_parse_the_same_under_every_section(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, (
+        "auth:\n  token:\n    expiration: 90s\n"
+        "storage:\n  uploads:\n    expiry: 1h30m\n"
+        "retention:\n  rules:\n    - keep_tags: 'v[0-9]+'\n      delete_older_than: 7d\n")),
+        env={})
+    assert s.auth.token.expiration.total_seconds() == 90
+    assert s.storage.uploads.expiry.total_seconds() == 5400
+    assert s.retention.rules[0].keep_tags == "v[0-9]+"
+    assert s.retention.rules[0].delete_older_than is not None
+    assert s.retention.rules[0].delete_older_than.days == 7

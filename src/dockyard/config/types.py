@@ -1,0 +1,54 @@
+"""The value types every config section shares: durations, byte sizes, regular
+expressions. One grammar each, so `90s` or `4MiB` means the same under every key."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> Any:
+    """Accept `90`, `90s`, `1h30m`, `7d` as well as pydantic's own forms."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return timedelta(seconds=int(value))
+    if isinstance(value, str) and value and _DURATION.sub("", value.strip()) == "":
+        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value)))
+    return value
+
+
+def as_bytes(value: Any) -> Any:
+    """The byte count `4MiB`, `512k`, `1G` name; anything else unchanged (a plain
+    count, or what the field's own validation refuses)."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(i?b?)\s*", value.lower())
+        if m:
+            return int(m.group(1)) * 1024 ** "_kmgt".index(m.group(2) or "_")
+    return value
+
+
+def _compiles(value: str) -> str:
+    """A regular expression Python can compile, kept as its text."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90`, `90s`, `1h30m`, `7d` -> timedelta; ValueError otherwise."""
+    value = _duration(text)
+    if not isinstance(value, timedelta):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 1h30m, 7d)")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+ByteSize = Annotated[int, BeforeValidator(as_bytes), Field(ge=0)]
+Regex = Annotated[str, AfterValidator(_compiles)]
