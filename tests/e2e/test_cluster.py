@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from dockyard.core.blobs import TOUCH_INTERVAL  # a HEAD renews a blob's time this often
 from tests.e2e import test_conformance as conformance
 from tests.e2e.test_lifecycle import blob_files, image_blobs, pull_verified, wait_until
 from tests.support import nginx
@@ -449,7 +450,7 @@ def pusher(front: str, repos: list[str], locks: dict[str, threading.Lock], world
                         world.alive[(repo, tag)] = manifest
                         world.counts["pushes"] += 1
                     elif (r.status_code == 400 and
-                          time.monotonic() - started > GC_GRACE - GC_GRACE / 4 - 0.25):
+                          time.monotonic() - started > GC_GRACE - TOUCH_INTERVAL - 0.25):
                         world.counts["pushes refused: slower than the grace period"] += 1
                     else:
                         world.problems.append(f"manifest {repo}:{tag} {r.status_code} "

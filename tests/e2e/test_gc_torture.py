@@ -35,6 +35,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dockyard.core.blobs import TOUCH_INTERVAL  # a HEAD renews a blob's time this often
 from tests.e2e.test_lifecycle import (
     blob_files,
     catalog,
@@ -51,7 +52,6 @@ from tests.support.oci_api import blob_bytes, canonical, descriptor, digest_of, 
 
 SECONDS = float(os.environ.get("TORTURE_SECONDS", "60"))
 GRACE = 3.0
-TOUCH_INTERVAL = GRACE / 4  # the server renews a blob's time on HEAD at most this often
 REPOS = [f"torture/r{i}" for i in range(6)]
 TAGS = [f"t{i}" for i in range(10)]
 API_PUSHERS = 6
