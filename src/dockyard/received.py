@@ -14,10 +14,14 @@ import aiohttp
 
 
 async def pieces(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The body's bytes in the pieces the connection delivered them, none copied."""
+    """The body's bytes in the pieces the connection delivered them, none copied.
+
+    (b"", True) is an empty chunked-encoding boundary, except from aiohttp's shared
+    reader of bodiless answers (HEAD, 204, Content-Length 0), which says (b"", False)
+    once per process and (b"", True) ever after: it is at EOF, so that ends too."""
     while True:
         chunk, end_of_http_chunk = await content.readchunk()
         if chunk:
             yield chunk
-        elif not end_of_http_chunk:  # (b"", True): an empty chunked-encoding boundary
+        elif not end_of_http_chunk or content.at_eof():
             return
