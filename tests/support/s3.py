@@ -76,6 +76,9 @@ class S3Server:
                   f"\n{started.stderr[-2000:]}", file=sys.stderr)
             subprocess.run([str(SCRIPT), "stop", str(self.home)], capture_output=True,
                            timeout=60)
+            # a fresh store: the failed start's filer database may be half written (a
+            # retry on it died in the filer's store initialisation)
+            shutil.rmtree(self.home / "data", ignore_errors=True)
             self.port = _free_base()
         assert started.returncode == 0, started.stderr[-2000:]
         words = started.stdout.split()
