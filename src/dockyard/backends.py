@@ -102,7 +102,8 @@ def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
                 creds = upstream_credentials(i, rule.credentials)
             except ValueError as exc:
                 log.warning("%s; %s is reached without credentials", exc, rule.upstream)
-        client = RegistryClient(rule.upstream, credentials=creds, verify_tls=rule.tls_verify)
+        client = RegistryClient(rule.upstream, credentials=creds, verify_tls=rule.tls_verify,
+                                max_manifest=settings.limits.manifest_max_size)
         out.append((rule, RemoteUpstream(client)))
     return out
 

@@ -1,5 +1,6 @@
 """`received.py` against a real aiohttp server on loopback: pieces of a body end on every
-kind of body (bodiless ones again and again in one process)."""
+kind of body (bodiless ones again and again in one process), and bodies read whole are
+bounded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from dockyard.received import pieces
+from dockyard.received import BodyTooLarge, discard, pieces, read_at_most
 
 BIG = 8 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,7 +42,9 @@ async def server() -> AsyncIterator[TestServer]:
     app.router.add_get("/empty", _answer())
     app.router.add_route("HEAD", "/head", _answer(body=b"abc"))
     app.router.add_get("/no-content", _answer(204))
+    app.router.add_get("/small", _answer(body=b"hello"))
     app.router.add_get("/chunked", _chunked)
+    app.router.add_get("/declared", _answer(body=b"y" * BIG))
     async with TestServer(app, host="127.0.0.1") as srv:
         yield srv
 
@@ -64,6 +67,34 @@ async def test_pieces_pass_a_chunked_body_on_whole(server: TestServer) -> None:
         with deadline():
             total = sum([len(p) async for p in pieces(resp.content)])
     assert total == BIG
+
+
+async def test_read_at_most_returns_a_body_within_its_limit(server: TestServer) -> None:
+    async with aiohttp.ClientSession() as session, \
+            session.get(server.make_url("/small")) as resp:
+        assert await read_at_most(resp, 5) == b"hello"
+
+
+@pytest.mark.parametrize("path", ["/chunked", "/declared"])
+async def test_read_at_most_refuses_a_longer_body(server: TestServer, path: str) -> None:
+    async with aiohttp.ClientSession() as session, \
+            session.get(server.make_url(path)) as resp:
+        with pytest.raises(BodyTooLarge, match="larger than 1 MiB"):
+            await read_at_most(resp, 1024 * 1024)
+        assert resp.connection is None  # closed, not drained for another request
+
+
+async def test_discard_reads_what_is_short_and_closes_what_is_not(server: TestServer
+                                                                  ) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):  # bodiless answers, again and again (see above)
+            async with session.head(server.make_url("/head")) as resp:
+                with deadline():
+                    await discard(resp)
+        async with session.get(server.make_url("/chunked")) as resp:
+            with deadline():
+                await discard(resp)  # 8 MiB: past 1 MiB it just closes
+            assert resp.connection is None
 
 
 @contextlib.contextmanager

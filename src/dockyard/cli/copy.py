@@ -13,13 +13,15 @@ import fnmatch
 import re
 from pathlib import Path
 
+import aiohttp
 import click
 
 from dockyard.copying.connect import Access, open_end
-from dockyard.copying.engine import Copier, CopyError, CopyOptions
+from dockyard.copying.engine import Copier, CopyError, CopyOptions, one_line
 from dockyard.copying.layout_end import ImageLayout, LayoutError
 from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, parse
+from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
 from dockyard.remote.credentials import Credentials
 
@@ -138,8 +140,9 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
         click.echo(asyncio.run(run()))
     except CopyError as exc:
         raise click.ClickException(str(exc)) from None
-    except (RegistryClientError, LayoutError) as exc:
-        raise click.ClickException(f"{src}: {exc}") from None
+    except (RegistryClientError, AuthError, LayoutError, aiohttp.ClientError, TimeoutError,
+            OSError) as exc:  # outside a copy: the listing of --all-tags, an end opening
+        raise click.ClickException(f"{src}: {one_line(exc)}") from None
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to finish (what arrived stays)",
                    err=True)

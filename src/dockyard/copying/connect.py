@@ -14,6 +14,7 @@ import aiohttp
 from dockyard.copying.layout_end import ImageLayout
 from dockyard.copying.refs import DOCKER_HUB, ImageRef, LayoutRef, RegistryRef
 from dockyard.copying.registry_end import RegistryRepository
+from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote import credentials as creds
 from dockyard.remote.client import RegistryClient
 
@@ -29,6 +30,8 @@ class Access:
     verify_tls: bool = True
     auth_file: Path | None = None
     connections: int = 16
+    #: the largest manifest read from a registry (a server: its own limit)
+    max_manifest: int = MANIFEST_LIMIT
 
 
 async def base_url(host: str, verify_tls: bool) -> str:
@@ -59,7 +62,8 @@ async def open_end(ref: ImageRef, access: Access
         files = [access.auth_file] if access.auth_file else None
         found = creds.lookup(ref.host, ref.repository, files)
     client = RegistryClient(await base_url(ref.host, access.verify_tls), credentials=found,
-                            verify_tls=access.verify_tls, connections=access.connections)
+                            verify_tls=access.verify_tls, connections=access.connections,
+                            max_manifest=access.max_manifest)
     try:
         yield RegistryRepository(client, ref.host, ref.repository)
     finally:

@@ -321,7 +321,7 @@ class Copier:
 
         def source_failed(exc: BaseException) -> CopyError:
             return CopyError(f"source: blob {digest}: connection lost after "
-                             f"{state['read']} of {size} bytes ({_text(exc)})")
+                             f"{state['read']} of {size} bytes ({one_line(exc)})")
 
         async def counted(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             try:
@@ -365,10 +365,11 @@ class Copier:
         except CopyError:
             raise
         except END_ERRORS as exc:
-            raise CopyError(f"{side}: {what}: {_text(exc)}") from exc
+            raise CopyError(f"{side}: {what}: {one_line(exc)}") from exc
 
 
-def _text(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """The first line of what `exc` says, else its class name."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text or type(exc).__name__
 

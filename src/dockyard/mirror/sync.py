@@ -32,6 +32,7 @@ from dockyard.core.mirrors import RUNS_KEPT, MirrorRun, TagOrigin
 from dockyard.core.registry import Registry
 from dockyard.mirror.select import select_tags
 from dockyard.oci.errors import RegistryError
+from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote.credentials import Credentials
 
 log = logging.getLogger("dockyard.sync")
@@ -83,21 +84,23 @@ class SourceReport:
         return text
 
 
-def access_for(source: MirrorSource) -> Access:
+def access_for(source: MirrorSource, max_manifest: int = MANIFEST_LIMIT) -> Access:
     """How to reach the upstream: credentials read now from their variable or file, an
-    auth file, or (none given) the auth files `dockyard copy` reads, else anonymous."""
+    auth file, or (none given) the auth files `dockyard copy` reads, else anonymous;
+    manifests read up to `max_manifest` bytes (the registry's own limit)."""
     given = source.credentials
     if given is None:
-        return Access(None, source.tls_verify)
+        return Access(None, source.tls_verify, max_manifest=max_manifest)
     if given.auth_file is not None:
-        return Access(None, source.tls_verify, given.auth_file)
+        return Access(None, source.tls_verify, given.auth_file, max_manifest=max_manifest)
     assert given.username is not None
     try:
         password = read_secret(given.password_env, given.password_file, "credentials")
     except ValueError as exc:
         raise SourceFailed(str(exc)) from None
     assert password is not None  # the model requires one with a username
-    return Access(Credentials(given.username, password), source.tls_verify)
+    return Access(Credentials(given.username, password), source.tls_verify,
+                  max_manifest=max_manifest)
 
 
 class _LogProgress:
@@ -190,7 +193,7 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
     options = CopyOptions(platforms=tuple(Platform.parse(p) for p in source.platforms),
                           referrers=source.referrers, dry_run=report.dry_run)
     try:
-        async with open_end(ref, access_for(source)) as upstream:
+        async with open_end(ref, access_for(source, registry.manifests.max_size)) as upstream:
             try:
                 tags = await upstream.tags()
             except END_ERRORS as exc:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from dockyard.received import SMALL_LIMIT, BodyTooLarge, read_at_most
 from dockyard.remote.credentials import Credentials
 
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
@@ -94,10 +96,19 @@ class Authenticator:
             {"Authorization": basic_header(self.credentials)}
         realm = challenge.params["realm"]
         async with session.get(realm, params=params, headers=headers, ssl=ssl) as resp:
+            try:
+                body = await read_at_most(resp, SMALL_LIMIT)
+            except BodyTooLarge as exc:
+                raise AuthError(f"token service {realm} answered {resp.status}: {exc}"
+                                ) from None
             if resp.status >= 400:
                 raise AuthError(f"token service {realm} answered {resp.status}: "
-                                f"{(await resp.text()).strip()[:200]}")
-            doc = await resp.json(content_type=None)
+                                f"{body.decode(errors='replace').strip()[:200]}")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise AuthError(f"token service {realm} answered with something else than "
+                            "JSON") from None
         token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str):
             raise AuthError(f"token service {realm} returned no token")

@@ -19,7 +19,15 @@ from urllib.parse import quote, urljoin
 
 import aiohttp
 
-from dockyard.received import pieces
+from dockyard.received import (
+    DOCUMENT_LIMIT,
+    MANIFEST_LIMIT,
+    SMALL_LIMIT,
+    BodyTooLarge,
+    discard,
+    pieces,
+    read_at_most,
+)
 from dockyard.remote.auth import Authenticator
 from dockyard.remote.credentials import Credentials
 
@@ -41,6 +49,11 @@ class RegistryClientError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.codes = codes
+
+
+class ResponseTooLarge(RegistryClientError):
+    """A response body held in memory (a manifest, a listing page, an error) was longer
+    than its limit (`received.read_at_most`): refused, not read to its end."""
 
 
 class FeedExpired(RegistryClientError):
@@ -71,16 +84,21 @@ class RegistryClient:
     """Distribution API calls against one registry base URL (`http[s]://host[:port]`)."""
 
     def __init__(self, base_url: str, *, credentials: Credentials | None = None,
-                 verify_tls: bool = True, connections: int = 16) -> None:
+                 verify_tls: bool = True, connections: int = 16,
+                 max_manifest: int = MANIFEST_LIMIT) -> None:
         self.base = base_url.rstrip("/")
+        #: the largest manifest read from this registry (larger: `ResponseTooLarge`)
+        self.max_manifest = max_manifest
         self._auth = Authenticator(credentials)
         self._ssl = verify_tls
-        # bytes pass through as the registry sent them; 1 MiB reads (aiohttp's 64 KiB
-        # default pauses and resumes the socket several times per MiB of a blob)
+        # bytes pass through as the registry sent them (digests are of those bytes, so
+        # no compression is asked for: aiohttp would offer gzip); 1 MiB reads (aiohttp's
+        # 64 KiB default pauses and resumes the socket several times per MiB of a blob)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300),
-            read_bufsize=CHUNK, auto_decompress=False)
+            read_bufsize=CHUNK, auto_decompress=False,
+            headers={"Accept-Encoding": "identity"})
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -105,7 +123,8 @@ class RegistryClient:
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One request, authenticated for `scopes`; a 401 is answered and retried once
         (only when the body can be sent again). Statuses >= 400 not in `ok` raise.
-        `timeouts` replace the session's (which has no overall limit)."""
+        `timeouts` replace the session's (which has no overall limit). A body read with
+        `read_at_most` past its limit raises `ResponseTooLarge`."""
         url = path if path.startswith(("http://", "https://")) else self.url(path)
         for attempt in (0, 1):
             sent = dict(headers or {})
@@ -118,13 +137,21 @@ class RegistryClient:
             try:
                 if (resp.status == 401 and attempt == 0 and replayable
                         and "WWW-Authenticate" in resp.headers):
-                    await resp.read()
+                    try:  # read now, so the connection serves the retry
+                        body = await read_at_most(resp, SMALL_LIMIT)
+                    except BodyTooLarge:
+                        body = b""
                     if await self._auth.answer(self._session, resp.headers["WWW-Authenticate"],
                                                scopes, authorization, ssl=self._ssl):
                         continue
+                    if 401 not in ok:
+                        await _raise_body(resp.status, body, resp.reason)
                 if resp.status >= 400 and resp.status not in ok:
                     await _raise(resp)
-                yield resp
+                try:
+                    yield resp
+                except BodyTooLarge as exc:
+                    raise ResponseTooLarge(resp.status, f"{method} {url}: {exc}") from None
                 return
             finally:
                 resp.release()
@@ -136,15 +163,18 @@ class RegistryClient:
 
     async def _json(self, path: str, scopes: tuple[str, ...]) -> tuple[Any, str | None]:
         async with self.request("GET", path, scopes=scopes) as resp:
-            return json.loads(await resp.read()), _next(resp.headers.get("Link"))
+            return (_document(resp.status, path, await read_at_most(resp, DOCUMENT_LIMIT)),
+                    _next(resp.headers.get("Link")))
 
     async def _pages(self, path: str, key: str, scopes: tuple[str, ...]
                      ) -> AsyncIterator[str]:
         next_path: str | None = path
         while next_path:
             doc, next_path = await self._json(next_path, scopes)
-            for item in doc.get(key) or []:
-                yield item
+            items = doc.get(key) if isinstance(doc, dict) else None
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, str):
+                    yield item
 
     # ------------------------------------------------------------------ listings
 
@@ -159,9 +189,10 @@ class RegistryClient:
         async with self.request("GET", f"/v2/{name}/referrers/{digest}", scopes=pull(name),
                                 headers={"Accept": "application/vnd.oci.image.index.v1+json"},
                                 ok=(404, 405)) as resp:
-            body = await resp.read()
             if resp.status != 200:
+                await discard(resp)
                 return None
+            body = await read_at_most(resp, DOCUMENT_LIMIT)
         try:
             doc = json.loads(body)
         except ValueError:
@@ -187,7 +218,7 @@ class RegistryClient:
         """The manifest's exact bytes and its media type."""
         async with self.request("GET", f"/v2/{name}/manifests/{reference}", scopes=pull(name),
                                 headers={"Accept": MANIFEST_ACCEPT}) as resp:
-            body = await resp.read()
+            body = await read_at_most(resp, self.max_manifest)
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
         return body, ctype
 
@@ -215,11 +246,11 @@ class RegistryClient:
         """Dockyard's admin delete; elsewhere, every manifest of every tag by digest."""
         async with self.request("DELETE", f"/admin/v1/repositories/{name}",
                                 scopes=(f"repository:{name}:*",), ok=(404, 405)) as resp:
-            body = await resp.read()
+            body = await read_at_most(resp, SMALL_LIMIT)
             if resp.status == 404 and b"NAME_UNKNOWN" in body:
                 await _raise_body(resp.status, body, resp.reason)
             if resp.status < 400:
-                return dict(json.loads(body))
+                return dict(_document(resp.status, "repository delete", body))
         digests = {await self.manifest_digest(name, t) async for t in self.tags(name)}
         for digest in digests:
             await self.delete_manifest(name, digest)
@@ -234,10 +265,14 @@ class RegistryClient:
         async with self.request("GET", f"/admin/v1/events?{query}", scopes=ADMIN, ok=(410,),
                                 timeouts=aiohttp.ClientTimeout(total=wait + FEED_GRACE)
                                 ) as resp:
-            body = await resp.read()
+            body = await read_at_most(resp, DOCUMENT_LIMIT)
             if resp.status == 410:
                 raise _expired(body)
-        return dict(json.loads(body))
+        doc = _document(200, "the change feed", body)
+        if not isinstance(doc, dict):
+            raise RegistryClientError(200, "the change feed answered something else than "
+                                           "a JSON object")
+        return doc
 
     # ------------------------------------------------------------------ blobs
 
@@ -295,7 +330,20 @@ def push(name: str) -> tuple[str, ...]:
 
 
 async def _raise(resp: aiohttp.ClientResponse) -> None:
-    await _raise_body(resp.status, await resp.read(), resp.reason)
+    try:
+        body = await read_at_most(resp, SMALL_LIMIT)
+    except BodyTooLarge as exc:
+        raise RegistryClientError(resp.status, f"{resp.reason or 'error'} ({exc})") from None
+    await _raise_body(resp.status, body, resp.reason)
+
+
+def _document(status: int, what: str, body: bytes) -> Any:
+    """A JSON answer, or `RegistryClientError` naming what did not parse."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise RegistryClientError(status, f"{what}: the registry answered with something "
+                                          "else than JSON") from None
 
 
 async def _raise_body(status: int, body: bytes, reason: str | None) -> None:

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 
 from dockyard.oci.errors import BlobUnknown, UpstreamUnavailable
-from dockyard.received import pieces
+from dockyard.received import pieces, read_at_most
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import MANIFEST_ACCEPT, RegistryClient, RegistryClientError, pull
 
@@ -63,7 +63,7 @@ class RemoteUpstream:
                     headers={"Accept": MANIFEST_ACCEPT}, ok=_MISSING) as resp:
                 if resp.status in _MISSING:
                     return None
-                body = await resp.read()
+                body = await read_at_most(resp, self.client.max_manifest)
                 media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         except (aiohttp.ClientError, OSError, TimeoutError, RegistryClientError,
                 AuthError) as exc:

@@ -7,6 +7,7 @@ from multidict import CIMultiDict
 
 from dockyard.config.settings import EndpointSettings
 from dockyard.core.notify import ENVELOPE_TYPE
+from dockyard.received import discard
 
 
 class DeliveryFailed(Exception):
@@ -22,7 +23,10 @@ class WebhookSender:
 
     async def send(self, endpoint: EndpointSettings, body: bytes) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # the answer's body is never used: read (1 MiB at most) only so that the
+            # connection serves the next envelope, and never inflated
+            self._session = aiohttp.ClientSession(auto_decompress=False,
+                                                  headers={"Accept-Encoding": "identity"})
         headers: CIMultiDict[str] = CIMultiDict()
         for name, values in endpoint.headers.items():
             for value in values:
@@ -31,7 +35,7 @@ class WebhookSender:
         timeout = aiohttp.ClientTimeout(total=endpoint.timeout.total_seconds())
         async with self._session.post(endpoint.url, data=body, headers=headers,
                                       timeout=timeout, allow_redirects=False) as resp:
-            await resp.read()
+            await discard(resp)
             if not 200 <= resp.status < 400:
                 raise DeliveryFailed(f"{endpoint.url} answered HTTP {resp.status}")
 

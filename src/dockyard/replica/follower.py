@@ -33,6 +33,7 @@ from dockyard.metadata import events as kinds
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, RegistryError
 from dockyard.oci.manifest import parse_manifest
+from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote.client import FeedExpired, RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
 
@@ -281,19 +282,22 @@ class Follower:
                 await self.replica.unlink_blob(name, digest)
 
 
-def client_for(settings: ReplicaSettings, primary: str) -> RegistryClient:
+def client_for(settings: ReplicaSettings, primary: str, max_manifest: int = MANIFEST_LIMIT
+               ) -> RegistryClient:
     """A client of `primary` with the configured credentials (read from their
-    reference now; ValueError naming the key when that fails)."""
+    reference now; ValueError naming the key when that fails), reading manifests up to
+    `max_manifest` bytes (the replica's own limit)."""
     password = settings.password()
     credentials = (Credentials(settings.username, password or "")
                    if settings.username is not None else None)
-    return RegistryClient(primary, credentials=credentials, verify_tls=settings.tls_verify)
+    return RegistryClient(primary, credentials=credentials, verify_tls=settings.tls_verify,
+                          max_manifest=max_manifest)
 
 
 async def follow(registry: Registry, settings: ReplicaSettings, primary: str, *,
                  until_caught_up: bool = False) -> None:
     """Run a `Follower` of `primary` with a client made from `settings`."""
-    async with client_for(settings, primary) as client:
+    async with client_for(settings, primary, registry.manifests.max_size) as client:
         await Follower(registry, client, primary, batch=settings.batch,
                        wait=settings.wait.total_seconds()).run(until_caught_up=until_caught_up)
 

@@ -1,0 +1,146 @@
+"""What Dockyard reads into memory from someone else's registry is bounded.
+
+A manifest, a tags page, a token or an error body that never ends (or announces a
+gigantic length) is refused once past its limit (`received.read_at_most`: manifests 4
+MiB or `limits.manifest_max_size`, listing pages 32 MiB, tokens and errors 1 MiB), with a
+one-line error, and the process reading it never holds more than that: the class of
+CVE-2020-1702 in containers/image. Checked with `dockyard copy` (the CLI's peak RSS, by
+`getrusage` of a wrapper whose only child it is) and with a pull-through cache (the
+workers' `VmHWM`, their peak RSS, before and after).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.authenv import write_config
+from tests.support.hostile import HostileRegistry
+from tests.support.servers import Server, start_dockyard
+
+MiB = 1024 * 1024
+#: what a `dockyard copy` process may reach at its peak here (it idles at about 60 MiB)
+COPY_PEAK = 160 * MiB
+
+_WRAPPER = """
+import json, resource, subprocess, sys
+run = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120)
+print(json.dumps({"code": run.returncode, "err": run.stderr, "out": run.stdout,
+                  "maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+"""
+
+
+def copy(*args: str) -> dict[str, object]:
+    """Run `dockyard copy ARGS` as the only child of a wrapper: exit code, output, and
+    its peak RSS in bytes."""
+    out = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-m", "dockyard",
+                          "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                          *args], capture_output=True, text=True, timeout=180, check=True)
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileRegistry]:
+    server = HostileRegistry()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile_token() -> Iterator[HostileRegistry]:
+    server = HostileRegistry(token=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+def refused(result: dict[str, object], limit: str) -> str:
+    err = str(result["err"]).strip()
+    assert result["code"] == 1, result
+    assert len(err.splitlines()) == 1, err  # one line, no traceback
+    assert f"larger than {limit}" in err, err
+    assert isinstance(result["maxrss"], int)
+    assert result["maxrss"] < COPY_PEAK, f"peak RSS {result['maxrss'] / MiB:.0f} MiB"
+    return err
+
+
+def test_an_endless_manifest_is_refused_past_4_mib(hostile: HostileRegistry,
+                                                  tmp_path: Path) -> None:
+    before = hostile.sent
+    result = copy(f"{hostile.host}/endless/app:v1", f"oci:{tmp_path / 'layout'}:v1")
+    refused(result, "4 MiB")
+    assert hostile.sent - before < hostile.size // 4  # it stopped reading early
+    assert not (tmp_path / "layout" / "index.json").exists()
+
+
+def test_a_manifest_announcing_a_huge_length_is_refused_at_its_header(
+        hostile: HostileRegistry, tmp_path: Path) -> None:
+    before = hostile.sent
+    result = copy(f"{hostile.host}/declared/app:v1", f"oci:{tmp_path / 'layout'}:v1")
+    refused(result, "4 MiB")
+    assert hostile.sent - before < 16 * MiB
+
+
+def test_an_endless_tags_page_is_refused_past_32_mib(hostile: HostileRegistry,
+                                                    tmp_path: Path) -> None:
+    result = copy("--all-tags", f"{hostile.host}/endless/app", f"oci:{tmp_path / 'layout'}")
+    refused(result, "32 MiB")
+
+
+def test_an_endless_token_is_refused_past_1_mib(hostile_token: HostileRegistry,
+                                               tmp_path: Path) -> None:
+    result = copy(f"{hostile_token.host}/endless/app:v1", f"oci:{tmp_path / 'layout'}:v1")
+    err = refused(result, "1 MiB")
+    assert "token service" in err
+
+
+# ---------------------------------------------------------------- a pull-through cache
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory, hostile: HostileRegistry
+          ) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("cache")
+    config = write_config(tmp / "config.yml", proxy=[
+        {"prefix": "bad", "upstream": f"http://{hostile.host}", "tag_ttl": "1s"}])
+    server = start_dockyard(tmp / "data", config=config, workers=2)
+    yield server
+    server.stop()
+
+
+def peaks(server: Server) -> list[int]:
+    """The peak RSS (`VmHWM`) of each of the server's workers, in bytes."""
+    out = []
+    for child in psutil.Process(server.proc.pid).children():
+        status = Path(f"/proc/{child.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines()
+                   if line.startswith("VmHWM:"))
+        out.append(int(kib) * 1024)
+    assert out, "no worker found"
+    return out
+
+
+def test_a_cache_refuses_an_endless_upstream_manifest_without_holding_it(
+        cache: Server, hostile: HostileRegistry) -> None:
+    before = peaks(cache)
+    for kind in ("endless", "declared"):
+        resp = httpx.get(f"{cache.url}/v2/bad/{kind}/app/manifests/v1", timeout=60)
+        assert resp.status_code == 503, resp.text
+        error = resp.json()["errors"][0]
+        assert error["code"] == "UNAVAILABLE"
+        assert "larger than 4 MiB" in error["message"]
+        assert resp.headers.get("Retry-After")
+    after = peaks(cache)
+    grown = [a - b for a, b in zip(after, before, strict=True)]
+    assert max(grown) < 48 * MiB, f"a worker's peak RSS grew {max(grown) / MiB:.0f} MiB"
+    # the cache keeps serving
+    assert httpx.get(f"{cache.url}/v2/", timeout=10).status_code == 200

@@ -1,0 +1,134 @@
+"""A hostile registry for tests: a real aiohttp server on 127.0.0.1 in a thread whose
+answers never end (or announce a gigantic length), to prove that what Dockyard reads
+into memory from someone else's server is bounded.
+
+- `GET /v2/` answers 200, or with `token=True` 401 with a Bearer challenge whose realm
+  (`/token`) answers an endless body;
+- `/v2/endless/<repo>/manifests/<ref>` and `/v2/endless/<repo>/tags/list`: 200 with a
+  chunked body of `size` bytes that starts as JSON and never closes;
+- `/v2/declared/<repo>/manifests/<ref>`: 200 announcing `Content-Length: size`, then
+  sending slowly, as long as the client reads.
+
+`sent` counts the body bytes written to clients, so a test can tell that its client
+stopped reading long before the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from tests.support.servers import free_port
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_PIECE = b"A" * (256 * 1024)
+_TOKEN = b'{"token": "'
+
+
+@dataclass
+class HostileRegistry:
+    size: int = 512 * 1024 * 1024
+    token: bool = False
+    port: int = field(default_factory=free_port)
+    sent: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _runner: web.AppRunner | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _challenge(self, request: web.Request) -> web.Response | None:
+        """With `token`, a request without credentials gets the Bearer challenge."""
+        if self.token and "Authorization" not in request.headers:
+            realm = f"http://{self.host}/token"
+            return web.Response(status=401, headers={
+                "WWW-Authenticate": f'Bearer realm="{realm}",service="hostile"'})
+        return None
+
+    async def _base(self, request: web.Request) -> web.StreamResponse:
+        return self._challenge(request) or web.json_response({})
+
+    async def _endless(self, request: web.Request, head: bytes, content_type: str,
+                       declared: bool) -> web.StreamResponse:
+        challenge = self._challenge(request) if head != _TOKEN else None
+        if challenge is not None:
+            return challenge
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
+        if declared:
+            resp.content_length = self.size
+        else:
+            resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        await resp.write(head)
+        left = self.size - len(head)
+        try:
+            while left > 0:
+                piece = _PIECE[:left]
+                await resp.write(piece)
+                self.sent += len(piece)
+                left -= len(piece)
+                if declared:
+                    await asyncio.sleep(0.01)  # slow: the client must not wait for it all
+        except (ConnectionError, asyncio.CancelledError):  # the client stopped reading
+            return resp
+        await resp.write_eof()
+        return resp
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
+        declared = request.match_info["kind"] == "declared"
+        return await self._endless(request, b'{"schemaVersion": 2, "x": "', MANIFEST,
+                                   declared)
+
+    async def _tags(self, request: web.Request) -> web.StreamResponse:
+        return await self._endless(request, b'{"name": "x", "tags": ["', "application/json",
+                                   False)
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        return await self._endless(request, _TOKEN, "application/json", False)
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_get("/v2/", self._base)
+            app.router.add_get("/token", self._token)
+            app.router.add_route("*", "/v2/{kind:endless|declared}/{repo}/manifests/{ref}",
+                                 self._manifest)
+            app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+            ready.set()
+
+        def main() -> None:
+            assert self._loop is not None
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=main, daemon=True)
+        self._thread.start()
+        assert ready.wait(30), "the hostile registry did not start"
+
+    def stop(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        loop = self._loop
+
+        async def shutdown() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(30)
+        loop.close()
+        self._loop = self._thread = None
