@@ -19,6 +19,9 @@ import aiohttp
 from dockyard.received import SMALL_LIMIT, BodyTooLarge, read_at_most
 from dockyard.remote.credentials import Credentials
 
+#: a token service answers within this, or the request fails (`AuthError`)
+TOKEN_TIMEOUTS = aiohttp.ClientTimeout(total=60, sock_connect=30)
+
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -95,7 +98,8 @@ class Authenticator:
         headers = {} if self.credentials is None else \
             {"Authorization": basic_header(self.credentials)}
         realm = challenge.params["realm"]
-        async with session.get(realm, params=params, headers=headers, ssl=ssl) as resp:
+        async with session.get(realm, params=params, headers=headers, ssl=ssl,
+                               timeout=TOKEN_TIMEOUTS) as resp:
             try:
                 body = await read_at_most(resp, SMALL_LIMIT)
             except BodyTooLarge as exc:

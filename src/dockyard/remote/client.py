@@ -69,6 +69,9 @@ class FeedExpired(RegistryClientError):
 ADMIN = ("registry:admin:*",)
 #: a long poll may take this much longer than the wait it asked for before it fails
 FEED_GRACE = 60.0
+#: how long a request without a streamed body (a manifest, a HEAD, a listing page, an
+#: upload's start) may take in all: a server trickling an answer is cut off
+SMALL_REQUEST_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,9 @@ class RegistryClient:
         self.base = base_url.rstrip("/")
         #: the largest manifest read from this registry (larger: `ResponseTooLarge`)
         self.max_manifest = max_manifest
+        #: the time limits of a request that streams no blob
+        self.small_timeouts = aiohttp.ClientTimeout(total=SMALL_REQUEST_SECONDS,
+                                                    sock_connect=30)
         self._auth = Authenticator(credentials)
         self._ssl = verify_tls
         # bytes pass through as the registry sent them (digests are of those bytes, so
@@ -119,13 +125,16 @@ class RegistryClient:
     async def request(self, method: str, path: str, *, scopes: tuple[str, ...] = (),
                       headers: dict[str, str] | None = None, data: Any = None,
                       replayable: bool = True, ok: tuple[int, ...] = (),
-                      timeouts: aiohttp.ClientTimeout | None = None
+                      timeouts: aiohttp.ClientTimeout | None = None, streaming: bool = False
                       ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One request, authenticated for `scopes`; a 401 is answered and retried once
         (only when the body can be sent again). Statuses >= 400 not in `ok` raise.
-        `timeouts` replace the session's (which has no overall limit). A body read with
-        `read_at_most` past its limit raises `ResponseTooLarge`."""
+        `timeouts` replace the session's (which has no overall limit); without them a
+        request that does not stream a blob (`streaming`) gets `small_timeouts`. A body
+        read with `read_at_most` past its limit raises `ResponseTooLarge`."""
         url = path if path.startswith(("http://", "https://")) else self.url(path)
+        if timeouts is None and not streaming:
+            timeouts = self.small_timeouts
         for attempt in (0, 1):
             sent = dict(headers or {})
             authorization = self._auth.header(scopes)
@@ -284,7 +293,8 @@ class RegistryClient:
     @asynccontextmanager
     async def open_blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """The blob's bytes as they arrive (`received.pieces`: none copied)."""
-        async with self.request("GET", f"/v2/{name}/blobs/{digest}", scopes=pull(name)) as resp:
+        async with self.request("GET", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
+                                streaming=True) as resp:
             yield pieces(resp.content)
 
     async def mount_blob(self, name: str, digest: str, source: str) -> str | None:
@@ -316,6 +326,7 @@ class RegistryClient:
         sep = "&" if "?" in location else "?"
         async with self.request("PUT", f"{location}{sep}digest={quote(digest)}",
                                 scopes=push(name), replayable=False, data=chunks,
+                                streaming=True,
                                 headers={"Content-Type": "application/octet-stream",
                                          "Content-Length": str(size)}):
             pass

@@ -89,7 +89,8 @@ class RemoteUpstream:
     async def blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         try:
             async with self.client.request("GET", f"/v2/{name}/blobs/{digest}",
-                                           scopes=pull(name), ok=_MISSING) as resp:
+                                           scopes=pull(name), ok=_MISSING,
+                                           streaming=True) as resp:
                 if resp.status in _MISSING:
                     raise BlobUnknown(f"blob {digest} is not in {self.url}/{name}",
                                       {"digest": digest})

@@ -1,0 +1,104 @@
+"""`RegistryClient`'s time bounds against a real aiohttp server on loopback that trickles
+its answers: a request that streams no blob (a manifest, a token) is cut off after its
+total limit, a blob that keeps coming is not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from dockyard.remote import auth
+from dockyard.remote.auth import AuthError
+from dockyard.remote.client import RegistryClient
+
+TRICKLE = 0.1  # seconds between two bytes (or pieces) of an answer
+LIMIT = 1.0  # the client's total limit in these tests
+
+
+async def _trickle(request: web.Request, body: bytes, content_type: str
+                   ) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": content_type})
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    try:
+        for i in range(len(body)):
+            await resp.write(body[i:i + 1])
+            await asyncio.sleep(TRICKLE)
+    except ConnectionError:
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+async def _manifest(request: web.Request) -> web.StreamResponse:
+    return await _trickle(request, b'{"schemaVersion": 2, "layers": []}',
+                          "application/vnd.oci.image.manifest.v1+json")
+
+
+async def _blob(request: web.Request) -> web.StreamResponse:
+    """30 pieces of 1 KiB, one every TRICKLE: 3 s in all, never a silence of 1 s."""
+    resp = web.StreamResponse()
+    resp.content_length = 30 * 1024
+    await resp.prepare(request)
+    for _ in range(30):
+        await resp.write(b"b" * 1024)
+        await asyncio.sleep(TRICKLE)
+    await resp.write_eof()
+    return resp
+
+
+async def _challenge(request: web.Request) -> web.StreamResponse:
+    realm = f"http://{request.host}/token"
+    return web.Response(status=401, headers={
+        "WWW-Authenticate": f'Bearer realm="{realm}",service="slow"'})
+
+
+async def _token(request: web.Request) -> web.StreamResponse:
+    return await _trickle(request, b'{"token": "' + b"t" * 64 + b'"}', "application/json")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app.router.add_get("/v2/slow/app/manifests/v1", _manifest)
+    app.router.add_get("/v2/slow/app/blobs/{digest}", _blob)
+    app.router.add_get("/v2/locked/app/manifests/v1", _challenge)
+    app.router.add_get("/token", _token)
+    async with TestServer(app, host="127.0.0.1") as srv:
+        yield srv
+
+
+def client(server: TestServer) -> RegistryClient:
+    made = RegistryClient(str(server.make_url("")))
+    made.small_timeouts = aiohttp.ClientTimeout(total=LIMIT, sock_connect=5)
+    return made
+
+
+async def test_a_trickled_manifest_is_cut_off_at_the_total_limit(server: TestServer) -> None:
+    async with client(server) as c:
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await c.get_manifest("slow/app", "v1")
+        assert time.monotonic() - began < LIMIT + 1.0  # the whole answer needs 3.5 s
+
+
+async def test_a_blob_that_keeps_coming_is_not_cut_off(server: TestServer) -> None:
+    async with client(server) as c, c.open_blob("slow/app", "sha256:" + "0" * 64) as chunks:
+        got = sum([len(piece) async for piece in chunks])
+    assert got == 30 * 1024  # 3 s, three times the small requests' limit
+
+
+async def test_a_trickled_token_is_cut_off(server: TestServer,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "TOKEN_TIMEOUTS", aiohttp.ClientTimeout(total=LIMIT))
+    async with client(server) as c:
+        began = time.monotonic()
+        with pytest.raises((TimeoutError, AuthError)):
+            await c.get_manifest("locked/app", "v1")
+        assert time.monotonic() - began < LIMIT + 1.0
