@@ -228,7 +228,7 @@ def test_repush_clears_the_mark(server: Server) -> None:
     payload = blob_bytes(4096)
     with httpx.Client(base_url=server.url) as client:
         digest = push_blob(client, "fsck/repush", payload)
-    blob_path(data, digest).write_bytes(payload[:-1] + b"X")
+    blob_path(data, digest).write_bytes(payload[:-1] + bytes([payload[-1] ^ 0xFF]))
     code, _ = fsck(data, "--verify-digests", "--repair")
     assert code == 1
     with httpx.Client(base_url=server.url) as client:
