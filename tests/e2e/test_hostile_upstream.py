@@ -11,9 +11,11 @@ workers' `VmHWM`, their peak RSS, before and after).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import psutil
 import pytest
 
 from tests.support.authenv import write_config
-from tests.support.hostile import HostileRegistry
+from tests.support.hostile import LYING_MANIFEST, MANIFEST, HostileRegistry
 from tests.support.servers import Server, start_dockyard
 
 MiB = 1024 * 1024
@@ -144,3 +146,21 @@ def test_a_cache_refuses_an_endless_upstream_manifest_without_holding_it(
     assert max(grown) < 48 * MiB, f"a worker's peak RSS grew {max(grown) / MiB:.0f} MiB"
     # the cache keeps serving
     assert httpx.get(f"{cache.url}/v2/", timeout=10).status_code == 200
+
+
+def test_a_cache_rechecks_a_tag_whose_upstream_digest_header_is_not_a_digest(
+        cache: Server) -> None:
+    """Upstream answers a HEAD by tag with `Docker-Content-Digest: sha256:NOTHEX`: the
+    re-check after the tag's TTL hashes the manifest instead (same bytes: the tag has
+    not moved), and never asks upstream for a manifest by that text."""
+    url = f"{cache.url}/v2/bad/lying/app/manifests/v1"
+    want = "sha256:" + hashlib.sha256(LYING_MANIFEST).hexdigest()
+    first = httpx.get(url, headers={"Accept": MANIFEST}, timeout=30)
+    assert first.status_code == 200, first.text
+    assert first.headers["Docker-Content-Digest"] == want
+    time.sleep(1.5)  # past the rule's 1 s tag TTL: the next pull re-checks upstream
+    again = httpx.get(url, headers={"Accept": MANIFEST}, timeout=30)
+    assert again.status_code == 200, again.text
+    assert again.headers["Docker-Content-Digest"] == want
+    assert again.content == LYING_MANIFEST
+    assert "X-Dockyard-Cache" not in again.headers  # re-checked, not served stale

@@ -7,7 +7,9 @@ into memory from someone else's server is bounded.
 - `/v2/endless/<repo>/manifests/<ref>` and `/v2/endless/<repo>/tags/list`: 200 with a
   chunked body of `size` bytes that starts as JSON and never closes;
 - `/v2/declared/<repo>/manifests/<ref>`: 200 announcing `Content-Length: size`, then
-  sending slowly, as long as the client reads.
+  sending slowly, as long as the client reads;
+- `/v2/lying/<repo>/manifests/<ref>`: a real small manifest (`LYING_MANIFEST`; another
+  one for any other reference), with `Docker-Content-Digest: sha256:NOTHEX`.
 
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
@@ -16,6 +18,8 @@ stopped reading long before the end.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import threading
 from dataclasses import dataclass, field
 
@@ -26,6 +30,19 @@ from tests.support.servers import free_port
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _PIECE = b"A" * (256 * 1024)
 _TOKEN = b'{"token": "'
+
+
+def _manifest(label: str) -> bytes:
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json",
+              "digest": "sha256:" + hashlib.sha256(label.encode()).hexdigest(), "size": 2}
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+             "digest": "sha256:" + hashlib.sha256(label.encode() * 2).hexdigest(), "size": 4}
+    return json.dumps({"schemaVersion": 2, "mediaType": MANIFEST, "config": config,
+                       "layers": [layer]}).encode()
+
+
+LYING_MANIFEST = _manifest("lying")
+OTHER_MANIFEST = _manifest("other")
 
 
 @dataclass
@@ -86,6 +103,12 @@ class HostileRegistry:
         return await self._endless(request, b'{"schemaVersion": 2, "x": "', MANIFEST,
                                    declared)
 
+    async def _lying(self, request: web.Request) -> web.StreamResponse:
+        body = LYING_MANIFEST if request.match_info["ref"] == "v1" else OTHER_MANIFEST
+        return web.Response(body=None if request.method == "HEAD" else body, headers={
+            "Content-Type": MANIFEST, "Docker-Content-Digest": "sha256:NOTHEX",
+            "Content-Length": str(len(body))})
+
     async def _tags(self, request: web.Request) -> web.StreamResponse:
         return await self._endless(request, b'{"name": "x", "tags": ["', "application/json",
                                    False)
@@ -104,6 +127,7 @@ class HostileRegistry:
             app.router.add_route("*", "/v2/{kind:endless|declared}/{repo}/manifests/{ref}",
                                  self._manifest)
             app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
+            app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
             self._runner = web.AppRunner(app)
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from dockyard.oci.errors import BlobUnknown, UpstreamUnavailable
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import BlobUnknown, DigestInvalid, UpstreamUnavailable
 from dockyard.received import pieces, read_at_most
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import MANIFEST_ACCEPT, RegistryClient, RegistryClientError, pull
@@ -51,9 +52,9 @@ class RemoteUpstream:
         except (aiohttp.ClientError, OSError, TimeoutError, RegistryClientError,
                 AuthError) as exc:
             raise self._unavailable(exc) from None
-        if digest is not None:
+        if digest is not None and _is_digest(digest):
             return digest
-        fetched = await self.manifest(name, tag)  # no digest header: compute it
+        fetched = await self.manifest(name, tag)  # no usable digest header: compute it
         return None if fetched is None else "sha256:" + hashlib.sha256(fetched[0]).hexdigest()
 
     async def manifest(self, name: str, reference: str) -> tuple[bytes, str] | None:
@@ -98,6 +99,16 @@ class RemoteUpstream:
         except (aiohttp.ClientError, OSError, TimeoutError, RegistryClientError,
                 AuthError) as exc:
             raise self._unavailable(exc) from None
+
+
+def _is_digest(text: str) -> bool:
+    """Whether an upstream's `Docker-Content-Digest` is a digest this registry can use
+    (anything else is as good as no header: the manifest is fetched and hashed)."""
+    try:
+        Digest.parse(text)
+    except DigestInvalid:
+        return False
+    return True
 
 
 async def _chunks(resp: aiohttp.ClientResponse, upstream: RemoteUpstream
