@@ -408,6 +408,40 @@ def test_the_history_needs_the_catalog_and_origins_need_pull(
         server.stop()
 
 
+def test_the_history_shows_a_user_only_the_sources_they_may_pull(
+        dist: Server, tmp_path: Path) -> None:
+    """With the catalog open to every user, the history is filtered like the catalog:
+    a source's runs are shown to those who may pull its destination."""
+    repo = "acl2/app"
+    new_image(tmp_path, dist, repo, "v1")
+    config = write_config(tmp_path / "c.yml", [
+        source(dist, name="open", repository=repo, destination="public/app"),
+        source(dist, name="closed", repository=repo, destination="secret/app")])
+    auth = {"method": "htpasswd", "htpasswd": {"path": write_htpasswd(tmp_path / "htp")},
+            "catalog": ["authenticated"], "access": [
+                {"repository": "public/**", "allow": {"authenticated": ["pull"],
+                                                      "group:admins": ["*"]}},
+                {"repository": "**", "allow": {"group:admins": ["*"]}}]}
+    server = start_dockyard(tmp_path / "data",
+                            config=write_serve_config(tmp_path / "serve.yml", auth=auth))
+    try:
+        done = reports(dockyard_sync(config, server.data, "--json"))
+        assert {name: r["status"] for name, r in done.items()} == {"open": "ok",
+                                                                   "closed": "ok"}
+
+        def sources(user: str) -> list[str]:
+            resp = httpx.get(f"{server.url}/admin/v1/sync", auth=(user, USERS[user][0]))
+            assert resp.status_code == 200, resp.text
+            return sorted(r["source"] for r in resp.json()["runs"])
+
+        assert sources("reader") == ["open"]
+        assert sources("admin") == ["closed", "open"]
+        catalog = httpx.get(f"{server.url}/v2/_catalog", auth=("reader", USERS["reader"][0]))
+        assert catalog.json()["repositories"] == ["public/app"]  # the same view
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- the schedule
 
 

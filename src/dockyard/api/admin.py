@@ -17,7 +17,9 @@ These two need `registry:admin:*` (`auth.admin`).
 (upstream, digest, when fetched and last checked), JSON; needs `pull`.
 
 - `GET /admin/v1/sync[?source=NAME][&n=N]`: the last runs of the mirror sources (all,
-  or one), newest first, each with its report. Needs `registry:catalog:*`.
+  or one), newest first, each with its report. Needs `registry:catalog:*`, and like
+  the catalog it shows only what the caller may pull: the runs of the sources whose
+  destination repository that is.
 - `GET /admin/v1/sync/repositories/<name>`: where each mirrored tag of the repository
   came from and when (tags it has now; 404 NAME_UNKNOWN without the repository). Needs
   `pull` on the repository.
@@ -35,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dockyard.api.access import catalog_filter
 from dockyard.api.context import Match, registry
 from dockyard.core import jobruns
 from dockyard.core.mirrors import RUNS_KEPT
@@ -116,10 +119,12 @@ async def sync_runs(request: web.Request, match: Match) -> web.StreamResponse:
             raise PaginationInvalid(f"n must be a non-negative integer, not {text[:20]!r}")
         n = min(int(text), 1000)
     source = request.query.get("source") or None
-    runs = await registry(request).mirrors.runs(source, n)
+    visible = catalog_filter(request)
+    runs = [(r, json.loads(r.report)) for r in await registry(request).mirrors.runs(source, n)]
     return _json({"runs": [{"source": r.source, "started_at": r.started_at,
                             "finished_at": r.finished_at, "status": r.status,
-                            "report": json.loads(r.report)} for r in runs]})
+                            "report": report} for r, report in runs
+                           if visible is None or visible(str(report.get("destination")))]})
 
 
 #: job runs answered per job by default
