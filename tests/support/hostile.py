@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import threading
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.support.apphost import AppHost
 from tests.support.servers import free_port
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -51,9 +51,9 @@ class HostileRegistry:
     token: bool = False
     port: int = field(default_factory=free_port)
     sent: int = 0
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
+
+    def __post_init__(self) -> None:
+        self._host = AppHost(self.port, "hostile registry")
 
     @property
     def host(self) -> str:
@@ -117,42 +117,14 @@ class HostileRegistry:
         return await self._endless(request, _TOKEN, "application/json", False)
 
     def start(self) -> None:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_get("/v2/", self._base)
-            app.router.add_get("/token", self._token)
-            app.router.add_route("*", "/v2/{kind:endless|declared}/{repo}/manifests/{ref}",
-                                 self._manifest)
-            app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
-            app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
-            self._runner = web.AppRunner(app)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-            ready.set()
-
-        def main() -> None:
-            assert self._loop is not None
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=main, daemon=True)
-        self._thread.start()
-        assert ready.wait(30), "the hostile registry did not start"
+        app = web.Application()
+        app.router.add_get("/v2/", self._base)
+        app.router.add_get("/token", self._token)
+        app.router.add_route("*", "/v2/{kind:endless|declared}/{repo}/manifests/{ref}",
+                             self._manifest)
+        app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
+        app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
+        self._host.start(app)
 
     def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        loop = self._loop
-
-        async def shutdown() -> None:
-            if self._runner is not None:
-                await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(30)
-        loop.close()
-        self._loop = self._thread = None
+        self._host.stop()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from tests.support.apphost import AppHost
 from tests.support.servers import free_port
 
 
@@ -36,9 +36,9 @@ class Receiver:
     #: seconds each POST is held before its answer (set to 0 to let held ones go)
     delay: float = 0.0
     deliveries: list[Delivery] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _thread: threading.Thread | None = None
-    _runner: web.AppRunner | None = None
+
+    def __post_init__(self) -> None:
+        self._host = AppHost(self.port, "receiver")
 
     @property
     def url(self) -> str:
@@ -61,36 +61,12 @@ class Receiver:
         return web.Response(status=status)
 
     def start(self) -> None:
-        ready = threading.Event()
-        self._loop = asyncio.new_event_loop()
-
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_post("/events", self._handle)
-            self._runner = web.AppRunner(app)
-            await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-            ready.set()
-
-        def main() -> None:
-            assert self._loop is not None
-            self._loop.run_until_complete(serve())
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=main, daemon=True)
-        self._thread.start()
-        assert ready.wait(10), "the receiver did not start"
+        app = web.Application()
+        app.router.add_post("/events", self._handle)
+        self._host.start(app, timeout=10)
 
     def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        loop, runner = self._loop, self._runner
-        assert runner is not None
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(10)
-        loop.close()
-        self._loop = self._thread = self._runner = None
+        self._host.stop(timeout=10)
 
     def wait_for(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
         """The events once at least `count` have arrived (AssertionError after `timeout`)."""
