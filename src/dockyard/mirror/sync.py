@@ -23,7 +23,7 @@ from dockyard.config.mirror import MirrorSource
 from dockyard.config.secrets import read_secret
 from dockyard.copying.connect import Access, open_end
 from dockyard.copying.ends import MountHints
-from dockyard.copying.engine import END_ERRORS, Copier, CopyError, CopyOptions
+from dockyard.copying.engine import END_ERRORS, Copier, CopyError, CopyOptions, one_line
 from dockyard.copying.local_end import LocalRepository
 from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import RegistryRef
@@ -292,7 +292,5 @@ async def sync_sources(registry: Registry, sources: Sequence[MirrorSource], *,
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, RegistryError):
-        return exc.message
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text or type(exc).__name__
+    """A registry error's own message, else the copy engine's one line of `exc`."""
+    return exc.message if isinstance(exc, RegistryError) else one_line(exc)
