@@ -13,6 +13,7 @@ from dockyard.config.proxy import ProxyCredentials, ProxyRule
 from dockyard.config.secrets import from_env, read_secret
 from dockyard.config.settings import S3Settings, Settings
 from dockyard.core.metrics import metrics
+from dockyard.core.mirrors import job_name
 from dockyard.core.proxy import Upstream
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
@@ -147,6 +148,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         proxies=build_upstreams(settings),
         endpoints=settings.notifications.active,
         source_addr=f"{socket.gethostname()}:{settings.http.addr.rpartition(':')[2]}",
+        job_repositories={job_name(s.key): s.local for s in settings.mirror},
     )
 
 

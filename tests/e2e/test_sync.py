@@ -410,34 +410,72 @@ def test_the_history_needs_the_catalog_and_origins_need_pull(
 
 def test_the_history_shows_a_user_only_the_sources_they_may_pull(
         dist: Server, tmp_path: Path) -> None:
-    """With the catalog open to every user, the history is filtered like the catalog:
-    a source's runs are shown to those who may pull its destination."""
+    """With the catalog open to every user, the sync history, the job runs and the
+    operations page are filtered like the catalog: a source's runs and its job are shown
+    to those who may pull its destination; other jobs' free-text summaries only to
+    those who may pull everything."""
     repo = "acl2/app"
     new_image(tmp_path, dist, repo, "v1")
-    config = write_config(tmp_path / "c.yml", [
-        source(dist, name="open", repository=repo, destination="public/app"),
-        source(dist, name="closed", repository=repo, destination="secret/app")])
+    sources = [source(dist, name=name, repository=repo, destination=destination,
+                      schedule="2s")
+               for name, destination in (("open", "public/app"), ("closed", "secret/app"))]
     auth = {"method": "htpasswd", "htpasswd": {"path": write_htpasswd(tmp_path / "htp")},
             "catalog": ["authenticated"], "access": [
                 {"repository": "public/**", "allow": {"authenticated": ["pull"],
                                                       "group:admins": ["*"]}},
                 {"repository": "**", "allow": {"group:admins": ["*"]}}]}
-    server = start_dockyard(tmp_path / "data",
-                            config=write_serve_config(tmp_path / "serve.yml", auth=auth))
+    serve = write_serve_config(tmp_path / "serve.yml", auth=auth, mirror=sources,
+                               storage={"uploads": {"purge_interval": "1s"}})
+    server = start_dockyard(tmp_path / "data", config=serve, env=ENV)
+
+    def get(user: str, path: str, **params: str) -> httpx.Response:
+        return httpx.get(f"{server.url}{path}", params=params, timeout=10,
+                         auth=(user, USERS[user][0]))
+
+    def jobs(user: str) -> dict[str, list[dict[str, Any]]]:
+        resp = get(user, "/admin/v1/jobs")
+        assert resp.status_code == 200, resp.text
+        return {job["name"]: job["runs"] for job in resp.json()["jobs"]}
+
     try:
-        done = reports(dockyard_sync(config, server.data, "--json"))
-        assert {name: r["status"] for name, r in done.items()} == {"open": "ok",
-                                                                   "closed": "ok"}
+        # the server's own schedule syncs both sources; the purge job runs beside them
+        wanted = {"mirror.open", "mirror.closed", "uploads.purge"}
+        deadline = time.monotonic() + 90
+        while not wanted <= jobs("admin").keys():
+            assert time.monotonic() < deadline, (jobs("admin"), server.log.read_text()[-3000:])
+            time.sleep(0.5)
 
-        def sources(user: str) -> list[str]:
-            resp = httpx.get(f"{server.url}/admin/v1/sync", auth=(user, USERS[user][0]))
+        def sources(user: str) -> set[str]:
+            resp = get(user, "/admin/v1/sync")
             assert resp.status_code == 200, resp.text
-            return sorted(r["source"] for r in resp.json()["runs"])
+            return {r["source"] for r in resp.json()["runs"]}
 
-        assert sources("reader") == ["open"]
-        assert sources("admin") == ["closed", "open"]
-        catalog = httpx.get(f"{server.url}/v2/_catalog", auth=("reader", USERS["reader"][0]))
+        assert sources("reader") == {"open"}
+        assert sources("admin") == {"closed", "open"}
+        catalog = get("reader", "/v2/_catalog")
         assert catalog.json()["repositories"] == ["public/app"]  # the same view
+
+        admin, reader = jobs("admin"), jobs("reader")
+        assert "mirror.closed" not in reader  # its name is its destination's business
+        assert reader["mirror.open"][0]["summary"].startswith("ok: ")
+        assert admin["mirror.closed"][0]["summary"].startswith("ok: ")
+        assert admin["uploads.purge"][0]["summary"].endswith("expired upload sessions removed")
+        assert reader["uploads.purge"][0]["outcome"] == "ok"
+        assert {r["summary"] for r in reader["uploads.purge"]} == {""}  # withheld
+
+        page = get("reader", "/ui/operations")
+        assert page.status_code == 200, page.text
+        for shown in ("mirror.open", ">open<"):
+            assert shown in page.text
+        for hidden in ("mirror.closed", ">closed<"):
+            assert hidden not in page.text
+        assert "expired upload sessions" not in page.text
+        assert "expired upload sessions" in get("admin", "/ui/operations").text
+
+        for path in ("/admin/v1/sync", "/admin/v1/jobs"):  # a digit int() refuses
+            bad = get("reader", path, n="\u00b2")
+            assert bad.status_code == 400, (path, bad.text)
+            assert bad.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
     finally:
         server.stop()
 

@@ -26,7 +26,10 @@ These two need `registry:admin:*` (`auth.admin`).
 - `GET /admin/v1/jobs[?job=NAME][&n=N]`: the last N runs (default 10, at most the 50
   kept) of each recorded background job (or one), newest first: holder, start, end,
   outcome (`ok`, `failed`, `lost`, `cancelled`) and summary. Needs
-  `registry:catalog:*`, as the operations page that shows them.
+  `registry:catalog:*`, as the operations page that shows them; filtered like the
+  catalog (`core.jobruns.JobHistory.recent`): a mirror source's job only for those who
+  may pull its destination, other jobs' summaries ("") only for those who may pull
+  everything.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from aiohttp import web
 from dockyard.api.access import catalog_filter
 from dockyard.api.context import Match, registry
 from dockyard.core import jobruns
-from dockyard.core.mirrors import RUNS_KEPT
+from dockyard.core.mirrors import RUNS_KEPT, visible_runs
 from dockyard.oci.errors import CursorInvalid, PaginationInvalid
 
 #: events answered at most per request
@@ -112,19 +115,12 @@ async def cache_provenance(request: web.Request, match: Match) -> web.StreamResp
 
 
 async def sync_runs(request: web.Request, match: Match) -> web.StreamResponse:
-    text = request.query.get("n", "")
-    n = RUNS_KEPT
-    if text:
-        if not text.isdigit():
-            raise PaginationInvalid(f"n must be a non-negative integer, not {text[:20]!r}")
-        n = min(int(text), 1000)
+    n = int(min(_number(request.rel_url.query, "n", RUNS_KEPT, integer=True), 1000))
     source = request.query.get("source") or None
-    visible = catalog_filter(request)
-    runs = [(r, json.loads(r.report)) for r in await registry(request).mirrors.runs(source, n)]
+    runs = await visible_runs(registry(request).mirrors, source, n, catalog_filter(request))
     return _json({"runs": [{"source": r.source, "started_at": r.started_at,
                             "finished_at": r.finished_at, "status": r.status,
-                            "report": report} for r, report in runs
-                           if visible is None or visible(str(report.get("destination")))]})
+                            "report": report} for r, report in runs]})
 
 
 #: job runs answered per job by default
@@ -132,14 +128,10 @@ JOB_RUNS = 10
 
 
 async def job_runs(request: web.Request, _match: Match) -> web.StreamResponse:
-    text = request.query.get("n", "")
-    n = JOB_RUNS
-    if text:
-        if not (text.isascii() and text.isdigit()) or len(text) > 6:
-            raise PaginationInvalid(f"n must be a non-negative integer, not {text[:20]!r}")
-        n = min(int(text), jobruns.RUNS_KEPT)
+    n = int(min(_number(request.rel_url.query, "n", JOB_RUNS, integer=True),
+                jobruns.RUNS_KEPT))
     job = request.query.get("job") or None
-    recent = await registry(request).job_runs.recent(n, job)
+    recent = await registry(request).job_runs.recent(n, job, catalog_filter(request))
     return _json({"jobs": [
         {"name": name, "runs": [
             {"holder": r.holder, "started_at": r.started_at, "finished_at": r.finished_at,

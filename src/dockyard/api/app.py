@@ -17,7 +17,7 @@ from dockyard.api.context import REGISTRY, SETTINGS
 from dockyard.api.errors import error_response
 from dockyard.api.health import MAIN, add_routes
 from dockyard.api.proxy import PROXIES
-from dockyard.api.routes import authorization, dispatch
+from dockyard.api.routes import ADMIN_RESOURCE, authorization, dispatch
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import JobRunner
@@ -117,7 +117,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> web.Applic
     app.router.add_route("*", "/v2", dispatch)
     # [\s\S]: a path with an encoded newline (%0A) is ours too, answered in OCI JSON
     app.router.add_route("*", r"/v2/{tail:[\s\S]*}", dispatch)
-    app.router.add_route("*", r"/admin/v1/{tail:[\s\S]*}", dispatch)
+    app.router.add_route("*", r"/admin/v1/{tail:[\s\S]*}", dispatch, name=ADMIN_RESOURCE)
     debug = settings.http.debug.addr is not None
     add_routes(app, health=not debug, metrics_route=settings.metrics.enabled and not debug)
     install_access(app, settings)

@@ -121,6 +121,10 @@ ROUTES: tuple[Route, ...] = (
        GET=_E(admin.sync_provenance, Access.PULL)),
 )
 
+#: the name of the aiohttp route that hands /admin/v1 paths to `dispatch` (its unknown
+#: paths are UNSUPPORTED; a /v2 one names a repository that has no such endpoint)
+ADMIN_RESOURCE = "admin-v1"
+
 #: what a read-only replica refuses (the endpoints that write)
 _WRITES = frozenset({Access.PUSH, Access.DELETE})
 
@@ -162,10 +166,12 @@ def _route_of(path: str) -> tuple[Route, Match] | None:
 
 def _resolve_table(request: web.Request) -> _Target | web.StreamResponse:
     """The /v2 (and /admin/v1) endpoint of the raw path, or the error to answer."""
-    path = request.rel_url.raw_path
-    found = _route_of(path)
+    found = _route_of(request.rel_url.raw_path)
     if found is None:
-        return error_response("NAME_UNKNOWN" if path.startswith("/v2/") else "UNSUPPORTED",
+        # which of the app's dispatch routes took the request, not the path's text
+        resource = request.match_info.route.resource
+        admin_path = resource is not None and resource.name == ADMIN_RESOURCE
+        return error_response("UNSUPPORTED" if admin_path else "NAME_UNKNOWN",
                               "no such endpoint", status=404, head=request.method == "HEAD")
     route, match = found
     endpoint = route.endpoints.get(request.method)

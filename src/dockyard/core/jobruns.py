@@ -14,6 +14,8 @@ select per run, and runs are minutes to days apart (see `core.jobs.Job.record`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 from dockyard.metadata.jobruns import JobRun
@@ -49,11 +51,17 @@ def bounded(text: str, limit: int = SUMMARY_MAX) -> str:
 
 
 class JobHistory:
-    """Records finished runs (bounded per job, summaries bounded) and reads them back."""
+    """Records finished runs (bounded per job, summaries bounded) and reads them back.
 
-    def __init__(self, records: JobRunRecords, keep: int = RUNS_KEPT) -> None:
+    `repositories` names the one repository a job acts on (a mirror source's sync: its
+    destination), for callers who may not see every repository (`recent`'s `visible`).
+    """
+
+    def __init__(self, records: JobRunRecords, keep: int = RUNS_KEPT,
+                 repositories: Mapping[str, str] | None = None) -> None:
         self.records = records
         self.keep = keep
+        self.repositories = dict(repositories or {})
 
     async def record(self, job: str, holder: str, started_at: float, finished_at: float,
                      outcome: str, summary: str) -> None:
@@ -63,9 +71,23 @@ class JobHistory:
             JobRun(job, holder[:255], started_at, finished_at, outcome, bounded(summary)),
             self.keep)
 
-    async def recent(self, per_job: int, job: str | None = None) -> dict[str, list[JobRun]]:
-        """The last `per_job` runs of each job (or of `job`), newest first, by job name."""
+    async def recent(self, per_job: int, job: str | None = None,
+                     visible: Callable[[str], bool] | None = None
+                     ) -> dict[str, list[JobRun]]:
+        """The last `per_job` runs of each job (or of `job`), newest first, by job name.
+
+        For a caller who may not pull everything (`visible`, the catalog's filter), a job
+        acting on one repository is left out unless `visible` accepts it, and the other
+        jobs' summaries are withheld (""): they are free text, an error or a failed
+        build's image names, that may name any repository.
+        """
         out: dict[str, list[JobRun]] = {}
         for run in await self.records.runs(job, per_job):
+            if visible is not None:
+                repository = self.repositories.get(run.job)
+                if repository is None:
+                    run = replace(run, summary="")
+                elif not visible(repository):
+                    continue
             out.setdefault(run.job, []).append(run)
         return out

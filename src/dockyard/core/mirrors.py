@@ -8,11 +8,14 @@ layers above never import `metadata`.
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from dockyard.metadata.mirrors import MirrorRun, TagOrigin
 
-__all__ = ["RUNS_KEPT", "MirrorRecords", "MirrorRun", "TagOrigin"]
+__all__ = ["RUNS_KEPT", "MirrorRecords", "MirrorRun", "TagOrigin", "job_name",
+           "visible_runs"]
 
 RUNS_KEPT = 20
 """Runs of each source kept in the history (older ones are dropped as new ones end)."""
@@ -38,3 +41,23 @@ class MirrorRecords(Protocol):
         """Origins by repository and tag; `current`: only tags still at the digest the
         sync set."""
         ...
+
+
+def job_name(source: str) -> str:
+    """The jobs registry's name of the sync of source `source` (its key)."""
+    return f"mirror.{source}"
+
+
+async def visible_runs(records: MirrorRecords, source: str | None, limit: int,
+                       visible: Callable[[str], bool] | None
+                       ) -> list[tuple[MirrorRun, dict[str, Any]]]:
+    """The last `limit` runs of `source` (all: None) with their reports, newest first,
+    keeping, for a caller who may not pull everything, only the runs whose destination
+    repository `visible` accepts: the catalog's rule, as a report names the repository
+    and its tags."""
+    out = []
+    for run in await records.runs(source, limit):
+        report: dict[str, Any] = json.loads(run.report)
+        if visible is None or visible(str(report.get("destination"))):
+            out.append((run, report))
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dockyard.auth.ratelimit import FailureLog
@@ -99,6 +99,7 @@ class Registry:
         observe: Callable[[str, float], object] | None = None,
         proxies: Sequence[tuple[ProxyRule, Upstream]] = (),
         endpoints: Sequence[EndpointSettings] = (), source_addr: str = "",
+        job_repositories: Mapping[str, str] | None = None,
     ) -> Registry:
         pulls = PullRecorder(store)
         notifier = Notifier(NotificationStore(store), endpoints, source_addr)
@@ -141,7 +142,7 @@ class Registry:
             feed=FeedService(store, max_wait=feed_max_wait),
             replica=ReplicaService(store, lifecycle),
             mirrors=MirrorStore(store),
-            job_runs=JobHistory(JobRunStore(store)),
+            job_runs=JobHistory(JobRunStore(store), repositories=job_repositories),
         )
 
     def importer(self, tree: DistributionTree, *, copy: bool, max_manifest_size: int,

@@ -8,6 +8,7 @@ import logging
 
 from dockyard.config.mirror import MirrorSource
 from dockyard.core.jobs import Job, JobResult
+from dockyard.core.mirrors import job_name
 from dockyard.core.registry import Registry
 from dockyard.mirror.sync import sync_source
 
@@ -28,4 +29,4 @@ def mirror_job(registry: Registry, source: MirrorSource) -> Job:
             summary += f"; {report.error}"
         return JobResult(summary, ok=fine)
 
-    return Job(f"mirror.{source.key}", source.schedule.total_seconds(), run)
+    return Job(job_name(source.key), source.schedule.total_seconds(), run)

@@ -7,7 +7,6 @@ it, its delete pages `delete`). Lists and search show only what the caller may p
 
 from __future__ import annotations
 
-import json
 import math
 import urllib.parse
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from dockyard.api.blobs import send_blob
 from dockyard.api.proxy import client_address, public_base
 from dockyard.auth.service import RateLimited, Unauthenticated
 from dockyard.core.browse import SORTS
-from dockyard.core.mirrors import MirrorRun
+from dockyard.core.mirrors import MirrorRun, visible_runs
 from dockyard.web.context import registry, render, sessions
 
 PER_PAGE = 50
@@ -248,14 +247,17 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @_ui(Access.CATALOG)
 async def operations(request: web.Request) -> web.StreamResponse:
     services = registry(request)
-    ops = await services.browse.operations(catalog_filter(request))
+    # what the caller may see: the names their catalog shows (and of the mirror syncs and
+    # jobs, what `core.mirrors.visible_runs` and `JobHistory.recent` keep for them)
+    visible = catalog_filter(request)
+    ops = await services.browse.operations(visible)
     # the newest run of each mirror source among the last ones (`dockyard sync`)
     latest: dict[str, tuple[MirrorRun, dict[str, Any]]] = {}
-    for run in await services.mirrors.runs(None, SYNC_RUNS):
+    for run, report in await visible_runs(services.mirrors, None, SYNC_RUNS, visible):
         if run.source not in latest:
-            latest[run.source] = (run, json.loads(run.report))
+            latest[run.source] = (run, report)
     # the newest run of each recorded background job, and the last scheduled rebuilds
-    recent = await services.job_runs.recent(JOB_RUNS)
+    recent = await services.job_runs.recent(JOB_RUNS, visible=visible)
     return render(request, "operations.html", title="Operations", ops=ops,
                   syncs=sorted(latest.values(), key=lambda r: r[0].source),
                   jobs=[runs[0] for _, runs in sorted(recent.items())],

@@ -91,3 +91,11 @@ async def test_paths_no_route_serves_get_an_oci_error(base: str) -> None:
         assert r.status_code == 405
         assert "GET" in r.headers["Allow"]
         assert r.json()["errors"][0]["code"] == "UNSUPPORTED"
+        # paths the /v2 and /admin/v1 tables do not know: told apart by the route that
+        # took them, so a repository named like an admin path is still a repository
+        for path, code in (("/admin/v1/nothing", "UNSUPPORTED"),
+                           ("/v2/team/app/nothing", "NAME_UNKNOWN"),
+                           ("/v2/admin/v1/nothing", "NAME_UNKNOWN")):
+            r = await c.get(path, headers=basic("admin"))
+            assert r.status_code == 404, path
+            assert r.json()["errors"][0]["code"] == code, path
