@@ -180,6 +180,17 @@ def test_fuzzed_queries_and_headers_never_5xx(client: httpx.Client, n: str, last
         _protocol_answer(resp)
         if resp.status_code == 202:
             client.delete(resp.headers["Location"])
+    for path, params in (("/admin/v1/sync", {"n": n, "source": source}),
+                         ("/admin/v1/jobs", {"n": n, "job": source}),
+                         ("/admin/v1/events", {"after": n, "limit": last, "wait": "0"})):
+        _protocol_answer(client.get(path, params=params))
+    for path, params in (("/ui/", {"q": last}), ("/ui/search", {"q": last, "partial": n}),
+                         ("/ui/repositories", {"q": last, "sort": source,
+                                               "order": artifact_type, "page": n}),
+                         ("/ui/login", {"next": last}),
+                         (f"/ui/r/{REPO}/-/blobs/{blob}", {"path": last})):
+        resp = client.get(path, params=params)  # the web UI's pages: HTML
+        assert resp.status_code < 500, (resp.request.url, resp.text[:300])
     location = upload_location(client, REPO)
     for resp in (client.patch(location, content=b"abc", headers={"Content-Range": rng}),
                  client.put(location, params={"digest": digest}, content=b"",
