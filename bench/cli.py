@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import platform
+import signal
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -84,8 +85,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # SIGTERM (a timeout, `kill`) unwinds like Ctrl-C: the servers a scenario started are
+    # stopped on the way out instead of being left running (and measured by the next run)
+    signal.signal(signal.SIGTERM, _terminated)
     console = Console()
     if not console.is_terminal or console.width < 150:
         console = Console(width=150)
