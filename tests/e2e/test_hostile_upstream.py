@@ -92,6 +92,22 @@ def test_a_manifest_announcing_a_huge_length_is_refused_at_its_header(
     assert hostile.sent - before < 16 * MiB
 
 
+def test_an_index_child_whose_digest_is_a_tag_is_refused(hostile: HostileRegistry,
+                                                         tmp_path: Path) -> None:
+    """A child listed with the "digest" `latest` is not fetched by that tag and written
+    under it at the destination: the copy stops, in one line, before writing anything."""
+    layout = tmp_path / "layout"
+    result = copy(f"{hostile.host}/forged/app:top", f"oci:{layout}:v1")
+    err = str(result["err"]).strip()
+    assert result["code"] == 1, result
+    assert len(err.splitlines()) == 1, err
+    assert "invalid digest format: 'latest'" in err, err
+    index = layout / "index.json"
+    refs = ([(m.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+             for m in json.loads(index.read_text())["manifests"]] if index.exists() else [])
+    assert refs == [], refs
+
+
 def test_an_endless_tags_page_is_refused_past_32_mib(hostile: HostileRegistry,
                                                     tmp_path: Path) -> None:
     result = copy("--all-tags", f"{hostile.host}/endless/app", f"oci:{tmp_path / 'layout'}")

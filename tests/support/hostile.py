@@ -11,6 +11,10 @@ into memory from someone else's server is bounded.
 - `/v2/lying/<repo>/manifests/<ref>`: a real small manifest (`LYING_MANIFEST`; another
   one for any other reference), with `Docker-Content-Digest: sha256:NOTHEX`.
 
+- `/v2/forged/<repo>/manifests/<ref>`: an OCI index (`top`) whose one child's "digest"
+  is the tag `latest`, and for `latest` an empty index: the content a copy would write
+  under that tag if it fetched what the source lists without checking it.
+
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
 """
@@ -41,6 +45,10 @@ def _manifest(label: str) -> bytes:
                        "layers": [layer]}).encode()
 
 
+INDEX = "application/vnd.oci.image.index.v1+json"
+EMPTY_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()
+FORGED_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
+    {"mediaType": INDEX, "digest": "latest", "size": len(EMPTY_INDEX)}]}).encode()
 LYING_MANIFEST = _manifest("lying")
 OTHER_MANIFEST = _manifest("other")
 
@@ -109,6 +117,11 @@ class HostileRegistry:
             "Content-Type": MANIFEST, "Docker-Content-Digest": "sha256:NOTHEX",
             "Content-Length": str(len(body))})
 
+    async def _forged(self, request: web.Request) -> web.StreamResponse:
+        body = FORGED_INDEX if request.match_info["ref"] == "top" else EMPTY_INDEX
+        return web.Response(body=None if request.method == "HEAD" else body, headers={
+            "Content-Type": INDEX, "Content-Length": str(len(body))})
+
     async def _tags(self, request: web.Request) -> web.StreamResponse:
         return await self._endless(request, b'{"name": "x", "tags": ["', "application/json",
                                    False)
@@ -124,6 +137,7 @@ class HostileRegistry:
                              self._manifest)
         app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
         app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
+        app.router.add_route("*", "/v2/forged/{repo}/manifests/{ref}", self._forged)
         self._host.start(app)
 
     def stop(self) -> None:

@@ -24,7 +24,8 @@ import aiohttp
 from dockyard.copying.ends import Destination, Fetched, MountHints, Source
 from dockyard.copying.layout_end import LayoutError
 from dockyard.copying.platforms import Platform, narrow
-from dockyard.oci.errors import RegistryError
+from dockyard.oci.digest import Digest
+from dockyard.oci.errors import DigestInvalid, RegistryError
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
 from dockyard.units import human_bytes
@@ -148,7 +149,7 @@ class Copier:
             async with gate:
                 await self.copy(tag, tag)
 
-        await asyncio.gather(*(one(t) for t in tags))
+        await _all(one(t) for t in tags)  # the first failure cancels the others
 
     # ------------------------------------------------------------ walking
 
@@ -157,6 +158,7 @@ class Copier:
             top = await self.source.manifest(reference)
         original = top
         if self.options.platforms and top.media_type in INDEX_TYPES:
+            _descriptors(_load(top), "manifests", top)  # every child an object, checked
             narrowed = narrow(top, self.options.platforms)
             if narrowed is None:
                 wanted = ", ".join(str(p) for p in self.options.platforms)
@@ -223,12 +225,13 @@ class Copier:
         """Children and blobs first, then the manifest itself under the reference."""
         doc = _load(fetched)
         if fetched.media_type in INDEX_TYPES or "manifests" in doc:
-            await _all(self._manifest_by_digest(str(c["digest"]))
-                       for c in doc.get("manifests") or [])
+            children = _descriptors(doc, "manifests", fetched)
+            await _all(self._manifest_by_digest(digest) for digest, _ in children)
         else:
-            blobs = [doc["config"]] if isinstance(doc.get("config"), dict) else []
-            blobs += [b for b in doc.get("layers") or [] if isinstance(b, dict)]
-            await _all(self._blob(str(b["digest"]), int(b.get("size", 0))) for b in blobs)
+            blobs = _descriptors(doc, "layers", fetched)
+            if doc.get("config") is not None:
+                blobs.insert(0, _descriptor(doc["config"], fetched, "config"))
+            await _all(self._blob(digest, size) for digest, size in blobs)
         subject_indexed = True
         if not self.options.dry_run:
             with self._failing("destination", self.destination.describe(),
@@ -244,7 +247,7 @@ class Copier:
         """Bring every referrer of the image (and of an index's children), recursively."""
         subjects = [top.digest]
         doc = _load(top)
-        subjects += [str(c["digest"]) for c in doc.get("manifests") or []]
+        subjects += [digest for digest, _ in _descriptors(doc, "manifests", top)]
         while subjects:
             subject = subjects.pop()
             if subject in self._referred:
@@ -253,12 +256,12 @@ class Copier:
             with self._failing("source", self.source.describe(), f"referrers of {subject}"):
                 found = await self.source.referrers(subject)
             for desc in found:
-                digest = str(desc["digest"])
+                digest, _ = _descriptor(desc, top, f"referrer of {subject}")
                 await self._referrer(subject, desc)
                 subjects.append(digest)
 
     async def _referrer(self, subject: str, desc: dict[str, Any]) -> None:
-        digest = str(desc["digest"])
+        digest = str(desc["digest"])  # checked by `_descriptor` in `_referrers`
         if await self._has_manifest(digest):
             self.summary.manifests_present += 1
             return
@@ -372,6 +375,37 @@ def one_line(exc: BaseException) -> str:
     """The first line of what `exc` says, else its class name."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text or type(exc).__name__
+
+
+def _descriptor(value: Any, fetched: Fetched, what: str) -> tuple[str, int]:
+    """The digest and size of a descriptor the source listed, or `CopyError`.
+
+    What a source lists is checked before anything is fetched by it or written under
+    it: a "digest" that is a tag (`latest`) would fetch a manifest by tag, unverified,
+    and write it at the destination under that tag; one with a path in it would reach
+    another repository or file.
+    """
+    if not isinstance(value, dict):
+        raise CopyError(f"manifest {fetched.digest}: its {what} is not a JSON object")
+    try:
+        digest = str(Digest.parse(str(value.get("digest"))))
+    except DigestInvalid as exc:
+        raise CopyError(f"manifest {fetched.digest}: its {what}: {exc}") from None
+    size = value.get("size", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise CopyError(f"manifest {fetched.digest}: its {what} {digest} has no valid "
+                        f"size ({str(size)[:40]!r})")
+    return digest, size
+
+
+def _descriptors(doc: dict[str, Any], key: str, fetched: Fetched) -> list[tuple[str, int]]:
+    """The checked descriptors of the list `key` (`manifests`, `layers`) of a manifest."""
+    listed = doc.get(key)
+    if listed is None:
+        return []
+    if not isinstance(listed, list):
+        raise CopyError(f"manifest {fetched.digest}: its {key} is not a list")
+    return [_descriptor(d, fetched, key.rstrip("s")) for d in listed]
 
 
 def _load(fetched: Fetched) -> dict[str, Any]:

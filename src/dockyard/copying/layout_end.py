@@ -67,9 +67,12 @@ class ImageLayout:
             data = self._blob_path(digest).read_bytes()
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: manifest {digest} is missing") from None
-        if str(Digest.of(data)) != digest:
+        if str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:
             raise LayoutError(f"{self.path}: blob {digest} does not match its digest")
-        declared = json.loads(data).get("mediaType")
+        try:
+            declared = json.loads(data).get("mediaType")
+        except (ValueError, AttributeError):  # not JSON, or not an object: `_load` says so
+            declared = None
         return Fetched(data, declared if isinstance(declared, str) else media_type, digest)
 
     async def tags(self) -> list[str]:

@@ -34,12 +34,19 @@ class RegistryRepository:
 
     async def manifest(self, reference: str) -> Fetched:
         data, media_type = await self.client.get_manifest(self.repository, reference)
-        digest = str(Digest.of(data))
-        if reference.startswith("sha256:") and reference != digest:
-            raise RegistryClientError(200, f"DIGEST_INVALID: {reference} has other bytes "
-                                           f"({digest})", ("DIGEST_INVALID",))
+        if ":" in reference:  # by digest (the engine checked it parses): these bytes?
+            wanted = Digest.parse(reference)
+            digest = str(Digest.of(data, wanted.algorithm))
+            if digest != reference:
+                raise RegistryClientError(200, f"DIGEST_INVALID: {reference} has other "
+                                               f"bytes ({digest})", ("DIGEST_INVALID",))
+        else:
+            digest = str(Digest.of(data))
         if not media_type or media_type in ("application/json", "text/plain"):
-            declared = json.loads(data).get("mediaType")
+            try:
+                declared = json.loads(data).get("mediaType")
+            except (ValueError, AttributeError):  # not JSON, or not an object
+                declared = None
             media_type = declared if isinstance(declared, str) else media_type
         return Fetched(data, media_type, digest)
 
