@@ -230,6 +230,12 @@ def test_source_killed_mid_blob_fails_clearly_and_a_rerun_completes(
             assert f"127.0.0.1:{proxy.port}/big/app:v1" in line, line
             assert f"source: blob {layer}: connection lost after" in line, line
             assert "Traceback" not in err
+            # the destination's upload session was ended, not left open until it expires
+            status = subprocess.run(
+                [sys.executable, "-m", "dockyard", "status", "--data", str(dock.data),
+                 "--json"], capture_output=True, text=True, timeout=60,
+                stdin=subprocess.DEVNULL)
+            assert json.loads(status.stdout)["state"]["upload_sessions"] == 0, status.stdout
 
             source = start_distribution(tmp_path / "src", port=source.port)
             out = ok(dockyard_copy(f"127.0.0.1:{proxy.port}/big/app:v1",

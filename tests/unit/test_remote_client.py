@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from dockyard.remote import auth
 from dockyard.remote.auth import AuthError
-from dockyard.remote.client import RegistryClient
+from dockyard.remote.client import RegistryClient, RegistryClientError
+from dockyard.remote.credentials import Credentials
 
 TRICKLE = 0.1  # seconds between two bytes (or pieces) of an answer
 LIMIT = 1.0  # the client's total limit in these tests
@@ -102,3 +103,89 @@ async def test_a_trickled_token_is_cut_off(server: TestServer,
         with pytest.raises((TimeoutError, AuthError)):
             await c.get_manifest("locked/app", "v1")
         assert time.monotonic() - began < LIMIT + 1.0
+
+
+# --- listings that page, and where credentials go -------------------------------------
+
+
+def _page(tags: list[str], link: str | None) -> web.Response:
+    return web.json_response({"name": "x", "tags": tags},
+                             headers={"Link": link} if link else None)
+
+
+async def _paged(request: web.Request) -> web.Response:
+    """Two pages; the first names its `prev` before its `next`, the relation unquoted
+    (RFC 8288 allows both)."""
+    if request.query.get("last") == "b":
+        return _page(["c"], None)
+    return _page(["a", "b"], '</v2/paged/app/tags/list?n=2&last=0>; rel="prev", '
+                             "</v2/paged/app/tags/list?n=2&last=b>; rel=next")
+
+
+async def _looping(request: web.Request) -> web.Response:
+    return _page(["x"], '</v2/loop/app/tags/list?n=1000>; rel="next"')  # itself
+
+
+async def _away(request: web.Request) -> web.Response:
+    return _page(["y"], '<http://127.0.0.2:9/v2/away/app/tags/list?last=y>; rel="next"')
+
+
+async def _basic(request: web.Request) -> web.Response:
+    if "Authorization" not in request.headers:
+        return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+    return web.json_response({})
+
+
+@pytest.fixture
+async def lister() -> AsyncIterator[TestServer]:
+    app = web.Application()
+    app.router.add_get("/v2/", _basic)
+    app.router.add_get("/v2/paged/app/tags/list", _paged)
+    app.router.add_get("/v2/loop/app/tags/list", _looping)
+    app.router.add_get("/v2/away/app/tags/list", _away)
+    async with TestServer(app, host="127.0.0.1") as srv:
+        yield srv
+
+
+async def test_every_page_is_followed_whatever_the_link_order(lister: TestServer) -> None:
+    async with client(lister) as c:
+        assert [t async for t in c.tags("paged/app")] == ["a", "b", "c"]
+
+
+async def test_pages_that_loop_are_an_error_not_a_hang(lister: TestServer) -> None:
+    async with client(lister) as c:
+        with pytest.raises(RegistryClientError, match="loop"):
+            await asyncio.wait_for(_drain(c.tags("loop/app")), 10)
+
+
+async def test_a_next_page_on_another_server_is_refused(lister: TestServer) -> None:
+    async with client(lister) as c:
+        with pytest.raises(RegistryClientError, match="another server"):
+            await _drain(c.tags("away/app"))
+
+
+async def test_credentials_go_to_the_registry_only(lister: TestServer) -> None:
+    """An absolute URL the registry hands out (an upload's Location) on another server
+    gets no Authorization header, though the registry itself asked for Basic."""
+    seen: list[str | None] = []
+
+    async def echo(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({})
+
+    other = web.Application()
+    other.router.add_get("/upload", echo)
+    async with TestServer(other, host="127.0.0.1") as elsewhere:
+        made = RegistryClient(str(lister.make_url("")),
+                              credentials=Credentials("user", "secret"))
+        async with made as c:
+            await c.authenticate(())  # the registry's Basic challenge, answered
+            async with c.request("GET", str(elsewhere.make_url("/upload"))):
+                pass
+            async with c.request("GET", str(lister.make_url("/v2/"))):
+                pass  # its own absolute URL still carries them
+    assert seen == [None]
+
+
+async def _drain(items: AsyncIterator[str]) -> list[str]:
+    return [item async for item in items]

@@ -62,7 +62,7 @@ class LocalRepository:
 
     async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
         await self.registry.uploads.upload(self.name, OWNER, Digest.parse(digest), chunks,
-                                           Chunk(length=size))
+                                           Chunk(length=size), discard=True)
 
     async def put_manifest(self, reference: str, fetched: Fetched) -> bool:
         await self.registry.manifests.put(self.name, reference, fetched.data,

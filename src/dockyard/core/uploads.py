@@ -136,12 +136,16 @@ class UploadService:
         return await self._open(name, owner, None)
 
     async def upload(self, name: str, owner: str | None, digest: Digest,
-                     body: AsyncIterable[bytes], chunk: Chunk) -> int:
+                     body: AsyncIterable[bytes], chunk: Chunk, *, discard: bool = False
+                     ) -> int:
         """A whole blob in one request (POST ?digest=): `start` and `finish` in one,
-        the session born held, so it costs no write more than the session itself."""
+        the session born held, so it costs no write more than the session itself.
+        `discard`: a failure removes the session at once (a copy or a replica, which
+        will never resume it, so it does not count against the caps until it expires)."""
         if self.routes is not None:
             self.routes.refuse_writes(name)
-        return await self._whole(name, owner, digest, body, chunk, self.caps)
+        return await self._whole(name, owner, digest, body, chunk, self.caps,
+                                 discard=discard)
 
     async def store_fetched(self, name: str, digest: Digest, body: AsyncIterable[bytes],
                             size: int) -> int:

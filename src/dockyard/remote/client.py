@@ -9,6 +9,8 @@ error codes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 import aiohttp
+from yarl import URL
 
 from dockyard.received import (
     DOCUMENT_LIMIT,
@@ -72,6 +75,11 @@ FEED_GRACE = 60.0
 #: how long a request without a streamed body (a manifest, a HEAD, a listing page, an
 #: upload's start) may take in all: a server trickling an answer is cut off
 SMALL_REQUEST_SECONDS = 120.0
+#: pages of one listing followed at most (a million tags at the registry's smallest
+#: pages of 100); a listing that goes on, or comes back to a page, is an error
+MAX_PAGES = 10_000
+#: how long ending an upload session after a failed blob PUT may take
+CANCEL_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,13 @@ class RegistryClient:
     def url(self, path: str) -> str:
         return urljoin(self.base + "/", path.lstrip("/"))
 
+    def _ours(self, url: str | URL) -> bool:
+        """Whether `url` is on this registry (same scheme, host and port): the only place
+        its credentials go, as a Docker client sends them only where it was challenged."""
+        theirs, base = URL(url), URL(self.base)
+        return (theirs.scheme, theirs.host, theirs.port) == (base.scheme, base.host,
+                                                            base.port)
+
     @asynccontextmanager
     async def request(self, method: str, path: str, *, scopes: tuple[str, ...] = (),
                       headers: dict[str, str] | None = None, data: Any = None,
@@ -132,12 +147,16 @@ class RegistryClient:
         `timeouts` replace the session's (which has no overall limit); without them a
         request that does not stream a blob (`streaming`) gets `small_timeouts`. A body
         read with `read_at_most` past its limit raises `ResponseTooLarge`."""
-        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        absolute = path.startswith(("http://", "https://"))
+        url = path if absolute else self.url(path)
         if timeouts is None and not streaming:
             timeouts = self.small_timeouts
         for attempt in (0, 1):
             sent = dict(headers or {})
-            authorization = self._auth.header(scopes)
+            # an absolute URL the registry handed out (an upload's Location) may be on
+            # another server: the registry's credentials are not for it
+            authorization = (self._auth.header(scopes)
+                             if not absolute or self._ours(url) else None)
             if authorization:
                 sent["Authorization"] = authorization
             extra: dict[str, Any] = {} if timeouts is None else {"timeout": timeouts}
@@ -173,12 +192,34 @@ class RegistryClient:
     async def _json(self, path: str, scopes: tuple[str, ...]) -> tuple[Any, str | None]:
         async with self.request("GET", path, scopes=scopes) as resp:
             return (_document(resp.status, path, await read_at_most(resp, DOCUMENT_LIMIT)),
-                    _next(resp.headers.get("Link")))
+                    self._next_page(resp))
+
+    def _next_page(self, resp: aiohttp.ClientResponse) -> str | None:
+        """The path of the next page: the `rel="next"` target of the `Link` headers
+        (all of them, any order, the relation quoted or not), resolved against the page's
+        URL; `RegistryClientError` when it is on another server."""
+        try:
+            found = resp.links.get("next")
+            target = found.get("url") if found is not None else None
+        except ValueError:  # a target that is no URL
+            raise RegistryClientError(resp.status, f"{resp.url.path}: a Link header that "
+                                                   "cannot be read") from None
+        if target is None:
+            return None
+        if not self._ours(target):
+            raise RegistryClientError(resp.status, f"{resp.url.path}: the next page is on "
+                                                   f"another server ({str(target)[:200]})")
+        return URL(target).raw_path_qs
 
     async def _pages(self, path: str, key: str, scopes: tuple[str, ...]
                      ) -> AsyncIterator[str]:
         next_path: str | None = path
+        seen: set[str] = set()
         while next_path:
+            if next_path in seen or len(seen) >= MAX_PAGES:
+                raise RegistryClientError(200, f"{path}: the registry's pages loop (or "
+                                               f"pass {MAX_PAGES}) at {next_path[:200]}")
+            seen.add(next_path)
             doc, next_path = await self._json(next_path, scopes)
             items = doc.get(key) if isinstance(doc, dict) else None
             for item in items if isinstance(items, list) else []:
@@ -310,7 +351,11 @@ class RegistryClient:
 
     async def start_upload(self, name: str) -> str:
         async with self.request("POST", f"/v2/{name}/blobs/uploads/", scopes=push(name)) as resp:
-            return urljoin(self.base + "/", resp.headers["Location"])
+            location = resp.headers.get("Location")
+            if not location:
+                raise RegistryClientError(resp.status, f"POST /v2/{name}/blobs/uploads/: the "
+                                                       "registry gave no Location")
+            return urljoin(self.base + "/", location)
 
     async def cancel_upload(self, location: str, name: str) -> None:
         """Drop an upload session we will not use (a refused mount's)."""
@@ -324,12 +369,20 @@ class RegistryClient:
         if location is None:
             location = await self.start_upload(name)
         sep = "&" if "?" in location else "?"
-        async with self.request("PUT", f"{location}{sep}digest={quote(digest)}",
-                                scopes=push(name), replayable=False, data=chunks,
-                                streaming=True,
-                                headers={"Content-Type": "application/octet-stream",
-                                         "Content-Length": str(size)}):
-            pass
+        try:
+            async with self.request("PUT", f"{location}{sep}digest={quote(digest)}",
+                                    scopes=push(name), replayable=False, data=chunks,
+                                    streaming=True,
+                                    headers={"Content-Type": "application/octet-stream",
+                                             "Content-Length": str(size)}):
+                pass
+        except BaseException:
+            # nobody will resume the session: end it now rather than leave it counting
+            # against the registry's caps on open sessions until it expires
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(self.cancel_upload(location, name),
+                                                      CANCEL_SECONDS))
+            raise
 
 
 def pull(name: str) -> tuple[str, ...]:
@@ -379,8 +432,3 @@ def _expired(body: bytes) -> RegistryClientError:
         return RegistryClientError(410, body.decode(errors="replace").strip()[:200] or "Gone")
 
 
-def _next(link: str | None) -> str | None:
-    """The target of a `Link: <...>; rel="next"` header."""
-    if not link or 'rel="next"' not in link:
-        return None
-    return link[link.index("<") + 1:link.index(">")]
