@@ -226,7 +226,8 @@ class Follower:
             return True
         try:
             async with self.client.open_blob(name, digest) as chunks:
-                await self.registry.uploads.upload(name, OWNER, wanted, chunks, Chunk())
+                await self.registry.uploads.upload(name, OWNER, wanted, chunks, Chunk(),
+                                                   discard=True)
         except RegistryClientError as exc:
             if exc.status == 404:
                 return False
@@ -260,19 +261,30 @@ class Follower:
 
     async def _compare_repository(self, name: str) -> None:
         try:
-            tags = {t: await self.client.manifest_digest(name, t)
-                    async for t in self.client.tags(name)}
+            listed = [t async for t in self.client.tags(name)]
         except RegistryClientError as exc:
             if exc.status != 404:
                 raise
-            tags = {}  # deleted meanwhile: its events will say so
+            listed = []  # the repository was deleted meanwhile: its events will say so
+        tags: dict[str, str] = {}
+        # a tag listed, then not found (deleted since, or answered without a digest) is
+        # left as it is here: the feed, read from before the listing, brings its change;
+        # counting it as gone would not be wrong, but one failed look must never read as
+        # "the repository has no tags" and delete all of them
+        unknown: set[str] = set()
+        for tag in listed:
+            info = await self.client.head_manifest(name, tag)
+            if info is None:
+                unknown.add(tag)
+            else:
+                tags[tag] = info.digest
         ours = await self.replica.tags(name)
         for tag, digest in tags.items():
             if ours.get(tag) != digest and await self.ensure_manifest(name, digest):
                 await self.set_tag(name, tag, digest)
             for ref in await self.client.referrers(name, digest) or []:
                 await self.ensure_manifest(name, str(ref["digest"]))
-        for tag in set(ours) - set(tags):
+        for tag in set(ours) - set(tags) - unknown:
             await self.replica.delete_tag(name, tag)
         for digest in await self.replica.manifest_digests(name):
             if await self.client.head_manifest(name, digest) is None:
