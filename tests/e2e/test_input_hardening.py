@@ -29,6 +29,7 @@ from tests.support.oci_api import (
     push_blob,
     upload_location,
 )
+from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.servers import Server, start_dockyard
 
 FUZZ = settings(max_examples=200, deadline=None,
@@ -37,22 +38,39 @@ FUZZ = settings(max_examples=200, deadline=None,
 REPO = "fuzz/r"
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def metadata(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Each test runs on both metadata stores: PostgreSQL refuses text SQLite takes (a
+    NUL character), so what is harmless on one can be a 500 on the other."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_postgres() as url:
+        yield {"DOCKYARD_DATABASE_URL": url}
+
+
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def plain(tmp_path_factory: pytest.TempPathFactory, metadata: dict[str, str]
+          ) -> Iterator[Server]:
     """A registry of its own: the fuzzing leaves sessions and repositories behind."""
-    server = start_dockyard(tmp_path_factory.mktemp("plain") / "data", workers=2)
+    server = start_dockyard(tmp_path_factory.mktemp("plain") / "data", workers=2,
+                            env=metadata)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def tokens(tmp_path_factory: pytest.TempPathFactory, metadata: dict[str, str]
+           ) -> Iterator[Server]:
     """The built-in token service; the failed-login limit is high, so fuzzing gets 401s."""
     tmp = tmp_path_factory.mktemp("tokens")
     config = write_config(tmp / "config.yml", auth={
         **token_auth(write_htpasswd(tmp / "htpasswd")),
         "ratelimit": {"failures": 100000}})
-    server = start_dockyard(tmp / "data", config=config)
+    server = start_dockyard(tmp / "data", config=config, env=metadata)
     yield server
     server.stop()
 
@@ -158,6 +176,25 @@ def test_encoded_newline_in_a_path_gets_an_oci_error(client: httpx.Client) -> No
     assert_error(client.get(f"/v2/{REPO}/manifests/%0A"), 404, "MANIFEST_UNKNOWN")
 
 
+def test_a_nul_in_a_query_value_is_no_500(client: httpx.Client,
+                                          image: dict[str, Any]) -> None:
+    """What PostgreSQL refuses in text: every query value that reaches a query."""
+    assert _put(client, canonical(image), "nul").status_code == 201  # REPO has a tag
+    nul = "a\x00b"
+    blob = digest_of(b"x")
+    for path, params in ((f"/v2/{REPO}/tags/list", {"last": nul}),
+                         ("/v2/_catalog", {"last": nul}),
+                         (f"/v2/{REPO}/referrers/{blob}", {"artifactType": nul}),
+                         ("/admin/v1/sync", {"source": nul}),
+                         ("/admin/v1/jobs", {"job": nul})):
+        resp = client.get(path, params=params)
+        assert resp.status_code == 200, (path, resp.text[:300])
+    for path, params in (("/ui/", {"q": nul}), ("/ui/search", {"q": nul}),
+                         ("/ui/repositories", {"q": nul})):
+        resp = client.get(path, params=params)
+        assert resp.status_code == 200, (path, resp.text[:300])
+
+
 @FUZZ
 @given(n=QUERY_TEXT, last=QUERY_TEXT, digest=QUERY_TEXT, source=QUERY_TEXT,
        artifact_type=QUERY_TEXT, rng=HEADER_TEXT)
@@ -206,6 +243,18 @@ def _token_answer(resp: httpx.Response) -> None:
     assert resp.status_code < 500, (resp.request.url, resp.text[:300])
     assert resp.headers["Content-Type"].startswith("application/json"), resp.text[:300]
     resp.json()
+
+
+def test_a_nul_in_a_user_name_is_wrong_not_a_500(tokens: Server) -> None:
+    """The failed login is counted under its user name: in PostgreSQL too."""
+    for auth in (("re\x00ader", "pw"), ("reader\x00", USERS["reader"][0])):
+        resp = httpx.get(f"{tokens.url}/auth/token", params={"service": "dockyard"},
+                         auth=auth)
+        assert resp.status_code == 401, resp.text[:300]
+    resp = httpx.post(f"{tokens.url}/auth/token", data={
+        "grant_type": "password", "service": "dockyard", "client_id": "t",
+        "username": "re\x00ader", "password": "pw"})
+    assert resp.status_code in (400, 401), resp.text[:300]
 
 
 def test_long_password_is_wrong_not_a_500(tokens: Server) -> None:

@@ -27,7 +27,10 @@ def _page(request: web.Request) -> tuple[int | None, str | None]:
         if n < 0:
             raise PaginationInvalid("n must be a non-negative integer")
         n = min(n, request.app[SETTINGS].limits.tags_page_max)
-    return n, query.get("last") or None
+    # no name or tag holds a NUL, so one past `last` is one past its text before the NUL
+    # (which PostgreSQL could not compare: it takes no NUL in text)
+    last = query.get("last", "").partition("\x00")[0]
+    return n, last or None
 
 
 def _json(doc: object, headers: dict[str, str] | None = None) -> web.Response:

@@ -65,10 +65,20 @@ MAX_KEY_LENGTH = 200
 
 def limit_key(kind: str, value: str) -> str:
     """`kind:value`, with an overlong value (a user name is whatever a client sends)
-    replaced by its digest so keys stay short enough to index."""
-    if len(value) > MAX_KEY_LENGTH - len(kind) - 1:
+    replaced by its digest so keys stay short enough to index, as is one a database may
+    refuse as text (PostgreSQL takes no NUL character, nor a lone surrogate)."""
+    if (len(value) > MAX_KEY_LENGTH - len(kind) - 1 or "\x00" in value
+            or not _storable(value)):
         value = "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
     return f"{kind}:{value}"
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class FailureLimiter:

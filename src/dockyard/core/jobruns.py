@@ -82,6 +82,8 @@ class JobHistory:
         build's image names, that may name any repository.
         """
         out: dict[str, list[JobRun]] = {}
+        if job is not None and "\x00" in job:
+            return out  # no job is named so (nor may PostgreSQL compare a NUL)
         for run in await self.records.runs(job, per_job):
             if visible is not None:
                 repository = self.repositories.get(run.job)

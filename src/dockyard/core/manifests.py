@@ -164,6 +164,8 @@ class ManifestService:
     async def referrers(
         self, name: str, subject: Digest, artifact_type: str | None
     ) -> list[ReferrerRecord]:
+        if artifact_type is not None and "\x00" in artifact_type:
+            return []  # no media type holds a NUL (nor may PostgreSQL compare one)
         return await self.store.referrers(name, str(subject), artifact_type)
 
 

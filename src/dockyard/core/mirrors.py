@@ -55,7 +55,9 @@ async def visible_runs(records: MirrorRecords, source: str | None, limit: int,
     keeping, for a caller who may not pull everything, only the runs whose destination
     repository `visible` accepts: the catalog's rule, as a report names the repository
     and its tags."""
-    out = []
+    out: list[tuple[MirrorRun, dict[str, Any]]] = []
+    if source is not None and "\x00" in source:
+        return out  # no source is named so (nor may PostgreSQL compare a NUL)
     for run in await records.runs(source, limit):
         report: dict[str, Any] = json.loads(run.report)
         if visible is None or visible(str(report.get("destination"))):
