@@ -305,6 +305,9 @@ def test_layer_page_lists_its_files_and_downloads(page: Any, registry: Registry)
     with page.expect_download() as info:
         page.get_by_role("link", name="the stored bytes").click()
     assert Path(info.value.path()).read_bytes() == registry.layer
+    # a session cookie may have authorized it: no shared cache may keep it for others
+    got = page.request.get(f"/ui/r/public/files/-/blobs/{digest_of(registry.layer)}/download")
+    assert got.headers["cache-control"] == "private, max-age=31536000"
     # bytes that are no tar archive get a page saying so
     page.goto(f"/ui/r/public/app/-/blobs/{digest_of(registry.sbom_data)}")
     expect(page.locator("main")).to_contain_text("No file list: not a tar archive")

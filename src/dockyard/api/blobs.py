@@ -25,8 +25,12 @@ async def get_blob(request: web.Request, match: Match) -> web.StreamResponse:
     return await send_blob(request, registry(request).blobs, match.name, match.reference)
 
 
-async def send_blob(request: web.Request, blobs: BlobService, name: str, reference: str
-                    ) -> web.StreamResponse:
+#: a blob never changes under its digest: clients and caches may keep it for a year
+CACHE_CONTROL = "max-age=31536000"
+
+
+async def send_blob(request: web.Request, blobs: BlobService, name: str, reference: str,
+                    *, cache_control: str = CACHE_CONTROL) -> web.StreamResponse:
     """Answer a GET or HEAD of blob `reference` of `name` (the API's, and the UI's
     download, which reaches the registry through its own sub-application)."""
     digest = Digest.parse(reference)
@@ -36,7 +40,7 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
         "Docker-Content-Digest": str(digest),
         "ETag": f'"{digest}"',
         "Accept-Ranges": "bytes",
-        "Cache-Control": "max-age=31536000",
+        "Cache-Control": cache_control,
     }
     try:
         span = parse_range(request.headers.get("Range"), info.size)

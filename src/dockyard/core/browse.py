@@ -52,7 +52,9 @@ class BrowseBackend(Protocol):
     """The metadata reads behind the UI (`metadata.browse.BrowseStore`)."""
 
     async def summaries(self) -> list[RepositorySummary]: ...
-    async def tag_details(self, name: str) -> list[TagDetail] | None: ...
+    async def tag_details(self, name: str, *, offset: int = 0, limit: int | None = None,
+                          digest: str | None = None) -> tuple[list[TagDetail], int] | None:
+        ...
     async def search_tags(self, text: str, limit: int) -> list[tuple[str, str]]: ...
     async def uploads(self, limit: int) -> list[UploadInFlight]: ...
     async def collections(self, limit: int) -> list[CollectionRecord]: ...
@@ -295,6 +297,8 @@ class BrowseService:
         if not text:
             return [], []
         names = [s.name for s in await self.summaries(visible) if text in s.name][:limit]
+        if "\x00" in text:  # no tag holds one (and PostgreSQL takes no NUL in text)
+            return names, []
         pairs = [p for p in await self.backend.search_tags(text, limit * 25)
                  if visible is None or visible(p[0])][:limit]
         return names, pairs
@@ -324,10 +328,15 @@ class BrowseService:
     async def _totals(self) -> tuple[int, int]:
         return await self.lifecycle.total_bytes()
 
-    async def tags(self, name: str) -> list[TagView]:
-        details = await self.backend.tag_details(name)
-        if details is None:
+    async def tags(self, name: str, *, offset: int = 0, limit: int | None = None,
+                   digest: str | None = None) -> tuple[list[TagView], int]:
+        """`limit` tags of `name` from `offset`, by name (those at manifest `digest`, if
+        given), and how many there are: a page of a repository that may hold 100,000."""
+        found = await self.backend.tag_details(name, offset=offset, limit=limit,
+                                               digest=digest)
+        if found is None:
             raise NameUnknown(f"repository {name!r} is not known", {"name": name})
+        details, total = found
         out = []
         for d in details:
             doc = _doc(d.payload)
@@ -349,7 +358,7 @@ class BrowseService:
                                d.artifact_type if kind == "artifact" else None,
                                platforms, size, d.pushed_at, d.pulled_at, d.pushed_by,
                                built_from(doc)))
-        return out
+        return out, total
 
     async def image(self, name: str, reference: str) -> ImageView:
         """The manifest `name:tag` or `name@digest` (reading it records no pull)."""
@@ -466,6 +475,8 @@ class BrowseService:
             return Operations(counts, [], None, 0, free, total, [], False, free != 0)
         uploads = [u for u in await self.backend.uploads(100)
                    if visible is None or visible(u.repository)]
+        if visible is not None:  # the count of sessions in repositories it may not see
+            counts = {**counts, "uploads": len(uploads)}  # would say they exist
         used = (await self._totals())[1]
         biggest = sorted(await self.summaries(visible), key=lambda s: s.bytes,
                          reverse=True)[:largest]

@@ -100,21 +100,30 @@ class BrowseStore:
                                   None if r[3] is None else float(r[3]), int(r[4]), int(r[5]))
                 for r in rows]
 
-    async def tag_details(self, name: str) -> list[TagDetail] | None:
-        """Every tag of `name` with its manifest, by name; None: no such repository."""
+    async def tag_details(self, name: str, *, offset: int = 0, limit: int | None = None,
+                          digest: str | None = None) -> tuple[list[TagDetail], int] | None:
+        """The tags of `name` (those at manifest `digest`, if given) with their manifests,
+        by name, `limit` of them from `offset`, and how many there are in all; None: no
+        such repository."""
         repo = await self.store._read(
             select(repositories.c.id).where(repositories.c.name == name))
         if not repo:
             return None
-        rows = await self.store._read(
-            select(tags.c.name, manifests.c.digest, manifests.c.media_type,
-                   manifests.c.artifact_type, manifests.c.size, manifests.c.payload,
-                   tags.c.updated_at, tags.c.pulled_at, tags.c.pushed_by)
-            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-            .where(tags.c.repository_id == repo[0][0])
-            .order_by(self.store._sorted(tags.c.name)))
-        return [TagDetail(r[0], r[1], r[2], r[3], int(r[4]), bytes(r[5]), float(r[6]),
-                          None if r[7] is None else float(r[7]), r[8]) for r in rows]
+        joined = tags.join(manifests, manifests.c.id == tags.c.manifest_id)
+        where = [tags.c.repository_id == repo[0][0]]
+        if digest is not None:
+            where.append(manifests.c.digest == digest)
+        total = await self.store._read(
+            select(func.count()).select_from(joined).where(*where))
+        query = (select(tags.c.name, manifests.c.digest, manifests.c.media_type,
+                        manifests.c.artifact_type, manifests.c.size, manifests.c.payload,
+                        tags.c.updated_at, tags.c.pulled_at, tags.c.pushed_by)
+                 .select_from(joined).where(*where)
+                 .order_by(self.store._sorted(tags.c.name)).offset(offset))
+        rows = await self.store._read(query if limit is None else query.limit(limit))
+        return ([TagDetail(r[0], r[1], r[2], r[3], int(r[4]), bytes(r[5]), float(r[6]),
+                           None if r[7] is None else float(r[7]), r[8]) for r in rows],
+                int(total[0][0]))
 
     async def search_tags(self, text: str, limit: int) -> list[tuple[str, str]]:
         """(repository, tag) pairs whose tag contains `text`, at most `limit`."""

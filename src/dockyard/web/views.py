@@ -22,7 +22,7 @@ from dockyard.api.access import (
     may,
     requires,
 )
-from dockyard.api.blobs import send_blob
+from dockyard.api.blobs import CACHE_CONTROL, send_blob
 from dockyard.api.proxy import client_address, public_base
 from dockyard.auth.service import RateLimited, Unauthenticated
 from dockyard.core.browse import SORTS
@@ -30,6 +30,10 @@ from dockyard.core.mirrors import MirrorRun, visible_runs
 from dockyard.web.context import registry, render, sessions
 
 PER_PAGE = 50
+#: tags on one page of a repository (CI pushes a tag per commit: 100,000 is no surprise)
+TAGS_PER_PAGE = 100
+#: tags a confirmation page names (the rest are counted)
+NAMED = 50
 #: mirror sync runs read for the operations page (the newest of each source shown)
 SYNC_RUNS = 200
 #: runs of each background job read for the operations page (the build runs listed)
@@ -57,8 +61,14 @@ def _csrf_refused(request: web.Request) -> web.Response:
 
 
 async def _form(request: web.Request) -> dict[str, str] | None:
-    """The POSTed form, or None when its CSRF token does not match the session."""
-    form = await request.post()
+    """The POSTed form, or None when its CSRF token does not match the session; 400 for
+    a body no browser sends (a multipart part without a name, bytes that are not in
+    the declared charset, a charset Python does not know)."""
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+        raise web.HTTPBadRequest(text=f"the form could not be read: {str(exc)[:100]}"
+                                 ) from None
     token = form.get("csrf")
     if not isinstance(token, str) or not sessions(request).csrf_ok(request, token):
         return None
@@ -94,10 +104,7 @@ async def repositories(request: web.Request) -> web.StreamResponse:
     found = await registry(request).browse.repositories(
         catalog_filter(request), pattern=pattern, sort=sort, descending=order == "desc")
     pages = max(1, math.ceil(len(found) / PER_PAGE))
-    try:
-        page = min(max(1, int(query.get("page", "1"))), pages)
-    except ValueError:
-        page = 1
+    page = _page(query, pages)
     shown = found[(page - 1) * PER_PAGE: page * PER_PAGE]
 
     def link(**changes: str | int) -> str:
@@ -113,7 +120,14 @@ async def repositories(request: web.Request) -> web.StreamResponse:
 async def repository(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     services = registry(request)
-    tags = await services.browse.tags(name)
+    asked = _page(request.query, 1_000_000)
+    tags, total = await services.browse.tags(name, offset=(asked - 1) * TAGS_PER_PAGE,
+                                             limit=TAGS_PER_PAGE)
+    pages = max(1, math.ceil(total / TAGS_PER_PAGE))
+    page = min(asked, pages)
+    if page != asked:  # past the last page: the last one
+        tags, total = await services.browse.tags(name, offset=(page - 1) * TAGS_PER_PAGE,
+                                                 limit=TAGS_PER_PAGE)
     # where tags came from: a mirror list's sync, or a pull-through cache's upstream
     origins = {o.tag: ("mirrored from", o.upstream, o.mirrored_at)
                for o in await services.mirrors.origins(repository=name, current=True)}
@@ -121,6 +135,7 @@ async def repository(request: web.Request) -> web.StreamResponse:
         origins.update((c.tag, ("cached from", c.upstream, c.fetched_at))
                        for c in await services.cache.provenance(name))
     return render(request, "repository.html", title=name, name=name, tags=tags,
+                  total=total, page=page, pages=pages,
                   origins=origins, host=_registry_host(request),
                   can_delete=may(request, Access.DELETE, name))
 
@@ -151,15 +166,28 @@ async def layer(request: web.Request) -> web.StreamResponse:
 async def layer_download(request: web.Request) -> web.StreamResponse:
     """The blob's bytes, as the API's blob GET sends them (Range, zero-copy, redirect)."""
     name, reference = request.match_info["name"], request.match_info["reference"]
-    return await send_blob(request, registry(request).blobs, name, reference)
+    # `private`: a shared cache in front may not keep it for others, as the request may
+    # be authorized by a session cookie (caches skip only those with `Authorization`)
+    return await send_blob(request, registry(request).blobs, name, reference,
+                           cache_control=f"private, {CACHE_CONTROL}")
+
+
+def _unseen(request: web.Request, name: str) -> web.StreamResponse | None:
+    """A confirmation page lists what it would delete (tags, digests): to those who may
+    see them, as the repository page, not to every caller the policy lets delete."""
+    return None if may(request, Access.PULL, name) else sessions(request).refused(request,
+                                                                                   403)
 
 
 @_ui(Access.DELETE)
 async def confirm_delete_tag(request: web.Request) -> web.StreamResponse:
     name, tag = request.match_info["name"], request.match_info["reference"]
+    if (refused := _unseen(request, name)) is not None:
+        return refused
     view = await registry(request).browse.image(name, tag)
-    others = [t.tag for t in await registry(request).browse.tags(name)
-              if t.digest == view.digest and t.tag != tag]
+    at_digest, _ = await registry(request).browse.tags(name, digest=view.digest,
+                                                        limit=NAMED + 1)
+    others = [t.tag for t in at_digest if t.tag != tag][:NAMED]
     return render(request, "confirm_tag.html", title=f"Delete {name}:{tag}", name=name,
                   tag=tag, image=view, others=others)
 
@@ -177,9 +205,11 @@ async def delete_tag(request: web.Request) -> web.StreamResponse:
 @_ui(Access.DELETE)
 async def confirm_delete_repository(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    tags = await registry(request).browse.tags(name)
+    if (refused := _unseen(request, name)) is not None:
+        return refused
+    tags, total = await registry(request).browse.tags(name, limit=NAMED)
     return render(request, "confirm_repository.html", title=f"Delete {name}", name=name,
-                  tags=tags)
+                  tags=tags, total=total)
 
 
 @_ui(Access.DELETE, audit="repository.delete")
@@ -194,9 +224,19 @@ async def delete_repository(request: web.Request) -> web.StreamResponse:
                           "collection.", back="/ui/repositories")
 
 
+def _page(query: Any, pages: int) -> int:
+    """The `page` asked for, within 1..pages (1 for anything that is no number)."""
+    try:
+        return min(max(1, int(query.get("page", "1"))), pages)
+    except ValueError:
+        return 1
+
+
 def _next(target: str | None) -> str:
-    """Where to go after logging in: a path of the UI only (never another site)."""
-    if target and target.startswith("/ui/") and "//" not in target and "\\" not in target:
+    """Where to go after logging in: a path of the UI only (never another site), in
+    printable ASCII (a control character would make the redirect's header unsendable)."""
+    if (target and target.startswith("/ui/") and "//" not in target and "\\" not in target
+            and target.isascii() and target.isprintable() and " " not in target):
         return target
     return "/ui/"
 
@@ -251,6 +291,9 @@ async def operations(request: web.Request) -> web.StreamResponse:
     # jobs, what `core.mirrors.visible_runs` and `JobHistory.recent` keep for them)
     visible = catalog_filter(request)
     ops = await services.browse.operations(visible)
+    if not ops.metadata_ok:  # the page says so; the history below is in the same store
+        return render(request, "operations.html", title="Operations", ops=ops, syncs=[],
+                      jobs=[], builds=[])
     # the newest run of each mirror source among the last ones (`dockyard sync`)
     latest: dict[str, tuple[MirrorRun, dict[str, Any]]] = {}
     for run, report in await visible_runs(services.mirrors, None, SYNC_RUNS, visible):

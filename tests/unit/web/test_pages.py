@@ -72,6 +72,31 @@ async def test_pages_and_sorts(client: httpx.AsyncClient) -> None:
     assert _names((await client.get("/ui/repositories?q=*/t*")).text) == ["b/three", "c/two"]
 
 
+def _tags(html: str) -> list[str]:
+    return re.findall(r'<td><a href="/ui/r/[^"]+/-/tags/[^"]+">([^<]+)</a></td>', html)
+
+
+async def test_a_repository_pages_its_tags(client: httpx.AsyncClient,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repository with more tags than a page shows them a page at a time, counted
+    in full; its delete confirmation names the first ones and counts the rest."""
+    monkeypatch.setattr(views, "TAGS_PER_PAGE", 2)
+    monkeypatch.setattr(views, "NAMED", 2)
+    await _push(client, "many/tags", 5)  # t0..t4, by name
+    first = await client.get("/ui/r/many/tags")
+    assert _tags(first.text) == ["t0", "t1"]
+    assert "(5; page 1 of 3)" in first.text
+    assert 'href="?page=2" rel="next"' in first.text
+    assert _tags((await client.get("/ui/r/many/tags?page=3")).text) == ["t4"]
+    assert _tags((await client.get("/ui/r/many/tags?page=99")).text) == ["t4"]
+    assert _tags((await client.get("/ui/r/many/tags?page=-1")).text) == ["t0", "t1"]
+    huge = await client.get("/ui/r/many/tags", params={"page": "9" * 30})
+    assert _tags(huge.text) == ["t4"]
+    confirm = await client.get("/ui/r/many/tags/-/delete")
+    assert "5 tags go with it" in confirm.text
+    assert "<li>t0</li><li>t1</li><li>and 3 more</li>" in confirm.text
+
+
 async def test_a_mirrored_tag_says_where_it_came_from(client: httpx.AsyncClient,
                                                       tmp_path: Path) -> None:
     """The sync's record of a tag's origin shows on the repository page; HTML in it is

@@ -213,3 +213,72 @@ async def test_without_auth_forms_still_need_their_csrf_token(serve: Serve) -> N
         r = await client.post("/ui/r/team/app/-/delete", data={"csrf": _csrf(confirm.text)})
         assert r.status_code == 200
         assert (await client.get("/v2/team/app/tags/list")).status_code == 404
+
+
+async def test_a_form_no_browser_sends_is_a_400_not_a_500(serve: Serve) -> None:
+    base = await serve(**{"auth.method": "none"})  # every form reaches its handler
+    multipart = "multipart/form-data; boundary=b"
+    bodies = [
+        # a multipart part without a name
+        (multipart, b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n"),
+        ("application/x-www-form-urlencoded; charset=no-such-charset", b"csrf=x"),
+        ("application/x-www-form-urlencoded", b"csrf=\xff\xfe"),  # not UTF-8
+    ]
+    async with httpx.AsyncClient(base_url=base) as client:
+        for path in ("/ui/login", "/ui/logout", "/ui/r/team/app/-/delete"):
+            for content_type, body in bodies:
+                r = await client.post(path, content=body,
+                                      headers={"Content-Type": content_type})
+                assert r.status_code == 400, (path, content_type, r.text[:200])
+                assert "the form could not be read" in r.text
+        # a form that reads is still judged by its token
+        r = await client.post("/ui/logout", data={"csrf": "forged"})
+        assert r.status_code == 403
+
+
+async def test_an_odd_cookie_or_login_target_is_no_500(serve: Serve) -> None:
+    base = await serve()
+    async with httpx.AsyncClient(base_url=base) as client:
+        # a cookie that is not one of ours, in characters hmac cannot compare: a visitor
+        for value in ("a.\u00e9".encode(), "\u00e9.\u00e9".encode(), b'"a.\\351"'):
+            r = await client.get("/ui/", headers={"Cookie": COOKIE.encode() + b"=" + value})
+            assert r.status_code == 200, (value, r.text[:200])
+        # a login target with a control character: the login lands on the UI's home
+        form = await client.get("/ui/login", params={"next": "/ui/\nx"})
+        assert 'name="next" value="/ui/"' in form.text
+        r = await client.post("/ui/login", data={
+            "csrf": _csrf(form.text), "username": "reader", "password": "reader-pw",
+            "next": "/ui/r/team/app\r\nSet-Cookie: x=y"})
+        assert (r.status_code, r.headers["Location"]) == (303, "/ui/")
+
+
+async def test_delete_pages_show_nothing_to_who_may_not_pull(serve: Serve) -> None:
+    """`reader` may delete in team/** but not pull there: the confirmation pages (which
+    list tags and digests) are refused, as the repository page is."""
+    base = await serve(**{"auth.method": "htpasswd", "auth.access": [
+        {"repository": "team/**", "allow": {"reader": ["delete"], "admin": ["*"]}}]})
+    async with httpx.AsyncClient(base_url=base) as admin:
+        assert (await _log_in(admin, "admin", "admin-pw")).status_code == 303
+        config = b'{"architecture":"amd64","os":"linux"}'
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        auth = ("admin", "admin-pw")
+        r = await admin.post("/v2/team/app/blobs/uploads/", params={"digest": digest},
+                             content=config, auth=auth)
+        assert r.status_code == 201
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+                    "config": {"mediaType": OCI_CONFIG, "digest": digest,
+                               "size": len(config)}}
+        r = await admin.put("/v2/team/app/manifests/secret-tag", auth=auth,
+                            content=json.dumps(manifest),
+                            headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201
+        page = await admin.get("/ui/r/team/app/-/delete")
+        assert "secret-tag" in page.text  # who may pull sees what goes
+    async with httpx.AsyncClient(base_url=base) as reader:
+        assert (await _log_in(reader, "reader", "reader-pw")).status_code == 303
+        for path in ("/ui/r/team/app/-/delete", "/ui/r/team/app/-/delete-tag/secret-tag",
+                     "/ui/r/team/app"):
+            r = await reader.get(path)
+            assert r.status_code == 403, (path, r.status_code)
+            assert "secret-tag" not in r.text
+            assert digest not in r.text
