@@ -135,7 +135,7 @@ async def repository(request: web.Request) -> web.StreamResponse:
         origins.update((c.tag, ("cached from", c.upstream, c.fetched_at))
                        for c in await services.cache.provenance(name))
     return render(request, "repository.html", title=name, name=name, tags=tags,
-                  total=total, page=page, pages=pages,
+                  total=total, page=page, pages=pages, link=lambda page: f"?page={page}",
                   origins=origins, host=_registry_host(request),
                   can_delete=may(request, Access.DELETE, name))
 
