@@ -189,3 +189,30 @@ async def test_credentials_go_to_the_registry_only(lister: TestServer) -> None:
 
 async def _drain(items: AsyncIterator[str]) -> list[str]:
     return [item async for item in items]
+
+
+async def test_a_token_said_to_expire_in_nan_seconds_is_kept_for_60(
+        lister: TestServer) -> None:
+    """`expires_in: NaN` (JSON as Python writes it) made every token look expired, so
+    each request fetched a new one; such a lifetime counts as the spec's default."""
+    fetched: list[int] = []
+
+    async def token(request: web.Request) -> web.Response:
+        fetched.append(1)
+        return web.Response(text='{"token": "t", "expires_in": NaN}',
+                            content_type="application/json")
+
+    async def guarded(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer t":
+            realm = f"http://{request.host}/token"
+            return web.Response(status=401, headers={
+                "WWW-Authenticate": f'Bearer realm="{realm}",service="s"'})
+        return web.json_response({"name": "g/app", "tags": ["v1"]})
+
+    app = web.Application()
+    app.router.add_get("/token", token)
+    app.router.add_get("/v2/g/app/tags/list", guarded)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        for _ in range(3):
+            assert await _drain(c.tags("g/app")) == ["v1"]
+    assert len(fetched) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -117,4 +118,8 @@ class Authenticator:
         if not isinstance(token, str):
             raise AuthError(f"token service {realm} returned no token")
         expires = doc.get("expires_in")
-        return token, float(expires) if isinstance(expires, int | float) else 60.0
+        # JSON may say NaN or -1: a token that never seems valid would be fetched anew
+        # for every request (the token spec's default lifetime is 60 s)
+        valid = (isinstance(expires, int | float) and not isinstance(expires, bool)
+                 and math.isfinite(expires) and expires > 0)
+        return token, float(expires) if valid else 60.0
