@@ -8,6 +8,7 @@ interchangeable on either side.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -21,6 +22,16 @@ class Fetched:
     data: bytes
     media_type: str
     digest: str
+
+
+def declared_media_type(data: bytes) -> str | None:
+    """The `mediaType` a manifest's bytes declare; None for none, or for bytes that are
+    no JSON object (the engine's `_load` says so when it walks them)."""
+    try:
+        declared = json.loads(data).get("mediaType")
+    except (ValueError, AttributeError):
+        return None
+    return declared if isinstance(declared, str) else None
 
 
 class Source(Protocol):

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.copying.ends import Fetched, Source
+from dockyard.copying.ends import Fetched, Source, declared_media_type
 from dockyard.oci.digest import Digest, new_hasher
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -69,11 +69,8 @@ class ImageLayout:
             raise LayoutError(f"{self.path}: manifest {digest} is missing") from None
         if str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:
             raise LayoutError(f"{self.path}: blob {digest} does not match its digest")
-        try:
-            declared = json.loads(data).get("mediaType")
-        except (ValueError, AttributeError):  # not JSON, or not an object: `_load` says so
-            declared = None
-        return Fetched(data, declared if isinstance(declared, str) else media_type, digest)
+        declared = declared_media_type(data)
+        return Fetched(data, declared if declared is not None else media_type, digest)
 
     async def tags(self) -> list[str]:
         names = [(d.get("annotations") or {}).get(REF_NAME)

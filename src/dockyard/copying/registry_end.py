@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from dockyard.copying.ends import Fetched, Source
+from dockyard.copying.ends import Fetched, Source, declared_media_type
 from dockyard.oci.digest import Digest
 from dockyard.remote.client import RegistryClient, RegistryClientError, push
 
@@ -43,11 +43,8 @@ class RegistryRepository:
         else:
             digest = str(Digest.of(data))
         if not media_type or media_type in ("application/json", "text/plain"):
-            try:
-                declared = json.loads(data).get("mediaType")
-            except (ValueError, AttributeError):  # not JSON, or not an object
-                declared = None
-            media_type = declared if isinstance(declared, str) else media_type
+            declared = declared_media_type(data)
+            media_type = declared if declared is not None else media_type
         return Fetched(data, media_type, digest)
 
     async def tags(self) -> list[str]:
