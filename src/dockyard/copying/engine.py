@@ -257,11 +257,10 @@ class Copier:
                 found = await self.source.referrers(subject)
             for desc in found:
                 digest, _ = _descriptor(desc, top, f"referrer of {subject}")
-                await self._referrer(subject, desc)
+                await self._referrer(subject, digest, desc)
                 subjects.append(digest)
 
-    async def _referrer(self, subject: str, desc: dict[str, Any]) -> None:
-        digest = str(desc["digest"])  # checked by `_descriptor` in `_referrers`
+    async def _referrer(self, subject: str, digest: str, desc: dict[str, Any]) -> None:
         if await self._has_manifest(digest):
             self.summary.manifests_present += 1
             return
