@@ -98,6 +98,9 @@ class RegistryClient:
                  verify_tls: bool = True, connections: int = 16,
                  max_manifest: int = MANIFEST_LIMIT) -> None:
         self.base = base_url.rstrip("/")
+        base = URL(self.base)
+        #: where this registry's credentials may go (`_ours`)
+        self._origin = (base.scheme, base.host, base.port)
         #: the largest manifest read from this registry (larger: `ResponseTooLarge`)
         self.max_manifest = max_manifest
         #: the time limits of a request that streams no blob
@@ -132,9 +135,8 @@ class RegistryClient:
     def _ours(self, url: str | URL) -> bool:
         """Whether `url` is on this registry (same scheme, host and port): the only place
         its credentials go, as a Docker client sends them only where it was challenged."""
-        theirs, base = URL(url), URL(self.base)
-        return (theirs.scheme, theirs.host, theirs.port) == (base.scheme, base.host,
-                                                            base.port)
+        theirs = URL(url)
+        return (theirs.scheme, theirs.host, theirs.port) == self._origin
 
     @asynccontextmanager
     async def request(self, method: str, path: str, *, scopes: tuple[str, ...] = (),
