@@ -11,8 +11,13 @@ set -euo pipefail
 cmd=$1 dir=$(realpath -m "$2") port=${3:-8333}
 key=dockyard secret=dockyard-secret bucket=dockyard
 python=${PYTHON:-.venv/bin/python}
+# a pid file left by an earlier run counts only if that pid is still a weed process
 alive() { [ -f "$dir/weed.pid" ] && kill -0 "$(cat "$dir/weed.pid")" 2>/dev/null \
   && grep -qa weed "/proc/$(cat "$dir/weed.pid")/cmdline"; }
+# the process started here: exists and is not a zombie. Not `alive`: until the forked
+# shell has exec'd setsid, its command line does not name weed yet (a start on a busy
+# machine read that moment as "weed exited")
+running() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"; }
 case $cmd in
 start)
   weed=$(dirname "$python")/weed
@@ -20,6 +25,7 @@ start)
   mkdir -p "$dir/data"
   printf '{"identities":[{"name":"%s","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","Write","List","Tagging"]}]}\n' \
     "$key" "$key" "$secret" > "$dir/s3.json"
+  started=""
   if ! alive; then
     setsid "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -master.port=$((port + 1)) -master.port.grpc=$((port + 11)) \
@@ -28,13 +34,15 @@ start)
       -filer -filer.port=$((port + 3)) -filer.port.grpc=$((port + 13)) \
       -s3 -s3.port="$port" -s3.port.grpc=$((port + 14)) -s3.port.iceberg=0 -s3.port.lance=0 \
       -s3.config="$dir/s3.json" -metricsPort=0 -master.telemetry=false >>"$dir/weed.log" 2>&1 </dev/null &
-    echo $! > "$dir/weed.pid"
+    started=$!
+    echo "$started" > "$dir/weed.pid"
     echo "$port" > "$dir/port"
   fi
   # ready when the bucket can be created (or already exists) through S3 itself and takes
   # a write: the first write needs a volume, which SeaweedFS grows a moment after start
   for i in $(seq 1 300); do
-    alive || { echo "weed exited; see $dir/weed.log" >&2; tail -n 15 "$dir/weed.log" >&2; exit 1; }
+    if [ -n "$started" ]; then running "$started"; else alive; fi \
+      || { echo "weed exited; see $dir/weed.log" >&2; tail -n 15 "$dir/weed.log" >&2; exit 1; }
     if "$python" - "$port" "$key" "$secret" "$bucket" <<'PY' 2>/dev/null
 import sys, botocore.session
 from botocore.config import Config

@@ -71,11 +71,17 @@ class S3Server:
             if started.returncode == 0 or "weed exited" not in started.stderr:
                 break
             # weed found one of its 15 ports taken meanwhile (it binds them one by one,
-            # some seconds apart): the script printed its log; try other ports
+            # some seconds apart): the script printed its log; a first start tries
+            # other ports, a start again keeps them
             print(f"S3 server start failed on ports {self.port}+ (attempt {attempt + 1}):"
                   f"\n{started.stderr[-2000:]}", file=sys.stderr)
             subprocess.run([str(SCRIPT), "stop", str(self.home)], capture_output=True,
                            timeout=60)
+            if self.info:
+                # a start again after a stop: clients know this port and the data must
+                # stay; a port still closing gets a moment
+                time.sleep(1)
+                continue
             # a fresh store: the failed start's filer database may be half written (a
             # retry on it died in the filer's store initialisation)
             shutil.rmtree(self.home / "data", ignore_errors=True)
