@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -262,6 +263,49 @@ def test_concurrent_pulls_of_an_uncached_blob_fetch_it_once(
     assert upstream_requests(dist, f"/v2/up/big/blobs/{digest}", "GET") == 1
     assert pull(0) == (digest, 64 * 1024 * 1024)  # now from the cache
     assert upstream_requests(dist, f"/v2/up/big/blobs/{digest}", "GET") == 1
+
+
+def test_a_first_puller_that_stops_reading_holds_up_no_one(
+        dist: Server, tmp_path: Path) -> None:
+    # a client that starts the fetch and then takes no byte (stalled, or a slow link)
+    # is cut off after `http.body_timeout`; the fetch goes on at upstream's speed and
+    # the next pull gets the blob. Before, the fetch went at the first puller's pace:
+    # the next pull waited as long as that client held its connection open.
+    data = os.urandom(64 * 1024 * 1024)  # far past what socket buffers hold
+    digest = push_blob(dist, "up/stall", data, (USER, PASSWORD))
+    del data
+    config = write_config(
+        tmp_path / "config.yml", log={"level": "info"}, http={"body_timeout": "2s"},
+        proxy=[{"prefix": "hub", "upstream": dist.url, "fetch_wait": "60s",
+                "credentials": {"username": USER, "password_env": "DIST_PASSWORD"}}])
+    cache = start_dockyard(tmp_path / "data", config=config,
+                           env={"DIST_PASSWORD": PASSWORD})
+    path = f"/v2/hub/up/stall/blobs/{digest}"
+    try:
+        stalled = socket.create_connection(("127.0.0.1", cache.port))
+        stalled.sendall(f"GET {path} HTTP/1.1\r\nHost: {cache.host}\r\n\r\n".encode())
+        head = stalled.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        began = time.monotonic()
+        h = hashlib.sha256()
+        with httpx.Client(timeout=90) as client, client.stream("GET", cache.url + path) as r:
+            assert r.status_code == 200, r.read()
+            for chunk in r.iter_bytes():
+                h.update(chunk)
+        took = time.monotonic() - began
+        assert "sha256:" + h.hexdigest() == digest
+        assert took < 45, f"the second pull waited {took:.0f} s"
+        # the stalled client got a cut stream, not the whole blob
+        stalled.settimeout(30)
+        got = len(head)
+        while chunk := stalled.recv(1 << 20):
+            got += len(chunk)
+        stalled.close()
+        assert got < 64 * 1024 * 1024, "the stalled pull got the whole blob"
+        assert upstream_requests(dist, f"/v2/up/stall/blobs/{digest}", "GET") == 1
+    finally:
+        cache.stop()
+    assert "took no byte for 2 s" in cache.log.read_text(errors="replace")
 
 
 def push_blob(server: Server, repo: str, data: bytes,

@@ -58,7 +58,7 @@ class ProxyRule(BaseModel):
     tls_verify: bool = True
     #: cached tags not pulled for this long are deleted (then collected); null: never
     retention: Duration | None = timedelta(days=30)
-    #: how long a pull waits for another process's fetch of the same blob
+    #: how long a pull waits for another pull's fetch of the same blob (then 503)
     fetch_wait: Duration = timedelta(minutes=10)
 
     @field_validator("prefix")

@@ -10,7 +10,10 @@ A blob is fetched once however many pull it at once: within a process, pullers w
 the fetch task; across processes and hosts, the fetcher holds the lease
 `proxy-blob:<digest>` in the metadata store and the others wait until the blob is
 stored (or the lease frees: a fetcher that died is replaced). The first puller gets the
-bytes as they arrive, while they are hashed and stored (`UploadService.store_fetched`).
+bytes as they arrive, while they are hashed and stored (`UploadService.store_fetched`);
+one that takes no byte for `follow_lag` seconds (`http.body_timeout`) is cut off and the
+fetch goes on at upstream's speed, so a stalled client holds up no one. Every wait for a
+fetch ends at the rule's `fetch_wait`.
 
 The upstream registries are reached through the `Upstream` Protocol (implemented over
 `remote.RegistryClient` by `remote/upstream.py`, handed in by `backends.py`): `core`
@@ -58,6 +61,10 @@ for a fetcher that died before one of them takes over."""
 STALE_RETRY = 10.0
 """Seconds after a failed re-check of a tag before a pull (of this process) tries
 upstream again; meanwhile the tag is answered stale at once."""
+
+FOLLOW_LAG = 60.0
+"""Seconds the fetch waits for its first puller to take a chunk before going on without
+it (the default of `http.body_timeout`)."""
 
 #: how many chunks the first puller's stream may lag behind the fetch
 _QUEUE = 8
@@ -146,12 +153,28 @@ class _Tee:
     attached: bool = True
     done: asyncio.Future[None] | None = None
     error: BaseException | None = None
+    #: seconds the fetch waits for room in `queue` before cutting the puller off
+    lag: float = FOLLOW_LAG
 
     async def tee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             if self.attached:
-                await self.queue.put(chunk)
+                try:
+                    self.queue.put_nowait(chunk)
+                except asyncio.QueueFull:
+                    try:
+                        await asyncio.wait_for(self.queue.put(chunk), self.lag)
+                    except TimeoutError:
+                        self.cut(f"the first pull took no byte for {self.lag:g} s; the "
+                                 "fetch goes on without it")
             yield chunk
+
+    def cut(self, why: str) -> None:
+        """Leave the puller behind: its stream ends with an error at its next read."""
+        log.warning("%s", why)
+        self.error = UpstreamUnavailable(why)
+        self.detach()
+        self.queue.put_nowait(None)
 
     def detach(self) -> None:
         self.attached = False
@@ -160,9 +183,9 @@ class _Tee:
 
     async def finish(self, error: BaseException | None) -> None:
         """The fetch ended; a failed one cuts the puller's stream short at once."""
-        self.error = error
-        if not self.attached:
+        if not self.attached:  # gone, or cut off (its error stays what it was told)
             return
+        self.error = error
         if error is not None:
             while not self.queue.empty():
                 self.queue.get_nowait()
@@ -187,7 +210,7 @@ class PullThrough:
 
     def __init__(self, routes: ProxyRoutes, store: MetadataStore, blobs: BlobStore,
                  uploads: UploadService, leases: LeaseBackend, holder: str,
-                 pulls: PullRecorder | None = None) -> None:
+                 pulls: PullRecorder | None = None, follow_lag: float = FOLLOW_LAG) -> None:
         self.routes = routes
         self.store = store
         self.blobs = blobs
@@ -197,6 +220,8 @@ class PullThrough:
         self.pulls = pulls
         #: seconds a fetch's lease lasts unless renewed
         self.fetch_lease_ttl = FETCH_LEASE_TTL
+        #: seconds a fetch waits for its first puller to take a chunk
+        self.follow_lag = follow_lag
         self._fetches: dict[str, asyncio.Future[None]] = {}
         self._inflight: dict[tuple[str, str], asyncio.Future[object]] = {}
         #: (repository, tag) -> until when a failed re-check is not tried again
@@ -366,14 +391,16 @@ class PullThrough:
         while True:
             running = self._fetches.get(key)
             if running is not None:  # this process fetches it: wait for that
-                await asyncio.shield(running)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(running),
+                                           max(0.0, deadline - loop.time()))
                 if await self._adopt(name, info.digest, info.size):
                     return None
             elif await self.leases.acquire(lease, self.holder, self.fetch_lease_ttl):
                 if await self._adopt(name, info.digest, info.size):  # finished meanwhile
                     await self.leases.release(lease, self.holder)
                     return None
-                tee = _Tee(attached=whole)
+                tee = _Tee(attached=whole, lag=self.follow_lag)
                 task = asyncio.ensure_future(self._fetch(route, name, info, tee, lease))
                 tee.done = task
                 self._fetches[key] = task

@@ -21,7 +21,7 @@ from dockyard.core.manifests import ManifestService
 from dockyard.core.mirrors import MirrorRecords
 from dockyard.core.notify import Deliverer, Notifier, Sender
 from dockyard.core.operations import OperationsService
-from dockyard.core.proxy import ProxyRoutes, PullThrough, Upstream
+from dockyard.core.proxy import FOLLOW_LAG, ProxyRoutes, PullThrough, Upstream
 from dockyard.core.pulls import PullRecorder
 from dockyard.core.replica import ReplicaService
 from dockyard.core.repositories import RepositoryService
@@ -99,7 +99,7 @@ class Registry:
         observe: Callable[[str, float], object] | None = None,
         proxies: Sequence[tuple[ProxyRule, Upstream]] = (),
         endpoints: Sequence[EndpointSettings] = (), source_addr: str = "",
-        job_repositories: Mapping[str, str] | None = None,
+        job_repositories: Mapping[str, str] | None = None, follow_lag: float = FOLLOW_LAG,
     ) -> Registry:
         pulls = PullRecorder(store)
         notifier = Notifier(NotificationStore(store), endpoints, source_addr)
@@ -110,7 +110,7 @@ class Registry:
         uploads = UploadService(store, blobstore, session_caps, routes=routes,
                                 notifier=notifier)
         cache = PullThrough(routes, store, blobstore, uploads, leases, lease_holder.holder,
-                            pulls)
+                            pulls, follow_lag=follow_lag)
         return cls(
             health=HealthService(ops, blobstore, observe=observe),
             operations=OperationsService(ops, blobstore),

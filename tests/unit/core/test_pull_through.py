@@ -76,11 +76,13 @@ def upstream() -> FakeUpstream:
     return FakeUpstream()
 
 
-async def open_registry(sqlite_url: str, data: Path, upstream: FakeUpstream) -> Registry:
+async def open_registry(sqlite_url: str, data: Path, upstream: FakeUpstream,
+                        rule: ProxyRule = RULE, follow_lag: float = 60.0) -> Registry:
     engines = open_engines(sqlite_url)
     registry = Registry.build(MetadataStore(engines), BlobStore(FilesystemDriver(data)),
                               LeaseStore(engines), delete_enabled=True,
-                              manifest_max_size=1 << 20, proxies=[(RULE, upstream)])
+                              manifest_max_size=1 << 20, proxies=[(rule, upstream)],
+                              follow_lag=follow_lag)
     registry.cache.fetch_lease_ttl = 0.6
     return registry
 
@@ -156,6 +158,42 @@ async def test_a_fetcher_that_died_is_replaced(
     assert isinstance(body, Stream)
     assert await read(body) == DATA
     assert upstream.fetches == 1
+
+
+async def test_a_wait_for_a_fetch_in_this_process_ends_at_fetch_wait(
+        sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    rule = ProxyRule(prefix="hub", upstream="https://up.example",
+                     fetch_wait=timedelta(seconds=0.5))
+    registry = await open_registry(sqlite_url, tmp_path / "data", upstream, rule)
+    try:
+        info = await registry.blobs.stat("hub/x", DIGEST)
+        first = await registry.blobs.open(info, 0, len(DATA))  # upstream holds back
+        assert isinstance(first, Stream)
+        with pytest.raises(UpstreamUnavailable, match="still being fetched"):
+            await asyncio.wait_for(registry.blobs.open(info, 0, len(DATA)), 5)
+        upstream.gate.set()
+        assert await read(first) == DATA
+    finally:
+        await registry.close()
+
+
+async def test_a_first_puller_that_takes_nothing_is_cut_off_and_the_fetch_goes_on(
+        sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    registry = await open_registry(sqlite_url, tmp_path / "data", upstream,
+                                   follow_lag=0.3)
+    try:
+        info = await registry.blobs.stat("hub/x", DIGEST)
+        first = await registry.blobs.open(info, 0, len(DATA))
+        assert isinstance(first, Stream)
+        upstream.gate.set()  # 16 chunks come; the first pull's queue holds 8
+        second = await asyncio.wait_for(registry.blobs.open(info, 0, len(DATA)), 5)
+        assert isinstance(second, LocalFile)
+        assert second.path.read_bytes() == DATA
+        with pytest.raises(UpstreamUnavailable, match="took no byte"):
+            await read(first)  # what it had queued, then the cut: never a clean end
+        assert upstream.fetches == 1
+    finally:
+        await registry.close()
 
 
 async def test_bytes_that_do_not_match_the_digest_are_not_kept(
