@@ -1,15 +1,21 @@
-"""A replica's full comparison, against a real primary: a tag that vanishes between the
-listing and the look at it deletes nothing else (one failed look used to read as "the
-repository has no tags", and the replica deleted every tag of it)."""
+"""A replica against a real primary: a tag that vanishes between the comparison's listing
+and its look at it deletes nothing else (one failed look used to read as "the
+repository has no tags", and the replica deleted every tag of it); a blob body longer
+than its descriptor is not read past the descriptor's size."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import load_settings
+from dockyard.oci.errors import RegistryError
 from dockyard.remote.client import ManifestInfo, RegistryClient
 from dockyard.replica.follower import Follower
 from tests.support.oci_api import push_image
@@ -53,6 +59,48 @@ async def test_a_tag_gone_while_comparing_deletes_no_other_tag(tmp_path: Path) -
                 async with httpx.AsyncClient(base_url=primary.url) as check:
                     r = await check.get(f"/v2/{REPO}/tags/list")
                     assert sorted(r.json()["tags"]) == ["a", "b"]
+        finally:
+            await close_registry(registry)
+    finally:
+        primary.stop()
+
+
+class PaddingClient(RegistryClient):
+    """A real client whose blob bodies go on after the blob's bytes, without end: a
+    primary (or a path to it) that sends more than the manifest says."""
+
+    padded = 0
+
+    @asynccontextmanager
+    async def open_blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        async with super().open_blob(name, digest) as chunks:
+            async def more() -> AsyncIterator[bytes]:
+                async for chunk in chunks:
+                    yield chunk
+                while True:
+                    self.padded += 65536
+                    yield b"\0" * 65536
+            yield more()
+
+
+async def test_a_blob_longer_than_its_descriptor_is_not_read_past_its_size(
+        tmp_path: Path) -> None:
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            pushed = push_image(client, REPO, "v1")
+        settings = load_settings(env={}, overrides={
+            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
+        registry = await open_registry(settings)
+        try:
+            async with PaddingClient(primary.url) as remote:
+                follower = Follower(registry, remote, primary.url)
+                with pytest.raises(RegistryError):
+                    await asyncio.wait_for(follower.ensure_manifest(REPO, pushed.digest), 30)
+                assert remote.padded <= 1 << 20  # stopped at the size, not at the end
+                assert await registry.replica.tags(REPO) == {}
+                assert not list((tmp_path / "replica").glob("blobs/**/data"))
+                assert (await registry.operations.state(fresh=True)).upload_sessions == 0
         finally:
             await close_registry(registry)
     finally:

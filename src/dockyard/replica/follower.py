@@ -197,11 +197,12 @@ class Follower:
         for child in manifest.children:
             if not await self.ensure_manifest(name, str(child.digest)):
                 return False
-        wanted_blobs = [str(b.digest) for b in manifest.blobs if not _is_foreign(b.media_type)]
+        wanted_blobs = {str(b.digest): b.size for b in manifest.blobs
+                        if not _is_foreign(b.media_type)}
         try:
             async with asyncio.TaskGroup() as group:  # a failure cancels the others
-                fetched = [group.create_task(self._bounded(self.ensure_blob(name, d)))
-                           for d in dict.fromkeys(wanted_blobs)]
+                fetched = [group.create_task(self._bounded(self.ensure_blob(name, d, n)))
+                           for d, n in wanted_blobs.items()]
         except ExceptionGroup as failed:  # the first failure, as the caller expects
             raise failed.exceptions[0] from None
         if not all(task.result() for task in fetched):
@@ -213,9 +214,10 @@ class Follower:
         async with self._transfers:
             return await work
 
-    async def ensure_blob(self, name: str, digest: str) -> bool:
+    async def ensure_blob(self, name: str, digest: str, size: int) -> bool:
         """Have blob `digest` in `name`: already there, linked from another repository
-        of this registry, or streamed from the primary (verified); False on a 404."""
+        of this registry, or streamed from the primary (verified, and no more than the
+        manifest's `size` read); False on a 404."""
         wanted = Digest.parse(digest)
         try:
             await self.registry.blobs.stat(name, wanted)
@@ -226,8 +228,8 @@ class Follower:
             return True
         try:
             async with self.client.open_blob(name, digest) as chunks:
-                await self.registry.uploads.upload(name, OWNER, wanted, chunks, Chunk(),
-                                                   discard=True)
+                await self.registry.uploads.upload(name, OWNER, wanted, chunks,
+                                                   Chunk(length=size), discard=True)
         except RegistryClientError as exc:
             if exc.status == 404:
                 return False
