@@ -9,6 +9,7 @@ Each page is also written as a screenshot at desktop and phone widths
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -37,6 +38,7 @@ from tests.support.oci_api import (
     push_blob,
     put_manifest,
 )
+from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.servers import Server, start_dockyard
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -556,3 +558,49 @@ def test_operations_page_for_admins_only(page: Any, registry: Registry) -> None:
     assert main.locator("#collections tbody tr").count() >= 2
     expect(main.locator("svg.trend polyline")).to_have_count(1)
     check(page, "operations")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_search_finds_tags_past_hundreds_the_visitor_may_not_see(
+        tmp_path: Path, store: str) -> None:
+    # 501 matching tags in a repository anonymous visitors may not see sort before the
+    # one they may: the search used to take the first 500 matches, then drop the
+    # invisible ones, and found nothing
+    with contextlib.ExitStack() as stack:
+        env = {}
+        if store == "postgresql":
+            if (reason := postgres_unavailable()) is not None:
+                pytest.skip(reason)
+            env["DOCKYARD_DATABASE_URL"] = stack.enter_context(running_postgres())
+        search_past_invisible_tags(tmp_path, env)
+
+
+def search_past_invisible_tags(tmp_path: Path, env: dict[str, str]) -> None:
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    server = start_dockyard(tmp_path / "data", env=env, config=write_config(
+        tmp_path / "config.yml", auth=basic_auth(htpasswd)))
+    try:
+        with httpx.Client(base_url=server.url, auth=creds("admin"), timeout=30) as c:
+            hidden = push(c, "private/many", "many-000")
+            for n in range(1, 501):
+                r = put_manifest(c, "private/many", f"many-{n:03}", hidden.payload,
+                                 hidden.media_type)
+                assert r.status_code == 201, r.text
+            push(c, "public/few", "many-public")
+        with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+            page = anonymous.get("/ui/search", params={"q": "many", "partial": "1"})
+        assert page.status_code == 200
+        assert "public/few:many-public" in page.text
+        assert "private/many" not in page.text
+        with httpx.Client(base_url=server.url, timeout=30) as reader:
+            login = reader.get("/ui/login")
+            token = re.search(r'name="csrf" value="([^"]+)"', login.text)
+            assert token is not None, login.text[:2000]
+            r = reader.post("/ui/login", data={
+                "username": "reader", "password": USERS["reader"][0],
+                "csrf": token.group(1), "next": "/ui/"})
+            assert r.status_code in (302, 303), r.text[:500]
+            page = reader.get("/ui/search", params={"q": "many", "partial": "1"})
+        assert "private/many:many-000" in page.text  # a reader sees them, first by name
+    finally:
+        server.stop()

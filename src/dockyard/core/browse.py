@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,7 +55,8 @@ class BrowseBackend(Protocol):
     async def tag_details(self, name: str, *, offset: int = 0, limit: int | None = None,
                           digest: str | None = None) -> tuple[list[TagDetail], int] | None:
         ...
-    async def search_tags(self, text: str, limit: int) -> list[tuple[str, str]]: ...
+    async def search_tags(self, text: str, limit: int,
+                          among: Sequence[str] | None = None) -> list[tuple[str, str]]: ...
     async def uploads(self, limit: int) -> list[UploadInFlight]: ...
     async def collections(self, limit: int) -> list[CollectionRecord]: ...
     async def counts(self) -> dict[str, int]: ...
@@ -296,11 +297,14 @@ class BrowseService:
         text = text.strip()[:128]
         if not text:
             return [], []
-        names = [s.name for s in await self.summaries(visible) if text in s.name][:limit]
+        shown = [s.name for s in await self.summaries(visible)]
+        names = [name for name in shown if text in name][:limit]
         if "\x00" in text:  # no tag holds one (and PostgreSQL takes no NUL in text)
             return names, []
-        pairs = [p for p in await self.backend.search_tags(text, limit * 25)
-                 if visible is None or visible(p[0])][:limit]
+        # only where the caller may look: a filter after the query's LIMIT hid every
+        # match when repositories it may not see held the first few hundred
+        pairs = await self.backend.search_tags(text, limit,
+                                               None if visible is None else shown)
         return names, pairs
 
     def _space(self) -> tuple[int | None, int | None]:

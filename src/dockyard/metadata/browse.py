@@ -23,6 +23,9 @@ from dockyard.metadata.schema import (
 )
 from dockyard.metadata.store import MetadataStore
 
+_AMONG = 500
+"""Repository names per query of a search restricted to some (one bound parameter each)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RepositorySummary:
@@ -125,15 +128,28 @@ class BrowseStore:
                            None if r[7] is None else float(r[7]), r[8]) for r in rows],
                 int(total[0][0]))
 
-    async def search_tags(self, text: str, limit: int) -> list[tuple[str, str]]:
-        """(repository, tag) pairs whose tag contains `text`, at most `limit`."""
-        rows = await self.store._read(
-            select(repositories.c.name, tags.c.name)
-            .select_from(repositories.join(tags))
-            .where(tags.c.name.like(_like(text), escape="\\"))
-            .order_by(self.store._sorted(repositories.c.name), self.store._sorted(tags.c.name))
-            .limit(limit))
-        return [(r[0], r[1]) for r in rows]
+    async def search_tags(self, text: str, limit: int,
+                          among: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """(repository, tag) pairs whose tag contains `text`, at most `limit`, by
+        repository then tag; only in the repositories `among` when given."""
+        query = (select(repositories.c.name, tags.c.name)
+                 .select_from(repositories.join(tags))
+                 .where(tags.c.name.like(_like(text), escape="\\"))
+                 .order_by(self.store._sorted(repositories.c.name),
+                           self.store._sorted(tags.c.name)))
+        if among is None:
+            rows = await self.store._read(query.limit(limit))
+            return [(r[0], r[1]) for r in rows]
+        found: list[tuple[str, str]] = []
+        names = sorted(among)  # code point order is `_sorted`'s byte order of UTF-8
+        for start in range(0, len(names), _AMONG):  # in order: the pairs stay sorted
+            if len(found) >= limit:
+                break
+            rows = await self.store._read(
+                query.where(repositories.c.name.in_(names[start:start + _AMONG]))
+                .limit(limit - len(found)))
+            found += [(r[0], r[1]) for r in rows]
+        return found
 
     async def uploads(self, limit: int) -> list[UploadInFlight]:
         """Open upload sessions, the most recently written first."""
