@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -241,5 +242,26 @@ def test_the_catalog_lists_only_what_the_caller_may_pull(tmp_path: Path, method:
         assert r.json()["repositories"] == []
         assert [n for page in _walk_catalog(server.url, admin, 7) for n in page] \
             == CATALOG_NAMES
+        if method == "token":
+            # a token made for one repository lists that one in the web UI, not the
+            # rest of its user's view (the admin's whole registry here); without the
+            # catalog scope the API's catalog refuses it
+            r = httpx.get(f"{server.url}/auth/token", auth=("admin", users["admin"][0]),
+                          params={"service": "dockyard", "scope": "repository:team/a:pull"})
+            narrow = {"Authorization": f"Bearer {r.json()['token']}"}
+            page = httpx.get(f"{server.url}/ui/repositories", headers=narrow)
+            assert page.status_code == 200
+            listed = set(re.findall(r'href="/ui/r/([^"]+)"', page.text))
+            assert listed == {"team/a"}, listed
+            found = httpx.get(f"{server.url}/ui/search",
+                              params={"q": "secret", "partial": "1"}, headers=narrow)
+            assert found.status_code == 200
+            assert "team/secret" not in found.text
+            r = httpx.get(f"{server.url}/v2/_catalog", headers=narrow)
+            assert r.status_code == 401, r.text
+            # the catalog scope gives back the user's view
+            page = httpx.get(f"{server.url}/ui/repositories", headers=admin)
+            listed = set(re.findall(r'href="/ui/r/([^"]+)"', page.text))
+            assert listed == set(CATALOG_NAMES), listed
     finally:
         server.stop()

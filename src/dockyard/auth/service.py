@@ -284,12 +284,22 @@ class AccessControl:
         return Identity(user=entry.user, groups=entry.groups)
 
     def catalog_filter(self, identity: Identity) -> Callable[[str], bool] | None:
-        """Which repository names the catalog shows `identity`: those the policy lets
-        them pull; None when that is every repository (nothing to filter)."""
+        """Which repository names listings show `identity`: those the policy lets them
+        pull; None when that is every repository (nothing to filter). A bearer token
+        without the catalog scope shows only what it may pull itself: a token made for
+        one repository does not list the rest of its user's view (in the web UI, the
+        admin histories)."""
         who = self._policy_identity(identity)
-        if self.policy.pulls_everything(who):
-            return None
         policy = self.policy
+        if identity.grants is not None and not _lists_catalog(identity):
+            mine = identity
+
+            def allowed(name: str) -> bool:
+                return ("pull" in mine.granted(Scope("repository", name, frozenset()))
+                        and "pull" in policy.actions(who, name))
+            return allowed
+        if policy.pulls_everything(who):
+            return None
         return lambda name: "pull" in policy.actions(who, name)
 
     def _policy_would_grant(self, identity: Identity, scope: Scope) -> bool:
@@ -400,3 +410,11 @@ def parse_basic(value: str) -> tuple[str, str]:
 
 
 __all__ = ["ANONYMOUS_IDENTITY", "AccessControl", "Decision", "RateLimited", "Unauthenticated"]
+
+
+CATALOG_SCOPE = Scope("registry", "catalog", frozenset({"*"}))
+
+
+def _lists_catalog(identity: Identity) -> bool:
+    """Whether a token grants the catalog (`registry:catalog:*`)."""
+    return "*" in identity.granted(CATALOG_SCOPE)
