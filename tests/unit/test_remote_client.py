@@ -216,3 +216,46 @@ async def test_a_token_said_to_expire_in_nan_seconds_is_kept_for_60(
         for _ in range(3):
             assert await _drain(c.tags("g/app")) == ["v1"]
     assert len(fetched) == 1
+
+
+MALFORMED_FEEDS = [
+    b"[]",
+    b'{"events": []}',
+    b'{"head": true, "events": []}',
+    b'{"head": 3, "events": {}}',
+    b'{"head": 3, "events": [1]}',
+    b'{"head": 3, "events": [{"id": "1", "at": 0, "kind": "tag_set", "repository": "a"}]}',
+    b'{"head": 3, "events": [{"id": 1, "at": null, "kind": "tag_set", "repository": "a"}]}',
+    b'{"head": 3, "events": [{"id": 1, "at": 0, "kind": "tag_set", "repository": ["a"]}]}',
+    b'{"head": 3, "events": [{"id": 1, "at": 0, "kind": "tag_set", "repository": "a", '
+    b'"tag": 7}]}',
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED_FEEDS)
+async def test_a_malformed_feed_page_is_a_client_error(body: bytes) -> None:
+    # what a follower retries with backoff (and shows in its status), not a TypeError
+    # out of the job
+    async def feed(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/admin/v1/events", feed)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        with pytest.raises(RegistryClientError, match="malformed page"):
+            await c.events(0, 10, 0)
+
+
+async def test_a_well_formed_feed_page_is_read() -> None:
+    page = (b'{"head": 3, "next": 1, "events": [{"id": 1, "at": 1.5, "kind": "tag_set", '
+            b'"repository": "a", "tag": "v1", "digest": null, "mediaType": null}]}')
+
+    async def feed(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=page, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/admin/v1/events", feed)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        got = await c.events(0, 10, 0)
+    assert got["head"] == 3
+    assert got["events"][0]["tag"] == "v1"

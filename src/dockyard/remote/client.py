@@ -320,11 +320,7 @@ class RegistryClient:
             body = await read_at_most(resp, DOCUMENT_LIMIT)
             if resp.status == 410:
                 raise _expired(body)
-        doc = _document(200, "the change feed", body)
-        if not isinstance(doc, dict):
-            raise RegistryClientError(200, "the change feed answered something else than "
-                                           "a JSON object")
-        return doc
+        return _feed_page(_document(200, "the change feed", body))
 
     # ------------------------------------------------------------------ blobs
 
@@ -410,6 +406,34 @@ def _document(status: int, what: str, body: bytes) -> Any:
     except ValueError:
         raise RegistryClientError(status, f"{what}: the registry answered with something "
                                           "else than JSON") from None
+
+
+def _feed_page(doc: Any) -> dict[str, Any]:
+    """A change-feed page whose fields have the types a follower reads, or
+    `RegistryClientError` naming the first that does not."""
+    def number(value: Any, kinds: tuple[type, ...] = (int,)) -> bool:
+        return isinstance(value, kinds) and not isinstance(value, bool)
+
+    def text(value: Any, optional: bool = False) -> bool:
+        return isinstance(value, str) or (optional and value is None)
+
+    problem = ""
+    if not isinstance(doc, dict):
+        problem = "the page is not a JSON object"
+    elif not number(doc.get("head")):
+        problem = "its head is not an integer"
+    elif not isinstance(doc.get("events"), list):
+        problem = "its events are not a list"
+    for n, event in enumerate(doc.get("events", []) if not problem else []):
+        if not (isinstance(event, dict) and number(event.get("id"))
+                and number(event.get("at"), (int, float)) and text(event.get("kind"))
+                and text(event.get("repository")) and text(event.get("tag"), True)
+                and text(event.get("digest"), True)):
+            problem = f"event {n} lacks an integer id, a time, a kind or a repository"
+            break
+    if problem:
+        raise RegistryClientError(200, f"the change feed answered a malformed page: {problem}")
+    return doc  # type: ignore[no-any-return]
 
 
 async def _raise_body(status: int, body: bytes, reason: str | None) -> None:
