@@ -259,3 +259,36 @@ async def test_a_well_formed_feed_page_is_read() -> None:
         got = await c.events(0, 10, 0)
     assert got["head"] == 3
     assert got["events"][0]["tag"] == "v1"
+
+
+@pytest.mark.parametrize("https", [True, False])
+async def test_credentials_of_an_https_registry_go_to_no_plain_http_realm(
+        https: bool) -> None:
+    # a registry reached over https whose challenge names an http:// realm (a
+    # misconfiguration, or a man in the middle of the challenge) would get the user's
+    # password in the clear; a plain-http registry's own realm may be http
+    seen: list[str | None] = []
+
+    async def token(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"token": "t", "expires_in": 300})
+
+    app = web.Application()
+    app.router.add_get("/token", token)
+    async with TestServer(app, host="127.0.0.1") as srv, aiohttp.ClientSession() as session:
+        authenticator = auth.Authenticator(Credentials("u", "secret-pw"), https=https)
+        challenge = f'Bearer realm="{srv.make_url("/token")}",service="s"'
+        if https:
+            with pytest.raises(AuthError, match="in the clear"):
+                await authenticator.answer(session, challenge, ("repository:a:pull",),
+                                           None, ssl=True)
+            assert seen == []
+        else:
+            assert await authenticator.answer(session, challenge, ("repository:a:pull",),
+                                              None, ssl=True)
+            assert seen == [auth.basic_header(Credentials("u", "secret-pw"))]
+        # anonymous tokens may come from an http realm either way
+        anonymous = auth.Authenticator(None, https=https)
+        assert await anonymous.answer(session, challenge, ("repository:a:pull",), None,
+                                      ssl=True)
+        assert seen[-1] is None

@@ -2,7 +2,8 @@
 
 A Bearer challenge names a realm, a service and a scope; a token is asked for at the
 realm (anonymously, or with Basic credentials when there are some) and kept per scope
-until it expires or the registry challenges again.
+until it expires or the registry challenges again. Credentials for a registry reached
+over https are never sent to a plain-http realm.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class Authenticator:
     """The Authorization header for each scope of one registry, learnt from challenges."""
 
     credentials: Credentials | None = None
+    #: the registry is reached over https: its credentials go to no plain-http realm
+    https: bool = False
     _basic: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tokens: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)
@@ -99,6 +102,12 @@ class Authenticator:
         headers = {} if self.credentials is None else \
             {"Authorization": basic_header(self.credentials)}
         realm = challenge.params["realm"]
+        scheme = realm.partition(":")[0].lower()
+        if scheme not in ("http", "https"):
+            raise AuthError(f"the token realm {realm[:200]!r} is not an http(s) URL")
+        if headers and self.https and scheme != "https":
+            raise AuthError(f"the registry is https but its token realm {realm[:200]} is "
+                            "plain http: the credentials are not sent there in the clear")
         async with session.get(realm, params=params, headers=headers, ssl=ssl,
                                timeout=TOKEN_TIMEOUTS) as resp:
             try:

@@ -106,7 +106,7 @@ class RegistryClient:
         #: the time limits of a request that streams no blob
         self.small_timeouts = aiohttp.ClientTimeout(total=SMALL_REQUEST_SECONDS,
                                                     sock_connect=30)
-        self._auth = Authenticator(credentials)
+        self._auth = Authenticator(credentials, https=base.scheme == "https")
         self._ssl = verify_tls
         # bytes pass through as the registry sent them (digests are of those bytes, so
         # no compression is asked for: aiohttp would offer gzip); 1 MiB reads (aiohttp's
