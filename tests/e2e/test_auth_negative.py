@@ -501,3 +501,22 @@ def test_audit_lines_name_the_identity_and_logs_hold_no_secrets(token_registry: 
         assert secret not in log
     assert token not in log
     assert token.split(".")[2] not in log
+
+
+@pytest.mark.parametrize("header", [b"Basic \xc3\xa9", b"Basic \xff\xfe", b"Bearer \xff.a.b",
+                                    b"Bearer \xc3\xa9.e30.", b"Basic YTpi\xff"])
+@pytest.mark.parametrize("which", ["basic", "token"])
+def test_credentials_that_are_not_ascii_are_401_not_500(
+        basic_registry: Registry, token_registry: Registry, which: str, header: bytes
+        ) -> None:
+    # base64 and JWTs are ASCII: anything else is malformed credentials (b64decode of
+    # a non-ASCII str, and PyJWT's encode of a lone surrogate, raised out as 500s)
+    reg = basic_registry if which == "basic" else token_registry
+    paths = ["/v2/", f"/v2/{PUBLIC}/tags/list"] + (["/auth/token?service=dockyard"]
+                                                   if which == "token" else [])
+    with httpx.Client(base_url=reg.server.url) as c:
+        for path in paths:
+            resp = c.get(path, headers={"Authorization": header})
+            assert resp.status_code == 401, (path, resp.status_code, resp.text)
+            assert [e["code"] for e in resp.json()["errors"]] == ["UNAUTHORIZED"], resp.text
+    assert "Traceback" not in reg.server.log.read_text(errors="replace")

@@ -16,7 +16,7 @@ from tests.support.servers import start_dockyard
 def _config(path: Path, users: Path, *, anonymous: list[str], level: str) -> None:
     path.write_text(
         f"log:\n  level: {level}\n"
-        f"auth:\n  method: htpasswd\n  htpasswd:\n    path: {users}\n"
+        f"auth:\n  method: htpasswd\n  htpasswd:\n    path: {users}\n  admin: [ci]\n"
         "  access:\n    - repository: '**'\n      allow:\n"
         f"        anonymous: {anonymous}\n        ci: ['*']\n")
 
@@ -35,6 +35,8 @@ def test_sighup_reloads_policy_users_and_log_level(tmp_path: Path) -> None:
         url = s.url + "/v2/any/thing/tags/list"
         assert httpx.get(url).status_code == 401
         assert httpx.get(url, auth=("ops", "two")).status_code == 401
+        feed = s.url + "/admin/v1/events?after=0&limit=1&wait=0"
+        assert httpx.get(feed, auth=("ci", "one")).status_code == 200
         _config(cfg, users, anonymous=["pull"], level="debug")
         users.write_text(_user("ci", b"one") + _user("ops", b"two"))
         s.proc.send_signal(signal.SIGHUP)
@@ -46,6 +48,8 @@ def test_sighup_reloads_policy_users_and_log_level(tmp_path: Path) -> None:
             with httpx.Client() as c:
                 assert c.get(url).status_code == 404  # anonymous may pull now
                 assert c.get(url, auth=("ops", "two")).status_code == 404
+                # `auth.admin` survives the reload (it was dropped: replicas refused)
+                assert c.get(feed, auth=("ci", "one")).status_code == 200
         log = s.log.read_text()
         line = next(x for x in log.splitlines() if "SIGHUP: worker" in x)
         assert "log level debug" in line

@@ -115,7 +115,8 @@ class AccessControl:
         """SIGHUP: the access policy and the htpasswd file from `settings` (the method and
         token settings need a restart); what was reloaded, for the log."""
         done: list[str] = []
-        policy = Policy([(r.repository, r.allow) for r in settings.access], settings.catalog)
+        policy = Policy([(r.repository, r.allow) for r in settings.access], settings.catalog,
+                        settings.admin)
         self.policy = policy
         done.append(f"access policy ({len(settings.access)} rules)")
         path = settings.htpasswd.path
@@ -400,8 +401,10 @@ class AccessControl:
 
 def parse_basic(value: str) -> tuple[str, str]:
     try:
-        raw = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        # a header with any non-ASCII character is no base64 (b64decode of such a str
+        # raises a plain ValueError)
+        raw = base64.b64decode(value.strip().encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError):
         raise Unauthenticated("malformed basic credentials") from None
     user, sep, password = raw.partition(":")
     if not sep:

@@ -101,6 +101,8 @@ class TokenVerifier:
         self._accepted: dict[str, tuple[float, Identity]] = {}
 
     def decode(self, token: str, *, refresh: bool = False) -> dict[str, Any]:
+        if not token.isascii():  # a JWT is base64url and dots (PyJWT would raise a
+            raise InvalidToken("malformed token: not ASCII")  # UnicodeEncodeError)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
