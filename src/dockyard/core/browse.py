@@ -181,9 +181,11 @@ class Operations:
 
 
 def _doc(payload: bytes) -> dict[str, Any]:
+    """A JSON object from stored bytes, or {} (a config or SBOM blob may be anything,
+    nested past the recursion limit too)."""
     try:
         doc = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
 
@@ -250,7 +252,8 @@ def _license(item: dict[str, Any]) -> str:
         if isinstance(item.get(key), str) and item[key] not in ("NOASSERTION", "NONE"):
             return str(item[key])
     names = []
-    for entry in item.get("licenses") or []:
+    licenses = item.get("licenses")
+    for entry in licenses if isinstance(licenses, list) else []:
         lic = entry.get("license") if isinstance(entry, dict) else None
         if isinstance(lic, dict):
             names.append(str(lic.get("id") or lic.get("name") or ""))
@@ -380,7 +383,7 @@ class BrowseService:
                                                               str) else None
         try:
             pretty = json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):
             pretty = payload.decode("utf-8", "replace")
         annotations = doc.get("annotations")
         subject = doc.get("subject")

@@ -109,7 +109,8 @@ async def _next(chunks: AsyncIterator[bytes]) -> bytes:
 def _entry(member: tarfile.TarInfo) -> LayerEntry:
     path = member.name.removeprefix("./") or "."
     base = path.rstrip("/").rpartition("/")[2]
-    mode = stat.filemode(member.mode | _TYPE_BITS.get(member.type, stat.S_IFREG))
+    # the permission bits only: a base-256 mode field may say anything, negative too
+    mode = stat.filemode((member.mode & 0o7777) | _TYPE_BITS.get(member.type, stat.S_IFREG))
     if base.startswith(WHITEOUT):  # the target: what it hides of the layers below
         folder = path.rstrip("/").rpartition("/")[0]
         hidden = base.removeprefix(WHITEOUT)
@@ -149,7 +150,7 @@ def _list(source: _Chunks, out: LayerFiles) -> None:
         out.stopped = str(exc)
     except _Unreadable as exc:
         out.error = f"its stored bytes could not be read ({exc})"
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, OverflowError) as exc:
         out.error = f"not a tar archive this page can read ({exc})"
 
 

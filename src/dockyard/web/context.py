@@ -34,12 +34,24 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
         user=who.user, auth=request.config_dict.get(ACCESS) is not None,
         operator=may(request, Access.CATALOG, ""),
         csrf=sessions(request).csrf(request), path=request.path, **context)
-    return web.Response(text=page, status=status, content_type="text/html",
+    return web.Response(body=_utf8(page), status=status,
+                        content_type="text/html", charset="utf-8",
                         headers={"Cache-Control": "no-store",
                                  "X-Content-Type-Options": "nosniff",
                                  "Content-Security-Policy": CSP,
                                  "Referrer-Policy": "same-origin",
                                  "X-Frame-Options": "DENY"})
+
+
+def _utf8(page: str) -> bytes:
+    """The page in UTF-8. Text a push stored may hold lone surrogates (JSON allows the
+    escape "\ud800"; tar names decode with surrogateescape): each is shown as U+FFFD,
+    not a 500 (a well-formed pair written as two escapes becomes its character)."""
+    try:
+        return page.encode("utf-8")
+    except UnicodeEncodeError:
+        whole = page.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return whole.encode("utf-8")
 
 
 #: only our own styles and script; no inline script, no framing

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dockyard.api.access import (
     ACCESS,
@@ -66,7 +67,9 @@ async def _form(request: web.Request) -> dict[str, str] | None:
     the declared charset, a charset Python does not know)."""
     try:
         form = await request.post()
-    except (ValueError, LookupError) as exc:  # UnicodeDecodeError is a ValueError
+    # UnicodeDecodeError is a ValueError; aiohttp's multipart reader raises RuntimeError
+    # for an encoding it does not know and HttpProcessingError for a part's bad headers
+    except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
         raise web.HTTPBadRequest(text=f"the form could not be read: {str(exc)[:100]}"
                                  ) from None
     token = form.get("csrf")
