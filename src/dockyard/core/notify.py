@@ -163,10 +163,16 @@ class Deliverer:
         self.poll = poll
 
     async def run(self) -> None:
+        """Deliver until cancelled; the first loop that fails (the metadata store gone)
+        ends all of them, so the job's next run starts one set, not one more."""
         sender = self.sender()
+        loops = [asyncio.ensure_future(self._deliver(e, sender)) for e in self.endpoints]
         try:
-            await asyncio.gather(*(self._deliver(e, sender) for e in self.endpoints))
+            await asyncio.gather(*loops)
         finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
             await sender.close()
 
     async def _deliver(self, endpoint: EndpointSettings, sender: Sender) -> None:

@@ -112,3 +112,40 @@ async def test_a_failed_endpoint_keeps_its_events(outbox: NotificationStore) -> 
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await outbox.count("hook") == 1
+
+
+class FailingStore:
+    """An outbox whose reads fail for endpoint `bad` (the database gone) and wait for
+    the others."""
+
+    def __init__(self) -> None:
+        self.reads: dict[str, int] = {}
+
+    async def pending(self, name: str, limit: int) -> list[Any]:
+        self.reads[name] = self.reads.get(name, 0) + 1
+        if name == "bad":
+            await asyncio.sleep(0.05)
+            raise ConnectionError("database gone")
+        return []
+
+    async def count(self, name: str) -> int:
+        return 0
+
+
+async def test_one_failed_loop_stops_the_others_and_closes_the_sender() -> None:
+    # before, gather left the other endpoints' loops running after the failure (and
+    # after the sender was closed), one more set for each run of the job
+    closed: list[bool] = []
+
+    class Closing(FakeSender):
+        async def close(self) -> None:
+            closed.append(True)
+
+    store = FailingStore()
+    deliverer = Deliverer(store, [ep("good"), ep("bad")], Closing, poll=0.01)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        await deliverer.run()
+    assert closed == [True]
+    reads = dict(store.reads)
+    await asyncio.sleep(0.1)
+    assert store.reads == reads, "a delivery loop outlived its run"
