@@ -292,3 +292,32 @@ async def test_credentials_of_an_https_registry_go_to_no_plain_http_realm(
         assert await anonymous.answer(session, challenge, ("repository:a:pull",), None,
                                       ssl=True)
         assert seen[-1] is None
+
+
+async def test_ending_an_upload_session_is_best_effort_and_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a refused mount's session is ended on the way to the upload: a DELETE that fails
+    # or hangs must neither fail the copy nor hold it
+    from dockyard.remote import client as client_module
+
+    monkeypatch.setattr(client_module, "CANCEL_SECONDS", 0.5)
+    deletes: list[str] = []
+
+    async def failing(request: web.Request) -> web.Response:
+        deletes.append("failing")
+        return web.Response(status=500, text="no")
+
+    async def hanging(request: web.Request) -> web.Response:
+        deletes.append("hanging")
+        await asyncio.sleep(30)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_delete("/v2/a/blobs/uploads/failing", failing)
+    app.router.add_delete("/v2/a/blobs/uploads/hanging", hanging)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        began = time.monotonic()
+        await c.cancel_upload(str(srv.make_url("/v2/a/blobs/uploads/failing")), "a")
+        await c.cancel_upload(str(srv.make_url("/v2/a/blobs/uploads/hanging")), "a")
+        assert time.monotonic() - began < 3
+    assert deletes == ["failing", "hanging"]

@@ -10,8 +10,8 @@ error codes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +33,8 @@ from dockyard.received import (
 )
 from dockyard.remote.auth import Authenticator
 from dockyard.remote.credentials import Credentials
+
+log = logging.getLogger("dockyard.remote")
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -356,9 +358,19 @@ class RegistryClient:
             return urljoin(self.base + "/", location)
 
     async def cancel_upload(self, location: str, name: str) -> None:
-        """Drop an upload session we will not use (a refused mount's)."""
-        async with self.request("DELETE", location, scopes=push(name), ok=(404, 405)):
-            pass
+        """Drop an upload session we will not use (a refused mount's, a failed push's).
+        Best effort and bounded: it runs to its end (at most `CANCEL_SECONDS`) even when
+        the caller is cancelled meanwhile, and a failure is only logged, so nobody's
+        session is left counting against the registry's caps until it expires."""
+        async def delete() -> None:
+            async with self.request("DELETE", location, scopes=push(name), ok=(404, 405)):
+                pass
+
+        try:
+            await asyncio.shield(asyncio.wait_for(delete(), CANCEL_SECONDS))
+        except Exception as exc:  # the caller's own failure (or none) is what matters
+            log.info("could not end the upload session %s: %s", location[:200],
+                     exc or type(exc).__name__)
 
     async def push_blob(self, name: str, digest: str, size: int,
                         chunks: AsyncIterable[bytes], location: str | None = None) -> None:
@@ -375,11 +387,7 @@ class RegistryClient:
                                              "Content-Length": str(size)}):
                 pass
         except BaseException:
-            # nobody will resume the session: end it now rather than leave it counting
-            # against the registry's caps on open sessions until it expires
-            with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(self.cancel_upload(location, name),
-                                                      CANCEL_SECONDS))
+            await self.cancel_upload(location, name)  # nobody will resume it
             raise
 
 
