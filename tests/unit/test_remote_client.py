@@ -321,3 +321,42 @@ async def test_ending_an_upload_session_is_best_effort_and_bounded(
         await c.cancel_upload(str(srv.make_url("/v2/a/blobs/uploads/hanging")), "a")
         assert time.monotonic() - began < 3
     assert deletes == ["failing", "hanging"]
+
+
+async def test_token_fetches_are_per_scope_shared_and_the_cache_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # a pull-through cache asks a token per repository name its clients make up: one
+    # slow token service answer must not hold the others (one lock did), concurrent
+    # 401s for one scope share a fetch, and the tokens kept are bounded
+    monkeypatch.setattr(auth, "MAX_TOKENS", 3)
+    asked: list[str] = []
+
+    async def token(request: web.Request) -> web.Response:
+        scope = request.query["scope"]
+        asked.append(scope)
+        if scope == "repository:slow:pull":
+            await asyncio.sleep(2)
+        return web.json_response({"token": scope, "expires_in": 300})
+
+    app = web.Application()
+    app.router.add_get("/token", token)
+    async with TestServer(app, host="127.0.0.1") as srv, aiohttp.ClientSession() as session:
+        challenge = f'Bearer realm="{srv.make_url("/token")}",service="s"'
+        a = auth.Authenticator(None)
+
+        async def answer(name: str) -> float:
+            began = time.monotonic()
+            assert await a.answer(session, challenge, (f"repository:{name}:pull",), None,
+                                  ssl=True)
+            return time.monotonic() - began
+
+        slow = asyncio.ensure_future(answer("slow"))
+        await asyncio.sleep(0.1)
+        quick = await asyncio.gather(*(answer("quick") for _ in range(5)))
+        assert max(quick) < 1.5, quick
+        assert asked.count("repository:quick:pull") == 1
+        assert await slow >= 1.5
+        for n in range(5):
+            await answer(f"made-up-{n}")
+        assert len(a._tokens) == 3
+        assert a.header(("repository:made-up-4:pull",)) == "Bearer repository:made-up-4:pull"

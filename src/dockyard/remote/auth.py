@@ -21,6 +21,9 @@ import aiohttp
 from dockyard.received import SMALL_LIMIT, BodyTooLarge, read_at_most
 from dockyard.remote.credentials import Credentials
 
+#: tokens kept per registry (one per scope set; the oldest goes first)
+MAX_TOKENS = 1024
+
 #: a token service answers within this, or the request fails (`AuthError`)
 TOKEN_TIMEOUTS = aiohttp.ClientTimeout(total=60, sock_connect=30)
 
@@ -60,8 +63,9 @@ class Authenticator:
     #: the registry is reached over https: its credentials go to no plain-http realm
     https: bool = False
     _basic: bool = False
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tokens: dict[tuple[str, ...], tuple[str, float]] = field(default_factory=dict)
+    #: token fetches in flight, one per scope set (concurrent 401s share it)
+    _fetching: dict[tuple[str, ...], asyncio.Future[None]] = field(default_factory=dict)
 
     def header(self, scopes: tuple[str, ...]) -> str | None:
         """What to send before any challenge for these scopes (None: send nothing)."""
@@ -84,15 +88,33 @@ class Authenticator:
             return True
         if challenge.scheme != "bearer" or "realm" not in challenge.params:
             return False
-        async with self._lock:
+        running = self._fetching.get(scopes)
+        if running is None:
             if self.header(scopes) not in (None, sent):
                 return True  # another request got a fresh token meanwhile
-            wanted = list(scopes)
-            if challenge.params.get("scope"):
-                wanted += [s for s in challenge.params["scope"].split(" ") if s not in wanted]
-            token, ttl = await self._fetch(session, challenge, wanted, ssl=ssl)
-            self._tokens[scopes] = (token, time.monotonic() + max(ttl - 10, 1))
+            running = asyncio.ensure_future(self._learn(session, challenge, scopes, ssl=ssl))
+            self._fetching[scopes] = running
+            running.add_done_callback(lambda _f: self._fetching.pop(scopes, None))
+            running.add_done_callback(_retrieve)
+        await asyncio.shield(running)
         return True
+
+    async def _learn(self, session: aiohttp.ClientSession, challenge: Challenge,
+                     scopes: tuple[str, ...], *, ssl: bool) -> None:
+        """Fetch and keep a token for `scopes`. Expired tokens are dropped and at most
+        `MAX_TOKENS` kept (a pull-through cache asks for one per repository name a
+        client makes up)."""
+        wanted = list(scopes)
+        if challenge.params.get("scope"):
+            wanted += [s for s in challenge.params["scope"].split(" ") if s not in wanted]
+        token, ttl = await self._fetch(session, challenge, wanted, ssl=ssl)
+        now = time.monotonic()
+        for key in [k for k, (_, until) in self._tokens.items() if until <= now]:
+            del self._tokens[key]
+        self._tokens.pop(scopes, None)
+        while len(self._tokens) >= MAX_TOKENS:  # the oldest first
+            del self._tokens[next(iter(self._tokens))]
+        self._tokens[scopes] = (token, now + max(ttl - 10, 1))
 
     async def _fetch(self, session: aiohttp.ClientSession, challenge: Challenge,
                      scopes: list[str], *, ssl: bool) -> tuple[str, float]:
@@ -132,3 +154,9 @@ class Authenticator:
         valid = (isinstance(expires, int | float) and not isinstance(expires, bool)
                  and math.isfinite(expires) and expires > 0)
         return token, float(expires) if valid else 60.0
+
+
+def _retrieve(fetch: asyncio.Future[None]) -> None:
+    """Mark a fetch's failure as seen (its waiters got it, if any were left)."""
+    if not fetch.cancelled():
+        fetch.exception()
