@@ -9,8 +9,11 @@ the callable may return a `JobResult` to give the run a summary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
 from collections import Counter
 
@@ -122,12 +125,38 @@ def rebuild_failures(stdout: bytes) -> list[str]:
             if i.get("result") == "failed"]
 
 
+async def end_group(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
+    """Stop a child started in its own session and everything it started (the build's
+    engine processes): SIGTERM to the group, SIGKILL after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+            return
+        except TimeoutError:
+            continue
+
+
 def builder_job(settings: Settings) -> Job:
+    limit = settings.builder.timeout.total_seconds()
+
     async def rebuild() -> JobResult:
         proc = await asyncio.create_subprocess_exec(
             *rebuild_command(settings), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True)
+        try:
+            async with asyncio.timeout(limit):
+                out, err = await proc.communicate()
+        except TimeoutError:
+            await end_group(proc)
+            log.error("scheduled rebuild stopped: still running after %gs "
+                      "(builder.timeout)", limit)
+            return JobResult(f"stopped after {limit:g}s (builder.timeout)", ok=False)
+        except BaseException:  # cancelled (the lease lost, the server stopping)
+            await end_group(proc)
+            raise
         counts = rebuild_summary(out)
         if proc.returncode == 0:
             log.info("scheduled rebuild done: %s", out.decode(errors="replace")[-2000:])

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,11 +85,56 @@ async def run_captured(argv: list[str], env: dict[str, str], log: Path) -> str:
         proc = await asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=errors)
-        out, _ = await proc.communicate()
+        try:
+            out, _ = await proc.communicate()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
     if proc.returncode != 0:
         raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {proc.returncode} "
                           f"(log: {log})")
     return out.decode().strip()
+
+
+READ_LIMIT = 64 * 1024 * 1024
+"""The largest file `read_file` reads out of an image (a package database)."""
+
+
+def read_inside(root: Path, path: str, limit: int) -> bytes | None:
+    """The regular file at `path` under `root`, None when there is none; no symbolic
+    link is followed on the way, so an image (as root mounts it) cannot make the
+    builder read a file of the host. `EngineError` past `limit` bytes."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        return None
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(root, nofollow | os.O_DIRECTORY)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
+            except OSError:  # absent, not a directory, or a link (ELOOP)
+                return None
+            os.close(fd)
+            fd = inner
+        try:
+            file = os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)
+        except OSError:
+            return None
+        if not stat.S_ISREG(os.fstat(file).st_mode):
+            os.close(file)
+            return None
+        with os.fdopen(file, "rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise EngineError(f"{path} is larger than {limit >> 20} MiB")
+        return data
+    finally:
+        os.close(fd)
 
 
 def _exe(name: str) -> str:
@@ -151,8 +198,7 @@ class _CliEngine:
         container = await run_captured([buildah, "from", "--pull=never", image], self.env, log)
         try:
             mount = await run_captured([buildah, "mount", container], self.env, log)
-            file = Path(mount) / path.lstrip("/")
-            return file.read_bytes() if file.is_file() else None
+            return await asyncio.to_thread(read_inside, Path(mount), path, READ_LIMIT)
         finally:
             await run_logged([buildah, "rm", container], self.env, log)
 
@@ -254,7 +300,21 @@ class Docker:
                     self.exe, "cp", f"{container}:{path}", "-", env=self.env,
                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                     stderr=errors)
-                archive, _ = await proc.communicate()
+                assert proc.stdout is not None
+                pieces: list[bytes] = []
+                size = 0
+                try:
+                    while piece := await proc.stdout.read(1024 * 1024):
+                        size += len(piece)
+                        if size > READ_LIMIT + 1024 * 1024:  # the file and its tar header
+                            raise EngineError(f"{path} in {image} is larger than "
+                                              f"{READ_LIMIT >> 20} MiB (log: {log})")
+                        pieces.append(piece)
+                finally:
+                    if proc.returncode is None and not proc.stdout.at_eof():
+                        proc.kill()
+                    await proc.wait()
+                archive = b"".join(pieces)
             if proc.returncode != 0:
                 return None  # no such file in the image
             with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

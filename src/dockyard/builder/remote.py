@@ -23,6 +23,7 @@ from dockyard.copying.ends import Fetched
 from dockyard.copying.refs import RegistryRef, parse
 from dockyard.copying.registry_end import RegistryRepository
 from dockyard.oci.digest import Digest
+from dockyard.oci.errors import RegistryError
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
 from dockyard.remote.credentials import Credentials
@@ -32,6 +33,9 @@ EMPTY = b"{}"
 
 #: What a registry call of the builder may raise (besides a bad reference's ValueError).
 REGISTRY_ERRORS = (RegistryClientError, AuthError, aiohttp.ClientError, TimeoutError)
+
+CONFIG_LIMIT = 8 * 1024 * 1024
+"""The largest image config `diff_ids` reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,17 +178,41 @@ class Registries:
         """The layer diff IDs of the image `ref` names (from its config), None if absent."""
         target = registry_ref(ref)
         end, found = await self._manifest(target, str(target.reference))
-        doc = json.loads(found.data) if found is not None else {}
-        if "config" not in doc:
+        if found is None:
             return None
+        try:
+            doc = json.loads(found.data)
+            described = doc.get("config") if isinstance(doc, dict) else None
+            if not isinstance(described, dict):
+                return None  # an index, or no image
+            digest = Digest.parse(str(described.get("digest")))
+            size = described.get("size")
+        except (ValueError, RegistryError):
+            raise RegistryClientError(200, f"{ref}: the manifest names no config we can "
+                                           "read") from None
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= CONFIG_LIMIT:
+            raise RegistryClientError(200, f"{ref}: its config's size is not a number up to "
+                                           f"{CONFIG_LIMIT >> 20} MiB")
 
         async def read_config() -> bytes:
-            async with end.blob(str(doc["config"]["digest"])) as chunks:
-                return b"".join([chunk async for chunk in chunks])
+            got = bytearray()
+            async with end.blob(str(digest)) as chunks:
+                async for chunk in chunks:
+                    got += chunk
+                    if len(got) > size:
+                        break
+            return bytes(got)
 
         config = await asyncio.wait_for(read_config(), self.timeout)
-        rootfs = json.loads(config).get("rootfs") or {}
-        return [str(d) for d in rootfs.get("diff_ids") or []]
+        if len(config) != size or Digest.of(config, digest.algorithm) != digest:
+            raise RegistryClientError(200, f"{ref}: its config is not the {size} bytes of "
+                                           f"{digest}")
+        try:
+            rootfs = json.loads(config).get("rootfs") or {}
+            return [str(d) for d in rootfs.get("diff_ids") or []]
+        except (ValueError, AttributeError, TypeError, RecursionError):
+            raise RegistryClientError(200, f"{ref}: its config is not a JSON object with "
+                                           "rootfs.diff_ids") from None
 
     async def lookup_many(self, refs: list[str]) -> dict[str, RemoteImage | Exception | None]:
         """Look-ups of several references at once; a failure is returned, not raised."""

@@ -331,12 +331,21 @@ class BuilderSettings(_Section):
     image_prefix: str | None = None   # default: catalogue.yaml's
     tag: str = "latest"
     interval: Duration = timedelta(days=7)
+    #: a rebuild still running after this is stopped (its processes too) and fails
+    timeout: Duration = timedelta(hours=6)
     engine: str = Field(default="buildah", pattern="^(buildah|podman|docker)$")
     jobs: int = Field(default=2, ge=1)
     work_dir: Path | None = None      # default: <data>/builder
     storage: Path | None = None       # a private image store; default: the engine's
     tls_verify: bool | None = None    # default: off for loopback registries, else on
     auth_file: Path | None = None     # credentials to push with; default: the usual files
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
 
     @model_validator(mode="after")
     def _catalogue_when_enabled(self) -> BuilderSettings:

@@ -66,3 +66,48 @@ def test_lifetime_and_sampling_jobs_are_not_recorded(tmp_path: Path) -> None:
     assert not jobs["usage.sample"].record
     assert [n for n in ("builder.rebuild", "gc", "uploads.purge", "feed.prune")
             if not jobs[n].record] == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("ending", ["timeout", "cancelled"])
+async def test_a_rebuild_that_runs_too_long_is_stopped_with_what_it_started(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
+    # a catalogue test that never exits held the job's lease for ever; a cancelled job
+    # (lease lost, server stopping) left its build running, orphaned
+    import asyncio
+
+    import dockyard.jobs as jobs
+
+    pids = tmp_path / "pids"
+    script = f"sleep 300 & echo $! > {pids}; echo $$ >> {pids}; wait"
+    monkeypatch.setattr(jobs, "rebuild_command", lambda _s: ["bash", "-c", script])
+    settings = load_settings(_write(tmp_path, (
+        f"storage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        "builder:\n  enabled: true\n  catalogue: /srv/images\n  timeout: 1s\n")), env={})
+    job = jobs.builder_job(settings)
+    if ending == "timeout":
+        result = await asyncio.wait_for(job.run(), 30)
+        assert result is not None
+        assert not result.ok
+        assert "stopped after 1s" in result.summary
+    else:
+        running = asyncio.ensure_future(job.run())
+        while not pids.exists() or len(pids.read_text().split()) < 2:  # noqa: ASYNC110 - a file
+            await asyncio.sleep(0.05)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 2
+    for _ in range(50):
+        if not any(_alive(p) for p in started):
+            break
+        await asyncio.sleep(0.1)
+    assert not any(_alive(p) for p in started), "the rebuild's processes outlived it"
