@@ -108,6 +108,17 @@ def test_an_index_child_whose_digest_is_a_tag_is_refused(hostile: HostileRegistr
     assert refs == [], refs
 
 
+@pytest.mark.parametrize(("kind", "said"), [("nested", "at depth 9"),
+                                           ("wide", "lists 1001 manifests")])
+def test_indexes_nested_too_deep_or_too_wide_stop_the_copy(
+        hostile: HostileRegistry, tmp_path: Path, kind: str, said: str) -> None:
+    result = copy(f"{hostile.host}/{kind}/app:top", f"oci:{tmp_path / 'layout'}:v1")
+    err = str(result["err"]).strip()
+    assert result["code"] == 1, result
+    assert said in err, err
+    assert len(err.splitlines()) == 1, err
+
+
 def test_an_endless_tags_page_is_refused_past_32_mib(hostile: HostileRegistry,
                                                     tmp_path: Path) -> None:
     result = copy("--all-tags", f"{hostile.host}/endless/app", f"oci:{tmp_path / 'layout'}")

@@ -15,6 +15,10 @@ into memory from someone else's server is bounded.
   is the tag `latest`, and for `latest` an empty index: the content a copy would write
   under that tag if it fetched what the source lists without checking it.
 
+- `/v2/nested/<repo>/manifests/top`: an index within an index, 12 levels deep, every
+  level served by its digest; `/v2/wide/<repo>/manifests/<ref>`: an index of 1,001
+  children (copies stop at 8 levels and 1,000 children).
+
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
 """
@@ -49,6 +53,24 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 EMPTY_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()
 FORGED_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
     {"mediaType": INDEX, "digest": "latest", "size": len(EMPTY_INDEX)}]}).encode()
+def _nested(levels: int) -> dict[str, bytes]:
+    """Indexes within indexes, `levels` deep, by digest (and `top`): each one verifies."""
+    bodies: dict[str, bytes] = {}
+    body = EMPTY_INDEX
+    for _ in range(levels):
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        bodies[digest] = body
+        body = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
+            {"mediaType": INDEX, "digest": digest, "size": len(body)}]}).encode()
+    bodies["top"] = body
+    return bodies
+
+
+NESTED = _nested(12)
+WIDE_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
+    {"mediaType": MANIFEST, "size": 2,
+     "digest": "sha256:" + hashlib.sha256(str(n).encode()).hexdigest()}
+    for n in range(1001)]}).encode()
 LYING_MANIFEST = _manifest("lying")
 OTHER_MANIFEST = _manifest("other")
 
@@ -122,6 +144,14 @@ class HostileRegistry:
         return web.Response(body=None if request.method == "HEAD" else body, headers={
             "Content-Type": INDEX, "Content-Length": str(len(body))})
 
+    async def _nested(self, request: web.Request) -> web.StreamResponse:
+        ref = request.match_info["ref"]
+        body = WIDE_INDEX if request.match_info["kind"] == "wide" else NESTED.get(ref)
+        if body is None:
+            return web.Response(status=404)
+        return web.Response(body=None if request.method == "HEAD" else body, headers={
+            "Content-Type": INDEX, "Content-Length": str(len(body))})
+
     async def _tags(self, request: web.Request) -> web.StreamResponse:
         return await self._endless(request, b'{"name": "x", "tags": ["', "application/json",
                                    False)
@@ -138,6 +168,8 @@ class HostileRegistry:
         app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
         app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
         app.router.add_route("*", "/v2/forged/{repo}/manifests/{ref}", self._forged)
+        app.router.add_route("*", "/v2/{kind:nested|wide}/{repo}/manifests/{ref}",
+                             self._nested)
         self._host.start(app)
 
     def stop(self) -> None:

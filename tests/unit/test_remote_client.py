@@ -360,3 +360,29 @@ async def test_token_fetches_are_per_scope_shared_and_the_cache_bounded(
             await answer(f"made-up-{n}")
         assert len(a._tokens) == 3
         assert a.header(("repository:made-up-4:pull",)) == "Bearer repository:made-up-4:pull"
+
+
+async def test_a_listing_of_more_names_than_the_bound_is_an_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # pages may be of any size: the bound is on the names of the whole listing
+    from dockyard.remote import client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_ITEMS", 2500)
+
+    async def big(request: web.Request) -> web.Response:
+        start = int(request.query.get("last", "0"))
+        return _page([f"{n:06}" for n in range(start, start + 1000)],
+                     f'</v2/big/app/tags/list?last={start + 1000}>; rel="next"')
+
+    app = web.Application()
+    app.router.add_get("/v2/big/app/tags/list", big)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        got: list[str] = []
+
+        async def collect() -> None:
+            async for tag in c.tags("big/app"):
+                got.append(tag)
+
+        with pytest.raises(RegistryClientError, match="more than 2,500 names"):
+            await collect()
+        assert len(got) == 2000  # two whole pages, then the third passes the bound

@@ -37,6 +37,15 @@ END_ERRORS = (RegistryClientError, AuthError, LayoutError, RegistryError, aiohtt
               asyncio.TimeoutError, OSError, ValueError)
 
 
+MAX_MANIFESTS = 10_000
+"""Manifests (children, referrers) a copy fetches at most per image it was asked for: a
+source that lists without end is an error, not a copy that never ends."""
+MAX_CHILDREN = 1_000
+"""Children one index may list (real ones list a few dozen platforms)."""
+MAX_DEPTH = 8
+"""Indexes within indexes, at most."""
+
+
 class CopyError(Exception):
     """A copy failed; the message is one line naming the image and the failing end."""
 
@@ -126,6 +135,8 @@ class Copier:
         self._manifests: dict[str, asyncio.Task[None]] = {}
         self._referred: set[str] = set()
         self._prepared = False
+        #: top-level copies begun: each may bring `MAX_MANIFESTS` manifests
+        self._tops = 0
 
     # ------------------------------------------------------------ public
 
@@ -134,6 +145,7 @@ class Copier:
         (None: by digest only). Returns the digest now at the destination."""
         image = f"{self.source.describe()}:{reference}" if ":" not in reference else \
             f"{self.source.describe()}@{reference}"
+        self._tops += 1
         try:
             return await self._copy(reference, tag)
         except CopyError as exc:
@@ -188,7 +200,7 @@ class Copier:
                                f"{top.digest} (content already there)")
         else:
             await self._prepare()
-            await self._tree(top, reference_at_destination=target)
+            await self._tree(top, reference_at_destination=target, depth=0)
             self.progress.note(f"{target}: {'would be ' if self.options.dry_run else ''}"
                                f"{top.digest}")
         if self.options.referrers:
@@ -201,11 +213,12 @@ class Copier:
                 await self.destination.prepare()
             self._prepared = True
 
-    async def _manifest_by_digest(self, digest: str) -> None:
+    async def _manifest_by_digest(self, digest: str, depth: int) -> None:
         """Copy the manifest `digest` and everything below it, once per copier."""
         task = self._manifests.get(digest)
         if task is None:
-            task = asyncio.ensure_future(self._child(digest))
+            self._count_manifest(digest)
+            task = asyncio.ensure_future(self._child(digest, depth))
             self._manifests[digest] = task
         await asyncio.shield(task)
 
@@ -213,20 +226,30 @@ class Copier:
         with self._failing("destination", self.destination.describe(), f"manifest {digest}"):
             return await self.destination.manifest_digest(digest) == digest
 
-    async def _child(self, digest: str) -> None:
+    def _count_manifest(self, digest: str) -> None:
+        if len(self._manifests) + len(self._referred) >= MAX_MANIFESTS * max(1, self._tops):
+            raise CopyError(f"{self.source.describe()}: more than {MAX_MANIFESTS:,} manifests "
+                            f"to copy for one image (at {digest}); stopped")
+
+    async def _child(self, digest: str, depth: int) -> None:
         if await self._has_manifest(digest):
             self.summary.manifests_present += 1
             return
         with self._failing("source", self.source.describe(), f"manifest {digest}"):
             fetched = await self.source.manifest(digest)
-        await self._tree(fetched, reference_at_destination=digest)
+        await self._tree(fetched, reference_at_destination=digest, depth=depth)
 
-    async def _tree(self, fetched: Fetched, *, reference_at_destination: str) -> bool:
+    async def _tree(self, fetched: Fetched, *, reference_at_destination: str, depth: int
+                    ) -> bool:
         """Children and blobs first, then the manifest itself under the reference."""
         doc = _load(fetched)
         if fetched.media_type in INDEX_TYPES or "manifests" in doc:
             children = _descriptors(doc, "manifests", fetched)
-            await _all(self._manifest_by_digest(digest) for digest, _ in children)
+            if len(children) > MAX_CHILDREN or depth >= MAX_DEPTH:
+                raise CopyError(f"{self.source.describe()}: index {fetched.digest} lists "
+                                f"{len(children)} manifests at depth {depth + 1} (at most "
+                                f"{MAX_CHILDREN} and {MAX_DEPTH} levels are copied)")
+            await _all(self._manifest_by_digest(digest, depth + 1) for digest, _ in children)
         else:
             blobs = _descriptors(doc, "layers", fetched)
             if doc.get("config") is not None:
@@ -252,6 +275,7 @@ class Copier:
             subject = subjects.pop()
             if subject in self._referred:
                 continue
+            self._count_manifest(subject)
             self._referred.add(subject)
             with self._failing("source", self.source.describe(), f"referrers of {subject}"):
                 found = await self.source.referrers(subject)
@@ -267,7 +291,7 @@ class Copier:
         await self._prepare()
         with self._failing("source", self.source.describe(), f"referrer {digest}"):
             fetched = await self.source.manifest(digest)
-        indexed = await self._tree(fetched, reference_at_destination=digest)
+        indexed = await self._tree(fetched, reference_at_destination=digest, depth=0)
         self.summary.referrers += 1
         self.progress.note(f"referrer {digest} of {subject}")
         if not indexed and not self.options.dry_run:

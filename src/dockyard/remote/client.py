@@ -80,6 +80,8 @@ SMALL_REQUEST_SECONDS = 120.0
 #: pages of one listing followed at most (a million tags at the registry's smallest
 #: pages of 100); a listing that goes on, or comes back to a page, is an error
 MAX_PAGES = 10_000
+#: names a listing may hold in all (its pages may be of any size): past it, an error
+MAX_ITEMS = 1_000_000
 #: how long ending an upload session after a failed blob PUT may take
 CANCEL_SECONDS = 10.0
 
@@ -219,6 +221,7 @@ class RegistryClient:
                      ) -> AsyncIterator[str]:
         next_path: str | None = path
         seen: set[str] = set()
+        count = 0
         while next_path:
             if next_path in seen or len(seen) >= MAX_PAGES:
                 raise RegistryClientError(200, f"{path}: the registry's pages loop (or "
@@ -226,7 +229,12 @@ class RegistryClient:
             seen.add(next_path)
             doc, next_path = await self._json(next_path, scopes)
             items = doc.get(key) if isinstance(doc, dict) else None
-            for item in items if isinstance(items, list) else []:
+            listed = items if isinstance(items, list) else []
+            count += len(listed)
+            if count > MAX_ITEMS:
+                raise RegistryClientError(200, f"{path}: the registry lists more than "
+                                               f"{MAX_ITEMS:,} names")
+            for item in listed:
                 if isinstance(item, str):
                     yield item
 
