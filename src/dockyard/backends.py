@@ -150,6 +150,7 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
         source_addr=f"{socket.gethostname()}:{settings.http.addr.rpartition(':')[2]}",
         job_repositories={job_name(s.key): s.local for s in settings.mirror},
         follow_lag=settings.http.body_timeout.total_seconds(),
+        max_queued=settings.notifications.max_queued,
     )
 
 

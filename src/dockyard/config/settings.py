@@ -487,6 +487,9 @@ class NotificationsSettings(_Section):
     `notifications`), queued in the metadata store and delivered by one process."""
 
     endpoints: list[EndpointSettings] = Field(default_factory=list)
+    #: events kept waiting per endpoint; past it (an endpoint down for long) the oldest
+    #: are dropped, logged and counted in `dockyard_notifications_dropped_total`
+    max_queued: int = Field(default=100_000, ge=1)
 
     @field_validator("endpoints")
     @classmethod

@@ -114,6 +114,10 @@ class Metrics:
         self.notify_failed = Counter("dockyard_notifications_failed",
                                      "Failed deliveries to an endpoint (each is retried)",
                                      ["endpoint"], registry=r)
+        self.notify_dropped = Counter("dockyard_notifications_dropped",
+                                      "Events dropped unsent: past notifications."
+                                      "max_queued, or for an endpoint no longer "
+                                      "configured", ["endpoint"], registry=r)
         self.notify_pending = Gauge("dockyard_notifications_pending",
                                     "Events queued for an endpoint, as its deliverer "
                                     "last saw", ["endpoint"],

@@ -51,6 +51,9 @@ BLOB_TYPE = "application/octet-stream"
 POLL = 0.5
 """Seconds between two looks at an endpoint's empty queue."""
 
+MAX_QUEUED = 100_000
+"""Events kept waiting per endpoint (`notifications.max_queued`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
@@ -89,8 +92,11 @@ class Notifier:
     """Makes events and queues them for the endpoints that want them."""
 
     def __init__(self, store: NotificationStore | None,
-                 endpoints: Sequence[EndpointSettings], source_addr: str = "") -> None:
+                 endpoints: Sequence[EndpointSettings], source_addr: str = "",
+                 max_queued: int = MAX_QUEUED) -> None:
         self.store = store
+        #: events kept waiting per endpoint (handed to the deliverer)
+        self.max_queued = max_queued
         self.endpoints = [e for e in endpoints if not e.disabled] if store is not None else []
         self.source = {"addr": source_addr, "instanceID": str(uuid.uuid4())}
         #: actions some endpoint takes (a pull costs nothing when none does)
@@ -156,15 +162,22 @@ class Deliverer:
     """Delivers every endpoint's queue, in order, until cancelled."""
 
     def __init__(self, store: NotificationStore, endpoints: Sequence[EndpointSettings],
-                 sender: Callable[[], Sender], *, poll: float = POLL) -> None:
+                 sender: Callable[[], Sender], *, poll: float = POLL,
+                 max_queued: int = MAX_QUEUED) -> None:
         self.store = store
         self.endpoints = [e for e in endpoints if not e.disabled]
         self.sender = sender
         self.poll = poll
+        self.max_queued = max_queued
 
     async def run(self) -> None:
         """Deliver until cancelled; the first loop that fails (the metadata store gone)
         ends all of them, so the job's next run starts one set, not one more."""
+        gone = await self.store.forget_others([e.name for e in self.endpoints])
+        if gone:
+            metrics().notify_dropped.labels("(not configured)").inc(gone)
+            log.warning("notifications: dropped %d events queued for endpoints no longer "
+                        "configured (or disabled)", gone)
         sender = self.sender()
         loops = [asyncio.ensure_future(self._deliver(e, sender)) for e in self.endpoints]
         try:
@@ -183,6 +196,14 @@ class Deliverer:
             rows = await self.store.pending(name, endpoint.maxevents)
             waiting = (len(rows) if len(rows) < endpoint.maxevents
                        else await self.store.count(name))
+            if waiting > self.max_queued:
+                dropped = await self.store.trim(name, self.max_queued)
+                waiting -= dropped
+                m.notify_dropped.labels(name).inc(dropped)
+                log.warning("notifications to %s: dropped the %d oldest events unsent "
+                            "(more than notifications.max_queued %d waiting)", name,
+                            dropped, self.max_queued)
+                rows = await self.store.pending(name, endpoint.maxevents)
             m.notify_pending.labels(name).set(waiting)
             if not rows:
                 await asyncio.sleep(self.poll)

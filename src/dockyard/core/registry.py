@@ -19,7 +19,7 @@ from dockyard.core.leases import LeaseBackend, Leases
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.core.manifests import ManifestService
 from dockyard.core.mirrors import MirrorRecords
-from dockyard.core.notify import Deliverer, Notifier, Sender
+from dockyard.core.notify import MAX_QUEUED, Deliverer, Notifier, Sender
 from dockyard.core.operations import OperationsService
 from dockyard.core.proxy import FOLLOW_LAG, ProxyRoutes, PullThrough, Upstream
 from dockyard.core.pulls import PullRecorder
@@ -100,9 +100,10 @@ class Registry:
         proxies: Sequence[tuple[ProxyRule, Upstream]] = (),
         endpoints: Sequence[EndpointSettings] = (), source_addr: str = "",
         job_repositories: Mapping[str, str] | None = None, follow_lag: float = FOLLOW_LAG,
+        max_queued: int = MAX_QUEUED,
     ) -> Registry:
         pulls = PullRecorder(store)
-        notifier = Notifier(NotificationStore(store), endpoints, source_addr)
+        notifier = Notifier(NotificationStore(store), endpoints, source_addr, max_queued)
         lifecycle = LifecycleStore(store)
         ops = OperationsStore(store)
         lease_holder = Leases(leases)
@@ -153,7 +154,8 @@ class Registry:
 
     def deliverer(self, sender: Callable[[], Sender]) -> Deliverer:
         """The delivery of the notifier's endpoints through `sender` (the job's work)."""
-        return Deliverer(NotificationStore(self._store), self.notifier.endpoints, sender)
+        return Deliverer(NotificationStore(self._store), self.notifier.endpoints, sender,
+                         max_queued=self.notifier.max_queued)
 
     async def close(self) -> None:
         """Release the upstreams' and the stores' connections (the driver's, then the

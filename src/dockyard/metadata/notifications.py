@@ -56,6 +56,22 @@ class NotificationStore:
         return await self.store.engines.transaction(
             lambda conn: int(conn.execute(stmt).rowcount))
 
+    async def trim(self, endpoint: str, keep: int) -> int:
+        """Drop `endpoint`'s oldest rows past its newest `keep`; how many went."""
+        c = notifications.c
+        cutoff = (select(c.id).where(c.endpoint == endpoint).order_by(c.id.desc())
+                  .offset(keep - 1).limit(1).scalar_subquery())
+        stmt = delete(notifications).where(c.endpoint == endpoint, c.id < cutoff)
+        return await self.store.engines.transaction(
+            lambda conn: int(conn.execute(stmt).rowcount))
+
+    async def forget_others(self, endpoints: Sequence[str]) -> int:
+        """Drop the rows of every endpoint not in `endpoints` (no longer configured, or
+        disabled: nothing would ever deliver them); how many went."""
+        stmt = delete(notifications).where(notifications.c.endpoint.not_in(list(endpoints)))
+        return await self.store.engines.transaction(
+            lambda conn: int(conn.execute(stmt).rowcount))
+
     async def count(self, endpoint: str) -> int:
         """Rows waiting for `endpoint`."""
         c = notifications.c

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import delete
 
 from dockyard.config.settings import EndpointSettings
 from dockyard.core.notify import Deliverer, Notifier, RequestInfo, bind_request
-from dockyard.metadata.engine import open_engines
+from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.notifications import NotificationStore
+from dockyard.metadata.schema import notifications
 from dockyard.metadata.store import MetadataStore
+from tests.support.postgres import postgres_unavailable, running_postgres
 
 
 @pytest.fixture
@@ -131,6 +134,9 @@ class FailingStore:
     async def count(self, name: str) -> int:
         return 0
 
+    async def forget_others(self, names: list[str]) -> int:
+        return 0
+
 
 async def test_one_failed_loop_stops_the_others_and_closes_the_sender() -> None:
     # before, gather left the other endpoints' loops running after the failure (and
@@ -149,3 +155,60 @@ async def test_one_failed_loop_stops_the_others_and_closes_the_sender() -> None:
     reads = dict(store.reads)
     await asyncio.sleep(0.1)
     assert store.reads == reads, "a delivery loop outlived its run"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    if (why := postgres_unavailable()) is not None:
+        pytest.skip(why)
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def any_outbox(request: pytest.FixtureRequest, sqlite_url: str
+                     ) -> AsyncIterator[NotificationStore]:
+    url = sqlite_url if request.param == "sqlite" else request.getfixturevalue("postgres")
+    engines = open_engines(url)
+    await migrate(engines)
+    store = MetadataStore(engines)
+    yield NotificationStore(store)
+    await engines.transaction(lambda conn: conn.execute(delete(notifications)))
+    await store.close()
+
+
+async def test_a_long_down_endpoint_keeps_its_newest_events_up_to_the_bound(
+        any_outbox: NotificationStore) -> None:
+    # an endpoint down for days grew the outbox without end (a full disk then failed
+    # pushes, whose events are queued in their transaction)
+    endpoint = ep("down", maxevents=2)
+    notifier = Notifier(any_outbox, [endpoint])
+    for i in range(7):
+        await notifier.emit("delete", f"repo/{i}")
+    sender = FakeSender(fail=10**6)
+    task = asyncio.create_task(Deliverer(any_outbox, [endpoint], lambda: sender,
+                                         poll=0.01, max_queued=3).run())
+    try:
+        await until(lambda: sender.tries >= 2)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    kept = [json.loads(r[2])["target"]["repository"]
+            for r in await any_outbox.pending("down", 10)]
+    assert kept == ["repo/4", "repo/5", "repo/6"]
+
+
+async def test_events_for_an_endpoint_no_longer_configured_are_dropped(
+        any_outbox: NotificationStore) -> None:
+    await Notifier(any_outbox, [ep("old"), ep("kept")]).emit("delete", "repo/x")
+    sender = FakeSender()
+    task = asyncio.create_task(Deliverer(any_outbox, [ep("kept")], lambda: sender,
+                                         poll=0.01).run())
+    try:
+        await until(lambda: len(sender.envelopes) == 1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await any_outbox.count("old") == 0
