@@ -403,15 +403,16 @@ class UploadService:
         self, name: str, record: UploadRecord, local: _Local, hold: _Hold, digest: Digest,
         body: AsyncIterable[bytes] | None, chunk: Chunk,
     ) -> int:
-        if body is not None and record.offset == 0:
-            return await self._finish_whole(name, record, hold, digest, body, chunk)
+        if record.offset == 0:  # one request brings it all (or nothing: the empty blob)
+            return await self._finish_whole(name, record, hold, digest,
+                                            body if body is not None else _replay(b""), chunk)
         if body is not None:
             record = await self._append(record, local, hold, body, chunk, record_offset=False)
         state = await self._state(record, local, digest.algorithm)
         await self._verified(record, hold, digest, state.hasher.hexdigest())
         await self._claim(hold, digest, record.offset)
         try:
-            await self.blobs.publish(record.id, digest)
+            await self.blobs.publish(record.id, digest, record.offset)
         except StorageFull:
             await self._end_full(record.id)
             raise

@@ -610,6 +610,8 @@ class S3Writer(Writer):
         return self._base + len(self._pending)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise ValueError("write to a closed upload session")
         if (self.size + len(data)) // self._part >= _MAX_PARTS:  # the tail is the last
             raise PayloadTooLarge(
                 f"an upload holds less than {_MAX_PARTS * self._part} bytes on S3 "
@@ -692,12 +694,15 @@ class _S3Staged(Staged):
         self._upload: str | None = None
         self._putting: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._parts: list[dict[str, Any]] = []
+        self._cancelled = False
 
     @property
     def size(self) -> int:
         return self._written
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._cancelled:  # a late write would start a new multipart upload
+            raise ValueError("write to a cancelled staged blob")
         if (self._written + len(data)) // self._part >= _MAX_PARTS:
             raise PayloadTooLarge(
                 f"a blob holds less than {_MAX_PARTS * self._part} bytes on S3 "
@@ -750,6 +755,7 @@ class _S3Staged(Staged):
         self._pending = bytearray()
 
     async def cancel(self) -> None:
+        self._cancelled = True
         for put in self._putting:
             put.cancel()
         await asyncio.gather(*self._putting, return_exceptions=True)

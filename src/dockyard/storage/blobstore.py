@@ -207,10 +207,16 @@ class BlobStore:
             self.guard.wrote(written)
         return written
 
-    async def publish(self, session_id: str, digest: Digest) -> None:
-        """Make a verified upload's bytes the blob `digest` (fsync, then atomic move)."""
+    async def publish(self, session_id: str, digest: Digest, size: int) -> None:
+        """Make a verified upload's first `size` bytes (its recorded offset) the blob
+        `digest` (fsync, then atomic move). Bytes stored past them (a chunk cut short,
+        never recorded) are cut off first: the hash covered only the first `size`."""
+        key = layout.upload_key(session_id)
         try:
-            await self.driver.move(layout.upload_key(session_id), layout.blob_key(digest))
+            if await self.driver.stat(key) != size:
+                writer = await self.driver.writer(key, size, resume=True)
+                await writer.close()
+            await self.driver.move(key, layout.blob_key(digest))
         except OSError as exc:
             if disk_full(exc):
                 raise _full(exc) from exc

@@ -35,6 +35,7 @@ class HashWritePipeline:
         self._hashing: ThreadPoolExecutor | None = None
         self._last_write: asyncio.Future[None] | None = None
         self._inflight: deque[tuple[asyncio.Future[Any], memoryview | None]] = deque()
+        self._aborted = False
 
     async def submit(self, data: memoryview, *, pooled: bool) -> None:
         """Hash and write `data` after everything submitted before it.
@@ -62,6 +63,8 @@ class HashWritePipeline:
                            ) -> None:
         if previous is not None:
             await previous  # a failed or cancelled write fails every later one
+        if self._aborted:  # the upload failed: no write after it (nor after `close`)
+            return
         await self._writer.write(data)
 
     async def _retire(self) -> None:
@@ -79,12 +82,17 @@ class HashWritePipeline:
             self._stop_hashing()
 
     async def abort(self) -> None:
-        """Stop after a failure: wait for what is running, drop queued hashing.
+        """Stop after a failure: drop queued hashing and writes, and wait for the write
+        in progress, so that nothing reaches the writer once the caller closes it (a
+        late S3 part PUT could land after a resumed session rewrote that part).
 
         The buffers still in flight are not returned to the pool: a hashing thread may
-        still be reading one. The writer's `close` waits for a write in a thread.
+        still be reading one.
         """
+        self._aborted = True
         pending = [done for done, _ in self._inflight]
+        if self._last_write is not None:
+            pending.append(self._last_write)  # each write waits for the one before
         self._inflight.clear()
         self._stop_hashing()
         if pending:

@@ -270,6 +270,27 @@ async def test_client_disconnect_mid_chunk(service: UploadService) -> None:
     await assert_published(service, digest, b"kept+more")
 
 
+async def test_a_cut_chunk_then_a_put_without_body_publishes_the_recorded_bytes(
+        service: UploadService) -> None:
+    # the bytes past the recorded offset (never counted, never hashed) went into the
+    # blob with the others: its file longer than its size, its hash not its digest
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"kept"), Chunk())
+    with pytest.raises(SizeInvalid):
+        await service.append(REPO, record.id, body(b"stray" * 100), Chunk(start=4, length=999))
+    digest = Digest.of(b"kept")
+    assert await service.finish(REPO, record.id, digest, None, Chunk()) == 4
+    await assert_published(service, digest, b"kept")
+    assert await service.blobs.driver.stat(layout.blob_key(digest)) == 4
+
+
+async def test_the_empty_blob_by_a_put_without_body(service: UploadService) -> None:
+    record = await service.start(REPO)
+    digest = Digest.of(b"")
+    assert await service.finish(REPO, record.id, digest, None, Chunk(length=0)) == 0
+    await assert_published(service, digest, b"")
+
+
 # --- verification ------------------------------------------------------------
 
 async def test_wrong_digest_leaves_no_blob(service: UploadService) -> None:

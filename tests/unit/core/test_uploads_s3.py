@@ -328,3 +328,41 @@ async def test_a_monolithic_push_cut_midway_leaves_nothing_and_can_be_sent_again
     assert await registry.uploads.finish("cut", session.id, digest, whole(),
                                          Chunk(length=len(data))) == len(data)
     assert b"".join([c async for c in registry._blobstore.read(digest)]) == data
+
+
+async def test_a_session_finished_without_a_body_publishes_only_its_recorded_bytes(
+        registry: Registry) -> None:
+    # a chunk cut short leaves bytes past the recorded offset; a PUT without a body
+    # then published them with the blob (the hash covered only the recorded ones), so
+    # every pull of that digest would have failed its check
+    data = os.urandom(PART + 1000)
+    digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+    async def one(piece: bytes) -> AsyncIterator[bytes]:
+        yield piece
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield b"x" * (PART + 500)
+        raise ConnectionResetError("client went away")
+
+    session = await registry.uploads.start("extra")
+    await registry.uploads.append("extra", session.id, one(data), Chunk(length=len(data)))
+    with pytest.raises(ConnectionResetError):
+        await registry.uploads.append("extra", session.id, cut(),
+                                      Chunk(start=len(data), length=PART + 1000))
+    assert await registry.uploads.finish("extra", session.id, digest, None, Chunk()) \
+        == len(data)
+    assert await registry.blobs.stored_size(digest) == len(data)
+    assert b"".join([c async for c in registry._blobstore.read(digest)]) == data
+
+
+async def test_the_empty_blob_pushed_by_post_then_a_put_without_body(
+        registry: Registry) -> None:
+    # POST, then PUT ?digest=<empty> with Content-Length 0: on S3 the session has no
+    # object yet, and the publish answered BLOB_UPLOAD_UNKNOWN
+    empty = Digest.parse("sha256:" + hashlib.sha256(b"").hexdigest())
+    session = await registry.uploads.start("empty")
+    assert await registry.uploads.finish("empty", session.id, empty, None,
+                                         Chunk(length=0)) == 0
+    assert await registry.blobs.stored_size(empty) == 0
+    assert (await registry.blobs.stat("empty", empty)).size == 0

@@ -511,7 +511,7 @@ async def test_blobstore_appends_and_rehashes_across_nodes(
     data = b"".join(chunks)
     digest = Digest("sha256", state.hasher.hexdigest())
     assert digest == Digest.of(data)
-    await store_b.publish("s1", digest)
+    await store_b.publish("s1", digest, len(data))
     stored = b"".join([c async for c in store_a.read(digest)])
     assert hashlib.sha256(stored).hexdigest() == digest.hex
     assert await store_a.upload_size("s1") is None

@@ -165,7 +165,7 @@ async def test_publish_and_read_back(store: BlobStore, driver: FilesystemDriver)
     digest = Digest("sha256", state.hasher.hexdigest())
     assert digest == Digest.of(data)
     assert await store.size(digest) is None
-    await store.publish("s1", digest)
+    await store.publish("s1", digest, len(data))
     assert await store.size(digest) == 5000
     assert await read_blob(store, digest) == data
     assert await read_blob(store, digest, 100, 50) == data[100:150]
@@ -199,7 +199,7 @@ async def test_publish_sha512(store: BlobStore) -> None:
     await store.append("s1", state, body([b"hello"]))
     digest = Digest("sha512", state.hasher.hexdigest())
     assert digest == Digest.of(b"hello", "sha512")
-    await store.publish("s1", digest)
+    await store.publish("s1", digest, 5)
     assert await read_blob(store, digest) == b"hello"
 
 
@@ -208,7 +208,7 @@ async def test_publish_twice_keeps_first_bytes(store: BlobStore) -> None:
     for session in ("a", "b"):
         state = await new_session(store, session)
         await store.append(session, state, body([b"same"]))
-        await store.publish(session, digest)
+        await store.publish(session, digest, 4)
     assert await read_blob(store, digest) == b"same"
     assert [s async for s in store.upload_sessions()] == []
 
@@ -218,7 +218,7 @@ async def test_empty_blob(store: BlobStore) -> None:
     assert await store.append("s1", state, body([])) == 0
     digest = Digest.of(b"")
     assert state.hasher.hexdigest() == digest.hex
-    await store.publish("s1", digest)
+    await store.publish("s1", digest, 0)
     assert await store.size(digest) == 0
     assert await read_blob(store, digest) == b""
 
@@ -231,7 +231,7 @@ async def test_delete_upload_and_blob(store: BlobStore) -> None:
     state = await new_session(store, "s2")
     await store.append("s2", state, body([b"abc"]))
     digest = Digest.of(b"abc")
-    await store.publish("s2", digest)
+    await store.publish("s2", digest, 3)
     await store.delete_blob(digest)
     assert await store.size(digest) is None
     with pytest.raises(FileNotFoundError):
@@ -320,5 +320,5 @@ async def test_large_body_through_the_threaded_pipeline(driver: FilesystemDriver
     assert state.offset == len(data)
     assert state.hasher.hexdigest() == hashlib.sha256(data).hexdigest()
     digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
-    await store.publish("s1", digest)
+    await store.publish("s1", digest, len(data))
     assert await read_blob(store, digest) == data

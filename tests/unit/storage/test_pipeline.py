@@ -131,3 +131,21 @@ async def test_close_waits_for_a_cancelled_write_still_queued_for_a_thread(
         os.close(fd)
     assert victim.stat().st_size == 0
     assert (tmp_path / "uploads" / "u").read_bytes() == payload
+
+
+async def test_after_abort_nothing_more_reaches_the_writer() -> None:
+    # abort used to return as soon as the queued hashing was cancelled, while the
+    # chain of writes went on: writes landed after the caller closed the writer (on
+    # S3, a part PUT after a resumed session had rewritten that part)
+    pool = BufferPool(SIZE)
+    hasher, writer = hashlib.sha256(), SlowWriter()
+    pipeline = HashWritePipeline(hasher, writer, pool, depth=4)
+    for n in range(4):
+        await pipeline.submit(fill(pool, bytes([n]) * SIZE), pooled=True)
+    await pipeline.abort()
+    writer.closed = True
+    at_abort = writer.writes
+    assert writer.active == 0, "a write was still running when abort returned"
+    await asyncio.sleep(0.1)
+    assert writer.writes == at_abort, "writes went on after abort"
+    assert len(writer.data) == SIZE * at_abort
