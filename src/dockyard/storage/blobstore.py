@@ -283,11 +283,16 @@ class BlobStore:
         writer = await self.driver.writer(temp, 0)
         hasher = digest.hasher()
         try:
-            async for chunk in source.read(key):
-                await asyncio.to_thread(hasher.update, chunk)
-                await writer.write(chunk)
-        finally:
-            await writer.close(sync=True)
+            try:
+                async for chunk in source.read(key):
+                    await asyncio.to_thread(hasher.update, chunk)
+                    await writer.write(chunk)
+            finally:
+                await writer.close(sync=True)
+        except BaseException:  # a half copy goes (nothing else sweeps `imports/`)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.driver.delete(temp))
+            raise
         if hasher.hexdigest() != digest.hex:
             await self.driver.delete(temp)
             raise DigestMismatch(f"its bytes hash to {digest.algorithm}:{hasher.hexdigest()}")

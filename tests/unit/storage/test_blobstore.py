@@ -322,3 +322,28 @@ async def test_large_body_through_the_threaded_pipeline(driver: FilesystemDriver
     digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
     await store.publish("s1", digest, len(data))
     assert await read_blob(store, digest) == data
+
+
+class BreakingSource(FilesystemDriver):
+    """A source tree whose reads fail after the first piece (a disk error, a tree
+    unmounted under `dockyard import --copy`)."""
+
+    async def read(self, key: str, offset: int = 0, length: int | None = None
+                   ) -> AsyncIterator[bytes]:
+        async for piece in super().read(key, offset, length):
+            yield piece[:1000]
+            raise OSError(5, "Input/output error")
+
+
+async def test_a_copy_that_fails_midway_leaves_no_half_copy(
+        store: BlobStore, driver: FilesystemDriver, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    digest = Digest.of(data)
+    source = BreakingSource(tmp_path / "source")
+    writer = await source.writer(layout.blob_key(digest), 0)
+    await writer.write(data)
+    await writer.close(sync=True)
+    with pytest.raises(OSError, match="Input/output"):
+        await store.adopt(source, digest, copy=True)
+    assert await driver.stat(layout.import_key(digest)) is None
+    assert await driver.stat(layout.blob_key(digest)) is None
