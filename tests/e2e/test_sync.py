@@ -521,3 +521,26 @@ def test_the_schedule_runs_each_source_on_one_node_at_a_time(
     finally:
         a.stop()
         b.stop()
+
+
+def test_an_upstream_listing_no_tags_at_all_prunes_nothing(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    # every tag gone upstream at once (a registry mid-restore, the wrong repository
+    # behind the name) is not taken as "delete them all here": the run says so
+    repo = "empty/app"
+    digests = {t: new_image(tmp_path, dist, repo, t) for t in ("1.0", "1.1")}
+    config = write_config(tmp_path / "c.yml", [source(dist, name="empty", repository=repo,
+                                                      destination="empty", prune=True)])
+    assert reports(dockyard_sync(config, local.data, "--json"))["empty"]["added"] == \
+        ["1.0", "1.1"]
+    for digest in set(digests.values()):
+        resp = httpx.delete(f"{dist.url}/v2/{repo}/manifests/{digest}",
+                            auth=(USER, PASSWORD))
+        assert resp.status_code == 202, resp.text
+    listed = httpx.get(f"{dist.url}/v2/{repo}/tags/list", auth=(USER, PASSWORD))
+    assert listed.status_code == 200, listed.text
+    assert not listed.json().get("tags"), listed.text
+    report = reports(dockyard_sync(config, local.data, "--json"))["empty"]
+    assert report["pruned"] == []
+    assert report["warnings"] == ["the upstream lists no tags at all: nothing pruned"]
+    assert local_tags(local, "empty") == ["1.0", "1.1"]

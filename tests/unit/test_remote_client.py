@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -386,3 +387,26 @@ async def test_a_listing_of_more_names_than_the_bound_is_an_error(
         with pytest.raises(RegistryClientError, match="more than 2,500 names"):
             await collect()
         assert len(got) == 2000  # two whole pages, then the third passes the bound
+
+
+@pytest.mark.parametrize(("answer", "listed"), [
+    ({"name": "x", "tags": None}, []),  # some registries say null for none
+    ({"name": "x", "tags": []}, []),
+    ({"errors": [{"code": "UNKNOWN"}]}, None),  # a 200 that is no listing
+    ({"name": "x"}, None),
+    ({"name": "x", "tags": "v1"}, None),
+])
+async def test_a_page_without_its_list_is_an_error_not_an_empty_listing(
+        answer: dict[str, Any], listed: list[str] | None) -> None:
+    # a mirror's prune took an error page for "no tags upstream" and deleted them all
+    async def tags(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_get("/v2/odd/app/tags/list", tags)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        if listed is not None:
+            assert [t async for t in c.tags("odd/app")] == listed
+        else:
+            with pytest.raises(RegistryClientError, match="no list of tags"):
+                await _drain(c.tags("odd/app"))

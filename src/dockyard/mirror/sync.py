@@ -67,6 +67,8 @@ class SourceReport:
     pruned: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     copy: dict[str, Any] = field(default_factory=dict)
+    #: what the run chose not to do, and why (a prune held back)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +83,8 @@ class SourceReport:
         if self.failed:
             text += f", {len(self.failed)} failed (" + "; ".join(
                 f"{t}: {e}" for t, e in sorted(self.failed.items())) + ")"
+        for warning in self.warnings:
+            text += f"; {warning}"
         return text
 
 
@@ -187,6 +191,7 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
     for kept in (report.added, report.updated, report.unchanged):
         kept.clear()
     report.failed.clear()
+    report.warnings.clear()
     report.status = "ok"
     ref = RegistryRef(source.registry, source.upstream_repository)
     local = LocalRepository(registry, source.local)
@@ -207,7 +212,13 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
     except END_ERRORS as exc:
         raise SourceFailed(f"upstream {source.upstream}: {_one_line(exc)}") from exc
     pruning = source.prune if prune is None else prune
-    if pruning:
+    if pruning and not tags and await registry.mirrors.origins(repository=source.local,
+                                                               source=source.key):
+        # an upstream answering an empty list (a registry mid-restore, a wrong
+        # repository behind the same name) would otherwise take every mirrored tag
+        report.warnings.append("the upstream lists no tags at all: nothing pruned")
+        log.warning("%s: the upstream lists no tags at all; not pruning", source.key)
+    elif pruning:
         await _prune(registry, source, report, local, set(chosen))
     if report.failed:
         copied = report.added or report.updated or report.unchanged or report.pruned

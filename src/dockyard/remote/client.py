@@ -229,7 +229,12 @@ class RegistryClient:
             seen.add(next_path)
             doc, next_path = await self._json(next_path, scopes)
             items = doc.get(key) if isinstance(doc, dict) else None
-            listed = items if isinstance(items, list) else []
+            if not isinstance(items, list) and not (isinstance(doc, dict) and key in doc
+                                                    and items is None):
+                # an error page or another document is no empty listing (a mirror's
+                # prune would take it for "no tags upstream")
+                raise RegistryClientError(200, f"{path}: the answer holds no list of {key}")
+            listed = items or []
             count += len(listed)
             if count > MAX_ITEMS:
                 raise RegistryClientError(200, f"{path}: the registry lists more than "
