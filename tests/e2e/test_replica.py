@@ -160,6 +160,17 @@ def assert_read_only(replica: Server, primary: Server) -> None:
             error = resp.json()["errors"][0]
             assert error["code"] == "UNSUPPORTED"
             assert f"read-only replica of {primary.url}" in error["message"]
+        # the web UI's deletes too (they went through: lost at the next failover)
+        for confirm in ("/ui/r/a/app/-/delete-tag/v1", "/ui/r/a/app/-/delete"):
+            page = c.get(confirm)
+            assert page.status_code == 200, page.text[:500]
+            token = re.search(r'name="csrf" value="([^"]*)"', page.text)
+            assert token is not None
+            resp = c.post(confirm, data={"csrf": token.group(1)})
+            assert resp.status_code == 405, resp.text[:500]
+            assert "read-only replica" in resp.text
+        assert c.get("/v2/a/app/manifests/v1",
+                     headers={"Accept": OCI_MANIFEST}).status_code == 200
 
 
 def test_replica_follows_pushes_retags_deletes_and_collection(

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from dockyard.api.context import SETTINGS, Match
+from dockyard.api.context import REGISTRY, SETTINGS, Match
 from dockyard.api.errors import error_response
 from dockyard.api.proxy import (
     PROXIES,
@@ -129,6 +129,11 @@ def requires(access: Access, *, audit: str | None = None, browser: bool = False,
         # a wrapper of its own, so one function served on two routes keeps two guards
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
+            if access in (Access.PUSH, Access.DELETE) and request.method not in (
+                    "GET", "HEAD"):
+                # as the /v2 table's writes: an unpromoted replica changes nothing
+                # (a web UI delete there was lost at the next failover)
+                await request.config_dict[REGISTRY].replica.check_writable()
             return await handler(request)
 
         setattr(guarded, GUARD, Guard(access, audit, browser, reference))
