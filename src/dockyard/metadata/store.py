@@ -766,16 +766,23 @@ def _delete_tree(conn: Connection, repo_id: int, manifest_id: int, digest: str,
         row = conn.execute(select(manifests.c.id).where(
             manifests.c.repository_id == repo_id, manifests.c.digest == child)
             .with_for_update()).first()
-        if row is None:
-            continue
-        tagged = conn.scalar(select(exists().where(tags.c.manifest_id == row.id)))
-        parent = select(manifest_children.c.manifest_id).join(
-            manifests, manifests.c.id == manifest_children.c.manifest_id
-        ).where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == child)
-        if not tagged and not conn.scalar(select(exists(parent))):
+        if row is not None and _unreferenced(conn, repo_id, row.id, child):
             _delete_tree(conn, repo_id, row.id, child, referrers, deleted)
     if referrers:
+        # a referrer goes with its subject unless something else keeps it: a tag of its
+        # own (`sbom-v1`), or an index listing it (as children are kept)
         for ref_id, ref_digest in conn.execute(select(manifests.c.id, manifests.c.digest).where(
                 manifests.c.repository_id == repo_id, manifests.c.subject_digest == digest)
                 .with_for_update()).all():
-            _delete_tree(conn, repo_id, ref_id, ref_digest, referrers, deleted)
+            if _unreferenced(conn, repo_id, ref_id, ref_digest):
+                _delete_tree(conn, repo_id, ref_id, ref_digest, referrers, deleted)
+
+
+def _unreferenced(conn: Connection, repo_id: int, manifest_id: int, digest: str) -> bool:
+    """Whether no tag names the manifest and no index of the repository lists it."""
+    if conn.scalar(select(exists().where(tags.c.manifest_id == manifest_id))):
+        return False
+    parent = select(manifest_children.c.manifest_id).join(
+        manifests, manifests.c.id == manifest_children.c.manifest_id
+    ).where(manifests.c.repository_id == repo_id, manifest_children.c.child_digest == digest)
+    return not conn.scalar(select(exists(parent)))

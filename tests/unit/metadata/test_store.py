@@ -545,3 +545,23 @@ async def test_database_path_with_uri_characters(tmp_path: Path) -> None:
         assert await store.manifest("repo", tag="latest") is None
     finally:
         await store.close()
+
+
+async def test_a_subject_delete_keeps_referrers_something_else_keeps(
+        store: MetadataStore) -> None:
+    # a referrer with its own tag (`sbom-v1`) or listed by another index stays, as an
+    # index's children do; an untagged, unlisted one goes with its subject
+    subject = await image(store, "repo", "subject", "v1")
+    loose = await image(store, "repo", "loose-sig", subject=subject.digest,
+                        artifact_type="a/sig")
+    tagged = await image(store, "repo", "tagged-sbom", "sbom-v1", subject=subject.digest,
+                         artifact_type="a/sbom")
+    listed = await image(store, "repo", "listed-att", subject=subject.digest,
+                         artifact_type="a/att")
+    holder = manifest("holder", children=(listed.digest,), media_type=mt.OCI_INDEX)
+    await store.put_manifest("repo", holder, "attestations")
+    gone = await store.delete_manifest("repo", subject.digest)
+    assert sorted(gone) == sorted([subject.digest, loose.digest])
+    assert await store.manifest("repo", tag="sbom-v1") is not None
+    assert await store.manifest("repo", digest=listed.digest) is not None
+    assert await store.manifest("repo", digest=loose.digest) is None
