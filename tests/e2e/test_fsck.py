@@ -286,3 +286,19 @@ def test_fsck_on_s3(tmp_path: Path) -> None:
             assert proc.returncode == 0, proc.stdout
         finally:
             server.stop()
+
+
+def test_a_blob_whose_bytes_were_removed_by_hand_is_404_not_500(server: Server) -> None:
+    # the old setup's story: someone ran `rm -r` inside the storage tree. Before fsck
+    # marks it, a GET of such a blob was a 500 with a traceback; now BLOB_UNKNOWN and
+    # one log line that names the blob and says what to run
+    data = os.urandom(70_000)
+    with httpx.Client(base_url=server.url) as client:
+        digest = push_blob(client, "fsck/gone", data)
+        blob_path(server.data, digest).unlink()
+        for extra in ({}, {"Range": "bytes=10-99"}):
+            resp = client.get(f"/v2/fsck/gone/blobs/{digest}", headers=extra)
+            assert_error(resp, 404, "BLOB_UNKNOWN")
+    log = server.log.read_text(errors="replace")
+    assert "Traceback" not in log
+    assert f"blob {digest} of fsck/gone: its bytes are missing" in log

@@ -13,7 +13,7 @@ from dockyard.api.ranges import parse_range
 from dockyard.api.sendfile import send_file, usable
 from dockyard.core.blobs import BlobService, LocalFile, Redirect
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import RegistryError
+from dockyard.oci.errors import BlobUnknown, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,20 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
     if isinstance(body, Redirect):
         return web.Response(status=307, headers={**headers, "Location": body.url,
                                                  "Content-Length": "0"})
-    if isinstance(body, LocalFile):
-        assert sock is not None
-        await send_file(request, resp, sock, body.path, body.offset, body.length)
-        return resp
-    await stream(request, resp, body.chunks)
+    try:
+        if isinstance(body, LocalFile):
+            assert sock is not None
+            await send_file(request, resp, sock, body.path, body.offset, body.length)
+        else:
+            await stream(request, resp, body.chunks)
+    except FileNotFoundError:
+        if resp.prepared:
+            raise
+        # the metadata knows the blob, its bytes are gone (removed by hand under the
+        # storage tree): not served, said once here, and fsck marks it
+        log.error("blob %s of %s: its bytes are missing from storage; run `dockyard "
+                  "fsck` (it marks such blobs, so a push stores them again)", digest, name)
+        raise BlobUnknown(f"blob {digest} is not stored", {"digest": str(digest)}) from None
     return resp
 
 
