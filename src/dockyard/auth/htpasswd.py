@@ -158,9 +158,13 @@ def write_atomic(path: Path, entries: Iterable[Entry]) -> None:
 
 def load(path: Path) -> dict[str, Entry]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError as exc:
+        raise HtpasswdError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise HtpasswdError(f"cannot read {path}: {exc.strerror or exc}") from None
     return parse(text, str(path))
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard.config.settings import ConfigError, Settings, load_settings
+from dockyard.oci.errors import StorageUnavailable
 
 T = TypeVar("T")
 
@@ -43,4 +45,17 @@ def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
         finally:
             await close_registry(registry)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (OSError, SQLAlchemyError, StorageUnavailable) as exc:
+        # a data directory that cannot be made, a database or object store that does
+        # not answer: one line (exit 1), not a traceback
+        raise click.ClickException(f"the registry's storage: {one_line(exc)}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (SQLAlchemy's say the driver's error first)."""
+    inner = getattr(exc, "orig", None)
+    text = str(inner if isinstance(inner, BaseException) else exc) or type(exc).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:300]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from dockyard.cli.common import config_option, data_option, load, run_with_registry
+from dockyard.cli.common import config_option, data_option, load, one_line, run_with_registry
 from dockyard.core.registry import Registry
 
 
@@ -37,7 +37,7 @@ def replicate(config: Path | None, data: Path | None, primary: str | None,
               tls_verify: bool | None, once: bool) -> None:
     """Keep this registry a read-only copy of a primary Dockyard, following its feed."""
     from dockyard.core.leases import LeaseBusy
-    from dockyard.replica.follower import LEASE_TTL, follow
+    from dockyard.replica.follower import FAILURES, LEASE_TTL, follow
 
     settings = load(config, {"storage.filesystem.rootdirectory": data,
                              "replica.primary": primary, "replica.username": username,
@@ -61,6 +61,8 @@ def replicate(config: Path | None, data: Path | None, primary: str | None,
         except LeaseBusy:
             raise click.ClickException("a follower runs already (a server with "
                                        "replica.primary, or another replicate)") from None
+        except FAILURES as exc:  # --once: the primary unreachable, refusing, ...
+            raise click.ClickException(f"{url}: {one_line(exc)}") from None
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop following, quietly
         run_with_registry(settings, job)

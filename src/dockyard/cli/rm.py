@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
+import sys
 from dataclasses import dataclass
 
 import aiohttp
 import click
 
+from dockyard.config.types import http_url
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid
 from dockyard.remote.client import RegistryClient, RegistryClientError
@@ -91,10 +93,16 @@ async def delete(client: RegistryClient, target: Target) -> None:
 def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str | None,
        yes: bool, dry_run: bool) -> None:
     """Delete repositories, tags or manifests; shell globs match repositories and tags."""
+    if not http_url(registry.rstrip("/")):
+        raise click.BadParameter(f"{registry!r} is not an http:// or https:// URL "
+                                 "(HOST[:PORT])", param_hint="--registry")
     parsed = [parse_ref(r) for r in refs]
     auth = None
     if username:
         if password is None:
+            if not sys.stdin.isatty():
+                raise click.UsageError("--username needs --password when no terminal "
+                                       "can prompt for it")
             password = click.prompt("Password", hide_input=True)
         auth = Credentials(username, password or "")
 
@@ -116,7 +124,7 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
 
     try:
         targets = asyncio.run(find())
-    except (RegistryClientError, aiohttp.ClientError) as exc:
+    except (RegistryClientError, aiohttp.ClientError, TimeoutError) as exc:
         raise click.ClickException(f"{registry}: {exc}") from None
     if not targets:
         raise click.ClickException("nothing matches " + " ".join(refs))

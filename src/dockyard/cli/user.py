@@ -10,6 +10,7 @@ the change up within a second, without a restart. As with `htpasswd -B`, only th
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -21,8 +22,8 @@ from dockyard.auth.htpasswd import (
     hash_password,
     load,
     valid_name,
+    write_atomic,
 )
-from dockyard.auth.htpasswd import write_atomic as save
 from dockyard.cli.common import config_option
 from dockyard.cli.common import load as load_config
 
@@ -48,9 +49,21 @@ def _entries(path: Path) -> dict[str, Entry]:
         raise click.ClickException(str(exc)) from None
 
 
+def save(path: Path, entries: Iterable[Entry]) -> None:
+    """Write the file; one line (exit 1) when it cannot be (a folder missing, no right)."""
+    try:
+        write_atomic(path, entries)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def _password(from_stdin: bool) -> str:
     if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
+        try:
+            password = sys.stdin.buffer.readline().decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise click.UsageError("the password on standard input is not UTF-8 text"
+                                   ) from None
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if not password:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from dockyard.config.types import Duration
+from dockyard.config.types import Duration, http_url
 from dockyard.oci.reference import NAME_PATTERN
 
 _URL = re.compile(r"https?://[^/\s]+/?")
@@ -80,7 +80,7 @@ class ProxyRule(BaseModel):
     @field_validator("upstream")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not _URL.fullmatch(value):
+        if not _URL.fullmatch(value) or not http_url(value.rstrip("/")):
             raise ValueError(f"{value!r} is not a registry base URL (https://host[:port])")
         return value.rstrip("/")
 

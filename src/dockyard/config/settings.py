@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -31,11 +31,19 @@ from dockyard.config.auth import AuthSettings, TlsSettings
 from dockyard.config.mirror import MirrorSource, check_unique
 from dockyard.config.proxy import ProxyRule, check_prefixes
 from dockyard.config.secrets import read_secret
-from dockyard.config.types import ByteSize, Duration, Regex, as_bytes
+from dockyard.config.types import ByteSize, Duration, Regex, as_bytes, http_url
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong, and where (line:column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _host_port(value: str | None) -> str | None:
@@ -83,6 +91,13 @@ class HttpSettings(_Section):
     debug: DebugSettings = DebugSettings()
     trusted_proxies: list[str] = Field(
         default=[], description="CIDRs whose X-Forwarded-Proto/Host/For are honoured")
+
+    @field_validator("addr")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        checked = _host_port(value)
+        assert checked is not None
+        return checked
 
     @field_validator("header_timeout", "body_timeout", "drain_timeout")
     @classmethod
@@ -274,7 +289,7 @@ class S3Settings(_Section):
 
 
 class StorageSettings(_Section):
-    driver: str = "filesystem"
+    driver: Literal["filesystem", "s3"] = "filesystem"
     filesystem: FilesystemSettings = FilesystemSettings()
     s3: S3Settings = S3Settings()
     #: answer blob GETs with 307 to a presigned URL of the store, where the driver can
@@ -292,6 +307,15 @@ class DatabaseSettings(_Section):
 
     url: str | None = Field(default=None, description="SQLAlchemy URL, e.g. postgresql://...")
     pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(
+                r"(sqlite(\+\w+)?:///(?!:memory:).+|postgresql(\+\w+)?://\S+)", value):
+            raise ValueError("must be a postgresql://... URL, or sqlite:///PATH (a file "
+                             "every process shares)")
+        return value
 
 
 class LimitsSettings(_Section):
@@ -395,8 +419,9 @@ class ReplicaSettings(_Section):
     @field_validator("primary")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
-            raise ValueError("must be an http:// or https:// URL")
+        if value is not None and not http_url(value):
+            raise ValueError("must be an http:// or https:// URL (HOST[:PORT], IPv6 in "
+                             "brackets)")
         return value.rstrip("/") if value else value
 
     @field_validator("password_env")
@@ -457,8 +482,9 @@ class EndpointSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", value):
-            raise ValueError("must be an http:// or https:// URL")
+        if not http_url(value):
+            raise ValueError("must be an http:// or https:// URL (HOST[:PORT], IPv6 in "
+                             "brackets)")
         return value
 
     @field_validator("headers", mode="before")
@@ -579,11 +605,13 @@ def load_settings(
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+            raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}

@@ -15,10 +15,14 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def _duration(value: Any) -> Any:
     """Accept `90`, `90s`, `1h30m`, `7d` as well as pydantic's own forms."""
-    if isinstance(value, str) and value.strip().isdigit():
-        return timedelta(seconds=int(value))
-    if isinstance(value, str) and value and _DURATION.sub("", value.strip()) == "":
-        return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(value)))
+    try:
+        if isinstance(value, str) and value.strip().isdigit():
+            return timedelta(seconds=int(value))
+        if isinstance(value, str) and value and _DURATION.sub("", value.strip()) == "":
+            return timedelta(seconds=sum(float(n) * _UNITS[u]
+                                         for n, u in _DURATION.findall(value)))
+    except OverflowError:  # past timedelta's 999,999,999 days
+        raise ValueError(f"{value.strip()[:40]!r} is too long a duration") from None
     return value
 
 
@@ -52,3 +56,13 @@ def parse_duration(text: str) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 ByteSize = Annotated[int, BeforeValidator(as_bytes), Field(ge=0)]
 Regex = Annotated[str, AfterValidator(_compiles)]
+
+
+_HTTP_URL = re.compile(r"https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+                       r"|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(?:/\S*)?")
+
+
+def http_url(value: str) -> bool:
+    """Whether `value` is an http(s) URL whose host and port a client can use."""
+    m = _HTTP_URL.fullmatch(value)
+    return m is not None and (m.group(1) is None or 0 < int(m.group(1)) < 65536)

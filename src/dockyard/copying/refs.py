@@ -93,6 +93,18 @@ def _split_reference(rest: str, text: str) -> tuple[str, str | None, str | None]
     return rest, tag, digest
 
 
+#: a registry host as references name it: a DNS name or IPv4 address, or an IPv6 one in
+#: brackets, then an optional port
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                   r"|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?")
+
+
+def _port_ok(host: str) -> bool:
+    port = host.rpartition(":")[2] if not host.endswith("]") else ""
+    return not port.isdigit() or 0 < int(port) < 65536
+
+
 def _parse_registry(rest: str, text: str) -> RegistryRef:
     name, tag, digest = _split_reference(rest, text)
     first, sep, remainder = name.partition("/")
@@ -102,6 +114,9 @@ def _parse_registry(rest: str, text: str) -> RegistryRef:
         host, repository = DOCKER_HUB, name if sep else f"library/{name}"
     if host == DOCKER_HUB and "/" not in repository:
         repository = f"library/{repository}"
+    if not _HOST.fullmatch(host) or not _port_ok(host):
+        raise BadReference(f"{text!r}: invalid registry host {host!r} (HOST[:PORT], "
+                           "IPv6 in brackets)")
     try:
         validate_name(repository)
     except NameInvalid:

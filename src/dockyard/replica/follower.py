@@ -51,7 +51,7 @@ SAVE_EVERY = 50
 #: another node follows after the one following died
 LEASE_TTL = 15.0
 
-_FAILURES = (RegistryClientError, RegistryError, aiohttp.ClientError, asyncio.TimeoutError,
+FAILURES = (RegistryClientError, RegistryError, aiohttp.ClientError, asyncio.TimeoutError,
              OSError, ValueError, KeyError)
 
 
@@ -98,7 +98,7 @@ class Follower:
                 return
             try:
                 caught_up = await self.step(wait=0.0 if until_caught_up else self.wait)
-            except _FAILURES as exc:
+            except FAILURES as exc:
                 if until_caught_up:
                     raise
                 log.warning("replica: %s: %s; retrying in %.0f s", self.primary, exc, backoff)

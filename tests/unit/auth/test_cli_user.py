@@ -88,3 +88,19 @@ def test_long_passwords_and_malformed_entries(tmp_path: Path) -> None:
             input="m\n")
     assert r.exit_code == 0, r.output
     assert HtpasswdFile(path).verify("mallory", "m") is not None
+
+
+def test_a_file_that_cannot_be_written_or_read_is_one_line(tmp_path: Path) -> None:
+    run = CliRunner().invoke
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = run(main, ["user", "add", "--file", str(blocker / "htpasswd"), "--password-stdin",
+                   "alice"], input="pw\n")
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [
+        f"Error: cannot read {blocker / 'htpasswd'}: Not a directory"]
+    latin = tmp_path / "latin1"
+    latin.write_bytes(b"caf\xe9:$2y$05$x\n")
+    r = run(main, ["user", "ls", "--file", str(latin)])
+    assert r.exit_code == 1
+    assert r.output.strip() == f"Error: {latin}: not UTF-8 text (byte 3)"

@@ -37,6 +37,19 @@ def test_bad_reference_says_why() -> None:
         parse("docker://host.example/UPPER:v1")
 
 
+@pytest.mark.parametrize("text", ["reg.example:notaport/x", "127.0.0.1:99999/x",
+                                  "127.0.0.1:0/x", "[zz]:9/x", "bad_host.example/x",
+                                  "-lead.example/x"])
+def test_a_registry_host_that_is_no_host_is_a_bad_reference(text: str) -> None:
+    # it reached the HTTP client, whose ValueError came out as a traceback
+    with pytest.raises(BadReference, match="invalid registry host"):
+        parse(text)
+
+
+def test_ipv6_hosts_in_brackets_are_hosts() -> None:
+    assert parse("[::1]:5000/a/b:v1") == RegistryRef("[::1]:5000", "a/b", "v1")
+
+
 def _auth(user: str, password: str) -> dict[str, str]:
     return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
 

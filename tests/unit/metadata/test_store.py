@@ -562,6 +562,8 @@ async def test_a_subject_delete_keeps_referrers_something_else_keeps(
     await store.put_manifest("repo", holder, "attestations")
     gone = await store.delete_manifest("repo", subject.digest)
     assert sorted(gone) == sorted([subject.digest, loose.digest])
-    assert await store.manifest("repo", tag="sbom-v1") is not None
+    kept = await store.manifest("repo", tag="sbom-v1")
+    assert kept is not None
+    assert kept.digest == tagged.digest
     assert await store.manifest("repo", digest=listed.digest) is not None
     assert await store.manifest("repo", digest=loose.digest) is None

@@ -1,0 +1,100 @@
+"""Bad input to the CLI: a usage error is one line and exit 2, a failure one line and
+exit 1, never a traceback (cases a review found printing one, each run through click's
+runner on the real command)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from dockyard.cli.main import main
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def error_line(result: Result) -> str:
+    """The `Error: ...` line, asserting it is the only one after click's usage header."""
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        repr(result.exception)
+    lines = [ln for ln in result.output.strip().splitlines()
+             if not ln.startswith(("Usage:", "Try '")) and ln.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("storage:\n  driver: nosuch\n", "storage.driver"),
+    ("database:\n  url: notaurl\n", "database.url"),
+    ("database:\n  url: mysql://u@h/db\n", "database.url"),
+    ("database:\n  url: 'sqlite:///:memory:'\n", "database.url"),
+    ("http:\n  addr: 127.0.0.1:99999\n", "http.addr"),
+    ("replica:\n  primary: http://127.0.0.1:99999\n", "replica.primary"),
+    ("gc:\n  grace: 99999999999999999999d\n", "too long a duration"),
+])
+def test_config_check_refuses_what_later_crashed(tmp_path: Path, text: str, said: str
+                                                 ) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(text)
+    result = run("config", "check", str(config))
+    assert result.exit_code == 2, result.output
+    assert said in result.output
+
+
+def test_yaml_and_encoding_errors_are_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("http: [\n")
+    line = error_line(result := run("config", "check", str(broken)))
+    assert result.exit_code == 2
+    assert "invalid YAML" in line
+    assert "line 2, column 1" in line
+    latin = tmp_path / "latin.yml"
+    latin.write_bytes(b"http:\n  addr: \"\xff\"\n")
+    line = error_line(result := run("config", "check", str(latin)))
+    assert result.exit_code == 2
+    assert "not UTF-8 text" in line
+
+
+def test_a_data_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = error_line(result := run("du", "--data", str(blocker / "sub")))
+    assert result.exit_code == 1
+    assert "Not a directory" in line
+
+
+def test_a_duration_past_timedelta_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("gc", "--dry-run", "--data", str(tmp_path / "d"),
+                 "--grace", "99999999999999999999d")
+    assert result.exit_code == 2
+    assert "too long a duration" in error_line(result)
+
+
+@pytest.mark.parametrize("registry", ["127.0.0.1:9", "", "ftp://x",
+                                      "http://127.0.0.1:99999", "http://[zz]"])
+def test_rm_refuses_a_registry_that_is_no_url(registry: str) -> None:
+    result = run("rm", "--registry", registry, "x")
+    assert result.exit_code == 2
+    assert "--registry" in error_line(result)
+
+
+@pytest.mark.parametrize("source", ["reg.example:notaport/x", "127.0.0.1:99999/x",
+                                    "[zz]:9/x"])
+def test_copy_refuses_a_registry_host_that_is_no_host(source: str, tmp_path: Path) -> None:
+    result = run("copy", source, f"oci:{tmp_path / 'lay'}:v1")
+    assert result.exit_code == 2
+    assert "invalid registry host" in error_line(result)
+
+
+def test_replicate_from_a_primary_that_does_not_answer_is_one_line(tmp_path: Path) -> None:
+    result = run("replicate", "--data", str(tmp_path / "d"), "--once",
+                 "--from", "http://127.0.0.1:9")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(
+        "Error: http://127.0.0.1:9: Cannot connect")
