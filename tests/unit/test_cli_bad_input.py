@@ -98,3 +98,19 @@ def test_replicate_from_a_primary_that_does_not_answer_is_one_line(tmp_path: Pat
     assert "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith(
         "Error: http://127.0.0.1:9: Cannot connect")
+
+
+def test_a_catalogue_or_distribution_config_not_utf8_or_yaml_is_one_line(
+        tmp_path: Path) -> None:
+    catalogue = tmp_path / "cat"
+    catalogue.mkdir()
+    (catalogue / "catalogue.yaml").write_bytes(b'registry: "\xff"\n')
+    result = run("build", "--catalogue", str(catalogue), "--dry-run")
+    assert result.exit_code != 0
+    assert "not UTF-8 text" in error_line(result)
+    broken = tmp_path / "dist.yml"
+    broken.write_text("storage: [\n")
+    result = run("import", "--distribution-config", str(broken), "--data",
+                 str(tmp_path / "d"))
+    assert result.exit_code == 2
+    assert "line 2, column 1" in error_line(result)

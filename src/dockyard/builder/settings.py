@@ -8,6 +8,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dockyard.config.settings import yaml_problem
+
 
 class CatalogueError(ValueError):
     """The catalogue cannot be built as it stands; the message names the file at fault."""
@@ -57,10 +59,12 @@ def load_settings(root: Path) -> CatalogueSettings:
     if not file.is_file():
         return CatalogueSettings()
     try:
-        raw: Any = yaml.safe_load(file.read_text()) or {}
+        raw: Any = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         return CatalogueSettings.model_validate(raw)
+    except UnicodeDecodeError as exc:
+        raise CatalogueError(f"{file}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise CatalogueError(f"{file}: not YAML: {exc}") from None
+        raise CatalogueError(f"{file}: not YAML: {yaml_problem(exc)}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])

@@ -26,7 +26,7 @@ import yaml
 from pydantic import ValidationError
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
-from dockyard.config.settings import S3Settings
+from dockyard.config.settings import S3Settings, yaml_problem
 from dockyard.core.importer import KINDS, ImportReport
 from dockyard.core.registry import Registry
 from dockyard.storage import layout
@@ -102,9 +102,16 @@ def _configured_tree(path: Path | None) -> DistributionTree:
     assert path is not None
     hint = "--distribution-config"
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint=hint) from None
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}",
+                                 param_hint=hint) from None
+    except UnicodeDecodeError as exc:
+        raise click.BadParameter(f"{path}: not UTF-8 text (byte {exc.start})",
+                                 param_hint=hint) from None
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"{path}: invalid YAML: {yaml_problem(exc)}",
+                                 param_hint=hint) from None
     storage = doc.get("storage") if isinstance(doc, dict) else None
     if not isinstance(storage, dict):
         raise click.BadParameter(f"{path} has no storage section", param_hint=hint)
