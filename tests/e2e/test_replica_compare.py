@@ -6,6 +6,8 @@ than its descriptor is not read past the descriptor's size."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,13 +17,15 @@ import pytest
 
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import load_settings
+from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
 from dockyard.remote.client import ManifestInfo, RegistryClient
 from dockyard.replica.follower import Follower
-from tests.support.oci_api import push_image
+from tests.support.oci_api import push_blob, push_image, put_manifest
 from tests.support.servers import start_dockyard
 
 REPO = "team/app"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 class RacingClient(RegistryClient):
@@ -101,6 +105,41 @@ async def test_a_blob_longer_than_its_descriptor_is_not_read_past_its_size(
                 assert await registry.replica.tags(REPO) == {}
                 assert not list((tmp_path / "replica").glob("blobs/**/data"))
                 assert (await registry.operations.state(fresh=True)).upload_sessions == 0
+        finally:
+            await close_registry(registry)
+    finally:
+        primary.stop()
+
+
+async def test_a_manifest_whose_descriptor_size_is_wrong_still_replicates(
+        tmp_path: Path) -> None:
+    # the primary takes a manifest without checking its descriptors' sizes: bounding
+    # the read by the descriptor froze the follower on that event for ever
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        layer = os.urandom(5000)
+        config = b'{"architecture": "amd64", "os": "linux"}'
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            layer_digest = push_blob(client, REPO, layer)
+            config_digest = push_blob(client, REPO, config)
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": config_digest, "size": len(config)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": layer_digest, "size": len(layer) + 7}]}).encode()
+            r = put_manifest(client, REPO, "odd", manifest, OCI_MANIFEST)
+            assert r.status_code == 201, r.text
+            digest = r.headers["Docker-Content-Digest"]
+        settings = load_settings(env={}, overrides={
+            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
+        registry = await open_registry(settings)
+        try:
+            async with RegistryClient(primary.url) as remote:
+                follower = Follower(registry, remote, primary.url)
+                assert await asyncio.wait_for(follower.ensure_manifest(REPO, digest), 30)
+            got = await registry.blobs.stat(REPO, Digest.parse(layer_digest))
+            assert got.size == len(layer)
         finally:
             await close_registry(registry)
     finally:

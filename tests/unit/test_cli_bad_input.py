@@ -114,3 +114,24 @@ def test_a_catalogue_or_distribution_config_not_utf8_or_yaml_is_one_line(
                  str(tmp_path / "d"))
     assert result.exit_code == 2
     assert "line 2, column 1" in error_line(result)
+
+
+@pytest.mark.parametrize("url", ["http://my_registry:5000", "https://user:tok@hooks.example/x",
+                                 "http://reg.example.:5000", "http://host:8080?t=1",
+                                 "http://[::1]:5000/", "https://localhost"])
+def test_urls_that_worked_before_the_checks_still_do(url: str) -> None:
+    # docker-compose service names, credentials in a webhook URL, a fully qualified
+    # name, a query: all taken by the HTTP client, so the configuration takes them
+    from dockyard.config.types import http_url
+
+    assert http_url(url)
+
+
+def test_rm_reads_a_piped_password_and_refuses_none(tmp_path: Path) -> None:
+    piped = run("rm", "--registry", "http://127.0.0.1:9", "--username", "u", "x",
+                input="secret\n")
+    assert piped.exit_code == 1  # on to the registry, which does not answer
+    assert "127.0.0.1:9" in error_line(piped)
+    empty = run("rm", "--registry", "http://127.0.0.1:9", "--username", "u", "x", input="")
+    assert empty.exit_code == 2
+    assert "no password" in error_line(empty)

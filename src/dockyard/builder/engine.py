@@ -102,39 +102,52 @@ READ_LIMIT = 64 * 1024 * 1024
 
 
 def read_inside(root: Path, path: str, limit: int) -> bytes | None:
-    """The regular file at `path` under `root`, None when there is none; no symbolic
-    link is followed on the way, so an image (as root mounts it) cannot make the
-    builder read a file of the host. `EngineError` past `limit` bytes."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        return None
-    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(root, nofollow | os.O_DIRECTORY)
-    except OSError:
-        return None
-    try:
-        for part in parts[:-1]:
-            try:
-                inner = os.open(part, nofollow | os.O_DIRECTORY, dir_fd=fd)
-            except OSError:  # absent, not a directory, or a link (ELOOP)
-                return None
-            os.close(fd)
-            fd = inner
+    """The regular file at `path` under `root` as the image sees it, None when there is
+    none. Symbolic links are resolved as inside the image (an absolute target from
+    `root`, `..` never above it; merged-/usr images link `/lib` to `usr/lib`), so an
+    image cannot make the builder, running as root, read a file of the host.
+    `EngineError` past `limit` bytes."""
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = root.joinpath(*done, part)
         try:
-            file = os.open(parts[-1], nofollow | os.O_NONBLOCK, dir_fd=fd)
+            mode = os.lstat(here).st_mode
         except OSError:
             return None
-        if not stat.S_ISREG(os.fstat(file).st_mode):
-            os.close(file)
+        if stat.S_ISLNK(mode):
+            links += 1
+            if links > 40:  # a loop (Linux gives up at 40 too)
+                return None
+            target = os.readlink(here)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        if todo and not stat.S_ISDIR(mode):
             return None
-        with os.fdopen(file, "rb") as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise EngineError(f"{path} is larger than {limit >> 20} MiB")
-        return data
-    finally:
+        done.append(part)
+    if not done:
+        return None
+    try:  # every component is resolved: the open follows nothing
+        fd = os.open(root.joinpath(*done), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise EngineError(f"{path} is larger than {limit >> 20} MiB")
+    return data
 
 
 def _exe(name: str) -> str:

@@ -100,10 +100,13 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
     auth = None
     if username:
         if password is None:
-            if not sys.stdin.isatty():
-                raise click.UsageError("--username needs --password when no terminal "
-                                       "can prompt for it")
-            password = click.prompt("Password", hide_input=True)
+            if sys.stdin.isatty():
+                password = click.prompt("Password", hide_input=True)
+            else:  # piped (`echo "$PW" | dockyard rm --username u ...`): its first line
+                password = sys.stdin.readline().rstrip("\r\n")
+                if not password:
+                    raise click.UsageError("--username: no password on standard input "
+                                           "(nor --password)")
         auth = Credentials(username, password or "")
 
     async def find() -> list[Target]:

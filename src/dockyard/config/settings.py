@@ -95,9 +95,10 @@ class HttpSettings(_Section):
     @field_validator("addr")
     @classmethod
     def _listen(cls, value: str) -> str:
-        checked = _host_port(value)
-        assert checked is not None
-        return checked
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT, not {value!r}")
+        return value
 
     @field_validator("header_timeout", "body_timeout", "drain_timeout")
     @classmethod

@@ -58,8 +58,9 @@ ByteSize = Annotated[int, BeforeValidator(as_bytes), Field(ge=0)]
 Regex = Annotated[str, AfterValidator(_compiles)]
 
 
-_HTTP_URL = re.compile(r"https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
-                       r"|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(?:/\S*)?")
+_HTTP_URL = re.compile(r"https?://(?:[^@/\s]+@)?"  # user:password@, as aiohttp takes it
+                       r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?"  # compose names
+                       r"|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(?:[/?#]\S*)?")
 
 
 def http_url(value: str) -> bool:

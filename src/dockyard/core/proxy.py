@@ -191,7 +191,11 @@ class _Tee:
                 self.queue.get_nowait()
             self.queue.put_nowait(None)
         else:
-            await self.queue.put(None)
+            try:
+                await asyncio.wait_for(self.queue.put(None), self.lag)
+            except TimeoutError:  # the blob is stored: only this pull is cut short
+                self.cut(f"the first pull took no byte for {self.lag:g} s; the blob is "
+                         "stored, pull it again")
 
     async def follow(self) -> AsyncIterator[bytes]:
         try:
@@ -408,8 +412,14 @@ class PullThrough:
                 task.add_done_callback(_retrieve)
                 if whole:
                     return Stream(tee.follow(), 0, info.size)
-                await asyncio.shield(task)
-                return None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task),
+                                           max(0.0, deadline - loop.time()))
+                if task.done():
+                    task.result()  # its failure, if it failed
+                    return None
+                raise UpstreamUnavailable(f"blob {key} is still being fetched from "
+                                          f"{route.where}; try again later")
             elif await self._adopt(name, info.digest, info.size):
                 return None  # another process stored it
             if loop.time() >= deadline:

@@ -344,6 +344,17 @@ class RegistryClient:
                                 ok=(404,)) as resp:
             return resp.status == 200
 
+    async def blob_size(self, name: str, digest: str) -> int | None:
+        """The blob's size as the registry answers a HEAD (None: it has no such blob)."""
+        async with self.request("HEAD", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
+                                ok=(404,)) as resp:
+            if resp.status == 404:
+                return None
+            length = resp.headers.get("Content-Length", "")
+        if not length.isdigit():
+            raise RegistryClientError(resp.status, f"HEAD of {digest} in {name}: no size")
+        return int(length)
+
     @asynccontextmanager
     async def open_blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """The blob's bytes as they arrive (`received.pieces`: none copied)."""

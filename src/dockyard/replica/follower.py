@@ -227,9 +227,17 @@ class Follower:
         if await self.replica.adopt_blob(name, digest):
             return True
         try:
+            # at most the size the primary stores (a descriptor may say another: the
+            # primary takes a manifest without checking its sizes)
+            stored = await self.client.blob_size(name, digest)
+            if stored is None:
+                return False
+            if stored != size:
+                log.warning("replica: %s@%s is %d bytes at the primary, its manifest says "
+                            "%d", name, digest, stored, size)
             async with self.client.open_blob(name, digest) as chunks:
                 await self.registry.uploads.upload(name, OWNER, wanted, chunks,
-                                                   Chunk(length=size), discard=True)
+                                                   Chunk(length=stored), discard=True)
         except RegistryClientError as exc:
             if exc.status == 404:
                 return False

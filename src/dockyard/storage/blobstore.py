@@ -213,7 +213,8 @@ class BlobStore:
         never recorded) are cut off first: the hash covered only the first `size`."""
         key = layout.upload_key(session_id)
         try:
-            if await self.driver.stat(key) != size:
+            stored = await self.driver.stat(key)
+            if stored is not None and stored > size:
                 writer = await self.driver.writer(key, size, resume=True)
                 await writer.close()
             await self.driver.move(key, layout.blob_key(digest))

@@ -1,6 +1,6 @@
 """`read_inside`: what the builder reads out of a mounted image (its package database,
-for the SBOM) as root, on real files: no symbolic link is followed, so an image cannot
-point the builder at a host file, and a read is bounded."""
+for the SBOM) as root, on real files: symbolic links resolve inside the image, never
+to a file of the host, and a read is bounded."""
 
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ def test_a_regular_file_is_read(root: Path) -> None:
     assert read_inside(root, STATUS, 1 << 20) == b"Package: zlib1g\n"
 
 
-def test_a_file_that_is_a_link_out_of_the_image_is_not_followed(
+def test_a_link_to_an_absolute_path_is_read_inside_the_image_not_the_host(
         root: Path, host_secret: Path) -> None:
     (root / "var/lib/dpkg/status").symlink_to(host_secret)
     assert read_inside(root, STATUS, 1 << 20) is None
 
 
-def test_a_folder_on_the_way_that_is_a_link_is_not_followed(
+def test_a_folder_on_the_way_that_links_out_stays_inside_the_image(
         root: Path, host_secret: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere" / "lib" / "dpkg"
     elsewhere.mkdir(parents=True)
@@ -63,3 +63,27 @@ def test_a_file_past_the_limit_is_an_error(root: Path) -> None:
     (root / "var/lib/dpkg/status").write_bytes(b"x" * 2048)
     with pytest.raises(EngineError, match="larger than"):
         read_inside(root, STATUS, 1024)
+
+
+def test_links_resolve_inside_the_image(root: Path) -> None:
+    # merged-/usr images (Wolfi, Chainguard) link /lib to usr/lib: the package
+    # database is found through the link, as the image sees it
+    (root / "usr" / "lib" / "apk" / "db").mkdir(parents=True)
+    (root / "usr/lib/apk/db/installed").write_text("P:busybox\n")
+    (root / "lib").symlink_to("usr/lib")
+    assert read_inside(root, "/lib/apk/db/installed", 1 << 20) == b"P:busybox\n"
+    (root / "lib").unlink()
+    (root / "lib").symlink_to("/usr/lib")  # absolute: from the image's root
+    assert read_inside(root, "/lib/apk/db/installed", 1 << 20) == b"P:busybox\n"
+
+
+def test_dot_dot_in_a_link_stops_at_the_image_root(root: Path) -> None:
+    (root / "etc").mkdir()
+    (root / "etc" / "passwd").write_text("image's own\n")
+    (root / "var/lib/dpkg/status").symlink_to("../../../../../../../etc/passwd")
+    assert read_inside(root, STATUS, 1 << 20) == b"image's own\n"
+
+
+def test_a_link_loop_is_none(root: Path) -> None:
+    (root / "var/lib/dpkg/status").symlink_to("status")
+    assert read_inside(root, STATUS, 1 << 20) is None

@@ -271,3 +271,34 @@ async def test_a_failed_recheck_is_not_retried_by_every_pull(
         assert down.checks == 1
     finally:
         await registry.close()
+
+
+class SizedUpstream(FakeUpstream):
+    """Serves its own `body` under that body's digest."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.digest = Digest.parse("sha256:" + hashlib.sha256(body).hexdigest())
+
+    async def blob_size(self, name: str, digest: str) -> int | None:
+        return len(self.body) if digest == str(self.digest) else None
+
+
+async def test_a_first_puller_stalled_with_the_queue_exactly_full_does_not_pin_the_fetch(
+        sqlite_url: str, tmp_path: Path) -> None:
+    # 8 chunks: the queue takes them all, so the fetch never waited mid-way; its end
+    # marker then waited for room without a bound, and the fetch stayed in flight
+    upstream = SizedUpstream(bytes(1000 + 7 * 65536))
+    registry = await open_registry(sqlite_url, tmp_path / "data", upstream, follow_lag=0.3)
+    try:
+        info = await registry.blobs.stat("hub/x", upstream.digest)
+        first = await registry.blobs.open(info, 0, info.size)
+        assert isinstance(first, Stream)
+        upstream.gate.set()
+        second = await asyncio.wait_for(registry.blobs.open(info, 0, info.size), 5)
+        assert isinstance(second, LocalFile)
+        assert second.path.read_bytes() == upstream.body
+        with pytest.raises(UpstreamUnavailable, match="took no byte"):
+            await read(first)
+    finally:
+        await registry.close()

@@ -347,3 +347,14 @@ async def test_a_copy_that_fails_midway_leaves_no_half_copy(
         await store.adopt(source, digest, copy=True)
     assert await driver.stat(layout.import_key(digest)) is None
     assert await driver.stat(layout.blob_key(digest)) is None
+
+
+async def test_a_publish_retried_after_it_moved_the_bytes_succeeds(store: BlobStore) -> None:
+    # the move done, the metadata write failed: the client's retry publishes again a
+    # session whose bytes are already the blob (the mover's "published before")
+    state = await new_session(store, "s1")
+    await store.append("s1", state, body([b"once"]))
+    digest = Digest.of(b"once")
+    await store.publish("s1", digest, 4)
+    await store.publish("s1", digest, 4)
+    assert await read_blob(store, digest) == b"once"
