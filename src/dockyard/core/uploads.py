@@ -161,8 +161,10 @@ class UploadService:
         removes the session at once (nobody will resume it)."""
         session_id = str(uuid.uuid4())
         hold = self._holder(session_id)
-        record = await self._open(name, owner, hold, caps)
         try:
+            # within the try: a copy cancelled while its session opens (a sibling blob
+            # failed) leaves no session behind either
+            record = await self._open(name, owner, hold, caps)
             async with self._keeping(hold):
                 return await self._finish(name, record, _Local(asyncio.Lock()), hold,
                                           digest, body, chunk)

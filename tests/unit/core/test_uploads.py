@@ -684,3 +684,26 @@ async def test_monolithic_upload_is_born_held(service: UploadService,
     await assert_published(service, digest, data)
     assert holds == []
     assert await service.store.upload_ids() == set()
+
+
+async def test_a_discarded_upload_cancelled_while_its_session_opens_leaves_none(
+        service: UploadService, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a copy or a replica cancels its other blobs when one fails; one caught between
+    # its session's row and its first byte left the session open (counted against the
+    # caps until it expired)
+    opened = asyncio.Event()
+    real = service.blobs.create_upload
+
+    async def slow_create(session_id: str) -> None:
+        await real(session_id)
+        opened.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(service.blobs, "create_upload", slow_create)
+    task = asyncio.create_task(service.upload(REPO, None, Digest.of(b"x"), body(b"x"),
+                                              Chunk(length=1), discard=True))
+    await asyncio.wait_for(opened.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await service.store.counts())["uploads"] == 0
