@@ -11,7 +11,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard.config.settings import ConfigError, Settings, load_settings
-from dockyard.oci.errors import StorageUnavailable
+from dockyard.oci.errors import StorageUnavailable, one_line
 
 T = TypeVar("T")
 
@@ -50,12 +50,5 @@ def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
     except (OSError, SQLAlchemyError, StorageUnavailable) as exc:
         # a data directory that cannot be made, a database or object store that does
         # not answer: one line (exit 1), not a traceback
-        raise click.ClickException(f"the registry's storage: {one_line(exc)}") from None
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line (SQLAlchemy's say the driver's error first)."""
-    inner = getattr(exc, "orig", None)
-    text = str(inner if isinstance(inner, BaseException) else exc) or type(exc).__name__
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first[:300]
+        raise click.ClickException(f"the registry's storage: {one_line(exc)[:300]}"
+                                   ) from None

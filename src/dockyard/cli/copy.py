@@ -17,10 +17,11 @@ import aiohttp
 import click
 
 from dockyard.copying.connect import Access, open_end
-from dockyard.copying.engine import Copier, CopyError, CopyOptions, one_line
+from dockyard.copying.engine import Copier, CopyError, CopyOptions
 from dockyard.copying.layout_end import ImageLayout, LayoutError
 from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, parse
+from dockyard.oci.errors import one_line
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
 from dockyard.remote.credentials import Credentials

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import click
 
-from dockyard.cli.common import config_option, data_option, load, one_line, run_with_registry
+from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.core.registry import Registry
+from dockyard.oci.errors import one_line
 
 
 @click.command()

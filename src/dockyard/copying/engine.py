@@ -25,7 +25,7 @@ from dockyard.copying.ends import Destination, Fetched, MountHints, Source
 from dockyard.copying.layout_end import LayoutError
 from dockyard.copying.platforms import Platform, narrow
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import DigestInvalid, RegistryError
+from dockyard.oci.errors import DigestInvalid, RegistryError, one_line
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
 from dockyard.units import human_bytes
@@ -392,12 +392,6 @@ class Copier:
             raise
         except END_ERRORS as exc:
             raise CopyError(f"{side}: {what}: {one_line(exc)}") from exc
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of what `exc` says, else its class name."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return text or type(exc).__name__
 
 
 def _descriptor(value: Any, fetched: Fetched, what: str) -> tuple[str, int]:

@@ -23,7 +23,7 @@ from dockyard.config.mirror import MirrorSource
 from dockyard.config.secrets import read_secret
 from dockyard.copying.connect import Access, open_end
 from dockyard.copying.ends import MountHints
-from dockyard.copying.engine import END_ERRORS, Copier, CopyError, CopyOptions, one_line
+from dockyard.copying.engine import END_ERRORS, Copier, CopyError, CopyOptions
 from dockyard.copying.local_end import LocalRepository
 from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import RegistryRef
@@ -31,7 +31,7 @@ from dockyard.core.leases import LeaseBusy
 from dockyard.core.mirrors import RUNS_KEPT, MirrorRun, TagOrigin
 from dockyard.core.registry import Registry
 from dockyard.mirror.select import select_tags
-from dockyard.oci.errors import RegistryError
+from dockyard.oci.errors import RegistryError, one_line
 from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote.credentials import Credentials
 

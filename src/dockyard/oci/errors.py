@@ -173,3 +173,11 @@ class UpstreamUnavailable(RegistryError):
     code = "UNAVAILABLE"
     retry_after = 5
     server_fault = True
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of what `exc` says, else its class name; for an exception that
+    wraps a driver's (SQLAlchemy's `orig`), the driver's."""
+    inner = getattr(exc, "orig", None)
+    said = str(inner if isinstance(inner, BaseException) else exc).strip()
+    return said.splitlines()[0] if said else type(exc).__name__
