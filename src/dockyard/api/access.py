@@ -50,6 +50,7 @@ from dockyard.api.token_form import parse_form, read_form
 from dockyard.auth import audit
 from dockyard.auth.identity import Identity, Scope
 from dockyard.auth.service import (
+    CATALOG_SCOPE,
     AccessControl,
     Decision,
     RateLimited,
@@ -80,7 +81,6 @@ class Access(enum.Enum):
 
 _ACTIONS = {Access.PULL: frozenset({"pull"}), Access.PUSH: frozenset({"pull", "push"}),
             Access.DELETE: frozenset({"delete"})}
-_CATALOG = Scope("registry", "catalog", frozenset({"*"}))
 _ADMIN = Scope("registry", "admin", frozenset({"*"}))
 
 
@@ -147,7 +147,7 @@ def required_scope(access: Access, name: str) -> Scope | None:
     if access in (Access.DISCOVER, Access.PUBLIC, Access.METRICS, Access.ANYONE):
         return None
     if access is Access.CATALOG:
-        return _CATALOG
+        return CATALOG_SCOPE
     if access is Access.ADMIN:
         return _ADMIN
     return Scope("repository", name, _ACTIONS[access])

@@ -40,6 +40,9 @@ from dockyard.config.stamps import file_stamps
 
 log = logging.getLogger("dockyard.auth")
 
+#: the scope of the catalog and of listings (`registry:catalog:*`)
+CATALOG_SCOPE = Scope("registry", "catalog", frozenset({"*"}))
+
 
 class Unauthenticated(Exception):
     """Credentials were sent but are not valid (or not of the kind this registry takes)."""
@@ -293,10 +296,8 @@ class AccessControl:
         who = self._policy_identity(identity)
         policy = self.policy
         if identity.grants is not None and not _lists_catalog(identity):
-            mine = identity
-
             def allowed(name: str) -> bool:
-                return ("pull" in mine.granted(Scope("repository", name, frozenset()))
+                return ("pull" in identity.granted(Scope("repository", name, frozenset()))
                         and "pull" in policy.actions(who, name))
             return allowed
         if policy.pulls_everything(who):
@@ -412,12 +413,10 @@ def parse_basic(value: str) -> tuple[str, str]:
     return user, password
 
 
-__all__ = ["ANONYMOUS_IDENTITY", "AccessControl", "Decision", "RateLimited", "Unauthenticated"]
-
-
-CATALOG_SCOPE = Scope("registry", "catalog", frozenset({"*"}))
-
-
 def _lists_catalog(identity: Identity) -> bool:
     """Whether a token grants the catalog (`registry:catalog:*`)."""
     return "*" in identity.granted(CATALOG_SCOPE)
+
+
+__all__ = ["ANONYMOUS_IDENTITY", "CATALOG_SCOPE", "AccessControl", "Decision", "RateLimited",
+           "Unauthenticated"]
