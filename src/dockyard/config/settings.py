@@ -46,12 +46,12 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem}{where}"
 
 
-def _host_port(value: str | None) -> str | None:
-    """`HOST:PORT` (IPv6 in brackets), or None."""
+def _host_port(value: str | None, lowest: int = 1) -> str | None:
+    """`HOST:PORT` (IPv6 in brackets), or None; ports from `lowest` (0: any free one)."""
     if value is None:
         return None
     _host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not lowest <= int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, not {value!r}")
     return value
 
@@ -95,9 +95,7 @@ class HttpSettings(_Section):
     @field_validator("addr")
     @classmethod
     def _listen(cls, value: str) -> str:
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"expected HOST:PORT, not {value!r}")
+        _host_port(value, lowest=0)
         return value
 
     @field_validator("header_timeout", "body_timeout", "drain_timeout")
