@@ -344,11 +344,13 @@ class RegistryClient:
                                 ok=(404,)) as resp:
             return resp.status == 200
 
-    async def blob_size(self, name: str, digest: str) -> int | None:
-        """The blob's size as the registry answers a HEAD (None: it has no such blob)."""
+    async def blob_size(self, name: str, digest: str, missing: tuple[int, ...] = (404,)
+                        ) -> int | None:
+        """The blob's size as the registry answers a HEAD; None when it answers one of
+        `missing` (it has no such blob, or none for us)."""
         async with self.request("HEAD", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
-                                ok=(404,)) as resp:
-            if resp.status == 404:
+                                ok=missing) as resp:
+            if resp.status in missing:
                 return None
             length = resp.headers.get("Content-Length", "")
         if not length.isdigit():

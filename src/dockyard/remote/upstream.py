@@ -72,19 +72,12 @@ class RemoteUpstream:
         return body, media_type
 
     async def blob_size(self, name: str, digest: str) -> int | None:
-        try:
-            async with asyncio.timeout(METADATA_TIMEOUT), self.client.request(
-                    "HEAD", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
-                    ok=_MISSING) as resp:
-                if resp.status in _MISSING:
-                    return None
-                length = resp.headers.get("Content-Length")
+        try:  # a HEAD without a size is a RegistryClientError: unavailable too
+            async with asyncio.timeout(METADATA_TIMEOUT):
+                return await self.client.blob_size(name, digest, missing=_MISSING)
         except (aiohttp.ClientError, OSError, TimeoutError, RegistryClientError,
                 AuthError) as exc:
             raise self._unavailable(exc) from None
-        if length is None or not length.isdigit():
-            raise UpstreamUnavailable(f"upstream {self.url} gave no size for {digest}")
-        return int(length)
 
     @asynccontextmanager
     async def blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:

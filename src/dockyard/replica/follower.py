@@ -216,8 +216,9 @@ class Follower:
 
     async def ensure_blob(self, name: str, digest: str, size: int) -> bool:
         """Have blob `digest` in `name`: already there, linked from another repository
-        of this registry, or streamed from the primary (verified, and no more than the
-        manifest's `size` read); False on a 404."""
+        of this registry, or streamed from the primary (verified, and no more read than
+        the size the primary's HEAD says; a `size` in the manifest that differs is only
+        logged); False on a 404."""
         wanted = Digest.parse(digest)
         try:
             await self.registry.blobs.stat(name, wanted)
