@@ -322,6 +322,22 @@ def test_status_says_when_the_server_is_not_running(tmp_path: Path) -> None:
     assert "readiness: ready" in done.stdout
 
 
+def test_status_refuses_a_bad_url_and_a_missing_registry_in_one_line(tmp_path: Path) -> None:
+    bad = subprocess.run(
+        [sys.executable, "-m", "dockyard", "status", "--data", str(tmp_path), "--url",
+         "notaurl"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "Invalid value for --url: 'notaurl' is not an http:// or https:// URL" in bad.stderr
+    # no database in the data directory (status does not create one): one line, exit 1
+    missing = subprocess.run(
+        [sys.executable, "-m", "dockyard", "status", "--data", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [
+        "Error: the registry's storage: unable to open database file"]
+
+
 # ------------------------------------------------------------ structured logs
 
 

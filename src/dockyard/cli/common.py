@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -47,8 +48,9 @@ def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
 
     try:
         return asyncio.run(main())
-    except (OSError, SQLAlchemyError, StorageUnavailable) as exc:
-        # a data directory that cannot be made, a database or object store that does
-        # not answer: one line (exit 1), not a traceback
+    except (OSError, sqlite3.Error, SQLAlchemyError, StorageUnavailable) as exc:
+        # a data directory that cannot be made (or, not migrating, a database file that
+        # is not there), a database or object store that does not answer: one line
+        # (exit 1), not a traceback
         raise click.ClickException(f"the registry's storage: {one_line(exc)[:300]}"
                                    ) from None

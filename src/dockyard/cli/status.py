@@ -29,6 +29,7 @@ from rich.table import Table
 from dockyard import __version__
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.settings import Settings
+from dockyard.config.types import http_url
 from dockyard.core.registry import Registry
 
 
@@ -98,6 +99,9 @@ async def _ask_server(url: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(config: Path | None, data: Path | None, url: str | None, as_json: bool) -> None:
     """Server, storage (and days until full), counts, last collection, readiness."""
+    if url is not None and not http_url(url.rstrip("/")):
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (HOST[:PORT])",
+                                 param_hint="--url")
     settings = load(config, {"storage.filesystem.rootdirectory": data})
     server_url = url or _default_url(settings)
 
