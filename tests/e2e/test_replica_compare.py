@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -140,6 +140,57 @@ async def test_a_manifest_whose_descriptor_size_is_wrong_still_replicates(
                 assert await asyncio.wait_for(follower.ensure_manifest(REPO, digest), 30)
             got = await registry.blobs.stat(REPO, Digest.parse(layer_digest))
             assert got.size == len(layer)
+        finally:
+            await close_registry(registry)
+    finally:
+        primary.stop()
+
+
+class PromotingClient(RegistryClient):
+    """A real client that, once the comparison has listed the primary's repositories,
+    runs `then` (a promotion and a client's push to the promoted registry)."""
+
+    then: Callable[[], Awaitable[None]] | None = None
+
+    def repositories(self) -> AsyncIterator[str]:
+        async def listed() -> AsyncIterator[str]:
+            async for name in super(PromotingClient, self).repositories():
+                yield name
+            if self.then is not None:
+                then, self.then = self.then, None
+                await then()
+        return listed()
+
+
+async def test_a_promotion_during_a_comparison_stops_it_before_its_next_write(
+        tmp_path: Path) -> None:
+    # promotion was asked only between steps: a comparison under way went on deleting
+    # and moving tags to the primary's, undoing what clients pushed after the promotion
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            pushed = push_image(client, REPO, "a")
+        settings = load_settings(env={}, overrides={
+            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
+        registry = await open_registry(settings)
+        try:
+            async with PromotingClient(primary.url) as remote:
+                follower = Follower(registry, remote, primary.url)
+                await asyncio.wait_for(follower.run(until_caught_up=True), 60)
+                assert await registry.replica.tags(REPO) == {"a": pushed.digest}
+
+                async def promote_then_push() -> None:
+                    assert await registry.replica.promote() == primary.url
+                    record = await registry.manifests.get(REPO, pushed.digest)
+                    assert record.payload is not None
+                    await registry.manifests.put(REPO, "mine", record.payload,
+                                                 record.media_type)
+
+                remote.then = promote_then_push
+                await registry.replica.save(None, {})  # the next step compares in full
+                await asyncio.wait_for(follower.run(until_caught_up=True), 60)
+            assert await registry.replica.tags(REPO) == {"a": pushed.digest,
+                                                         "mine": pushed.digest}
         finally:
             await close_registry(registry)
     finally:

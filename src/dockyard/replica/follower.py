@@ -58,6 +58,10 @@ FAILURES = (RegistryClientError, RegistryError, aiohttp.ClientError, asyncio.Tim
 _said_promoted = False
 
 
+class Promoted(Exception):
+    """This registry was promoted while the follower worked: it writes nothing more."""
+
+
 def _promoted_said() -> None:
     global _said_promoted
     _said_promoted = True
@@ -98,6 +102,9 @@ class Follower:
                 return
             try:
                 caught_up = await self.step(wait=0.0 if until_caught_up else self.wait)
+            except Promoted:
+                log.info("replica: promoted; stopped following %s", self.primary)
+                return
             except FAILURES as exc:
                 if until_caught_up:
                     raise
@@ -158,7 +165,16 @@ class Follower:
 
     # --- applying one event ----------------------------------------------------
 
+    async def _writable(self) -> None:
+        """Raise `Promoted` once this registry is promoted. Asked before each write, so
+        a step under way (a batch of events, a full comparison that may take hours)
+        stops there: from the promotion on, clients write here and the primary's view
+        must no longer undo what they push."""
+        if await self.replica.promoted():
+            raise Promoted
+
     async def apply(self, event: dict[str, Any]) -> None:
+        await self._writable()
         kind, name = str(event["kind"]), str(event["repository"])
         tag, digest = str(event.get("tag") or ""), str(event.get("digest") or "")
         if kind in (kinds.MANIFEST_PUT, kinds.TAG_SET):
@@ -207,6 +223,7 @@ class Follower:
             raise failed.exceptions[0] from None
         if not all(task.result() for task in fetched):
             return False
+        await self._writable()
         await self.registry.manifests.put(name, digest, payload, media_type)
         return True
 
@@ -236,6 +253,7 @@ class Follower:
             if stored != size:
                 log.warning("replica: %s@%s is %d bytes at the primary, its manifest says "
                             "%d", name, digest, stored, size)
+            await self._writable()
             async with self.client.open_blob(name, digest) as chunks:
                 await self.registry.uploads.upload(name, OWNER, wanted, chunks,
                                                    Chunk(length=stored), discard=True)
@@ -251,6 +269,7 @@ class Follower:
             return
         record = await self.registry.manifests.get(name, digest)
         assert record.payload is not None
+        await self._writable()
         await self.registry.manifests.put(name, tag, record.payload, record.media_type)
 
     # --- the full comparison -----------------------------------------------------
@@ -263,8 +282,10 @@ class Follower:
         theirs = [name async for name in self.client.repositories()]
         ours = await self.registry.repositories.catalog(None, None)
         for name in sorted(set(ours) - set(theirs)):
+            await self._writable()
             await self.replica.delete_repository(name)
         for name in theirs:
+            await self._writable()
             await self._compare_repository(name)
         await self._status(head, head, None, "following")
         log.info("replica: in step with %s up to event %d (%d repositories)", self.primary,
@@ -296,12 +317,15 @@ class Follower:
             for ref in await self.client.referrers(name, digest) or []:
                 await self.ensure_manifest(name, str(ref["digest"]))
         for tag in set(ours) - set(tags) - unknown:
+            await self._writable()
             await self.replica.delete_tag(name, tag)
         for digest in await self.replica.manifest_digests(name):
             if await self.client.head_manifest(name, digest) is None:
+                await self._writable()
                 await self.replica.delete_manifest(name, digest)
         for digest in await self.replica.unreferenced_links(name):
             if not await self.client.has_blob(name, digest):
+                await self._writable()
                 await self.replica.unlink_blob(name, digest)
 
 
