@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -267,3 +268,65 @@ def test_logged_out_sessions_are_recorded_on_postgres(database_url: str) -> None
             await store.close()
 
     assert asyncio.run(run()) == (True, False, False, True)
+
+
+async def test_a_push_that_meets_a_collection_of_its_blob_waits_for_it(
+        tmp_path: Path, database_url: str) -> None:
+    """The collector has removed an old unlinked blob's row and holds the row's lock
+    (its tombstone not yet committed) when a push of the same bytes claims the blob:
+    the claim waits on the lock and then must see the tombstone, so the push waits until
+    the bytes are deleted and then publishes its own. It read the tombstone before the
+    wait, claimed into the deletion, and the pushed blob was linked without bytes."""
+    import asyncpg
+
+    from dockyard.backends import close_registry, open_registry
+    from dockyard.config.settings import load_settings
+    from dockyard.core.uploads import Chunk
+    from dockyard.oci.digest import Digest
+    from dockyard.storage import layout
+
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"),
+        "database.url": database_url})
+    registry = await open_registry(settings)
+    raw = await asyncpg.connect(database_url)
+    collector = await asyncpg.connect(database_url)
+    data = os.urandom(4096)
+    digest = Digest.parse(conformance.sha256_digest(data))
+
+    async def body() -> Any:
+        yield data
+
+    async def push(name: str) -> None:
+        session = await registry.uploads.start(name)
+        await registry.uploads.finish(name, session.id, digest, body(), Chunk(length=len(data)))
+
+    try:
+        await push("claim-race/old")
+        await registry.blobs.delete("claim-race/old", digest)  # unlinked: garbage
+        await raw.execute("UPDATE blobs SET touched_at = touched_at - 7200 WHERE digest = $1",
+                          str(digest))
+        # the collector's begin_blob_deletion, its statements in order, held before COMMIT
+        tx = collector.transaction()
+        await tx.start()
+        await collector.fetchrow("SELECT size FROM blobs WHERE digest = $1 FOR UPDATE",
+                                 str(digest))
+        await collector.execute("DELETE FROM blobs WHERE digest = $1", str(digest))
+        await collector.execute("INSERT INTO blob_deletions (digest, started_at) "
+                                "VALUES ($1, $2)", str(digest), time.time())
+        pushing = asyncio.create_task(push("claim-race/new"))
+        await asyncio.sleep(0.5)
+        await tx.commit()
+        # the push must wait for the deletion to end, not finish into it
+        done, _ = await asyncio.wait({pushing}, timeout=1.0)
+        assert not done, "the push claimed the blob while its deletion went on"
+        assert not await registry.blobs.delete_bytes([digest])  # the collector goes on
+        await registry.lifecycle.end_blob_deletion(str(digest))
+        await asyncio.wait_for(pushing, 30)
+        assert (tmp_path / "data" / layout.blob_key(digest)).exists()
+        got = await registry.blobs.stat("claim-race/new", digest)
+        assert got.size == len(data)
+    finally:
+        await collector.close()
+        await raw.close()
+        await close_registry(registry)

@@ -103,6 +103,10 @@ TOMBSTONE_TIMEOUT = 300.0
 #: Key of the PostgreSQL advisory lock that serialises the opening of upload sessions.
 
 
+class _Tombstoned(Exception):
+    """A claim met a fresh tombstone after its upsert: the transaction is rolled back."""
+
+
 class SessionLimit(Exception):
     """Opening one more upload session would pass a cap (`which`: "owner" or "total")."""
 
@@ -253,16 +257,24 @@ class MetadataStore:
         is cleared.
         """
         now = time.time()
-        return await self.engines.compiled(lambda conn: self._claim(conn, digest, size, now))
+        try:
+            return await self.engines.compiled(lambda conn: self._claim(conn, digest, size, now))
+        except _Tombstoned:
+            return False
 
     def _claim(self, conn: Conn, digest: str, size: int, now: float) -> bool:
+        """The row first, then the tombstone: on PostgreSQL a deletion or fsck mark
+        that holds the row's lock makes the upsert wait until it commits, and only a
+        read after that wait sees its tombstone (read before, it was missed: the claim
+        succeeded into a deletion and the pushed blob lost its bytes). A fresh
+        tombstone rolls the claim back (`_Tombstoned`), so it never clears a mark."""
         q = self._q
+        run(conn, q.claim_blob, digest=digest, size=size, now=now)
         started = run(conn, q.tombstone, digest=digest).fetchone()
         if started is not None:
             if started[0] > now - TOMBSTONE_TIMEOUT:
-                return False
+                raise _Tombstoned
             run(conn, q.drop_tombstone, digest=digest)
-        run(conn, q.claim_blob, digest=digest, size=size, now=now)
         return True
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
@@ -396,7 +408,10 @@ class MetadataStore:
             record = UploadRecord(*row)
             return record, record.offset == 0 and self._claim(conn, digest, size, now)
 
-        return await self.engines.compiled(body)
+        try:
+            return await self.engines.compiled(body)
+        except _Tombstoned:  # rolled back, the hold with it: the hold alone
+            return await self.hold_upload(session_id, name, holder, ttl, gone=gone), False
 
     async def renew_upload(self, session_id: str, holder: str, ttl: float) -> bool:
         """Extend `holder`'s hold by `ttl` seconds from now; False when it is not theirs
