@@ -114,6 +114,12 @@ class LifecycleBackend(Protocol):
         """Drop `digest`'s tombstone: its bytes are gone."""
         ...
 
+    async def defer_blob_deletion(self, digest: str) -> None:
+        """Its bytes could not be deleted: age `digest`'s tombstone past
+        `TOMBSTONE_TIMEOUT`, so uploads of it stop waiting and the next collection
+        takes the deletion over (as a dead collector's)."""
+        ...
+
     async def delete_empty_repository(self, repo_id: int) -> bool:
         """Drop a repository row that holds nothing any more (no manifest, link, upload)."""
         ...

@@ -243,11 +243,12 @@ class Collector:
             log.info("finished the deletion of %s that a stopped collector began", digest)
 
     async def _delete_bytes(self, batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """Delete tombstoned blobs' bytes as one batch, then each one's tombstone, also
-        if its bytes could not go (as for one blob: the tombstone only makes uploads of
-        the digest wait while the bytes go); each failure is a failed step. Returns the
-        (digest, size) whose bytes and tombstone are gone. A tombstone that cannot be
-        ended stays for a later collection to take over.
+        """Delete tombstoned blobs' bytes as one batch, then each one's tombstone; the
+        tombstone of bytes that could not go is aged instead (uploads of the digest stop
+        waiting, the next collection takes the deletion over: its row is gone, so
+        nothing else would ever find those bytes); each failure is a failed step.
+        Returns the (digest, size) whose bytes and tombstone are gone. A tombstone that
+        cannot be ended stays for a later collection to take over.
         """
         if not batch:
             return []
@@ -267,10 +268,12 @@ class Collector:
         return done
 
     async def _end_deletion(self, digest: str, error: Exception | None) -> bool:
-        """Drop `digest`'s tombstone, then raise `error` (why its bytes did not go)."""
-        await self.lifecycle.end_blob_deletion(digest)
+        """Drop `digest`'s tombstone; when its bytes did not go, age it and raise
+        `error` (why)."""
         if error is not None:
+            await self.lifecycle.defer_blob_deletion(digest)
             raise error
+        await self.lifecycle.end_blob_deletion(digest)
         return True
 
     async def remove_unlinked(self, digests: list[str]) -> list[tuple[str, int]]:

@@ -33,7 +33,7 @@ from dockyard.metadata.schema import (
     tags,
     uploads,
 )
-from dockyard.metadata.store import MetadataStore
+from dockyard.metadata.store import TOMBSTONE_TIMEOUT, MetadataStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +368,11 @@ class LifecycleStore:
 
     async def end_blob_deletion(self, digest: str) -> None:
         stmt = delete(blob_deletions).where(blob_deletions.c.digest == digest)
+        await self.engines.transaction(lambda conn: conn.execute(stmt))
+
+    async def defer_blob_deletion(self, digest: str) -> None:
+        stmt = (update(blob_deletions).where(blob_deletions.c.digest == digest)
+                .values(started_at=time.time() - TOMBSTONE_TIMEOUT - 1.0))
         await self.engines.transaction(lambda conn: conn.execute(stmt))
 
     async def delete_empty_repository(self, repo_id: int) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from dockyard.core.uploads import Chunk
 from dockyard.drivers.s3 import S3Driver
 from dockyard.gc import collector as collector_module
 from dockyard.gc.collector import Collector
+from dockyard.metadata.store import TOMBSTONE_TIMEOUT
 from dockyard.oci.digest import Digest
 from tests.support.s3 import S3Server, running_s3
 
@@ -140,5 +142,45 @@ async def test_a_blob_the_store_refuses_to_delete_is_reported(
     assert report.errors[0].startswith(f"deleting {digests[2]}: ")
     assert "AccessDenied" in report.errors[0]
     assert await _objects(driver, "blobs/") == [refused]
-    # its tombstone is ended all the same: an upload of that digest does not wait
+    # its row is gone: nothing but its tombstone, aged so that an upload of the digest
+    # does not wait on it, leads the next collection to the bytes
+    assert await registry.lifecycle.stale_tombstones(time.time() - TOMBSTONE_TIMEOUT) == [
+        str(digests[2])]
+    client.meta.events.unregister("before-parameter-build.s3.DeleteObjects", strip)
+    client.meta.events.unregister("after-call.s3.DeleteObjects", answer)
+
+    report = await Collector(registry, grace=0).run()
+
+    assert report.failed == 0, report.errors
+    assert await _objects(driver, "blobs/") == []
     assert await registry.lifecycle.stale_tombstones(float("inf")) == []
+
+
+async def test_a_blob_whose_deletion_failed_can_be_pushed_again_at_once(
+    registry: Registry,
+) -> None:
+    """An upload of a digest whose bytes the store refused to delete does not wait on
+    its tombstone, and the next collection leaves the pushed blob alone."""
+    driver = _driver(registry)
+    digests = await _push_unlinked(registry, 1)
+    client = await driver._s3()
+
+    def answer(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["Deleted"] = []
+        parsed["Errors"] = [{"Key": driver._key(
+            f"blobs/sha256/{digests[0].hex[:2]}/{digests[0].hex}/data"),
+            "Code": "InternalError", "Message": "try again"}]
+
+    client.meta.events.register("after-call.s3.DeleteObjects", answer)
+    await asyncio.sleep(0.01)
+    report = await Collector(registry, grace=0).run()
+    client.meta.events.unregister("after-call.s3.DeleteObjects", answer)
+    assert report.failed == 1
+
+    data = b"blob 0 " * 50
+    await asyncio.wait_for(registry.uploads.upload(
+        "again", None, digests[0], _body(data), Chunk(length=len(data))), 5)
+    report = await Collector(registry, grace=60).run()
+    assert report.failed == 0, report.errors
+    assert (await registry.blobs.stat("again", digests[0])).size == len(data)
+    assert await registry.blobs.blobs.size(digests[0]) == len(data)
