@@ -375,10 +375,14 @@ class PullThrough:
         """Link bytes this registry holds already into `name` (the caller knows upstream
         has them there); False when they are not here (or not whole yet)."""
         row = await self.store.blob(str(digest))
-        if row is None or row.size != size or await self.blobs.size(digest) != size:
+        if row is None or row.size != size:
             return False
+        # claimed before the bytes are looked at: a collection between the look and the
+        # claim would delete them, and the claim then make a row for no bytes
         if not await self.store.claim_blob(str(digest), size):
             return False  # the collector is deleting these bytes
+        if await self.blobs.size(digest) != size:
+            return False
         await self.store.link_blob(name, str(digest), size)
         return True
 

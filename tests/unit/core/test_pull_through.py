@@ -22,7 +22,9 @@ from sqlalchemy import make_url
 from dockyard.config.proxy import ProxyRule
 from dockyard.core.blobs import LocalFile, Stream
 from dockyard.core.registry import Registry
+from dockyard.core.uploads import Chunk
 from dockyard.drivers.filesystem import FilesystemDriver
+from dockyard.gc.collector import Collector
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
@@ -302,3 +304,48 @@ async def test_a_first_puller_stalled_with_the_queue_exactly_full_does_not_pin_t
             await read(first)
     finally:
         await registry.close()
+
+
+class CollectingWhileLooking:
+    """The blob store, but a collection runs right after the size of a blob is read:
+    the window between a look at the bytes and what is done with the answer."""
+
+    def __init__(self, registry: Registry, inner: BlobStore) -> None:
+        self.registry, self.inner = registry, inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def size(self, digest: Digest) -> int | None:
+        found = await self.inner.size(digest)
+        await Collector(self.registry, grace=1.0).run()
+        return found
+
+
+async def test_bytes_a_collection_removes_while_the_cache_adopts_them_are_fetched_again(
+        sqlite_url: str, tmp_path: Path, upstream: FakeUpstream) -> None:
+    # the cache looked at the stored bytes, then claimed them: a collection in between
+    # deleted them, the claim made their row again and the cache linked a blob with no
+    # bytes (served as missing for ever, never fetched again)
+    upstream.gate.set()
+    registry = await open_registry(sqlite_url, tmp_path / "data", upstream)
+    try:
+        await registry.uploads.upload("local/other", None, DIGEST, _once(DATA),
+                                      Chunk(length=len(DATA)))
+        await registry.blobs.delete("local/other", DIGEST)  # garbage once 1 s old
+        await asyncio.sleep(1.2)
+        registry.cache.blobs = CollectingWhileLooking(  # type: ignore[assignment]
+            registry, registry.cache.blobs)
+        info = await registry.blobs.stat("hub/x", DIGEST)
+        if not info.remote:  # adopted: its bytes must be there
+            assert list((tmp_path / "data").glob("blobs/**/data"))
+        body = await registry.blobs.open(await registry.blobs.stat("hub/x", DIGEST), 0,
+                                         len(DATA))
+        got = await read(body) if isinstance(body, Stream) else Path(body.path).read_bytes()
+        assert got == DATA
+    finally:
+        await registry.close()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
