@@ -27,4 +27,10 @@ class PullRecorder:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
-        return await self.store.record_pulls([(n, t, at) for (n, t), at in batch.items()])
+        try:
+            return await self.store.record_pulls([(n, t, at) for (n, t), at in batch.items()])
+        except BaseException:  # kept for the next flush (newer pulls meanwhile win)
+            for key, at in batch.items():
+                if self._pending.get(key, 0.0) < at:
+                    self._pending[key] = at
+            raise

@@ -23,7 +23,7 @@ import fnmatch
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
@@ -116,11 +116,16 @@ class Collector:
         self.keep_untagged = keep_untagged
         self._report = Report(False, grace, 0.0)  # the running collection's
 
-    async def run(self, *, dry_run: bool = False, repository: str | None = None) -> Report:
-        """One collection; with `repository`, only repositories matching that glob."""
+    async def run(self, *, dry_run: bool = False, repository: str | None = None,
+                  failed_before: Sequence[str] = ()) -> Report:
+        """One collection; with `repository`, only repositories matching that glob.
+        `failed_before`: steps of the same run that failed before it (the pull-time
+        flush, retention), counted in its report and its recorded row."""
         started = time.time()
         cutoff = started - self.grace
         report = Report(dry_run, self.grace, started)
+        report.failed = len(failed_before)
+        report.errors.extend(list(failed_before)[:MAX_ERRORS])
         # digest -> (repository that dropped a link to it, size): bytes are credited there
         last_links: dict[str, tuple[str, int]] = {}
         dropping: Counter[str] = Counter()  # dry run: links planned to go, per digest

@@ -8,6 +8,7 @@ then frees what nothing else uses. A tag pushed again after the plan was made is
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,12 +16,16 @@ from dataclasses import dataclass, field
 from dockyard.config.settings import RetentionRule, Settings
 from dockyard.core.lifecycle import LifecycleBackend
 
+log = logging.getLogger("dockyard.gc")
+
 
 @dataclass
 class RetentionReport:
     dry_run: bool
     #: repository -> tags deleted (or that would be)
     deleted: dict[str, list[str]] = field(default_factory=dict)
+    #: one line per repository whose rule could not be applied (the others were)
+    errors: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -73,9 +78,15 @@ async def apply_retention(lifecycle: LifecycleBackend, rules: list[RetentionRule
         rule = rule_for(rules, name)
         if rule is None:
             continue
-        doomed = doomed_tags(rule, await lifecycle.tags(repo_id), now)
-        gone = [t for t, at in doomed
-                if dry_run or await lifecycle.delete_tag_if_unchanged(repo_id, t, at)]
+        gone: list[str] = []
+        try:
+            doomed = doomed_tags(rule, await lifecycle.tags(repo_id), now)
+            for tag, at in doomed:
+                if dry_run or await lifecycle.delete_tag_if_unchanged(repo_id, tag, at):
+                    gone.append(tag)
+        except Exception as exc:  # one repository's failure stops no other's
+            log.warning("retention: %s failed: %s", name, exc)
+            report.errors.append(f"retention of {name}: {exc}")
         if gone:
             report.deleted[name] = sorted(gone)
     return report

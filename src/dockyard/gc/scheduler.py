@@ -55,16 +55,25 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
     """One scheduled collection; None when another process is collecting now."""
     try:
         async with registry.leases.hold(GC_LEASE):
-            await registry.pulls.flush()
+            # a step before the collection that fails is counted in its report; the
+            # collection goes on (it must not wait a whole interval for one failure)
+            failed: list[str] = []
+            try:
+                await registry.pulls.flush()
+            except Exception as exc:
+                log.warning("gc: writing pull times failed: %s", exc)
+                failed.append(f"writing pull times: {exc}")
             # a replica's tags are its primary's: no retention of its own
             replica = await registry.replica.read_only() is not None
             if not replica:
                 retention = await apply_retention(registry.lifecycle,
                                                   configured_rules(settings))
+                failed += retention.errors
                 if retention.count:
                     log.info("retention deleted %d tags: %s", retention.count,
                              json.dumps(retention.deleted))
-            report = await collector_for(registry, settings, replica=replica).run()
+            report = await collector_for(registry, settings, replica=replica).run(
+                failed_before=failed)
     except LeaseBusy:
         return None
     except Exception:

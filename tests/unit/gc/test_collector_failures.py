@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,11 +12,15 @@ import pytest
 
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import load_settings
+from dockyard.core.registry import Registry
 from dockyard.core.uploads import Chunk
 from dockyard.gc.collector import Collector
+from dockyard.gc.scheduler import collect_once
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import StorageFull
+from dockyard.oci.errors import NameUnknown, StorageFull
 from dockyard.storage import layout
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 async def _body(data: bytes) -> AsyncIterator[bytes]:
@@ -55,5 +60,68 @@ async def test_collection_goes_on_past_a_failed_step(tmp_path: Path,
         on_disk = [(tmp_path / "data" / layout.blob_key(d)).exists() for d in digests]
         assert on_disk == [True, False, False]
         assert report.to_json()["failed"] == 1
+    finally:
+        await close_registry(registry)
+
+
+async def _tagged(registry: Registry, name: str, tag: str) -> None:
+    """An image (a config, no layers) pushed as `name:tag` through core."""
+    config = f'{{"architecture":"amd64","os":"linux","name":"{name}:{tag}"}}'.encode()
+    digest = Digest.parse("sha256:" + hashlib.sha256(config).hexdigest())
+    await registry.uploads.upload(name, None, digest, _body(config), Chunk(length=len(config)))
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": str(digest), "size": len(config)}, "layers": []}).encode()
+    await registry.manifests.put(name, tag, manifest, OCI_MANIFEST)
+
+
+async def test_failed_retention_and_pull_times_do_not_skip_the_collection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a failure in retention (one repository) or in writing pull times escaped from
+    # the scheduled run: nothing was collected for a whole interval, the other
+    # repositories' rules were not applied, and the pull times gathered were dropped
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"),
+        "gc.grace": "0s", "retention.rules": [{"repositories": "*", "keep_last": 0}]})
+    registry = await open_registry(settings)
+    try:
+        for name in ("a/app", "b/app"):
+            await _tagged(registry, name, "v1")
+        garbage = b"unlinked"
+        gone = Digest.parse("sha256:" + hashlib.sha256(garbage).hexdigest())
+        await registry.uploads.upload("c/app", None, gone, _body(garbage),
+                                      Chunk(length=len(garbage)))
+        await registry.blobs.delete("c/app", gone)
+        registry.pulls.record("a/app", "v1")
+        await asyncio.sleep(0.01)
+        delete_tag = registry.lifecycle.delete_tag_if_unchanged
+        names = dict(await registry.lifecycle.repositories())
+
+        async def refused_in_a(repo_id: int, tag: str, at: float) -> bool:
+            if names[repo_id] == "a/app":
+                raise StorageFull("insufficient storage: the disk is full")
+            return await delete_tag(repo_id, tag, at)
+
+        async def down(batch: object) -> int:
+            raise StorageFull("insufficient storage: the disk is full")
+
+        monkeypatch.setattr(registry.lifecycle, "delete_tag_if_unchanged", refused_in_a)
+        record_pulls = registry.pulls.store.record_pulls
+        monkeypatch.setattr(registry.pulls.store, "record_pulls", down)
+
+        report = await collect_once(registry, settings)
+
+        assert report is not None
+        assert report.failed == 2
+        assert report.errors == [
+            "writing pull times: insufficient storage: the disk is full",
+            "retention of a/app: insufficient storage: the disk is full"]
+        assert not (tmp_path / "data" / layout.blob_key(gone)).exists()  # collected
+        with pytest.raises(NameUnknown):  # b's rule ran: its tag, then all of it, went
+            await registry.manifests.tags("b/app", None, None)
+        assert await registry.manifests.tags("a/app", None, None) == ["v1"]
+        monkeypatch.setattr(registry.pulls.store, "record_pulls", record_pulls)
+        assert await registry.pulls.flush() == 1  # the pull time was kept for later
     finally:
         await close_registry(registry)
