@@ -52,6 +52,10 @@ POLL = 0.5
 """Seconds between two looks at an endpoint's empty queue."""
 
 MAX_QUEUED = 100_000
+#: events queued this long ago for an endpoint no node delivers to are dropped (s)
+FORGET_AFTER = 3600.0
+#: how often the delivering node looks for them (s)
+FORGET_EVERY = 600.0
 """Events kept waiting per endpoint (`notifications.max_queued`)."""
 
 
@@ -173,13 +177,9 @@ class Deliverer:
     async def run(self) -> None:
         """Deliver until cancelled; the first loop that fails (the metadata store gone)
         ends all of them, so the job's next run starts one set, not one more."""
-        gone = await self.store.forget_others([e.name for e in self.endpoints])
-        if gone:
-            metrics().notify_dropped.labels("(not configured)").inc(gone)
-            log.warning("notifications: dropped %d events queued for endpoints no longer "
-                        "configured (or disabled)", gone)
         sender = self.sender()
         loops = [asyncio.ensure_future(self._deliver(e, sender)) for e in self.endpoints]
+        loops.append(asyncio.ensure_future(self._forget_others()))
         try:
             await asyncio.gather(*loops)
         finally:
@@ -187,6 +187,20 @@ class Deliverer:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await sender.close()
+
+    async def _forget_others(self) -> None:
+        """Every `FORGET_EVERY`, drop events queued over `FORGET_AFTER` ago for endpoints
+        this node does not deliver to (removed or disabled). Not younger ones: during a
+        rolling configuration change, another node may have the endpoint already."""
+        names = [e.name for e in self.endpoints]
+        while True:
+            gone = await self.store.forget_others(names, time.time() - FORGET_AFTER)
+            if gone:
+                metrics().notify_dropped.labels("(not configured)").inc(gone)
+                log.warning("notifications: dropped %d events queued over %.0f s ago for "
+                            "endpoints not configured here (or disabled)", gone,
+                            FORGET_AFTER)
+            await asyncio.sleep(FORGET_EVERY)
 
     async def _deliver(self, endpoint: EndpointSettings, sender: Sender) -> None:
         m = metrics()

@@ -65,10 +65,13 @@ class NotificationStore:
         return await self.store.engines.transaction(
             lambda conn: int(conn.execute(stmt).rowcount))
 
-    async def forget_others(self, endpoints: Sequence[str]) -> int:
-        """Drop the rows of every endpoint not in `endpoints` (no longer configured, or
-        disabled: nothing would ever deliver them); how many went."""
-        stmt = delete(notifications).where(notifications.c.endpoint.not_in(list(endpoints)))
+    async def forget_others(self, endpoints: Sequence[str], older_than: float) -> int:
+        """Drop the rows queued before `older_than` of every endpoint not in `endpoints`
+        (no longer configured, or disabled: nothing would ever deliver them; newer rows
+        may be another node's, whose configuration has the endpoint); how many went."""
+        c = notifications.c
+        stmt = delete(notifications).where(c.endpoint.not_in(list(endpoints)),
+                                           c.at < older_than)
         return await self.store.engines.transaction(
             lambda conn: int(conn.execute(stmt).rowcount))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -134,7 +135,7 @@ class FailingStore:
     async def count(self, name: str) -> int:
         return 0
 
-    async def forget_others(self, names: list[str]) -> int:
+    async def forget_others(self, names: list[str], older_than: float) -> int:
         return 0
 
 
@@ -201,14 +202,21 @@ async def test_a_long_down_endpoint_keeps_its_newest_events_up_to_the_bound(
 
 async def test_events_for_an_endpoint_no_longer_configured_are_dropped(
         any_outbox: NotificationStore) -> None:
-    await Notifier(any_outbox, [ep("old"), ep("kept")]).emit("delete", "repo/x")
+    await Notifier(any_outbox, [ep("kept")]).emit("delete", "repo/x")
+    # queued two hours ago for an endpoint since removed; and just now for one that
+    # only another node (its configuration rolled out first) knows: that one stays
+    await any_outbox.enqueue([("old", "{}")], time.time() - 7200)
+    await any_outbox.enqueue([("newer", "{}")], time.time())
     sender = FakeSender()
     task = asyncio.create_task(Deliverer(any_outbox, [ep("kept")], lambda: sender,
                                          poll=0.01).run())
     try:
         await until(lambda: len(sender.envelopes) == 1)
+        async with asyncio.timeout(10):
+            while await any_outbox.count("old"):  # noqa: ASYNC110 - a row, no event
+                await asyncio.sleep(0.01)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert await any_outbox.count("old") == 0
+    assert await any_outbox.count("newer") == 1
