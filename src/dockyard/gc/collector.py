@@ -116,6 +116,12 @@ class Collector:
         self.keep_untagged = keep_untagged
         self._report = Report(False, grace, 0.0)  # the running collection's
 
+    @property
+    def errors(self) -> list[str]:
+        """The failed steps of the last collection or `remove_unlinked` (the first
+        `MAX_ERRORS`), each naming what it was about."""
+        return list(self._report.errors)
+
     async def run(self, *, dry_run: bool = False, repository: str | None = None,
                   failed_before: Sequence[str] = ()) -> Report:
         """One collection; with `repository`, only repositories matching that glob.

@@ -198,10 +198,17 @@ class Fsck:
                 finding.repair = "given to the collector (removed after gc.grace)"
                 adopted.append(digest)
         if adopted:
-            gone = dict(await Collector(registry, grace=self.grace).remove_unlinked(adopted))
+            collector = Collector(registry, grace=self.grace)
+            gone = dict(await collector.remove_unlinked(adopted))
             for finding in report.findings:
-                if finding.kind == "orphan_blob" and finding.subject in gone:
+                if finding.kind != "orphan_blob" or finding.repair is None:
+                    continue
+                if finding.subject in gone:
                     finding.repair = "removed"
+                elif failed := next((e for e in collector.errors if finding.subject in e),
+                                    None):
+                    finding.repair = ("given to the collector; removing it now failed ("
+                                      f"{failed})")
         unusable = [f.subject for f in report.findings if f.kind in ("missing", "size",
                                                                      "corrupt")]
         unusable += [r.digest for r in rows if r.corrupt_at is not None]

@@ -15,9 +15,10 @@ from dockyard.config.settings import load_settings
 from dockyard.core.registry import Registry
 from dockyard.core.uploads import Chunk
 from dockyard.gc.collector import Collector
+from dockyard.gc.fsck import Fsck
 from dockyard.gc.scheduler import collect_once
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import NameUnknown, StorageFull
+from dockyard.oci.errors import NameUnknown, StorageFull, StorageUnavailable
 from dockyard.storage import layout
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -123,5 +124,41 @@ async def test_failed_retention_and_pull_times_do_not_skip_the_collection(
         assert await registry.manifests.tags("a/app", None, None) == ["v1"]
         monkeypatch.setattr(registry.pulls.store, "record_pulls", record_pulls)
         assert await registry.pulls.flush() == 1  # the pull time was kept for later
+    finally:
+        await close_registry(registry)
+
+
+async def test_fsck_says_when_removing_an_orphan_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the removal's failure was counted in a collector report fsck threw away: the
+    # finding still said the orphan was given to the collector, as if all went well
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+    registry = await open_registry(settings)
+    try:
+        orphans = []
+        for i in range(2):
+            data = f"orphan {i}".encode()
+            digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+            path = tmp_path / "data" / layout.blob_key(digest)
+            path.parent.mkdir(parents=True)
+            path.write_bytes(data)
+            orphans.append(digest)
+        delete_bytes = registry.blobs.delete_bytes
+
+        async def refuse_first(digests: list[Digest]) -> dict[Digest, Exception]:
+            kept = [d for d in digests if d != orphans[0]]
+            failed: dict[Digest, Exception] = dict(await delete_bytes(kept))
+            if orphans[0] in digests:
+                failed[orphans[0]] = StorageUnavailable("the store refused: AccessDenied")
+            return failed
+
+        monkeypatch.setattr(registry.blobs, "delete_bytes", refuse_first)
+        report = await Fsck(registry, grace=0, repair=True).run()
+        repairs = {f.subject: f.repair for f in report.findings}
+        assert repairs[str(orphans[1])] == "removed"
+        assert repairs[str(orphans[0])] == (
+            f"given to the collector; removing it now failed (deleting {orphans[0]}: "
+            "the store refused: AccessDenied)")
     finally:
         await close_registry(registry)
