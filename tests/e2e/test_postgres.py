@@ -330,3 +330,48 @@ async def test_a_push_that_meets_a_collection_of_its_blob_waits_for_it(
         await collector.close()
         await raw.close()
         await close_registry(registry)
+
+
+async def test_a_push_into_a_repository_a_collection_drops_meanwhile_succeeds(
+        tmp_path: Path, database_url: str) -> None:
+    """The collector drops an empty repository (row locked, deleted, not yet
+    committed) while a push links a blob into it: the push must wait and make the
+    repository again, not fail on the link's foreign key."""
+    import asyncpg
+
+    from dockyard.backends import close_registry, open_registry
+    from dockyard.config.settings import load_settings
+    from dockyard.core.uploads import Chunk
+    from dockyard.oci.digest import Digest
+
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"),
+        "database.url": database_url})
+    registry = await open_registry(settings)
+    collector = await asyncpg.connect(database_url)
+    name = f"fk-race/{os.urandom(4).hex()}"
+    first, second = os.urandom(1000), os.urandom(1000)
+
+    async def push(data: bytes) -> Digest:
+        async def body() -> Any:
+            yield data
+        digest = Digest.parse(conformance.sha256_digest(data))
+        await registry.uploads.upload(name, None, digest, body(), Chunk(length=len(data)))
+        return digest
+
+    try:
+        await registry.blobs.delete(name, await push(first))  # the repository is empty
+        # delete_empty_repository's statements, held before COMMIT
+        tx = collector.transaction()
+        await tx.start()
+        repo_id = await collector.fetchval(
+            "SELECT id FROM repositories WHERE name = $1 FOR UPDATE", name)
+        await collector.execute("DELETE FROM repositories WHERE id = $1", repo_id)
+        pushing = asyncio.create_task(push(second))
+        await asyncio.sleep(0.5)
+        await tx.commit()
+        digest = await asyncio.wait_for(pushing, 30)
+        assert (await registry.blobs.stat(name, digest)).size == len(second)
+    finally:
+        await collector.close()
+        await close_registry(registry)

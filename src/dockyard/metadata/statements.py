@@ -85,7 +85,12 @@ class Statements:
     def __init__(self, dialect: str) -> None:
         ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
         b = _p
-        self.repo_id = Prepared(select(repositories.c.id).where(repositories.c.name == b("name")))
+        # FOR KEY SHARE on PostgreSQL: a collection dropping the empty repository (FOR
+        # UPDATE) waits until what this write links into it committed, or, first, makes
+        # this read find no row (a new one is made); read unlocked, the link's foreign
+        # key met the deleted row and the push failed
+        self.repo_id = Prepared(select(repositories.c.id).where(repositories.c.name == b("name"))
+                                .with_for_update(key_share=True))
         # PostgreSQL: serialises the openings of upload sessions while caps are counted
         # (SQLite's write transactions are serial already)
         self.upload_lock = (Prepared(select(func.pg_advisory_xact_lock(UPLOAD_LOCK)))
