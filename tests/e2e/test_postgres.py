@@ -375,3 +375,52 @@ async def test_a_push_into_a_repository_a_collection_drops_meanwhile_succeeds(
     finally:
         await collector.close()
         await close_registry(registry)
+
+
+async def test_a_worker_holds_at_most_three_pools_of_connections(
+        tmp_path: Path, database_url: str) -> None:
+    """The README's connection budget (`3 x pool_size` per worker) holds under load:
+    the pools had as many again in overflow."""
+    import asyncpg
+    from sqlalchemy import make_url
+
+    base = make_url(database_url)
+    admin = await asyncpg.connect(base.set(drivername="postgresql")
+                                  .render_as_string(hide_password=False))
+    name = f"budget_{os.urandom(4).hex()}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = base.set(database=name).render_as_string(hide_password=False)
+    server = start_dockyard(tmp_path / "data", workers=1, env={
+        "DOCKYARD_DATABASE_URL": url, "DOCKYARD_DATABASE_POOL_SIZE": "2"})
+    peak = 0
+    try:
+        async def count() -> None:
+            nonlocal peak
+            while True:
+                n = await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name)
+                peak = max(peak, int(n))
+                await asyncio.sleep(0.01)
+
+        async def load(i: int) -> None:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+                for _ in range(20):
+                    body = os.urandom(64)
+                    r = await c.post(f"/v2/budget/{i}/blobs/uploads/",
+                                     params={"digest": conformance.sha256_digest(body)},
+                                     content=body)
+                    assert r.status_code == 201, r.text
+                    assert (await c.get("/v2/_catalog")).status_code == 200
+                    assert (await c.get(f"/v2/budget/{i}/tags/list")).status_code in (200, 404)
+
+        sampler = asyncio.create_task(count())
+        try:
+            await asyncio.gather(*(load(i) for i in range(32)))
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        assert 0 < peak <= 3 * 2, peak
+    finally:
+        server.stop()
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()

@@ -267,7 +267,9 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
         event.listen(engine, "begin", _sqlite_begin)
         return Engines(url, sqlite=engine, sqlite_path=path, _lock=WriteLock(path))
     target = async_url(url)
-    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": pool_size}
+    # no overflow: a worker holds at most 3 x pool_size connections (README: "Running
+    # several nodes" says how many the cluster needs); a request past a full pool waits
+    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0}
     reader = create_async_engine(target, isolation_level="AUTOCOMMIT", **kwargs)
     writer = create_async_engine(target, **kwargs)
     for pooled in (reader, writer):
