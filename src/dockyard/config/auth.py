@@ -39,7 +39,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from dockyard.config.types import Duration
+from dockyard.config.types import PositiveDuration
 
 ACTIONS = frozenset({"pull", "push", "delete", "*"})
 
@@ -61,17 +61,10 @@ class TokenSettings(_Section):
     signing_key: Path | None = None
     public_keys: list[Path] = []
     jwks: Path | None = None
-    expiration: Duration = timedelta(minutes=5)
-    refresh_expiration: Duration = timedelta(days=7)
+    expiration: PositiveDuration = timedelta(minutes=5)
+    refresh_expiration: PositiveDuration = timedelta(days=7)
     #: how long refreshing may go on after the password login that started the chain
-    refresh_max_lifetime: Duration = timedelta(days=30)
-
-    @field_validator("expiration", "refresh_expiration", "refresh_max_lifetime")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("must be a positive duration (e.g. 5m, 7d)")
-        return value
+    refresh_max_lifetime: PositiveDuration = timedelta(days=30)
 
 
 class AccessRule(_Section):
@@ -93,7 +86,7 @@ class AccessRule(_Section):
 
 class RateLimitSettings(_Section):
     failures: int = Field(default=10, ge=1)
-    window: Duration = timedelta(minutes=1)
+    window: PositiveDuration = timedelta(minutes=1)
 
 
 class AuthSettings(_Section):
@@ -116,4 +109,4 @@ class TlsSettings(_Section):
     key: Path | None = None
     clientcas: list[Path] = Field(default=[], description="CA bundles for client certificates")
     minimum_version: Literal["1.2", "1.3"] = "1.2"
-    reload_interval: Duration = timedelta(seconds=5)
+    reload_interval: PositiveDuration = timedelta(seconds=5)

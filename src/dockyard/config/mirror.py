@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from dockyard.config.types import Duration, Regex
+from dockyard.config.types import PositiveDuration, Regex
 from dockyard.oci.errors import NameInvalid
 from dockyard.oci.reference import validate_name
 
@@ -77,13 +77,13 @@ class MirrorSource(BaseModel):
     destination: str | None = Field(default=None, description="local repository; default: "
                                     "the last component of `repository`")
     prefix: str = Field(default="", description="put before the destination, e.g. mirror")
-    schedule: Duration = timedelta(hours=1)
+    schedule: PositiveDuration = timedelta(hours=1)
     prune: bool = False
     referrers: bool = False
     tls_verify: bool = True
     credentials: MirrorCredentials | None = None
     retries: int = Field(default=3, ge=0, description="attempts after a failed one")
-    retry_backoff: Duration = timedelta(seconds=10)
+    retry_backoff: PositiveDuration = timedelta(seconds=10)
 
     @field_validator("registry")
     @classmethod
@@ -99,13 +99,6 @@ class MirrorSource(BaseModel):
         for text in value:
             if not _PLATFORM.match(text):
                 raise ValueError(f"{text!r}: expected OS/ARCH[/VARIANT] (e.g. linux/arm64)")
-        return value
-
-    @field_validator("schedule", "retry_backoff")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() <= 0:
-            raise ValueError("must be longer than 0 s")
         return value
 
     @property

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from dockyard.config.types import Duration, http_url
+from dockyard.config.types import Duration, PositiveDuration, http_url
 from dockyard.oci.reference import NAME_PATTERN
 
 _URL = re.compile(r"https?://[^/\s]+/?")
@@ -57,9 +57,9 @@ class ProxyRule(BaseModel):
     tag_ttl: Duration = timedelta(minutes=5)
     tls_verify: bool = True
     #: cached tags not pulled for this long are deleted (then collected); null: never
-    retention: Duration | None = timedelta(days=30)
+    retention: PositiveDuration | None = timedelta(days=30)
     #: how long a pull waits for another pull's fetch of the same blob (then 503)
-    fetch_wait: Duration = timedelta(minutes=10)
+    fetch_wait: PositiveDuration = timedelta(minutes=10)
 
     @field_validator("prefix")
     @classmethod

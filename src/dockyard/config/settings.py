@@ -31,7 +31,14 @@ from dockyard.config.auth import AuthSettings, TlsSettings
 from dockyard.config.mirror import MirrorSource, check_unique
 from dockyard.config.proxy import ProxyRule, check_prefixes
 from dockyard.config.secrets import read_secret
-from dockyard.config.types import ByteSize, Duration, Regex, as_bytes, http_url
+from dockyard.config.types import (
+    ByteSize,
+    Duration,
+    PositiveDuration,
+    Regex,
+    as_bytes,
+    http_url,
+)
 
 
 class _Section(BaseModel):
@@ -79,11 +86,11 @@ class HttpSettings(_Section):
     keepalive_timeout: Duration = timedelta(seconds=75)
     #: a connection must deliver a request's whole header this soon after connecting or
     #: after its first byte, else it is closed
-    header_timeout: Duration = timedelta(seconds=20)
+    header_timeout: PositiveDuration = timedelta(seconds=20)
     #: a request body that sends no byte for this long is answered 408 and closed
-    body_timeout: Duration = timedelta(seconds=60)
+    body_timeout: PositiveDuration = timedelta(seconds=60)
     #: on SIGTERM, requests in flight get this long to finish before they are cut off
-    drain_timeout: Duration = timedelta(seconds=30)
+    drain_timeout: PositiveDuration = timedelta(seconds=30)
     #: connections one client address may hold open before any of them authenticated,
     #: counted by each worker process (0: no limit); trusted proxies are exempt
     unauthenticated_connections: int = Field(default=64, ge=0)
@@ -96,13 +103,6 @@ class HttpSettings(_Section):
     @classmethod
     def _listen(cls, value: str) -> str:
         _host_port(value, lowest=0)
-        return value
-
-    @field_validator("header_timeout", "body_timeout", "drain_timeout")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than zero")
         return value
 
 
@@ -123,7 +123,7 @@ class GcSettings(_Section):
     """Online garbage collection: schedule and safety margin."""
 
     enabled: bool = True
-    interval: Duration = timedelta(hours=1)
+    interval: PositiveDuration = timedelta(hours=1)
     #: anything uploaded, mounted, pushed or HEAD-checked more recently is never collected
     grace: Duration = timedelta(hours=1)
     #: keep referrers (signatures, SBOMs) whose subject manifest is gone
@@ -136,15 +136,8 @@ class ScrubSettings(_Section):
     corrupt (never served again until pushed again), as `dockyard fsck --repair` does."""
 
     enabled: bool = False
-    interval: Duration = timedelta(hours=1)
-    period: Duration = timedelta(days=7)
-
-    @field_validator("interval")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than zero")
-        return value
+    interval: PositiveDuration = timedelta(hours=1)
+    period: PositiveDuration = timedelta(days=7)
 
     @model_validator(mode="after")
     def _period_covers_interval(self) -> ScrubSettings:
@@ -181,14 +174,14 @@ class RetentionSettings(_Section):
 
     rules: list[RetentionRule] = Field(default_factory=list)
     #: how often each worker writes the last-pull times it collected (one batch)
-    pull_flush_interval: Duration = timedelta(seconds=30)
+    pull_flush_interval: PositiveDuration = timedelta(seconds=30)
 
 
 class UploadSettings(_Section):
     """Upload sessions: idle sessions expire and their bytes are removed."""
 
-    expiry: Duration = timedelta(hours=24)
-    purge_interval: Duration = timedelta(minutes=10)
+    expiry: PositiveDuration = timedelta(hours=24)
+    purge_interval: PositiveDuration = timedelta(minutes=10)
     #: the purge aborts what a publish left unfinished in the store (S3: a multipart
     #: upload whose node died mid-publish) once it is this old; longer than any
     #: publish can take (a server-side copy of up to 10000 parts)
@@ -294,11 +287,18 @@ class StorageSettings(_Section):
     #: answer blob GETs with 307 to a presigned URL of the store, where the driver can
     #: sign one (s3); the client then fetches the bytes from the store directly
     redirect: bool = False
-    #: how long such a URL stays valid
+    #: how long such a URL stays valid (whole seconds, at least 1s)
     redirect_expiry: Duration = timedelta(minutes=20)
     delete: DeleteSettings = DeleteSettings()
     uploads: UploadSettings = UploadSettings()
     guard: GuardSettings = GuardSettings()
+
+    @field_validator("redirect_expiry")
+    @classmethod
+    def _a_second_or_more(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s: a presigned URL lives whole seconds")
+        return value
 
 
 class DatabaseSettings(_Section):
@@ -353,22 +353,15 @@ class BuilderSettings(_Section):
     registry: str | None = None       # default: catalogue.yaml's
     image_prefix: str | None = None   # default: catalogue.yaml's
     tag: str = "latest"
-    interval: Duration = timedelta(days=7)
+    interval: PositiveDuration = timedelta(days=7)
     #: a rebuild still running after this is stopped (its processes too) and fails
-    timeout: Duration = timedelta(hours=6)
+    timeout: PositiveDuration = timedelta(hours=6)
     engine: str = Field(default="buildah", pattern="^(buildah|podman|docker)$")
     jobs: int = Field(default=2, ge=1)
     work_dir: Path | None = None      # default: <data>/builder
     storage: Path | None = None       # a private image store; default: the engine's
     tls_verify: bool | None = None    # default: off for loopback registries, else on
     auth_file: Path | None = None     # credentials to push with; default: the usual files
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than zero")
-        return value
 
     @model_validator(mode="after")
     def _catalogue_when_enabled(self) -> BuilderSettings:
@@ -388,10 +381,11 @@ class FeedSettings(_Section):
     """The change feed (`GET /admin/v1/events`) that replicas follow."""
 
     #: events older than this are pruned; a follower further behind compares in full
-    keep: Duration = timedelta(days=7)
-    prune_interval: Duration = timedelta(hours=1)
-    #: the longest a reader may wait for new events in one request (`?wait=`)
-    max_wait: Duration = timedelta(seconds=30)
+    keep: PositiveDuration = timedelta(days=7)
+    prune_interval: PositiveDuration = timedelta(hours=1)
+    #: the longest a reader may wait for new events in one request (`?wait=`); a
+    #: follower asks again at once, so 0 would have it poll without pause
+    max_wait: PositiveDuration = timedelta(seconds=30)
 
 
 class ReplicaSettings(_Section):
@@ -407,9 +401,9 @@ class ReplicaSettings(_Section):
     password_env: str | None = None
     password_file: Path | None = None
     #: how soon a stopped follower (primary unreachable, node gone) starts again
-    interval: Duration = timedelta(seconds=10)
+    interval: PositiveDuration = timedelta(seconds=10)
     #: how long one request to the primary's feed waits for new events
-    wait: Duration = timedelta(seconds=25)
+    wait: PositiveDuration = timedelta(seconds=25)
     #: events asked for at a time
     batch: int = Field(default=500, ge=1, le=10000)
     #: TLS verification of the primary's certificate
@@ -469,9 +463,9 @@ class EndpointSettings(_Section):
     disabled: bool = False
     #: extra request headers, each a list of values as in Distribution (a string too)
     headers: dict[str, list[str]] = Field(default_factory=dict)
-    timeout: Duration = timedelta(seconds=1)
+    timeout: PositiveDuration = timedelta(seconds=1)
     threshold: int = Field(default=10, ge=1)
-    backoff: Duration = timedelta(seconds=1)
+    backoff: PositiveDuration = timedelta(seconds=1)
     #: Distribution's older spelling of `ignore.mediatypes`; both apply
     ignoredmediatypes: list[str] = Field(default_factory=list)
     ignore: IgnoreSettings = IgnoreSettings()
@@ -491,13 +485,6 @@ class EndpointSettings(_Section):
     def _header_lists(cls, value: Any) -> Any:
         if isinstance(value, dict):
             return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
-        return value
-
-    @field_validator("timeout", "backoff")
-    @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than zero")
         return value
 
     def ignores(self, action: str, media_type: str | None) -> bool:
@@ -535,7 +522,7 @@ class UiSettings(_Section):
 
     enabled: bool = True
     #: how long a browser session lasts after logging in
-    session_lifetime: Duration = timedelta(hours=12)
+    session_lifetime: PositiveDuration = timedelta(hours=12)
 
 
 class Settings(_Section):

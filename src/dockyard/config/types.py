@@ -53,7 +53,26 @@ def parse_duration(text: str) -> timedelta:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+def _not_negative(value: timedelta) -> timedelta:
+    """Refuse a negative duration: no setting means "before now" or "a while ago"."""
+    if value < timedelta(0):
+        raise ValueError("must not be negative")
+    return value
+
+
+def _longer_than_zero(value: timedelta) -> timedelta:
+    """Refuse zero where it makes no sense (an interval of 0 spins, an expiry of 0
+    ends everything at once)."""
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
+#: a duration of zero or more (`gc.grace: 0s` collects at once what nothing references)
+Duration = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_not_negative)]
+#: a duration longer than zero: every interval, period, expiry, timeout and lifetime
+PositiveDuration = Annotated[timedelta, BeforeValidator(_duration),
+                             AfterValidator(_longer_than_zero)]
 ByteSize = Annotated[int, BeforeValidator(as_bytes), Field(ge=0)]
 Regex = Annotated[str, AfterValidator(_compiles)]
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import typing
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
+from pydantic import BaseModel
 
 from dockyard.backends import build_driver
 from dockyard.cli.main import main
@@ -345,3 +350,91 @@ def test_shared_types_parse_the_same_under_every_section(tmp_path: Path) -> None
     assert s.retention.rules[0].keep_tags == "v[0-9]+"
     assert s.retention.rules[0].delete_older_than is not None
     assert s.retention.rules[0].delete_older_than.days == 7
+
+
+#: one entry of each list section, for the durations of list entries
+_ENTRIES: dict[str, Any] = {
+    "proxy": [{"prefix": "hub", "upstream": "https://up.example"}],
+    "mirror": [{"registry": "quay.io", "repository": "org/app"}],
+    "notifications": {"endpoints": [{"name": "hook", "url": "http://127.0.0.1:9/"}]},
+    "retention": {"rules": [{"keep_last": 1}]},
+}
+
+#: durations where zero makes no sense: intervals (0 spins), periods, expiries,
+#: timeouts, lifetimes
+POSITIVE = [
+    "http.header_timeout", "http.body_timeout", "http.drain_timeout",
+    "http.tls.reload_interval", "gc.interval", "scrub.interval", "scrub.period",
+    "retention.pull_flush_interval", "storage.uploads.expiry",
+    "storage.uploads.purge_interval", "storage.uploads.publish_expiry",
+    "storage.redirect_expiry", "storage.s3.readtimeout", "builder.interval",
+    "builder.timeout", "feed.keep", "feed.prune_interval", "feed.max_wait",
+    "replica.interval", "replica.wait", "ui.session_lifetime",
+    "auth.token.expiration", "auth.token.refresh_expiration",
+    "auth.token.refresh_max_lifetime", "auth.ratelimit.window",
+    "proxy.0.retention", "proxy.0.fetch_wait", "mirror.0.schedule",
+    "mirror.0.retry_backoff", "notifications.endpoints.0.timeout",
+    "notifications.endpoints.0.backoff",
+]
+#: durations where zero means something (no keep-alive, no grace, re-check always, ...)
+NOT_NEGATIVE = [
+    "http.keepalive_timeout", "gc.grace", "retention.rules.0.delete_older_than",
+    "retention.rules.0.keep_pulled_within", "proxy.0.tag_ttl",
+]
+
+
+def _with(key: str, value: object) -> dict[str, Any]:
+    """A config (as data) with `key` (dotted; list entries by index) set to `value`."""
+    section = key.split(".")[0]
+    data: dict[str, Any] = copy.deepcopy({section: _ENTRIES[section]}) \
+        if section in _ENTRIES else {}
+    node: Any = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[parts[-1]] = value
+    return data
+
+
+def _durations(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """The dotted key of every duration in `model`, list entries as `.0`."""
+    keys = []
+    for name, info in model.model_fields.items():
+        kinds = [info.annotation, *typing.get_args(info.annotation)]
+        kinds += [a for k in kinds for a in typing.get_args(k)]
+        for kind in kinds:
+            if kind is timedelta:
+                keys.append(prefix + name)
+                break
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                index = ".0" if typing.get_origin(info.annotation) is list else ""
+                keys += _durations(kind, f"{prefix}{name}{index}.")
+                break
+    return keys
+
+
+def test_every_duration_has_a_declared_lower_bound() -> None:
+    """A new duration setting is added to POSITIVE or NOT_NEGATIVE, deciding what 0 means."""
+    assert sorted(_durations(Settings)) == sorted(POSITIVE + NOT_NEGATIVE)
+
+
+@pytest.mark.parametrize("key", POSITIVE + NOT_NEGATIVE)
+@pytest.mark.parametrize("value", [-5, "-PT1H"])
+def test_no_duration_is_negative(tmp_path: Path, key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, yaml.safe_dump(_with(key, value))), env={})
+    assert f"{key}: " in str(info.value)
+
+
+@pytest.mark.parametrize("key", POSITIVE)
+@pytest.mark.parametrize("value", [0, "0s"])
+def test_intervals_and_expiries_are_longer_than_zero(tmp_path: Path, key: str,
+                                                     value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, yaml.safe_dump(_with(key, value))), env={})
+    assert f"{key}: " in str(info.value)
+
+
+@pytest.mark.parametrize("key", NOT_NEGATIVE)
+def test_zero_is_taken_where_it_means_something(tmp_path: Path, key: str) -> None:
+    load_settings(write(tmp_path, yaml.safe_dump(_with(key, "0s"))), env={})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from dockyard.oci.errors import ReadOnlyReplica
 async def test_the_prune_job_keeps_feed_keep_and_the_replica_job_is_configured(
         tmp_path: Path) -> None:
     settings = load_settings(env={}, overrides={
-        "storage.filesystem.rootdirectory": str(tmp_path / "data"), "feed.keep": "0s"})
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"), "feed.keep": "1ms"})
     registry = await open_registry(settings)
     try:
         jobs = {job.name: job for job in server_jobs(registry, settings)}
@@ -28,9 +29,10 @@ async def test_the_prune_job_keeps_feed_keep_and_the_replica_job_is_configured(
         _, floor, head = await store.events_after(0, 0)
         assert head >= 1
         assert floor == 0
+        await asyncio.sleep(0.05)  # the event is older than feed.keep
         await jobs["feed.prune"].run()
         _, floor, _ = await store.events_after(head, 0)
-        assert floor == head  # keep 0s: everything before now is gone
+        assert floor == head  # keep 1ms: everything before then is gone
 
         replica = settings.model_copy(update={"replica": settings.replica.model_copy(
             update={"primary": "http://127.0.0.1:9"})})
