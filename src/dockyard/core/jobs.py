@@ -3,10 +3,12 @@
 Every server process runs a `JobRunner` over the same jobs. For each job it wakes every
 `poll` seconds (jittered) and tries to take the job's lease `job:<name>`; the lease is
 free only when nobody runs the job and its last run ended at least `interval` ago (the
-runner keeps it for `interval` after a run instead of releasing it). So across all
-processes and hosts sharing one metadata store a job runs once per interval, and when
-the process that ran it dies, another one takes over within `interval` + the lease's
-time to live.
+runner keeps it for `interval` after a run, also a failed one, instead of releasing it).
+So across all processes and hosts sharing one metadata store a job runs once per
+interval, and when the process that ran it dies, another one takes over within
+`interval` + the lease's time to live. A run the server stops (SIGTERM, a rolling
+restart) releases the lease: another process runs the job at its next look, not an
+interval later.
 
 Each run a runner makes (not a look that found the lease taken) is recorded in the
 `JobHistory` handed to it, when the job's `record` says so: its holder, start and end,

@@ -96,21 +96,31 @@ class Leases:
                    ) -> AsyncIterator[None]:
         """Run the body holding `name`: `LeaseBusy` at once when any holder has it (this
         process included: leases do not nest); `LeaseLost` if it cannot be kept while
-        the body runs. With `rest`, the lease is kept `rest` seconds past the body
-        instead of released: a scheduled job's way to say "not due again before then"
-        to every process."""
+        the body runs. With `rest`, a body that ended (returned, or raised an ordinary
+        exception: a failing job must not run again at once on every node) keeps the
+        lease `rest` seconds past its end instead of releasing it: a scheduled job's
+        way to say "not due again before then" to every process. A body cut short
+        (cancelled: the server stops) releases it, so another process takes the work
+        over at once rather than after `rest`."""
         if not await self.backend.acquire(name, self.holder, ttl):
             raise LeaseBusy(name)
         lost = asyncio.Event()
+        ended = False
         try:
             async with renewing(lambda: self.backend.renew(name, self.holder, ttl),
                                 f"lease {name}", ttl, lost):
-                yield
-        finally:
-            if not lost.is_set():
                 try:
-                    await asyncio.shield(self.backend.renew(name, self.holder, rest) if rest
-                                         else self.backend.release(name, self.holder))
+                    yield
+                except Exception:
+                    ended = True
+                    raise
+                ended = True
+        finally:
+            if not lost.is_set():  # lost: no longer ours (or it runs out by itself)
+                try:
+                    await asyncio.shield(
+                        self.backend.renew(name, self.holder, rest) if rest and ended
+                        else self.backend.release(name, self.holder))
                 except Exception:  # it runs out by itself
                     log.warning("could not release lease %s; it expires in %.0f s", name,
                                 ttl)

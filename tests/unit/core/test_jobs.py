@@ -208,3 +208,61 @@ async def test_a_run_the_server_stops_is_recorded_as_cancelled(
     await runner.stop()
     [run] = (await history.recent(10))["long"]
     assert (run.outcome, run.summary) == ("cancelled", "stopped with the server")
+
+
+async def test_a_body_cut_short_releases_a_resting_lease(backend: LeaseStore) -> None:
+    """Only a body that ended rests the lease; a cancelled one (the server stopping)
+    gives it up, so another process can take the work over at once."""
+    a, b = Leases(backend, "a"), Leases(backend, "b")
+    entered = asyncio.Event()
+
+    async def work() -> None:
+        async with a.hold("job:x", rest=3600):
+            entered.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(work())
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await b.holder_of("job:x") is None
+    async with b.hold("job:x"):
+        pass
+
+    with pytest.raises(RuntimeError):  # a body that failed: it rests like one that ended
+        async with a.hold("job:y", rest=3600):
+            raise RuntimeError("boom")
+    with pytest.raises(LeaseBusy):
+        async with b.hold("job:y"):
+            pass
+
+
+async def test_a_job_the_server_stops_runs_at_once_on_another_runner(
+        backend: LeaseStore, history: JobHistory) -> None:
+    """A gc of interval 1h interrupted by a stop: the next node runs it at its next
+    look, not an hour later."""
+    started = asyncio.Event()
+    runs: list[str] = []
+
+    def job_for(who: str) -> Job:
+        async def run() -> None:
+            runs.append(who)
+            started.set()
+            await asyncio.sleep(60)
+        return Job("gc", 3600, run)
+
+    a = JobRunner(Leases(backend, "a"), [job_for("a")], history)
+    first = asyncio.create_task(a.run_due("gc"))  # as its loop does, at its first look
+    await asyncio.wait_for(started.wait(), 5)
+    first.cancel()  # as `stop()` cancels the loop
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    b = JobRunner(Leases(backend, "b"), [job_for("b")], history)
+    started.clear()
+    task = asyncio.create_task(b.run_due("gc"))
+    await asyncio.wait_for(started.wait(), 5)
+    assert runs == ["a", "b"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
