@@ -174,9 +174,13 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
         **({"access_log_class": AccessLog} if settings.log.format == "json" else {}),
         keepalive_timeout=settings.http.keepalive_timeout.total_seconds(),
     )
-    listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,
-                                        backlog=1024,
-                                        ssl=certs.context if certs else None)
+    try:
+        listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,
+                                            backlog=1024,
+                                            ssl=certs.context if certs else None)
+    except OSError as exc:  # taken since `check_port_free`: said as it says it
+        raise SystemExit(f"dockyard: cannot listen on {host}:{port}: {exc.strerror}"
+                         ) from None
     debug_runner: web.AppRunner | None = None
     listeners = [listener]
     if settings.http.debug.addr is not None:

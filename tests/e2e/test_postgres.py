@@ -424,3 +424,14 @@ async def test_a_worker_holds_at_most_three_pools_of_connections(
         server.stop()
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+def test_serve_on_a_database_that_is_not_there_is_one_line(tmp_path: Path,
+                                                             database_url: str) -> None:
+    """PostgreSQL answers but refuses the database (asyncpg's own error, not an OSError):
+    one line, exit 1."""
+    from tests.e2e.test_cli_storage_errors import error_line, serve
+
+    url = database_url.rsplit("/", 1)[0] + "/no_such_database"
+    line = error_line(serve(tmp_path / "data", env={"DOCKYARD_DATABASE_URL": url}))
+    assert line == 'Error: the registry\'s storage: database "no_such_database" does not exist'

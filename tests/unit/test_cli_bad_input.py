@@ -5,11 +5,17 @@ runner on the real command)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
+from dockyard.cli.common import run_with_registry
 from dockyard.cli.main import main
+from dockyard.config.settings import load_settings
+from dockyard.core.leases import LeaseLost
+from dockyard.oci.errors import ReadOnlyReplica, StorageFull
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -135,3 +141,26 @@ def test_rm_reads_a_piped_password_and_refuses_none(tmp_path: Path) -> None:
     empty = run("rm", "--registry", "http://127.0.0.1:9", "--username", "u", "x", input="")
     assert empty.exit_code == 2
     assert "no password" in error_line(empty)
+
+
+@pytest.mark.parametrize("error", [
+    StorageFull("insufficient storage: the registry's data filesystem is full"),
+    LeaseLost("lost the lease gc while working"),
+    ReadOnlyReplica("this registry is a read-only replica of http://primary"),
+])
+def test_what_the_registry_refuses_under_a_command_is_one_line(tmp_path: Path,
+                                                                error: Exception) -> None:
+    """`gc`, `retention` and the other commands run their work in `run_with_registry`
+    (over a real store here): an error the registry raises there is its own message
+    (exit 1), not a traceback. The real `gc` on a full disk: tests/e2e/
+    test_cli_storage_errors.py."""
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+
+    async def job(registry: Any) -> None:
+        raise error
+
+    with pytest.raises(click.ClickException) as info:
+        run_with_registry(settings, job)
+    assert info.value.message == str(error)
+    assert info.value.exit_code == 1

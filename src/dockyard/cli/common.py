@@ -12,7 +12,7 @@ import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard.config.settings import ConfigError, Settings, load_settings
-from dockyard.oci.errors import StorageUnavailable, one_line
+from dockyard.oci.errors import RegistryError, StorageUnavailable, one_line
 
 T = TypeVar("T")
 
@@ -33,11 +33,29 @@ def load(config: Path | None, overrides: dict[str, Any]) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """What opening the stores raises when they cannot be opened: a data directory that
+    cannot be made, a database file missing (not migrating) or unreadable, a database
+    or object store that does not answer (asyncpg is imported here: it is slow to
+    import for the commands that never open a store)."""
+    import asyncpg
+
+    return (OSError, sqlite3.Error, SQLAlchemyError, asyncpg.PostgresError,
+            asyncpg.InterfaceError, StorageUnavailable)
+
+
+def storage_failure(exc: BaseException) -> click.ClickException:
+    """The stores could not be opened: one line (exit 1), not a traceback."""
+    return click.ClickException(f"the registry's storage: {one_line(exc)[:300]}")
+
+
 def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
                       migrate: bool = True) -> T:
     """Open the stores named by `settings` (migrating the schema unless not to), run
-    `job(registry)`, close them."""
+    `job(registry)`, close them; what goes wrong in the stores or the registry is one
+    line (exit 1)."""
     from dockyard.backends import close_registry, open_registry
+    from dockyard.core.leases import LeaseLost
 
     async def main() -> T:
         registry = await open_registry(settings, run_migrations=migrate)
@@ -46,11 +64,12 @@ def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
         finally:
             await close_registry(registry)
 
+    unopened = storage_errors()
     try:
         return asyncio.run(main())
-    except (OSError, sqlite3.Error, SQLAlchemyError, StorageUnavailable) as exc:
-        # a data directory that cannot be made (or, not migrating, a database file that
-        # is not there), a database or object store that does not answer: one line
-        # (exit 1), not a traceback
-        raise click.ClickException(f"the registry's storage: {one_line(exc)[:300]}"
-                                   ) from None
+    except unopened as exc:
+        raise storage_failure(exc) from None
+    except (RegistryError, LeaseLost) as exc:
+        # the disk full, the lease of the work lost, a refusal: said as the registry
+        # says it to a client
+        raise click.ClickException(one_line(exc)[:300]) from None

@@ -74,6 +74,7 @@ def main() -> None:
 def serve(config: Path | None, listen: str | None, data: Path | None,
           workers: int | None) -> None:
     """Serve the OCI Distribution API."""
+    from dockyard.cli.common import storage_errors, storage_failure
     from dockyard.server import serve as run
 
     overrides = {"http.addr": listen, "storage.filesystem.rootdirectory": data,
@@ -83,10 +84,13 @@ def serve(config: Path | None, listen: str | None, data: Path | None,
     source = (str(config) if config else None,
               {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()
                if v is not None})
+    unopened = storage_errors()
     try:
         run(settings, source)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    except unopened as exc:  # the data directory or the database: one line, exit 1
+        raise storage_failure(exc) from None
 
 
 @main.group()

@@ -58,7 +58,7 @@ from sqlalchemy.pool import StaticPool
 
 from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect
 from dockyard.metadata.writelock import WriteLock
-from dockyard.oci.errors import StorageFull
+from dockyard.oci.errors import StorageFull, one_line
 
 T = TypeVar("T")
 #: what a compiled-statement body gets: a SQLAlchemy connection, on SQLite the writer
@@ -145,7 +145,7 @@ class Engines:
         except (DBAPIError, sqlite3.Error, asyncpg.PostgresError) as exc:
             if not disk_full(exc):
                 raise
-            log.warning("metadata write failed, the disk is full: %s", exc)
+            log.warning("metadata write failed, the disk is full: %s", one_line(exc))
             if self.on_full is not None:
                 self.on_full()
         try:
