@@ -194,9 +194,11 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # SIGHUP reloads what can be reloaded and never stops a worker
+    # SIGHUP reloads what can be reloaded and never stops a worker; blocked until now
+    # (`worker_main`), one sent during the start is taken here
     loop.add_signal_handler(signal.SIGHUP, _hangup, app, certs, settings, source,
                             parent is None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     tasks = [asyncio.create_task(certs.watch())] if certs is not None else []
     if parent is not None:
         tasks.append(asyncio.create_task(_watch_parent(parent, stop)))
@@ -253,7 +255,11 @@ def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port:
     """Entry point of a worker process; `parent` is the supervisor's pid, if any;
     `listening` the supervisor's shared counter of workers listening."""
     # a forked worker inherits the supervisor's handlers: until its loop installs its
-    # own, SIGTERM must stop it as it stops a freshly started process
+    # own, SIGTERM must stop it as it stops a freshly started process; SIGHUP (a
+    # logrotate or certificate hook, the supervisor passing one on) must never stop
+    # it, so it stays blocked (the supervisor starts workers with it blocked) until
+    # the loop's handler is in place, which then takes one that came meanwhile
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
@@ -332,8 +338,15 @@ class Supervisor:
         self.ready = False
 
     def _spawn(self) -> Any:
+        """Start a worker with SIGHUP blocked (the mask is inherited, across exec too):
+        one sent before the worker's loop handles it waits instead of killing it or
+        running the supervisor's handler in the child."""
         proc = self.ctx.Process(target=worker_main, args=self.args, daemon=False)
-        proc.start()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return proc
 
     def _stop(self, *_: object) -> None:

@@ -3,12 +3,14 @@ worker, says what it reloaded, and keeps serving."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
 
 import bcrypt
 import httpx
+import psutil
 
 from tests.support.servers import start_dockyard
 
@@ -78,5 +80,48 @@ def test_sighup_keeps_the_running_configuration_when_the_file_is_broken(
         assert "keeping the running configuration" in log
         assert "log.level" in log
         assert httpx.get(s.url + "/v2/any/thing/tags/list").status_code == 404
+    finally:
+        s.stop()
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Whether `proc` runs (not gone, not a zombie waiting to be reaped)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_sighup_while_a_worker_starts_does_not_kill_it(tmp_path: Path) -> None:
+    """A worker the supervisor restarts gets SIGHUPs (a logrotate hook, the supervisor
+    passing one on) from the moment it exists: it neither dies of one before its loop
+    handles them nor misses it: the reload happens once the handler is in place."""
+    s = start_dockyard(tmp_path / "data", workers=2)
+    try:
+        supervisor = psutil.Process(s.proc.pid)
+        deadline = time.monotonic() + 30
+        while len(old := {c.pid for c in supervisor.children()}) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(min(old), signal.SIGKILL)
+        new: psutil.Process | None = None
+        while new is None:  # the supervisor notices within 0.2 s and starts another
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            new = next((c for c in supervisor.children() if c.pid not in old), None)
+        hups = 0
+        while f"worker {new.pid} serving" not in s.log.read_text():
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            assert alive(new), s.log.read_text()[-3000:]
+            os.kill(new.pid, signal.SIGHUP)
+            hups += 1
+            time.sleep(0.005)
+        assert hups > 10  # its whole start was under fire
+        while f"SIGHUP: worker {new.pid} reloaded" not in s.log.read_text():
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            time.sleep(0.05)
+        assert alive(new)
+        log = s.log.read_text()
+        assert "exited with -1;" not in log, log[-3000:]  # -1: killed by SIGHUP
+        assert httpx.get(s.url + "/v2/").status_code == 200
     finally:
         s.stop()
