@@ -120,6 +120,20 @@ def loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> Non
 Source = tuple[str | None, dict[str, Any]]
 
 
+def reloaded(running: Settings, new: Settings) -> Settings:
+    """`running` with what a SIGHUP reloads taken from `new`: the log level and, the
+    auth method unchanged, the access policy (`access`, `catalog`, `admin`) and the
+    htpasswd file. What a worker reloads (`_hangup`) and what the supervisor starts a
+    new worker with: the rest takes effect at the next restart, for all at once."""
+    auth = running.auth
+    if new.auth.method == auth.method:
+        auth = auth.model_copy(update={"access": new.auth.access, "catalog": new.auth.catalog,
+                                       "admin": new.auth.admin,
+                                       "htpasswd": new.auth.htpasswd})
+    return running.model_copy(update={
+        "log": running.log.model_copy(update={"level": new.log.level}), "auth": auth})
+
+
 def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
             settings: Settings, source: Source | None, alone: bool = False) -> None:
     """SIGHUP in a worker: reload the certificate, and from the configuration the log
@@ -327,6 +341,10 @@ class Supervisor:
         self.ctx: Any = multiprocessing.get_context(_start_method())
         #: workers listening (each adds one); READY=1 once all have
         self.listening = self.ctx.Value("i", 0)
+        #: what a new worker starts from: the settings of the start, with what each
+        #: SIGHUP since reloaded (`reloaded`), so a restarted worker serves as the others
+        self.settings = settings
+        self.source = source
         self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid(), source,
                      self.listening)
         self.addr = f"{host}:{port}"
@@ -353,9 +371,21 @@ class Supervisor:
         self.stopping = True
 
     def _hangup(self, *_: object) -> None:
-        """SIGHUP: every worker reloads what it can (`_hangup`)."""
+        """SIGHUP: every worker reloads what it can (`_hangup`), and workers started from
+        now on (after a crash) start from it; a configuration that does not load is
+        logged and changes nothing, as in the workers."""
         if self.ready:
             sdnotify.reloading()
+        if self.source is not None:
+            path, overrides = self.source
+            try:
+                new = load_settings(Path(path) if path else None, overrides=overrides)
+            except ConfigError as exc:
+                log.error("SIGHUP: restarted workers keep the running configuration: %s",
+                          exc)
+            else:
+                self.settings = reloaded(self.settings, new)
+                self.args = (self.settings.model_dump(mode="json"), *self.args[1:])
         for proc in self.procs:
             if proc.is_alive():
                 with contextlib.suppress(ProcessLookupError):

@@ -125,3 +125,56 @@ def test_a_sighup_while_a_worker_starts_does_not_kill_it(tmp_path: Path) -> None
         assert httpx.get(s.url + "/v2/").status_code == 200
     finally:
         s.stop()
+
+
+def test_a_worker_restarted_after_a_sighup_serves_the_reloaded_policy(
+        tmp_path: Path) -> None:
+    """The supervisor starts a worker that replaces a dead one from the configuration of
+    the last SIGHUP, not of the start; from a broken file it keeps the one it has."""
+    users = tmp_path / "htpasswd"
+    users.write_text(_user("ci", b"one"))
+    cfg = tmp_path / "c.yml"
+    _config(cfg, users, anonymous=[], level="info")
+    s = start_dockyard(tmp_path / "data", workers=2, config=cfg)
+    url = s.url + "/v2/any/thing/tags/list"
+    supervisor = psutil.Process(s.proc.pid)
+
+    def restart_all_workers() -> None:
+        """Kill every worker; return once both replacements serve."""
+        old = {c.pid for c in supervisor.children()}
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            new = [c.pid for c in supervisor.children() if c.pid not in old]
+            log = s.log.read_text()
+            if len(new) == 2 and all(f"worker {pid} serving" in log for pid in new):
+                return
+            time.sleep(0.1)
+
+    try:
+        assert httpx.get(url).status_code == 401
+        _config(cfg, users, anonymous=["pull"], level="info")
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while s.log.read_text().count("SIGHUP: worker") < 2:
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            time.sleep(0.2)
+        restart_all_workers()
+        for _ in range(10):  # new connections, to either new worker
+            with httpx.Client() as c:
+                assert c.get(url).status_code == 404  # anonymous may pull: reloaded
+
+        cfg.write_text("log:\n  level: loud\n")
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "restarted workers keep the running configuration" not in s.log.read_text():
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            time.sleep(0.2)
+        restart_all_workers()
+        for _ in range(10):
+            with httpx.Client() as c:
+                assert c.get(url).status_code == 404  # still the last good policy
+    finally:
+        s.stop()
