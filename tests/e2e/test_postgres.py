@@ -435,3 +435,44 @@ def test_serve_on_a_database_that_is_not_there_is_one_line(tmp_path: Path,
     url = database_url.rsplit("/", 1)[0] + "/no_such_database"
     line = error_line(serve(tmp_path / "data", env={"DOCKYARD_DATABASE_URL": url}))
     assert line == 'Error: the registry\'s storage: database "no_such_database" does not exist'
+
+
+async def test_the_longest_mirror_source_key_runs_its_job_on_postgres(
+        database_url: str) -> None:
+    """A source's key as long as the config allows: its job's lease, the job's run and
+    the sync's own lease, run and tag origin are all stored (PostgreSQL holds columns
+    to their length)."""
+    from dockyard.config.mirror import MAX_KEY
+    from dockyard.core.jobruns import JobHistory
+    from dockyard.core.jobs import Job, JobRunner
+    from dockyard.core.leases import Leases
+    from dockyard.core.mirrors import job_name
+    from dockyard.metadata.engine import migrate
+    from dockyard.metadata.jobruns import JobRunStore
+    from dockyard.metadata.leases import LeaseStore
+    from dockyard.metadata.mirrors import MirrorRun
+
+    key = "k" * MAX_KEY
+    engines = open_engines(database_url)
+    await migrate(engines)
+    store = MetadataStore(engines)
+    try:
+        ran: list[str] = []
+
+        async def run() -> None:
+            ran.append(key)
+            async with leases.hold(f"mirror:{key}"):
+                await MirrorStore(store).add_run(MirrorRun(key, 1.0, 2.0, "ok", "{}"), 20)
+                await MirrorStore(store).set_origin(TagOrigin(
+                    "pg/long", "v1", key, "up/app:v1", "sha256:" + "b" * 64, 1.0))
+
+        leases = Leases(LeaseStore(engines), "pg-long")
+        history = JobHistory(JobRunStore(store))
+        runner = JobRunner(leases, [Job(job_name(key), 60, run)], history)
+        assert await runner.run_due(job_name(key))
+        assert ran == [key]
+        [recorded] = (await history.recent(10))[job_name(key)]
+        assert recorded.outcome == "ok", recorded.summary
+        assert [o.source for o in await MirrorStore(store).origins(source=key)] == [key]
+    finally:
+        await store.close()

@@ -28,6 +28,10 @@ from dockyard.oci.reference import validate_name
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _PLATFORM = re.compile(r"^[^/\s]+/[^/\s]+(?:/[^/\s]+)?$")
+#: longest source key (its `name`, default its local repository): it is stored in
+#: columns of 200 characters (`leases.name` as `job:mirror.<key>`, `job_runs.job`,
+#: `mirror_runs.source`, `mirror_tags.source`) that PostgreSQL enforces
+MAX_KEY = 180
 
 
 class MirrorCredentials(BaseModel):
@@ -66,8 +70,9 @@ class MirrorSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(default=None, description="what `dockyard sync NAME` calls it; "
-                             "default: the destination repository")
+    name: str | None = Field(default=None, max_length=MAX_KEY,
+                             description="what `dockyard sync NAME` calls it; default: "
+                             "the destination repository")
     registry: str = Field(min_length=1, description="upstream host[:port], e.g. quay.io")
     repository: str = Field(min_length=1, description="upstream repository")
     tags: list[str] | None = None
@@ -133,6 +138,10 @@ class MirrorSource(BaseModel):
         if self.name is not None and not _NAME.match(self.name):
             raise ValueError(f"name: {self.name!r} must be lower-case letters, digits "
                              "and . _ - between them")
+        if len(self.key) > MAX_KEY:
+            raise ValueError(f"destination: {self.local[:40]!r}... is {len(self.local)} "
+                             f"characters, past the {MAX_KEY} a source's name may have "
+                             "(by default its destination): give it a shorter `name`")
         return self
 
 

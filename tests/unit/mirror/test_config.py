@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.config.settings import ConfigError, load_settings
+from dockyard.config.mirror import MAX_KEY
+from dockyard.config.settings import ConfigError, Settings, load_settings
+from dockyard.core.mirrors import job_name
+from dockyard.metadata.schema import job_runs, leases, mirror_runs, mirror_tags
 
 
 def load(tmp_path: Path, text: str) -> object:
@@ -50,6 +53,10 @@ mirror:
     ("destination: Bad/Name", "mirror.0", "invalid repository name"),
     ("tagz: ['*']", "mirror.0.tagz", "unknown key"),
     ("registry: https://quay.io", "mirror.0.registry", "no scheme"),
+    (f"name: {'a' * 181}", "mirror.0.name", "at most 180 characters"),
+    (f"destination: {'a' * 181}", "mirror.0", "give it a shorter `name`"),
+    (f"prefix: {'p' * 90}\n    destination: {'d' * 90}", "mirror.0",
+     "give it a shorter `name`"),
 ])
 def test_a_bad_source_is_named_by_its_key(tmp_path: Path, body: str, key: str,
                                           reason: str) -> None:
@@ -65,3 +72,20 @@ def test_two_sources_of_one_name_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="two sources are called 'app'"):
         load(tmp_path, "mirror:\n  - {registry: a.io, repository: x/app}\n"
                        "  - {registry: b.io, repository: y/app}\n")
+
+
+def test_the_longest_source_key_fits_every_column_that_holds_it(tmp_path: Path) -> None:
+    """A source's key is stored in columns PostgreSQL holds to their length (SQLite
+    ignores it): the longest key the config takes must fit each, else its job never
+    runs there."""
+    key = "a" * MAX_KEY
+    settings = load(tmp_path, f"mirror:\n  - {{name: {key}, registry: quay.io, "
+                              f"repository: org/app, destination: {'d' * 200}}}\n")
+    assert isinstance(settings, Settings)
+    assert settings.mirror[0].key == key  # a long destination with a short enough name
+    stored = {leases.c.name: [f"job:{job_name(key)}", f"mirror:{key}"],
+              job_runs.c.job: [job_name(key)], mirror_runs.c.source: [key],
+              mirror_tags.c.source: [key]}
+    for column, values in stored.items():
+        for value in values:
+            assert len(value) <= column.type.length, (column, len(value))
