@@ -20,6 +20,7 @@ from tests.support.oci_api import (
     digest_of,
     new_repo,
     push_blob,
+    raw_request,
     upload_location,
     with_digest,
 )
@@ -64,6 +65,21 @@ def test_blob_get_and_head(client: httpx.Client, repo: str) -> None:
     assert head.headers["docker-content-digest"] == digest
     assert head.headers["content-length"] == str(len(data))
     assert digest in head.headers["etag"]
+
+
+@pytest.mark.parametrize("colon", ["%3A", "%3a"])
+def test_blob_digest_with_encoded_colon(registry: Server, client: httpx.Client, repo: str,
+                                        colon: str) -> None:
+    """`sha256%3A<hex>` is the digest `sha256:<hex>` (the path is read decoded)."""
+    data = blob_bytes(300)
+    digest = push_blob(client, repo, data)
+    path = f"/v2/{repo}/blobs/{digest.replace(':', colon)}"
+    head = raw_request(registry.port, "HEAD", path)
+    assert head.status == 200, head.status
+    assert head.headers["Docker-Content-Digest"] == digest
+    got = raw_request(registry.port, "GET", path)
+    assert got.status == 200, got.body[:500]
+    assert got.body == data
 
 
 def test_unknown_blob(client: httpx.Client, repo: str) -> None:

@@ -210,8 +210,11 @@ BAD_NAMES = [
     "a/./b",
     "a//b",
     "/a",
-    "a%2Fb",
-    "a%2fb",
+    # percent-encoded: decoded, then held to the grammar like any name
+    "a%2F%2Fb",
+    "a%2f..%2fb",
+    "a%2Fb%2F",
+    "%41",
     "-a",
     "a-",
     "a.",
@@ -244,7 +247,7 @@ def test_name_invalid(registry: Server, name: str) -> None:
 
 @pytest.mark.parametrize(("method", "template"), ENDPOINTS, ids=lambda x: str(x)[:40])
 def test_name_invalid_on_every_endpoint(registry: Server, method: str, template: str) -> None:
-    for name in ("Upper", "a/../b", "a//b", "a%2Fb", "a" * 256):
+    for name in ("Upper", "a/../b", "a//b", "a%2F%2Fb", "a" * 256):
         body = b"{}" if method in ("PUT", "POST") else None
         resp = raw_request(registry.port, method, template.format(name=name), body=body)
         if method == "HEAD":
@@ -262,6 +265,23 @@ def test_valid_names(registry: Server, name: str) -> None:
     assert len(name) <= 255
     resp = raw_request(registry.port, "GET", f"/v2/{name}/tags/list")
     assert_raw_error(resp, 404, "NAME_UNKNOWN")
+
+
+def test_encoded_slash_in_a_name_is_a_slash(registry: Server, client: httpx.Client,
+                                            repo: str) -> None:
+    """Distribution matches the decoded path: `a%2Fb` names the repository `a/b`."""
+    built = push_image(client, repo, "v1")
+    for encoded in (repo.replace("/", "%2F"), repo.replace("/", "%2f")):
+        resp = raw_request(registry.port, "GET", f"/v2/{encoded}/tags/list")
+        assert resp.status == 200, resp.body[:500]
+        assert resp.json() == {"name": repo, "tags": ["v1"]}
+        resp = raw_request(registry.port, "GET", f"/v2/{encoded}/manifests/v1")
+        assert resp.status == 200, resp.body[:500]
+        assert resp.body == built.payload
+    # an encoded `/` stays inside its group: `manifests%2Fv1` names no manifest
+    resp = raw_request(registry.port, "GET", f"/v2/{repo}/manifests%2Fv1")
+    assert 400 <= resp.status < 500, resp.status
+    assert_raw_error(resp, resp.status)
 
 
 def test_push_to_valid_unusual_name(client: httpx.Client) -> None:

@@ -38,6 +38,7 @@ from tests.support.oci_api import (
     push_blob,
     push_image,
     put_manifest,
+    raw_request,
 )
 from tests.support.servers import Server
 
@@ -125,6 +126,25 @@ def test_image_manifest_by_digest(client: httpx.Client, repo: str, docker: bool)
     assert resp.headers["docker-content-digest"] == built.digest
     assert resp.headers["location"].endswith(f"/v2/{repo}/manifests/{built.digest}")
     _assert_served(client, repo, built.digest, built)
+
+
+def test_manifest_digest_with_encoded_colon(registry: Server, client: httpx.Client,
+                                            repo: str) -> None:
+    """`manifests/sha256%3A<hex>` is the digest, not a tag: PUT, GET, HEAD, DELETE."""
+    built = image_manifest(client, repo)
+    path = f"/v2/{repo}/manifests/{built.digest.replace(':', '%3A')}"
+    put = raw_request(registry.port, "PUT", path, body=built.payload,
+                      headers={"Content-Type": built.media_type})
+    assert put.status == 201, put.body[:500]
+    assert put.headers["Docker-Content-Digest"] == built.digest
+    got = raw_request(registry.port, "GET", path, headers={"Accept": built.media_type})
+    assert got.status == 200, got.body[:500]
+    assert got.body == built.payload
+    head = raw_request(registry.port, "HEAD", path, headers={"Accept": built.media_type})
+    assert head.status == 200
+    assert head.headers["Docker-Content-Digest"] == built.digest
+    assert raw_request(registry.port, "DELETE", path).status == 202
+    assert_error(client.get(f"/v2/{repo}/manifests/{built.digest}"), 404, "MANIFEST_UNKNOWN")
 
 
 @pytest.mark.parametrize("docker", [False, True], ids=["oci-index", "docker-list"])

@@ -1,8 +1,11 @@
 """The /v2 route table (data, in one place), the authorization middleware, the dispatcher.
 
 Repository names contain slashes, so routes are matched on the raw path with regular
-expressions, the way the distribution-spec writes them; the name and reference are
-validated against the spec's grammar before any handler runs.
+expressions, the way the distribution-spec writes them; the name and reference are then
+percent-decoded (`sha256%3A...` is a digest, `team%2Fapp` the name `team/app`, as
+Distribution reads them) and validated against the spec's grammar before any handler
+runs. Matching the raw path means an encoded `/` or keyword never changes which route
+a path takes: it is part of the group it sits in.
 
 Each endpoint (a route and a method) carries what it needs and what it records as data:
 the access it requires (`Access`) and the audit event of a success. Nothing is decided
@@ -17,6 +20,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -149,19 +153,27 @@ TARGET = web.RequestKey("target", _Target)
 """The table endpoint a request matched (its route id labels the request's metrics)."""
 
 
+def _decoded(group: str) -> str:
+    """A path group percent-decoded once (bytes that are no UTF-8 become U+FFFD, which
+    no name, tag, digest or session id holds, so they are refused as invalid)."""
+    return unquote(group, errors="replace") if "%" in group else group
+
+
 @functools.lru_cache(maxsize=1024)
 def _route_of(path: str) -> tuple[Route, Match] | None:
-    """The route of a raw path and what it names (the name validated: `NameInvalid`).
+    """The route of a raw path and what it names, decoded (the name validated:
+    `NameInvalid`).
 
-    A pure function of the path, kept for the paths asked most (a popular image's
-    manifest, its blobs): pulls skip the table's regular expressions."""
+    A pure function of the raw path, kept for the paths asked most (a popular image's
+    manifest, its blobs): pulls skip the table's regular expressions. Keyed on the raw
+    path, the route never depends on what its groups decode to."""
     found = resolve(path)
     if found is None:
         return None
     route, m = found
     groups = m.groupdict()
-    name = validate_name(groups["name"]) if route.named else ""
-    return route, Match(name, groups.get("reference") or "")
+    name = validate_name(_decoded(groups["name"])) if route.named else ""
+    return route, Match(name, _decoded(groups.get("reference") or ""))
 
 
 def _resolve_table(request: web.Request) -> _Target | web.StreamResponse:
