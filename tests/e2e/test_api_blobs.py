@@ -639,11 +639,25 @@ def test_patch_after_finish(client: httpx.Client, repo: str) -> None:
     assert_error(client.patch(location, content=b"more"), 404, "BLOB_UPLOAD_UNKNOWN")
 
 
-def test_mount_malformed_digest(client: httpx.Client, repo: str) -> None:
-    push_blob(client, repo, b"x")
-    resp = client.post(f"/v2/{new_repo()}/blobs/uploads/",
-                       params={"mount": "sha256:nope", "from": repo})
-    assert_error(resp, 400, "DIGEST_INVALID")
+@pytest.mark.parametrize("case", ["bad-digest", "bad-from", "empty-mount", "bad-both"])
+def test_mount_with_malformed_arguments_opens_a_session(client: httpx.Client, repo: str,
+                                                        case: str) -> None:
+    """A registry unable to mount SHOULD answer 202 with a new session (the spec);
+    Distribution ignores malformed `mount`/`from` the same way."""
+    data = blob_bytes(500)
+    digest = push_blob(client, repo, data)
+    mount, source = {"bad-digest": ("sha256:bad", repo), "bad-from": (digest, "BAD..name"),
+                     "empty-mount": ("", repo), "bad-both": ("nope", "a//b")}[case]
+    target = new_repo()
+    resp = client.post(f"/v2/{target}/blobs/uploads/",
+                       params={"mount": mount, "from": source})
+    assert resp.status_code == 202, resp.text
+    assert resp.headers["docker-upload-uuid"]
+    assert client.head(f"/v2/{target}/blobs/{digest}").status_code == 404
+    # the session it opened works
+    resp = client.put(with_digest(resp.headers["location"], digest), content=data)
+    assert resp.status_code == 201, resp.text
+    assert client.get(f"/v2/{target}/blobs/{digest}").content == data
 
 
 def test_blob_get_malformed_digest(client: httpx.Client, repo: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -13,7 +14,7 @@ from dockyard.api.errors import from_exception
 from dockyard.api.ranges import parse_content_range
 from dockyard.core.uploads import Chunk
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import DigestInvalid, RangeInvalid
+from dockyard.oci.errors import DigestInvalid, NameInvalid, RangeInvalid
 from dockyard.oci.reference import validate_name
 
 
@@ -39,17 +40,28 @@ def session_owner(request: web.Request) -> str:
     return owner
 
 
+def _mount_source(name: str, query: Mapping[str, str]) -> tuple[Digest, str] | None:
+    """The blob and repository a mount names, or None when `mount` or `from` is missing
+    or malformed: the registry cannot mount, so a normal session opens (the spec's
+    SHOULD; Distribution ignores the mount arguments' errors the same way)."""
+    source = query.get("from")
+    if not source or source == name:
+        return None
+    try:
+        return Digest.parse(query.get("mount", "")), validate_name(source)
+    except (DigestInvalid, NameInvalid):
+        return None
+
+
 async def start_upload(request: web.Request, match: Match) -> web.StreamResponse:
     reg, name, query = registry(request), match.name, request.rel_url.query
-    mount = query.get("mount")
-    if mount is not None:
-        digest = Digest.parse(mount)
-        source = query.get("from")
+    if "mount" in query:
+        found = _mount_source(name, query)
         # without pull on `from`, silently a normal upload session (Distribution does so)
-        if (source and source != name and may_pull(request, validate_name(source))
-                and await reg.blobs.mount(name, digest, source) is not None):
-            audit_as(request, "blob.mount", source=source)
-            return _created(name, digest)
+        if (found is not None and may_pull(request, found[1])
+                and await reg.blobs.mount(name, *found) is not None):
+            audit_as(request, "blob.mount", source=found[1])
+            return _created(name, found[0])
     elif "digest" in query:
         digest = Digest.parse(query["digest"])
         length = request.content_length if has_body(request) else 0
