@@ -364,6 +364,29 @@ def test_content_range_length_mismatch(client: httpx.Client, repo: str) -> None:
     assert status.headers["range"] == "0-9"
 
 
+def test_patch_announcing_more_than_storage_can_hold_keeps_the_session(
+        client: httpx.Client, repo: str) -> None:
+    """A Content-Range spanning exabytes (a chunked body of 3 bytes) is the client's
+    error, refused before a byte is written: the session and its bytes stay."""
+    data = blob_bytes(20)
+    location = upload_location(client, repo)
+    resp = client.patch(location, content=data[:10], headers={"Content-Range": "0-9"})
+    assert resp.status_code == 202
+    location = resp.headers["location"]
+    huge = client.patch(location, content=iter([data[10:13]]),
+                        headers={"Content-Range": "10-9223372036854775806"})
+    assert_error(huge, (400, 413, 416), "SIZE_INVALID", "RANGE_INVALID",
+                 "BLOB_UPLOAD_INVALID")
+    status = client.get(location)
+    assert status.status_code == 204, status.text
+    assert status.headers["range"] == "0-9"
+    resp = client.patch(location, content=data[10:], headers={"Content-Range": "10-19"})
+    assert resp.status_code == 202, resp.text
+    resp = client.put(with_digest(resp.headers["location"], digest_of(data)))
+    assert resp.status_code == 201, resp.text
+    assert client.get(f"/v2/{repo}/blobs/{digest_of(data)}").content == data
+
+
 def test_truncated_body_does_not_advance_upload(registry: Server, client: httpx.Client,
                                                 repo: str) -> None:
     """Content-Length says 100, the client sends 50 and hangs up: the offset stays put."""

@@ -222,3 +222,35 @@ def test_upload_that_runs_out_of_space_is_removed_at_once(tiny_fs: Path) -> None
             assert resp.status_code == 201, resp.text
     finally:
         server.stop()
+
+
+def test_refused_patch_keeps_the_bytes_already_received(tiny_fs: Path) -> None:
+    """A PATCH whose announced length the free space cannot take is refused (507)
+    before a byte of it is written: the session keeps its offset and bytes, and the
+    client may resume once space is freed."""
+    data = tiny_fs
+    server = start_dockyard(data, workers=1)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            first = os.urandom(1024)
+            location = c.post("/v2/full/keep/blobs/uploads/").headers["location"]
+            resp = c.patch(location, content=first, headers={"Content-Range": "0-1023"})
+            assert resp.status_code == 202, resp.text
+            location = resp.headers["location"]
+            # more than is free, less than the filesystem could hold empty
+            announced = free_bytes(data) + MiB
+            resp = c.patch(location, content=iter([b"abc"]),
+                           headers={"Content-Range": f"1024-{1024 + announced - 1}"})
+            assert_refused_for_space(resp)
+            status = c.get(location)
+            assert status.status_code == 204, status.text
+            assert status.headers["range"] == "0-1023"
+            rest = os.urandom(1024)
+            resp = c.patch(location, content=rest, headers={"Content-Range": "1024-2047"})
+            assert resp.status_code == 202, resp.text
+            digest = digest_of(first + rest)
+            resp = c.put(with_digest(resp.headers["location"], digest))
+            assert resp.status_code == 201, resp.text
+            assert c.get(f"/v2/full/keep/blobs/{digest}").content == first + rest
+    finally:
+        server.stop()

@@ -39,6 +39,7 @@ from dockyard.oci.errors import (
     TooManyRequests,
 )
 from dockyard.storage.blobstore import BlobStore, RunningHash
+from dockyard.storage.guard import UploadsRefused
 
 if TYPE_CHECKING:
     from dockyard.core.proxy import ProxyRoutes
@@ -330,6 +331,8 @@ class UploadService:
             written = await self.blobs.append(record.id, state, body, limit=limit)
         except OverflowError:
             raise SizeInvalid("the body is longer than Content-Length/Content-Range") from None
+        except UploadsRefused:
+            raise  # refused before a byte was written: the bytes received so far stay
         except StorageFull:
             await self._end_full(record.id)
             raise

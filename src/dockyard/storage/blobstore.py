@@ -132,7 +132,8 @@ class BlobStore:
 
         Anything stored past `state.offset` (a write cut short by a crash) is discarded
         first. With `limit`, more bytes than that raise `OverflowError`; a disk too full
-        to take them, `StorageFull` (before any byte when the guard refuses).
+        to take them, `StorageFull` (`UploadsRefused` before any byte when the guard
+        refuses; `BeyondCapacity` when no disk space ever could take them).
         """
         await self.ensure_space(limit or 0)
         writer = await self.driver.writer(layout.upload_key(session_id), state.offset,

@@ -14,8 +14,12 @@ Two parts (`storage.guard`):
   on a full disk. It is made again once `min_free` plus its size is free; until then its
   size counts as taken, so uploads cannot eat the space it gave back.
 
-A refusal is one `UploadsRefused` (a quiet `StorageFull`: the dispatcher does not log
-it) and one count in `refused`; the guard logs one warning a minute while it refuses,
+A body announced larger than the filesystem could hold above `min_free` even empty is
+no storage condition but the client's: `BeyondCapacity` (413 SIZE_INVALID), neither
+counted nor logged. Any refusal comes before a byte of the body is written.
+
+A refusal for space is one `UploadsRefused` (a quiet `StorageFull`: the dispatcher does
+not log it) and one count in `refused`; the guard logs one warning a minute while it refuses,
 with the number refused since the last one, so a full disk under a CI storm writes one
 line a minute, not one per request.
 """
@@ -29,7 +33,7 @@ import time
 from collections.abc import Callable
 
 from dockyard.drivers.base import Driver
-from dockyard.oci.errors import StorageFull
+from dockyard.oci.errors import PayloadTooLarge, StorageFull
 from dockyard.storage import layout
 from dockyard.units import human_bytes
 
@@ -50,6 +54,10 @@ class UploadsRefused(StorageFull):
     """insufficient storage: uploads are refused below `storage.guard.min_free`"""
 
     log_each = False  # the guard logs these once a minute
+
+
+class BeyondCapacity(PayloadTooLarge):
+    """the body announced is larger than the registry's storage could ever hold"""
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -79,7 +87,8 @@ class DiskGuard:
         self.on_refusal: Callable[[], object] | None = None
 
     async def check(self, incoming: int = 0) -> None:
-        """Raise `StorageFull` unless `min_free` stays free after `incoming` more bytes.
+        """Raise `StorageFull` unless `min_free` stays free after `incoming` more bytes
+        (`BeyondCapacity` when no free space ever could take them).
 
         Makes the ballast again when there is room for it.
         """
@@ -91,6 +100,10 @@ class DiskGuard:
         threshold = self._threshold
         if threshold <= 0:
             return
+        if incoming > self._total - threshold:
+            raise BeyondCapacity(
+                f"the body announced ({human_bytes(incoming)}) is larger than the "
+                f"registry's storage could ever hold ({human_bytes(self._total - threshold)})")
         free = self._free - self._missing - incoming
         if free < 2 * threshold and age >= FRESH:  # near the line: a fresh reading
             await self._read()
