@@ -655,6 +655,27 @@ def test_put_final_chunk_out_of_order(client: httpx.Client, repo: str) -> None:
     assert client.head(f"/v2/{repo}/blobs/{digest_of(data)}").status_code == 404
 
 
+def test_put_out_of_range_tells_where_the_upload_is(client: httpx.Client, repo: str) -> None:
+    """A 416 on the finishing PUT carries Location, Range and Docker-Upload-UUID, as on
+    a PATCH, so the client can resume."""
+    data = b"abcde"
+    location = upload_location(client, repo)
+    resp = client.patch(location, content=data[:3], headers={"Content-Range": "0-2"})
+    assert resp.status_code == 202
+    location = resp.headers["location"]
+    resp = client.put(with_digest(location, digest_of(data)), content=data[2:],
+                      headers={"Content-Range": "2-4"})
+    assert_error(resp, 416, "RANGE_INVALID", "BLOB_UPLOAD_INVALID")
+    assert resp.headers["range"] == "0-2"
+    assert resp.headers["docker-upload-uuid"] == _uuid_of(location)
+    assert _uuid_of(resp.headers["location"]) == _uuid_of(location)
+    # the client resumes where it was told
+    resp = client.put(with_digest(resp.headers["location"], digest_of(data)),
+                      content=data[3:], headers={"Content-Range": "3-4"})
+    assert resp.status_code == 201, resp.text
+    assert client.get(f"/v2/{repo}/blobs/{digest_of(data)}").content == data
+
+
 def test_patch_after_finish(client: httpx.Client, repo: str) -> None:
     location = upload_location(client, repo)
     resp = client.put(with_digest(location, digest_of(b"done")), content=b"done")

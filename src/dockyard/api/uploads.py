@@ -82,6 +82,12 @@ async def upload_status(request: web.Request, match: Match) -> web.StreamRespons
     return web.Response(status=204, headers=headers)
 
 
+def _out_of_range(match: Match, exc: RangeInvalid) -> web.StreamResponse:
+    """A 416 telling the client where the upload really is, so it can resume there."""
+    return from_exception(exc, headers=upload_headers(match.name, match.reference,
+                                                      exc.offset))
+
+
 async def patch_upload(request: web.Request, match: Match) -> web.StreamResponse:
     chunk = parse_content_range(request.headers.get("Content-Range"), request.content_length)
     try:
@@ -89,9 +95,7 @@ async def patch_upload(request: web.Request, match: Match) -> web.StreamResponse
             match.name, match.reference, body_chunks(request), chunk
         )
     except RangeInvalid as exc:
-        # tell the client where the upload really is, so it can resume from there
-        return from_exception(exc, headers=upload_headers(match.name, match.reference,
-                                                          exc.offset))
+        return _out_of_range(match, exc)
     headers = upload_headers(match.name, record.id, record.offset)
     headers["Content-Length"] = "0"
     return web.Response(status=202, headers=headers)
@@ -103,7 +107,11 @@ async def finish_upload(request: web.Request, match: Match) -> web.StreamRespons
     digest = Digest.parse(request.rel_url.query["digest"])
     body = body_chunks(request) if has_body(request) else None
     chunk = parse_content_range(request.headers.get("Content-Range"), request.content_length)
-    await registry(request).uploads.finish(match.name, match.reference, digest, body, chunk)
+    try:
+        await registry(request).uploads.finish(match.name, match.reference, digest, body,
+                                               chunk)
+    except RangeInvalid as exc:
+        return _out_of_range(match, exc)
     return _created(match.name, digest)
 
 
