@@ -387,6 +387,25 @@ def test_patch_announcing_more_than_storage_can_hold_keeps_the_session(
     assert client.get(f"/v2/{repo}/blobs/{digest_of(data)}").content == data
 
 
+def test_put_content_range_length_mismatch(client: httpx.Client, repo: str) -> None:
+    """A whole-blob PUT whose Content-Range spans more than its Content-Length is
+    refused the same way whatever the body's size (a small one is read before the
+    session is held); the session stays at 0 for a retry."""
+    for size in (5, 70_000):
+        data = blob_bytes(size)
+        location = upload_location(client, repo)
+        resp = client.put(with_digest(location, digest_of(data)), content=data,
+                          headers={"Content-Range": f"0-{size + 94}"})
+        assert_error(resp, 416, "RANGE_INVALID")
+        assert client.head(f"/v2/{repo}/blobs/{digest_of(data)}").status_code == 404
+        status = client.get(location)
+        assert status.status_code == 204, status.text
+        assert status.headers["range"] == "0-0"
+        resp = client.put(with_digest(location, digest_of(data)), content=data,
+                          headers={"Content-Range": f"0-{size - 1}"})
+        assert resp.status_code == 201, (size, resp.text)
+
+
 def test_truncated_body_does_not_advance_upload(registry: Server, client: httpx.Client,
                                                 repo: str) -> None:
     """Content-Length says 100, the client sends 50 and hangs up: the offset stays put."""

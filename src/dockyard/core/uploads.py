@@ -375,8 +375,7 @@ class UploadService:
         """
         claim: tuple[str, int] | None = None
         small: bytes | None = None
-        if (body is not None and chunk.length is not None and chunk.length <= SMALL_PUT
-                and chunk.start in (None, 0)):
+        if body is not None and chunk.length is not None and _small_whole(chunk):
             data = await _read_at_most(body, chunk.length)
             body = _replay(data)
             if len(data) == chunk.length:
@@ -581,6 +580,15 @@ class UploadService:
         for session_id in idle:
             del self._local[session_id]
         return len(idle)
+
+
+def _small_whole(chunk: Chunk) -> bool:
+    """Whether a PUT body may be read before the hold (`finish`): up to `SMALL_PUT`
+    bytes from the start, its Content-Range (if any) spanning its Content-Length. A
+    mismatch goes the long way, where `_limit` refuses it with the session's offset."""
+    if chunk.length is None or chunk.length > SMALL_PUT or chunk.start not in (None, 0):
+        return False
+    return chunk.end is None or chunk.end + 1 == chunk.length
 
 
 def _limit(chunk: Chunk, offset: int) -> int | None:
