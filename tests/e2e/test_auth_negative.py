@@ -160,7 +160,6 @@ ROUTES = [
     _r("get-blob", "read", lambda c, r, s: c.get(f"/v2/{r}/blobs/{LD}")),
     _r("head-blob", "read", lambda c, r, s: c.head(f"/v2/{r}/blobs/{LD}")),
     _r("referrers", "read", lambda c, r, s: c.get(f"/v2/{r}/referrers/{LD}")),
-    _r("upload-status", "read", lambda c, r, s: c.get(s[r])),
     _r("put-manifest", "write", lambda c, r, s: c.put(
         f"/v2/{r}/manifests/evil", content=EVIL, headers={"Content-Type": OCI_MANIFEST})),
     _r("start-upload", "write", lambda c, r, s: c.post(f"/v2/{r}/blobs/uploads/")),
@@ -173,6 +172,8 @@ ROUTES = [
     _r("finish-upload", "write", lambda c, r, s: c.put(
         s[r], params={"digest": ND}, content=NEW_BLOB)),
     _r("cancel-upload", "write", lambda c, r, s: c.delete(s[r])),
+    # every endpoint of an upload session needs push (Distribution), its status too
+    _r("upload-status", "write", lambda c, r, s: c.get(s[r])),
     _r("delete-manifest", "delete", lambda c, r, s: c.delete(
         f"/v2/{r}/manifests/{digest_of(MANIFEST)}")),
     _r("delete-tag", "delete", lambda c, r, s: c.delete(f"/v2/{r}/manifests/v1")),

@@ -75,7 +75,6 @@ OPS = [
     Op("get-blob", "pull", lambda c, n, s: c.get(f"/v2/{n}/blobs/{LD}")),
     Op("head-blob", "pull", lambda c, n, s: c.head(f"/v2/{n}/blobs/{LD}")),
     Op("referrers", "pull", lambda c, n, s: c.get(f"/v2/{n}/referrers/{MD}")),
-    Op("upload-status", "pull", lambda c, n, s: c.get(s)),
     Op("sync-provenance", "pull", lambda c, n, s: c.get(f"/admin/v1/sync/repositories/{n}")),
     Op("put-manifest", "push", lambda c, n, s: c.put(
         f"/v2/{n}/manifests/other", content=OTHER, headers={"Content-Type": OCI_MANIFEST})),
@@ -89,6 +88,8 @@ OPS = [
     Op("finish-upload", "push", lambda c, n, s: c.put(
         s, params={"digest": digest_of(b"12345")})),
     Op("cancel-upload", "push", lambda c, n, s: c.delete(s)),
+    # every endpoint of an upload session needs push (Distribution), its status too
+    Op("upload-status", "push", lambda c, n, s: c.get(s)),
     Op("delete-manifest", "delete", lambda c, n, s: c.delete(f"/v2/{n}/manifests/{MD}")),
     Op("delete-tag", "delete", lambda c, n, s: c.delete(f"/v2/{n}/manifests/v1")),
     Op("delete-blob", "delete", lambda c, n, s: c.delete(f"/v2/{n}/blobs/{LD}")),

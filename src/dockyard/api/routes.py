@@ -100,7 +100,8 @@ ROUTES: tuple[Route, ...] = (
        POST=_E(uploads.start_upload, Access.PUSH, "blob.push", audit_status=201,
                upload=True)),
     _r("upload", _NAME + r"/blobs/uploads/(?P<reference>[^/]+)", reference="session",
-       GET=_E(uploads.upload_status, Access.PULL),
+       # every endpoint of an upload session needs push, its status too (Distribution)
+       GET=_E(uploads.upload_status, Access.PUSH),
        PATCH=_E(uploads.patch_upload, Access.PUSH, upload=True),
        PUT=_E(uploads.finish_upload, Access.PUSH, "blob.push", upload=True),
        # cancelling one's own upload session is part of pushing
