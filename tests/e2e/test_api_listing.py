@@ -147,6 +147,23 @@ def test_tags_list_bad_n(client: httpx.Client, tagged: str, n: str) -> None:
     assert_error(client.get(f"/v2/{tagged}/tags/list", params={"n": n}), 400)
 
 
+@pytest.mark.parametrize("n", ["1_0", " 1", "1 ", "+1", "\uff11", "\u0661"])
+def test_n_is_ascii_digits_only(client: httpx.Client, tagged: str, n: str) -> None:
+    """What Python's int() takes besides ASCII digits is no `n` (tags and catalog)."""
+    for path in (f"/v2/{tagged}/tags/list", "/v2/_catalog"):
+        assert_error(client.get(path, params={"n": n}), 400, "PAGINATION_NUMBER_INVALID")
+
+
+def test_n_of_many_digits_is_the_largest_page(client: httpx.Client, tagged: str) -> None:
+    """Digits past any page size (more than Python converts) ask for the largest page."""
+    resp = client.get(f"/v2/{tagged}/tags/list", params={"n": "9" * 5000})
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["tags"] == sorted(TAGS)
+    resp = client.get(f"/v2/{tagged}/tags/list", params={"n": "0" * 5000 + "2"})
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["tags"] == sorted(TAGS)[:2]
+
+
 def test_tags_list_unknown_repository(client: httpx.Client) -> None:
     assert_error(client.get(f"/v2/{new_repo()}/tags/list"), 404, "NAME_UNKNOWN")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -14,19 +15,26 @@ from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import PaginationInvalid
 
+#: what `n` may be: ASCII digits only (Python's int() also takes `1_0`, ` 1`, `+1` and
+#: other scripts' digits)
+_COUNT = re.compile(r"[0-9]+")
+
+
+def _count(text: str, most: int) -> int:
+    """`n` as a number of results, at most `most`; PaginationInvalid unless digits."""
+    if not _COUNT.fullmatch(text):
+        raise PaginationInvalid(f"n must be a non-negative integer, not {text[:20]!r}",
+                                {"n": text[:20]})
+    digits = text.lstrip("0") or "0"
+    # past `most`'s length it is more than `most`: no conversion of a huge number
+    return most if len(digits) > len(str(most)) else min(int(digits), most)
+
 
 def _page(request: web.Request) -> tuple[int | None, str | None]:
     query = request.rel_url.query
     n: int | None = None
     if "n" in query:
-        try:
-            n = int(query["n"])
-        except ValueError:
-            raise PaginationInvalid(f"n must be a non-negative integer, not {query['n'][:20]!r}"
-                                    ) from None
-        if n < 0:
-            raise PaginationInvalid("n must be a non-negative integer")
-        n = min(n, request.app[SETTINGS].limits.tags_page_max)
+        n = _count(query["n"], request.app[SETTINGS].limits.tags_page_max)
     # no name or tag holds a NUL, so one past `last` is one past its text before the NUL
     # (which PostgreSQL could not compare: it takes no NUL in text)
     last = query.get("last", "").partition("\x00")[0]
