@@ -91,3 +91,33 @@ def test_anonymous_sessions_count_per_client_address(anonymous: Server) -> None:
         assert _open(client, **first).status_code == 202
         _refused(_open(client, **first))
         assert _open(client, **{"X-Forwarded-For": "192.0.2.2"}).status_code == 202
+
+
+def test_failed_monolithic_uploads_do_not_hold_sessions(capped: Server) -> None:
+    # an error answer to `POST ?digest=` names no session, so nobody can resume it: it
+    # stayed open until it expired (a day), and a client retrying through failures
+    # used up its cap and was refused every push
+    import base64
+    import socket
+    import time
+
+    password = USERS["builder"][0]
+    token = base64.b64encode(f"builder:{password}".encode()).decode()
+    data = blob_bytes(1000)
+    for _ in range(4):  # the body stops short: the client went away mid-upload
+        with socket.create_connection((capped.host.split(":")[0],
+                                       int(capped.host.rsplit(":", 1)[1]))) as sock:
+            sock.sendall(
+                f"POST /v2/caps/mono/blobs/uploads/?digest={digest_of(data)} HTTP/1.1\r\n"
+                f"Host: {capped.host}\r\nAuthorization: Basic {token}\r\n"
+                f"Content-Type: application/octet-stream\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n".encode() + data[:100])
+            time.sleep(0.2)
+    with _client(capped, "builder") as builder:
+        deadline = time.monotonic() + 10
+        while (r := _open(builder, "caps/after")).status_code == 429:  # the cut noticed
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.1)
+        assert r.status_code == 202
+        assert _open(builder, "caps/after").status_code == 202
+        assert _open(builder, "caps/after").status_code == 202

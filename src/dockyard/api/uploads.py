@@ -65,8 +65,10 @@ async def start_upload(request: web.Request, match: Match) -> web.StreamResponse
     elif "digest" in query:
         digest = Digest.parse(query["digest"])
         length = request.content_length if has_body(request) else 0
+        # discard: an error answer names no session, so a failure's session could never
+        # be resumed, only count against the client's cap until it expired
         await reg.uploads.upload(name, session_owner(request), digest, body_chunks(request),
-                                 Chunk(length=length))
+                                 Chunk(length=length), discard=True)
         return _created(name, digest)
     record = await reg.uploads.start(name, session_owner(request))
     headers = upload_headers(name, record.id, 0)

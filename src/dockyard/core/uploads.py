@@ -89,6 +89,8 @@ class _Local:
     lock: asyncio.Lock
     state: RunningHash | None = None
     used: float = field(default_factory=time.monotonic)
+    #: requests of this process holding or waiting for `lock`
+    waiting: int = 0
 
 
 @dataclass(slots=True)
@@ -226,11 +228,25 @@ class UploadService:
         if not _valid_id(session_id):
             raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
         local = self._local.setdefault(session_id, _Local(asyncio.Lock()))
-        async with local.lock:  # this process's requests queue here, without a write
-            hold = self._holder(session_id)
-            record = await self._take(name, hold, claim)
-            async with self._keeping(hold):
-                yield record, local, hold
+        local.waiting += 1
+        unknown = False
+        try:
+            async with local.lock:  # this process's requests queue here, without a write
+                hold = self._holder(session_id)
+                try:
+                    record = await self._take(name, hold, claim)
+                except BlobUploadUnknown:
+                    unknown = True
+                    raise
+                async with self._keeping(hold):
+                    yield record, local, hold
+        finally:
+            local.waiting -= 1
+            # an id no session has (or another repository's) leaves nothing behind here:
+            # such entries lived until the idle sweep, a day later
+            if (unknown and local.waiting == 0 and local.state is None
+                    and self._local.get(session_id) is local):
+                del self._local[session_id]
 
     async def _take(self, name: str, hold: _Hold, claim: tuple[str, int] | None = None
                     ) -> UploadRecord:

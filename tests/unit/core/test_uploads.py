@@ -133,6 +133,24 @@ async def test_append_to_another_repositorys_session(service: UploadService) -> 
         await service.append("other/repo", record.id, body(b"x"), Chunk())
 
 
+async def test_requests_for_unknown_sessions_keep_nothing_in_memory(
+        service: UploadService) -> None:
+    # each unknown id left an entry in the process's session table for a day (until
+    # the idle sweep): memory grew with requests
+    record = await service.start(REPO)
+    await service.append(REPO, record.id, body(b"abc"), Chunk())
+    for _ in range(200):
+        with pytest.raises(BlobUploadUnknown):
+            await service.append(REPO, str(uuid.uuid4()), body(b"x"), Chunk())
+        with pytest.raises(BlobUploadUnknown):
+            await service.cancel(REPO, str(uuid.uuid4()))
+    with pytest.raises(BlobUploadUnknown):  # a real session asked for elsewhere
+        await service.append("other/repo", record.id, body(b"x"), Chunk())
+    assert set(service._local) <= {record.id}
+    await service.append(REPO, record.id, body(b"def"), Chunk())
+    assert (await service.get(REPO, record.id)).offset == 6
+
+
 # --- chunked uploads ---------------------------------------------------------
 
 async def test_chunked_upload_with_content_ranges(service: UploadService) -> None:
