@@ -42,6 +42,18 @@ def configured_rules(settings: Settings) -> list[RetentionRule]:
     return cache + list(settings.retention.rules)
 
 
+#: tags that attach something to a manifest by naming its digest: cosign's signatures,
+#: attestations and SBOMs (`sha256-<hex>.sig`, `.att`, `.sbom`) and the referrers
+#: fallback index (`sha256-<hex>`)
+ATTACHED = re.compile(r"(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})(\.[A-Za-z0-9_-]+)?")
+
+
+def subject_of(tag: str) -> str | None:
+    """The manifest digest an attached tag names (`sha256-<hex>.sig` -> `sha256:<hex>`)."""
+    found = ATTACHED.fullmatch(tag)
+    return found.group(1).replace("-", ":", 1) if found else None
+
+
 def rule_for(rules: list[RetentionRule], name: str) -> RetentionRule | None:
     return next((r for r in rules if fnmatch.fnmatchcase(name, r.repositories)), None)
 
@@ -80,7 +92,7 @@ async def apply_retention(lifecycle: LifecycleBackend, rules: list[RetentionRule
             continue
         gone: list[str] = []
         try:
-            doomed = doomed_tags(rule, await lifecycle.tags(repo_id), now)
+            doomed = await _doomed(lifecycle, repo_id, rule, now)
             for tag, at in doomed:
                 if dry_run or await lifecycle.delete_tag_if_unchanged(repo_id, tag, at):
                     gone.append(tag)
@@ -90,6 +102,20 @@ async def apply_retention(lifecycle: LifecycleBackend, rules: list[RetentionRule
         if gone:
             report.deleted[name] = sorted(gone)
     return report
+
+
+async def _doomed(lifecycle: LifecycleBackend, repo_id: int, rule: RetentionRule,
+                  now: float) -> list[tuple[str, float]]:
+    """The rule's tags to delete in the repository. Attached tags (signatures...) are not
+    ranked with the images (ten new signatures would push every image out of
+    `keep_last: 10`): each stays while the manifest it names is in the repository."""
+    tags = await lifecycle.tags(repo_id)
+    attached = [(t, at) for t, at, _ in tags if subject_of(t) is not None]
+    doomed = doomed_tags(rule, [t for t in tags if subject_of(t[0]) is None], now)
+    if attached:
+        present = {node.digest for node in await lifecycle.manifest_graph(repo_id)}
+        doomed += [(t, at) for t, at in attached if subject_of(t) not in present]
+    return doomed
 
 
 def keeps_untagged(rules: list[RetentionRule], name: str) -> bool:

@@ -65,8 +65,8 @@ async def test_collection_goes_on_past_a_failed_step(tmp_path: Path,
         await close_registry(registry)
 
 
-async def _tagged(registry: Registry, name: str, tag: str) -> None:
-    """An image (a config, no layers) pushed as `name:tag` through core."""
+async def _tagged(registry: Registry, name: str, tag: str) -> str:
+    """An image (a config, no layers) pushed as `name:tag` through core; its digest."""
     config = f'{{"architecture":"amd64","os":"linux","name":"{name}:{tag}"}}'.encode()
     digest = Digest.parse("sha256:" + hashlib.sha256(config).hexdigest())
     await registry.uploads.upload(name, None, digest, _body(config), Chunk(length=len(config)))
@@ -75,6 +75,7 @@ async def _tagged(registry: Registry, name: str, tag: str) -> None:
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": str(digest), "size": len(config)}, "layers": []}).encode()
     await registry.manifests.put(name, tag, manifest, OCI_MANIFEST)
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
 
 async def test_failed_retention_and_pull_times_do_not_skip_the_collection(
