@@ -19,8 +19,10 @@ __all__ = ["BlobRow", "BrokenManifest", "IntegrityBackend", "UploadRow"]
 class IntegrityBackend(Protocol):
     """Bulk snapshots of the metadata, and repairs that re-check them."""
 
-    async def blob_rows(self) -> list[BlobRow]:
-        """Every blob row (digest, size, corrupt mark)."""
+    async def blob_rows(self, hex_range: tuple[str, str | None] | None = None
+                        ) -> list[BlobRow]:
+        """Every blob row (digest, size, corrupt mark); with `hex_range` (from, before:
+        None to the end), only those whose digest's hex lies in it, filtered by the store."""
         ...
 
     async def tombstones(self) -> set[str]:

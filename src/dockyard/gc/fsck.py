@@ -51,10 +51,25 @@ KINDS = {
     "broken_manifest": "manifest referencing blobs or manifests its repository cannot serve",
 }
 
+def slice_bounds(part: int, parts: int) -> tuple[str, str | None]:
+    """The hex range of scrub slice `part` of `parts`: digests whose hex starts at or
+    past the first and before the second (None: to the end). Contiguous, so the store
+    filters one slice by a range on the digest instead of handing over every row
+    (digests are uniform, so the slices are even)."""
+    def at(i: int) -> str:
+        return format(i * (1 << 32) // parts, "08x")
+    return at(part), at(part + 1) if part + 1 < parts else None
+
+
 def slice_of(digest: str, parts: int) -> int:
-    """Which of `parts` scrub slices a blob is in (digests are uniform: their head)."""
-    hex_ = digest.partition(":")[2]
-    return int(hex_[:8] or "0", 16) % parts
+    """Which of `parts` scrub slices a blob is in (`slice_bounds`)."""
+    head = digest.partition(":")[2][:8].ljust(8, "0")
+    part = int(head, 16) * parts >> 32
+    while part + 1 < parts and slice_bounds(part + 1, parts)[0] <= head:
+        part += 1
+    while part > 0 and slice_bounds(part, parts)[0] > head:
+        part -= 1
+    return part
 
 
 Progress = Callable[[int, int], None]
@@ -126,9 +141,8 @@ class Fsck:
         report = FsckReport(self.repair, True, self.grace, started)
         integrity = self.registry.integrity
         tombstones = await integrity.tombstones()
-        rows = [r for r in await integrity.blob_rows()
-                if r.corrupt_at is None and r.digest not in tombstones
-                and slice_of(r.digest, parts) == part]
+        rows = [r for r in await integrity.blob_rows(hex_range=slice_bounds(part, parts))
+                if r.corrupt_at is None and r.digest not in tombstones]
         report.blobs = len(rows)
         report.bytes = sum(r.size for r in rows)
         for row in await self._verify(rows, report):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, select, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from dockyard.metadata.schema import (
@@ -26,6 +26,7 @@ from dockyard.metadata.schema import (
     uploads,
 )
 from dockyard.metadata.store import TOMBSTONE_TIMEOUT, MetadataStore
+from dockyard.oci.digest import ALGORITHMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +65,21 @@ class IntegrityStore:
         self.store = store
         self.engines = store.engines
 
-    async def blob_rows(self) -> list[BlobRow]:
-        rows = await self.store._read(select(blobs.c.digest, blobs.c.size, blobs.c.touched_at,
-                                             blobs.c.corrupt_at))
+    async def blob_rows(self, hex_range: tuple[str, str | None] | None = None
+                        ) -> list[BlobRow]:
+        """Every blob row; with `hex_range` (from, before), only those whose digest's hex
+        lies in it, for each algorithm (a byte-wise range on the digest, in the database)."""
+        stmt = select(blobs.c.digest, blobs.c.size, blobs.c.touched_at, blobs.c.corrupt_at)
+        if hex_range is not None:
+            lo, hi = hex_range
+            digest = self.store._sorted(blobs.c.digest)
+            ranges = []
+            for algorithm in ALGORITHMS:  # ";" follows ":": past every hex
+                bound = digest >= f"{algorithm}:{lo}"
+                ranges.append(and_(bound, digest < (f"{algorithm}:{hi}" if hi is not None
+                                                    else f"{algorithm};")))
+            stmt = stmt.where(or_(*ranges))
+        rows = await self.store._read(stmt)
         return [BlobRow(r[0], int(r[1]), r[2], r[3]) for r in rows]
 
     async def tombstones(self) -> set[str]:

@@ -12,6 +12,7 @@ import pytest
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import ConfigError, load_settings
 from dockyard.core.uploads import Chunk
+from dockyard.gc.fsck import slice_bounds, slice_of
 from dockyard.gc.scrub import scrub_once
 from dockyard.jobs import server_jobs
 from dockyard.oci.digest import Digest
@@ -85,3 +86,47 @@ def test_scrub_is_off_by_default_and_a_job_when_on(tmp_path: Path) -> None:
 def test_bad_scrub_settings_name_the_key(key: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_settings(env={}, overrides={key: value})
+
+
+@pytest.mark.parametrize("parts", [1, 2, 7, 168, 1000])
+def test_slices_are_contiguous_ranges_covering_every_digest(parts: int) -> None:
+    import os
+
+    bounds = [slice_bounds(i, parts) for i in range(parts)]
+    assert bounds[0][0] == "00000000"
+    assert bounds[-1][1] is None
+    assert all(bounds[i][1] == bounds[i + 1][0] for i in range(parts - 1))
+    for _ in range(2000):
+        hex_ = os.urandom(32).hex()
+        part = slice_of("sha256:" + hex_, parts)
+        lo, hi = bounds[part]
+        assert lo <= hex_
+        assert (hi is None or hex_ < hi)
+    for edge in ("0" * 64, "f" * 64, *(b[0] + "0" * 56 for b in bounds)):
+        lo, hi = bounds[slice_of("sha256:" + edge, parts)]
+        assert lo <= edge
+        assert (hi is None or edge < hi)
+
+
+async def test_a_slice_is_read_by_range_for_each_algorithm(tmp_path: Path) -> None:
+    # the scrub read every blob row each run and kept one slice in Python
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+    registry = await open_registry(settings)
+    try:
+        pushed = set()
+        for i in range(20):
+            data = f"blob {i}".encode()
+            algorithm = "sha512" if i % 2 else "sha256"
+            digest = Digest.parse(f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest())
+            await registry.uploads.upload("repo", None, digest, _body(data),
+                                          Chunk(length=len(data)))
+            pushed.add(str(digest))
+        seen: list[str] = []
+        for part in range(4):
+            rows = await registry.integrity.blob_rows(hex_range=slice_bounds(part, 4))
+            assert all(slice_of(r.digest, 4) == part for r in rows)
+            seen += [r.digest for r in rows]
+        assert sorted(seen) == sorted(pushed)
+    finally:
+        await close_registry(registry)
