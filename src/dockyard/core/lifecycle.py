@@ -100,8 +100,10 @@ class LifecycleBackend(Protocol):
         it."""
         ...
 
-    async def unlinked_blobs(self, cutoff: float) -> list[tuple[str, int]]:
-        """Blobs no repository links to, untouched since `cutoff`."""
+    async def unlinked_blobs(self, cutoff: float, *, after: str | None = None,
+                             limit: int | None = None) -> list[tuple[str, int]]:
+        """Blobs no repository links to, untouched since `cutoff`, in digest order:
+        those past digest `after`, at most `limit`."""
         ...
 
     async def begin_blob_deletion(self, digest: str, cutoff: float) -> int | None:

@@ -23,7 +23,7 @@ import fnmatch
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TypeVar
 
@@ -41,6 +41,8 @@ BATCH = 1000
 """Blobs whose bytes one batch deletes (one DeleteObjects call on S3)."""
 BATCH_AGE = 10.0
 """Seconds a batch may gather before its bytes are deleted (see `_Batch`)."""
+PAGE = 10_000
+"""Unlinked blobs read from the metadata store at once (`_unlinked`)."""
 
 
 @dataclass
@@ -149,7 +151,7 @@ class Collector:
                 report.blobs_deleted += 1
                 report.bytes_freed += size
                 report.repo(name).bytes_freed += size
-            for digest, size in await self.lifecycle.unlinked_blobs(cutoff):
+            async for digest, size in self._unlinked(cutoff):
                 report.blobs_deleted += 1
                 report.bytes_freed += size
                 if (deleted := await self.lifecycle.deleted_owner(digest)) is not None:
@@ -235,6 +237,19 @@ class Collector:
         await self._step(f"dropping the empty repository {name}",
                          self.lifecycle.delete_empty_repository(repo_id))
 
+    async def _unlinked(self, cutoff: float) -> AsyncIterator[tuple[str, int]]:
+        """The blobs nothing links, older than `cutoff`, read `PAGE` at a time: after a
+        large deletion there may be millions (digest order; a page is read after the
+        one before was dealt with)."""
+        after: str | None = None
+        while True:
+            page = await self.lifecycle.unlinked_blobs(cutoff, after=after, limit=PAGE)
+            for found in page:
+                yield found
+            if len(page) < PAGE:
+                return
+            after = page[-1][0]
+
     async def _unfinished_deletions(self) -> None:
         """Finish what a collector that died mid-deletion left: the row is gone, the
         bytes may not be; without this they would stay on disk with nothing to find them."""
@@ -308,7 +323,7 @@ class Collector:
         """Delete unlinked blobs: each row under a tombstone, re-checked in its own
         transaction; then their bytes, `BATCH` at a time (`_Batch`)."""
         batch = _Batch()
-        for digest, _size in await self.lifecycle.unlinked_blobs(cutoff):
+        async for digest, _size in self._unlinked(cutoff):
             size = await self._step(f"deleting the row of {digest}",
                                     self.lifecycle.begin_blob_deletion(digest, cutoff))
             if size is not None:

@@ -337,12 +337,16 @@ class LifecycleStore:
 
         return await self.engines.transaction(body)
 
-    async def unlinked_blobs(self, cutoff: float) -> list[tuple[str, int]]:
-        """Blobs no repository links to, untouched since `cutoff`."""
-        rows = await self.store._read(
-            select(blobs.c.digest, blobs.c.size).where(
-                blobs.c.touched_at < cutoff,
-                ~exists().where(repository_blobs.c.digest == blobs.c.digest)))
+    async def unlinked_blobs(self, cutoff: float, *, after: str | None = None,
+                             limit: int | None = None) -> list[tuple[str, int]]:
+        stmt = select(blobs.c.digest, blobs.c.size).where(
+            blobs.c.touched_at < cutoff,
+            ~exists().where(repository_blobs.c.digest == blobs.c.digest))
+        if after is not None:
+            stmt = stmt.where(self.store._sorted(blobs.c.digest) > after)
+        if limit is not None:
+            stmt = stmt.order_by(self.store._sorted(blobs.c.digest)).limit(limit)
+        rows = await self.store._read(stmt)
         return [(r[0], r[1]) for r in rows]
 
     async def begin_blob_deletion(self, digest: str, cutoff: float) -> int | None:

@@ -163,3 +163,42 @@ async def test_fsck_says_when_removing_an_orphan_failed(
             "the store refused: AccessDenied)")
     finally:
         await close_registry(registry)
+
+
+async def test_unlinked_blobs_are_read_a_page_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every unlinked blob was read into one list: millions after a large deletion
+    from dockyard.gc import collector as collector_module
+
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+    registry = await open_registry(settings)
+    try:
+        digests = []
+        for i in range(25):
+            data = f"page blob {i}".encode()
+            digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+            await registry.uploads.upload("repo", None, digest, _body(data),
+                                          Chunk(length=len(data)))
+            await registry.blobs.delete("repo", digest)
+            digests.append(digest)
+        await asyncio.sleep(0.01)
+        monkeypatch.setattr(collector_module, "PAGE", 10)
+        pages: list[int] = []
+        read = registry.lifecycle.unlinked_blobs
+
+        async def counted(cutoff: float, **kw: object) -> list[tuple[str, int]]:
+            page = await read(cutoff, **kw)  # type: ignore[arg-type]
+            pages.append(len(page))
+            return page
+
+        monkeypatch.setattr(registry.lifecycle, "unlinked_blobs", counted)
+        dry = await Collector(registry, grace=0).run(dry_run=True)
+        assert dry.blobs_deleted == 25
+        report = await Collector(registry, grace=0).run()
+        assert report.failed == 0, report.errors
+        assert report.blobs_deleted == 25
+        assert max(pages) == 10
+        assert not any((tmp_path / "data" / layout.blob_key(d)).exists() for d in digests)
+    finally:
+        await close_registry(registry)
