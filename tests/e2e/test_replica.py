@@ -337,8 +337,15 @@ def test_the_feed_over_http(primary: Server) -> None:
             resp = c.get("/admin/v1/events", params={"after": bad}, auth=ADMIN)
             assert resp.status_code == 400, bad
             assert resp.json()["errors"][0]["code"] == "CURSOR_INVALID"
-        resp = c.get("/admin/v1/events", params={"limit": "many"}, auth=ADMIN)
-        assert resp.status_code == 400
+        # int() and float() took these too
+        for key, bad in (("limit", "many"), ("limit", "1_0"), ("limit", " 1"),
+                         ("wait", "1e1"), ("wait", "inf"), ("wait", "nan"),
+                         ("limit", "\uff11")):
+            resp = c.get("/admin/v1/events", params={key: bad}, auth=ADMIN)
+            assert resp.status_code == 400, (key, bad)
+            assert resp.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+        assert c.get("/admin/v1/events", params={"limit": 0, "wait": "0.5"},
+                     auth=ADMIN).status_code == 200
         head = c.get("/admin/v1/events", params={"limit": 0}, auth=ADMIN).json()["head"]
         ahead = c.get("/admin/v1/events", params={"after": head + 10}, auth=ADMIN)
         assert ahead.status_code == 410

@@ -35,7 +35,7 @@ These two need `registry:admin:*` (`auth.admin`).
 from __future__ import annotations
 
 import json
-import math
+import re
 from typing import Any
 
 from aiohttp import web
@@ -70,17 +70,20 @@ def _cursor(text: str) -> int:
     return int(text)
 
 
+_INTEGER = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
 def _number(query: Any, key: str, default: float, *, integer: bool) -> float:
+    """A query number in plain ASCII digits (Python's `int`/`float` also took `1_0`,
+    ` 1`, `1e3`, `inf` or other scripts' digits); PaginationInvalid otherwise."""
     text = query.get(key)
     if text is None:
         return default
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
-        value = -1
-    if value < 0 or not math.isfinite(value):
+    shape = _INTEGER if integer else _DECIMAL
+    if not shape.fullmatch(text) or len(text) > 30:
         raise PaginationInvalid(f"{key} must be a non-negative number, not {text[:20]!r}")
-    return value
+    return int(text) if integer else float(text)
 
 
 async def events(request: web.Request, _match: Match) -> web.StreamResponse:
