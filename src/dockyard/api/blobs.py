@@ -69,7 +69,7 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
             assert sock is not None
             await send_file(request, resp, sock, body.path, body.offset, body.length)
         else:
-            await stream(request, resp, body.chunks)
+            await stream(request, resp, body.chunks, count)
     except FileNotFoundError:
         if resp.prepared:
             raise
@@ -78,16 +78,43 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
         log.error("blob %s of %s: its bytes are missing from storage; run `dockyard "
                   "fsck` (it marks such blobs, so a push stores them again)", digest, name)
         raise BlobUnknown(f"blob {digest} is not stored", {"digest": str(digest)}) from None
+    except ShortBody as exc:
+        # fewer bytes stored than recorded (a file truncated under the storage tree)
+        log.error("blob %s of %s: storage holds only %d of the %d bytes from %d; run "
+                  "`dockyard fsck` (it marks such blobs, so a push stores them again)",
+                  digest, name, exc.sent, count, start)
+        if not resp.prepared:
+            raise BlobUnknown(f"blob {digest} is not stored whole",
+                              {"digest": str(digest)}) from None
+        cut(request, resp)
     return resp
 
 
+class ShortBody(Exception):
+    """The store ended a blob's bytes before the Content-Length sent (or to send)."""
+
+    def __init__(self, sent: int) -> None:
+        super().__init__(f"the store ended the body after {sent} bytes")
+        self.sent = sent
+
+
+def cut(request: web.Request, resp: web.StreamResponse) -> None:
+    """Drop the connection now, unsent bytes and all: a body shorter than its
+    Content-Length must never be followed by another response on the same connection
+    (the client would read that response as the rest of this body)."""
+    resp.force_close()
+    if request.transport is not None:
+        request.transport.abort()
+
+
 async def stream(request: web.Request, resp: web.StreamResponse,
-                 chunks: AsyncIterator[bytes]) -> None:
-    """Send a blob the store streams: its first `PREFETCH` bytes are read before the
-    status goes out, so a store that cannot answer gets the client a clean 503 (and a
-    blob that small is sent whole or not at all). Past that the status is sent: a store
-    failing mid-body cuts the connection, so the client sees a short body, never
-    another response's bytes inside this one."""
+                 chunks: AsyncIterator[bytes], count: int) -> None:
+    """Send the `count` bytes of a blob the store streams: its first `PREFETCH` bytes
+    are read before the status goes out, so a store that cannot answer gets the client
+    a clean 503 (and a blob that small is sent whole or not at all). Past that the
+    status is sent: a store failing mid-body cuts the connection, so the client sees a
+    short body, never another response's bytes inside this one. Bytes are counted:
+    a store that ends early raises `ShortBody`."""
     head: list[bytes] = []
     held = 0
     async for data in chunks:  # a store error here is answered 503 by `dispatch`
@@ -95,19 +122,26 @@ async def stream(request: web.Request, resp: web.StreamResponse,
         held += len(data)
         if held >= PREFETCH:
             break
+    if held < PREFETCH and held != count:
+        raise ShortBody(held)
     await resp.prepare(request)
+    sent = 0
     try:
         for data in head:
             await resp.write(data)
+            sent += len(data)
         del head
         if held >= PREFETCH:
             async for data in chunks:
                 await resp.write(data)
+                sent += len(data)
     except RegistryError as exc:
         log.warning("%s %s: cut after the status was sent: %s", request.method,
                     request.path, exc)
         resp.force_close()  # the connection closes after this short body
         return
+    if sent != count:
+        raise ShortBody(sent)
     await resp.write_eof()
 
 

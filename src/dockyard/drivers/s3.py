@@ -290,8 +290,16 @@ class S3Driver(Driver):
                 return
         else:
             if not _layout(response, self.chunksize)[0]:
+                # every byte the store said it sends (a length past the end stops at
+                # the end), as `_range` checks: never a short body taken as whole
+                want = int(response["ContentLength"])
+                got = 0
                 async for chunk in self._stream(response, key):
+                    got += len(chunk)
                     yield chunk
+                if got != want:
+                    raise DriverError(f"S3 {self.bucket}: {name} gave {got} of the {want} "
+                                      f"bytes from {offset} it announced")
                 return
             response["Body"].close()
             session = await self._head(name)

@@ -1,0 +1,197 @@
+"""Blob downloads that go wrong on the way: bytes missing from storage, and what the
+connection looks like afterwards.
+
+A blob whose stored bytes are fewer than recorded is never sent short on a connection
+that stays open (a pipelined next response would be read as the rest of its body).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.s3 import S3Server, running_s3
+from tests.support.servers import Server, start_dockyard
+
+MIB = 1024 * 1024
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def push(url: str, repo: str, data: bytes) -> str:
+    """A monolithic POST of `data` as a blob of `repo`; its digest."""
+    digest = digest_of(data)
+    r = httpx.post(f"{url}/v2/{repo}/blobs/uploads/", params={"digest": digest},
+                   content=data, timeout=120)
+    assert r.status_code == 201, r.text
+    return digest
+
+
+def blob_file(data: Path, digest: str) -> Path:
+    hexa = digest.split(":", 1)[1]
+    return data / "blobs" / "sha256" / hexa[:2] / hexa / "data"
+
+
+def get_line(repo: str, digest: str, extra: str = "") -> bytes:
+    return (f"GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: registry\r\n{extra}\r\n"
+            ).encode()
+
+
+def stalled_socket(port: int, request: bytes) -> socket.socket:
+    """A connection that sends `request` and then reads nothing (a tiny receive
+    buffer, so the server's writes back up at once)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    return sock
+
+
+def read_to_eof(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes the connection (True), or until
+    `timeout` passes with the connection still open (False)."""
+    sock.settimeout(timeout)
+    got = bytearray()
+    try:
+        while chunk := sock.recv(1 << 20):
+            got += chunk
+    except TimeoutError:
+        return bytes(got), False
+    except ConnectionResetError:
+        pass
+    return bytes(got), True
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-cased names) and what follows the header of the first
+    response in `raw`."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, rest
+
+
+# --- stored bytes shorter than recorded ------------------------------------------------
+
+
+@pytest.fixture
+def fs_server(tmp_path: Path) -> Iterator[Server]:
+    server = start_dockyard(tmp_path / "data")
+    yield server
+    server.stop()
+
+
+def test_truncated_small_blob_is_unknown_and_the_connection_goes_on(fs_server: Server
+                                                                     ) -> None:
+    """A blob cut short before the status is sent: 404 BLOB_UNKNOWN, and the next
+    request on the same connection is answered as its own response."""
+    repo = f"downloads/short-{uuid.uuid4().hex[:8]}"
+    digest = push(fs_server.url, repo, os.urandom(100_000))
+    os.truncate(blob_file(fs_server.data, digest), 50_000)
+    with socket.create_connection(("127.0.0.1", fs_server.port), timeout=10) as sock:
+        sock.sendall(get_line(repo, digest) + b"GET /v2/ HTTP/1.1\r\nHost: r\r\n"
+                     b"Connection: close\r\n\r\n")
+        raw, closed = read_to_eof(sock, 10)
+    assert closed
+    status, headers, rest = split_response(raw)
+    assert status == 404, raw[:500]
+    body = rest[:int(headers["content-length"])]
+    assert b"BLOB_UNKNOWN" in body
+    second, _, _ = split_response(rest[len(body):])
+    assert second == 200
+    assert "50000 of the 100000 bytes" in fs_server.log.read_text()
+
+
+def test_blob_truncated_while_sent_closes_the_connection(fs_server: Server) -> None:
+    """The file shrinks while its body goes out (the status is sent): the client gets
+    fewer bytes than Content-Length and the connection closes; the pipelined request
+    behind it is never answered inside that body."""
+    repo = f"downloads/cut-{uuid.uuid4().hex[:8]}"
+    size = 64 * MIB
+    digest = push(fs_server.url, repo, os.urandom(size))
+    sock = stalled_socket(fs_server.port, get_line(repo, digest)
+                          + b"GET /v2/ HTTP/1.1\r\nHost: r\r\n\r\n")
+    with sock:
+        time.sleep(1.0)  # the server sent what the socket buffers hold, and waits
+        os.truncate(blob_file(fs_server.data, digest), 32 * MIB)
+        raw, closed = read_to_eof(sock, 20)
+    assert closed, "the connection stayed open after a short body"
+    status, headers, rest = split_response(raw)
+    assert status == 200
+    assert int(headers["content-length"]) == size
+    assert len(rest) < size
+    assert b"HTTP/1.1 200" not in rest
+    assert f"of the {size} bytes from 0" in fs_server.log.read_text()
+
+
+# --- on S3: short objects --------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with running_s3() as server:
+        yield server
+
+
+def s3_server(tmp_path: Path, s3: S3Server, **http: object) -> tuple[Server, str]:
+    storage = s3.storage_section()
+    config = tmp_path / "s3.yml"
+    config.write_text(yaml.safe_dump({"storage": storage, "http": http,
+                                      "log": {"level": "info"}}))
+    return start_dockyard(tmp_path / "data", config=config), storage["s3"]["rootdirectory"]
+
+
+def test_truncated_object_on_s3_closes_the_connection(tmp_path: Path, s3: S3Server
+                                                       ) -> None:
+    """An object shorter than its blob's recorded size (rewritten in the bucket): the
+    body is cut and the connection closed, no pipelined response inside it."""
+    server, root = s3_server(tmp_path, s3)
+    try:
+        repo = f"downloads/s3short-{uuid.uuid4().hex[:8]}"
+        size = 3 * MIB
+        digest = push(server.url, repo, os.urandom(size))
+        hexa = digest.split(":", 1)[1]
+        key = f"{root}/blobs/sha256/{hexa[:2]}/{hexa}/data"
+        _put_object(s3, key, os.urandom(MIB))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(get_line(repo, digest) + b"GET /v2/ HTTP/1.1\r\nHost: r\r\n\r\n")
+            raw, closed = read_to_eof(sock, 20)
+        assert closed, "the connection stayed open after a short body"
+        status, headers, rest = split_response(raw)
+        assert status == 200
+        assert int(headers["content-length"]) == size
+        assert len(rest) == MIB
+        assert f"of the {size} bytes from 0" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+def _put_object(s3: S3Server, key: str, data: bytes) -> None:
+    import asyncio
+
+    from dockyard.drivers.s3 import S3Driver
+
+    async def put() -> None:
+        settings = s3.settings(rootdirectory="")
+        driver = S3Driver(settings)
+        try:
+            client = await driver._s3()
+            await client.put_object(Bucket=settings.bucket, Key=key, Body=data)
+        finally:
+            await driver.close()
+
+    asyncio.run(put())
