@@ -1,8 +1,10 @@
-"""Blob downloads that go wrong on the way: bytes missing from storage, and what the
-connection looks like afterwards.
+"""Blob downloads that go wrong on the way: bytes missing from storage, clients that stop
+reading, and what the connection looks like afterwards.
 
 A blob whose stored bytes are fewer than recorded is never sent short on a connection
-that stays open (a pipelined next response would be read as the rest of its body).
+that stays open (a pipelined next response would be read as the rest of its body);
+clients that never read what they asked for are cut off after `http.body_timeout` and
+cannot take the object store's connections from everyone else.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -138,7 +141,7 @@ def test_blob_truncated_while_sent_closes_the_connection(fs_server: Server) -> N
     assert f"of the {size} bytes from 0" in fs_server.log.read_text()
 
 
-# --- on S3: short objects --------------------------------
+# --- on S3: short objects, and clients that never read --------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +198,65 @@ def _put_object(s3: S3Server, key: str, data: bytes) -> None:
             await driver.close()
 
     asyncio.run(put())
+
+
+def test_stalled_downloads_leave_the_store_to_other_requests(tmp_path: Path, s3: S3Server
+                                                              ) -> None:
+    """70 GETs of a 40 MiB blob whose clients never read: an upload and a ranged GET
+    of another client are answered at once meanwhile (the stalled bodies cannot take
+    every pooled S3 connection), and the stalled clients are cut off once
+    `http.body_timeout` passes, so a whole GET gets its turn."""
+    # one client address opens them all: no cap on its unauthenticated connections
+    server, _ = s3_server(tmp_path, s3, body_timeout="4s", unauthenticated_connections=0)
+    try:
+        repo = f"downloads/stall-{uuid.uuid4().hex[:8]}"
+        data = os.urandom(40 * MIB)
+        digest = push(server.url, repo, data)
+        small = os.urandom(MIB)
+        other = push(server.url, repo, small)
+        stalled = [stalled_socket(server.port, get_line(repo, digest)) for _ in range(70)]
+        try:
+            time.sleep(1.5)  # every stalled GET is under way, its socket full
+            began = time.monotonic()
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                r = client.get(f"/v2/{repo}/blobs/{digest}",
+                               headers={"Range": "bytes=1000-1999"})
+                assert r.status_code == 206
+                assert r.content == data[1000:2000]
+                r = client.head(f"/v2/{repo}/blobs/{other}")
+                assert r.status_code == 200
+                r = client.post(f"/v2/{repo}/blobs/uploads/")
+                assert r.status_code == 202
+                r = client.patch(r.headers["Location"], content=os.urandom(6 * MIB),
+                                 headers={"Content-Type": "application/octet-stream"})
+                assert r.status_code == 202, r.text
+            took = time.monotonic() - began
+            assert took < 3.0, f"other requests waited {took:.1f} s"
+            # a whole GET waits for a streaming slot: the stalled ones free theirs
+            r = httpx.get(f"{server.url}/v2/{repo}/blobs/{other}", timeout=30)
+            assert r.status_code == 200
+            assert r.content == small
+            # past the body timeout the stalled clients are cut off, the connection
+            # closed with most of the body unsent
+            done: list[tuple[bytes, bool]] = []
+            lock = threading.Lock()
+
+            def drain(sock: socket.socket) -> None:
+                time.sleep(6.0)
+                got = read_to_eof(sock, 20)
+                with lock:
+                    done.append(got)
+
+            threads = [threading.Thread(target=drain, args=(s,)) for s in stalled]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert all(closed for _, closed in done)
+            assert all(len(raw) < len(data) for raw, _ in done)
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert "the client took no byte for 4s" in server.log.read_text()
+    finally:
+        server.stop()

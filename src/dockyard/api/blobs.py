@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dockyard.api.bodies import body_timeout
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
 from dockyard.api.ranges import parse_range
@@ -114,35 +116,64 @@ async def stream(request: web.Request, resp: web.StreamResponse,
     a clean 503 (and a blob that small is sent whole or not at all). Past that the
     status is sent: a store failing mid-body cuts the connection, so the client sees a
     short body, never another response's bytes inside this one. Bytes are counted:
-    a store that ends early raises `ShortBody`."""
-    head: list[bytes] = []
-    held = 0
-    async for data in chunks:  # a store error here is answered 503 by `dispatch`
-        head.append(data)
-        held += len(data)
-        if held >= PREFETCH:
-            break
-    if held < PREFETCH and held != count:
-        raise ShortBody(held)
-    await resp.prepare(request)
-    sent = 0
+    a store that ends early raises `ShortBody`.
+
+    A client that takes no byte for `http.body_timeout` is cut off (the connection is
+    dropped), so it cannot hold the store's stream (an S3 connection), its buffers or
+    this request for good. The store's stream is closed on the way out either way."""
+    seconds = body_timeout(request)
     try:
-        for data in head:
-            await resp.write(data)
-            sent += len(data)
-        del head
-        if held >= PREFETCH:
-            async for data in chunks:
-                await resp.write(data)
+        head: list[bytes] = []
+        held = 0
+        async for data in chunks:  # a store error here is answered 503 by `dispatch`
+            head.append(data)
+            held += len(data)
+            if held >= PREFETCH:
+                break
+        if held < PREFETCH and held != count:
+            raise ShortBody(held)
+        await resp.prepare(request)
+        sent = 0
+        try:
+            for data in head:
+                await _write(resp, data, seconds)
                 sent += len(data)
-    except RegistryError as exc:
-        log.warning("%s %s: cut after the status was sent: %s", request.method,
-                    request.path, exc)
-        resp.force_close()  # the connection closes after this short body
-        return
-    if sent != count:
-        raise ShortBody(sent)
-    await resp.write_eof()
+            del head
+            if held >= PREFETCH:
+                async for data in chunks:
+                    await _write(resp, data, seconds)
+                    sent += len(data)
+        except RegistryError as exc:
+            log.warning("%s %s: cut after the status was sent: %s", request.method,
+                        request.path, exc)
+            resp.force_close()  # the connection closes after this short body
+            return
+        if sent != count:
+            raise ShortBody(sent)
+        await _write(resp, b"", seconds, eof=True)
+    except Stalled:
+        log.info("%s %s: the client took no byte for %gs; closing the connection",
+                 request.method, request.path, seconds)
+        cut(request, resp)
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class Stalled(Exception):
+    """The client took no byte of a response body for `http.body_timeout`."""
+
+
+async def _write(resp: web.StreamResponse, data: bytes, seconds: float, *,
+                 eof: bool = False) -> None:
+    """`resp.write(data)` (with `eof`, `resp.write_eof()`), or `Stalled` when the
+    client takes none of it within `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            await (resp.write_eof() if eof else resp.write(data))
+    except TimeoutError:
+        raise Stalled from None
 
 
 async def delete_blob(request: web.Request, match: Match) -> web.StreamResponse:

@@ -24,13 +24,15 @@ class BodyStalled(Exception):
         self.seconds = seconds
 
 
-def _timeout(request: web.Request) -> float:
-    return request.app[SETTINGS].http.body_timeout.total_seconds()
+def body_timeout(request: web.Request) -> float:
+    """`http.body_timeout` in seconds: how long a request body may send no byte, and
+    a response body (a blob download) may go untaken by its client."""
+    return request.config_dict[SETTINGS].http.body_timeout.total_seconds()
 
 
 async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     """The request body as it arrives (Content-Length or chunked), never buffered whole."""
-    seconds = _timeout(request)
+    seconds = body_timeout(request)
     content = request.content
     while True:
         try:

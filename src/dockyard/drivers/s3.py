@@ -51,10 +51,21 @@ _CONNECT_TIMEOUT = 5
 #: calls that must not be retried blindly: a retry would create a second multipart
 #: upload, or find the completed one gone
 _NOT_IDEMPOTENT = frozenset({"create_multipart_upload", "complete_multipart_upload"})
-#: server-side copies: no deadline but `readtimeout`
+#: server-side copies: their deadline grows with the bytes the store copies
 _COPYING = frozenset({"copy_object", "upload_part_copy", "complete_multipart_upload"})
-#: the slowest a request body may go to the store (bytes/s) before its call times out
+#: the slowest a request body may go to the store, or the store may copy one (bytes/s),
+#: before its call times out
 _MIN_RATE = 1024 * 1024
+#: connections in the pool of each client
+_POOL = 64
+#: GETs whose bodies are being streamed at once (each holds a pooled connection while
+#: its reader takes the bytes, at the pace of a client downloading them): fewer than
+#: `_POOL`, so the other calls (uploads, HEADs, the purge job) always find a connection
+_STREAMS = _POOL - 16
+#: a read of at most this many bytes takes no `_STREAMS` slot: its body fits the HTTP
+#: client's buffers, and the blob GET takes this much whole before it sends a byte
+#: (`api.blobs.PREFETCH`), so its connection goes back to the pool at once
+_SMALL_READ = 256 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 #: names of part objects (`<session key>.parts/<n>`): the driver's own, never listed
 _PART_NAME = re.compile(r"\.parts/\d+$")
@@ -129,6 +140,7 @@ class S3Driver(Driver):
         self._once: Any = None
         self._opening = asyncio.Lock()
         self._tails = _Tails(_TAIL_CACHE)
+        self._streams = asyncio.Semaphore(_STREAMS)
 
     # --- plumbing ------------------------------------------------------------
 
@@ -141,7 +153,7 @@ class S3Driver(Driver):
             connect_timeout=_CONNECT_TIMEOUT,
             read_timeout=self.settings.readtimeout.total_seconds(),
             retries={"mode": "standard", "total_max_attempts": attempts},
-            max_pool_connections=64,
+            max_pool_connections=_POOL,
             s3={"addressing_style": "path" if self.settings.forcepathstyle else "auto"},
             # plain payload hashing: what every S3-compatible store understands
             request_checksum_calculation="when_required",
@@ -174,26 +186,26 @@ class S3Driver(Driver):
             use_ssl=self.settings.secure, verify=not self.settings.skipverify,
             config=self._config(attempts), **kwargs))
 
-    def _deadline(self, operation: str, params: dict[str, Any]) -> float | None:
-        """How long a call may take with its retries, body included; None for the
-        server-side copies, bounded by `readtimeout` alone (a store copying a big
-        object may keep the connection alive for minutes while it works)."""
-        if operation in _COPYING:
-            return None
+    def _deadline(self, params: dict[str, Any], copied: int) -> float:
+        """How long a call may take with its retries, body included; a server-side
+        copy of `copied` bytes as long as sending them would (a store copying a big
+        object may keep the connection alive for minutes while it works, answering
+        nothing that `readtimeout` would see)."""
         body = params.get("Body")
-        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        size = len(body) if isinstance(body, (bytes, bytearray)) else copied
         return _ATTEMPTS * self.settings.readtimeout.total_seconds() + size / _MIN_RATE
 
-    async def _call(self, operation: str, **params: Any) -> Any:
+    async def _call(self, operation: str, *, copied: int = 0, **params: Any) -> Any:
         """Run one S3 call; a missing key raises FileNotFoundError, any other fault
         (unreachable, 5xx, refused, no answer by the call's deadline) `DriverError`.
+        A server-side copy says how many bytes it copies (`copied`): its deadline.
 
         Idempotent calls are retried with backoff; creating and completing a
         multipart upload are not (a retried completion that had succeeded would say
         the upload is unknown): a failed publish is retried whole by its client.
         """
         client = await self._s3(once=operation in _NOT_IDEMPOTENT)
-        deadline = self._deadline(operation, params)
+        deadline = self._deadline(params, copied)
         try:
             # a write to a store that stopped reading is bounded by nothing else
             async with asyncio.timeout(deadline):
@@ -203,9 +215,8 @@ class S3Driver(Driver):
                 raise FileNotFoundError(str(exc)) from exc
             raise DriverError(f"S3 {self.bucket}: {exc}") from exc
         except TimeoutError as exc:
-            within = f" within its {deadline:.0f} s" if deadline is not None else ""
-            raise DriverError(f"S3 {self.bucket}: {operation} got no answer{within}"
-                              ) from exc
+            raise DriverError(f"S3 {self.bucket}: {operation} got no answer within its "
+                              f"{deadline:.0f} s") from exc
         except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
             raise DriverError(f"S3 {self.bucket}: {type(exc).__name__}: {exc}") from exc
 
@@ -223,6 +234,26 @@ class S3Driver(Driver):
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise DriverError(f"S3 {self.bucket}: read of {key} cut: {exc}") from exc
 
+    @contextlib.asynccontextmanager
+    async def _stream_slot(self, key: str, small: bool) -> AsyncIterator[None]:
+        """One of the `_STREAMS` GET bodies that may be streamed at once, waited for
+        at most `readtimeout` (then a DriverError: the store is busy for this process);
+        nothing for a `small` read."""
+        if small:
+            yield
+            return
+        seconds = self.settings.readtimeout.total_seconds()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._streams.acquire()
+        except TimeoutError:
+            raise DriverError(f"S3 {self.bucket}: read of {key}: all {_STREAMS} streamed "
+                              f"reads stayed busy for {seconds:g} s") from None
+        try:
+            yield
+        finally:
+            self._streams.release()
+
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"invalid storage key {key!r}")
@@ -236,7 +267,7 @@ class S3Driver(Driver):
         """The object holding part `number` (from 1) of the session at `name`."""
         return f"{name}.parts/{number:05d}"
 
-    def _class(self) -> dict[str, str]:
+    def _class(self) -> dict[str, Any]:
         cls = self.settings.storageclass
         return {} if cls in ("STANDARD", "NONE", "") else {"StorageClass": cls}
 
@@ -277,36 +308,38 @@ class S3Driver(Driver):
             if await self._head(name) is None:
                 raise FileNotFoundError(key)
             return
-        end = "" if length is None else str(offset + length - 1)
-        session: dict[str, Any] | None = None
-        try:  # one GET for a published object; a session's tail says it has parts
-            response = await self._call("get_object", Key=name, Range=f"bytes={offset}-{end}")
-        except DriverError as exc:
-            cause = exc.__cause__
-            if not (isinstance(cause, ClientError) and _code(cause) == "InvalidRange"):
-                raise
-            session = await self._head(name)  # past the end: of the tail, or of it all?
-            if session is None or not _layout(session, self.chunksize)[0]:
-                return
-        else:
-            if not _layout(response, self.chunksize)[0]:
-                # every byte the store said it sends (a length past the end stops at
-                # the end), as `_range` checks: never a short body taken as whole
-                want = int(response["ContentLength"])
-                got = 0
-                async for chunk in self._stream(response, key):
-                    got += len(chunk)
-                    yield chunk
-                if got != want:
-                    raise DriverError(f"S3 {self.bucket}: {name} gave {got} of the {want} "
-                                      f"bytes from {offset} it announced")
-                return
-            response["Body"].close()
-            session = await self._head(name)
-            if session is None:
-                raise FileNotFoundError(key)
-        async for chunk in self._read_session(key, name, session, offset, length):
-            yield chunk
+        small = length is not None and length <= _SMALL_READ
+        async with self._stream_slot(key, small):  # held until the stream is closed
+            end = "" if length is None else str(offset + length - 1)
+            session: dict[str, Any] | None = None
+            try:  # one GET for a published object; a session's tail says it has parts
+                response = await self._call("get_object", Key=name, Range=f"bytes={offset}-{end}")
+            except DriverError as exc:
+                cause = exc.__cause__
+                if not (isinstance(cause, ClientError) and _code(cause) == "InvalidRange"):
+                    raise
+                session = await self._head(name)  # past the end: of the tail, or of it all?
+                if session is None or not _layout(session, self.chunksize)[0]:
+                    return
+            else:
+                if not _layout(response, self.chunksize)[0]:
+                    # every byte the store said it sends (a length past the end stops at
+                    # the end), as `_range` checks: never a short body taken as whole
+                    want = int(response["ContentLength"])
+                    got = 0
+                    async for chunk in self._stream(response, key):
+                        got += len(chunk)
+                        yield chunk
+                    if got != want:
+                        raise DriverError(f"S3 {self.bucket}: {name} gave {got} of the {want} "
+                                          f"bytes from {offset} it announced")
+                    return
+                response["Body"].close()
+                session = await self._head(name)
+                if session is None:
+                    raise FileNotFoundError(key)
+            async for chunk in self._read_session(key, name, session, offset, length):
+                yield chunk
 
     async def _read_session(self, key: str, name: str, head: dict[str, Any], offset: int,
                             length: int | None) -> AsyncIterator[bytes]:
@@ -404,24 +437,27 @@ class S3Driver(Driver):
         base, part, tail = _layout(head, self.chunksize)
         if not base:  # under one part (< 5 GiB, the most CopyObject takes)
             await self._call("copy_object", Key=target, MetadataDirective="REPLACE",
+                copied=tail,
                 CopySource={"Bucket": self.bucket, "Key": source}, **self._class())
             return
-        sources = [self._part_key(source, n) for n in range(1, base // part + 1)]
-        sources += [source] if tail else []
+        sources = [(self._part_key(source, n), part) for n in range(1, base // part + 1)]
+        sources += [(source, tail)] if tail else []
         created = await self._call("create_multipart_upload", Key=target, **self._class())
         upload, gate = created["UploadId"], asyncio.Semaphore(_COPIES)
 
-        async def copy(number: int, name: str) -> dict[str, Any]:
+        async def copy(number: int, name: str, size: int) -> dict[str, Any]:
             async with gate:
                 done = await self._call(
                     "upload_part_copy", Key=target, UploadId=upload, PartNumber=number,
-                    CopySource={"Bucket": self.bucket, "Key": name})
+                    CopySource={"Bucket": self.bucket, "Key": name}, copied=size)
             return {"PartNumber": number, "ETag": done["CopyPartResult"]["ETag"]}
 
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(copy(n, s)) for n, s in enumerate(sources, 1)]
+                tasks = [group.create_task(copy(n, name, size))
+                         for n, (name, size) in enumerate(sources, 1)]
             await self._call("complete_multipart_upload", Key=target, UploadId=upload,
+                copied=base + tail,
                 MultipartUpload={"Parts": [t.result() for t in tasks]})
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -506,7 +542,7 @@ class S3Driver(Driver):
     async def _multipart_uploads(self, prefix: str) -> AsyncIterator[dict[str, Any]]:
         """The multipart uploads in progress at names starting with `prefix`
         (ListMultipartUploads, page by page)."""
-        kwargs: dict[str, str] = {}
+        kwargs: dict[str, Any] = {}
         while True:
             page = await self._call("list_multipart_uploads", Prefix=prefix, **kwargs)
             for upload in page.get("Uploads", []):
@@ -518,7 +554,7 @@ class S3Driver(Driver):
 
     async def _names(self, prefix: str) -> AsyncIterator[str]:
         """Every object name starting with `prefix` (ListObjectsV2, page by page)."""
-        token: dict[str, str] = {}
+        token: dict[str, Any] = {}
         while True:
             page = await self._call("list_objects_v2", Prefix=prefix, **token)
             for obj in page.get("Contents", []):
@@ -758,6 +794,7 @@ class _S3Staged(Staged):
                 self._pending.clear()
             await self._taken_in()
             await d._call("complete_multipart_upload", Key=self._name, UploadId=self._upload,
+                          copied=self._written,
                           MultipartUpload={"Parts": self._parts})
         self._upload = None
         self._pending = bytearray()

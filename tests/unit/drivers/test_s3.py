@@ -881,3 +881,27 @@ async def test_a_body_cut_midway_is_a_driver_error_after_the_bytes_received(
             assert got == data[:len(got)]
         finally:
             await driver.close()
+
+
+async def test_a_server_side_copy_that_never_ends_is_a_driver_error(s3: S3Server) -> None:
+    """A store that keeps a copy's connection alive without ever finishing it (S3
+    sends keep-alive whitespace while it copies, which no read timeout sees): the
+    publish fails with a DriverError by the copy's deadline (3 attempts of
+    `readtimeout`, plus a second per MiB copied), it does not wait for good."""
+    driver = S3Driver(s3.settings(readtimeout="1s"))
+    client = await driver._s3()
+
+    async def copying_forever(**params: Any) -> Any:
+        await asyncio.Event().wait()
+
+    try:
+        writer = await driver.writer("uploads/endless", 0)
+        await writer.write(b"x" * 1000)
+        await writer.close()
+        client.copy_object = copying_forever
+        began = time.monotonic()
+        with pytest.raises(DriverError, match="copy_object got no answer within its 3 s"):
+            await asyncio.wait_for(driver.move("uploads/endless", "blobs/endless"), 20)
+        assert time.monotonic() - began < 5
+    finally:
+        await driver.close()
