@@ -141,6 +141,67 @@ def test_blob_truncated_while_sent_closes_the_connection(fs_server: Server) -> N
     assert f"of the {size} bytes from 0" in fs_server.log.read_text()
 
 
+# --- zero-copy sends from local files --------------------------------------------------
+
+
+def sendfile_bytes(url: str) -> float:
+    """`dockyard_sendfile_bytes_total` as the server reports it (0 before any)."""
+    r = httpx.get(f"{url}/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    for line in r.text.splitlines():
+        if line.startswith("dockyard_sendfile_bytes_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_filesystem_blob_gets_go_out_with_sendfile(fs_server: Server) -> None:
+    """Whole and ranged GETs of a blob on the filesystem are sent by the kernel from
+    the file (the sendfile byte counter grows by each body), with the right bytes."""
+    repo = f"downloads/sendfile-{uuid.uuid4().hex[:8]}"
+    data = os.urandom(5 * MIB + 123)
+    digest = push(fs_server.url, repo, data)
+    size = len(data)
+    before = sendfile_bytes(fs_server.url)
+    url = f"{fs_server.url}/v2/{repo}/blobs/{digest}"
+    expected = 0
+    with httpx.Client(timeout=30) as client:
+        r = client.get(url)
+        assert r.status_code == 200
+        assert r.content == data
+        expected += size
+        for header, start, end in [("bytes=0-0", 0, 0), ("bytes=1000-1999", 1000, 1999),
+                                   (f"bytes={size - 10}-{size - 1}", size - 10, size - 1),
+                                   ("bytes=-7", size - 7, size - 1),
+                                   ("bytes=4000000-", 4000000, size - 1)]:
+            r = client.get(url, headers={"Range": header})
+            assert r.status_code == 206, header
+            assert r.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+            assert r.content == data[start:end + 1], header
+            expected += end + 1 - start
+    assert sendfile_bytes(fs_server.url) - before == expected
+
+
+def test_a_client_that_stops_reading_a_local_file_is_cut_off(tmp_path: Path) -> None:
+    """A GET whose client never reads: the server stops waiting for it after
+    `http.body_timeout` and closes the connection (no wait without end)."""
+    config = tmp_path / "fs.yml"
+    config.write_text(yaml.safe_dump({"http": {"body_timeout": "2s"}}))
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        repo = f"downloads/stop-{uuid.uuid4().hex[:8]}"
+        size = 64 * MIB
+        digest = push(server.url, repo, os.urandom(size))
+        with stalled_socket(server.port, get_line(repo, digest)) as sock:
+            time.sleep(4.0)
+            raw, closed = read_to_eof(sock, 10)
+        assert closed, "the server still waits for a client that does not read"
+        assert len(raw) < size
+        assert "the client took no byte for 2s" in server.log.read_text()
+        assert sendfile_bytes(server.url) > 0  # sent by the kernel, up to the stall
+    finally:
+        server.stop()
+
+
 # --- on S3: short objects, and clients that never read --------------------------------
 
 

@@ -12,7 +12,7 @@ from dockyard.api.bodies import body_timeout
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
 from dockyard.api.ranges import parse_range
-from dockyard.api.sendfile import send_file, usable
+from dockyard.api.sendfile import ShortBody, Stalled, send_file, usable
 from dockyard.core.blobs import BlobService, LocalFile, Redirect
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, RegistryError
@@ -63,15 +63,17 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
         return resp
     sock = usable(request)
     body = await blobs.open(info, start, count, local=sock is not None)
+    seconds = body_timeout(request)
     if isinstance(body, Redirect):
         return web.Response(status=307, headers={**headers, "Location": body.url,
                                                  "Content-Length": "0"})
     try:
         if isinstance(body, LocalFile):
             assert sock is not None
-            await send_file(request, resp, sock, body.path, body.offset, body.length)
+            await send_file(request, resp, sock, body.path, body.offset, body.length,
+                            seconds)
         else:
-            await stream(request, resp, body.chunks, count)
+            await stream(request, resp, body.chunks, count, seconds)
     except FileNotFoundError:
         if resp.prepared:
             raise
@@ -89,15 +91,11 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
             raise BlobUnknown(f"blob {digest} is not stored whole",
                               {"digest": str(digest)}) from None
         cut(request, resp)
+    except Stalled:
+        log.info("%s %s: the client took no byte for %gs; closing the connection",
+                 request.method, request.path, seconds)
+        cut(request, resp)
     return resp
-
-
-class ShortBody(Exception):
-    """The store ended a blob's bytes before the Content-Length sent (or to send)."""
-
-    def __init__(self, sent: int) -> None:
-        super().__init__(f"the store ended the body after {sent} bytes")
-        self.sent = sent
 
 
 def cut(request: web.Request, resp: web.StreamResponse) -> None:
@@ -110,7 +108,7 @@ def cut(request: web.Request, resp: web.StreamResponse) -> None:
 
 
 async def stream(request: web.Request, resp: web.StreamResponse,
-                 chunks: AsyncIterator[bytes], count: int) -> None:
+                 chunks: AsyncIterator[bytes], count: int, seconds: float) -> None:
     """Send the `count` bytes of a blob the store streams: its first `PREFETCH` bytes
     are read before the status goes out, so a store that cannot answer gets the client
     a clean 503 (and a blob that small is sent whole or not at all). Past that the
@@ -118,10 +116,10 @@ async def stream(request: web.Request, resp: web.StreamResponse,
     short body, never another response's bytes inside this one. Bytes are counted:
     a store that ends early raises `ShortBody`.
 
-    A client that takes no byte for `http.body_timeout` is cut off (the connection is
-    dropped), so it cannot hold the store's stream (an S3 connection), its buffers or
-    this request for good. The store's stream is closed on the way out either way."""
-    seconds = body_timeout(request)
+    A client that takes no byte for `seconds` (`http.body_timeout`) raises `Stalled`
+    (the caller drops the connection), so it cannot hold the store's stream (an S3
+    connection), its buffers or this request for good. The store's stream is closed
+    on the way out either way."""
     try:
         head: list[bytes] = []
         held = 0
@@ -151,18 +149,10 @@ async def stream(request: web.Request, resp: web.StreamResponse,
         if sent != count:
             raise ShortBody(sent)
         await _write(resp, b"", seconds, eof=True)
-    except Stalled:
-        log.info("%s %s: the client took no byte for %gs; closing the connection",
-                 request.method, request.path, seconds)
-        cut(request, resp)
     finally:
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()
-
-
-class Stalled(Exception):
-    """The client took no byte of a response body for `http.body_timeout`."""
 
 
 async def _write(resp: web.StreamResponse, data: bytes, seconds: float, *,

@@ -77,6 +77,9 @@ class Metrics:
                                 "Request body bytes received", ["route"], registry=r)
         self.bytes_out = Counter("dockyard_http_response_bytes",
                                  "Response bytes sent", ["route"], registry=r)
+        self.sendfile_bytes = Counter("dockyard_sendfile_bytes",
+                                      "Blob bytes the kernel sent from local files "
+                                      "(zero-copy sendfile)", registry=r)
         self.uploads_in_flight = Gauge("dockyard_uploads_in_flight",
                                        "Upload requests (PATCH, PUT, POST) writing now",
                                        multiprocess_mode="livesum", registry=r)
