@@ -5,6 +5,11 @@ which is atomic on POSIX filesystems; `move` fsyncs the directory it renames int
 published blob survives a power loss. With `direct_writes`, upload bytes in page-aligned
 buffers are written with O_DIRECT (`directio`), so a push does not fill the page cache.
 
+A failing filesystem is a `DriverError` (503 with Retry-After), as a failing object
+store is: any OSError but a missing key (FileNotFoundError, the contract's) and a full
+disk (ENOSPC, EDQUOT: `StorageFull`, 507, above the driver) — EIO, a data filesystem
+remounted read-only (EROFS), refused permissions — is raised as one (`_faults`).
+
 What can wait for the disk — fsync, reads and writes of large buffers, walking and
 removing trees — runs in worker threads. Opening and small writes run inline,
 as nginx does them: on a local filesystem they take microseconds, a tenth of what a
@@ -17,16 +22,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from dockyard.drivers import directio
-from dockyard.drivers.base import Driver, Writer
+from dockyard.drivers.base import Driver, DriverError, Writer
 
 _READ_CHUNK = 1024 * 1024
 INLINE_WRITE = 64 * 1024
@@ -40,6 +46,35 @@ VM's balloon has handed back to the host (cold, 2-2.5 CPU s/GB more to fill on t
 benchmark VM) or, on a fragmented host, from compaction. 64 KiB pieces cost a few more
 syscalls and kept a 256 MiB push at 1.5-1.9 instead of 3.6-4 CPU s/GB there."""
 T = TypeVar("T")
+P = ParamSpec("P")
+
+#: errors that mean a full disk: left as they are, `BlobStore` answers them 507
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _faults() -> Iterator[None]:
+    """Raise an OSError of the filesystem as a `DriverError` (a storage fault: 503),
+    but for a missing key (FileNotFoundError) and a full disk, which callers tell
+    apart."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) or exc.errno in _FULL:
+            raise
+        raise DriverError(f"filesystem: {exc}") from exc
+
+
+def _faulting(method: Callable[P, Coroutine[Any, Any, T]]
+              ) -> Callable[P, Coroutine[Any, Any, T]]:
+    """`method` with its OSErrors raised as `_faults` says."""
+
+    @functools.wraps(method)
+    async def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        with _faults():
+            return await method(*args, **kwargs)
+
+    return wrapped
 
 KEEP_TRYING = 10.0
 """Seconds `_in_dir` keeps making a directory that concurrent deletes keep pruning."""
@@ -64,6 +99,7 @@ class FilesystemWriter(Writer):
     def size(self) -> int:
         return self._size
 
+    @_faulting
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         if view.nbytes <= INLINE_WRITE and self._direct_fd is None:
@@ -92,6 +128,7 @@ class FilesystemWriter(Writer):
         if fd is not None:
             os.close(fd)
 
+    @_faulting
     async def close(self, *, sync: bool = False) -> None:
         if self._busy is not None and not self._busy.done():
             await asyncio.wait([self._busy])
@@ -156,6 +193,7 @@ class FilesystemDriver(Driver):
         self._path_check(key)
         return os.path.join(self._root, key)
 
+    @_faulting
     async def stat(self, key: str) -> int | None:
         self._path_check(key)
         try:  # a string path: pathlib's parsing cost more than the stat (fsck, import)
@@ -170,12 +208,14 @@ class FilesystemDriver(Driver):
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        fd = await asyncio.to_thread(self._open_file, key)
+        with _faults():
+            fd = await asyncio.to_thread(self._open_file, key)
         try:
             remaining = length
             while remaining is None or remaining > 0:
                 want = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
-                data = await asyncio.to_thread(os.pread, fd, want, offset)
+                with _faults():
+                    data = await asyncio.to_thread(os.pread, fd, want, offset)
                 if not data:
                     break
                 offset += len(data)
@@ -196,6 +236,7 @@ class FilesystemDriver(Driver):
             raise FileNotFoundError(key)
         return fd
 
+    @_faulting
     async def writer(self, key: str, offset: int = 0, *, resume: bool = False,
                      expect: int | None = None) -> Writer:
         path = self._file(key)
@@ -222,6 +263,7 @@ class FilesystemDriver(Driver):
         fd, direct = _open()
         return FilesystemWriter(fd, offset, direct)
 
+    @_faulting
     async def move(self, src: str, dst: str) -> None:
         source, target = self._file(src), self._file(dst)
         folder = os.path.dirname(target)
@@ -245,6 +287,7 @@ class FilesystemDriver(Driver):
 
         await asyncio.to_thread(_move)
 
+    @_faulting
     async def link_from(self, source: Driver, src: str, dst: str) -> bool:
         if not isinstance(source, FilesystemDriver):
             return False
@@ -261,6 +304,7 @@ class FilesystemDriver(Driver):
 
         return await asyncio.to_thread(_link)
 
+    @_faulting
     async def delete(self, key: str) -> None:
         path = self._path(key)
 
@@ -286,6 +330,7 @@ class FilesystemDriver(Driver):
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
+    @_faulting
     async def allocate(self, key: str, size: int) -> bool:
         path = self._path(key)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.drivers import filesystem
-from dockyard.drivers.base import Driver
+from dockyard.drivers.base import Driver, DriverError
 from dockyard.drivers.directio import ALIGN
 from dockyard.drivers.filesystem import FilesystemDriver, FilesystemWriter
 from dockyard.storage.buffers import BufferPool
@@ -199,3 +199,52 @@ def test_in_dir_reports_a_missing_file_in_an_existing_directory(tmp_path: Path) 
 
     with pytest.raises(FileNotFoundError, match="source"):
         filesystem._in_dir(tmp_path, create)
+
+
+# --- faults of the filesystem: DriverError (503), but a missing key or a full disk ----
+
+
+async def test_a_path_the_filesystem_cannot_resolve_is_a_driver_error(
+        fs: FilesystemDriver) -> None:
+    """ELOOP (a symlink loop where a key's directory should be): stat, read and
+    writes fail as a storage fault, not a bare OSError (a 500)."""
+    fs.root.joinpath("blobs").mkdir()
+    os.symlink("loop", fs.root / "blobs" / "loop")
+    with pytest.raises(DriverError, match="Too many levels of symbolic links"):
+        await fs.stat("blobs/loop/data")
+    with pytest.raises(DriverError):
+        await read_all(fs, "blobs/loop/data")
+    with pytest.raises(DriverError):
+        await fs.writer("blobs/loop/data", 0)
+    with pytest.raises(DriverError):
+        await fs.delete("blobs/loop/data")
+
+
+async def test_io_errors_are_driver_errors_but_a_full_disk_is_not(
+        fs: FilesystemDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EIO, EROFS, EACCES while writing or reading: a storage fault (`DriverError`,
+    503); ENOSPC and EDQUOT stay OSErrors, which `BlobStore` answers 507."""
+    await put(fs, "stored", b"bytes")
+    code = errno.EIO
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(filesystem.directio, "pwrite_all", failing)
+    monkeypatch.setattr(filesystem.os, "pread", failing)
+    for code in (errno.EIO, errno.EROFS, errno.EACCES):
+        writer = await fs.writer("uploads/x", 0)
+        with pytest.raises(DriverError) as caught:
+            await writer.write(b"data")
+        assert isinstance(caught.value.__cause__, OSError)
+        assert caught.value.__cause__.errno == code
+        await writer.close()
+        with pytest.raises(DriverError):
+            await read_all(fs, "stored")
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        writer = await fs.writer("uploads/x", 0)
+        with pytest.raises(OSError) as full:
+            await writer.write(b"data")
+        assert not isinstance(full.value, DriverError)
+        assert full.value.errno == code
+        await writer.close()
