@@ -410,3 +410,46 @@ async def test_a_page_without_its_list_is_an_error_not_an_empty_listing(
         else:
             with pytest.raises(RegistryClientError, match="no list of tags"):
                 await _drain(c.tags("odd/app"))
+
+
+async def test_a_challenge_from_the_server_a_redirect_led_to_gets_no_credentials() -> None:
+    # a blob or manifest GET answered 307 to another host (a CDN, or a host the registry
+    # was made to name) whose 401 names its own token realm: answering it sent the
+    # registry's password there; it is refused with a clear error instead
+    received: list[dict[str, str]] = []
+
+    async def token(request: web.Request) -> web.Response:
+        received.append(dict(request.headers))
+        return web.json_response({"token": "foreign", "expires_in": 300})
+
+    async def guarded(request: web.Request) -> web.Response:
+        realm = request.url.with_path("/token").with_query(None)
+        return web.Response(status=401, headers={
+            "WWW-Authenticate": f'Bearer realm="{realm}",service="elsewhere"'})
+
+    foreign = web.Application()
+    foreign.router.add_get("/token", token)
+    foreign.router.add_get("/content", guarded)
+    async with TestServer(foreign, host="127.0.0.1") as elsewhere:
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(str(elsewhere.make_url("/content")))
+
+        registry = web.Application()
+        registry.router.add_get("/v2/r/app/manifests/v1", redirect)
+        registry.router.add_get("/v2/r/app/blobs/{digest}", redirect)
+        async with TestServer(registry, host="127.0.0.1") as srv:
+            made = RegistryClient(str(srv.make_url("")),
+                                  credentials=Credentials("user", "secret"))
+            async with made as c:
+                with pytest.raises(RegistryClientError) as manifest:
+                    await c.get_manifest("r/app", "v1")
+                with pytest.raises(RegistryClientError) as blob:
+                    async with c.open_blob("r/app", "sha256:" + "0" * 64) as chunks:
+                        await _drain_bytes(chunks)
+    assert received == []  # not even anonymously: the realm is not the registry's
+    for raised in (manifest, blob):
+        assert "another server" in str(raised.value), raised.value
+
+
+async def _drain_bytes(chunks: AsyncIterator[bytes]) -> int:
+    return sum([len(piece) async for piece in chunks])

@@ -169,6 +169,15 @@ class RegistryClient:
             resp = await self._session.request(method, url, headers=sent, data=data,
                                                ssl=self._ssl, allow_redirects=True, **extra)
             try:
+                if resp.status == 401 and not self._ours(resp.url):
+                    # a redirect led elsewhere (a CDN, a host the registry names): its
+                    # challenge is not the registry's, and the registry's credentials
+                    # (nor a token it issued) do not go to its realm
+                    await discard(resp)
+                    raise RegistryClientError(
+                        401, f"{method} {URL(url).path}: redirected to another server "
+                             f"({resp.url.scheme}://{resp.url.host}:{resp.url.port}) that "
+                             "asks for credentials; the registry's are not sent there")
                 if (resp.status == 401 and attempt == 0 and replayable
                         and "WWW-Authenticate" in resp.headers):
                     try:  # read now, so the connection serves the retry
