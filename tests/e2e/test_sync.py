@@ -544,3 +544,59 @@ def test_an_upstream_listing_no_tags_at_all_prunes_nothing(
     assert report["pruned"] == []
     assert report["warnings"] == ["the upstream lists no tags at all: nothing pruned"]
     assert local_tags(local, "empty") == ["1.0", "1.1"]
+
+
+def test_prune_spares_a_tag_another_source_into_the_same_repository_selects(
+        dist: Server, local: Server, tmp_path: Path) -> None:
+    # `redis` keeps the newest three 7.*, `redis-pin` keeps 7.1, both into `redis`: when
+    # 7.4 appears, 7.1 leaves the first's selection but not the second's
+    repo = "two/redis"
+    for tag in ("7.0", "7.1", "7.2", "7.3"):
+        new_image(tmp_path, dist, repo, tag)
+    newest = source(dist, name="redis", repository=repo, destination="redis",
+                    tags=["7.*"], newest=3, prune=True)
+    pinned = source(dist, name="redis-pin", repository=repo, destination="redis",
+                    tags=["7.1"], prune=True)
+    config = write_config(tmp_path / "c.yml", [newest, pinned])
+    assert reports(dockyard_sync(config, local.data, "--json", "redis-pin"))[
+        "redis-pin"]["added"] == ["7.1"]
+    first = reports(dockyard_sync(config, local.data, "--json", "redis"))["redis"]
+    assert first["added"] == ["7.2", "7.3"], first
+    assert first["unchanged"] == ["7.1"], first
+    assert owners(local, "redis") == {"7.1": "redis-pin", "7.2": "redis", "7.3": "redis"}
+
+    new_image(tmp_path, dist, repo, "7.4")
+    report = reports(dockyard_sync(config, local.data, "--json", "redis"))["redis"]
+    assert report["added"] == ["7.4"], report
+    assert report["pruned"] == [], report
+    assert local_tags(local, "redis") == ["7.1", "7.2", "7.3", "7.4"]
+    pin = reports(dockyard_sync(config, local.data, "--json", "redis-pin"))["redis-pin"]
+    assert pin["unchanged"] == ["7.1"], pin
+    assert pin["pruned"] == [], pin
+
+    # a pin added later, over a tag the first source mirrored (so owns): when the first
+    # lets it go, the tag is kept and handed to the pin, whose own prune decides later
+    for tag in ("7.91", "7.92"):
+        new_image(tmp_path, dist, repo, tag)
+    config = write_config(tmp_path / "c.yml", [
+        {**newest, "tags": ["7.9*"]}])
+    assert reports(dockyard_sync(config, local.data, "--json"))["redis"]["added"] == \
+        ["7.91", "7.92"]
+    config = write_config(tmp_path / "c.yml", [
+        {**newest, "tags": ["7.9*"]}, {**pinned, "tags": ["7.91"]}])
+    for tag in ("7.93", "7.94"):
+        new_image(tmp_path, dist, repo, tag)
+    report = reports(dockyard_sync(config, local.data, "--json", "redis"))["redis"]
+    assert report["pruned"] == [], report  # 7.91 left the newest 3, but the pin has it
+    assert "7.91" in local_tags(local, "redis")
+    assert owners(local, "redis")["7.91"] == "redis-pin"
+    pin = reports(dockyard_sync(config, local.data, "--json", "redis-pin"))["redis-pin"]
+    assert pin["unchanged"] == ["7.91"], pin
+    assert pin["pruned"] == ["7.1"], pin  # its own, no longer selected by anyone
+    assert "7.91" in local_tags(local, "redis")
+
+
+def owners(server: Server, repo: str) -> dict[str, str]:
+    """Which source each mirrored tag of `repo` is recorded as coming from."""
+    return {o["tag"]: o["source"] for o in httpx.get(
+        f"{server.url}/admin/v1/sync/repositories/{repo}").json()["tags"]}

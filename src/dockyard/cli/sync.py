@@ -60,7 +60,8 @@ def sync(config: Path | None, data: Path | None, names: tuple[str, ...], dry_run
 
     async def job(registry: Registry) -> list[dict[str, Any]]:
         reports = await sync_sources(registry, sources, dry_run=dry_run,
-                                     prune=True if prune else None)
+                                     prune=True if prune else None,
+                                     configured=list(settings.mirror))
         return [r.as_dict() for r in reports]
 
     reports = run_with_registry(settings, job)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 from dockyard.config.mirror import MirrorSource
 from dockyard.core.jobs import Job, JobResult
@@ -15,11 +16,14 @@ from dockyard.mirror.sync import sync_source
 log = logging.getLogger("dockyard.sync")
 
 
-def mirror_job(registry: Registry, source: MirrorSource) -> Job:
-    """The job `mirror.<name>`: one sync of `source` per `schedule`."""
+def mirror_job(registry: Registry, source: MirrorSource,
+               configured: Sequence[MirrorSource] = ()) -> Job:
+    """The job `mirror.<name>`: one sync of `source` per `schedule`; `configured` (all
+    the sources) keeps its prune off what another source into the same repository
+    selects."""
 
     async def run() -> JobResult:
-        report = await sync_source(registry, source)
+        report = await sync_source(registry, source, configured=configured)
         fine = report.status in ("ok", "busy", "replica")
         log.log(logging.INFO if fine else logging.WARNING, "sync %s: %s %s", source.key,
                 report.status, json.dumps(report.as_dict()))

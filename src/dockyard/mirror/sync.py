@@ -30,7 +30,7 @@ from dockyard.copying.refs import RegistryRef
 from dockyard.core.leases import LeaseBusy
 from dockyard.core.mirrors import RUNS_KEPT, MirrorRun, TagOrigin
 from dockyard.core.registry import Registry
-from dockyard.mirror.select import select_tags
+from dockyard.mirror.select import matches, select_tags
 from dockyard.oci.errors import RegistryError, one_line
 from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote.credentials import Credentials
@@ -129,11 +129,39 @@ class _LogProgress:
 Sleep = Callable[[float], Awaitable[None]]
 
 
+class Siblings:
+    """The other configured sources writing into the same local repository, and which
+    tags each selects: a tag one of them selects is neither pruned by this source nor
+    its origin taken over (origins are per tag, one source each)."""
+
+    def __init__(self, source: MirrorSource, configured: Sequence[MirrorSource],
+                 upstream_tags: Sequence[str]) -> None:
+        self.others = [s for s in configured if s.key != source.key and s.local == source.local]
+        self._same_upstream = {s.key: set(select_tags(s, upstream_tags)) for s in self.others
+                               if (s.registry, s.upstream_repository)
+                               == (source.registry, source.upstream_repository)}
+
+    def selecting(self, tag: str) -> list[MirrorSource]:
+        """The others that select `tag`: exactly when they list the same upstream (this
+        run's listing), else by their globs or expression (their newest N is theirs to
+        apply: their own sync prunes what it does not keep)."""
+        return [s for s in self.others
+                if (tag in self._same_upstream[s.key] if s.key in self._same_upstream
+                    else matches(s, tag))]
+
+    def owner_selects(self, owner: str, tag: str) -> bool:
+        """Whether `owner` is another configured source that still selects `tag`."""
+        return any(s.key == owner for s in self.selecting(tag))
+
+
 async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool = False,
                       prune: bool | None = None, hints: MountHints | None = None,
-                      sleep: Sleep = asyncio.sleep) -> SourceReport:
+                      sleep: Sleep = asyncio.sleep, configured: Sequence[MirrorSource] = ()
+                      ) -> SourceReport:
     """Sync one source, retrying a failed pass `source.retries` times with a doubling
-    backoff; record the run (not a dry run). Never raises for the source's failures."""
+    backoff; record the run (not a dry run). Never raises for the source's failures.
+    `configured` are all the configured sources: what another one writing into the same
+    repository selects is not pruned (nor its origin taken over)."""
     report = SourceReport(source.key, source.upstream, source.local, dry_run,
                           started_at=time.time())
     primary = None if dry_run else await registry.replica.read_only()
@@ -145,10 +173,10 @@ async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool
         return report
     try:
         if dry_run:
-            await _attempts(registry, source, report, prune, hints, sleep)
+            await _attempts(registry, source, report, prune, hints, sleep, configured)
         else:
             async with registry.leases.hold(f"mirror:{source.key}"):
-                await _attempts(registry, source, report, prune, hints, sleep)
+                await _attempts(registry, source, report, prune, hints, sleep, configured)
     except LeaseBusy:
         report.status, report.error = "busy", "another process is syncing it now"
     report.finished_at = time.time()
@@ -160,14 +188,16 @@ async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool
 
 
 async def _attempts(registry: Registry, source: MirrorSource, report: SourceReport,
-                    prune: bool | None, hints: MountHints | None, sleep: Sleep) -> None:
+                    prune: bool | None, hints: MountHints | None, sleep: Sleep,
+                    configured: Sequence[MirrorSource]) -> None:
     delay = source.retry_backoff.total_seconds()
     before: dict[str, str | None] = {}  # each tag's local digest before the first attempt
     for attempt in range(source.retries + 1):
         report.attempts = attempt + 1
         report.error = None
         try:
-            await _pass(registry, source, report, prune, hints or MountHints(), before)
+            await _pass(registry, source, report, prune, hints or MountHints(), before,
+                        configured)
         except SourceFailed as exc:
             report.status, report.error = "failed", str(exc)
         except Exception as exc:  # a bug or the local stores: said, the others go on
@@ -184,8 +214,8 @@ async def _attempts(registry: Registry, source: MirrorSource, report: SourceRepo
 
 
 async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
-                prune: bool | None, hints: MountHints, before: dict[str, str | None]
-                ) -> None:
+                prune: bool | None, hints: MountHints, before: dict[str, str | None],
+                configured: Sequence[MirrorSource] = ()) -> None:
     """One attempt. The report says what changed since before the first attempt (a tag
     added by the first is still "added" when the second finds it there)."""
     for kept in (report.added, report.updated, report.unchanged):
@@ -206,8 +236,9 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
                                    f"{_one_line(exc)}") from exc
             report.upstream_tags = len(tags)
             chosen = select_tags(source, tags)
+            siblings = Siblings(source, configured, tags)
             copier = Copier(upstream, local, options, _LogProgress(source.key), hints)
-            await _copy_tags(registry, source, report, copier, chosen, before)
+            await _copy_tags(registry, source, report, copier, chosen, before, siblings)
             report.copy = copier.summary.as_dict()
     except END_ERRORS as exc:
         raise SourceFailed(f"upstream {source.upstream}: {_one_line(exc)}") from exc
@@ -219,7 +250,7 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
         report.warnings.append("the upstream lists no tags at all: nothing pruned")
         log.warning("%s: the upstream lists no tags at all; not pruning", source.key)
     elif pruning:
-        await _prune(registry, source, report, local, set(chosen))
+        await _prune(registry, source, report, local, set(chosen), siblings)
     if report.failed:
         copied = report.added or report.updated or report.unchanged or report.pruned
         report.status = "partial" if copied else "failed"
@@ -228,8 +259,8 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
 
 
 async def _copy_tags(registry: Registry, source: MirrorSource, report: SourceReport,
-                     copier: Copier, chosen: Sequence[str], before: dict[str, str | None]
-                     ) -> None:
+                     copier: Copier, chosen: Sequence[str], before: dict[str, str | None],
+                     siblings: Siblings) -> None:
     origins = {o.tag: o for o in await registry.mirrors.origins(repository=source.local)}
     gate = asyncio.Semaphore(TAGS_AT_ONCE)
     local = copier.destination
@@ -250,8 +281,12 @@ async def _copy_tags(registry: Registry, source: MirrorSource, report: SourceRep
             else:
                 report.updated.append(tag)
             known = origins.get(tag)
-            if not report.dry_run and (known is None or known.digest != digest
-                                       or known.source != source.key):
+            # the same content, recorded as another source's that still selects it:
+            # theirs it stays (else its prune would never see it, ours would take it)
+            theirs = (known is not None and known.digest == digest
+                      and siblings.owner_selects(known.source, tag))
+            if not report.dry_run and not theirs and (
+                    known is None or known.digest != digest or known.source != source.key):
                 await registry.mirrors.set_origin(TagOrigin(
                     source.local, tag, source.key, f"{source.upstream}:{tag}", digest,
                     time.time()))
@@ -262,15 +297,25 @@ async def _copy_tags(registry: Registry, source: MirrorSource, report: SourceRep
 
 
 async def _prune(registry: Registry, source: MirrorSource, report: SourceReport,
-                 local: LocalRepository, chosen: set[str]) -> None:
+                 local: LocalRepository, chosen: set[str], siblings: Siblings) -> None:
     """Remove the tags this source mirrored that it keeps no longer (gone upstream, or no
     longer selected); tags it did not mirror are never touched, nor a mirrored tag pushed
-    over since (it names other content: its origin is dropped, the tag kept)."""
+    over since (it names other content: its origin is dropped, the tag kept), nor one
+    another source into the same repository selects (its origin is handed to that one,
+    whose own prune decides)."""
     mirrored = {o.tag for o in await registry.mirrors.origins(
         repository=source.local, source=source.key, current=True)}
     for origin in await registry.mirrors.origins(repository=source.local,
                                                  source=source.key):
         if origin.tag in chosen:
+            continue
+        keepers = siblings.selecting(origin.tag)
+        if keepers and origin.tag in mirrored:
+            if not report.dry_run:
+                keeper = keepers[0]
+                await registry.mirrors.set_origin(TagOrigin(
+                    source.local, origin.tag, keeper.key, f"{keeper.upstream}:{origin.tag}",
+                    origin.digest, time.time()))
             continue
         removed = origin.tag in mirrored
         if removed and not report.dry_run:
@@ -288,16 +333,19 @@ async def _prune(registry: Registry, source: MirrorSource, report: SourceReport,
 
 async def sync_sources(registry: Registry, sources: Sequence[MirrorSource], *,
                        dry_run: bool = False, prune: bool | None = None,
-                       sleep: Sleep = asyncio.sleep) -> list[SourceReport]:
+                       sleep: Sleep = asyncio.sleep,
+                       configured: Sequence[MirrorSource] | None = None
+                       ) -> list[SourceReport]:
     """Sync every source (`SOURCES_AT_ONCE` at a time), each on its own; the reports in
-    the same order."""
+    the same order. `configured`: all the configured sources (default: `sources`)."""
+    every = list(sources if configured is None else configured)
     hints = MountHints()
     gate = asyncio.Semaphore(SOURCES_AT_ONCE)
 
     async def one(source: MirrorSource) -> SourceReport:
         async with gate:
             return await sync_source(registry, source, dry_run=dry_run, prune=prune,
-                                     hints=hints, sleep=sleep)
+                                     hints=hints, sleep=sleep, configured=every)
 
     return list(await asyncio.gather(*(one(s) for s in sources)))
 
