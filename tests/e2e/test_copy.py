@@ -26,6 +26,7 @@ import pytest
 from dockyard.copying.connect import Access, open_end
 from dockyard.copying.ends import MountHints
 from dockyard.copying.engine import Copier, Summary
+from dockyard.copying.layout_end import ImageLayout
 from dockyard.copying.refs import parse
 from dockyard.remote.credentials import Credentials
 from tests.support.authenv import USERS, get_token, token_auth, write_config, write_htpasswd
@@ -408,3 +409,33 @@ def test_rm_shares_the_client_and_gets_tokens_with_credentials(
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "deleted rmtoken/app:v1"
     assert list_tags(skopeo, f"docker://{dock.host}/rmtoken/app") == ["v2"]
+
+
+def test_referrers_copied_into_a_layout_are_listed_and_travel_on(
+        dock: Server, tmp_path: Path) -> None:
+    # a referrer written into a layout was a blob nothing listed: the layout's
+    # referrers() found none and a second hop lost it; a rerun did not repair it
+    layout = random_layout(tmp_path / "lay", "v1")
+    signature = _add_signature(layout)
+    ok(dockyard_copy("--referrers", layout.ref, f"{dock.host}/sig/hop1:v1"))
+    out = tmp_path / "out"
+    copied = ok(dockyard_copy("--referrers", f"{dock.host}/sig/hop1:v1", f"oci:{out}:v1"))
+    assert "1 referrer(s)" in copied, copied
+
+    def listed() -> list[str]:
+        return [m["digest"] for m in json.loads((out / "index.json").read_text())["manifests"]]
+
+    assert listed() == [layout.digest, signature]
+    found = asyncio.run(ImageLayout(out).referrers(layout.digest))
+    assert [m["digest"] for m in found] == [signature]
+    assert found[0]["artifactType"] == "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+    ok(dockyard_copy("--referrers", f"oci:{out}:v1", f"{dock.host}/sig/hop2:v1"))
+    assert referrers(dock, "sig/hop2", layout.digest) == [signature]
+
+    # a layout an earlier version left without the entry: a rerun lists it
+    index = json.loads((out / "index.json").read_text())
+    index["manifests"] = [m for m in index["manifests"] if m["digest"] != signature]
+    (out / "index.json").write_text(json.dumps(index))
+    ok(dockyard_copy("--referrers", f"{dock.host}/sig/hop1:v1", f"oci:{out}:v1"))
+    assert listed() == [layout.digest, signature]

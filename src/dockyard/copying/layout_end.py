@@ -125,8 +125,16 @@ class ImageLayout:
                           json.dumps({"schemaVersion": 2, "manifests": []}).encode())
 
     async def manifest_digest(self, reference: str) -> str | None:
+        """What `reference` names here; a referrer (a manifest with a `subject`) counts
+        only once index.json lists it, so a rerun lists one an earlier run left out."""
         if ":" in reference:
-            return reference if self._blob_path(reference).is_file() else None
+            path = self._blob_path(reference)
+            if not path.is_file():
+                return None
+            if _subject(path.read_bytes()) is not None and not any(
+                    d.get("digest") == reference for d in self._index().get("manifests", [])):
+                return None
+            return reference
         if not (self.path / "index.json").exists():
             return None
         for desc in reversed(self._index().get("manifests", [])):
@@ -164,10 +172,14 @@ class ImageLayout:
             raise
 
     async def put_manifest(self, reference: str, fetched: Fetched) -> bool:
+        """Write the manifest; a tag or a referrer is listed in index.json (a layout's
+        referrers are the listed manifests whose `subject` names the image)."""
         target = self._blob_path(fetched.digest)
         if not target.exists():
             self._replace(target, fetched.data)
-        if ":" not in reference:
+        if ":" in reference and _subject(fetched.data) is not None:
+            await self.add_referrer_fallback("", _referrer_descriptor(fetched))
+        elif ":" not in reference:
             index = self._index()
             kept = [d for d in index.get("manifests", [])
                     if (d.get("annotations") or {}).get(REF_NAME) != reference]
@@ -197,6 +209,36 @@ class ImageLayout:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _subject(data: bytes) -> str | None:
+    """The digest a manifest's `subject` names (it is a referrer of it), else None."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    subject = doc.get("subject") if isinstance(doc, dict) else None
+    digest = subject.get("digest") if isinstance(subject, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def _referrer_descriptor(fetched: Fetched) -> dict[str, Any]:
+    """A referrer's descriptor as the referrers API gives it: its artifactType (else
+    its config's media type) and annotations."""
+    doc = json.loads(fetched.data)
+    desc: dict[str, Any] = {"mediaType": fetched.media_type, "digest": fetched.digest,
+                            "size": len(fetched.data)}
+    config = doc.get("config")
+    artifact = doc.get("artifactType") or (config.get("mediaType")
+                                           if isinstance(config, dict) else None)
+    if isinstance(artifact, str):
+        desc["artifactType"] = artifact
+    annotations = doc.get("annotations")
+    if isinstance(annotations, dict):
+        kept = {k: v for k, v in annotations.items() if k != REF_NAME and isinstance(v, str)}
+        if kept:
+            desc["annotations"] = kept
+    return desc
 
 
 def _write(out: BinaryIO, data: bytes) -> None:
