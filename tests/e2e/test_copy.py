@@ -439,3 +439,11 @@ def test_referrers_copied_into_a_layout_are_listed_and_travel_on(
     (out / "index.json").write_text(json.dumps(index))
     ok(dockyard_copy("--referrers", f"{dock.host}/sig/hop1:v1", f"oci:{out}:v1"))
     assert listed() == [layout.digest, signature]
+
+
+def test_a_layout_without_a_tag_on_either_side_is_pushed_under_its_ref_name(
+        dock: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    # pushed untagged, the image was reported copied and later freed by the collector
+    layout = random_layout(tmp_path / "lay", "v7")
+    ok(dockyard_copy(f"oci:{layout.path}", f"{dock.host}/untagged/app"))
+    assert sha256(raw(skopeo, f"docker://{dock.host}/untagged/app:v7")) == layout.digest

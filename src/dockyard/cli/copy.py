@@ -130,11 +130,16 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
                         raise CopyError(f"{src}: no tag matches")
                     await copier.copy_tags(chosen)
                 else:
-                    reference = source.reference
+                    reference, tag = source.reference, dest.tag or source.tag
                     if reference is None:
                         assert isinstance(src_end, ImageLayout)
-                        reference = await src_end.only_manifest()
-                    await copier.copy(reference, dest.tag or source.tag)
+                        reference, name = await src_end.only_manifest()
+                        tag = tag or name
+                        if tag is None:  # pushed untagged, the collector would free it
+                            raise click.UsageError(
+                                f"DST needs a tag: {src}'s image has no "
+                                "org.opencontainers.image.ref.name (DST REPO:TAG)")
+                    await copier.copy(reference, tag)
             return copier.summary.line(dry_run)
 
     try:

@@ -77,13 +77,15 @@ class ImageLayout:
                  for d in self._index().get("manifests", [])]
         return sorted({n for n in names if isinstance(n, str) and n})
 
-    async def only_manifest(self) -> str:
-        """The digest of the layout's one manifest (for `oci:PATH` without a tag)."""
+    async def only_manifest(self) -> tuple[str, str | None]:
+        """The digest of the layout's one manifest and its `ref.name` (None: unnamed),
+        for `oci:PATH` without a tag."""
         found = self._index().get("manifests", [])
         if len(found) != 1:
             raise LayoutError(f"{self.path}: holds {len(found)} images; name one with "
                               "oci:PATH:TAG")
-        return str(found[0]["digest"])
+        name = (found[0].get("annotations") or {}).get(REF_NAME)
+        return str(found[0]["digest"]), name if isinstance(name, str) and name else None
 
     @asynccontextmanager
     async def blob(self, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:

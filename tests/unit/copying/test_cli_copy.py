@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from dockyard.cli.main import main
+from tests.support.images import random_layout
 
 
 @pytest.mark.parametrize(("args", "reason"), [
@@ -42,3 +46,17 @@ def test_a_missing_layout_is_one_line_and_exit_1(tmp_path: object) -> None:
     assert result.output.strip().splitlines() == [
         f"Error: oci:{tmp_path}/none:v1 -> oci:{tmp_path}/out: source: manifest v1: "
         f"{tmp_path}/none: not an OCI image layout (no index.json)"]
+
+
+def test_a_layout_image_without_a_name_needs_a_tag(tmp_path: Path) -> None:
+    # pushed untagged it would be reported copied, then freed by the collector
+    layout = random_layout(tmp_path / "lay", "v1")
+    index = json.loads((layout.path / "index.json").read_text())
+    del index["manifests"][0]["annotations"]
+    (layout.path / "index.json").write_text(json.dumps(index))
+    result = CliRunner().invoke(main, ["copy", f"oci:{layout.path}", "127.0.0.1:1/app"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert "needs a tag" in errors[0], result.output
+    assert "Traceback" not in result.output
