@@ -5,7 +5,8 @@
     dockyard sync --config config.yml --status --json
 
 It writes through `core` into the stores the config names (the server may be running:
-a source is synced by one process at a time) and exits 1 when a source failed.
+a source is synced by one process at a time) and exits 1 when a source failed, or
+some of its tags did (`partial`).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def sync(config: Path | None, data: Path | None, names: tuple[str, ...], dry_run
 
         for report in reports:
             click.echo(SourceReport(**report).line())
-    if any(r["status"] in ("failed", "replica") for r in reports):
+    if any(r["status"] in ("failed", "partial", "replica") for r in reports):
         raise SystemExit(1)
 
 
