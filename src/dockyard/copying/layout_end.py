@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 
 from dockyard.copying.ends import Fetched, Source, declared_media_type
 from dockyard.oci.digest import Digest, new_hasher
+from dockyard.oci.errors import DigestInvalid
 
 REF_NAME = "org.opencontainers.image.ref.name"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -50,6 +51,10 @@ class ImageLayout:
             raise LayoutError(f"{self.path}/index.json: {exc}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("manifests", []), list):
             raise LayoutError(f"{self.path}/index.json: not an image index")
+        for n, entry in enumerate(doc.get("manifests", [])):
+            problem = _entry_problem(entry)
+            if problem:
+                raise LayoutError(f"{self.path}/index.json: manifests[{n}] {problem}")
         return doc
 
     # ------------------------------------------------------------ as a source
@@ -211,6 +216,27 @@ class ImageLayout:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with one descriptor of index.json (None: a dict with a digest that
+    parses, a str mediaType and an annotations object of strings when given)."""
+    if not isinstance(entry, dict):
+        return "is not a JSON object"
+    digest = entry.get("digest")
+    if not isinstance(digest, str):
+        return "has no digest"
+    try:
+        Digest.parse(digest)
+    except DigestInvalid:
+        return f"has an invalid digest {digest[:80]!r}"
+    if not isinstance(entry.get("mediaType", ""), str):
+        return "has a mediaType that is not a string"
+    annotations = entry.get("annotations") or {}
+    if not isinstance(annotations, dict) or not all(
+            isinstance(v, str) for v in annotations.values()):
+        return "has annotations that are not an object of strings"
+    return None
 
 
 def _subject(data: bytes) -> str | None:

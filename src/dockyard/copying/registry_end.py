@@ -63,8 +63,23 @@ class RegistryRepository:
         if await self.client.head_manifest(self.repository, fallback_tag(digest)) is None:
             return []
         data, _ = await self.client.get_manifest(self.repository, fallback_tag(digest))
-        doc = json.loads(data)
-        return list(doc.get("manifests") or []) if isinstance(doc, dict) else []
+        return self._fallback_entries(digest, data)
+
+    def _fallback_entries(self, subject: str, data: bytes) -> list[dict[str, Any]]:
+        """The descriptors of the `sha256-<hex>` index of `subject`, each an object with
+        a string digest; `RegistryClientError` (one line) for anything else."""
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        listed = doc.get("manifests") if isinstance(doc, dict) else None
+        if isinstance(doc, dict) and listed is None:
+            return []
+        if not isinstance(listed, list) or not all(
+                isinstance(m, dict) and isinstance(m.get("digest"), str) for m in listed):
+            raise RegistryClientError(200, f"{self.describe()}:{fallback_tag(subject)}: the "
+                                           "referrers tag is not an index of descriptors")
+        return list(listed)
 
     # ------------------------------------------------------------ as a destination
 
@@ -109,7 +124,7 @@ class RegistryRepository:
         manifests: list[dict[str, Any]] = []
         if await self.client.head_manifest(self.repository, tag) is not None:
             data, _ = await self.client.get_manifest(self.repository, tag)
-            manifests = list(json.loads(data).get("manifests") or [])
+            manifests = self._fallback_entries(subject, data)
         if any(m.get("digest") == descriptor["digest"] for m in manifests):
             return
         manifests.append(descriptor)

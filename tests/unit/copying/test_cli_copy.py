@@ -60,3 +60,27 @@ def test_a_layout_image_without_a_name_needs_a_tag(tmp_path: Path) -> None:
     assert len(errors) == 1, result.output
     assert "needs a tag" in errors[0], result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("entries", "reason"), [
+    ([{"mediaType": "application/vnd.oci.image.manifest.v1+json"}], "has no digest"),
+    ([5], "is not a JSON object"),
+    ([{"digest": 123}], "has no digest"),
+    ([{"digest": "sha256:nothex"}], "invalid digest"),
+    ([{"digest": "sha256:" + "0" * 64, "mediaType": 7}], "mediaType"),
+    ([{"digest": "sha256:" + "0" * 64, "annotations": ["v1"]}], "annotations"),
+])
+@pytest.mark.parametrize("src", ["oci:{lay}:v1", "oci:{lay}"])
+def test_a_malformed_index_json_is_one_line_and_exit_1(
+        tmp_path: Path, entries: list[object], reason: str, src: str) -> None:
+    lay = tmp_path / "lay"
+    lay.mkdir()
+    (lay / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (lay / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
+    result = CliRunner().invoke(main, ["copy", src.format(lay=lay), f"oci:{tmp_path}/out:v1"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: "), line
+    assert reason in line, line
