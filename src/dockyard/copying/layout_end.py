@@ -8,8 +8,10 @@ written to a temporary file, checked against their digest, then renamed into pla
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,10 +21,13 @@ from typing import Any, BinaryIO
 from dockyard.copying.ends import Fetched, Source, declared_media_type
 from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import DigestInvalid
+from dockyard.received import DOCUMENT_LIMIT, MANIFEST_LIMIT
 
 REF_NAME = "org.opencontainers.image.ref.name"
 INDEX = "application/vnd.oci.image.index.v1+json"
 CHUNK = 1 << 20
+#: the largest index.json read (a layout of many thousand images is far smaller)
+INDEX_LIMIT = DOCUMENT_LIMIT
 
 
 class LayoutError(Exception):
@@ -44,7 +49,7 @@ class ImageLayout:
 
     def _index(self) -> dict[str, Any]:
         try:
-            doc = json.loads((self.path / "index.json").read_bytes())
+            doc = json.loads(_read_bounded(self.path / "index.json", INDEX_LIMIT))
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: not an OCI image layout (no index.json)") from None
         except ValueError as exc:
@@ -69,7 +74,7 @@ class ImageLayout:
                 raise LayoutError(f"{self.path}: no image tagged {reference!r}")
             digest, media_type = found[-1]["digest"], found[-1].get("mediaType", "")
         try:
-            data = self._blob_path(digest).read_bytes()
+            data = _read_bounded(self._blob_path(digest), MANIFEST_LIMIT)
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: manifest {digest} is missing") from None
         if str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:
@@ -95,7 +100,7 @@ class ImageLayout:
     @asynccontextmanager
     async def blob(self, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         try:
-            handle = self._blob_path(digest).open("rb")
+            handle = os.fdopen(_open_regular(self._blob_path(digest)), "rb")
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: blob {digest} is missing") from None
 
@@ -113,8 +118,9 @@ class ImageLayout:
         found = []
         for desc in self._index().get("manifests", []):
             try:
-                doc = json.loads(self._blob_path(desc["digest"]).read_bytes())
-            except (OSError, ValueError, KeyError):
+                doc = json.loads(_read_bounded(self._blob_path(desc["digest"]),
+                                               MANIFEST_LIMIT))
+            except (OSError, ValueError, LayoutError):
                 continue
             if isinstance(doc, dict) and (doc.get("subject") or {}).get("digest") == digest:
                 found.append({k: v for k, v in desc.items() if k != "annotations"})
@@ -138,7 +144,7 @@ class ImageLayout:
             path = self._blob_path(reference)
             if not path.is_file():
                 return None
-            if _subject(path.read_bytes()) is not None and not any(
+            if _subject(_read_bounded(path, MANIFEST_LIMIT)) is not None and not any(
                     d.get("digest") == reference for d in self._index().get("manifests", [])):
                 return None
             return reference
@@ -216,6 +222,32 @@ class ImageLayout:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor of `path` read-only, which must be a regular file and not a symbolic
+    link (a blob linked to /dev/zero or elsewhere is no blob of the layout):
+    `LayoutError` otherwise; FileNotFoundError as is."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LayoutError(f"{path}: a symbolic link, not a file of the layout") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LayoutError(f"{path}: not a regular file")
+    return fd
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file `path` (`_open_regular`), at most `limit` of them:
+    a longer one is a one-line `LayoutError`, not read to its end."""
+    with os.fdopen(_open_regular(path), "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise LayoutError(f"{path}: larger than {limit // (1 << 20)} MiB, the most read")
+    return data
 
 
 def _entry_problem(entry: Any) -> str | None:

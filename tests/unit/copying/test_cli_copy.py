@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,36 @@ def test_a_malformed_index_json_is_one_line_and_exit_1(
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), \
         result.exception
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: "), line
+    assert reason in line, line
+
+
+@pytest.mark.parametrize(("damage", "reason"), [
+    ("zero", "symbolic link"),
+    ("huge", "larger than 4 MiB"),
+    ("fifo", "not a regular file"),
+    ("index-link", "symbolic link"),
+])
+def test_a_layout_manifest_or_index_is_read_bounded_never_through_a_link(
+        tmp_path: Path, damage: str, reason: str) -> None:
+    # a manifest linked to /dev/zero (or simply huge) was read whole: MemoryError
+    layout = random_layout(tmp_path / "lay", "v1")
+    blob = layout.path / "blobs" / "sha256" / layout.digest.split(":")[1]
+    blob.unlink()
+    if damage == "zero":
+        blob.symlink_to("/dev/zero")
+    elif damage == "huge":
+        with blob.open("wb") as out:
+            out.truncate(1 << 40)  # sparse: a terabyte that takes no disk
+    elif damage == "fifo":
+        os.mkfifo(blob)
+    else:
+        index = layout.path / "index.json"
+        index.rename(tmp_path / "real-index.json")
+        index.symlink_to(tmp_path / "real-index.json")
+    result = CliRunner().invoke(main, ["copy", f"oci:{layout.path}:v1", f"oci:{tmp_path}/out:v1"])
+    assert result.exit_code == 1, result.output
     [line] = result.output.strip().splitlines()
     assert line.startswith("Error: "), line
     assert reason in line, line
