@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 import aiohttp
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from dockyard.received import (
@@ -299,11 +300,12 @@ class RegistryClient:
         return body, ctype
 
     async def put_manifest(self, name: str, reference: str, data: bytes, media_type: str
-                           ) -> dict[str, str]:
-        """PUT the bytes as they are; the response headers (digest, `OCI-Subject`)."""
+                           ) -> CIMultiDictProxy[str]:
+        """PUT the bytes as they are; the response headers (digest, `OCI-Subject`), case
+        insensitive as HTTP's are (Go registries say `Oci-Subject`)."""
         async with self.request("PUT", f"/v2/{name}/manifests/{reference}", scopes=push(name),
                                 headers={"Content-Type": media_type}, data=data) as resp:
-            return dict(resp.headers)
+            return resp.headers
 
     async def manifest_digest(self, name: str, reference: str) -> str:
         info = await self.head_manifest(name, reference)

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from dockyard.copying.ends import Fetched
 from dockyard.copying.registry_end import RegistryRepository
 from dockyard.remote.client import RegistryClient, RegistryClientError
 
@@ -46,3 +47,22 @@ async def test_a_malformed_referrers_fallback_index_is_a_client_error(
             await repo.referrers(SUBJECT)
         with pytest.raises(RegistryClientError, match="not an index of descriptors"):
             await repo.add_referrer_fallback(SUBJECT, REFERRER)
+
+
+@pytest.mark.parametrize("spelling", ["OCI-Subject", "Oci-Subject", "oci-subject"])
+async def test_a_subject_header_in_any_case_means_no_fallback_tag_is_needed(
+        spelling: str) -> None:
+    # Go registries send `Oci-Subject`: read case-sensitively, the engine wrote
+    # sha256-<hex> fallback tags into registries that have a referrers API
+    async def put(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=201, headers={spelling: SUBJECT,
+                                                 "Docker-Content-Digest": REFERRER["digest"]})
+
+    app = web.Application()
+    app.router.add_put("/v2/a/manifests/{reference}", put)
+    async with TestServer(app, host="127.0.0.1") as srv, \
+            RegistryClient(str(srv.make_url(""))) as client:
+        repo = RegistryRepository(client, "h", "a")
+        fetched = Fetched(b'{"schemaVersion": 2}', REFERRER["mediaType"], REFERRER["digest"])
+        assert await repo.put_manifest(REFERRER["digest"], fetched) is True
