@@ -447,3 +447,28 @@ def test_a_layout_without_a_tag_on_either_side_is_pushed_under_its_ref_name(
     layout = random_layout(tmp_path / "lay", "v7")
     ok(dockyard_copy(f"oci:{layout.path}", f"{dock.host}/untagged/app"))
     assert sha256(raw(skopeo, f"docker://{dock.host}/untagged/app:v7")) == layout.digest
+
+
+def test_index_children_without_a_media_type_take_their_descriptors(
+        dist: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    # image-spec 1.0-era layouts: a child manifest that declares no mediaType was pushed
+    # with an empty Content-Type, which Distribution refuses (400 MANIFEST_INVALID)
+    layout = random_layout(tmp_path / "lay", "v1")
+    blobs = layout.path / "blobs" / "sha256"
+    doc = json.loads(layout.manifest_bytes())
+    del doc["mediaType"]
+    child = canonical_json(doc)
+    (blobs / sha256(child).split(":")[1]).write_bytes(child)
+    index = canonical_json({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(child),
+        "size": len(child), "platform": {"os": "linux", "architecture": "amd64"}}]})
+    (blobs / sha256(index).split(":")[1]).write_bytes(index)
+    (layout.path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": sha256(index),
+        "size": len(index),
+        "annotations": {"org.opencontainers.image.ref.name": "old"}}]}))
+
+    ok(dockyard_copy(f"oci:{layout.path}:old", f"{dist.host}/old/app:v1"))
+    assert sha256(raw(skopeo, f"docker://{dist.host}/old/app:v1")) == sha256(index)
+    assert sha256(raw(skopeo, f"docker://{dist.host}/old/app@{sha256(child)}")) == \
+        sha256(child)

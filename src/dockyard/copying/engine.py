@@ -213,12 +213,14 @@ class Copier:
                 await self.destination.prepare()
             self._prepared = True
 
-    async def _manifest_by_digest(self, digest: str, depth: int) -> None:
-        """Copy the manifest `digest` and everything below it, once per copier."""
+    async def _manifest_by_digest(self, digest: str, depth: int, media_type: str = ""
+                                  ) -> None:
+        """Copy the manifest `digest` and everything below it, once per copier;
+        `media_type` is its descriptor's, for a manifest that declares none."""
         task = self._manifests.get(digest)
         if task is None:
             self._count_manifest(digest)
-            task = asyncio.ensure_future(self._child(digest, depth))
+            task = asyncio.ensure_future(self._child(digest, depth, media_type))
             self._manifests[digest] = task
         await asyncio.shield(task)
 
@@ -231,12 +233,16 @@ class Copier:
             raise CopyError(f"{self.source.describe()}: more than {MAX_MANIFESTS:,} manifests "
                             f"to copy for one image (at {digest}); stopped")
 
-    async def _child(self, digest: str, depth: int) -> None:
+    async def _child(self, digest: str, depth: int, media_type: str) -> None:
         if await self._has_manifest(digest):
             self.summary.manifests_present += 1
             return
         with self._failing("source", self.source.describe(), f"manifest {digest}"):
             fetched = await self.source.manifest(digest)
+        if not fetched.media_type and media_type:
+            # an image-spec 1.0-era manifest that declares no mediaType (a layout knows
+            # none for it): its parent's descriptor says, and a registry needs one
+            fetched = Fetched(fetched.data, media_type, fetched.digest)
         await self._tree(fetched, reference_at_destination=digest, depth=depth)
 
     async def _tree(self, fetched: Fetched, *, reference_at_destination: str, depth: int
@@ -249,7 +255,9 @@ class Copier:
                 raise CopyError(f"{self.source.describe()}: index {fetched.digest} lists "
                                 f"{len(children)} manifests at depth {depth + 1} (at most "
                                 f"{MAX_CHILDREN} and {MAX_DEPTH} levels are copied)")
-            await _all(self._manifest_by_digest(digest, depth + 1) for digest, _ in children)
+            types = [_media_type(d) for d in doc.get("manifests") or []]
+            await _all(self._manifest_by_digest(digest, depth + 1, media_type)
+                       for (digest, _), media_type in zip(children, types, strict=True))
         else:
             blobs = _descriptors(doc, "layers", fetched)
             if doc.get("config") is not None:
@@ -413,6 +421,12 @@ def _descriptor(value: Any, fetched: Fetched, what: str) -> tuple[str, int]:
         raise CopyError(f"manifest {fetched.digest}: its {what} {digest} has no valid "
                         f"size ({str(size)[:40]!r})")
     return digest, size
+
+
+def _media_type(descriptor: dict[str, Any]) -> str:
+    """A checked descriptor's mediaType ("" for none)."""
+    found = descriptor.get("mediaType")
+    return found if isinstance(found, str) else ""
 
 
 def _descriptors(doc: dict[str, Any], key: str, fetched: Fetched) -> list[tuple[str, int]]:
