@@ -57,7 +57,9 @@ class Destination(Protocol):
 
     async def manifest_digest(self, reference: str) -> str | None: ...
 
-    async def has_blob(self, digest: str) -> bool: ...
+    async def has_blob(self, digest: str, size: int | None = None) -> bool:
+        """Whether the blob is here (and, where the end can tell, of `size` bytes)."""
+        ...
 
     def place(self) -> tuple[str, str] | None:
         """(registry, repository) where blobs land, for mount hints; None: cannot mount."""

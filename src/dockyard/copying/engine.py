@@ -328,7 +328,7 @@ class Copier:
     async def _place_blob(self, digest: str, size: int) -> str:
         """Skip, mount or stream one blob; the outcome's name."""
         with self._failing("destination", self.destination.describe(), f"blob {digest}"):
-            if await self.destination.has_blob(digest):
+            if await self.destination.has_blob(digest, size):
                 self.summary.blobs_skipped += 1
                 return "skipped"
             known = [] if self._place is None else \

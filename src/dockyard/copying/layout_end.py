@@ -141,10 +141,10 @@ class ImageLayout:
         """What `reference` names here; a referrer (a manifest with a `subject`) counts
         only once index.json lists it, so a rerun lists one an earlier run left out."""
         if ":" in reference:
-            path = self._blob_path(reference)
-            if not path.is_file():
+            data = self._intact(reference)
+            if data is None:
                 return None
-            if _subject(_read_bounded(path, MANIFEST_LIMIT)) is not None and not any(
+            if _subject(data) is not None and not any(
                     d.get("digest") == reference for d in self._index().get("manifests", [])):
                 return None
             return reference
@@ -155,8 +155,25 @@ class ImageLayout:
                 return str(desc["digest"])
         return None
 
-    async def has_blob(self, digest: str) -> bool:
-        return self._blob_path(digest).is_file()
+    async def has_blob(self, digest: str, size: int | None = None) -> bool:
+        """Whether the blob is here: a regular file of the descriptor's `size` when it is
+        known (a blob left short by a crash is written again)."""
+        try:
+            found = os.lstat(self._blob_path(digest))
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(found.st_mode) and (size is None or found.st_size == size)
+
+    def _intact(self, digest: str) -> bytes | None:
+        """The manifest blob `digest` when it is here with the bytes of its digest; None
+        when missing or damaged (a rerun writes it again)."""
+        try:
+            data = _read_bounded(self._blob_path(digest), MANIFEST_LIMIT)
+        except FileNotFoundError:
+            return None
+        if str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:
+            return None
+        return data
 
     def place(self) -> tuple[str, str] | None:
         return None
@@ -176,10 +193,13 @@ class ImageLayout:
                     hasher.update(data)
                     written += len(data)
                     await asyncio.to_thread(_write, out, data)
-            got = f"{hasher.name}:{hasher.hexdigest()}"
-            if got != digest or written != size:
-                raise LayoutError(f"blob {digest}: received {written} bytes hashing to {got}")
+                got = f"{hasher.name}:{hasher.hexdigest()}"
+                if got != digest or written != size:
+                    raise LayoutError(f"blob {digest}: received {written} bytes hashing to "
+                                      f"{got}")
+                await asyncio.to_thread(_flush, out)  # on disk before its name is
             os.replace(tmp, target)
+            await asyncio.to_thread(_sync_dir, target.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -188,7 +208,7 @@ class ImageLayout:
         """Write the manifest; a tag or a referrer is listed in index.json (a layout's
         referrers are the listed manifests whose `subject` names the image)."""
         target = self._blob_path(fetched.digest)
-        if not target.exists():
+        if self._intact(fetched.digest) is None:
             self._replace(target, fetched.data)
         if ":" in reference and _subject(fetched.data) is not None:
             await self.add_referrer_fallback("", _referrer_descriptor(fetched))
@@ -216,9 +236,9 @@ class ImageLayout:
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
+                _flush(out)
             os.replace(tmp, target)
+            _sync_dir(target.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -303,3 +323,18 @@ def _referrer_descriptor(fetched: Fetched) -> dict[str, Any]:
 
 def _write(out: BinaryIO, data: bytes) -> None:
     out.write(data)
+
+
+def _flush(out: BinaryIO) -> None:
+    """The file's bytes on disk (before it is renamed into place)."""
+    out.flush()
+    os.fsync(out.fileno())
+
+
+def _sync_dir(path: Path) -> None:
+    """A rename into `path` on disk (the directory's entry)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

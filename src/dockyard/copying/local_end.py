@@ -43,7 +43,8 @@ class LocalRepository:
             return None
         return record.digest
 
-    async def has_blob(self, digest: str) -> bool:
+    async def has_blob(self, digest: str, size: int | None = None) -> bool:
+        """Whether this registry's stores have the blob (checked when it was stored)."""
         try:
             await self.registry.blobs.stat(self.name, Digest.parse(digest))
         except BlobUnknown:

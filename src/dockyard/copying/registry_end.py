@@ -91,7 +91,8 @@ class RegistryRepository:
         info = await self.client.head_manifest(self.repository, reference)
         return info.digest if info else None
 
-    async def has_blob(self, digest: str) -> bool:
+    async def has_blob(self, digest: str, size: int | None = None) -> bool:
+        """The registry's HEAD (a registry checks its blobs' digests itself)."""
         return await self.client.has_blob(self.repository, digest)
 
     def place(self) -> tuple[str, str] | None:

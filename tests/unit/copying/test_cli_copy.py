@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from dockyard.cli.main import main
-from tests.support.images import random_layout
+from tests.support.images import random_layout, sha256
 
 
 @pytest.mark.parametrize(("args", "reason"), [
@@ -115,3 +115,23 @@ def test_a_layout_manifest_or_index_is_read_bounded_never_through_a_link(
     [line] = result.output.strip().splitlines()
     assert line.startswith("Error: "), line
     assert reason in line, line
+
+
+def test_a_damaged_blob_in_a_layout_destination_is_written_again_by_a_rerun(
+        tmp_path: Path) -> None:
+    # blobs renamed into place before their bytes were on disk: a crash left them short,
+    # and a rerun took any file of the name for the blob
+    layout = random_layout(tmp_path / "lay", "v1")
+    out = tmp_path / "out"
+    first = CliRunner().invoke(main, ["copy", f"oci:{layout.path}:v1", f"oci:{out}:v1"])
+    assert first.exit_code == 0, first.output
+    blobs = out / "blobs" / "sha256"
+    damaged = [blobs / layout.layer_digests()[0].split(":")[1],
+               blobs / layout.digest.split(":")[1]]
+    for path in damaged:
+        with path.open("r+b") as handle:
+            handle.truncate(path.stat().st_size // 2)
+    again = CliRunner().invoke(main, ["copy", f"oci:{layout.path}:v1", f"oci:{out}:v2"])
+    assert again.exit_code == 0, again.output
+    for digest in layout.all_digests():
+        assert sha256((blobs / digest.split(":")[1]).read_bytes()) == digest
