@@ -59,7 +59,7 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
         jobs.append(scrub_job(registry, settings))
     if settings.builder.enabled:
         jobs.append(builder_job(settings))
-    jobs += [mirror_job(registry, source) for source in settings.mirror]
+    jobs += [mirror_job(registry, source, settings.mirror) for source in settings.mirror]
     if settings.notifications.active:
         # runs until the server stops, on the one process holding its lease; another
         # takes over within a second of a clean stop, or when the holder's lease runs out
