@@ -4,6 +4,7 @@ workers, and a catalog that lists only what the caller may pull."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -173,6 +174,58 @@ def test_two_workers_share_one_failed_login_budget(tmp_path: Path) -> None:
         workers = {line.split()[2] for line in server.log.read_text().splitlines()
                    if "serving on" in line}
         assert len(workers) == 2
+    finally:
+        server.stop()
+
+
+PARALLEL_GUESSES = 120
+
+
+async def _guess_in_parallel(url: str, way: str) -> list[int]:
+    """PARALLEL_GUESSES wrong passwords for `reader` at once, each on its own connection,
+    by `way`: Basic on /v2/, Basic on /auth/token, or the web UI's login form."""
+    limits = httpx.Limits(max_connections=PARALLEL_GUESSES + 10)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as c:
+        form: dict[str, str] = {}
+        if way == "ui":
+            page = await c.get("/ui/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None, page.text[:2000]
+            form = {"csrf": csrf.group(1), "next": "/ui/", "username": "reader"}
+
+        async def guess(i: int) -> int:
+            if way == "v2":
+                r = await c.get("/v2/", headers=basic("reader", f"wrong-{i}"))
+            elif way == "token":
+                r = await c.get("/auth/token", params={"service": "dockyard"},
+                                headers=basic("reader", f"wrong-{i}"))
+            else:
+                r = await c.post("/ui/login", data={**form, "password": f"wrong-{i}"})
+            return r.status_code
+
+        return list(await asyncio.gather(*(guess(i) for i in range(PARALLEL_GUESSES))))
+
+
+@pytest.mark.parametrize("way", ["v2", "token", "ui"])
+def test_parallel_wrong_passwords_get_no_more_checks_than_the_budget(tmp_path: Path,
+                                                                     way: str) -> None:
+    """Guesses sent at once cannot all slip past the failed-login limit before the
+    first failure is recorded: at most `failures` are checked (401), the rest are 429."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    auth = token_auth(htpasswd) if way == "token" else basic_auth(htpasswd)
+    config = write_config(tmp_path / "config.yml", auth={
+        **auth, "ratelimit": {"failures": 10, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config)
+    try:
+        statuses = asyncio.run(_guess_in_parallel(server.url, way))
+        assert set(statuses) <= {401, 429}, statuses
+        assert 1 <= statuses.count(401) <= 10, statuses
+        failed = server.log.read_text().count("failed login for user 'reader'")
+        assert failed == statuses.count(401)
+        # the budget is spent: the right password waits too
+        path = "/auth/token?service=dockyard" if way == "token" else "/v2/"
+        r = httpx.get(server.url + path, headers=basic("reader", USERS["reader"][0]))
+        assert r.status_code == 429, r.text
     finally:
         server.stop()
 

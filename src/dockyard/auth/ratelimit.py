@@ -7,7 +7,17 @@ the oldest of those failures leaves the window.
 The failures are kept in a `FailureLog`. The registry hands its metadata store's log to
 every worker (`FailureLimiter.share`), so all workers of a node, and all nodes over one
 PostgreSQL, count against one budget; until then (and in tests) they are kept in process
-memory. A check costs one indexed read, a failure one write; a success costs nothing.
+memory.
+
+Parallel attempts cannot overrun the budget: an attempt is recorded as a failure *before*
+its password is checked (`FailureLimiter.reserve`), and goes ahead only when, with it
+recorded, the failures (and attempts in flight) of each key are still within the budget;
+a success then cancels its record (`Attempt.succeeded`) with a matching record under the
+key's `ok:` twin, so the log stays append-only and shared. Whoever reads last among
+attempts racing for the last slots sees them all, so at most `failures` checks per key
+run in a window (a few more attempts than that may be refused while others are in flight,
+never fewer). A check costs one read when the key is locked, else two reads and one write;
+a success one more write; an attempt that dies half way stays counted as a failure.
 """
 
 from __future__ import annotations
@@ -15,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -81,30 +92,96 @@ def _storable(text: str) -> bool:
     return True
 
 
+#: the prefix of the records that cancel a reservation of the key they prefix
+CANCELLED = "ok:"
+
+
+class Throttled(Exception):
+    """The budget of a key is spent: try again in `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A password check that holds one failure of each key's budget until it succeeds."""
+
+    limiter: FailureLimiter
+    keys: tuple[str, ...]
+    at: float
+
+    async def succeeded(self) -> None:
+        """Give the reserved failure back: a right password is no failure."""
+        await self.limiter.log.add_failures([CANCELLED + k for k in self.keys], self.at,
+                                            time.time() - self.limiter.window)
+
+
 class FailureLimiter:
     def __init__(self, failures: int, window: float, log: FailureLog | None = None) -> None:
         self.failures = failures
         self.window = window
-        self.log: FailureLog = log if log is not None else MemoryFailureLog(keep=failures)
+        # reservations and their cancellations share the deques: room for both
+        self.log: FailureLog = (log if log is not None
+                                else MemoryFailureLog(keep=max(100, 10 * failures)))
 
     def share(self, log: FailureLog) -> None:
         """Count in `log` from now on (the store every worker shares)."""
         self.log = log
 
-    async def retry_after(self, *keys: str) -> int:
-        """Seconds to wait before any of `keys` may try again; 0 when they may now."""
-        now = time.time()
+    async def _failures(self, keys: Sequence[str], now: float) -> dict[str, list[float]]:
+        """Times of each key's failures in the window: recorded ones (attempts in flight
+        among them) less those a success cancelled."""
+        rows = await self.log.failures_since([*keys, *(CANCELLED + k for k in keys)],
+                                             now - self.window)
+        cancelled = Counter((k[len(CANCELLED):], at) for k, at in rows
+                            if k.startswith(CANCELLED) and k[len(CANCELLED):] in keys)
         by_key: dict[str, list[float]] = {}
-        for key, at in await self.log.failures_since(keys, now - self.window):
+        for key, at in rows:
+            if key not in keys:
+                continue
+            if cancelled[key, at]:
+                cancelled[key, at] -= 1
+                continue
             by_key.setdefault(key, []).append(at)
+        return by_key
+
+    def _wait(self, by_key: dict[str, list[float]], now: float) -> int:
         wait = 0.0
         for times in by_key.values():
             if len(times) >= self.failures:
                 times.sort()
                 # locked until all but `failures - 1` of them have left the window
-                wait = max(wait, times[len(times) - self.failures] + self.window - now)
+                wait = max(wait, times[len(times) - self.failures] + self.window - now, 1.0)
         return math.ceil(wait) if wait > 0 else 0
 
+    async def retry_after(self, *keys: str) -> int:
+        """Seconds to wait before any of `keys` may try again; 0 when they may now."""
+        now = time.time()
+        return self._wait(await self._failures(keys, now), now)
+
+    async def reserve(self, *keys: str) -> Attempt:
+        """Take one failure of each key's budget for a password check about to run;
+        raise `Throttled` when a budget is spent, counting the checks still in flight."""
+        wait = await self.retry_after(*keys)
+        if wait:
+            raise Throttled(wait)
+        attempt = Attempt(self, keys, time.time())
+        await self.log.add_failures(keys, attempt.at, attempt.at - self.window)
+        now = time.time()
+        by_key = await self._failures(keys, now)
+        for key in keys:  # the others: is there still room for this one?
+            times = by_key.get(key, [])
+            if attempt.at in times:
+                times.remove(attempt.at)
+        wait = self._wait(by_key, now)
+        if wait:
+            await attempt.succeeded()  # refused unchecked: no failure of its own
+            raise Throttled(wait)
+        return attempt
+
     async def failed(self, *keys: str) -> None:
+        """Record one failure of each of `keys` (a failed check that reserved nothing)."""
         now = time.time()
         await self.log.add_failures(keys, now, now - self.window)

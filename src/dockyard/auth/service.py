@@ -33,7 +33,7 @@ from dockyard.auth.keys import (
     load_signing_key,
 )
 from dockyard.auth.policy import Policy
-from dockyard.auth.ratelimit import FailureLimiter, limit_key
+from dockyard.auth.ratelimit import FailureLimiter, Throttled, limit_key
 from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, credential_id
 from dockyard.config.auth import AuthSettings
 from dockyard.config.stamps import file_stamps
@@ -214,14 +214,17 @@ class AccessControl:
         entry: Entry | None = self.htpasswd.cached(user, password)
         if entry is None:
             keys = (limit_key("addr", client), limit_key("user", user))
-            wait = await self.limiter.retry_after(*keys)
-            if wait:
-                raise RateLimited(wait)
+            # the failure is reserved before bcrypt runs, so parallel guesses cannot all
+            # pass the check of past failures (it stays a failure unless the check passes)
+            try:
+                attempt = await self.limiter.reserve(*keys)
+            except Throttled as exc:
+                raise RateLimited(exc.retry_after) from None
             entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
             if entry is None:
-                await self.limiter.failed(*keys)
                 log.warning("failed login for user %r from %s", user[:64], client)
                 raise Unauthenticated("wrong user name or password")
+            await attempt.succeeded()
         return Identity(user=entry.user, groups=entry.groups, method="password", client=client,
                         auth_time=int(time.time()))
 
