@@ -72,6 +72,35 @@ def test_long_passwords_are_401_and_counted_malformed_hashes_reported(tmp_path: 
         server.stop()
 
 
+def test_an_unknown_user_takes_as_long_as_some_real_user(tmp_path: Path) -> None:
+    """With mixed bcrypt costs, unknown names are no longer all as slow as the dearest
+    entry (which set them apart from every cheaper real user): like real users, some
+    are quick and some slow, and one name is the same every time. The margins are wide:
+    cost 12 takes hundreds of milliseconds, cost 4 a few."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(
+        f"cheap:{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=4)).decode()}\n"
+        f"dear:{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=12)).decode()}\n")
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd), "ratelimit": {"failures": 1000, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            def seconds(user: str) -> float:
+                start = time.monotonic()
+                assert c.get("/v2/", headers=basic(user, "wrong")).status_code == 401
+                return time.monotonic() - start
+
+            slow = min(seconds("dear") for _ in range(2))
+            quick = {f"nobody-{i}": seconds(f"nobody-{i}") < slow / 3 for i in range(16)}
+            assert any(quick.values()), quick  # before: every unknown name took `slow`
+            assert not all(quick.values()), quick
+            for name, was_quick in list(quick.items())[:4]:
+                assert (seconds(name) < slow / 3) == was_quick, name
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- refresh tokens
 
 

@@ -28,7 +28,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,8 @@ log = logging.getLogger("dockyard.auth")
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 #: bcrypt reads this many bytes of a password; `htpasswd -B` drops the rest, and so do we
 BCRYPT_MAX_BYTES = 72
+#: the bcrypt cost `dockyard user` writes
+DEFAULT_COST = 12
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$([./A-Za-z0-9]{22})([./A-Za-z0-9]{31})")
 _B64 = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
@@ -48,9 +50,20 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 @functools.cache
 def _dummy_hash(rounds: int) -> bytes:
-    """A hash to check against when the user does not exist, so timing does not tell
-    (at the cost the file's own entries use)."""
-    return bcrypt.hashpw(b"dockyard-no-such-user", bcrypt.gensalt(rounds=rounds))
+    """A hash to check against when the user does not exist, so timing does not tell:
+    a fresh salt at `rounds` and a hash no password gives (checkpw costs the same
+    whatever the stored hash is, and making one here would cost a second check)."""
+    return bcrypt.gensalt(rounds=rounds) + b"." * 31
+
+
+def dummy_cost(user: str, costs: Sequence[int], key: bytes) -> int:
+    """The bcrypt cost to check an unknown `user` at: the cost of the entry a keyed hash
+    of the name picks among `costs` (one per usable entry), so unknown names take the
+    times real users take, in the same proportions, and one name always the same."""
+    if not costs:
+        return 12
+    pick = hmac.new(key, user.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+    return sorted(costs)[int.from_bytes(pick[:8], "big") % len(costs)]
 
 
 def password_bytes(password: str) -> bytes:
@@ -72,7 +85,8 @@ def bcrypt_problem(hashed: str) -> str:
     return ""
 
 
-def _cost(hashed: bytes) -> int:
+def cost(hashed: bytes) -> int:
+    """The bcrypt cost of a hash (12, bcrypt's default, when it names none)."""
     try:
         return min(max(int(hashed[4:6]), 4), 31)
     except ValueError:
@@ -130,7 +144,7 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
     return entries
 
 
-def hash_password(password: str, rounds: int = 12) -> bytes:
+def hash_password(password: str, rounds: int = DEFAULT_COST) -> bytes:
     """A bcrypt hash of the password's first 72 bytes (what `htpasswd -B` writes)."""
     return bcrypt.hashpw(password_bytes(password), bcrypt.gensalt(rounds=rounds))
 
@@ -180,7 +194,8 @@ class HtpasswdFile:
         self._stamp: tuple[Stamp, ...] | None = None
         self._checked = 0.0
         self._entries: dict[str, Entry] = {}
-        self._dummy_rounds = 12
+        self._costs: tuple[int, ...] = ()
+        self._dummy_key = b""
         self._key = secrets.token_bytes(32)
         self._ok: dict[bytes, float] = {}
         self.reload(force=True)
@@ -200,8 +215,12 @@ class HtpasswdFile:
             if entry.problem:
                 log.error("%s", entry.problem)
         with self._lock:
-            self._dummy_rounds = max((_cost(e.hash) for e in entries.values()
-                                      if not e.problem), default=12)
+            usable = [e for e in entries.values() if not e.problem]
+            self._costs = tuple(sorted(cost(e.hash) for e in usable))
+            # a key every worker derives alike from what only the file's readers know
+            # (its hashes), so one unknown name gets one cost on every worker
+            self._dummy_key = hashlib.sha256(b"dockyard-dummy-cost\0" + b"\0".join(
+                sorted(e.hash for e in usable))).digest()
             self._entries = entries
             self._stamp = stamp
             self._ok.clear()
@@ -217,12 +236,16 @@ class HtpasswdFile:
         return hmac.new(self._key, b"\0".join([user.encode(), password.encode(), entry.hash]),
                         hashlib.sha256).digest()
 
+    def dummy_cost(self, user: str) -> int:
+        """The cost an unknown (or unusable) `user`'s password is checked at."""
+        return dummy_cost(user, self._costs, self._dummy_key)
+
     def verify(self, user: str, password: str) -> Entry | None:
         """The user's entry when the password is right (blocking: call it in a thread)."""
         entry = self._entries.get(user)
         if entry is None or entry.problem:
-            # as slow as a real check, so timing does not tell who exists
-            bcrypt.checkpw(password_bytes(password), _dummy_hash(self._dummy_rounds))
+            # as slow as a real user's check, so timing does not tell who exists
+            bcrypt.checkpw(password_bytes(password), _dummy_hash(self.dummy_cost(user)))
             return None
         key = self._cache_key(user, password, entry)
         now = time.monotonic()

@@ -17,8 +17,10 @@ import click
 
 from dockyard.auth.htpasswd import (
     BCRYPT_MAX_BYTES,
+    DEFAULT_COST,
     Entry,
     HtpasswdError,
+    cost,
     hash_password,
     load,
     valid_name,
@@ -146,7 +148,15 @@ def rm(config: Path | None, file: Path | None, name: str) -> None:
 @config_option
 @file_option
 def ls(config: Path | None, file: Path | None) -> None:
-    """List users and their groups."""
+    """List users and their groups; warn when the entries' bcrypt costs differ."""
+    by_cost: dict[int, list[str]] = {}
     for entry in sorted(_entries(_path(config, file)).values(), key=lambda e: e.user):
         note = "\t(malformed hash: cannot log in)" if entry.problem else ""
         click.echo(f"{entry.user}\t{','.join(sorted(entry.groups))}{note}")
+        if not entry.problem:
+            by_cost.setdefault(cost(entry.hash), []).append(entry.user)
+    if len(by_cost) > 1:
+        costs = "; ".join(f"cost {c}: {', '.join(users)}" for c, users in sorted(by_cost.items()))
+        click.echo(f"warning: the entries use different bcrypt costs ({costs}); the cheaper "
+                   f"ones are quicker to crack: set them again with `dockyard user passwd` "
+                   f"(cost {DEFAULT_COST})", err=True)

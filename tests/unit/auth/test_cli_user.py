@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bcrypt
 from click.testing import CliRunner
 
 from dockyard.auth.htpasswd import HtpasswdFile
@@ -104,3 +105,18 @@ def test_a_file_that_cannot_be_written_or_read_is_one_line(tmp_path: Path) -> No
     r = run(main, ["user", "ls", "--file", str(latin)])
     assert r.exit_code == 1
     assert r.output.strip() == f"Error: {latin}: not UTF-8 text (byte 3)"
+
+
+def test_ls_warns_about_mixed_bcrypt_costs(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    cheap = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=5)).decode()
+    dear = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=6)).decode()
+    path.write_text(f"alice:{cheap}\nbob:{dear}:ops\ncarol:{cheap}\n")
+    r = CliRunner().invoke(main, ["user", "ls", "--file", str(path)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == ["alice\t", "bob\tops", "carol\t"]
+    assert "cost 5: alice, carol; cost 6: bob" in r.stderr
+    assert "dockyard user passwd" in r.stderr
+    path.write_text(f"alice:{cheap}\ncarol:{cheap}\n")
+    r = CliRunner().invoke(main, ["user", "ls", "--file", str(path)])
+    assert r.stderr == ""

@@ -133,3 +133,39 @@ def test_a_malformed_entry_survives_a_rewrite(tmp_path: Path) -> None:
     entries["alice"] = Entry("alice", _hash("a").encode())
     write_atomic(path, entries.values())
     assert "mallory:$2y$05$garbage\n" in path.read_text()
+
+
+def _checked_costs(users: HtpasswdFile, names: list[str],
+                   monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The bcrypt cost each name's (wrong) password was checked at."""
+    seen: dict[str, int] = {}
+    real = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        seen[current] = int(hashed[4:6])
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    for current in names:
+        assert users.verify(current, "wrong") is None
+    monkeypatch.setattr(bcrypt, "checkpw", real)
+    return seen
+
+
+def test_unknown_users_are_checked_at_the_costs_real_users_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With mixed costs (htpasswd -B writes 5, `dockyard user` 12), an unknown name is
+    checked at the cost of an entry a keyed hash of the name picks: not always the
+    highest (which told who exists), the same for one name every time and on every
+    worker, and the costs in the file's proportions."""
+    path = tmp_path / "htpasswd"
+    path.write_text("".join(
+        f"u{i}:{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=rounds)).decode()}\n"
+        for i, rounds in enumerate([4, 4, 4, 5])))
+    names = [f"nobody-{i}" for i in range(200)]
+    first = _checked_costs(HtpasswdFile(path), names, monkeypatch)
+    again = _checked_costs(HtpasswdFile(path), names, monkeypatch)  # another worker
+    assert first == again
+    assert set(first.values()) == {4, 5}
+    assert 100 < list(first.values()).count(4) < 190  # three entries in four are cost 4
+    assert _checked_costs(HtpasswdFile(path), ["u3"], monkeypatch) == {"u3": 5}
