@@ -436,6 +436,67 @@ def test_basic_anonymous_pull_and_builder_push(basic_registry: Registry) -> None
     assert r.status_code == 202
 
 
+# ---------------------------------------------------------------- cross-site writes
+
+#: what a browser sends with a form another site's page posts to the registry
+CROSS_SITE = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site",
+              "Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize("marks", [
+    CROSS_SITE,
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+], ids=["form", "origin", "opaque-origin", "fetch-cross-site", "fetch-same-site"])
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.kind in ("write", "delete")
+                                   and r.label != "upload-status"], ids=lambda r: r.label)
+def test_cross_site_writes_with_cached_basic_credentials_are_refused(
+        basic_registry: Registry, route: Route, marks: dict[str, str]) -> None:
+    """A page of another site can make the browser send a write with the Basic
+    credentials it cached for the registry: /v2 refuses it before looking at them."""
+    resp = check_refused(basic_registry, route, PUBLIC, {**basic_registry.admin, **marks},
+                         403, "DENIED", None)
+    assert "cross-site" in resp.json()["errors"][0]["message"]
+
+
+def test_cross_site_admin_writes_and_mounts_are_refused_reads_and_own_origin_served(
+        basic_registry: Registry) -> None:
+    url = basic_registry.server.url
+    admin = basic_registry.admin
+    before = basic_registry.snapshot()
+    r = httpx.delete(f"{url}/admin/v1/repositories/{PUBLIC}", headers={**admin, **CROSS_SITE})
+    assert r.status_code == 403, r.text
+    assert r.json()["errors"][0]["code"] == "DENIED"
+    # the form the finding describes: a mount into a repository the page chose
+    r = httpx.post(f"{url}/v2/public/stolen/blobs/uploads/", params={"mount": LD,
+                   "from": PRIVATE}, headers={**admin, **CROSS_SITE}, content=b"x=1")
+    assert r.status_code == 403, r.text
+    assert httpx.head(f"{url}/v2/public/stolen/blobs/{LD}", headers=admin).status_code == 404
+    assert basic_registry.snapshot() == before
+    # reads are not writes; the registry's own origin and a typed URL (`none`) may write
+    assert httpx.get(f"{url}/v2/{PUBLIC}/manifests/v1", headers={**admin, **CROSS_SITE}
+                     ).content == MANIFEST
+    for own in ({"Origin": url, "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}):
+        r = httpx.post(f"{url}/v2/public/own/blobs/uploads/", params={"mount": LD,
+                       "from": PUBLIC}, headers={**admin, **own})
+        assert r.status_code == 201, r.text
+
+
+def test_cross_site_writes_are_refused_without_auth_too(tmp_path: Path) -> None:
+    """With `auth.method: none` a page of any site could otherwise write to a registry
+    on the visitor's own machine or network."""
+    server = start_dockyard(tmp_path / "data")
+    try:
+        r = httpx.post(f"{server.url}/v2/public/x/blobs/uploads/", headers=CROSS_SITE)
+        assert r.status_code == 403, r.text
+        assert r.json()["errors"][0]["code"] == "DENIED"
+        assert httpx.post(f"{server.url}/v2/public/x/blobs/uploads/").status_code == 202
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- failed-login limits
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
+from yarl import URL
 
 from dockyard.api.context import REGISTRY, SETTINGS, Match
 from dockyard.api.errors import error_response
@@ -151,6 +152,53 @@ def required_scope(access: Access, name: str) -> Scope | None:
     if access is Access.ADMIN:
         return _ADMIN
     return Scope("repository", name, _ACTIONS[access])
+
+
+#: methods that change nothing, which a cross-site request may use
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: `Sec-Fetch-Site` values of requests a page of another site did not make
+_OWN_FETCH = frozenset({"same-origin", "none"})
+
+
+def _origin_of(url: str) -> tuple[str, str, int | None] | None:
+    """`(scheme, host, port)` of an origin or base URL; None when it is not one."""
+    try:
+        parsed = URL(url)
+    except ValueError:
+        return None
+    if not parsed.scheme or not parsed.host:
+        return None
+    return parsed.scheme.lower(), parsed.host.lower().rstrip("."), parsed.port
+
+
+def cross_site(request: web.Request) -> str:
+    """Why a state-changing request came from another site's page ("" when it did not).
+
+    A browser attaches cached Basic credentials to a form a page of any site posts, so
+    /v2 and /admin take no write a browser marks as cross-site (`Sec-Fetch-Site` other
+    than `same-origin`/`none`) or sends with an `Origin` other than this registry's own
+    (`http.host`, else what a trusted proxy forwarded, else the request's own scheme and
+    host). Registry clients (docker, podman, skopeo, crane, oras) send neither header.
+    """
+    if request.method in SAFE_METHODS:
+        return ""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site.strip().lower() not in _OWN_FETCH:
+        return f"Sec-Fetch-Site: {fetch_site[:40]}"
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        own = _origin_of(public_base(request))
+        if own is None or _origin_of(origin.strip()) != own:
+            return f"Origin: {origin[:100]}"
+    return ""
+
+
+def refuse_cross_site(request: web.Request, why: str) -> web.StreamResponse:
+    """403 `DENIED` for a write a page of another site made (`cross_site`)."""
+    metrics().auth_failures.labels("cross_site").inc()
+    return error_response("DENIED", f"cross-site requests may not change this registry "
+                          f"({why}); registry clients send no Origin or Sec-Fetch-Site "
+                          f"header", head=request.method == "HEAD")
 
 
 def identity(request: web.Request) -> Identity:

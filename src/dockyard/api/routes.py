@@ -35,6 +35,8 @@ from dockyard.api.access import (
     Guard,
     audit_response,
     authorize,
+    cross_site,
+    refuse_cross_site,
 )
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response, from_exception
@@ -221,6 +223,11 @@ async def authorization(request: web.Request, handler: AiohttpHandler
                 return target
             request[TARGET] = target
             access, match = target.endpoint.access, target.match
+            # before credentials are looked at: a browser attaches cached Basic
+            # credentials to another site's forms, and /v2 has no CSRF token
+            why = cross_site(request)
+            if why:
+                return refuse_cross_site(request, why)
         else:
             guard = getattr(matched.handler, GUARD, None)
             if guard is None:
