@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import jwt
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from dockyard.cli.main import main
@@ -183,5 +184,65 @@ def test_an_external_issuers_key_rotation_applies_without_a_restart(tmp_path: Pa
         time.sleep(1.5)
         assert status(new, "k-new") == 200
         assert "keeping the previous token keys" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+def test_deleting_a_key_file_revokes_its_keys(tmp_path: Path) -> None:
+    """A removed `public_keys` or `jwks` file gives no keys any more: tokens its keys
+    signed are refused after the next look at the files, while a file that does not
+    parse keeps its keys (and is tried again, and logged, until it is fixed)."""
+    pem_key, jwks_key, third = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    pem = tmp_path / "issuer.pem"
+    pem.write_bytes(pem_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    other = tmp_path / "other.pem"
+    other.write_bytes(third.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(jwks_key.public_key()))
+    jwk.update({"kid": "idp-1", "use": "sig", "alg": "ES256"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    config = write_config(tmp_path / "config.yml", auth={
+        "method": "token", "access": PLATFORM_ACCESS,
+        "token": {"builtin": False, "realm": "https://sso.example/token",
+                  "service": "registry.example", "issuer": "https://sso.example",
+                  "public_keys": [pem, other], "jwks": jwks}})
+    server = start_dockyard(tmp_path / "data", config=config)
+
+    def status(key: ec.EllipticCurvePrivateKey, kid: str | None = None) -> int:
+        now = int(time.time())
+        token = jwt.encode({"iss": "https://sso.example", "sub": "ci", "aud": "registry.example",
+                            "iat": now, "nbf": now, "exp": now + 60, "access": []},
+                           key, "ES256", headers={"kid": kid} if kid else None)
+        return httpx.get(f"{server.url}/v2/",
+                         headers={"Authorization": f"Bearer {token}"}).status_code
+
+    def refused_soon(key: ec.EllipticCurvePrivateKey, kid: str | None = None) -> None:
+        deadline = time.monotonic() + 5
+        while (got := status(key, kid)) != 401:
+            assert got == 200
+            assert time.monotonic() < deadline, "a deleted key file's key still verifies"
+            time.sleep(0.2)
+
+    try:
+        assert status(pem_key) == 200
+        assert status(jwks_key, "idp-1") == 200
+        assert status(third) == 200
+        pem.unlink()
+        refused_soon(pem_key)
+        time.sleep(1.5)
+        assert status(pem_key) == 401  # for good, not for one look
+        assert status(jwks_key, "idp-1") == 200  # the other files' keys stay
+        assert "issuer.pem is gone" in server.log.read_text()
+        jwks.unlink()
+        refused_soon(jwks_key, "idp-1")
+        # a file that does not parse keeps its keys, logged at each look until fixed
+        other.write_text("-----BEGIN PUBLIC KEY-----\ncut short")
+        for _ in range(3):
+            time.sleep(1.2)
+            assert status(third) == 200
+        log = server.log.read_text()
+        assert log.count("keeping the previous token keys of") >= 2, log[-3000:]
     finally:
         server.stop()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -136,6 +137,20 @@ def load_public_keys(path: Path) -> list[VerifyKey]:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyError_(f"{path}: {exc.strerror}") from None
+    try:
+        out = _public_keys(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        if isinstance(exc, KeyError_):
+            raise KeyError_(f"{path}: {exc}") from None
+        raise KeyError_(f"{path}: not a PEM public key or certificate: {exc}") from None
+    if not out:
+        raise KeyError_(f"{path}: no public key found")
+    return out
+
+
+def _public_keys(data: bytes) -> list[VerifyKey]:
+    """The keys of PEM text (ValueError, TypeError or UnsupportedAlgorithm when it holds
+    none that parses): a half-written file is a `KeyError_`, never a 500."""
     out: list[VerifyKey] = []
     if b"CERTIFICATE" in data:
         for cert in x509.load_pem_x509_certificates(data):
@@ -149,9 +164,6 @@ def load_public_keys(path: Path) -> list[VerifyKey]:
         except ValueError:
             loaded = serialization.load_pem_private_key(data, password=None).public_key()
         if not isinstance(loaded, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-            raise KeyError_(f"{path}: only EC and RSA public keys can verify tokens")
-        pub = loaded
-        out.append(VerifyKey.of(pub))
-    if not out:
-        raise KeyError_(f"{path}: no public key found")
+            raise KeyError_("only EC and RSA public keys can verify tokens")
+        out.append(VerifyKey.of(loaded))
     return out

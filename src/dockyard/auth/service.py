@@ -156,7 +156,9 @@ class AccessControl:
         self._key_files = [*token.public_keys, *([token.jwks] if token.jwks else [])]
         self._key_stamps = file_stamps(*self._key_files)
         self._keys_checked = time.monotonic()
-        keys = keys + self._external_keys()
+        # at start a file that is missing or does not parse stops the server
+        self._file_keys = [self._load_key_file(i) for i in range(len(self._key_files))]
+        keys = self._verify_keys()
         if not keys:
             raise ValueError("auth.token: no key to verify tokens with (set builtin: true, "
                              "public_keys or jwks)")
@@ -165,31 +167,51 @@ class AccessControl:
                              "external issuer")
         self.verifier = TokenVerifier(keys, issuer=token.issuer, service=token.service)
 
-    def _external_keys(self) -> list[VerifyKey]:
-        keys: list[VerifyKey] = []
-        for path in self.settings.token.public_keys:
-            keys.extend(load_public_keys(path))
-        if self.settings.token.jwks is not None:
-            keys.extend(load_jwks(self.settings.token.jwks))
-        return keys
+    def _load_key_file(self, index: int) -> list[VerifyKey]:
+        """The keys of the `index`th key file (the `public_keys`, then `jwks`)."""
+        path = self._key_files[index]
+        if index >= len(self.settings.token.public_keys):
+            return load_jwks(path)
+        return load_public_keys(path)
+
+    def _verify_keys(self) -> list[VerifyKey]:
+        return self._own_keys + [k for keys in self._file_keys for k in keys]
 
     def _reload_token_keys(self) -> None:
         """Re-read the issuer's key files when one changed (checked once a second), so
-        an external issuer can rotate its keys without a restart; a broken file is
-        logged and the keys in force stay."""
+        an external issuer can rotate its keys without a restart. A file that is gone
+        gives no keys any more (deleting it revokes them); one that does not parse keeps
+        its previous keys, and is tried (and logged) again at every check until fixed."""
         now = time.monotonic()
         if now - self._keys_checked < KEY_CHECK_INTERVAL:
             return
         self._keys_checked = now
-        try:
-            stamps = file_stamps(*self._key_files)
-            if stamps == self._key_stamps:
-                return
-            self._key_stamps = stamps  # a broken file is reported once, not every second
-            keys = self._own_keys + self._external_keys()
-        except (KeyError_, OSError) as exc:
-            log.error("keeping the previous token keys: %s", exc)
+        stamps = list(file_stamps(*self._key_files))
+        if tuple(stamps) == self._key_stamps:
             return
+        changed = False
+        for i, (path, stamp) in enumerate(zip(self._key_files, stamps, strict=True)):
+            if stamp == self._key_stamps[i]:
+                continue
+            keys: list[VerifyKey] = []
+            if stamp is not None:
+                try:
+                    keys = self._load_key_file(i)
+                except (KeyError_, OSError) as exc:
+                    if file_stamps(path) != (None,):
+                        log.error("keeping the previous token keys of %s: %s", path, exc)
+                        stamps[i] = self._key_stamps[i]  # so it is tried again
+                        continue
+                    stamps[i] = None  # removed while it was read
+            if stamps[i] is None:
+                log.warning("token key file %s is gone: its %d key(s) no longer verify "
+                            "tokens", path, len(self._file_keys[i]))
+            self._file_keys[i] = keys
+            changed = True
+        self._key_stamps = tuple(stamps)
+        if not changed:
+            return
+        keys = self._verify_keys()
         token = self.settings.token
         self.verifier = TokenVerifier(keys, issuer=token.issuer, service=token.service)
         log.info("reloaded the token verification keys (%d)", len(keys))
