@@ -134,6 +134,21 @@ def reloaded(running: Settings, new: Settings) -> Settings:
         "log": running.log.model_copy(update={"level": new.log.level}), "auth": auth})
 
 
+def _changed(old: Any, new: Any, key: str) -> list[str]:
+    """The dotted keys under `key` whose values differ between two settings dumps."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [changed for name in sorted({*old, *new}, key=str)
+                for changed in _changed(old.get(name), new.get(name),
+                                        f"{key}.{name}" if key else str(name))]
+    return [] if old == new else [key]
+
+
+def not_reloaded(running: Settings, new: Settings) -> list[str]:
+    """The keys that differ in `new` and that a SIGHUP does not apply (`reloaded`):
+    named in the log, so a change that waits for a restart is not taken for done."""
+    return _changed(reloaded(running, new).model_dump(), new.model_dump(), "")
+
+
 def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
             settings: Settings, source: Source | None, alone: bool = False) -> None:
     """SIGHUP in a worker: reload the certificate, and from the configuration the log
@@ -158,11 +173,10 @@ def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
             control = app.get(ACCESS)
             if control is not None and new.auth.method == settings.auth.method:
                 reloaded.extend(control.reload(new.auth))
-            unchanged = new.model_copy(update={"log": settings.log, "auth": settings.auth})
-            if unchanged != settings or new.auth.method != settings.auth.method \
-                    or new.log.format != settings.log.format:
-                log.warning("SIGHUP: other changes to the configuration take effect at "
-                            "the next restart")
+            waiting = not_reloaded(settings, new)
+            if waiting:
+                log.warning("SIGHUP: changes to %s are not reloaded: they take effect at "
+                            "the next restart", ", ".join(waiting))
     log.info("SIGHUP: worker %d reloaded %s", os.getpid(), ", ".join(reloaded) or "nothing")
     if alone:
         sdnotify.ready(f"serving on {settings.http.addr}")

@@ -178,3 +178,40 @@ def test_a_worker_restarted_after_a_sighup_serves_the_reloaded_policy(
                 assert c.get(url).status_code == 404  # still the last good policy
     finally:
         s.stop()
+
+
+def test_sighup_names_the_auth_changes_it_does_not_reload(tmp_path: Path) -> None:
+    """A change to `auth.token.*`, `auth.ratelimit` or `auth.realm` waits for a restart:
+    the SIGHUP says so, naming each key, beside what it did reload."""
+    users = tmp_path / "htpasswd"
+    users.write_text(_user("ci", b"one"))
+    cfg = tmp_path / "c.yml"
+
+    def config(expiration: str, failures: int, realm: str) -> None:
+        cfg.write_text(
+            f"auth:\n  method: htpasswd\n  realm: {realm}\n  htpasswd:\n    path: {users}\n"
+            f"  ratelimit:\n    failures: {failures}\n"
+            f"  token:\n    expiration: {expiration}\n"
+            "  access:\n    - repository: '**'\n      allow:\n        ci: ['*']\n")
+
+    config("5m", 10, "dockyard")
+    s = start_dockyard(tmp_path / "data", workers=1, config=cfg)
+    try:
+        config("1m", 3, "elsewhere")
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "SIGHUP: worker" not in s.log.read_text():
+            assert time.monotonic() < deadline, s.log.read_text()[-3000:]
+            time.sleep(0.2)
+        log = s.log.read_text()
+        warning = next((x for x in log.splitlines() if "next restart" in x), "")
+        for key in ("auth.token.expiration", "auth.ratelimit.failures", "auth.realm"):
+            assert key in warning, log[-3000:]
+        assert "auth.access" not in warning  # reloaded, not waiting
+        line = next(x for x in log.splitlines() if "SIGHUP: worker" in x)
+        assert "access policy (1 rules)" in line
+        # the running realm is still the old one, as the warning says
+        assert httpx.get(s.url + "/v2/").headers["WWW-Authenticate"].startswith(
+            'Basic realm="dockyard"')
+    finally:
+        s.stop()
