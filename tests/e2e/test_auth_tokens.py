@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -244,5 +246,53 @@ def test_deleting_a_key_file_revokes_its_keys(tmp_path: Path) -> None:
             assert status(third) == 200
         log = server.log.read_text()
         assert log.count("keeping the previous token keys of") >= 2, log[-3000:]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sub", ["group:admins", "authenticated", "anonymous", "x:y"])
+def test_a_token_whose_sub_is_a_policy_subject_is_refused(tmp_path: Path, sub: str) -> None:
+    """An external issuer's token for a user called `group:admins` matched the group's
+    rules, `auth.catalog` and `metrics.allow`; such a `sub` is no user name: 401."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": "idp", "use": "sig", "alg": "ES256"})
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}))
+    config = write_config(tmp_path / "config.yml", auth={
+        "method": "token", "catalog": ["group:admins"],
+        "access": [{"repository": "**", "allow": {"group:admins": ["*"]}}],
+        "token": {"builtin": False, "realm": "https://sso.example/token",
+                  "service": "registry.example", "issuer": "https://sso.example",
+                  "jwks": jwks}}, metrics={"allow_from": [], "allow": ["group:admins"]})
+    server = start_dockyard(tmp_path / "data", config=config)
+
+    def bearer(user: str, access: list[dict[str, object]]) -> dict[str, str]:
+        now = int(time.time())
+        token = jwt.encode({"iss": "https://sso.example", "sub": user,
+                            "aud": "registry.example", "iat": now, "nbf": now,
+                            "exp": now + 60, "access": access},
+                           key, "ES256", headers={"kid": "idp"})
+        return {"Authorization": f"Bearer {token}"}
+
+    catalog = [{"type": "registry", "name": "catalog", "actions": ["*"]}]
+    try:
+        pusher = bearer("ci-bot", [{"type": "repository", "name": "private/secret",
+                                    "actions": ["pull", "push"]}])
+        r = httpx.post(f"{server.url}/v2/private/secret/blobs/uploads/",
+                       params={"digest": "sha256:" + hashlib.sha256(b"s").hexdigest()},
+                       content=b"s", headers=pusher)
+        assert r.status_code == 201, r.text
+        # an ordinary name gets what the policy gives it: not the admins' view
+        r = httpx.get(f"{server.url}/v2/_catalog", headers=bearer("ci-bot", catalog))
+        assert r.status_code == 200, r.text
+        assert r.json()["repositories"] == [], r.text
+        assert httpx.get(f"{server.url}/metrics", headers=bearer("ci-bot", [])
+                         ).status_code == 403
+        for path, access in (("/v2/_catalog", catalog), ("/metrics", []), ("/v2/", [])):
+            r = httpx.get(server.url + path, headers=bearer(sub, access))
+            assert r.status_code == 401, (path, r.status_code, r.text)
+            assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+            assert [e["code"] for e in r.json()["errors"]] == ["UNAUTHORIZED"]
     finally:
         server.stop()

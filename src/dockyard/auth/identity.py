@@ -10,6 +10,13 @@ ANONYMOUS = "anonymous"
 AUTHENTICATED = "authenticated"
 
 
+def poses_as_subject(name: str) -> bool:
+    """Whether a user name would read as another policy subject: a `kind:value` one such
+    as `group:admins`, or `anonymous`/`authenticated`. No user may be called that (a
+    token's `sub` so named is refused), so a name never matches a rule meant for others."""
+    return ":" in name or name in (ANONYMOUS, AUTHENTICATED)
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """`type:name:actions` of the Docker token specification (`repository:a/b:pull,push`)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 import jwt
 
-from dockyard.auth.identity import Identity, Scope
+from dockyard.auth.identity import Identity, Scope, poses_as_subject
 from dockyard.auth.keys import SigningKey, VerifyKey
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
@@ -161,6 +161,9 @@ class TokenVerifier:
             grants.append(Scope(kind, name, frozenset(actions)))
         sub = claims.get("sub")
         user = sub if isinstance(sub, str) and sub else None
+        if user is not None and poses_as_subject(user):
+            # `group:admins` would match the rules, catalog and metrics.allow of a group
+            raise InvalidToken(f"sub {user[:64]!r} is a policy subject, not a user name")
         exp = claims["exp"]
         if not isinstance(exp, int | float):
             raise InvalidToken("exp is not a number")

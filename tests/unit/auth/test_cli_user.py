@@ -120,3 +120,12 @@ def test_ls_warns_about_mixed_bcrypt_costs(tmp_path: Path) -> None:
     path.write_text(f"alice:{cheap}\ncarol:{cheap}\n")
     r = CliRunner().invoke(main, ["user", "ls", "--file", str(path)])
     assert r.stderr == ""
+
+
+def test_names_that_are_policy_subjects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    for name in ("anonymous", "authenticated", "group:admins"):
+        r = CliRunner().invoke(main, ["user", "add", "--file", str(path), "--password-stdin",
+                                      name], input="pw\n")
+        assert r.exit_code == 2, r.output
+    assert not path.exists()
