@@ -259,6 +259,33 @@ def test_parallel_wrong_passwords_get_no_more_checks_than_the_budget(tmp_path: P
         server.stop()
 
 
+def test_a_robot_account_logging_in_from_many_runners_at_once_is_not_refused(
+        tmp_path: Path) -> None:
+    """Right passwords of one user from many addresses at once: each address is within
+    its budget, and a right password is no failure of the user's (reserving the user's
+    budget before the check refused runners past `failures` with 429)."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    config = write_config(tmp_path / "config.yml", http={"trusted_proxies": ["127.0.0.1/32"]},
+                          auth={**basic_auth(htpasswd),
+                                "ratelimit": {"failures": 5, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config)
+
+    async def logins() -> list[int]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as c:
+            async def one(i: int) -> int:
+                r = await c.get("/v2/", headers={**basic("reader", USERS["reader"][0]),
+                                                 "X-Forwarded-For": f"192.0.2.{i + 1}"})
+                return r.status_code
+            return list(await asyncio.gather(*(one(i) for i in range(30))))
+
+    try:
+        statuses = asyncio.run(logins())
+        assert statuses == [200] * 30, statuses
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- the catalog
 
 TEAM_ACCESS = [

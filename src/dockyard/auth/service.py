@@ -186,7 +186,12 @@ class AccessControl:
         if now - self._keys_checked < KEY_CHECK_INTERVAL:
             return
         self._keys_checked = now
-        stamps = list(file_stamps(*self._key_files))
+        try:
+            stamps = list(file_stamps(*self._key_files))
+        except OSError as exc:  # a directory made unreadable mid-rotation: not a 500
+            log.error("keeping the token keys in force: cannot look at their files: %s",
+                      exc)
+            return
         if tuple(stamps) == self._key_stamps:
             return
         changed = False
@@ -198,7 +203,11 @@ class AccessControl:
                 try:
                     keys = self._load_key_file(i)
                 except (KeyError_, OSError) as exc:
-                    if file_stamps(path) != (None,):
+                    try:
+                        gone = file_stamps(path) == (None,)
+                    except OSError:
+                        gone = False
+                    if not gone:
                         log.error("keeping the previous token keys of %s: %s", path, exc)
                         stamps[i] = self._key_stamps[i]  # so it is tried again
                         continue
@@ -235,15 +244,21 @@ class AccessControl:
         self._reload_users()
         entry: Entry | None = self.htpasswd.cached(user, password)
         if entry is None:
-            keys = (limit_key("addr", client), limit_key("user", user))
-            # the failure is reserved before bcrypt runs, so parallel guesses cannot all
-            # pass the check of past failures (it stays a failure unless the check passes)
+            addr, name = limit_key("addr", client), limit_key("user", user)
+            # the address's failure is reserved before bcrypt runs, so parallel guesses
+            # from one client cannot all pass the check of past failures (it stays a
+            # failure unless the check passes); the user's is counted once the check
+            # failed: reserved too, many runners logging in at once as one robot
+            # account from many addresses were refused with the right password
             try:
-                attempt = await self.limiter.reserve(*keys)
+                if wait := await self.limiter.retry_after(name):
+                    raise Throttled(wait)
+                attempt = await self.limiter.reserve(addr)
             except Throttled as exc:
                 raise RateLimited(exc.retry_after) from None
             entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
             if entry is None:
+                await self.limiter.failed(name)
                 log.warning("failed login for user %r from %s", user[:64], client)
                 raise Unauthenticated("wrong user name or password")
             await attempt.succeeded()
