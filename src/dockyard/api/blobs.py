@@ -155,13 +155,29 @@ async def stream(request: web.Request, resp: web.StreamResponse,
             await close()
 
 
+#: the most of a body written under one deadline: a piece must be taken within
+#: `http.body_timeout`, so a client reading slowly but steadily (a few KiB/s) is not cut
+#: off in the middle of a 1 MiB chunk
+WRITE_PIECE = 256 * 1024
+
+
 async def _write(resp: web.StreamResponse, data: bytes, seconds: float, *,
                  eof: bool = False) -> None:
     """`resp.write(data)` (with `eof`, `resp.write_eof()`), or `Stalled` when the
-    client takes none of it within `seconds`."""
+    client takes no `WRITE_PIECE` of it within `seconds`."""
     try:
-        async with asyncio.timeout(seconds):
-            await (resp.write_eof() if eof else resp.write(data))
+        if eof:
+            async with asyncio.timeout(seconds):
+                await resp.write_eof()
+            return
+        if len(data) <= WRITE_PIECE:
+            async with asyncio.timeout(seconds):
+                await resp.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_PIECE):
+            async with asyncio.timeout(seconds):
+                await resp.write(view[start:start + WRITE_PIECE])
     except TimeoutError:
         raise Stalled from None
 

@@ -14,13 +14,17 @@ before the bytes the response announced.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import web
 
 from dockyard.core.metrics import metrics
+from dockyard.oci.errors import StorageUnavailable
 
 #: the most one `os.sendfile` call is asked to send
 _PIECE = 1 << 30
@@ -54,6 +58,22 @@ def usable(request: web.Request) -> int | None:
     return fd if isinstance(fd, int) and fd >= 0 else None
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[BinaryIO]:
+    """The blob's file, open; an I/O fault opening it (EIO, EACCES, a loop) is the
+    storage being unavailable (503 with Retry-After), as from the driver, not a 500;
+    a missing file stays `FileNotFoundError` (the caller says the bytes are gone)."""
+    try:
+        fobj = path.open("rb")
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageUnavailable(f"the blob's file cannot be read: {exc.strerror or exc}"
+                                 ) from exc
+    with fobj:
+        yield fobj
+
+
 async def send_file(request: web.Request, resp: web.StreamResponse, sock_fd: int,
                     path: Path, offset: int, count: int, seconds: float) -> None:
     """Headers through aiohttp, then the kernel copies `count` bytes of `path` from
@@ -62,7 +82,7 @@ async def send_file(request: web.Request, resp: web.StreamResponse, sock_fd: int
     short then)."""
     loop = asyncio.get_running_loop()
     transport = request.transport
-    with path.open("rb") as fobj:
+    with _opened(path) as fobj:
         held = os.fstat(fobj.fileno()).st_size - offset
         if held < count:
             raise ShortBody(max(held, 0))
