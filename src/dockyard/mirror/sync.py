@@ -149,6 +149,13 @@ class Siblings:
                 if (tag in self._same_upstream[s.key] if s.key in self._same_upstream
                     else matches(s, tag))]
 
+    def keeping(self, tag: str) -> list[MirrorSource]:
+        """The others that select `tag` from this run's listing of the same upstream
+        (exactly): a prune hands the tag to one of them. Not a source of another
+        upstream: what its newest-N keeps is known to its own run only, and two such
+        sources handing a tag back and forth kept it for ever."""
+        return [s for s in self.others if tag in self._same_upstream.get(s.key, ())]
+
     def owner_selects(self, owner: str, tag: str) -> bool:
         """Whether `owner` is another configured source that still selects `tag`."""
         return any(s.key == owner for s in self.selecting(tag))
@@ -309,7 +316,7 @@ async def _prune(registry: Registry, source: MirrorSource, report: SourceReport,
                                                  source=source.key):
         if origin.tag in chosen:
             continue
-        keepers = siblings.selecting(origin.tag)
+        keepers = siblings.keeping(origin.tag)
         if keepers and origin.tag in mirrored:
             if not report.dry_run:
                 keeper = keepers[0]

@@ -39,3 +39,21 @@ def test_a_pre_release_sorts_below_its_release_and_numbers_compare_as_numbers() 
     assert semver("v1.9") < semver("1.10")  # type: ignore[operator]
     assert semver("latest") is None
     assert semver("1.2.3.4") is None
+
+
+def test_a_prune_hands_tags_only_to_sources_of_the_same_upstream() -> None:
+    # two sources of other upstreams into one repository, both `7.*`: each handed what
+    # it no longer kept to the other, which handed it back, and the tag stayed for ever
+    from dockyard.mirror.sync import Siblings
+
+    a = MirrorSource(registry="docker.io", repository="library/redis", tags=["7.*"],
+                     newest=1, prune=True, destination="redis")
+    b = MirrorSource(registry="quay.io", repository="x/redis", tags=["7.*"], name="quay",
+                     destination="redis")
+    pin = MirrorSource(registry="docker.io", repository="library/redis", tags=["7.0"],
+                       name="pin", destination="redis")
+    upstream = ["7.0", "7.1"]
+    siblings = Siblings(a, [a, b, pin], upstream)
+    assert [s.key for s in siblings.keeping("7.0")] == ["pin"]
+    assert siblings.keeping("7.1") == []
+    assert Siblings(a, [a, b], upstream).keeping("7.0") == []
