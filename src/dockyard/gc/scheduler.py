@@ -63,9 +63,13 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
             except Exception as exc:
                 log.warning("gc: writing pull times failed: %s", exc)
                 failed.append(f"writing pull times: {exc}")
-            # a replica's tags are its primary's: no retention of its own
+            # a replica's tags are its primary's: no retention of its own; nor any when
+            # this worker's pull times could not be written (a `keep_pulled_within` rule
+            # would judge tags by stale times)
             replica = await registry.replica.read_only() is not None
-            if not replica:
+            if failed and not replica:
+                failed.append("retention skipped: the pull times are not written")
+            elif not replica:
                 retention = await apply_retention(registry.lifecycle,
                                                   configured_rules(settings))
                 failed += retention.errors
