@@ -52,11 +52,11 @@ POLL = 0.5
 """Seconds between two looks at an endpoint's empty queue."""
 
 MAX_QUEUED = 100_000
-#: events queued this long ago for an endpoint no node delivers to are dropped (s)
-FORGET_AFTER = 3600.0
-#: how often the delivering node looks for them (s)
-FORGET_EVERY = 600.0
 """Events kept waiting per endpoint (`notifications.max_queued`)."""
+FORGET_AFTER = 3600.0
+"""Events queued this long ago (s) for an endpoint no node delivers to are dropped."""
+FORGET_EVERY = 600.0
+"""How often (s) the delivering node looks for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +194,12 @@ class Deliverer:
         rolling configuration change, another node may have the endpoint already."""
         names = [e.name for e in self.endpoints]
         while True:
-            gone = await self.store.forget_others(names, time.time() - FORGET_AFTER)
+            try:
+                gone = await self.store.forget_others(names, time.time() - FORGET_AFTER)
+            except Exception as exc:  # a clean-up: the deliveries go on, it tries later
+                log.warning("notifications: dropping old events of unknown endpoints "
+                            "failed: %s", exc)
+                gone = 0
             if gone:
                 metrics().notify_dropped.labels("(not configured)").inc(gone)
                 log.warning("notifications: dropped %d events queued over %.0f s ago for "

@@ -220,3 +220,25 @@ async def test_events_for_an_endpoint_no_longer_configured_are_dropped(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert await any_outbox.count("newer") == 1
+
+
+async def test_a_failed_clean_up_of_unknown_endpoints_stops_no_delivery(
+        any_outbox: NotificationStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the clean-up ran as one of the delivery loops and caught nothing: one database
+    # error there ended every endpoint's deliveries until the job started again
+    async def broken(names: list[str], older_than: float) -> int:
+        raise ConnectionError("database gone for a moment")
+
+    monkeypatch.setattr(any_outbox, "forget_others", broken)
+    await Notifier(any_outbox, [ep("kept")]).emit("delete", "repo/x")
+    sender = FakeSender()
+    task = asyncio.create_task(Deliverer(any_outbox, [ep("kept")], lambda: sender,
+                                         poll=0.01).run())
+    try:
+        await until(lambda: len(sender.envelopes) == 1)
+        await asyncio.sleep(0.1)
+        assert not task.done()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
