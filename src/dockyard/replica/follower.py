@@ -242,6 +242,7 @@ class Follower:
             return True
         except BlobUnknown:
             pass
+        await self._writable()
         if await self.replica.adopt_blob(name, digest):
             return True
         try:
