@@ -62,14 +62,11 @@ def slice_bounds(part: int, parts: int) -> tuple[str, str | None]:
 
 
 def slice_of(digest: str, parts: int) -> int:
-    """Which of `parts` scrub slices a blob is in (`slice_bounds`)."""
-    head = digest.partition(":")[2][:8].ljust(8, "0")
-    part = int(head, 16) * parts >> 32
-    while part + 1 < parts and slice_bounds(part + 1, parts)[0] <= head:
-        part += 1
-    while part > 0 and slice_bounds(part, parts)[0] > head:
-        part -= 1
-    return part
+    """Which of `parts` scrub slices a blob is in (`slice_bounds`): the last slice whose
+    start, `i * 2**32 // parts`, is at most the digest's head `v`: the largest `i`
+    below `(v + 1) * parts / 2**32`."""
+    head = int(digest.partition(":")[2][:8].ljust(8, "0"), 16)
+    return ((head + 1) * parts - 1) >> 32
 
 
 Progress = Callable[[int, int], None]
