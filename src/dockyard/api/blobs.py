@@ -170,10 +170,6 @@ async def _write(resp: web.StreamResponse, data: bytes, seconds: float, *,
             async with asyncio.timeout(seconds):
                 await resp.write_eof()
             return
-        if len(data) <= WRITE_PIECE:
-            async with asyncio.timeout(seconds):
-                await resp.write(data)
-            return
         view = memoryview(data)
         for start in range(0, len(view), WRITE_PIECE):
             async with asyncio.timeout(seconds):
