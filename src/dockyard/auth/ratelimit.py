@@ -14,10 +14,13 @@ its password is checked (`FailureLimiter.reserve`), and goes ahead only when, wi
 recorded, the failures (and attempts in flight) of each key are still within the budget;
 a success then cancels its record (`Attempt.succeeded`) with a matching record under the
 key's `ok:` twin, so the log stays append-only and shared. Whoever reads last among
-attempts racing for the last slots sees them all, so at most `failures` checks per key
-run in a window (a few more attempts than that may be refused while others are in flight,
-never fewer). A check costs one read when the key is locked, else two reads and one write;
-a success one more write; an attempt that dies half way stays counted as a failure.
+attempts racing for the last slots sees them all, so at most `failures` checks per
+reserved key run in a window (a few more attempts than that may be refused while others
+are in flight, never fewer). A check costs one read when the key is locked, else two
+reads and one write; a success one more write; an attempt that dies half way stays
+counted as a failure. The login (`auth/service.py`) reserves the client address's
+budget only; a user name's failures are recorded (`failed`) once its check failed, so
+many clients logging in as one account at once are not refused.
 """
 
 from __future__ import annotations
