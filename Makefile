@@ -39,8 +39,8 @@ lint: install ## ruff
 typecheck: install ## mypy --strict on src/
 	$(BIN)/mypy
 
-pytest: install deps ## the test suite only
-	$(BIN)/pytest
+pytest: install deps ## the test suite only (and its 30 slowest tests, to keep CI's time in view)
+	$(BIN)/pytest --durations=30
 
 test: install deps lint typecheck pytest ## everything CI runs: install, lint, types, tests
 
