@@ -144,5 +144,5 @@ class S3Backend:
 @contextlib.contextmanager
 def running_backend() -> Iterator[S3Backend]:
     """SeaweedFS and PostgreSQL for the `with` block; stopped and removed after."""
-    with running_s3() as s3, running_postgres() as url:
+    with running_s3(own=True) as s3, running_postgres() as url:
         yield S3Backend(s3, url)

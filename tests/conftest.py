@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import stop_postgres
+from tests.support.s3 import stop_s3
 from tests.support.servers import Server, start_distribution, start_dockyard
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_services() -> Iterator[None]:
+    """Stop the PostgreSQL and the S3 server the session's tests shared, if any started."""
+    yield
+    stop_s3()
+    stop_postgres()
 
 
 @pytest.fixture(scope="session")

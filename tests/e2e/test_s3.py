@@ -58,7 +58,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    with running_s3() as server:
+    with running_s3(own=True) as server:
         yield server
 
 

