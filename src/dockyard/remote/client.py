@@ -1,7 +1,7 @@
 """An async client for the distribution API of any registry (ours or upstream).
 
 One `RegistryClient` per registry: manifests, blobs (streamed both ways), uploads, mounts,
-tags and catalog with `Link` pagination, referrers, and Dockyard's admin extension
+tags, catalog and referrers with `Link` pagination, and Dockyard's admin extension
 (repository deletion, the change feed a replica follows). It answers challenges itself
 (`remote/auth.py`) and reports registry errors as `RegistryClientError` carrying the OCI
 error codes.
@@ -205,11 +205,6 @@ class RegistryClient:
         async with self.request("GET", "/v2/", scopes=scopes, ok=(401, 404)):
             pass
 
-    async def _json(self, path: str, scopes: tuple[str, ...]) -> tuple[Any, str | None]:
-        async with self.request("GET", path, scopes=scopes) as resp:
-            return (_document(resp.status, path, await read_at_most(resp, DOCUMENT_LIMIT)),
-                    self._next_page(resp))
-
     def _next_page(self, resp: aiohttp.ClientResponse) -> str | None:
         """The path of the next page: the `rel="next"` target of the `Link` headers
         (all of them, any order, the relation quoted or not), resolved against the page's
@@ -227,17 +222,38 @@ class RegistryClient:
                                                    f"another server ({str(target)[:200]})")
         return URL(target).raw_path_qs
 
-    async def _pages(self, path: str, key: str, scopes: tuple[str, ...]
-                     ) -> AsyncIterator[str]:
+    async def _page_bodies(self, path: str, scopes: tuple[str, ...], *,
+                           headers: dict[str, str] | None = None,
+                           absent: tuple[int, ...] = ()) -> AsyncIterator[bytes | None]:
+        """The body of each page of a listing (tags, catalog, referrers), from `path` on
+        along the `rel="next"` links (`_next_page`: never to another server). When the
+        first page answers a status of `absent` (the registry has no such listing), one
+        None and nothing more; on a later page any error status raises. Pages that loop
+        or pass `MAX_PAGES` are an error, not a hang."""
         next_path: str | None = path
         seen: set[str] = set()
-        count = 0
         while next_path:
             if next_path in seen or len(seen) >= MAX_PAGES:
                 raise RegistryClientError(200, f"{path}: the registry's pages loop (or "
                                                f"pass {MAX_PAGES}) at {next_path[:200]}")
+            first = not seen
             seen.add(next_path)
-            doc, next_path = await self._json(next_path, scopes)
+            body: bytes | None = None
+            async with self.request("GET", next_path, scopes=scopes, headers=headers,
+                                    ok=absent if first else ()) as resp:
+                if resp.status >= 400:  # one of `absent`, on the first page
+                    await discard(resp)
+                    next_path = None
+                else:
+                    body = await read_at_most(resp, DOCUMENT_LIMIT)
+                    next_path = self._next_page(resp)
+            yield body
+
+    async def _pages(self, path: str, key: str, scopes: tuple[str, ...]
+                     ) -> AsyncIterator[str]:
+        count = 0
+        async for body in self._page_bodies(path, scopes):
+            doc = _document(200, path, body or b"")
             items = doc.get(key) if isinstance(doc, dict) else None
             if not isinstance(items, list) and not (isinstance(doc, dict) and key in doc
                                                     and items is None):
@@ -262,20 +278,27 @@ class RegistryClient:
         return self._pages(f"/v2/{name}/tags/list?n=1000", "tags", pull(name))
 
     async def referrers(self, name: str, digest: str) -> list[dict[str, Any]] | None:
-        """The referrers API's descriptors; None when the registry has no such API."""
-        async with self.request("GET", f"/v2/{name}/referrers/{digest}", scopes=pull(name),
-                                headers={"Accept": "application/vnd.oci.image.index.v1+json"},
-                                ok=(404, 405)) as resp:
-            if resp.status != 200:
-                await discard(resp)
-                return None
-            body = await read_at_most(resp, DOCUMENT_LIMIT)
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            return None
-        found = doc.get("manifests") if isinstance(doc, dict) else None
-        return list(found) if isinstance(found, list) else None
+        """The referrers API's descriptors, every page of them (a registry may split the
+        list, naming the next page in a `Link` header, as tag listings do); None when the
+        registry has no such API (404, 405, or a first answer that is no image index)."""
+        path = f"/v2/{name}/referrers/{digest}"
+        found: list[dict[str, Any]] = []
+        pages = 0
+        async for body in self._page_bodies(path, pull(name), absent=(404, 405), headers={
+                "Accept": "application/vnd.oci.image.index.v1+json"}):
+            listed = _referrers_page(body)
+            if listed is None:
+                if pages == 0:
+                    return None
+                # a page past the first that is no index: the list would be cut short
+                raise RegistryClientError(200, f"{path}: page {pages + 1} of the referrers "
+                                               "is no image index")
+            pages += 1
+            found.extend(listed)
+            if len(found) > MAX_ITEMS:
+                raise RegistryClientError(200, f"{path}: the registry lists more than "
+                                               f"{MAX_ITEMS:,} referrers")
+        return found
 
     # ------------------------------------------------------------------ manifests
 
@@ -442,6 +465,19 @@ async def _raise(resp: aiohttp.ClientResponse) -> None:
     except BodyTooLarge as exc:
         raise RegistryClientError(resp.status, f"{resp.reason or 'error'} ({exc})") from None
     await _raise_body(resp.status, body, resp.reason)
+
+
+def _referrers_page(body: bytes | None) -> list[dict[str, Any]] | None:
+    """The descriptors of one page of the referrers API; None for no page (the registry
+    has no such API) or a page that is no image index."""
+    if body is None:
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    found = doc.get("manifests") if isinstance(doc, dict) else None
+    return list(found) if isinstance(found, list) else None
 
 
 def _document(status: int, what: str, body: bytes) -> Any:
