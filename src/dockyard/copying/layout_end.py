@@ -3,6 +3,8 @@
 Tags are the `org.opencontainers.image.ref.name` annotations of `index.json`. Blobs are
 written to a temporary file, checked against their digest, then renamed into place, and
 `index.json` is replaced the same way, so a reader never sees half a blob or index.
+A tag or manifest counts as present only when every blob it needs is here at its
+descriptor's size, so a rerun restores blobs deleted or cut short since the last copy.
 """
 
 from __future__ import annotations
@@ -138,8 +140,12 @@ class ImageLayout:
                           json.dumps({"schemaVersion": 2, "manifests": []}).encode())
 
     async def manifest_digest(self, reference: str) -> str | None:
-        """What `reference` names here; a referrer (a manifest with a `subject`) counts
-        only once index.json lists it, so a rerun lists one an earlier run left out."""
+        """What `reference` names here, counting only a manifest whose blobs are all here
+        (`_complete`): a layout, unlike a registry, may lose a blob after its manifest
+        was written (deleted, cut short), and a rerun must then write it again rather
+        than take the image for up to date. A referrer (a manifest with a `subject`)
+        counts only once index.json lists it, so a rerun lists one an earlier run left
+        out."""
         if ":" in reference:
             data = self._intact(reference)
             if data is None:
@@ -147,22 +153,69 @@ class ImageLayout:
             if _subject(data) is not None and not any(
                     d.get("digest") == reference for d in self._index().get("manifests", [])):
                 return None
-            return reference
+            return reference if self._complete(reference, data) else None
         if not (self.path / "index.json").exists():
             return None
         for desc in reversed(self._index().get("manifests", [])):
             if (desc.get("annotations") or {}).get(REF_NAME) == reference:
-                return str(desc["digest"])
+                digest = str(desc["digest"])
+                return digest if self._complete(digest) else None
         return None
 
     async def has_blob(self, digest: str, size: int | None = None) -> bool:
         """Whether the blob is here: a regular file of the descriptor's `size` when it is
         known (a blob left short by a crash is written again)."""
+        return self._present(digest, size)
+
+    def _present(self, digest: str, size: int | None) -> bool:
         try:
             found = os.lstat(self._blob_path(digest))
         except FileNotFoundError:
             return False
         return stat.S_ISREG(found.st_mode) and (size is None or found.st_size == size)
+
+    def _complete(self, digest: str, data: bytes | None = None) -> bool:
+        """Whether the manifest `digest` (its bytes `data`, when read already) is here
+        with everything it needs: an index's child manifests intact and complete in
+        turn, an image's config and layers regular files of their descriptors' sizes.
+        Blobs are not hashed (a rerun stays cheap; `put_blob` verified each when it
+        wrote it), manifests are, as `_intact` always did; each is read once."""
+        pending: list[tuple[str, bytes | None]] = [(digest, data)]
+        seen: set[str] = set()
+        while pending:
+            manifest, known = pending.pop()
+            if manifest in seen:
+                continue
+            seen.add(manifest)
+            body = known if known is not None else self._intact(manifest)
+            if body is None:
+                return False
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                return False
+            if not isinstance(doc, dict):
+                return False
+            if "manifests" in doc:  # an index (as the engine tells one)
+                listed = doc.get("manifests") or []
+                wanted = []
+            else:
+                listed = []
+                config = doc.get("config")
+                wanted = [config, *(doc.get("layers") or [])] if config is not None \
+                    else list(doc.get("layers") or [])
+            if not isinstance(listed, list):
+                return False
+            for desc in listed:
+                child = _digest_and_size(desc)
+                if child is None:
+                    return False
+                pending.append((child[0], None))
+            for desc in wanted:
+                blob = _digest_and_size(desc)
+                if blob is None or not self._present(*blob):
+                    return False
+        return True
 
     def _intact(self, digest: str) -> bytes | None:
         """The manifest blob `digest` when it is here with the bytes of its digest; None
@@ -289,6 +342,19 @@ def _entry_problem(entry: Any) -> str | None:
             isinstance(v, str) for v in annotations.values()):
         return "has annotations that are not an object of strings"
     return None
+
+
+def _digest_and_size(desc: Any) -> tuple[str, int] | None:
+    """A descriptor's digest (one that parses) and size; None when it has no such."""
+    if not isinstance(desc, dict):
+        return None
+    digest, size = desc.get("digest"), desc.get("size")
+    if not isinstance(digest, str) or not isinstance(size, int) or isinstance(size, bool):
+        return None
+    try:
+        return str(Digest.parse(digest)), size
+    except DigestInvalid:
+        return None
 
 
 def _subject(data: bytes) -> str | None:
