@@ -27,6 +27,7 @@ from tests.support.oci_api import (
     push_blob,
     push_image,
     upload_location,
+    with_digest,
 )
 from tests.support.servers import Server, start_dockyard
 
@@ -302,3 +303,65 @@ def test_a_blob_whose_bytes_were_removed_by_hand_is_404_not_500(server: Server) 
     log = server.log.read_text(errors="replace")
     assert "Traceback" not in log
     assert f"blob {digest} of fsck/gone: its bytes are missing" in log
+
+
+@pytest.fixture
+def data_fs(tmp_path: Path) -> Any:
+    """A filesystem of the test's own for the data directory (remounted read-only to
+    make its writes fail); the metadata lives off it."""
+    from tests.e2e.test_full_disk import mount_tmpfs
+
+    yield from mount_tmpfs(tmp_path / "data", "64m")
+
+
+@pytest.mark.parametrize("how", ["whole", "chunked"])
+def test_a_repush_that_fails_leaves_the_mark(data_fs: Path, tmp_path: Path, how: str
+                                             ) -> None:
+    """The mark goes only once verified bytes replaced the stored ones: a push of the
+    blob that fails after its claim (here the storage refuses the publish) leaves it
+    marked, so the damaged bytes fsck could not remove are still never served.
+    `whole`: the body in the last PUT (claimed by the write that takes the hold);
+    `chunked`: a PATCH first, then a PUT without body (claimed before the publish)."""
+    from tests.e2e.test_storage_faults import remount
+
+    config = tmp_path / "dockyard.yml"
+    config.write_text("gc: {enabled: false}\n"
+                      f"database: {{url: 'sqlite:///{tmp_path / 'metadata.db'}'}}\n")
+    server = start_dockyard(data_fs, workers=1, config=config)
+    repo, payload = "fsck/refused", blob_bytes(4096)
+    fsck_args = ("fsck", "--config", str(config), "--data", str(data_fs), "--json")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            digest = push_blob(client, repo, payload)
+            location = upload_location(client, repo)  # opened while storage takes writes
+            if how == "chunked":
+                resp = client.patch(location, content=payload, headers={
+                    "Content-Type": "application/octet-stream"})
+                assert resp.status_code == 202, resp.text
+                location = resp.headers["location"]
+            damaged = payload[:-1] + bytes([payload[-1] ^ 0xFF])
+            blob_path(data_fs, digest).write_bytes(damaged)
+            remount(data_fs, "ro")
+            try:
+                # fsck marks the blob but cannot remove its bytes
+                proc = dockyard(*fsck_args, "--verify-digests", "--repair")
+                assert blob_path(data_fs, digest).read_bytes() == damaged, proc.stdout
+                assert_error(client.get(f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+                resp = client.put(with_digest(location, digest),
+                                  content=payload if how == "whole" else b"",
+                                  headers={"Content-Type": "application/octet-stream"})
+                assert resp.status_code == 503, resp.text
+                assert blob_path(data_fs, digest).read_bytes() == damaged
+                # still marked: the damaged bytes are not served
+                assert client.head(f"/v2/{repo}/blobs/{digest}").status_code == 404
+                assert_error(client.get(f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+            finally:
+                remount(data_fs, "rw")
+            assert_error(client.get(f"/v2/{repo}/blobs/{digest}"), 404, "BLOB_UNKNOWN")
+            assert push_blob(client, repo, payload) == digest  # this one clears it
+            assert client.get(f"/v2/{repo}/blobs/{digest}").content == payload
+        proc = dockyard(*fsck_args, "--verify-digests")
+        assert proc.returncode == 0, proc.stdout
+        assert json.loads(proc.stdout)["marked"] == 0
+    finally:
+        server.stop()

@@ -184,6 +184,23 @@ async def test_job_runs_on_postgres(database_url: str) -> None:
         await store.close()
 
 
+async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(database_url: str
+                                                                       ) -> None:
+    """The claim reads the mark back (`INSERT ... ON CONFLICT ... RETURNING`) and the link
+    clears only that one, on PostgreSQL (asyncpg's direct path) as on SQLite."""
+    from dockyard.metadata.engine import migrate, open_engines
+    from dockyard.metadata.store import MetadataStore
+    from tests.unit.metadata import test_store as checks
+
+    engines = open_engines(database_url)
+    await migrate(engines)
+    store = MetadataStore(engines)
+    try:
+        await checks.check_a_mark_goes_only_with_the_link_of_its_claim(store)
+    finally:
+        await store.close()
+
+
 def test_connections_the_database_dropped_are_replaced(registry: Server,
                                                       database_url: str) -> None:
     """PostgreSQL ends every session (a restart, a failover, an idle timeout): the next

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from dockyard.core.leases import LeaseLost, holder_gone, process_holder, renewing
 from dockyard.core.notify import BLOB_TYPE, Notifier
-from dockyard.metadata.records import UploadRecord
+from dockyard.metadata.records import Claim, UploadRecord
 from dockyard.metadata.store import MetadataStore, SessionLimit
 from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import (
@@ -101,8 +101,9 @@ class _Hold:
     session_id: str
     holder: str
     released: bool = False
-    #: the blob of a verified one-request PUT, claimed by the write that took the hold
-    claimed: bool = False
+    #: the claim of the blob this request publishes (`_claim`), or of a verified
+    #: one-request PUT's blob by the write that took the hold
+    claim: Claim | None = None
 
 
 class UploadService:
@@ -252,7 +253,7 @@ class UploadService:
                     ) -> UploadRecord:
         """Take the hold of `hold.session_id` in repository `name` and read the session;
         with `claim` (a verified digest and size), claim that blob in the same write
-        when the session is empty (`hold.claimed`)."""
+        when the session is empty (`hold.claim`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BUSY_WAIT
         gone: str | None = None
@@ -262,7 +263,7 @@ class UploadService:
                 record = await self.store.hold_upload(hold.session_id, name, hold.holder,
                                                       self.hold_ttl, gone=gone)
             else:
-                record, hold.claimed = await self.store.hold_upload_claiming(
+                record, hold.claim = await self.store.hold_upload_claiming(
                     hold.session_id, name, hold.holder, self.hold_ttl, *claim, gone=gone)
             if record is not None:
                 return record
@@ -400,7 +401,7 @@ class UploadService:
                 if hasher.hexdigest() == digest.hex:
                     claim, small = (str(digest), len(data)), data
         async with self._hold(name, session_id, claim) as (record, local, hold):
-            if small is not None and hold.claimed and record.offset == 0:
+            if small is not None and hold.claim is not None and record.offset == 0:
                 return await self._finish_small(name, record, hold, digest, small)
             return await self._finish(name, record, local, hold, digest, body, chunk)
 
@@ -409,12 +410,13 @@ class UploadService:
         """Publish a whole verified blob from memory in one driver write (S3: one
         PutObject rather than a session write, a copy and a delete)."""
         try:
+            await self._unmarking(hold, digest)
             await self.blobs.publish_small(record.id, digest, data)
         except StorageFull:
             await self._end_full(record.id)
             raise
         await self._releasing(hold, self.store.link_blob(name, str(digest), len(data),
-                                                         upload=record.id, claimed=True))
+                                                         upload=record.id, claim=hold.claim))
         self._local.pop(record.id, None)
         await self._pushed(name, digest, len(data))
         return len(data)
@@ -481,17 +483,31 @@ class UploadService:
     async def _claim(self, hold: _Hold, digest: Digest, size: int) -> None:
         """Claim the blob before its bytes are published: the collector leaves a
         just-claimed blob alone, and a claim waits while the collector is deleting
-        this digest's bytes."""
-        while not (hold.claimed  # noqa: ASYNC110
-                   or await self.store.claim_blob(str(digest), size)):
-            await asyncio.sleep(0.05)
+        this digest's bytes. The claim leaves a corrupt mark: `_published` clears it."""
+        while hold.claim is None:
+            hold.claim = await self.store.claim_blob(str(digest), size)
+            if hold.claim is None:
+                await asyncio.sleep(0.05)
+        await self._unmarking(hold, digest)
+
+    async def _unmarking(self, hold: _Hold, digest: Digest) -> None:
+        """Before the publish of a blob whose claim found it marked corrupt: remove what
+        is stored under its digest, the damaged bytes fsck could not remove (a publish
+        keeps bytes already there, taken for the same ones), so the verified bytes
+        replace them. A failure fails the push, and the blob stays marked."""
+        if hold.claim is None or hold.claim.mark is None:
+            return
+        failed = await self.blobs.delete_blobs([digest])
+        if failed:
+            raise next(iter(failed.values()))
 
     async def _published(self, name: str, record: UploadRecord, hold: _Hold, digest: Digest,
                          size: int) -> int:
-        """Link the published blob into `name`, ending the session; its size (the
-        blob's row is there: `_claim` made it before the publish)."""
+        """Link the published blob into `name`, ending the session, and clear the
+        corrupt mark its claim found (the verified bytes replaced the stored ones);
+        its size (the blob's row is there: `_claim` made it before the publish)."""
         await self._releasing(hold, self.store.link_blob(name, str(digest), size,
-                                                         upload=record.id, claimed=True))
+                                                         upload=record.id, claim=hold.claim))
         self._local.pop(record.id, None)
         await self._pushed(name, digest, size)
         return size

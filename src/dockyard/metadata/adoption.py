@@ -52,7 +52,9 @@ class AdoptionStore:
             repo_id = store._ensure_repo(conn, name, now)
             for digest, size in sorted(blobs):  # digest order, as a push takes rows
                 # bytes adopted just now: a mark fsck left (bytes removed) goes
-                run(conn, q.claim_blob, digest=digest, size=size, now=now)
+                mark = run(conn, q.claim_blob, digest=digest, size=size, now=now).fetchone()[0]
+                if mark is not None:
+                    run(conn, q.clear_mark, digest=digest, mark=mark)
                 run(conn, q.link, repo=repo_id, digest=digest, now=now)
             ids: dict[str, int] = {}
             changes: list[Change] = []

@@ -31,6 +31,15 @@ class ReferrerRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A blob claimed before its bytes are published (`MetadataStore.claim_blob`)."""
+
+    #: the corrupt mark the claim found (None: unmarked); the link after the publish of
+    #: verified bytes clears it, unless fsck marked the blob again meanwhile
+    mark: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class UploadRecord:
     id: str
     repository: str

@@ -137,15 +137,22 @@ class Statements:
                                         touched_at=b("now"))
         self.upsert_blob = Prepared(upsert_blob.on_conflict_do_update(
             index_elements=[blobs.c.digest], set_={"touched_at": upsert_blob.excluded.touched_at}))
-        # a claim before new bytes are published: the mark of a blob fsck found damaged
-        # goes (and the size it recorded, which may be what was wrong). Only the claim
-        # clears it, never the link after the publish: fsck marks under a tombstone, which
-        # a claim waits for, so a push that claimed before the mark and published into
-        # its deletion leaves the blob marked (pushed once more), never unmarked and empty
+        # a claim before new bytes are published: the size a blob fsck found damaged
+        # recorded goes (it may be what was wrong), its mark stays and is read back.
+        # Until the verified bytes replaced the stored ones those are still the damaged
+        # ones (or none): a push that fails after its claim leaves the blob marked
         self.claim_blob = Prepared(upsert_blob.on_conflict_do_update(
             index_elements=[blobs.c.digest],
-            set_={"touched_at": upsert_blob.excluded.touched_at, "corrupt_at": null(),
-                  "size": upsert_blob.excluded.size}))
+            set_={"touched_at": upsert_blob.excluded.touched_at,
+                  "size": upsert_blob.excluded.size})
+            .returning(blobs.c.corrupt_at))
+        # the link after the publish clears the mark its claim read, only that one: fsck
+        # marks under a tombstone, which a claim waits for, so a push that claimed before
+        # a mark and published into its deletion leaves the blob marked (pushed once
+        # more), never unmarked and empty
+        self.clear_mark = Prepared(
+            update(blobs).where(blobs.c.digest == b("digest"), blobs.c.corrupt_at == b("mark"))
+            .values(corrupt_at=null()))
         link = ins(repository_blobs).values(repository_id=b("repo"), digest=b("digest"),
                                             linked_at=b("now"))
         self.link = Prepared(link.on_conflict_do_update(

@@ -34,6 +34,7 @@ from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
     BlobRecord,
     CachedTag,
+    Claim,
     ManifestRecord,
     NewManifest,
     ReferrerRecord,
@@ -228,54 +229,58 @@ class MetadataStore:
 
     async def link_blob(
         self, name: str, digest: str, size: int, *, upload: str | None = None,
-        claimed: bool = False,
+        claim: Claim | None = None,
     ) -> None:
         """Record blob `digest` (stored, verified) and make it visible in `name`.
 
         With `upload`, that finished session is removed in the same transaction.
-        `claimed`: the caller's `claim_blob` made the row moments ago (and keeps the
-        collector off it), so it is not written again.
+        `claim`: the caller's `claim_blob` made the row moments ago (and keeps the
+        collector off it), so it is not written again; the caller published verified
+        bytes since, so the corrupt mark the claim found goes (not one fsck set after).
         """
         now, q = time.time(), self._q
 
         def body(conn: Conn) -> None:
             repo_id = self._ensure_repo(conn, name, now)
-            if not claimed:
+            if claim is None:
                 run(conn, q.upsert_blob, digest=digest, size=size, now=now)
+            elif claim.mark is not None:
+                run(conn, q.clear_mark, digest=digest, mark=claim.mark)
             run(conn, q.link, repo=repo_id, digest=digest, now=now)
             if upload is not None:
                 run(conn, q.delete_upload, id=upload)
 
         await self.engines.compiled(body)
 
-    async def claim_blob(self, digest: str, size: int) -> bool:
+    async def claim_blob(self, digest: str, size: int) -> Claim | None:
         """Before publishing bytes: renew the blob's grace period, creating its row.
 
-        False while the collector is deleting this digest's bytes (a fresh tombstone):
+        None while the collector is deleting this digest's bytes (a fresh tombstone):
         the caller waits and tries again, so it never keeps bytes that are about to go.
         A tombstone older than `TOMBSTONE_TIMEOUT` belongs to a collector that died and
-        is cleared.
+        is cleared. A corrupt mark stays until `link_blob` is given the claim, after
+        the publish.
         """
         now = time.time()
         try:
             return await self.engines.compiled(lambda conn: self._claim(conn, digest, size, now))
         except _Tombstoned:
-            return False
+            return None
 
-    def _claim(self, conn: Conn, digest: str, size: int, now: float) -> bool:
+    def _claim(self, conn: Conn, digest: str, size: int, now: float) -> Claim:
         """The row first, then the tombstone: on PostgreSQL a deletion or fsck mark
         that holds the row's lock makes the upsert wait until it commits, and only a
         read after that wait sees its tombstone (read before, it was missed: the claim
         succeeded into a deletion and the pushed blob lost its bytes). A fresh
-        tombstone rolls the claim back (`_Tombstoned`), so it never clears a mark."""
+        tombstone rolls the claim back (`_Tombstoned`)."""
         q = self._q
-        run(conn, q.claim_blob, digest=digest, size=size, now=now)
+        mark = run(conn, q.claim_blob, digest=digest, size=size, now=now).fetchone()[0]
         started = run(conn, q.tombstone, digest=digest).fetchone()
         if started is not None:
             if started[0] > now - TOMBSTONE_TIMEOUT:
                 raise _Tombstoned
             run(conn, q.drop_tombstone, digest=digest)
-        return True
+        return Claim(mark)
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
         """Link `digest` into `name` if repository `source` holds it; None otherwise.
@@ -393,25 +398,27 @@ class MetadataStore:
     async def hold_upload_claiming(
         self, session_id: str, name: str, holder: str, ttl: float, digest: str, size: int,
         *, gone: str | None = None,
-    ) -> tuple[UploadRecord | None, bool]:
+    ) -> tuple[UploadRecord | None, Claim | None]:
         """`hold_upload`, and in the same write, when the session holds no byte yet,
         `claim_blob(digest, size)`: the caller already verified that the `size` bytes it
-        will write hash to `digest`. The second value says whether the blob was claimed
-        (not when the session has bytes, nor while the collector deletes the digest)."""
+        will write hash to `digest`. The second value is the claim, if the blob was
+        claimed (not when the session has bytes, nor while the collector deletes the
+        digest)."""
         now, q = time.time(), self._q
 
-        def body(conn: Conn) -> tuple[UploadRecord | None, bool]:
+        def body(conn: Conn) -> tuple[UploadRecord | None, Claim | None]:
             row = run(conn, q.hold_upload, id=session_id, name=name, holder=holder,
                       until=now + ttl, now=now, gone=gone).fetchone()
             if row is None:
-                return None, False
+                return None, None
             record = UploadRecord(*row)
-            return record, record.offset == 0 and self._claim(conn, digest, size, now)
+            return record, (self._claim(conn, digest, size, now) if record.offset == 0
+                            else None)
 
         try:
             return await self.engines.compiled(body)
         except _Tombstoned:  # rolled back, the hold with it: the hold alone
-            return await self.hold_upload(session_id, name, holder, ttl, gone=gone), False
+            return await self.hold_upload(session_id, name, holder, ttl, gone=gone), None
 
     async def renew_upload(self, session_id: str, holder: str, ttl: float) -> bool:
         """Extend `holder`'s hold by `ttl` seconds from now; False when it is not theirs

@@ -38,9 +38,9 @@ async def test_blob_deletion_rechecks_links_and_grace(store: MetadataStore) -> N
     assert await life.begin_blob_deletion(D2, time.time() - 10) is None  # within grace
     assert await life.begin_blob_deletion(D2, future) == 3
     # an upload of the same digest must wait while the bytes go
-    assert await store.claim_blob(D2, 3) is False
+    assert await store.claim_blob(D2, 3) is None
     await life.end_blob_deletion(D2)
-    assert await store.claim_blob(D2, 3) is True
+    assert await store.claim_blob(D2, 3) is not None
     assert (await store.blob(D2)) is not None
 
 
@@ -69,7 +69,7 @@ async def test_hold_claiming_claims_only_an_empty_session_outside_a_deletion(
     assert record.offset == 3
     assert not claimed  # bytes already stored: the PUT's digest covers more than its body
     assert await store.blob(D1) is None
-    assert await store.hold_upload_claiming("u", "r/x", "d", 30, D1, 3) == (None, False)
+    assert await store.hold_upload_claiming("u", "r/x", "d", 30, D1, 3) == (None, None)
 
 
 async def test_dangling_link_survives_a_fresh_touch(store: MetadataStore) -> None:
@@ -103,9 +103,9 @@ async def test_a_dead_collectors_deletion_is_taken_over(store: MetadataStore) ->
     assert await life.resume_blob_deletion(D1, older_than) is True
     # renewed: an upload of the digest waits again while the bytes go
     assert await life.stale_tombstones(older_than) == []
-    assert await store.claim_blob(D1, 3) is False
+    assert await store.claim_blob(D1, 3) is None
     await life.end_blob_deletion(D1)
-    assert await store.claim_blob(D1, 3) is True
+    assert await store.claim_blob(D1, 3) is not None
 
 
 async def test_a_stale_tombstone_under_a_new_upload_keeps_its_bytes(store: MetadataStore
@@ -119,7 +119,7 @@ async def test_a_stale_tombstone_under_a_new_upload_keeps_its_bytes(store: Metad
     stale = await life.stale_tombstones(older_than)
     # between the listing and the take-over, an upload claims the digest and links it:
     # the bytes on disk are now the upload's, and must stay
-    assert await store.claim_blob(D2, 3) is True  # clears the stale tombstone
+    assert await store.claim_blob(D2, 3) is not None  # clears the stale tombstone
     await store.link_blob("new/one", D2, 3)
     assert stale == [D2]
     assert await life.resume_blob_deletion(D2, older_than) is False

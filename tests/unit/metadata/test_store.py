@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from dockyard.metadata.engine import migrate, open_engines
-from dockyard.metadata.records import NewManifest
+from dockyard.metadata.integrity import IntegrityStore
+from dockyard.metadata.records import Claim, NewManifest
 from dockyard.metadata.store import MetadataStore, MissingReferences, SessionLimit
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
@@ -119,6 +121,61 @@ async def test_mount_from_repository_without_blob(store: MetadataStore) -> None:
     assert await store.mount_blob("dst", LAYER, "nosuchrepo") is None
     assert await store.blob_in_repository("dst", LAYER) is None
     assert not await store.repository_exists("dst")
+
+
+async def check_a_mark_goes_only_with_the_link_of_its_claim(store: MetadataStore) -> None:
+    """fsck's corrupt mark and a push of the blob again: the claim keeps the mark (the
+    stored bytes are still the damaged ones, so a push that fails after its claim leaves
+    the blob marked); the link after the publish of verified bytes clears the mark its
+    claim found, never one fsck set after the claim (its deletion may have removed the
+    bytes just published). A plain function: `tests/e2e/test_postgres.py` runs it too."""
+    integrity, digest = IntegrityStore(store), str(Digest.of(os.urandom(16)))
+
+    async def mark() -> None:
+        await asyncio.sleep(0.001)  # each mark its own time
+        assert await integrity.begin_mark(digest)
+        await integrity.end_mark(digest)
+
+    await store.link_blob("marks/a", digest, 6)
+    await mark()
+    claim = await store.claim_blob(digest, 6)
+    assert claim is not None
+    assert claim.mark is not None
+    assert await store.blob(digest) is None  # claimed, nothing published yet: marked
+    assert await store.blob_in_repository("marks/a", digest) is None
+    # that push failed; the next one claims, publishes and links
+    again = await store.claim_blob(digest, 6)
+    assert again == claim
+    await store.link_blob("marks/a", digest, 6, claim=again)
+    assert await store.blob(digest) is not None
+    assert await store.blob_in_repository("marks/a", digest) is not None
+    # fsck marks the blob between a claim and its link: the mark stays...
+    claim = await store.claim_blob(digest, 6)
+    assert claim == Claim(None)
+    await mark()
+    await store.link_blob("marks/a", digest, 6, claim=claim)
+    assert await store.blob(digest) is None
+    # ...as it does when the claim found an earlier mark
+    claim = await store.claim_blob(digest, 6)
+    assert claim is not None
+    assert claim.mark is not None
+    await mark()
+    await store.link_blob("marks/a", digest, 6, claim=claim)
+    assert await store.blob(digest) is None
+    # a small PUT's claim, taken with the session's hold, keeps it as well
+    session = f"marks-{digest[-12:]}"
+    await store.create_upload(session, "marks/a")
+    record, claim = await store.hold_upload_claiming(session, "marks/a", "h", 30, digest, 6)
+    assert record is not None
+    assert claim is not None
+    assert claim.mark is not None
+    assert await store.blob(digest) is None
+    await store.link_blob("marks/a", digest, 6, upload=session, claim=claim)
+    assert await store.blob(digest) is not None
+
+
+async def test_a_mark_goes_only_with_the_link_of_its_claim(store: MetadataStore) -> None:
+    await check_a_mark_goes_only_with_the_link_of_its_claim(store)
 
 
 async def test_unlink_blob(store: MetadataStore) -> None:
