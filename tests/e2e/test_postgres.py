@@ -201,6 +201,60 @@ async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(databas
         await store.close()
 
 
+async def test_the_collectors_pages_of_unlinked_blobs_follow_an_index(database_url: str
+                                                                     ) -> None:
+    """The collector reads unlinked blobs a page at a time in byte order of their digest
+    (`COLLATE "C"`), which the primary key's index (in the database's collation) does
+    not serve: each page was a scan and a sort of the whole table. With the index in
+    that order (0018) a page is an index scan that stops at its end."""
+    import asyncpg
+    from sqlalchemy import make_url
+    from sqlalchemy.dialects import postgresql
+
+    from dockyard.gc.collector import PAGE
+    from dockyard.metadata.engine import migrate, open_engines
+    from dockyard.metadata.lifecycle import LifecycleStore
+    from dockyard.metadata.store import MetadataStore
+
+    # a database of its own: the module's registry would collect these rows
+    name = f"plans_{os.getpid()}"
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    engines = open_engines(url)
+    store = MetadataStore(engines)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(engines)
+        old = time.time() - 86400
+        await conn.copy_records_to_table(
+            "blobs", columns=["digest", "size", "created_at", "touched_at"],
+            records=[(f"sha256:{i:064x}", 1, old, old) for i in range(3 * PAGE)])
+        await conn.execute("ANALYZE blobs")
+        pages: list[Any] = []
+
+        async def read(stmt: Any, params: Any = None) -> list[Any]:
+            pages.append(stmt)
+            return []
+
+        store._read = read  # type: ignore[method-assign]
+        life = LifecycleStore(store)
+        await life.unlinked_blobs(time.time(), limit=PAGE)
+        await life.unlinked_blobs(time.time(), after=f"sha256:{PAGE:064x}", limit=PAGE)
+        for stmt in pages:
+            sql = str(stmt.compile(dialect=postgresql.dialect(),
+                                   compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
+            assert "ix_blobs_digest_bytewise" in plan, plan
+            assert "Sort" not in plan, plan
+    finally:
+        await conn.close()
+        await store.close()
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.close()
+
+
 def test_connections_the_database_dropped_are_replaced(registry: Server,
                                                       database_url: str) -> None:
     """PostgreSQL ends every session (a restart, a failover, an idle timeout): the next

@@ -169,6 +169,11 @@ login_failures = Table(
 )
 
 Index("ix_blobs_touched_at", blobs.c.touched_at)
+# blobs also has, on PostgreSQL only (made by migration 0018), `ix_blobs_digest_bytewise`
+# on `digest COLLATE "C"`: the digest in byte order (`MetadataStore._sorted`: the
+# collector's pages of unlinked blobs, the scrub's slices), which the primary key's
+# index there (in the database's collation) does not serve; on SQLite it does (BINARY).
+# Not declared here: Alembic can compare a collated expression index on neither dialect
 Index("ix_manifests_touched_at", manifests.c.touched_at)
 
 leases = Table(
