@@ -45,20 +45,22 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect
 from dockyard.metadata.writelock import WriteLock
 from dockyard.oci.errors import StorageFull, one_line
+
+if TYPE_CHECKING:
+    # PostgreSQL's async engine (it imports SQLAlchemy's ORM) and Alembic are imported
+    # where they are used: a SQLite registry whose schema is current needs neither
+    from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 T = TypeVar("T")
 #: what a compiled-statement body gets: a SQLAlchemy connection, on SQLite the writer
@@ -102,6 +104,10 @@ class Engines:
     _raw: sqlite3.Connection | None = field(default=None, repr=False)
     #: SQLite: the file lock this node's writers take turns with (`writelock`)
     _lock: WriteLock | None = field(default=None, repr=False)
+    #: what a failed write raises, to look for a full disk in (asyncpg's own errors
+    #: too on PostgreSQL, whose hot path runs on asyncpg itself)
+    _errors: tuple[type[BaseException], ...] = field(
+        default=(DBAPIError, sqlite3.Error), repr=False)
 
     @property
     def dialect(self) -> str:
@@ -137,12 +143,13 @@ class Engines:
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         observe = self.observe
         start = time.perf_counter() if observe is not None else 0.0
+        errors = self._errors
         try:
             result = await attempt()
             if observe is not None:
                 observe(time.perf_counter() - start)
             return result
-        except (DBAPIError, sqlite3.Error, asyncpg.PostgresError) as exc:
+        except errors as exc:
             if not disk_full(exc):
                 raise
             log.warning("metadata write failed, the disk is full: %s", one_line(exc))
@@ -150,7 +157,7 @@ class Engines:
                 self.on_full()
         try:
             return await attempt()
-        except (DBAPIError, sqlite3.Error, asyncpg.PostgresError) as exc:
+        except errors as exc:
             if not disk_full(exc):
                 raise
             raise StorageFull("insufficient storage: the metadata database cannot be "
@@ -266,6 +273,9 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return Engines(url, sqlite=engine, sqlite_path=path, _lock=WriteLock(path))
+    import asyncpg
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     target = async_url(url)
     # no overflow: a worker holds at most 3 x pool_size connections (README: "Running
     # several nodes" says how many the cluster needs); a request past a full pool waits
@@ -274,7 +284,8 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
     writer = create_async_engine(target, **kwargs)
     for pooled in (reader, writer):
         _ping_when_idle(pooled.sync_engine)
-    return Engines(url, reader=reader, writer=writer, direct=PgDirect(url, pool_size))
+    return Engines(url, reader=reader, writer=writer, direct=PgDirect(url, pool_size),
+                   _errors=(DBAPIError, sqlite3.Error, asyncpg.PostgresError))
 
 
 IDLE_PING = 1.0
@@ -317,7 +328,15 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+HEAD_REVISION = "0017"
+"""The newest schema revision this build knows, what `migrate` brings a database to: the
+last migration of `migrations/versions/` (`tests/unit/metadata/test_migrations.py`
+checks that it is). A start finding the database at it needs no Alembic at all."""
+
+
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     return cfg
@@ -327,17 +346,31 @@ MIGRATION_LOCK = 0x646F636B79617264
 """PostgreSQL advisory lock key ("dockyard") held by the process migrating the schema."""
 
 
+def stored_revision(connection: Connection) -> str | None:
+    """The schema revision Alembic recorded in the database (None: none, or several)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
 async def migrate(engines: Engines) -> None:
     """Bring the schema to the newest revision (idempotent; run once at start).
 
     Nodes sharing one PostgreSQL start together and each migrates: the transaction takes
     an advisory lock first, so one creates the schema and the others, once it commits,
-    find it current. (On SQLite `BEGIN IMMEDIATE` serialises them already.)
+    find it current. (On SQLite `BEGIN IMMEDIATE` serialises them already.) A schema
+    found current (most starts) is left as it is without importing Alembic or loading
+    every migration script.
     """
 
     def upgrade(connection: Connection) -> None:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        if stored_revision(connection) == HEAD_REVISION:
+            return
+        from alembic import command
+
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
@@ -345,9 +378,6 @@ async def migrate(engines: Engines) -> None:
     await engines.transaction(upgrade)
 
 
-@functools.cache
-def head_revision() -> str | None:
+def head_revision() -> str:
     """The newest schema revision this build knows (what `migrate` brings a database to)."""
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return HEAD_REVISION

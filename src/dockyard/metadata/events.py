@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from dockyard.metadata.dialects import postgresql, sqlite
 from dockyard.metadata.engine import Conn
 from dockyard.metadata.fastread import Prepared
 from dockyard.metadata.schema import events, registry_state

@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Dialect
 
 #: SQL text, the bind parameters' names in order, values bound in the statement, and
@@ -47,6 +46,9 @@ class Prepared:
 
     @cached_property
     def _pg(self) -> _Compiled:
+        # imported here: a registry on SQLite never compiles for PostgreSQL
+        from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
         return _compile(self.stmt, PGDialect_asyncpg())  # type: ignore[no-untyped-call]
 
     @property

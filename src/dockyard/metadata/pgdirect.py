@@ -24,23 +24,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.util import await_only, greenlet_spawn
 
 from dockyard.metadata.fastread import Prepared
 
+if TYPE_CHECKING:  # imported by `PgDirect` only: a SQLite registry never loads asyncpg
+    import asyncpg
+
 T = TypeVar("T")
 
-#: what a connection the database ended raises on its next use (an idle one that read
-#: the server's goodbye may also find its protocol in a state it cannot leave)
-DROPPED = (asyncpg.exceptions.ConnectionDoesNotExistError,
-           asyncpg.exceptions.PostgresConnectionError,
-           asyncpg.exceptions.AdminShutdownError,
-           asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError,
-           ConnectionError)
+
+def dropped_errors() -> tuple[type[BaseException], ...]:
+    """What a connection the database ended raises on its next use (an idle one that
+    read the server's goodbye may also find its protocol in a state it cannot leave)."""
+    import asyncpg
+
+    return (asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError,
+            ConnectionError)
 
 #: seconds a connection may sit unused in the pool before it is closed
 IDLE_CLOSE = 60.0
@@ -112,12 +118,15 @@ class PgDirect:
     def __init__(self, url: str, size: int) -> None:
         self._dsn = asyncpg_dsn(url)
         self._size = size
+        self._dropped = dropped_errors()
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
     async def _open(self) -> asyncpg.Pool:
         async with self._opening:
             if self._pool is None:
+                import asyncpg
+
                 self._pool = await asyncpg.create_pool(
                     self._dsn, min_size=0, max_size=self._size, reset=_keep,
                     max_inactive_connection_lifetime=IDLE_CLOSE)
@@ -129,7 +138,7 @@ class PgDirect:
         sql, values = query.pg_sql, query.pg_values(params)
         try:
             rows: Sequence[Any] = await pool.fetch(sql, *values)
-        except DROPPED:
+        except self._dropped:
             # the others the pool holds were most likely ended with it: replace them all
             pool.expire_connections()
             rows = await pool.fetch(sql, *values)
@@ -149,7 +158,7 @@ class PgDirect:
                     if not conn.is_closed():
                         await tx.rollback()
                     raise
-            except DROPPED as exc:
+            except self._dropped as exc:
                 pool.expire_connections()
                 raise DroppedBeforeCommit from exc
             await tx.commit()  # a connection lost here may have committed: no retry

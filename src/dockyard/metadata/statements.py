@@ -13,9 +13,9 @@ import sqlite3
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, null, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from dockyard.metadata.dialects import postgresql, sqlite
 from dockyard.metadata.engine import Conn
 from dockyard.metadata.fastread import Prepared
 from dockyard.metadata.pgdirect import PgConn, Rows

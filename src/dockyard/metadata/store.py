@@ -23,11 +23,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from dockyard.metadata import events as feed
+from dockyard.metadata.dialects import postgresql, sqlite
 from dockyard.metadata.engine import Conn, Engines
 from dockyard.metadata.events import Change, EventRecord, EventWriter
 from dockyard.metadata.fastread import FastReader, Prepared
