@@ -1,10 +1,13 @@
 """Build the concrete backends named in settings (for the app factory and the CLI only).
 
-An unknown backend name is a startup error.
+An unknown backend name is a startup error. A backend's own client library is imported
+by the function building it, so a deployment loads only what it uses (aiobotocore with
+`storage.driver: s3`, the HTTP client of `proxy:` rules when there are some).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 from pathlib import Path
@@ -19,7 +22,6 @@ from dockyard.core.registry import Registry
 from dockyard.core.uploads import SessionCaps
 from dockyard.drivers.base import Driver
 from dockyard.drivers.filesystem import FilesystemDriver
-from dockyard.drivers.s3 import S3Driver
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.leases import LeaseStore
 from dockyard.metadata.store import MetadataStore
@@ -40,6 +42,8 @@ def build_driver(settings: Settings) -> Driver:
     if settings.storage.driver == "s3":
         if not settings.storage.s3.bucket:
             raise ValueError("storage.s3.bucket is required with storage.driver: s3")
+        from dockyard.drivers.s3 import S3Driver
+
         return S3Driver(settings.storage.s3)
     raise ValueError(f"unknown storage driver {settings.storage.driver!r} "
                      "(filesystem or s3)")
@@ -50,6 +54,8 @@ def distribution_tree(root: Path | None = None, *, s3: S3Settings | None = None
     """CNCF Distribution's tree under its `rootdirectory`: a local directory, or the
     bucket and `rootdirectory` of `s3` (Distribution's own `storage.s3` keys)."""
     if s3 is not None:
+        from dockyard.drivers.s3 import S3Driver
+
         prefix = "/".join(p for p in (s3.rootdirectory.strip("/"), layout.DISTRIBUTION_ROOT)
                           if p)
         return DistributionTree(S3Driver(s3.model_copy(update={"rootdirectory": prefix})))
@@ -156,3 +162,28 @@ async def open_registry(settings: Settings, *, run_migrations: bool = True) -> R
 
 async def close_registry(registry: Registry) -> None:
     await registry.close()
+
+
+def preload(settings: Settings) -> None:
+    """Import now the modules of what `settings` uses that are otherwise imported where
+    they are built, in each worker once the supervisor has forked it (the S3 driver,
+    the upstream clients of `proxy:` rules, the optional jobs, the web UI): called by
+    `dockyard serve` before it starts the workers, so they share one copy instead of
+    each importing its own. What a configuration does not use is never imported."""
+    modules = []
+    if settings.storage.driver == "s3":
+        modules.append("dockyard.drivers.s3")
+    if settings.proxy:
+        modules.append("dockyard.remote.upstream")
+    if settings.replica.primary is not None:
+        modules.append("dockyard.replica.follower")
+    if settings.scrub.enabled:
+        modules.append("dockyard.gc.scrub")
+    if settings.mirror:
+        modules.append("dockyard.mirror.schedule")
+    if settings.notifications.active:
+        modules.append("dockyard.remote.webhook")
+    if settings.ui.enabled:
+        modules.append("dockyard.web.app")
+    for name in modules:
+        importlib.import_module(name)

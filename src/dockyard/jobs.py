@@ -3,7 +3,9 @@
 A new background job is a `core.jobs.Job` added here: a name, an interval and an async
 callable over the registry's services. The runner gives it a lease, so one process on
 one host runs it per interval, and records each run (`Job.record`) in the job history;
-the callable may return a `JobResult` to give the run a summary.
+the callable may return a `JobResult` to give the run a summary. A job that only some
+configurations run is imported by the branch adding it (the scrub, a replica's follower,
+a mirror's sync and the registry client under them, the webhook sender).
 """
 
 from __future__ import annotations
@@ -22,10 +24,6 @@ from dockyard.core.jobs import Job, JobResult
 from dockyard.core.operations import SAMPLE_INTERVAL
 from dockyard.core.registry import Registry
 from dockyard.gc.scheduler import gc_job
-from dockyard.gc.scrub import scrub_job
-from dockyard.mirror.schedule import mirror_job
-from dockyard.remote.webhook import WebhookSender
-from dockyard.replica.follower import replica_job
 
 NOTIFY_INTERVAL = 1.0
 """Seconds between two looks at the notification delivery's lease."""
@@ -54,13 +52,22 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
     if settings.replica.primary is not None:
+        from dockyard.replica.follower import replica_job
+
         jobs.append(replica_job(registry, settings.replica))
     if settings.scrub.enabled:
+        from dockyard.gc.scrub import scrub_job
+
         jobs.append(scrub_job(registry, settings))
     if settings.builder.enabled:
         jobs.append(builder_job(settings))
-    jobs += [mirror_job(registry, source, settings.mirror) for source in settings.mirror]
+    if settings.mirror:
+        from dockyard.mirror.schedule import mirror_job
+
+        jobs += [mirror_job(registry, source, settings.mirror) for source in settings.mirror]
     if settings.notifications.active:
+        from dockyard.remote.webhook import WebhookSender
+
         # runs until the server stops, on the one process holding its lease; another
         # takes over within a second of a clean stop, or when the holder's lease runs out
         jobs.append(Job("notifications", NOTIFY_INTERVAL,

@@ -50,7 +50,7 @@ from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import check_upstreams, migrate_database
 from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
-from dockyard.web.app import install_ui
+from dockyard.web import install_ui
 
 log = logging.getLogger("dockyard.server")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 
 #: The subject every requester matches, logged in or not.
@@ -15,6 +17,14 @@ def poses_as_subject(name: str) -> bool:
     as `group:admins`, or `anonymous`/`authenticated`. No user may be called that (a
     token's `sub` so named is refused), so a name never matches a rule meant for others."""
     return ":" in name or name in (ANONYMOUS, AUTHENTICATED)
+
+
+def credential_id(stored_hash: bytes) -> str:
+    """What a refresh token's `cred` claim and a browser session hold: a digest of the
+    user's stored password hash, which changes with the password (a new salt) and says
+    nothing about it."""
+    digest = hashlib.sha256(b"dockyard-refresh-credential\0" + stored_hash).digest()
+    return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
 @dataclass(frozen=True, slots=True)

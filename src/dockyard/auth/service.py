@@ -19,24 +19,21 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockyard.auth.htpasswd import Entry, HtpasswdError, HtpasswdFile
-from dockyard.auth.identity import ANONYMOUS_IDENTITY, Identity, Scope
-from dockyard.auth.jwks import load_jwks
-from dockyard.auth.keys import (
-    KeyError_,
-    SigningKey,
-    VerifyKey,
-    ensure_signing_key,
-    load_public_keys,
-    load_signing_key,
-)
+from dockyard.auth.identity import ANONYMOUS_IDENTITY, Identity, Scope, credential_id
 from dockyard.auth.policy import Policy
 from dockyard.auth.ratelimit import FailureLimiter, Throttled, limit_key
-from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, credential_id
 from dockyard.config.auth import AuthSettings
 from dockyard.config.stamps import file_stamps
+
+if TYPE_CHECKING:
+    # tokens and their keys (PyJWT, cryptography) are imported by the code of the token
+    # method (`prepare`, `_load_token_keys` and what runs once it has): a registry
+    # without token auth never loads them
+    from dockyard.auth.keys import VerifyKey
+    from dockyard.auth.tokens import TokenIssuer, TokenVerifier
 
 log = logging.getLogger("dockyard.auth")
 
@@ -77,6 +74,8 @@ def prepare(settings: AuthSettings, data_dir: Path) -> None:
     """Create what must exist before workers start (the generated signing key)."""
     token = settings.token
     if settings.method == "token" and token.builtin and token.signing_key is None:
+        from dockyard.auth.keys import ensure_signing_key
+
         ensure_signing_key(default_signing_key_path(data_dir), token.algorithm)
 
 
@@ -138,13 +137,16 @@ class AccessControl:
         return done
 
     def _load_token_keys(self, settings: AuthSettings, data_dir: Path) -> None:
+        from dockyard.auth.keys import ensure_signing_key, load_signing_key
+        from dockyard.auth.tokens import TokenIssuer, TokenVerifier
+
         token = settings.token
         keys: list[VerifyKey] = []
         if token.builtin:
             path = token.signing_key or default_signing_key_path(data_dir)
             if token.signing_key is None:
                 ensure_signing_key(path, token.algorithm)
-            signing: SigningKey = load_signing_key(path, token.algorithm)
+            signing = load_signing_key(path, token.algorithm)
             keys.append(signing.verify_key())
             self.issuer = TokenIssuer(signing, issuer=token.issuer, service=token.service,
                                       expiration=token.expiration.total_seconds(),
@@ -169,6 +171,9 @@ class AccessControl:
 
     def _load_key_file(self, index: int) -> list[VerifyKey]:
         """The keys of the `index`th key file (the `public_keys`, then `jwks`)."""
+        from dockyard.auth.jwks import load_jwks
+        from dockyard.auth.keys import load_public_keys
+
         path = self._key_files[index]
         if index >= len(self.settings.token.public_keys):
             return load_jwks(path)
@@ -185,6 +190,9 @@ class AccessControl:
         now = time.monotonic()
         if now - self._keys_checked < KEY_CHECK_INTERVAL:
             return
+        from dockyard.auth.keys import KeyError_
+        from dockyard.auth.tokens import TokenVerifier
+
         self._keys_checked = now
         try:
             stamps = list(file_stamps(*self._key_files))
@@ -279,6 +287,8 @@ class AccessControl:
                 return Identity(client=client)
             return await self.login(user, password, client)
         if kind == "bearer" and self.verifier is not None:
+            from dockyard.auth.tokens import InvalidToken
+
             self._reload_token_keys()
             try:
                 return self.verifier.identity(value.strip(), client)
@@ -394,6 +404,8 @@ class AccessControl:
         """The user a refresh token was issued to, if their password is still the one it
         was issued for and its chain has not outlived `refresh_max_lifetime`."""
         assert self.verifier is not None
+        from dockyard.auth.tokens import InvalidToken
+
         try:
             claims = self.verifier.decode(token, refresh=True)
         except InvalidToken as exc:

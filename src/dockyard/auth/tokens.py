@@ -13,8 +13,6 @@ configured issuer and audience.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -28,13 +26,6 @@ from dockyard.auth.keys import SigningKey, VerifyKey
 
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 LEEWAY_SECONDS = 30
-
-
-def credential_id(stored_hash: bytes) -> str:
-    """What a refresh token's `cred` claim holds: a digest of the user's stored password
-    hash, which changes with the password (a new salt) and says nothing about it."""
-    digest = hashlib.sha256(b"dockyard-refresh-credential\0" + stored_hash).digest()
-    return base64.urlsafe_b64encode(digest[:18]).decode()
 
 
 class InvalidToken(Exception):

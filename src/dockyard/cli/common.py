@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.oci.errors import RegistryError, StorageUnavailable, one_line
@@ -33,15 +32,20 @@ def load(config: Path | None, overrides: dict[str, Any]) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
-def storage_errors() -> tuple[type[BaseException], ...]:
+def storage_errors(settings: Settings) -> tuple[type[BaseException], ...]:
     """What opening the stores raises when they cannot be opened: a data directory that
     cannot be made, a database file missing (not migrating) or unreadable, a database
-    or object store that does not answer (asyncpg is imported here: it is slow to
-    import for the commands that never open a store)."""
+    or object store that does not answer (SQLAlchemy, and asyncpg with a PostgreSQL
+    database only, are imported here: they are slow to import for the commands that
+    never open a store)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    errors = (OSError, sqlite3.Error, SQLAlchemyError, StorageUnavailable)
+    if not settings.database_url.startswith("postgresql"):
+        return errors
     import asyncpg
 
-    return (OSError, sqlite3.Error, SQLAlchemyError, asyncpg.PostgresError,
-            asyncpg.InterfaceError, StorageUnavailable)
+    return (*errors, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def storage_failure(exc: BaseException) -> click.ClickException:
@@ -64,7 +68,7 @@ def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
         finally:
             await close_registry(registry)
 
-    unopened = storage_errors()
+    unopened = storage_errors(settings)
     try:
         return asyncio.run(main())
     except unopened as exc:

@@ -74,17 +74,19 @@ def main() -> None:
 def serve(config: Path | None, listen: str | None, data: Path | None,
           workers: int | None) -> None:
     """Serve the OCI Distribution API."""
+    from dockyard.backends import preload
     from dockyard.cli.common import storage_errors, storage_failure
     from dockyard.server import serve as run
 
     overrides = {"http.addr": listen, "storage.filesystem.rootdirectory": data,
                  "http.workers": workers}
     settings = _load(config, overrides)
+    preload(settings)  # what this configuration uses, once, before the workers fork
     # re-read on SIGHUP (paths as strings, so a spawned worker can take them)
     source = (str(config) if config else None,
               {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()
                if v is not None})
-    unopened = storage_errors()
+    unopened = storage_errors(settings)
     try:
         run(settings, source)
     except ValueError as exc:

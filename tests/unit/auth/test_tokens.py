@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from dockyard.auth.identity import Scope
+from dockyard.auth.identity import Scope, credential_id
 from dockyard.auth.jwks import load_jwks
 from dockyard.auth.keys import (
     SigningKey,
@@ -24,7 +24,7 @@ from dockyard.auth.keys import (
     load_public_keys,
     load_signing_key,
 )
-from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier, credential_id
+from dockyard.auth.tokens import InvalidToken, TokenIssuer, TokenVerifier
 
 PUSH = Scope("repository", "a/b", frozenset({"pull", "push"}))
 
