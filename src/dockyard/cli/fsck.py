@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -24,8 +25,10 @@ from rich.progress import (
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.types import parse_duration
-from dockyard.core.registry import Registry
 from dockyard.gc.fsck import KINDS, Fsck, FsckReport
+
+if TYPE_CHECKING:
+    from dockyard.core.registry import Registry
 
 
 class _Lines:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import yaml
@@ -28,10 +29,12 @@ from pydantic import ValidationError
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.settings import S3Settings, yaml_problem
 from dockyard.core.importer import KINDS, ImportReport
-from dockyard.core.registry import Registry
 from dockyard.storage import layout
 from dockyard.storage.blobstore import AdoptionRefused
 from dockyard.storage.distribution import DistributionTree
+
+if TYPE_CHECKING:
+    from dockyard.core.registry import Registry
 
 #: inconsistencies of one kind listed in the text report (all are in --json)
 SHOWN = 20

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -17,9 +17,11 @@ from rich.table import Table
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.types import parse_duration
-from dockyard.core.registry import Registry
-from dockyard.gc.collector import Report
 from dockyard.units import human_bytes
+
+if TYPE_CHECKING:
+    from dockyard.core.registry import Registry
+    from dockyard.gc.collector import Report
 
 
 @click.command()

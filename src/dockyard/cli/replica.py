@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
-from dockyard.core.registry import Registry
 from dockyard.oci.errors import one_line
+
+if TYPE_CHECKING:
+    from dockyard.core.registry import Registry
 
 
 @click.command()

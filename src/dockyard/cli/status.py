@@ -20,7 +20,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -30,7 +30,9 @@ from dockyard import __version__
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.settings import Settings
 from dockyard.config.types import http_url
-from dockyard.core.registry import Registry
+
+if TYPE_CHECKING:
+    from dockyard.core.registry import Registry
 
 
 def _human(n: float | None) -> str:

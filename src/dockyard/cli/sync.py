@@ -14,13 +14,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.mirror import MirrorSource
-from dockyard.core.registry import Registry
+
+if TYPE_CHECKING:
+    from dockyard.core.registry import Registry
 
 #: runs of each source `--status` shows
 STATUS_RUNS = 5

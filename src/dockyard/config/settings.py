@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import yaml
 from pydantic import (
@@ -25,7 +26,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy.engine import URL
 
 from dockyard.config.auth import AuthSettings, TlsSettings
 from dockyard.config.mirror import MirrorSource, check_unique
@@ -571,7 +571,9 @@ class Settings(_Section):
     def database_url(self) -> str:
         if self.database.url:
             return self.database.url
-        return URL.create("sqlite", database=str(self.data_dir / "metadata.db")).render_as_string()
+        # as SQLAlchemy's `URL.create("sqlite", database=...)` renders it (the settings
+        # do not import SQLAlchemy: `dockyard copy`, `build` and `config check` need none)
+        return "sqlite:///" + quote(str(self.data_dir / "metadata.db"), safe=" +/")
 
 
 class ConfigError(Exception):

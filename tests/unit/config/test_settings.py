@@ -149,6 +149,17 @@ def test_env_nested_rootdirectory() -> None:
     assert s.database_url == "sqlite:////data/reg/metadata.db"
 
 
+@pytest.mark.parametrize("root", ["/data/reg", "rel/dir", "/a b/c+d", "/%40@:?#x", "/ü/日本"])
+def test_default_database_url_is_sqlalchemys(root: str) -> None:
+    """The default URL is rendered without SQLAlchemy, exactly as its `URL` would."""
+    from sqlalchemy.engine import URL, make_url
+
+    s = load_settings(env={"DOCKYARD_STORAGE_FILESYSTEM_ROOTDIRECTORY": root})
+    path = str(Path(root) / "metadata.db")
+    assert s.database_url == URL.create("sqlite", database=path).render_as_string()
+    assert make_url(s.database_url).database == path
+
+
 def test_env_nested_duration() -> None:
     s = load_settings(env={"DOCKYARD_STORAGE_UPLOADS_EXPIRY": "2h"})
     assert s.storage.uploads.expiry == timedelta(hours=2)
