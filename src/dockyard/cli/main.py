@@ -7,6 +7,7 @@ stores.
 
 from __future__ import annotations
 
+import gc
 import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,14 +75,21 @@ def main() -> None:
 def serve(config: Path | None, listen: str | None, data: Path | None,
           workers: int | None) -> None:
     """Serve the OCI Distribution API."""
-    from dockyard.backends import preload
-    from dockyard.cli.common import storage_errors, storage_failure
-    from dockyard.server import serve as run
-
     overrides = {"http.addr": listen, "storage.filesystem.rootdirectory": data,
                  "http.workers": workers}
-    settings = _load(config, overrides)
-    preload(settings)  # what this configuration uses, once, before the workers fork
+    # the server's modules make objects that live as long as the process: with the
+    # collector paused while they are imported, its full collections do not walk them
+    # again and again as they grow (about a sixth of the imports' CPU time)
+    gc.disable()
+    try:
+        from dockyard.backends import preload
+        from dockyard.cli.common import storage_errors, storage_failure
+        from dockyard.server import serve as run
+
+        settings = _load(config, overrides)
+        preload(settings)  # what this configuration uses, once, before the workers fork
+    finally:
+        gc.enable()
     # re-read on SIGHUP (paths as strings, so a spawned worker can take them)
     source = (str(config) if config else None,
               {k: str(v) if isinstance(v, Path) else v for k, v in overrides.items()
