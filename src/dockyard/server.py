@@ -2,9 +2,11 @@
 
 Every piece of state lives in the stores, so any worker can serve any request. The
 parent process migrates the schema once, starts the workers, restarts any that dies
-(a crashed worker costs only its in-flight requests) and stops them on SIGTERM/SIGINT:
-each worker stops listening at once, lets its requests in flight finish for up to
-`http.drain_timeout`, then exits. Workers exit with the supervisor, even one killed -9.
+(a crashed worker costs only its in-flight requests; when they keep dying at start it
+gives up and exits with status 1, so a service manager sees a failure) and stops them
+on SIGTERM/SIGINT: each worker stops listening at once, lets its requests in flight
+finish for up to `http.drain_timeout`, then exits. Workers exit with the supervisor,
+even one killed -9.
 
 Metrics: with `metrics.enabled` the server makes one multiprocess directory per run
 (`metrics_dir`, emptied at start, removed at exit) before any metric exists, so every
@@ -366,6 +368,8 @@ class Supervisor:
         self.count = count
         self.procs: list[Any] = []
         self.stopping = False
+        #: gave up on workers that kept dying at start: the process exits with status 1
+        self.failed = False
         #: READY=1 was sent (all workers listened once)
         self.ready = False
 
@@ -411,6 +415,9 @@ class Supervisor:
         return f"serving on {self.addr} with {self.count} workers"
 
     def run(self) -> None:
+        """Supervise until told to stop; SystemExit(1) after giving up on workers that
+        keep dying at start, so systemd (`Restart=on-failure`) or a container runtime
+        sees a failure, not a clean stop."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._hangup)
@@ -432,7 +439,7 @@ class Supervisor:
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started[i] < 2 else 0
                 if quick_deaths > 5:
                     log.error("workers keep dying at start; giving up")
-                    self.stopping = True
+                    self.stopping = self.failed = True
                     break
                 self.procs[i] = self._spawn()
                 started[i] = time.monotonic()
@@ -448,3 +455,5 @@ class Supervisor:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+        if self.failed:
+            raise SystemExit(1)

@@ -13,6 +13,8 @@ import http.client
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ import psutil
 import pytest
 
 from tests.support.oci_api import digest_of, with_digest
-from tests.support.servers import Server, start_dockyard
+from tests.support.servers import Server, free_port, start_dockyard
 
 MiB = 1024 * 1024
 
@@ -437,3 +439,25 @@ def test_concurrent_patches_on_two_workers(two_workers: Server) -> None:
             a.close()
             b.close()
     pytest.skip("the two PATCHes never overlapped")
+
+
+# --- workers that cannot start ----------------------------------------------------------
+
+
+def test_workers_dying_at_start_make_serve_fail(tmp_path: Path) -> None:
+    """Storage only the workers open (the data directory under a regular file; the
+    supervisor migrates a database elsewhere) kills every worker at start: the
+    supervisor gives up with its one error line and exits 1, so systemd's
+    `Restart=on-failure` or a container runtime sees a failure, not a clean stop."""
+    (tmp_path / "a-file").write_text("not a directory\n")
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockyard", "serve", "--listen", f"127.0.0.1:{port}",
+         "--data", str(tmp_path / "a-file" / "data"), "--workers", "2"],
+        env={**os.environ, "DOCKYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'meta.db'}"},
+        capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, proc.stderr[-4000:]
+    assert errors[0].endswith("dockyard.server: workers keep dying at start; giving up")
+    assert "NotADirectoryError" in proc.stderr  # why they died, from the workers
