@@ -176,3 +176,31 @@ def test_basic_registry_through_an_auth_file_with_the_referrers_tag_fallback(
                                 "--push", "--authfile", str(auth_file))
     assert code == 0, stderr
     assert (again["result"], again["reason"]) == ("skipped", "unchanged"), again
+
+
+def test_a_named_auth_file_that_cannot_be_used_stops_the_build(
+        dist: Server, catalogue: Path, bare_env: dict[str, str], tmp_path: Path) -> None:
+    """`--authfile` or `$REGISTRY_AUTH_FILE` naming a file that is missing or no auth file
+    stops `dockyard build` before anything runs (exit 2, the file and why), rather than
+    looking up and pushing anonymously."""
+    (tmp_path / "broken.json").write_text("not json\n")
+    missing = tmp_path / "nowhere.json"
+    for extra, env, error in [
+        (["--authfile", str(missing)], bare_env,
+         f"Error: Invalid value for --authfile: {missing}: cannot read it: "
+         "No such file or directory"),
+        (["--authfile", str(tmp_path / "broken.json")], bare_env,
+         f"Error: Invalid value for --authfile: {tmp_path / 'broken.json'}: not valid JSON: "
+         "Expecting value (line 1 column 1)"),
+        ([], {**bare_env, "REGISTRY_AUTH_FILE": str(missing)},
+         f"Error: Invalid value for $REGISTRY_AUTH_FILE: {missing}: cannot read it: "
+         "No such file or directory"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dockyard", "build", "--catalogue", str(catalogue),
+             "--registry", dist.host, "--image-prefix", "tf", "--work-dir",
+             str(tmp_path / "work"), "--single", "--dry-run", *extra, "bookworm"],
+            env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert [ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")] == [error]
+        assert proc.stdout == ""  # no plan: nothing was looked up

@@ -343,6 +343,61 @@ def test_credentials_from_an_auth_file(dist: Server, dock: Server, skopeo: Skope
     assert sha256(raw(skopeo, f"docker://{dock.host}/authfile/app:v1")) == layout.digest
 
 
+def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one `Error:` line of a refused command (after click's usage banner)."""
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")]
+    return line
+
+
+def test_a_named_auth_file_that_cannot_be_used_stops_the_copy(
+        dock: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    """`--authfile` (or `$REGISTRY_AUTH_FILE`) naming a missing, unreadable or invalid
+    file is a usage error (exit 2) naming the file and why, before anything moves: not
+    a copy that goes on anonymously. The default files stay optional."""
+    layout = random_layout(tmp_path / "lay", "v1", layer_sizes=(1024,))
+    home = tmp_path / "home"
+    home.mkdir()
+    bare = {"HOME": str(home), "XDG_RUNTIME_DIR": str(home), "REGISTRY_AUTH_FILE": ""}
+    dst = f"{dock.host}/authfile/named:v1"
+    (tmp_path / "broken.json").write_text('{"auths": {')
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "auths.json").write_text(json.dumps({"auths": [dock.host]}))
+    (tmp_path / "entry.json").write_text(json.dumps({"auths": {dock.host: {"auth": "!!"}}}))
+    (tmp_path / "latin1.json").write_bytes(b'{"auths": {"caf\xe9": {}}}')
+    missing = tmp_path / "nowhere" / "auth.json"
+    cases = [
+        (missing, "cannot read it: No such file or directory"),
+        (tmp_path / "broken.json", "not valid JSON: Expecting property name enclosed in "
+                                   "double quotes (line 1 column 12)"),
+        (tmp_path / "list.json", "not an auth file: not a JSON object"),
+        (tmp_path / "auths.json", 'not an auth file: "auths" is not a JSON object'),
+        (tmp_path / "entry.json",
+         f'"auths" entry \'{dock.host}\': "auth" is not the base64 of USER:PASSWORD'),
+        (tmp_path / "latin1.json", "not UTF-8 text (byte 15)"),
+    ]
+    for path, reason in cases:
+        proc = dockyard_copy("--authfile", str(path), f"oci:{layout.path}:v1", dst,
+                             creds=False, env=bare)
+        assert proc.returncode == 2, proc.stderr
+        assert _error_line(proc) == \
+            f"Error: Invalid value for --authfile: {path}: {reason}", proc.stderr
+    # the variable is named by the user too; a directory cannot be read as a file
+    for path, reason in ((missing, "No such file or directory"), (home, "Is a directory")):
+        proc = dockyard_copy(f"oci:{layout.path}:v1", dst, creds=False,
+                             env={**bare, "REGISTRY_AUTH_FILE": str(path)})
+        assert proc.returncode == 2, proc.stderr
+        assert _error_line(proc) == \
+            f"Error: Invalid value for $REGISTRY_AUTH_FILE: {path}: cannot read it: {reason}"
+    # nothing was pushed by any of them
+    check = skopeo.run("inspect", "--raw", "--tls-verify=false", "--creds", CREDS,
+                       f"docker://{dst}", check=False)
+    assert check.returncode != 0, check.stdout
+    # the default files (none here) are optional; a good named file is used
+    ok(dockyard_copy(f"oci:{layout.path}:v1", dst, creds=False,
+                     env={**bare, "REGISTRY_AUTH_FILE": str(_auth_file(tmp_path, dock))}))
+    assert sha256(raw(skopeo, f"docker://{dst}")) == layout.digest
+
+
 def list_tags(skopeo: Skopeo, ref: str) -> list[str]:
     out = skopeo.run("list-tags", "--tls-verify=false", "--creds", CREDS, ref).stdout
     return sorted(json.loads(out)["Tags"])

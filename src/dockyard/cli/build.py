@@ -100,7 +100,9 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     from dockyard.builder.remote import Registries
     from dockyard.builder.runner import Options, Result, Runner
     from dockyard.builder.settings import CatalogueError
+    from dockyard.cli.copy import check_authfile
 
+    check_authfile(authfile)  # a named auth file is used, or nothing runs (exit 2)
     root = catalogue.resolve()
     try:
         naming = _naming(root, registry, image_prefix, tag)

@@ -24,7 +24,7 @@ from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, parse
 from dockyard.oci.errors import one_line
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
-from dockyard.remote.credentials import Credentials
+from dockyard.remote.credentials import AuthFileError, Credentials, check_named_auth_file
 
 
 def _ref(text: str, what: str) -> ImageRef:
@@ -41,6 +41,15 @@ def _creds(text: str | None, option: str) -> Credentials | None:
         return Credentials.parse(text)
     except ValueError as exc:
         raise click.UsageError(f"{option}: {exc}") from None
+
+
+def check_authfile(authfile: Path | None) -> None:
+    """The auth file the user named (`--authfile`, `$REGISTRY_AUTH_FILE`) is used or the
+    command stops (exit 2): never anonymous instead."""
+    try:
+        check_named_auth_file(authfile)
+    except AuthFileError as exc:
+        raise click.BadParameter(exc.reason, param_hint=exc.option) from None
 
 
 def _platforms(values: tuple[str, ...]) -> tuple[Platform, ...]:
@@ -95,6 +104,7 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
     or oci:PATH[:TAG] (an OCI image layout directory).
     """
     source, dest = _ref(src, "SRC"), _ref(dst, "DST")
+    check_authfile(authfile)
     pattern = _tag_filter(tags_glob, tags_regex)
     repository_copy = all_tags or pattern is not None
     if repository_copy and source.reference:

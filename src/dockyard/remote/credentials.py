@@ -3,7 +3,10 @@
 Auth files are the JSON written by `docker login` and `podman login`
 (`{"auths": {"host": {"auth": base64("user:pass")}}}`), looked up in the order podman
 uses: `$REGISTRY_AUTH_FILE`, `${XDG_RUNTIME_DIR}/containers/auth.json`, then Docker's
-`$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`).
+`$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`). Those found by default
+are optional (a missing or unreadable one is skipped); the one a user names
+(`--authfile`, else `$REGISTRY_AUTH_FILE`) must be there and valid
+(`check_named_auth_file`), or the command stops instead of going on anonymously.
 """
 
 from __future__ import annotations
@@ -37,6 +40,59 @@ class Credentials:
 
     def __repr__(self) -> str:  # never print a password
         return f"Credentials({self.username!r}, ***)"
+
+
+class AuthFileError(ValueError):
+    """A named auth file that cannot be used: `option` is how it was named (`--authfile`,
+    `$REGISTRY_AUTH_FILE`), `reason` names the file and what is wrong with it."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+
+def check_auth_file(path: Path, option: str = "--authfile") -> None:
+    """AuthFileError unless `path` reads as an auth file: a JSON object whose `auths`,
+    if any, maps hosts to objects, each `auth` the base64 of USER:PASSWORD (never the
+    values in the message)."""
+
+    def bad(why: str) -> AuthFileError:
+        return AuthFileError(option, f"{path}: {why}")
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise bad(f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise bad(f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
+                  ) from None
+    if not isinstance(doc, dict):
+        raise bad("not an auth file: not a JSON object")
+    auths = doc.get("auths", {})
+    if not isinstance(auths, dict):
+        raise bad('not an auth file: "auths" is not a JSON object')
+    for key, entry in auths.items():
+        if not isinstance(entry, dict):
+            raise bad(f'not an auth file: "auths" entry {key!r} is not a JSON object')
+        if entry.get("auth") and _decode(entry) is None:
+            raise bad(f'"auths" entry {key!r}: "auth" is not the base64 of USER:PASSWORD')
+
+
+def check_named_auth_file(given: Path | None, env: Mapping[str, str] | None = None
+                          ) -> None:
+    """AuthFileError when the auth file the user named — `given` (`--authfile`), else
+    `$REGISTRY_AUTH_FILE` — is missing, unreadable or not an auth file; the default
+    files stay optional."""
+    env = os.environ if env is None else env
+    if given is not None:
+        check_auth_file(given, "--authfile")
+    elif env.get("REGISTRY_AUTH_FILE"):
+        check_auth_file(Path(env["REGISTRY_AUTH_FILE"]), "$REGISTRY_AUTH_FILE")
 
 
 def auth_files(env: Mapping[str, str] | None = None) -> list[Path]:
