@@ -8,7 +8,9 @@ import asyncio
 import base64
 import hashlib
 import re
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -377,5 +379,88 @@ def test_the_catalog_lists_only_what_the_caller_may_pull(tmp_path: Path, method:
             page = httpx.get(f"{server.url}/ui/repositories", headers=admin)
             listed = set(re.findall(r'href="/ui/r/([^"]+)"', page.text))
             assert listed == set(CATALOG_NAMES), listed
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- names of policy subjects
+
+SUBJECT_NAMES = ("anonymous, authenticated, * and kind:value names such as group:admins")
+
+
+@pytest.mark.parametrize("name", ["anonymous", "authenticated", "*", "group:admins"])
+def test_user_add_refuses_the_name_of_a_policy_subject(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "htpasswd"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dockyard", "user", "add", "--file", str(path),
+         "--password-stdin", name], input="pw\n", capture_output=True, text=True,
+        timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")] == [
+        f"Error: {name!r} is a policy subject, not a user name (no user may be called "
+        f"{SUBJECT_NAMES})"]
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("name", ["anonymous", "authenticated", "*"])
+def test_an_htpasswd_user_named_like_a_policy_subject_stops_the_start(
+        tmp_path: Path, name: str) -> None:
+    """Such a user logged in as one: `*` got what a rule granted to `*` (which reads as
+    everyone), `anonymous` was logged and audited as anonymous, and the built-in token
+    service gave `anonymous`/`authenticated` tokens every request then refused. The file
+    does not load: the server does not start, naming the file, the line and the user."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"builder": USERS["builder"],
+                                                     name: ("pw", [])})
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd),
+        "access": [{"repository": "**", "allow": {"*": ["*"], "builder": ["pull"]}}]})
+    server = start_dockyard(tmp_path / "data", config=config, wait=False)
+    try:
+        status = server.proc.wait(timeout=30)
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert status == 2, log[-3000:]
+    assert [ln for ln in log.splitlines() if ln.startswith("Error:")] == [
+        f"Error: auth.htpasswd.path: {htpasswd}:2: user {name!r} is named like a policy "
+        f"subject ({SUBJECT_NAMES}), which would read as that subject: rename or remove "
+        f"the entry"], log[-3000:]
+
+
+def test_a_user_named_like_a_policy_subject_added_to_a_running_server_changes_nothing(
+        tmp_path: Path) -> None:
+    """An edit that adds one keeps the previous users in force (re-read on change and
+    on SIGHUP), logged with the file and the user; the new entry never logs in."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"builder": USERS["builder"]})
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd),
+        "access": [{"repository": "**", "allow": {"*": ["*"], "builder": ["pull"]}}]})
+    server = start_dockyard(tmp_path / "data", config=config)
+    url = f"{server.url}/v2/star/x/blobs/uploads/"
+    builder = ("builder", USERS["builder"][0])
+    try:
+        assert httpx.post(url, auth=builder).status_code == 403
+        write_htpasswd(htpasswd, {"builder": USERS["builder"], "*": ("pw", []),
+                                  "reader": USERS["reader"]})
+        why = (f"{htpasswd}:2: user '*' is named like a policy subject ({SUBJECT_NAMES}), "
+               f"which would read as that subject: rename or remove the entry")
+        deadline = time.monotonic() + 10
+        while f"keeping the previous users: {why}" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            # a login looks at the file (once a second)
+            assert httpx.get(f"{server.url}/v2/", auth=builder).status_code == 200
+            time.sleep(0.3)
+        assert httpx.post(url, auth=("*", "pw")).status_code == 401
+        assert httpx.post(url, auth=("reader", USERS["reader"][0])).status_code == 401
+        assert httpx.get(f"{server.url}/v2/", auth=builder).status_code == 200
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "SIGHUP: worker" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert f"SIGHUP: keeping the previous users of {htpasswd}: {why}" in \
+            server.log.read_text()
+        assert httpx.post(url, auth=("*", "pw")).status_code == 401
+        assert httpx.get(f"{server.url}/v2/", auth=builder).status_code == 200
     finally:
         server.stop()

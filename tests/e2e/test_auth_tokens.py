@@ -250,7 +250,7 @@ def test_deleting_a_key_file_revokes_its_keys(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.parametrize("sub", ["group:admins", "authenticated", "anonymous", "x:y"])
+@pytest.mark.parametrize("sub", ["group:admins", "authenticated", "anonymous", "x:y", "*"])
 def test_a_token_whose_sub_is_a_policy_subject_is_refused(tmp_path: Path, sub: str) -> None:
     """An external issuer's token for a user called `group:admins` matched the group's
     rules, `auth.catalog` and `metrics.allow`; such a `sub` is no user name: 401."""

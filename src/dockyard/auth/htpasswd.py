@@ -5,7 +5,9 @@ nginx treats as a comment, so the file still works there). Lines starting with `
 blank lines are ignored. Any hash other than bcrypt (`$2a$`, `$2b$`, `$2y$`) is refused at
 load, naming the line, because MD5-crypt, SHA1 and crypt(3) entries are cheap to crack.
 A bcrypt entry that is malformed (truncated, bad cost, bad salt) is reported at load,
-naming the line, and that user cannot log in; the others can.
+naming the line, and that user cannot log in; the others can. A user named like a policy
+subject (`anonymous`, `authenticated`, `*`) is refused at load too, naming the line:
+the file does not load (the server does not start; a reload keeps the previous users).
 
 bcrypt reads at most 72 bytes of a password. As `htpasswd -B` does, only the first 72
 bytes of the UTF-8 password count, when hashing and when checking.
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import bcrypt
 
+from dockyard.auth.identity import RESERVED_WORDS, poses_as_subject
 from dockyard.config.stamps import Stamp, file_stamps
 
 log = logging.getLogger("dockyard.auth")
@@ -124,6 +127,11 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
         user, sep, rest = line.partition(":")
         if not sep or not user:
             raise HtpasswdError(f"{source}:{number}: not a `user:hash` line")
+        if poses_as_subject(user):
+            raise HtpasswdError(
+                f"{source}:{number}: user {user!r} is named like a policy subject "
+                f"({RESERVED_WORDS}), which would read as that subject: rename or remove "
+                f"the entry")
         hashed, _, groups = rest.partition(":")
         if not hashed.startswith(BCRYPT_PREFIXES):
             kind = ("MD5 (apr1)" if hashed.startswith("$apr1$") else

@@ -12,11 +12,20 @@ ANONYMOUS = "anonymous"
 AUTHENTICATED = "authenticated"
 
 
+#: Names no user may have, besides `kind:value` ones: the subjects of everyone and of
+#: every logged-in user, and `*`, which reads as everyone in a rule (as it means every
+#: action) while the policy would match it only as a user so named.
+RESERVED_NAMES = (ANONYMOUS, AUTHENTICATED, "*")
+#: What `poses_as_subject` refuses, for messages.
+RESERVED_WORDS = "anonymous, authenticated, * and kind:value names such as group:admins"
+
+
 def poses_as_subject(name: str) -> bool:
     """Whether a user name would read as another policy subject: a `kind:value` one such
-    as `group:admins`, or `anonymous`/`authenticated`. No user may be called that (a
-    token's `sub` so named is refused), so a name never matches a rule meant for others."""
-    return ":" in name or name in (ANONYMOUS, AUTHENTICATED)
+    as `group:admins`, `anonymous`, `authenticated` or `*`. No user may be called that
+    (a token's `sub` so named is refused, an htpasswd file holding one does not load,
+    `dockyard user add` refuses it), so a name never matches a rule meant for others."""
+    return ":" in name or name in RESERVED_NAMES
 
 
 def credential_id(stored_hash: bytes) -> str:

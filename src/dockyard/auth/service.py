@@ -130,7 +130,7 @@ class AccessControl:
                 self.htpasswd = HtpasswdFile(path)
                 done.append(f"htpasswd {path}")
         except (HtpasswdError, OSError) as exc:
-            log.error("SIGHUP: keeping the previous users: cannot read %s: %s", path, exc)
+            log.error("SIGHUP: keeping the previous users of %s: %s", path, exc)
         self.settings = self.settings.model_copy(update={"access": settings.access,
                                                          "catalog": settings.catalog,
                                                          "htpasswd": settings.htpasswd})

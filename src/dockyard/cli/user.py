@@ -26,7 +26,7 @@ from dockyard.auth.htpasswd import (
     valid_name,
     write_atomic,
 )
-from dockyard.auth.identity import poses_as_subject
+from dockyard.auth.identity import RESERVED_WORDS, poses_as_subject
 from dockyard.cli.common import config_option
 from dockyard.cli.common import load as load_config
 
@@ -100,11 +100,11 @@ def add(config: Path | None, file: Path | None, password_stdin: bool, groups: tu
         name: str) -> None:
     """Add user NAME."""
     path = _path(config, file)
+    if poses_as_subject(name):
+        raise click.UsageError(f"{name!r} is a policy subject, not a user name (no user may "
+                               f"be called {RESERVED_WORDS})")
     if not valid_name(name):
         raise click.UsageError("user names are letters, digits and . _ - @")
-    if poses_as_subject(name):
-        raise click.UsageError(f"{name!r} is a policy subject (everyone, or every logged-in "
-                               f"user), not a user name")
     entries = _entries(path)
     if name in entries:
         raise click.ClickException(f"user {name} exists (use `dockyard user passwd`)")
