@@ -601,3 +601,34 @@ def owners(server: Server, repo: str) -> dict[str, str]:
     """Which source each mirrored tag of `repo` is recorded as coming from."""
     return {o["tag"]: o["source"] for o in httpx.get(
         f"{server.url}/admin/v1/sync/repositories/{repo}").json()["tags"]}
+
+
+def test_an_auth_file_that_cannot_be_used_fails_its_source(local: Server, tmp_path: Path
+                                                           ) -> None:
+    """`credentials.auth_file` naming a missing or invalid file fails the source, naming
+    the file and why, as a password file that cannot be read does: not a sync that goes
+    on anonymously (this upstream lets anonymous pull, so it would have succeeded)."""
+    push_by_hand(local, tmp_path / "lay", "open/app", "v1")
+    (tmp_path / "broken.json").write_text("{")
+    missing = tmp_path / "nowhere.json"
+    good = tmp_path / "auth.json"
+    good.write_text(json.dumps({"auths": {}}))
+    config = write_config(tmp_path / "c.yml", [
+        {"name": name, "registry": local.host, "repository": "open/app",
+         "destination": f"copy-{name}", "tls_verify": False, "retries": 0,
+         "credentials": {"auth_file": str(path)}}
+        for name, path in (("missing", missing), ("broken", tmp_path / "broken.json"),
+                           ("good", good))])
+    proc = dockyard_sync(config, local.data, "--json")
+    assert proc.returncode == 1, proc.stderr
+    found = reports(proc)
+    assert found["good"]["status"] == "ok", found["good"]
+    assert local_tags(local, "copy-good") == ["v1"]
+    assert found["missing"]["status"] == "failed", found["missing"]
+    assert found["missing"]["error"] == \
+        f"credentials.auth_file: {missing}: cannot read it: No such file or directory"
+    assert found["broken"]["status"] == "failed", found["broken"]
+    assert found["broken"]["error"] == (
+        f"credentials.auth_file: {tmp_path / 'broken.json'}: not valid JSON: Expecting "
+        "property name enclosed in double quotes (line 1 column 2)")
+    assert local_tags(local, "copy-missing") == local_tags(local, "copy-broken") == []

@@ -33,7 +33,7 @@ from dockyard.core.registry import Registry
 from dockyard.mirror.select import matches, select_tags
 from dockyard.oci.errors import RegistryError, one_line
 from dockyard.received import MANIFEST_LIMIT
-from dockyard.remote.credentials import Credentials
+from dockyard.remote.credentials import AuthFileError, Credentials, check_auth_file
 
 log = logging.getLogger("dockyard.sync")
 
@@ -96,6 +96,12 @@ def access_for(source: MirrorSource, max_manifest: int = MANIFEST_LIMIT) -> Acce
     if given is None:
         return Access(None, source.tls_verify, max_manifest=max_manifest)
     if given.auth_file is not None:
+        # read now, as a password file is: a file that cannot be used fails the source
+        # instead of letting it go on anonymously
+        try:
+            check_auth_file(given.auth_file, "credentials.auth_file")
+        except AuthFileError as exc:
+            raise SourceFailed(str(exc)) from None
         return Access(None, source.tls_verify, given.auth_file, max_manifest=max_manifest)
     assert given.username is not None
     try:
