@@ -33,6 +33,7 @@ auth:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -67,6 +68,14 @@ class TokenSettings(_Section):
     refresh_max_lifetime: PositiveDuration = timedelta(days=30)
 
 
+def _subjects(subjects: Iterable[str]) -> None:
+    """Refuse `*` as a subject: it reads as "everyone" but matches nobody (`*` is every
+    action, never a subject; no user may be called so)."""
+    if "*" in subjects:
+        raise ValueError("'*' is not a subject (it means every action): use anonymous "
+                         "for everyone or authenticated for every logged-in user")
+
+
 class AccessRule(_Section):
     """One rule: a repository glob (`*` within a path component, `**` across) and grants."""
 
@@ -76,6 +85,7 @@ class AccessRule(_Section):
     @field_validator("allow")
     @classmethod
     def _actions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        _subjects(value)
         for subject, actions in value.items():
             bad = set(actions) - ACTIONS
             if bad:
@@ -100,6 +110,12 @@ class AuthSettings(_Section):
     #: follows, replica status): scope `registry:admin:*`; nobody by default
     admin: list[str] = []
     ratelimit: RateLimitSettings = RateLimitSettings()
+
+    @field_validator("catalog", "admin")
+    @classmethod
+    def _no_star(cls, value: list[str]) -> list[str]:
+        _subjects(value)
+        return value
 
 
 class TlsSettings(_Section):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import typing
 from datetime import timedelta
 from pathlib import Path
@@ -449,3 +451,25 @@ def test_intervals_and_expiries_are_longer_than_zero(tmp_path: Path, key: str,
 @pytest.mark.parametrize("key", NOT_NEGATIVE)
 def test_zero_is_taken_where_it_means_something(tmp_path: Path, key: str) -> None:
     load_settings(write(tmp_path, yaml.safe_dump(_with(key, "0s"))), env={})
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("auth:\n  access:\n    - repository: '**'\n      allow: {'*': [pull]}\n",
+     "auth.access.0.allow"),
+    ("auth:\n  catalog: ['*']\n", "auth.catalog"),
+    ("auth:\n  admin: [ops, '*']\n", "auth.admin"),
+])
+def test_star_as_a_subject_is_refused(tmp_path: Path, text: str, key: str) -> None:
+    """`*` reads as "everyone" in a rule but is no subject (it matches nobody, and no
+    user may be named so): the config names the key and says what to write instead."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    message = str(info.value)
+    assert key in message
+    assert "'*' is not a subject" in message
+    assert "use anonymous for everyone" in message
+    checked = subprocess.run([sys.executable, "-m", "dockyard", "config", "check", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 2, checked
+    assert "'*' is not a subject" in checked.stderr
