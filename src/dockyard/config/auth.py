@@ -68,7 +68,7 @@ class TokenSettings(_Section):
     refresh_max_lifetime: PositiveDuration = timedelta(days=30)
 
 
-def _subjects(subjects: Iterable[str]) -> None:
+def refuse_star_subject(subjects: Iterable[str]) -> None:
     """Refuse `*` as a subject: it reads as "everyone" but matches nobody (`*` is every
     action, never a subject; no user may be called so)."""
     if "*" in subjects:
@@ -85,7 +85,7 @@ class AccessRule(_Section):
     @field_validator("allow")
     @classmethod
     def _actions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        _subjects(value)
+        refuse_star_subject(value)
         for subject, actions in value.items():
             bad = set(actions) - ACTIONS
             if bad:
@@ -114,7 +114,7 @@ class AuthSettings(_Section):
     @field_validator("catalog", "admin")
     @classmethod
     def _no_star(cls, value: list[str]) -> list[str]:
-        _subjects(value)
+        refuse_star_subject(value)
         return value
 
 

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from dockyard.config.auth import AuthSettings, TlsSettings
+from dockyard.config.auth import AuthSettings, TlsSettings, refuse_star_subject
 from dockyard.config.mirror import MirrorSource, check_unique
 from dockyard.config.proxy import ProxyRule, check_prefixes
 from dockyard.config.secrets import read_secret
@@ -331,6 +331,12 @@ class MetricsSettings(_Section):
     allow_from: list[str] = Field(default=["127.0.0.1/32", "::1/128"],
                                   description="CIDRs that may scrape without credentials")
     allow: list[str] = Field(default=[], description="subjects that may scrape")
+
+    @field_validator("allow")
+    @classmethod
+    def _no_star(cls, value: list[str]) -> list[str]:
+        refuse_star_subject(value)
+        return value
 
     @field_validator("allow_from")
     @classmethod

@@ -458,6 +458,7 @@ def test_zero_is_taken_where_it_means_something(tmp_path: Path, key: str) -> Non
      "auth.access.0.allow"),
     ("auth:\n  catalog: ['*']\n", "auth.catalog"),
     ("auth:\n  admin: [ops, '*']\n", "auth.admin"),
+    ("metrics:\n  allow: ['*']\n", "metrics.allow"),
 ])
 def test_star_as_a_subject_is_refused(tmp_path: Path, text: str, key: str) -> None:
     """`*` reads as "everyone" in a rule but is no subject (it matches nobody, and no
