@@ -300,6 +300,14 @@ class StorageSettings(_Section):
             raise ValueError("must be at least 1s: a presigned URL lives whole seconds")
         return value
 
+    @model_validator(mode="after")
+    def _bucket_with_s3(self) -> StorageSettings:
+        # checked here, not only where the driver is built: that is in every worker, so
+        # `serve` would start and its workers die one after the other
+        if self.driver == "s3" and not self.s3.bucket:
+            raise ValueError("storage.s3.bucket is required with storage.driver: s3")
+        return self
+
 
 class DatabaseSettings(_Section):
     """Metadata store; SQLite under the data directory unless a URL is given."""
@@ -652,6 +660,8 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        # a validator's own message, without pydantic's "Value error, " before it
+        msg = ("unknown key" if err["type"] == "extra_forbidden"
+               else err["msg"].removeprefix("Value error, "))
         lines.append(f"{where}{key}: {msg}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -474,3 +474,17 @@ def test_star_as_a_subject_is_refused(tmp_path: Path, text: str, key: str) -> No
                              capture_output=True, text=True, timeout=60)
     assert checked.returncode == 2, checked
     assert "'*' is not a subject" in checked.stderr
+
+
+def test_s3_without_a_bucket_is_refused(tmp_path: Path) -> None:
+    """The missing bucket is named when the config is read: before, `serve` started and
+    every worker died building the driver until the supervisor gave up."""
+    path = write(tmp_path, "storage:\n  driver: s3\n  s3:\n    region: x\n")
+    with pytest.raises(ConfigError, match=r"storage\.s3\.bucket is required"):
+        load_settings(path, env={})
+    served = subprocess.run([sys.executable, "-m", "dockyard", "serve", "--config", str(path),
+                             "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
+                            capture_output=True, text=True, timeout=60)
+    assert served.returncode == 2, served
+    assert "storage: storage.s3.bucket is required with storage.driver: s3" in served.stderr
+    assert "Traceback" not in served.stderr

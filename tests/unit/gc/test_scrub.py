@@ -80,7 +80,7 @@ def test_scrub_is_off_by_default_and_a_job_when_on(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("scrub.period", "10m", "scrub.period must be at least scrub.interval"),
-    ("scrub.interval", "0s", "scrub.interval: Value error, must be longer than zero"),
+    ("scrub.interval", "0s", "scrub.interval: must be longer than zero"),
     ("scrub.every", "1h", "scrub.every: unknown key"),
 ])
 def test_bad_scrub_settings_name_the_key(key: str, value: str, message: str) -> None:
