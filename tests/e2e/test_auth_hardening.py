@@ -406,14 +406,15 @@ def test_user_add_refuses_the_name_of_a_policy_subject(tmp_path: Path, name: str
 def test_an_htpasswd_user_named_like_a_policy_subject_stops_the_start(
         tmp_path: Path, name: str) -> None:
     """Such a user logged in as one: `*` got what a rule granted to `*` (which reads as
-    everyone), `anonymous` was logged and audited as anonymous, and the built-in token
-    service gave `anonymous`/`authenticated` tokens every request then refused. The file
-    does not load: the server does not start, naming the file, the line and the user."""
+    everyone; such a rule is now refused itself), `anonymous` was logged and audited as
+    anonymous, and the built-in token service gave `anonymous`/`authenticated` tokens
+    every request then refused. The file does not load: the server does not start,
+    naming the file, the line and the user."""
     htpasswd = write_htpasswd(tmp_path / "htpasswd", {"builder": USERS["builder"],
                                                      name: ("pw", [])})
     config = write_config(tmp_path / "config.yml", auth={
         **basic_auth(htpasswd),
-        "access": [{"repository": "**", "allow": {"*": ["*"], "builder": ["pull"]}}]})
+        "access": [{"repository": "**", "allow": {"builder": ["pull"]}}]})
     server = start_dockyard(tmp_path / "data", config=config, wait=False)
     try:
         status = server.proc.wait(timeout=30)
@@ -434,7 +435,7 @@ def test_a_user_named_like_a_policy_subject_added_to_a_running_server_changes_no
     htpasswd = write_htpasswd(tmp_path / "htpasswd", {"builder": USERS["builder"]})
     config = write_config(tmp_path / "config.yml", auth={
         **basic_auth(htpasswd),
-        "access": [{"repository": "**", "allow": {"*": ["*"], "builder": ["pull"]}}]})
+        "access": [{"repository": "**", "allow": {"builder": ["pull"]}}]})
     server = start_dockyard(tmp_path / "data", config=config)
     url = f"{server.url}/v2/star/x/blobs/uploads/"
     builder = ("builder", USERS["builder"][0])
