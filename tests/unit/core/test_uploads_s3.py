@@ -113,11 +113,14 @@ async def test_the_purge_aborts_multipart_uploads_no_session_knows(
     old = f"{root}/blobs/sha256/aa/{'a' * 64}/data"
     fresh = f"{root}/blobs/sha256/bb/{'b' * 64}/data"
     await asyncio.to_thread(_dead_publish, client, bucket, old)
-    await asyncio.sleep(2.5)  # the store dates uploads to the second
+    # the store dates uploads to the second (down): `old` is older than the expiry by
+    # at least 1.5 s, `fresh` younger by at least 3 s less what the steps up to the
+    # purge take (a 0.5 s margin was not enough on a busy machine)
+    await asyncio.sleep(5.5)
     await asyncio.to_thread(_dead_publish, client, bucket, fresh)
     assert _uploads(client, bucket, root + "/") == [old, fresh]
 
-    assert await registry.uploads.purge(3600, publish_expiry=1.5) == 0
+    assert await registry.uploads.purge(3600, publish_expiry=4.0) == 0
 
     assert _uploads(client, bucket, root + "/") == [fresh]  # a publish maybe still going
     assert _objects(client, bucket, root + "/") == []  # nothing was ever visible
