@@ -321,3 +321,58 @@ def test_stalled_downloads_leave_the_store_to_other_requests(tmp_path: Path, s3:
         assert "the client took no byte for 4s" in server.log.read_text()
     finally:
         server.stop()
+
+
+# --- slow but steady clients -----------------------------------------------------------
+
+
+def read_slowly(port: int, request: bytes, piece: int, pause: float,
+                timeout: float) -> bytes:
+    """Everything the server sends on a connection read `piece` bytes at a time with a
+    `pause` between reads (a small receive buffer, so the server feels the pace), until
+    it closes or `timeout` passes."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(request)
+    sock.settimeout(timeout)
+    got = bytearray()
+    with sock:
+        try:
+            while chunk := sock.recv(piece):
+                got += chunk
+                time.sleep(pause)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return bytes(got)
+
+
+@pytest.mark.parametrize("storage", ["filesystem", "s3"])
+def test_a_slow_but_steady_reader_gets_the_whole_blob(tmp_path: Path, storage: str,
+                                                      request: pytest.FixtureRequest
+                                                      ) -> None:
+    """`http.body_timeout` bounds a client that takes nothing, not a slow one: a client
+    reading at ~300 KB/s, far slower than the blob takes to send, gets every byte of it
+    with a 2 s body timeout, from a local file (sendfile) and from S3 (a stream)."""
+    http = {"body_timeout": "2s"}
+    if storage == "s3":
+        server, _ = s3_server(tmp_path, request.getfixturevalue("s3"), **http)
+    else:
+        config = tmp_path / "fs.yml"
+        config.write_text(yaml.safe_dump({"http": http}))
+        server = start_dockyard(tmp_path / "data", config=config)
+    try:
+        repo = f"downloads/slow-{uuid.uuid4().hex[:8]}"
+        data = os.urandom(2 * MIB)
+        digest = push(server.url, repo, data)
+        began = time.monotonic()
+        raw = read_slowly(server.port, get_line(repo, digest, "Connection: close\r\n"),
+                          32 * 1024, 0.1, timeout=60)
+        status, headers, body = split_response(raw)
+        assert status == 200
+        assert int(headers["content-length"]) == len(data)
+        assert body == data
+        assert time.monotonic() - began > 4.0  # it really was slower than the timeout
+        assert "took no byte" not in server.log.read_text()
+    finally:
+        server.stop()
