@@ -187,7 +187,8 @@ async def test_job_runs_on_postgres(database_url: str) -> None:
 async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(database_url: str
                                                                        ) -> None:
     """The claim reads the mark back (`INSERT ... ON CONFLICT ... RETURNING`) and the link
-    clears only that one, on PostgreSQL (asyncpg's direct path) as on SQLite."""
+    clears only that one, and one push of two takes the repair, on PostgreSQL (asyncpg's
+    direct path) as on SQLite."""
     from dockyard.metadata.engine import migrate, open_engines
     from dockyard.metadata.store import MetadataStore
     from tests.unit.metadata import test_store as checks
@@ -197,6 +198,7 @@ async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(databas
     store = MetadataStore(engines)
     try:
         await checks.check_a_mark_goes_only_with_the_link_of_its_claim(store)
+        await checks.check_one_push_takes_the_repair(store)
     finally:
         await store.close()
 

@@ -494,8 +494,18 @@ class UploadService:
         """Before the publish of a blob whose claim found it marked corrupt: remove what
         is stored under its digest, the damaged bytes fsck could not remove (a publish
         keeps bytes already there, taken for the same ones), so the verified bytes
-        replace them. A failure fails the push, and the blob stays marked."""
+        replace them. A failure fails the push, and the blob stays marked.
+
+        Only the push that takes the repair (`take_mark`) removes anything: a second
+        push of the blob at once would otherwise remove the first one's bytes after its
+        publish. The others publish as usual (their bytes, or the repairer's, stay) and
+        leave the mark to the repairer's link; a repairer that fails leaves it for the
+        next push."""
         if hold.claim is None or hold.claim.mark is None:
+            return
+        hold.claim = await self.store.take_mark(str(digest), hold.claim.mark)
+        if hold.claim is None:
+            hold.claim = Claim(None)  # claimed still; the mark is another push's to clear
             return
         failed = await self.blobs.delete_blobs([digest])
         if failed:

@@ -8,6 +8,7 @@ body that `Engines.transaction` runs (see `engine.py` for why).
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -281,6 +282,20 @@ class MetadataStore:
                 raise _Tombstoned
             run(conn, q.drop_tombstone, digest=digest)
         return Claim(mark)
+
+    async def take_mark(self, digest: str, mark: float) -> Claim | None:
+        """Take the repair of a blob whose claim found it marked corrupt: the mark `mark`
+        is replaced by one of the caller's in one conditional write, so of the pushes
+        racing to repair it exactly one removes what is stored, before its own publish
+        (the others leave the bytes alone: removing them after its publish would leave
+        the blob linked without bytes). The new mark stays until that push's link clears
+        it. None when the mark is `mark` no more: another push took the repair (or made
+        it), or fsck marked the blob again."""
+        new = max(time.time(), math.nextafter(mark, math.inf))
+        stmt = (update(blobs).where(blobs.c.digest == digest, blobs.c.corrupt_at == mark)
+                .values(corrupt_at=new))
+        taken = await self.engines.transaction(lambda conn: conn.execute(stmt).rowcount)
+        return Claim(new) if taken == 1 else None
 
     async def mount_blob(self, name: str, digest: str, source: str) -> BlobRecord | None:
         """Link `digest` into `name` if repository `source` holds it; None otherwise.

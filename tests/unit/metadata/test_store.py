@@ -178,6 +178,40 @@ async def test_a_mark_goes_only_with_the_link_of_its_claim(store: MetadataStore)
     await check_a_mark_goes_only_with_the_link_of_its_claim(store)
 
 
+async def check_one_push_takes_the_repair(store: MetadataStore) -> None:
+    """Two pushes of a marked blob at once both claim it with the same mark; only one
+    takes the repair (it alone removes the stored bytes, before its publish; the other,
+    removing them after that publish, left the blob linked without bytes). The
+    repairer's link clears its mark; the other's link leaves the blob to it. A plain
+    function: `tests/e2e/test_postgres.py` runs it too."""
+    integrity, digest = IntegrityStore(store), str(Digest.of(os.urandom(16)))
+    await store.link_blob("repair/a", digest, 6)
+    assert await integrity.begin_mark(digest)
+    await integrity.end_mark(digest)
+    first, second = await store.claim_blob(digest, 6), await store.claim_blob(digest, 6)
+    assert first is not None
+    assert second is not None
+    assert first.mark is not None
+    assert first == second
+    taken = await asyncio.gather(store.take_mark(digest, first.mark),
+                                 store.take_mark(digest, second.mark))
+    winners = [t for t in taken if t is not None]
+    assert len(winners) == 1
+    assert winners[0].mark is not None
+    assert winners[0].mark > first.mark
+    # the other push links first (its claim no longer holds a mark): still marked
+    await store.link_blob("repair/b", digest, 6, claim=Claim(None))
+    assert await store.blob(digest) is None
+    await store.link_blob("repair/a", digest, 6, claim=winners[0])
+    assert await store.blob(digest) is not None
+    assert await store.blob_in_repository("repair/b", digest) is not None
+    assert await store.take_mark(digest, winners[0].mark) is None  # nothing left to take
+
+
+async def test_one_push_takes_the_repair(store: MetadataStore) -> None:
+    await check_one_push_takes_the_repair(store)
+
+
 async def test_unlink_blob(store: MetadataStore) -> None:
     await store.link_blob("r1", LAYER, 100)
     await store.link_blob("r2", LAYER, 100)
