@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 # hundreds of servers and commands paid ~0.6 s of CPU for it. compileall writes what a
 # wheel's install would (only what changed since: a second run takes a fraction of a second).
 install: $(STAMP) ## create .venv and install Dockyard (editable) with its dev extras
-	@$(BIN)/python -m compileall -q src >/dev/null
+	@$(BIN)/python -m compileall -q src
 
 run: install ## start the registry on the embedded defaults (127.0.0.1:5000, data in ./var)
 	$(BIN)/dockyard serve

@@ -72,7 +72,9 @@ async def _blocked_on_the_feed_lock(store: MetadataStore) -> bool:
     assert store.engines.reader is not None
     async with store.engines.reader.connect() as conn:
         waiting = await conn.scalar(text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database())"))  # the server is the session's
     return bool(waiting)
 
 

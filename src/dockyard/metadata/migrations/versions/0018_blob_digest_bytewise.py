@@ -24,9 +24,9 @@ INDEX = "ix_blobs_digest_bytewise"
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f'CREATE INDEX {INDEX} ON blobs (digest COLLATE "C")')
+        op.execute(f'CREATE INDEX IF NOT EXISTS {INDEX} ON blobs (digest COLLATE "C")')
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"DROP INDEX {INDEX}")
+        op.execute(f"DROP INDEX IF EXISTS {INDEX}")
