@@ -402,6 +402,39 @@ def test_user_add_refuses_the_name_of_a_policy_subject(tmp_path: Path, name: str
     assert not path.exists()
 
 
+def test_a_user_named_like_a_policy_subject_can_be_removed_with_user_rm(
+        tmp_path: Path) -> None:
+    """A file that holds one (written by hand, or before such names were refused) stops
+    the server, and the message says to remove the entry: `dockyard user ls` shows it,
+    `passwd` refuses it, `rm` removes it and keeps the others."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"builder": USERS["builder"],
+                                                     "anonymous": ("pw", [])})
+
+    def user(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dockyard", "user", *args, "--file",
+                               str(htpasswd)], input="pw2\n", capture_output=True,
+                              text=True, timeout=60)
+
+    listed = user("ls")
+    assert listed.returncode == 0, listed.stderr
+    assert "anonymous\t\t(named like a policy subject: cannot log in" in listed.stdout
+    assert "builder\t" in listed.stdout
+    refused = user("passwd", "--password-stdin", "anonymous")
+    assert refused.returncode == 2
+    assert "remove it with `dockyard user rm`" in refused.stderr
+    removed = user("rm", "anonymous")
+    assert removed.returncode == 0, removed.stderr
+    assert htpasswd.read_text().startswith("builder:")
+    assert "anonymous" not in htpasswd.read_text()
+    server = start_dockyard(tmp_path / "data", config=write_config(
+        tmp_path / "config.yml", auth=basic_auth(htpasswd)))
+    try:
+        assert httpx.get(f"{server.url}/v2/", auth=("builder", USERS["builder"][0])
+                         ).status_code == 200
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("name", ["anonymous", "authenticated", "*"])
 def test_an_htpasswd_user_named_like_a_policy_subject_stops_the_start(
         tmp_path: Path, name: str) -> None:

@@ -117,8 +117,11 @@ def valid_name(name: str) -> bool:
     return bool(name) and len(name) <= 128 and set(name) <= _NAME_CHARS
 
 
-def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
-    """Entries by user name; raise HtpasswdError on anything but bcrypt entries."""
+def parse(text: str, source: str = "htpasswd", *, lenient: bool = False
+          ) -> dict[str, Entry]:
+    """Entries by user name; raise HtpasswdError on anything but bcrypt entries, and on
+    a user named like a policy subject unless `lenient` (`dockyard user`, which must
+    be able to remove one): then it is an entry with a problem, which cannot log in."""
     entries: dict[str, Entry] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -127,11 +130,13 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
         user, sep, rest = line.partition(":")
         if not sep or not user:
             raise HtpasswdError(f"{source}:{number}: not a `user:hash` line")
+        reserved = ""
         if poses_as_subject(user):
-            raise HtpasswdError(
-                f"{source}:{number}: user {user!r} is named like a policy subject "
-                f"({RESERVED_WORDS}), which would read as that subject: rename or remove "
-                f"the entry")
+            reserved = (f"{source}:{number}: user {user!r} is named like a policy subject "
+                        f"({RESERVED_WORDS}), which would read as that subject: rename or "
+                        f"remove the entry")
+            if not lenient:
+                raise HtpasswdError(reserved)
         hashed, _, groups = rest.partition(":")
         if not hashed.startswith(BCRYPT_PREFIXES):
             kind = ("MD5 (apr1)" if hashed.startswith("$apr1$") else
@@ -148,7 +153,7 @@ def parse(text: str, source: str = "htpasswd") -> dict[str, Entry]:
                        f"(`dockyard user passwd {user}`)")
         entries[user] = Entry(user, hashed.encode(),
                               frozenset(g.strip() for g in groups.split(",") if g.strip()),
-                              problem)
+                              reserved or problem)
     return entries
 
 
@@ -178,7 +183,8 @@ def write_atomic(path: Path, entries: Iterable[Entry]) -> None:
         raise
 
 
-def load(path: Path) -> dict[str, Entry]:
+def load(path: Path, *, lenient: bool = False) -> dict[str, Entry]:
+    """The file's entries (`parse`); none when it does not exist."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -187,7 +193,7 @@ def load(path: Path) -> dict[str, Entry]:
         raise HtpasswdError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise HtpasswdError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return parse(text, str(path))
+    return parse(text, str(path), lenient=lenient)
 
 
 class HtpasswdFile:

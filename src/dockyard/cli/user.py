@@ -46,8 +46,10 @@ def _path(config: Path | None, file: Path | None) -> Path:
 
 
 def _entries(path: Path) -> dict[str, Entry]:
+    """The file's entries, a user named like a policy subject included (the server
+    refuses such a file; `rm` is how to mend it)."""
     try:
-        return load(path)
+        return load(path, lenient=True)
     except HtpasswdError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -124,6 +126,9 @@ def passwd(config: Path | None, file: Path | None, password_stdin: bool,
            groups: tuple[str, ...], name: str) -> None:
     """Set the password (and with --group the groups) of user NAME."""
     path = _path(config, file)
+    if poses_as_subject(name):
+        raise click.UsageError(f"{name!r} is a policy subject, not a user name (no user may "
+                               f"be called {RESERVED_WORDS}): remove it with `dockyard user rm`")
     entries = _entries(path)
     old = entries.get(name)
     if old is None:
@@ -155,7 +160,9 @@ def ls(config: Path | None, file: Path | None) -> None:
     """List users and their groups; warn when the entries' bcrypt costs differ."""
     by_cost: dict[int, list[str]] = {}
     for entry in sorted(_entries(_path(config, file)).values(), key=lambda e: e.user):
-        note = "\t(malformed hash: cannot log in)" if entry.problem else ""
+        note = ("\t(named like a policy subject: cannot log in; the server refuses the "
+                "file until it is removed)" if poses_as_subject(entry.user)
+                else "\t(malformed hash: cannot log in)" if entry.problem else "")
         click.echo(f"{entry.user}\t{','.join(sorted(entry.groups))}{note}")
         if not entry.problem:
             by_cost.setdefault(cost(entry.hash), []).append(entry.user)
