@@ -33,6 +33,7 @@ from tests.support.authenv import USERS, get_token, token_auth, write_config, wr
 from tests.support.clients import Skopeo
 from tests.support.images import (
     Layout,
+    add_signature,
     canonical_json,
     multiplatform_layout,
     random_layout,
@@ -257,32 +258,8 @@ def test_source_killed_mid_blob_fails_clearly_and_a_rerun_completes(
 
 def _add_signature(layout: Layout) -> str:
     """Attach a signature-like artifact to the layout's image (listed in index.json)."""
-    blobs = layout.path / "blobs" / "sha256"
-    empty = b"{}"
-    payload = b'{"critical":{"image":{"docker-manifest-digest":"' + layout.digest.encode() \
-        + b'"}}}'
-    for data in (empty, payload):
-        (blobs / sha256(data).split(":")[1]).write_bytes(data)
-    manifest = canonical_json({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": sha256(empty), "size": len(empty)},
-        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": sha256(payload), "size": len(payload)}],
-        "subject": {"mediaType": layout.media_type, "digest": layout.digest,
-                    "size": len(layout.manifest_bytes())},
-    })
-    digest = sha256(manifest)
-    (blobs / digest.split(":")[1]).write_bytes(manifest)
-    index_file = layout.path / "index.json"
-    index = json.loads(index_file.read_text())
-    index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "digest": digest, "size": len(manifest),
-                               "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json"})
-    index_file.write_text(json.dumps(index))
-    return digest
+    return add_signature(layout, b'{"critical":{"image":{"docker-manifest-digest":"'
+                         + layout.digest.encode() + b'"}}}')
 
 
 def test_referrers_travel_through_the_api_and_the_tag_fallback(

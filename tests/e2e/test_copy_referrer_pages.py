@@ -11,7 +11,6 @@ brought the first referrer only.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -23,44 +22,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.support.images import Layout, canonical_json, random_layout, sha256
+from tests.support.images import Layout, add_signature, random_layout
 from tests.support.servers import Server
 
-SIG = "application/vnd.dev.cosign.artifact.sig.v1+json"
 PASSED = ("Content-Type", "Docker-Content-Digest", "Content-Length")
 
 
 def _add_referrers(layout: Layout, count: int) -> list[str]:
     """Attach `count` signature-like artifacts to the layout's image (listed in
     index.json, where a layout's referrers are found)."""
-    blobs = layout.path / "blobs" / "sha256"
-    empty = b"{}"
-    (blobs / sha256(empty).split(":")[1]).write_bytes(empty)
-    index_file = layout.path / "index.json"
-    index = json.loads(index_file.read_text())
-    digests = []
-    for n in range(count):
-        payload = f'{{"signature": {n}, "image": "{layout.digest}"}}'.encode()
-        (blobs / sha256(payload).split(":")[1]).write_bytes(payload)
-        manifest = canonical_json({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "artifactType": SIG,
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                       "digest": sha256(empty), "size": len(empty)},
-            "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                        "digest": sha256(payload), "size": len(payload)}],
-            "subject": {"mediaType": layout.media_type, "digest": layout.digest,
-                        "size": len(layout.manifest_bytes())},
-        })
-        digest = sha256(manifest)
-        (blobs / digest.split(":")[1]).write_bytes(manifest)
-        index["manifests"].append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                   "digest": digest, "size": len(manifest),
-                                   "artifactType": SIG})
-        digests.append(digest)
-    index_file.write_text(json.dumps(index))
-    return digests
+    return [add_signature(layout, f'{{"signature": {n}, "image": "{layout.digest}"}}'.encode())
+            for n in range(count)]
 
 
 async def dockyard_copy(*args: str) -> tuple[int, str]:

@@ -41,6 +41,7 @@ DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 REF_NAME = "org.opencontainers.image.ref.name"
+COSIGN_SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 BUSYBOX = Path("/bin/busybox")
 
 DEFAULT_PLATFORMS: tuple[tuple[str, str, str | None], ...] = (
@@ -156,6 +157,34 @@ def layout_tags(path: Path) -> list[str]:
     return sorted(
         (d.get("annotations") or {}).get(REF_NAME, "") for d in index.get("manifests", [])
     )
+
+
+def add_signature(layout: Layout, payload: bytes) -> str:
+    """Attach a cosign-like signature of `payload` to the layout's image, listed in its
+    index.json (where a layout's referrers are found); the signature's digest."""
+    blobs = layout.path / "blobs" / "sha256"
+    empty = b"{}"
+    for data in (empty, payload):
+        (blobs / sha256(data).split(":")[1]).write_bytes(data)
+    manifest = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": COSIGN_SIGNATURE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": sha256(empty), "size": len(empty)},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": sha256(payload), "size": len(payload)}],
+        "subject": {"mediaType": layout.media_type, "digest": layout.digest,
+                    "size": len(layout.manifest_bytes())},
+    })
+    digest = sha256(manifest)
+    (blobs / digest.split(":")[1]).write_bytes(manifest)
+    index_file = layout.path / "index.json"
+    index = json.loads(index_file.read_text())
+    index["manifests"].append({"mediaType": OCI_MANIFEST, "digest": digest,
+                               "size": len(manifest), "artifactType": COSIGN_SIGNATURE})
+    index_file.write_text(json.dumps(index))
+    return digest
 
 
 # ---------------------------------------------------------------- writing layouts in Python
