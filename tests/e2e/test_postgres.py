@@ -8,12 +8,13 @@ port for this module and is stopped after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,20 @@ def database_url() -> Iterator[str]:
         pytest.skip(reason)
     with running_postgres() as url:
         yield url
+
+
+@contextlib.asynccontextmanager
+async def migrated_store(database_url: str) -> AsyncIterator[MetadataStore]:
+    """A metadata store on the database, its schema migrated; closed after."""
+    from dockyard.metadata.engine import migrate
+
+    engines = open_engines(database_url)
+    await migrate(engines)
+    store = MetadataStore(engines)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture(scope="module")
@@ -169,19 +184,12 @@ async def test_upload_session_cap_holds_under_racing_writers(database_url: str) 
 async def test_job_runs_on_postgres(database_url: str) -> None:
     """The job history's checks (record, newest first, kept per job, bounded) on
     PostgreSQL: its window query and its pruning delete."""
-    from dockyard.metadata.engine import migrate, open_engines
-    from dockyard.metadata.store import MetadataStore
     from tests.unit.metadata import test_jobruns as checks
 
-    engines = open_engines(database_url)
-    await migrate(engines)
-    store = MetadataStore(engines)
-    try:
+    async with migrated_store(database_url) as store:
         await checks.check_runs_are_recorded_newest_first_per_job(store)
         await checks.check_only_the_last_runs_of_each_job_are_kept(store)
         await checks.check_summaries_are_bounded(store)
-    finally:
-        await store.close()
 
 
 async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(database_url: str
@@ -189,18 +197,11 @@ async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(databas
     """The claim reads the mark back (`INSERT ... ON CONFLICT ... RETURNING`) and the link
     clears only that one, and one push of two takes the repair, on PostgreSQL (asyncpg's
     direct path) as on SQLite."""
-    from dockyard.metadata.engine import migrate, open_engines
-    from dockyard.metadata.store import MetadataStore
     from tests.unit.metadata import test_store as checks
 
-    engines = open_engines(database_url)
-    await migrate(engines)
-    store = MetadataStore(engines)
-    try:
+    async with migrated_store(database_url) as store:
         await checks.check_a_mark_goes_only_with_the_link_of_its_claim(store)
         await checks.check_one_push_takes_the_repair(store)
-    finally:
-        await store.close()
 
 
 async def test_the_collectors_pages_of_unlinked_blobs_follow_an_index(database_url: str
@@ -520,16 +521,12 @@ async def test_the_longest_mirror_source_key_runs_its_job_on_postgres(
     from dockyard.core.jobs import Job, JobRunner
     from dockyard.core.leases import Leases
     from dockyard.core.mirrors import job_name
-    from dockyard.metadata.engine import migrate
     from dockyard.metadata.jobruns import JobRunStore
     from dockyard.metadata.leases import LeaseStore
     from dockyard.metadata.mirrors import MirrorRun
 
     key = "k" * MAX_KEY
-    engines = open_engines(database_url)
-    await migrate(engines)
-    store = MetadataStore(engines)
-    try:
+    async with migrated_store(database_url) as store:
         ran: list[str] = []
 
         async def run() -> None:
@@ -539,7 +536,7 @@ async def test_the_longest_mirror_source_key_runs_its_job_on_postgres(
                 await MirrorStore(store).set_origin(TagOrigin(
                     "pg/long", "v1", key, "up/app:v1", "sha256:" + "b" * 64, 1.0))
 
-        leases = Leases(LeaseStore(engines), "pg-long")
+        leases = Leases(LeaseStore(store.engines), "pg-long")
         history = JobHistory(JobRunStore(store))
         runner = JobRunner(leases, [Job(job_name(key), 60, run)], history)
         assert await runner.run_due(job_name(key))
@@ -547,5 +544,3 @@ async def test_the_longest_mirror_source_key_runs_its_job_on_postgres(
         [recorded] = (await history.recent(10))[job_name(key)]
         assert recorded.outcome == "ok", recorded.summary
         assert [o.source for o in await MirrorStore(store).origins(source=key)] == [key]
-    finally:
-        await store.close()
