@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from dockyard.metadata.engine import head_revision
+from dockyard.metadata.engine import HEAD_REVISION
 from dockyard.metadata.operations import OperationsStore
 from dockyard.storage.blobstore import BlobStore
 
@@ -96,7 +96,7 @@ class HealthService:
             self._timed("metadata", self._metadata), self._timed("storage", self._storage),
             self._timed("disk", self._disk))
         revision = metadata.detail if metadata.ok else ""
-        head = head_revision()
+        head = HEAD_REVISION
         migrations = Check("migrations", metadata.ok and revision == head, 0.0,
                            f"schema {revision}, this build {head}" if metadata.ok
                            else "unknown: the metadata store does not answer")

@@ -376,8 +376,3 @@ async def migrate(engines: Engines) -> None:
         command.upgrade(cfg, "head")
 
     await engines.transaction(upgrade)
-
-
-def head_revision() -> str:
-    """The newest schema revision this build knows (what `migrate` brings a database to)."""
-    return HEAD_REVISION
