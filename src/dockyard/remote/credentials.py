@@ -18,6 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Docker Hub's names in auth files, all meaning the same registry.
 _DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -52,10 +53,9 @@ class AuthFileError(ValueError):
         self.reason = reason
 
 
-def check_auth_file(path: Path, option: str = "--authfile") -> None:
-    """AuthFileError unless `path` reads as an auth file: a JSON object whose `auths`,
-    if any, maps hosts to objects, each `auth` the base64 of USER:PASSWORD (never the
-    values in the message)."""
+def _auths(path: Path, option: str = "--authfile") -> dict[str, Any]:
+    """The `auths` object of the auth file at `path` (empty when it has none);
+    AuthFileError naming the file and what is wrong when it cannot be read as one."""
 
     def bad(why: str) -> AuthFileError:
         return AuthFileError(option, f"{path}: {why}")
@@ -76,11 +76,20 @@ def check_auth_file(path: Path, option: str = "--authfile") -> None:
     auths = doc.get("auths", {})
     if not isinstance(auths, dict):
         raise bad('not an auth file: "auths" is not a JSON object')
-    for key, entry in auths.items():
+    return auths
+
+
+def check_auth_file(path: Path, option: str = "--authfile") -> None:
+    """AuthFileError unless `path` reads as an auth file: a JSON object whose `auths`,
+    if any, maps hosts to objects, each `auth` the base64 of USER:PASSWORD (never the
+    values in the message)."""
+    for key, entry in _auths(path, option).items():
         if not isinstance(entry, dict):
-            raise bad(f'not an auth file: "auths" entry {key!r} is not a JSON object')
+            raise AuthFileError(option, f'{path}: not an auth file: "auths" entry {key!r} '
+                                        "is not a JSON object")
         if entry.get("auth") and _decode(entry) is None:
-            raise bad(f'"auths" entry {key!r}: "auth" is not the base64 of USER:PASSWORD')
+            raise AuthFileError(option, f'{path}: "auths" entry {key!r}: "auth" is not the '
+                                        "base64 of USER:PASSWORD")
 
 
 def check_named_auth_file(given: Path | None, env: Mapping[str, str] | None = None
@@ -141,11 +150,8 @@ def lookup(host: str, repository: str = "", files: list[Path] | None = None
     wanted = f"{host}/{repository}" if repository else host
     for path in files if files is not None else auth_files():
         try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        auths = doc.get("auths") if isinstance(doc, dict) else None
-        if not isinstance(auths, dict):
+            auths = _auths(path)
+        except AuthFileError:  # the files found by default are optional
             continue
         best: tuple[int, Credentials] | None = None
         for key, entry in auths.items():
