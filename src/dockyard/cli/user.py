@@ -54,6 +54,13 @@ def _entries(path: Path) -> dict[str, Entry]:
         raise click.ClickException(str(exc)) from None
 
 
+def _not_a_subject(name: str, hint: str = "") -> None:
+    """A usage error (exit 2) when `name` is a policy subject rather than a user name."""
+    if poses_as_subject(name):
+        raise click.UsageError(f"{name!r} is a policy subject, not a user name (no user may "
+                               f"be called {RESERVED_WORDS}){hint}")
+
+
 def save(path: Path, entries: Iterable[Entry]) -> None:
     """Write the file; one line (exit 1) when it cannot be (a folder missing, no right)."""
     try:
@@ -102,9 +109,7 @@ def add(config: Path | None, file: Path | None, password_stdin: bool, groups: tu
         name: str) -> None:
     """Add user NAME."""
     path = _path(config, file)
-    if poses_as_subject(name):
-        raise click.UsageError(f"{name!r} is a policy subject, not a user name (no user may "
-                               f"be called {RESERVED_WORDS})")
+    _not_a_subject(name)
     if not valid_name(name):
         raise click.UsageError("user names are letters, digits and . _ - @")
     entries = _entries(path)
@@ -126,9 +131,7 @@ def passwd(config: Path | None, file: Path | None, password_stdin: bool,
            groups: tuple[str, ...], name: str) -> None:
     """Set the password (and with --group the groups) of user NAME."""
     path = _path(config, file)
-    if poses_as_subject(name):
-        raise click.UsageError(f"{name!r} is a policy subject, not a user name (no user may "
-                               f"be called {RESERVED_WORDS}): remove it with `dockyard user rm`")
+    _not_a_subject(name, ": remove it with `dockyard user rm`")
     entries = _entries(path)
     old = entries.get(name)
     if old is None:
