@@ -9,14 +9,10 @@ from typing import Any
 
 from dockyard.copying.ends import Fetched, Source, declared_media_type
 from dockyard.oci.digest import Digest
+from dockyard.oci.reference import fallback_tag
 from dockyard.remote.client import RegistryClient, RegistryClientError, push
 
 INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-def fallback_tag(digest: str) -> str:
-    """The referrers tag schema: `sha256:<hex>` -> `sha256-<hex>`."""
-    return digest.replace(":", "-", 1)
 
 
 class RegistryRepository:

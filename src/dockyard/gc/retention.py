@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from dockyard.config.settings import RetentionRule, Settings
 from dockyard.core.lifecycle import LifecycleBackend
+from dockyard.oci.reference import subject_of
 
 log = logging.getLogger("dockyard.gc")
 
@@ -40,18 +41,6 @@ def configured_rules(settings: Settings) -> list[RetentionRule]:
                            delete_older_than=p.retention)
              for p in settings.proxy if p.retention is not None]
     return cache + list(settings.retention.rules)
-
-
-#: tags that attach something to a manifest by naming its digest: cosign's signatures,
-#: attestations and SBOMs (`sha256-<hex>.sig`, `.att`, `.sbom`) and the referrers
-#: fallback index (`sha256-<hex>`)
-ATTACHED = re.compile(r"(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})(\.[A-Za-z0-9_-]+)?")
-
-
-def subject_of(tag: str) -> str | None:
-    """The manifest digest an attached tag names (`sha256-<hex>.sig` -> `sha256:<hex>`)."""
-    found = ATTACHED.fullmatch(tag)
-    return found.group(1).replace("-", ":", 1) if found else None
 
 
 def rule_for(rules: list[RetentionRule], name: str) -> RetentionRule | None:

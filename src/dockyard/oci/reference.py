@@ -1,4 +1,5 @@
-"""Repository name and tag grammar of the OCI distribution-spec."""
+"""Repository name and tag grammar of the OCI distribution-spec, and the tags that name
+a digest (the referrers tag schema, cosign's attachments)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,21 @@ def validate_tag(tag: str) -> str:
     if not _TAG.fullmatch(tag):
         raise TagInvalid(f"invalid tag: {tag[:200]!r}", {"tag": tag[:200]})
     return tag
+
+
+#: tags that attach something to a manifest by naming its digest: the referrers tag
+#: schema's index (`sha256-<hex>`) and cosign's signatures, attestations and SBOMs
+#: (`sha256-<hex>.sig`, `.att`, `.sbom`)
+_ATTACHED = re.compile(r"(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})(\.[A-Za-z0-9_-]+)?")
+
+
+def fallback_tag(digest: str) -> str:
+    """The referrers tag schema's tag of a subject: `sha256:<hex>` -> `sha256-<hex>`."""
+    return digest.replace(":", "-", 1)
+
+
+def subject_of(tag: str) -> str | None:
+    """The manifest digest an attached tag names (`sha256-<hex>.sig` -> `sha256:<hex>`),
+    or None for any other tag: the inverse of `fallback_tag`, suffix allowed."""
+    found = _ATTACHED.fullmatch(tag)
+    return found.group(1).replace("-", ":", 1) if found else None

@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dockyard.oci.errors import NameInvalid, TagInvalid
-from dockyard.oci.reference import MAX_NAME_LENGTH, is_tag, validate_name, validate_tag
+from dockyard.oci.reference import (
+    MAX_NAME_LENGTH,
+    fallback_tag,
+    is_tag,
+    subject_of,
+    validate_name,
+    validate_tag,
+)
 
 NAME_ALPHABET = string.ascii_lowercase + string.digits + "._-/"
 TAG_ALPHABET = string.ascii_letters + string.digits + "._-"
@@ -175,3 +182,27 @@ def test_generated_valid_tags_are_accepted(first: str, rest: str) -> None:
 def test_tags_with_a_foreign_character_are_rejected(head: str, bad: str, tail: str) -> None:
     with pytest.raises(TagInvalid):
         validate_tag(head + bad + tail)
+
+
+HEX = "ab" * 32
+
+
+@pytest.mark.parametrize(("tag", "subject"), [
+    (f"sha256-{HEX}", f"sha256:{HEX}"),
+    (f"sha256-{HEX}.sig", f"sha256:{HEX}"),
+    (f"sha256-{HEX}.att", f"sha256:{HEX}"),
+    (f"sha512-{'cd' * 64}.sbom", f"sha512:{'cd' * 64}"),
+    ("latest", None),
+    (f"sha256-{HEX[:-1]}", None),  # not a whole digest
+    (f"sha256-{HEX.upper()}", None),  # digests are lower-case hex
+    (f"v1-sha256-{HEX}", None),
+    (f"sha256-{HEX}.", None),
+])
+def test_subject_of_reads_the_digest_an_attached_tag_names(tag: str, subject: str | None
+                                                            ) -> None:
+    assert subject_of(tag) == subject
+
+
+def test_fallback_tag_is_what_subject_of_reads_back() -> None:
+    assert fallback_tag(f"sha256:{HEX}") == f"sha256-{HEX}"
+    assert subject_of(fallback_tag(f"sha256:{HEX}")) == f"sha256:{HEX}"
