@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import stop_postgres
+from tests.support.postgres import postgres_unavailable, running_postgres, stop_postgres
 from tests.support.s3 import stop_s3
 from tests.support.servers import Server, start_distribution, start_dockyard
 
@@ -18,6 +18,16 @@ def _shared_services() -> Iterator[None]:
     yield
     stop_s3()
     stop_postgres()
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """A fresh database of the session's PostgreSQL for the module; skips without one."""
+    reason = postgres_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with running_postgres() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

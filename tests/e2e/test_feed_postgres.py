@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,19 +24,10 @@ from dockyard.metadata.store import MetadataStore
 from tests.e2e.test_replica import snapshot, wait_converged
 from tests.support.authenv import write_config
 from tests.support.oci_api import push_image, put_manifest
-from tests.support.postgres import postgres_unavailable, running_postgres
+from tests.support.postgres import running_postgres
 from tests.support.servers import Server, start_dockyard
 from tests.unit.metadata import test_events as checks
 from tests.unit.metadata.test_store import CONFIG, LAYER, manifest
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with running_postgres() as url:
-        yield url
 
 
 async def _open(url: str) -> MetadataStore:

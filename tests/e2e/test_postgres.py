@@ -28,17 +28,7 @@ from dockyard.metadata.schema import revoked_sessions
 from dockyard.metadata.sessions import RevokedSessionStore
 from dockyard.metadata.store import MetadataStore
 from tests.e2e import test_conformance as conformance
-from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.servers import Server, start_dockyard
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with running_postgres() as url:
-        yield url
 
 
 @contextlib.asynccontextmanager

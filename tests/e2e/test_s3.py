@@ -25,7 +25,6 @@ import yaml
 from tests.e2e import test_conformance as conformance
 from tests.support.clients import Skopeo
 from tests.support.images import random_layout, read_layout, sha256
-from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.s3 import S3Server, running_s3
 from tests.support.servers import Server, start_dockyard
 
@@ -45,15 +44,6 @@ class Nodes:
 def node_config(s3: S3Server, database_url: str, *, redirect: bool) -> dict[str, object]:
     return {"storage": s3.storage_section(redirect=redirect),
             "database": {"url": database_url}, "log": {"level": "info"}}
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with running_postgres() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

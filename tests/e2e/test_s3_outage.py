@@ -32,7 +32,6 @@ import httpx
 import pytest
 import yaml
 
-from tests.support.postgres import postgres_unavailable, running_postgres
 from tests.support.s3 import S3Server, running_s3
 from tests.support.servers import Server, start_dockyard
 
@@ -47,15 +46,6 @@ MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str]:
-    reason = postgres_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with running_postgres() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
