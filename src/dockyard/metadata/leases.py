@@ -3,9 +3,10 @@
 Each call is one write transaction, so two processes (or two hosts on one PostgreSQL)
 can never both hold a lease: SQLite serialises writers (`BEGIN IMMEDIATE`), and on
 PostgreSQL the row is locked (`FOR UPDATE`) or, when it is new, the primary key refuses
-the second insert. Times are the database host's clock as seen by each caller
-(`time.time()`): holders on hosts whose clocks differ by more than a lease's margin of
-renewal could overlap, so keep clocks in sync (NTP) as every lease system requires.
+the second insert. Times are each caller's own clock (`time.time()`), not the
+database's: holders on hosts whose clocks differ by more than a lease's margin of
+renewal could overlap, so keep the nodes' clocks in sync (NTP), as the README's
+"Running several nodes" says.
 """
 
 from __future__ import annotations
