@@ -248,6 +248,71 @@ async def test_the_collectors_pages_of_unlinked_blobs_follow_an_index(database_u
         await admin.close()
 
 
+async def test_referrers_come_in_pages_on_postgres(database_url: str) -> None:
+    """The referrers' pages (row-value comparison past a cursor, ties by id) on
+    PostgreSQL as on SQLite."""
+    from tests.unit.metadata import test_store as checks
+
+    async with migrated_store(database_url) as store:
+        await checks.check_referrers_come_in_pages(store)
+
+
+async def test_a_page_of_referrers_follows_an_index(database_url: str) -> None:
+    """A subject with 20,000 referrers: each page of the referrers API is a range scan of
+    an index in their order (0019) that stops at the page's end, with no sort of all of
+    them; filtered by artifact type, of the index with the type before the order."""
+    import asyncpg
+    from sqlalchemy import make_url
+    from sqlalchemy.dialects import postgresql
+
+    from dockyard.metadata.engine import migrate, open_engines
+
+    name = f"referrers_{os.getpid()}"
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    engines = open_engines(url)
+    store = MetadataStore(engines)
+    conn = await asyncpg.connect(url)
+    subject = f"sha256:{0:064x}"
+    try:
+        await migrate(engines)
+        repo = await conn.fetchval("INSERT INTO repositories (name, created_at) "
+                                   "VALUES ('many', 0) RETURNING id")
+        await conn.copy_records_to_table(
+            "manifests", columns=["repository_id", "digest", "media_type", "artifact_type",
+                                  "size", "payload", "subject_digest", "created_at"],
+            records=[(repo, f"sha256:{i + 1:064x}", "application/vnd.oci.image.manifest.v1+json",
+                      f"application/vnd.example.{i % 7}", 2, b"{}", subject, 1e9 + i)
+                     for i in range(20_000)])
+        await conn.execute("ANALYZE")
+        statements: list[Any] = []
+
+        async def read(stmt: Any, params: Any = None) -> list[Any]:
+            statements.append(stmt)
+            return []
+
+        store._read = read  # type: ignore[method-assign]
+        await store.referrers("many", subject, None, limit=1001)
+        await store.referrers("many", subject, None, limit=1001, after=(1e9 + 5000, 5001))
+        await store.referrers("many", subject, "application/vnd.example.3", limit=1001,
+                              after=(1e9 + 5000, 5001))
+        for stmt, index in zip(statements, ("ix_manifests_referrers ",
+                                            "ix_manifests_referrers ",
+                                            "ix_manifests_referrers_by_type "), strict=True):
+            sql = str(stmt.compile(dialect=postgresql.dialect(),
+                                   compile_kwargs={"literal_binds": True}))
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
+            assert f"Index Scan using {index}" in plan, plan
+            assert "Sort" not in plan, plan
+    finally:
+        await conn.close()
+        await store.close()
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.close()
+
+
 def test_connections_the_database_dropped_are_replaced(registry: Server,
                                                       database_url: str) -> None:
     """PostgreSQL ends every session (a restart, a failover, an idle timeout): the next

@@ -28,6 +28,9 @@ class ReferrerRecord:
     size: int
     artifact_type: str | None
     annotations: dict[str, str] | None
+    #: where it stands in the referrers' order (created_at, id): a page after it starts
+    #: past this (`MetadataStore.referrers`' `after`)
+    position: tuple[float, int] = (0.0, 0)
 
 
 @dataclass(frozen=True, slots=True)

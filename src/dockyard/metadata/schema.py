@@ -83,7 +83,12 @@ manifests = Table(
     # last pushed (a PUT of the same bytes renews it): the collector's grace counts from here
     Column("touched_at", Double),
     UniqueConstraint("repository_id", "digest"),
-    Index(None, "repository_id", "subject_digest"),
+    # a subject's referrers in the referrers API's order, all of them or those of one
+    # artifact type: a page of them is one range of either (migration 0019); deletes
+    # find a subject's referrers by the first two columns
+    Index("ix_manifests_referrers", "repository_id", "subject_digest", "created_at", "id"),
+    Index("ix_manifests_referrers_by_type", "repository_id", "subject_digest",
+          "artifact_type", "created_at", "id"),
 )
 
 manifest_blobs = Table(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -685,20 +686,36 @@ class MetadataStore:
         return [r[0] for r in await self._read(stmt)]
 
     async def referrers(
-        self, name: str, subject: str, artifact_type: str | None
+        self, name: str, subject: str, artifact_type: str | None, *,
+        limit: int | None = None, after: tuple[float, int] | None = None,
     ) -> list[ReferrerRecord]:
+        """Manifests of `name` whose subject is `subject` (of `artifact_type`, if given),
+        oldest first (created_at, then id): at most `limit`, those past position `after`.
+
+        A page is one range of an index (`ix_manifests_referrers`, or `..._by_type` for
+        one artifact type; migration 0019), however many referrers the subject has.
+        """
+        # the repository's id as a scalar subquery, not a join: PostgreSQL then reads the
+        # index range in its order (a nested loop's output has the outer side's order
+        # only, so the join sorted every referrer of the subject for each page)
+        repo_id = select(repositories.c.id).where(repositories.c.name == name)
         stmt = (
             select(manifests.c.digest, manifests.c.media_type, manifests.c.size,
-                   manifests.c.artifact_type, manifests.c.annotations)
-            .select_from(repositories.join(manifests))
-            .where(repositories.c.name == name, manifests.c.subject_digest == subject)
+                   manifests.c.artifact_type, manifests.c.annotations,
+                   manifests.c.created_at, manifests.c.id)
+            .where(manifests.c.repository_id == repo_id.scalar_subquery(),
+                   manifests.c.subject_digest == subject)
             .order_by(manifests.c.created_at, manifests.c.id)
         )
         if artifact_type is not None:
             stmt = stmt.where(manifests.c.artifact_type == artifact_type)
+        if after is not None:
+            stmt = stmt.where(tuple_(manifests.c.created_at, manifests.c.id) > after)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         return [
-            ReferrerRecord(d, m, s, a, json.loads(ann) if ann else None)
-            for d, m, s, a, ann in await self._read(stmt)
+            ReferrerRecord(d, m, s, a, json.loads(ann) if ann else None, (created, id_))
+            for d, m, s, a, ann, created, id_ in await self._read(stmt)
         ]
 
     # --- a replica's own upkeep -------------------------------------------------

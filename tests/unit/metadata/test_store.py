@@ -7,12 +7,16 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlalchemy.dialects import sqlite
 
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.integrity import IntegrityStore
 from dockyard.metadata.records import Claim, NewManifest
+from dockyard.metadata.schema import manifests
 from dockyard.metadata.store import MetadataStore, MissingReferences, SessionLimit
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
@@ -561,6 +565,85 @@ async def test_deleted_referrer_disappears(store: MetadataStore) -> None:
     ref = await image(store, "repo", "ref", subject=subject.digest, artifact_type="a/b")
     await store.delete_manifest("repo", ref.digest)
     assert await store.referrers("repo", subject.digest, None) == []
+
+
+async def check_referrers_come_in_pages(store: MetadataStore) -> None:
+    """A subject's referrers a page at a time: each page at most its size, each past the
+    last one's position, together every referrer once in the unpaged order, filtered by
+    artifact type across pages too; referrers pushed at the same instant are ordered by
+    id. A plain function: `tests/e2e/test_postgres.py` runs it too."""
+    repo = f"pages/r{os.urandom(4).hex()}"
+    subject = (await image(store, repo, f"subject {repo}")).digest
+    types = ("application/vnd.example.sig", "application/spdx+json")
+    pushed = [(await image(store, repo, f"ref {i} {repo}", subject=subject,
+                           artifact_type=types[i % 2])).digest for i in range(11)]
+    await image(store, repo, f"unrelated {repo}", artifact_type=types[0])
+    await image(store, f"{repo}-other", f"elsewhere {repo}", subject=subject,
+                artifact_type=types[0])
+    # six of them at one instant: only the id orders those
+    same = pushed[2:8]
+    await store.engines.transaction(lambda conn: conn.execute(
+        update(manifests).where(manifests.c.digest.in_(same)).values(created_at=1e9)))
+
+    async def pages(artifact_type: str | None, size: int) -> list[list[str]]:
+        out: list[list[str]] = []
+        after = None
+        while True:
+            page = await store.referrers(repo, subject, artifact_type, limit=size,
+                                         after=after)
+            assert len(page) <= size
+            if not page:
+                return out
+            out.append([r.digest for r in page])
+            after = page[-1].position
+
+    whole = [r.digest for r in await store.referrers(repo, subject, None)]
+    assert sorted(whole) == sorted(pushed)
+    assert whole[:6] == same  # the oldest now, in the order they were pushed (by id)
+    for size in (1, 3, 4, 11, 12):
+        found = await pages(None, size)
+        assert [d for page in found for d in page] == whole, size
+        assert all(len(page) == size for page in found[:-1])
+    for kind in types:
+        filtered = [r.digest for r in await store.referrers(repo, subject, kind)]
+        assert filtered == [d for d in whole if types[pushed.index(d) % 2] == kind]
+        assert [d for page in await pages(kind, 2) for d in page] == filtered
+    # a position no referrer holds still places the page
+    assert [r.digest for r in await store.referrers(repo, subject, None,
+                                                   after=(1e9, 2**31 - 1))] == whole[6:]
+    assert await store.referrers(repo, subject, None, after=(-1.0, 0), limit=2) == \
+        (await store.referrers(repo, subject, None))[:2]
+
+
+async def test_referrers_come_in_pages(store: MetadataStore) -> None:
+    await check_referrers_come_in_pages(store)
+
+
+async def test_a_page_of_referrers_is_one_range_of_an_index(store: MetadataStore) -> None:
+    """SQLite answers a page from an index in the referrers' order (filtered by type or
+    not): a search that starts at the cursor, no sort of every referrer of the subject."""
+    statements: list[Any] = []
+
+    async def read(stmt: Any, params: Any = None) -> list[Any]:
+        statements.append(stmt)
+        return []
+
+    store._read = read  # type: ignore[method-assign]
+    await store.referrers("repo", dg("subject"), None, limit=10, after=(1.5, 7))
+    await store.referrers("repo", dg("subject"), "a/b", limit=10, after=(1.5, 7))
+    assert store.engines.sqlite is not None
+    with store.engines.sqlite.connect() as conn:
+        for stmt, index in zip(statements, (
+                "ix_manifests_referrers (repository_id=? AND subject_digest=? AND "
+                "created_at>?)",
+                "ix_manifests_referrers_by_type (repository_id=? AND subject_digest=? AND "
+                "artifact_type=? AND created_at>?)"), strict=True):
+            sql = str(stmt.compile(dialect=sqlite.dialect(),
+                                   compile_kwargs={"literal_binds": True}))
+            plan = " / ".join(str(r[-1]) for r in conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN " + sql))
+            assert f"USING INDEX {index}" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
 
 
 # --- catalog -----------------------------------------------------------------
