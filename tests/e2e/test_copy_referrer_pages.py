@@ -1,11 +1,12 @@
 """`dockyard copy --referrers` from a registry that pages its referrers list.
 
-Dockyard's own referrers endpoint answers in one page (the distribution spec gives the
-client no `n` for referrers, only the registry's `Link: <url>; rel="next"`), so the
-paging registry is a small aiohttp server on a loopback socket in front of a real
-`dockyard serve`: it passes manifests and blobs through and splits each referrers
-answer into pages of one descriptor. Before the client followed `Link`, the copy
-brought the first referrer only.
+The paging registry is a small aiohttp server on a loopback socket in front of a real
+`dockyard serve` (whose own pages hold 1,000 descriptors: one page here): it passes
+manifests and blobs through and splits each referrers answer into pages of one
+descriptor, its `Link` in a form of its own (the distribution spec gives the client no
+`n` for referrers, only the registry's `Link: <url>; rel="next"`). Before the client
+followed `Link`, the copy brought the first referrer only. Dockyard's own pages
+(`limits.referrers_page_size`) are copied in `test_referrer_pages.py`.
 """
 
 from __future__ import annotations

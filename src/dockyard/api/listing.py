@@ -1,4 +1,5 @@
-"""Tag lists, the catalog and the referrers API, with `n`/`last` pagination."""
+"""Tag lists and the catalog with `n`/`last` pagination, the referrers API a page at a
+time (`Link` to the next, with an opaque `last`)."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ def _json(doc: object, headers: dict[str, str] | None = None) -> web.Response:
                         headers=headers)
 
 
-def _link(path: str, n: int, last: str) -> dict[str, str]:
-    return {"Link": f'<{path}?{urlencode({"n": n, "last": last})}>; rel="next"'}
+def _link(path: str, params: dict[str, str | int]) -> dict[str, str]:
+    return {"Link": f'<{path}?{urlencode(params)}>; rel="next"'}
 
 
 async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
@@ -59,7 +60,7 @@ async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
     headers = None
     if n is not None and len(found) > n:
         found = found[:n]
-        headers = _link(f"/v2/{match.name}/tags/list", n, found[-1])
+        headers = _link(f"/v2/{match.name}/tags/list", {"n": n, "last": found[-1]})
     return _json({"name": match.name, "tags": found}, headers)
 
 
@@ -73,15 +74,25 @@ async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:
     headers = None
     if n is not None and len(found) > n:
         found = found[:n]
-        headers = _link("/v2/_catalog", n, found[-1])
+        headers = _link("/v2/_catalog", {"n": n, "last": found[-1]})
     return _json({"repositories": found}, headers)
 
 
 async def referrers(request: web.Request, match: Match) -> web.StreamResponse:
+    """A page of at most `limits.referrers_page_size` descriptors; `Link` names the next
+    (its `last` an opaque cursor, `artifactType` kept)."""
     subject = Digest.parse(match.reference)
-    artifact_type = request.rel_url.query.get("artifactType") or None
-    found = await registry(request).manifests.referrers(match.name, subject, artifact_type)
+    query = request.rel_url.query
+    artifact_type = query.get("artifactType") or None
+    found, following = await registry(request).manifests.referrers(
+        match.name, subject, artifact_type,
+        size=request.app[SETTINGS].limits.referrers_page_size, last=query.get("last") or None)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    if following is not None:
+        params: dict[str, str | int] = {"last": following}
+        if artifact_type:
+            params["artifactType"] = artifact_type
+        headers.update(_link(f"/v2/{match.name}/referrers/{subject}", params))
     return web.Response(body=referrers_index(found), headers=headers,
                         content_type=mt.OCI_INDEX)
 

@@ -328,6 +328,8 @@ class DatabaseSettings(_Section):
 class LimitsSettings(_Section):
     manifest_max_size: ByteSize = 4 * 1024 * 1024
     tags_page_max: int = Field(default=10000, ge=1)
+    #: descriptors per page of the referrers API (a `Link` header names the next page)
+    referrers_page_size: int = Field(default=1000, ge=1)
 
 
 class MetricsSettings(_Section):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import struct
 from dataclasses import dataclass
 
 from dockyard.core.notify import Notifier
@@ -17,6 +20,7 @@ from dockyard.oci.errors import (
     ManifestBlobUnknown,
     ManifestUnknown,
     NameUnknown,
+    PaginationInvalid,
     PayloadTooLarge,
     Unsupported,
 )
@@ -162,11 +166,21 @@ class ManifestService:
         return found
 
     async def referrers(
-        self, name: str, subject: Digest, artifact_type: str | None
-    ) -> list[ReferrerRecord]:
+        self, name: str, subject: Digest, artifact_type: str | None, *, size: int,
+        last: str | None = None,
+    ) -> tuple[list[ReferrerRecord], str | None]:
+        """At most `size` referrers of `subject` (of `artifact_type`, if given) past the
+        cursor `last`, and the cursor of the next page (None: there is none).
+        `PaginationInvalid` for a `last` that is no cursor `referrer_cursor` made."""
+        after = None if last is None else parse_referrer_cursor(last)
         if artifact_type is not None and "\x00" in artifact_type:
-            return []  # no media type holds a NUL (nor may PostgreSQL compare one)
-        return await self.store.referrers(name, str(subject), artifact_type)
+            return [], None  # no media type holds a NUL (nor may PostgreSQL compare one)
+        # one more than a page tells whether another follows
+        found = await self.store.referrers(name, str(subject), artifact_type,
+                                           limit=size + 1, after=after)
+        if len(found) <= size:
+            return found, None
+        return found[:size], referrer_cursor(found[size - 1])
 
 
 def new_manifest(payload: bytes, content_type: str | None, wanted: Digest | None
@@ -181,6 +195,32 @@ def new_manifest(payload: bytes, content_type: str | None, wanted: Digest | None
             raise DigestInvalid(f"manifest digest is {digest}, not {wanted}",
                                 {"digest": str(wanted)})
     return prepare_manifest(payload, content_type, digest)
+
+
+#: a referrers page cursor: the last referrer's created_at (the IEEE 754 bits of the
+#: double, in hex: exact, whatever the value) and its row id
+_CURSOR = re.compile(r"([0-9a-f]{16})\.([0-9]{1,10})")
+#: `manifests.id` is an INTEGER: 32 bits on PostgreSQL, which refuses a larger operand
+_MAX_ID = 2**31 - 1
+
+
+def referrer_cursor(record: ReferrerRecord) -> str:
+    """The opaque `last` of the referrers page that follows `record`."""
+    created_at, row = record.position
+    return f"{struct.pack('>d', created_at).hex()}.{row}"
+
+
+def parse_referrer_cursor(text: str) -> tuple[float, int]:
+    """The position a `referrer_cursor` names; `PaginationInvalid` for anything else
+    (clients take it from the `Link` header and never make one)."""
+    match = _CURSOR.fullmatch(text)
+    if match is not None:
+        created_at = struct.unpack(">d", bytes.fromhex(match[1]))[0]
+        row = int(match[2])
+        if math.isfinite(created_at) and row <= _MAX_ID:
+            return created_at, row
+    raise PaginationInvalid("last is not a referrers page cursor of this registry (follow "
+                            "the Link header)", {"last": text[:100]})
 
 
 def referrers_index(referrers: list[ReferrerRecord]) -> bytes:
