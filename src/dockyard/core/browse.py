@@ -40,6 +40,8 @@ __all__ = [
 CONFIG_MAX = 1024 * 1024
 #: the largest SBOM document the image page reads
 SBOM_MAX = 8 * 1024 * 1024
+#: the referrers the image page lists at most (the referrers API pages through all)
+REFERRERS_SHOWN = 100
 SPDX = "application/spdx+json"
 CYCLONEDX = "application/vnd.cyclonedx+json"
 SORTS = ("name", "push", "size", "tags")
@@ -131,6 +133,8 @@ class ImageView:
     layers: list[Layer] = field(default_factory=list)
     platforms: list[Platform] = field(default_factory=list)
     referrers: list[ReferrerRecord] = field(default_factory=list)
+    #: more referrers than `referrers` (the first REFERRERS_SHOWN) refer to the manifest
+    referrers_more: bool = False
     config_digest: str | None = None
     config_media_type: str | None = None
     created: str | None = None
@@ -399,8 +403,13 @@ class BrowseService:
             platforms=[Platform(_platform(d.get("platform")), str(d.get("digest", "")),
                                 str(d.get("mediaType", "")), _size(d))
                        for d in _descriptors(doc, "manifests")],
-            referrers=await self.store.referrers(name, record.digest, None),
         )
+        # the first ones only (one more tells if there are others): anyone who may push
+        # can attach any number of artifacts to an image
+        referrers = await self.store.referrers(name, record.digest, None,
+                                               limit=REFERRERS_SHOWN + 1)
+        view.referrers = referrers[:REFERRERS_SHOWN]
+        view.referrers_more = len(referrers) > REFERRERS_SHOWN
         config = doc.get("config")
         if isinstance(config, dict) and isinstance(config.get("digest"), str):
             view.config_digest = config["digest"]

@@ -121,3 +121,42 @@ async def test_a_mirrored_tag_says_where_it_came_from(client: httpx.AsyncClient,
     assert "mirrored from" in page.text
     assert "quay.io/org/&lt;b&gt;app&lt;/b&gt;:t0" in page.text
     assert "<b>app</b>" not in page.text
+
+
+def _referrers(html: str) -> tuple[list[str], str]:
+    """The digests the image page's Referrers section links to, and its text."""
+    section = html[html.index('id="ref-h"'):]
+    section = section[:section.index("</section>")]
+    return re.findall(r'/-/manifests/(sha256%3A[0-9a-f]+|sha256:[0-9a-f]+)"', section), section
+
+
+async def test_the_image_page_lists_the_first_referrers_only(
+        client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone who may push can attach any number of artifacts to an image: its page
+    lists the first ones (in the referrers API's order) and says there are more."""
+    from dockyard.core import browse
+
+    monkeypatch.setattr(browse, "REFERRERS_SHOWN", 2)
+    await _push(client, "many/refs", 1)
+    subject = await client.get("/v2/many/refs/manifests/t0", headers={"Accept": OCI_MANIFEST})
+    config = "sha256:" + hashlib.sha256(b"{}").hexdigest()
+    assert (await client.post("/v2/many/refs/blobs/uploads/", params={"digest": config},
+                              content=b"{}")).status_code == 201
+    attached = []
+    for n in range(3):
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "a/b",
+               "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                          "digest": config, "size": 2}, "layers": [],
+               "subject": {"mediaType": OCI_MANIFEST, "size": len(subject.content),
+                           "digest": subject.headers["Docker-Content-Digest"]},
+               "annotations": {"n": str(n)}}
+        body = json.dumps(doc).encode()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        r = await client.put(f"/v2/many/refs/manifests/{digest}", content=body,
+                             headers={"Content-Type": OCI_MANIFEST})
+        assert r.status_code == 201, r.text
+        attached.append(digest.replace(":", "%3A"))
+        listed, text = _referrers((await client.get("/ui/r/many/refs/-/tags/t0")).text)
+        assert listed == attached[:2]
+        assert ("More artifacts refer to this manifest: the first 2 are listed" in text) == \
+            (n == 2)
