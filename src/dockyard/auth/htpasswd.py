@@ -8,6 +8,8 @@ A bcrypt entry that is malformed (truncated, bad cost, bad salt) is reported at 
 naming the line, and that user cannot log in; the others can. A user named like a policy
 subject (`anonymous`, `authenticated`, `*`) is refused at load too, naming the line:
 the file does not load (the server does not start; a reload keeps the previous users).
+`dockyard user` reads such a file leniently, so that it can set the entry again or
+remove it.
 
 bcrypt reads at most 72 bytes of a password. As `htpasswd -B` does, only the first 72
 bytes of the UTF-8 password count, when hashing and when checking.
@@ -108,9 +110,28 @@ class Entry:
     #: why this entry's hash is unusable ("" when it is fine): such a user cannot log in
     problem: str = ""
 
+    @property
+    def kind(self) -> str:
+        """The kind of its hash, in words (`hash_kind`)."""
+        return hash_kind(self.hash.decode())
+
+    @property
+    def refused(self) -> bool:
+        """Whether the hash is of another kind than bcrypt: the server refuses the file."""
+        return self.kind != "bcrypt"
+
     def line(self) -> str:
         groups = f":{','.join(sorted(self.groups))}" if self.groups else ""
         return f"{self.user}:{self.hash.decode()}{groups}"
+
+
+def hash_kind(hashed: str) -> str:
+    """`bcrypt`, or which other kind of hash an entry holds (for messages)."""
+    return ("bcrypt" if hashed.startswith(BCRYPT_PREFIXES) else
+            "MD5 (apr1)" if hashed.startswith("$apr1$") else
+            "SHA1" if hashed.startswith("{SHA}") else
+            "SHA-crypt" if hashed.startswith(("$5$", "$6$")) else
+            "crypt(3) or plain text")
 
 
 def valid_name(name: str) -> bool:
@@ -120,8 +141,9 @@ def valid_name(name: str) -> bool:
 def parse(text: str, source: str = "htpasswd", *, lenient: bool = False
           ) -> dict[str, Entry]:
     """Entries by user name; raise HtpasswdError on anything but bcrypt entries, and on
-    a user named like a policy subject unless `lenient` (`dockyard user`, which must
-    be able to remove one): then it is an entry with a problem, which cannot log in."""
+    a user named like a policy subject, unless `lenient` (`dockyard user`, which must be
+    able to set such an entry again or remove it): then it is an entry with a problem,
+    which cannot log in."""
     entries: dict[str, Entry] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -138,16 +160,13 @@ def parse(text: str, source: str = "htpasswd", *, lenient: bool = False
             if not lenient:
                 raise HtpasswdError(reserved)
         hashed, _, groups = rest.partition(":")
-        if not hashed.startswith(BCRYPT_PREFIXES):
-            kind = ("MD5 (apr1)" if hashed.startswith("$apr1$") else
-                    "SHA1" if hashed.startswith("{SHA}") else
-                    "SHA-crypt" if hashed.startswith(("$5$", "$6$")) else
-                    "crypt(3) or plain text")
-            raise HtpasswdError(
-                f"{source}:{number}: user {user!r} has a {kind} hash; only bcrypt entries "
-                f"are accepted (make them with `htpasswd -B` or `dockyard user passwd`)")
-        problem = bcrypt_problem(hashed)
-        if problem:
+        if (kind := hash_kind(hashed)) != "bcrypt":
+            problem = (f"{source}:{number}: user {user!r} has a {kind} hash; only bcrypt "
+                       f"entries are accepted (make them with `htpasswd -B` or `dockyard "
+                       f"user passwd {user}`)")
+            if not lenient:
+                raise HtpasswdError(problem)
+        elif problem := bcrypt_problem(hashed):
             problem = (f"{source}:{number}: user {user!r} has a malformed bcrypt hash "
                        f"({problem}); they cannot log in until it is set again "
                        f"(`dockyard user passwd {user}`)")

@@ -46,12 +46,21 @@ def _path(config: Path | None, file: Path | None) -> Path:
 
 
 def _entries(path: Path) -> dict[str, Entry]:
-    """The file's entries, a user named like a policy subject included (the server
-    refuses such a file; `rm` is how to mend it)."""
+    """The file's entries, a user named like a policy subject or with a hash of another
+    kind than bcrypt included (the server refuses such a file; `passwd` or `rm` is how
+    to mend it)."""
     try:
         return load(path, lenient=True)
     except HtpasswdError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _refused(entries: Iterable[Entry], *, as_error: bool = False) -> bool:
+    """Say on stderr which entries still have a hash the server refuses; whether any."""
+    refused = [e for e in entries if e.refused]
+    for entry in refused:
+        click.echo(f"{'error' if as_error else 'warning'}: {entry.problem}", err=True)
+    return bool(refused)
 
 
 def _not_a_subject(name: str, hint: str = "") -> None:
@@ -118,6 +127,7 @@ def add(config: Path | None, file: Path | None, password_stdin: bool, groups: tu
     entries[name] = Entry(name, hash_password(_password(password_stdin)), _groups(groups))
     save(path, entries.values())
     click.echo(f"added {name} to {path}")
+    _refused(entries.values())
 
 
 @user.command("passwd")
@@ -140,6 +150,7 @@ def passwd(config: Path | None, file: Path | None, password_stdin: bool,
                           _groups(groups) if groups else old.groups)
     save(path, entries.values())
     click.echo(f"changed {name} in {path}")
+    _refused(entries.values())
 
 
 @user.command("rm")
@@ -154,17 +165,22 @@ def rm(config: Path | None, file: Path | None, name: str) -> None:
         raise click.ClickException(f"no user {name} in {path}")
     save(path, entries.values())
     click.echo(f"removed {name} from {path}")
+    _refused(entries.values())
 
 
 @user.command("ls")
 @config_option
 @file_option
 def ls(config: Path | None, file: Path | None) -> None:
-    """List users and their groups; warn when the entries' bcrypt costs differ."""
+    """List users and their groups; warn when the entries' bcrypt costs differ; exit 1
+    when an entry's hash is of a kind the server refuses."""
     by_cost: dict[int, list[str]] = {}
-    for entry in sorted(_entries(_path(config, file)).values(), key=lambda e: e.user):
+    entries = _entries(_path(config, file))
+    for entry in sorted(entries.values(), key=lambda e: e.user):
         note = ("\t(named like a policy subject: cannot log in; the server refuses the "
                 "file until it is removed)" if poses_as_subject(entry.user)
+                else f"\t({entry.kind} hash: the server refuses the file until it is "
+                "set again or removed)" if entry.refused
                 else "\t(malformed hash: cannot log in)" if entry.problem else "")
         click.echo(f"{entry.user}\t{','.join(sorted(entry.groups))}{note}")
         if not entry.problem:
@@ -174,3 +190,5 @@ def ls(config: Path | None, file: Path | None) -> None:
         click.echo(f"warning: the entries use different bcrypt costs ({costs}); the cheaper "
                    f"ones are quicker to crack: set them again with `dockyard user passwd` "
                    f"(cost {DEFAULT_COST})", err=True)
+    if _refused(entries.values(), as_error=True):
+        raise SystemExit(1)

@@ -129,3 +129,35 @@ def test_names_that_are_policy_subjects_are_refused(tmp_path: Path) -> None:
                                       name], input="pw\n")
         assert r.exit_code == 2, r.output
     assert not path.exists()
+
+
+def test_an_entry_of_another_hash_kind_is_mended_with_passwd_or_rm(tmp_path: Path) -> None:
+    # the server refuses such a file and tells to use `dockyard user passwd`: it must work
+    path = tmp_path / "htpasswd"
+    run = CliRunner().invoke
+    r = run(main, ["user", "add", "--file", str(path), "--password-stdin", "alice"],
+            input="a\n")
+    assert r.exit_code == 0, r.output
+    path.write_text(path.read_text() + "eve:$apr1$x$y:ops\nold:{SHA}abc\n")
+    r = run(main, ["user", "ls", "--file", str(path)])
+    assert r.exit_code == 1
+    assert r.stdout.splitlines() == [
+        "alice\t",
+        "eve\tops\t(MD5 (apr1) hash: the server refuses the file until it is set again "
+        "or removed)",
+        "old\t\t(SHA1 hash: the server refuses the file until it is set again or removed)"]
+    assert "user 'eve' has a MD5 (apr1) hash; only bcrypt entries" in r.stderr
+    r = run(main, ["user", "passwd", "--file", str(path), "--password-stdin", "eve"],
+            input="e\n")
+    assert r.exit_code == 0, r.output
+    assert "user 'old' has a SHA1 hash" in r.stderr  # still there: the file is refused
+    r = run(main, ["user", "rm", "--file", str(path), "old"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr == ""
+    users = HtpasswdFile(path)  # the server's reading: loads again
+    entry = users.verify("eve", "e")
+    assert entry is not None
+    assert entry.groups == {"ops"}
+    assert users.verify("alice", "a") is not None
+    r = run(main, ["user", "ls", "--file", str(path)])
+    assert (r.exit_code, r.stdout) == (0, "alice\t\neve\tops\n")
