@@ -38,7 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dockyard.config.types import PositiveDuration
 
@@ -116,6 +116,16 @@ class AuthSettings(_Section):
     def _no_star(cls, value: list[str]) -> list[str]:
         refuse_star_subject(value)
         return value
+
+    @model_validator(mode="after")
+    def _htpasswd_for_passwords(self) -> AuthSettings:
+        # checked when the config is read, so `config check` says it as `serve` does
+        if self.htpasswd.path is None and (
+                self.method == "htpasswd" or (self.method == "token" and self.token.builtin)):
+            by = "" if self.method == "htpasswd" else " by the built-in token service"
+            raise ValueError(f"auth.htpasswd.path is required with auth.method: "
+                             f"{self.method} (the users whose passwords are checked{by})")
+        return self
 
 
 class TlsSettings(_Section):

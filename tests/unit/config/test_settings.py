@@ -488,3 +488,21 @@ def test_s3_without_a_bucket_is_refused(tmp_path: Path) -> None:
     assert served.returncode == 2, served
     assert "storage: storage.s3.bucket is required with storage.driver: s3" in served.stderr
     assert "Traceback" not in served.stderr
+
+
+@pytest.mark.parametrize("auth", ["method: htpasswd", "method: token",
+                                  "method: token\n  token:\n    builtin: true"])
+def test_config_check_refuses_a_password_method_without_its_htpasswd_file(
+        tmp_path: Path, auth: str) -> None:
+    """`serve` stops at once without the file its logins check: `config check`, which
+    validates a config without starting anything, says so too (it said "ok")."""
+    path = write(tmp_path, f"auth:\n  {auth}\n")
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env={})
+    assert result.exit_code == 2, result.output
+    assert "auth.htpasswd.path is required with auth.method" in result.output
+    assert "Traceback" not in result.output
+    # an external issuer's tokens need no password file
+    path = write(tmp_path, "auth:\n  method: token\n  token:\n    builtin: false\n")
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env={})
+    assert result.exit_code == 0, result.output
+
