@@ -113,5 +113,9 @@ def config() -> None:
 def config_check(file: Path) -> None:
     """Validate FILE (and DOCKYARD_* variables) without starting anything."""
     settings = _load(file, {})
+    s3 = settings.storage.s3
+    where = (f"in bucket {s3.bucket}" + (f" under {s3.rootdirectory.strip('/')}/"
+                                         if s3.rootdirectory.strip("/") else "")
+             if settings.storage.driver == "s3" else f"at {settings.data_dir}")
     click.echo(f"{file}: ok (listen {settings.http.addr}, storage {settings.storage.driver} "
-               f"at {settings.data_dir}, database {settings.database_url.split('://')[0]})")
+               f"{where}, database {settings.database_url.split('://')[0]})")

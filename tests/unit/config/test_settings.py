@@ -506,3 +506,13 @@ def test_config_check_refuses_a_password_method_without_its_htpasswd_file(
     result = CliRunner().invoke(main, ["config", "check", str(path)], env={})
     assert result.exit_code == 0, result.output
 
+
+def test_config_check_names_the_bucket_of_s3_storage(tmp_path: Path) -> None:
+    """With the s3 driver the blobs are in the bucket, not under the filesystem driver's
+    directory (which `config check` named: "storage s3 at var/dockyard")."""
+    path = write(tmp_path, "storage:\n  driver: s3\n  s3:\n    bucket: registry\n"
+                           "    rootdirectory: dockyard\n")
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env={})
+    assert result.exit_code == 0, result.output
+    assert "storage s3 in bucket registry under dockyard/," in result.output
+    assert "var/dockyard" not in result.output
