@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install Dockyard (editable) with its dev extras
 	@$(BIN)/python -m compileall -q src
 
-run: install ## start the registry on the embedded defaults (127.0.0.1:5000, data in ./var)
+run: install ## start the registry on the embedded defaults (127.0.0.1:5000, data in ./var/dockyard)
 	$(BIN)/dockyard serve
 
 deps: ## apt-get the Debian packages the tests use, when missing
