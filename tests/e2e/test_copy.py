@@ -504,3 +504,32 @@ def test_index_children_without_a_media_type_take_their_descriptors(
     assert sha256(raw(skopeo, f"docker://{dist.host}/old/app:v1")) == sha256(index)
     assert sha256(raw(skopeo, f"docker://{dist.host}/old/app@{sha256(child)}")) == \
         sha256(child)
+
+
+def test_a_plain_http_registry_with_tls_verification_on_gets_the_option_named(
+        dock: Server, tmp_path: Path) -> None:
+    """TLS verification is on by default, as skopeo's: an end that answers plain HTTP
+    fails, and the message says so and names the option that allows it for that end."""
+    layout = random_layout(tmp_path / "lay", "v1", layer_sizes=(1024,))
+
+    def verified(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dockyard", "copy", "--src-creds", CREDS,
+             "--dest-creds", CREDS, *args], text=True, capture_output=True, timeout=120,
+            stdin=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"})
+
+    hint = f"({dock.host} answers plain HTTP, not TLS; for HTTP use"
+    proc = verified(f"oci:{layout.path}:v1", f"{dock.host}/plain/app:v1")
+    assert proc.returncode == 1, proc.stderr
+    assert _error_line(proc).endswith(f"{hint} --dest-tls-verify=false)"), proc.stderr
+
+    ok(dockyard_copy(f"oci:{layout.path}:v1", f"{dock.host}/plain/app:v1"))
+    proc = verified(f"{dock.host}/plain/app:v1", f"{dock.host}/plain/again:v1")
+    assert proc.returncode == 1, proc.stderr
+    assert _error_line(proc).endswith(
+        f"{hint} --src-tls-verify=false and --dest-tls-verify=false)"), proc.stderr
+    proc = verified("--src-tls-verify=false", f"{dock.host}/plain/app:v1",
+                    f"{dock.host}/plain/again:v1")
+    assert proc.returncode == 1, proc.stderr
+    assert _error_line(proc).endswith(f"{hint} --dest-tls-verify=false)"), proc.stderr
+    ok(dockyard_copy(f"{dock.host}/plain/app:v1", f"{dock.host}/plain/again:v1"))

@@ -20,7 +20,7 @@ from dockyard.copying.connect import Access, open_end
 from dockyard.copying.engine import Copier, CopyError, CopyOptions
 from dockyard.copying.layout_end import ImageLayout, LayoutError
 from dockyard.copying.platforms import Platform
-from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, parse
+from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, RegistryRef, parse
 from dockyard.oci.errors import one_line
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
@@ -50,6 +50,28 @@ def check_authfile(authfile: Path | None) -> None:
         check_named_auth_file(authfile)
     except AuthFileError as exc:
         raise click.BadParameter(exc.reason, param_hint=exc.option) from None
+
+
+#: what OpenSSL says when the server answers a TLS hello in plain HTTP
+_PLAIN_HTTP = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "RECORD_LAYER_FAILURE",
+                         "PACKET_LENGTH_TOO_LONG"})
+
+
+def _plain_http_hint(exc: BaseException, ends: list[tuple[str, str]]) -> str:
+    """A hint for an end that answered plain HTTP where TLS was expected (a registry on
+    loopback or a private network), naming the options that allow it; else ""."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if (isinstance(seen, aiohttp.ClientConnectorError)
+                and getattr(seen.os_error, "reason", None) in _PLAIN_HTTP):
+            host = f"[{seen.host}]" if ":" in seen.host else seen.host
+            address = f"{host}:{seen.port}"
+            options = [f"{o}=false" for h, o in ends
+                       if h == address or (h == host and seen.port == 443)]
+            allow = " and ".join(options) or "--src-tls-verify=false/--dest-tls-verify=false"
+            return f" ({address} answers plain HTTP, not TLS; for HTTP use {allow})"
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def _platforms(values: tuple[str, ...]) -> tuple[Platform, ...]:
@@ -152,13 +174,17 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
                     await copier.copy(reference, tag)
             return copier.summary.line(dry_run)
 
+    ends = [(ref.host, option) for ref, option, verify in (
+        (source, "--src-tls-verify", src_tls_verify),
+        (dest, "--dest-tls-verify", dest_tls_verify)) if isinstance(ref, RegistryRef) and verify]
     try:
         click.echo(asyncio.run(run()))
     except CopyError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc}{_plain_http_hint(exc, ends)}") from None
     except (RegistryClientError, AuthError, LayoutError, aiohttp.ClientError, TimeoutError,
             OSError) as exc:  # outside a copy: the listing of --all-tags, an end opening
-        raise click.ClickException(f"{src}: {one_line(exc)}") from None
+        raise click.ClickException(f"{src}: {one_line(exc)}{_plain_http_hint(exc, ends)}"
+                                   ) from None
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command again to finish (what arrived stays)",
                    err=True)
