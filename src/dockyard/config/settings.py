@@ -620,18 +620,21 @@ def load_settings(
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         data = loaded or {}
     environ = os.environ if env is None else env
+    from_env: dict[tuple[str, ...], str] = {}
     for name, value in environ.items():
         if name.startswith("DOCKYARD_"):
             keys = _env_path(Settings, name[len("DOCKYARD_"):].lower())
             if keys is None:
                 raise ConfigError(f"{name}: no such setting")
             _set(data, keys, value)
+            from_env[tuple(keys)] = name
     for dotted, value in (overrides or {}).items():
         _set(data, dotted.split("."), value)
+        from_env.pop(tuple(dotted.split(".")), None)  # the command line's value won
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path, from_env)) from None
 
 
 def _env_path(model: type[BaseModel], rest: str) -> list[str] | None:
@@ -657,13 +660,18 @@ def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
-    where = f"{path}: " if path else ""
+def _describe(exc: ValidationError, path: Path | None,
+              from_env: Mapping[tuple[str, ...], str] | None = None) -> str:
+    """One line per bad key, each naming where its value came from: the environment
+    variable that set it (or a key above it), else the config file."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "(top level)"
+        variable = next((v for k, v in (from_env or {}).items() if loc[:len(k)] == k), None)
+        where = f"{variable} " if variable else f"{path}: " if path else ""
         # a validator's own message, without pydantic's "Value error, " before it
         msg = ("unknown key" if err["type"] == "extra_forbidden"
                else err["msg"].removeprefix("Value error, "))
-        lines.append(f"{where}{key}: {msg}")
+        lines.append(f"{where}({key}): {msg}" if variable else f"{where}{key}: {msg}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

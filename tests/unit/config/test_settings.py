@@ -516,3 +516,18 @@ def test_config_check_names_the_bucket_of_s3_storage(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "storage s3 in bucket registry under dockyard/," in result.output
     assert "var/dockyard" not in result.output
+
+
+def test_a_bad_value_from_the_environment_is_named_by_its_variable(tmp_path: Path) -> None:
+    """The error names where the bad value came from: the variable, not the file."""
+    path = write(tmp_path, "http:\n  workers: 2\n  trusted_proxies: 7\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"DOCKYARD_HTTP_WORKERS": "many",
+                                 "DOCKYARD_STORAGE_UPLOADS_EXPIRY": "soon"})
+    lines = str(info.value).splitlines()[1:]
+    assert [ln.strip().split(": ", 1)[0] for ln in lines] == [
+        "DOCKYARD_HTTP_WORKERS (http.workers)",
+        f"{path}",
+        "DOCKYARD_STORAGE_UPLOADS_EXPIRY (storage.uploads.expiry)",
+    ], lines
+    assert lines[1].strip().startswith(f"{path}: http.trusted_proxies: "), lines
