@@ -293,6 +293,41 @@ def test_a_robot_account_logging_in_from_many_runners_at_once_is_not_refused(
         server.stop()
 
 
+@pytest.mark.parametrize("way", ["v2", "token"])
+def test_many_pulls_starting_at_once_from_one_address_are_not_refused(
+        tmp_path: Path, way: str) -> None:
+    """Right passwords from one address at once (CI runners behind one NAT, a client's
+    parallel layer requests after a restart): the identical attempts in flight share
+    one check, so they spend one failure of the address's budget, not one each (30 at
+    once against a budget of 5 got 25 times 429). Wrong ones still spend it."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    auth = token_auth(htpasswd) if way == "token" else basic_auth(htpasswd)
+    config = write_config(tmp_path / "config.yml", auth={
+        **auth, "ratelimit": {"failures": 5, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config)
+    path = "/auth/token?service=dockyard" if way == "token" else "/v2/"
+
+    async def at_once(password: str) -> list[int]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as c:
+            async def one() -> int:
+                return (await c.get(path, headers=basic("reader", password))).status_code
+            return list(await asyncio.gather(*(one() for _ in range(30))))
+
+    try:
+        assert asyncio.run(at_once(USERS["reader"][0])) == [200] * 30
+        assert server.log.read_text().count("failed login for user") == 0
+        # a wrong one is no failure until checked, and sharing keeps the budget: the
+        # 30 make a check each time none is in flight, and never more than 5 checks
+        wrong = asyncio.run(at_once("wrong"))
+        assert set(wrong) <= {401, 429}, wrong
+        assert 401 in wrong, wrong
+        checked = server.log.read_text().count("failed login for user 'reader'")
+        assert 1 <= checked <= 5, checked
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- the catalog
 
 TEAM_ACCESS = [

@@ -20,7 +20,8 @@ are in flight, never fewer). A check costs one read when the key is locked, else
 reads and one write; a success one more write; an attempt that dies half way stays
 counted as a failure. The login (`auth/service.py`) reserves the client address's
 budget only; a user name's failures are recorded (`failed`) once its check failed, so
-many clients logging in as one account at once are not refused.
+many clients logging in as one account at once are not refused, and identical attempts
+in flight from one address share one check (so one reservation).
 """
 
 from __future__ import annotations

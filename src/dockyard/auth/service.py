@@ -98,6 +98,9 @@ class AccessControl:
                              settings.catalog, settings.admin)
         self.limiter = FailureLimiter(settings.ratelimit.failures,
                                       settings.ratelimit.window.total_seconds())
+        #: password checks in flight, by (client, user, password): identical attempts
+        #: share one (see `_check_once`)
+        self._checking: dict[tuple[str, str, str], asyncio.Task[Entry]] = {}
         self.htpasswd: HtpasswdFile | None = None
         if settings.htpasswd.path is not None:
             try:
@@ -252,26 +255,53 @@ class AccessControl:
         self._reload_users()
         entry: Entry | None = self.htpasswd.cached(user, password)
         if entry is None:
-            addr, name = limit_key("addr", client), limit_key("user", user)
-            # the address's failure is reserved before bcrypt runs, so parallel guesses
-            # from one client cannot all pass the check of past failures (it stays a
-            # failure unless the check passes); the user's is counted once the check
-            # failed: reserved too, many runners logging in at once as one robot
-            # account from many addresses were refused with the right password
-            try:
-                if wait := await self.limiter.retry_after(name):
-                    raise Throttled(wait)
-                attempt = await self.limiter.reserve(addr)
-            except Throttled as exc:
-                raise RateLimited(exc.retry_after) from None
-            entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
-            if entry is None:
-                await self.limiter.failed(name)
-                log.warning("failed login for user %r from %s", user[:64], client)
-                raise Unauthenticated("wrong user name or password")
-            await attempt.succeeded()
+            entry = await self._check_once(user, password, client)
         return Identity(user=entry.user, groups=entry.groups, method="password", client=client,
                         auth_time=int(time.time()))
+
+    async def _check_once(self, user: str, password: str, client: str) -> Entry:
+        """The check of `user`'s `password` from `client`, shared by the identical
+        attempts in flight in this process: the first request of each of N pulls
+        starting at once from one address (CI runners behind one NAT) reserved N of
+        the address's failed-login budget, and past it the right password got 429.
+        The check is a task of its own, so a client that goes away does not cancel
+        the others' answer."""
+        key = (client, user, password)
+        task = self._checking.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._check(user, password, client))
+            self._checking[key] = task
+
+            def done(t: asyncio.Task[Entry]) -> None:
+                if self._checking.get(key) is t:
+                    del self._checking[key]
+                if not t.cancelled():
+                    t.exception()  # each waiter re-raises it; none left is no warning
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _check(self, user: str, password: str, client: str) -> Entry:
+        assert self.htpasswd is not None
+        addr, name = limit_key("addr", client), limit_key("user", user)
+        # the address's failure is reserved before bcrypt runs, so parallel guesses
+        # from one client cannot all pass the check of past failures (it stays a
+        # failure unless the check passes); the user's is counted once the check
+        # failed: reserved too, many runners logging in at once as one robot
+        # account from many addresses were refused with the right password
+        try:
+            if wait := await self.limiter.retry_after(name):
+                raise Throttled(wait)
+            attempt = await self.limiter.reserve(addr)
+        except Throttled as exc:
+            raise RateLimited(exc.retry_after) from None
+        entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
+        if entry is None:
+            await self.limiter.failed(name)
+            log.warning("failed login for user %r from %s", user[:64], client)
+            raise Unauthenticated("wrong user name or password")
+        await attempt.succeeded()
+        return entry
 
     async def authenticate(self, authorization: str | None, client: str) -> Identity:
         """The identity behind an `Authorization` header (anonymous when there is none)."""
