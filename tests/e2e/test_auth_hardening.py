@@ -20,12 +20,14 @@ import jwt
 import pytest
 
 from tests.support.authenv import (
+    PLATFORM_ACCESS,
     USERS,
     basic_auth,
     token_auth,
     write_config,
     write_htpasswd,
 )
+from tests.support.oci_api import push_image
 from tests.support.servers import start_dockyard
 
 
@@ -531,5 +533,57 @@ def test_a_user_named_like_a_policy_subject_added_to_a_running_server_changes_no
             server.log.read_text()
         assert httpx.post(url, auth=("*", "pw")).status_code == 401
         assert httpx.get(f"{server.url}/v2/", auth=builder).status_code == 200
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- dockyard rm
+
+
+def test_rm_of_exact_names_needs_no_catalog_access(tmp_path: Path) -> None:
+    """A CI account that may delete in its own repositories, but not read the catalog,
+    removes its tags and repositories by exact name or tag glob (the catalog is read
+    only for a repository glob, and that then says what was refused)."""
+    users = {**USERS, "ci": ("ci-secret-pw", [])}
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", users)
+    config = write_config(tmp_path / "config.yml", auth={
+        **basic_auth(htpasswd),
+        "access": [{"repository": "ci/**", "allow": {"ci": ["*"]}}, *PLATFORM_ACCESS]})
+    server = start_dockyard(tmp_path / "data", config=config)
+    creds = httpx.BasicAuth("ci", "ci-secret-pw")
+
+    def rm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dockyard", "rm", "--registry", server.url, "--username",
+             "ci", "--password", "ci-secret-pw", "--yes", *args],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    def tags(repo: str) -> list[str] | None:
+        r = httpx.get(f"{server.url}/v2/{repo}/tags/list", auth=creds)
+        return None if r.status_code == 404 else sorted(r.json()["tags"] or [])
+
+    try:
+        with httpx.Client(base_url=server.url, auth=creds, timeout=30) as c:
+            assert c.get("/v2/_catalog").status_code in (401, 403)
+            for tag in ("pr-1", "pr-2", "main"):
+                push_image(c, "ci/app", tag)
+            push_image(c, "ci/old", "v1")
+
+        done = rm("ci/app:pr-1")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == ["deleted ci/app:pr-1"]
+        assert rm("ci/app:pr-*").returncode == 0
+        assert tags("ci/app") == ["main"]
+        gone = rm("ci/old")
+        assert gone.returncode == 0, gone.stderr
+        assert tags("ci/old") is None
+        nothing = rm("ci/never")
+        assert nothing.returncode == 1
+        assert "nothing matches ci/never" in nothing.stderr
+        globbed = rm("ci/*")
+        assert globbed.returncode == 1
+        assert "403: reading the catalog, which a repository glob needs: 403: DENIED" in \
+            globbed.stderr, globbed.stderr
+        assert tags("ci/app") == ["main"]
     finally:
         server.stop()

@@ -55,20 +55,47 @@ def parse_ref(text: str) -> tuple[str, str | None, str | None]:
     return m.group("repo"), m.group("tag"), digest
 
 
+def _is_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+async def _tags(client: RegistryClient, name: str) -> list[str] | None:
+    """The tags of `name`; None when the registry does not know the repository."""
+    try:
+        return [t async for t in client.tags(name)]
+    except RegistryClientError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 async def resolve(client: RegistryClient, refs: list[tuple[str, str | None, str | None]]
                   ) -> list[Target]:
-    """Expand the globs of every reference against the registry's catalog and tags."""
-    repos = [r async for r in client.repositories()]
+    """Expand the globs of every reference against the registry's catalog and tags.
+
+    The catalog is read only when a repository is a glob: an exact name is looked up
+    by its tag list, so deleting one's own tags needs no `registry:catalog:*` (a CI
+    account cleaning up after itself)."""
+    repos: list[str] = []
+    if any(_is_glob(repo) for repo, _, _ in refs):
+        try:
+            repos = [r async for r in client.repositories()]
+        except RegistryClientError as exc:
+            if exc.status not in (401, 403):
+                raise
+            raise RegistryClientError(exc.status, f"reading the catalog, which a repository "
+                                      f"glob needs: {exc}", exc.codes) from None
     targets: list[Target] = []
     for repo_glob, tag_glob, digest in refs:
-        names = [r for r in repos if fnmatch.fnmatchcase(r, repo_glob)]
+        names = ([r for r in repos if fnmatch.fnmatchcase(r, repo_glob)]
+                 if _is_glob(repo_glob) else [repo_glob])
         for name in names:
             if digest:
                 targets.append(Target(name, digest=digest))
             elif tag_glob:
-                targets += [Target(name, tag=t) async for t in client.tags(name)
+                targets += [Target(name, tag=t) for t in await _tags(client, name) or []
                             if fnmatch.fnmatchcase(t, tag_glob)]
-            else:
+            elif _is_glob(repo_glob) or await _tags(client, name) is not None:
                 targets.append(Target(name))
     return list(dict.fromkeys(targets))
 
