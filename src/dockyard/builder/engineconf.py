@@ -2,13 +2,14 @@
 
 `containers.conf` (runtime runc, default ulimits: what buildah needs on these hosts),
 `registries.conf` (the target registry insecure when TLS verification is off), with a
-private storage directory `storage.conf`, and with credentials given on the command line
-an auth file; returned as the engine's environment.
+private storage directory `storage.conf` (its run root short enough for podman), and with
+credentials given on the command line an auth file; returned as the engine's environment.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,25 @@ from dockyard.remote.credentials import Credentials, auth_files
 
 def _toml(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+RUNROOT_LIMIT = 50
+"""The longest `--runroot` podman accepts. The cleanup command conmon runs when a container
+exits passes the storage's runroot that way: past the limit it fails, and every `podman
+run` (each image's tests) then waits podman's 20 s conmon timeout before returning."""
+
+
+def runroot_for(storage: Path) -> Path:
+    """The run root of a private storage: its `runroot` folder when that path is short
+    enough for podman, else a folder named by the storage's hash in the runtime directory
+    (/run as root, $XDG_RUNTIME_DIR otherwise; both private to the user)."""
+    own = storage.absolute() / "runroot"
+    if len(str(own)) <= RUNROOT_LIMIT:
+        return own
+    runtime = "/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR", "")
+    name = hashlib.sha256(str(storage.resolve()).encode()).hexdigest()[:16]
+    short = Path(runtime) / "dockyard-build" / name
+    return short if runtime and len(str(short)) <= RUNROOT_LIMIT else own
 
 
 def engine_environment(work: Path, *, insecure: list[str], storage: Path | None,
@@ -46,13 +66,14 @@ def engine_environment(work: Path, *, insecure: list[str], storage: Path | None,
     env = {**os.environ, "CONTAINERS_CONF": str(containers),
            "CONTAINERS_REGISTRIES_CONF": str(registries)}
     if storage is not None:
-        for d in ("graphroot", "runroot"):
-            (storage / d).mkdir(parents=True, exist_ok=True)
+        runroot = runroot_for(storage)
+        for d in (storage / "graphroot", runroot):
+            d.mkdir(parents=True, exist_ok=True)
         conf = work / "storage.conf"
         conf.write_text("[storage]\n"
                         f"driver = {_toml(storage_driver)}\n"
                         f"graphroot = {_toml(str(storage / 'graphroot'))}\n"
-                        f"runroot = {_toml(str(storage / 'runroot'))}\n")
+                        f"runroot = {_toml(str(runroot))}\n")
         env["CONTAINERS_STORAGE_CONF"] = str(conf)
     if credentials:
         sources = [auth_file] if auth_file is not None else auth_files()
