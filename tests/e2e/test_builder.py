@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dockyard.builder.engineconf import runroot_for
 from tests.support.clients import Skopeo
 from tests.support.images import Layout
 from tests.support.servers import Server, free_port, start_dockyard
@@ -90,6 +91,14 @@ class Builder:
                        check=True)
 
 
+def drop_run_root(storage: Path) -> None:
+    """Remove the run root `dockyard build` gave `storage` where it is not inside it (a
+    deep test folder's is in the runtime directory: podman's 50-character limit)."""
+    runroot = runroot_for(storage)
+    if not runroot.is_relative_to(storage.absolute()):
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
 def _by_result(results: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for path, r in results.items():
@@ -130,6 +139,8 @@ def builder(tmp_path_factory: pytest.TempPathFactory, busybox: Layout) -> Iterat
         yield b
     finally:
         server.stop()
+        for storage in (root / "storage", root / "puller"):
+            drop_run_root(storage)
 
 
 def test_graph_and_names_come_from_the_from_lines(builder: Builder) -> None:
@@ -203,11 +214,12 @@ def test_first_build_pushed_parents_first_with_annotations(builder: Builder) -> 
 def test_pushed_images_run_with_podman(builder: Builder) -> None:
     """A podman with empty storage pulls the pushed images from the registry and runs them."""
     puller = builder.root / "puller"
-    for d in ("graphroot", "runroot"):
-        (puller / d).mkdir(parents=True, exist_ok=True)
+    runroot = runroot_for(puller)  # within podman's limit, or each run waits 20 s
+    for d in (puller / "graphroot", runroot):
+        d.mkdir(parents=True, exist_ok=True)
     (puller / "storage.conf").write_text(
         f'[storage]\ndriver = "vfs"\ngraphroot = "{puller / "graphroot"}"\n'
-        f'runroot = "{puller / "runroot"}"\n')
+        f'runroot = "{runroot}"\n')
     engine_conf = builder.root / "work" / "engine"
     env = {**builder.env, "CONTAINERS_CONF": str(engine_conf / "containers.conf"),
            "CONTAINERS_REGISTRIES_CONF": str(engine_conf / "registries.conf"),
@@ -455,3 +467,4 @@ def test_scheduled_rebuilds_are_recorded_as_job_runs(tmp_path: Path, busybox: La
         assert re.fullmatch(r"1 images: (pushed|kept) 1, failed 0", last["summary"]), last
     finally:
         server.stop()
+        drop_run_root(tmp_path / "storage")
