@@ -4,7 +4,9 @@ Two real registries: Dockyard with its token service (a `private/` prefix: only
 authenticated users pull, only admins push) reached with `--creds`, and CNCF Distribution
 with Basic authentication everywhere (no referrers API) reached through `--authfile`.
 One image of the test catalogue (`bookworm`: a test command, a dpkg database) is built
-with buildah on the busybox base each registry holds.
+with buildah on the busybox base each registry holds, every build in one storage: what
+they prove is the registries' authentication (look-ups, pushes, SBOMs), not a cold build,
+so a build after the first reuses its layers (each still builds, tests and pushes).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_builder import CATALOGUE, GIT, KEY
+from tests.e2e.test_builder import CATALOGUE, GIT, KEY, drop_run_root
 from tests.support.authenv import USERS, get_token, token_auth, write_config, write_htpasswd
 from tests.support.clients import Skopeo
 from tests.support.images import Layout
@@ -48,6 +50,14 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The buildah storage the module's builds share."""
+    path = tmp_path_factory.mktemp("auth-storage")
+    yield path
+    drop_run_root(path)
+
+
 @pytest.fixture
 def bare_env(tmp_path: Path) -> dict[str, str]:
     """No auth file of the machine's (HOME, XDG_RUNTIME_DIR, REGISTRY_AUTH_FILE)."""
@@ -60,14 +70,14 @@ def bare_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def build(catalogue: Path, registry: Server, prefix: str, work: Path, env: dict[str, str],
-          *args: str) -> tuple[int, dict[str, Any], str]:
+def build(catalogue: Path, registry: Server, prefix: str, work: Path, storage: Path,
+          env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
     """`dockyard build --json --single bookworm ARGS`: exit status, bookworm's result,
     stderr."""
     proc = subprocess.run(
         [sys.executable, "-m", "dockyard", "build", "--catalogue", str(catalogue),
          "--registry", registry.host, "--image-prefix", prefix, "--work-dir", str(work),
-         "--storage", str(work / "storage"), "--json", "--single", *args, "bookworm"],
+         "--storage", str(storage), "--json", "--single", *args, "bookworm"],
         env=env, capture_output=True, text=True, timeout=600)
     [result] = json.loads(proc.stdout)["images"]
     return proc.returncode, result, proc.stderr
@@ -104,13 +114,15 @@ def dist(tmp_path_factory: pytest.TempPathFactory, busybox: Layout) -> Iterator[
 
 
 def test_token_registry_with_creds_gets_the_image_its_annotations_and_sbom(
-        dock: Server, catalogue: Path, bare_env: dict[str, str], tmp_path: Path) -> None:
+        dock: Server, catalogue: Path, storage: Path, bare_env: dict[str, str],
+        tmp_path: Path) -> None:
     prefix, repo = "private/tf", "private/tf-bookworm"
     token = get_token(dock.url, [f"repository:{repo}:pull"], "admin")
     headers = {"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST}
 
     # without credentials: the push is refused, nothing lands
-    code, result, stderr = build(catalogue, dock, prefix, tmp_path / "anon", bare_env, "--push")
+    code, result, stderr = build(catalogue, dock, prefix, tmp_path / "anon", storage, bare_env,
+                                 "--push")
     assert code == 1, stderr
     assert result["result"] == "failed", result
     assert result["pushed"] == []
@@ -118,7 +130,7 @@ def test_token_registry_with_creds_gets_the_image_its_annotations_and_sbom(
                      headers=headers).status_code == 404
 
     work = tmp_path / "work"
-    code, result, stderr = build(catalogue, dock, prefix, work, bare_env, "--push",
+    code, result, stderr = build(catalogue, dock, prefix, work, storage, bare_env, "--push",
                                  "--creds", ADMIN)
     assert code == 0, stderr
     assert result["result"] == "pushed", result
@@ -135,27 +147,28 @@ def test_token_registry_with_creds_gets_the_image_its_annotations_and_sbom(
     assert not (work / "engine" / "auth.json").exists()  # the engine's copy is removed
 
     # the look-ups authenticate too: with credentials the unchanged image is skipped ...
-    code, again, stderr = build(catalogue, dock, prefix, work, bare_env, "--push",
+    code, again, stderr = build(catalogue, dock, prefix, work, storage, bare_env, "--push",
                                 "--creds", ADMIN)
     assert code == 0, stderr
     assert (again["result"], again["reason"], again["digest"]) == \
         ("skipped", "unchanged", result["digest"])
     # ... while an anonymous look-up of the private repository is refused
-    code, anon, stderr = build(catalogue, dock, prefix, work, bare_env, "--dry-run")
+    code, anon, stderr = build(catalogue, dock, prefix, work, storage, bare_env, "--dry-run")
     assert code == 0, stderr
     assert (anon["action"], anon["reason"]) == ("build", "not in the registry")
     assert f"{dock.host}/{repo}:latest: registry look-up failed: 401" in stderr, stderr
 
 
 def test_basic_registry_through_an_auth_file_with_the_referrers_tag_fallback(
-        dist: Server, catalogue: Path, bare_env: dict[str, str], tmp_path: Path) -> None:
+        dist: Server, catalogue: Path, storage: Path, bare_env: dict[str, str],
+        tmp_path: Path) -> None:
     repo = "tf-bookworm"
     auth_file = tmp_path / "auth.json"
     auth_file.write_text(json.dumps({"auths": {dist.host: {
         "auth": base64.b64encode(BUILDER.encode()).decode()}}}))
     basic = ("builder", USERS["builder"][0])
 
-    code, result, stderr = build(catalogue, dist, "tf", tmp_path / "work", bare_env,
+    code, result, stderr = build(catalogue, dist, "tf", tmp_path / "work", storage, bare_env,
                                  "--push", "--authfile", str(auth_file))
     assert code == 0, stderr
     assert result["result"] == "pushed", result
@@ -172,7 +185,7 @@ def test_basic_registry_through_an_auth_file_with_the_referrers_tag_fallback(
     assert [(m["digest"], m["artifactType"]) for m in fallback.json()["manifests"]] == \
         [(result["sbom"], SPDX)]
 
-    code, again, stderr = build(catalogue, dist, "tf", tmp_path / "work", bare_env,
+    code, again, stderr = build(catalogue, dist, "tf", tmp_path / "work", storage, bare_env,
                                 "--push", "--authfile", str(auth_file))
     assert code == 0, stderr
     assert (again["result"], again["reason"]) == ("skipped", "unchanged"), again
