@@ -30,14 +30,21 @@ run` (each image's tests) then waits podman's 20 s conmon timeout before returni
 def runroot_for(storage: Path) -> Path:
     """The run root of a private storage: its `runroot` folder when that path is short
     enough for podman, else a folder named by the storage's hash in the runtime directory
-    (/run as root, $XDG_RUNTIME_DIR otherwise; both private to the user)."""
+    (/run as root, $XDG_RUNTIME_DIR otherwise; both private to the user), where it can be
+    made (else the storage's own, slow but working)."""
     own = storage.absolute() / "runroot"
     if len(str(own)) <= RUNROOT_LIMIT:
         return own
     runtime = "/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR", "")
     name = hashlib.sha256(str(storage.resolve()).encode()).hexdigest()[:16]
     short = Path(runtime) / "dockyard-build" / name
-    return short if runtime and len(str(short)) <= RUNROOT_LIMIT else own
+    if not runtime or len(str(short)) > RUNROOT_LIMIT:
+        return own
+    try:
+        short.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return own
+    return short
 
 
 def engine_environment(work: Path, *, insecure: list[str], storage: Path | None,
