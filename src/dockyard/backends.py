@@ -81,11 +81,19 @@ def upstream_credentials(index: int, creds: ProxyCredentials) -> Credentials:
 
 
 def check_upstreams(settings: Settings) -> None:
-    """ValueError naming the key when a `proxy:` rule's credentials cannot be read
+    """ValueError naming the key when a `proxy:` rule's credentials, or the CAs and
+    client certificates of its upstream's `certs.d` directory, cannot be used
     (`dockyard serve` checks before it starts anything)."""
     for i, rule in enumerate(settings.proxy):
         if rule.credentials is not None:
             upstream_credentials(i, rule.credentials)
+        if rule.upstream.startswith("https://") and rule.tls_verify:
+            from dockyard.remote.certs import host_of, tls_for
+
+            try:
+                tls_for(host_of(rule.upstream))
+            except ValueError as exc:
+                raise ValueError(f"proxy.{i}.upstream: {exc}") from None
 
 
 def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:

@@ -23,6 +23,7 @@ from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, RegistryRef, parse
 from dockyard.oci.errors import one_line
 from dockyard.remote.auth import AuthError
+from dockyard.remote.certs import CertDirError
 from dockyard.remote.client import RegistryClientError
 from dockyard.remote.credentials import AuthFileError, Credentials, check_named_auth_file
 
@@ -116,10 +117,17 @@ def _tag_filter(glob: str | None, regex: str | None) -> re.Pattern[str] | None:
               help="Verify SRC's TLS certificate; false also allows plain HTTP.")
 @click.option("--dest-tls-verify", type=bool, default=True, show_default=True,
               help="Verify DST's TLS certificate; false also allows plain HTTP.")
+@click.option("--src-cert-dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="CAs (*.crt) and client certificates (*.cert + *.key) for SRC "
+                   "(default: its certs.d directory, as podman's).")
+@click.option("--dest-cert-dir", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="CAs (*.crt) and client certificates (*.cert + *.key) for DST "
+                   "(default: its certs.d directory, as podman's).")
 def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: str | None,
          platforms: tuple[str, ...], referrers: bool, dry_run: bool, jobs: int,
          src_creds: str | None, dest_creds: str | None, authfile: Path | None,
-         src_tls_verify: bool, dest_tls_verify: bool) -> None:
+         src_tls_verify: bool, dest_tls_verify: bool, src_cert_dir: Path | None,
+         dest_cert_dir: Path | None) -> None:
     """Copy an image, an index or a repository from SRC to DST, digests preserved.
 
     SRC and DST are docker://HOST[:PORT]/REPO[:TAG|@DIGEST] (docker:// may be left out)
@@ -139,9 +147,9 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
     options = CopyOptions(platforms=_platforms(platforms), referrers=referrers,
                           dry_run=dry_run, jobs=jobs)
     src_access = Access(_creds(src_creds, "--src-creds"), src_tls_verify, authfile,
-                        connections=jobs * 4 + 4)
+                        connections=jobs * 4 + 4, cert_dir=src_cert_dir)
     dst_access = Access(_creds(dest_creds, "--dest-creds"), dest_tls_verify, authfile,
-                        connections=jobs * 4 + 4)
+                        connections=jobs * 4 + 4, cert_dir=dest_cert_dir)
     if source.reference is None and not repository_copy and not isinstance(source, LayoutRef):
         source = source.with_reference(tag="latest")
     if (isinstance(dest, LayoutRef) and not dest.tag and not repository_copy
@@ -181,6 +189,8 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
         click.echo(asyncio.run(run()))
     except CopyError as exc:
         raise click.ClickException(f"{exc}{_plain_http_hint(exc, ends)}") from None
+    except CertDirError as exc:
+        raise click.ClickException(str(exc)) from None
     except (RegistryClientError, AuthError, LayoutError, aiohttp.ClientError, TimeoutError,
             OSError) as exc:  # outside a copy: the listing of --all-tags, an end opening
         raise click.ClickException(f"{src}: {one_line(exc)}{_plain_http_hint(exc, ends)}"

@@ -20,6 +20,7 @@ import click
 from dockyard.config.types import http_url
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid
+from dockyard.remote.certs import CertDirError
 from dockyard.remote.client import RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
 
@@ -154,7 +155,7 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
 
     try:
         targets = asyncio.run(find())
-    except (RegistryClientError, aiohttp.ClientError, TimeoutError) as exc:
+    except (RegistryClientError, aiohttp.ClientError, TimeoutError, CertDirError) as exc:
         raise click.ClickException(f"{registry}: {exc}") from None
     if not targets:
         raise click.ClickException("nothing matches " + " ".join(refs))

@@ -32,6 +32,8 @@ class Access:
     connections: int = 16
     #: the largest manifest read from a registry (a server: its own limit)
     max_manifest: int = MANIFEST_LIMIT
+    #: CAs and client certificates for the registry (default: its `certs.d` directory)
+    cert_dir: Path | None = None
 
 
 async def base_url(host: str, verify_tls: bool) -> str:
@@ -63,7 +65,7 @@ async def open_end(ref: ImageRef, access: Access
         found = creds.lookup(ref.host, ref.repository, files)
     client = RegistryClient(await base_url(ref.host, access.verify_tls), credentials=found,
                             verify_tls=access.verify_tls, connections=access.connections,
-                            max_manifest=access.max_manifest)
+                            max_manifest=access.max_manifest, cert_dir=access.cert_dir)
     try:
         yield RegistryRepository(client, ref.host, ref.repository)
     finally:

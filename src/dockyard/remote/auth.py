@@ -15,6 +15,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from ssl import SSLContext
 
 import aiohttp
 
@@ -77,7 +78,8 @@ class Authenticator:
         return None
 
     async def answer(self, session: aiohttp.ClientSession, challenge_header: str,
-                     scopes: tuple[str, ...], sent: str | None, *, ssl: bool) -> bool:
+                     scopes: tuple[str, ...], sent: str | None, *,
+                     ssl: SSLContext | bool) -> bool:
         """Learn from a 401's challenge to a request that carried `sent`; True when a
         retry may now succeed. Concurrent 401s for one scope fetch one token."""
         challenge = Challenge.parse(challenge_header)
@@ -100,7 +102,7 @@ class Authenticator:
         return True
 
     async def _learn(self, session: aiohttp.ClientSession, challenge: Challenge,
-                     scopes: tuple[str, ...], *, ssl: bool) -> None:
+                     scopes: tuple[str, ...], *, ssl: SSLContext | bool) -> None:
         """Fetch and keep a token for `scopes`. Expired tokens are dropped and at most
         `MAX_TOKENS` kept (a pull-through cache asks for one per repository name a
         client makes up)."""
@@ -117,7 +119,7 @@ class Authenticator:
         self._tokens[scopes] = (token, now + max(ttl - 10, 1))
 
     async def _fetch(self, session: aiohttp.ClientSession, challenge: Challenge,
-                     scopes: list[str], *, ssl: bool) -> tuple[str, float]:
+                     scopes: list[str], *, ssl: SSLContext | bool) -> tuple[str, float]:
         params = [("scope", s) for s in scopes]
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))

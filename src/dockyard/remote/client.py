@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -33,6 +35,7 @@ from dockyard.received import (
     read_at_most,
 )
 from dockyard.remote.auth import Authenticator
+from dockyard.remote.certs import host_of, tls_for
 from dockyard.remote.credentials import Credentials
 
 log = logging.getLogger("dockyard.remote")
@@ -101,7 +104,9 @@ class RegistryClient:
 
     def __init__(self, base_url: str, *, credentials: Credentials | None = None,
                  verify_tls: bool = True, connections: int = 16,
-                 max_manifest: int = MANIFEST_LIMIT) -> None:
+                 max_manifest: int = MANIFEST_LIMIT, cert_dir: Path | None = None) -> None:
+        """`cert_dir`: the registry's CAs and client certificates (`remote.certs`);
+        by default its `certs.d` directory, if any. Raises `CertDirError`."""
         self.base = base_url.rstrip("/")
         base = URL(self.base)
         #: where this registry's credentials may go (`_ours`)
@@ -112,7 +117,9 @@ class RegistryClient:
         self.small_timeouts = aiohttp.ClientTimeout(total=SMALL_REQUEST_SECONDS,
                                                     sock_connect=30)
         self._auth = Authenticator(credentials, https=base.scheme == "https")
-        self._ssl = verify_tls
+        self._ssl: ssl.SSLContext | bool = (
+            tls_for(host_of(self.base), verify=verify_tls, cert_dir=cert_dir)
+            if base.scheme == "https" else verify_tls)
         # bytes pass through as the registry sent them (digests are of those bytes, so
         # no compression is asked for: aiohttp would offer gzip); 1 MiB reads (aiohttp's
         # 64 KiB default pauses and resumes the socket several times per MiB of a blob)

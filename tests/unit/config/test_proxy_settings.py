@@ -100,3 +100,23 @@ def test_serve_refuses_to_start_without_an_upstream_password(
     assert "proxy.0.credentials.password_env" in result.output
     assert "HUB_TOKEN is not set" in result.output
     assert not (tmp_path / "data").exists()  # nothing started
+
+
+def test_an_upstreams_unusable_certs_d_stops_the_start_naming_the_rule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CA file in the upstream's certs.d directory that cannot be read is a start
+    error naming the rule (each worker would otherwise die building its client)."""
+    from dockyard.backends import check_upstreams
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = load_settings(overrides={"proxy": [
+        {"prefix": "hub", "upstream": "https://upstream.example:8443"}]})
+    check_upstreams(settings)  # no directory: the system's CAs
+    certs_d = tmp_path / ".config" / "containers" / "certs.d" / "upstream.example:8443"
+    certs_d.mkdir(parents=True)
+    (certs_d / "ca.crt").write_text("not a certificate\n")
+    with pytest.raises(ValueError, match=r"^proxy\.0\.upstream: .*ca\.crt: cannot be used"):
+        check_upstreams(settings)
+    plain = load_settings(overrides={"proxy": [
+        {"prefix": "hub", "upstream": "https://upstream.example:8443", "tls_verify": False}]})
+    check_upstreams(plain)  # not verified: nothing read
