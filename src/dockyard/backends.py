@@ -117,8 +117,15 @@ def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
                 creds = upstream_credentials(i, rule.credentials)
             except ValueError as exc:
                 log.warning("%s; %s is reached without credentials", exc, rule.upstream)
-        client = RegistryClient(rule.upstream, credentials=creds, verify_tls=rule.tls_verify,
-                                max_manifest=settings.limits.manifest_max_size)
+        try:
+            client = RegistryClient(rule.upstream, credentials=creds,
+                                    verify_tls=rule.tls_verify,
+                                    max_manifest=settings.limits.manifest_max_size)
+        except ValueError as exc:  # its certs.d changed since the start checked it
+            log.error("proxy.%d.upstream: %s; the system's CAs are used", i, exc)
+            client = RegistryClient(rule.upstream, credentials=creds,
+                                    verify_tls=rule.tls_verify, certs_d=False,
+                                    max_manifest=settings.limits.manifest_max_size)
         out.append((rule, RemoteUpstream(client)))
     return out
 

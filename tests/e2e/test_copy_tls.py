@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.support.authenv import (
     Pki,
@@ -106,13 +107,29 @@ def test_an_unusable_cert_dir_is_named(tls: TlsServer, pki: Pki, layout: Layout,
     assert proc.stderr.strip().splitlines()[-1] == \
         f"Error: {lone / 'client.cert'}: client certificate without its key client.key"
 
+    # a *.crt with no certificate in it is passed over, as podman does: said, and the
+    # registry's certificate is then not trusted
     bad = certs(tmp_path / "bad")
     (bad / "ca.crt").write_text("not a certificate\n")
     proc = copy("--dest-cert-dir", str(bad), f"oci:{layout.path}:v1",
                 f"{tls.host}/private/bad:v1", home=home)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        f"Error: {bad / 'ca.crt'}: cannot be used: "), proc.stderr
+    assert f"{bad / 'ca.crt'}: no certificate in it" in proc.stderr, proc.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+    # an encrypted client key is refused, not prompted for
+    locked = certs(tmp_path / "locked", pki.ca)
+    issue_server_cert(pki, "locked", locked / "client.cert", locked / "plain.key",
+                      client=True)
+    key = serialization.load_pem_private_key((locked / "plain.key").read_bytes(), None)
+    (locked / "client.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
+    proc = copy("--dest-cert-dir", str(locked), f"oci:{layout.path}:v1",
+                f"{tls.host}/private/locked:v1", home=home)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"Error: {locked / 'client.cert'}: an encrypted private key is not supported")
 
     proc = copy("--dest-cert-dir", str(tmp_path / "nowhere"), f"oci:{layout.path}:v1",
                 f"{tls.host}/private/bad:v1", home=home)
@@ -141,5 +158,12 @@ def test_a_client_certificate_for_mutual_tls(pki: Pki, layout: Layout, tmp_path:
                     f"{server.host}/mtls/app:v1", home=home)
         assert done.returncode == 0, done.stderr
         assert digest_at(tmp_path, client_dir, f"{server.host}/mtls/app:v1") == layout.digest
+        # without verification the client certificate is still offered (as skopeo's)
+        keys_only = certs(tmp_path / "keys", client_dir / "client.cert",
+                          client_dir / "client.key")
+        done = copy("--dest-tls-verify=false", "--dest-cert-dir", str(keys_only),
+                    f"oci:{layout.path}:v1", f"{server.host}/mtls/app:v2", home=home)
+        assert done.returncode == 0, done.stderr
+        assert digest_at(tmp_path, client_dir, f"{server.host}/mtls/app:v2") == layout.digest
     finally:
         server.stop()

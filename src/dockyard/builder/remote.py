@@ -31,8 +31,10 @@ from dockyard.remote.credentials import Credentials
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 EMPTY = b"{}"
 
-#: What a registry call of the builder may raise (besides a bad reference's ValueError).
-REGISTRY_ERRORS = (RegistryClientError, AuthError, aiohttp.ClientError, TimeoutError)
+#: What a registry call of the builder may raise (a ValueError: a bad reference, an auth
+#: file or a certs.d directory that cannot be used).
+REGISTRY_ERRORS = (RegistryClientError, AuthError, aiohttp.ClientError, TimeoutError,
+                   ValueError)
 
 CONFIG_LIMIT = 8 * 1024 * 1024
 """The largest image config `diff_ids` reads."""
@@ -219,7 +221,7 @@ class Registries:
         async def one(ref: str) -> RemoteImage | Exception | None:
             try:
                 return await self.lookup(ref)
-            except (*REGISTRY_ERRORS, ValueError) as exc:
+            except REGISTRY_ERRORS as exc:
                 return exc
 
         results = await asyncio.gather(*(one(r) for r in refs))

@@ -16,6 +16,7 @@ from dockyard.copying.refs import DOCKER_HUB, ImageRef, LayoutRef, RegistryRef
 from dockyard.copying.registry_end import RegistryRepository
 from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote import credentials as creds
+from dockyard.remote.certs import certs_dir, tls_for
 from dockyard.remote.client import RegistryClient
 
 #: Where Docker Hub's API lives.
@@ -36,16 +37,18 @@ class Access:
     cert_dir: Path | None = None
 
 
-async def base_url(host: str, verify_tls: bool) -> str:
+async def base_url(host: str, verify_tls: bool, probe: ssl.SSLContext | bool = False
+                   ) -> str:
     """`https://host`; without TLS verification, plain `http://host` when the host does
-    not speak TLS (as skopeo's `--tls-verify=false`)."""
+    not speak TLS (as skopeo's `--tls-verify=false`). `probe`: the unverified TLS to ask
+    with (a context offering the host's client certificate, if it has one)."""
     api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
     if verify_tls:
         return f"https://{api_host}"
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         try:
-            async with session.get(f"https://{api_host}/v2/", ssl=False):
+            async with session.get(f"https://{api_host}/v2/", ssl=probe):
                 return f"https://{api_host}"
         except (aiohttp.ClientError, ssl.SSLError, TimeoutError, OSError):
             return f"http://{api_host}"
@@ -63,9 +66,13 @@ async def open_end(ref: ImageRef, access: Access
     if found is None:
         files = [access.auth_file] if access.auth_file else None
         found = creds.lookup(ref.host, ref.repository, files)
-    client = RegistryClient(await base_url(ref.host, access.verify_tls), credentials=found,
-                            verify_tls=access.verify_tls, connections=access.connections,
-                            max_manifest=access.max_manifest, cert_dir=access.cert_dir)
+    # certs.d names Docker Hub `docker.io`, not the host its API is on (containers/image)
+    cert_dir = access.cert_dir or (certs_dir(DOCKER_HUB) if ref.host == DOCKER_HUB else None)
+    probe = False if access.verify_tls else tls_for(ref.host, verify=False, cert_dir=cert_dir)
+    client = RegistryClient(await base_url(ref.host, access.verify_tls, probe),
+                            credentials=found, verify_tls=access.verify_tls,
+                            connections=access.connections, max_manifest=access.max_manifest,
+                            cert_dir=cert_dir)
     try:
         yield RegistryRepository(client, ref.host, ref.repository)
     finally:

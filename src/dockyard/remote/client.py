@@ -104,9 +104,11 @@ class RegistryClient:
 
     def __init__(self, base_url: str, *, credentials: Credentials | None = None,
                  verify_tls: bool = True, connections: int = 16,
-                 max_manifest: int = MANIFEST_LIMIT, cert_dir: Path | None = None) -> None:
+                 max_manifest: int = MANIFEST_LIMIT, cert_dir: Path | None = None,
+                 certs_d: bool = True) -> None:
         """`cert_dir`: the registry's CAs and client certificates (`remote.certs`);
-        by default its `certs.d` directory, if any. Raises `CertDirError`."""
+        by default its `certs.d` directory, if any (not with `certs_d=False`: the
+        system's CAs only). Raises `CertDirError`."""
         self.base = base_url.rstrip("/")
         base = URL(self.base)
         #: where this registry's credentials may go (`_ours`)
@@ -119,7 +121,7 @@ class RegistryClient:
         self._auth = Authenticator(credentials, https=base.scheme == "https")
         self._ssl: ssl.SSLContext | bool = (
             tls_for(host_of(self.base), verify=verify_tls, cert_dir=cert_dir)
-            if base.scheme == "https" else verify_tls)
+            if base.scheme == "https" and (certs_d or cert_dir is not None) else verify_tls)
         # bytes pass through as the registry sent them (digests are of those bytes, so
         # no compression is asked for: aiohttp would offer gzip); 1 MiB reads (aiohttp's
         # 64 KiB default pauses and resumes the socket several times per MiB of a blob)

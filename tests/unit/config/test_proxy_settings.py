@@ -104,8 +104,9 @@ def test_serve_refuses_to_start_without_an_upstream_password(
 
 def test_an_upstreams_unusable_certs_d_stops_the_start_naming_the_rule(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A CA file in the upstream's certs.d directory that cannot be read is a start
-    error naming the rule (each worker would otherwise die building its client)."""
+    """A client certificate in the upstream's certs.d directory that cannot be used is
+    a start error naming the rule (each worker would otherwise die building its
+    client); a *.crt with no certificate is passed over, as podman does."""
     from dockyard.backends import check_upstreams
 
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -115,8 +116,40 @@ def test_an_upstreams_unusable_certs_d_stops_the_start_naming_the_rule(
     certs_d = tmp_path / ".config" / "containers" / "certs.d" / "upstream.example:8443"
     certs_d.mkdir(parents=True)
     (certs_d / "ca.crt").write_text("not a certificate\n")
-    with pytest.raises(ValueError, match=r"^proxy\.0\.upstream: .*ca\.crt: cannot be used"):
+    check_upstreams(settings)
+    (certs_d / "client.cert").write_text("not a certificate either\n")
+    with pytest.raises(ValueError, match=r"^proxy\.0\.upstream: .*client\.cert: client "
+                                         r"certificate without its key client\.key$"):
         check_upstreams(settings)
     plain = load_settings(overrides={"proxy": [
         {"prefix": "hub", "upstream": "https://upstream.example:8443", "tls_verify": False}]})
     check_upstreams(plain)  # not verified: nothing read
+
+
+def test_a_certs_d_broken_after_the_start_leaves_the_upstream_on_the_systems_cas(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A worker (re)started after the upstream's certs.d broke still serves: the error
+    is logged naming the rule, and the upstream is reached with the system's CAs (a
+    worker that died on it would take the others down with the supervisor)."""
+    import asyncio
+
+    from dockyard.backends import build_upstreams
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    certs_d = tmp_path / ".config" / "containers" / "certs.d" / "upstream.example"
+    certs_d.mkdir(parents=True)
+    (certs_d / "client.cert").write_text("no key beside it\n")
+    settings = load_settings(overrides={"proxy": [
+        {"prefix": "hub", "upstream": "https://upstream.example"}]})
+
+    async def build() -> int:
+        upstreams = build_upstreams(settings)
+        for _, upstream in upstreams:
+            await upstream.close()
+        return len(upstreams)
+
+    assert asyncio.run(build()) == 1
+    assert "proxy.0.upstream: " in caplog.text
+    assert "client certificate without its key client.key; the system's CAs are used" in \
+        caplog.text
