@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -65,6 +66,9 @@ repository_blobs = Table(
     Index(None, "digest"),
 )
 
+#: the rows the referrers indexes hold: manifests that name a subject
+REFERRER = "subject_digest IS NOT NULL"
+
 manifests = Table(
     "manifests",
     metadata,
@@ -85,10 +89,13 @@ manifests = Table(
     UniqueConstraint("repository_id", "digest"),
     # a subject's referrers in the referrers API's order, all of them or those of one
     # artifact type: a page of them is one range of either (migration 0019); deletes
-    # find a subject's referrers by the first two columns
-    Index("ix_manifests_referrers", "repository_id", "subject_digest", "created_at", "id"),
+    # find a subject's referrers by the first two columns. Partial: only referrers (a
+    # few manifests of most registries) are in them, so they cost no write elsewhere
+    Index("ix_manifests_referrers", "repository_id", "subject_digest", "created_at", "id",
+          sqlite_where=text(REFERRER), postgresql_where=text(REFERRER)),
     Index("ix_manifests_referrers_by_type", "repository_id", "subject_digest",
-          "artifact_type", "created_at", "id"),
+          "artifact_type", "created_at", "id",
+          sqlite_where=text(REFERRER), postgresql_where=text(REFERRER)),
 )
 
 manifest_blobs = Table(

@@ -15,6 +15,7 @@ Revises: 0018
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
@@ -22,6 +23,7 @@ down_revision = "0018"
 branch_labels = None
 depends_on = None
 
+REFERRER = "subject_digest IS NOT NULL"
 OLD = {"ix_manifests_repository_id_subject_digest": ["repository_id", "subject_digest"]}
 NEW = {
     "ix_manifests_referrers": ["repository_id", "subject_digest", "created_at", "id"],
@@ -34,7 +36,14 @@ def _swap(add: dict[str, list[str]], drop: dict[str, list[str]]) -> None:
     # plain CREATE and DROP INDEX on both dialects (no batch: SQLite would copy the
     # table); IF [NOT] EXISTS, so that a run over a schema that has them changes nothing
     for name, columns in add.items():
-        op.create_index(name, "manifests", columns, if_not_exists=True)
+        # the new ones hold referrers only (the old one every manifest): small to build,
+        # no write for a manifest that names no subject
+        if name in OLD:
+            op.create_index(name, "manifests", columns, if_not_exists=True)
+        else:
+            op.create_index(name, "manifests", columns, if_not_exists=True,
+                            sqlite_where=sa.text(REFERRER),
+                            postgresql_where=sa.text(REFERRER))
     for name in drop:
         op.drop_index(name, table_name="manifests", if_exists=True)
 
