@@ -668,10 +668,14 @@ def _describe(exc: ValidationError, path: Path | None,
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         key = ".".join(loc) or "(top level)"
-        variable = next((v for k, v in (from_env or {}).items() if loc[:len(k)] == k), None)
+        env = from_env or {}
+        variable = next((v for k, v in env.items() if loc[:len(k)] == k), None)
         where = f"{variable} " if variable else f"{path}: " if path else ""
         # a validator's own message, without pydantic's "Value error, " before it
         msg = ("unknown key" if err["type"] == "extra_forbidden"
                else err["msg"].removeprefix("Value error, "))
-        lines.append(f"{where}({key}): {msg}" if variable else f"{where}{key}: {msg}")
+        # a section's own check (loc: the section) may come of a variable set inside it
+        inside = sorted(v for k, v in env.items() if len(k) > len(loc) and k[:len(loc)] == loc)
+        also = f" (with {', '.join(inside)} from the environment)" if inside else ""
+        lines.append(f"{where}({key}): {msg}" if variable else f"{where}{key}: {msg}{also}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -531,3 +531,14 @@ def test_a_bad_value_from_the_environment_is_named_by_its_variable(tmp_path: Pat
         "DOCKYARD_STORAGE_UPLOADS_EXPIRY (storage.uploads.expiry)",
     ], lines
     assert lines[1].strip().startswith(f"{path}: http.trusted_proxies: "), lines
+
+
+def test_a_sections_own_check_names_the_variables_set_inside_it(tmp_path: Path) -> None:
+    """A section's check (loc: the section) failing with a key a variable set: the
+    message says that variable took part, besides the file."""
+    path = write(tmp_path, "http:\n  workers: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={"DOCKYARD_STORAGE_DRIVER": "s3"})
+    assert str(info.value).splitlines()[1].strip() == (
+        f"{path}: storage: storage.s3.bucket is required with storage.driver: s3 "
+        "(with DOCKYARD_STORAGE_DRIVER from the environment)")
