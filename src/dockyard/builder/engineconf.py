@@ -32,7 +32,9 @@ def runroot_for(storage: Path) -> Path:
     enough for podman, else a folder named by the storage's hash in the runtime directory
     (/run as root, $XDG_RUNTIME_DIR otherwise; both private to the user), where it can be
     made (else the storage's own, slow but working)."""
-    own = storage.absolute() / "runroot"
+    # resolved for the length and the hash alike: one graph root, one run root, however
+    # the storage is named (containers/storage tolerates no other)
+    own = storage.resolve() / "runroot"
     if len(str(own)) <= RUNROOT_LIMIT:
         return own
     runtime = "/run" if os.geteuid() == 0 else os.environ.get("XDG_RUNTIME_DIR", "")
@@ -41,7 +43,7 @@ def runroot_for(storage: Path) -> Path:
     if not runtime or len(str(short)) > RUNROOT_LIMIT:
         return own
     try:
-        short.mkdir(parents=True, exist_ok=True)
+        short.mkdir(mode=0o700, parents=True, exist_ok=True)  # as podman makes its own
     except OSError:
         return own
     return short
