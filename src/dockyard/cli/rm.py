@@ -19,7 +19,7 @@ import click
 
 from dockyard.config.types import http_url
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import DigestInvalid
+from dockyard.oci.errors import DigestInvalid, one_line
 from dockyard.remote.certs import CertDirError
 from dockyard.remote.client import RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
@@ -148,9 +148,9 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
                 try:
                     await delete(client, target)
                     click.echo(f"deleted {target}")
-                except RegistryClientError as exc:
-                    failed += 1
-                    click.echo(f"{target}: {exc}", err=True)
+                except (RegistryClientError, aiohttp.ClientError, TimeoutError) as exc:
+                    failed += 1  # the connection too: said, and the others still tried
+                    click.echo(f"{target}: {one_line(exc)}", err=True)
         return failed
 
     try:
