@@ -124,7 +124,7 @@ def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
         except ValueError as exc:  # its certs.d changed since the start checked it
             log.error("proxy.%d.upstream: %s; the system's CAs are used", i, exc)
             client = RegistryClient(rule.upstream, credentials=creds,
-                                    verify_tls=rule.tls_verify, certs_d=False,
+                                    verify_tls=rule.tls_verify, tls=rule.tls_verify,
                                     max_manifest=settings.limits.manifest_max_size)
         out.append((rule, RemoteUpstream(client)))
     return out

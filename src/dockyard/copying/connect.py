@@ -16,7 +16,7 @@ from dockyard.copying.refs import DOCKER_HUB, ImageRef, LayoutRef, RegistryRef
 from dockyard.copying.registry_end import RegistryRepository
 from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote import credentials as creds
-from dockyard.remote.certs import certs_dir, tls_for
+from dockyard.remote.certs import tls_for
 from dockyard.remote.client import RegistryClient
 
 #: Where Docker Hub's API lives.
@@ -66,13 +66,13 @@ async def open_end(ref: ImageRef, access: Access
     if found is None:
         files = [access.auth_file] if access.auth_file else None
         found = creds.lookup(ref.host, ref.repository, files)
-    # certs.d names Docker Hub `docker.io`, not the host its API is on (containers/image)
-    cert_dir = access.cert_dir or (certs_dir(DOCKER_HUB) if ref.host == DOCKER_HUB else None)
-    probe = False if access.verify_tls else tls_for(ref.host, verify=False, cert_dir=cert_dir)
-    client = RegistryClient(await base_url(ref.host, access.verify_tls, probe),
+    # by the host as the reference names it: certs.d calls Docker Hub `docker.io`, not
+    # the host its API is on (containers/image)
+    tls = tls_for(ref.host, verify=access.verify_tls, cert_dir=access.cert_dir)
+    client = RegistryClient(await base_url(ref.host, access.verify_tls, tls),
                             credentials=found, verify_tls=access.verify_tls,
                             connections=access.connections, max_manifest=access.max_manifest,
-                            cert_dir=cert_dir)
+                            tls=tls)
     try:
         yield RegistryRepository(client, ref.host, ref.repository)
     finally:

@@ -16,7 +16,6 @@ import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -104,11 +103,11 @@ class RegistryClient:
 
     def __init__(self, base_url: str, *, credentials: Credentials | None = None,
                  verify_tls: bool = True, connections: int = 16,
-                 max_manifest: int = MANIFEST_LIMIT, cert_dir: Path | None = None,
-                 certs_d: bool = True) -> None:
-        """`cert_dir`: the registry's CAs and client certificates (`remote.certs`);
-        by default its `certs.d` directory, if any (not with `certs_d=False`: the
-        system's CAs only). Raises `CertDirError`."""
+                 max_manifest: int = MANIFEST_LIMIT,
+                 tls: ssl.SSLContext | bool | None = None) -> None:
+        """`tls`: what its requests verify and offer (`remote.certs.tls_for`); None: the
+        system's CAs and the registry's `certs.d` directory, if any. Raises
+        `CertDirError` (a ValueError) when that directory cannot be used."""
         self.base = base_url.rstrip("/")
         base = URL(self.base)
         #: where this registry's credentials may go (`_ours`)
@@ -119,9 +118,10 @@ class RegistryClient:
         self.small_timeouts = aiohttp.ClientTimeout(total=SMALL_REQUEST_SECONDS,
                                                     sock_connect=30)
         self._auth = Authenticator(credentials, https=base.scheme == "https")
-        self._ssl: ssl.SSLContext | bool = (
-            tls_for(host_of(self.base), verify=verify_tls, cert_dir=cert_dir)
-            if base.scheme == "https" and (certs_d or cert_dir is not None) else verify_tls)
+        if tls is None:
+            tls = (tls_for(host_of(self.base), verify=verify_tls) if base.scheme == "https"
+                   else verify_tls)
+        self._ssl = tls
         # bytes pass through as the registry sent them (digests are of those bytes, so
         # no compression is asked for: aiohttp would offer gzip); 1 MiB reads (aiohttp's
         # 64 KiB default pauses and resumes the socket several times per MiB of a blob)
