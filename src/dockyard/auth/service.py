@@ -101,16 +101,14 @@ class AccessControl:
         #: password checks in flight, by (client, user, password): identical attempts
         #: share one (see `_check_once`)
         self._checking: dict[tuple[str, str, str], asyncio.Task[Entry]] = {}
+        # a password method without the file is refused when the config is read
+        # (`AuthSettings`), so `config check` says it too
         self.htpasswd: HtpasswdFile | None = None
         if settings.htpasswd.path is not None:
             try:
                 self.htpasswd = HtpasswdFile(settings.htpasswd.path)
             except (HtpasswdError, OSError) as exc:
                 raise ValueError(f"auth.htpasswd.path: {exc}") from None
-        elif settings.method == "htpasswd" or (settings.method == "token"
-                                                and settings.token.builtin):
-            raise ValueError("auth.htpasswd.path is required for htpasswd and for the "
-                             "built-in token service")
         self.issuer: TokenIssuer | None = None
         self.verifier: TokenVerifier | None = None
         if settings.method == "token":
