@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,46 @@ async def migrated_store(database_url: str) -> AsyncIterator[MetadataStore]:
         yield store
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def planned(database_url: str, name: str
+                  ) -> AsyncIterator[tuple[MetadataStore, Any, Callable[[], Awaitable[list[str]]]]]:
+    """A migrated store on a database of its own (`name`: a module's registry would
+    collect the rows a test writes) whose reads are not run but explained: yields the
+    store, an asyncpg connection to that database, and `plans()`: the `EXPLAIN` of each
+    statement the store was asked to read since."""
+    import asyncpg
+    from sqlalchemy import make_url
+    from sqlalchemy.dialects import postgresql
+
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+    await admin.execute(f"CREATE DATABASE {name}")
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    conn = await asyncpg.connect(url)
+    try:
+        async with migrated_store(url) as store:
+            statements: list[Any] = []
+
+            async def read(stmt: Any, params: Any = None) -> list[Any]:
+                statements.append(stmt)
+                return []
+
+            async def plans() -> list[str]:
+                sqls = [str(stmt.compile(dialect=postgresql.dialect(),
+                                         compile_kwargs={"literal_binds": True}))
+                        for stmt in statements]
+                statements.clear()
+                return ["\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
+                        for sql in sqls]
+
+            store._read = read  # type: ignore[method-assign]
+            yield store, conn, plans
+    finally:
+        await conn.close()
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.close()
 
 
 @pytest.fixture(scope="module")
@@ -200,52 +240,21 @@ async def test_the_collectors_pages_of_unlinked_blobs_follow_an_index(database_u
     (`COLLATE "C"`), which the primary key's index (in the database's collation) does
     not serve: each page was a scan and a sort of the whole table. With the index in
     that order (0018) a page is an index scan that stops at its end."""
-    import asyncpg
-    from sqlalchemy import make_url
-    from sqlalchemy.dialects import postgresql
-
     from dockyard.gc.collector import PAGE
-    from dockyard.metadata.engine import migrate, open_engines
     from dockyard.metadata.lifecycle import LifecycleStore
-    from dockyard.metadata.store import MetadataStore
 
-    # a database of its own: the module's registry would collect these rows
-    name = f"plans_{os.getpid()}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f"DROP DATABASE IF EXISTS {name}")
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    engines = open_engines(url)
-    store = MetadataStore(engines)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate(engines)
+    async with planned(database_url, f"plans_{os.getpid()}") as (store, conn, plans):
         old = time.time() - 86400
         await conn.copy_records_to_table(
             "blobs", columns=["digest", "size", "created_at", "touched_at"],
             records=[(f"sha256:{i:064x}", 1, old, old) for i in range(3 * PAGE)])
         await conn.execute("ANALYZE blobs")
-        pages: list[Any] = []
-
-        async def read(stmt: Any, params: Any = None) -> list[Any]:
-            pages.append(stmt)
-            return []
-
-        store._read = read  # type: ignore[method-assign]
         life = LifecycleStore(store)
         await life.unlinked_blobs(time.time(), limit=PAGE)
         await life.unlinked_blobs(time.time(), after=f"sha256:{PAGE:064x}", limit=PAGE)
-        for stmt in pages:
-            sql = str(stmt.compile(dialect=postgresql.dialect(),
-                                   compile_kwargs={"literal_binds": True}))
-            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
+        for plan in await plans():
             assert "ix_blobs_digest_bytewise" in plan, plan
             assert "Sort" not in plan, plan
-    finally:
-        await conn.close()
-        await store.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        await admin.close()
 
 
 async def test_referrers_come_in_pages_on_postgres(database_url: str) -> None:
@@ -261,23 +270,8 @@ async def test_a_page_of_referrers_follows_an_index(database_url: str) -> None:
     """A subject with 20,000 referrers: each page of the referrers API is a range scan of
     an index in their order (0019) that stops at the page's end, with no sort of all of
     them; filtered by artifact type, of the index with the type before the order."""
-    import asyncpg
-    from sqlalchemy import make_url
-    from sqlalchemy.dialects import postgresql
-
-    from dockyard.metadata.engine import migrate, open_engines
-
-    name = f"referrers_{os.getpid()}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f"DROP DATABASE IF EXISTS {name}")
-    await admin.execute(f"CREATE DATABASE {name}")
-    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    engines = open_engines(url)
-    store = MetadataStore(engines)
-    conn = await asyncpg.connect(url)
     subject = f"sha256:{0:064x}"
-    try:
-        await migrate(engines)
+    async with planned(database_url, f"referrers_{os.getpid()}") as (store, conn, plans):
         repo = await conn.fetchval("INSERT INTO repositories (name, created_at) "
                                    "VALUES ('many', 0) RETURNING id")
         await conn.copy_records_to_table(
@@ -287,30 +281,16 @@ async def test_a_page_of_referrers_follows_an_index(database_url: str) -> None:
                       f"application/vnd.example.{i % 7}", 2, b"{}", subject, 1e9 + i)
                      for i in range(20_000)])
         await conn.execute("ANALYZE")
-        statements: list[Any] = []
-
-        async def read(stmt: Any, params: Any = None) -> list[Any]:
-            statements.append(stmt)
-            return []
-
-        store._read = read  # type: ignore[method-assign]
         await store.referrers("many", subject, None, limit=1001)
         await store.referrers("many", subject, None, limit=1001, after=(1e9 + 5000, 5001))
         await store.referrers("many", subject, "application/vnd.example.3", limit=1001,
                               after=(1e9 + 5000, 5001))
-        for stmt, index in zip(statements, ("ix_manifests_referrers ",
-                                            "ix_manifests_referrers ",
-                                            "ix_manifests_referrers_by_type "), strict=True):
-            sql = str(stmt.compile(dialect=postgresql.dialect(),
-                                   compile_kwargs={"literal_binds": True}))
-            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql))
+        for plan, index in zip(await plans(), ("ix_manifests_referrers ",
+                                                    "ix_manifests_referrers ",
+                                                    "ix_manifests_referrers_by_type "),
+                               strict=True):
             assert f"Index Scan using {index}" in plan, plan
             assert "Sort" not in plan, plan
-    finally:
-        await conn.close()
-        await store.close()
-        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        await admin.close()
 
 
 def test_connections_the_database_dropped_are_replaced(registry: Server,
