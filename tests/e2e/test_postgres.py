@@ -203,9 +203,22 @@ async def test_upload_session_cap_holds_under_racing_writers(database_url: str) 
             return False
         return True
 
+    async def open_anonymous(store: MetadataStore, i: int, cap: int) -> str | None:
+        try:
+            await store.create_upload(f"anon-{os.getpid()}-{i}", "race", None,
+                                      max_total=cap, max_per_owner=7)
+        except SessionLimit as exc:
+            return exc.which
+        return None
+
     try:
         won = await asyncio.gather(*(open_one(a if i % 2 else b, i) for i in range(40)))
         assert sum(won) == 7
+        # the total cap too, for sessions of no owner (the per-owner cap skips those)
+        cap = len(await a.upload_ids()) + 5
+        refused = await asyncio.gather(*(open_anonymous(a if i % 2 else b, i, cap)
+                                         for i in range(20)))
+        assert sorted(refused, key=str) == [None] * 5 + ["total"] * 15
     finally:
         await a.close()
         await b.close()

@@ -12,7 +12,18 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, null, or_, select, update
+from sqlalchemy import (
+    Integer,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from dockyard.metadata.dialects import postgresql, sqlite
@@ -100,6 +111,23 @@ class Statements:
         self.create_upload = Prepared(insert(uploads).values(
             id=b("id"), repository=b("name"), offset=0, started_at=b("now"), updated_at=b("now"),
             owner=b("owner"), holder=b("holder"), held_until=b("until")))
+        # the same row, only while the caps (0: none) leave room: count and insert are
+        # one statement, so one round trip; on PostgreSQL it runs after `upload_lock`,
+        # and its snapshot, taken then, sees every session opened before
+        cols = (uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
+                uploads.c.updated_at, uploads.c.owner, uploads.c.holder, uploads.c.held_until)
+        id_, name, _, now, _, owner, holder, until = (
+            bindparam(f"p_{key}", type_=col.type) for key, col in zip(
+                ("id", "name", "", "now", "", "owner", "holder", "until"), cols, strict=True))
+        max_total, max_owner = (bindparam("p_max_total", type_=Integer),
+                                bindparam("p_max_owner", type_=Integer))
+        total = select(func.count()).select_from(uploads).scalar_subquery()
+        owned = (select(func.count()).select_from(uploads).where(uploads.c.owner == owner)
+                 .scalar_subquery())
+        room = select(id_, name, literal(0, uploads.c.offset.type), now, now, owner, holder,
+                      until).where(or_(max_total == 0, total < max_total),
+                                   or_(max_owner == 0, owner.is_(None), owned < max_owner))
+        self.create_upload_capped = Prepared(insert(uploads).from_select(cols, room))
         # the hold and the read a request needs, in one write: no row when the session
         # is unknown (in this repository) or another request validly holds it
         self.hold_upload = Prepared(
@@ -116,7 +144,7 @@ class Statements:
         self.release_upload = Prepared(
             update(uploads).where(uploads.c.id == b("id"), uploads.c.holder == b("holder"))
             .values(holder=null(), held_until=null()))
-        # open sessions, all and `owner`'s, in one statement (one round trip)
+        # open sessions, all and `owner`'s, in one statement: which cap refused one
         self.open_uploads = Prepared(
             select(func.count(), func.count().filter(uploads.c.owner == b("owner")))
             .select_from(uploads))
@@ -190,7 +218,7 @@ class Statements:
         self.retag = Prepared(
             update(tags).where(tags.c.repository_id == b("repo"), tags.c.name == b("tag"))
             .values(manifest_id=b("manifest"), updated_at=b("now"), pushed_by=b("by")))
-        # an upsert: a concurrent push may create the same tag between retag and this
+        # a new tag or a moved one, in one statement (`retag` moves one that exists)
         add_tag = ins(tags).values(repository_id=b("repo"), name=b("tag"),
                                    manifest_id=b("manifest"), updated_at=b("now"),
                                    pushed_by=b("by"))

@@ -364,16 +364,20 @@ class MetadataStore:
         until = now + ttl if holder is not None else None
 
         def body(conn: Conn) -> None:
-            if max_total or max_per_owner:
-                if q.upload_lock is not None:
-                    run(conn, q.upload_lock)
-                total, owned = run(conn, q.open_uploads, owner=owner).fetchone()
-                if max_per_owner and owner is not None and owned >= max_per_owner:
-                    raise SessionLimit("owner", max_per_owner)
-                if max_total and total >= max_total:
-                    raise SessionLimit("total", max_total)
-            run(conn, q.create_upload, id=session_id, name=name, now=now, owner=owner,
-                holder=holder, until=until)
+            row = {"id": session_id, "name": name, "now": now, "owner": owner,
+                   "holder": holder, "until": until}
+            if not (max_total or max_per_owner):
+                run(conn, q.create_upload, **row)
+                return
+            if q.upload_lock is not None:
+                run(conn, q.upload_lock)
+            if run(conn, q.create_upload_capped, max_total=max_total,
+                   max_owner=max_per_owner, **row).rowcount:
+                return
+            _, owned = run(conn, q.open_uploads, owner=owner).fetchone()
+            if max_per_owner and owner is not None and owned >= max_per_owner:
+                raise SessionLimit("owner", max_per_owner)
+            raise SessionLimit("total", max_total)
 
         await self.engines.compiled(body)
         return UploadRecord(session_id, name, 0, now, now)
@@ -589,8 +593,7 @@ class MetadataStore:
                 run(conn, q.touch_manifest, manifest=manifest_id, now=now)
             for d in new.child_digests:  # so are the children it names
                 run(conn, q.touch_child, repo=repo_id, digest=d, now=now)
-            if tag is not None and not run(conn, q.retag, repo=repo_id, tag=tag,
-                                           manifest=manifest_id, now=now, by=by).rowcount:
+            if tag is not None:  # one upsert, new tag or moved
                 run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now,
                     by=by)
             if added is not None or tag is not None:
