@@ -32,11 +32,21 @@ found without a round trip per checkout: a connection idle longer than `IDLE_PIN
 pinged when taken from the pool, and a read, or a write whose connection fails before
 its commit, runs once more on a fresh connection (the pool then replaces every older
 one).
+
+`migrate` brings the schema to `HEAD_REVISION` at each start. On SQLite the upgrade is
+one `BEGIN IMMEDIATE` transaction. On PostgreSQL it runs under an advisory lock held
+at session level, one transaction per migration: the indexes of large tables are built
+`CONCURRENTLY`, outside any transaction, so that a registry of millions of rows keeps
+taking pushes (and nodes of the previous version keep writing) during the build
+(`migrations/indexes.py`). The other steps (new tables and columns, indexes of new
+tables) stay transactional: quick at any size, and all or nothing with the migration's
+version stamp.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -354,25 +364,91 @@ def stored_revision(connection: Connection) -> str | None:
     return str(rows[0][0]) if len(rows) == 1 else None
 
 
+MIGRATION_POLL = 0.2
+"""Seconds between a waiting node's tries of the migration lock."""
+
+
 async def migrate(engines: Engines) -> None:
     """Bring the schema to the newest revision (idempotent; run once at start).
 
-    Nodes sharing one PostgreSQL start together and each migrates: the transaction takes
-    an advisory lock first, so one creates the schema and the others, once it commits,
-    find it current. (On SQLite `BEGIN IMMEDIATE` serialises them already.) A schema
-    found current (most starts) is left as it is without importing Alembic or loading
-    every migration script.
+    A schema found current (most starts) is left as it is without importing Alembic or
+    loading every migration script. Otherwise, on SQLite, the whole upgrade is one
+    `BEGIN IMMEDIATE` transaction, which serialises the node's processes; on PostgreSQL
+    see `_migrate_postgresql`.
     """
+    if engines.sqlite is None:
+        await _migrate_postgresql(engines.url)
+        return
 
     def upgrade(connection: Connection) -> None:
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-        if stored_revision(connection) == HEAD_REVISION:
-            return
-        from alembic import command
-
-        cfg = alembic_config()
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, "head")
+        current = stored_revision(connection)
+        if current != HEAD_REVISION:
+            _alembic_upgrade(connection, current)
 
     await engines.transaction(upgrade)
+
+
+async def _migrate_postgresql(url: str) -> None:
+    """Upgrade under `MIGRATION_LOCK`, held at session level on a connection of its own.
+
+    Nodes sharing one PostgreSQL start together and each migrates: one takes the lock and
+    upgrades, the others wait for it and then find the schema current. The lock is held
+    across the whole upgrade, not per transaction, because an index is built
+    concurrently outside any transaction (`migrations/indexes.py`) so that pushes, and
+    the writes of nodes still on the previous version, go on during the build.
+
+    The others wait by trying the lock now and then, each try a short transaction, never
+    by a blocking `pg_advisory_lock`: that would hold a snapshot while it waits, which a
+    concurrent index build waits for in turn (a deadlock PostgreSQL breaks by failing one
+    of them). The lock is released at the end, failure included; closing the connection
+    (it is not pooled) releases it whatever happened.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(async_url(url), poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(stored_revision)
+            await conn.rollback()
+            if current == HEAD_REVISION:
+                return
+            said = False
+            while not (await conn.execute(
+                    text(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK})"))).scalar():
+                await conn.rollback()
+                if not said:
+                    log.info("waiting for another node to migrate the metadata schema")
+                    said = True
+                await asyncio.sleep(MIGRATION_POLL)
+            await conn.commit()
+            try:
+                await conn.run_sync(_upgrade_locked)
+            finally:
+                with contextlib.suppress(DBAPIError):  # a lost connection holds nothing
+                    await conn.rollback()
+                    await conn.execute(text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                    await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+def _upgrade_locked(connection: Connection) -> None:
+    """Under the migration lock: upgrade unless another node has done it meanwhile."""
+    current = stored_revision(connection)
+    connection.commit()  # Alembic runs each migration in a transaction of its own
+    if current != HEAD_REVISION:
+        _alembic_upgrade(connection, current)
+        connection.commit()
+
+
+def _alembic_upgrade(connection: Connection, current: str | None) -> None:
+    """Alembic's upgrade to head on `connection`, from revision `current`."""
+    from alembic import command
+
+    log.info("migrating the metadata schema from revision %s to %s", current or "none",
+             HEAD_REVISION)
+    cfg = alembic_config()
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")

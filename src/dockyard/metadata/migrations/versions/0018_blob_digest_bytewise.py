@@ -6,13 +6,18 @@ index is in the database's collation, which serves neither unless that is "C": e
 page was a scan and sort of the whole table. On SQLite the primary key's index is in
 byte order already (BINARY): nothing to do.
 
+Built concurrently: writes to blobs go on meanwhile (`migrations/indexes.py`).
+
 Revision ID: 0018
 Revises: 0017
 """
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
+
+from dockyard.metadata.migrations.indexes import create_index, drop_index
 
 revision = "0018"
 down_revision = "0017"
@@ -24,9 +29,9 @@ INDEX = "ix_blobs_digest_bytewise"
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f'CREATE INDEX IF NOT EXISTS {INDEX} ON blobs (digest COLLATE "C")')
+        create_index(INDEX, "blobs", [sa.text('digest COLLATE "C"')])
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"DROP INDEX IF EXISTS {INDEX}")
+        drop_index(INDEX, "blobs")

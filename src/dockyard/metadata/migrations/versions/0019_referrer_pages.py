@@ -9,14 +9,16 @@ stops at its end; with the artifact type between, a filtered page is one too (no
 past every referrer of other types). Deletes, which look a subject's referrers up by the
 first two columns, use the first as they used the old one.
 
+Built and dropped concurrently on PostgreSQL: pushes go on meanwhile
+(`migrations/indexes.py`).
+
 Revision ID: 0019
 Revises: 0018
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
+from dockyard.metadata.migrations.indexes import create_index, drop_index
 
 revision = "0019"
 down_revision = "0018"
@@ -33,19 +35,14 @@ NEW = {
 
 
 def _swap(add: dict[str, list[str]], drop: dict[str, list[str]]) -> None:
-    # plain CREATE and DROP INDEX on both dialects (no batch: SQLite would copy the
-    # table); IF [NOT] EXISTS, so that a run over a schema that has them changes nothing
+    # CREATE and DROP INDEX on both dialects (no batch: SQLite would copy the table); a
+    # run over a schema that has them (valid) changes nothing
     for name, columns in add.items():
         # the new ones hold referrers only (the old one every manifest): small to build,
         # no write for a manifest that names no subject
-        if name in OLD:
-            op.create_index(name, "manifests", columns, if_not_exists=True)
-        else:
-            op.create_index(name, "manifests", columns, if_not_exists=True,
-                            sqlite_where=sa.text(REFERRER),
-                            postgresql_where=sa.text(REFERRER))
+        create_index(name, "manifests", columns, where=None if name in OLD else REFERRER)
     for name in drop:
-        op.drop_index(name, table_name="manifests", if_exists=True)
+        drop_index(name, "manifests")
 
 
 def upgrade() -> None:
