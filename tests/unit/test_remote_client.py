@@ -453,3 +453,94 @@ async def test_a_challenge_from_the_server_a_redirect_led_to_gets_no_credentials
 
 async def _drain_bytes(chunks: AsyncIterator[bytes]) -> int:
     return sum([len(piece) async for piece in chunks])
+
+
+# --- streamed blobs that stop moving ---------------------------------------------------
+
+MiB = 1 << 20
+
+
+async def _chunks(count: int) -> AsyncIterator[bytes]:
+    for _ in range(count):
+        yield b"x" * MiB
+
+
+def _upload_app(put: Any) -> web.Application:
+    async def start(request: web.Request) -> web.Response:
+        return web.Response(status=202, headers={"Location": "/v2/a/blobs/uploads/1"})
+
+    app = web.Application()
+    app.router.add_post("/v2/a/blobs/uploads/", start)
+    app.router.add_put("/v2/a/blobs/uploads/1", put)
+    return app
+
+
+async def test_a_blob_put_the_registry_stops_reading_is_cut_off() -> None:
+    # aiohttp's read timeout starts only once the request body is sent: a registry that
+    # took the PUT's headers and then read nothing held `dockyard copy` for ever
+    over = asyncio.Event()
+
+    async def deaf(request: web.Request) -> web.Response:
+        await over.wait()  # reads no byte of the body
+        return web.Response(status=201)
+
+    async with TestServer(_upload_app(deaf), host="127.0.0.1") as srv, client(srv) as c:
+        c.stall = LIMIT
+        began = time.monotonic()
+        try:
+            with pytest.raises(TimeoutError) as caught:
+                await asyncio.wait_for(c.push_blob("a", "sha256:" + "0" * 64, 64 * MiB,
+                                                   _chunks(64)), 15)
+        finally:
+            over.set()
+        assert "no byte of it went out for 1 s" in str(caught.value)
+        assert time.monotonic() - began < LIMIT + 2.0
+
+
+async def test_a_blob_put_the_registry_reads_slowly_but_steadily_is_not_cut_off() -> None:
+    read: list[int] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        while piece := await request.content.read(MiB):
+            read.append(len(piece))
+            await asyncio.sleep(0.05)
+        return web.Response(status=201)
+
+    async with TestServer(_upload_app(slow), host="127.0.0.1") as srv, client(srv) as c:
+        c.stall = LIMIT
+        began = time.monotonic()
+        await c.push_blob("a", "sha256:" + "0" * 64, 48 * MiB, _chunks(48))
+        assert time.monotonic() - began > 2 * LIMIT  # longer than the stall, all moving
+    assert sum(read) == 48 * MiB
+
+
+async def test_trickled_headers_of_a_streamed_blob_are_cut_off() -> None:
+    # each byte resets the socket's read timeout: a blob GET whose answer's headers come
+    # a byte at a time (128 headers of 8 KiB, aiohttp's limits) would hold a copy, a
+    # pull-through fetch or a replica for days
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        try:
+            for _ in range(8000):
+                writer.write(b"s")
+                await writer.drain()
+                await asyncio.sleep(TRICKLE)
+        except ConnectionError:
+            pass
+        writer.close()
+
+    trickler = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = trickler.sockets[0].getsockname()[1]
+    try:
+        async with RegistryClient(f"http://127.0.0.1:{port}") as c:
+            c.stall = c.headers_within = LIMIT
+            began = time.monotonic()
+            with pytest.raises(TimeoutError) as caught:
+                await asyncio.wait_for(c.open_blob("a", "sha256:" + "0" * 64).__aenter__(),
+                                       10)
+            assert "did not answer within 1 s" in str(caught.value)
+            assert time.monotonic() - began < LIMIT + 1.0
+    finally:
+        trickler.close()
+        await trickler.wait_closed()

@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -87,6 +87,10 @@ MAX_PAGES = 10_000
 MAX_ITEMS = 1_000_000
 #: how long ending an upload session after a failed blob PUT may take
 CANCEL_SECONDS = 10.0
+#: how long a streamed blob may move no byte, either way: the registry sends none of a
+#: blob we GET (the socket's read timeout), or reads none of one we PUT (aiohttp times
+#: no write: a registry that stops reading would hold the copy for ever)
+STALL_SECONDS = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,11 @@ class RegistryClient:
         #: the time limits of a request that streams no blob
         self.small_timeouts = aiohttp.ClientTimeout(total=SMALL_REQUEST_SECONDS,
                                                     sock_connect=30)
+        #: seconds a streamed blob may move no byte (`STALL_SECONDS`)
+        self.stall = STALL_SECONDS
+        #: seconds a streamed GET may take to answer its status and headers (a registry
+        #: trickling them a byte at a time never lets the read timeout fire)
+        self.headers_within = SMALL_REQUEST_SECONDS
         self._auth = Authenticator(credentials, https=base.scheme == "https")
         if tls is None:
             tls = (tls_for(host_of(self.base), verify=verify_tls) if base.scheme == "https"
@@ -127,7 +136,8 @@ class RegistryClient:
         # 64 KiB default pauses and resumes the socket several times per MiB of a blob)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                          sock_read=STALL_SECONDS),
             read_bufsize=CHUNK, auto_decompress=False,
             headers={"Accept-Encoding": "identity"})
 
@@ -161,12 +171,16 @@ class RegistryClient:
         """One request, authenticated for `scopes`; a 401 is answered and retried once
         (only when the body can be sent again). Statuses >= 400 not in `ok` raise.
         `timeouts` replace the session's (which has no overall limit); without them a
-        request that does not stream a blob (`streaming`) gets `small_timeouts`. A body
-        read with `read_at_most` past its limit raises `ResponseTooLarge`."""
+        request that does not stream a blob (`streaming`) gets `small_timeouts`, and one
+        that does gets `stall` between two reads, and `headers_within` for its answer's
+        headers when it sends no body. A body read with `read_at_most` past its limit
+        raises `ResponseTooLarge`."""
         absolute = path.startswith(("http://", "https://"))
         url = path if absolute else self.url(path)
-        if timeouts is None and not streaming:
-            timeouts = self.small_timeouts
+        if timeouts is None:
+            timeouts = self.small_timeouts if not streaming else aiohttp.ClientTimeout(
+                total=None, sock_connect=30, sock_read=self.stall)
+        answer_within = self.headers_within if streaming and data is None else None
         for attempt in (0, 1):
             sent = dict(headers or {})
             # an absolute URL the registry handed out (an upload's Location) may be on
@@ -175,9 +189,17 @@ class RegistryClient:
                              if not absolute or self._ours(url) else None)
             if authorization:
                 sent["Authorization"] = authorization
-            extra: dict[str, Any] = {} if timeouts is None else {"timeout": timeouts}
-            resp = await self._session.request(method, url, headers=sent, data=data,
-                                               ssl=self._ssl, allow_redirects=True, **extra)
+            answering = asyncio.timeout(answer_within)
+            try:
+                async with answering:
+                    resp = await self._session.request(method, url, headers=sent, data=data,
+                                                       ssl=self._ssl, allow_redirects=True,
+                                                       timeout=timeouts)
+            except TimeoutError:
+                if not answering.expired():
+                    raise
+                raise TimeoutError(f"{method} {URL(url).path}: the registry did not answer "
+                                   f"within {answer_within:g} s") from None
             try:
                 if resp.status == 401 and not self._ours(resp.url):
                     # a redirect led elsewhere (a CDN, a host the registry names): its
@@ -449,15 +471,52 @@ class RegistryClient:
             location = await self.start_upload(name)
         sep = "&" if "?" in location else "?"
         try:
-            async with self.request("PUT", f"{location}{sep}digest={quote(digest)}",
-                                    scopes=push(name), replayable=False, data=chunks,
-                                    streaming=True,
-                                    headers={"Content-Type": "application/octet-stream",
-                                             "Content-Length": str(size)}):
+            async with _moving(self.stall, f"PUT of {digest}") as fed, self.request(
+                    "PUT", f"{location}{sep}digest={quote(digest)}", scopes=push(name),
+                    replayable=False, data=fed(chunks), streaming=True,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Length": str(size)}):
                 pass
         except BaseException:
             await self.cancel_upload(location, name)  # nobody will resume it
             raise
+
+
+Feed = Callable[[AsyncIterable[bytes]], AsyncIterator[bytes]]
+
+
+@asynccontextmanager
+async def _moving(stall: float, what: str) -> AsyncIterator[Feed]:
+    """A bound on a request body that stops moving: within it, the body passed through
+    the `Feed` must hand the connection a chunk every `stall` seconds (the registry
+    reads it, the source sends it), else the request is cancelled and `TimeoutError`
+    names `what`. Once the body is sent, the answer is the read timeout's."""
+    loop = asyncio.get_running_loop()
+    live: list[asyncio.Timeout] = []
+
+    def push(when: float | None) -> None:
+        if live:  # not after the bound ended (the writer may outlive a refused PUT)
+            live[0].reschedule(when)
+
+    async def fed(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            yield chunk  # back here once the connection took it
+            push(loop.time() + stall)
+        push(None)
+
+    bound = asyncio.timeout(stall)
+    try:
+        async with bound:
+            live.append(bound)
+            try:
+                yield fed
+            finally:
+                live.clear()
+    except TimeoutError:
+        if not bound.expired():
+            raise
+        raise TimeoutError(f"{what}: no byte of it went out for {stall:g} s (the "
+                           "registry stopped reading it)") from None
 
 
 def pull(name: str) -> tuple[str, ...]:
