@@ -1,7 +1,8 @@
 """A replica against a real primary: a tag that vanishes between the comparison's listing
 and its look at it deletes nothing else (one failed look used to read as "the
 repository has no tags", and the replica deleted every tag of it); a blob body longer
-than its descriptor is not read past the descriptor's size."""
+than its descriptor is not read past the descriptor's size; indexes nested 1,500 deep
+replicate (no recursion)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
 from dockyard.remote.client import ManifestInfo, RegistryClient
 from dockyard.replica.follower import Follower
-from tests.support.oci_api import push_blob, push_image, put_manifest
+from tests.support.oci_api import canonical, descriptor, push_blob, push_image, put_manifest
 from tests.support.servers import start_dockyard
 
 REPO = "team/app"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 class RacingClient(RegistryClient):
@@ -191,6 +193,36 @@ async def test_a_promotion_during_a_comparison_stops_it_before_its_next_write(
                 await asyncio.wait_for(follower.run(until_caught_up=True), 60)
             assert await registry.replica.tags(REPO) == {"a": pushed.digest,
                                                          "mine": pushed.digest}
+        finally:
+            await close_registry(registry)
+    finally:
+        primary.stop()
+
+
+async def test_indexes_nested_deeper_than_the_stack_replicate(tmp_path: Path) -> None:
+    """A pusher nests indexes as deep as it likes (each pushed after its child): the
+    comparison walks them without recursion (1,500 levels raised RecursionError, and the
+    comparison failed the same way at every attempt, the replica never in step)."""
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            pushed = push_image(client, REPO, "base")
+            body, media_type = pushed.payload, pushed.media_type
+            for level in range(1, 1501):
+                body = canonical({"schemaVersion": 2, "mediaType": INDEX,
+                                  "manifests": [descriptor(media_type, body)]})
+                media_type = INDEX
+                reference = "top" if level == 1500 else str(Digest.of(body))
+                assert put_manifest(client, REPO, reference, body, INDEX).status_code == 201
+        settings = load_settings(env={}, overrides={
+            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
+        registry = await open_registry(settings)
+        try:
+            async with RegistryClient(primary.url) as remote:
+                await Follower(registry, remote, primary.url)._compare_repository(REPO)
+            assert await registry.replica.tags(REPO) == {"base": pushed.digest,
+                                                         "top": str(Digest.of(body))}
+            assert len(await registry.replica.manifest_digests(REPO)) == 1501
         finally:
             await close_registry(registry)
     finally:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -32,7 +33,7 @@ from dockyard.core.uploads import Chunk
 from dockyard.metadata import events as kinds
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, RegistryError
-from dockyard.oci.manifest import parse_manifest
+from dockyard.oci.manifest import Manifest, parse_manifest
 from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote.client import FeedExpired, RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
@@ -56,6 +57,18 @@ FAILURES = (RegistryClientError, RegistryError, aiohttp.ClientError, asyncio.Tim
 
 
 _said_promoted = False
+
+
+@dataclass
+class _Fetched:
+    """A manifest fetched from the primary, not yet stored: the children of it still to
+    be had here first."""
+
+    digest: str
+    payload: bytes
+    media_type: str | None
+    manifest: Manifest
+    children: Iterator[str]
 
 
 class Promoted(Exception):
@@ -193,27 +206,59 @@ class Follower:
 
     async def ensure_manifest(self, name: str, digest: str) -> bool:
         """Have manifest `digest` in `name`, fetching it (and what it references) from
-        the primary; False when the primary no longer has it (a later event says so)."""
+        the primary; False when the primary no longer has it (a later event says so).
+
+        Walked with a stack of the manifests fetched and not yet stored, children
+        before their index, not by recursion: a pusher may nest indexes as deep as it
+        likes (one by one, each child first), and a chain of 1,500 raised
+        RecursionError out of the comparison, which then failed the same way for ever."""
+        if await self._have_manifest(name, digest):
+            return True
+        top = await self._fetch_manifest(name, digest)
+        if top is None:
+            return False
+        path = [top]
+        while path:
+            held = path[-1]
+            child = next(held.children, None)
+            if child is None:
+                path.pop()
+                if not await self._store_manifest(name, held):
+                    return False
+            elif not await self._have_manifest(name, child):
+                fetched = await self._fetch_manifest(name, child)
+                if fetched is None:
+                    return False
+                path.append(fetched)
+        return True
+
+    async def _have_manifest(self, name: str, digest: str) -> bool:
         try:
             await self.registry.manifests.get(name, digest, payload=False)
-            return True
         except ManifestUnknown:
-            pass
+            return False
+        return True
+
+    async def _fetch_manifest(self, name: str, digest: str) -> _Fetched | None:
+        """Manifest `digest` from the primary, verified and parsed; None on a 404."""
         try:
             payload, content_type = await self.client.get_manifest(name, digest)
         except RegistryClientError as exc:
             if exc.status == 404:
-                return False
+                return None
             raise
         wanted = Digest.parse(digest)
         if Digest.of(payload, wanted.algorithm) != wanted:
             raise DigestInvalid(f"the primary sent a manifest that is not {digest}")
         media_type = content_type.split(";")[0].strip() or None
         manifest = parse_manifest(payload, media_type)
-        for child in manifest.children:
-            if not await self.ensure_manifest(name, str(child.digest)):
-                return False
-        wanted_blobs = {str(b.digest): b.size for b in manifest.blobs
+        return _Fetched(digest, payload, media_type, manifest,
+                        iter([str(c.digest) for c in manifest.children]))
+
+    async def _store_manifest(self, name: str, held: _Fetched) -> bool:
+        """Store a fetched manifest whose children are here: its blobs first; False when
+        the primary no longer has one of them."""
+        wanted_blobs = {str(b.digest): b.size for b in held.manifest.blobs
                         if not _is_foreign(b.media_type)}
         try:
             async with asyncio.TaskGroup() as group:  # a failure cancels the others
@@ -224,7 +269,7 @@ class Follower:
         if not all(task.result() for task in fetched):
             return False
         await self._writable()
-        await self.registry.manifests.put(name, digest, payload, media_type)
+        await self.registry.manifests.put(name, held.digest, held.payload, held.media_type)
         return True
 
     async def _bounded(self, work: Awaitable[bool]) -> bool:
