@@ -39,14 +39,18 @@ print(json.dumps({"code": run.returncode, "err": run.stderr, "out": run.stdout,
 """
 
 
-def copy(*args: str) -> dict[str, object]:
-    """Run `dockyard copy ARGS` as the only child of a wrapper: exit code, output, and
-    its peak RSS in bytes."""
+def dockyard(*args: str) -> dict[str, object]:
+    """Run `dockyard ARGS` as the only child of a wrapper: exit code, output, and its
+    peak RSS in bytes."""
     out = subprocess.run([sys.executable, "-c", _WRAPPER, sys.executable, "-m", "dockyard",
-                          "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
                           *args], capture_output=True, text=True, timeout=180, check=True)
     result: dict[str, object] = json.loads(out.stdout)
     return result
+
+
+def copy(*args: str) -> dict[str, object]:
+    """`dockyard copy ARGS` (`dockyard`), TLS unverified."""
+    return dockyard("copy", "--src-tls-verify=false", "--dest-tls-verify=false", *args)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +134,21 @@ def test_an_endless_token_is_refused_past_1_mib(hostile_token: HostileRegistry,
     result = copy(f"{hostile_token.host}/endless/app:v1", f"oci:{tmp_path / 'layout'}:v1")
     err = refused(result, "1 MiB")
     assert "token service" in err
+
+
+def test_status_refuses_an_endless_metrics_page_past_32_mib(hostile: HostileRegistry,
+                                                            tmp_path: Path) -> None:
+    """`dockyard status --url` may name any server: its `/metrics` is read bounded (it
+    was read whole, for up to 5 s at the speed of the network)."""
+    data = str(tmp_path / "data")
+    subprocess.run([sys.executable, "-m", "dockyard", "gc", "--data", data],  # its stores
+                   capture_output=True, timeout=60, check=True)
+    result = dockyard("status", "--data", data, "--url", f"http://{hostile.host}", "--json")
+    server = json.loads(str(result["out"]))["server"]
+    assert server["reachable"] is False, server
+    assert "larger than 32 MiB" in server["error"], server
+    assert isinstance(result["maxrss"], int)
+    assert result["maxrss"] < COPY_PEAK, f"peak RSS {result['maxrss'] / MiB:.0f} MiB"
 
 
 # ---------------------------------------------------------------- a pull-through cache

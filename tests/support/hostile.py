@@ -5,7 +5,8 @@ into memory from someone else's server is bounded.
 - `GET /v2/` answers 200, or with `token=True` 401 with a Bearer challenge whose realm
   (`/token`) answers an endless body;
 - `/v2/endless/<repo>/manifests/<ref>` and `/v2/endless/<repo>/tags/list`: 200 with a
-  chunked body of `size` bytes that starts as JSON and never closes;
+  chunked body of `size` bytes that starts as JSON and never closes; `/metrics` the
+  same, as Prometheus text (what `dockyard status --url` reads);
 - `/v2/declared/<repo>/manifests/<ref>`: 200 announcing `Content-Length: size`, then
   sending slowly, as long as the client reads;
 - `/v2/lying/<repo>/manifests/<ref>`: a real small manifest (`LYING_MANIFEST`; another
@@ -38,6 +39,7 @@ from tests.support.servers import free_port
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _PIECE = b"A" * (256 * 1024)
 _TOKEN = b'{"token": "'
+_METRICS = b'# HELP dockyard_build_info '
 
 
 def _manifest(label: str) -> bytes:
@@ -102,7 +104,7 @@ class HostileRegistry:
 
     async def _endless(self, request: web.Request, head: bytes, content_type: str,
                        declared: bool) -> web.StreamResponse:
-        challenge = self._challenge(request) if head != _TOKEN else None
+        challenge = self._challenge(request) if head not in (_TOKEN, _METRICS) else None
         if challenge is not None:
             return challenge
         resp = web.StreamResponse(headers={"Content-Type": content_type})
@@ -159,10 +161,14 @@ class HostileRegistry:
     async def _token(self, request: web.Request) -> web.StreamResponse:
         return await self._endless(request, _TOKEN, "application/json", False)
 
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        return await self._endless(request, _METRICS, "text/plain", False)
+
     def start(self) -> None:
         app = web.Application()
         app.router.add_get("/v2/", self._base)
         app.router.add_get("/token", self._token)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_route("*", "/v2/{kind:endless|declared}/{repo}/manifests/{ref}",
                              self._manifest)
         app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)

@@ -71,14 +71,17 @@ async def _ask_server(url: str) -> dict[str, Any]:
     import aiohttp
     from prometheus_client.parser import text_string_to_metric_families
 
+    from dockyard.received import DOCUMENT_LIMIT, BodyTooLarge, read_at_most
+
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, \
                 http.get(url.rstrip("/") + "/metrics", ssl=False) as response:
             if response.status != 200:
                 return {"url": url, "reachable": False,
                         "error": f"/metrics answered {response.status} (see metrics.allow_from)"}
-            text = await response.text()
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            # `--url` may name any server: what it sends is read bounded
+            text = (await read_at_most(response, DOCUMENT_LIMIT)).decode(errors="replace")
+    except (aiohttp.ClientError, TimeoutError, OSError, BodyTooLarge) as exc:
         return {"url": url, "reachable": False, "error": str(exc) or type(exc).__name__}
     out: dict[str, Any] = {"url": url, "reachable": True}
     for family in text_string_to_metric_families(text):
