@@ -129,6 +129,20 @@ def test_an_endless_tags_page_is_refused_past_32_mib(hostile: HostileRegistry,
     refused(result, "32 MiB")
 
 
+def test_endless_referrers_stop_the_copy_past_10000(hostile: HostileRegistry,
+                                                   tmp_path: Path) -> None:
+    """Pages of referrers without end: the copy stops once they list more than it would
+    copy (10,000), not at the million a listing may hold (~0.5 GiB parsed)."""
+    result = copy("--referrers", f"{hostile.host}/referring/app:v1",
+                  f"oci:{tmp_path / 'layout'}:v1")
+    err = str(result["err"]).strip()
+    assert result["code"] == 1, result
+    assert "Traceback" not in err, err  # the image's line, then the error's
+    assert "more than 10,000 referrers" in err.splitlines()[-1], err
+    assert isinstance(result["maxrss"], int)
+    assert result["maxrss"] < COPY_PEAK, f"peak RSS {result['maxrss'] / MiB:.0f} MiB"
+
+
 def test_an_endless_token_is_refused_past_1_mib(hostile_token: HostileRegistry,
                                                tmp_path: Path) -> None:
     result = copy(f"{hostile_token.host}/endless/app:v1", f"oci:{tmp_path / 'layout'}:v1")

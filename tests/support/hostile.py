@@ -20,6 +20,9 @@ into memory from someone else's server is bounded.
   level served by its digest; `/v2/wide/<repo>/manifests/<ref>`: an index of 1,001
   children (copies stop at 8 levels and 1,000 children).
 
+- `/v2/referring/<repo>/manifests/<ref>`: an empty index whose referrers API answers
+  pages of 20,000 descriptors, each naming the next, without end.
+
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
 """
@@ -74,6 +77,11 @@ WIDE_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
      "digest": "sha256:" + hashlib.sha256(str(n).encode()).hexdigest()}
     for n in range(1001)]}).encode()
 LYING_MANIFEST = _manifest("lying")
+#: one page of the endless referrers listing: 20,000 descriptors (2 MiB)
+REFERRERS_PAGE = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
+    {"mediaType": MANIFEST, "size": 2,
+     "digest": "sha256:" + hashlib.sha256(b"r%d" % n).hexdigest()}
+    for n in range(20_000)]}).encode()
 OTHER_MANIFEST = _manifest("other")
 
 
@@ -154,6 +162,17 @@ class HostileRegistry:
         return web.Response(body=None if request.method == "HEAD" else body, headers={
             "Content-Type": INDEX, "Content-Length": str(len(body))})
 
+    async def _referring(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=None if request.method == "HEAD" else EMPTY_INDEX,
+                            headers={"Content-Type": INDEX,
+                                     "Content-Length": str(len(EMPTY_INDEX))})
+
+    async def _referrers(self, request: web.Request) -> web.StreamResponse:
+        page = int(request.query.get("page", "0")) + 1
+        link = f'<{request.path}?page={page}>; rel="next"'
+        return web.Response(body=REFERRERS_PAGE, headers={"Content-Type": INDEX,
+                                                          "Link": link})
+
     async def _tags(self, request: web.Request) -> web.StreamResponse:
         return await self._endless(request, b'{"name": "x", "tags": ["', "application/json",
                                    False)
@@ -169,6 +188,8 @@ class HostileRegistry:
         app.router.add_get("/v2/", self._base)
         app.router.add_get("/token", self._token)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_route("*", "/v2/referring/{repo}/manifests/{ref}", self._referring)
+        app.router.add_get("/v2/referring/{repo}/referrers/{digest}", self._referrers)
         app.router.add_route("*", "/v2/{kind:endless|declared}/{repo}/manifests/{ref}",
                              self._manifest)
         app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)

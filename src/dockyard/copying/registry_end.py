@@ -12,6 +12,11 @@ from dockyard.oci.digest import Digest
 from dockyard.oci.reference import fallback_tag
 from dockyard.remote.client import RegistryClient, RegistryClientError, push
 
+#: referrers of one subject a copy lists at most: it copies no more manifests per image
+#: (`engine.MAX_MANIFESTS`), and a source listing a million (what the client takes)
+#: held half a GiB of parsed descriptors before the copy said so
+MAX_REFERRERS = 10_000
+
 INDEX = "application/vnd.oci.image.index.v1+json"
 
 
@@ -53,7 +58,7 @@ class RegistryRepository:
 
     async def referrers(self, digest: str) -> list[dict[str, Any]]:
         """The referrers API, else the `sha256-<hex>` fallback tag's index."""
-        found = await self.client.referrers(self.repository, digest)
+        found = await self.client.referrers(self.repository, digest, MAX_REFERRERS)
         if found is not None:
             return found
         if await self.client.head_manifest(self.repository, fallback_tag(digest)) is None:

@@ -308,10 +308,12 @@ class RegistryClient:
     def tags(self, name: str) -> AsyncIterator[str]:
         return self._pages(f"/v2/{name}/tags/list?n=1000", "tags", pull(name))
 
-    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]] | None:
+    async def referrers(self, name: str, digest: str, limit: int = MAX_ITEMS
+                        ) -> list[dict[str, Any]] | None:
         """The referrers API's descriptors, every page of them (a registry may split the
         list, naming the next page in a `Link` header, as tag listings do); None when the
-        registry has no such API (404, 405, or a first answer that is no image index)."""
+        registry has no such API (404, 405, or a first answer that is no image index).
+        More than `limit` descriptors (held parsed: ~0.5 KiB each) are an error."""
         path = f"/v2/{name}/referrers/{digest}"
         found: list[dict[str, Any]] = []
         pages = 0
@@ -326,9 +328,9 @@ class RegistryClient:
                                                "is no image index")
             pages += 1
             found.extend(listed)
-            if len(found) > MAX_ITEMS:
+            if len(found) > limit:
                 raise RegistryClientError(200, f"{path}: the registry lists more than "
-                                               f"{MAX_ITEMS:,} referrers")
+                                               f"{limit:,} referrers")
         return found
 
     # ------------------------------------------------------------------ manifests
