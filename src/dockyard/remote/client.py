@@ -518,7 +518,8 @@ async def _moving(stall: float, what: str) -> AsyncIterator[Feed]:
         if not bound.expired():
             raise
         raise TimeoutError(f"{what}: no byte of it went out for {stall:g} s (the "
-                           "registry stopped reading it)") from None
+                           "registry stopped reading it, or its source sending it)"
+                           ) from None
 
 
 def pull(name: str) -> tuple[str, ...]:
