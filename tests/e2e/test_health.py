@@ -338,6 +338,41 @@ def test_status_refuses_a_bad_url_and_a_missing_registry_in_one_line(tmp_path: P
         "Error: the registry's storage: unable to open database file"]
 
 
+
+def test_status_of_a_url_that_is_not_dockyard_says_so_in_one_line(tmp_path: Path) -> None:
+    """`--url` may name any web server: a `/metrics` that is not Prometheus text (a web
+    page) is reported as such, not a traceback from the parser."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "metrics").write_text("<html><body>It works!</body></html>\n")
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind",
+                            "127.0.0.1", "--directory", str(site)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/metrics", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        data = str(tmp_path / "data")
+        subprocess.run([sys.executable, "-m", "dockyard", "gc", "--data", data],  # its stores
+                       capture_output=True, timeout=60, check=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "dockyard", "status", "--data", data, "--url", url,
+             "--json"], capture_output=True, text=True, timeout=60)
+    finally:
+        web.terminate()
+        web.wait(timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    server = json.loads(done.stdout)["server"]
+    assert server["reachable"] is False, server
+    assert server["error"].startswith("/metrics is not Prometheus text (is it Dockyard?)"), \
+        server
+
+
 # ------------------------------------------------------------ structured logs
 
 

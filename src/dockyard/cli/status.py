@@ -84,15 +84,20 @@ async def _ask_server(url: str) -> dict[str, Any]:
     except (aiohttp.ClientError, TimeoutError, OSError, BodyTooLarge) as exc:
         return {"url": url, "reachable": False, "error": str(exc) or type(exc).__name__}
     out: dict[str, Any] = {"url": url, "reachable": True}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "dockyard_build_info":
-                out["version"] = sample.labels.get("version")
-            elif sample.name == "dockyard_start_time_seconds" and sample.value:
-                out["started_at"] = sample.value
-                out["uptime_seconds"] = time.time() - sample.value
-            elif sample.name == "dockyard_workers":
-                out["workers"] = int(sample.value)
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "dockyard_build_info":
+                    out["version"] = sample.labels.get("version")
+                elif sample.name == "dockyard_start_time_seconds" and sample.value:
+                    out["started_at"] = sample.value
+                    out["uptime_seconds"] = time.time() - sample.value
+                elif sample.name == "dockyard_workers":
+                    out["workers"] = int(sample.value)
+    except (ValueError, OverflowError) as exc:  # another web server (a page, a proxy)
+        return {"url": url, "reachable": False,
+                "error": f"/metrics is not Prometheus text (is it Dockyard?): "
+                         f"{str(exc)[:80] or type(exc).__name__}"}
     return out
 
 
