@@ -87,7 +87,7 @@ class MirrorSource(BaseModel):
     referrers: bool = False
     tls_verify: bool = True
     credentials: MirrorCredentials | None = None
-    retries: int = Field(default=3, ge=0, description="attempts after a failed one")
+    retries: int = Field(default=3, ge=0, le=100, description="attempts after a failed one")
     retry_backoff: PositiveDuration = timedelta(seconds=10)
 
     @field_validator("registry")

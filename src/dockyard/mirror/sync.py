@@ -172,9 +172,10 @@ async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool
                       sleep: Sleep = asyncio.sleep, configured: Sequence[MirrorSource] = ()
                       ) -> SourceReport:
     """Sync one source, retrying a failed pass `source.retries` times with a doubling
-    backoff; record the run (not a dry run). Never raises for the source's failures.
-    `configured` are all the configured sources: what another one writing into the same
-    repository selects is not pruned (nor its origin taken over)."""
+    backoff (each wait at most the source's schedule); record the run (not a dry run).
+    Never raises for the source's failures. `configured` are all the configured sources:
+    what another one writing into the same repository selects is not pruned (nor its
+    origin taken over)."""
     report = SourceReport(source.key, source.upstream, source.local, dry_run,
                           started_at=time.time())
     primary = None if dry_run else await registry.replica.read_only()
@@ -203,7 +204,7 @@ async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool
 async def _attempts(registry: Registry, source: MirrorSource, report: SourceReport,
                     prune: bool | None, hints: MountHints | None, sleep: Sleep,
                     configured: Sequence[MirrorSource]) -> None:
-    delay = source.retry_backoff.total_seconds()
+    delay = first = source.retry_backoff.total_seconds()
     before: dict[str, str | None] = {}  # each tag's local digest before the first attempt
     for attempt in range(source.retries + 1):
         report.attempts = attempt + 1
@@ -223,7 +224,9 @@ async def _attempts(registry: Registry, source: MirrorSource, report: SourceRepo
                         attempt + 1, report.error or f"{len(report.failed)} tag(s) failed",
                         delay)
             await sleep(delay)
-            delay *= 2
+            # doubling, but never past the schedule: the next run would try by then (and
+            # the source's lease is held meanwhile)
+            delay = min(delay * 2, max(source.schedule.total_seconds(), first))
 
 
 async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
