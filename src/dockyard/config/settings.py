@@ -662,8 +662,9 @@ def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:
 
 def _describe(exc: ValidationError, path: Path | None,
               from_env: Mapping[tuple[str, ...], str] | None = None) -> str:
-    """One line per bad key, each naming where its value came from: the environment
-    variable that set it (or a key above it), else the config file."""
+    """One line naming every bad key (`; ` between them), each with where its value
+    came from: the environment variable that set it (or a key above it), else the
+    config file."""
     lines = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
@@ -678,4 +679,4 @@ def _describe(exc: ValidationError, path: Path | None,
         inside = sorted(v for k, v in env.items() if len(k) > len(loc) and k[:len(loc)] == loc)
         also = f" (with {', '.join(inside)} from the environment)" if inside else ""
         lines.append(f"{where}({key}): {msg}" if variable else f"{where}{key}: {msg}{also}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return "invalid configuration: " + "; ".join(lines)

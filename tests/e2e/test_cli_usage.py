@@ -1,0 +1,50 @@
+"""Bad input as the real `dockyard` command says it: one `Error: ...` line on stderr and
+exit 2 (click's `Usage:`/`Try` header aside), never a traceback, nothing written. Each
+case here printed more than one line, reached a registry with a name none could hold,
+or went on where it should have stopped (cases the probe of every subcommand found)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def dockyard(*args: str, input: str | None = None, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """Run the real command; stdin is `input`, else closed."""
+    return subprocess.run([sys.executable, "-m", "dockyard", *args], text=True,
+                          capture_output=True, timeout=120, input=input,
+                          stdin=subprocess.DEVNULL if input is None else None,
+                          env={**{k: v for k, v in os.environ.items()
+                                  if not k.startswith("DOCKYARD_")}, **(env or {})})
+
+
+def usage_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line stderr says past click's usage header, asserting exit 2."""
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines()
+             if ln.strip() and not ln.startswith(("Usage:", "Try '"))]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: "), proc.stderr
+    return lines[0]
+
+
+def test_a_config_with_one_bad_key_says_it_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("http:\n  workers: many\n")
+    line = usage_error(dockyard("config", "check", str(config)))
+    assert line.startswith(f"Error: invalid configuration: {config}: http.workers: ")
+
+
+def test_a_config_with_several_bad_keys_names_each_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("http:\n  addr: 127.0.0.1:99999\n  workers: many\nnosuch: 1\n")
+    line = usage_error(dockyard("serve", "--config", str(config),
+                                "--data", str(tmp_path / "data")))
+    assert f"{config}: http.addr: expected HOST:PORT" in line
+    assert f"{config}: http.workers: " in line
+    assert f"{config}: nosuch: unknown key" in line
+    assert not (tmp_path / "data").exists()
