@@ -48,3 +48,22 @@ def test_a_config_with_several_bad_keys_names_each_in_one_line(tmp_path: Path) -
     assert f"{config}: http.workers: " in line
     assert f"{config}: nosuch: unknown key" in line
     assert not (tmp_path / "data").exists()
+
+
+def test_an_environment_variable_past_a_limit_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text("")
+    line = usage_error(dockyard("config", "check", str(config),
+                                env={"DOCKYARD_HTTP_WORKERS": "99999"}))
+    assert "DOCKYARD_HTTP_WORKERS (http.workers): " in line
+    assert "256" in line
+
+
+def test_serve_refuses_workers_past_256_before_reading_the_config(tmp_path: Path) -> None:
+    """99999 forked until the machine stopped answering. (The config has an unknown
+    key: were the flag taken, the command would still stop, on that.)"""
+    config = tmp_path / "c.yml"
+    config.write_text("nosuch: 1\n")
+    line = usage_error(dockyard("serve", "--workers", "99999", "--config", str(config),
+                                "--data", str(tmp_path / "data")))
+    assert "'--workers': 99999 is not in the range 0<=x<=256" in line

@@ -164,3 +164,14 @@ def test_what_the_registry_refuses_under_a_command_is_one_line(tmp_path: Path,
         run_with_registry(settings, job)
     assert info.value.message == str(error)
     assert info.value.exit_code == 1
+
+
+def test_serve_workers_flag_has_the_settings_limit() -> None:
+    """main.py writes http.workers' limit out (importing the settings would slow every
+    command): the two must not drift."""
+    from dockyard.cli.main import serve
+    from dockyard.config.settings import MAX_WORKERS
+
+    option = next(p for p in serve.params if p.name == "workers")
+    assert isinstance(option.type, click.IntRange)
+    assert (option.type.min, option.type.max) == (0, MAX_WORKERS)

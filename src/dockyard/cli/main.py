@@ -70,7 +70,8 @@ def main() -> None:
 @click.option("--listen", metavar="HOST:PORT", help="Address to listen on (http.addr).")
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False),
               help="Data directory (storage.filesystem.rootdirectory).")
-@click.option("--workers", type=click.IntRange(min=0),
+# http.workers' limit (settings.MAX_WORKERS, not imported: every command would load it)
+@click.option("--workers", type=click.IntRange(0, 256),
               help="Worker processes (default: one per CPU core).")
 def serve(config: Path | None, listen: str | None, data: Path | None,
           workers: int | None) -> None:

@@ -76,11 +76,17 @@ class DebugSettings(_Section):
         return _host_port(value)
 
 
+#: worker processes at most: past any machine's cores, and a typo (99999) would fork
+#: until the machine stops answering
+MAX_WORKERS = 256
+
+
 class HttpSettings(_Section):
     """The HTTP listener."""
 
     addr: str = "127.0.0.1:5000"
-    workers: int = Field(default=0, ge=0, description="processes; 0 means one per CPU core")
+    workers: int = Field(default=0, ge=0, le=MAX_WORKERS,
+                         description="processes; 0 means one per CPU core")
     host: str | None = Field(default=None, description="public base URL, e.g. https://reg.example")
     relativeurls: bool = True
     keepalive_timeout: Duration = timedelta(seconds=75)
