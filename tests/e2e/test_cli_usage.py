@@ -67,3 +67,21 @@ def test_serve_refuses_workers_past_256_before_reading_the_config(tmp_path: Path
     line = usage_error(dockyard("serve", "--workers", "99999", "--config", str(config),
                                 "--data", str(tmp_path / "data")))
     assert "'--workers': 99999 is not in the range 0<=x<=256" in line
+
+
+def test_build_jobs_are_bounded_on_the_command_line_and_in_the_config(tmp_path: Path
+                                                                      ) -> None:
+    line = usage_error(dockyard("build", "--catalogue", str(tmp_path), "--registry",
+                                "127.0.0.1:1", "--jobs", "99999", "--dry-run"))
+    assert "'--jobs': 99999 is not in the range 1<=x<=64" in line
+    config = tmp_path / "c.yml"
+    config.write_text(f"builder:\n  catalogue: {tmp_path}\n  jobs: 100\n")
+    line = usage_error(dockyard("config", "check", str(config)))
+    assert f"{config}: builder.jobs: " in line
+
+
+def test_build_names_a_catalogue_directory_that_does_not_exist(tmp_path: Path) -> None:
+    line = usage_error(dockyard("build", "--catalogue", str(tmp_path / "nope"),
+                                "--dry-run"))
+    assert "'--catalogue'" in line
+    assert "does not exist" in line

@@ -48,7 +48,8 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
 
 @click.command("build")
 @click.argument("images", nargs=-1)
-@click.option("--catalogue", "catalogue", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--catalogue", "catalogue",
+              type=click.Path(path_type=Path, exists=True, file_okay=False),
               default=Path("."), show_default=True, help="The catalogue directory.")
 @click.option("--registry", help="Registry host[:port] (default: catalogue.yaml's).")
 @click.option("--image-prefix", "image_prefix", help="Image name prefix (default: "
@@ -57,7 +58,7 @@ def _naming(root: Path, registry: str | None, prefix: str | None, tag: str) -> N
 @click.option("--push", is_flag=True, help="Push every image once all built and passed.")
 @click.option("--single", is_flag=True, help="Only the named images, not their relatives.")
 @click.option("--no-cache", "no_cache", is_flag=True, help="Rebuild even unchanged images.")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+@click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Images built at once.")
 @click.option("--changed-since", "changed_since", metavar="GIT_REF",
               help="Only images whose inputs changed since GIT_REF (and their descendants).")

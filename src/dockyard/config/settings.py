@@ -379,7 +379,8 @@ class BuilderSettings(_Section):
     #: a rebuild still running after this is stopped (its processes too) and fails
     timeout: PositiveDuration = timedelta(hours=6)
     engine: str = Field(default="buildah", pattern="^(buildah|podman|docker)$")
-    jobs: int = Field(default=2, ge=1)
+    #: `dockyard build --jobs`, which takes 1 to 64
+    jobs: int = Field(default=2, ge=1, le=64)
     work_dir: Path | None = None      # default: <data>/builder
     storage: Path | None = None       # a private image store; default: the engine's
     tls_verify: bool | None = None    # default: off for loopback registries, else on
