@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.servers import free_port
+
 
 def dockyard(*args: str, input: str | None = None, env: dict[str, str] | None = None
              ) -> subprocess.CompletedProcess[str]:
@@ -85,3 +89,37 @@ def test_build_names_a_catalogue_directory_that_does_not_exist(tmp_path: Path) -
                                 "--dry-run"))
     assert "'--catalogue'" in line
     assert "does not exist" in line
+
+
+@pytest.mark.parametrize(("ref", "said"), [
+    ("a::b", "invalid tag ':b'"),
+    ("UPPER/case", "invalid repository name 'UPPER/case'"),
+    ("a" * 300, "invalid repository name 'aaaa"),
+    ("app:" + "v" * 200, "invalid tag 'vvvv"),
+    ("app/Bad*", "invalid repository name 'app/Bad*'"),
+    ("x@sha256:zz", "invalid sha256 digest"),
+])
+def test_rm_refuses_a_name_no_registry_could_hold(ref: str, said: str) -> None:
+    """Before, the registry was asked (and a glob nothing could match was listed)."""
+    line = usage_error(dockyard("rm", "--registry", f"http://127.0.0.1:{free_port()}",
+                                "--dry-run", ref))
+    assert said in line
+    assert len(line) < 250
+
+
+@pytest.mark.parametrize("ref", ["tools/*:*-rc*", "toollabs-*", "a/b:[0-9]*", "a/b:v1.2_x"])
+def test_rm_still_takes_globs_and_tags(ref: str) -> None:
+    port = free_port()
+    proc = dockyard("rm", "--registry", f"http://127.0.0.1:{port}", "--dry-run", ref)
+    assert proc.returncode == 1, proc.stderr  # on to the registry, which is not there
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: http://127.0.0.1:{port}: Cannot connect to host 127.0.0.1:{port} "
+        f"ssl:default [Connect call failed ('127.0.0.1', {port})]"]
+
+
+def test_rm_still_takes_a_digest() -> None:
+    digest = "sha256:" + "0" * 64
+    proc = dockyard("rm", "--registry", f"http://127.0.0.1:{free_port()}", "--dry-run",
+                    f"a/b@{digest}")
+    assert proc.returncode == 0, proc.stderr  # one manifest by digest: nothing to look up
+    assert proc.stdout == f"would delete a/b@{digest}\n"

@@ -19,7 +19,8 @@ import click
 
 from dockyard.config.types import http_url
 from dockyard.oci.digest import Digest
-from dockyard.oci.errors import DigestInvalid, one_line
+from dockyard.oci.errors import DigestInvalid, NameInvalid, one_line
+from dockyard.oci.reference import MAX_NAME_LENGTH, is_valid_tag, validate_name
 from dockyard.remote.certs import CertDirError
 from dockyard.remote.client import RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
@@ -43,17 +44,46 @@ class Target:
         return f"{self.repository} (repository)"
 
 
+#: what a repository or tag glob may hold: the grammar's characters and the glob's own
+_NAME_GLOB = re.compile(r"[a-z0-9._/*?\[\]!-]+")
+_TAG_GLOB = re.compile(r"[A-Za-z0-9._*?\[\]!-]+")
+
+
 def parse_ref(text: str) -> tuple[str, str | None, str | None]:
+    """REPO[:TAG|@DIGEST] split; a name, tag or digest no registry could hold is a usage
+    error (exit 2), not a request the registry refuses or a pattern nothing matches."""
     m = _REF.fullmatch(text)
     if not m:
         raise click.BadParameter(f"{text!r}: expected REPO[:TAG|@DIGEST] (globs allowed)")
-    digest = m.group("digest")
+    repo, tag, digest = m.group("repo", "tag", "digest")
     if digest is not None:
         try:
             Digest.parse(digest)
         except DigestInvalid as exc:
             raise click.BadParameter(f"{text!r}: {exc.message}") from None
-    return m.group("repo"), m.group("tag"), digest
+    if not (_NAME_GLOB.fullmatch(repo) if _is_glob(repo) else _valid_name(repo)) \
+            or len(repo) > MAX_NAME_LENGTH:
+        raise click.BadParameter(f"{_short(text)}: invalid repository name "
+                                 f"{_short(repo)} (lower-case a-z, 0-9, . _ - and /, at most "
+                                 f"{MAX_NAME_LENGTH} characters)")
+    if tag is not None and not (_TAG_GLOB.fullmatch(tag) if _is_glob(tag)
+                                else is_valid_tag(tag)):
+        raise click.BadParameter(f"{_short(text)}: invalid tag {_short(tag)} (A-Z, a-z, 0-9, "
+                                 ". _ -, at most 128 characters)")
+    return repo, tag, digest
+
+
+def _short(text: str) -> str:
+    """`text` quoted, cut to 60 characters (a name of hundreds stays one short line)."""
+    return repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        validate_name(name)
+    except NameInvalid:
+        return False
+    return True
 
 
 def _is_glob(text: str) -> bool:
