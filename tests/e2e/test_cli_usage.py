@@ -123,3 +123,36 @@ def test_rm_still_takes_a_digest() -> None:
                     f"a/b@{digest}")
     assert proc.returncode == 0, proc.stderr  # one manifest by digest: nothing to look up
     assert proc.stdout == f"would delete a/b@{digest}\n"
+
+
+@pytest.mark.parametrize("command", ["add", "passwd"])
+@pytest.mark.parametrize("stdin", [None, "", "only-once\n"])
+def test_user_without_a_terminal_or_password_stdin_is_a_usage_error(
+        tmp_path: Path, command: str, stdin: str | None) -> None:
+    """Was getpass's warnings and `Aborted!` (exit 1)."""
+    path = tmp_path / "htpasswd"
+    if command == "passwd":
+        assert dockyard("user", "add", "--file", str(path), "--password-stdin", "alice",
+                        input="old\n").returncode == 0
+    before = path.read_bytes() if path.exists() else None
+    line = usage_error(dockyard("user", command, "--file", str(path), "alice", input=stdin))
+    assert "--password-stdin" in line
+    assert (path.read_bytes() if path.exists() else None) == before
+
+
+def test_user_add_refuses_two_piped_passwords_that_differ(tmp_path: Path) -> None:
+    path = tmp_path / "htpasswd"
+    line = usage_error(dockyard("user", "add", "--file", str(path), "alice",
+                                input="pw\npW\n"))
+    assert line == "Error: the two passwords on standard input differ"
+    assert not path.exists()
+
+
+def test_user_add_takes_a_piped_password_twice_without_getpass_warnings(tmp_path: Path
+                                                                         ) -> None:
+    path = tmp_path / "htpasswd"
+    proc = dockyard("user", "add", "--file", str(path), "alice", input="pw\npw\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr
+    assert "pw" not in proc.stdout + proc.stderr.replace("Password", "")
+    assert path.read_text().startswith("alice:$2b$")

@@ -1,10 +1,11 @@
 """`dockyard user add|passwd|rm|ls`: maintain the htpasswd file (bcrypt entries, groups).
 
 The file is `--file`, else `auth.htpasswd.path` from `--config`. Passwords come from a
-prompt (asked twice) or, with `--password-stdin`, from the first line of standard input;
-never from the command line, where other users could read them. A running server picks
-the change up within a second, without a restart. As with `htpasswd -B`, only the first
-72 bytes of a password count (bcrypt's limit); a longer one is accepted with a warning.
+prompt (asked twice; without a terminal, the first two lines of standard input) or,
+with `--password-stdin`, from the first line of standard input; never from the command
+line, where other users could read them. A running server picks the change up within a
+second, without a restart. As with `htpasswd -B`, only the first 72 bytes of a password
+count (bcrypt's limit); a longer one is accepted with a warning.
 """
 
 from __future__ import annotations
@@ -86,13 +87,31 @@ def _password(from_stdin: bool) -> str:
             raise click.UsageError("the password on standard input is not UTF-8 text"
                                    ) from None
     else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        password = _prompted()
     if not password:
         raise click.UsageError("the password must not be empty")
     if len(password.encode()) > BCRYPT_MAX_BYTES:
         click.echo(f"warning: only the first {BCRYPT_MAX_BYTES} bytes of the password count "
                    f"(bcrypt's limit, as with htpasswd -B)", err=True)
     return password
+
+
+def _prompted() -> str:
+    """The password asked twice at the terminal; without one (a pipe), its first two
+    lines, with no prompt and none of getpass's warnings. Standard input ended before
+    them, or two that differ, is a usage error (exit 2), not "Aborted!" (exit 1)."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    try:
+        first, again = (sys.stdin.buffer.readline().decode("utf-8") for _ in range(2))
+    except UnicodeDecodeError:
+        raise click.UsageError("the password on standard input is not UTF-8 text") from None
+    if not again:
+        raise click.UsageError("standard input is no terminal and ended before the password "
+                               "was given twice (pipe it once with --password-stdin)")
+    if first.rstrip("\r\n") != again.rstrip("\r\n"):
+        raise click.UsageError("the two passwords on standard input differ")
+    return first.rstrip("\r\n")
 
 
 def _groups(values: tuple[str, ...]) -> frozenset[str]:
