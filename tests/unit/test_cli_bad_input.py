@@ -175,3 +175,13 @@ def test_serve_workers_flag_has_the_settings_limit() -> None:
     option = next(p for p in serve.params if p.name == "workers")
     assert isinstance(option.type, click.IntRange)
     assert (option.type.min, option.type.max) == (0, MAX_WORKERS)
+
+
+def test_rm_says_a_registry_that_did_not_answer_in_time() -> None:
+    """A registry that accepts connections and never answers: after the client's 120 s
+    limit the line was `Error: http://host:port: ` (a TimeoutError says nothing)."""
+    from dockyard.cli.rm import failure
+
+    assert failure("http://127.0.0.1:9", TimeoutError()) == \
+        "http://127.0.0.1:9: no answer in time"
+    assert failure("a:b", OSError("Connect call failed\nmore")) == "a:b: Connect call failed"

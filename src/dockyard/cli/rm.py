@@ -140,6 +140,14 @@ async def delete(client: RegistryClient, target: Target) -> None:
         await client.delete_repository(target.repository)
 
 
+def failure(where: str, exc: BaseException) -> str:
+    """One line for what went wrong asking the registry; a time limit says so (its
+    message is empty: the line was `http://host:port: ` and nothing)."""
+    said = "no answer in time" if isinstance(exc, TimeoutError) and not str(exc) \
+        else one_line(exc)
+    return f"{where}: {said}"
+
+
 @click.command()
 @click.argument("refs", nargs=-1, required=True, metavar="REPO[:TAG|@DIGEST]...")
 @click.option("--registry", default="http://127.0.0.1:5000", show_default=True,
@@ -180,13 +188,13 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
                     click.echo(f"deleted {target}")
                 except (RegistryClientError, aiohttp.ClientError, TimeoutError) as exc:
                     failed += 1  # the connection too: said, and the others still tried
-                    click.echo(f"{target}: {one_line(exc)}", err=True)
+                    click.echo(failure(str(target), exc), err=True)
         return failed
 
     try:
         targets = asyncio.run(find())
     except (RegistryClientError, aiohttp.ClientError, TimeoutError, CertDirError) as exc:
-        raise click.ClickException(f"{registry}: {exc}") from None
+        raise click.ClickException(failure(registry, exc)) from None
     if not targets:
         raise click.ClickException("nothing matches " + " ".join(refs))
     if dry_run:
