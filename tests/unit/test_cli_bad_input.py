@@ -185,3 +185,23 @@ def test_rm_says_a_registry_that_did_not_answer_in_time() -> None:
     assert failure("http://127.0.0.1:9", TimeoutError()) == \
         "http://127.0.0.1:9: no answer in time"
     assert failure("a:b", OSError("Connect call failed\nmore")) == "a:b: Connect call failed"
+
+
+async def test_a_time_limit_is_said_as_no_answer_in_time_everywhere() -> None:
+    """`one_line`, which every command's error line goes through (copy, sync, the stores'
+    failures): an expired time limit says nothing, and the line said `TimeoutError`."""
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
+    from dockyard.oci.errors import one_line
+
+    with pytest.raises(TimeoutError) as expired:
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+    assert one_line(expired.value) == "no answer in time"
+    wrapped = DBAPIError("SELECT 1", None, TimeoutError())  # SQLAlchemy's, as asyncpg's
+    assert one_line(wrapped) == "no answer in time"
+    assert one_line(TimeoutError("the registry did not answer within 1 s")) == \
+        "the registry did not answer within 1 s"
+    assert one_line(ConnectionResetError()) == "ConnectionResetError"

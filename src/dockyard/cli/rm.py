@@ -141,11 +141,9 @@ async def delete(client: RegistryClient, target: Target) -> None:
 
 
 def failure(where: str, exc: BaseException) -> str:
-    """One line for what went wrong asking the registry; a time limit says so (its
-    message is empty: the line was `http://host:port: ` and nothing)."""
-    said = "no answer in time" if isinstance(exc, TimeoutError) and not str(exc) \
-        else one_line(exc)
-    return f"{where}: {said}"
+    """One line for what went wrong asking the registry (a time limit, whose message is
+    empty, says so: the line was `http://host:port: ` and nothing)."""
+    return f"{where}: {one_line(exc)}"
 
 
 @click.command()

@@ -177,7 +177,12 @@ class UpstreamUnavailable(RegistryError):
 
 def one_line(exc: BaseException) -> str:
     """The first line of what `exc` says, else its class name; for an exception that
-    wraps a driver's (SQLAlchemy's `orig`), the driver's."""
+    wraps a driver's (SQLAlchemy's `orig`), the driver's. A time limit that says nothing
+    (asyncio's, aiohttp's, asyncpg's connect) is "no answer in time", not
+    "TimeoutError"."""
     inner = getattr(exc, "orig", None)
-    said = str(inner if isinstance(inner, BaseException) else exc).strip()
-    return said.splitlines()[0] if said else type(exc).__name__
+    cause = inner if isinstance(inner, BaseException) else exc
+    said = str(cause).strip()
+    if said:
+        return said.splitlines()[0]
+    return "no answer in time" if isinstance(cause, TimeoutError) else type(cause).__name__
