@@ -130,9 +130,13 @@ def build_upstreams(settings: Settings) -> list[tuple[ProxyRule, Upstream]]:
     return out
 
 
+def _connect_timeout(settings: Settings) -> float:
+    return settings.database.connect_timeout.total_seconds()
+
+
 async def migrate_database(settings: Settings) -> None:
     """Bring the metadata schema up to date (once, before workers open the store)."""
-    engines = open_engines(settings.database_url)
+    engines = open_engines(settings.database_url, connect_timeout=_connect_timeout(settings))
     try:
         await migrate(engines)
     finally:
@@ -141,7 +145,8 @@ async def migrate_database(settings: Settings) -> None:
 
 async def open_registry(settings: Settings, *, run_migrations: bool = True) -> Registry:
     """Open the metadata store and blob store named by `settings`."""
-    engines = open_engines(settings.database_url, pool_size=settings.database.pool_size)
+    engines = open_engines(settings.database_url, pool_size=settings.database.pool_size,
+                           connect_timeout=_connect_timeout(settings))
     driver = build_driver(settings)
     guard = build_guard(settings, driver)
     # a metadata write on a full disk gives back the reserve and is tried again

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,34 @@ def test_serve_on_a_postgresql_that_is_down_is_one_line(tmp_path: Path) -> None:
     assert line.startswith("Error: the registry's storage: ")
     assert "Connect call failed" in line
 
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word (a database host behind a
+    firewall that drops, a server hung mid-failover)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("command", ["serve", "gc"])
+def test_a_postgresql_that_never_answers_fails_at_the_connect_timeout(
+        tmp_path: Path, silent_port: int, command: str) -> None:
+    """`database.connect_timeout` bounds each new connection (asyncpg's own default,
+    60 s, held a start or a command that long), said as such."""
+    env = {"DOCKYARD_DATABASE_URL": f"postgresql://dockyard@127.0.0.1:{silent_port}/d",
+           "DOCKYARD_DATABASE_CONNECT_TIMEOUT": "1s"}
+    started = time.monotonic()
+    done = (serve(tmp_path / "data", env=env) if command == "serve" else
+            dockyard("gc", "--data", str(tmp_path / "data"), env=env))
+    took = time.monotonic() - started
+    assert error_line(done) == "Error: the registry's storage: no answer in time"
+    assert took < 20, f"{took:.0f} s"
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:

@@ -320,6 +320,9 @@ class DatabaseSettings(_Section):
 
     url: str | None = Field(default=None, description="SQLAlchemy URL, e.g. postgresql://...")
     pool_size: int = Field(default=10, ge=1)
+    #: PostgreSQL: how long a new connection may take (asyncpg's default is 60 s: a
+    #: database host that drops packets held each request, or a start, that long)
+    connect_timeout: PositiveDuration = timedelta(seconds=10)
 
     @field_validator("url")
     @classmethod

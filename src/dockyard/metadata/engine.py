@@ -95,6 +95,10 @@ class _Dropped(Exception):
     """A write's connection had been ended by the database before the commit."""
 
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds a new PostgreSQL connection may take unless told otherwise."""
+
+
 @dataclass
 class Engines:
     """The engines of one database and the means to run transactions on them."""
@@ -110,6 +114,8 @@ class Engines:
     on_full: Callable[[], object] | None = None
     #: called with each write transaction's duration in seconds (the metrics)
     observe: Callable[[float], object] | None = None
+    #: PostgreSQL: seconds a new connection may take
+    connect_timeout: float = CONNECT_TIMEOUT
     _thread: ThreadPoolExecutor | None = field(default=None, repr=False)
     _raw: sqlite3.Connection | None = field(default=None, repr=False)
     #: SQLite: the file lock this node's writers take turns with (`writelock`)
@@ -265,8 +271,10 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def open_engines(url: str, *, pool_size: int = 10) -> Engines:
-    """Create the engines for `url` (nothing connects until first use)."""
+def open_engines(url: str, *, pool_size: int = 10,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> Engines:
+    """Create the engines for `url` (nothing connects until first use); on PostgreSQL
+    a connection not made within `connect_timeout` seconds fails (`TimeoutError`)."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -289,12 +297,15 @@ def open_engines(url: str, *, pool_size: int = 10) -> Engines:
     target = async_url(url)
     # no overflow: a worker holds at most 3 x pool_size connections (README: "Running
     # several nodes" says how many the cluster needs); a request past a full pool waits
-    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0}
+    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0,
+                              "connect_args": {"timeout": connect_timeout}}
     reader = create_async_engine(target, isolation_level="AUTOCOMMIT", **kwargs)
     writer = create_async_engine(target, **kwargs)
     for pooled in (reader, writer):
         _ping_when_idle(pooled.sync_engine)
-    return Engines(url, reader=reader, writer=writer, direct=PgDirect(url, pool_size),
+    return Engines(url, reader=reader, writer=writer,
+                   direct=PgDirect(url, pool_size, connect_timeout=connect_timeout),
+                   connect_timeout=connect_timeout,
                    _errors=(DBAPIError, sqlite3.Error, asyncpg.PostgresError))
 
 
@@ -377,7 +388,7 @@ async def migrate(engines: Engines) -> None:
     see `_migrate_postgresql`.
     """
     if engines.sqlite is None:
-        await _migrate_postgresql(engines.url)
+        await _migrate_postgresql(engines.url, engines.connect_timeout)
         return
 
     def upgrade(connection: Connection) -> None:
@@ -388,7 +399,7 @@ async def migrate(engines: Engines) -> None:
     await engines.transaction(upgrade)
 
 
-async def _migrate_postgresql(url: str) -> None:
+async def _migrate_postgresql(url: str, connect_timeout: float) -> None:
     """Upgrade under `MIGRATION_LOCK`, held at session level on a connection of its own.
 
     Nodes sharing one PostgreSQL start together and each migrates: one takes the lock and
@@ -407,7 +418,8 @@ async def _migrate_postgresql(url: str) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    engine = create_async_engine(async_url(url), poolclass=NullPool)
+    engine = create_async_engine(async_url(url), poolclass=NullPool,
+                                 connect_args={"timeout": connect_timeout})
     try:
         async with engine.connect() as conn:
             current = await conn.run_sync(stored_revision)

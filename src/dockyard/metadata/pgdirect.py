@@ -115,9 +115,10 @@ class DroppedBeforeCommit(Exception):
 class PgDirect:
     """One pool of at most `size` connections, opened on first use, per process."""
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str, size: int, *, connect_timeout: float = 60.0) -> None:
         self._dsn = asyncpg_dsn(url)
         self._size = size
+        self._connect_timeout = connect_timeout
         self._dropped = dropped_errors()
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
@@ -129,7 +130,8 @@ class PgDirect:
 
                 self._pool = await asyncpg.create_pool(
                     self._dsn, min_size=0, max_size=self._size, reset=_keep,
-                    max_inactive_connection_lifetime=IDLE_CLOSE)
+                    max_inactive_connection_lifetime=IDLE_CLOSE,
+                    timeout=self._connect_timeout)
             return self._pool
 
     async def fetch(self, query: Prepared, params: Mapping[str, Any]) -> Sequence[Any]:

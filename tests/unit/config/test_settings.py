@@ -387,7 +387,7 @@ POSITIVE = [
     "auth.token.refresh_max_lifetime", "auth.ratelimit.window",
     "proxy.0.retention", "proxy.0.fetch_wait", "mirror.0.schedule",
     "mirror.0.retry_backoff", "notifications.endpoints.0.timeout",
-    "notifications.endpoints.0.backoff",
+    "notifications.endpoints.0.backoff", "database.connect_timeout",
 ]
 #: durations where zero means something (no keep-alive, no grace, re-check always, ...)
 NOT_NEGATIVE = [
