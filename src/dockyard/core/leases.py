@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
+from dockyard.settle import to_the_end
+
 log = logging.getLogger("dockyard.leases")
 
 DEFAULT_TTL = 60.0
@@ -118,7 +120,7 @@ class Leases:
         finally:
             if not lost.is_set():  # lost: no longer ours (or it runs out by itself)
                 try:
-                    await asyncio.shield(
+                    await to_the_end(
                         self.backend.renew(name, self.holder, rest) if rest and ended
                         else self.backend.release(name, self.holder))
                 except Exception:  # it runs out by itself

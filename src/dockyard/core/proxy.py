@@ -46,6 +46,7 @@ from dockyard.oci.errors import (
     UpstreamUnavailable,
 )
 from dockyard.oci.reference import is_tag, is_valid_tag
+from dockyard.settle import to_the_end
 from dockyard.storage.blobstore import BlobStore
 
 if TYPE_CHECKING:
@@ -459,7 +460,7 @@ class PullThrough:
             await tee.finish(None)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.leases.release(lease, self.holder))
+                await to_the_end(self.leases.release(lease, self.holder))
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

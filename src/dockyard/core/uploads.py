@@ -38,6 +38,7 @@ from dockyard.oci.errors import (
     StorageFull,
     TooManyRequests,
 )
+from dockyard.settle import to_the_end
 from dockyard.storage.blobstore import BlobStore, RunningHash
 from dockyard.storage.guard import UploadsRefused
 
@@ -176,7 +177,7 @@ class UploadService:
             if discard:
                 self._local.pop(session_id, None)
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._drop(session_id))
+                    await to_the_end(self._drop(session_id))
             raise
 
     async def _drop(self, session_id: str) -> None:
@@ -308,8 +309,8 @@ class UploadService:
         finally:
             if not hold.released:
                 try:
-                    await asyncio.shield(self.store.release_upload(hold.session_id,
-                                                                   hold.holder))
+                    await to_the_end(self.store.release_upload(hold.session_id,
+                                                               hold.holder))
                 except Exception as exc:  # it expires by itself
                     log.warning("could not release upload %s (%s); it is free in %.0f s",
                                 hold.session_id, exc, self.hold_ttl)
@@ -462,7 +463,7 @@ class UploadService:
             await self.blobs.commit(staged)
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                await asyncio.shield(staged.cancel())
+                await to_the_end(staged.cancel())
             if isinstance(exc, StorageFull):
                 await self._end_full(record.id)
             raise

@@ -23,6 +23,7 @@ from pathlib import Path
 from dockyard.drivers.base import Driver, DriverError, Staged, Writer
 from dockyard.oci.digest import Digest, Hasher, new_hasher
 from dockyard.oci.errors import StorageFull
+from dockyard.settle import to_the_end
 from dockyard.storage import layout
 from dockyard.storage.buffers import BufferPool
 from dockyard.storage.guard import DiskGuard, disk_full
@@ -293,7 +294,7 @@ class BlobStore:
                 await writer.close(sync=True)
         except BaseException:  # a half copy goes (nothing else sweeps `imports/`)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.driver.delete(temp))
+                await to_the_end(self.driver.delete(temp))
             raise
         if hasher.hexdigest() != digest.hex:
             await self.driver.delete(temp)

@@ -725,3 +725,26 @@ async def test_a_discarded_upload_cancelled_while_its_session_opens_leaves_none(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert (await service.store.counts())["uploads"] == 0
+
+
+async def test_a_discarded_upload_cancelled_while_it_removes_its_session_removes_it(
+        service: UploadService, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a replica's two blobs both fail; the first failure cancels the second while that
+    # one removes its own session: the removal ran on unawaited, and the replica's
+    # caller found the session still counted
+    dropping = asyncio.Event()
+    real = service.store.delete_upload
+
+    async def slow_delete(session_id: str) -> bool:
+        dropping.set()
+        await asyncio.sleep(0.3)
+        return await real(session_id)
+
+    monkeypatch.setattr(service.store, "delete_upload", slow_delete)
+    task = asyncio.create_task(service.upload(REPO, None, Digest.of(b"x"), body(b"xy"),
+                                              Chunk(length=1), discard=True))
+    await asyncio.wait_for(dropping.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await service.store.counts())["uploads"] == 0
