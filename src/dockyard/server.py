@@ -9,7 +9,8 @@ finish for up to `http.drain_timeout`, then exits. Workers exit with the supervi
 even one killed -9.
 
 Metrics: with `metrics.enabled` the server makes one multiprocess directory per run
-(`metrics_dir`, emptied at start, removed at exit) before any metric exists, so every
+(`metrics_dir`, emptied at start, removed at exit; those of earlier runs killed before
+they could remove theirs are removed at the next start) before any metric exists, so every
 worker writes there and a scrape of any worker sums them all; a dead worker's live
 gauges are dropped (`mark_process_dead`) and its restart counted.
 
@@ -303,9 +304,35 @@ def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port:
     asyncio.run(_run_worker(settings, host, port, reuse_port, parent, source, listening))
 
 
+METRICS_PREFIX = "dockyard-metrics-"
+
+
 def metrics_dir() -> Path:
     """This run's multiprocess metrics directory (private to the supervisor's pid)."""
-    return Path(tempfile.gettempdir()) / f"dockyard-metrics-{os.getpid()}"
+    return Path(tempfile.gettempdir()) / f"{METRICS_PREFIX}{os.getpid()}"
+
+
+def sweep_metrics_dirs() -> int:
+    """Remove the metrics directories of earlier runs that were killed before they could
+    (kill -9, the OOM killer, a power cut: one per start, up to megabytes each, kept in
+    the temporary directory for ever); only this user's, and only where no process has
+    that pid any more. Returns how many went."""
+    removed = 0
+    uid = os.getuid()
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*"):
+        pid = path.name.removeprefix(METRICS_PREFIX)
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            if path.is_symlink() or path.lstat().st_uid != uid:
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its run is over: nobody writes there any more
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        except OSError:  # gone meanwhile, or a live process of another user
+            continue
+    return removed
 
 
 def serve(settings: Settings, source: Source | None = None) -> None:
@@ -324,6 +351,9 @@ def serve(settings: Settings, source: Source | None = None) -> None:
              settings.data_dir)
     directory = metrics_dir() if settings.metrics.enabled else None
     if directory is not None:
+        if swept := sweep_metrics_dirs():
+            log.info("removed %d metrics director%s of earlier runs that were killed",
+                     swept, "y" if swept == 1 else "ies")
         enable_multiprocess(directory)
         metrics().start_time.set(time.time())
     try:

@@ -207,6 +207,33 @@ def test_a_killed_worker_is_counted_as_a_restart(tmp_path: Path) -> None:
         s.stop()
 
 
+def test_a_killed_runs_metrics_directory_goes_at_the_next_start(tmp_path: Path) -> None:
+    # a supervisor killed -9 (the OOM killer) cannot remove its metrics directory: one
+    # stayed in /tmp per such start, for ever (CI's machine had 69, one of 15 MB)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    first = start_dockyard(tmp_path / "data", workers=2, env={"TMPDIR": str(tmp)})
+    first.proc.kill()  # the supervisor; its workers follow it
+    first.proc.wait(10)
+    killed = tmp / f"dockyard-metrics-{first.proc.pid}"
+    assert killed.is_dir()
+    alive = tmp / f"dockyard-metrics-{os.getpid()}"  # a live process's: not ours to take
+    alive.mkdir()
+    other = tmp / "dockyard-metrics-notes"
+    other.mkdir()
+    second = start_dockyard(tmp_path / "data", workers=2, env={"TMPDIR": str(tmp)})
+    try:
+        assert not killed.exists()
+        assert alive.is_dir()
+        assert other.is_dir()
+        assert (tmp / f"dockyard-metrics-{second.proc.pid}").is_dir()
+        assert "removed 1 metrics directory of earlier runs" in second.log.read_text()
+        assert "dockyard_workers 2.0" in httpx.get(second.url + "/metrics").text
+    finally:
+        second.stop()
+    assert not (tmp / f"dockyard-metrics-{second.proc.pid}").exists()
+
+
 # ------------------------------------------------------------ readiness failing
 
 
