@@ -151,6 +151,25 @@ def test_metrics_refused_to_an_address_not_allowed(tmp_path: Path) -> None:
         s.stop()
 
 
+def test_metrics_allow_list_from_the_environment(tmp_path: Path) -> None:
+    # a deployment configured by environment alone (a unit's Environment=, a pod spec)
+    # could set no list: the server refused to start, "Input should be a valid list"
+    refused = start_dockyard(tmp_path / "a" / "data", workers=1,
+                             env={"DOCKYARD_METRICS_ALLOW_FROM": "10.9.9.9/32"})
+    try:
+        assert httpx.get(refused.url + "/metrics").status_code == 403
+    finally:
+        refused.stop()
+    allowed = start_dockyard(tmp_path / "b" / "data", workers=1,
+                             env={"DOCKYARD_METRICS_ALLOW_FROM": "[10.9.9.9/32, 127.0.0.1/32]"})
+    try:
+        r = httpx.get(allowed.url + "/metrics")
+        assert r.status_code == 200
+        assert "dockyard_workers" in r.text
+    finally:
+        allowed.stop()
+
+
 def test_metrics_for_a_listed_user_with_htpasswd(tmp_path: Path) -> None:
     import bcrypt
 

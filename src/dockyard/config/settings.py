@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import quote
 
 import yaml
@@ -633,10 +634,11 @@ def load_settings(
     from_env: dict[tuple[str, ...], str] = {}
     for name, value in environ.items():
         if name.startswith("DOCKYARD_"):
-            keys = _env_path(Settings, name[len("DOCKYARD_"):].lower())
-            if keys is None:
+            found = _env_path(Settings, name[len("DOCKYARD_"):].lower())
+            if found is None:
                 raise ConfigError(f"{name}: no such setting")
-            _set(data, keys, value)
+            keys, annotation = found
+            _set(data, keys, _env_value(annotation, name, value))
             from_env[tuple(keys)] = name
     for dotted, value in (overrides or {}).items():
         _set(data, dotted.split("."), value)
@@ -647,17 +649,41 @@ def load_settings(
         raise ConfigError(_describe(exc, path, from_env)) from None
 
 
-def _env_path(model: type[BaseModel], rest: str) -> list[str] | None:
-    """Match `http_addr` to ['http', 'addr'] by walking the model's field names."""
+def _env_path(model: type[BaseModel], rest: str) -> tuple[list[str], Any] | None:
+    """Match `http_addr` to (['http', 'addr'], the field's type) by walking the model's
+    field names."""
     for field, info in model.model_fields.items():
         if rest == field:
-            return [field]
+            return [field], info.annotation
         sub = info.annotation
         if rest.startswith(field + "_") and isinstance(sub, type) and issubclass(sub, BaseModel):
-            tail = _env_path(sub, rest[len(field) + 1:])
-            if tail is not None:
-                return [field, *tail]
+            found = _env_path(sub, rest[len(field) + 1:])
+            if found is not None:
+                return [field, *found[0]], found[1]
     return None
+
+
+def _env_value(annotation: Any, name: str, value: str) -> Any:
+    """A variable's text as a value of its setting: for a list, a YAML flow sequence
+    (`[a, b]`; JSON is one too) or, of plain values, items between commas (`a,b`);
+    for anything else the text itself, which the setting's type converts."""
+    if get_origin(annotation) in (Union, UnionType):  # `list[...] | None`
+        annotation = next((a for a in get_args(annotation) if a is not type(None)), str)
+    if get_origin(annotation) is not list:
+        return value
+    (item,) = get_args(annotation)
+    if value.lstrip().startswith("["):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: not a YAML list: {yaml_problem(exc)}") from None
+        if not isinstance(parsed, list):
+            raise ConfigError(f"{name}: not a YAML list")
+        return parsed
+    if isinstance(item, type) and issubclass(item, BaseModel):
+        raise ConfigError(f"{name}: a list of mappings, written as YAML or JSON "
+                          "(`[{key: value, ...}, ...]`)")
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:

@@ -209,6 +209,37 @@ def test_invalid_env_value_names_the_key() -> None:
         load_settings(env={"DOCKYARD_HTTP_WORKERS": "many"})
 
 
+def test_list_settings_from_env_between_commas_or_as_yaml() -> None:
+    # lists were settable only in the file: "Input should be a valid list"
+    s = load_settings(env={
+        "DOCKYARD_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+        "DOCKYARD_METRICS_ALLOW_FROM": "[127.0.0.1/32, '::1']",
+        "DOCKYARD_AUTH_ADMIN": "",
+        "DOCKYARD_HTTP_TLS_CLIENTCAS": "/etc/a.pem,/etc/b.pem",
+        "DOCKYARD_PROXY": '[{"prefix": "hub", "upstream": "https://registry-1.docker.io"}]',
+    })
+    assert s.http.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
+    assert s.metrics.allow_from == ["127.0.0.1/32", "::1"]
+    assert s.auth.admin == []
+    assert s.http.tls.clientcas == [Path("/etc/a.pem"), Path("/etc/b.pem")]
+    assert [(r.prefix, r.upstream) for r in s.proxy] == [
+        ("hub", "https://registry-1.docker.io")]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("DOCKYARD_MIRROR", "[unclosed", "DOCKYARD_MIRROR: not a YAML list: expected ','"),
+    ("DOCKYARD_RETENTION_RULES", "keep: 3",
+     "DOCKYARD_RETENTION_RULES: a list of mappings, written as YAML or JSON"),
+    ("DOCKYARD_HTTP_TRUSTED_PROXIES", "[a: b]", "DOCKYARD_HTTP_TRUSTED_PROXIES "
+     r"\(http.trusted_proxies.0\): Input should be a valid string"),
+    ("DOCKYARD_PROXY", '[{"prefix": "hub"}]',
+     r"DOCKYARD_PROXY \(proxy.0.upstream\): Field required"),
+])
+def test_a_bad_list_from_env_names_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env={name: value})
+
+
 def test_os_environ_used_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKYARD_HTTP_ADDR", "9.9.9.9:9")
     assert load_settings().http.addr == "9.9.9.9:9"
