@@ -119,10 +119,13 @@ def test_rm_still_takes_globs_and_tags(ref: str) -> None:
 
 def test_rm_still_takes_a_digest() -> None:
     digest = "sha256:" + "0" * 64
-    proc = dockyard("rm", "--registry", f"http://127.0.0.1:{free_port()}", "--dry-run",
+    port = free_port()
+    proc = dockyard("rm", "--registry", f"http://127.0.0.1:{port}", "--dry-run",
                     f"a/b@{digest}")
-    assert proc.returncode == 0, proc.stderr  # one manifest by digest: nothing to look up
-    assert proc.stdout == f"would delete a/b@{digest}\n"
+    assert proc.returncode == 1, proc.stderr  # on to the registry, to see it is there
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: http://127.0.0.1:{port}: Cannot connect to host 127.0.0.1:{port} "
+        f"ssl:default [Connect call failed ('127.0.0.1', {port})]"]
 
 
 @pytest.mark.parametrize("command", ["add", "passwd"])

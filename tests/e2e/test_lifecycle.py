@@ -424,6 +424,26 @@ def test_rm_tags_and_digests(shared: Server, client: httpx.Client, name: str) ->
     assert get_manifest(client, name, release.digest).status_code == 404
 
 
+def test_rm_by_digest_finds_it_first(shared: Server, client: httpx.Client, name: str) -> None:
+    # a dry run said "would delete" a digest no repository held (the real run then
+    # failed on a 404), and a repository glob deleted the digest where it was and
+    # failed with a 404 everywhere else
+    image = push_image(client, f"{name}/a", "v1")
+    push_image(client, f"{name}/b", "v1")  # another image: not this digest
+    missing = "sha256:" + "0" * 64
+    dry = dockyard("rm", f"{name}/a@{missing}", "--dry-run", "--registry", shared.url)
+    assert dry.returncode == 1
+    assert dry.stderr.strip() == f"Error: nothing matches {name}/a@{missing}"
+    dry = dockyard("rm", f"{name}/*@{image.digest}", "--dry-run", "--registry", shared.url)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout == f"would delete {name}/a@{image.digest}\n"
+    done = dockyard("rm", f"{name}/*@{image.digest}", "--registry", shared.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"deleted {name}/a@{image.digest}\n"
+    assert get_manifest(client, f"{name}/a", image.digest).status_code == 404
+    assert tags(client, f"{name}/b") == ["v1"]
+
+
 # ---------------------------------------------------------------- collection
 
 

@@ -100,6 +100,18 @@ async def _tags(client: RegistryClient, name: str) -> list[str] | None:
         raise
 
 
+async def _holds(client: RegistryClient, name: str, digest: str) -> bool:
+    """Whether `name` has manifest `digest` (a dry run listed a digest no repository
+    held, and a repository glob deleted in every match and failed in those without
+    it); True when the registry does not let us look (the DELETE decides)."""
+    try:
+        return await client.head_manifest(name, digest) is not None
+    except RegistryClientError as exc:
+        if exc.status in (401, 403):
+            return True
+        raise
+
+
 async def resolve(client: RegistryClient, refs: list[tuple[str, str | None, str | None]]
                   ) -> list[Target]:
     """Expand the globs of every reference against the registry's catalog and tags.
@@ -122,7 +134,8 @@ async def resolve(client: RegistryClient, refs: list[tuple[str, str | None, str 
                  if _is_glob(repo_glob) else [repo_glob])
         for name in names:
             if digest:
-                targets.append(Target(name, digest=digest))
+                if await _holds(client, name, digest):
+                    targets.append(Target(name, digest=digest))
             elif tag_glob:
                 targets += [Target(name, tag=t) for t in await _tags(client, name) or []
                             if fnmatch.fnmatchcase(t, tag_glob)]
