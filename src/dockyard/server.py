@@ -46,6 +46,7 @@ from aiohttp import web
 from dockyard import logs, sdnotify
 from dockyard.api import tls
 from dockyard.api.access import ACCESS
+from dockyard.api.admission import SharedCounts, clear_row, node_table
 from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
 from dockyard.api.connections import AccessLog
 from dockyard.auth.service import AccessControl
@@ -187,10 +188,12 @@ def _hangup(app: web.Application, certs: tls.CertificateReloader | None,
 
 async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool,
                       parent: int | None, source: Source | None = None,
-                      listening: Any = None) -> None:
+                      listening: Any = None, shared: SharedCounts | None = None) -> None:
     app = create_app(settings, run_migrations=False)
     install_ui(app, settings)
     connections = app[CONNECTIONS]
+    if shared is not None:
+        connections.share(shared)
     metrics().workers.set(1)
     # requests still running at the drain deadline are cancelled within this long
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
@@ -282,9 +285,10 @@ def _die_with_parent() -> None:
 
 def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port: bool,
                 parent: int | None = None, source: Source | None = None,
-                listening: Any = None) -> None:
+                listening: Any = None, shared: SharedCounts | None = None) -> None:
     """Entry point of a worker process; `parent` is the supervisor's pid, if any;
-    `listening` the supervisor's shared counter of workers listening."""
+    `listening` the supervisor's shared counter of workers listening; `shared` the
+    node's count of unauthenticated connections and this worker's row in it."""
     # a forked worker inherits the supervisor's handlers: until its loop installs its
     # own, SIGTERM must stop it as it stops a freshly started process; SIGHUP (a
     # logrotate or certificate hook, the supervisor passing one on) must never stop
@@ -301,7 +305,8 @@ def worker_main(settings_data: dict[str, Any], host: str, port: int, reuse_port:
     settings = Settings.model_validate(settings_data)
     configure_logging(settings)
     _install_loop()
-    asyncio.run(_run_worker(settings, host, port, reuse_port, parent, source, listening))
+    asyncio.run(_run_worker(settings, host, port, reuse_port, parent, source, listening,
+                            shared))
 
 
 METRICS_PREFIX = "dockyard-metrics-"
@@ -393,6 +398,9 @@ class Supervisor:
         self.source = source
         self.args = (settings.model_dump(mode="json"), host, port, True, os.getpid(), source,
                      self.listening)
+        #: unauthenticated connections per address, one row per worker (`admission`)
+        self.counts = node_table(count, self.ctx)
+        self.counts_key = os.urandom(16)
         self.addr = f"{host}:{port}"
         self.drain = settings.http.drain_timeout.total_seconds()
         self.count = count
@@ -403,11 +411,14 @@ class Supervisor:
         #: READY=1 was sent (all workers listened once)
         self.ready = False
 
-    def _spawn(self) -> Any:
-        """Start a worker with SIGHUP blocked (the mask is inherited, across exec too):
-        one sent before the worker's loop handles it waits instead of killing it or
-        running the supervisor's handler in the child."""
-        proc = self.ctx.Process(target=worker_main, args=self.args, daemon=False)
+    def _spawn(self, index: int) -> Any:
+        """Start worker `index` with SIGHUP blocked (the mask is inherited, across exec
+        too): one sent before the worker's loop handles it waits instead of killing it or
+        running the supervisor's handler in the child. Its row of the connection counts
+        starts at zero (a dead predecessor's connections died with it)."""
+        clear_row(self.counts, index)
+        shared = SharedCounts(self.counts, self.count, index, self.counts_key)
+        proc = self.ctx.Process(target=worker_main, args=(*self.args, shared), daemon=False)
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             proc.start()
@@ -452,7 +463,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._hangup)
         metrics()  # the restart counter is exported (at 0) from the start
-        self.procs = [self._spawn() for _ in range(self.count)]
+        self.procs = [self._spawn(i) for i in range(self.count)]
         started = [time.monotonic()] * self.count
         quick_deaths = 0
         while not self.stopping:
@@ -471,7 +482,7 @@ class Supervisor:
                     log.error("workers keep dying at start; giving up")
                     self.stopping = self.failed = True
                     break
-                self.procs[i] = self._spawn()
+                self.procs[i] = self._spawn(i)
                 started[i] = time.monotonic()
         sdnotify.stopping()
         for proc in self.procs:

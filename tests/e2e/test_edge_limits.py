@@ -193,6 +193,56 @@ def test_unauthenticated_connections_are_capped_per_address(server: Server,
         sock.close()
 
 
+def test_the_cap_holds_for_the_node_and_forgets_a_killed_worker(tmp_path: Path) -> None:
+    # each worker counted only its own connections: two workers let an address hold
+    # twice the cap (SO_REUSEPORT spreads one client's connections over both)
+    import psutil
+
+    config = write_config(tmp_path / "config.yml",
+                          auth=token_auth(write_htpasswd(tmp_path / "htpasswd")),
+                          http={"unauthenticated_connections": CAP})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config)
+    try:
+        def hold(count: int) -> tuple[list[socket.socket], int]:
+            """Open `count` connections; those served, and how many were refused."""
+            served, refused = [], 0
+            for _ in range(count):
+                sock = connect(server)
+                try:  # a refused one is answered 429 and closed at once: maybe reset
+                    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                    status = read_response(sock)[0]
+                except (ConnectionResetError, BrokenPipeError):
+                    status = 429
+                assert status in (401, 429), status
+                if status == 401:
+                    served.append(sock)
+                else:
+                    refused += 1
+                    sock.close()
+            return served, refused
+
+        served, refused = hold(4 * CAP)
+        assert (len(served), refused) == (CAP, 3 * CAP)
+        workers = psutil.Process(server.proc.pid).children()
+        assert len(workers) == 2
+        for worker in workers:  # their connections die with them
+            worker.kill()
+        for sock in served:
+            sock.close()
+        deadline = time.monotonic() + 20
+        while {p.pid for p in psutil.Process(server.proc.pid).children()} & {
+                w.pid for w in workers} or len(psutil.Process(server.proc.pid).children()) < 2:
+            assert time.monotonic() < deadline, "the workers were not restarted"
+            time.sleep(0.2)
+        server.wait_ready()
+        served, refused = hold(CAP + 1)  # the dead workers' counts went with them
+        assert (len(served), refused) == (CAP, 1)
+        for sock in served:
+            sock.close()
+    finally:
+        server.stop()
+
+
 # ---------------------------------------------------------------- finding 7: small leaks
 
 

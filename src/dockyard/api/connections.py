@@ -4,8 +4,8 @@
   it opens, or after the first byte of its next request, else it is closed.
 - `http.unauthenticated_connections`: how many connections one client address may hold
   open before any of them presented valid credentials; one more is answered 429 and
-  closed. Each worker counts its own connections (so a node allows up to workers times the
-  cap); connections from `http.trusted_proxies` are not counted.
+  closed. Counted for the whole node, every worker in one shared table (`admission`);
+  connections from `http.trusted_proxies` are not counted.
 - a malformed or oversized request head gets a clean 400/431 and one log line that never
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
 - the requests in flight, so that SIGTERM can let them finish (`drain`);
@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +31,7 @@ from aiohttp.web_request import BaseRequest
 
 from dockyard import logs
 from dockyard.api.access import IDENTITY
+from dockyard.api.admission import AddressCounts, SharedCounts
 from dockyard.api.errors import error_body
 from dockyard.api.proxy import TrustedProxies
 from dockyard.api.routes import TARGET
@@ -57,7 +57,8 @@ class Connections:
         self.header_timeout = settings.header_timeout.total_seconds()
         self.cap = settings.unauthenticated_connections
         self.proxies = TrustedProxies(settings.trusted_proxies)
-        self.unauthenticated: collections.Counter[str] = collections.Counter()
+        #: this process's own count until the worker joins the node's (`share`)
+        self.unauthenticated = AddressCounts()
         self.in_flight = 0
         self.draining = False
         self.stats = metrics().requests_stats
@@ -69,13 +70,17 @@ class Connections:
         """The protocol factory for `loop.create_server` (`options` go to RequestHandler)."""
         return lambda: Connection(self, manager, loop=asyncio.get_running_loop(), **options)
 
+    def share(self, shared: SharedCounts) -> None:
+        """Count in the node's table from now on (before the first connection)."""
+        self.unauthenticated = AddressCounts(shared)
+
     def admit(self, conn: Connection) -> bool:
         """Count a new connection against its address; False when the address is full."""
         if not self.cap or self.proxies.trusts(conn.address):
             return True
-        if self.unauthenticated[conn.address] >= self.cap:
+        if self.unauthenticated.count(conn.address) >= self.cap:
             return False
-        self.unauthenticated[conn.address] += 1
+        self.unauthenticated.add(conn.address, 1)
         conn.counted = True
         return True
 
@@ -83,9 +88,7 @@ class Connections:
         """The connection authenticated or closed: it no longer counts."""
         if conn.counted:
             conn.counted = False
-            self.unauthenticated[conn.address] -= 1
-            if self.unauthenticated[conn.address] <= 0:
-                del self.unauthenticated[conn.address]
+            self.unauthenticated.add(conn.address, -1)
 
     def request_started(self) -> None:
         self.in_flight += 1
