@@ -99,7 +99,7 @@ class HttpSettings(_Section):
     #: on SIGTERM, requests in flight get this long to finish before they are cut off
     drain_timeout: PositiveDuration = timedelta(seconds=30)
     #: connections one client address may hold open before any of them authenticated,
-    #: counted by each worker process (0: no limit); trusted proxies are exempt
+    #: counted for the node, over all its workers (0: no limit); trusted proxies are exempt
     unauthenticated_connections: int = Field(default=64, ge=0)
     tls: TlsSettings = TlsSettings()
     debug: DebugSettings = DebugSettings()
