@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,55 @@ SERVER = "Dockyard"
 QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 
 
+#: seconds between two log lines about refused connections (a flood is one line)
+REFUSAL_LOG_INTERVAL = 10.0
+#: addresses a refusal line names at most (the rest are counted together)
+REFUSAL_LOG_ADDRESSES = 5
+
+
+class Refusals:
+    """The log of connections refused at the cap, bounded: the first refusal after a
+    quiet spell is said at once, the rest of the spell in one line per
+    `REFUSAL_LOG_INTERVAL` (a client opening thousands of connections a second wrote a
+    line for each, until the disk filled)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, address: str) -> None:
+        if self._timer is None:
+            log.warning("refused a connection from %s: %d unauthenticated connections "
+                        "open already", address, self.cap)
+            self._timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_INTERVAL,
+                                                                self._flush)
+            return
+        if address in self._counts or len(self._counts) < 1000:
+            self._counts[address] += 1
+        else:
+            self._counts[""] += 1  # one of too many addresses to keep apart
+
+    def _flush(self) -> None:
+        """Say what was refused since the last line; stay quiet (and end the spell)
+        when nothing was."""
+        if not self._counts:
+            self._timer = None
+            return
+        total = sum(self._counts.values())
+        named = [(a, n) for a, n in self._counts.most_common() if a][:REFUSAL_LOG_ADDRESSES]
+        others = total - sum(n for _, n in named)
+        text = ", ".join(f"{a} {n}" for a, n in named)
+        if others:
+            text += f", others {others}"
+        log.warning("refused %d more connection(s) in %gs at %d unauthenticated "
+                    "connections per address: %s", total, REFUSAL_LOG_INTERVAL, self.cap,
+                    text)
+        self._counts.clear()
+        self._timer = asyncio.get_running_loop().call_later(REFUSAL_LOG_INTERVAL,
+                                                            self._flush)
+
+
 class Connections:
     """Every connection of this worker: admission, header timeout, requests in flight."""
 
@@ -59,6 +109,7 @@ class Connections:
         self.proxies = TrustedProxies(settings.trusted_proxies)
         #: this process's own count until the worker joins the node's (`share`)
         self.unauthenticated = AddressCounts()
+        self.refusals = Refusals(self.cap)
         self.in_flight = 0
         self.draining = False
         self.stats = metrics().requests_stats
@@ -142,8 +193,7 @@ class Connection(RequestHandler):
         self.trusted = self.connections.proxies.trusts(self.address)
         if not self.connections.admit(self):
             self.refused = True
-            log.warning("refused a connection from %s: %d unauthenticated connections "
-                        "open already", self.address, self.connections.cap)
+            self.connections.refusals.add(self.address)
             writer = cast(asyncio.Transport, transport)  # uvloop's is no WriteTransport
             writer.write(_raw_response(429, "TOOMANYREQUESTS", "too many connections from "
                                        "this address before authentication",
