@@ -407,7 +407,10 @@ def test_cache_retention_collects_what_was_not_pulled_within_the_window(
     """A cache whose rule keeps content 2 s after its last pull, collected every second."""
     config = write_config(
         tmp_path / "config.yml", log={"level": "info"},
-        gc={"interval": "1s", "grace": "0s"},
+        # a grace of 0 let a collection take the blob a pull had just fetched and
+        # claimed, before its link: the pull got a 503 (once in CI); a second is far
+        # longer than a fetch's claim-to-link, far shorter than the wait below
+        gc={"interval": "1s", "grace": "1s"},
         retention={"pull_flush_interval": "1s"},
         proxy=[{"prefix": "short", "upstream": dist.url, "retention": "2s",
                 "credentials": {"username": USER, "password_env": "DIST_PASSWORD"}},
