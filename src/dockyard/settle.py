@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -18,5 +18,13 @@ async def to_the_end(work: Awaitable[T]) -> T:
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
+        # the caller gets the cancellation, not the clean-up's failure: mark that seen
+        # (asyncio logged it as an ERROR, "Task exception was never retrieved")
+        task.add_done_callback(_seen)
         await asyncio.wait([task])  # a further cancel here leaves it to run on, shielded
         raise
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
