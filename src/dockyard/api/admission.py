@@ -45,7 +45,8 @@ def node_table(rows: int, context: Any) -> Any:
 
 def clear_row(table: Any, row: int) -> None:
     """Forget what a dead worker counted (its connections went with it)."""
-    ctypes.memset(ctypes.addressof(table) + row * SLOTS * 4, 0, SLOTS * 4)
+    size = SLOTS * ctypes.sizeof(ctypes.c_int32)
+    ctypes.memset(ctypes.addressof(table) + row * size, 0, size)
 
 
 class AddressCounts:
