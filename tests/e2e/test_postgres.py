@@ -238,13 +238,15 @@ async def test_job_runs_on_postgres(database_url: str) -> None:
 async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(database_url: str
                                                                        ) -> None:
     """The claim reads the mark back (`INSERT ... ON CONFLICT ... RETURNING`) and the link
-    clears only that one, and one push of two takes the repair, on PostgreSQL (asyncpg's
-    direct path) as on SQLite."""
+    clears only that one, one push of two takes the repair, and a link whose claimed row
+    the collector deleted writes nothing, on PostgreSQL (asyncpg's direct path) as on
+    SQLite."""
     from tests.unit.metadata import test_store as checks
 
     async with migrated_store(database_url) as store:
         await checks.check_a_mark_goes_only_with_the_link_of_its_claim(store)
         await checks.check_one_push_takes_the_repair(store)
+        await checks.check_a_link_after_the_collector_took_the_claimed_blob(store)
 
 
 async def test_the_collectors_pages_of_unlinked_blobs_follow_an_index(database_url: str

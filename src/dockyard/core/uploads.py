@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from dockyard.core.proxy import ProxyRoutes
 
 log = logging.getLogger(__name__)
+#: links a push tries when the collector takes its blob between the claim and the link
+_RELINKS = 3
 T = TypeVar("T")
 
 DEFAULT_ALGORITHM = "sha256"
@@ -416,9 +418,7 @@ class UploadService:
         except StorageFull:
             await self._end_full(record.id)
             raise
-        await self._releasing(hold, self.store.link_blob(name, str(digest), len(data),
-                                                         upload=record.id, claim=hold.claim))
-        self._local.pop(record.id, None)
+        await self._link(name, record, hold, digest, len(data))
         await self._pushed(name, digest, len(data))
         return len(data)
 
@@ -517,11 +517,39 @@ class UploadService:
         """Link the published blob into `name`, ending the session, and clear the
         corrupt mark its claim found (the verified bytes replaced the stored ones);
         its size (the blob's row is there: `_claim` made it before the publish)."""
-        await self._releasing(hold, self.store.link_blob(name, str(digest), size,
-                                                         upload=record.id, claim=hold.claim))
-        self._local.pop(record.id, None)
+        await self._link(name, record, hold, digest, size)
         await self._pushed(name, digest, size)
         return size
+
+    async def _link(self, name: str, record: UploadRecord, hold: _Hold, digest: Digest,
+                    size: int) -> None:
+        """Link the claimed and published blob into `name`, ending the session.
+
+        A collector may take the blob between the claim and the link when `gc.grace`
+        is shorter than that time (0, or seconds against a large S3 completion). Then
+        the blob is claimed again, which waits out the deletion: the bytes this push
+        published after the collector removed the old ones are still there and are
+        linked; bytes the collector removed end the session, and the client is told
+        to push the blob again (BLOB_UPLOAD_UNKNOWN: clients start a new upload)."""
+        for _ in range(_RELINKS):
+            linked = await self._releasing(hold, self.store.link_blob(
+                name, str(digest), size, upload=record.id, claim=hold.claim))
+            if linked:
+                self._local.pop(record.id, None)
+                return
+            hold.released = False  # nothing was written: the session is still held
+            log.warning("blob %s was collected between its claim and its link: gc.grace "
+                        "is shorter than this push took to publish it", digest)
+            hold.claim = None
+            await self._claim(hold, digest, size)  # waits while the bytes are deleted
+            if await self.blobs.size(digest) != size:
+                break
+        await self._releasing(hold, self.store.delete_upload(record.id))
+        await self.blobs.delete_upload(record.id)
+        self._local.pop(record.id, None)
+        raise BlobUploadUnknown(
+            f"blob {digest} was garbage-collected while this upload completed (the "
+            "registry's gc.grace is shorter than the upload took): push it again")
 
     async def _pushed(self, name: str, digest: Digest, size: int) -> None:
         if self.notifier is not None:

@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg"}
 _PG_DISK_FULL = "53100"
+_PG_FOREIGN_KEY = "23503"
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -89,6 +90,15 @@ def disk_full(exc: BaseException) -> bool:
         return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
             "database or disk is full" in str(orig))
     return getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+
+
+def foreign_key_violated(exc: BaseException) -> bool:
+    """Whether a database error says a row refers to one that is not there (SQLite or
+    PostgreSQL): a write raced a delete of the row it points at."""
+    orig: object = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+    return getattr(orig, "sqlstate", None) == _PG_FOREIGN_KEY
 
 
 class _Dropped(Exception):
@@ -124,6 +134,11 @@ class Engines:
     #: too on PostgreSQL, whose hot path runs on asyncpg itself)
     _errors: tuple[type[BaseException], ...] = field(
         default=(DBAPIError, sqlite3.Error), repr=False)
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What a failed statement of these engines raises."""
+        return self._errors
 
     @property
     def dialect(self) -> str:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dockyard.metadata import events as feed
 from dockyard.metadata.dialects import postgresql, sqlite
-from dockyard.metadata.engine import Conn, Engines
+from dockyard.metadata.engine import Conn, Engines, foreign_key_violated
 from dockyard.metadata.events import Change, EventRecord, EventWriter
 from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
@@ -232,13 +232,16 @@ class MetadataStore:
     async def link_blob(
         self, name: str, digest: str, size: int, *, upload: str | None = None,
         claim: Claim | None = None,
-    ) -> None:
+    ) -> bool:
         """Record blob `digest` (stored, verified) and make it visible in `name`.
 
         With `upload`, that finished session is removed in the same transaction.
         `claim`: the caller's `claim_blob` made the row moments ago (and keeps the
         collector off it), so it is not written again; the caller published verified
         bytes since, so the corrupt mark the claim found goes (not one fsck set after).
+        False, with nothing written, when the claimed row is gone: the collector took
+        the blob after the claim, which a grace (`gc.grace`) shorter than the time from
+        claim to link allows; its bytes may be gone too.
         """
         now, q = time.time(), self._q
 
@@ -252,7 +255,13 @@ class MetadataStore:
             if upload is not None:
                 run(conn, q.delete_upload, id=upload)
 
-        await self.engines.compiled(body)
+        try:
+            await self.engines.compiled(body)
+        except self.engines.errors as exc:
+            if claim is None or not foreign_key_violated(exc):
+                raise
+            return False
+        return True
 
     async def claim_blob(self, digest: str, size: int) -> Claim | None:
         """Before publishing bytes: renew the blob's grace period, creating its row.

@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dockyard.core.uploads import Chunk, SessionCaps, UploadService
 from dockyard.drivers.filesystem import FilesystemDriver
 from dockyard.metadata.engine import migrate, open_engines
+from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import (
@@ -430,6 +433,77 @@ async def test_bytes_gone_behind_the_session(make_service: Factory) -> None:
     await a.blobs.delete_upload(record.id)
     with pytest.raises(BlobUploadUnknown):
         await b.append(REPO, record.id, body(b"def"), Chunk())
+
+
+def collect_before_the_link(service: UploadService, *, bytes_too: bool) -> list[str]:
+    """Make the collector take the blob between a push's claim and its link, as a grace
+    shorter than that time lets it: the first link of each digest runs the collector's
+    deletion first (the row, and the bytes when `bytes_too`: the deletion came after the
+    publish; else before it). Returns the digests it took."""
+    life, taken = LifecycleStore(service.store), []
+    link = service.store.link_blob
+
+    async def racing(name: str, digest: str, size: int, **kwargs: Any) -> bool:
+        if digest not in taken:
+            taken.append(digest)
+            assert await life.begin_blob_deletion(digest, time.time() + 10) == size
+            if bytes_too:
+                assert not await service.blobs.delete_blobs([Digest.parse(digest)])
+            await life.end_blob_deletion(digest)
+        return await link(name, digest, size, **kwargs)
+
+    service.store.link_blob = racing  # type: ignore[method-assign]
+    return taken
+
+
+async def finish_in_two(service: UploadService, data: bytes, chunked: bool) -> str:
+    """A push of `data`: one PUT (the small path), or a PATCH then the PUT."""
+    record = await service.start(REPO)
+    digest = Digest.of(data)
+    if chunked:
+        await service.append(REPO, record.id, body(data[:500]), Chunk(start=0, length=500))
+        await service.finish(REPO, record.id, digest, body(data[500:]),
+                             Chunk(start=500, length=len(data) - 500))
+    else:
+        await service.finish(REPO, record.id, digest, body(data), Chunk(length=len(data)))
+    return record.id
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_bytes_published_after_the_collector_took_the_claim_are_linked(
+        service: UploadService, chunked: bool) -> None:
+    """The collector removed the claimed row and the old bytes before this push
+    published its own: the push claims again and links what it published."""
+    data = os.urandom(1000)
+    taken = collect_before_the_link(service, bytes_too=False)
+    session = await finish_in_two(service, data, chunked)
+    assert taken == [str(Digest.of(data))]
+    await assert_published(service, Digest.of(data), data)
+    with pytest.raises(BlobUploadUnknown):
+        await service.get(REPO, session)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_bytes_the_collector_removed_after_the_publish_end_the_upload(
+        service: UploadService, chunked: bool) -> None:
+    """The collector took the bytes this push had published: the push fails with
+    BLOB_UPLOAD_UNKNOWN saying why (it raised the database's foreign key violation, a
+    500), and leaves no session, no link and no bytes behind."""
+    data = os.urandom(1000)
+    digest = Digest.of(data)
+    collect_before_the_link(service, bytes_too=True)
+    record = await service.start(REPO)
+    if chunked:
+        await service.append(REPO, record.id, body(data[:500]), Chunk(start=0, length=500))
+    start = 500 if chunked else 0
+    with pytest.raises(BlobUploadUnknown, match=r"garbage-collected .* push it again"):
+        await service.finish(REPO, record.id, digest, body(data[start:]),
+                             Chunk(start=start, length=len(data) - start))
+    with pytest.raises(BlobUploadUnknown):
+        await service.get(REPO, record.id)
+    assert await service.store.blob_in_repository(REPO, str(digest)) is None
+    assert await service.blobs.size(digest) is None
+    assert [s async for s in service.blobs.upload_sessions()] == []
 
 
 async def test_concurrent_appends_on_two_workers_never_publish_corrupt_blob(

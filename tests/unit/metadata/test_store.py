@@ -15,6 +15,7 @@ from sqlalchemy.dialects import sqlite
 
 from dockyard.metadata.engine import migrate, open_engines
 from dockyard.metadata.integrity import IntegrityStore
+from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.records import Claim, NewManifest
 from dockyard.metadata.schema import manifests
 from dockyard.metadata.store import MetadataStore, MissingReferences, SessionLimit
@@ -180,6 +181,35 @@ async def check_a_mark_goes_only_with_the_link_of_its_claim(store: MetadataStore
 
 async def test_a_mark_goes_only_with_the_link_of_its_claim(store: MetadataStore) -> None:
     await check_a_mark_goes_only_with_the_link_of_its_claim(store)
+
+
+async def check_a_link_after_the_collector_took_the_claimed_blob(store: MetadataStore
+                                                                  ) -> None:
+    """The collector deletes a claimed blob's row (a grace shorter than the push's claim
+    to link): the link says so and writes nothing (the session stays, no repository
+    link), where it raised the foreign key violation. A plain function:
+    `tests/e2e/test_postgres.py` runs it too."""
+    life, digest = LifecycleStore(store), str(Digest.of(os.urandom(16)))
+    session = f"gone-{digest[-12:]}"
+    await store.create_upload(session, "gone/a")
+    claim = await store.claim_blob(digest, 6)
+    assert claim is not None
+    assert await life.begin_blob_deletion(digest, time.time() + 10) == 6
+    await life.end_blob_deletion(digest)
+    assert not await store.link_blob("gone/a", digest, 6, upload=session, claim=claim)
+    assert await store.blob_in_repository("gone/a", digest) is None
+    assert await store.upload(session) is not None
+    # claimed again, it links
+    claim = await store.claim_blob(digest, 6)
+    assert claim is not None
+    assert await store.link_blob("gone/a", digest, 6, upload=session, claim=claim)
+    assert await store.blob_in_repository("gone/a", digest) is not None
+    assert await store.upload(session) is None
+
+
+async def test_a_link_after_the_collector_took_the_claimed_blob(store: MetadataStore
+                                                                ) -> None:
+    await check_a_link_after_the_collector_took_the_claimed_blob(store)
 
 
 async def check_one_push_takes_the_repair(store: MetadataStore) -> None:
