@@ -26,6 +26,7 @@ from dockyard.metadata.engine import open_engines
 from dockyard.metadata.mirrors import MirrorStore, TagOrigin
 from dockyard.metadata.schema import revoked_sessions
 from dockyard.metadata.sessions import RevokedSessionStore
+from dockyard.metadata.statements import Statements
 from dockyard.metadata.store import MetadataStore
 from tests.e2e import test_conformance as conformance
 from tests.support.servers import Server, start_dockyard
@@ -233,6 +234,34 @@ async def test_job_runs_on_postgres(database_url: str) -> None:
         await checks.check_runs_are_recorded_newest_first_per_job(store)
         await checks.check_only_the_last_runs_of_each_job_are_kept(store)
         await checks.check_summaries_are_bounded(store)
+
+
+async def test_writes_into_one_repository_do_not_wait_for_each_other(database_url: str
+                                                                    ) -> None:
+    """A push's writes read their repository's row FOR KEY SHARE (which only a
+    collection dropping the repository waits for), not FOR NO KEY UPDATE (which took
+    every push into the repository, on every node, one at a time): a link into a
+    repository whose row another open write holds completes at once."""
+    import asyncpg
+
+    name = f"shared/{os.urandom(4).hex()}"
+    async with migrated_store(database_url) as store:
+        await store.link_blob(name, "sha256:" + "1" * 64, 1)  # the repository's row
+        other = await asyncpg.connect(database_url)
+        try:
+            async with other.transaction():
+                # an open write into the same repository, as a push's link or manifest
+                await other.fetch(Statements("postgresql").repo_id.pg_sql, name)
+                digest = "sha256:" + "2" * 64
+                await asyncio.wait_for(store.link_blob(name, digest, 2), 5)
+                claimed = "sha256:" + "3" * 64
+                claim = await store.claim_blob(claimed, 3)
+                assert claim is not None
+                await asyncio.wait_for(store.link_blob(name, claimed, 3, claim=claim), 5)
+        finally:
+            await other.close()
+        assert await store.blob_in_repository(name, digest) is not None
+        assert await store.blob_in_repository(name, claimed) is not None
 
 
 async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(database_url: str

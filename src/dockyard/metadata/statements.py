@@ -101,7 +101,7 @@ class Statements:
         # this read find no row (a new one is made); read unlocked, the link's foreign
         # key met the deleted row and the push failed
         self.repo_id = Prepared(select(repositories.c.id).where(repositories.c.name == b("name"))
-                                .with_for_update(key_share=True))
+                                .with_for_update(read=True, key_share=True))
         # PostgreSQL: serialises the openings of upload sessions while caps are counted
         # (SQLite's write transactions are serial already)
         self.upload_lock = (Prepared(select(func.pg_advisory_xact_lock(UPLOAD_LOCK)))
