@@ -264,6 +264,35 @@ async def test_writes_into_one_repository_do_not_wait_for_each_other(database_ur
         assert await store.blob_in_repository(name, claimed) is not None
 
 
+async def test_a_link_into_a_repository_a_collection_drops_makes_a_new_one(
+        database_url: str) -> None:
+    """A collection drops an empty repository (its row FOR UPDATE, then deleted) while
+    an upload links its claimed blob there: the link waits for it, finds no row, and
+    links into a new repository row (read unlocked, it met the foreign key: a 500)."""
+    import asyncpg
+
+    name = f"dropped/{os.urandom(4).hex()}"
+    async with migrated_store(database_url) as store:
+        await store.link_blob(name, "sha256:" + "4" * 64, 1)
+        assert await store.unlink_blob(name, "sha256:" + "4" * 64)
+        digest = "sha256:" + "5" * 64
+        claim = await store.claim_blob(digest, 5)
+        assert claim is not None
+        collector = await asyncpg.connect(database_url)
+        try:
+            async with collector.transaction():
+                await collector.execute(
+                    "SELECT id FROM repositories WHERE name = $1 FOR UPDATE", name)
+                await collector.execute("DELETE FROM repositories WHERE name = $1", name)
+                link = asyncio.ensure_future(store.link_blob(name, digest, 5, claim=claim))
+                await asyncio.sleep(0.5)
+                assert not link.done()  # waits for the collection's transaction
+            assert await asyncio.wait_for(link, 5)
+        finally:
+            await collector.close()
+        assert await store.blob_in_repository(name, digest) is not None
+
+
 async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(database_url: str
                                                                        ) -> None:
     """The claim reads the mark back (`INSERT ... ON CONFLICT ... RETURNING`) and the link

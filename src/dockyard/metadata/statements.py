@@ -13,7 +13,10 @@ import sqlite3
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    Float,
     Integer,
+    any_,
     bindparam,
     delete,
     func,
@@ -31,6 +34,7 @@ from dockyard.metadata.engine import Conn
 from dockyard.metadata.fastread import Prepared
 from dockyard.metadata.pgdirect import PgConn, Rows
 from dockyard.metadata.schema import (
+    DIGEST,
     blob_deletions,
     blobs,
     manifest_blobs,
@@ -186,10 +190,31 @@ class Statements:
         self.link = Prepared(link.on_conflict_do_update(
             index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
             set_={"linked_at": link.excluded.linked_at}))
+        # the link of an upload's blob, its repository found by name in the same
+        # statement (one round trip fewer than `repo_id` then `link`), under the same
+        # FOR KEY SHARE: a collection dropping the repository makes it insert nothing
+        # (then `repo_id` and `add_repo` make a new one), never meet the foreign key
+        named = ins(repository_blobs).from_select(
+            ["repository_id", "digest", "linked_at"],
+            select(repositories.c.id, bindparam("p_digest", type_=DIGEST),
+                   bindparam("p_now", type_=Float))
+            .where(repositories.c.name == b("name")).with_for_update(read=True, key_share=True))
+        self.link_named = Prepared(named.on_conflict_do_update(
+            index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
+            set_={"linked_at": named.excluded.linked_at}))
         self.has_link = Prepared(
             select(repository_blobs.c.digest)
             .where(repository_blobs.c.repository_id == b("repo"),
                    repository_blobs.c.digest == b("digest")).with_for_update(read=True))
+        # PostgreSQL: which of a manifest's blobs the repository links, in one statement
+        # (locked in digest order, as the touches before); SQLite asks one at a time
+        self.has_links = (Prepared(
+            select(repository_blobs.c.digest)
+            .where(repository_blobs.c.repository_id == b("repo"),
+                   repository_blobs.c.digest == any_(
+                       bindparam("p_digests", type_=ARRAY(DIGEST))))
+            .order_by(repository_blobs.c.digest).with_for_update(read=True))
+            if dialect == "postgresql" else None)
         self.manifest_id = Prepared(
             select(manifests.c.id)
             .where(manifests.c.repository_id == b("repo"), manifests.c.digest == b("digest"))

@@ -246,12 +246,18 @@ class MetadataStore:
         now, q = time.time(), self._q
 
         def body(conn: Conn) -> None:
-            repo_id = self._ensure_repo(conn, name, now)
+            # a claimed blob's row is there: one statement finds the repository and
+            # links (none when the repository is new); the repository's row is read
+            # before the blob's is written, in the same order as without a claim
+            linked = claim is not None and bool(
+                run(conn, q.link_named, name=name, digest=digest, now=now).rowcount)
+            repo_id = None if linked else self._ensure_repo(conn, name, now)
             if claim is None:
                 run(conn, q.upsert_blob, digest=digest, size=size, now=now)
             elif claim.mark is not None:
                 run(conn, q.clear_mark, digest=digest, mark=claim.mark)
-            run(conn, q.link, repo=repo_id, digest=digest, now=now)
+            if repo_id is not None:
+                run(conn, q.link, repo=repo_id, digest=digest, now=now)
             if upload is not None:
                 run(conn, q.delete_upload, id=upload)
 
@@ -574,10 +580,14 @@ class MetadataStore:
             # before its link): concurrent pushes of images sharing layers, in any layer
             # order, then lock rows in one order and never deadlock on PostgreSQL
             blob_digests = sorted(set(new.blob_digests))
-            for d in blob_digests:
-                run(conn, q.touch_blob, digest=d, now=now)
-            missing = [d for d in blob_digests
-                       if run(conn, q.has_link, repo=repo_id, digest=d).fetchone() is None]
+            run_many(conn, q.touch_blob, [{"digest": d, "now": now} for d in blob_digests])
+            if q.has_links is not None and blob_digests:  # PostgreSQL: one for all
+                linked = {r[0] for r in run(conn, q.has_links, repo=repo_id,
+                                            digests=blob_digests).fetchall()}
+                missing = [d for d in blob_digests if d not in linked]
+            else:
+                missing = [d for d in blob_digests
+                           if run(conn, q.has_link, repo=repo_id, digest=d).fetchone() is None]
             missing += [d for d in new.child_digests
                         if run(conn, q.manifest_id, repo=repo_id, digest=d).fetchone() is None]
             if missing and check:
