@@ -264,6 +264,27 @@ async def test_writes_into_one_repository_do_not_wait_for_each_other(database_ur
         assert await store.blob_in_repository(name, claimed) is not None
 
 
+async def test_a_mount_does_not_wait_for_a_push_into_its_source(database_url: str) -> None:
+    """A cross-repository mount locks the source's link and the blob, not the source
+    repository's row (FOR UPDATE there waited for every open push into the source, and
+    every push into it for the mount)."""
+    import asyncpg
+
+    source, target = (f"{part}/{os.urandom(4).hex()}" for part in ("base", "app"))
+    digest = "sha256:" + "6" * 64
+    async with migrated_store(database_url) as store:
+        await store.link_blob(source, digest, 6)
+        push = await asyncpg.connect(database_url)
+        try:
+            async with push.transaction():  # an open push into the source
+                await push.fetch(Statements("postgresql").repo_id.pg_sql, source)
+                mounted = await asyncio.wait_for(store.mount_blob(target, digest, source), 5)
+                assert mounted is not None
+        finally:
+            await push.close()
+        assert await store.blob_in_repository(target, digest) is not None
+
+
 async def test_a_link_into_a_repository_a_collection_drops_makes_a_new_one(
         database_url: str) -> None:
     """A collection drops an empty repository (its row FOR UPDATE, then deleted) while

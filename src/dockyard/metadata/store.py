@@ -327,7 +327,9 @@ class MetadataStore:
                 .select_from(repositories.join(repository_blobs).join(blobs))
                 .where(repositories.c.name == source, repository_blobs.c.digest == digest,
                        blobs.c.corrupt_at.is_(None))
-                .with_for_update()
+                # the link and the blob (the collector waits, then sees the new link);
+                # not the source repository's row, which every push into it reads
+                .with_for_update(of=[repository_blobs, blobs])
             ).first()
             if row is None:
                 return None
