@@ -264,6 +264,42 @@ async def test_writes_into_one_repository_do_not_wait_for_each_other(database_ur
         assert await store.blob_in_repository(name, claimed) is not None
 
 
+async def test_the_repair_of_a_marked_blob_and_a_manifest_write_lock_in_one_order(
+        database_url: str) -> None:
+    """A push repairing a blob fsck marked (its link clears the mark) and a manifest
+    write naming the blob lock the blob's row before its link, both: a link written
+    before the mark is cleared waited for the manifest's blob while the manifest waited
+    for the link (PostgreSQL's deadlock detector then failed one of them)."""
+    import asyncpg
+
+    from dockyard.metadata.integrity import IntegrityStore
+
+    name, digest = f"repair/{os.urandom(4).hex()}", "sha256:" + os.urandom(32).hex()
+    async with migrated_store(database_url) as store:
+        await store.link_blob(name, digest, 6)
+        integrity = IntegrityStore(store)
+        assert await integrity.begin_mark(digest)
+        await integrity.end_mark(digest)
+        claim = await store.claim_blob(digest, 6)
+        assert claim is not None
+        assert claim.mark is not None
+        manifest = await asyncpg.connect(database_url)
+        try:
+            async with manifest.transaction():  # a manifest write's touch, then its check
+                await manifest.execute(
+                    "UPDATE blobs SET touched_at = touched_at WHERE digest = $1", digest)
+                link = asyncio.ensure_future(store.link_blob(name, digest, 6, claim=claim))
+                await asyncio.sleep(0.3)
+                linked = await asyncio.wait_for(manifest.fetch(
+                    "SELECT digest FROM repository_blobs WHERE digest = $1 FOR SHARE",
+                    digest), 0.8)  # under deadlock_timeout (1 s)
+                assert len(linked) == 1
+            assert await asyncio.wait_for(link, 5)
+        finally:
+            await manifest.close()
+        assert await store.blob(digest) is not None  # linked and unmarked
+
+
 async def test_a_mount_does_not_wait_for_a_push_into_its_source(database_url: str) -> None:
     """A cross-repository mount locks the source's link and the blob, not the source
     repository's row (FOR UPDATE there waited for every open push into the source, and

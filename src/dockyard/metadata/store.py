@@ -247,9 +247,11 @@ class MetadataStore:
 
         def body(conn: Conn) -> None:
             # a claimed blob's row is there: one statement finds the repository and
-            # links (none when the repository is new); the repository's row is read
-            # before the blob's is written, in the same order as without a claim
-            linked = claim is not None and bool(
+            # links (none when the repository is new). Not when the claim found a mark:
+            # the blob's row is written then, and rows are locked in one order, the
+            # repository's, the blob's, the link's (a manifest write touches the blob
+            # before it reads the link: the other order could deadlock with it)
+            linked = claim is not None and claim.mark is None and bool(
                 run(conn, q.link_named, name=name, digest=digest, now=now).rowcount)
             repo_id = None if linked else self._ensure_repo(conn, name, now)
             if claim is None:
