@@ -475,11 +475,16 @@ class UploadService:
         if actual == digest.hex:
             return
         # the session cannot become anything else now: end it, as Distribution does
+        await self._end(record, hold)
+        raise DigestInvalid(f"content digest is {digest.algorithm}:{actual}, not {digest}",
+                            {"digest": str(digest)})
+
+    async def _end(self, record: UploadRecord, hold: _Hold) -> None:
+        """End a held session that cannot finish: its row (releasing the hold), then
+        its bytes."""
         await self._releasing(hold, self.store.delete_upload(record.id))
         await self.blobs.delete_upload(record.id)
         self._local.pop(record.id, None)
-        raise DigestInvalid(f"content digest is {digest.algorithm}:{actual}, not {digest}",
-                            {"digest": str(digest)})
 
     async def _claim(self, hold: _Hold, digest: Digest, size: int) -> None:
         """Claim the blob before its bytes are published: the collector leaves a
@@ -544,9 +549,7 @@ class UploadService:
             await self._claim(hold, digest, size)  # waits while the bytes are deleted
             if await self.blobs.size(digest) != size:
                 break
-        await self._releasing(hold, self.store.delete_upload(record.id))
-        await self.blobs.delete_upload(record.id)
-        self._local.pop(record.id, None)
+        await self._end(record, hold)
         raise BlobUploadUnknown(
             f"blob {digest} was garbage-collected while this upload completed (the "
             "registry's gc.grace is shorter than the upload took): push it again")
