@@ -50,9 +50,10 @@ UPLOAD_LOCK = 0x646F636B_75706C64  # "dockupld"
 """PostgreSQL advisory lock key taken while a session opening counts the open ones."""
 
 
-def _p(name: str) -> Any:
-    # INSERT/UPDATE reserve bind names equal to column names: prefix every one
-    return bindparam("p_" + name)
+def _p(name: str, type_: Any = None) -> Any:
+    # INSERT/UPDATE reserve bind names equal to column names: prefix every one (`type_`
+    # where no column gives it: a value selected into an INSERT, an array)
+    return bindparam("p_" + name, type_=type_)
 
 
 def run(conn: Conn, query: Prepared, **named: Any) -> Any:
@@ -121,10 +122,9 @@ class Statements:
         cols = (uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
                 uploads.c.updated_at, uploads.c.owner, uploads.c.holder, uploads.c.held_until)
         id_, name, _, now, _, owner, holder, until = (
-            bindparam(f"p_{key}", type_=col.type) for key, col in zip(
+            b(key, col.type) for key, col in zip(
                 ("id", "name", "", "now", "", "owner", "holder", "until"), cols, strict=True))
-        max_total, max_owner = (bindparam("p_max_total", type_=Integer),
-                                bindparam("p_max_owner", type_=Integer))
+        max_total, max_owner = b("max_total", Integer), b("max_owner", Integer)
         total = select(func.count()).select_from(uploads).scalar_subquery()
         owned = (select(func.count()).select_from(uploads).where(uploads.c.owner == owner)
                  .scalar_subquery())
@@ -196,8 +196,7 @@ class Statements:
         # (then `repo_id` and `add_repo` make a new one), never meet the foreign key
         named = ins(repository_blobs).from_select(
             ["repository_id", "digest", "linked_at"],
-            select(repositories.c.id, bindparam("p_digest", type_=DIGEST),
-                   bindparam("p_now", type_=Float))
+            select(repositories.c.id, b("digest", DIGEST), b("now", Float))
             .where(repositories.c.name == b("name")).with_for_update(read=True, key_share=True))
         self.link_named = Prepared(named.on_conflict_do_update(
             index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
@@ -211,8 +210,7 @@ class Statements:
         self.has_links = (Prepared(
             select(repository_blobs.c.digest)
             .where(repository_blobs.c.repository_id == b("repo"),
-                   repository_blobs.c.digest == any_(
-                       bindparam("p_digests", type_=ARRAY(DIGEST))))
+                   repository_blobs.c.digest == any_(b("digests", ARRAY(DIGEST))))
             .order_by(repository_blobs.c.digest).with_for_update(read=True))
             if dialect == "postgresql" else None)
         self.manifest_id = Prepared(
