@@ -456,17 +456,13 @@ def collect_before_the_link(service: UploadService, *, bytes_too: bool) -> list[
     return taken
 
 
-async def finish_in_two(service: UploadService, data: bytes, chunked: bool) -> str:
-    """A push of `data`: one PUT (the small path), or a PATCH then the PUT."""
-    record = await service.start(REPO)
-    digest = Digest.of(data)
+async def push(service: UploadService, session: str, data: bytes, chunked: bool) -> None:
+    """Push `data` into `session`: one PUT (the small path), or a PATCH then the PUT."""
+    start = 500 if chunked else 0
     if chunked:
-        await service.append(REPO, record.id, body(data[:500]), Chunk(start=0, length=500))
-        await service.finish(REPO, record.id, digest, body(data[500:]),
-                             Chunk(start=500, length=len(data) - 500))
-    else:
-        await service.finish(REPO, record.id, digest, body(data), Chunk(length=len(data)))
-    return record.id
+        await service.append(REPO, session, body(data[:start]), Chunk(start=0, length=start))
+    await service.finish(REPO, session, Digest.of(data), body(data[start:]),
+                         Chunk(start=start, length=len(data) - start))
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -476,11 +472,12 @@ async def test_bytes_published_after_the_collector_took_the_claim_are_linked(
     published its own: the push claims again and links what it published."""
     data = os.urandom(1000)
     taken = collect_before_the_link(service, bytes_too=False)
-    session = await finish_in_two(service, data, chunked)
+    record = await service.start(REPO)
+    await push(service, record.id, data, chunked)
     assert taken == [str(Digest.of(data))]
     await assert_published(service, Digest.of(data), data)
     with pytest.raises(BlobUploadUnknown):
-        await service.get(REPO, session)
+        await service.get(REPO, record.id)
 
 
 @pytest.mark.parametrize("chunked", [False, True])
@@ -493,12 +490,8 @@ async def test_bytes_the_collector_removed_after_the_publish_end_the_upload(
     digest = Digest.of(data)
     collect_before_the_link(service, bytes_too=True)
     record = await service.start(REPO)
-    if chunked:
-        await service.append(REPO, record.id, body(data[:500]), Chunk(start=0, length=500))
-    start = 500 if chunked else 0
     with pytest.raises(BlobUploadUnknown, match=r"garbage-collected .* push it again"):
-        await service.finish(REPO, record.id, digest, body(data[start:]),
-                             Chunk(start=start, length=len(data) - start))
+        await push(service, record.id, data, chunked)
     with pytest.raises(BlobUploadUnknown):
         await service.get(REPO, record.id)
     assert await service.store.blob_in_repository(REPO, str(digest)) is None
