@@ -16,7 +16,9 @@ SQLAlchemy `Connection`, and run
 A body that runs only compiled statements (`statements.run`) may go through
 `compiled()`: on SQLite it gets the writer's sqlite3 connection itself and the
 transaction is two plain `BEGIN IMMEDIATE`/`COMMIT` calls, which saves SQLAlchemy's
-checkout, begin and reset (about a third of a small write's cost) on every push.
+checkout, begin and reset (about a third of a small write's cost) on every push; and the
+compiled bodies queued while the writer thread was busy share one transaction, each in
+its savepoint (`groupcommit`).
 
 Reads on SQLite run inline on the event loop on a read-only connection
 (`fastread.FastReader`); on PostgreSQL the hot-path prepared ones go straight to asyncpg
@@ -62,6 +64,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import StaticPool
 
+from dockyard.metadata.groupcommit import GroupCommit
 from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect
 from dockyard.metadata.writelock import WriteLock
 from dockyard.oci.errors import StorageFull, one_line
@@ -128,6 +131,8 @@ class Engines:
     connect_timeout: float = CONNECT_TIMEOUT
     _thread: ThreadPoolExecutor | None = field(default=None, repr=False)
     _raw: sqlite3.Connection | None = field(default=None, repr=False)
+    #: SQLite: the compiled writes waiting for the writer thread (`groupcommit`)
+    _group: GroupCommit | None = field(default=None, repr=False)
     #: SQLite: the file lock this node's writers take turns with (`writelock`)
     _lock: WriteLock | None = field(default=None, repr=False)
     #: what a failed write raises, to look for a full disk in (asyncpg's own errors
@@ -160,7 +165,7 @@ class Engines:
             return await self._retrying(lambda: self._pg_direct(body))
         if self.sqlite is None:
             return await self.transaction(body)
-        return await self._retrying(lambda: self._in_writer(lambda: self._run_raw(body)))
+        return await self._retrying(lambda: self._grouped(body))
 
     async def _pg_direct(self, body: Callable[[Conn], T]) -> T:
         assert self.direct is not None
@@ -202,9 +207,21 @@ class Engines:
         job = run if self._lock is None else functools.partial(_in_turn, self._lock, run)
         return await asyncio.get_running_loop().run_in_executor(self._thread, job)
 
-    def _run_raw(self, body: Callable[[Conn], T]) -> T:
-        """In the writer thread: `body` in one transaction on the sqlite3 connection the
-        engine's single pooled connection wraps (the thread is its only user)."""
+    async def _grouped(self, body: Callable[[Conn], T]) -> T:
+        """On SQLite: `body` as one write of the next group commit (`groupcommit`) in
+        this process's writer thread, in the node's turn."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="dockyard-db-writer")
+        if self._group is None:
+            lock = self._lock
+            self._group = GroupCommit(
+                self._connection,
+                (lambda run: run()) if lock is None else functools.partial(_in_turn, lock))
+        return await self._group.run(self._thread, body)
+
+    def _connection(self) -> sqlite3.Connection:
+        """In the writer thread: the sqlite3 connection the engine's single pooled
+        connection wraps (the thread is its only user)."""
         raw = self._raw
         if raw is None:
             assert self.sqlite is not None
@@ -213,15 +230,7 @@ class Engines:
             assert isinstance(raw, sqlite3.Connection)
             proxy.close()  # back to the StaticPool, which keeps it open
             self._raw = raw
-        raw.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(raw)
-            raw.execute("COMMIT")
-        except BaseException:
-            if raw.in_transaction:  # SQLite ends some failed transactions itself
-                raw.execute("ROLLBACK")
-            raise
-        return result
+        return raw
 
     async def _run(self, body: Callable[[Connection], T]) -> T:
         if self.sqlite is not None:
@@ -257,7 +266,7 @@ class Engines:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = None
-        self._raw = None
+        self._raw = self._group = None
         if self._lock is not None:
             self._lock.close()
         if self.sqlite is not None:
