@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import sqlite3
 import threading
 from collections import deque
@@ -26,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 
 LIMIT = 64
 """Bodies in one transaction at most: bounds how long one commit holds the locks."""
@@ -38,7 +36,8 @@ Turn = Callable[[Callable[[], None]], None]
 @dataclass(eq=False)
 class Job(Generic[T]):
     """One write transaction's body, the future its caller awaits, and, once the body
-    ran, its result or its error."""
+    ran, its result or its error (which wins: a result of a transaction that then failed
+    does not count)."""
 
     body: Callable[[sqlite3.Connection], T]
     future: asyncio.Future[T]
@@ -100,10 +99,9 @@ class GroupCommit:
             raw = self._connection()
             self._turn(lambda: _commit(raw, group))
         except BaseException as exc:  # not a body's error (each job holds its own)
-            log.exception("SQLite group commit failed")
             for job in group:
                 if job.error is None:
-                    job.result, job.error = None, exc
+                    job.error = exc
         finally:
             _settle(group)
             with self._mutex:
@@ -146,8 +144,6 @@ def _commit(raw: sqlite3.Connection, group: list[Job[Any]]) -> None:
             except BaseException as exc:
                 job.error = exc
                 if not raw.in_transaction:  # the others went with it: again, without it
-                    for other in done:
-                        other.result = None
                     _commit(raw, done + group[index + 1:])
                     return
                 raw.execute("ROLLBACK TO job")
@@ -161,7 +157,7 @@ def _commit(raw: sqlite3.Connection, group: list[Job[Any]]) -> None:
             raw.execute("ROLLBACK")
         for job in group:
             if job.error is None:
-                job.result, job.error = None, exc
+                job.error = exc
 
 
 def _alone(raw: sqlite3.Connection, job: Job[Any]) -> None:
@@ -173,4 +169,4 @@ def _alone(raw: sqlite3.Connection, job: Job[Any]) -> None:
     except BaseException as exc:
         if raw.in_transaction:  # SQLite ends some failed transactions itself
             raw.execute("ROLLBACK")
-        job.result, job.error = None, exc
+        job.error = exc
