@@ -53,6 +53,22 @@ class Writer:
         await asyncio.to_thread(started.wait, 10)
         return release
 
+    async def queued(self, bodies: list[Callable[[sqlite3.Connection], int]], *,
+                     meanwhile: Callable[[list[asyncio.Future[int]]], object] | None = None,
+                     ) -> list[object]:
+        """Run `bodies` queued together behind a busy writer thread (`meanwhile` is
+        given their calls before the thread is let go); each one's result or error."""
+        release = await self.busy()
+        calls = [asyncio.ensure_future(self.group.run(self.executor, body))
+                 for body in bodies]
+        await asyncio.sleep(0.05)  # all queued behind the busy thread
+        if meanwhile is not None:
+            meanwhile(calls)
+        release.set()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        await self.holding
+        return results
+
     def rows(self) -> list[tuple[int, str]]:
         with sqlite3.connect(self.path) as reader:
             return reader.execute("SELECT id, note FROM t ORDER BY id").fetchall()
@@ -82,13 +98,7 @@ def insert(row: int, note: str = "ok") -> Callable[[sqlite3.Connection], int]:
 
 
 async def test_writes_queued_behind_a_busy_writer_commit_as_one_group(writer: Writer) -> None:
-    release = await writer.busy()
-    calls = [asyncio.ensure_future(writer.group.run(writer.executor, insert(i)))
-             for i in range(10)]
-    await asyncio.sleep(0.05)  # all queued behind the busy thread
-    release.set()
-    assert await asyncio.gather(*calls) == list(range(10))
-    await writer.holding
+    assert await writer.queued([insert(i) for i in range(10)]) == list(range(10))
     assert writer.rows() == [(i, "ok") for i in range(10)]
     assert writer.turns == 2  # the holder's transaction, then the ten together
 
@@ -100,12 +110,7 @@ async def test_a_failing_write_is_rolled_back_alone_and_only_its_caller_sees_it(
         raw.execute("INSERT INTO t VALUES (1, 'clash')")  # row 1 is the write before
         return 100
 
-    release = await writer.busy()
-    calls = [asyncio.ensure_future(writer.group.run(writer.executor, body))
-             for body in (insert(1), half_then_fail, insert(2))]
-    await asyncio.sleep(0.05)
-    release.set()
-    first, failed, last = await asyncio.gather(*calls, return_exceptions=True)
+    first, failed, last = await writer.queued([insert(1), half_then_fail, insert(2)])
     assert (first, last) == (1, 2)
     assert isinstance(failed, sqlite3.IntegrityError)
     assert writer.rows() == [(1, "ok"), (2, "ok")]  # nothing of the failed one, not 100
@@ -121,12 +126,7 @@ async def test_a_write_whose_error_ends_the_transaction_leaves_the_others_writte
         raw.execute("ROLLBACK")  # as SQLite does on such an error
         raise sqlite3.OperationalError("database or disk is full")
 
-    release = await writer.busy()
-    calls = [asyncio.ensure_future(writer.group.run(writer.executor, body))
-             for body in (insert(1), insert(2), ends_it, insert(3))]
-    await asyncio.sleep(0.05)
-    release.set()
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    results = await writer.queued([insert(1), insert(2), ends_it, insert(3)])
     assert results[:2] == [1, 2]
     assert results[3] == 3
     assert isinstance(results[2], sqlite3.OperationalError)
@@ -140,12 +140,7 @@ async def test_a_commit_that_fails_fails_every_write_of_its_group(writer: Writer
         raw.execute("INSERT INTO child VALUES (1, 99)")  # no parent 99
         return 0
 
-    release = await writer.busy()
-    calls = [asyncio.ensure_future(writer.group.run(writer.executor, body))
-             for body in (insert(1), orphan, insert(2))]
-    await asyncio.sleep(0.05)
-    release.set()
-    results = await asyncio.gather(*calls, return_exceptions=True)
+    results = await writer.queued([insert(1), orphan, insert(2)])
     assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
     assert writer.rows() == []
     assert await writer.group.run(writer.executor, insert(7)) == 7  # the writer goes on
@@ -154,28 +149,16 @@ async def test_a_commit_that_fails_fails_every_write_of_its_group(writer: Writer
 
 async def test_a_cancelled_caller_does_not_undo_its_write_nor_block_the_others(
         writer: Writer) -> None:
-    release = await writer.busy()
-    calls = [asyncio.ensure_future(writer.group.run(writer.executor, insert(i)))
-             for i in range(3)]
-    await asyncio.sleep(0.05)
-    calls[1].cancel()
-    release.set()
-    assert await calls[0] == 0
-    assert await calls[2] == 2
-    with pytest.raises(asyncio.CancelledError):
-        await calls[1]
-    await writer.holding
+    first, cancelled, last = await writer.queued(
+        [insert(i) for i in range(3)], meanwhile=lambda calls: calls[1].cancel())
+    assert (first, last) == (0, 2)
+    assert isinstance(cancelled, asyncio.CancelledError)
     assert writer.rows() == [(0, "ok"), (1, "ok"), (2, "ok")]
 
 
 async def test_a_group_is_bounded_and_what_comes_later_still_runs(writer: Writer) -> None:
     writer.group = GroupCommit(writer.connection, writer.turn, limit=4)
-    release = await writer.busy()
-    calls = [asyncio.ensure_future(writer.group.run(writer.executor, insert(i)))
-             for i in range(10)]
-    await asyncio.sleep(0.05)
-    release.set()
-    assert await asyncio.gather(*calls) == list(range(10))
+    assert await writer.queued([insert(i) for i in range(10)]) == list(range(10))
     assert writer.turns == 1 + 3  # 4 + 4 + 2
 
 
