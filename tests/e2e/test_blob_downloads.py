@@ -267,7 +267,7 @@ def test_stalled_downloads_leave_the_store_to_other_requests(tmp_path: Path, s3:
     of another client are answered meanwhile, before any stalled client is cut off
     (the stalled bodies cannot take every pooled S3 connection), and the stalled
     clients are cut off once `http.body_timeout` passes, so a whole GET gets its turn."""
-    body_timeout = 6.0
+    body_timeout = 8.0
     cutoff = f"the client took no byte for {body_timeout:g}s"
     # one client address opens them all: no cap on its unauthenticated connections
     server, _ = s3_server(tmp_path, s3, body_timeout=f"{body_timeout:g}s",
