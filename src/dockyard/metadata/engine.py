@@ -199,25 +199,28 @@ class Engines:
             raise StorageFull("insufficient storage: the metadata database cannot be "
                               "written, the disk holding it is full") from exc
 
-    async def _in_writer(self, run: Callable[[], T]) -> T:
-        """Run `run` (one write transaction) in this process's SQLite writer thread, in
-        the node's turn (`writelock`)."""
+    def _writer(self) -> ThreadPoolExecutor:
+        """This process's SQLite writer thread, started on first use."""
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="dockyard-db-writer")
-        job = run if self._lock is None else functools.partial(_in_turn, self._lock, run)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, job)
+        return self._thread
+
+    def _turn(self, run: Callable[[], T]) -> T:
+        """In the writer thread: `run` in the node's turn to write (`writelock`)."""
+        return run() if self._lock is None else _in_turn(self._lock, run)
+
+    async def _in_writer(self, run: Callable[[], T]) -> T:
+        """Run `run` (one write transaction) in this process's SQLite writer thread, in
+        the node's turn."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer(), functools.partial(self._turn, run))
 
     async def _grouped(self, body: Callable[[Conn], T]) -> T:
         """On SQLite: `body` as one write of the next group commit (`groupcommit`) in
         this process's writer thread, in the node's turn."""
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="dockyard-db-writer")
         if self._group is None:
-            lock = self._lock
-            self._group = GroupCommit(
-                self._connection,
-                (lambda run: run()) if lock is None else functools.partial(_in_turn, lock))
-        return await self._group.run(self._thread, body)
+            self._group = GroupCommit(self._connection, self._turn)
+        return await self._group.run(self._writer(), body)
 
     def _connection(self) -> sqlite3.Connection:
         """In the writer thread: the sqlite3 connection the engine's single pooled

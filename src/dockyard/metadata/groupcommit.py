@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -42,7 +42,7 @@ class Job(Generic[T]):
     body: Callable[[sqlite3.Connection], T]
     future: asyncio.Future[T]
     result: T | None = None
-    error: BaseException | None = field(default=None)
+    error: BaseException | None = None
 
     def settle(self) -> None:
         """On the caller's loop: hand the outcome to the caller (unless it went away)."""
