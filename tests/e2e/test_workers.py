@@ -25,7 +25,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.oci_api import digest_of, with_digest
+from tests.support.oci_api import digest_of, image_manifest, put_manifest, with_digest
 from tests.support.servers import Server, free_port, start_dockyard
 
 MiB = 1024 * 1024
@@ -439,6 +439,61 @@ def test_concurrent_patches_on_two_workers(two_workers: Server) -> None:
             a.close()
             b.close()
     pytest.skip("the two PATCHes never overlapped")
+
+
+# --- manifest reads cached per worker -------------------------------------------------
+
+
+def test_every_worker_answers_what_any_process_committed(two_workers: Server) -> None:
+    """Each worker keeps manifest reads until some process commits (on SQLite): a tag
+    moved through one worker, a manifest deleted through the other and one collected by
+    `dockyard gc` in a process of its own are answered at once by both workers, each
+    having served the old answer just before."""
+    server = two_workers
+    a, b = connections_on_two_workers(server)
+    repo = "cached/app"
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            one, two, three = (image_manifest(client, repo) for _ in range(3))
+            for pushed, ref in ((one, "v1"), (three, three.digest)):
+                assert put_manifest(client, repo, ref, pushed.payload,
+                                    pushed.media_type).status_code == 201
+
+        def answers(path: str, method: str = "GET") -> list[tuple[int, str]]:
+            # each worker twice: the second answer is its cached one
+            got = []
+            for conn in (a, b, a, b):
+                status, headers, body = conn.request(method, path)
+                got.append((status, headers.get("docker-content-digest", "")
+                            if status == 200 else body.decode()[:80]))
+            return got
+
+        tag, by_one = f"/v2/{repo}/manifests/v1", f"/v2/{repo}/manifests/{one.digest}"
+        assert answers(tag) == [(200, one.digest)] * 4
+        assert answers(tag, "HEAD") == [(200, one.digest)] * 4
+        # the tag moves through worker a: both answer the new manifest at once
+        status, _, _ = a.request("PUT", tag, body=two.payload,
+                                 headers={"Content-Type": two.media_type})
+        assert status == 201
+        assert answers(tag) == [(200, two.digest)] * 4
+        assert answers(tag, "HEAD") == [(200, two.digest)] * 4
+        # the untagged manifest, deleted through worker b
+        assert answers(by_one) == [(200, one.digest)] * 4
+        status, _, _ = b.request("DELETE", by_one)
+        assert status == 202
+        assert [status for status, _ in answers(by_one)] == [404] * 4
+        # another process: the collector takes the untagged manifest `three`
+        by_three = f"/v2/{repo}/manifests/{three.digest}"
+        assert answers(by_three) == [(200, three.digest)] * 4
+        collected = subprocess.run(
+            [sys.executable, "-m", "dockyard", "gc", "--data", str(server.data), "--grace",
+             "0s"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert collected.returncode == 0, collected.stderr
+        assert [status for status, _ in answers(by_three)] == [404] * 4
+        assert answers(tag) == [(200, two.digest)] * 4
+    finally:
+        a.close()
+        b.close()
 
 
 # --- workers that cannot start ----------------------------------------------------------

@@ -4,6 +4,8 @@ A manifest GET or blob HEAD is one indexed point query that SQLite answers in a 
 microseconds from its page cache; in WAL mode readers never wait for writers. Running it
 on the event loop thread is cheaper than handing it to a worker thread and back,
 which dominated the request's cost. Statements are SQLAlchemy Core, compiled once.
+Statements declared `cacheable` are answered from a per-process cache while no
+connection has committed (`readcache.py`).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
+
+from dockyard.metadata.readcache import ReadCache, WalHeader
 
 #: SQL text, the bind parameters' names in order, values bound in the statement, and
 #: whether it answers rows (a SELECT, or a write with RETURNING)
@@ -37,8 +41,10 @@ class Prepared:
     """A Core statement with named bind parameters, compiled once (lazily) for SQLite
     (`sql`, `values`) and for PostgreSQL's asyncpg (`pg_sql`, `pg_values`)."""
 
-    def __init__(self, stmt: Any) -> None:
+    def __init__(self, stmt: Any, *, cacheable: bool = False) -> None:
         self.stmt = stmt  # a Core SELECT, INSERT, UPDATE or DELETE
+        #: a read whose answer `FastReader` may keep until the next commit
+        self.cacheable = cacheable
 
     @cached_property
     def _compiled(self) -> _Compiled:
@@ -85,9 +91,43 @@ class FastReader:
         )
         self._conn.execute("PRAGMA query_only=1")
         self._conn.execute("PRAGMA busy_timeout=2000")
+        self._path = path
+        #: None until the first cacheable read; False where the database has no WAL index
+        self._cache: ReadCache | Literal[False] | None = None
 
     def fetch(self, query: Prepared, params: Mapping[str, Any]) -> Sequence[Any]:
-        return self._conn.execute(query.sql, query.values(params)).fetchall()
+        values = query.values(params)
+        if not query.cacheable:
+            return self._conn.execute(query.sql, values).fetchall()
+        cache = self._cache
+        if cache is None or cache is False:
+            rows = self._conn.execute(query.sql, values).fetchall()
+            if cache is None:  # the read above opened the WAL index, if there is one
+                self._cache = self._open_cache()
+            return rows
+        key = (query, *values)
+        header, found = cache.get(key)
+        if found is not None:
+            return found
+        answer = tuple(self._conn.execute(query.sql, values).fetchall())  # shared: immutable
+        cache.put(header, key, answer)
+        return answer
+
+    def _open_cache(self) -> ReadCache | Literal[False]:
+        mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":  # no WAL index tells of commits: never cache
+            return False
+        try:
+            return ReadCache(WalHeader(self._path))
+        except (OSError, ValueError):  # no -shm to map (e.g. a read-only copy)
+            return False
+
+    @property
+    def cached(self) -> int:
+        """How many answers the cache holds now."""
+        return len(self._cache) if isinstance(self._cache, ReadCache) else 0
 
     def close(self) -> None:
+        if isinstance(self._cache, ReadCache):
+            self._cache.close()
         self._conn.close()

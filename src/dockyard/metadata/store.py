@@ -69,7 +69,7 @@ def _manifest_query(by_tag: bool, payload: bool) -> Prepared:
         stmt = select(*cols).select_from(repositories.join(manifests)).where(
             repositories.c.name == bindparam("name"), manifests.c.digest == bindparam("ref")
         )
-    return Prepared(stmt)
+    return Prepared(stmt, cacheable=True)
 
 
 #: The hot reads, compiled once: (by tag?, with payload?) -> query.
