@@ -273,8 +273,10 @@ class Connection(RequestHandler):
     def _arm(self) -> None:
         """Start the header clock. One timer per connection is re-armed lazily when it
         fires, rather than scheduled and cancelled for every request of a keep-alive
-        connection (that cost showed in the manifest GET benchmark)."""
-        loop = asyncio.get_running_loop()
+        connection (that cost showed in the manifest GET benchmark). The connection's
+        own loop, not `get_running_loop()`, which on Python 3.11 makes a `getpid`
+        system call each time (its check for a fork)."""
+        loop = self._loop
         self._header_since = loop.time()
         if self._header_timer is None:
             self._header_timer = loop.call_later(self.connections.header_timeout,
@@ -291,7 +293,7 @@ class Connection(RequestHandler):
         since = self._header_since
         if since is None or self.busy:
             return  # no header is awaited now; the next request's first byte re-arms
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         left = since + self.connections.header_timeout - loop.time()
         if left > 0:  # a later request started the clock again: wait for its deadline
             self._header_timer = loop.call_later(left, self._header_check)
