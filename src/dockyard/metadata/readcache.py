@@ -7,8 +7,9 @@ in a place every process can read for free: the WAL-index header at the start of
 database's `-shm` file, which every commit rewrites (its `iChange` counter, `mxFrame`
 and salts; https://www.sqlite.org/walformat.html, "The WAL-Index Header"). So a cached
 answer is served while those bytes are the ones seen when it was cached, and the whole
-cache is dropped the moment they differ, whoever committed: a worker, another node's
-CLI, `dockyard gc`. Nothing has to remember to invalidate it.
+cache is dropped the moment they differ, whoever committed: another worker, a CLI such
+as `dockyard gc` beside the server, a hand-run `sqlite3` (SQLite metadata is one node's,
+so these are every writer there is). Nothing has to remember to invalidate it.
 
 Exactness: a reader copies both 48-byte header copies at once; SQLite writes the second
 copy before the first, so equal copies are a complete header and unequal ones a commit
