@@ -22,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from dockyard.auth.ratelimit import FailureLimiter
 from dockyard.metadata.engine import open_engines
 from dockyard.metadata.mirrors import MirrorStore, TagOrigin
 from dockyard.metadata.schema import revoked_sessions
@@ -220,6 +221,29 @@ async def test_upload_session_cap_holds_under_racing_writers(database_url: str) 
         refused = await asyncio.gather(*(open_anonymous(a if i % 2 else b, i, cap)
                                          for i in range(20)))
         assert sorted(refused, key=str) == [None] * 5 + ["total"] * 15
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_login_reservations_racing_over_two_connections_take_the_budget_exactly(
+        database_url: str) -> None:
+    """The count-then-record of a failed-login reservation is serialised per key on
+    PostgreSQL (an advisory lock): 120 guesses at once over two workers' stores check
+    exactly the budget, and another key's budget is its own."""
+    from dockyard.metadata.engine import migrate
+    from dockyard.metadata.logins import LoginFailureStore
+    from tests.unit.auth.test_ratelimit import reserve_at_once
+
+    engines = open_engines(database_url)
+    await migrate(engines)
+    a, b = MetadataStore(engines), MetadataStore(open_engines(database_url))
+    try:
+        limiters = [FailureLimiter(10, 60, LoginFailureStore(s)) for s in (a, b)]
+        key = f"addr:race-{os.getpid()}"
+        assert sum(await reserve_at_once(limiters, 120, key)) == 10
+        assert sum(await reserve_at_once(limiters, 40, key + "-other")) == 10
+        assert await limiters[1].retry_after(key) > 0
     finally:
         await a.close()
         await b.close()

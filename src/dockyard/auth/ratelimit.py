@@ -9,19 +9,22 @@ every worker (`FailureLimiter.share`), so all workers of a node, and all nodes o
 PostgreSQL, count against one budget; until then (and in tests) they are kept in process
 memory.
 
-Parallel attempts cannot overrun the budget: an attempt is recorded as a failure *before*
-its password is checked (`FailureLimiter.reserve`), and goes ahead only when, with it
-recorded, the failures (and attempts in flight) of each key are still within the budget;
-a success then cancels its record (`Attempt.succeeded`) with a matching record under the
-key's `ok:` twin, so the log stays append-only and shared. Whoever reads last among
-attempts racing for the last slots sees them all, so at most `failures` checks per
-reserved key run in a window (a few more attempts than that may be refused while others
-are in flight, never fewer). A check costs one read when the key is locked, else two
-reads and one write; a success one more write; an attempt that dies half way stays
-counted as a failure. The login (`auth/service.py`) reserves the client address's
-budget only; a user name's failures are recorded (`failed`) once its check failed, so
-many clients logging in as one account at once are not refused, and identical attempts
-in flight from one address share one check (so one reservation).
+Parallel attempts cannot overrun the budget, nor refuse one another: an attempt is
+recorded as a failure *before* its password is checked (`FailureLimiter.reserve`), in one
+step with the count it is judged by (`FailureLog.add_failures_unless`: one write
+transaction, serial on SQLite and under a per-key advisory lock on PostgreSQL), so of N
+wrong guesses sent at once exactly `failures` are checked and the rest refused. A success
+then cancels its record (`Attempt.succeeded`) with a matching record under the key's
+`ok:` twin, so the log stays append-only and shared. A check costs one read when the key
+is locked, else a read and one write; a success one more write; an attempt that dies half
+way stays counted as a failure. The login (`auth/service.py`) reserves the client
+address's budget only; a user name's failures are recorded (`failed`) once its check
+failed, so many clients logging in as one account at once are not refused, and identical
+attempts in flight from one address share one check (so one reservation).
+
+An earlier reservation wrote, then read, and withdrew when it saw the budget taken by
+others in flight: safe, but attempts racing that way could all withdraw, and 120 guesses
+at once were sometimes all refused, none checked (the budget then still unspent).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import hashlib
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +49,14 @@ class FailureLog(Protocol):
                            ) -> None:
         """Record one failure for each of `keys`; failures before `forget_before` (of any
         key) may be dropped."""
+
+    async def add_failures_unless(self, refuse: Callable[[list[tuple[str, float]]], int],
+                                  *, read: Sequence[str], since: float,
+                                  keys: Sequence[str], at: float, forget_before: float
+                                  ) -> int:
+        """In one step no other caller's interleaves with: the failures of `read` after
+        `since` go to `refuse`; when it answers 0, one failure of each of `keys` is
+        recorded at `at` (as `add_failures`). Returns what `refuse` answered."""
 
 
 class MemoryFailureLog:
@@ -73,6 +84,16 @@ class MemoryFailureLog:
                 self._seen.clear()
         for key in keys:
             self._seen.setdefault(key, deque(maxlen=self.keep)).append(at)
+
+    async def add_failures_unless(self, refuse: Callable[[list[tuple[str, float]]], int],
+                                  *, read: Sequence[str], since: float,
+                                  keys: Sequence[str], at: float, forget_before: float
+                                  ) -> int:
+        # no await between the read and the write: one step on this event loop
+        wait = refuse([(k, t) for k in read for t in self._seen.get(k, ()) if t > since])
+        if not wait:
+            await self.add_failures(keys, at, forget_before)
+        return wait
 
 
 MAX_KEY_LENGTH = 200
@@ -135,10 +156,19 @@ class FailureLimiter:
         self.log = log
 
     async def _failures(self, keys: Sequence[str], now: float) -> dict[str, list[float]]:
-        """Times of each key's failures in the window: recorded ones (attempts in flight
+        """Times of each key's failures in the window (`_tally`)."""
+        return self._tally(await self.log.failures_since(self._read(keys), now - self.window),
+                           keys)
+
+    @staticmethod
+    def _read(keys: Sequence[str]) -> list[str]:
+        """The keys whose records tell `keys`' failures: themselves and their `ok:` twins."""
+        return [*keys, *(CANCELLED + k for k in keys)]
+
+    @staticmethod
+    def _tally(rows: list[tuple[str, float]], keys: Sequence[str]) -> dict[str, list[float]]:
+        """Times of each key's failures among `rows`: recorded ones (attempts in flight
         among them) less those a success cancelled."""
-        rows = await self.log.failures_since([*keys, *(CANCELLED + k for k in keys)],
-                                             now - self.window)
         cancelled = Counter((k[len(CANCELLED):], at) for k, at in rows
                             if k.startswith(CANCELLED) and k[len(CANCELLED):] in keys)
         by_key: dict[str, list[float]] = {}
@@ -167,23 +197,21 @@ class FailureLimiter:
 
     async def reserve(self, *keys: str) -> Attempt:
         """Take one failure of each key's budget for a password check about to run;
-        raise `Throttled` when a budget is spent, counting the checks still in flight."""
+        raise `Throttled` when a budget is spent, counting the checks still in flight.
+
+        A plain read first: a locked key (an attack's every further guess) costs no
+        write. Then the count and the record are one step of the log's."""
         wait = await self.retry_after(*keys)
         if wait:
             raise Throttled(wait)
-        attempt = Attempt(self, keys, time.time())
-        await self.log.add_failures(keys, attempt.at, attempt.at - self.window)
-        now = time.time()
-        by_key = await self._failures(keys, now)
-        for key in keys:  # the others: is there still room for this one?
-            times = by_key.get(key, [])
-            if attempt.at in times:
-                times.remove(attempt.at)
-        wait = self._wait(by_key, now)
+        at = time.time()
+        wait = await self.log.add_failures_unless(
+            lambda rows: self._wait(self._tally(rows, keys), at),
+            read=self._read(keys), since=at - self.window, keys=keys, at=at,
+            forget_before=at - self.window)
         if wait:
-            await attempt.succeeded()  # refused unchecked: no failure of its own
             raise Throttled(wait)
-        return attempt
+        return Attempt(self, keys, at)
 
     async def failed(self, *keys: str) -> None:
         """Record one failure of each of `keys` (a failed check that reserved nothing)."""

@@ -103,9 +103,6 @@ _CACHED_TAG = Prepared(
 TOMBSTONE_TIMEOUT = 300.0
 
 
-#: Key of the PostgreSQL advisory lock that serialises the opening of upload sessions.
-
-
 class _Tombstoned(Exception):
     """A claim met a fresh tombstone after its upsert: the transaction is rolled back."""
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from dockyard.auth import ratelimit
-from dockyard.auth.ratelimit import FailureLimiter, limit_key
+from dockyard.auth.ratelimit import FailureLimiter, FailureLog, Throttled, limit_key
 from dockyard.metadata.engine import open_engines
 from dockyard.metadata.logins import LoginFailureStore
 from dockyard.metadata.store import MetadataStore
@@ -61,3 +63,42 @@ def test_long_keys_are_digested() -> None:
     long = limit_key("user", "x" * 10_000)
     assert len(long) <= 200
     assert long != limit_key("user", "x" * 9_999)
+
+
+async def reserve_at_once(limiters: list[FailureLimiter], n: int, key: str = "addr:racer"
+                          ) -> list[bool]:
+    """`n` reservations of `key`'s budget at once, spread over `limiters`: which
+    went ahead to a check (True) and which were refused (False)."""
+    async def one(i: int) -> bool:
+        try:
+            await limiters[i % len(limiters)].reserve(key)
+        except Throttled:
+            return False
+        return True
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+async def test_reservations_racing_in_one_process_take_the_budget_exactly() -> None:
+    limiter = FailureLimiter(10, 60)
+    assert sum(await reserve_at_once([limiter], 120)) == 10
+
+
+async def test_reservations_racing_over_two_workers_take_the_budget_exactly(
+        sqlite_url: str) -> None:
+    """Two workers' limiters over one SQLite database, 120 guesses at once: exactly the
+    budget is checked (a write-then-read reservation could let every racer withdraw and
+    check none), and a right password then gives its reservation back."""
+    stores = [MetadataStore(open_engines(sqlite_url)) for _ in range(2)]
+    try:
+        logs: list[FailureLog] = [LoginFailureStore(s) for s in stores]
+        workers = [FailureLimiter(10, 60, log) for log in logs]
+        assert sum(await reserve_at_once(workers, 120)) == 10
+        assert await workers[0].retry_after("addr:racer") > 0
+        other = [FailureLimiter(3, 60, log) for log in logs]
+        attempt = await other[0].reserve("addr:right")
+        await attempt.succeeded()
+        assert sum(await reserve_at_once(other, 20, "addr:right")) == 3
+    finally:
+        for s in stores:
+            await s.close()
