@@ -64,6 +64,15 @@ def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
     return out, time.monotonic() - start
 
 
+def _server_sockets_to(server: Server, port: int) -> int:
+    """How many sockets the server's processes hold to our local `port`."""
+    import psutil
+
+    main = psutil.Process(server.proc.pid)
+    return sum(1 for proc in [main, *main.children()]
+               for c in proc.net_connections("tcp") if c.raddr and c.raddr.port == port)
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One HTTP response with a Content-Length body, leaving the connection open."""
     buf = b""
@@ -193,6 +202,49 @@ def test_unauthenticated_connections_are_capped_per_address(server: Server,
         sock.close()
 
 
+def test_a_client_refused_at_the_cap_reads_its_429_not_a_reset(server: Server) -> None:
+    """A refused connection's request arrives after the 429 was written: closed at once,
+    the socket answered it with a reset, and a client (httpx here) saw `ReadError`
+    instead of the answer; now the 429 and its `Retry-After` arrive every time."""
+    held = [connect(server) for _ in range(CAP)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock)[0] == 401
+        # requests already waiting when the server gets to their connections
+        burst = [connect(server) for _ in range(40)]
+        for sock in burst:
+            sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in burst:
+            status, headers, body = read_response(sock)
+            assert status == 429, body
+            assert json.loads(body)["errors"][0]["code"] == "TOOMANYREQUESTS"
+            assert headers["retry-after"] == "5"
+            sock.close()
+        # a request with a body still on its way (an upload's first PATCH): the client
+        # finishes sending it and reads the answer, no reset midway
+        body = b"x" * (4 << 20)
+        for _ in range(3):
+            r = httpx.post(f"{server.url}/v2/{REPO}/blobs/uploads/", content=body, timeout=10)
+            assert r.status_code == 429, r.text
+            assert r.headers["Retry-After"] == "5"
+        # a client that sends nothing and keeps its end open: the server's socket is
+        # closed after the linger, not held for good
+        quiet = connect(server)
+        out, _ = read_until_closed(quiet)  # the answer, then the server's half-close
+        assert out.startswith(b"HTTP/1.1 429 "), out[:200]
+        port = quiet.getsockname()[1]
+        deadline = time.monotonic() + 10
+        while _server_sockets_to(server, port):
+            assert time.monotonic() < deadline, "a refused connection outlived its linger"
+            time.sleep(0.2)
+        quiet.close()
+    finally:
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+
+
 def test_the_cap_holds_for_the_node_and_forgets_a_killed_worker(tmp_path: Path) -> None:
     # each worker counted only its own connections: two workers let an address hold
     # twice the cap (SO_REUSEPORT spreads one client's connections over both)
@@ -208,11 +260,8 @@ def test_the_cap_holds_for_the_node_and_forgets_a_killed_worker(tmp_path: Path) 
             served, refused = [], 0
             for _ in range(count):
                 sock = connect(server)
-                try:  # a refused one is answered 429 and closed at once: maybe reset
-                    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
-                    status = read_response(sock)[0]
-                except (ConnectionResetError, BrokenPipeError):
-                    status = 429
+                sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+                status = read_response(sock)[0]
                 assert status in (401, 429), status
                 if status == 401:
                     served.append(sock)

@@ -5,7 +5,11 @@
 - `http.unauthenticated_connections`: how many connections one client address may hold
   open before any of them presented valid credentials; one more is answered 429 and
   closed. Counted for the whole node, every worker in one shared table (`admission`);
-  connections from `http.trusted_proxies` are not counted.
+  connections from `http.trusted_proxies` are not counted. The refusal is written when
+  the connection opens, then only the sending side is shut (a lingering close, as
+  nginx's): the request the client sends meanwhile is read and dropped. Closed at once,
+  the socket answered that request with a reset, which discards the 429 unread (clients
+  saw `Connection reset by peer`, not the answer and its `Retry-After`).
 - a malformed or oversized request head gets a clean 400/431 and one log line that never
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
 - the requests in flight, so that SIGTERM can let them finish (`drain`);
@@ -48,6 +52,11 @@ SERVER = "Dockyard"
 #: routes (by name) the access log leaves out
 QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 
+
+#: seconds a refused connection stays open (reading and dropping what comes) after its
+#: 429, unless the client closes first: long enough for its request to arrive and the
+#: answer to be read, short enough that a flood holds few sockets
+REFUSED_LINGER = 2.0
 
 #: seconds between two log lines about refused connections (a flood is one line)
 REFUSAL_LOG_INTERVAL = 10.0
@@ -186,6 +195,8 @@ class Connection(RequestHandler):
         self._header_timer: asyncio.TimerHandle | None = None
         #: when the header now awaited began (its first byte, or the connection)
         self._header_since: float | None = None
+        #: closes a refused connection that the client did not close (`REFUSED_LINGER`)
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
@@ -198,7 +209,11 @@ class Connection(RequestHandler):
             writer.write(_raw_response(429, "TOOMANYREQUESTS", "too many connections from "
                                        "this address before authentication",
                                        ("Retry-After", "5")))
-            writer.close()
+            if writer.can_write_eof():
+                writer.write_eof()  # aiohttp's eof_received closes it when the client does
+                self._linger = self._loop.call_later(REFUSED_LINGER, writer.close)
+            else:
+                writer.close()
             return
         self.connections.track(self, True)
         super().connection_made(transport)
@@ -206,6 +221,8 @@ class Connection(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.refused:
+            if self._linger is not None:
+                self._linger.cancel()
             return
         self._disarm()
         self.connections.release(self)
@@ -213,6 +230,8 @@ class Connection(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:  # the request of a refused connection: dropped
+            return
         if not self.busy and self._header_since is None:
             self._arm()  # the first byte of a new request: its header must follow soon
         super().data_received(data)
