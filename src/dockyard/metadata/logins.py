@@ -12,9 +12,10 @@ reservations of one key, so two workers (or nodes) cannot both take its last fai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from dockyard.metadata.schema import login_failures
@@ -39,10 +40,7 @@ class LoginFailureStore:
 
     async def failures_since(self, keys: Sequence[str], since: float
                              ) -> list[tuple[str, float]]:
-        rows = await self.store._read(
-            select(login_failures.c.key, login_failures.c.failed_at)
-            .where(login_failures.c.key.in_(list(keys)), login_failures.c.failed_at > since))
-        return [(r[0], float(r[1])) for r in rows]
+        return _times(await self.store._read(_since(keys, since)))
 
     async def add_failures(self, keys: Sequence[str], at: float, forget_before: float
                            ) -> None:
@@ -61,15 +59,23 @@ class LoginFailureStore:
             if locks:  # in one order, so two reservations of the same keys cannot deadlock
                 for key in sorted(set(keys)):
                     conn.execute(select(func.pg_advisory_xact_lock(LOGIN_LOCK, _lock_id(key))))
-            rows = conn.execute(
-                select(login_failures.c.key, login_failures.c.failed_at)
-                .where(login_failures.c.key.in_(list(read)), login_failures.c.failed_at > since))
-            wait = refuse([(r[0], float(r[1])) for r in rows])
+            wait = refuse(_times(conn.execute(_since(read, since))))
             if not wait:
                 _record(conn, keys, at, forget_before)
             return wait
 
         return await self.store.engines.transaction(body)
+
+
+def _since(keys: Sequence[str], since: float) -> Select[tuple[str, float]]:
+    """The failures of `keys` after `since`, as (key, time) rows."""
+    return (select(login_failures.c.key, login_failures.c.failed_at)
+            .where(login_failures.c.key.in_(list(keys)), login_failures.c.failed_at > since))
+
+
+def _times(rows: Iterable[Any]) -> list[tuple[str, float]]:
+    """(key, time) pairs of `_since` rows (a time read back as a float on every database)."""
+    return [(r[0], float(r[1])) for r in rows]
 
 
 def _record(conn: Connection, keys: Sequence[str], at: float, forget_before: float) -> None:
