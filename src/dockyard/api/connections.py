@@ -8,8 +8,9 @@
   connections from `http.trusted_proxies` are not counted. The refusal is written when
   the connection opens, then only the sending side is shut (a lingering close, as
   nginx's): the request the client sends meanwhile is read and dropped. Closed at once,
-  the socket answered that request with a reset, which discards the 429 unread (clients
-  saw `Connection reset by peer`, not the answer and its `Retry-After`).
+  the socket answered that request with a reset, which can discard the 429 still queued
+  (the client sees `Connection reset by peer`, not the answer and its `Retry-After`).
+  A TLS transport cannot shut one side: there the refusal still closes at once.
 - a malformed or oversized request head gets a clean 400/431 and one log line that never
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
 - the requests in flight, so that SIGTERM can let them finish (`drain`);
