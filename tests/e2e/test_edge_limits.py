@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.authenv import get_token, token_auth, write_config, write_htpasswd
+from tests.support.authenv import (
+    get_token,
+    make_pki,
+    start_tls_dockyard,
+    token_auth,
+    write_config,
+    write_htpasswd,
+)
 from tests.support.oci_api import blob_bytes, digest_of
 from tests.support.servers import Server, start_dockyard
 
@@ -293,6 +301,57 @@ def test_the_cap_holds_for_the_node_and_forgets_a_killed_worker(tmp_path: Path) 
         for sock in served:
             sock.close()
     finally:
+        server.stop()
+
+
+def test_a_refusal_over_tls_is_read_and_lingers_no_longer(tmp_path: Path) -> None:
+    """Over TLS the refused connection's close sends close_notify and reads what the
+    client still sends until the client's own close_notify, so the 429 arrives whole;
+    a client that never answers was held for the loop's TLS shutdown timeout (30 s),
+    now for the same linger as a plain connection."""
+    pki = make_pki(tmp_path / "pki")
+    config = write_config(tmp_path / "config.yml",
+                          auth=token_auth(write_htpasswd(tmp_path / "htpasswd")),
+                          http={"unauthenticated_connections": CAP,
+                                "tls": {"certificate": pki.cert, "key": pki.key}})
+    server = start_tls_dockyard(tmp_path / "data", config, pki.ca)
+    context = ssl.create_default_context(cafile=str(pki.ca))
+
+    def tls() -> ssl.SSLSocket:
+        return context.wrap_socket(connect(server), server_hostname="127.0.0.1")
+
+    held = [tls() for _ in range(CAP)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(sock)[0] == 401
+        # requests with bodies, sent whole before the server answers
+        burst = [tls() for _ in range(20)]
+        body = b"x" * (256 << 10)
+        for sock in burst:
+            sock.sendall(f"POST /v2/{REPO}/blobs/uploads/ HTTP/1.1\r\nHost: x\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        for sock in burst:
+            status, headers, answer = read_response(sock)
+            assert status == 429, answer
+            assert headers["retry-after"] == "5"
+            sock.close()
+        for _ in range(3):
+            r = httpx.post(f"{server.url}/v2/{REPO}/blobs/uploads/", content=b"x" * (4 << 20),
+                           timeout=10, verify=context)
+            assert r.status_code == 429, r.text
+        quiet = tls()  # reads its answer, then never sends its close_notify
+        out, _ = read_until_closed(quiet)
+        assert out.startswith(b"HTTP/1.1 429 "), out[:200]
+        port = quiet.getsockname()[1]
+        deadline = time.monotonic() + 10
+        while _server_sockets_to(server, port):
+            assert time.monotonic() < deadline, "a refused TLS connection outlived its linger"
+            time.sleep(0.2)
+        quiet.close()
+    finally:
+        for sock in held:
+            sock.close()
         server.stop()
 
 

@@ -10,7 +10,8 @@
   nginx's): the request the client sends meanwhile is read and dropped. Closed at once,
   the socket answered that request with a reset, which can discard the 429 still queued
   (the client sees `Connection reset by peer`, not the answer and its `Retry-After`).
-  A TLS transport cannot shut one side: there the refusal still closes at once.
+  Over TLS the close itself lingers (close_notify, then the request read and dropped
+  until the client's close_notify); a silent client is cut off after the same linger.
 - a malformed or oversized request head gets a clean 400/431 and one log line that never
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
 - the requests in flight, so that SIGTERM can let them finish (`drain`);
@@ -213,8 +214,11 @@ class Connection(RequestHandler):
             if writer.can_write_eof():
                 writer.write_eof()  # aiohttp's eof_received closes it when the client does
                 self._linger = self._loop.call_later(REFUSED_LINGER, writer.close)
-            else:
+            else:  # TLS: close() sends close_notify, then reads and drops until the
+                # client's own close_notify, for up to 30 s (the loop's TLS shutdown
+                # timeout); a refusal lingers no longer than a plain one
                 writer.close()
+                self._linger = self._loop.call_later(REFUSED_LINGER, writer.abort)
             return
         self.connections.track(self, True)
         super().connection_made(transport)
