@@ -208,10 +208,13 @@ async def _run_worker(settings: Settings, host: str, port: int, reuse_port: bool
         **({"access_log_class": AccessLog} if settings.log.format == "json" else {}),
         keepalive_timeout=settings.http.keepalive_timeout.total_seconds(),
     )
+    bounds = tls.listener_timeouts(settings.http, certs)
     try:
         listener = await loop.create_server(protocol, host, port, reuse_port=reuse_port,
                                             backlog=1024,
-                                            ssl=certs.context if certs else None)
+                                            ssl=certs.context if certs else None,
+                                            ssl_handshake_timeout=bounds.handshake,
+                                            ssl_shutdown_timeout=bounds.shutdown)
     except OSError as exc:  # taken since `check_port_free`: said as it says it
         raise SystemExit(f"dockyard: cannot listen on {host}:{port}: {exc.strerror}"
                          ) from None

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.authenv import (
+    TlsServer,
     get_token,
     make_pki,
     start_tls_dockyard,
@@ -304,29 +305,50 @@ def test_the_cap_holds_for_the_node_and_forgets_a_killed_worker(tmp_path: Path) 
         server.stop()
 
 
-def test_a_refusal_over_tls_is_read_and_lingers_no_longer(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    """The same limits, with Dockyard serving TLS itself."""
+    tmp = tmp_path_factory.mktemp("edge-tls")
+    pki = make_pki(tmp / "pki")
+    config = write_config(tmp / "config.yml",
+                          auth=token_auth(write_htpasswd(tmp / "htpasswd")),
+                          http={"header_timeout": f"{HEADER_TIMEOUT}s",
+                                "unauthenticated_connections": CAP,
+                                "tls": {"certificate": pki.cert, "key": pki.key}})
+    server = start_tls_dockyard(tmp / "data", config, pki.ca)
+    yield server
+    server.stop()
+
+
+def tls_context(server: TlsServer) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(server.ca))
+
+
+def tls_connect(server: TlsServer) -> ssl.SSLSocket:
+    return tls_context(server).wrap_socket(connect(server), server_hostname="127.0.0.1")
+
+
+def wait_closed_by_server(server: Server, sock: socket.socket, seconds: float) -> None:
+    """Wait until the server holds no socket to `sock`'s port; fail after `seconds`."""
+    port = sock.getsockname()[1]
+    deadline = time.monotonic() + seconds
+    while _server_sockets_to(server, port):
+        assert time.monotonic() < deadline, f"the server held the connection past {seconds} s"
+        time.sleep(0.2)
+
+
+def test_a_refusal_over_tls_is_read_and_lingers_no_longer(tls_server: TlsServer) -> None:
     """Over TLS the refused connection's close sends close_notify and reads what the
     client still sends until the client's own close_notify, so the 429 arrives whole;
     a client that never answers was held for the loop's TLS shutdown timeout (30 s),
     now for the same linger as a plain connection."""
-    pki = make_pki(tmp_path / "pki")
-    config = write_config(tmp_path / "config.yml",
-                          auth=token_auth(write_htpasswd(tmp_path / "htpasswd")),
-                          http={"unauthenticated_connections": CAP,
-                                "tls": {"certificate": pki.cert, "key": pki.key}})
-    server = start_tls_dockyard(tmp_path / "data", config, pki.ca)
-    context = ssl.create_default_context(cafile=str(pki.ca))
-
-    def tls() -> ssl.SSLSocket:
-        return context.wrap_socket(connect(server), server_hostname="127.0.0.1")
-
-    held = [tls() for _ in range(CAP)]
+    held = [tls_connect(tls_server) for _ in range(CAP)]
     try:
         for sock in held:
             sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
             assert read_response(sock)[0] == 401
         # requests with bodies, sent whole before the server answers
-        burst = [tls() for _ in range(20)]
+        burst = [tls_connect(tls_server) for _ in range(20)]
         body = b"x" * (256 << 10)
         for sock in burst:
             sock.sendall(f"POST /v2/{REPO}/blobs/uploads/ HTTP/1.1\r\nHost: x\r\n"
@@ -337,23 +359,45 @@ def test_a_refusal_over_tls_is_read_and_lingers_no_longer(tmp_path: Path) -> Non
             assert headers["retry-after"] == "5"
             sock.close()
         for _ in range(3):
-            r = httpx.post(f"{server.url}/v2/{REPO}/blobs/uploads/", content=b"x" * (4 << 20),
-                           timeout=10, verify=context)
+            r = httpx.post(f"{tls_server.url}/v2/{REPO}/blobs/uploads/",
+                           content=b"x" * (4 << 20), timeout=10,
+                           verify=tls_context(tls_server))
             assert r.status_code == 429, r.text
-        quiet = tls()  # reads its answer, then never sends its close_notify
+        quiet = tls_connect(tls_server)  # reads its answer, never sends its close_notify
         out, _ = read_until_closed(quiet)
         assert out.startswith(b"HTTP/1.1 429 "), out[:200]
-        port = quiet.getsockname()[1]
-        deadline = time.monotonic() + 10
-        while _server_sockets_to(server, port):
-            assert time.monotonic() < deadline, "a refused TLS connection outlived its linger"
-            time.sleep(0.2)
+        wait_closed_by_server(tls_server, quiet, 10)
         quiet.close()
     finally:
         for sock in held:
             sock.close()
-        server.stop()
+        time.sleep(0.2)
 
+
+@pytest.mark.parametrize("hello", [b"", b"\x16\x03\x01\x02\x00\x01"])
+def test_a_tls_handshake_must_end_within_the_header_timeout(tls_server: TlsServer,
+                                                            hello: bytes) -> None:
+    """A connection is counted and its header clock started only after its handshake:
+    a client that connects and never (or never fully) says hello was held for asyncio's
+    60 s handshake timeout, outside both bounds."""
+    sock = connect(tls_server)
+    sock.sendall(hello)
+    out, took = read_until_closed(sock)
+    assert out == b""
+    assert took < HEADER_TIMEOUT + 2
+    sock.close()
+
+
+def test_a_closed_tls_connection_waits_briefly_for_the_clients_close_notify(
+        tls_server: TlsServer) -> None:
+    """Closed for an idle header (close_notify sent), a connection whose client keeps its
+    end open and silent was held 30 s more (asyncio's TLS shutdown timeout), now 5."""
+    sock = tls_connect(tls_server)
+    out, took = read_until_closed(sock)  # the server's close_notify
+    assert out == b""
+    assert HEADER_TIMEOUT - 0.2 < took < HEADER_TIMEOUT + 2
+    wait_closed_by_server(tls_server, sock, 8)
+    sock.close()
 
 # ---------------------------------------------------------------- finding 7: small leaks
 

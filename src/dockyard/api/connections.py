@@ -1,7 +1,9 @@
 """The worker's HTTP connections: aiohttp's handler plus the limits it lacks.
 
 - `http.header_timeout`: a connection must deliver a whole request header this soon after
-  it opens, or after the first byte of its next request, else it is closed.
+  it opens, or after the first byte of its next request, else it is closed. Over TLS the
+  handshake must end within it too (`tls.listener_timeouts`): a connection is counted
+  and timed only once its handshake is done.
 - `http.unauthenticated_connections`: how many connections one client address may hold
   open before any of them presented valid credentials; one more is answered 429 and
   closed. Counted for the whole node, every worker in one shared table (`admission`);
@@ -215,8 +217,8 @@ class Connection(RequestHandler):
                 writer.write_eof()  # aiohttp's eof_received closes it when the client does
                 self._linger = self._loop.call_later(REFUSED_LINGER, writer.close)
             else:  # TLS: close() sends close_notify, then reads and drops until the
-                # client's own close_notify, for up to 30 s (the loop's TLS shutdown
-                # timeout); a refusal lingers no longer than a plain one
+                # client's own, for up to `tls.SHUTDOWN_TIMEOUT`; a refusal lingers no
+                # longer than a plain one
                 writer.close()
                 self._linger = self._loop.call_later(REFUSED_LINGER, writer.abort)
             return

@@ -5,7 +5,7 @@ already established (an upload in flight) keep the session they negotiated. A wo
 reloads on SIGHUP and when the certificate or key file changes (checked every
 `http.tls.reload_interval`), which is what an ACME client that rewrites them needs. A
 reload that fails (a half-written pair) keeps the previous certificate and is retried on
-the next change.
+the next change. The handshake and the closing exchange are bounded (`listener_timeouts`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,36 @@ import asyncio
 import logging
 import ssl
 from pathlib import Path
+from typing import NamedTuple
 
 from dockyard.config.auth import TlsSettings
+from dockyard.config.settings import HttpSettings
 from dockyard.config.stamps import Stamp, file_stamps
 
 log = logging.getLogger("dockyard.tls")
+
+#: seconds a closing TLS connection waits for the client's close_notify (asyncio's
+#: default, 30, let a client that never answers hold each closed connection that long)
+SHUTDOWN_TIMEOUT = 5.0
+
+
+class ListenerTimeouts(NamedTuple):
+    """Seconds for `loop.create_server`'s `ssl_handshake_timeout` and
+    `ssl_shutdown_timeout` (None: no TLS, nothing to bound)."""
+
+    handshake: float | None
+    shutdown: float | None
+
+
+def listener_timeouts(http: HttpSettings, certs: CertificateReloader | None
+                      ) -> ListenerTimeouts:
+    """The TLS listener's time bounds. The handshake gets `http.header_timeout`, as a
+    request head does: the connection is counted and its header clock started only once
+    the handshake is done, so asyncio's default (60 s) let a client that connects and
+    never speaks hold a socket outside both bounds."""
+    if certs is None:
+        return ListenerTimeouts(None, None)
+    return ListenerTimeouts(http.header_timeout.total_seconds(), SHUTDOWN_TIMEOUT)
 
 
 def enabled(tls: TlsSettings) -> bool:
