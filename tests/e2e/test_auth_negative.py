@@ -160,6 +160,7 @@ ROUTES = [
     _r("get-blob", "read", lambda c, r, s: c.get(f"/v2/{r}/blobs/{LD}")),
     _r("head-blob", "read", lambda c, r, s: c.head(f"/v2/{r}/blobs/{LD}")),
     _r("referrers", "read", lambda c, r, s: c.get(f"/v2/{r}/referrers/{LD}")),
+    _r("tag-times", "read", lambda c, r, s: c.get(f"/admin/v1/tags/{r}")),
     _r("put-manifest", "write", lambda c, r, s: c.put(
         f"/v2/{r}/manifests/evil", content=EVIL, headers={"Content-Type": OCI_MANIFEST})),
     _r("start-upload", "write", lambda c, r, s: c.post(f"/v2/{r}/blobs/uploads/")),

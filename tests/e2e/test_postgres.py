@@ -165,6 +165,21 @@ def test_collection_on_postgres(registry: Server, database_url: str) -> None:
             assert c.get(f"/v2/pg/keep/blobs/{d}").status_code == 200
 
 
+def test_tag_times_on_postgres(registry: Server) -> None:
+    """`/admin/v1/tags/<name>` (a replica's comparison reads it) pages by tag on
+    PostgreSQL too, each tag with its digest and push time."""
+    with httpx.Client(base_url=registry.url, timeout=30) as c:
+        pushed = {tag: push_image(c, "pg/times", tag)[2] for tag in ("b", "a", "c")}
+        first = c.get("/admin/v1/tags/pg/times", params={"n": "2"})
+        assert first.status_code == 200, first.text
+        rest = c.get(first.links["next"]["url"])
+        assert "link" not in rest.headers
+        listed = first.json()["tags"] + rest.json()["tags"]
+        assert [(t["tag"], t["digest"]) for t in listed] == sorted(pushed.items())
+        at = {t["tag"]: t["pushed_at"] for t in listed}
+        assert at["b"] < at["a"] < at["c"]
+
+
 def test_failed_login_budget_on_postgres(tmp_path: Path, database_url: str) -> None:
     """The failed-login counters (migration 0004) work on PostgreSQL, shared by workers."""
     from tests.e2e.test_auth_hardening import basic

@@ -325,6 +325,38 @@ def test_a_killed_replica_resumes_and_converges(tmp_path: Path, primary: Server)
         replica.stop()
 
 
+def test_tag_times_over_http(primary: Server) -> None:
+    """`/admin/v1/tags/<name>`, what a replica's comparison reads: each tag's digest and
+    push time, paged like the tags list, with the repository's pull access."""
+    with httpx.Client(base_url=primary.url, timeout=60, auth=ADMIN) as c:
+        pushed = {tag: push_image(c, "times/app", tag).digest for tag in ("t1", "t2", "t3")}
+        push_image(c, "private/times", "v1")
+    with httpx.Client(base_url=primary.url, timeout=60) as c:
+        first = c.get("/admin/v1/tags/times/app", params={"n": "2"})
+        assert first.status_code == 200, first.text
+        assert first.links["next"]["url"] == "/admin/v1/tags/times/app?n=2&last=t2"
+        rest = c.get(first.links["next"]["url"])
+        assert rest.status_code == 200, rest.text
+        assert "link" not in rest.headers
+        listed = first.json()["tags"] + rest.json()["tags"]
+        assert [(t["tag"], t["digest"]) for t in listed] == sorted(pushed.items())
+        times = [t["pushed_at"] for t in listed]
+        assert times == sorted(times)
+        assert time.time() - 120 < times[0] <= time.time()
+        assert c.get("/admin/v1/tags/times/app").json()["tags"] == listed
+        assert c.get("/admin/v1/tags/times/app", params={"n": "0"}).json() == {
+            "name": "times/app", "tags": []}
+        bad = c.get("/admin/v1/tags/times/app", params={"n": "x"})
+        assert bad.status_code == 400
+        assert bad.json()["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
+        # pull access to the repository: anonymous may not pull private/**
+        assert c.get("/admin/v1/tags/private/times").status_code == 401
+        assert c.get("/admin/v1/tags/private/times", auth=BUILDER).status_code == 200
+        gone = c.get("/admin/v1/tags/times/none")
+        assert gone.status_code == 404
+        assert gone.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
 def test_the_feed_over_http(primary: Server) -> None:
     """The admin endpoint: admin access only, bad and expired cursors, the long poll
     ended early by a push on another worker."""

@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,9 +33,14 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 
 class RacingClient(RegistryClient):
     """A real client whose next look at tag `vanish` first deletes it at the primary:
-    the race of a delete landing between a comparison's listing and its look."""
+    the race of a delete landing between a comparison's listing and its look. It asks
+    as the client of a primary older than `/admin/v1/tags/<name>` (which names each
+    tag's digest in the listing itself, so that there is no look to race)."""
 
     vanish: str | None = None
+
+    async def tag_times(self, name: str) -> None:
+        return None
 
     async def head_manifest(self, name: str, reference: str) -> ManifestInfo | None:
         if reference == self.vanish:
@@ -225,5 +231,72 @@ async def test_indexes_nested_deeper_than_the_stack_replicate(tmp_path: Path) ->
             assert len(await registry.replica.manifest_digests(REPO)) == 1501
         finally:
             await close_registry(registry)
+    finally:
+        primary.stop()
+
+
+class OlderPrimaryClient(RegistryClient):
+    """A real client that asks as the client of a primary older than
+    `/admin/v1/tags/<name>`: tags list, a HEAD per tag, no push times."""
+
+    async def tag_times(self, name: str) -> None:
+        return None
+
+
+async def test_a_replica_keeps_its_primarys_tag_times_so_keep_last_keeps_the_same_tags(
+        tmp_path: Path) -> None:
+    """A full comparison set every tag at the time it ran, in the listing's (lexical)
+    order, so on a replica promoted after it `keep_last` kept the lexically last tags
+    and deleted the newest. Now the comparison and the feed copy each tag's push time,
+    and a comparison corrects the times an older one wrote."""
+    from dockyard.gc.retention import apply_retention, configured_rules
+
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            for tag in ("c", "b", "a"):  # "a" is the newest, and first by name
+                push_image(client, REPO, tag)
+                await asyncio.sleep(0.05)
+
+            def theirs() -> dict[str, tuple[str, float]]:
+                r = client.get(f"/admin/v1/tags/{REPO}")
+                assert r.status_code == 200, r.text
+                return {t["tag"]: (t["digest"], t["pushed_at"]) for t in r.json()["tags"]}
+
+            first = theirs()
+            assert sorted(first) == ["a", "b", "c"]
+            assert first["c"][1] < first["b"][1] < first["a"][1]
+            settings = load_settings(env={}, overrides={
+                "storage.filesystem.rootdirectory": str(tmp_path / "replica"),
+                "retention": {"rules": [{"repositories": "**", "keep_last": 1}]}})
+            registry = await open_registry(settings)
+            try:
+                def ours(timed: dict[str, Any]) -> dict[str, tuple[str, float]]:
+                    return {t: (r.digest, r.pushed_at) for t, r in timed.items()}
+
+                async with OlderPrimaryClient(primary.url) as old:
+                    await Follower(registry, old, primary.url)._compare_repository(REPO)
+                compared = ours(await registry.replica.timed_tags(REPO))
+                assert {t: d for t, (d, _) in compared.items()} == {
+                    t: d for t, (d, _) in first.items()}
+                async with RegistryClient(primary.url) as remote:
+                    follower = Follower(registry, remote, primary.url)
+                    await follower._compare_repository(REPO)
+                    assert ours(await registry.replica.timed_tags(REPO)) == first
+                    rules = configured_rules(settings)
+                    report = await apply_retention(registry.lifecycle, rules, dry_run=True)
+                    assert report.deleted == {REPO: ["b", "c"]}
+                    # a tag set through the feed gets the event's time, the primary's
+                    await follower.run(until_caught_up=True)  # a cursor, at the head
+                    assert await registry.replica.cursor() is not None
+                    push_image(client, REPO, "0")
+                    await follower.run(until_caught_up=True)
+                    now = theirs()
+                    assert sorted(now) == ["0", "a", "b", "c"]
+                    assert ours(await registry.replica.timed_tags(REPO)) == now
+                    report = await apply_retention(registry.lifecycle, rules, dry_run=True)
+                    assert report.deleted == {REPO: ["a", "b", "c"]}
+            finally:
+                await close_registry(registry)
     finally:
         primary.stop()

@@ -13,6 +13,10 @@
 
 These two need `registry:admin:*` (`auth.admin`).
 
+`GET /admin/v1/tags/<name>[?n=N&last=TAG]`: the tags list with each tag's digest and
+push time (`{"tag", "digest", "pushed_at"}`, by tag, paged with `Link` as the tags list
+is); needs `pull`. A replica's full comparison reads it (`api/listing.py`).
+
 `GET /admin/v1/cache/<name>`: the provenance of a pull-through cache repository's tags
 (upstream, digest, when fetched and last checked), JSON; needs `pull`.
 

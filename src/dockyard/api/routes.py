@@ -117,6 +117,8 @@ ROUTES: tuple[Route, ...] = (
        GET=_E(admin.cache_provenance, Access.PULL)),
     _r("admin-repository", r"/admin/v1/repositories/(?P<name>.+)",
        DELETE=_E(admin.delete_repository, Access.DELETE, "repository.delete")),
+    _r("admin-tags", r"/admin/v1/tags/(?P<name>.+)",
+       GET=_E(listing.tag_records, Access.PULL)),
     _r("admin-events", r"/admin/v1/events", named=False, GET=_E(admin.events, Access.ADMIN)),
     _r("admin-replica", r"/admin/v1/replica", named=False,
        GET=_E(admin.replica_status, Access.ADMIN)),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from dockyard.core.notify import Notifier
 from dockyard.core.proxy import ProxyRoutes, Pulled, PullThrough
 from dockyard.core.pulls import PullRecorder
-from dockyard.metadata.records import ManifestRecord, NewManifest, ReferrerRecord
+from dockyard.metadata.records import ManifestRecord, NewManifest, ReferrerRecord, TagRecord
 from dockyard.metadata.store import MetadataStore, MissingReferences
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
@@ -77,9 +77,10 @@ class ManifestService:
 
     async def put(
         self, name: str, reference: str, payload: bytes, content_type: str | None, *,
-        by: str | None = None,
+        by: str | None = None, pushed_at: float | None = None,
     ) -> PutResult:
-        """Store a pushed manifest (by the account `by`, when one pushed it)."""
+        """Store a pushed manifest (by the account `by`, when one pushed it; a tag's push
+        time is `pushed_at` when given, else now)."""
         self.routes.refuse_writes(name)
         if len(payload) > self.max_size:
             raise PayloadTooLarge(f"manifest is larger than {self.max_size} bytes")
@@ -90,7 +91,7 @@ class ManifestService:
             wanted, tag = Digest.parse(reference), None
         new = new_manifest(payload, content_type, wanted)
         try:
-            await self.store.put_manifest(name, new, tag, by=by)
+            await self.store.put_manifest(name, new, tag, by=by, pushed_at=pushed_at)
         except MissingReferences as exc:
             raise ManifestBlobUnknown(
                 f"manifest references unknown blobs or manifests: {', '.join(exc.missing)}",
@@ -161,6 +162,15 @@ class ManifestService:
 
     async def tags(self, name: str, n: int | None, last: str | None) -> list[str]:
         found = await self.store.list_tags(name, n, last)
+        if found is None:
+            raise NameUnknown(f"repository {name!r} is not known", {"name": name})
+        return found
+
+    async def tag_records(self, name: str, n: int | None, last: str | None
+                          ) -> list[TagRecord]:
+        """`tags` with each tag's digest and push time (what a replica's full comparison
+        reads from its primary, so that its tags keep their order for `keep_last`)."""
+        found = await self.store.tag_records(name, n, last)
         if found is None:
             raise NameUnknown(f"repository {name!r} is not known", {"name": name})
         return found

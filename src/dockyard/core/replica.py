@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from dockyard.core.lifecycle import LifecycleBackend
+from dockyard.metadata.records import TagRecord as TagRecord  # the follower's type too
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.errors import ReadOnlyReplica
 
@@ -124,16 +125,17 @@ class ReplicaService:
 
     async def tags(self, name: str) -> dict[str, str]:
         """Every tag of `name` and the digest it names (empty for an unknown name)."""
-        out: dict[str, str] = {}
-        for tag in await self.store.list_tags(name, None, None) or []:
-            digest = await self.tag_digest(name, tag)
-            if digest is not None:
-                out[tag] = digest
-        return out
+        return {tag: r.digest for tag, r in (await self.timed_tags(name)).items()}
 
-    async def tag_digest(self, name: str, tag: str) -> str | None:
-        record = await self.store.manifest(name, tag=tag, payload=False)
-        return record.digest if record is not None else None
+    async def timed_tags(self, name: str) -> dict[str, TagRecord]:
+        """Every tag of `name` with the digest it names and its push time (empty for an
+        unknown name): one read."""
+        return {r.tag: r for r in await self.store.tag_records(name, None, None) or []}
+
+    async def tag(self, name: str, tag: str) -> TagRecord | None:
+        """The tag `name:tag` with its digest and push time, or None."""
+        found = await self.store.tag_records(name, None, None, tag=tag)
+        return found[0] if found else None
 
     async def adopt_blob(self, name: str, digest: str) -> bool:
         """Link a blob this registry already holds in another repository into `name`

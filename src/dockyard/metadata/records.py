@@ -78,6 +78,16 @@ class UsageSample:
 
 
 @dataclass(frozen=True, slots=True)
+class TagRecord:
+    """A tag, the manifest it names, and when it was last pushed (what retention's
+    `keep_last` orders by, and a replica copies from its primary)."""
+
+    tag: str
+    digest: str
+    pushed_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class CachedTag:
     """A tag of a pull-through cache: where it came from and when."""
 

@@ -40,6 +40,7 @@ from dockyard.metadata.records import (
     ManifestRecord,
     NewManifest,
     ReferrerRecord,
+    TagRecord,
     UploadRecord,
 )
 from dockyard.metadata.schema import (
@@ -508,15 +509,16 @@ class MetadataStore:
     # --- manifests ---------------------------------------------------------------
 
     async def put_manifest(self, name: str, new: NewManifest, tag: str | None, *,
-                           by: str | None = None) -> None:
+                           by: str | None = None, pushed_at: float | None = None) -> None:
         """Record a verified manifest with its references, and point `tag` at it (pushed
-        by the account `by`, when one did).
+        by the account `by`, when one did; at `pushed_at` rather than now, when given:
+        a replica keeps its primary's times).
 
         Raises `MissingReferences` when a referenced blob or child manifest is not in
         the repository; nothing is written then.
         """
         await self.engines.compiled(self._put_manifest(name, new, tag, time.time(),
-                                                       by=by))
+                                                       by=by, pushed_at=pushed_at))
 
     async def cache_manifest(self, name: str, new: NewManifest, tag: str | None,
                              upstream: str) -> None:
@@ -570,7 +572,8 @@ class MetadataStore:
         await self.engines.transaction(lambda conn: conn.execute(stmt))
 
     def _put_manifest(self, name: str, new: NewManifest, tag: str | None, now: float, *,
-                      check: bool = True, by: str | None = None) -> Callable[[Conn], None]:
+                      check: bool = True, by: str | None = None,
+                      pushed_at: float | None = None) -> Callable[[Conn], None]:
         """The body of a manifest write; with `check`, refused (`MissingReferences`)
         unless every reference is in the repository."""
         q = self._q
@@ -614,8 +617,8 @@ class MetadataStore:
             for d in new.child_digests:  # so are the children it names
                 run(conn, q.touch_child, repo=repo_id, digest=d, now=now)
             if tag is not None:  # one upsert, new tag or moved
-                run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id, now=now,
-                    by=by)
+                run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id,
+                    now=now if pushed_at is None else pushed_at, by=by)
             if added is not None or tag is not None:
                 kind = feed.MANIFEST_PUT if added is not None else feed.TAG_SET
                 self.events.record(conn, [Change(kind, name, tag, new.digest,
@@ -707,6 +710,26 @@ class MetadataStore:
         if n is not None:
             stmt = stmt.limit(n)
         return [r[0] for r in await self._read(stmt)]
+
+    async def tag_records(self, name: str, n: int | None, last: str | None, *,
+                          tag: str | None = None) -> list[TagRecord] | None:
+        """Tags of `name` in lexical order after `last` (only `tag`, when given), each
+        with its manifest's digest and when it was pushed; None when the repository is
+        unknown."""
+        repo = await self._read(select(repositories.c.id).where(repositories.c.name == name))
+        if not repo:
+            return None
+        stmt = (select(tags.c.name, manifests.c.digest, tags.c.updated_at)
+                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+                .where(tags.c.repository_id == repo[0][0]))
+        if tag is not None:
+            stmt = stmt.where(tags.c.name == tag)
+        if last:
+            stmt = stmt.where(self._sorted(tags.c.name) > last)
+        stmt = stmt.order_by(self._sorted(tags.c.name))
+        if n is not None:
+            stmt = stmt.limit(n)
+        return [TagRecord(*r) for r in await self._read(stmt)]
 
     async def referrers(
         self, name: str, subject: str, artifact_type: str | None, *,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -100,6 +101,15 @@ class ManifestInfo:
     digest: str
     media_type: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagTime:
+    """A tag of a Dockyard, the manifest it names and when it was pushed there."""
+
+    tag: str
+    digest: str
+    pushed_at: float
 
 
 class RegistryClient:
@@ -307,6 +317,26 @@ class RegistryClient:
 
     def tags(self, name: str) -> AsyncIterator[str]:
         return self._pages(f"/v2/{name}/tags/list?n=1000", "tags", pull(name))
+
+    async def tag_times(self, name: str) -> list[TagTime] | None:
+        """A Dockyard's tags of `name` with their digests and push times, every page of
+        `/admin/v1/tags/<name>`; None when it answers 404 (no such repository, or a
+        Dockyard older than that listing: ask `tags` and `head_manifest` then)."""
+        path = f"/admin/v1/tags/{name}?n=1000"
+        found: list[TagTime] = []
+        async for body in self._page_bodies(path, pull(name), absent=(404,)):
+            if body is None:
+                return None
+            doc = _document(200, path, body)
+            items = doc.get("tags") if isinstance(doc, dict) else None
+            if not isinstance(items, list):
+                raise RegistryClientError(200, f"{path}: the answer holds no list of tags")
+            for item in items:
+                found.append(_tag_time(path, item))
+            if len(found) > MAX_ITEMS:
+                raise RegistryClientError(200, f"{path}: the registry lists more than "
+                                               f"{MAX_ITEMS:,} tags")
+        return found
 
     async def referrers(self, name: str, digest: str, limit: int = MAX_ITEMS
                         ) -> list[dict[str, Any]] | None:
@@ -549,6 +579,18 @@ def _referrers_page(body: bytes | None) -> list[dict[str, Any]] | None:
         return None
     found = doc.get("manifests") if isinstance(doc, dict) else None
     return list(found) if isinstance(found, list) else None
+
+
+def _tag_time(path: str, item: Any) -> TagTime:
+    """One entry of `/admin/v1/tags/<name>`; `RegistryClientError` unless well formed."""
+    if isinstance(item, dict):
+        tag, digest, at = item.get("tag"), item.get("digest"), item.get("pushed_at")
+        if (isinstance(tag, str) and isinstance(digest, str)
+                and isinstance(at, int | float) and not isinstance(at, bool)
+                and math.isfinite(at)):
+            return TagTime(tag, digest, float(at))
+    raise RegistryClientError(200, f"{path}: a tag entry that is no tag, digest and "
+                                   f"push time: {str(item)[:200]}")
 
 
 def _document(status: int, what: str, body: bytes) -> Any:

@@ -3,16 +3,19 @@
 The follower long-polls the primary's `GET /admin/v1/events` from its cursor (through a
 `remote.RegistryClient`) and applies each event through `core`: a put fetches the
 manifest (children and blobs first, blobs streamed into the blob store with their
-digests verified by the upload path) and sets the tag; deletions are mirrored
-(`core.replica`). Every step is idempotent, so an event applied twice (after a crash,
+digests verified by the upload path) and sets the tag at the event's time (the tag's
+push time on the primary, which retention's `keep_last` orders by); deletions are
+mirrored (`core.replica`). Every step is idempotent, so an event applied twice (after a crash,
 before the cursor was saved) changes nothing. The cursor and the lag are saved in the
 metadata store after each batch: a killed replica resumes where it stopped, on any node.
 
 Without a cursor (first start, a new primary) or when the primary no longer holds the
 events after it (410), the follower compares in full: the primary's catalog, each
-repository's tags and their manifest digests against its own, fetching what differs and
-deleting what the primary no longer has, then follows from the feed's head as read
-before the comparison (events in between are applied again, harmlessly).
+repository's tags with their manifest digests and push times (`/admin/v1/tags/<name>`,
+one request a page; from an older primary the tags list and a HEAD per tag, times
+unknown) against its own, setting tags oldest first at their primary's times, fetching
+what differs and deleting what the primary no longer has, then follows from the feed's
+head as read before the comparison (events in between are applied again, harmlessly).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import aiohttp
 from dockyard.config.settings import ReplicaSettings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
+from dockyard.core.replica import TagRecord
 from dockyard.core.uploads import Chunk
 from dockyard.metadata import events as kinds
 from dockyard.oci.digest import Digest
@@ -192,7 +196,8 @@ class Follower:
         tag, digest = str(event.get("tag") or ""), str(event.get("digest") or "")
         if kind in (kinds.MANIFEST_PUT, kinds.TAG_SET):
             if await self.ensure_manifest(name, digest) and tag:
-                await self.set_tag(name, tag, digest)
+                # the event's time is the tag's push time on the primary
+                await self.set_tag(name, tag, digest, float(event["at"]))
         elif kind == kinds.TAG_DELETED:
             await self.replica.delete_tag(name, tag)
         elif kind == kinds.MANIFEST_DELETED:
@@ -309,14 +314,21 @@ class Follower:
             raise
         return True
 
-    async def set_tag(self, name: str, tag: str, digest: str) -> None:
-        """Point `tag` at manifest `digest` (present) unless it does already."""
-        if await self.replica.tag_digest(name, tag) == digest:
+    async def set_tag(self, name: str, tag: str, digest: str, pushed_at: float | None,
+                      ours: TagRecord | None = None) -> None:
+        """Point `tag` at manifest `digest` (present), pushed at `pushed_at` (the
+        primary's time; None: unknown, now), unless it does so already (`ours`: the tag
+        here, when read already)."""
+        if ours is None:
+            ours = await self.replica.tag(name, tag)
+        if ours is not None and ours.digest == digest and (
+                pushed_at is None or ours.pushed_at == pushed_at):
             return
         record = await self.registry.manifests.get(name, digest)
         assert record.payload is not None
         await self._writable()
-        await self.registry.manifests.put(name, tag, record.payload, record.media_type)
+        await self.registry.manifests.put(name, tag, record.payload, record.media_type,
+                                          pushed_at=pushed_at)
 
     # --- the full comparison -----------------------------------------------------
 
@@ -337,14 +349,22 @@ class Follower:
         log.info("replica: in step with %s up to event %d (%d repositories)", self.primary,
                  head, len(theirs))
 
-    async def _compare_repository(self, name: str) -> None:
+    async def _theirs(self, name: str) -> tuple[list[tuple[str, str, float | None]], set[str]]:
+        """The primary's tags of `name` as (tag, digest, push time), oldest first, and
+        the tags it listed but could not say the manifest of."""
+        timed = await self.client.tag_times(name)
+        if timed is not None:
+            return [(t.tag, t.digest, t.pushed_at)
+                    for t in sorted(timed, key=lambda t: (t.pushed_at, t.tag))], set()
+        # a primary without that listing (or the repository deleted meanwhile): the
+        # tags list and a HEAD each, times unknown
         try:
             listed = [t async for t in self.client.tags(name)]
         except RegistryClientError as exc:
             if exc.status != 404:
                 raise
             listed = []  # the repository was deleted meanwhile: its events will say so
-        tags: dict[str, str] = {}
+        found: list[tuple[str, str, float | None]] = []
         # a tag listed, then not found (deleted since, or answered without a digest) is
         # left as it is here: the feed, read from before the listing, brings its change;
         # counting it as gone would not be wrong, but one failed look must never read as
@@ -355,11 +375,21 @@ class Follower:
             if info is None:
                 unknown.add(tag)
             else:
-                tags[tag] = info.digest
-        ours = await self.replica.tags(name)
-        for tag, digest in tags.items():
-            if ours.get(tag) != digest and await self.ensure_manifest(name, digest):
-                await self.set_tag(name, tag, digest)
+                found.append((tag, info.digest, None))
+        return found, unknown
+
+    async def _compare_repository(self, name: str) -> None:
+        theirs, unknown = await self._theirs(name)
+        tags = {tag: digest for tag, digest, _ in theirs}
+        ours = await self.replica.timed_tags(name)
+        # oldest first, each with the primary's push time: retention's `keep_last`
+        # keeps the same tags here as there (set now, in the listing's order, the
+        # lexically last tags read as the newest)
+        for tag, digest, at in theirs:
+            here = ours.get(tag)
+            held = here is not None and here.digest == digest  # its time may differ
+            if held or await self.ensure_manifest(name, digest):
+                await self.set_tag(name, tag, digest, at, here)
             for ref in await self.client.referrers(name, digest) or []:
                 await self.ensure_manifest(name, str(ref["digest"]))
         for tag in set(ours) - set(tags) - unknown:

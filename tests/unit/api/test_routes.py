@@ -32,6 +32,7 @@ CASES = [
     ("GET", "/v2/{n}/referrers/" + D, "pull"),
     ("DELETE", "/admin/v1/repositories/{n}", "delete"),
     ("GET", "/admin/v1/sync/repositories/{n}", "pull"),
+    ("GET", "/admin/v1/tags/{n}", "pull"),
 ]
 
 
