@@ -5,9 +5,10 @@ The follower long-polls the primary's `GET /admin/v1/events` from its cursor (th
 manifest (children and blobs first, blobs streamed into the blob store with their
 digests verified by the upload path) and sets the tag at the event's time (the tag's
 push time on the primary, which retention's `keep_last` orders by); deletions are
-mirrored (`core.replica`). Every step is idempotent, so an event applied twice (after a crash,
-before the cursor was saved) changes nothing. The cursor and the lag are saved in the
-metadata store after each batch: a killed replica resumes where it stopped, on any node.
+mirrored (`core.replica`). Every step is idempotent, so an event applied twice (after a
+crash, before the cursor was saved) changes nothing. The cursor and the lag are saved in
+the metadata store after each batch: a killed replica resumes where it stopped, on any
+node.
 
 Without a cursor (first start, a new primary) or when the primary no longer holds the
 events after it (410), the follower compares in full: the primary's catalog, each
