@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -632,3 +633,66 @@ def test_an_auth_file_that_cannot_be_used_fails_its_source(local: Server, tmp_pa
         f"credentials.auth_file: {tmp_path / 'broken.json'}: not valid JSON: Expecting "
         "property name enclosed in double quotes (line 1 column 2)")
     assert local_tags(local, "copy-missing") == local_tags(local, "copy-broken") == []
+
+
+async def test_a_stored_report_names_a_bounded_number_of_tags_and_counts_them_all(
+        dist: Server, local: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report kept in the history (20 runs a source) and logged each run named every
+    tag of the source, unchanged ones included: thousands for a large upstream. It now
+    names at most `REPORT_NAMES` of each kind (20 in the log) and counts them all, and
+    the history's readers (`--status`, the operations page) show the counts."""
+    from dockyard.backends import close_registry, open_registry
+    from dockyard.config.mirror import MirrorSource
+    from dockyard.config.settings import load_settings
+    from dockyard.mirror import schedule, sync
+
+    monkeypatch.setattr(sync, "REPORT_NAMES", 2)
+    monkeypatch.setattr(schedule, "LOGGED_NAMES", 1)
+    monkeypatch.setenv("UPSTREAM_PW", PASSWORD)
+    repo = "cap/app"
+    tags = [f"v{n}" for n in range(5)]
+    for tag in tags:
+        await asyncio.to_thread(new_image, tmp_path, dist, repo, tag)
+    settings = load_settings(env=ENV, overrides={
+        "storage.filesystem.rootdirectory": str(local.data)})
+    fields = source(dist, name="cap", repository=repo, tags=["*"])
+    mirror = MirrorSource.model_validate(fields)
+    registry = await open_registry(settings)
+    try:
+        report = await sync.sync_source(registry, mirror)
+        assert sorted(report.added) == tags  # the run's own report names them all
+        stored = json.loads((await registry.mirrors.runs(mirror.key, 1))[0].report)
+        assert len(stored["added"]) == 2
+        assert set(stored["added"]) < set(tags)
+        assert stored["counts"] == {"added": 5, "updated": 0, "unchanged": 0,
+                                    "pruned": 0, "failed": 0}
+        assert stored["truncated"] is True
+        # the operations page counts the newest run's tags, not the names it keeps
+        async with httpx.AsyncClient(base_url=local.url) as http:
+            page = await http.get("/ui/operations")
+        assert page.status_code == 200
+        row = page.text[page.text.index(f'<td class="name">{mirror.key}</td>'):]
+        row = row[:row.index("</tr>")]
+        assert re.findall(r'<td class="num">(\d+)</td>', row) == ["5", "0", "0"], row
+        # the scheduled run logs one line with at most LOGGED_NAMES of each kind
+        seen: list[str] = []
+        monkeypatch.setattr(schedule.log, "log", lambda _level, text, *args: seen.append(
+            text % args))
+        await schedule.mirror_job(registry, mirror).run()
+        logged = json.loads(seen[-1].split(" ", 3)[3])
+        assert len(logged["unchanged"]) == 1
+        assert logged["counts"]["unchanged"] == 5
+    finally:
+        await close_registry(registry)
+    async with httpx.AsyncClient(base_url=local.url) as http:
+        history = (await http.get("/admin/v1/sync")).json()["runs"]
+    assert [(r["report"]["counts"]["unchanged"], len(r["report"]["unchanged"]))
+            for r in history] == [(5, 2), (0, 0)]
+    status = await asyncio.to_thread(dockyard_sync, write_config(tmp_path / "cap.yml",
+                                                                 [fields]), local.data,
+                                     "--status")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert ": 0 added, 0 updated, 0 pruned" in lines[0], status.stdout
+    assert ": 5 added, 0 updated, 0 pruned" in lines[1], status.stdout

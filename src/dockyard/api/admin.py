@@ -21,7 +21,8 @@ is); needs `pull`. A replica's full comparison reads it (`api/listing.py`).
 (upstream, digest, when fetched and last checked), JSON; needs `pull`.
 
 - `GET /admin/v1/sync[?source=NAME][&n=N]`: the last runs of the mirror sources (all,
-  or one), newest first, each with its report. Needs `registry:catalog:*`, and like
+  or one), newest first, each with its report (at most 1,000 tags named of each kind,
+  `counts` counting them all). Needs `registry:catalog:*`, and like
   the catalog it shows only what the caller may pull: the runs of the sources whose
   destination repository that is.
 - `GET /admin/v1/sync/repositories/<name>`: where each mirrored tag of the repository

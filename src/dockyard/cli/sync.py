@@ -89,6 +89,8 @@ def settings_runs(settings: Any, sources: list[MirrorSource]) -> dict[str, list[
 
 
 def _status(runs: dict[str, list[Any]], as_json: bool) -> None:
+    from dockyard.core.mirrors import report_counts
+
     if as_json:
         click.echo(json.dumps({"sources": [
             {"source": name, "runs": [{"started_at": r.started_at,
@@ -102,14 +104,14 @@ def _status(runs: dict[str, list[Any]], as_json: bool) -> None:
             continue
         for run in found:
             report = json.loads(run.report)
+            counts = report_counts(report)
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
             took = run.finished_at - run.started_at
             text = (f"{name}: {when} {run.status} in {took:.1f} s: "
-                    f"{len(report.get('added', []))} added, "
-                    f"{len(report.get('updated', []))} updated, "
-                    f"{len(report.get('pruned', []))} pruned")
+                    f"{counts['added']} added, {counts['updated']} updated, "
+                    f"{counts['pruned']} pruned")
             if report.get("error"):
                 text += f"; {report['error']}"
-            elif report.get("failed"):
-                text += f"; {len(report['failed'])} tag(s) failed"
+            elif counts["failed"]:
+                text += f"; {counts['failed']} tag(s) failed"
             click.echo(text)

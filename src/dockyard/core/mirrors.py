@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from dockyard.metadata.mirrors import MirrorRun, TagOrigin
 
-__all__ = ["RUNS_KEPT", "MirrorRecords", "MirrorRun", "TagOrigin", "job_name",
-           "visible_runs"]
+__all__ = ["COUNTED", "RUNS_KEPT", "MirrorRecords", "MirrorRun", "TagOrigin", "job_name",
+           "report_counts", "visible_runs"]
 
 RUNS_KEPT = 20
 """Runs of each source kept in the history (older ones are dropped as new ones end)."""
@@ -41,6 +41,20 @@ class MirrorRecords(Protocol):
         """Origins by repository and tag; `current`: only tags still at the digest the
         sync set."""
         ...
+
+
+#: the lists of tags a sync report holds, counted in its `counts`
+COUNTED = ("added", "updated", "unchanged", "pruned", "failed")
+
+
+def report_counts(report: dict[str, Any]) -> dict[str, int]:
+    """How many tags a stored sync report counts of each kind of `COUNTED`: its
+    `counts` (its lists name at most `mirror.sync.REPORT_NAMES` tags each), or for a
+    report stored before it had them, its lists' lengths."""
+    counts = report.get("counts")
+    if isinstance(counts, dict):
+        return {k: int(counts.get(k, 0)) for k in COUNTED}
+    return {k: len(report.get(k) or ()) for k in COUNTED}
 
 
 def job_name(source: str) -> str:

@@ -11,7 +11,7 @@ from dockyard.config.mirror import MirrorSource
 from dockyard.core.jobs import Job, JobResult
 from dockyard.core.mirrors import job_name
 from dockyard.core.registry import Registry
-from dockyard.mirror.sync import sync_source
+from dockyard.mirror.sync import LOGGED_NAMES, sync_source
 
 log = logging.getLogger("dockyard.sync")
 
@@ -26,7 +26,7 @@ def mirror_job(registry: Registry, source: MirrorSource,
         report = await sync_source(registry, source, configured=configured)
         fine = report.status in ("ok", "busy", "replica")
         log.log(logging.INFO if fine else logging.WARNING, "sync %s: %s %s", source.key,
-                report.status, json.dumps(report.as_dict()))
+                report.status, json.dumps(report.as_dict(LOGGED_NAMES)))
         summary = (f"{report.status}: {len(report.added)} added, {len(report.updated)} "
                    f"updated, {len(report.pruned)} pruned, {len(report.failed)} failed")
         if report.error:

@@ -28,7 +28,7 @@ from dockyard.copying.local_end import LocalRepository
 from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import RegistryRef
 from dockyard.core.leases import LeaseBusy
-from dockyard.core.mirrors import RUNS_KEPT, MirrorRun, TagOrigin
+from dockyard.core.mirrors import COUNTED, RUNS_KEPT, MirrorRun, TagOrigin
 from dockyard.core.registry import Registry
 from dockyard.mirror.select import matches, select_tags
 from dockyard.oci.errors import RegistryError, one_line
@@ -41,6 +41,13 @@ log = logging.getLogger("dockyard.sync")
 TAGS_AT_ONCE = 4
 #: sources synced at once by one `sync_sources`
 SOURCES_AT_ONCE = 4
+
+
+#: tags a report stored in the sync history names at most of each kind (the counts are
+#: whole): a source of 10,000 tags wrote every unchanged one into each of its runs kept
+REPORT_NAMES = 1000
+#: and its log line, once a run (`mirror.schedule`)
+LOGGED_NAMES = 20
 
 
 class SourceFailed(Exception):
@@ -70,8 +77,22 @@ class SourceReport:
     #: what the run chose not to do, and why (a prune held back)
     warnings: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self, names: int | None = None) -> dict[str, Any]:
+        """The report as JSON data, every tag named; with `names`, as it is stored and
+        logged: each list (and `failed`) cut to its first `names` tags, `counts`
+        giving the whole counts and `truncated` whether anything was cut."""
+        doc = asdict(self)
+        if names is None:
+            return doc
+        doc["counts"] = {k: len(doc[k]) for k in COUNTED}
+        cut = False
+        for key in COUNTED:
+            if len(doc[key]) > names:
+                cut = True
+                doc[key] = (dict(sorted(doc[key].items())[:names]) if key == "failed"
+                            else doc[key][:names])
+        doc["truncated"] = cut
+        return doc
 
     def line(self) -> str:
         would = "would be " if self.dry_run else ""
@@ -197,7 +218,7 @@ async def sync_source(registry: Registry, source: MirrorSource, *, dry_run: bool
     if not dry_run and report.status != "busy":
         await registry.mirrors.add_run(MirrorRun(
             source.key, report.started_at, report.finished_at, report.status,
-            json.dumps(report.as_dict())), RUNS_KEPT)
+            json.dumps(report.as_dict(REPORT_NAMES))), RUNS_KEPT)
     return report
 
 

@@ -27,7 +27,7 @@ from dockyard.api.blobs import CACHE_CONTROL, send_blob
 from dockyard.api.proxy import client_address, public_base
 from dockyard.auth.service import RateLimited, Unauthenticated
 from dockyard.core.browse import SORTS
-from dockyard.core.mirrors import MirrorRun, visible_runs
+from dockyard.core.mirrors import MirrorRun, report_counts, visible_runs
 from dockyard.web.context import registry, render, sessions
 
 PER_PAGE = 50
@@ -298,10 +298,10 @@ async def operations(request: web.Request) -> web.StreamResponse:
         return render(request, "operations.html", title="Operations", ops=ops, syncs=[],
                       jobs=[], builds=[])
     # the newest run of each mirror source among the last ones (`dockyard sync`)
-    latest: dict[str, tuple[MirrorRun, dict[str, Any]]] = {}
+    latest: dict[str, tuple[MirrorRun, dict[str, Any], dict[str, int]]] = {}
     for run, report in await visible_runs(services.mirrors, None, SYNC_RUNS, visible):
         if run.source not in latest:
-            latest[run.source] = (run, report)
+            latest[run.source] = (run, report, report_counts(report))
     # the newest run of each recorded background job, and the last scheduled rebuilds
     recent = await services.job_runs.recent(JOB_RUNS, visible=visible)
     return render(request, "operations.html", title="Operations", ops=ops,
