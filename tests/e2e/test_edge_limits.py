@@ -143,6 +143,21 @@ def test_stalled_header_of_a_later_request_is_closed_at_its_own_deadline(
     assert HEADER_TIMEOUT - 0.2 < took < HEADER_TIMEOUT + 2
 
 
+@pytest.mark.parametrize("path", ["/ui/login", "/ui/logout"])
+def test_a_stalled_ui_form_is_cut_off_at_the_body_timeout(server: Server, path: str) -> None:
+    """The web UI read its forms with aiohttp's `request.post()`, which waits for a body
+    with no limit: a login form announced and never sent held its connection for good,
+    before any credentials. It is read like every body now: 408 at `body_timeout`."""
+    sock = connect(server)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 "application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+                 "username=a".encode())
+    out, took = read_until_closed(sock)
+    assert out.startswith(b"HTTP/1.1 408 "), out[:200]
+    assert took < BODY_TIMEOUT + 2
+    sock.close()
+
+
 def test_idle_connection_without_request_is_closed(server: Server) -> None:
     sock = connect(server)
     out, took = read_until_closed(sock)

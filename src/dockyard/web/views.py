@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from dockyard.api.access import (
     ACCESS,
@@ -25,6 +24,7 @@ from dockyard.api.access import (
 )
 from dockyard.api.blobs import CACHE_CONTROL, send_blob
 from dockyard.api.proxy import client_address, public_base
+from dockyard.api.token_form import MAX_FORM, read_form
 from dockyard.auth.service import RateLimited, Unauthenticated
 from dockyard.core.browse import SORTS
 from dockyard.core.mirrors import MirrorRun, report_counts, visible_runs
@@ -61,21 +61,45 @@ def _csrf_refused(request: web.Request) -> web.Response:
                           "page and try again.")
 
 
+#: the only form encoding the UI's forms send
+FORM_TYPE = "application/x-www-form-urlencoded"
+
+
 async def _form(request: web.Request) -> dict[str, str] | None:
-    """The POSTed form, or None when its CSRF token does not match the session; 400 for
-    a body no browser sends (a multipart part without a name, bytes that are not in
-    the declared charset, a charset Python does not know)."""
+    """The POSTed form, or None when its CSRF token does not match the session.
+
+    Read like every request body (`api.bodies`: at most `MAX_FORM` bytes, cut off with
+    408 when no byte comes for `http.body_timeout`): aiohttp's `request.post()` waited
+    for it with no limit, so a form announced and never sent, the login's before any
+    credentials included, held its connection for good. 400 for a form no browser sends
+    from these pages: another encoding than `FORM_TYPE`, another charset than UTF-8,
+    bytes that are not UTF-8; 413 past `MAX_FORM`.
+    """
+    typed = "Content-Type" in request.headers  # none: an empty form (no fields)
+    if typed and request.content_type != FORM_TYPE:
+        raise _unreadable(f"send {FORM_TYPE}, as the page's form does")
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise _unreadable(f"charset {charset[:40]!r} is not UTF-8")
+    body = await read_form(request)
+    if body is None:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_FORM,
+                                            actual_size=request.content_length or 0)
+    if body and not typed:
+        raise _unreadable(f"send {FORM_TYPE}, as the page's form does")
     try:
-        form = await request.post()
-    # UnicodeDecodeError is a ValueError; aiohttp's multipart reader raises RuntimeError
-    # for an encoding it does not know and HttpProcessingError for a part's bad headers
-    except (ValueError, LookupError, RuntimeError, HttpProcessingError) as exc:
-        raise web.HTTPBadRequest(text=f"the form could not be read: {str(exc)[:100]}"
-                                 ) from None
+        form = dict(urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                           encoding="utf-8", errors="strict"))
+    except ValueError as exc:  # UnicodeDecodeError, raw or percent-encoded
+        raise _unreadable(str(exc)) from None
     token = form.get("csrf")
-    if not isinstance(token, str) or not sessions(request).csrf_ok(request, token):
+    if token is None or not sessions(request).csrf_ok(request, token):
         return None
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    return form
+
+
+def _unreadable(why: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=f"the form could not be read: {why[:100]}")
 
 
 @_ui(Access.ANYONE)
