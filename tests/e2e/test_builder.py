@@ -327,6 +327,49 @@ def test_a_failing_test_command_pushes_nothing(builder: Builder) -> None:
     assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
 
 
+def test_a_test_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) -> None:
+    """A test command that never ends held the build (and a scheduled rebuild's lease)
+    for good; killing `podman run` would have left its container running under conmon.
+    Stopped at `test_timeout`, the image fails and its container is removed."""
+    import psutil
+
+    settings = builder.catalogue / "catalogue.yaml"
+    original = settings.read_text()
+    stamp = builder.catalogue / "jdk17" / "stamp"
+    original_stamp = stamp.read_text()
+    settings.write_text(original + "  jdk17/web:\n    tests: [\"sleep 731\"]\n"
+                        "    test_timeout: 3s\n")
+    stamp.write_text("jdk17 v3\n")
+    try:
+        started = time.monotonic()
+        proc = builder.run("--json", check=1)
+        took = time.monotonic() - started
+        results = {i["image"]: i for i in json.loads(proc.stdout)["images"]}
+        assert results["jdk17/web"]["result"] == "failed"
+        assert "'sleep 731' did not end within 3 s" in results["jdk17/web"]["error"]
+        assert took < 240, took
+        calls = builder.calls()
+        runs = [c for c in calls if c.startswith("podman run") and "sleep 731" in c]
+        assert len(runs) == 1, calls
+        name = runs[0].split("--name ", 1)[1].split()[0]
+        assert f"podman rm --force --time 0 {name}" in calls
+        engine = builder.root / "work" / "engine"
+        env = {**builder.env, "CONTAINERS_CONF": str(engine / "containers.conf"),
+               "CONTAINERS_REGISTRIES_CONF": str(engine / "registries.conf"),
+               "CONTAINERS_STORAGE_CONF": str(engine / "storage.conf")}
+        listed = subprocess.run(["/usr/bin/podman", "ps", "--all", "--format",
+                                 "{{.Names}}"], env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert name not in listed.stdout.split()
+        assert not [p.pid for p in psutil.process_iter(["cmdline"])  # nor its process
+                    if " ".join(p.info["cmdline"] or ()).endswith("sleep 731")]
+    finally:
+        settings.write_text(original)
+        stamp.write_text(original_stamp)
+    assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
+
+
 def test_single_builds_only_the_named_image(builder: Builder) -> None:
     (builder.catalogue / "php82" / "stamp").write_text("php82 v2\n")
     results = builder.build("php82", "--single", "--push")

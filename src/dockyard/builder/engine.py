@@ -7,9 +7,11 @@ Every engine call is a subprocess whose output goes straight into the image's lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
+import secrets
 import shutil
 import stat
 import tarfile
@@ -75,6 +77,20 @@ async def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
             raise
     if code != 0:
         raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {code} (log: {log})")
+
+
+def test_container() -> str:
+    """A name for a test command's container, so that it can be removed when stopped."""
+    return f"dockyard-test-{secrets.token_hex(6)}"
+
+
+async def remove_container(argv: list[str], env: dict[str, str], log: Path) -> None:
+    """Remove a stopped test's container (`argv`: the engine's forced `rm`). Killing the
+    `run` command leaves its container running (conmon or the daemon holds it), so a
+    test stopped at its `test_timeout` (or by ^C) would run on. Shielded: it runs while
+    its caller is being cancelled; failing (the container never started), it is moot."""
+    with contextlib.suppress(EngineError, OSError):
+        await asyncio.shield(run_logged(argv, env, log))
 
 
 async def run_captured(argv: list[str], env: dict[str, str], log: Path) -> str:
@@ -194,8 +210,15 @@ class _CliEngine:
                           image], self.env, log)
 
     async def run(self, image: str, command: str, log: Path) -> None:
-        await run_logged([_exe("podman"), "run", "--rm", "--network=none", image,
-                          "/bin/sh", "-c", command], self.env, log)
+        podman = _exe("podman")
+        name = test_container()
+        try:
+            await run_logged([podman, "run", "--rm", "--name", name, "--network=none", image,
+                              "/bin/sh", "-c", command], self.env, log)
+        except asyncio.CancelledError:
+            await remove_container([podman, "rm", "--force", "--time", "0", name],
+                                   self.env, log)
+            raise
 
     async def push(self, image: str, dest: str, log: Path) -> str:
         digestfile = log.with_suffix(".digest")
@@ -287,8 +310,13 @@ class Docker:
         await run_logged([self.exe, "pull", image], self.env, log)
 
     async def run(self, image: str, command: str, log: Path) -> None:
-        await run_logged([self.exe, "run", "--rm", "--network=none", image,
-                          "/bin/sh", "-c", command], self.env, log)
+        name = test_container()
+        try:
+            await run_logged([self.exe, "run", "--rm", "--name", name, "--network=none",
+                              image, "/bin/sh", "-c", command], self.env, log)
+        except asyncio.CancelledError:
+            await remove_container([self.exe, "rm", "--force", name], self.env, log)
+            raise
 
     async def push(self, image: str, dest: str, log: Path) -> str:
         if dest != image:

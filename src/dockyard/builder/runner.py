@@ -172,10 +172,15 @@ class Runner:
             build_args=step.image.settings.build_args, labels=meta, annotations=meta,
             timestamp=origin.epoch, no_cache=self.options.no_cache,
             platforms=step.image.settings.platforms), log)
+        limit = step.image.settings.test_timeout.total_seconds()
         for i, command in enumerate(step.image.settings.tests, 1):
             self._set(path, "testing", f"{i}/{len(step.image.settings.tests)}: {command}")
             try:
-                await self.engine.run(step.image.name, command, log)
+                async with asyncio.timeout(limit):  # the engine removes its container
+                    await self.engine.run(step.image.name, command, log)
+            except TimeoutError:
+                raise EngineError(f"test {command!r} did not end within {limit:g} s "
+                                  f"(test_timeout; log: {log})") from None
             except EngineError as exc:
                 raise EngineError(f"test {command!r} failed (log: {log})") from exc
         if self.options.push and self.options.sbom:

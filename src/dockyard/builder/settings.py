@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dockyard.config.settings import yaml_problem
+from dockyard.config.types import PositiveDuration
 
 
 class CatalogueError(ValueError):
@@ -24,6 +26,8 @@ class ImageSettings(BaseModel):
     platforms: list[str] = Field(default_factory=list)
     tests: list[str] = Field(default_factory=list, description="shell commands run in the image")
     tags: list[str] = Field(default_factory=list, description="extra tags pushed with the image")
+    #: how long each test command may run before it is stopped and the image failed
+    test_timeout: PositiveDuration = timedelta(minutes=10)
     skip: bool = False
 
     def over(self, defaults: ImageSettings) -> ImageSettings:
@@ -34,6 +38,8 @@ class ImageSettings(BaseModel):
             platforms=self.platforms if "platforms" in fields else defaults.platforms,
             tests=self.tests if "tests" in fields else defaults.tests,
             tags=self.tags if "tags" in fields else defaults.tags,
+            test_timeout=(self.test_timeout if "test_timeout" in fields
+                          else defaults.test_timeout),
             skip=self.skip if "skip" in fields else defaults.skip,
         )
 
