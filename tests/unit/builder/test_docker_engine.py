@@ -5,6 +5,7 @@ the builder's end-to-end tests run buildah and podman."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -37,6 +38,8 @@ elif args[0] == "cp":
     sys.stdout.buffer.write(buf.getvalue())
 elif args[0] == "build" and "--fail" in os.environ.get("FAKE_DOCKER_MODE", ""):
     sys.exit(3)
+elif args[0] == "run" and "--hang" in os.environ.get("FAKE_DOCKER_MODE", ""):
+    import time; time.sleep(60)
 '''
 
 
@@ -105,3 +108,19 @@ async def test_push_under_another_name_tags_it_first(docker: Path, tmp_path: Pat
     await engine.push("local/app:1", "reg.example/app:1", tmp_path / "p.log")
     assert [c["argv"][:2] for c in calls(docker)][:2] == [
         ["tag", "local/app:1"], ["push", "reg.example/app:1"]]
+
+
+async def test_a_test_stopped_at_its_timeout_removes_its_container(
+        docker: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killing `docker run` leaves its container running in the daemon: a test stopped
+    (its `test_timeout`, ^C) removes the container it named."""
+    monkeypatch.setenv("FAKE_DOCKER_MODE", "--hang")
+    engine = make_engine("docker", dict(os.environ), tls_verify=True)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1):
+            await engine.run("reg.example/app:latest", "sleep 731", tmp_path / "t.log")
+    seen = [c["argv"] for c in calls(docker)]
+    run = next(a for a in seen if a[0] == "run")
+    name = run[run.index("--name") + 1]
+    assert name.startswith("dockyard-test-")
+    assert seen[-1] == ["rm", "--force", name]
