@@ -79,7 +79,7 @@ async def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
         raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {code} (log: {log})")
 
 
-def test_container() -> str:
+def container_name() -> str:
     """A name for a test command's container, so that it can be removed when stopped."""
     return f"dockyard-test-{secrets.token_hex(6)}"
 
@@ -211,7 +211,7 @@ class _CliEngine:
 
     async def run(self, image: str, command: str, log: Path) -> None:
         podman = _exe("podman")
-        name = test_container()
+        name = container_name()
         try:
             await run_logged([podman, "run", "--rm", "--name", name, "--network=none", image,
                               "/bin/sh", "-c", command], self.env, log)
@@ -310,7 +310,7 @@ class Docker:
         await run_logged([self.exe, "pull", image], self.env, log)
 
     async def run(self, image: str, command: str, log: Path) -> None:
-        name = test_container()
+        name = container_name()
         try:
             await run_logged([self.exe, "run", "--rm", "--name", name, "--network=none",
                               image, "/bin/sh", "-c", command], self.env, log)
