@@ -370,6 +370,50 @@ def test_a_test_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) ->
     assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
 
 
+def test_a_build_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) -> None:
+    """A `RUN` step that never ends held the build for good. Stopped at `build_timeout`
+    (SIGTERM first: buildah ends its step's container and exits), the image fails and
+    nothing of the build is left running or stored as a working container."""
+    import psutil
+
+    engine = builder.root / "work" / "engine"
+    env = {**builder.env, "CONTAINERS_CONF": str(engine / "containers.conf"),
+           "CONTAINERS_REGISTRIES_CONF": str(engine / "registries.conf"),
+           "CONTAINERS_STORAGE_CONF": str(engine / "storage.conf")}
+
+    def working_containers() -> set[str]:
+        listed = subprocess.run(["/usr/bin/buildah", "containers", "--all", "--json"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        return {c["id"] for c in json.loads(listed.stdout or "[]") or []}
+
+    settings = builder.catalogue / "catalogue.yaml"
+    original = settings.read_text()
+    template = builder.catalogue / "jdk17" / "web" / "Dockerfile.template"
+    original_template = template.read_text()
+    before = working_containers()
+    settings.write_text(original + "  jdk17/web:\n    build_timeout: 3s\n")
+    template.write_text(original_template + "RUN sleep 732\n")
+    try:
+        started = time.monotonic()
+        proc = builder.run("--json", check=1)
+        took = time.monotonic() - started
+        results = {i["image"]: i for i in json.loads(proc.stdout)["images"]}
+        assert results["jdk17/web"]["result"] == "failed"
+        assert "build did not end within 3 s" in results["jdk17/web"]["error"]
+        assert took < 240, took
+        assert [c for c in builder.calls() if c.startswith("buildah bud")
+                and builder.name("jdk17/web") in c]
+        assert not [p.pid for p in psutil.process_iter(["cmdline"])
+                    if " ".join(p.info["cmdline"] or ()).endswith("sleep 732")]
+        assert working_containers() == before
+    finally:
+        settings.write_text(original)
+        template.write_text(original_template)
+    assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
+    builder.calls()
+
+
 def test_single_builds_only_the_named_image(builder: Builder) -> None:
     (builder.catalogue / "php82" / "stamp").write_text("php82 v2\n")
     results = builder.build("php82", "--single", "--push")

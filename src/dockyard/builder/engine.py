@@ -72,11 +72,31 @@ async def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
         try:
             code = await proc.wait()
         except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
+            await stop(proc)
             raise
     if code != 0:
         raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {code} (log: {log})")
+
+
+#: seconds a stopped engine command gets to clean up after SIGTERM before SIGKILL
+STOP_GRACE = 10.0
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    """End an engine command being cancelled (a timeout, ^C): SIGTERM first, so that
+    buildah removes its build container and podman its own state, SIGKILL after
+    `STOP_GRACE` seconds. Shielded: it runs while its caller is being cancelled."""
+    async def end() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    await asyncio.shield(end())
 
 
 def container_name() -> str:
@@ -104,8 +124,7 @@ async def run_captured(argv: list[str], env: dict[str, str], log: Path) -> str:
         try:
             out, _ = await proc.communicate()
         except asyncio.CancelledError:
-            proc.kill()
-            await proc.wait()
+            await stop(proc)
             raise
     if proc.returncode != 0:
         raise EngineError(f"{Path(argv[0]).name} {argv[1]} exited with {proc.returncode} "
@@ -185,7 +204,10 @@ class _CliEngine:
         self.exe = _exe(self.name)
 
     def _build_argv(self, r: BuildRequest) -> list[str]:
-        argv = [self.exe, *self.build_verb, "--layers", "--pull=never", "-f", str(r.dockerfile)]
+        # --force-rm: a failed or stopped build removes its working container (buildah's
+        # default keeps it: with the vfs driver, a whole copy of the image's files)
+        argv = [self.exe, *self.build_verb, "--layers", "--force-rm", "--pull=never", "-f",
+                str(r.dockerfile)]
         for tag in r.tags:
             argv += ["-t", tag]
         for k, v in sorted(r.build_args.items()):

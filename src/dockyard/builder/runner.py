@@ -167,11 +167,18 @@ class Runner:
         result.annotations = meta
         tags = [step.image.name] + [f"{step.image.name.rsplit(':', 1)[0]}:{t}"
                                     for t in step.image.settings.tags]
-        await self.engine.build(BuildRequest(
-            dockerfile=dockerfile, context=self.plan.root, tags=tags,
-            build_args=step.image.settings.build_args, labels=meta, annotations=meta,
-            timestamp=origin.epoch, no_cache=self.options.no_cache,
-            platforms=step.image.settings.platforms), log)
+        build_limit = step.image.settings.build_timeout.total_seconds()
+        try:
+            async with asyncio.timeout(build_limit):  # the engine command is stopped
+                await self.engine.build(BuildRequest(
+                    dockerfile=dockerfile, context=self.plan.root, tags=tags,
+                    build_args=step.image.settings.build_args, labels=meta,
+                    annotations=meta, timestamp=origin.epoch,
+                    no_cache=self.options.no_cache,
+                    platforms=step.image.settings.platforms), log)
+        except TimeoutError:
+            raise EngineError(f"the build did not end within {build_limit:g} s "
+                              f"(build_timeout; log: {log})") from None
         limit = step.image.settings.test_timeout.total_seconds()
         for i, command in enumerate(step.image.settings.tests, 1):
             self._set(path, "testing", f"{i}/{len(step.image.settings.tests)}: {command}")

@@ -26,6 +26,8 @@ class ImageSettings(BaseModel):
     platforms: list[str] = Field(default_factory=list)
     tests: list[str] = Field(default_factory=list, description="shell commands run in the image")
     tags: list[str] = Field(default_factory=list, description="extra tags pushed with the image")
+    #: how long the image's build may run before it is stopped and the image failed
+    build_timeout: PositiveDuration = timedelta(hours=1)
     #: how long each test command may run before it is stopped and the image failed
     test_timeout: PositiveDuration = timedelta(minutes=10)
     skip: bool = False
@@ -38,6 +40,8 @@ class ImageSettings(BaseModel):
             platforms=self.platforms if "platforms" in fields else defaults.platforms,
             tests=self.tests if "tests" in fields else defaults.tests,
             tags=self.tags if "tags" in fields else defaults.tags,
+            build_timeout=(self.build_timeout if "build_timeout" in fields
+                           else defaults.build_timeout),
             test_timeout=(self.test_timeout if "test_timeout" in fields
                           else defaults.test_timeout),
             skip=self.skip if "skip" in fields else defaults.skip,
