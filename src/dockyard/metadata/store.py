@@ -700,36 +700,35 @@ class MetadataStore:
 
     async def list_tags(self, name: str, n: int | None, last: str | None) -> list[str] | None:
         """Tags of `name` in lexical order after `last`; None when the repository is unknown."""
-        repo = await self._read(select(repositories.c.id).where(repositories.c.name == name))
-        if not repo:
-            return None
-        stmt = select(tags.c.name).where(tags.c.repository_id == repo[0][0])
-        if last:
-            stmt = stmt.where(self._sorted(tags.c.name) > last)
-        stmt = stmt.order_by(self._sorted(tags.c.name))
-        if n is not None:
-            stmt = stmt.limit(n)
-        return [r[0] for r in await self._read(stmt)]
+        rows = await self._tag_page(select(tags.c.name), name, n, last)
+        return None if rows is None else [r[0] for r in rows]
 
     async def tag_records(self, name: str, n: int | None, last: str | None, *,
                           tag: str | None = None) -> list[TagRecord] | None:
         """Tags of `name` in lexical order after `last` (only `tag`, when given), each
         with its manifest's digest and when it was pushed; None when the repository is
         unknown."""
+        stmt = (select(tags.c.name, manifests.c.digest, tags.c.updated_at)
+                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id)))
+        if tag is not None:
+            stmt = stmt.where(tags.c.name == tag)
+        rows = await self._tag_page(stmt, name, n, last)
+        return None if rows is None else [TagRecord(*r) for r in rows]
+
+    async def _tag_page(self, stmt: Select[Any], name: str, n: int | None,
+                        last: str | None) -> Sequence[Any] | None:
+        """The rows of `stmt` (a select over `tags`) for the tags of `name` after `last`,
+        at most `n`, in lexical order of the tag; None for an unknown repository."""
         repo = await self._read(select(repositories.c.id).where(repositories.c.name == name))
         if not repo:
             return None
-        stmt = (select(tags.c.name, manifests.c.digest, tags.c.updated_at)
-                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-                .where(tags.c.repository_id == repo[0][0]))
-        if tag is not None:
-            stmt = stmt.where(tags.c.name == tag)
+        stmt = stmt.where(tags.c.repository_id == repo[0][0])
         if last:
             stmt = stmt.where(self._sorted(tags.c.name) > last)
         stmt = stmt.order_by(self._sorted(tags.c.name))
         if n is not None:
             stmt = stmt.limit(n)
-        return [TagRecord(*r) for r in await self._read(stmt)]
+        return await self._read(stmt)
 
     async def referrers(
         self, name: str, subject: str, artifact_type: str | None, *,
