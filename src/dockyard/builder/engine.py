@@ -104,13 +104,19 @@ def container_name() -> str:
     return f"dockyard-test-{secrets.token_hex(6)}"
 
 
-async def remove_container(argv: list[str], env: dict[str, str], log: Path) -> None:
-    """Remove a stopped test's container (`argv`: the engine's forced `rm`). Killing the
-    `run` command leaves its container running (conmon or the daemon holds it), so a
-    test stopped at its `test_timeout` (or by ^C) would run on. Shielded: it runs while
-    its caller is being cancelled; failing (the container never started), it is moot."""
-    with contextlib.suppress(EngineError, OSError):
-        await asyncio.shield(run_logged(argv, env, log))
+async def run_test(argv: list[str], remove: list[str], env: dict[str, str], log: Path
+                   ) -> None:
+    """Run a test's container (`argv`, naming it); cancelled (its `test_timeout`, ^C),
+    remove it with `remove`, the engine's forced `rm` of that name. Killing the `run`
+    command leaves its container running (conmon or the daemon holds it). The removal is
+    shielded, as it runs while the caller is being cancelled; failing (the container
+    never started), it is moot."""
+    try:
+        await run_logged(argv, env, log)
+    except asyncio.CancelledError:
+        with contextlib.suppress(EngineError, OSError):
+            await asyncio.shield(run_logged(remove, env, log))
+        raise
 
 
 async def run_captured(argv: list[str], env: dict[str, str], log: Path) -> str:
@@ -234,13 +240,9 @@ class _CliEngine:
     async def run(self, image: str, command: str, log: Path) -> None:
         podman = _exe("podman")
         name = container_name()
-        try:
-            await run_logged([podman, "run", "--rm", "--name", name, "--network=none", image,
-                              "/bin/sh", "-c", command], self.env, log)
-        except asyncio.CancelledError:
-            await remove_container([podman, "rm", "--force", "--time", "0", name],
-                                   self.env, log)
-            raise
+        await run_test([podman, "run", "--rm", "--name", name, "--network=none", image,
+                        "/bin/sh", "-c", command],
+                       [podman, "rm", "--force", "--time", "0", name], self.env, log)
 
     async def push(self, image: str, dest: str, log: Path) -> str:
         digestfile = log.with_suffix(".digest")
@@ -333,12 +335,9 @@ class Docker:
 
     async def run(self, image: str, command: str, log: Path) -> None:
         name = container_name()
-        try:
-            await run_logged([self.exe, "run", "--rm", "--name", name, "--network=none",
-                              image, "/bin/sh", "-c", command], self.env, log)
-        except asyncio.CancelledError:
-            await remove_container([self.exe, "rm", "--force", name], self.env, log)
-            raise
+        await run_test([self.exe, "run", "--rm", "--name", name, "--network=none", image,
+                        "/bin/sh", "-c", command],
+                       [self.exe, "rm", "--force", name], self.env, log)
 
     async def push(self, image: str, dest: str, log: Path) -> str:
         if dest != image:
