@@ -86,6 +86,20 @@ class Builder:
         assert r.status_code == 200, r.text
         return r.headers["Docker-Content-Digest"], r.json()
 
+    def engine_env(self) -> dict[str, str]:
+        """The environment that makes buildah and podman see the builder's own storage."""
+        engine = self.root / "work" / "engine"
+        return {**self.env, "CONTAINERS_CONF": str(engine / "containers.conf"),
+                "CONTAINERS_REGISTRIES_CONF": str(engine / "registries.conf"),
+                "CONTAINERS_STORAGE_CONF": str(engine / "storage.conf")}
+
+    def failing_run(self) -> tuple[dict[str, dict[str, Any]], float]:
+        """`dockyard build --json` that exits 1: results by image path, and seconds."""
+        started = time.monotonic()
+        proc = self.run("--json", check=1)
+        took = time.monotonic() - started
+        return {i["image"]: i for i in json.loads(proc.stdout)["images"]}, took
+
     def commit(self, message: str) -> None:
         subprocess.run([*GIT, "-C", str(self.catalogue), "commit", "-qam", message],
                        check=True)
@@ -341,10 +355,7 @@ def test_a_test_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) ->
                         "    test_timeout: 3s\n")
     stamp.write_text("jdk17 v3\n")
     try:
-        started = time.monotonic()
-        proc = builder.run("--json", check=1)
-        took = time.monotonic() - started
-        results = {i["image"]: i for i in json.loads(proc.stdout)["images"]}
+        results, took = builder.failing_run()
         assert results["jdk17/web"]["result"] == "failed"
         assert "'sleep 731' did not end within 3 s" in results["jdk17/web"]["error"]
         assert took < 240, took
@@ -353,13 +364,9 @@ def test_a_test_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) ->
         assert len(runs) == 1, calls
         name = runs[0].split("--name ", 1)[1].split()[0]
         assert f"podman rm --force --time 0 {name}" in calls
-        engine = builder.root / "work" / "engine"
-        env = {**builder.env, "CONTAINERS_CONF": str(engine / "containers.conf"),
-               "CONTAINERS_REGISTRIES_CONF": str(engine / "registries.conf"),
-               "CONTAINERS_STORAGE_CONF": str(engine / "storage.conf")}
         listed = subprocess.run(["/usr/bin/podman", "ps", "--all", "--format",
-                                 "{{.Names}}"], env=env, capture_output=True, text=True,
-                                timeout=60)
+                                 "{{.Names}}"], env=builder.engine_env(),
+                                capture_output=True, text=True, timeout=60)
         assert listed.returncode == 0, listed.stderr
         assert name not in listed.stdout.split()
         assert not [p.pid for p in psutil.process_iter(["cmdline"])  # nor its process
@@ -376,14 +383,10 @@ def test_a_build_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) -
     nothing of the build is left running or stored as a working container."""
     import psutil
 
-    engine = builder.root / "work" / "engine"
-    env = {**builder.env, "CONTAINERS_CONF": str(engine / "containers.conf"),
-           "CONTAINERS_REGISTRIES_CONF": str(engine / "registries.conf"),
-           "CONTAINERS_STORAGE_CONF": str(engine / "storage.conf")}
-
     def working_containers() -> set[str]:
         listed = subprocess.run(["/usr/bin/buildah", "containers", "--all", "--json"],
-                                env=env, capture_output=True, text=True, timeout=60)
+                                env=builder.engine_env(), capture_output=True, text=True,
+                                timeout=60)
         assert listed.returncode == 0, listed.stderr
         return {c["id"] for c in json.loads(listed.stdout or "[]") or []}
 
@@ -395,10 +398,7 @@ def test_a_build_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) -
     settings.write_text(original + "  jdk17/web:\n    build_timeout: 3s\n")
     template.write_text(original_template + "RUN sleep 732\n")
     try:
-        started = time.monotonic()
-        proc = builder.run("--json", check=1)
-        took = time.monotonic() - started
-        results = {i["image"]: i for i in json.loads(proc.stdout)["images"]}
+        results, took = builder.failing_run()
         assert results["jdk17/web"]["result"] == "failed"
         assert "build did not end within 3 s" in results["jdk17/web"]["error"]
         assert took < 240, took

@@ -82,6 +82,15 @@ def _server_sockets_to(server: Server, port: int) -> int:
                for c in proc.net_connections("tcp") if c.raddr and c.raddr.port == port)
 
 
+def wait_closed_by_server(server: Server, sock: socket.socket, seconds: float) -> None:
+    """Wait until the server holds no socket to `sock`'s port; fail after `seconds`."""
+    port = sock.getsockname()[1]
+    deadline = time.monotonic() + seconds
+    while _server_sockets_to(server, port):
+        assert time.monotonic() < deadline, f"the server held the connection past {seconds} s"
+        time.sleep(0.2)
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One HTTP response with a Content-Length body, leaving the connection open."""
     buf = b""
@@ -258,11 +267,7 @@ def test_a_client_refused_at_the_cap_reads_its_429_not_a_reset(server: Server) -
         quiet = connect(server)
         out, _ = read_until_closed(quiet)  # the answer, then the server's half-close
         assert out.startswith(b"HTTP/1.1 429 "), out[:200]
-        port = quiet.getsockname()[1]
-        deadline = time.monotonic() + 10
-        while _server_sockets_to(server, port):
-            assert time.monotonic() < deadline, "a refused connection outlived its linger"
-            time.sleep(0.2)
+        wait_closed_by_server(server, quiet, 10)  # a refused connection's linger ends
         quiet.close()
     finally:
         for sock in held:
@@ -341,15 +346,6 @@ def tls_context(server: TlsServer) -> ssl.SSLContext:
 
 def tls_connect(server: TlsServer) -> ssl.SSLSocket:
     return tls_context(server).wrap_socket(connect(server), server_hostname="127.0.0.1")
-
-
-def wait_closed_by_server(server: Server, sock: socket.socket, seconds: float) -> None:
-    """Wait until the server holds no socket to `sock`'s port; fail after `seconds`."""
-    port = sock.getsockname()[1]
-    deadline = time.monotonic() + seconds
-    while _server_sockets_to(server, port):
-        assert time.monotonic() < deadline, f"the server held the connection past {seconds} s"
-        time.sleep(0.2)
 
 
 def test_a_refusal_over_tls_is_read_and_lingers_no_longer(tls_server: TlsServer) -> None:
