@@ -106,17 +106,37 @@ def container_name() -> str:
 
 async def run_test(argv: list[str], remove: list[str], env: dict[str, str], log: Path
                    ) -> None:
-    """Run a test's container (`argv`, naming it); cancelled (its `test_timeout`, ^C),
-    remove it with `remove`, the engine's forced `rm` of that name. Killing the `run`
-    command leaves its container running (conmon or the daemon holds it). The removal is
-    shielded, as it runs while the caller is being cancelled; failing (the container
-    never started), it is moot."""
+    """Run a test's container (`argv`, naming it); cancelled (its `test_timeout`, ^C,
+    SIGTERM), remove it with `remove`, the engine's forced `rm` of that name, first:
+    killing the `run` command leaves its container running (conmon or the daemon holds
+    it), and stopping `run` first waits out `STOP_GRACE` when the container's PID 1
+    ignores SIGTERM (a `sleep` does), while `rm --force` ends it at once and `run` with
+    it. Then `run` is stopped, and the removal tried again if the first one found no
+    container (it was still being created). Shielded, as all this runs while the
+    caller is being cancelled; a removal that fails is moot."""
+    running = asyncio.ensure_future(run_logged(argv, env, log))
     try:
-        await run_logged(argv, env, log)
+        await asyncio.shield(running)
     except asyncio.CancelledError:
-        with contextlib.suppress(EngineError, OSError):
-            await asyncio.shield(run_logged(remove, env, log))
+        if running.done():  # it ended as the cancellation came: nothing left to end
+            if not running.cancelled():
+                running.exception()  # retrieved: the cancellation is what is raised
+            raise
+        removed = await asyncio.shield(_removed(remove, env, log))
+        running.cancel()
+        await asyncio.shield(asyncio.wait([running]))
+        if not removed:
+            await asyncio.shield(_removed(remove, env, log))
         raise
+
+
+async def _removed(remove: list[str], env: dict[str, str], log: Path) -> bool:
+    """Run a container's forced removal; whether it succeeded."""
+    try:
+        await run_logged(remove, env, log)
+    except (EngineError, OSError):
+        return False
+    return True
 
 
 async def run_captured(argv: list[str], env: dict[str, str], log: Path) -> str:
