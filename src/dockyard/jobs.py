@@ -132,6 +132,12 @@ def rebuild_failures(stdout: bytes) -> list[str]:
             if i.get("result") == "failed"]
 
 
+REBUILD_GRACE = 30.0
+"""Seconds a stopped rebuild gets between SIGTERM and SIGKILL: `dockyard build` ends its
+engine commands (each given the engine's `STOP_GRACE`, 10 s) and removes a running test
+container, which outlives a killed build under conmon or the Docker daemon."""
+
+
 async def end_group(proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
     """Stop a child started in its own session and everything it started (the build's
     engine processes): SIGTERM to the group, SIGKILL after `grace` seconds."""
@@ -157,12 +163,12 @@ def builder_job(settings: Settings) -> Job:
             async with asyncio.timeout(limit):
                 out, err = await proc.communicate()
         except TimeoutError:
-            await end_group(proc)
+            await end_group(proc, REBUILD_GRACE)
             log.error("scheduled rebuild stopped: still running after %gs "
                       "(builder.timeout)", limit)
             return JobResult(f"stopped after {limit:g}s (builder.timeout)", ok=False)
         except BaseException:  # cancelled (the lease lost, the server stopping)
-            await end_group(proc)
+            await end_group(proc, REBUILD_GRACE)
             raise
         counts = rebuild_summary(out)
         if proc.returncode == 0:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -53,12 +54,16 @@ class Builder:
     calls_file: Path
     env: dict[str, str]
 
-    def run(self, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "dockyard", "build", "--catalogue", str(self.catalogue),
+    def argv(self, *args: str) -> list[str]:
+        """The `dockyard build` command line with ARGS."""
+        return [sys.executable, "-m", "dockyard", "build", "--catalogue", str(self.catalogue),
                 "--registry", self.registry.host, "--image-prefix", PREFIX,
                 "--work-dir", str(self.root / "work"), "--storage", str(self.root / "storage"),
                 *args]
-        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=600)
+
+    def run(self, *args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True,
+                              timeout=600)
         if check is not None:
             assert proc.returncode == check, f"{proc.stdout}\n{proc.stderr}"
         return proc
@@ -412,6 +417,70 @@ def test_a_build_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) -
         template.write_text(original_template)
     assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
     builder.calls()
+
+
+def test_sigterm_ends_the_test_container_and_the_password_file(builder: Builder) -> None:
+    """A scheduled rebuild stopped (`builder.timeout`, the server stopping) gets SIGTERM
+    for its whole process group. `dockyard build` died of it at once: a test container
+    already running went on under conmon, and the engine's copy of the password stayed
+    on disk. It now ends what it started, as on ^C, and exits 143 with one line."""
+    import psutil
+
+    def sleeping() -> list[int]:
+        return [p.pid for p in psutil.process_iter(["cmdline"])
+                if " ".join(p.info["cmdline"] or ()).endswith("sleep 733")]
+
+    settings = builder.catalogue / "catalogue.yaml"
+    original = settings.read_text()
+    stamp = builder.catalogue / "jdk17" / "stamp"
+    original_stamp = stamp.read_text()
+    settings.write_text(original + "  jdk17/web:\n    tests: [\"sleep 733\"]\n")
+    stamp.write_text("jdk17 v4\n")
+    password = builder.root / "work" / "engine" / "auth.json"
+    try:
+        # in a session of its own, as the server's job starts it, and signalled as the
+        # job stops it: the whole group (podman run gets the SIGTERM too)
+        proc = subprocess.Popen(builder.argv("--json", "--creds", "builder:s3cret"),
+                                env=builder.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not sleeping():
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the test never started"
+                time.sleep(0.2)
+            assert password.exists()
+            stopped = time.monotonic()
+            os.killpg(proc.pid, signal.SIGTERM)
+            _, err = proc.communicate(timeout=120)
+            took = time.monotonic() - stopped
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert err.strip().splitlines()[-1] == (
+            "dockyard build: stopped by SIGTERM; nothing more was built or pushed")
+        # well inside jobs.REBUILD_GRACE, after which the job's SIGKILL comes: the removal
+        # goes first (stopping `podman run` first waited out the engine's 10 s grace, as
+        # `sleep` as PID 1 ignores SIGTERM; then the rm)
+        assert took < 5, took
+        calls = builder.calls()
+        runs = [c for c in calls if c.startswith("podman run") and "sleep 733" in c]
+        assert len(runs) == 1, calls
+        name = runs[0].split("--name ", 1)[1].split()[0]
+        assert f"podman rm --force --time 0 {name}" in calls
+        listed = subprocess.run(["/usr/bin/podman", "ps", "--all", "--format",
+                                 "{{.Names}}"], env=builder.engine_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert name not in listed.stdout.split()
+        assert not sleeping()
+        assert not password.exists()
+    finally:
+        settings.write_text(original)
+        stamp.write_text(original_stamp)
+    assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
 
 
 def test_single_builds_only_the_named_image(builder: Builder) -> None:

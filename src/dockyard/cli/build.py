@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,6 +102,7 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     from dockyard.builder.remote import Registries
     from dockyard.builder.runner import Options, Result, Runner
     from dockyard.builder.settings import CatalogueError
+    from dockyard.cli.common import cancel_on_sigterm
     from dockyard.cli.copy import check_authfile
 
     check_authfile(authfile)  # a named auth file is used, or nothing runs (exit 2)
@@ -146,12 +148,17 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     runner = Runner(plan, eng, registries, options, provenance(root), display)
 
     async def ran() -> list[Result]:
+        cancel_on_sigterm()
         async with registries:
             return await runner.run()
 
     try:
         with display:
             results = asyncio.run(ran())
+    except asyncio.CancelledError:  # SIGTERM, after the running commands were ended
+        click.echo("dockyard build: stopped by SIGTERM; nothing more was built or pushed",
+                   err=True)
+        sys.exit(128 + signal.SIGTERM)
     finally:
         if credentials:  # the engine's copy of the password lives only as long as the run
             (work / "engine" / "auth.json").unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +22,17 @@ config_option = click.option(
 data_option = click.option(
     "--data", type=click.Path(path_type=Path, file_okay=False),
     help="Data directory (storage.filesystem.rootdirectory).")
+
+
+def cancel_on_sigterm() -> None:
+    """Make SIGTERM cancel the running task (call it from `asyncio.run`'s main), as ^C
+    does, so that its cleanup runs: a command stopped by a supervisor (the server's
+    scheduled rebuild at `builder.timeout` or at shutdown, systemd, a CI runner) ends
+    what it started and removes its temporary files instead of dying at once.
+    `asyncio.run` then raises `CancelledError`."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 def load(config: Path | None, overrides: dict[str, Any]) -> Settings:
