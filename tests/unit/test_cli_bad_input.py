@@ -205,3 +205,34 @@ async def test_a_time_limit_is_said_as_no_answer_in_time_everywhere() -> None:
     assert one_line(TimeoutError("the registry did not answer within 1 s")) == \
         "the registry did not answer within 1 s"
     assert one_line(ConnectionResetError()) == "ConnectionResetError"
+
+
+def test_an_engine_that_is_not_installed_leaves_no_password_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--creds` writes the engine's copy of the password before the engine is looked
+    # up; a missing engine was a usage error that left that copy on disk
+    import shutil
+    import subprocess
+
+    from tests.e2e.test_builder import CATALOGUE, GIT
+
+    catalogue = tmp_path / "catalogue"
+    shutil.copytree(CATALOGUE, catalogue)
+    subprocess.run(["git", "init", "-q", str(catalogue)], check=True)
+    subprocess.run([*GIT, "-C", str(catalogue), "add", "-A"], check=True)
+    subprocess.run([*GIT, "-C", str(catalogue), "commit", "-qm", "catalogue"], check=True)
+    bin_dir = tmp_path / "bin"  # git, and no engine
+    bin_dir.mkdir()
+    git = shutil.which("git")
+    assert git is not None
+    (bin_dir / "git").symlink_to(git)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    work = tmp_path / "work"
+    result = run("build", "--catalogue", str(catalogue), "--registry", "127.0.0.1:9",
+                 "--image-prefix", "t", "--engine", "docker", "--creds", "builder:s3cret",
+                 "--work-dir", str(work))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output  # after a warning per failed look-up:
+    assert result.output.strip().splitlines()[-1] == "Error: docker is not installed"
+    assert (work / "engine").is_dir()  # it got that far
+    assert not (work / "engine" / "auth.json").exists()

@@ -137,22 +137,22 @@ def build(images: tuple[str, ...], catalogue: Path, registry: str | None,
     work = (work or _default_work()).resolve()
     env = engine_environment(work / "engine", insecure=insecure, storage=storage,
                              credentials=credentials, auth_file=authfile)
-    try:
-        eng = make_engine(engine, env, tls_verify=verify)
-    except EngineError as exc:
-        raise click.UsageError(str(exc)) from None
-    names = {s.image.path: s.image.name for s in plan.steps}
-    display = Display(names, stream=out, live=None if not as_json else False)
-    options = Options(work, jobs=jobs, push=push, no_cache=no_cache, sbom=sbom,
-                      keep_same_layers=keep_same_layers)
-    runner = Runner(plan, eng, registries, options, provenance(root), display)
+    try:  # from here on the engine's copy of the password exists: removed however it ends
+        try:
+            eng = make_engine(engine, env, tls_verify=verify)
+        except EngineError as exc:
+            raise click.UsageError(str(exc)) from None
+        names = {s.image.path: s.image.name for s in plan.steps}
+        display = Display(names, stream=out, live=None if not as_json else False)
+        options = Options(work, jobs=jobs, push=push, no_cache=no_cache, sbom=sbom,
+                          keep_same_layers=keep_same_layers)
+        runner = Runner(plan, eng, registries, options, provenance(root), display)
 
-    async def ran() -> list[Result]:
-        cancel_on_sigterm()
-        async with registries:
-            return await runner.run()
+        async def ran() -> list[Result]:
+            cancel_on_sigterm()
+            async with registries:
+                return await runner.run()
 
-    try:
         with display:
             results = asyncio.run(ran())
     except asyncio.CancelledError:  # SIGTERM, after the running commands were ended
