@@ -20,6 +20,7 @@ S3_SCENARIOS: tuple[str, ...] = ("push", "pull", "small", "manifest")
 S3_TARGETS: dict[str, float] = {
     "push.monolithic": 1.5,
     "push.chunked": 1.5,
+    "push.streamed": 1.5,
     "pull.c1": 1.0,
     "pull.c4": 1.0,
     "small.rate": 3.0,

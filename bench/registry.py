@@ -141,6 +141,19 @@ class Registry:
             offset += length
         await self._finish_upload(location, blob.digest, None, 0)
 
+    async def push_streamed(self, repo: str, blob: BlobSource) -> None:
+        """POST, one PATCH streaming the whole blob (chunked transfer encoding, no
+        Content-Range), then an empty PUT ?digest: how skopeo and podman push a layer."""
+        location = await self.start_upload(repo)
+        headers = {"Content-Type": "application/octet-stream"}
+        async with self.session.patch(self._url(location), data=blob.stream(),
+                                      headers=headers) as resp:
+            if resp.status != 202:
+                raise await self._fail(resp, "PATCH (streamed)")
+            await resp.read()
+            location = resp.headers["Location"]
+        await self._finish_upload(location, blob.digest, None, 0)
+
     async def mount(self, repo: str, digest: str, source: str) -> bool:
         """Cross-repository mount; False when the registry opened an upload instead."""
         url = self._url(f"/v2/{repo}/blobs/uploads/?mount={digest}&from={source}")

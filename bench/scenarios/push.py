@@ -1,4 +1,5 @@
-"""Scenario 1: push one large blob monolithically, and one in fixed-size chunks."""
+"""Scenario 1: push one large blob monolithically, one in fixed-size chunks, and one
+streamed in a single PATCH (as skopeo and podman push layers)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ class BlobPush(Scenario):
         MetricSpec("push.monolithic.cpu", "monolithic: server CPU per GB", "CPU s/GB", "lower", 2),
         MetricSpec("push.chunked", "chunked (POST, PATCH..., PUT)", "MB/s", "higher"),
         MetricSpec("push.chunked.cpu", "chunked: server CPU per GB", "CPU s/GB", "lower", 2),
+        MetricSpec("push.streamed", "streamed (POST, one PATCH, PUT)", "MB/s", "higher"),
+        MetricSpec("push.streamed.cpu", "streamed: server CPU per GB", "CPU s/GB", "lower", 2),
     )
 
     def __init__(self, settings: Settings) -> None:
@@ -25,6 +28,7 @@ class BlobPush(Scenario):
         size = settings.sizes.big_blob
         self.monolithic = BlobSource.create(size)
         self.chunked = BlobSource.create(size)
+        self.streamed = BlobSource.create(size)
 
     async def run(self, ctx: Context) -> Outcome:
         sizes = ctx.settings.sizes
@@ -44,6 +48,13 @@ class BlobPush(Scenario):
         cpu.stop()
         out.values["push.chunked"] = self.chunked.size / MB / clock.seconds
         out.values["push.chunked.cpu"] = cpu.seconds / (self.chunked.size / GB)
+
+        cpu.start()
+        with Stopwatch() as clock:
+            await ctx.registry.push_streamed("bench/push", self.streamed)
+        cpu.stop()
+        out.values["push.streamed"] = self.streamed.size / MB / clock.seconds
+        out.values["push.streamed.cpu"] = cpu.seconds / (self.streamed.size / GB)
 
         out.notes["blob"] = f"{sizes.big_blob // MiB} MiB, chunks of {sizes.chunk // MiB} MiB"
         return out
