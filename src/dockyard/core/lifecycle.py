@@ -122,6 +122,11 @@ class LifecycleBackend(Protocol):
         takes the deletion over (as a dead collector's)."""
         ...
 
+    async def defer_blob_deletions(self, digests: Sequence[str]) -> None:
+        """`defer_blob_deletion` for each of `digests`, in a few statements (a stopped
+        collection's batch whose bytes were never asked to go)."""
+        ...
+
     async def delete_empty_repository(self, repo_id: int) -> bool:
         """Drop a repository row that holds nothing any more (no manifest, link, upload)."""
         ...

@@ -19,6 +19,8 @@ and the collection goes on with the next one: whatever it can free, it frees.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fnmatch
 import logging
 import time
@@ -254,14 +256,14 @@ class Collector:
         """Finish what a collector that died mid-deletion left: the row is gone, the
         bytes may not be; without this they would stay on disk with nothing to find them."""
         older_than = time.time() - TOMBSTONE_TIMEOUT
-        batch = _Batch()
-        for digest in await self.lifecycle.stale_tombstones(older_than):
-            if await self._step(f"taking over the deletion of {digest}",
-                                self.lifecycle.resume_blob_deletion(digest, older_than)):
-                batch.add(digest, 0)
-            if batch.due():
-                self._finished(await self._delete_bytes(batch.take()))
-        self._finished(await self._delete_bytes(batch.take()))
+        async with self._batch() as batch:
+            for digest in await self.lifecycle.stale_tombstones(older_than):
+                if await self._step(f"taking over the deletion of {digest}",
+                                    self.lifecycle.resume_blob_deletion(digest, older_than)):
+                    batch.add(digest, 0)
+                if batch.due():
+                    self._finished(await self._delete_bytes(batch.take()))
+            self._finished(await self._delete_bytes(batch.take()))
 
     @staticmethod
     def _finished(done: list[tuple[str, int]]) -> None:
@@ -275,23 +277,54 @@ class Collector:
         nothing else would ever find those bytes); each failure is a failed step.
         Returns the (digest, size) whose bytes and tombstone are gone. A tombstone that
         cannot be ended stays for a later collection to take over.
+
+        Stopped meanwhile (the server stopping, ^C, SIGTERM, the lease lost), it waits
+        for the deletion to end before it ends any tombstone, then stops: the deletion
+        goes on anyway (a thread unlinking, a request already sent), and a tombstone
+        ended before it is over let an upload of that digest publish bytes the deletion
+        then removed.
         """
         if not batch:
             return []
-        refused: dict[str, Exception] = {}
-        done: list[tuple[str, int]] = []
+        digests = [Digest.parse(digest) for digest, _ in batch]
+        deleting = asyncio.ensure_future(self.registry.blobs.delete_bytes(digests))
+        stopped: asyncio.CancelledError | None = None
         try:
-            failed = await self.registry.blobs.delete_bytes(
-                [Digest.parse(digest) for digest, _ in batch])
+            await asyncio.wait([deleting])  # a cancelled wait leaves `deleting` running
+        except asyncio.CancelledError as exc:
+            stopped = exc
+            await asyncio.shield(asyncio.wait([deleting]))  # bounded: the driver's timeouts
+        refused: dict[str, Exception] = {}
+        try:
+            failed = deleting.result()
             refused = {str(digest): exc for digest, exc in failed.items()}
         except Exception as exc:  # no outcome per blob: take it that none went
             refused = dict.fromkeys((digest for digest, _ in batch), exc)
-        finally:
-            for digest, size in batch:
-                if await self._step(f"deleting {digest}",
-                                    self._end_deletion(digest, refused.get(digest))):
-                    done.append((digest, size))
+        done: list[tuple[str, int]] = []
+        for digest, size in batch:
+            if await self._step(f"deleting {digest}",
+                                self._end_deletion(digest, refused.get(digest))):
+                done.append((digest, size))
+        if stopped is not None:
+            raise stopped
         return done
+
+    @contextlib.asynccontextmanager
+    async def _batch(self) -> AsyncIterator[_Batch]:
+        """A batch of tombstoned blobs whose bytes are to go. Stopped or failed before
+        they went, their tombstones are aged, as after a refused deletion: an upload of
+        one of those digests goes on at once instead of waiting out `TOMBSTONE_TIMEOUT`,
+        and the next collection takes the deletions over. No deletion of theirs is in
+        flight: `take` empties the batch before its bytes are asked to go."""
+        batch = _Batch()
+        try:
+            yield batch
+        except BaseException:
+            pending = [digest for digest, _ in batch.take()]
+            if pending:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.lifecycle.defer_blob_deletions(pending))
+            raise
 
     async def _end_deletion(self, digest: str, error: Exception | None) -> bool:
         """Drop `digest`'s tombstone; when its bytes did not go, age it and raise
@@ -307,31 +340,31 @@ class Collector:
         than the grace: row first under a tombstone, then bytes. (digest, size) of
         those removed (fsck hands it the orphan bytes it gave rows)."""
         cutoff = time.time() - self.grace
-        batch = _Batch()
         removed: list[tuple[str, int]] = []
-        for digest in digests:
-            size = await self._step(f"deleting the row of {digest}",
-                                    self.lifecycle.begin_blob_deletion(digest, cutoff))
-            if size is not None:
-                batch.add(digest, size)
-            if batch.due():
-                removed += await self._delete_bytes(batch.take())
-        return removed + await self._delete_bytes(batch.take())
+        async with self._batch() as batch:
+            for digest in digests:
+                size = await self._step(f"deleting the row of {digest}",
+                                        self.lifecycle.begin_blob_deletion(digest, cutoff))
+                if size is not None:
+                    batch.add(digest, size)
+                if batch.due():
+                    removed += await self._delete_bytes(batch.take())
+            return removed + await self._delete_bytes(batch.take())
 
     async def _blobs(self, cutoff: float, report: Report,
                      last_links: dict[str, tuple[str, int]]) -> None:
         """Delete unlinked blobs: each row under a tombstone, re-checked in its own
         transaction; then their bytes, `BATCH` at a time (`_Batch`)."""
-        batch = _Batch()
-        async for digest, _size in self._unlinked(cutoff):
-            size = await self._step(f"deleting the row of {digest}",
-                                    self.lifecycle.begin_blob_deletion(digest, cutoff))
-            if size is not None:
-                batch.add(digest, size)
-            if batch.due():
-                await self._credit(await self._delete_bytes(batch.take()), report,
-                                   last_links)
-        await self._credit(await self._delete_bytes(batch.take()), report, last_links)
+        async with self._batch() as batch:
+            async for digest, _size in self._unlinked(cutoff):
+                size = await self._step(f"deleting the row of {digest}",
+                                        self.lifecycle.begin_blob_deletion(digest, cutoff))
+                if size is not None:
+                    batch.add(digest, size)
+                if batch.due():
+                    await self._credit(await self._delete_bytes(batch.take()), report,
+                                       last_links)
+            await self._credit(await self._delete_bytes(batch.take()), report, last_links)
         await self._step("forgetting deleted links",
                          self.lifecycle.forget_deleted_links(cutoff))
 

@@ -35,6 +35,9 @@ from dockyard.metadata.schema import (
 )
 from dockyard.metadata.store import TOMBSTONE_TIMEOUT, MetadataStore
 
+_IN_LIMIT = 500
+"""Digests one `IN (...)` statement names (SQLite allows 999 bound values by default
+before 3.32)."""
 
 @dataclass(frozen=True, slots=True)
 class ManifestNode:
@@ -375,9 +378,19 @@ class LifecycleStore:
         await self.engines.transaction(lambda conn: conn.execute(stmt))
 
     async def defer_blob_deletion(self, digest: str) -> None:
-        stmt = (update(blob_deletions).where(blob_deletions.c.digest == digest)
-                .values(started_at=time.time() - TOMBSTONE_TIMEOUT - 1.0))
-        await self.engines.transaction(lambda conn: conn.execute(stmt))
+        await self.defer_blob_deletions([digest])
+
+    async def defer_blob_deletions(self, digests: Sequence[str]) -> None:
+        aged = time.time() - TOMBSTONE_TIMEOUT - 1.0
+
+        def body(conn: Connection) -> None:
+            for start in range(0, len(digests), _IN_LIMIT):
+                conn.execute(update(blob_deletions)
+                             .where(blob_deletions.c.digest.in_(
+                                 digests[start:start + _IN_LIMIT]))
+                             .values(started_at=aged))
+
+        await self.engines.transaction(body)
 
     async def delete_empty_repository(self, repo_id: int) -> bool:
         """Drop a repository row that holds nothing any more (no manifest, link, upload)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 
 from dockyard.metadata.lifecycle import LifecycleStore
 from dockyard.metadata.schema import blob_deletions
@@ -124,3 +124,18 @@ async def test_a_stale_tombstone_under_a_new_upload_keeps_its_bytes(store: Metad
     assert stale == [D2]
     assert await life.resume_blob_deletion(D2, older_than) is False
     assert await store.blob_in_repository("new/one", D2) is not None
+
+
+async def test_a_stopped_batch_is_aged_in_a_few_statements(store: MetadataStore) -> None:
+    """`defer_blob_deletions` ages each tombstone named (past the statement's limit on
+    bound values), and no other."""
+    life = LifecycleStore(store)
+    now = time.time()
+    named = sorted(str(Digest.of(f"blob {i}".encode())) for i in range(1201))
+    other = str(Digest.of(b"another collector's"))
+    await store.engines.transaction(lambda conn: conn.execute(
+        insert(blob_deletions), [{"digest": d, "started_at": now} for d in [*named, other]]))
+    older_than = time.time() - TOMBSTONE_TIMEOUT
+    assert await life.stale_tombstones(older_than) == []
+    await life.defer_blob_deletions(named)
+    assert sorted(await life.stale_tombstones(time.time() - TOMBSTONE_TIMEOUT)) == named

@@ -1,0 +1,127 @@
+"""A collection stopped midway (the server stopping, ^C, SIGTERM, its lease lost) leaves
+no upload waiting on its tombstones and no bytes that nothing would find (real stores in
+tmp_path)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.backends import close_registry, open_registry
+from dockyard.config.settings import load_settings
+from dockyard.core.registry import Registry
+from dockyard.core.uploads import Chunk
+from dockyard.gc import collector as collector_module
+from dockyard.gc.collector import Collector
+from dockyard.metadata.store import TOMBSTONE_TIMEOUT
+from dockyard.oci.digest import Digest
+
+
+@pytest.fixture
+async def registry(tmp_path: Path) -> AsyncIterator[Registry]:
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data")})
+    registry = await open_registry(settings)
+    yield registry
+    await close_registry(registry)
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _data(i: int) -> tuple[bytes, Digest]:
+    data = f"garbage {i} ".encode() * 40
+    return data, Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+
+
+async def _push(registry: Registry, i: int) -> Digest:
+    data, digest = _data(i)
+    await registry.uploads.upload("repo", None, digest, _body(data), Chunk(length=len(data)))
+    return digest
+
+
+async def _garbage(registry: Registry, count: int) -> list[Digest]:
+    digests = [await _push(registry, i) for i in range(count)]
+    for digest in digests:
+        await registry.blobs.delete("repo", digest)  # nothing links it any more
+    await asyncio.sleep(0.01)
+    return digests
+
+
+async def _stored(registry: Registry, digest: Digest) -> bool:
+    return await registry._blobstore.size(digest) is not None
+
+
+async def test_a_batch_stopped_before_its_bytes_went_lets_uploads_through_at_once(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tombstoned blobs waiting in a batch when the collection stops: their tombstones
+    held an upload of those digests for `TOMBSTONE_TIMEOUT` (300 s) as a dead
+    collector's; they are aged instead, and the next collection deletes the bytes."""
+    digests = await _garbage(registry, 3)
+    collector = Collector(registry, grace=0)
+    begin = collector.lifecycle.begin_blob_deletion
+    third = asyncio.Event()
+
+    async def held_at_the_third(digest: str, cutoff: float) -> int | None:
+        if digest == str(max(digests, key=str)):  # the last in digest order
+            third.set()
+            await asyncio.Event().wait()  # stopped here
+        return await begin(digest, cutoff)
+
+    monkeypatch.setattr(collector.lifecycle, "begin_blob_deletion", held_at_the_third)
+    running = asyncio.ensure_future(collector.run())
+    await asyncio.wait_for(third.wait(), 10)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    batched = sorted(str(d) for d in digests)[:2]  # rows gone, bytes not asked to go
+    assert sorted(await registry.lifecycle.stale_tombstones(
+        time.time() - TOMBSTONE_TIMEOUT)) == batched
+    for digest in batched:
+        assert await _stored(registry, Digest.parse(digest))
+    # an upload of one of them claims it at once, as after a refused deletion
+    again = Digest.parse(batched[0])
+    index = next(i for i in range(3) if str(_data(i)[1]) == batched[0])
+    await asyncio.wait_for(_push(registry, index), 5)
+
+    report = await Collector(registry, grace=3600).run()  # takes the other one over
+    assert report.failed == 0, report.errors
+    assert await _stored(registry, again)  # pushed again: kept
+    assert not await _stored(registry, Digest.parse(batched[1]))
+    assert await registry.lifecycle.stale_tombstones(float("inf")) == []
+
+
+async def test_a_collection_stopped_while_bytes_go_ends_their_tombstones_after(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped while a batch's bytes are being deleted, the collection waits for that
+    deletion before it ends the tombstones: ending them at once left the bytes of a
+    cancelled deletion with neither row nor tombstone (nothing would ever delete them),
+    and one still going on could remove bytes an upload published meanwhile."""
+    monkeypatch.setattr(collector_module, "BATCH", 2)
+    digests = await _garbage(registry, 2)
+    deleting = asyncio.Event()
+    real = registry.blobs.delete_bytes
+
+    async def slow(batch: list[Digest]) -> dict[Digest, Exception]:
+        deleting.set()
+        await asyncio.sleep(1.0)
+        return dict(await real(batch))
+
+    monkeypatch.setattr(registry.blobs, "delete_bytes", slow)
+    running = asyncio.ensure_future(Collector(registry, grace=0).run())
+    await asyncio.wait_for(deleting.wait(), 10)
+    started = time.monotonic()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert time.monotonic() - started >= 0.9  # it waited for the deletion
+    for digest in digests:
+        assert not await _stored(registry, digest)
+    assert await registry.lifecycle.stale_tombstones(float("inf")) == []
