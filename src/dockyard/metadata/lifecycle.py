@@ -39,6 +39,7 @@ _IN_LIMIT = 500
 """Digests one `IN (...)` statement names (SQLite allows 999 bound values by default
 before 3.32)."""
 
+
 @dataclass(frozen=True, slots=True)
 class ManifestNode:
     """One manifest of a repository as the collector sees it."""
