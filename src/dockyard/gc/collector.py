@@ -33,6 +33,7 @@ from dockyard.core.lifecycle import TOMBSTONE_TIMEOUT, CollectionRecord, Manifes
 from dockyard.core.registry import Registry
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
+from dockyard.settle import to_the_end
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -278,26 +279,24 @@ class Collector:
         Returns the (digest, size) whose bytes and tombstone are gone. A tombstone that
         cannot be ended stays for a later collection to take over.
 
-        Stopped meanwhile (the server stopping, ^C, SIGTERM, the lease lost), it waits
-        for the deletion to end before it ends any tombstone, then stops: the deletion
-        goes on anyway (a thread unlinking, a request already sent), and a tombstone
-        ended before it is over let an upload of that digest publish bytes the deletion
-        then removed.
+        Stopped meanwhile (the server stopping, ^C, SIGTERM, the lease lost), it lets
+        the deletion run to its end, ages the tombstones and stops: the deletion goes
+        on anyway (a thread unlinking, a request already sent), so a tombstone ended
+        before it is over let an upload of that digest publish bytes the deletion then
+        removed; aged, they let uploads through, and the next collection ends them.
         """
         if not batch:
             return []
         digests = [Digest.parse(digest) for digest, _ in batch]
-        deleting = asyncio.ensure_future(self.registry.blobs.delete_bytes(digests))
-        stopped: asyncio.CancelledError | None = None
-        try:
-            await asyncio.wait([deleting])  # a cancelled wait leaves `deleting` running
-        except asyncio.CancelledError as exc:
-            stopped = exc
-            await asyncio.shield(asyncio.wait([deleting]))  # bounded: the driver's timeouts
         refused: dict[str, Exception] = {}
         try:
-            failed = deleting.result()
+            failed = await to_the_end(self.registry.blobs.delete_bytes(digests))
             refused = {str(digest): exc for digest, exc in failed.items()}
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await to_the_end(self.lifecycle.defer_blob_deletions(
+                    [digest for digest, _ in batch]))
+            raise
         except Exception as exc:  # no outcome per blob: take it that none went
             refused = dict.fromkeys((digest for digest, _ in batch), exc)
         done: list[tuple[str, int]] = []
@@ -305,8 +304,6 @@ class Collector:
             if await self._step(f"deleting {digest}",
                                 self._end_deletion(digest, refused.get(digest))):
                 done.append((digest, size))
-        if stopped is not None:
-            raise stopped
         return done
 
     @contextlib.asynccontextmanager

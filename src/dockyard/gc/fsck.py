@@ -35,6 +35,7 @@ from dockyard.core.integrity import BlobRow
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector
 from dockyard.oci.digest import Digest
+from dockyard.settle import to_the_end
 
 #: stats in flight at once (a HEAD each on S3)
 STAT_CONCURRENCY = 32
@@ -280,8 +281,10 @@ class Fsck:
         integrity = self.registry.integrity
         if not await integrity.begin_mark(row.digest):
             return None
-        try:
-            failed = await self.registry.blobs.delete_bytes([Digest.parse(row.digest)])
+        try:  # stopped meanwhile, the deletion still runs to its end before the mark
+            # ends: it goes on anyway, and would remove bytes a push published after
+            failed = await to_the_end(
+                self.registry.blobs.delete_bytes([Digest.parse(row.digest)]))
             if failed:
                 raise next(iter(failed.values()))
         finally:

@@ -98,12 +98,13 @@ async def test_a_batch_stopped_before_its_bytes_went_lets_uploads_through_at_onc
     assert await registry.lifecycle.stale_tombstones(float("inf")) == []
 
 
-async def test_a_collection_stopped_while_bytes_go_ends_their_tombstones_after(
+async def test_a_collection_stopped_while_bytes_go_lets_the_deletion_end_first(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stopped while a batch's bytes are being deleted, the collection waits for that
-    deletion before it ends the tombstones: ending them at once left the bytes of a
-    cancelled deletion with neither row nor tombstone (nothing would ever delete them),
-    and one still going on could remove bytes an upload published meanwhile."""
+    """Stopped while a batch's bytes are being deleted, the collection lets that deletion
+    end before it touches the tombstones, then ages them: ending them at once left the
+    bytes of a cancelled deletion with neither row nor tombstone (nothing would ever
+    delete them), and a deletion still going on could remove bytes an upload published
+    meanwhile."""
     monkeypatch.setattr(collector_module, "BATCH", 2)
     digests = await _garbage(registry, 2)
     deleting = asyncio.Event()
@@ -121,7 +122,45 @@ async def test_a_collection_stopped_while_bytes_go_ends_their_tombstones_after(
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
-    assert time.monotonic() - started >= 0.9  # it waited for the deletion
+    assert time.monotonic() - started >= 0.9  # it let the deletion end
     for digest in digests:
         assert not await _stored(registry, digest)
+    # aged: an upload of either goes through at once; the next collection ends them
+    assert sorted(await registry.lifecycle.stale_tombstones(
+        time.time() - TOMBSTONE_TIMEOUT)) == sorted(str(d) for d in digests)
+    monkeypatch.setattr(registry.blobs, "delete_bytes", real)
+    report = await Collector(registry, grace=0).run()
+    assert report.failed == 0, report.errors
     assert await registry.lifecycle.stale_tombstones(float("inf")) == []
+
+
+async def test_fsck_stopped_while_a_corrupt_blobs_bytes_go_ends_its_mark_after(
+        registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`fsck --repair` marks a damaged blob corrupt under a tombstone and deletes its
+    bytes; stopped meanwhile, it ended the mark (letting a push of the good bytes
+    through) while the deletion could still run on and remove them."""
+    from dockyard.gc.fsck import Fsck
+
+    digest = await _push(registry, 7)  # linked: a live blob whose bytes get damaged
+    path = registry._blobstore.local_path(digest)
+    assert path is not None
+    path.write_bytes(b"damaged")
+    deleting = asyncio.Event()
+    real = registry.blobs.delete_bytes
+
+    async def slow(batch: list[Digest]) -> dict[Digest, Exception]:
+        deleting.set()
+        await asyncio.sleep(1.0)
+        return dict(await real(batch))
+
+    monkeypatch.setattr(registry.blobs, "delete_bytes", slow)
+    running = asyncio.ensure_future(Fsck(registry, grace=0, verify=True, repair=True).run())
+    await asyncio.wait_for(deleting.wait(), 10)
+    running.cancel()
+    while not running.done():  # the mark stays while the deletion runs
+        assert str(digest) in await registry.integrity.tombstones()
+        await asyncio.sleep(0.05)
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert not await _stored(registry, digest)
+    assert str(digest) not in await registry.integrity.tombstones()
