@@ -293,9 +293,7 @@ class Collector:
             failed = await to_the_end(self.registry.blobs.delete_bytes(digests))
             refused = {str(digest): exc for digest, exc in failed.items()}
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await to_the_end(self.lifecycle.defer_blob_deletions(
-                    [digest for digest, _ in batch]))
+            await self._age(batch)
             raise
         except Exception as exc:  # no outcome per blob: take it that none went
             refused = dict.fromkeys((digest for digest, _ in batch), exc)
@@ -317,11 +315,18 @@ class Collector:
         try:
             yield batch
         except BaseException:
-            pending = [digest for digest, _ in batch.take()]
-            if pending:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.lifecycle.defer_blob_deletions(pending))
+            await self._age(batch.take())
             raise
+
+    async def _age(self, batch: list[tuple[str, int]]) -> None:
+        """Age the tombstones of `batch` past `TOMBSTONE_TIMEOUT` (uploads of those
+        digests go on, the next collection takes the deletions over), to its end even if
+        stopped again; a store that fails here leaves them to time out as a dead
+        collector's."""
+        if batch:
+            with contextlib.suppress(Exception):
+                await to_the_end(self.lifecycle.defer_blob_deletions(
+                    [digest for digest, _ in batch]))
 
     async def _end_deletion(self, digest: str, error: Exception | None) -> bool:
         """Drop `digest`'s tombstone; when its bytes did not go, age it and raise

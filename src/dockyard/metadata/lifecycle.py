@@ -254,10 +254,10 @@ class LifecycleStore:
     async def link_counts(self, digests: Sequence[str]) -> dict[str, int]:
         """How many repositories link each digest."""
         out: dict[str, int] = {}
-        for start in range(0, len(digests), 500):
+        for start in range(0, len(digests), _IN_LIMIT):
             rows = await self.store._read(
                 select(repository_blobs.c.digest, func.count())
-                .where(repository_blobs.c.digest.in_(digests[start:start + 500]))
+                .where(repository_blobs.c.digest.in_(digests[start:start + _IN_LIMIT]))
                 .group_by(repository_blobs.c.digest))
             out.update({r[0]: int(r[1]) for r in rows})
         return out
