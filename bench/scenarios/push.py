@@ -3,6 +3,8 @@ streamed in a single PATCH (as skopeo and podman push layers)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from bench.config import GB, MB, MiB, Settings
 from bench.content import BlobSource
 from bench.procstats import CpuMeter
@@ -34,27 +36,22 @@ class BlobPush(Scenario):
         sizes = ctx.settings.sizes
         out = Outcome()
         cpu = CpuMeter(ctx.target.tree)
-
-        cpu.start()
-        with Stopwatch() as clock:
-            await ctx.registry.push_monolithic("bench/push", self.monolithic)
-        cpu.stop()
-        out.values["push.monolithic"] = self.monolithic.size / MB / clock.seconds
-        out.values["push.monolithic.cpu"] = cpu.seconds / (self.monolithic.size / GB)
-
-        cpu.start()
-        with Stopwatch() as clock:
-            await ctx.registry.push_chunked("bench/push", self.chunked, sizes.chunk)
-        cpu.stop()
-        out.values["push.chunked"] = self.chunked.size / MB / clock.seconds
-        out.values["push.chunked.cpu"] = cpu.seconds / (self.chunked.size / GB)
-
-        cpu.start()
-        with Stopwatch() as clock:
-            await ctx.registry.push_streamed("bench/push", self.streamed)
-        cpu.stop()
-        out.values["push.streamed"] = self.streamed.size / MB / clock.seconds
-        out.values["push.streamed.cpu"] = cpu.seconds / (self.streamed.size / GB)
+        registry = ctx.registry
+        ways: list[tuple[str, BlobSource, Callable[[], Awaitable[None]]]] = [
+            ("push.monolithic", self.monolithic,
+             lambda: registry.push_monolithic("bench/push", self.monolithic)),
+            ("push.chunked", self.chunked,
+             lambda: registry.push_chunked("bench/push", self.chunked, sizes.chunk)),
+            ("push.streamed", self.streamed,
+             lambda: registry.push_streamed("bench/push", self.streamed)),
+        ]
+        for key, blob, push in ways:
+            cpu.start()
+            with Stopwatch() as clock:
+                await push()
+            cpu.stop()
+            out.values[key] = blob.size / MB / clock.seconds
+            out.values[f"{key}.cpu"] = cpu.seconds / (blob.size / GB)
 
         out.notes["blob"] = f"{sizes.big_blob // MiB} MiB, chunks of {sizes.chunk // MiB} MiB"
         return out
