@@ -105,6 +105,20 @@ class Builder:
         took = time.monotonic() - started
         return {i["image"]: i for i in json.loads(proc.stdout)["images"]}, took
 
+    def assert_test_container_removed(self, command: str) -> None:
+        """The one `podman run` of `command` since the last `calls()` was stopped: its
+        container removed by name (`rm --force`) and gone from `podman ps --all`."""
+        calls = self.calls()
+        runs = [c for c in calls if c.startswith("podman run") and command in c]
+        assert len(runs) == 1, calls
+        name = runs[0].split("--name ", 1)[1].split()[0]
+        assert f"podman rm --force --time 0 {name}" in calls
+        listed = subprocess.run(["/usr/bin/podman", "ps", "--all", "--format",
+                                 "{{.Names}}"], env=self.engine_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert name not in listed.stdout.split()
+
     def commit(self, message: str) -> None:
         subprocess.run([*GIT, "-C", str(self.catalogue), "commit", "-qam", message],
                        check=True)
@@ -364,16 +378,7 @@ def test_a_test_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) ->
         assert results["jdk17/web"]["result"] == "failed"
         assert "'sleep 731' did not end within 3 s" in results["jdk17/web"]["error"]
         assert took < 240, took
-        calls = builder.calls()
-        runs = [c for c in calls if c.startswith("podman run") and "sleep 731" in c]
-        assert len(runs) == 1, calls
-        name = runs[0].split("--name ", 1)[1].split()[0]
-        assert f"podman rm --force --time 0 {name}" in calls
-        listed = subprocess.run(["/usr/bin/podman", "ps", "--all", "--format",
-                                 "{{.Names}}"], env=builder.engine_env(),
-                                capture_output=True, text=True, timeout=60)
-        assert listed.returncode == 0, listed.stderr
-        assert name not in listed.stdout.split()
+        builder.assert_test_container_removed("sleep 731")
         assert not [p.pid for p in psutil.process_iter(["cmdline"])  # nor its process
                     if " ".join(p.info["cmdline"] or ()).endswith("sleep 731")]
     finally:
@@ -465,16 +470,7 @@ def test_sigterm_ends_the_test_container_and_the_password_file(builder: Builder)
         # goes first (stopping `podman run` first waited out the engine's 10 s grace, as
         # `sleep` as PID 1 ignores SIGTERM; then the rm)
         assert took < 5, took
-        calls = builder.calls()
-        runs = [c for c in calls if c.startswith("podman run") and "sleep 733" in c]
-        assert len(runs) == 1, calls
-        name = runs[0].split("--name ", 1)[1].split()[0]
-        assert f"podman rm --force --time 0 {name}" in calls
-        listed = subprocess.run(["/usr/bin/podman", "ps", "--all", "--format",
-                                 "{{.Names}}"], env=builder.engine_env(),
-                                capture_output=True, text=True, timeout=60)
-        assert listed.returncode == 0, listed.stderr
-        assert name not in listed.stdout.split()
+        builder.assert_test_container_removed("sleep 733")
         assert not sleeping()
         assert not password.exists()
     finally:

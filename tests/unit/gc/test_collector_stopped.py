@@ -58,6 +58,21 @@ async def _stored(registry: Registry, digest: Digest) -> bool:
     return await registry._blobstore.size(digest) is not None
 
 
+def _slow_deletions(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Make each deletion of blobs' bytes take 1 s before it deletes them; the event is
+    set when the first one begins."""
+    deleting = asyncio.Event()
+    real = registry.blobs.delete_bytes
+
+    async def slow(batch: list[Digest]) -> dict[Digest, Exception]:
+        deleting.set()
+        await asyncio.sleep(1.0)
+        return dict(await real(batch))
+
+    monkeypatch.setattr(registry.blobs, "delete_bytes", slow)
+    return deleting
+
+
 async def test_a_batch_stopped_before_its_bytes_went_lets_uploads_through_at_once(
         registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tombstoned blobs waiting in a batch when the collection stops: their tombstones
@@ -107,15 +122,7 @@ async def test_a_collection_stopped_while_bytes_go_lets_the_deletion_end_first(
     meanwhile."""
     monkeypatch.setattr(collector_module, "BATCH", 2)
     digests = await _garbage(registry, 2)
-    deleting = asyncio.Event()
-    real = registry.blobs.delete_bytes
-
-    async def slow(batch: list[Digest]) -> dict[Digest, Exception]:
-        deleting.set()
-        await asyncio.sleep(1.0)
-        return dict(await real(batch))
-
-    monkeypatch.setattr(registry.blobs, "delete_bytes", slow)
+    deleting = _slow_deletions(registry, monkeypatch)
     running = asyncio.ensure_future(Collector(registry, grace=0).run())
     await asyncio.wait_for(deleting.wait(), 10)
     started = time.monotonic()
@@ -128,7 +135,7 @@ async def test_a_collection_stopped_while_bytes_go_lets_the_deletion_end_first(
     # aged: an upload of either goes through at once; the next collection ends them
     assert sorted(await registry.lifecycle.stale_tombstones(
         time.time() - TOMBSTONE_TIMEOUT)) == sorted(str(d) for d in digests)
-    monkeypatch.setattr(registry.blobs, "delete_bytes", real)
+    monkeypatch.undo()  # deletions at full speed again (and BATCH back)
     report = await Collector(registry, grace=0).run()
     assert report.failed == 0, report.errors
     assert await registry.lifecycle.stale_tombstones(float("inf")) == []
@@ -145,15 +152,7 @@ async def test_fsck_stopped_while_a_corrupt_blobs_bytes_go_ends_its_mark_after(
     path = registry._blobstore.local_path(digest)
     assert path is not None
     path.write_bytes(b"damaged")
-    deleting = asyncio.Event()
-    real = registry.blobs.delete_bytes
-
-    async def slow(batch: list[Digest]) -> dict[Digest, Exception]:
-        deleting.set()
-        await asyncio.sleep(1.0)
-        return dict(await real(batch))
-
-    monkeypatch.setattr(registry.blobs, "delete_bytes", slow)
+    deleting = _slow_deletions(registry, monkeypatch)
     running = asyncio.ensure_future(Fsck(registry, grace=0, verify=True, repair=True).run())
     await asyncio.wait_for(deleting.wait(), 10)
     running.cancel()
