@@ -275,6 +275,14 @@ async def test_job_runs_on_postgres(database_url: str) -> None:
         await checks.check_summaries_are_bounded(store)
 
 
+async def test_proxy_misses_on_postgres(database_url: str) -> None:
+    """A pull-through cache's "not found" answers (upsert, read, purge) on PostgreSQL."""
+    from tests.unit.metadata import test_proxy_misses as checks
+
+    async with migrated_store(database_url) as store:
+        await checks.check_misses_are_recorded_renewed_and_purged(store)
+
+
 async def test_writes_into_one_repository_do_not_wait_for_each_other(database_url: str
                                                                     ) -> None:
     """A push's writes read their repository's row FOR KEY SHARE (which only a

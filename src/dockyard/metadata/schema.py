@@ -279,6 +279,19 @@ proxy_tags = Table(
 )
 
 
+proxy_misses = Table(
+    "proxy_misses",
+    metadata,
+    # what a pull-through cache's upstream answered "not found" for (a tag or a digest
+    # of a local repository name), and until when the cache answers 404 itself instead
+    # of asking again (`proxy[].not_found_ttl`); rows past `until` are purged by a job
+    Column("repository", String(255), primary_key=True),
+    Column("reference", String(160), primary_key=True),
+    Column("until", Double, nullable=False),
+    Index(None, "until"),
+)
+
+
 mirror_runs = Table(
     "mirror_runs",
     metadata,

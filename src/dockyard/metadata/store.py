@@ -49,6 +49,7 @@ from dockyard.metadata.schema import (
     manifest_blobs,
     manifest_children,
     manifests,
+    proxy_misses,
     proxy_tags,
     registry_state,
     repositories,
@@ -89,6 +90,14 @@ _UPLOAD_HOLD = Prepared(
     select(uploads.c.id, uploads.c.repository, uploads.c.offset, uploads.c.started_at,
            uploads.c.updated_at, uploads.c.holder, uploads.c.held_until)
     .where(uploads.c.id == bindparam("id"))
+)
+
+#: until when a pull-through cache answers "not found" for a reference without asking
+#: upstream: read by a pull of what the cache does not hold
+_PROXY_MISS = Prepared(
+    select(proxy_misses.c.until)
+    .where(proxy_misses.c.repository == bindparam("name"),
+           proxy_misses.c.reference == bindparam("reference"))
 )
 
 #: a pull-through cache's tag: read by every pull of one (its TTL counts from checked_at)
@@ -570,6 +579,26 @@ class MetadataStore:
                        proxy_tags.c.digest == digest)
                 .values(checked_at=time.time()))
         await self.engines.transaction(lambda conn: conn.execute(stmt))
+
+    async def proxy_miss(self, name: str, reference: str) -> float | None:
+        """Until when upstream's "not found" for `name`'s `reference` stands (a time
+        past or to come), or None when none is recorded."""
+        rows = await self._fetch(_PROXY_MISS, name=name, reference=reference)
+        return float(rows[0][0]) if rows else None
+
+    async def record_proxy_miss(self, name: str, reference: str, until: float) -> None:
+        """Upstream has no `reference` for `name`: say so without asking until `until`."""
+        stmt = self._upsert(proxy_misses).values(repository=name, reference=reference,
+                                                 until=until)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[proxy_misses.c.repository, proxy_misses.c.reference],
+            set_={"until": until})
+        await self.engines.transaction(lambda conn: conn.execute(stmt))
+
+    async def forget_proxy_misses(self, before: float) -> int:
+        """Drop the "not found" answers that ran out before `before`; how many."""
+        stmt = delete(proxy_misses).where(proxy_misses.c.until < before)
+        return int(await self.engines.transaction(lambda conn: conn.execute(stmt).rowcount))
 
     def _put_manifest(self, name: str, new: NewManifest, tag: str | None, now: float, *,
                       check: bool = True, by: str | None = None,

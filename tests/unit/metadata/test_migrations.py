@@ -36,12 +36,14 @@ async def test_an_older_schema_is_still_migrated(tmp_path: Path) -> None:
     await migrate(engines)
     await engines.dispose()
     with create_engine(f"sqlite:///{db}").begin() as conn:
-        conn.exec_driver_sql("DROP TABLE revoked_sessions")
+        conn.exec_driver_sql("DROP TABLE revoked_sessions")  # made by 0017
+        conn.exec_driver_sql("DROP TABLE proxy_misses")  # made by 0020
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0016'")
     engines = open_engines(f"sqlite:///{db}")
     await migrate(engines)
     await engines.dispose()
     with create_engine(f"sqlite:///{db}").connect() as conn:
         assert inspect(conn).has_table("revoked_sessions")
+        assert inspect(conn).has_table("proxy_misses")
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
             (HEAD_REVISION,)]
