@@ -28,6 +28,10 @@ from dockyard.gc.scheduler import gc_job
 NOTIFY_INTERVAL = 1.0
 """Seconds between two looks at the notification delivery's lease."""
 
+PROXY_MISSES_INTERVAL = 600.0
+"""Seconds between two purges of pull-through caches' expired "not found" answers (the
+rows a pull of a missing name leaves for `proxy[].not_found_ttl`)."""
+
 
 def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
     uploads = settings.storage.uploads
@@ -49,6 +53,12 @@ def server_jobs(registry: Registry, settings: Settings) -> list[Job]:
             # the storage growth history behind `dockyard status`'s days-until-full;
             # a sample row is its own record: no job history
             Job("usage.sample", SAMPLE_INTERVAL, sample_usage, record=False)]
+    if settings.proxy:
+        async def forget_misses() -> JobResult:
+            forgotten = await registry.cache.forget_misses()
+            return JobResult(f"{forgotten} expired upstream \"not found\" answers dropped")
+
+        jobs.append(Job("proxy.misses", PROXY_MISSES_INTERVAL, forget_misses))
     if settings.gc.enabled:
         jobs.append(gc_job(registry, settings))
     if settings.replica.primary is not None:

@@ -32,6 +32,9 @@ from tests.support.tcpproxy import HoldingProxy, holding_proxy
 USER = "builder"
 PASSWORD = USERS[USER][0]
 CREDS = f"{USER}:{PASSWORD}"
+#: the `not_found_ttl` of the `miss/` cache, in seconds: long enough for a test's pulls
+#: within it to finish on a slow machine
+MISS_TTL = 8.0
 
 
 def upstream_requests(server: Server, path_part: str, method: str = "") -> int:
@@ -85,6 +88,10 @@ def proxy_rules(dist: Server, dock_up: Server, gone_port: int, secret: Path,
          "credentials": {"username_env": "DY_USER", "password_file": secret}},
         {"prefix": "gone", "upstream": f"http://127.0.0.1:{gone_port}", "tag_ttl": "1s"},
         {"prefix": "cut", "upstream": f"http://127.0.0.1:{holding.port}"},
+        {"prefix": "miss", "upstream": dist.url, "upstream_prefix": "up/",
+         "credentials": dist_creds, "not_found_ttl": f"{MISS_TTL:g}s"},
+        {"prefix": "ask", "upstream": dist.url, "upstream_prefix": "up/",
+         "credentials": dist_creds, "not_found_ttl": "0s"},
     ]
 
 
@@ -240,6 +247,74 @@ def test_cached_tags_still_pull_when_the_upstream_is_down_and_say_so(
     missing = httpx.get(f"{cache.url}/v2/gone/app/manifests/v2")
     assert missing.status_code == 503
     assert missing.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_a_name_missing_upstream_is_asked_for_again_only_after_not_found_ttl(
+        dist: Server, cache: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    """For `not_found_ttl` after upstream said it has no tag (or digest), the cache
+    answers 404 itself, from either worker, even once the tag exists upstream; then it
+    asks again, and the tag pushed meanwhile pulls."""
+    url = f"{cache.url}/v2/miss/nf/manifests/v1"
+    asked_at = time.monotonic()
+    first = httpx.get(url)
+    assert first.status_code == 404
+    assert first.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    asked = upstream_requests(dist, "/v2/up/nf/manifests/v1", "GET")
+    assert asked >= 1
+
+    layout = random_layout(tmp_path / "lay", "v1")
+    skopeo.copy(layout.ref, f"docker://{dist.host}/up/nf:v1", "--dest-creds", CREDS)
+    for method in ("GET", "HEAD") * 4:  # 8 connections: both workers answer some
+        resp = httpx.request(method, url, headers={"Accept": layout.media_type})
+        assert resp.status_code == 404, resp.text
+        if method == "GET":
+            error = resp.json()["errors"][0]
+            assert error["code"] == "MANIFEST_UNKNOWN"
+            assert "as it answered lately" in error["message"]
+    digest = "sha256:" + os.urandom(32).hex()
+    by_digest = []
+    for _ in range(3):
+        resp = httpx.get(f"{cache.url}/v2/miss/nf/manifests/{digest}")
+        assert resp.status_code == 404
+        assert resp.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        by_digest.append(upstream_requests(dist, f"/v2/up/nf/manifests/{digest}"))
+    assert time.monotonic() - asked_at < MISS_TTL, "too slow to test within the TTL"
+    assert upstream_requests(dist, "/v2/up/nf/manifests/v1", "GET") == asked
+    assert by_digest[0] >= 1
+    assert by_digest[0] == by_digest[2]
+
+    time.sleep(max(0.0, asked_at + MISS_TTL + 0.2 - time.monotonic()))
+    assert digest_of_pull(skopeo, f"docker://{cache.host}/miss/nf:v1") == layout.digest
+    assert upstream_requests(dist, "/v2/up/nf/manifests/v1", "GET") > asked
+
+
+def test_with_a_zero_not_found_ttl_every_pull_of_a_missing_tag_asks_upstream(
+        dist: Server, cache: Server) -> None:
+    counts = []
+    for _ in range(3):
+        resp = httpx.get(f"{cache.url}/v2/ask/nf0/manifests/v1")
+        assert resp.status_code == 404
+        assert resp.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        counts.append(upstream_requests(dist, "/v2/up/nf0/manifests/v1"))
+    assert 1 <= counts[0] < counts[1] < counts[2]
+
+
+def test_an_unreachable_upstream_is_not_taken_for_a_missing_name(
+        cache: Server, gone_port: int, tmp_path: Path) -> None:
+    """Only upstream's own "not found" is remembered: a pull while it is down answers
+    503, and the tag pulls as soon as upstream has it (the rule's `not_found_ttl` is
+    the default 30 s)."""
+    down = httpx.get(f"{cache.url}/v2/gone/late/manifests/v1")
+    assert down.status_code == 503
+    assert down.json()["errors"][0]["code"] == "UNAVAILABLE"
+    upstream = start_distribution(tmp_path / "up", port=gone_port)
+    try:
+        skopeo = Skopeo(tmp_path / "skopeo", insecure_hosts=[upstream.host, cache.host])
+        layout = random_layout(tmp_path / "lay", "v1")
+        skopeo.copy(layout.ref, f"docker://{upstream.host}/late:v1")
+        assert digest_of_pull(skopeo, f"docker://{cache.host}/gone/late:v1") == layout.digest
+    finally:
+        upstream.stop()
 
 
 def test_concurrent_pulls_of_an_uncached_blob_fetch_it_once(

@@ -55,6 +55,10 @@ class ProxyRule(BaseModel):
     credentials: ProxyCredentials | None = None
     #: a cached tag is re-checked upstream (HEAD by tag) when older than this
     tag_ttl: Duration = timedelta(minutes=5)
+    #: after upstream answered "not found" (404, or 401/403 as registries answer for a
+    #: name they hide) for a tag or digest, the cache answers 404 itself for this long
+    #: instead of asking again; 0: ask every time
+    not_found_ttl: Duration = timedelta(seconds=30)
     tls_verify: bool = True
     #: cached tags not pulled for this long are deleted (then collected); null: never
     retention: PositiveDuration | None = timedelta(days=30)

@@ -261,6 +261,7 @@ class PullThrough:
             digest = str(Digest.parse(reference))
             record = await self.store.manifest(name, digest=digest, payload=payload)
             if record is None:
+                await self._not_found_lately(route, name, digest)
                 await self._once((name, digest), lambda: self._fetch_digest(route, name, digest))
                 record = await self.store.manifest(name, digest=digest, payload=payload)
             return Pulled(_found(record, name, reference))
@@ -270,6 +271,7 @@ class PullThrough:
         record = await self.store.manifest(name, tag=tag, payload=payload)
         stale = False
         if record is None:
+            await self._not_found_lately(route, name, tag)
             await self._once((name, tag), lambda: self._fetch_tag(route, name, tag))
         else:
             cached = await self.store.cached_tag(name, tag)
@@ -304,19 +306,43 @@ class PullThrough:
         del self._stale[name, tag]
         return False
 
+    async def _not_found_lately(self, route: Route, name: str, reference: str) -> None:
+        """`ManifestUnknown` when upstream said it has no `reference` less than the
+        rule's `not_found_ttl` ago (recorded for every node, in the metadata store):
+        a pull of a name or tag that does not exist, retried by every node of a
+        cluster that deploys it, asks upstream once per TTL, not once per pull."""
+        if not route.rule.not_found_ttl:
+            return
+        until = await self.store.proxy_miss(name, reference)
+        if until is not None and until > time.time():
+            raise ManifestUnknown(f"manifest {_shown(reference)} is not in {route.where} "
+                                  "(as it answered lately)",
+                                  {"name": name, "reference": reference})
+
+    async def _upstream_manifest(self, route: Route, name: str, reference: str
+                                 ) -> tuple[bytes, str]:
+        """The manifest upstream holds for `reference`; `ManifestUnknown` (recorded for
+        the rule's `not_found_ttl`) when it has none."""
+        fetched = await route.upstream.manifest(route.name, reference)
+        if fetched is not None:
+            return fetched
+        ttl = route.rule.not_found_ttl.total_seconds()
+        if ttl:
+            await self.store.record_proxy_miss(name, reference, time.time() + ttl)
+        raise ManifestUnknown(f"manifest {_shown(reference)} is not in {route.where}",
+                              {"name": name, "reference": reference})
+
     async def _fetch_digest(self, route: Route, name: str, digest: str) -> None:
-        fetched = await route.upstream.manifest(route.name, digest)
-        if fetched is None:
-            raise ManifestUnknown(f"manifest {digest} is not in {route.where}",
-                                  {"name": name, "reference": digest})
+        fetched = await self._upstream_manifest(route, name, digest)
         await self._store_manifest(route, name, None, fetched, Digest.parse(digest))
 
     async def _fetch_tag(self, route: Route, name: str, tag: str) -> None:
-        fetched = await route.upstream.manifest(route.name, tag)
-        if fetched is None:
-            raise ManifestUnknown(f"manifest {tag!r} is not in {route.where}",
-                                  {"name": name, "reference": tag})
+        fetched = await self._upstream_manifest(route, name, tag)
         await self._store_manifest(route, name, tag, fetched, None)
+
+    async def forget_misses(self) -> int:
+        """Drop the recorded "not found" answers that ran out; how many (a job)."""
+        return await self.store.forget_proxy_misses(time.time())
 
     async def _recheck(self, route: Route, name: str, tag: str, cached: str) -> bool:
         """Re-check a cached tag upstream; True when it could not be (serve it stale)."""
@@ -467,6 +493,11 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a fetch's failure as seen (its waiters got it, if any)."""
     if not task.cancelled():
         task.exception()
+
+
+def _shown(reference: str) -> str:
+    """A reference as an error message names it: a digest as it is, a tag quoted."""
+    return reference if ":" in reference else repr(reference)
 
 
 def _found(record: ManifestRecord | None, name: str, reference: str) -> ManifestRecord:

@@ -423,7 +423,7 @@ POSITIVE = [
 #: durations where zero means something (no keep-alive, no grace, re-check always, ...)
 NOT_NEGATIVE = [
     "http.keepalive_timeout", "gc.grace", "retention.rules.0.delete_older_than",
-    "retention.rules.0.keep_pulled_within", "proxy.0.tag_ttl",
+    "retention.rules.0.keep_pulled_within", "proxy.0.tag_ttl", "proxy.0.not_found_ttl",
 ]
 
 
