@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,11 +305,21 @@ def test_second_build_skips_everything_without_engine_calls(builder: Builder) ->
         assert r["digest"] == builder.manifest(path)[0]
 
 
-def test_dry_run_shows_what_a_change_rebuilds_and_builds_nothing(builder: Builder) -> None:
-    stamp = builder.catalogue / "jdk17" / "stamp"
-    original = stamp.read_text()
-    stamp.write_text("jdk17 changed\n")
+@contextmanager
+def _edited(path: Path, text: str, *, append: bool = False) -> Iterator[None]:
+    """`path` of the shared catalogue holding `text` (or its own text and then `text`)
+    for the block, and its own text again however the block ends: the module's later
+    tests build the catalogue as it was."""
+    original = path.read_text()
+    path.write_text(original + text if append else text)
     try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def test_dry_run_shows_what_a_change_rebuilds_and_builds_nothing(builder: Builder) -> None:
+    with _edited(builder.catalogue / "jdk17" / "stamp", "jdk17 changed\n"):
         proc = builder.run("--dry-run", "--json")
         plan = {i["image"]: i["action"] for i in json.loads(proc.stdout)["images"]}
         assert {p for p, a in plan.items() if a == "build"} == {"jdk17", "jdk17/web"}
@@ -316,8 +327,6 @@ def test_dry_run_shows_what_a_change_rebuilds_and_builds_nothing(builder: Builde
         assert f"build  {builder.name('jdk17')}" in text
         assert f"skip   {builder.name('bookworm')}" in text
         assert builder.calls() == []
-    finally:
-        stamp.write_text(original)
 
 
 def test_touching_one_file_rebuilds_that_image_and_its_descendants(builder: Builder) -> None:
@@ -336,13 +345,9 @@ def test_touching_one_file_rebuilds_that_image_and_its_descendants(builder: Buil
 
 
 def test_a_failing_test_command_pushes_nothing(builder: Builder) -> None:
-    settings = builder.catalogue / "catalogue.yaml"
-    original = settings.read_text()
-    stamp = builder.catalogue / "jdk17" / "stamp"
-    original_stamp = stamp.read_text()
-    settings.write_text(original + "  jdk17/web:\n    tests: [\"test -f /no/such/file\"]\n")
-    stamp.write_text("jdk17 v2\n")
-    try:
+    with _edited(builder.catalogue / "catalogue.yaml",
+                 "  jdk17/web:\n    tests: [\"test -f /no/such/file\"]\n", append=True), \
+            _edited(builder.catalogue / "jdk17" / "stamp", "jdk17 v2\n"):
         before = {p: builder.manifest(p)[0] for p in IMAGES}
         proc = builder.run("--push", "--json", check=1)
         results = {i["image"]: i for i in json.loads(proc.stdout)["images"]}
@@ -354,9 +359,6 @@ def test_a_failing_test_command_pushes_nothing(builder: Builder) -> None:
         assert {p: builder.manifest(p)[0] for p in IMAGES} == before
         log = Path(results["jdk17/web"]["log"]).read_text()
         assert "test -f /no/such/file" in log
-    finally:
-        settings.write_text(original)
-        stamp.write_text(original_stamp)
     assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
 
 
@@ -366,14 +368,10 @@ def test_a_test_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) ->
     Stopped at `test_timeout`, the image fails and its container is removed."""
     import psutil
 
-    settings = builder.catalogue / "catalogue.yaml"
-    original = settings.read_text()
-    stamp = builder.catalogue / "jdk17" / "stamp"
-    original_stamp = stamp.read_text()
-    settings.write_text(original + "  jdk17/web:\n    tests: [\"sleep 731\"]\n"
-                        "    test_timeout: 3s\n")
-    stamp.write_text("jdk17 v3\n")
-    try:
+    with _edited(builder.catalogue / "catalogue.yaml",
+                 "  jdk17/web:\n    tests: [\"sleep 731\"]\n    test_timeout: 3s\n",
+                 append=True), \
+            _edited(builder.catalogue / "jdk17" / "stamp", "jdk17 v3\n"):
         results, took = builder.failing_run()
         assert results["jdk17/web"]["result"] == "failed"
         assert "'sleep 731' did not end within 3 s" in results["jdk17/web"]["error"]
@@ -381,9 +379,6 @@ def test_a_test_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) ->
         builder.assert_test_container_removed("sleep 731")
         assert not [p.pid for p in psutil.process_iter(["cmdline"])  # nor its process
                     if " ".join(p.info["cmdline"] or ()).endswith("sleep 731")]
-    finally:
-        settings.write_text(original)
-        stamp.write_text(original_stamp)
     assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
 
 
@@ -400,14 +395,11 @@ def test_a_build_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) -
         assert listed.returncode == 0, listed.stderr
         return {c["id"] for c in json.loads(listed.stdout or "[]") or []}
 
-    settings = builder.catalogue / "catalogue.yaml"
-    original = settings.read_text()
-    template = builder.catalogue / "jdk17" / "web" / "Dockerfile.template"
-    original_template = template.read_text()
     before = working_containers()
-    settings.write_text(original + "  jdk17/web:\n    build_timeout: 3s\n")
-    template.write_text(original_template + "RUN sleep 732\n")
-    try:
+    with _edited(builder.catalogue / "catalogue.yaml", "  jdk17/web:\n    build_timeout: 3s\n",
+                 append=True), \
+            _edited(builder.catalogue / "jdk17" / "web" / "Dockerfile.template",
+                    "RUN sleep 732\n", append=True):
         results, took = builder.failing_run()
         assert results["jdk17/web"]["result"] == "failed"
         assert "build did not end within 3 s" in results["jdk17/web"]["error"]
@@ -417,9 +409,6 @@ def test_a_build_that_does_not_end_is_stopped_at_its_timeout(builder: Builder) -
         assert not [p.pid for p in psutil.process_iter(["cmdline"])
                     if " ".join(p.info["cmdline"] or ()).endswith("sleep 732")]
         assert working_containers() == before
-    finally:
-        settings.write_text(original)
-        template.write_text(original_template)
     assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
     builder.calls()
 
@@ -435,14 +424,10 @@ def test_sigterm_ends_the_test_container_and_the_password_file(builder: Builder)
         return [p.pid for p in psutil.process_iter(["cmdline"])
                 if " ".join(p.info["cmdline"] or ()).endswith("sleep 733")]
 
-    settings = builder.catalogue / "catalogue.yaml"
-    original = settings.read_text()
-    stamp = builder.catalogue / "jdk17" / "stamp"
-    original_stamp = stamp.read_text()
-    settings.write_text(original + "  jdk17/web:\n    tests: [\"sleep 733\"]\n")
-    stamp.write_text("jdk17 v4\n")
     password = builder.root / "work" / "engine" / "auth.json"
-    try:
+    with _edited(builder.catalogue / "catalogue.yaml", "  jdk17/web:\n    tests: [\"sleep 733\"]\n",
+                 append=True), \
+            _edited(builder.catalogue / "jdk17" / "stamp", "jdk17 v4\n"):
         # in a session of its own, as the server's job starts it, and signalled as the
         # job stops it: the whole group (podman run gets the SIGTERM too)
         proc = subprocess.Popen(builder.argv("--json", "--creds", "builder:s3cret"),
@@ -473,9 +458,6 @@ def test_sigterm_ends_the_test_container_and_the_password_file(builder: Builder)
         builder.assert_test_container_removed("sleep 733")
         assert not sleeping()
         assert not password.exists()
-    finally:
-        settings.write_text(original)
-        stamp.write_text(original_stamp)
     assert _by_result(builder.build()) == {"skipped": set(IMAGES)}
 
 
