@@ -317,6 +317,55 @@ def test_an_unreachable_upstream_is_not_taken_for_a_missing_name(
         upstream.stop()
 
 
+def proxy_counts(cache: Server) -> dict[tuple[str, str, str], float]:
+    """The cache's `dockyard_proxy_*` counters, by (metric, prefix, outcome); summed
+    over both workers by the server."""
+    text = httpx.get(f"{cache.url}/metrics").text
+    counts = {}
+    for m in re.finditer(r'^dockyard_proxy_(\w+)_total\{([^}]*)\} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        counts[m.group(1), labels["prefix"], labels.get("outcome", "")] = float(m.group(3))
+    return counts
+
+
+def test_the_metrics_say_how_manifest_pulls_were_answered_and_what_was_fetched(
+        dist: Server, cache: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    time.sleep(1.5)  # each worker adds its pulls to the shared figures once a second:
+    before = proxy_counts(cache)  # those of the tests before are all in
+    layout = random_layout(tmp_path / "lay", "v1")
+    skopeo.copy(layout.ref, f"docker://{dist.host}/up/met:v1", "--dest-creds", CREDS)
+    url = f"{cache.url}/v2/miss/met/manifests"
+    accept = {"Accept": layout.media_type}
+    assert httpx.get(f"{url}/v1", headers=accept).status_code == 200  # fetched
+    for _ in range(3):
+        assert httpx.get(f"{url}/v1", headers=accept).status_code == 200  # hits
+    assert httpx.get(f"{url}/{layout.digest}", headers=accept).status_code == 200  # hit
+    assert httpx.get(f"{url}/v9").status_code == 404  # asked upstream
+    assert httpx.get(f"{url}/v9").status_code == 404  # answered from the miss
+    down = httpx.get(f"{cache.url}/v2/gone/met/manifests/v1")
+    assert down.status_code == 503
+    fresh_skopeo(tmp_path, "pull", cache).copy(f"docker://{cache.host}/miss/met:v1",
+                                               f"oci:{tmp_path / 'out'}:v1")
+    time.sleep(1.5)
+    after = proxy_counts(cache)
+
+    def added(metric: str, prefix: str, outcome: str) -> float:
+        key = (metric, prefix, outcome)
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert added("manifest_pulls", "miss", "fetched") == 1
+    assert added("manifest_pulls", "miss", "hit") >= 5  # and skopeo's own
+    assert added("manifest_pulls", "miss", "not_found") == 1
+    assert added("manifest_pulls", "miss", "not_found_cached") == 1
+    assert added("manifest_pulls", "gone", "unavailable") == 1
+    # the image's config and layer came from upstream once, bytes and all
+    manifest = layout.manifest()
+    sizes = [d["size"] for d in manifest["layers"]] + [manifest["config"]["size"]]
+    assert added("blob_fetches", "miss", "stored") == len(sizes)
+    assert added("blob_fetched_bytes", "miss", "") == sum(sizes)
+    assert added("blob_fetches", "miss", "failed") == 0
+
+
 def test_concurrent_pulls_of_an_uncached_blob_fetch_it_once(
         dist: Server, cache: Server) -> None:
     data = os.urandom(64 * 1024 * 1024)

@@ -132,6 +132,18 @@ class Metrics:
                                     "Time from queueing to delivery (oldest event of "
                                     "each envelope)", ["endpoint"],
                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.proxy_pulls = Counter("dockyard_proxy_manifest_pulls",
+                                   "Manifest pulls of pull-through caches, by cache prefix "
+                                   "and how they were answered: hit, revalidated, fetched, "
+                                   "stale, not_found, not_found_cached, unavailable",
+                                   ["prefix", "outcome"], registry=r)
+        self.proxy_fetches = Counter("dockyard_proxy_blob_fetches",
+                                     "Blob fetches from pull-through caches' upstreams, by "
+                                     "cache prefix and outcome: stored, failed",
+                                     ["prefix", "outcome"], registry=r)
+        self.proxy_fetched_bytes = Counter("dockyard_proxy_blob_fetched_bytes",
+                                           "Bytes of blobs fetched from upstreams and "
+                                           "stored, by cache prefix", ["prefix"], registry=r)
         self.requests_stats = RequestStats(self)
 
 
@@ -167,7 +179,7 @@ class _Stats:
 class RequestStats:
     """Per-request figures gathered in plain counters, moved to Prometheus in batches."""
 
-    __slots__ = ("_metrics", "db_buckets", "db_seconds", "stats", "uploads")
+    __slots__ = ("_metrics", "db_buckets", "db_seconds", "proxy_pulls", "stats", "uploads")
 
     def __init__(self, m: Metrics) -> None:
         self._metrics = m
@@ -177,6 +189,14 @@ class RequestStats:
         self.db_seconds = 0.0
         #: upload requests started minus finished since the last flush
         self.uploads = 0
+        #: pull-through caches' manifest pulls, by (prefix, outcome)
+        self.proxy_pulls: dict[tuple[str, str], int] = {}
+
+    def proxy_pull(self, prefix: str, outcome: str) -> None:
+        """One manifest pull of the cache `prefix`, answered as `outcome` (a cache hit
+        is as common as any manifest GET: counted here, not in the shared files)."""
+        key = (prefix, outcome)
+        self.proxy_pulls[key] = self.proxy_pulls.get(key, 0) + 1
 
     def db_write(self, seconds: float) -> None:
         """One metadata write transaction's duration (several run for each push)."""
@@ -206,6 +226,10 @@ class RequestStats:
         if any(self.db_buckets):
             _observed(m.db_latency.labels("write"), self.db_buckets, self.db_seconds)
             self.db_buckets, self.db_seconds = [0] * (len(DB_BUCKETS) + 1), 0.0
+        if self.proxy_pulls:
+            pulls, self.proxy_pulls = self.proxy_pulls, {}
+            for (prefix, outcome), n in pulls.items():
+                m.proxy_pulls.labels(prefix, outcome).inc(n)
         if not self.stats:
             return
         gathered, self.stats = self.stats, {}

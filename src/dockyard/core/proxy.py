@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from dockyard.config.proxy import ProxyRule
 from dockyard.core.blobs import BlobInfo, Stream
 from dockyard.core.leases import LeaseBackend, renewing
+from dockyard.core.metrics import metrics
 from dockyard.metadata.records import CachedTag, ManifestRecord
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.digest import Digest
@@ -257,14 +258,37 @@ class PullThrough:
 
     async def manifest(self, route: Route, name: str, reference: str, *, payload: bool
                        ) -> Pulled:
+        """The manifest `reference` of the cache `name`, from the cache or upstream;
+        counted by how it was answered (`dockyard_proxy_manifest_pulls`)."""
+        stats = metrics().requests_stats
+        try:
+            pulled, outcome = await self._manifest(route, name, reference, payload=payload)
+        except _RecentMiss:
+            stats.proxy_pull(route.rule.prefix, "not_found_cached")
+            raise
+        except ManifestUnknown:
+            stats.proxy_pull(route.rule.prefix, "not_found")
+            raise
+        except UpstreamUnavailable:
+            stats.proxy_pull(route.rule.prefix, "unavailable")
+            raise
+        stats.proxy_pull(route.rule.prefix, outcome)
+        return pulled
+
+    async def _manifest(self, route: Route, name: str, reference: str, *, payload: bool
+                        ) -> tuple[Pulled, str]:
+        """`manifest`'s answer and how it came: `hit` (the cache's, upstream not
+        asked), `revalidated` (a tag past its TTL that upstream confirmed or moved),
+        `stale` (upstream could not say) or `fetched` (not cached before)."""
         if not is_tag(reference):
             digest = str(Digest.parse(reference))
             record = await self.store.manifest(name, digest=digest, payload=payload)
-            if record is None:
-                await self._not_found_lately(route, name, digest)
-                await self._once((name, digest), lambda: self._fetch_digest(route, name, digest))
-                record = await self.store.manifest(name, digest=digest, payload=payload)
-            return Pulled(_found(record, name, reference))
+            if record is not None:
+                return Pulled(record), "hit"
+            await self._not_found_lately(route, name, digest)
+            await self._once((name, digest), lambda: self._fetch_digest(route, name, digest))
+            record = await self.store.manifest(name, digest=digest, payload=payload)
+            return Pulled(_found(record, name, reference)), "fetched"
         if not is_valid_tag(reference):
             raise ManifestUnknown(f"manifest {reference[:200]!r} is not in {name}")
         tag = reference
@@ -279,7 +303,7 @@ class PullThrough:
             if time.time() - checked < route.rule.tag_ttl.total_seconds():
                 if self.pulls is not None:
                     self.pulls.record(name, tag)
-                return Pulled(record)  # fresh: the common case, two indexed reads
+                return Pulled(record), "hit"  # fresh: the common case, two indexed reads
             stale = self._still_stale(name, tag)
             if not stale:
                 held = record.digest
@@ -290,9 +314,10 @@ class PullThrough:
         if self.pulls is not None:
             self.pulls.record(name, tag)
         if stale:
-            return Pulled(_found(record, name, reference), stale)
+            return Pulled(_found(record, name, reference), stale), "stale"
+        outcome = "fetched" if record is None else "revalidated"
         record = await self.store.manifest(name, tag=tag, payload=payload)
-        return Pulled(_found(record, name, reference))
+        return Pulled(_found(record, name, reference)), outcome
 
     def _still_stale(self, name: str, tag: str) -> bool:
         """Whether a re-check of this tag failed so recently that the cache does not ask
@@ -315,7 +340,7 @@ class PullThrough:
             return
         until = await self.store.proxy_miss(name, reference)
         if until is not None and until > time.time():
-            raise ManifestUnknown(f"manifest {_shown(reference)} is not in {route.where} "
+            raise _RecentMiss(f"manifest {_shown(reference)} is not in {route.where} "
                                   "(as it answered lately)",
                                   {"name": name, "reference": reference})
 
@@ -462,7 +487,9 @@ class PullThrough:
     async def _fetch(self, route: Route, name: str, info: BlobInfo, tee: _Tee, lease: str
                      ) -> None:
         """Stream the blob from upstream into the store (verified, then linked into
-        `name`) under the fetch lease, feeding the first puller as it goes."""
+        `name`) under the fetch lease, feeding the first puller as it goes; counted
+        in `dockyard_proxy_blob_fetches` and `dockyard_proxy_blob_fetched_bytes`."""
+        m = metrics()
         try:
             ttl = self.fetch_lease_ttl
             async with renewing(lambda: self.leases.renew(lease, self.holder, ttl),
@@ -474,6 +501,7 @@ class PullThrough:
                 UpstreamUnavailable(f"fetching {info.digest} from {route.where} failed: {exc}")
             log.warning("fetching %s of %s from %s failed: %s", info.digest, name,
                         route.where, exc)
+            m.proxy_fetches.labels(route.rule.prefix, "failed").inc()
             await tee.finish(error)
             if error is exc:
                 raise
@@ -483,6 +511,8 @@ class PullThrough:
             raise
         else:
             log.info("cached %s of %s from %s", info.digest, name, route.where)
+            m.proxy_fetches.labels(route.rule.prefix, "stored").inc()
+            m.proxy_fetched_bytes.labels(route.rule.prefix).inc(info.size)
             await tee.finish(None)
         finally:
             with contextlib.suppress(Exception):
@@ -493,6 +523,10 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
     """Mark a fetch's failure as seen (its waiters got it, if any)."""
     if not task.cancelled():
         task.exception()
+
+
+class _RecentMiss(ManifestUnknown):
+    """Upstream said it has no such manifest less than `not_found_ttl` ago."""
 
 
 def _shown(reference: str) -> str:
