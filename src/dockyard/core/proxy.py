@@ -341,8 +341,8 @@ class PullThrough:
         until = await self.store.proxy_miss(name, reference)
         if until is not None and until > time.time():
             raise _RecentMiss(f"manifest {_shown(reference)} is not in {route.where} "
-                                  "(as it answered lately)",
-                                  {"name": name, "reference": reference})
+                              "(as it answered lately)",
+                              {"name": name, "reference": reference})
 
     async def _upstream_manifest(self, route: Route, name: str, reference: str
                                  ) -> tuple[bytes, str]:
