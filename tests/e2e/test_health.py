@@ -21,22 +21,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.postgres import SCRIPT, postgres_unavailable
+from tests.support.prom import samples
 from tests.support.servers import Server, free_port, start_dockyard
 
 
 def _checks(response: httpx.Response) -> dict[str, str]:
     return {c["name"]: c["status"] for c in response.json()["checks"]}
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def _wait(predicate: object, timeout: float = 30.0) -> None:
@@ -118,13 +110,13 @@ def test_metrics_sum_every_worker_by_route_id(server: Server) -> None:
     def counted() -> bool:
         # each worker moves its figures to the shared files once a second: the 200s of
         # one worker can be there before the other's 404
-        s = _samples(httpx.get(server.url + "/metrics").text)
+        s = samples(httpx.get(server.url + "/metrics").text)
         return s.get(key("200"), 0) >= 40 and s.get(key("404"), 0) >= 1 and \
             s.get(writes, 0) >= 2
 
     _wait(counted)
     text = httpx.get(server.url + "/metrics").text
-    s = _samples(text)
+    s = samples(text)
     assert s[("dockyard_workers", ())] == 2
     assert s[key("200")] >= 40
     assert s[key("404")] >= 1
@@ -472,7 +464,7 @@ def test_ui_pages_are_counted_and_logged_by_route_id(tmp_path: Path) -> None:
                     (("method", "GET"), ("route", route), ("status", status)))
 
         def counted() -> bool:
-            got = _samples(httpx.get(s.url + "/metrics").text)
+            got = samples(httpx.get(s.url + "/metrics").text)
             return all(got.get(key(route), 0) >= 1 for route in pages.values()) and \
                 got.get(key("ui-repository", "404"), 0) >= 1
 

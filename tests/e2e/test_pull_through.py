@@ -26,6 +26,7 @@ import pytest
 from tests.support.authenv import USERS, token_auth, write_config, write_htpasswd
 from tests.support.clients import Podman, Skopeo
 from tests.support.images import Layout, multiplatform_layout, random_layout, sha256
+from tests.support.prom import samples
 from tests.support.servers import Server, free_port, start_distribution, start_dockyard
 from tests.support.tcpproxy import HoldingProxy, holding_proxy
 
@@ -318,13 +319,14 @@ def test_an_unreachable_upstream_is_not_taken_for_a_missing_name(
 
 
 def proxy_counts(cache: Server) -> dict[tuple[str, str, str], float]:
-    """The cache's `dockyard_proxy_*` counters, by (metric, prefix, outcome); summed
-    over both workers by the server."""
-    text = httpx.get(f"{cache.url}/metrics").text
+    """The cache's `dockyard_proxy_*_total` counters, by (metric, prefix, outcome);
+    summed over both workers by the server."""
     counts = {}
-    for m in re.finditer(r'^dockyard_proxy_(\w+)_total\{([^}]*)\} (\S+)$', text, re.M):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
-        counts[m.group(1), labels["prefix"], labels.get("outcome", "")] = float(m.group(3))
+    for (name, labels), value in samples(httpx.get(f"{cache.url}/metrics").text).items():
+        if name.startswith("dockyard_proxy_") and name.endswith("_total"):
+            by = dict(labels)
+            metric = name.removeprefix("dockyard_proxy_").removesuffix("_total")
+            counts[metric, by["prefix"], by.get("outcome", "")] = value
     return counts
 
 
