@@ -367,6 +367,8 @@ def test_rm_repositories_by_glob_dry_run_and_prompt(shared: Server, client: http
     for repo in doomed:
         push_image(client, repo, "latest")
     kept = push_image(client, f"{prefix}/kept", "latest")
+    # `*` stays within one path component, as in a shell and in the access rules
+    deep = push_image(client, f"{prefix}-0/deep", "latest")
     glob = f"{prefix}-*"
 
     dry = dockyard("rm", glob, "--registry", shared.url, "--dry-run")
@@ -374,6 +376,7 @@ def test_rm_repositories_by_glob_dry_run_and_prompt(shared: Server, client: http
     for repo in doomed:
         assert f"would delete {repo} (repository)" in dry.stdout
     assert f"{prefix}/kept" not in dry.stdout
+    assert "/deep" not in dry.stdout
     assert set(doomed) <= set(catalog(client))
 
     refused = dockyard("rm", glob, "--registry", shared.url)  # stdin closed: no answer
@@ -392,6 +395,7 @@ def test_rm_repositories_by_glob_dry_run_and_prompt(shared: Server, client: http
     assert not set(doomed) & set(listed)
     assert f"{prefix}/kept" in listed
     pull_verified(client, f"{prefix}/kept", "latest", kept.payload)
+    pull_verified(client, f"{prefix}-0/deep", "latest", deep.payload)
 
     nothing = dockyard("rm", glob, "--registry", shared.url, "--yes")
     assert nothing.returncode != 0

@@ -3,7 +3,7 @@
 The first rule whose repository glob matches the name decides; within it, an identity gets
 the union of the actions granted to every subject it matches (`anonymous` matches everyone,
 `authenticated` every logged-in user, then the user's name and `group:<name>`). `*` is every
-action. `*` in a glob matches within one path component, `**` across components.
+action. Globs are `dockyard.globs`': `*` within one path component, `**` across.
 """
 
 from __future__ import annotations
@@ -13,27 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dockyard.auth.identity import Identity, Scope
+from dockyard.globs import compile_glob
 
 ALL_ACTIONS = frozenset({"pull", "push", "delete"})
-
-
-def glob_to_regex(glob: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    while i < len(glob):
-        if glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif glob[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif glob[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(glob[i]))
-            i += 1
-    return re.compile("".join(out))
 
 
 def _expand(actions: Iterable[str]) -> frozenset[str]:
@@ -53,7 +35,7 @@ class Policy:
 
     def __init__(self, rules: Sequence[tuple[str, Mapping[str, Sequence[str]]]],
                  catalog: Iterable[str] = (), admin: Iterable[str] = ()) -> None:
-        self.rules = [Rule(glob, glob_to_regex(glob),
+        self.rules = [Rule(glob, compile_glob(glob),
                            {s: _expand(a) for s, a in allow.items()}) for glob, allow in rules]
         self.catalog = frozenset(catalog)
         self.admin = frozenset(admin)

@@ -6,7 +6,6 @@ They work while the server runs (the stores are shared; a collection holds the s
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.types import parse_duration
+from dockyard.globs import glob_matches
 from dockyard.units import human_bytes
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 @config_option
 @data_option
 @click.option("--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
-@click.option("--repository", metavar="GLOB", help="Only repositories matching this glob.")
+@click.option("--repository", metavar="GLOB",
+              help="Only repositories matching this glob (* within a path component, ** "
+                   "across).")
 @click.option("--grace", metavar="DURATION",
               help="Override gc.grace (e.g. 10m): newer content is never collected.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -103,7 +105,7 @@ def du(config: Path | None, data: Path | None, globs: tuple[str, ...], as_json: 
         return usage, await registry.repositories.total_bytes()
 
     usage, (blob_count, total) = run_with_registry(settings, job)
-    rows = [u for u in usage if not globs or any(fnmatch.fnmatchcase(u.name, g) for g in globs)]
+    rows = [u for u in usage if not globs or any(glob_matches(u.name, g) for g in globs)]
     if as_json:
         click.echo(json.dumps({
             "repositories": [{"name": u.name, "bytes": u.bytes, "unique_bytes": u.unique_bytes,

@@ -18,6 +18,7 @@ import aiohttp
 import click
 
 from dockyard.config.types import http_url
+from dockyard.globs import glob_matches, is_glob
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid, NameInvalid, one_line
 from dockyard.oci.reference import MAX_NAME_LENGTH, is_valid_tag, validate_name
@@ -61,12 +62,12 @@ def parse_ref(text: str) -> tuple[str, str | None, str | None]:
             Digest.parse(digest)
         except DigestInvalid as exc:
             raise click.BadParameter(f"{text!r}: {exc.message}") from None
-    if not (_NAME_GLOB.fullmatch(repo) if _is_glob(repo) else _valid_name(repo)) \
+    if not (_NAME_GLOB.fullmatch(repo) if is_glob(repo) else _valid_name(repo)) \
             or len(repo) > MAX_NAME_LENGTH:
         raise click.BadParameter(f"{_short(text)}: invalid repository name "
                                  f"{_short(repo)} (lower-case a-z, 0-9, . _ - and /, at most "
                                  f"{MAX_NAME_LENGTH} characters)")
-    if tag is not None and not (_TAG_GLOB.fullmatch(tag) if _is_glob(tag)
+    if tag is not None and not (_TAG_GLOB.fullmatch(tag) if is_glob(tag)
                                 else is_valid_tag(tag)):
         raise click.BadParameter(f"{_short(text)}: invalid tag {_short(tag)} (A-Z, a-z, 0-9, "
                                  ". _ -, at most 128 characters)")
@@ -84,10 +85,6 @@ def _valid_name(name: str) -> bool:
     except NameInvalid:
         return False
     return True
-
-
-def _is_glob(text: str) -> bool:
-    return any(c in text for c in "*?[")
 
 
 async def _tags(client: RegistryClient, name: str) -> list[str] | None:
@@ -120,7 +117,7 @@ async def resolve(client: RegistryClient, refs: list[tuple[str, str | None, str 
     by its tag list, so deleting one's own tags needs no `registry:catalog:*` (a CI
     account cleaning up after itself)."""
     repos: list[str] = []
-    if any(_is_glob(repo) for repo, _, _ in refs):
+    if any(is_glob(repo) for repo, _, _ in refs):
         try:
             repos = [r async for r in client.repositories()]
         except RegistryClientError as exc:
@@ -130,8 +127,8 @@ async def resolve(client: RegistryClient, refs: list[tuple[str, str | None, str 
                                       f"glob needs: {exc}", exc.codes) from None
     targets: list[Target] = []
     for repo_glob, tag_glob, digest in refs:
-        names = ([r for r in repos if fnmatch.fnmatchcase(r, repo_glob)]
-                 if _is_glob(repo_glob) else [repo_glob])
+        names = ([r for r in repos if glob_matches(r, repo_glob)]
+                 if is_glob(repo_glob) else [repo_glob])
         for name in names:
             if digest:
                 if await _holds(client, name, digest):
@@ -139,7 +136,7 @@ async def resolve(client: RegistryClient, refs: list[tuple[str, str | None, str 
             elif tag_glob:
                 targets += [Target(name, tag=t) for t in await _tags(client, name) or []
                             if fnmatch.fnmatchcase(t, tag_glob)]
-            elif _is_glob(repo_glob) or await _tags(client, name) is not None:
+            elif is_glob(repo_glob) or await _tags(client, name) is not None:
                 targets.append(Target(name))
     return list(dict.fromkeys(targets))
 

@@ -159,7 +159,10 @@ class ScrubSettings(_Section):
 
 
 class RetentionRule(_Section):
-    """Which tags of the repositories matching `repositories` (a glob) are deleted.
+    """Which tags of the repositories matching `repositories` are deleted.
+
+    `repositories` is a glob of `dockyard.globs` (`*` within a path component, `**`
+    across them); the default, `**`, is every repository.
 
     Kept always: tags matching `keep_tags`, the `keep_last` most recently pushed, and
     those pulled within `keep_pulled_within`. Of the rest, with `delete_older_than`
@@ -168,7 +171,7 @@ class RetentionRule(_Section):
     collector.
     """
 
-    repositories: str = "*"
+    repositories: str = "**"
     keep_last: int | None = Field(default=None, ge=0)
     keep_tags: Regex | None = None
     delete_older_than: Duration | None = None

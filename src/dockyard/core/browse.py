@@ -8,7 +8,6 @@ passes (the access policy's), before counting, paging or cutting a search short.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 from dockyard.core.layers import LayerFiles, list_layer
 from dockyard.core.leases import Leases
 from dockyard.core.lifecycle import CollectionRecord, LifecycleBackend
+from dockyard.globs import glob_matches, is_glob
 from dockyard.metadata.browse import RepositorySummary, TagDetail, UploadInFlight
 from dockyard.metadata.records import ReferrerRecord
 from dockyard.metadata.store import MetadataStore
@@ -243,11 +243,11 @@ def _strings(value: object) -> list[str]:
 
 
 def matches(name: str, pattern: str) -> bool:
-    """A glob (`*`, `?`, `[...]`) matches the whole name; plain text matches anywhere."""
+    """A glob (`dockyard.globs`) matches the whole name; plain text matches anywhere."""
     if not pattern:
         return True
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(name, pattern)
+    if is_glob(pattern):
+        return glob_matches(name, pattern)
     return pattern in name
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ from typing import TypeVar
 
 from dockyard.core.lifecycle import TOMBSTONE_TIMEOUT, CollectionRecord, ManifestNode
 from dockyard.core.registry import Registry
+from dockyard.globs import glob_matches
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
 from dockyard.settle import to_the_end
@@ -142,7 +142,7 @@ class Collector:
         dropping: Counter[str] = Counter()  # dry run: links planned to go, per digest
         self._report = report
         for repo_id, name in await self.lifecycle.repositories():
-            if repository is not None and not fnmatch.fnmatchcase(name, repository):
+            if repository is not None and not glob_matches(name, repository):
                 continue
             await self._step(f"collecting {name}", self._repository(
                 repo_id, name, cutoff, dry_run, report, last_links, dropping))

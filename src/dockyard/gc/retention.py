@@ -7,7 +7,6 @@ then frees what nothing else uses. A tag pushed again after the plan was made is
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 
 from dockyard.config.settings import RetentionRule, Settings
 from dockyard.core.lifecycle import LifecycleBackend
+from dockyard.globs import glob_matches
 from dockyard.oci.reference import subject_of
 
 log = logging.getLogger("dockyard.gc")
@@ -37,14 +37,14 @@ def configured_rules(settings: Settings) -> list[RetentionRule]:
     """`retention.rules`, preceded by one rule per pull-through cache with a
     `retention`: its tags not pulled, nor fetched again, within that time go (and the
     collector then frees what they held), whatever the rules below say."""
-    cache = [RetentionRule(repositories=f"{p.prefix}/*", keep_pulled_within=p.retention,
+    cache = [RetentionRule(repositories=f"{p.prefix}/**", keep_pulled_within=p.retention,
                            delete_older_than=p.retention)
              for p in settings.proxy if p.retention is not None]
     return cache + list(settings.retention.rules)
 
 
 def rule_for(rules: list[RetentionRule], name: str) -> RetentionRule | None:
-    return next((r for r in rules if fnmatch.fnmatchcase(name, r.repositories)), None)
+    return next((r for r in rules if glob_matches(name, r.repositories)), None)
 
 
 def doomed_tags(rule: RetentionRule, tags: list[tuple[str, float, float | None]], now: float

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dockyard.auth.identity import Identity, Scope
-from dockyard.auth.policy import Policy, glob_to_regex
+from dockyard.auth.policy import Policy
 
 PLATFORM = Policy([
     ("private/**", {"authenticated": ["pull"], "group:admins": ["*"]}),
@@ -16,12 +16,12 @@ READER = Identity(user="reader")
 ADMIN = Identity(user="root", groups=frozenset({"admins"}))
 
 
-def test_globs() -> None:
-    assert glob_to_regex("library/*").fullmatch("library/busybox")
-    assert not glob_to_regex("library/*").fullmatch("library/a/b")
-    assert glob_to_regex("library/**").fullmatch("library/a/b")
-    assert glob_to_regex("**").fullmatch("x")
-    assert not glob_to_regex("a.b").fullmatch("aXb")
+def test_globs_stay_within_a_component_unless_doubled() -> None:
+    policy = Policy([("library/*", {"anonymous": ["pull"]}),
+                     ("team/**", {"anonymous": ["push"]})])
+    assert policy.actions(ANON, "library/busybox") == {"pull"}
+    assert policy.actions(ANON, "library/a/b") == frozenset()
+    assert policy.actions(ANON, "team/a/b") == {"push"}
 
 
 def test_platform_policy() -> None:

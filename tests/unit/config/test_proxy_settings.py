@@ -78,13 +78,16 @@ def test_cache_retention_comes_before_the_configured_rules(tmp_path: Path) -> No
     s = load(tmp_path, "proxy:\n  - {prefix: hub, upstream: 'https://a.example', "
                        "retention: 7d}\n  - {prefix: q, upstream: 'https://b.example', "
                        "retention: null}\n"
-                       "retention:\n  rules:\n    - {repositories: '*', keep_last: 1}\n")
+                       "retention:\n  rules:\n    - {repositories: 'q/*', keep_last: 1}\n"
+                       "    - {repositories: '**', keep_last: 2}\n")
     rules = configured_rules(s)
     hub = rule_for(rules, "hub/library/nginx")
     assert hub is not None
     assert hub.keep_pulled_within == hub.delete_older_than == timedelta(days=7)
+    assert rule_for(rules, "hub/a/b/c") is hub  # the cache's rule takes all its depths
     assert rule_for(rules, "q/x") == s.retention.rules[0]
-    assert rule_for(rules, "hubx/y") == s.retention.rules[0]
+    assert rule_for(rules, "q/x/y") == s.retention.rules[1]
+    assert rule_for(rules, "hubx/y") == s.retention.rules[1]
 
 
 def test_serve_refuses_to_start_without_an_upstream_password(

@@ -85,7 +85,7 @@ async def test_failed_retention_and_pull_times_do_not_skip_the_collection(
     # repositories' rules were not applied, and the pull times gathered were dropped
     settings = load_settings(env={}, overrides={
         "storage.filesystem.rootdirectory": str(tmp_path / "data"),
-        "gc.grace": "0s", "retention.rules": [{"repositories": "*", "keep_last": 0}]})
+        "gc.grace": "0s", "retention.rules": [{"repositories": "**", "keep_last": 0}]})
     registry = await open_registry(settings)
     try:
         for name in ("a/app", "b/app"):

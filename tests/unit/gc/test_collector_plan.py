@@ -81,5 +81,9 @@ def test_rule_without_a_deleting_clause_deletes_nothing() -> None:
 def test_first_matching_rule_applies() -> None:
     rules = [RetentionRule(repositories="tools/*", keep_last=1), RetentionRule(keep_last=5)]
     assert rule_for(rules, "tools/x") is rules[0]
+    # a retention glob reads as an access rule's: `*` stays within one component
+    assert rule_for(rules, "tools/x/y") is rules[1]
+    assert rule_for([RetentionRule(repositories="tools/**", keep_last=1)], "tools/x/y")
+    assert rule_for([RetentionRule(keep_last=1)], "a/b/c")  # the default is every name
     assert rule_for(rules, "other") is rules[1]
     assert rule_for(rules[:1], "other") is None

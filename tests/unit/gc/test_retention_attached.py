@@ -17,7 +17,7 @@ async def test_signatures_do_not_push_images_out_of_keep_last(tmp_path: Path) ->
     # signatures: `keep_last: 2` deleted every image tag and kept two signatures
     settings = load_settings(env={}, overrides={
         "storage.filesystem.rootdirectory": str(tmp_path / "data"),
-        "retention.rules": [{"repositories": "*", "keep_last": 2}]})
+        "retention.rules": [{"repositories": "**", "keep_last": 2}]})
     registry = await open_registry(settings)
     try:
         digests = {}
