@@ -132,6 +132,22 @@ def test_deep_nesting_is_manifest_invalid(client: httpx.Client,
         assert_error(_put(client, text.encode()), 400, "MANIFEST_INVALID")
 
 
+def test_keys_parsers_read_differently_are_manifest_invalid(
+        client: httpx.Client, image: dict[str, Any]) -> None:
+    # Go clients take the last of two `layers` (or a `Layers` beside it): the registry
+    # must not keep one list of blobs while clients pull another
+    body = canonical(image)
+    twice = body.replace(b'"layers":', b'"layers":[],"layers":', 1)
+    cased = body.replace(b'"layers":', b'"Layers":[],"layers":', 1)
+    for payload, why in ((twice, "key 'layers' appears twice"),
+                         (cased, "keys 'Layers' and 'layers' differ only in case")):
+        resp = _put(client, payload, "dup")
+        assert_error(resp, 400, "MANIFEST_INVALID")
+        assert why in resp.json()["errors"][0]["message"]
+    assert client.get(f"/v2/{REPO}/manifests/dup",
+                      headers={"Accept": mt.OCI_MANIFEST}).status_code == 404
+
+
 @pytest.mark.parametrize("media_type", ["\ud800", "a/" + "b" * 300])
 def test_unstorable_media_type_is_manifest_invalid(client: httpx.Client, image: dict[str, Any],
                                                    media_type: str) -> None:

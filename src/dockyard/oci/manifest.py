@@ -14,6 +14,14 @@ from dockyard.oci.errors import DigestInvalid, ManifestInvalid
 MAX_SIZE = 2**63 - 1
 #: Longest media type kept (RFC 6838: type and subtype of at most 127 characters each).
 MAX_MEDIA_TYPE = 255
+#: The fields this parser reads, by their case-folded spelling. Go's encoding/json
+#: (docker, containerd, skopeo, Distribution) matches a struct field by any case of its
+#: name, and the last duplicate wins; a manifest whose `layers` a client reads other
+#: than the registry does would have its blobs collected under it, so such keys are
+#: refused rather than guessed at.
+_READ_FIELDS = {f.casefold(): f for f in (
+    "schemaVersion", "mediaType", "config", "layers", "manifests", "subject",
+    "artifactType", "annotations", "digest", "size")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +100,8 @@ def _load(payload: bytes) -> Any:
     """The JSON document in `payload`, which must be plain JSON as the image-spec requires.
 
     UTF-8 only (no byte order mark, no UTF-16/32, which `json.loads` would guess), no
-    NaN or Infinity; nesting deeper than the decoder's recursion limit is refused rather
-    than escaping as a RecursionError.
+    NaN or Infinity, no key twice in an object (`_object`); nesting deeper than the
+    decoder's recursion limit is refused rather than escaping as a RecursionError.
     """
     try:
         text = payload.decode("utf-8")
@@ -104,7 +112,7 @@ def _load(payload: bytes) -> Any:
         raise ManifestInvalid("manifest is not valid JSON: it starts with a byte order mark "
                               "(send plain UTF-8)")
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_object)
     except RecursionError:
         raise ManifestInvalid("manifest is nested too deeply") from None
     except ValueError as exc:
@@ -113,6 +121,31 @@ def _load(payload: bytes) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One JSON object, refused when parsers could read it differently: a key given
+    twice (RFC 8259 leaves which one counts to each parser), or a field this parser
+    reads next to a key equal to it but for case (Go's decoder may take either)."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ManifestInvalid(f"manifest is not valid JSON: key {key!r} appears "
+                                      "twice in one object")
+            seen.add(key)
+    if len(doc) > 1:
+        folded: dict[str, str] = {}
+        for key in doc:
+            field = _READ_FIELDS.get(key.casefold())
+            if field is None:
+                continue
+            other = folded.setdefault(field, key)
+            if other != key:
+                raise ManifestInvalid(f"manifest is not valid JSON: keys {other!r} and "
+                                      f"{key!r} differ only in case")
+    return doc
 
 
 def _guess(doc: dict[str, Any]) -> str:

@@ -431,6 +431,42 @@ def test_nan_and_infinity_refused(constant: bytes) -> None:
     _refused(payload, mt.OCI_MANIFEST, "not valid JSON")
 
 
+def test_a_key_given_twice_is_refused() -> None:
+    # which of the two counts is each parser's choice: the registry's `layers` (what
+    # the collector keeps) could differ from what a client pulls
+    doc = oci_manifest()
+    other = json.dumps([{**doc["layers"][0], "digest": "sha256:" + "c" * 64}])
+    payload = raw(doc).replace(b'"layers"', b'"layers":' + other.encode() + b',"layers"')
+    _refused(payload, mt.OCI_MANIFEST, "key 'layers' appears twice")
+    nested = raw(doc).replace(b'"digest"', b'"digest":"sha256:' + b"d" * 64 + b'","digest"', 1)
+    _refused(nested, mt.OCI_MANIFEST, "key 'digest' appears twice")
+    index = raw(oci_index()).replace(b'"manifests"', b'"manifests":[],"manifests"')
+    _refused(index, mt.OCI_INDEX, "key 'manifests' appears twice")
+
+
+@pytest.mark.parametrize("variant", ["Layers", "LAYERS", "layerS"])
+def test_a_field_beside_its_other_case_is_refused(variant: str) -> None:
+    # Go's encoding/json (docker, containerd, skopeo) would fill `layers` from either
+    payload = raw(oci_manifest()).replace(b'"layers"', f'"{variant}":[],"layers"'.encode())
+    _refused(payload, mt.OCI_MANIFEST, f"keys 'layers' and '{variant}' differ only in case|"
+                                       f"keys '{variant}' and 'layers' differ only in case")
+
+
+def test_go_folds_the_long_s_and_so_do_we() -> None:
+    # U+017F (long s) folds to "s" in Go's EqualFold: that spelling of "size" would fill
+    # a descriptor's size
+    doc = oci_manifest()
+    payload = raw(doc).replace(b'"size"', '"\u017fize":1,"size"'.encode(), 1)
+    _refused(payload, mt.OCI_MANIFEST, "differ only in case")
+
+
+def test_keys_that_differ_in_case_elsewhere_are_kept() -> None:
+    # annotations are a map in every client, where case is part of the key
+    doc = oci_manifest(annotations={"Org.Example": "a", "org.example": "b",
+                                    "Size": "1", "Digest": "x"})
+    assert parse_manifest(raw(doc), mt.OCI_MANIFEST).annotations == doc["annotations"]
+
+
 def test_schema_version_must_be_an_integer() -> None:
     _refused(raw(oci_manifest(schemaVersion=2.0)), mt.OCI_MANIFEST, "schemaVersion")
 
