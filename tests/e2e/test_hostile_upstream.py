@@ -6,13 +6,15 @@ MiB or `limits.manifest_max_size`, listing pages 32 MiB, tokens and errors 1 MiB
 one-line error, and the process reading it never holds more than that: the class of
 CVE-2020-1702 in containers/image. Checked with `dockyard copy` (the CLI's peak RSS, by
 `getrusage` of a wrapper whose only child it is) and with a pull-through cache (the
-workers' `VmHWM`, their peak RSS, before and after).
+workers' `VmHWM`, their peak RSS, before and after). Time is bounded too: a host that
+takes connections and never answers is named in seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -148,6 +150,29 @@ def test_an_endless_token_is_refused_past_1_mib(hostile_token: HostileRegistry,
     result = copy(f"{hostile_token.host}/endless/app:v1", f"oci:{tmp_path / 'layout'}:v1")
     err = refused(result, "1 MiB")
     assert "token service" in err
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """host:port of a listener whose connections the kernel completes and nothing ever
+    reads or answers: a hung registry."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as sock:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_host_that_never_answers_is_named_in_seconds(silent: str, tmp_path: Path) -> None:
+    # unverified TLS probes HTTPS, then HTTP (a plain server may wait for a line end a
+    # TLS hello never sends); before, the copy then waited out a manifest request's
+    # 120 s on the HTTP it fell back to
+    started = time.monotonic()
+    result = copy(f"{silent}/app:v1", f"oci:{tmp_path / 'layout'}:v1")
+    took = time.monotonic() - started
+    err = str(result["err"]).strip()
+    assert result["code"] == 1, result
+    assert err.splitlines() == [f"Error: {silent}/app:v1: {silent} answered neither HTTPS "
+                                "nor HTTP within 10 s"]
+    assert took < 60, took
+    assert not (tmp_path / "layout").exists()
 
 
 def test_status_refuses_an_endless_metrics_page_past_32_mib(hostile: HostileRegistry,

@@ -37,20 +37,39 @@ class Access:
     cert_dir: Path | None = None
 
 
+#: how long each probe of `base_url` waits for the host's answer
+PROBE_SECONDS = 10
+
+
 async def base_url(host: str, verify_tls: bool, probe: ssl.SSLContext | bool = False
                    ) -> str:
     """`https://host`; without TLS verification, plain `http://host` when the host does
     not speak TLS (as skopeo's `--tls-verify=false`). `probe`: the unverified TLS to ask
-    with (a context offering the host's client certificate, if it has one)."""
+    with (a context offering the host's client certificate, if it has one).
+
+    A host silent to the TLS probe may be a plain HTTP server waiting for a line end
+    that a TLS hello never sends, so HTTP is asked too; silent to both, the host is
+    hung, and that is a `TimeoutError` naming it now rather than each request waiting
+    out its own time limit."""
     api_host = DOCKER_HUB_API if host == DOCKER_HUB else host
     if verify_tls:
         return f"https://{api_host}"
-    timeout = aiohttp.ClientTimeout(total=10)
+    timeout = aiohttp.ClientTimeout(total=PROBE_SECONDS)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         try:
             async with session.get(f"https://{api_host}/v2/", ssl=probe):
                 return f"https://{api_host}"
-        except (aiohttp.ClientError, ssl.SSLError, TimeoutError, OSError):
+        except TimeoutError:
+            pass
+        except (aiohttp.ClientError, ssl.SSLError, OSError):
+            return f"http://{api_host}"
+        try:
+            async with session.get(f"http://{api_host}/v2/"):
+                return f"http://{api_host}"
+        except TimeoutError:
+            raise TimeoutError(f"{api_host} answered neither HTTPS nor HTTP within "
+                               f"{PROBE_SECONDS} s") from None
+        except (aiohttp.ClientError, OSError):
             return f"http://{api_host}"
 
 
