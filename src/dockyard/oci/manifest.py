@@ -15,10 +15,10 @@ MAX_SIZE = 2**63 - 1
 #: Longest media type kept (RFC 6838: type and subtype of at most 127 characters each).
 MAX_MEDIA_TYPE = 255
 #: The fields this parser reads, by their case-folded spelling. Go's encoding/json
-#: (docker, containerd, skopeo, Distribution) matches a struct field by any case of its
-#: name, and the last duplicate wins; a manifest whose `layers` a client reads other
-#: than the registry does would have its blobs collected under it, so such keys are
-#: refused rather than guessed at.
+#: (docker, containerd, skopeo, Distribution) fills a struct field from a key in any
+#: case (`"Layers"` too) and keeps the last: a manifest whose `layers` clients read
+#: other than the registry does would have its blobs collected under them, so such
+#: keys are refused rather than guessed at.
 _READ_FIELDS = {f.casefold(): f for f in (
     "schemaVersion", "mediaType", "config", "layers", "manifests", "subject",
     "artifactType", "annotations", "digest", "size")}
@@ -125,8 +125,9 @@ def _no_constant(name: str) -> Any:
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """One JSON object, refused when parsers could read it differently: a key given
-    twice (RFC 8259 leaves which one counts to each parser), or a field this parser
-    reads next to a key equal to it but for case (Go's decoder may take either)."""
+    twice (RFC 8259 leaves which one counts to each parser: Python and Go keep the last,
+    others the first or refuse the document), or a field this parser reads beside a key
+    equal to it but for case (Go's decoder keeps whichever comes last)."""
     doc = dict(pairs)
     if len(doc) != len(pairs):
         seen: set[str] = set()
