@@ -3,17 +3,17 @@
 The first rule whose repository glob matches the name decides; within it, an identity gets
 the union of the actions granted to every subject it matches (`anonymous` matches everyone,
 `authenticated` every logged-in user, then the user's name and `group:<name>`). `*` is every
-action. Globs are `dockyard.globs`': `*` within one path component, `**` across.
+action. Repository globs are read by `dockyard.globs`: `*` within one path component,
+a `**` component across any number of them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from dockyard.auth.identity import Identity, Scope
-from dockyard.globs import compile_glob
+from dockyard.globs import glob_matches, matches_every_name
 
 ALL_ACTIONS = frozenset({"pull", "push", "delete"})
 
@@ -26,7 +26,6 @@ def _expand(actions: Iterable[str]) -> frozenset[str]:
 @dataclass(frozen=True)
 class Rule:
     glob: str
-    pattern: re.Pattern[str]
     allow: Mapping[str, frozenset[str]]
 
 
@@ -35,8 +34,8 @@ class Policy:
 
     def __init__(self, rules: Sequence[tuple[str, Mapping[str, Sequence[str]]]],
                  catalog: Iterable[str] = (), admin: Iterable[str] = ()) -> None:
-        self.rules = [Rule(glob, compile_glob(glob),
-                           {s: _expand(a) for s, a in allow.items()}) for glob, allow in rules]
+        self.rules = [Rule(glob, {s: _expand(a) for s, a in allow.items()})
+                      for glob, allow in rules]
         self.catalog = frozenset(catalog)
         self.admin = frozenset(admin)
 
@@ -44,7 +43,7 @@ class Policy:
         """Every action `identity` may take on `repository`."""
         subjects = identity.subjects()
         for rule in self.rules:
-            if rule.pattern.fullmatch(repository):
+            if glob_matches(repository, rule.glob):
                 out: set[str] = set()
                 for subject, acts in rule.allow.items():
                     if subject in subjects:
@@ -59,7 +58,7 @@ class Policy:
         for rule in self.rules:
             if not any("pull" in acts for s, acts in rule.allow.items() if s in subjects):
                 return False
-            if rule.glob.replace("**", "") == "":
+            if matches_every_name(rule.glob):
                 return True
         return False
 

@@ -77,7 +77,7 @@ def refuse_star_subject(subjects: Iterable[str]) -> None:
 
 
 class AccessRule(_Section):
-    """One rule: a repository glob (`*` within a path component, `**` across) and grants."""
+    """One rule: a repository glob (`dockyard.globs`) and the actions it grants."""
 
     repository: str
     allow: dict[str, list[str]] = {}

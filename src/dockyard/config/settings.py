@@ -161,8 +161,8 @@ class ScrubSettings(_Section):
 class RetentionRule(_Section):
     """Which tags of the repositories matching `repositories` are deleted.
 
-    `repositories` is a glob of `dockyard.globs` (`*` within a path component, `**`
-    across them); the default, `**`, is every repository.
+    `repositories` is a glob of `dockyard.globs` (`*` within a path component, a `**`
+    component for any number of them); the default, `**`, is every repository.
 
     Kept always: tags matching `keep_tags`, the `keep_last` most recently pushed, and
     those pulled within `keep_pulled_within`. Of the rest, with `delete_older_than`

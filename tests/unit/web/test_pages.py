@@ -70,6 +70,11 @@ async def test_pages_and_sorts(client: httpx.AsyncClient) -> None:
     assert _names((await client.get("/ui/repositories?page=99")).text) == ["c/two"]
     assert _names((await client.get("/ui/repositories?page=x")).text) == ["a/one", "b/three"]
     assert _names((await client.get("/ui/repositories?q=*/t*")).text) == ["b/three", "c/two"]
+    # globs as in the access rules: `*` within one component, `**` for any number
+    assert _names((await client.get("/ui/repositories?q=*")).text) == []
+    assert _names((await client.get("/ui/repositories?q=**/t*")).text) == ["b/three", "c/two"]
+    hostile = "/".join(["**", "*a*a*a*a*"] * 12) + "/b"
+    assert _names((await client.get("/ui/repositories", params={"q": hostile})).text) == []
 
 
 def _tags(html: str) -> list[str]:
