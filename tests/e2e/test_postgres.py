@@ -397,6 +397,68 @@ async def test_a_link_into_a_repository_a_collection_drops_makes_a_new_one(
         assert await store.blob_in_repository(name, digest) is not None
 
 
+async def test_a_link_ends_its_session_in_one_statement_on_postgres(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claimed blob's link into a repository that exists and the end of its upload
+    session are one statement (no BEGIN and COMMIT round trips): it links and ends the
+    session; when the collector took the claimed blob meanwhile, it writes neither and
+    says so; into a repository not made yet, the transaction makes it."""
+    from dockyard.metadata.lifecycle import LifecycleStore
+
+    async with migrated_store(database_url) as store:
+        direct = store.engines.direct
+        assert direct is not None
+        calls: list[str] = []
+        execute, transaction = direct.execute, direct.transaction
+
+        async def counted_execute(*args: Any) -> Any:
+            calls.append("statement")
+            return await execute(*args)
+
+        async def counted_transaction(*args: Any) -> Any:
+            calls.append("transaction")
+            return await transaction(*args)
+
+        monkeypatch.setattr(direct, "execute", counted_execute)
+        monkeypatch.setattr(direct, "transaction", counted_transaction)
+        name = f"one/{os.urandom(4).hex()}"
+        await store.link_blob(name, "sha256:" + os.urandom(32).hex(), 1)  # the repository
+        digest, session = "sha256:" + os.urandom(32).hex(), f"s-{os.urandom(4).hex()}"
+        await store.create_upload(session, name)
+        claim = await store.claim_blob(digest, 6)
+        assert claim is not None
+        calls.clear()
+        assert await store.link_blob(name, digest, 6, upload=session, claim=claim)
+        assert calls == ["statement"]
+        assert await store.blob_in_repository(name, digest) is not None
+        assert await store.upload(session) is None
+
+        # the collector deletes the claimed blob's row before the link
+        life, digest = LifecycleStore(store), "sha256:" + os.urandom(32).hex()
+        session = f"s-{os.urandom(4).hex()}"
+        await store.create_upload(session, name)
+        claim = await store.claim_blob(digest, 6)
+        assert claim is not None
+        assert await life.begin_blob_deletion(digest, time.time() + 10) == 6
+        await life.end_blob_deletion(digest)
+        calls.clear()
+        assert not await store.link_blob(name, digest, 6, upload=session, claim=claim)
+        assert calls == ["statement"]
+        assert await store.blob_in_repository(name, digest) is None
+        assert await store.upload(session) is not None
+
+        # a repository not there yet: the statement links nothing, the transaction does
+        fresh = f"one/{os.urandom(4).hex()}"
+        await store.create_upload(session := f"s-{os.urandom(4).hex()}", fresh)
+        claim = await store.claim_blob(digest, 6)
+        assert claim is not None
+        calls.clear()
+        assert await store.link_blob(fresh, digest, 6, upload=session, claim=claim)
+        assert calls == ["statement", "transaction"]
+        assert await store.blob_in_repository(fresh, digest) is not None
+        assert await store.upload(session) is None
+
+
 async def test_a_corrupt_mark_goes_only_with_its_claims_link_on_postgres(database_url: str
                                                                        ) -> None:
     """The claim reads the mark back (`INSERT ... ON CONFLICT ... RETURNING`) and the link

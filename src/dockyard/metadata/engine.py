@@ -53,7 +53,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +64,9 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import StaticPool
 
+from dockyard.metadata.fastread import Prepared
 from dockyard.metadata.groupcommit import GroupCommit
-from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect
+from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect, Rows
 from dockyard.metadata.writelock import WriteLock
 from dockyard.oci.errors import StorageFull, one_line
 
@@ -166,6 +167,25 @@ class Engines:
         if self.sqlite is None:
             return await self.transaction(body)
         return await self._retrying(lambda: self._grouped(body))
+
+    async def statement(self, query: Prepared, params: Mapping[str, Any]) -> Rows | None:
+        """One write statement in its own transaction, on PostgreSQL's direct path (a
+        round trip, where `compiled` adds a BEGIN and a COMMIT); None elsewhere, where
+        the caller runs it in a transaction body. The statement must be one that can
+        run twice: a connection lost before it answered is tried once more."""
+        direct = self.direct
+        if direct is None:
+            return None
+
+        async def attempt() -> Rows:
+            try:
+                return await direct.execute(query, params)
+            except DroppedBeforeCommit as dropped:
+                log.warning("metadata connection lost, writing again on a new one: %s",
+                            dropped.__cause__)
+            return await direct.execute(query, params)
+
+        return await self._retrying(attempt)
 
     async def _pg_direct(self, body: Callable[[Conn], T]) -> T:
         assert self.direct is not None

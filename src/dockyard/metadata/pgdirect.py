@@ -146,6 +146,18 @@ class PgDirect:
             rows = await pool.fetch(sql, *values)
         return rows
 
+    async def execute(self, query: Prepared, params: Mapping[str, Any]) -> Rows:
+        """One write statement as its own transaction (no BEGIN and COMMIT round trips):
+        for a statement that may run again after a connection the database ended
+        (`DroppedBeforeCommit`: one that fails before answering may have committed)."""
+        pool = self._pool or await self._open()
+        async with pool.acquire() as conn:
+            try:
+                return await PgConn(conn)._run(query, query.pg_values(params))
+            except self._dropped as exc:
+                pool.expire_connections()
+                raise DroppedBeforeCommit from exc
+
     async def transaction(self, body: Callable[[PgConn], T]) -> T:
         """`body` in one transaction; `DroppedBeforeCommit` when the connection was
         found dead before the commit (then nothing was written)."""

@@ -19,6 +19,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -201,6 +202,19 @@ class Statements:
         self.link_named = Prepared(named.on_conflict_do_update(
             index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
             set_={"linked_at": named.excluded.linked_at}))
+        # PostgreSQL: that link and the end of its upload session in one statement, so
+        # one round trip with no BEGIN and COMMIT of its own (a data-modifying CTE;
+        # SQLite has none): the session goes only when the link was written, and a
+        # foreign key the link meets fails both
+        self.link_ending_upload: Prepared | None = None
+        if dialect == "postgresql":
+            linked = named.on_conflict_do_update(
+                index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
+                set_={"linked_at": named.excluded.linked_at},
+            ).returning(repository_blobs.c.digest).cte("linked")
+            self.link_ending_upload = Prepared(
+                delete(uploads).where(uploads.c.id == b("id"),
+                                      exists(select(linked.c.digest))))
         self.has_link = Prepared(
             select(repository_blobs.c.digest)
             .where(repository_blobs.c.repository_id == b("repo"),

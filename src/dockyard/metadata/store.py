@@ -251,6 +251,21 @@ class MetadataStore:
         claim to link allows; its bytes may be gone too.
         """
         now, q = time.time(), self._q
+        if (claim is not None and claim.mark is None and upload is not None
+                and q.link_ending_upload is not None):
+            # PostgreSQL, the common case: link and end the session in one round trip;
+            # when it linked nothing (no such repository yet, or the session already
+            # gone) the transaction below does it all
+            try:
+                done = await self.engines.statement(
+                    q.link_ending_upload,
+                    {"p_name": name, "p_digest": digest, "p_now": now, "p_id": upload})
+            except self.engines.errors as exc:
+                if not foreign_key_violated(exc):
+                    raise
+                return False
+            if done is not None and done.rowcount:
+                return True
 
         def body(conn: Conn) -> None:
             # a claimed blob's row is there: one statement finds the repository and
