@@ -16,7 +16,9 @@ where `PgConn.run` waits for asyncpg as SQLAlchemy's own async engine does.
 
 A connection the database ended (a restart, a failover, an idle timeout) fails its
 read, which runs once more on a fresh one (every older connection is replaced as it
-comes back); a write whose connection fails before its commit likewise.
+comes back); a write whose connection fails before its commit likewise, and a write of
+one statement (`execute`, its own transaction) whose connection fails before it
+answered, which may have committed: only statements safe to run twice go that way.
 """
 
 from __future__ import annotations
