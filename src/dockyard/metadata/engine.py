@@ -113,6 +113,17 @@ CONNECT_TIMEOUT = 10.0
 """Seconds a new PostgreSQL connection may take unless told otherwise."""
 
 
+async def _once_more(write: Callable[[], Awaitable[T]]) -> T:
+    """`write` on PostgreSQL's direct path, run once more when its connection was found
+    dead (`DroppedBeforeCommit`: the database restarted or failed over meanwhile)."""
+    try:
+        return await write()
+    except DroppedBeforeCommit as dropped:
+        log.warning("metadata connection lost, writing again on a new one: %s",
+                    dropped.__cause__)
+    return await write()
+
+
 @dataclass
 class Engines:
     """The engines of one database and the means to run transactions on them."""
@@ -162,8 +173,9 @@ class Engines:
         """`transaction` for a body that runs only `statements.run`: on SQLite, straight
         on the sqlite3 connection in the writer thread; on PostgreSQL, on asyncpg
         itself (`pgdirect`)."""
-        if self.direct is not None:
-            return await self._retrying(lambda: self._pg_direct(body))
+        direct = self.direct
+        if direct is not None:
+            return await self._retrying(lambda: _once_more(lambda: direct.transaction(body)))
         if self.sqlite is None:
             return await self.transaction(body)
         return await self._retrying(lambda: self._grouped(body))
@@ -176,25 +188,7 @@ class Engines:
         direct = self.direct
         if direct is None:
             return None
-
-        async def attempt() -> Rows:
-            try:
-                return await direct.execute(query, params)
-            except DroppedBeforeCommit as dropped:
-                log.warning("metadata connection lost, writing again on a new one: %s",
-                            dropped.__cause__)
-            return await direct.execute(query, params)
-
-        return await self._retrying(attempt)
-
-    async def _pg_direct(self, body: Callable[[Conn], T]) -> T:
-        assert self.direct is not None
-        try:
-            return await self.direct.transaction(body)
-        except DroppedBeforeCommit as dropped:
-            log.warning("metadata connection lost, writing again on a new one: %s",
-                        dropped.__cause__)
-        return await self.direct.transaction(body)
+        return await self._retrying(lambda: _once_more(lambda: direct.execute(query, params)))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         observe = self.observe
