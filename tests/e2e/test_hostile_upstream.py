@@ -160,16 +160,21 @@ def silent() -> Iterator[str]:
         yield f"127.0.0.1:{sock.getsockname()[1]}"
 
 
-def test_a_host_that_never_answers_is_named_in_seconds(silent: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("end", ["source", "destination"])
+def test_a_host_that_never_answers_is_named_in_seconds(silent: str, tmp_path: Path,
+                                                      end: str) -> None:
     # unverified TLS probes HTTPS, then HTTP (a plain server may wait for a line end a
     # TLS hello never sends); before, the copy then waited out a manifest request's
-    # 120 s on the HTTP it fell back to
+    # 120 s on the HTTP it fell back to. The message names the hung end: before, a
+    # destination that failed to open was reported under the source's name
+    hung, layout = f"{silent}/app:v1", f"oci:{tmp_path / 'layout'}:v1"
+    src, dst = (hung, layout) if end == "source" else (layout, hung)
     started = time.monotonic()
-    result = copy(f"{silent}/app:v1", f"oci:{tmp_path / 'layout'}:v1")
+    result = copy(src, dst)
     took = time.monotonic() - started
     err = str(result["err"]).strip()
     assert result["code"] == 1, result
-    assert err.splitlines() == [f"Error: {silent}/app:v1: {silent} answered neither HTTPS "
+    assert err.splitlines() == [f"Error: {hung}: {silent} answered neither HTTPS "
                                 "nor HTTP within 10 s"]
     assert took < 60, took
     assert not (tmp_path / "layout").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,7 @@ from dockyard.copying.engine import Copier, CopyError, CopyOptions
 from dockyard.copying.layout_end import ImageLayout, LayoutError
 from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, RegistryRef, parse
+from dockyard.copying.registry_end import RegistryRepository
 from dockyard.oci.errors import one_line
 from dockyard.remote.auth import AuthError
 from dockyard.remote.certs import CertDirError
@@ -73,6 +75,21 @@ def _plain_http_hint(exc: BaseException, ends: list[tuple[str, str]]) -> str:
             return f" ({address} answers plain HTTP, not TLS; for HTTP use {allow})"
         seen = seen.__cause__ or seen.__context__
     return ""
+
+
+#: what a registry or a layout raises outside the copier, which names the end itself
+_OUTSIDE_A_COPY = (RegistryClientError, AuthError, LayoutError, aiohttp.ClientError,
+                   TimeoutError, OSError)
+
+
+async def _opened(stack: AsyncExitStack, ref: ImageRef, access: Access, text: str
+                  ) -> RegistryRepository | ImageLayout:
+    """The end `ref` names, opened on `stack`; a failure to open it is a `CopyError`
+    naming that end (`text`, as the user wrote it), not the source whatever failed."""
+    try:
+        return await stack.enter_async_context(open_end(ref, access))
+    except _OUTSIDE_A_COPY as exc:
+        raise CopyError(f"{text}: {one_line(exc)}") from exc
 
 
 def _platforms(values: tuple[str, ...]) -> tuple[Platform, ...]:
@@ -157,8 +174,9 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
         raise click.UsageError("DST oci:PATH needs a tag when SRC is named by digest")
 
     async def run() -> str:
-        async with open_end(source, src_access) as src_end, \
-                open_end(dest, dst_access) as dst_end:
+        async with AsyncExitStack() as stack:
+            src_end = await _opened(stack, source, src_access, src)
+            dst_end = await _opened(stack, dest, dst_access, dst)
             from dockyard.cli.copy_progress import display
 
             with display() as progress:
@@ -191,8 +209,7 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
         raise click.ClickException(f"{exc}{_plain_http_hint(exc, ends)}") from None
     except CertDirError as exc:
         raise click.ClickException(str(exc)) from None
-    except (RegistryClientError, AuthError, LayoutError, aiohttp.ClientError, TimeoutError,
-            OSError) as exc:  # outside a copy: the listing of --all-tags, an end opening
+    except _OUTSIDE_A_COPY as exc:  # the listing of --all-tags
         raise click.ClickException(f"{src}: {one_line(exc)}{_plain_http_hint(exc, ends)}"
                                    ) from None
     except KeyboardInterrupt:
