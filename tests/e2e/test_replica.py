@@ -101,6 +101,15 @@ def snapshot(url: str, auth: tuple[str, str] | httpx.Auth | None = None
     return out
 
 
+def pushers(url: str, auth: tuple[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """repository -> tag -> the account that pushed it, as `/admin/v1/tags` says."""
+    with httpx.Client(base_url=url, auth=auth, timeout=30) as c:
+        repos = c.get("/v2/_catalog", params={"n": 1000}).json()["repositories"]
+        return {repo: {t["tag"]: t["pushed_by"]
+                       for t in c.get(f"/admin/v1/tags/{repo}").json()["tags"]}
+                for repo in repos}
+
+
 def wait_converged(primary: Server, replica: Server, timeout: float = 120
                    ) -> dict[str, dict[str, str]]:
     deadline = time.monotonic() + timeout
@@ -192,12 +201,18 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         assert state["c/multi"]["1.0"] == index.digest
         assert_content_pullable(primary, replica, state)
         assert_read_only(replica, primary)
+        # who pushed each tag, as the primary says (its web UI's "by builder"): before,
+        # the replica's tags had no pusher
+        assert pushers(replica.url) == pushers(primary.url, ADMIN) == {
+            "a/app": {"v1": "builder", "v2": "builder"}, "b/tool": {"latest": "builder"},
+            "c/multi": {"1.0": "builder"}}
 
         # then the feed: a retag, a moved tag, a deleted tag, a new repository, a
         # deleted blob link, a deleted repository
-        with httpx.Client(base_url=primary.url, auth=BUILDER, timeout=60) as c:
+        with httpx.Client(base_url=primary.url, auth=ADMIN, timeout=60) as c:
             assert put_manifest(c, "a/app", "stable", v1.payload,
                                 v1.media_type).status_code == 201
+        with httpx.Client(base_url=primary.url, auth=BUILDER, timeout=60) as c:
             moved = push_image(c, "a/app", "v2", layers=3)
             push_image(c, "d/new", "x")
             layer = blob_bytes(4096, "link")
@@ -216,6 +231,13 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         assert state["a/app"] == {"stable": v1.digest, "v2": moved.digest}
         assert "b/tool" not in state
         assert_content_pullable(primary, replica, state)
+        # through the feed: each event names its pusher, and the replica records it
+        assert pushers(replica.url) == pushers(primary.url, ADMIN) == {
+            "a/app": {"stable": "admin", "v2": "builder"}, "c/multi": {"1.0": "builder"},
+            "d/new": {"x": "builder", "y": "builder"}}
+        page = httpx.get(f"{replica.url}/ui/r/a/app", timeout=30)
+        assert page.status_code == 200, page.text[:500]
+        assert 'by <span class="name">admin</span>' in page.text
         # the replica's own collection deletes no manifest (the old v2, untagged now,
         # goes when the primary's collector says so)
         gc(replica.data)
@@ -342,6 +364,7 @@ def test_tag_times_over_http(primary: Server) -> None:
         assert [(t["tag"], t["digest"]) for t in listed] == sorted(pushed.items())
         times = [t["pushed_at"] for t in listed]
         assert times == sorted(times)
+        assert [t["pushed_by"] for t in listed] == ["admin"] * 3
         assert time.time() - 120 < times[0] <= time.time()
         assert c.get("/admin/v1/tags/times/app").json()["tags"] == listed
         assert c.get("/admin/v1/tags/times/app", params={"n": "0"}).json() == {
@@ -400,8 +423,9 @@ def test_the_feed_over_http(primary: Server) -> None:
         pushed = push_image(c, "feed/poll", "now")
     waiter.join(60)
     page = result["page"]
-    assert [(e["kind"], e["repository"], e["tag"], e["digest"]) for e in page["events"]] == [
-        ("manifest.put", "feed/poll", "now", pushed.digest)]
+    assert [(e["kind"], e["repository"], e["tag"], e["digest"], e["actor"])
+            for e in page["events"]] == [
+        ("manifest.put", "feed/poll", "now", pushed.digest, "builder")]
     assert page["next"] == page["events"][0]["id"] == page["head"]
     assert result["took"] < 25  # ended by the push, not by the wait's bound
 

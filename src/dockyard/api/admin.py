@@ -102,7 +102,8 @@ async def events(request: web.Request, _match: Match) -> web.StreamResponse:
     page = await registry(request).feed.changes(
         after, limit, wait, stop=(lambda: draining.draining) if draining else None)
     doc = {"events": [{"id": e.id, "at": e.at, "kind": e.kind, "repository": e.repository,
-                       "tag": e.tag, "digest": e.digest, "mediaType": e.media_type}
+                       "tag": e.tag, "digest": e.digest, "mediaType": e.media_type,
+                       "actor": e.actor}
                       for e in page.events],
            "next": page.next, "head": page.head}
     return _json(doc)

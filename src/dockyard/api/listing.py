@@ -65,8 +65,9 @@ async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
 
 
 async def tag_records(request: web.Request, match: Match) -> web.StreamResponse:
-    """`GET /admin/v1/tags/<name>`: the tags list with each tag's digest and push time,
-    paged as the tags list is (at most `limits.tags_page_max` a page)."""
+    """`GET /admin/v1/tags/<name>`: the tags list with each tag's digest, push time and
+    pusher (null when no account pushed it), paged as the tags list is (at most
+    `limits.tags_page_max` a page)."""
     n, last = _page(request)
     size = request.app[SETTINGS].limits.tags_page_max if n is None else n
     found = await registry(request).manifests.tag_records(match.name, size + 1 if size else 0,
@@ -76,7 +77,8 @@ async def tag_records(request: web.Request, match: Match) -> web.StreamResponse:
         found = found[:size]
         headers = _link(f"/admin/v1/tags/{match.name}", {"n": size, "last": found[-1].tag})
     return _json({"name": match.name, "tags": [
-        {"tag": t.tag, "digest": t.digest, "pushed_at": t.pushed_at} for t in found]}, headers)
+        {"tag": t.tag, "digest": t.digest, "pushed_at": t.pushed_at, "pushed_by": t.pushed_by}
+        for t in found]}, headers)
 
 
 async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:

@@ -168,8 +168,9 @@ class ManifestService:
 
     async def tag_records(self, name: str, n: int | None, last: str | None
                           ) -> list[TagRecord]:
-        """`tags` with each tag's digest and push time (what a replica's full comparison
-        reads from its primary, so that its tags keep their order for `keep_last`)."""
+        """`tags` with each tag's digest, push time and pusher (what a replica's full
+        comparison reads from its primary, so that its tags keep their order for
+        `keep_last` and say who pushed them)."""
         found = await self.store.tag_records(name, n, last)
         if found is None:
             raise NameUnknown(f"repository {name!r} is not known", {"name": name})

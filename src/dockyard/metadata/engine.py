@@ -390,7 +390,7 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-HEAD_REVISION = "0020"
+HEAD_REVISION = "0021"
 """The newest schema revision this build knows, what `migrate` brings a database to: the
 last migration of `migrations/versions/` (`tests/unit/metadata/test_migrations.py`
 checks that it is). A start finding the database at it needs no Alembic at all."""

@@ -60,6 +60,8 @@ class Change:
     tag: str | None = None
     digest: str | None = None
     media_type: str | None = None
+    #: the account whose request made the change, when one did (a tag's pusher)
+    actor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class EventRecord:
     tag: str | None
     digest: str | None
     media_type: str | None
+    actor: str | None
 
 
 class EventWriter:
@@ -84,7 +87,7 @@ class EventWriter:
         p = bindparam
         self.insert = Prepared(events.insert().values(
             at=p("p_at"), kind=p("p_kind"), repository=p("p_repository"), tag=p("p_tag"),
-            digest=p("p_digest"), media_type=p("p_media_type")))
+            digest=p("p_digest"), media_type=p("p_media_type"), actor=p("p_actor")))
 
     def record(self, conn: Conn, changes: Sequence[Change], now: float) -> None:
         """Insert `changes` in order; the last statements of the transaction."""
@@ -94,11 +97,11 @@ class EventWriter:
             run(conn, self.lock)
         for c in changes:
             run(conn, self.insert, at=now, kind=c.kind, repository=c.repository, tag=c.tag,
-                digest=c.digest, media_type=c.media_type)
+                digest=c.digest, media_type=c.media_type, actor=c.actor)
 
 
 COLUMNS = (events.c.id, events.c.at, events.c.kind, events.c.repository, events.c.tag,
-           events.c.digest, events.c.media_type)
+           events.c.digest, events.c.media_type, events.c.actor)
 
 
 def prune(conn: Connection, dialect: str, before: float) -> int:

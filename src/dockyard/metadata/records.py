@@ -79,12 +79,13 @@ class UsageSample:
 
 @dataclass(frozen=True, slots=True)
 class TagRecord:
-    """A tag, the manifest it names, and when it was last pushed (what retention's
-    `keep_last` orders by, and a replica copies from its primary)."""
+    """A tag, the manifest it names, and when and by whom it was last pushed (what
+    retention's `keep_last` orders by, and a replica copies from its primary)."""
 
     tag: str
     digest: str
     pushed_at: float
+    pushed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

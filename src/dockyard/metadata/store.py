@@ -666,7 +666,7 @@ class MetadataStore:
             if added is not None or tag is not None:
                 kind = feed.MANIFEST_PUT if added is not None else feed.TAG_SET
                 self.events.record(conn, [Change(kind, name, tag, new.digest,
-                                                 new.media_type)], now)
+                                                 new.media_type, by)], now)
 
         return body
 
@@ -750,9 +750,9 @@ class MetadataStore:
     async def tag_records(self, name: str, n: int | None, last: str | None, *,
                           tag: str | None = None) -> list[TagRecord] | None:
         """Tags of `name` in lexical order after `last` (only `tag`, when given), each
-        with its manifest's digest and when it was pushed; None when the repository is
-        unknown."""
-        stmt = (select(tags.c.name, manifests.c.digest, tags.c.updated_at)
+        with its manifest's digest and when and by whom it was pushed; None when the
+        repository is unknown."""
+        stmt = (select(tags.c.name, manifests.c.digest, tags.c.updated_at, tags.c.pushed_by)
                 .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id)))
         if tag is not None:
             stmt = stmt.where(tags.c.name == tag)

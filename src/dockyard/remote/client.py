@@ -105,11 +105,13 @@ class ManifestInfo:
 
 @dataclass(frozen=True, slots=True)
 class TagTime:
-    """A tag of a Dockyard, the manifest it names and when it was pushed there."""
+    """A tag of a Dockyard, the manifest it names, and when and by whom (an account, or
+    None) it was pushed there."""
 
     tag: str
     digest: str
     pushed_at: float
+    pushed_by: str | None = None
 
 
 class RegistryClient:
@@ -585,12 +587,13 @@ def _tag_time(path: str, item: Any) -> TagTime:
     """One entry of `/admin/v1/tags/<name>`; `RegistryClientError` unless well formed."""
     if isinstance(item, dict):
         tag, digest, at = item.get("tag"), item.get("digest"), item.get("pushed_at")
+        by = item.get("pushed_by")  # absent from an older Dockyard's listing
         if (isinstance(tag, str) and isinstance(digest, str)
                 and isinstance(at, int | float) and not isinstance(at, bool)
-                and math.isfinite(at)):
-            return TagTime(tag, digest, float(at))
+                and math.isfinite(at) and (by is None or isinstance(by, str))):
+            return TagTime(tag, digest, float(at), by)
     raise RegistryClientError(200, f"{path}: a tag entry that is no tag, digest and "
-                                   f"push time: {str(item)[:200]}")
+                                   f"push time (and pusher, if any): {str(item)[:200]}")
 
 
 def _document(status: int, what: str, body: bytes) -> Any:
@@ -622,8 +625,9 @@ def _feed_page(doc: Any) -> dict[str, Any]:
         if not (isinstance(event, dict) and number(event.get("id"))
                 and number(event.get("at"), (int, float)) and text(event.get("kind"))
                 and text(event.get("repository")) and text(event.get("tag"), True)
-                and text(event.get("digest"), True)):
-            problem = f"event {n} lacks an integer id, a time, a kind or a repository"
+                and text(event.get("digest"), True) and text(event.get("actor"), True)):
+            problem = (f"event {n} lacks an integer id, a time, a kind or a repository, "
+                       "or names its tag, digest or actor with something else than text")
             break
     if problem:
         raise RegistryClientError(200, f"the change feed answered a malformed page: {problem}")

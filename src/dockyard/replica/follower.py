@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -74,6 +74,16 @@ class _Fetched:
     media_type: str | None
     manifest: Manifest
     children: Iterator[str]
+
+
+class _Theirs(NamedTuple):
+    """A tag of the primary: the manifest it names, and when and by whom it was pushed
+    (None: unknown, from a registry without `/admin/v1/tags`)."""
+
+    tag: str
+    digest: str
+    pushed_at: float | None
+    pushed_by: str | None
 
 
 class Promoted(Exception):
@@ -197,8 +207,10 @@ class Follower:
         tag, digest = str(event.get("tag") or ""), str(event.get("digest") or "")
         if kind in (kinds.MANIFEST_PUT, kinds.TAG_SET):
             if await self.ensure_manifest(name, digest) and tag:
-                # the event's time is the tag's push time on the primary
-                await self.set_tag(name, tag, digest, float(event["at"]))
+                # the event's time is the tag's push time on the primary, its actor the
+                # tag's pusher there
+                await self.set_tag(name, tag, digest, float(event["at"]),
+                                   event.get("actor"))
         elif kind == kinds.TAG_DELETED:
             await self.replica.delete_tag(name, tag)
         elif kind == kinds.MANIFEST_DELETED:
@@ -316,20 +328,21 @@ class Follower:
         return True
 
     async def set_tag(self, name: str, tag: str, digest: str, pushed_at: float | None,
-                      ours: TagRecord | None = None) -> None:
+                      pushed_by: str | None, ours: TagRecord | None = None) -> None:
         """Point `tag` at manifest `digest` (present), pushed at `pushed_at` (the
-        primary's time; None: unknown, now), unless it does so already (`ours`: the tag
-        here, when read already)."""
+        primary's time; None: unknown, now) by `pushed_by` (the primary's pusher),
+        unless it does so already (`ours`: the tag here, when read already)."""
         if ours is None:
             ours = await self.replica.tag(name, tag)
         if ours is not None and ours.digest == digest and (
-                pushed_at is None or ours.pushed_at == pushed_at):
+                pushed_at is None or (ours.pushed_at == pushed_at
+                                      and ours.pushed_by == pushed_by)):
             return
         record = await self.registry.manifests.get(name, digest)
         assert record.payload is not None
         await self._writable()
         await self.registry.manifests.put(name, tag, record.payload, record.media_type,
-                                          pushed_at=pushed_at)
+                                          by=pushed_by, pushed_at=pushed_at)
 
     # --- the full comparison -----------------------------------------------------
 
@@ -350,12 +363,12 @@ class Follower:
         log.info("replica: in step with %s up to event %d (%d repositories)", self.primary,
                  head, len(theirs))
 
-    async def _theirs(self, name: str) -> tuple[list[tuple[str, str, float | None]], set[str]]:
-        """The primary's tags of `name` as (tag, digest, push time), oldest first, and
-        the tags it listed but could not say the manifest of."""
+    async def _theirs(self, name: str) -> tuple[list[_Theirs], set[str]]:
+        """The primary's tags of `name` with their digests, push times and pushers,
+        oldest first, and the tags it listed but could not say the manifest of."""
         timed = await self.client.tag_times(name)
         if timed is not None:
-            return [(t.tag, t.digest, t.pushed_at)
+            return [_Theirs(t.tag, t.digest, t.pushed_at, t.pushed_by)
                     for t in sorted(timed, key=lambda t: (t.pushed_at, t.tag))], set()
         # a primary without that listing (or the repository deleted meanwhile): the
         # tags list and a HEAD each, times unknown
@@ -365,7 +378,7 @@ class Follower:
             if exc.status != 404:
                 raise
             listed = []  # the repository was deleted meanwhile: its events will say so
-        found: list[tuple[str, str, float | None]] = []
+        found: list[_Theirs] = []
         # a tag listed, then not found (deleted since, or answered without a digest) is
         # left as it is here: the feed, read from before the listing, brings its change;
         # counting it as gone would not be wrong, but one failed look must never read as
@@ -376,22 +389,22 @@ class Follower:
             if info is None:
                 unknown.add(tag)
             else:
-                found.append((tag, info.digest, None))
+                found.append(_Theirs(tag, info.digest, None, None))
         return found, unknown
 
     async def _compare_repository(self, name: str) -> None:
         theirs, unknown = await self._theirs(name)
-        tags = {tag: digest for tag, digest, _ in theirs}
+        tags = {t.tag: t.digest for t in theirs}
         ours = await self.replica.timed_tags(name)
         # oldest first, each with the primary's push time: retention's `keep_last`
         # keeps the same tags here as there (set now, in the listing's order, the
         # lexically last tags read as the newest)
-        for tag, digest, at in theirs:
-            here = ours.get(tag)
-            held = here is not None and here.digest == digest  # its time may differ
-            if held or await self.ensure_manifest(name, digest):
-                await self.set_tag(name, tag, digest, at, here)
-            for ref in await self.client.referrers(name, digest) or []:
+        for t in theirs:
+            here = ours.get(t.tag)
+            held = here is not None and here.digest == t.digest  # its time may differ
+            if held or await self.ensure_manifest(name, t.digest):
+                await self.set_tag(name, t.tag, t.digest, t.pushed_at, t.pushed_by, here)
+            for ref in await self.client.referrers(name, t.digest) or []:
                 await self.ensure_manifest(name, str(ref["digest"]))
         for tag in set(ours) - set(tags) - unknown:
             await self._writable()

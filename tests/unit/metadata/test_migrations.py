@@ -38,6 +38,7 @@ async def test_an_older_schema_is_still_migrated(tmp_path: Path) -> None:
     with create_engine(f"sqlite:///{db}").begin() as conn:
         conn.exec_driver_sql("DROP TABLE revoked_sessions")  # made by 0017
         conn.exec_driver_sql("DROP TABLE proxy_misses")  # made by 0020
+        conn.exec_driver_sql("ALTER TABLE events DROP COLUMN actor")  # made by 0021
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0016'")
     engines = open_engines(f"sqlite:///{db}")
     await migrate(engines)
