@@ -289,6 +289,56 @@ def test_a_name_missing_upstream_is_asked_for_again_only_after_not_found_ttl(
     assert upstream_requests(dist, "/v2/up/nf/manifests/v1", "GET") > asked
 
 
+def test_a_blob_missing_upstream_is_asked_for_again_only_after_not_found_ttl(
+        dist: Server, cache: Server) -> None:
+    """A blob upstream lacks is answered 404 `BLOB_UNKNOWN` by the cache itself for
+    `not_found_ttl`, to GETs and HEADs on either worker, even once upstream has it;
+    then it is asked for again and pulls. Before, every request went upstream."""
+    data = os.urandom(4096)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    url = f"{cache.url}/v2/miss/blobnf/blobs/{digest}"
+    asked_at = time.monotonic()
+    first = httpx.get(url)
+    assert first.status_code == 404
+    assert first.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    asked = upstream_requests(dist, f"/v2/up/blobnf/blobs/{digest}")
+    assert asked >= 1
+    assert push_blob(dist, "up/blobnf", data, (USER, PASSWORD)) == digest
+    for method in ("GET", "HEAD") * 4:  # 8 connections: both workers answer some
+        resp = httpx.request(method, url)
+        assert resp.status_code == 404, (method, resp.status_code)
+        if method == "GET":
+            error = resp.json()["errors"][0]
+            assert error["code"] == "BLOB_UNKNOWN"
+            assert "as it answered lately" in error["message"]
+    assert time.monotonic() - asked_at < MISS_TTL, "too slow to test within the TTL"
+    assert upstream_requests(dist, f"/v2/up/blobnf/blobs/{digest}") == asked
+
+    time.sleep(max(0.0, asked_at + MISS_TTL + 0.2 - time.monotonic()))
+    resp = httpx.get(url)
+    assert resp.status_code == 200, resp.text
+    assert resp.content == data
+    # upstream's "no such manifest" for the digest is another record: a registry may
+    # hold bytes as a blob (a config) and not as a manifest
+    assert httpx.get(f"{cache.url}/v2/miss/blobnf2/manifests/{digest}").status_code == 404
+    assert push_blob(dist, "up/blobnf2", data, (USER, PASSWORD)) == digest
+    resp = httpx.get(f"{cache.url}/v2/miss/blobnf2/blobs/{digest}")
+    assert resp.status_code == 200, resp.text
+    assert resp.content == data
+
+
+def test_with_a_zero_not_found_ttl_every_pull_of_a_blob_missing_upstream_asks_upstream(
+        dist: Server, cache: Server) -> None:
+    digest = "sha256:" + os.urandom(32).hex()
+    counts = []
+    for _ in range(3):
+        resp = httpx.get(f"{cache.url}/v2/ask/blobnf0/blobs/{digest}")
+        assert resp.status_code == 404
+        assert resp.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+        counts.append(upstream_requests(dist, f"/v2/up/blobnf0/blobs/{digest}"))
+    assert 1 <= counts[0] < counts[1] < counts[2]
+
+
 def test_with_a_zero_not_found_ttl_every_pull_of_a_missing_tag_asks_upstream(
         dist: Server, cache: Server) -> None:
     counts = []

@@ -68,6 +68,10 @@ FOLLOW_LAG = 60.0
 """Seconds the fetch waits for its first puller to take a chunk before going on without
 it (the default of `http.body_timeout`)."""
 
+BLOB_MISS = "blob:"
+"""Before a digest in `proxy_misses`, a blob upstream lacks; without it, a manifest: a
+registry may hold bytes under a digest as a blob and not as a manifest (a config)."""
+
 #: how many chunks the first puller's stream may lag behind the fetch
 _QUEUE = 8
 
@@ -331,18 +335,30 @@ class PullThrough:
         del self._stale[name, tag]
         return False
 
-    async def _not_found_lately(self, route: Route, name: str, reference: str) -> None:
-        """`ManifestUnknown` when upstream said it has no `reference` less than the
-        rule's `not_found_ttl` ago (recorded for every node, in the metadata store):
-        a pull of a name or tag that does not exist, retried by every node of a
-        cluster that deploys it, asks upstream once per TTL, not once per pull."""
+    async def _missing_lately(self, route: Route, name: str, key: str) -> bool:
+        """Whether upstream said it has no `key` (a manifest's reference, or
+        `BLOB_MISS` and a blob's digest) less than the rule's `not_found_ttl` ago
+        (recorded for every node, in the metadata store): a pull of a name or tag that
+        does not exist, retried by every node of a cluster that deploys it, asks
+        upstream once per TTL, not once per pull."""
         if not route.rule.not_found_ttl:
-            return
-        until = await self.store.proxy_miss(name, reference)
-        if until is not None and until > time.time():
+            return False
+        until = await self.store.proxy_miss(name, key)
+        return until is not None and until > time.time()
+
+    async def _not_found_lately(self, route: Route, name: str, reference: str) -> None:
+        """`ManifestUnknown` when upstream lately said it has no manifest `reference`."""
+        if await self._missing_lately(route, name, reference):
             raise _RecentMiss(f"manifest {_shown(reference)} is not in {route.where} "
                               "(as it answered lately)",
                               {"name": name, "reference": reference})
+
+    async def _record_miss(self, route: Route, name: str, key: str) -> None:
+        """Upstream has no `key` (as `_missing_lately` reads it): say so for the rule's
+        `not_found_ttl`."""
+        ttl = route.rule.not_found_ttl.total_seconds()
+        if ttl:
+            await self.store.record_proxy_miss(name, key, time.time() + ttl)
 
     async def _upstream_manifest(self, route: Route, name: str, reference: str
                                  ) -> tuple[bytes, str]:
@@ -351,9 +367,7 @@ class PullThrough:
         fetched = await route.upstream.manifest(route.name, reference)
         if fetched is not None:
             return fetched
-        ttl = route.rule.not_found_ttl.total_seconds()
-        if ttl:
-            await self.store.record_proxy_miss(name, reference, time.time() + ttl)
+        await self._record_miss(route, name, reference)
         raise ManifestUnknown(f"manifest {_shown(reference)} is not in {route.where}",
                               {"name": name, "reference": reference})
 
@@ -415,9 +429,16 @@ class PullThrough:
     async def blob_info(self, route: Route, name: str, digest: Digest) -> BlobInfo:
         """A blob of a cache that `name` does not link yet: linked now when this
         registry holds its bytes already (upstream confirming `name` has it), else
-        described from upstream (`remote`) for `open_blob` to fetch."""
+        described from upstream (`remote`) for `open_blob` to fetch. Upstream's "not
+        found" is remembered as a manifest's is (`not_found_ttl`): a client asking again
+        and again for a blob upstream lacks spends no more of upstream's rate limit."""
+        key = BLOB_MISS + str(digest)
+        if await self._missing_lately(route, name, key):
+            raise BlobUnknown(f"blob {digest} is not in {route.where} (as it answered "
+                              "lately)", {"digest": str(digest)})
         size = await route.upstream.blob_size(route.name, str(digest))
         if size is None:
+            await self._record_miss(route, name, key)
             raise BlobUnknown(f"blob {digest} is not in {route.where}", {"digest": str(digest)})
         if await self._adopt(name, digest, size):
             return BlobInfo(digest, size, repository=name)
