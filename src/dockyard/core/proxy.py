@@ -64,6 +64,9 @@ STALE_RETRY = 10.0
 """Seconds after a failed re-check of a tag before a pull (of this process) tries
 upstream again; meanwhile the tag is answered stale at once."""
 
+STALE_KEPT = 10_000
+"""Tags a worker remembers as failing their re-check (see `_mark_stale`)."""
+
 FOLLOW_LAG = 60.0
 """Seconds the fetch waits for its first puller to take a chunk before going on without
 it (the default of `http.body_timeout`)."""
@@ -314,7 +317,7 @@ class PullThrough:
                 stale = bool(await self._once(
                     (name, tag), lambda: self._recheck(route, name, tag, held)))
                 if stale:
-                    self._stale[name, tag] = time.monotonic() + STALE_RETRY
+                    self._mark_stale(name, tag)
         if self.pulls is not None:
             self.pulls.record(name, tag)
         if stale:
@@ -322,6 +325,18 @@ class PullThrough:
         outcome = "fetched" if record is None else "revalidated"
         record = await self.store.manifest(name, tag=tag, payload=payload)
         return Pulled(_found(record, name, reference)), outcome
+
+    def _mark_stale(self, name: str, tag: str) -> None:
+        """Answer this tag stale without asking upstream for `STALE_RETRY` seconds. At
+        most `STALE_KEPT` tags are remembered: the ones that ran out go first, and when
+        all are fresh the tag is not remembered (its next pull asks upstream again), so
+        a long outage over many tags does not grow the worker without bound."""
+        now = time.monotonic()
+        if len(self._stale) >= STALE_KEPT:
+            self._stale = {key: until for key, until in self._stale.items() if until > now}
+            if len(self._stale) >= STALE_KEPT:
+                return
+        self._stale[name, tag] = now + STALE_RETRY
 
     def _still_stale(self, name: str, tag: str) -> bool:
         """Whether a re-check of this tag failed so recently that the cache does not ask
