@@ -202,6 +202,33 @@ def test_failed_login_budget_on_postgres(tmp_path: Path, database_url: str) -> N
         server.stop()
 
 
+def test_an_account_with_a_long_name_pushes_on_postgres(tmp_path: Path, database_url: str
+                                                       ) -> None:
+    """An account name longer than `tags.pushed_by` holds (an external issuer's `sub`
+    may be) pushes on PostgreSQL, the name kept cut to 255 characters: PostgreSQL
+    refused the tag's row, and the push failed with 500."""
+    from tests.support.authenv import basic_auth, write_config, write_htpasswd
+    from tests.support.oci_api import push_image
+
+    name, password = "u" * 300, "long-secret-pw"
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {name: (password, ["admins"])})
+    config = write_config(tmp_path / "config.yml",
+                          auth={**basic_auth(htpasswd), "admin": ["group:admins"]})
+    server = start_dockyard(tmp_path / "data", config=config,
+                            env={"DOCKYARD_DATABASE_URL": database_url})
+    try:
+        with httpx.Client(base_url=server.url, auth=(name, password), timeout=30) as c:
+            pushed = push_image(c, "long/pusher", "v1")
+            listed = c.get("/admin/v1/tags/long/pusher").json()["tags"]
+            assert [(t["digest"], t["pushed_by"]) for t in listed] == [
+                (pushed.digest, name[:255])]
+            page = c.get("/admin/v1/events", params={"limit": 1000}).json()
+            assert [e["actor"] for e in page["events"]
+                    if e["repository"] == "long/pusher"] == [name[:255]]
+    finally:
+        server.stop()
+
+
 async def test_upload_session_cap_holds_under_racing_writers(database_url: str) -> None:
     """The count-then-insert of a new session is serialised on PostgreSQL too."""
     from dockyard.metadata.engine import migrate, open_engines

@@ -128,12 +128,12 @@ class ReplicaService:
         return {tag: r.digest for tag, r in (await self.timed_tags(name)).items()}
 
     async def timed_tags(self, name: str) -> dict[str, TagRecord]:
-        """Every tag of `name` with the digest it names and its push time (empty for an
-        unknown name): one read."""
+        """Every tag of `name` with the digest it names, its push time and its pusher
+        (empty for an unknown name): one read."""
         return {r.tag: r for r in await self.store.tag_records(name, None, None) or []}
 
     async def tag(self, name: str, tag: str) -> TagRecord | None:
-        """The tag `name:tag` with its digest and push time, or None."""
+        """The tag `name:tag` with its digest, push time and pusher, or None."""
         found = await self.store.tag_records(name, None, None, tag=tag)
         return found[0] if found else None
 

@@ -60,7 +60,8 @@ class Change:
     tag: str | None = None
     digest: str | None = None
     media_type: str | None = None
-    #: the account whose request made the change, when one did (a tag's pusher)
+    #: on a `manifest.put` or `tag.set` from a push, the account that pushed (a
+    #: replica's pusher of the tag); None otherwise
     actor: str | None = None
 
 

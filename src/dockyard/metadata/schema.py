@@ -216,7 +216,7 @@ events = Table(
     Column("tag", String(128)),
     Column("digest", DIGEST),
     Column("media_type", String(255)),
-    # the account whose request made the change, when one did (a tag's pusher)
+    # on a manifest.put or tag.set from a push, the account that pushed; else NULL
     Column("actor", String(255)),
     Index(None, "at"),
     sqlite_autoincrement=True,

@@ -109,6 +109,10 @@ _CACHED_TAG = Prepared(
 )
 
 
+#: The longest pusher name kept (`tags.pushed_by`, `events.actor`); a longer account name
+#: (an external issuer's `sub`) is kept cut to it, where PostgreSQL refused the push.
+PUSHER_MAX = 255
+
 #: Seconds after which a collector's unfinished blob deletion is considered abandoned.
 TOMBSTONE_TIMEOUT = 300.0
 
@@ -541,6 +545,7 @@ class MetadataStore:
         Raises `MissingReferences` when a referenced blob or child manifest is not in
         the repository; nothing is written then.
         """
+        by = None if by is None else by[:PUSHER_MAX]
         await self.engines.compiled(self._put_manifest(name, new, tag, time.time(),
                                                        by=by, pushed_at=pushed_at))
 

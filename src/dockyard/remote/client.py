@@ -321,7 +321,8 @@ class RegistryClient:
         return self._pages(f"/v2/{name}/tags/list?n=1000", "tags", pull(name))
 
     async def tag_times(self, name: str) -> list[TagTime] | None:
-        """A Dockyard's tags of `name` with their digests and push times, every page of
+        """A Dockyard's tags of `name` with their digests, push times and pushers (None
+        from a Dockyard that lists none, or for an anonymous push), every page of
         `/admin/v1/tags/<name>`; None when it answers 404 (no such repository, or a
         Dockyard older than that listing: ask `tags` and `head_manifest` then)."""
         path = f"/admin/v1/tags/{name}?n=1000"

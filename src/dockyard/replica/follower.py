@@ -4,7 +4,8 @@ The follower long-polls the primary's `GET /admin/v1/events` from its cursor (th
 `remote.RegistryClient`) and applies each event through `core`: a put fetches the
 manifest (children and blobs first, blobs streamed into the blob store with their
 digests verified by the upload path) and sets the tag at the event's time (the tag's
-push time on the primary, which retention's `keep_last` orders by); deletions are
+push time on the primary, which retention's `keep_last` orders by) with the event's
+actor as its pusher (the web UI's "by"); deletions are
 mirrored (`core.replica`). Every step is idempotent, so an event applied twice (after a
 crash, before the cursor was saved) changes nothing. The cursor and the lag are saved in
 the metadata store after each batch: a killed replica resumes where it stopped, on any
@@ -12,11 +13,12 @@ node.
 
 Without a cursor (first start, a new primary) or when the primary no longer holds the
 events after it (410), the follower compares in full: the primary's catalog, each
-repository's tags with their manifest digests and push times (`/admin/v1/tags/<name>`,
-one request a page; from an older primary the tags list and a HEAD per tag, times
-unknown) against its own, setting tags oldest first at their primary's times, fetching
-what differs and deleting what the primary no longer has, then follows from the feed's
-head as read before the comparison (events in between are applied again, harmlessly).
+repository's tags with their manifest digests, push times and pushers
+(`/admin/v1/tags/<name>`, one request a page; from an older primary the tags list and a
+HEAD per tag, times and pushers unknown) against its own, setting tags oldest first at
+their primary's times, fetching what differs and deleting what the primary no longer
+has, then follows from the feed's head as read before the comparison (events in between
+are applied again, harmlessly).
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ class _Fetched:
 
 class _Theirs(NamedTuple):
     """A tag of the primary: the manifest it names, and when and by whom it was pushed
-    (None: unknown, from a registry without `/admin/v1/tags`)."""
+    (a time of None: unknown, from a registry without `/admin/v1/tags`; a pusher of
+    None: that, or an anonymous push, or a tag no push set)."""
 
     tag: str
     digest: str

@@ -1,5 +1,5 @@
-"""events.actor: the account whose request made the change (a tag's pusher), so a
-replica records the same `pushed_by` as its primary
+"""events.actor: on a manifest.put or tag.set from a push, the account that pushed, so
+a replica records the same `pushed_by` as its primary
 
 Revision ID: 0021
 Revises: 0020
