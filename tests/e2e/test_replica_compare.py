@@ -300,3 +300,45 @@ async def test_a_replica_keeps_its_primarys_tag_times_so_keep_last_keeps_the_sam
                 await close_registry(registry)
     finally:
         primary.stop()
+
+
+async def test_a_full_comparison_reports_its_progress(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A comparison reports, every `REPORT_EVERY` seconds (here: after each repository),
+    how many repositories it compared: its status stays fresh, so an alert on a
+    follower that stopped reporting does not fire on a long comparison, and the admin
+    API shows how far it got."""
+    from dockyard.replica import follower as follower_module
+
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            for repo in ("p/one", "p/two", "p/three"):
+                push_image(client, repo, "v1")
+        settings = load_settings(env={}, overrides={
+            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
+        registry = await open_registry(settings)
+        try:
+            monkeypatch.setattr(follower_module, "REPORT_EVERY", 0.0)
+            saved: list[dict[str, Any]] = []
+            save = registry.replica.save
+
+            async def recording(cursor: int | None, status: dict[str, Any]) -> None:
+                saved.append(status)
+                await save(cursor, status)
+
+            monkeypatch.setattr(registry.replica, "save", recording)
+            async with RegistryClient(primary.url) as remote:
+                await Follower(registry, remote, primary.url).compare(0)
+            assert [(s["state"], s.get("repositories_compared"), s.get("repositories"))
+                    for s in saved] == [("comparing", None, None), ("comparing", 1, 3),
+                                        ("comparing", 2, 3), ("comparing", 3, 3),
+                                        ("following", None, None)]
+            status = await registry.replica.status()
+            assert status["state"] == "following"
+            assert sorted(await registry.repositories.catalog(None, None)) == [
+                "p/one", "p/three", "p/two"]
+        finally:
+            await close_registry(registry)
+    finally:
+        primary.stop()

@@ -55,6 +55,9 @@ MAX_BACKOFF = 30.0
 PARALLEL_BLOBS = 4
 #: the cursor is saved at least every this many events within a batch
 SAVE_EVERY = 50
+#: seconds between two reports of a full comparison's progress (its status, with the
+#: repositories compared so far): a long comparison still shows it is alive
+REPORT_EVERY = 10.0
 #: the follower's lease (`job:replica`) lasts this long unless renewed: how soon
 #: another node follows after the one following died
 LEASE_TTL = 15.0
@@ -184,7 +187,8 @@ class Follower:
             return exc.head
 
     async def _status(self, cursor: int | None, head: int | None, seconds: float | None,
-                      state: str, error: str | None = None) -> None:
+                      state: str, error: str | None = None,
+                      progress: tuple[int, int] | None = None) -> None:
         status: dict[str, Any] = {"state": state, "head": head,
                                   "events_behind": (None if head is None or cursor is None
                                                     else max(0, head - cursor)),
@@ -192,6 +196,8 @@ class Follower:
                                                      else round(seconds, 3))}
         if error is not None:
             status["last_error"] = error[:500]
+        if progress is not None:
+            status["repositories_compared"], status["repositories"] = progress
         await self.replica.save(cursor, status)
 
     # --- applying one event ----------------------------------------------------
@@ -359,9 +365,13 @@ class Follower:
         for name in sorted(set(ours) - set(theirs)):
             await self._writable()
             await self.replica.delete_repository(name)
-        for name in theirs:
+        reported = time.monotonic()
+        for n, name in enumerate(theirs, 1):
             await self._writable()
             await self._compare_repository(name)
+            if time.monotonic() - reported >= REPORT_EVERY:
+                await self._status(None, head, None, "comparing", progress=(n, len(theirs)))
+                reported = time.monotonic()
         await self._status(head, head, None, "following")
         log.info("replica: in step with %s up to event %d (%d repositories)", self.primary,
                  head, len(theirs))
