@@ -30,7 +30,7 @@ def test_alert_rules_are_valid() -> None:
     done = subprocess.run([PROMTOOL, "check", "rules", str(DEPLOY / "prometheus/alerts.yml")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 10 rules found" in done.stdout
+    assert "SUCCESS: 12 rules found" in done.stdout
 
 
 def test_alert_rules_fire_on_recorded_series() -> None:
@@ -43,7 +43,7 @@ def test_alert_rules_fire_on_recorded_series() -> None:
     rules = (DEPLOY / "prometheus/alerts.yml").read_text()
     tested = (DEPLOY / "prometheus/alerts_test.yml").read_text()
     alerts = re.findall(r"^\s*- alert: (\w+)$", rules, re.M)
-    assert len(alerts) == 10
+    assert len(alerts) == 12
     assert [a for a in alerts if f"alertname: {a}\n" not in tested] == []
 
 

@@ -46,6 +46,7 @@ from tests.support.oci_api import (
     push_image,
     put_manifest,
 )
+from tests.support.prom import samples
 from tests.support.servers import Server, free_port, start_dockyard
 
 ADMIN = ("admin", USERS["admin"][0])
@@ -271,6 +272,24 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         assert status["events_behind"] == 0
         assert status["seconds_behind"] == 0
         assert "events and" in replica.log.read_text()  # the lag is logged too
+        # and in the metrics, for the alerts of deploy/prometheus (the primary has none)
+        seen = samples(httpx.get(replica.url + "/metrics", timeout=10).text)
+        assert seen[("dockyard_replica_state", (("state", "following"),))] == 1
+        assert seen[("dockyard_replica_state", (("state", "error"),))] == 0
+        assert seen[("dockyard_replica_events_behind", ())] == 0
+        assert seen[("dockyard_replica_seconds_behind", ())] == 0
+        reported = seen[("dockyard_replica_last_report_timestamp_seconds", ())]
+        assert time.time() - 60 < reported <= time.time()
+        primary_metrics = httpx.get(primary.url + "/metrics", timeout=10).text
+        assert "dockyard_replica_" not in primary_metrics
+        # and on `dockyard status`'s screen
+        shown = subprocess.run([sys.executable, "-m", "dockyard", "status", "--data",
+                                str(replica.data), "--url", replica.url],
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        line = next(t for t in shown.stdout.splitlines() if t.startswith("replica "))
+        assert re.fullmatch(rf"replica +of {re.escape(primary.url)}: following, 0 events "
+                            r"\(0s\) behind; reported \d+s ago", line), line
 
         # promotion: writes are accepted from then on, and the follower stops
         promoted = subprocess.run([sys.executable, "-m", "dockyard", "promote", "--data",
@@ -290,6 +309,8 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         skopeo.copy(index.ref, f"docker://{replica.host}/c/multi:again", "--all",
                     "--preserve-digests")
         assert replica_status(replica)["read_only"] is False
+        assert "dockyard_replica_" not in httpx.get(replica.url + "/metrics",
+                                                    timeout=10).text
     finally:
         replica.stop()
 
@@ -529,6 +550,10 @@ def test_the_primary_down_the_replica_serves_reports_and_catches_up(
             time.sleep(0.2)
         assert status["last_error"]
         assert "retrying in" in replica.log.read_text()
+        # what DockyardReplicaNotFollowing fires on (deploy/prometheus/alerts.yml)
+        seen = samples(httpx.get(replica.url + "/metrics", timeout=10).text)
+        assert seen[("dockyard_replica_state", (("state", "error"),))] == 1
+        assert seen[("dockyard_replica_state", (("state", "following"),))] == 0
         pulled = httpx.get(f"{replica.url}/v2/down/app/manifests/v1",
                            headers={"Accept": OCI_MANIFEST}, timeout=30)
         assert pulled.status_code == 200

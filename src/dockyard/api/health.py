@@ -4,7 +4,8 @@
 checks of `core.health` (cached for a second or two) and answers 503 when one fails,
 naming each check with its state and latency. Both are `Access.PUBLIC`. `/metrics` is
 `Access.METRICS` (`api/access.py`): every worker's metrics summed, plus the registry's
-state (counts, storage) read from the stores at most every `core.operations.STATE_TTL`.
+state (counts, storage) read from the stores at most every `core.operations.STATE_TTL`,
+and on a replica not promoted its follower's last report (lag, state, when).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -58,9 +60,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 class _StateCollector(Collector):
     """The registry's state (one reading shared by the cluster) as gauges."""
 
-    def __init__(self, state: State | None, readiness: Readiness) -> None:
+    def __init__(self, state: State | None, readiness: Readiness,
+                 replica: dict[str, Any] | None = None) -> None:
         self.state = state
         self.readiness = readiness
+        self.replica = replica
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("dockyard_build_info", "The running build",
@@ -79,6 +83,7 @@ class _StateCollector(Collector):
             latency.add_metric([check.name], check.seconds)
         yield checks
         yield latency
+        yield from _replica_gauges(self.replica)
         s = self.state
         if s is None:
             return
@@ -112,17 +117,48 @@ class _StateCollector(Collector):
                                     value=last.failed)
 
 
+#: the states a replica's follower reports (`replica.follower`), each a series
+REPLICA_STATES = ("following", "comparing", "error")
+
+
+def _replica_gauges(status: dict[str, Any] | None) -> Iterator[Metric]:
+    """A replica's lag as its follower last reported it (read from the metadata store,
+    so every node of the replica says the same); nothing on a primary or once
+    promoted. The report's time lets an alert see a follower that stopped reporting,
+    whose last lag would otherwise read as current."""
+    if not status or status.get("primary") is None or status.get("promoted"):
+        return
+    state = status.get("state")
+    states = GaugeMetricFamily("dockyard_replica_state", "1 for the state the replica's "
+                               "follower last reported", labels=["state"])
+    for name in REPLICA_STATES:
+        states.add_metric([name], 1 if state == name else 0)
+    yield states
+    for key, name, text in (
+            ("updated_at", "dockyard_replica_last_report_timestamp_seconds",
+             "When the replica's follower last reported"),
+            ("events_behind", "dockyard_replica_events_behind",
+             "Events of the primary's feed not yet applied, at the last report"),
+            ("seconds_behind", "dockyard_replica_seconds_behind",
+             "Age of the last event applied, at the last report (0 when caught up)")):
+        value = status.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            yield GaugeMetricFamily(name, text, value=float(value))
+
+
 async def metrics_handler(request: web.Request) -> web.StreamResponse:
     """The Prometheus text exposition of every worker, plus the registry's state."""
     registry = _registry(request)
     readiness = await registry.health.readiness()
     state: State | None
+    replica: dict[str, Any] | None = None
     try:
         state = await registry.operations.state()
+        replica = await registry.replica.status()
     except Exception as exc:  # the store is down: the process metrics still go out
         log.debug("metrics without the registry's state: %s", exc)
         state = None
-    body = exposition([_StateCollector(state, readiness)])
+    body = exposition([_StateCollector(state, readiness, replica)])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
                                             **_NO_STORE})
 

@@ -126,8 +126,10 @@ def status(config: Path | None, data: Path | None, url: str | None, as_json: boo
         jobs = [{"name": name, "outcome": r.outcome, "started_at": r.started_at,
                  "finished_at": r.finished_at, "summary": r.summary}
                 for name, runs in sorted(recent.items()) for r in runs[:1]]
+        replica = await registry.replica.status()
         return {"readiness": readiness.to_json(), "state": state.to_json(),
-                "trend": asdict(trend) if trend is not None else None, "jobs": jobs}
+                "trend": asdict(trend) if trend is not None else None, "jobs": jobs,
+                "replica": replica if replica.get("primary") is not None else None}
 
     doc = run_with_registry(settings, job, migrate=False)
     doc = {"version": __version__, "server": asyncio.run(_ask_server(server_url)), **doc}
@@ -137,6 +139,28 @@ def status(config: Path | None, data: Path | None, url: str | None, as_json: boo
         _print(doc)
     if doc["readiness"]["status"] != "ready":
         raise SystemExit(1)
+
+
+def _replica_line(r: dict[str, Any]) -> str:
+    """A replica's state as its follower last reported it, with how long ago."""
+    head = f"replica    of {r['primary']}: "
+    if r.get("promoted"):
+        return head + "promoted (no longer following)"
+    state = r.get("state")
+    if state is None:
+        return head + "no report yet (the follower has not run)"
+    line = head + str(state)
+    if state == "comparing" and r.get("repositories"):
+        line += f", {r.get('repositories_compared', 0)} of {r['repositories']} repositories"
+    if r.get("events_behind") is not None:
+        behind = r.get("seconds_behind")
+        line += (f", {r['events_behind']} events"
+                 + (f" ({_ago(float(behind))})" if behind is not None else "") + " behind")
+    if r.get("updated_at") is not None:
+        line += f"; reported {_ago(time.time() - float(r['updated_at']))} ago"
+    if state == "error" and r.get("last_error"):
+        line += f": {str(r['last_error']).splitlines()[0][:200]}"
+    return line
 
 
 def _print(doc: dict[str, Any]) -> None:
@@ -173,6 +197,9 @@ def _print(doc: dict[str, Any]) -> None:
         console.print(f"collection {_ago(time.time() - last['started_at'])} ago, "
                       f"{_human(last['bytes_freed'])} freed in {last['duration']:.1f}s"
                       + (f", {last['failed']} steps failed" if last["failed"] else ""))
+    replica = doc["replica"]
+    if replica is not None:
+        console.print(_replica_line(replica), soft_wrap=True)
     for job in doc["jobs"]:
         summary = job["summary"].splitlines()[0][:100] if job["summary"] else ""
         console.print(f"job        {job['name']}: {job['outcome']} "
