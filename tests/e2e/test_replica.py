@@ -289,7 +289,7 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         assert shown.returncode == 0, shown.stderr
         line = next(t for t in shown.stdout.splitlines() if t.startswith("replica "))
         assert re.fullmatch(rf"replica +of {re.escape(primary.url)}: following, 0 events "
-                            r"\(0s\) behind; reported \d+s ago", line), line
+                            r"\(0s\) behind; follower seen running \d+s ago", line), line
 
         # promotion: writes are accepted from then on, and the follower stops
         promoted = subprocess.run([sys.executable, "-m", "dockyard", "promote", "--data",

@@ -124,8 +124,9 @@ REPLICA_STATES = ("following", "comparing", "error")
 def _replica_gauges(status: dict[str, Any] | None) -> Iterator[Metric]:
     """A replica's lag as its follower last reported it (read from the metadata store,
     so every node of the replica says the same); nothing on a primary or once
-    promoted. The report's time lets an alert see a follower that stopped reporting,
-    whose last lag would otherwise read as current."""
+    promoted. The time the follower was last seen running (its status or heartbeat; 0
+    when never) lets an alert see a follower that stopped, whose last lag would
+    otherwise read as current."""
     if not status or status.get("primary") is None or status.get("promoted"):
         return
     state = status.get("state")
@@ -134,9 +135,11 @@ def _replica_gauges(status: dict[str, Any] | None) -> Iterator[Metric]:
     for name in REPLICA_STATES:
         states.add_metric([name], 1 if state == name else 0)
     yield states
+    yield GaugeMetricFamily("dockyard_replica_last_report_timestamp_seconds",
+                            "When the replica's follower was last seen running (its "
+                            "status or heartbeat; 0: never)",
+                            value=float(status.get("alive_at") or 0.0))
     for key, name, text in (
-            ("updated_at", "dockyard_replica_last_report_timestamp_seconds",
-             "When the replica's follower last reported"),
             ("events_behind", "dockyard_replica_events_behind",
              "Events of the primary's feed not yet applied, at the last report"),
             ("seconds_behind", "dockyard_replica_seconds_behind",
@@ -150,14 +153,16 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
     """The Prometheus text exposition of every worker, plus the registry's state."""
     registry = _registry(request)
     readiness = await registry.health.readiness()
-    state: State | None
+    state: State | None = None
     replica: dict[str, Any] | None = None
     try:
         state = await registry.operations.state()
-        replica = await registry.replica.status()
     except Exception as exc:  # the store is down: the process metrics still go out
         log.debug("metrics without the registry's state: %s", exc)
-        state = None
+    try:
+        replica = await registry.replica.status()
+    except Exception as exc:
+        log.debug("metrics without the replica's status: %s", exc)
     body = exposition([_StateCollector(state, readiness, replica)])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST,
                                             **_NO_STORE})

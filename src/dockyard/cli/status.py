@@ -156,8 +156,8 @@ def _replica_line(r: dict[str, Any]) -> str:
         behind = r.get("seconds_behind")
         line += (f", {r['events_behind']} events"
                  + (f" ({_ago(float(behind))})" if behind is not None else "") + " behind")
-    if r.get("updated_at") is not None:
-        line += f"; reported {_ago(time.time() - float(r['updated_at']))} ago"
+    if r.get("alive_at") is not None:
+        line += f"; follower seen running {_ago(time.time() - float(r['alive_at']))} ago"
     if state == "error" and r.get("last_error"):
         line += f": {str(r['last_error']).splitlines()[0][:200]}"
     return line

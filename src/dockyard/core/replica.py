@@ -3,9 +3,10 @@
 The state lives in the metadata store (`registry_state`), so every node of a replica
 sees it: `replica.primary` (the URL followed; while it is set and the registry is not
 promoted, pushes and deletes from clients are refused), `replica.promoted_at`,
-`replica.cursor` (the last event of the primary's feed applied) and `replica.status`
-(lag, as JSON). The follower (`dockyard.replica`) applies the primary's deletions here,
-mirroring them whatever `storage.delete` says: a replica's content is its primary's.
+`replica.cursor` (the last event of the primary's feed applied), `replica.status` (lag,
+as JSON) and `replica.alive_at` (the follower's heartbeat). The follower
+(`dockyard.replica`) applies the primary's deletions here, mirroring them whatever
+`storage.delete` says: a replica's content is its primary's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ PRIMARY = "replica.primary"
 PROMOTED = "replica.promoted_at"
 CURSOR = "replica.cursor"
 STATUS = "replica.status"
+ALIVE = "replica.alive_at"
 
 READ_ONLY_CACHE = 1.0
 """Seconds a process trusts its last look at the read-only flag (a promotion by another
@@ -65,7 +67,8 @@ class ReplicaService:
         if PROMOTED in values:
             return False
         if values.get(PRIMARY) != primary:
-            await self.store.set_states({PRIMARY: primary, CURSOR: None, STATUS: None})
+            await self.store.set_states({PRIMARY: primary, CURSOR: None, STATUS: None,
+                                         ALIVE: None})
         self._seen = (0.0, None)
         return True
 
@@ -94,12 +97,29 @@ class ReplicaService:
             CURSOR: None if cursor is None else str(cursor),
             STATUS: json.dumps({**status, "updated_at": time.time()})})
 
-    async def status(self) -> dict[str, Any]:
-        """What the admin API shows: primary, promotion, cursor and lag."""
+    async def alive(self) -> None:
+        """The follower runs (its heartbeat, apart from its status: it never touches
+        the cursor, and a step may take long between two saves of its status)."""
+        await self.store.set_states({ALIVE: repr(time.time())})
+
+    async def save_error(self, message: str) -> None:
+        """The follower cannot run or failed: say so, keeping the cursor and head."""
         values = await self.store.states("replica.")
         status: dict[str, Any] = json.loads(values[STATUS]) if STATUS in values else {}
+        status.update(state="error", last_error=message[:500], updated_at=time.time())
+        await self.store.set_states({STATUS: json.dumps(status)})
+
+    async def status(self) -> dict[str, Any]:
+        """What the admin API shows: primary, promotion, cursor and lag, and when the
+        follower was last seen running (`alive_at`: its status saved, or a heartbeat)."""
+        values = await self.store.states("replica.")
+        status: dict[str, Any] = json.loads(values[STATUS]) if STATUS in values else {}
+        seen = [float(values[ALIVE])] if ALIVE in values else []
+        if isinstance(status.get("updated_at"), int | float):
+            seen.append(float(status["updated_at"]))
         return {"primary": values.get(PRIMARY), "promoted": PROMOTED in values,
-                "cursor": int(values[CURSOR]) if CURSOR in values else None, **status}
+                "cursor": int(values[CURSOR]) if CURSOR in values else None, **status,
+                "alive_at": max(seen) if seen else None}
 
     # --- the primary's deletions, mirrored ---------------------------------------
 

@@ -24,6 +24,7 @@ are applied again, harmlessly).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Iterator
@@ -56,8 +57,12 @@ PARALLEL_BLOBS = 4
 #: the cursor is saved at least every this many events within a batch
 SAVE_EVERY = 50
 #: seconds between two reports of a full comparison's progress (its status, with the
-#: repositories compared so far): a long comparison still shows it is alive
+#: repositories compared so far)
 REPORT_EVERY = 10.0
+#: seconds between two heartbeats of a running follower (`ReplicaService.alive`): a
+#: step may go long between two saves of its status (a big repository compared, an
+#: event whose blobs are large), and an alert must tell that from a follower stopped
+HEARTBEAT = 15.0
 #: the follower's lease (`job:replica`) lasts this long unless renewed: how soon
 #: another node follows after the one following died
 LEASE_TTL = 15.0
@@ -129,6 +134,24 @@ class Follower:
             _promoted_said()
             return
         log.info("replica: following %s", self.primary)
+        beat = asyncio.ensure_future(self._beat())
+        try:
+            await self._follow(until_caught_up)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _beat(self) -> None:
+        """Say every `HEARTBEAT` seconds that this follower runs."""
+        while True:
+            try:
+                await self.replica.alive()
+            except Exception as exc:  # the store is down: the step says so, not this
+                log.debug("replica: heartbeat not recorded: %s", exc)
+            await asyncio.sleep(HEARTBEAT)
+
+    async def _follow(self, until_caught_up: bool) -> None:
         backoff = 1.0
         while True:
             if await self.replica.promoted():
@@ -141,6 +164,8 @@ class Follower:
                 return
             except FAILURES as exc:
                 if until_caught_up:
+                    with contextlib.suppress(*FAILURES):
+                        await self.replica.save_error(str(exc))
                     raise
                 log.warning("replica: %s: %s; retrying in %.0f s", self.primary, exc, backoff)
                 await self._status(await self.replica.cursor(), None, None, "error", str(exc))
@@ -465,6 +490,7 @@ def replica_job(registry: Registry, settings: ReplicaSettings) -> Job:
             await follow(registry, settings, primary)
         except ValueError as exc:  # a credential reference that cannot be read
             log.error("replica: %s", exc)
+            await registry.replica.save_error(str(exc))
 
     return Job("replica", settings.interval.total_seconds(), run, lease_ttl=LEASE_TTL,
                record=False)
