@@ -9,7 +9,8 @@ actor as its pusher (the web UI's "by"); deletions are
 mirrored (`core.replica`). Every step is idempotent, so an event applied twice (after a
 crash, before the cursor was saved) changes nothing. The cursor and the lag are saved in
 the metadata store after each batch: a killed replica resumes where it stopped, on any
-node.
+node. While it runs, the follower also records a heartbeat every `HEARTBEAT` seconds,
+which the metrics and the alert on a replica that stopped following read.
 
 Without a cursor (first start, a new primary) or when the primary no longer holds the
 events after it (410), the follower compares in full: the primary's catalog, each
