@@ -290,6 +290,12 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         line = next(t for t in shown.stdout.splitlines() if t.startswith("replica "))
         assert re.fullmatch(rf"replica +of {re.escape(primary.url)}: following, 0 events "
                             r"\(0s\) behind; follower seen running \d+s ago", line), line
+        # and on the web UI's operations page
+        ops = httpx.get(replica.url + "/ui/operations", timeout=30)
+        assert ops.status_code == 200, ops.text[:500]
+        assert f"read-only replica of <code>{primary.url}</code>" in ops.text
+        assert '<li class="ok">Follower: following</li>' in ops.text
+        assert "Behind: 0 events, the last applied 0.0 s old" in ops.text
 
         # promotion: writes are accepted from then on, and the follower stops
         promoted = subprocess.run([sys.executable, "-m", "dockyard", "promote", "--data",
@@ -311,6 +317,8 @@ def test_replica_follows_pushes_retags_deletes_and_collection(
         assert replica_status(replica)["read_only"] is False
         assert "dockyard_replica_" not in httpx.get(replica.url + "/metrics",
                                                     timeout=10).text
+        assert "has been promoted" in httpx.get(replica.url + "/ui/operations",
+                                                timeout=30).text
     finally:
         replica.stop()
 

@@ -320,7 +320,7 @@ async def operations(request: web.Request) -> web.StreamResponse:
     ops = await services.browse.operations(visible)
     if not ops.metadata_ok:  # the page says so; the history below is in the same store
         return render(request, "operations.html", title="Operations", ops=ops, syncs=[],
-                      jobs=[], builds=[])
+                      jobs=[], builds=[], replica=None)
     # the newest run of each mirror source among the last ones (`dockyard sync`)
     latest: dict[str, tuple[MirrorRun, dict[str, Any], dict[str, int]]] = {}
     for run, report in await visible_runs(services.mirrors, None, SYNC_RUNS, visible):
@@ -328,7 +328,10 @@ async def operations(request: web.Request) -> web.StreamResponse:
             latest[run.source] = (run, report, report_counts(report))
     # the newest run of each recorded background job, and the last scheduled rebuilds
     recent = await services.job_runs.recent(JOB_RUNS, visible=visible)
+    # a standby replica's follower as it last reported (what its metrics and alerts read)
+    replica = await services.replica.status()
     return render(request, "operations.html", title="Operations", ops=ops,
                   syncs=sorted(latest.values(), key=lambda r: r[0].source),
                   jobs=[runs[0] for _, runs in sorted(recent.items())],
-                  builds=recent.get(BUILD_JOB, []))
+                  builds=recent.get(BUILD_JOB, []),
+                  replica=replica if replica.get("primary") is not None else None)
