@@ -250,6 +250,18 @@ def test_cached_tags_still_pull_when_the_upstream_is_down_and_say_so(
     assert missing.json()["errors"][0]["code"] == "UNAVAILABLE"
 
 
+def answered_lately(url: str, code: str, headers: dict[str, str] | None = None) -> None:
+    """GETs and HEADs of `url` are answered 404 `code` by the cache from a recorded "not
+    found" (8 connections: both workers answer some)."""
+    for method in ("GET", "HEAD") * 4:
+        resp = httpx.request(method, url, headers=headers)
+        assert resp.status_code == 404, (method, resp.status_code)
+        if method == "GET":
+            error = resp.json()["errors"][0]
+            assert error["code"] == code
+            assert "as it answered lately" in error["message"]
+
+
 def test_a_name_missing_upstream_is_asked_for_again_only_after_not_found_ttl(
         dist: Server, cache: Server, skopeo: Skopeo, tmp_path: Path) -> None:
     """For `not_found_ttl` after upstream said it has no tag (or digest), the cache
@@ -265,13 +277,7 @@ def test_a_name_missing_upstream_is_asked_for_again_only_after_not_found_ttl(
 
     layout = random_layout(tmp_path / "lay", "v1")
     skopeo.copy(layout.ref, f"docker://{dist.host}/up/nf:v1", "--dest-creds", CREDS)
-    for method in ("GET", "HEAD") * 4:  # 8 connections: both workers answer some
-        resp = httpx.request(method, url, headers={"Accept": layout.media_type})
-        assert resp.status_code == 404, resp.text
-        if method == "GET":
-            error = resp.json()["errors"][0]
-            assert error["code"] == "MANIFEST_UNKNOWN"
-            assert "as it answered lately" in error["message"]
+    answered_lately(url, "MANIFEST_UNKNOWN", {"Accept": layout.media_type})
     digest = "sha256:" + os.urandom(32).hex()
     by_digest = []
     for _ in range(3):
@@ -304,13 +310,7 @@ def test_a_blob_missing_upstream_is_asked_for_again_only_after_not_found_ttl(
     asked = upstream_requests(dist, f"/v2/up/blobnf/blobs/{digest}")
     assert asked >= 1
     assert push_blob(dist, "up/blobnf", data, (USER, PASSWORD)) == digest
-    for method in ("GET", "HEAD") * 4:  # 8 connections: both workers answer some
-        resp = httpx.request(method, url)
-        assert resp.status_code == 404, (method, resp.status_code)
-        if method == "GET":
-            error = resp.json()["errors"][0]
-            assert error["code"] == "BLOB_UNKNOWN"
-            assert "as it answered lately" in error["message"]
+    answered_lately(url, "BLOB_UNKNOWN")
     assert time.monotonic() - asked_at < MISS_TTL, "too slow to test within the TTL"
     assert upstream_requests(dist, f"/v2/up/blobnf/blobs/{digest}") == asked
 
@@ -327,26 +327,18 @@ def test_a_blob_missing_upstream_is_asked_for_again_only_after_not_found_ttl(
     assert resp.content == data
 
 
-def test_with_a_zero_not_found_ttl_every_pull_of_a_blob_missing_upstream_asks_upstream(
-        dist: Server, cache: Server) -> None:
-    digest = "sha256:" + os.urandom(32).hex()
+@pytest.mark.parametrize(("path", "code"), [
+    ("nf0/manifests/v1", "MANIFEST_UNKNOWN"),
+    (f"blobnf0/blobs/sha256:{os.urandom(32).hex()}", "BLOB_UNKNOWN")],
+    ids=["tag", "blob"])
+def test_with_a_zero_not_found_ttl_every_pull_of_what_upstream_lacks_asks_upstream(
+        dist: Server, cache: Server, path: str, code: str) -> None:
     counts = []
     for _ in range(3):
-        resp = httpx.get(f"{cache.url}/v2/ask/blobnf0/blobs/{digest}")
+        resp = httpx.get(f"{cache.url}/v2/ask/{path}")
         assert resp.status_code == 404
-        assert resp.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
-        counts.append(upstream_requests(dist, f"/v2/up/blobnf0/blobs/{digest}"))
-    assert 1 <= counts[0] < counts[1] < counts[2]
-
-
-def test_with_a_zero_not_found_ttl_every_pull_of_a_missing_tag_asks_upstream(
-        dist: Server, cache: Server) -> None:
-    counts = []
-    for _ in range(3):
-        resp = httpx.get(f"{cache.url}/v2/ask/nf0/manifests/v1")
-        assert resp.status_code == 404
-        assert resp.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
-        counts.append(upstream_requests(dist, "/v2/up/nf0/manifests/v1"))
+        assert resp.json()["errors"][0]["code"] == code
+        counts.append(upstream_requests(dist, f"/v2/up/{path}"))
     assert 1 <= counts[0] < counts[1] < counts[2]
 
 
