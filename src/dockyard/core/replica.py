@@ -103,11 +103,11 @@ class ReplicaService:
         await self.store.set_states({ALIVE: repr(time.time())})
 
     async def save_error(self, message: str) -> None:
-        """The follower cannot run or failed: say so, keeping the cursor and head."""
-        values = await self.store.states("replica.")
-        status: dict[str, Any] = json.loads(values[STATUS]) if STATUS in values else {}
-        status.update(state="error", last_error=message[:500], updated_at=time.time())
-        await self.store.set_states({STATUS: json.dumps(status)})
+        """The follower cannot run or failed: its status says so (the lag unknown while
+        it fails); the cursor stays where it is."""
+        await self.store.set_states({STATUS: json.dumps({
+            "state": "error", "head": None, "events_behind": None, "seconds_behind": None,
+            "last_error": message[:500], "updated_at": time.time()})})
 
     async def status(self) -> dict[str, Any]:
         """What the admin API shows: primary, promotion, cursor and lag, and when the

@@ -169,7 +169,7 @@ class Follower:
                         await self.replica.save_error(str(exc))
                     raise
                 log.warning("replica: %s: %s; retrying in %.0f s", self.primary, exc, backoff)
-                await self._status(await self.replica.cursor(), None, None, "error", str(exc))
+                await self.replica.save_error(str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
@@ -213,15 +213,12 @@ class Follower:
             return exc.head
 
     async def _status(self, cursor: int | None, head: int | None, seconds: float | None,
-                      state: str, error: str | None = None,
-                      progress: tuple[int, int] | None = None) -> None:
+                      state: str, progress: tuple[int, int] | None = None) -> None:
         status: dict[str, Any] = {"state": state, "head": head,
                                   "events_behind": (None if head is None or cursor is None
                                                     else max(0, head - cursor)),
                                   "seconds_behind": (None if seconds is None
                                                      else round(seconds, 3))}
-        if error is not None:
-            status["last_error"] = error[:500]
         if progress is not None:
             status["repositories_compared"], status["repositories"] = progress
         await self.replica.save(cursor, status)
