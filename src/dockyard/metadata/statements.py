@@ -199,19 +199,17 @@ class Statements:
             ["repository_id", "digest", "linked_at"],
             select(repositories.c.id, b("digest", DIGEST), b("now", Float))
             .where(repositories.c.name == b("name")).with_for_update(read=True, key_share=True))
-        self.link_named = Prepared(named.on_conflict_do_update(
+        link_named = named.on_conflict_do_update(
             index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
-            set_={"linked_at": named.excluded.linked_at}))
+            set_={"linked_at": named.excluded.linked_at})
+        self.link_named = Prepared(link_named)
         # PostgreSQL: that link and the end of its upload session in one statement, so
         # one round trip with no BEGIN and COMMIT of its own (a data-modifying CTE;
         # SQLite has none): the session goes only when the link was written, and a
         # foreign key the link meets fails both
         self.link_ending_upload: Prepared | None = None
         if dialect == "postgresql":
-            linked = named.on_conflict_do_update(
-                index_elements=[repository_blobs.c.repository_id, repository_blobs.c.digest],
-                set_={"linked_at": named.excluded.linked_at},
-            ).returning(repository_blobs.c.digest).cte("linked")
+            linked = link_named.returning(repository_blobs.c.digest).cte("linked")
             self.link_ending_upload = Prepared(
                 delete(uploads).where(uploads.c.id == b("id"),
                                       exists(select(linked.c.digest))))
