@@ -127,7 +127,7 @@ def _replica_gauges(status: dict[str, Any] | None) -> Iterator[Metric]:
     promoted. The time the follower was last seen running (its status or heartbeat; 0
     when never) lets an alert see a follower that stopped, whose last lag would
     otherwise read as current."""
-    if not status or status.get("primary") is None or status.get("promoted"):
+    if status is None or status["promoted"]:
         return
     state = status.get("state")
     states = GaugeMetricFamily("dockyard_replica_state", "1 for the state the replica's "
@@ -160,7 +160,7 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
     except Exception as exc:  # the store is down: the process metrics still go out
         log.debug("metrics without the registry's state: %s", exc)
     try:
-        replica = await registry.replica.status()
+        replica = await registry.replica.standby()
     except Exception as exc:
         log.debug("metrics without the replica's status: %s", exc)
     body = exposition([_StateCollector(state, readiness, replica)])

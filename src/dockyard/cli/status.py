@@ -126,10 +126,9 @@ def status(config: Path | None, data: Path | None, url: str | None, as_json: boo
         jobs = [{"name": name, "outcome": r.outcome, "started_at": r.started_at,
                  "finished_at": r.finished_at, "summary": r.summary}
                 for name, runs in sorted(recent.items()) for r in runs[:1]]
-        replica = await registry.replica.status()
         return {"readiness": readiness.to_json(), "state": state.to_json(),
                 "trend": asdict(trend) if trend is not None else None, "jobs": jobs,
-                "replica": replica if replica.get("primary") is not None else None}
+                "replica": await registry.replica.standby()}
 
     doc = run_with_registry(settings, job, migrate=False)
     doc = {"version": __version__, "server": asyncio.run(_ask_server(server_url)), **doc}

@@ -121,6 +121,12 @@ class ReplicaService:
                 "cursor": int(values[CURSOR]) if CURSOR in values else None, **status,
                 "alive_at": max(seen) if seen else None}
 
+    async def standby(self) -> dict[str, Any] | None:
+        """`status`, or None when this registry follows no primary (and never did): what
+        `dockyard status`, the operations page and the metrics show of a replica."""
+        status = await self.status()
+        return status if status["primary"] is not None else None
+
     # --- the primary's deletions, mirrored ---------------------------------------
 
     async def delete_tag(self, name: str, tag: str) -> bool:

@@ -328,10 +328,9 @@ async def operations(request: web.Request) -> web.StreamResponse:
             latest[run.source] = (run, report, report_counts(report))
     # the newest run of each recorded background job, and the last scheduled rebuilds
     recent = await services.job_runs.recent(JOB_RUNS, visible=visible)
-    # a standby replica's follower as it last reported (what its metrics and alerts read)
-    replica = await services.replica.status()
     return render(request, "operations.html", title="Operations", ops=ops,
                   syncs=sorted(latest.values(), key=lambda r: r[0].source),
                   jobs=[runs[0] for _, runs in sorted(recent.items())],
                   builds=recent.get(BUILD_JOB, []),
-                  replica=replica if replica.get("primary") is not None else None)
+                  # a standby's follower as it last reported (what its alerts read)
+                  replica=await services.replica.standby())

@@ -100,9 +100,9 @@ async def test_a_replica_whose_follower_never_ran_shows_as_never_seen(tmp_path: 
 
     registry = await _registry(tmp_path)
     try:
-        assert list(_replica_gauges(await registry.replica.status())) == []  # a primary
+        assert list(_replica_gauges(await registry.replica.standby())) == []  # a primary
         await registry.replica.follow(GONE)
-        families = {f.name: f for f in _replica_gauges(await registry.replica.status())}
+        families = {f.name: f for f in _replica_gauges(await registry.replica.standby())}
         assert {s.labels["state"]: s.value
                 for s in families["dockyard_replica_state"].samples} == {
             "following": 0, "comparing": 0, "error": 0}
@@ -110,6 +110,6 @@ async def test_a_replica_whose_follower_never_ran_shows_as_never_seen(tmp_path: 
             == 0
         assert "dockyard_replica_events_behind" not in families  # no report: no figure
         await registry.replica.promote()
-        assert list(_replica_gauges(await registry.replica.status())) == []
+        assert list(_replica_gauges(await registry.replica.standby())) == []
     finally:
         await close_registry(registry)
