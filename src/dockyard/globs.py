@@ -13,9 +13,9 @@ Each component is matched with fnmatch's translation, which does not backtrack w
 bound, and a `**` inside a glob by a pass over the name's components per component of
 the glob: whatever glob anyone types into the web UI's filter, matching takes time
 proportional to the name and the glob. (One regular expression of a whole glob, `*` as
-`[^/]*`, had not answered after 30 s for `*a*a*a*a*a*a*a*a*a*a*a*a*b` against forty `a`.) The access
-policy asks on every request, so the usual shapes (`team/*`, `team/**`, `**`) take a
-regular expression of the whole glob, or a constant.
+`[^/]*`, had not answered after 30 s for `*a*a*a*a*a*a*a*a*a*a*a*a*b` against forty
+`a`.) The access policy asks on every request, so the usual shapes (`team/*`,
+`team/**`, `**`) take a regular expression of the whole glob, or a constant.
 """
 
 from __future__ import annotations
