@@ -14,6 +14,8 @@
   (the client sees `Connection reset by peer`, not the answer and its `Retry-After`).
   Over TLS the close itself lingers (close_notify, then the request read and dropped
   until the client's close_notify); a silent client is cut off after the same linger.
+  At most `REFUSED_LINGERING_MAX` refusals linger at once per worker; past it a refusal
+  is written and closed at once.
 - a malformed or oversized request head gets a clean 400/431 and one log line that never
   quotes it (a 9 KiB `Authorization` header is a credential, not something to log).
 - the requests in flight, so that SIGTERM can let them finish (`drain`);
@@ -61,6 +63,10 @@ QUIET_ROUTES = frozenset({"healthz", "readyz", "metrics"})
 #: 429, unless the client closes first: long enough for its request to arrive and the
 #: answer to be read, short enough that a flood holds few sockets
 REFUSED_LINGER = 2.0
+#: refused connections a worker lets linger at once; past it a refusal is written and
+#: closed at once (the client may then see a reset instead of the 429), so a flood from
+#: many addresses holds at most this many sockets, not its rate times the linger
+REFUSED_LINGERING_MAX = 256
 
 #: seconds between two log lines about refused connections (a flood is one line)
 REFUSAL_LOG_INTERVAL = 10.0
@@ -123,6 +129,8 @@ class Connections:
         #: this process's own count until the worker joins the node's (`share`)
         self.unauthenticated = AddressCounts()
         self.refusals = Refusals(self.cap)
+        #: refused connections lingering now (bounded by `REFUSED_LINGERING_MAX`)
+        self.lingering = 0
         self.in_flight = 0
         self.draining = False
         self.stats = metrics().requests_stats
@@ -213,6 +221,10 @@ class Connection(RequestHandler):
             writer.write(_raw_response(429, "TOOMANYREQUESTS", "too many connections from "
                                        "this address before authentication",
                                        ("Retry-After", "5")))
+            if self.connections.lingering >= REFUSED_LINGERING_MAX:
+                writer.close()  # a flood: the 429 is flushed, then the socket closed
+                return
+            self.connections.lingering += 1
             if writer.can_write_eof():
                 writer.write_eof()  # aiohttp's eof_received closes it when the client does
                 self._linger = self._loop.call_later(REFUSED_LINGER, writer.close)
@@ -230,6 +242,8 @@ class Connection(RequestHandler):
         if self.refused:
             if self._linger is not None:
                 self._linger.cancel()
+                self._linger = None
+                self.connections.lingering -= 1
             return
         self._disarm()
         self.connections.release(self)
