@@ -2,7 +2,8 @@
 and its look at it deletes nothing else (one failed look used to read as "the
 repository has no tags", and the replica deleted every tag of it); a blob body longer
 than its descriptor is not read past the descriptor's size; indexes nested 1,500 deep
-replicate (no recursion)."""
+replicate (no recursion); a pusher longer than a replica keeps is written once, not at
+every comparison."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import load_settings
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
-from dockyard.remote.client import ManifestInfo, RegistryClient
+from dockyard.remote.client import ManifestInfo, RegistryClient, TagTime
 from dockyard.replica.follower import Follower
 from tests.support.oci_api import canonical, descriptor, push_blob, push_image, put_manifest
 from tests.support.servers import start_dockyard
@@ -338,6 +340,45 @@ async def test_a_full_comparison_reports_its_progress(tmp_path: Path,
             assert status["state"] == "following"
             assert sorted(await registry.repositories.catalog(None, None)) == [
                 "p/one", "p/three", "p/two"]
+        finally:
+            await close_registry(registry)
+    finally:
+        primary.stop()
+
+
+class LongPusherClient(RegistryClient):
+    """A real client of a primary whose tag listing names a pusher longer than a
+    replica keeps (an older Dockyard on SQLite recorded whole account names)."""
+
+    pusher = "svc-" + "x" * 296
+
+    async def tag_times(self, name: str) -> list[TagTime] | None:
+        found = await super().tag_times(name)
+        return None if found is None else [replace(t, pushed_by=self.pusher) for t in found]
+
+
+async def test_a_pusher_longer_than_kept_is_written_once_not_at_every_comparison(
+        tmp_path: Path) -> None:
+    """The replica keeps the first 255 characters of a longer pusher; a later comparison
+    sees the tag as it is, where each one wrote it again (a new event in the replica's
+    feed every time)."""
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            push_image(client, REPO, "a")
+        settings = load_settings(env={}, overrides={
+            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
+        registry = await open_registry(settings)
+        try:
+            async with LongPusherClient(primary.url) as remote:
+                follower = Follower(registry, remote, primary.url)
+                await follower._compare_repository(REPO)
+                head = (await registry.feed.changes(0, 1000)).head
+                kept = {t: r.pushed_by
+                        for t, r in (await registry.replica.timed_tags(REPO)).items()}
+                assert kept == {"a": LongPusherClient.pusher[:255]}
+                await follower._compare_repository(REPO)
+                assert (await registry.feed.changes(0, 1000)).head == head
         finally:
             await close_registry(registry)
     finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.metadata.records import TagRecord as TagRecord  # the follower's type too
+from dockyard.metadata.store import PUSHER_MAX as PUSHER_MAX  # the follower compares
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.errors import ReadOnlyReplica
 

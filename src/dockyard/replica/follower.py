@@ -37,7 +37,7 @@ import aiohttp
 from dockyard.config.settings import ReplicaSettings
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
-from dockyard.core.replica import TagRecord
+from dockyard.core.replica import PUSHER_MAX, TagRecord
 from dockyard.core.uploads import Chunk
 from dockyard.metadata import events as kinds
 from dockyard.oci.digest import Digest
@@ -364,6 +364,8 @@ class Follower:
         """Point `tag` at manifest `digest` (present), pushed at `pushed_at` (the
         primary's time; None: unknown, now) by `pushed_by` (the primary's pusher),
         unless it does so already (`ours`: the tag here, when read already)."""
+        if pushed_by is not None:  # as kept here (an older primary kept longer names)
+            pushed_by = pushed_by[:PUSHER_MAX]
         if ours is None:
             ours = await self.replica.tag(name, tag)
         if ours is not None and ours.digest == digest and (
