@@ -85,6 +85,14 @@ def _count(status: str | None) -> int:
     return int(last) if last.isdigit() else 0
 
 
+async def _run(conn: asyncpg.Connection, query: Prepared, values: list[Any]) -> Rows:
+    """Execute `query` on `conn`: its rows, or the count of rows a write touched."""
+    if query.answers_rows:
+        rows = list(await conn.fetch(query.pg_sql, *values))
+        return Rows(rows, len(rows))
+    return Rows([], _count(await conn.execute(query.pg_sql, *values)))
+
+
 class PgConn:
     """An asyncpg connection inside a transaction, as a transaction body sees it."""
 
@@ -94,19 +102,13 @@ class PgConn:
     def run(self, query: Prepared, params: Mapping[str, Any]) -> Rows:
         """Execute `query` (from a greenlet: `PgDirect.transaction`'s body). asyncpg
         prepares it on this connection once (its statement cache)."""
-        rows: Rows = await_only(self._run(query, query.pg_values(params)))
+        rows: Rows = await_only(_run(self._conn, query, query.pg_values(params)))
         return rows
 
     def run_many(self, query: Prepared, params: Sequence[Mapping[str, Any]]) -> None:
         """Execute a write `query` for each parameter set, pipelined (one round trip)."""
         await_only(self._conn.executemany(query.pg_sql,
                                           [query.pg_values(p) for p in params]))
-
-    async def _run(self, query: Prepared, values: list[Any]) -> Rows:
-        if query.answers_rows:
-            rows = list(await self._conn.fetch(query.pg_sql, *values))
-            return Rows(rows, len(rows))
-        return Rows([], _count(await self._conn.execute(query.pg_sql, *values)))
 
 
 class DroppedBeforeCommit(Exception):
@@ -155,7 +157,7 @@ class PgDirect:
         pool = self._pool or await self._open()
         async with pool.acquire() as conn:
             try:
-                return await PgConn(conn)._run(query, query.pg_values(params))
+                return await _run(conn, query, query.pg_values(params))
             except self._dropped as exc:
                 pool.expire_connections()
                 raise DroppedBeforeCommit from exc
