@@ -52,6 +52,7 @@ from dockyard.api.connections import AccessLog
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
 from dockyard.backends import check_upstreams, migrate_database
+from dockyard.config.advice import advice
 from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
 from dockyard.web import install_ui
@@ -352,6 +353,8 @@ def serve(settings: Settings, source: Source | None = None) -> None:
     if settings.http.debug.addr is not None:
         check_port_free(*split_addr(settings.http.debug.addr))
     check_access(settings, host)
+    for line in advice(settings):
+        log.warning("config: %s", line)
     check_upstreams(settings)  # a missing credential stops the start, naming its key
     asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1

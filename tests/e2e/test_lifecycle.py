@@ -329,6 +329,21 @@ def test_referrers_kept_when_configured(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_serve_logs_a_retention_glob_that_changed_meaning(tmp_path: Path) -> None:
+    """`serve` starts with a retention rule for `"*"` (valid) and says in its log, once,
+    that it names top-level repositories only."""
+    server = start(tmp_path, "gc: {enabled: false}\nretention:\n  rules:\n"
+                             "    - repositories: '*'\n      keep_tags: '.*'\n", workers=1)
+    try:
+        lines = [line for line in server.log.read_text().splitlines()
+                 if "retention.rules[0].repositories" in line]
+        assert len(lines) == 1, lines
+        assert 'WARNING' in lines[0]
+        assert '"*" names top-level repositories only' in lines[0]
+    finally:
+        server.stop()
+
+
 def test_repository_delete_through_admin_api(client: httpx.Client, name: str) -> None:
     image = push_image(client, name, "v1", layers=2)
     push_image(client, name, "v2")

@@ -120,3 +120,7 @@ def config_check(file: Path) -> None:
              if settings.storage.driver == "s3" else f"at {settings.data_dir}")
     click.echo(f"{file}: ok (listen {settings.http.addr}, storage {settings.storage.driver} "
                f"{where}, database {settings.database_url.split('://')[0]})")
+    from dockyard.config.advice import advice
+
+    for line in advice(settings):
+        click.echo(f"{file}: warning: {line}", err=True)

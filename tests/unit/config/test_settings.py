@@ -329,6 +329,31 @@ def test_config_check_bad_key_exits_2(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) <= 6
 
 
+def test_config_check_warns_of_globs_that_changed_meaning(tmp_path: Path) -> None:
+    """Valid, so accepted (exit 0), but said: a retention rule for `"*"` (every
+    repository before the one glob dialect, top-level ones now) and an access rule with
+    a `**` inside a component (a `*` now)."""
+    path = write(tmp_path, "retention:\n  rules:\n    - repositories: team/**\n"
+                           "      keep_last: 3\n    - repositories: '*'\n      keep_last: 5\n"
+                           "auth:\n  access:\n    - repository: 'team**'\n"
+                           "      allow: {authenticated: [pull]}\n")
+    result = CliRunner().invoke(main, ["config", "check", str(path)], env={})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{path}: ok (")
+    assert result.stderr.splitlines() == [
+        f'{path}: warning: retention.rules[1].repositories: "*" names top-level '
+        "repositories only (a * stays within one path component; before the one glob "
+        "dialect it crossed '/'); write \"**\" for every repository",
+        f'{path}: warning: auth.access[0].repository: "team**": a ** inside a path '
+        'component is a * (it stays within the component); a ** component of its own, '
+        'as in "team/**", spans any number of them']
+    clean = write(tmp_path, "retention:\n  rules:\n    - repositories: '**'\n"
+                            "      keep_last: 5\n")
+    result = CliRunner().invoke(main, ["config", "check", str(clean)], env={})
+    assert result.exit_code == 0
+    assert result.stderr == ""
+
+
 def test_config_check_missing_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["config", "check", str(tmp_path / "none.yml")], env={})
     assert result.exit_code == 2
