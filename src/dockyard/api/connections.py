@@ -221,8 +221,11 @@ class Connection(RequestHandler):
             writer.write(_raw_response(429, "TOOMANYREQUESTS", "too many connections from "
                                        "this address before authentication",
                                        ("Retry-After", "5")))
-            if self.connections.lingering >= REFUSED_LINGERING_MAX:
-                writer.close()  # a flood: the 429 is flushed, then the socket closed
+            if self.connections.lingering >= REFUSED_LINGERING_MAX:  # a flood
+                if writer.can_write_eof():
+                    writer.close()  # the 429 is flushed, then the socket closed
+                else:  # TLS: a close would wait for the client's close_notify
+                    writer.abort()
                 return
             self.connections.lingering += 1
             if writer.can_write_eof():
