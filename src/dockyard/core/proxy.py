@@ -330,13 +330,21 @@ class PullThrough:
         """Answer this tag stale without asking upstream for `STALE_RETRY` seconds. At
         most `STALE_KEPT` tags are remembered: the ones that ran out go first, and when
         all are fresh the tag is not remembered (its next pull asks upstream again), so
-        a long outage over many tags does not grow the worker without bound."""
+        a long outage over many tags does not grow the worker without bound.
+
+        The dict is kept in expiry order (a tag marked again moves to its end; every
+        entry lasts `STALE_RETRY`), so the ones that ran out are dropped from its front:
+        a few steps per call, where a full map was rebuilt at every call."""
         now = time.monotonic()
-        if len(self._stale) >= STALE_KEPT:
-            self._stale = {key: until for key, until in self._stale.items() if until > now}
-            if len(self._stale) >= STALE_KEPT:
-                return
-        self._stale[name, tag] = now + STALE_RETRY
+        stale = self._stale
+        stale.pop((name, tag), None)
+        while stale:
+            first = next(iter(stale))
+            if stale[first] > now:
+                break
+            del stale[first]
+        if len(stale) < STALE_KEPT:
+            stale[name, tag] = now + STALE_RETRY
 
     def _still_stale(self, name: str, tag: str) -> bool:
         """Whether a re-check of this tag failed so recently that the cache does not ask

@@ -37,5 +37,20 @@ async def test_tags_answered_stale_are_remembered_up_to_a_bound(
             cache._mark_stale("hub/app", "new")
             assert list(cache._stale) == [("hub/app", "new")]
             assert cache._still_stale("hub/app", "new")
+            cache._mark_stale("hub/app", "next")
+        # a tag marked again is remembered anew, last: the map stays in expiry order,
+        # and only the entries that ran out go when a later one is marked
+        cache._stale.clear()
+        clock = [1000.0]
+        with monkeypatch.context() as patch:
+            patch.setattr(proxy, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                         time=time.time))
+            for tag in ("a", "b", "c", "a"):
+                cache._mark_stale("hub/app", tag)
+                clock[0] += 1
+            assert [tag for _, tag in cache._stale] == ["b", "c", "a"]
+            clock[0] = 1001 + proxy.STALE_RETRY + 0.5  # b ran out, c and a did not
+            cache._mark_stale("hub/app", "d")
+            assert [tag for _, tag in cache._stale] == ["c", "a", "d"]
     finally:
         await close_registry(registry)
