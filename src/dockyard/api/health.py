@@ -124,7 +124,7 @@ REPLICA_STATES = ("following", "comparing", "error")
 def _replica_gauges(status: dict[str, Any] | None) -> Iterator[Metric]:
     """A replica's lag as its follower last reported it (read from the metadata store,
     so every node of the replica says the same); nothing on a primary or once
-    promoted. The time the follower was last seen running (its status or heartbeat; 0
+    promoted. The time the follower was last seen running (its heartbeat; 0
     when never) lets an alert see a follower that stopped, whose last lag would
     otherwise read as current."""
     if status is None or status["promoted"]:
@@ -137,7 +137,7 @@ def _replica_gauges(status: dict[str, Any] | None) -> Iterator[Metric]:
     yield states
     yield GaugeMetricFamily("dockyard_replica_last_report_timestamp_seconds",
                             "When the replica's follower was last seen running (its "
-                            "status or heartbeat; 0: never)",
+                            "heartbeat; 0: never)",
                             value=float(status.get("alive_at") or 0.0))
     for key, name, text in (
             ("events_behind", "dockyard_replica_events_behind",

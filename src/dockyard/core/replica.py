@@ -112,15 +112,14 @@ class ReplicaService:
 
     async def status(self) -> dict[str, Any]:
         """What the admin API shows: primary, promotion, cursor and lag, and when the
-        follower was last seen running (`alive_at`: its status saved, or a heartbeat)."""
+        follower was last seen running (`alive_at`: its heartbeat, which a running
+        follower writes at its start and every `HEARTBEAT` seconds; not the status's
+        time, which the server also writes when the follower cannot start)."""
         values = await self.store.states("replica.")
         status: dict[str, Any] = json.loads(values[STATUS]) if STATUS in values else {}
-        seen = [float(values[ALIVE])] if ALIVE in values else []
-        if isinstance(status.get("updated_at"), int | float):
-            seen.append(float(status["updated_at"]))
         return {"primary": values.get(PRIMARY), "promoted": PROMOTED in values,
                 "cursor": int(values[CURSOR]) if CURSOR in values else None, **status,
-                "alive_at": max(seen) if seen else None}
+                "alive_at": float(values[ALIVE]) if ALIVE in values else None}
 
     async def standby(self) -> dict[str, Any] | None:
         """`status`, or None when this registry follows no primary (and never did): what

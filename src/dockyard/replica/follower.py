@@ -165,17 +165,29 @@ class Follower:
                 return
             except FAILURES as exc:
                 if until_caught_up:
-                    with contextlib.suppress(*FAILURES):
-                        await self.replica.save_error(str(exc))
+                    await self._said(str(exc))
                     raise
                 log.warning("replica: %s: %s; retrying in %.0f s", self.primary, exc, backoff)
                 await self.replica.save_error(str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
+            except Exception as exc:  # a fault of this registry (its store, a bug): the
+                # run ends (the job starts another), and the status says it failed, not
+                # the "following" of the last step that went through
+                await self._said(f"{type(exc).__name__}: {exc}")
+                raise
             backoff = 1.0
             if until_caught_up and caught_up:
                 return
+
+    async def _said(self, message: str) -> None:
+        """Record the failure that ends this run, if the store takes it: the failure
+        itself, not a second one from recording it, is what the caller raises."""
+        try:
+            await self.replica.save_error(message)
+        except Exception as exc:
+            log.debug("replica: the error state was not recorded: %s", exc)
 
     async def step(self, wait: float) -> bool:
         """One request to the feed and its events applied; whether caught up."""

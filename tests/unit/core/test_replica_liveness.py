@@ -76,6 +76,37 @@ async def test_a_failing_once_run_says_so_before_it_raises(tmp_path: Path) -> No
         await close_registry(registry)
 
 
+class BrokenFeed(RegistryClient):
+    """A primary whose feed answers something this registry fails on in a way no
+    network failure does (here a bug's TypeError, as a store's own error would)."""
+
+    async def events(self, after: int, limit: int, wait: float) -> dict[str, Any]:
+        raise TypeError("'NoneType' object is not subscriptable")
+
+
+@pytest.mark.parametrize("once", [False, True], ids=["server", "once"])
+async def test_a_follower_failing_on_its_own_fault_says_error_not_following(
+        tmp_path: Path, once: bool) -> None:
+    """The run ends with the fault (the server's job starts another one), and the
+    status says so: it kept the last step's "following" and lag, and with the
+    heartbeat of each new run the alert never saw a follower that made no progress."""
+    registry = await _registry(tmp_path)
+    try:
+        await registry.replica.follow(GONE)
+        await registry.replica.save(7, {"state": "following", "head": 7,
+                                        "events_behind": 0, "seconds_behind": 0.0})
+        async with BrokenFeed(GONE) as client:
+            with pytest.raises(TypeError, match="not subscriptable"):
+                await Follower(registry, client, GONE).run(until_caught_up=once)
+        status = await registry.replica.status()
+        assert status["state"] == "error"
+        assert status["last_error"] == "TypeError: 'NoneType' object is not subscriptable"
+        assert status["seconds_behind"] is None
+        assert status["cursor"] == 7
+    finally:
+        await close_registry(registry)
+
+
 async def test_credentials_the_server_cannot_read_are_an_error_state(tmp_path: Path) -> None:
     settings = load_settings(env={}, overrides={
         "storage.filesystem.rootdirectory": str(tmp_path / "data"),
@@ -88,6 +119,7 @@ async def test_credentials_the_server_cannot_read_are_an_error_state(tmp_path: P
         status = await registry.replica.status()
         assert status["state"] == "error"
         assert "DOCKYARD_TEST_NO_SUCH_VARIABLE" in status["last_error"]
+        assert status["alive_at"] is None  # the follower never ran: never seen running
     finally:
         await close_registry(registry)
 
