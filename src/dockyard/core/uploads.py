@@ -227,7 +227,9 @@ class UploadService:
         The record is read by the write that takes the hold, so the offset cannot move
         underneath us. A request that finds another request holding the session waits
         up to `BUSY_WAIT` (a request its client just dropped is still letting go), then
-        gets 416 with the current offset.
+        gets 416 with the current offset: one of this process as one of another (it
+        waited for as long as the writer lived, which a client sending a byte now and
+        then keeps alive for good).
         """
         if not _valid_id(session_id):
             raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
@@ -235,7 +237,17 @@ class UploadService:
         local.waiting += 1
         unknown = False
         try:
-            async with local.lock:  # this process's requests queue here, without a write
+            try:  # this process's requests queue here, without a write
+                async with asyncio.timeout(BUSY_WAIT):
+                    await local.lock.acquire()
+            except TimeoutError:
+                record = await self.store.upload(session_id)
+                if record is None or record.repository != name:
+                    unknown = True
+                    raise BlobUploadUnknown("upload is unknown or expired") from None
+                raise RangeInvalid("another request is writing to this upload",
+                                   offset=record.offset) from None
+            try:
                 hold = self._holder(session_id)
                 try:
                     record = await self._take(name, hold, claim)
@@ -244,6 +256,8 @@ class UploadService:
                     raise
                 async with self._keeping(hold):
                     yield record, local, hold
+            finally:
+                local.lock.release()
         finally:
             local.waiting -= 1
             # an id no session has (or another repository's) leaves nothing behind here:

@@ -629,6 +629,34 @@ async def test_a_request_waits_briefly_for_a_session_another_process_lets_go(
     await holder
 
 
+async def test_a_request_of_the_same_process_waits_briefly_too(
+        make_service: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests on one worker: the second waits `BUSY_WAIT` for the session, then
+    gets 416 with the offset, as from another process; it waited for as long as the
+    first lived (a client sending a byte now and then held it for good)."""
+    from dockyard.core import uploads as uploads_module
+
+    monkeypatch.setattr(uploads_module, "BUSY_WAIT", 0.2)
+    a = await make_service()
+    record = await a.start(REPO)
+    await a.append(REPO, record.id, body(b"abc"), Chunk())
+    writing = asyncio.create_task(
+        a.append(REPO, record.id, stalled_body(1.5, b"d", b"e"), Chunk(start=3)))
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RangeInvalid) as info:
+        await a.append(REPO, record.id, body(b"xyz"), Chunk(start=3))
+    assert info.value.offset == 3
+    with pytest.raises(RangeInvalid):  # nor does a cancel wait for it
+        await a.cancel(REPO, record.id)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert not writing.done()
+    assert (await writing).offset == 5  # the writer was not disturbed
+    digest = Digest.of(b"abcde")
+    assert await a.finish(REPO, record.id, digest, None, Chunk()) == 5
+    await assert_published(a, digest, b"abcde")
+
+
 # --- holds in the metadata store ---------------------------------------------
 
 async def stalled_body(seconds: float, *chunks: bytes) -> AsyncIterator[bytes]:
