@@ -8,6 +8,8 @@ OCI error on /auth/token).
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +32,7 @@ from tests.support.oci_api import (
     upload_location,
 )
 from tests.support.postgres import postgres_unavailable, running_postgres
+from tests.support.prom import samples
 from tests.support.servers import Server, start_dockyard
 
 FUZZ = settings(max_examples=200, deadline=None,
@@ -184,6 +187,65 @@ def test_range_end_beyond_int64_means_to_the_end(client: httpx.Client) -> None:
     resp = client.get(f"/v2/{REPO}/blobs/{digest}", headers={"Range": "bytes=10-" + "9" * 5000})
     assert resp.status_code == 206, resp.text
     assert resp.content == data[10:]
+
+
+def _by_status(server: Server) -> dict[tuple[str, str, str], float]:
+    """(route, method, status) -> requests answered, from the server's `/metrics`."""
+    out: dict[tuple[str, str, str], float] = {}
+    for (name, labels), value in samples(httpx.get(f"{server.url}/metrics").text).items():
+        if name == "dockyard_http_requests_total":
+            d = dict(labels)
+            out[d["route"], d["method"], d["status"]] = value
+    return out
+
+
+def test_a_client_closing_mid_request_is_no_500_and_no_traceback(
+        plain: Server, client: httpx.Client) -> None:
+    """A push interrupted mid-body (every kind of upload, a manifest) and a download
+    stopped mid-blob: one INFO line each and a 499 in the metrics, where each logged a
+    traceback and counted a 500 (which the error-rate alert reads as a fault)."""
+    blob = blob_bytes(8 << 20)
+    push_blob(client, REPO, blob)
+    zero = "sha256:" + "0" * 64
+    cuts = [("upload", "PATCH", None, "Content-Length: 100"),
+            ("upload", "PATCH", None, "Transfer-Encoding: chunked"),
+            ("upload", "PUT", f"?digest={zero}", "Content-Length: 1000000"),
+            ("upload-start", "POST", None, "Content-Length: 1000000"),
+            ("manifest", "PUT", None, "Content-Length: 1000")]
+    before, log_at = _by_status(plain), plain.log.stat().st_size
+    for route, method, query, framing in cuts:
+        if route == "upload":
+            path = upload_location(client, REPO) + (query or "")
+        elif route == "upload-start":
+            path = f"/v2/{REPO}/blobs/uploads/?digest={zero}"
+        else:
+            path = f"/v2/{REPO}/manifests/cut"
+        with socket.create_connection(("127.0.0.1", plain.port)) as sock:
+            part = b"5\r\naaaaa\r\n" if "chunked" in framing else b"a" * 10
+            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n"
+                         .encode() + part)
+            time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", plain.port)) as sock:  # a download
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET /v2/{REPO}/blobs/{digest_of(blob)} HTTP/1.1\r\nHost: x\r\n\r\n"
+                     .encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.3)
+    expected = {("upload", "PATCH"): 2, ("upload", "PUT"): 1, ("upload-start", "POST"): 1,
+                ("manifest", "PUT"): 1, ("blob", "GET"): 1}
+    deadline = time.monotonic() + 10
+    while True:  # the server sees each close when it next reads or writes
+        after = _by_status(plain)
+        gone = {(r, m): after.get((r, m, "499"), 0) - before.get((r, m, "499"), 0)
+                for r, m in expected}
+        if gone == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert gone == expected
+    assert not [k for k, v in after.items() if k[2].startswith("5") and v != before.get(k, 0)]
+    logged = plain.log.read_bytes()[log_at:].decode(errors="replace")
+    assert "Traceback" not in logged
+    assert logged.count("the client closed the connection") == 6
 
 
 def test_encoded_newline_in_a_path_gets_an_oci_error(client: httpx.Client) -> None:

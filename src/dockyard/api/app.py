@@ -46,8 +46,8 @@ def _errors(connections: Connections) -> Middleware:
             raise
         except BodyStalled as exc:
             return await _stalled(request, exc)
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except ConnectionResetError as exc:
+            return _client_gone(request, exc)
         except Exception:
             log.exception("%s %s failed", request.method, request.rel_url)
             return error_response("UNKNOWN", "internal server error", status=500,
@@ -57,6 +57,22 @@ def _errors(connections: Connections) -> Middleware:
         return response
 
     return errors
+
+
+#: the status recorded (metrics, access log) for a request whose client closed the
+#: connection before its answer: nginx's "client closed request", never sent
+CLIENT_GONE = 499
+
+
+def _client_gone(request: web.Request, exc: ConnectionResetError) -> web.StreamResponse:
+    """The client closed the connection mid-request (a push interrupted, a download
+    stopped): one line at INFO, and a 499 in the metrics, where aiohttp logged a
+    traceback and counted a 500, which the error-rate alert took for a fault."""
+    log.info("%s %s: the client closed the connection (%s)", request.method,
+             request.rel_url.path, exc)
+    response = web.Response(status=CLIENT_GONE)
+    response.force_close()
+    return response
 
 
 async def _stalled(request: web.Request, exc: BodyStalled) -> web.StreamResponse:
