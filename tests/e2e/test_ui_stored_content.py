@@ -4,8 +4,8 @@ A real `dockyard serve` (no auth), content pushed over HTTP that the registry ac
 but that used to break a page for every visitor: JSON strings that are lone surrogates
 (valid JSON escapes, not valid UTF-8), a layer whose tar header holds a base-256 mode
 and a file name that is not UTF-8, an SBOM whose `licenses` is a number, a config blob
-nested past Python's recursion limit; and a login form posted as multipart with a part
-encoding no browser sends.
+nested past Python's recursion limit; a layer whose file was removed under the storage
+tree; and a login form posted as multipart with a part encoding no browser sends.
 """
 
 from __future__ import annotations
@@ -85,6 +85,23 @@ def test_a_layer_with_a_base256_mode_and_a_latin1_name_is_listed(
     text = page(client, f"/ui/r/odd/layer/-/blobs/{digest}")
     assert "negative-mode" in text
     assert "caf\ufffd.txt" in text
+
+
+def test_a_layer_whose_bytes_were_removed_is_said_missing_not_a_500(
+        server: Server, client: httpx.Client) -> None:
+    """Its file removed by hand under the storage tree (what the old setup's `rm -r`
+    did): the layer page says so, without the path, where it answered 500."""
+    layer = odd_layer() + b"\0" * 1024  # a blob of its own
+    digest = push_blob(client, "odd/removed", layer)
+    built = image_manifest(client, "odd/removed", extra={"layers": [
+        descriptor("application/vnd.oci.image.layer.v1.tar", layer)]})
+    assert put_manifest(client, "odd/removed", "v1", built.payload,
+                        OCI_MANIFEST).status_code == 201
+    hexa = digest.removeprefix("sha256:")
+    (server.data / "blobs" / "sha256" / hexa[:2] / hexa / "data").unlink()
+    text = page(client, f"/ui/r/odd/removed/-/blobs/{digest}")
+    assert "they are missing from storage" in text
+    assert str(server.data) not in text
 
 
 def test_an_sbom_with_odd_licenses_and_a_config_nested_too_deep_still_show(

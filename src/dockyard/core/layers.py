@@ -92,13 +92,23 @@ class _Chunks(io.RawIOBase):
                 future.cancel()
                 raise _Stop(f"after {DEADLINE:.0f} s") from None
             except Exception as exc:
-                raise _Unreadable(str(exc) or type(exc).__name__) from exc
+                raise _Unreadable(_why(exc)) from exc
             self.read_bytes += len(data)
             self._pending = memoryview(data)
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
+
+
+def _why(exc: Exception) -> str:
+    """Why the store gave no bytes, for the page: an OS error by its reason alone (its
+    text names the file's path under the storage tree)."""
+    if isinstance(exc, FileNotFoundError):
+        return "they are missing from storage; `dockyard fsck` marks such blobs"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 async def _next(chunks: AsyncIterator[bytes]) -> bytes:
@@ -158,7 +168,11 @@ async def list_layer(chunks: AsyncIterator[bytes]) -> LayerFiles:
     """The entries of the layer whose stored bytes `chunks` yields, within the bounds."""
     out = LayerFiles()
     try:
-        head = await _next(chunks)
+        try:
+            head = await _next(chunks)
+        except Exception as exc:  # the store's first read, as `_Chunks` does the others
+            out.error = f"its stored bytes could not be read ({_why(exc)})"
+            return out
         if head.startswith(_ZSTD):
             out.format = "tar+zstd"
             out.error = "compressed with zstd, which this page cannot read"

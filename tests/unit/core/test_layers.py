@@ -122,3 +122,24 @@ async def test_a_store_failing_midway_is_named_as_such() -> None:
     assert got.error == "its stored bytes could not be read (the object store answered 503)"
     assert 0 < len(got.entries) < 20  # what was read before stays listed
     assert chunks.closed
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (FileNotFoundError(2, "No such file or directory", "/srv/blobs/ab/abcd/data"),
+     "they are missing from storage; `dockyard fsck` marks such blobs"),
+    (PermissionError(13, "Permission denied", "/srv/blobs/ab/abcd/data"),
+     "Permission denied")])
+async def test_a_store_failing_at_once_is_named_without_its_path(
+        error: OSError, said: str) -> None:
+    """The first read failing (the blob's file removed under the storage tree) is the
+    page's "could not be read", as a later one is, where it escaped as a 500; an OS
+    error is said by its reason, never with the path it names."""
+    class Gone(Chunks):
+        async def __anext__(self) -> bytes:
+            raise error
+
+    chunks = Gone(archive("w", ["f"], size=10), piece=1000)
+    got = await list_layer(chunks)
+    assert got.error == f"its stored bytes could not be read ({said})"
+    assert got.entries == []
+    assert chunks.closed
