@@ -144,6 +144,27 @@ def test_blob_range_not_satisfiable(client: httpx.Client, repo: str, header: str
     assert resp.headers["content-range"] == "bytes */2000"
 
 
+@pytest.mark.parametrize(("if_range", "status"), [
+    ("{etag}", 206),                            # the client holds this blob: its piece
+    ('"sha256:' + "0" * 64 + '"', 200),         # another representation: the whole blob
+    ("W/{etag}", 200),                          # weak: never matches (RFC 9110 13.1.5)
+    ("Sat, 05 Dec 2026 00:00:00 GMT", 200),     # a date: no Last-Modified to match
+])
+def test_blob_range_under_if_range(client: httpx.Client, repo: str, if_range: str,
+                                   status: int) -> None:
+    """A resumed download (curl -C, a browser) names what it holds: a Range is
+    honoured only when that is this blob, else the whole blob comes back with 200."""
+    data = blob_bytes(2000)
+    digest = push_blob(client, repo, data)
+    etag = client.head(f"/v2/{repo}/blobs/{digest}").headers["etag"]
+    assert etag == f'"{digest}"'
+    resp = client.get(f"/v2/{repo}/blobs/{digest}", headers={
+        "Range": "bytes=100-199", "If-Range": if_range.format(etag=etag)})
+    assert resp.status_code == status
+    assert resp.content == (data[100:200] if status == 206 else data)
+    assert ("content-range" in resp.headers) == (status == 206)
+
+
 def test_blob_range_resumable_pull(client: httpx.Client, repo: str) -> None:
     """The spec's resumable pull: fetch in pieces with Range and reassemble."""
     data = blob_bytes(10_000)

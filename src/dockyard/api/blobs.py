@@ -11,7 +11,7 @@ from aiohttp import web
 from dockyard.api.bodies import body_timeout
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
-from dockyard.api.ranges import parse_range
+from dockyard.api.ranges import parse_range, range_applies
 from dockyard.api.sendfile import ShortBody, Stalled, send_file, usable
 from dockyard.core.blobs import BlobService, LocalFile, Redirect
 from dockyard.oci.digest import Digest
@@ -44,8 +44,11 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
         "Accept-Ranges": "bytes",
         "Cache-Control": cache_control,
     }
+    wanted = request.headers.get("Range")
+    if wanted and not range_applies(request.headers.get("If-Range"), headers["ETag"]):
+        wanted = None
     try:
-        span = parse_range(request.headers.get("Range"), info.size)
+        span = parse_range(wanted, info.size)
     except ValueError:
         return error_response("RANGE_INVALID", "requested range not satisfiable",
                               status=416, head=head,

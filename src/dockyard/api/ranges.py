@@ -36,6 +36,14 @@ def parse_content_range(header: str | None, length: int | None) -> Chunk:
     return Chunk(start, end, length)
 
 
+def range_applies(if_range: str | None, etag: str) -> bool:
+    """Whether a `Range` is honoured under `If-Range` (RFC 9110 13.1.5): only when the
+    validator is this response's strong entity tag. A date never matches (no
+    Last-Modified is sent) nor does a weak tag; the client then gets the whole blob,
+    not a piece of a representation it does not hold."""
+    return if_range is None or if_range.strip() == etag
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """A single `bytes=` range -> (start, end inclusive); None for the whole blob.
 
