@@ -18,6 +18,7 @@ from dockyard.api.errors import error_response
 from dockyard.api.health import MAIN, add_routes
 from dockyard.api.proxy import PROXIES
 from dockyard.api.routes import ADMIN_RESOURCE, authorization, dispatch
+from dockyard.api.sendfile import ClientGone
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import JobRunner
@@ -47,7 +48,13 @@ def _errors(connections: Connections) -> Middleware:
         except BodyStalled as exc:
             return await _stalled(request, exc)
         except ConnectionResetError as exc:
-            return _client_gone(request, exc)
+            transport = request.transport
+            if isinstance(exc, ClientGone) or transport is None or transport.is_closing():
+                return _client_gone(request, exc)
+            # the client is still there: a connection of the registry's own was reset
+            log.exception("%s %s failed", request.method, request.rel_url)
+            return error_response("UNKNOWN", "internal server error", status=500,
+                                  head=request.method == "HEAD")
         except Exception:
             log.exception("%s %s failed", request.method, request.rel_url)
             return error_response("UNKNOWN", "internal server error", status=500,

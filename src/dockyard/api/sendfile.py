@@ -38,6 +38,11 @@ class ShortBody(Exception):
         self.sent = sent
 
 
+class ClientGone(ConnectionResetError):
+    """The client's socket refused the body's next bytes: it closed the connection (the
+    loop may not have seen it yet)."""
+
+
 class Stalled(Exception):
     """The client took no byte of a response body for `http.body_timeout`."""
 
@@ -116,7 +121,7 @@ async def _zero_copy(loop: asyncio.AbstractEventLoop, out: socket.socket, file_f
                 await _writable(loop, out.fileno(), seconds)
                 continue
             except (BrokenPipeError, ConnectionResetError):
-                raise ConnectionResetError("client went away") from None
+                raise ClientGone("client went away") from None
             if done == 0:  # end of file: it was cut shorter while being sent
                 raise ShortBody(sent)
             sent += done
