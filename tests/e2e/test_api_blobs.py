@@ -526,6 +526,24 @@ def test_monolithic_post_malformed_digest(client: httpx.Client, repo: str) -> No
     assert_error(resp, 400, "DIGEST_INVALID")
 
 
+@pytest.mark.parametrize("first", [True, False], ids=["right-first", "right-second"])
+def test_a_digest_given_twice_is_digest_invalid(client: httpx.Client, repo: str,
+                                                first: bool) -> None:
+    """`?digest=` twice, on the closing PUT and on a one-request POST: refused, whichever
+    comes first (a proxy in front may read the other one), and no blob is stored."""
+    data = blob_bytes(1000)
+    right, wrong = digest_of(data), digest_of(b"something else " + repo.encode())
+    both = [("digest", right), ("digest", wrong)] if first else \
+        [("digest", wrong), ("digest", right)]
+    resp = client.post(f"/v2/{repo}/blobs/uploads/", params=both, content=data)
+    assert_error(resp, 400, "DIGEST_INVALID")
+    location = upload_location(client, repo)
+    resp = client.put(location, params=both, content=data)
+    assert_error(resp, 400, "DIGEST_INVALID")
+    assert "more than once" in resp.json()["errors"][0]["message"]
+    assert client.head(f"/v2/{repo}/blobs/{right}").status_code == 404
+
+
 def test_put_without_digest(client: httpx.Client, repo: str) -> None:
     location = upload_location(client, repo)
     resp = client.put(location, content=b"data")

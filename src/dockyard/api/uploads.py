@@ -53,6 +53,15 @@ def _mount_source(name: str, query: Mapping[str, str]) -> tuple[Digest, str] | N
         return None
 
 
+def _digest(request: web.Request) -> Digest:
+    """The one `?digest=` of an upload; given twice, refused (a proxy in front may read
+    the other one, as two JSON parsers read a duplicate key differently)."""
+    given = request.rel_url.query.getall("digest")
+    if len(given) > 1:
+        raise DigestInvalid("?digest= is given more than once")
+    return Digest.parse(given[0])
+
+
 async def start_upload(request: web.Request, match: Match) -> web.StreamResponse:
     reg, name, query = registry(request), match.name, request.rel_url.query
     if "mount" in query:
@@ -63,7 +72,7 @@ async def start_upload(request: web.Request, match: Match) -> web.StreamResponse
             audit_as(request, "blob.mount", source=found[1])
             return _created(name, found[0])
     elif "digest" in query:
-        digest = Digest.parse(query["digest"])
+        digest = _digest(request)
         length = request.content_length if has_body(request) else 0
         # discard: an error answer names no session, so a failure's session could never
         # be resumed, only count against the client's cap until it expired
@@ -106,7 +115,7 @@ async def patch_upload(request: web.Request, match: Match) -> web.StreamResponse
 async def finish_upload(request: web.Request, match: Match) -> web.StreamResponse:
     if "digest" not in request.rel_url.query:
         raise DigestInvalid("PUT to finish an upload needs ?digest=")
-    digest = Digest.parse(request.rel_url.query["digest"])
+    digest = _digest(request)
     body = body_chunks(request) if has_body(request) else None
     chunk = parse_content_range(request.headers.get("Content-Range"), request.content_length)
     try:
