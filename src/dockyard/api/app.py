@@ -52,18 +52,29 @@ def _errors(connections: Connections) -> Middleware:
             if isinstance(exc, ClientGone) or transport is None or transport.is_closing():
                 return _client_gone(request, exc)
             # the client is still there: a connection of the registry's own was reset
-            log.exception("%s %s failed", request.method, request.rel_url)
-            return error_response("UNKNOWN", "internal server error", status=500,
-                                  head=request.method == "HEAD")
+            return _failed(request)
         except Exception:
-            log.exception("%s %s failed", request.method, request.rel_url)
-            return error_response("UNKNOWN", "internal server error", status=500,
-                                  head=request.method == "HEAD")
+            return _failed(request)
         if connections.draining:
             response.force_close()
         return response
 
     return errors
+
+
+def _failed(request: web.Request) -> web.StreamResponse:
+    """A fault of the registry's own: logged, and answered 500 in the OCI format; when
+    part of the answer is out already, the connection is cut instead (a second
+    response would be read as the rest of the first body)."""
+    log.exception("%s %s failed", request.method, request.rel_url)
+    if request.writer.output_size > 0:
+        if request.transport is not None:
+            request.transport.abort()
+        response = web.Response(status=500)  # recorded, never sent
+        response.force_close()
+        return response
+    return error_response("UNKNOWN", "internal server error", status=500,
+                          head=request.method == "HEAD")
 
 
 #: the status recorded (metrics, access log) for a request whose client closed the
