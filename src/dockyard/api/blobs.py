@@ -45,7 +45,9 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
         "Cache-Control": cache_control,
     }
     wanted = request.headers.get("Range")
-    if wanted and not range_applies(request.headers.get("If-Range"), headers["ETag"]):
+    whole = bool(wanted) and not range_applies(request.headers.get("If-Range"),
+                                               headers["ETag"])
+    if whole:  # served here: a redirect would send the Range on to the store
         wanted = None
     try:
         span = parse_range(wanted, info.size)
@@ -65,7 +67,7 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
         await resp.write_eof()
         return resp
     sock = usable(request)
-    body = await blobs.open(info, start, count, local=sock is not None)
+    body = await blobs.open(info, start, count, local=sock is not None, redirect=not whole)
     seconds = body_timeout(request)
     if isinstance(body, Redirect):
         return web.Response(status=307, headers={**headers, "Location": body.url,

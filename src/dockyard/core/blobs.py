@@ -99,11 +99,12 @@ class BlobService:
                 await self.store.touch_blob(str(digest))
         return BlobInfo(digest, record.size, repository=name)
 
-    async def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True
-                   ) -> BlobBody:
+    async def open(self, info: BlobInfo, offset: int, length: int, *, local: bool = True,
+                   redirect: bool = True) -> BlobBody:
         """What to send for `length` bytes of the blob from `offset` (after `stat`):
-        a redirect when redirects are on and the store signs URLs, else a local file
-        when `local` (the caller can send one: no TLS in the way), else a stream.
+        a redirect when redirects are on, `redirect` allows one and the store signs
+        URLs, else a local file when `local` (the caller can send one: no TLS in the
+        way), else a stream.
         A client reads the blob: a pull event. A `remote` blob is fetched first (streamed
         as it arrives to the request that fetches it whole)."""
         if self.notifier is not None and self.notifier.wants("pull"):
@@ -116,7 +117,7 @@ class BlobService:
                                                       whole=offset == 0 and length == info.size)
                 if fetching is not None:
                     return fetching
-        if self.redirect_expiry is not None:
+        if redirect and self.redirect_expiry is not None:
             url = await self.blobs.url_for(info.digest, int(self.redirect_expiry))
             if url is not None:
                 return Redirect(url)

@@ -53,3 +53,39 @@ async def test_blob_get_redirects_when_the_store_signs_urls(
             assert head.headers["Content-Length"] == str(len(data))
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize(("if_range", "redirected"), [(True, True), (False, False)],
+                         ids=["if-range-matches", "if-range-differs"])
+async def test_a_range_under_a_stale_if_range_is_served_whole_not_redirected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, if_range: bool,
+        redirected: bool) -> None:
+    """Redirected, the client sends its Range and If-Range on to the store, which
+    compares its own ETag (or none): the registry serves the whole blob itself when the
+    client's copy is another one, and redirects as usual when it is this blob."""
+    async def signed(_self: FilesystemDriver, key: str, expires: int = 900) -> str:
+        return f"http://store.invalid/{key}?expires={expires}&signature=x"
+
+    monkeypatch.setattr(FilesystemDriver, "url_for", signed)
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"),
+        "storage.redirect": True})
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    data = b"bytes the client holds another version of"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        async with httpx.AsyncClient(base_url=str(server.make_url(""))) as c:
+            r = await c.post("/v2/r/x/blobs/uploads/", params={"digest": digest},
+                             content=data)
+            assert r.status_code == 201
+            r = await c.get(f"/v2/r/x/blobs/{digest}", headers={
+                "Range": "bytes=5-9",
+                "If-Range": f'"{digest}"' if if_range else '"sha256:' + "0" * 64 + '"'})
+            if redirected:
+                assert r.status_code == 307
+            else:
+                assert r.status_code == 200
+                assert r.content == data
+    finally:
+        await server.close()
