@@ -237,8 +237,10 @@ class UploadService:
         local.waiting += 1
         unknown = False
         try:
+            # one wait in all, for this process's lock and then the session's hold
+            deadline = asyncio.get_running_loop().time() + BUSY_WAIT
             try:  # this process's requests queue here, without a write
-                async with asyncio.timeout(BUSY_WAIT):
+                async with asyncio.timeout_at(deadline):
                     await local.lock.acquire()
             except TimeoutError:
                 record = await self.store.upload(session_id)
@@ -250,7 +252,7 @@ class UploadService:
             try:
                 hold = self._holder(session_id)
                 try:
-                    record = await self._take(name, hold, claim)
+                    record = await self._take(name, hold, claim, deadline)
                 except BlobUploadUnknown:
                     unknown = True
                     raise
@@ -266,13 +268,13 @@ class UploadService:
                     and self._local.get(session_id) is local):
                 del self._local[session_id]
 
-    async def _take(self, name: str, hold: _Hold, claim: tuple[str, int] | None = None
-                    ) -> UploadRecord:
-        """Take the hold of `hold.session_id` in repository `name` and read the session;
-        with `claim` (a verified digest and size), claim that blob in the same write
-        when the session is empty (`hold.claim`)."""
+    async def _take(self, name: str, hold: _Hold, claim: tuple[str, int] | None,
+                    deadline: float) -> UploadRecord:
+        """Take the hold of `hold.session_id` in repository `name` and read the session,
+        trying until `deadline` (loop time) while another request holds it; with `claim`
+        (a verified digest and size), claim that blob in the same write when the session
+        is empty (`hold.claim`)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + BUSY_WAIT
         gone: str | None = None
         pause = 0.01
         while True:
