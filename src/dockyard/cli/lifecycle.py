@@ -149,13 +149,16 @@ def retention(config: Path | None, data: Path | None, dry_run: bool, as_json: bo
     report = run_with_registry(settings, job)
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "deleted": report.deleted,
-                               "errors": report.errors}, indent=2))
+                               "errors": report.errors, "regrouped": report.regrouped},
+                              indent=2))
     else:
         verb = "would delete" if dry_run else "deleted"
         for name, gone in sorted(report.deleted.items()):
             for tag in gone:
                 click.echo(f"{verb} {name}:{tag}")
         click.echo(f"{report.count} tags {'would be deleted' if dry_run else 'deleted'}")
+        for line in report.regrouped:
+            click.echo(f"note: {line}", err=True)
         for error in report.errors:
             click.echo(f"error: {error}", err=True)
     if report.errors:

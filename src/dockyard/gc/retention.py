@@ -7,6 +7,7 @@ then frees what nothing else uses. A tag pushed again after the plan was made is
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import re
 import time
@@ -27,6 +28,9 @@ class RetentionReport:
     deleted: dict[str, list[str]] = field(default_factory=dict)
     #: one line per repository whose rule could not be applied (the others were)
     errors: list[str] = field(default_factory=list)
+    #: one line per group of repositories that a rule other than before the one glob
+    #: dialect governs now (`regrouped`): what an operator upgrading should look at
+    regrouped: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -45,6 +49,44 @@ def configured_rules(settings: Settings) -> list[RetentionRule]:
 
 def rule_for(rules: list[RetentionRule], name: str) -> RetentionRule | None:
     return next((r for r in rules if glob_matches(name, r.repositories)), None)
+
+
+def _index_before(rules: list[RetentionRule], name: str) -> int | None:
+    """The index of the rule that governed `name` before the one glob dialect, when a
+    retention glob was fnmatch's over the whole name (`*` and `?` crossing `/`)."""
+    return next((i for i, r in enumerate(rules)
+                 if fnmatch.fnmatchcase(name, r.repositories)), None)
+
+
+#: repository names a `regrouped` line gives as examples
+REGROUPED_EXAMPLES = 3
+
+
+def regrouped(rules: list[RetentionRule], names: list[str]) -> list[str]:
+    """One line per (rule before, rule now) pair that differs for some of `names`: the
+    repositories whose tags another rule (or none) decides since the one glob dialect,
+    where a rule like `team/*` took `team/sub/app` too. Silent when none moved."""
+    moved: dict[tuple[int | None, int | None], list[str]] = {}
+    for name in names:
+        now = next((i for i, r in enumerate(rules)
+                    if glob_matches(name, r.repositories)), None)
+        before = _index_before(rules, name)
+        if before != now:
+            moved.setdefault((before, now), []).append(name)
+
+    def rule(i: int | None) -> str:
+        return "no rule" if i is None else f'the rule for "{rules[i].repositories}"'
+
+    lines = []
+    for (before, now), group in sorted(moved.items(), key=lambda kv: str(kv[0])):
+        shown = ", ".join(sorted(group)[:REGROUPED_EXAMPLES])
+        more = len(group) - REGROUPED_EXAMPLES
+        lines.append(
+            f"{len(group)} repositor{'y' if len(group) == 1 else 'ies'} ({shown}"
+            f"{f' and {more} more' if more > 0 else ''}) now under {rule(now)}, not "
+            f"{rule(before)} as before the one glob dialect (a * or ? stays within one "
+            "path component; a ** component spans any number)")
+    return lines
 
 
 def doomed_tags(rule: RetentionRule, tags: list[tuple[str, float, float | None]], now: float
@@ -75,7 +117,9 @@ async def apply_retention(lifecycle: LifecycleBackend, rules: list[RetentionRule
     if not rules:
         return report
     now = time.time()
-    for repo_id, name in await lifecycle.repositories():
+    repositories = await lifecycle.repositories()
+    report.regrouped = regrouped(rules, [name for _, name in repositories])
+    for repo_id, name in repositories:
         rule = rule_for(rules, name)
         if rule is None:
             continue

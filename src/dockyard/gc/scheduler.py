@@ -73,6 +73,8 @@ async def collect_once(registry: Registry, settings: Settings) -> Report | None:
                 retention = await apply_retention(registry.lifecycle,
                                                   configured_rules(settings))
                 failed += retention.errors
+                for line in retention.regrouped:
+                    log.warning("retention: %s", line)
                 if retention.count:
                     log.info("retention deleted %d tags: %s", retention.count,
                              json.dumps(retention.deleted))
