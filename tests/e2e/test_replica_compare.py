@@ -21,6 +21,7 @@ import pytest
 
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import load_settings
+from dockyard.core.registry import Registry
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
 from dockyard.remote.client import ManifestInfo, RegistryClient, TagTime
@@ -31,6 +32,18 @@ from tests.support.servers import start_dockyard
 REPO = "team/app"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+@asynccontextmanager
+async def replica_registry(tmp_path: Path) -> AsyncIterator[Registry]:
+    """The replica's own stores, under `tmp_path/replica`, closed after."""
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
+    registry = await open_registry(settings)
+    try:
+        yield registry
+    finally:
+        await close_registry(registry)
 
 
 class RacingClient(RegistryClient):
@@ -56,25 +69,20 @@ async def test_a_tag_gone_while_comparing_deletes_no_other_tag(tmp_path: Path) -
     try:
         with httpx.Client(base_url=primary.url, timeout=30) as client:
             digests = {tag: push_image(client, REPO, tag).digest for tag in ("a", "b", "c")}
-        settings = load_settings(env={}, overrides={
-            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
-        registry = await open_registry(settings)
-        try:
-            async with RacingClient(primary.url) as remote:
-                follower = Follower(registry, remote, primary.url)
-                await follower._compare_repository(REPO)
-                assert await registry.replica.tags(REPO) == digests
-                remote.vanish = "c"
-                await follower._compare_repository(REPO)
-                ours = await registry.replica.tags(REPO)
-                assert {t: ours.get(t) for t in ("a", "b")} == {
-                    "a": digests["a"], "b": digests["b"]}
-                # `c` is the feed's to delete (its event follows the comparison)
-                async with httpx.AsyncClient(base_url=primary.url) as check:
-                    r = await check.get(f"/v2/{REPO}/tags/list")
-                    assert sorted(r.json()["tags"]) == ["a", "b"]
-        finally:
-            await close_registry(registry)
+        async with replica_registry(tmp_path) as registry, \
+                RacingClient(primary.url) as remote:
+            follower = Follower(registry, remote, primary.url)
+            await follower._compare_repository(REPO)
+            assert await registry.replica.tags(REPO) == digests
+            remote.vanish = "c"
+            await follower._compare_repository(REPO)
+            ours = await registry.replica.tags(REPO)
+            assert {t: ours.get(t) for t in ("a", "b")} == {
+                "a": digests["a"], "b": digests["b"]}
+            # `c` is the feed's to delete (its event follows the comparison)
+            async with httpx.AsyncClient(base_url=primary.url) as check:
+                r = await check.get(f"/v2/{REPO}/tags/list")
+                assert sorted(r.json()["tags"]) == ["a", "b"]
     finally:
         primary.stop()
 
@@ -103,20 +111,15 @@ async def test_a_blob_longer_than_its_descriptor_is_not_read_past_its_size(
     try:
         with httpx.Client(base_url=primary.url, timeout=30) as client:
             pushed = push_image(client, REPO, "v1")
-        settings = load_settings(env={}, overrides={
-            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
-        registry = await open_registry(settings)
-        try:
-            async with PaddingClient(primary.url) as remote:
-                follower = Follower(registry, remote, primary.url)
-                with pytest.raises(RegistryError):
-                    await asyncio.wait_for(follower.ensure_manifest(REPO, pushed.digest), 30)
-                assert remote.padded <= 1 << 20  # stopped at the size, not at the end
-                assert await registry.replica.tags(REPO) == {}
-                assert not list((tmp_path / "replica").glob("blobs/**/data"))
-                assert (await registry.operations.state(fresh=True)).upload_sessions == 0
-        finally:
-            await close_registry(registry)
+        async with replica_registry(tmp_path) as registry, \
+                PaddingClient(primary.url) as remote:
+            follower = Follower(registry, remote, primary.url)
+            with pytest.raises(RegistryError):
+                await asyncio.wait_for(follower.ensure_manifest(REPO, pushed.digest), 30)
+            assert remote.padded <= 1 << 20  # stopped at the size, not at the end
+            assert await registry.replica.tags(REPO) == {}
+            assert not list((tmp_path / "replica").glob("blobs/**/data"))
+            assert (await registry.operations.state(fresh=True)).upload_sessions == 0
     finally:
         primary.stop()
 
@@ -141,17 +144,12 @@ async def test_a_manifest_whose_descriptor_size_is_wrong_still_replicates(
             r = put_manifest(client, REPO, "odd", manifest, OCI_MANIFEST)
             assert r.status_code == 201, r.text
             digest = r.headers["Docker-Content-Digest"]
-        settings = load_settings(env={}, overrides={
-            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
-        registry = await open_registry(settings)
-        try:
-            async with RegistryClient(primary.url) as remote:
-                follower = Follower(registry, remote, primary.url)
-                assert await asyncio.wait_for(follower.ensure_manifest(REPO, digest), 30)
+        async with replica_registry(tmp_path) as registry, \
+                RegistryClient(primary.url) as remote:
+            follower = Follower(registry, remote, primary.url)
+            assert await asyncio.wait_for(follower.ensure_manifest(REPO, digest), 30)
             got = await registry.blobs.stat(REPO, Digest.parse(layer_digest))
             assert got.size == len(layer)
-        finally:
-            await close_registry(registry)
     finally:
         primary.stop()
 
@@ -180,29 +178,24 @@ async def test_a_promotion_during_a_comparison_stops_it_before_its_next_write(
     try:
         with httpx.Client(base_url=primary.url, timeout=30) as client:
             pushed = push_image(client, REPO, "a")
-        settings = load_settings(env={}, overrides={
-            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
-        registry = await open_registry(settings)
-        try:
-            async with PromotingClient(primary.url) as remote:
-                follower = Follower(registry, remote, primary.url)
-                await asyncio.wait_for(follower.run(until_caught_up=True), 60)
-                assert await registry.replica.tags(REPO) == {"a": pushed.digest}
+        async with replica_registry(tmp_path) as registry, \
+                PromotingClient(primary.url) as remote:
+            follower = Follower(registry, remote, primary.url)
+            await asyncio.wait_for(follower.run(until_caught_up=True), 60)
+            assert await registry.replica.tags(REPO) == {"a": pushed.digest}
 
-                async def promote_then_push() -> None:
-                    assert await registry.replica.promote() == primary.url
-                    record = await registry.manifests.get(REPO, pushed.digest)
-                    assert record.payload is not None
-                    await registry.manifests.put(REPO, "mine", record.payload,
-                                                 record.media_type)
+            async def promote_then_push() -> None:
+                assert await registry.replica.promote() == primary.url
+                record = await registry.manifests.get(REPO, pushed.digest)
+                assert record.payload is not None
+                await registry.manifests.put(REPO, "mine", record.payload,
+                                             record.media_type)
 
-                remote.then = promote_then_push
-                await registry.replica.save(None, {})  # the next step compares in full
-                await asyncio.wait_for(follower.run(until_caught_up=True), 60)
+            remote.then = promote_then_push
+            await registry.replica.save(None, {})  # the next step compares in full
+            await asyncio.wait_for(follower.run(until_caught_up=True), 60)
             assert await registry.replica.tags(REPO) == {"a": pushed.digest,
                                                          "mine": pushed.digest}
-        finally:
-            await close_registry(registry)
     finally:
         primary.stop()
 
@@ -222,17 +215,12 @@ async def test_indexes_nested_deeper_than_the_stack_replicate(tmp_path: Path) ->
                 media_type = INDEX
                 reference = "top" if level == 1500 else str(Digest.of(body))
                 assert put_manifest(client, REPO, reference, body, INDEX).status_code == 201
-        settings = load_settings(env={}, overrides={
-            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
-        registry = await open_registry(settings)
-        try:
-            async with RegistryClient(primary.url) as remote:
-                await Follower(registry, remote, primary.url)._compare_repository(REPO)
+        async with replica_registry(tmp_path) as registry, \
+                RegistryClient(primary.url) as remote:
+            await Follower(registry, remote, primary.url)._compare_repository(REPO)
             assert await registry.replica.tags(REPO) == {"base": pushed.digest,
                                                          "top": str(Digest.of(body))}
             assert len(await registry.replica.manifest_digests(REPO)) == 1501
-        finally:
-            await close_registry(registry)
     finally:
         primary.stop()
 
@@ -317,10 +305,7 @@ async def test_a_full_comparison_reports_its_progress(tmp_path: Path,
         with httpx.Client(base_url=primary.url, timeout=30) as client:
             for repo in ("p/one", "p/two", "p/three"):
                 push_image(client, repo, "v1")
-        settings = load_settings(env={}, overrides={
-            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
-        registry = await open_registry(settings)
-        try:
+        async with replica_registry(tmp_path) as registry:
             monkeypatch.setattr(follower_module, "REPORT_EVERY", 0.0)
             saved: list[dict[str, Any]] = []
             save = registry.replica.save
@@ -340,8 +325,6 @@ async def test_a_full_comparison_reports_its_progress(tmp_path: Path,
             assert status["state"] == "following"
             assert sorted(await registry.repositories.catalog(None, None)) == [
                 "p/one", "p/three", "p/two"]
-        finally:
-            await close_registry(registry)
     finally:
         primary.stop()
 
@@ -366,20 +349,15 @@ async def test_a_pusher_longer_than_kept_is_written_once_not_at_every_comparison
     try:
         with httpx.Client(base_url=primary.url, timeout=30) as client:
             push_image(client, REPO, "a")
-        settings = load_settings(env={}, overrides={
-            "storage.filesystem.rootdirectory": str(tmp_path / "replica")})
-        registry = await open_registry(settings)
-        try:
-            async with LongPusherClient(primary.url) as remote:
-                follower = Follower(registry, remote, primary.url)
-                await follower._compare_repository(REPO)
-                head = (await registry.feed.changes(0, 1000)).head
-                kept = {t: r.pushed_by
-                        for t, r in (await registry.replica.timed_tags(REPO)).items()}
-                assert kept == {"a": LongPusherClient.pusher[:255]}
-                await follower._compare_repository(REPO)
-                assert (await registry.feed.changes(0, 1000)).head == head
-        finally:
-            await close_registry(registry)
+        async with replica_registry(tmp_path) as registry, \
+                LongPusherClient(primary.url) as remote:
+            follower = Follower(registry, remote, primary.url)
+            await follower._compare_repository(REPO)
+            head = (await registry.feed.changes(0, 1000)).head
+            kept = {t: r.pushed_by
+                    for t, r in (await registry.replica.timed_tags(REPO)).items()}
+            assert kept == {"a": LongPusherClient.pusher[:255]}
+            await follower._compare_repository(REPO)
+            assert (await registry.feed.changes(0, 1000)).head == head
     finally:
         primary.stop()
