@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,13 @@ import psutil
 import pytest
 
 from tests.support.authenv import write_config
-from tests.support.hostile import LYING_MANIFEST, MANIFEST, HostileRegistry
+from tests.support.hostile import (
+    LYING_MANIFEST,
+    MANIFEST,
+    WRONG_BYTES,
+    WRONG_LAYER,
+    HostileRegistry,
+)
 from tests.support.servers import Server, start_dockyard
 
 MiB = 1024 * 1024
@@ -203,7 +210,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory, hostile: HostileRegistry
           ) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("cache")
     config = write_config(tmp / "config.yml", proxy=[
-        {"prefix": "bad", "upstream": f"http://{hostile.host}", "tag_ttl": "1s"}])
+        {"prefix": "bad", "upstream": f"http://{hostile.host}", "tag_ttl": "1s",
+         "fetch_wait": "4s"}])
     server = start_dockyard(tmp / "data", config=config, workers=2)
     yield server
     server.stop()
@@ -254,3 +262,58 @@ def test_a_cache_rechecks_a_tag_whose_upstream_digest_header_is_not_a_digest(
     assert again.headers["Docker-Content-Digest"] == want
     assert again.content == LYING_MANIFEST
     assert "X-Dockyard-Cache" not in again.headers  # re-checked, not served stale
+
+
+def _first_pull(url: str) -> tuple[int, int, str]:
+    """A first pull of an uncached blob, read to its end: status, bytes received, and
+    how it ended ("complete", or the client's error)."""
+    got, status, ended = 0, 0, "complete"
+    try:
+        with httpx.stream("GET", url, timeout=30) as r:
+            status = r.status_code
+            for chunk in r.iter_bytes():
+                got += len(chunk)
+    except httpx.HTTPError as exc:
+        ended = type(exc).__name__
+    return status, got, ended
+
+
+def test_a_cache_never_completes_a_pull_of_bytes_that_do_not_match_the_digest(
+        cache: Server) -> None:
+    """Upstream sends other bytes than the digest names: the first puller (streamed as
+    the bytes arrive) never gets the whole body with its 200, where it got all 1 MiB of
+    the wrong bytes; a puller waiting for that fetch gets 503 UNAVAILABLE with
+    Retry-After (the upstream's fault), where it got 400 DIGEST_INVALID as if its GET
+    were wrong."""
+    layer = "sha256:" + hashlib.sha256(WRONG_LAYER).hexdigest()
+    url = f"{cache.url}/v2/bad/wrong/app/blobs/{layer}"
+    assert httpx.get(f"{cache.url}/v2/bad/wrong/app/manifests/v1",
+                     headers={"Accept": MANIFEST}, timeout=30).status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(_first_pull, url)
+        time.sleep(0.3)  # the fetch runs: this pull waits for it
+        again = httpx.get(url, timeout=30)
+        status, got, ended = first.result(30)
+    assert (status, got == len(WRONG_BYTES)) != (200, True), (status, got, ended)
+    assert again.status_code == 503, again.text
+    error = again.json()["errors"][0]
+    assert error["code"] == "UNAVAILABLE"
+    assert "sent blob" in error["message"]
+    assert again.headers.get("Retry-After")
+    assert not list((cache.data / "blobs").glob(f"sha256/{layer[7:9]}/{layer[7:]}"))
+
+
+def test_a_first_puller_waits_no_longer_than_fetch_wait_for_a_stalled_upstream(
+        cache: Server) -> None:
+    """Upstream sends 5,000 bytes of the blob, then nothing: the first puller gets 503
+    after the rule's `fetch_wait` (4 s here), where it waited for the upstream client's
+    5-minute stall bound before any status line."""
+    layer = "sha256:" + hashlib.sha256(WRONG_LAYER).hexdigest()
+    assert httpx.get(f"{cache.url}/v2/bad/stalling/app/manifests/v1",
+                     headers={"Accept": MANIFEST}, timeout=30).status_code == 200
+    started = time.monotonic()
+    resp = httpx.get(f"{cache.url}/v2/bad/stalling/app/blobs/{layer}", timeout=60)
+    took = time.monotonic() - started
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["errors"][0]["code"] == "UNAVAILABLE"
+    assert 3.5 < took < 15, took

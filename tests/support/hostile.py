@@ -23,6 +23,11 @@ into memory from someone else's server is bounded.
 - `/v2/referring/<repo>/manifests/<ref>`: an empty index whose referrers API answers
   pages of 20,000 descriptors, each naming the next, without end.
 
+- `/v2/wrong/<repo>/manifests/<ref>`: an image whose one layer (`WRONG_LAYER`, 1 MiB)
+  the blob route answers with other bytes of the same size, over about a second;
+  `/v2/stalling/...`: the
+  same image, whose layer's body stops after 5,000 bytes and never goes on.
+
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
 """
@@ -53,6 +58,23 @@ def _manifest(label: str) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": MANIFEST, "config": config,
                        "layers": [layer]}).encode()
 
+
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+WRONG_LAYER = bytes(range(256)) * 4096  # 1 MiB: what the manifest's digest names
+WRONG_BYTES = bytes(reversed(range(256))) * 4096  # what `wrong` sends for it instead
+WRONG_CONFIG = b"{}"
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+WRONG_MANIFEST = json.dumps({
+    "schemaVersion": 2, "mediaType": MANIFEST,
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+               "digest": _digest(WRONG_CONFIG), "size": len(WRONG_CONFIG)},
+    "layers": [{"mediaType": LAYER, "digest": _digest(WRONG_LAYER),
+                "size": len(WRONG_LAYER)}]}).encode()
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 EMPTY_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()
@@ -149,6 +171,32 @@ class HostileRegistry:
             "Content-Type": MANIFEST, "Docker-Content-Digest": "sha256:NOTHEX",
             "Content-Length": str(len(body))})
 
+    async def _wrong_manifest(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=None if request.method == "HEAD" else WRONG_MANIFEST,
+                            headers={"Content-Type": MANIFEST,
+                                     "Content-Length": str(len(WRONG_MANIFEST))})
+
+    async def _wrong_blob(self, request: web.Request) -> web.StreamResponse:
+        digest = request.match_info["digest"]
+        if digest == _digest(WRONG_CONFIG):
+            body = WRONG_CONFIG
+        elif digest == _digest(WRONG_LAYER):
+            body = WRONG_BYTES
+        else:
+            return web.Response(status=404)
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        if request.match_info["kind"] == "stalling" and body is WRONG_BYTES:
+            await resp.write(WRONG_LAYER[:5000])
+            await asyncio.sleep(3600)  # never the rest
+        for start in range(0, len(body), 64 * 1024):  # over about a second
+            await resp.write(body[start:start + 64 * 1024])
+            await asyncio.sleep(0.06)
+        return resp
+
     async def _forged(self, request: web.Request) -> web.StreamResponse:
         body = FORGED_INDEX if request.match_info["ref"] == "top" else EMPTY_INDEX
         return web.Response(body=None if request.method == "HEAD" else body, headers={
@@ -195,6 +243,10 @@ class HostileRegistry:
         app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
         app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
         app.router.add_route("*", "/v2/forged/{repo}/manifests/{ref}", self._forged)
+        app.router.add_route("*", "/v2/{kind:wrong|stalling}/{repo}/manifests/{ref}",
+                             self._wrong_manifest)
+        app.router.add_route("*", "/v2/{kind:wrong|stalling}/{repo}/blobs/{digest}",
+                             self._wrong_blob)
         app.router.add_route("*", "/v2/{kind:nested|wide}/{repo}/manifests/{ref}",
                              self._nested)
         self._host.start(app)

@@ -164,6 +164,8 @@ class _Tee:
     error: BaseException | None = None
     #: seconds the fetch waits for room in `queue` before cutting the puller off
     lag: float = FOLLOW_LAG
+    #: seconds the puller waits for the upstream's next bytes (the rule's `fetch_wait`)
+    wait: float = FOLLOW_LAG
 
     async def tee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
@@ -207,13 +209,31 @@ class _Tee:
                          "stored, pull it again")
 
     async def follow(self) -> AsyncIterator[bytes]:
+        """The bytes as they arrive, all but the last piece: that one only once the
+        blob is stored and verified, so a puller of bytes that do not match the digest
+        never gets the whole body (it sees a cut transfer, not a 200 of wrong bytes).
+        No byte from upstream for `wait` seconds ends it (`UpstreamUnavailable`); the
+        fetch goes on for the next pull."""
+        held: bytes | None = None
         try:
-            while (item := await self.queue.get()) is not None:
-                yield item
+            while True:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), self.wait)
+                except TimeoutError:
+                    raise UpstreamUnavailable(
+                        f"the upstream sent no byte of this blob for {self.wait:g} s; it "
+                        "is still being fetched: try again later") from None
+                if item is None:
+                    break
+                if held is not None:
+                    yield held
+                held = item
             if self.error is not None:
                 raise self.error
             if self.done is not None:
                 await asyncio.shield(self.done)  # stored and verified
+            if held is not None:
+                yield held
         finally:
             self.detach()
 
@@ -504,7 +524,8 @@ class PullThrough:
                 if await self._adopt(name, info.digest, info.size):  # finished meanwhile
                     await self.leases.release(lease, self.holder)
                     return None
-                tee = _Tee(attached=whole, lag=self.follow_lag)
+                tee = _Tee(attached=whole, lag=self.follow_lag,
+                           wait=route.rule.fetch_wait.total_seconds())
                 task = asyncio.ensure_future(self._fetch(route, name, info, tee, lease))
                 tee.done = task
                 self._fetches[key] = task
@@ -543,6 +564,10 @@ class PullThrough:
         except Exception as exc:
             error: RegistryError = exc if isinstance(exc, RegistryError) else \
                 UpstreamUnavailable(f"fetching {info.digest} from {route.where} failed: {exc}")
+            if not error.server_fault:  # refused as a client's bytes would be: here the
+                # upstream sent them (wrong digest, size), not the puller (a 400 to a GET)
+                error = UpstreamUnavailable(f"{route.where} sent blob {info.digest} "
+                                            f"wrong: {error.message}")
             log.warning("fetching %s of %s from %s failed: %s", info.digest, name,
                         route.where, exc)
             m.proxy_fetches.labels(route.rule.prefix, "failed").inc()
