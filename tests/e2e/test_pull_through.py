@@ -14,6 +14,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -219,6 +221,27 @@ def test_a_tag_moved_upstream_is_seen_after_its_ttl(
     assert prov["digest"] == two.digest
     # the old digest stays pullable from the cache
     assert digest_of_pull(skopeo, f"docker://{cache.host}/fresh/mv@{one.digest}") == one.digest
+
+
+def test_fsck_takes_a_cached_image_whose_blobs_were_not_pulled_for_sound(
+        dist: Server, cache: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    """A cached manifest names blobs the cache fetches when first pulled: fsck does not
+    report it broken, where every cache failed its check (exit 1) and monitoring built
+    on fsck alarmed for good. A blob of the cache that is damaged still counts."""
+    image = random_layout(tmp_path / "lazy", "latest")
+    skopeo.copy(image.ref, f"docker://{dist.host}/up/lazy:latest", "--dest-creds", CREDS)
+    r = httpx.get(f"{cache.url}/v2/fresh/lazy/manifests/latest", timeout=30, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 200, r.text
+    config = cache.data.parent / "config.yml"
+    run = subprocess.run([sys.executable, "-m", "dockyard", "fsck", "--config", str(config),
+                          "--data", str(cache.data), "--json"],
+                         capture_output=True, text=True, timeout=300, check=False,
+                         env={**os.environ, "DIST_PASSWORD": PASSWORD, "DY_USER": USER})
+    report = json.loads(run.stdout)
+    broken = [f for f in report["findings"] if f["kind"] == "broken_manifest"]
+    assert broken == [], broken
+    assert run.returncode == 0, run.stdout[-2000:]
 
 
 def test_cached_tags_still_pull_when_the_upstream_is_down_and_say_so(

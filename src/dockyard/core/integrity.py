@@ -8,7 +8,7 @@ through `Registry.blobs` and `Registry.uploads`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from dockyard.metadata.integrity import BlobRow, BrokenManifest, UploadRow
@@ -29,9 +29,12 @@ class IntegrityBackend(Protocol):
         """Digests whose bytes the collector is deleting now."""
         ...
 
-    async def broken_manifests(self, unusable: Sequence[str] = ()) -> list[BrokenManifest]:
+    async def broken_manifests(self, unusable: Sequence[str] = (),
+                               lazy: Callable[[str], bool] = ...,
+                               ) -> list[BrokenManifest]:
         """Manifests whose blobs (or child manifests) their repository cannot serve;
-        `unusable` names blobs whose bytes are missing or damaged."""
+        `unusable` names blobs whose bytes are missing or damaged; in a repository
+        `lazy` names (a pull-through cache's), what is not there yet is not missing."""
         ...
 
     async def dangling_links(self) -> dict[str, list[str]]:

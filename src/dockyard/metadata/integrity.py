@@ -8,7 +8,7 @@ snapshot said, as the collector's do: fsck runs beside a live server.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,10 +86,13 @@ class IntegrityStore:
         """Digests the collector is deleting now (their bytes may still be there)."""
         return {r[0] for r in await self.store._read(select(blob_deletions.c.digest))}
 
-    async def broken_manifests(self, unusable: Sequence[str] = ()) -> list[BrokenManifest]:
+    async def broken_manifests(self, unusable: Sequence[str] = (),
+                               lazy: Callable[[str], bool] = lambda _name: False,
+                               ) -> list[BrokenManifest]:
         """Manifests referencing a blob their repository does not link (or whose row is
         gone), one of `unusable` (bytes missing or corrupt), or a child manifest absent
-        from their repository."""
+        from their repository. In a repository `lazy` names (a pull-through cache's),
+        blobs and children arrive when first pulled: only `unusable` ones count."""
         bad = set(unusable)
         missing: dict[tuple[str, str], set[str]] = {}
         link = exists().where(and_(repository_blobs.c.repository_id == manifests.c.repository_id,
@@ -100,7 +103,7 @@ class IntegrityStore:
                    link, row)
             .select_from(manifest_blobs.join(manifests).join(repositories)))
         for name, digest, blob, linked, has_row in refs:
-            if not (linked and has_row) or blob in bad:
+            if blob in bad or (not (linked and has_row) and not lazy(name)):
                 missing.setdefault((name, digest), set()).add(blob)
         child = manifests.alias("child")
         present = exists().where(and_(child.c.repository_id == manifests.c.repository_id,
@@ -109,7 +112,8 @@ class IntegrityStore:
                 select(repositories.c.name, manifests.c.digest, manifest_children.c.child_digest)
                 .select_from(manifest_children.join(manifests).join(repositories))
                 .where(~present)):
-            missing.setdefault((name, digest), set()).add(child_digest)
+            if not lazy(name):
+                missing.setdefault((name, digest), set()).add(child_digest)
         return [BrokenManifest(n, d, tuple(sorted(m))) for (n, d), m in sorted(missing.items())]
 
     async def dangling_links(self) -> dict[str, list[str]]:
