@@ -27,7 +27,7 @@ class DriverError(StorageUnavailable):
     """
 
     def __init__(self, reason: str = "") -> None:
-        super().__init__()
+        super().__init__(StorageUnavailable.__doc__ or "")  # what clients see: generic
         self.reason = reason
 
     def __str__(self) -> str:

@@ -19,8 +19,11 @@ class RegistryError(Exception):
     log_each = True
 
     def __init__(self, message: str = "", detail: Any = None) -> None:
-        super().__init__(message or self.__class__.__doc__ or self.code)
-        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        # the class's docstring is the default message: its first paragraph only (the
+        # rest is for developers, not for clients)
+        message = message or (self.__class__.__doc__ or self.code).strip().split("\n\n")[0]
+        super().__init__(message)
+        self.message = message
         self.detail = detail
 
 
