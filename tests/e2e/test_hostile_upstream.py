@@ -282,17 +282,17 @@ def test_a_cache_never_completes_a_pull_of_bytes_that_do_not_match_the_digest(
         cache: Server) -> None:
     """Upstream sends other bytes than the digest names: the first puller (streamed as
     the bytes arrive) never gets the whole body with its 200, where it got all 1 MiB of
-    the wrong bytes; a puller waiting for that fetch gets 503 UNAVAILABLE with
-    Retry-After (the upstream's fault), where it got 400 DIGEST_INVALID as if its GET
-    were wrong."""
+    the wrong bytes; a puller waiting for a fetch (of a range, on whichever worker)
+    gets 503 UNAVAILABLE with Retry-After (the upstream's fault), where it got 400
+    DIGEST_INVALID as if its GET were wrong."""
     layer = "sha256:" + hashlib.sha256(WRONG_LAYER).hexdigest()
     url = f"{cache.url}/v2/bad/wrong/app/blobs/{layer}"
     assert httpx.get(f"{cache.url}/v2/bad/wrong/app/manifests/v1",
                      headers={"Accept": MANIFEST}, timeout=30).status_code == 200
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(_first_pull, url)
-        time.sleep(0.3)  # the fetch runs: this pull waits for it
-        again = httpx.get(url, timeout=30)
+        time.sleep(0.3)  # the fetch runs: a pull of a range waits for a fetch to end
+        again = httpx.get(url, headers={"Range": "bytes=0-99"}, timeout=30)
         status, got, ended = first.result(30)
     assert (status, got == len(WRONG_BYTES)) != (200, True), (status, got, ended)
     assert again.status_code == 503, again.text

@@ -26,7 +26,8 @@ into memory from someone else's server is bounded.
 - `/v2/wrong/<repo>/manifests/<ref>`: an image whose one layer (`WRONG_LAYER`, 1 MiB)
   the blob route answers with other bytes of the same size, over about a second;
   `/v2/stalling/...`: the
-  same image, whose layer's body stops after 5,000 bytes and never goes on.
+  same image, whose layer's body stops after 5,000 bytes, then ends short `STALL` s
+  later.
 
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
@@ -63,6 +64,8 @@ LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 WRONG_LAYER = bytes(range(256)) * 4096  # 1 MiB: what the manifest's digest names
 WRONG_BYTES = bytes(reversed(range(256))) * 4096  # what `wrong` sends for it instead
 WRONG_CONFIG = b"{}"
+#: seconds `stalling` sends nothing before it ends the body short
+STALL = 10.0
 
 
 def _digest(data: bytes) -> str:
@@ -191,7 +194,10 @@ class HostileRegistry:
             return resp
         if request.match_info["kind"] == "stalling" and body is WRONG_BYTES:
             await resp.write(WRONG_LAYER[:5000])
-            await asyncio.sleep(3600)  # never the rest
+            # then nothing for longer than a test's `fetch_wait`, and the body ends
+            # short; not for good, so that the server's shutdown need not wait for it
+            await asyncio.sleep(STALL)
+            return resp
         for start in range(0, len(body), 64 * 1024):  # over about a second
             await resp.write(body[start:start + 64 * 1024])
             await asyncio.sleep(0.06)
