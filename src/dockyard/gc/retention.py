@@ -11,6 +11,7 @@ import fnmatch
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from dockyard.config.settings import RetentionRule, Settings
@@ -47,30 +48,32 @@ def configured_rules(settings: Settings) -> list[RetentionRule]:
     return cache + list(settings.retention.rules)
 
 
+def rule_index(rules: list[RetentionRule], name: str, *, before: bool = False
+               ) -> int | None:
+    """The index of the first rule whose glob matches `name` (None: no rule); with
+    `before`, as globs read before the one glob dialect: fnmatch's over the whole
+    name, `*` and `?` crossing `/`."""
+    matches = fnmatch.fnmatchcase if before else glob_matches
+    return next((i for i, r in enumerate(rules) if matches(name, r.repositories)), None)
+
+
 def rule_for(rules: list[RetentionRule], name: str) -> RetentionRule | None:
-    return next((r for r in rules if glob_matches(name, r.repositories)), None)
-
-
-def _index_before(rules: list[RetentionRule], name: str) -> int | None:
-    """The index of the rule that governed `name` before the one glob dialect, when a
-    retention glob was fnmatch's over the whole name (`*` and `?` crossing `/`)."""
-    return next((i for i, r in enumerate(rules)
-                 if fnmatch.fnmatchcase(name, r.repositories)), None)
+    i = rule_index(rules, name)
+    return None if i is None else rules[i]
 
 
 #: repository names a `regrouped` line gives as examples
 REGROUPED_EXAMPLES = 3
 
 
-def regrouped(rules: list[RetentionRule], names: list[str]) -> list[str]:
-    """One line per (rule before, rule now) pair that differs for some of `names`: the
-    repositories whose tags another rule (or none) decides since the one glob dialect,
-    where a rule like `team/*` took `team/sub/app` too. Silent when none moved."""
+def regrouped(rules: list[RetentionRule], governed: Mapping[str, int | None]) -> list[str]:
+    """One line per (rule before, rule now) pair that differs for some of the names in
+    `governed` (name -> `rule_index` now): the repositories whose tags another rule (or
+    none) decides since the one glob dialect, where a rule like `team/*` took
+    `team/sub/app` too. Silent when none moved."""
     moved: dict[tuple[int | None, int | None], list[str]] = {}
-    for name in names:
-        now = next((i for i, r in enumerate(rules)
-                    if glob_matches(name, r.repositories)), None)
-        before = _index_before(rules, name)
+    for name, now in governed.items():
+        before = rule_index(rules, name, before=True)
         if before != now:
             moved.setdefault((before, now), []).append(name)
 
@@ -118,11 +121,13 @@ async def apply_retention(lifecycle: LifecycleBackend, rules: list[RetentionRule
         return report
     now = time.time()
     repositories = await lifecycle.repositories()
-    report.regrouped = regrouped(rules, [name for _, name in repositories])
+    governed = {name: rule_index(rules, name) for _, name in repositories}
+    report.regrouped = regrouped(rules, governed)
     for repo_id, name in repositories:
-        rule = rule_for(rules, name)
-        if rule is None:
+        index = governed[name]
+        if index is None:
             continue
+        rule = rules[index]
         gone: list[str] = []
         try:
             doomed = await _doomed(lifecycle, repo_id, rule, now)

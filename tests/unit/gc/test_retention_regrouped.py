@@ -16,7 +16,7 @@ import yaml
 
 from dockyard.backends import close_registry, open_registry
 from dockyard.config.settings import RetentionRule, load_settings
-from dockyard.gc.retention import apply_retention, configured_rules, regrouped
+from dockyard.gc.retention import apply_retention, configured_rules, regrouped, rule_index
 from dockyard.gc.scheduler import collect_once
 from tests.unit.gc.test_collector_failures import _tagged
 
@@ -32,17 +32,23 @@ def _retention(config: Path, data: Path, *more: str) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def _governed(rules: list[RetentionRule], names: list[str]) -> dict[str, int | None]:
+    return {name: rule_index(rules, name) for name in names}
+
+
 def test_only_the_repositories_whose_rule_changed_are_named() -> None:
     rules = [RetentionRule(repositories="team/*", keep_last=3),
              RetentionRule(repositories="**", keep_last=1)]
     names = ["team/app", "team/sub/app", "team/sub/lib", "misc"]
-    assert regrouped(rules, names) == [NOTE]
+    assert regrouped(rules, _governed(rules, names)) == [NOTE]
     # written for the new dialect: nothing moved
-    assert regrouped([RetentionRule(repositories="team/**", keep_last=3),
-                      RetentionRule(repositories="**", keep_last=1)], names) == []
+    new = [RetentionRule(repositories="team/**", keep_last=3),
+           RetentionRule(repositories="**", keep_last=1)]
+    assert regrouped(new, _governed(new, names)) == []
     # a repository no rule governs any more is named too, with more than 3 as a count
     many = [f"a/b/c{i}" for i in range(5)]
-    assert regrouped([RetentionRule(repositories="a/*", keep_last=1)], many) == [
+    one = [RetentionRule(repositories="a/*", keep_last=1)]
+    assert regrouped(one, _governed(one, many)) == [
         "5 repositories (a/b/c0, a/b/c1, a/b/c2 and 2 more) now under no rule, not the "
         "rule for \"a/*\" as before the one glob dialect (a * or ? stays within one path "
         "component; a ** component spans any number)"]
