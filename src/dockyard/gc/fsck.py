@@ -224,9 +224,9 @@ class Fsck:
         unusable = [f.subject for f in report.findings if f.kind in ("missing", "size",
                                                                      "corrupt")]
         unusable += [r.digest for r in rows if r.corrupt_at is not None]
-        routes = self.registry.cache.routes  # a cache's blobs arrive when pulled
+        cache = self.registry.cache  # a cache's blobs arrive when pulled
         for broken in await integrity.broken_manifests(
-                unusable, lambda name: routes.route(name) is not None):
+                unusable, lambda name: cache.route(name) is not None):
             report.add("broken_manifest", f"{broken.repository}@{broken.digest}",
                        "missing: " + ", ".join(broken.missing))
 
