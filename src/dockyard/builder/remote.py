@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 
@@ -55,6 +56,21 @@ def registry_ref(ref: str) -> RegistryRef:
     if not isinstance(parsed, RegistryRef):
         raise ValueError(f"{ref!r}: not a registry reference")
     return parsed if parsed.reference else parsed.with_reference(tag="latest")
+
+
+def _annotated(ref: str, found: Fetched) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest `found` as a JSON object, and its annotations (an object too); a
+    `RegistryClientError` for anything else, which a build reports like an unreachable
+    registry instead of stopping on a traceback."""
+    try:
+        doc = json.loads(found.data)
+    except ValueError:
+        doc = None
+    annotations = (doc.get("annotations") or {}) if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(annotations, dict):
+        raise RegistryClientError(200, f"{ref}: the manifest is not a JSON object with "
+                                       "an object of annotations")
+    return doc, annotations
 
 
 class Registries:
@@ -113,7 +129,7 @@ class Registries:
         _, found = await self._manifest(target, str(target.reference))
         if found is None:
             return None
-        annotations = json.loads(found.data).get("annotations") or {}
+        _, annotations = _annotated(ref, found)
         return RemoteImage(found.digest, {str(k): str(v) for k, v in annotations.items()})
 
     async def amend(self, ref: str, annotations: dict[str, str], tags: list[str]) -> str:
@@ -125,8 +141,7 @@ class Registries:
         end, found = await self._manifest(target, reference)
         if found is None:
             raise RegistryClientError(404, f"{ref}: not in the registry", ("MANIFEST_UNKNOWN",))
-        doc = json.loads(found.data)
-        current = doc.get("annotations") or {}
+        doc, current = _annotated(ref, found)
         changed = any(current.get(k) != v for k, v in annotations.items())
         if not changed and not tags:
             return found.digest
