@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from dockyard.core.importer import MANIFESTS_KEPT
 from tests.e2e.test_lifecycle import dockyard
 from tests.support.clients import Skopeo
 from tests.support.images import multiplatform_layout, random_layout
@@ -318,3 +319,71 @@ def import_config(data: Path, dist_cfg: Path, *args: str) -> dict[str, Any]:
                     "--json", *args, timeout=300)
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def _nested_chain(root: Path, depth: int, *, config: bool = True) -> str:
+    """A Distribution tree with one repository whose tag `top` names an index within an
+    index, `depth` levels, over one image (its config blob left out unless `config`);
+    the top's digest."""
+    v2 = root / V2
+    repo = v2 / "repositories/deep"
+
+    def blob(data: bytes) -> str:
+        digest = sha256(data)
+        where = v2 / "blobs/sha256" / digest[7:9] / digest[7:]
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "data").write_bytes(data)
+        return digest
+
+    def link(path: Path, digest: str) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "link").write_text(digest)
+
+    config_digest = sha256(b"{}")
+    if config:
+        link(repo / "_layers/sha256" / blob(b"{}")[7:], config_digest)
+    body = json.dumps({"schemaVersion": 2,
+                       "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                  "digest": config_digest, "size": 2},
+                       "layers": []}).encode()
+    child_type = "application/vnd.oci.image.manifest.v1+json"
+    for _ in range(depth + 1):
+        digest = blob(body)
+        link(repo / "_manifests/revisions/sha256" / digest[7:], digest)
+        body = json.dumps({"schemaVersion": 2,
+                           "mediaType": "application/vnd.oci.image.index.v1+json",
+                           "manifests": [{"mediaType": child_type, "digest": digest,
+                                          "size": len(body)}]}).encode()
+        child_type = "application/vnd.oci.image.index.v1+json"
+    link(repo / "_manifests/tags/top/current", digest)
+    return digest
+
+
+def test_import_of_thousands_of_nested_indexes(tmp_path: Path) -> None:
+    """A chain deeper than Python's recursion limit imports whole (it ended the import
+    on a RecursionError, and every rerun the same way), and more manifests than the
+    import keeps parsed (`MANIFESTS_KEPT`): none of them is taken for an unreferenced
+    blob; a chain whose bottom image lacks a blob imports none of its levels, and says
+    so for each."""
+    depth = MANIFESTS_KEPT + 500
+    top = _nested_chain(tmp_path / "tree", depth)
+    report = import_(tmp_path / "data", tmp_path / "tree")
+    assert report["manifests"] == depth + 1
+    assert report["tags"] == 1
+    assert report["inconsistencies"] == []
+    server = start_dockyard(tmp_path / "data", workers=1)
+    try:
+        skopeo = _skopeo(tmp_path, server)
+        raw = skopeo.inspect_raw(f"docker://{server.host}/deep:top")
+        assert sha256(raw) == top
+    finally:
+        server.stop()
+
+    _nested_chain(tmp_path / "broken", depth, config=False)
+    report = import_(tmp_path / "data2", tmp_path / "broken")
+    assert report["manifests"] == report["tags"] == 0
+    found = kinds(report)
+    assert len(found["manifest_missing_blobs"]) == 1
+    assert len(found["manifest_missing_children"]) == depth
+    assert found["tag_of_skipped_manifest"] == {"top"}

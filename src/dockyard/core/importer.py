@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from dockyard.core.manifests import prepare_manifest
@@ -32,6 +33,9 @@ from dockyard.storage.distribution import DistributionRepository, DistributionTr
 
 #: repositories read and adopted at once (their metadata writes are serial anyway)
 CONCURRENCY = 8
+MANIFESTS_KEPT = 4096
+"""Parsed manifests kept for the repositories that share them (their bytes included):
+a bound, not the whole tree's manifests, which a large registry holds by the million."""
 
 #: the kinds of inconsistency an import reports, and what each means
 KINDS = {
@@ -105,7 +109,8 @@ class Importer:
         self._sizes: dict[str, int | None] = {}
         self._adopted: dict[str, str | None] = {}
         self._blob_locks: dict[str, asyncio.Lock] = {}
-        self._manifests: dict[str, NewManifest | tuple[str, str]] = {}
+        self._manifests: OrderedDict[str, NewManifest | tuple[str, str]] = OrderedDict()
+        self._seen: set[str] = set()  # every revision read, for the unreferenced blobs
 
     async def run(self) -> ImportReport:
         report = ImportReport(self.copy, time.time())
@@ -122,7 +127,7 @@ class Importer:
                 self.progress(done, len(repos), report)
 
         await asyncio.gather(*(one(r) for r in repos))
-        referenced = set(self._sizes) | set(self._manifests)
+        referenced = set(self._sizes) | self._seen
         unused: list[tuple[str, int]] = []
         async for digest in self.tree.blobs():
             if self._adopted.get(digest) is not None:
@@ -168,9 +173,15 @@ class Importer:
 
     async def _manifest(self, digest: str) -> NewManifest | tuple[str, str]:
         """The revision parsed as a push would, or (inconsistency kind, detail)."""
-        if digest not in self._manifests:
-            self._manifests[digest] = await self._read_manifest(digest)
-        return self._manifests[digest]
+        found = self._manifests.get(digest)
+        if found is not None:
+            self._manifests.move_to_end(digest)
+            return found
+        found = self._manifests[digest] = await self._read_manifest(digest)
+        self._seen.add(digest)
+        if len(self._manifests) > MANIFESTS_KEPT:
+            self._manifests.popitem(last=False)
+        return found
 
     async def _read_manifest(self, digest: str) -> NewManifest | tuple[str, str]:
         payload = await self.tree.read_blob(digest, self.max_manifest_size)
@@ -211,25 +222,44 @@ class Importer:
         ordered: list[NewManifest] = []
         state: dict[str, bool] = {}
 
-        def visit(digest: str) -> bool:
-            """Whether the manifest can be imported; children are ordered first."""
-            if digest in state:
-                return state[digest]
-            state[digest] = False  # a cycle imports nothing
+        def enter(digest: str) -> NewManifest | None:
+            """Start on `digest` (undecided meanwhile: a cycle imports nothing); None
+            when it is decided at once, not importable."""
+            state[digest] = False
             new = parsed.get(digest)
             if new is None:
-                return False
+                return None
             missing = [d for d in new.blob_digests if d not in usable]
             if missing:
                 report.add("manifest_missing_blobs", name, digest, ", ".join(missing))
-                return False
-            lacking = [c for c in new.child_digests if not visit(c)]
-            if lacking:
-                report.add("manifest_missing_children", name, digest, ", ".join(lacking))
-                return False
-            state[digest] = True
-            ordered.append(new)
-            return True
+                return None
+            return new
+
+        def visit(root: str) -> None:
+            """Decide whether `root` and each manifest below it can be imported, children
+            ordered first: with a stack of its own, not recursion, for a chain of
+            thousands of nested indexes (which a recursion could not import at all)."""
+            if root in state or (top := enter(root)) is None:
+                return
+            frames: list[tuple[str, NewManifest, Iterator[str], list[str]]] = [
+                (root, top, iter(top.child_digests), [])]
+            while frames:
+                digest, new, children, lacking = frames[-1]
+                child = next(children, None)
+                if child is not None:
+                    if child not in state and (below := enter(child)) is not None:
+                        frames.append((child, below, iter(below.child_digests), []))
+                    elif not state[child]:
+                        lacking.append(child)
+                    continue
+                frames.pop()
+                if lacking:
+                    report.add("manifest_missing_children", name, digest, ", ".join(lacking))
+                else:
+                    state[digest] = True
+                    ordered.append(new)
+                if frames and not state[digest]:
+                    frames[-1][3].append(digest)
 
         for digest in sorted(parsed):
             visit(digest)
