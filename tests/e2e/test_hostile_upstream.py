@@ -317,3 +317,24 @@ def test_a_first_puller_waits_no_longer_than_fetch_wait_for_a_stalled_upstream(
     assert resp.status_code == 503, resp.text
     assert resp.json()["errors"][0]["code"] == "UNAVAILABLE"
     assert 3.5 < took < 15, took
+
+
+def test_a_sync_leaves_out_listed_names_that_are_no_tag_and_says_so(
+        hostile: HostileRegistry, tmp_path: Path) -> None:
+    """A 5,000-digit "version" in the upstream's listing failed the source with a
+    traceback on every run (Python refuses to make an int of it); names no tag may
+    have are left out, with a warning, and the rest is mirrored."""
+    config = tmp_path / "mirror.yml"
+    config.write_text(json.dumps({"mirror": [{
+        "registry": hostile.host, "repository": "wrong/app", "tls_verify": False,
+        "newest": 1, "destination": "app", "retries": 0}]}))
+    run = dockyard("sync", "--config", str(config), "--data", str(tmp_path / "data"),
+                   "--dry-run", "--json")
+    assert run["code"] == 0, run
+    assert "Traceback" not in str(run["err"]), run["err"]
+    report = json.loads(str(run["out"]))["sources"][0]
+    assert report["status"] == "ok", report
+    assert report["added"] == ["2.0"]
+    assert report["upstream_tags"] == 4
+    assert report["warnings"] == ["2 of the upstream's tags are no valid tag name, left out "
+                                  "(the first: '" + "9" * 60 + "'...)"]

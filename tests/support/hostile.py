@@ -27,7 +27,8 @@ into memory from someone else's server is bounded.
   the blob route answers with other bytes of the same size, over about a second;
   `/v2/stalling/...`: the
   same image, whose layer's body stops after 5,000 bytes, then ends short `STALL` s
-  later.
+  later. `/v2/wrong/<repo>/tags/list` lists `ODD_TAGS`: two versions (every tag names
+  that image) and two names no tag may have.
 
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
@@ -78,6 +79,10 @@ WRONG_MANIFEST = json.dumps({
                "digest": _digest(WRONG_CONFIG), "size": len(WRONG_CONFIG)},
     "layers": [{"mediaType": LAYER, "digest": _digest(WRONG_LAYER),
                 "size": len(WRONG_LAYER)}]}).encode()
+
+#: what `wrong` lists as its tags: a 5,000-digit "version" (past what Python turns into
+#: an int) and a name with a space are no valid tags
+ODD_TAGS = ["1.0", "2.0", "9" * 5000, "not a tag"]
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 EMPTY_INDEX = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()
@@ -231,6 +236,9 @@ class HostileRegistry:
         return await self._endless(request, b'{"name": "x", "tags": ["', "application/json",
                                    False)
 
+    async def _odd_tags(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"name": request.match_info["repo"], "tags": ODD_TAGS})
+
     async def _token(self, request: web.Request) -> web.StreamResponse:
         return await self._endless(request, _TOKEN, "application/json", False)
 
@@ -247,6 +255,7 @@ class HostileRegistry:
         app.router.add_route("*", "/v2/{kind:endless|declared}/{repo}/manifests/{ref}",
                              self._manifest)
         app.router.add_get("/v2/endless/{repo}/tags/list", self._tags)
+        app.router.add_get("/v2/wrong/{repo}/tags/list", self._odd_tags)
         app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
         app.router.add_route("*", "/v2/forged/{repo}/manifests/{ref}", self._forged)
         app.router.add_route("*", "/v2/{kind:wrong|stalling}/{repo}/manifests/{ref}",

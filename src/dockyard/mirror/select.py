@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 
 from dockyard.config.mirror import MirrorSource
+from dockyard.oci.reference import is_valid_tag
 
 _SEMVER = re.compile(
     r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
@@ -39,10 +40,17 @@ def matches(source: MirrorSource, tag: str) -> bool:
 
 def select_tags(source: MirrorSource, tags: Iterable[str]) -> list[str]:
     """The upstream tags `source` keeps, sorted; with `newest`, the N highest versions
-    of those matching (tags that are no version are left out then)."""
-    chosen = sorted({t for t in tags if matches(source, t)})
+    of those matching (tags that are no version are left out then). A listed name that
+    is no valid tag (which no registry could store: `unusable`) is never kept."""
+    chosen = sorted({t for t in tags if is_valid_tag(t) and matches(source, t)})
     if source.newest is None:
         return chosen
     versions = [(v, t) for t in chosen if (v := semver(t)) is not None]
     versions.sort(key=lambda vt: (vt[0], vt[1]), reverse=True)
     return sorted(t for _, t in versions[:source.newest])
+
+
+def unusable(tags: Iterable[str]) -> list[str]:
+    """The listed names that are no valid tag (an upstream that does not follow the
+    distribution-spec's grammar, or lies): what a sync leaves out and says so."""
+    return [t for t in tags if not is_valid_tag(t)]

@@ -30,7 +30,7 @@ from dockyard.copying.refs import RegistryRef
 from dockyard.core.leases import LeaseBusy
 from dockyard.core.mirrors import COUNTED, RUNS_KEPT, MirrorRun, TagOrigin
 from dockyard.core.registry import Registry
-from dockyard.mirror.select import matches, select_tags
+from dockyard.mirror.select import matches, select_tags, unusable
 from dockyard.oci.errors import RegistryError, one_line
 from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote.credentials import AuthFileError, Credentials, check_auth_file
@@ -272,6 +272,10 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
                 raise SourceFailed(f"upstream {source.upstream}: listing tags: "
                                    f"{_one_line(exc)}") from exc
             report.upstream_tags = len(tags)
+            if odd := unusable(tags):
+                report.warnings.append(
+                    f"{len(odd)} of the upstream's tags are no valid tag name, left out "
+                    f"(the first: {odd[0][:60]!r}{'...' if len(odd[0]) > 60 else ''})")
             chosen = select_tags(source, tags)
             siblings = Siblings(source, configured, tags)
             copier = Copier(upstream, local, options, _LogProgress(source.key), hints)

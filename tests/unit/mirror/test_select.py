@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.config.mirror import MirrorSource
-from dockyard.mirror.select import select_tags, semver
+from dockyard.mirror.select import select_tags, semver, unusable
 
 TAGS = ["latest", "v1.2.0", "v1.10.1", "v1.9", "1.10.0-rc.1", "1.10.0-rc.2", "2",
         "v2.0.0-alpha", "main-3f2a", "1.10.0"]
@@ -39,6 +39,15 @@ def test_a_pre_release_sorts_below_its_release_and_numbers_compare_as_numbers() 
     assert semver("v1.9") < semver("1.10")  # type: ignore[operator]
     assert semver("latest") is None
     assert semver("1.2.3.4") is None
+
+
+def test_names_that_are_no_tag_are_never_kept() -> None:
+    # a 5,000-digit "version" raised ValueError from int() (Python's limit on digits)
+    # and failed the source on every run
+    listed = [*TAGS, "9" * 5000, "not a tag", "-x", "v" + "1" * 200]
+    assert select_tags(source(newest=2), listed) == ["2", "v2.0.0-alpha"]
+    assert select_tags(source(), listed) == sorted(TAGS)
+    assert unusable(listed) == listed[len(TAGS):]
 
 
 def test_a_prune_hands_tags_only_to_sources_of_the_same_upstream() -> None:
