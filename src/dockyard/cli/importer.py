@@ -28,10 +28,13 @@ from pydantic import ValidationError
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.settings import S3Settings, yaml_problem
-from dockyard.core.importer import KINDS, ImportReport
-from dockyard.storage import layout
-from dockyard.storage.blobstore import AdoptionRefused
-from dockyard.storage.distribution import DistributionTree
+from dockyard.core.importer import (
+    DISTRIBUTION_ROOT,
+    KINDS,
+    AdoptionRefused,
+    DistributionTree,
+    ImportReport,
+)
 
 if TYPE_CHECKING:
     from dockyard.core.registry import Registry
@@ -76,7 +79,7 @@ def import_(config: Path | None, data: Path | None, source: Path | None,
                 max_manifest_size=settings.limits.manifest_max_size)
             return await importer.run()
         finally:
-            await tree.driver.close()
+            await tree.close()
 
     try:
         report = run_with_registry(settings, job)
@@ -91,8 +94,8 @@ def import_(config: Path | None, data: Path | None, source: Path | None,
 def _tree_of(root: Path, hint: str) -> DistributionTree:
     from dockyard.backends import distribution_tree
 
-    if not (root / layout.DISTRIBUTION_ROOT).is_dir():
-        raise click.BadParameter(f"{root} holds no {layout.DISTRIBUTION_ROOT} tree",
+    if not (root / DISTRIBUTION_ROOT).is_dir():
+        raise click.BadParameter(f"{root} holds no {DISTRIBUTION_ROOT} tree",
                                  param_hint=hint)
     return distribution_tree(root)
 

@@ -14,9 +14,29 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dockyard.metadata.events import EventRecord
+from dockyard.metadata.events import (
+    BLOB_DELETED,
+    MANIFEST_DELETED,
+    MANIFEST_PUT,
+    REPOSITORY_DELETED,
+    TAG_DELETED,
+    TAG_SET,
+    EventRecord,
+)
 from dockyard.metadata.store import MetadataStore
 from dockyard.oci.errors import CursorExpired
+
+#: the kinds of event, for readers of the feed above `core` (the replica's follower)
+__all__ = [
+    "BLOB_DELETED",
+    "MANIFEST_DELETED",
+    "MANIFEST_PUT",
+    "REPOSITORY_DELETED",
+    "TAG_DELETED",
+    "TAG_SET",
+    "FeedPage",
+    "FeedService",
+]
 
 POLL = 0.25
 """Seconds between two looks at the store while a reader waits for events."""

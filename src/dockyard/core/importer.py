@@ -28,8 +28,15 @@ from dockyard.metadata.adoption import AdoptionStore
 from dockyard.metadata.records import NewManifest
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
-from dockyard.storage.blobstore import BlobStore, DigestMismatch
+from dockyard.storage import layout
+from dockyard.storage.blobstore import AdoptionRefused, BlobStore, DigestMismatch
 from dockyard.storage.distribution import DistributionRepository, DistributionTree
+
+__all__ = ["DISTRIBUTION_ROOT", "KINDS", "AdoptionRefused", "DistributionTree",
+           "ImportReport", "Importer"]
+
+#: where Distribution keeps its tree under its `rootdirectory` (what an import reads)
+DISTRIBUTION_ROOT = layout.DISTRIBUTION_ROOT
 
 #: repositories read and adopted at once (their metadata writes are serial anyway)
 CONCURRENCY = 8

@@ -35,11 +35,11 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from dockyard.config.settings import ReplicaSettings
+from dockyard.core import feed as kinds
 from dockyard.core.jobs import Job
 from dockyard.core.registry import Registry
 from dockyard.core.replica import PUSHER_MAX, TagRecord
 from dockyard.core.uploads import Chunk
-from dockyard.metadata import events as kinds
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, RegistryError
 from dockyard.oci.manifest import Manifest, parse_manifest

@@ -39,6 +39,10 @@ class DistributionTree:
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
 
+    async def close(self) -> None:
+        """Close the driver the tree is read through (an S3 client's connections)."""
+        await self.driver.close()
+
     async def repositories(self) -> list[DistributionRepository]:
         """Every repository with its links, sorted by name; tag links read."""
         repos: dict[str, DistributionRepository] = {}
