@@ -170,20 +170,27 @@ async def renewing(renew: Callable[[], Awaitable[bool]], what: str, ttl: float,
 async def _keep(renew: Callable[[], Awaitable[bool]], what: str, ttl: float, since: float,
                 task: asyncio.Task[object], lost: asyncio.Event) -> None:
     """Renew now and every ttl/3 after; after a refusal, or when failures leave a third
-    of the ttl before it would run out, cancel the work."""
+    of the ttl before it would run out, cancel the work. A renewal that does not answer
+    (a database connection hung, a row lock held) counts as failing once that third
+    is reached: the work stops while the right is still ours, not after another node
+    took it over. A renewal counts from when it was asked, not answered."""
     loop = asyncio.get_running_loop()
     renewed = since
     while True:
+        asked = loop.time()
         try:
-            if not await renew():
-                log.error("%s was taken over; stopping its work", what)
-                break
-            renewed = loop.time()
+            async with asyncio.timeout_at(renewed + ttl * 2 / 3):
+                if not await renew():
+                    log.error("%s was taken over; stopping its work", what)
+                    break
+            renewed = asked
         except Exception as exc:
+            why = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError)
+                               else type(exc).__name__)
             if loop.time() - renewed >= ttl * 2 / 3:
-                log.error("cannot renew %s (%s); stopping its work", what, exc)
+                log.error("cannot renew %s (%s); stopping its work", what, why)
                 break
-            log.warning("renewing %s failed (%s); retrying", what, exc)
+            log.warning("renewing %s failed (%s); retrying", what, why)
         await asyncio.sleep(ttl / 3)
     lost.set()
     task.cancel()

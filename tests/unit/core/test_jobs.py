@@ -4,6 +4,7 @@ SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 
@@ -61,6 +62,32 @@ async def test_work_that_loses_its_lease_is_cancelled(backend: LeaseStore) -> No
     held = await backend.holder("gc")
     assert held is not None
     assert held[0] == "b"
+
+
+async def test_work_whose_renewal_hangs_stops_before_its_lease_runs_out(
+        backend: LeaseStore, sqlite_url: str) -> None:
+    """Another connection holds the database's write lock (as a stuck transaction
+    would): the renewal waits for it (up to SQLite's 30 s busy timeout) and the lease
+    runs out meanwhile, so another node may take the job over. The work is stopped
+    within two thirds of the ttl, while the lease is still its own."""
+    a = Leases(backend, "a")
+    ttl = 1.5
+    started = time.monotonic()
+
+    async def work() -> None:
+        async with a.hold("gc", ttl=ttl):
+            blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"),
+                                      isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # the write lock, held
+            try:
+                await asyncio.sleep(10)
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+
+    with pytest.raises(LeaseLost):
+        await asyncio.wait_for(work(), 8)
+    assert time.monotonic() - started < ttl
 
 
 async def test_rest_keeps_the_lease_after_the_work(backend: LeaseStore) -> None:
