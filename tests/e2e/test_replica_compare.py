@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -24,8 +25,8 @@ from dockyard.config.settings import load_settings
 from dockyard.core.registry import Registry
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
-from dockyard.remote.client import ManifestInfo, RegistryClient, TagTime
-from dockyard.replica.follower import Follower
+from dockyard.remote.client import ManifestInfo, RegistryClient, RegistryClientError, TagTime
+from dockyard.replica.follower import IDLE_PAUSE, IDLE_STEPS, Follower
 from tests.support.oci_api import canonical, descriptor, push_blob, push_image, put_manifest
 from tests.support.servers import start_dockyard
 
@@ -359,5 +360,40 @@ async def test_a_pusher_longer_than_kept_is_written_once_not_at_every_comparison
             assert kept == {"a": LongPusherClient.pusher[:255]}
             await follower._compare_repository(REPO)
             assert (await registry.feed.changes(0, 1000)).head == head
+    finally:
+        primary.stop()
+
+
+class AheadClient(RegistryClient):
+    """A real client of a primary whose feed, once the replica has caught up, says its
+    head is further on but lists no event past the cursor, every time it is asked."""
+
+    asked = 0
+
+    async def events(self, after: int, limit: int, wait: float) -> dict[str, Any]:
+        page = await super().events(after, limit, wait)
+        if after and not page["events"]:
+            self.asked += 1
+            page = {**page, "head": after + 5}
+        return page
+
+
+async def test_a_feed_that_lists_nothing_before_its_head_fails_the_step_after_pauses(
+        tmp_path: Path) -> None:
+    """The follower asked again without pause, for good (`--once` never ended); now it
+    pauses between such answers, and after `IDLE_STEPS` of them the step fails (the
+    server's follower retries with backoff; `--once` ends with the message)."""
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            push_image(client, REPO, "a")
+        async with replica_registry(tmp_path) as registry, AheadClient(primary.url) as remote:
+            follower = Follower(registry, remote, primary.url)
+            await follower.step(0.0)  # the first comparison sets the cursor
+            started = time.monotonic()
+            with pytest.raises(RegistryClientError, match="answered no event after"):
+                await asyncio.wait_for(follower.run(until_caught_up=True), 30)
+            assert remote.asked == IDLE_STEPS
+            assert time.monotonic() - started >= (IDLE_STEPS - 1) * IDLE_PAUSE
     finally:
         primary.stop()

@@ -230,6 +230,21 @@ MALFORMED_FEEDS = [
     b'{"head": 3, "events": [{"id": 1, "at": 0, "kind": "tag_set", "repository": ["a"]}]}',
     b'{"head": 3, "events": [{"id": 1, "at": 0, "kind": "tag_set", "repository": "a", '
     b'"tag": 7}]}',
+    # a head past a bigint (the replica's metrics made a float of it and failed)
+    b'{"head": 1' + b"0" * 400 + b', "events": []}',
+    b'{"head": -1, "events": []}',
+    # times past what a date can show (the UI failed on them), or none at all
+    b'{"head": 3, "events": [{"id": 1, "at": 1' + b"0" * 400 + b', "kind": "tag_set", '
+    b'"repository": "a"}]}',
+    b'{"head": 3, "events": [{"id": 1, "at": 1e300, "kind": "tag_set", "repository": "a"}]}',
+    b'{"head": 3, "events": [{"id": 1, "at": -5, "kind": "tag_set", "repository": "a"}]}',
+    # ids at or before the cursor asked after (0), or not rising: the follower applied
+    # the same events again and again, without pause
+    b'{"head": 3, "events": [{"id": 0, "at": 0, "kind": "tag_set", "repository": "a"}]}',
+    b'{"head": 3, "events": [{"id": 2, "at": 0, "kind": "tag_set", "repository": "a"}, '
+    b'{"id": 2, "at": 0, "kind": "tag_set", "repository": "a"}]}',
+    b'{"head": 3, "events": [{"id": 2, "at": 0, "kind": "tag_set", "repository": "a"}, '
+    b'{"id": 1, "at": 0, "kind": "tag_set", "repository": "a"}]}',
 ]
 
 
@@ -544,3 +559,20 @@ async def test_trickled_headers_of_a_streamed_blob_are_cut_off() -> None:
     finally:
         trickler.close()
         await trickler.wait_closed()
+
+
+async def test_a_manifest_head_without_a_digest_header() -> None:
+    # by digest, a 200 says it is there (a replica took None for "gone" and deleted
+    # its copy); by tag, the digest is unknown: None, for the caller to GET
+    async def head(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200, headers={
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+
+    app = web.Application()
+    app.router.add_route("HEAD", "/v2/app/manifests/{ref}", head)
+    digest = "sha256:" + "a" * 64
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        info = await c.head_manifest("app", digest)
+        assert info is not None
+        assert info.digest == digest
+        assert await c.head_manifest("app", "v1") is None

@@ -369,12 +369,17 @@ class RegistryClient:
     # ------------------------------------------------------------------ manifests
 
     async def head_manifest(self, name: str, reference: str) -> ManifestInfo | None:
-        """What `reference` names, or None when the registry does not have it."""
+        """What `reference` names, or None when the registry does not have it. A tag
+        answered without `Docker-Content-Digest` (a SHOULD of the spec) is None too (its
+        digest unknown: the caller may GET it); a digest answered 200 is there, header
+        or not (a replica took such an answer for "gone" and deleted its manifest)."""
         async with self.request("HEAD", f"/v2/{name}/manifests/{reference}", scopes=pull(name),
                                 headers={"Accept": MANIFEST_ACCEPT}, ok=(404,)) as resp:
             if resp.status == 404:
                 return None
             digest = resp.headers.get("Docker-Content-Digest")
+            if digest is None and ":" in reference:
+                digest = reference
             if digest is None:
                 return None
             return ManifestInfo(digest, resp.headers.get("Content-Type", ""),
@@ -435,7 +440,7 @@ class RegistryClient:
             body = await read_at_most(resp, DOCUMENT_LIMIT)
             if resp.status == 410:
                 raise _expired(body)
-        return _feed_page(_document(200, "the change feed", body))
+        return _feed_page(_document(200, "the change feed", body), after)
 
     # ------------------------------------------------------------------ blobs
 
@@ -606,11 +611,21 @@ def _document(status: int, what: str, body: bytes) -> Any:
                                           "else than JSON") from None
 
 
-def _feed_page(doc: Any) -> dict[str, Any]:
-    """A change-feed page whose fields have the types a follower reads, or
-    `RegistryClientError` naming the first that does not."""
-    def number(value: Any, kinds: tuple[type, ...] = (int,)) -> bool:
-        return isinstance(value, kinds) and not isinstance(value, bool)
+#: the largest event id and head a feed may name (a database's bigint)
+MAX_EVENT_ID = 2**63 - 1
+#: the latest event time a feed may name: the end of year 9999 (what dates can show)
+MAX_EVENT_TIME = 253_402_300_799
+
+
+def _feed_page(doc: Any, after: int) -> dict[str, Any]:
+    """A change-feed page whose fields have the types and ranges a follower reads (ids
+    past the cursor `after`, rising; a head and times a database and a date can hold),
+    or `RegistryClientError` naming the first that does not: a primary whose cursor
+    ran back had the follower apply the same events again without pause."""
+    def number(value: Any, floats: bool = False, top: int = MAX_EVENT_ID) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float) if floats else int):
+            return False
+        return bool(0 <= value <= top)  # NaN is not, an int past a float's range is
 
     def text(value: Any, optional: bool = False) -> bool:
         return isinstance(value, str) or (optional and value is None)
@@ -619,17 +634,25 @@ def _feed_page(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         problem = "the page is not a JSON object"
     elif not number(doc.get("head")):
-        problem = "its head is not an integer"
+        problem = f"its head is not an integer from 0 to {MAX_EVENT_ID}"
     elif not isinstance(doc.get("events"), list):
         problem = "its events are not a list"
+    last = after
     for n, event in enumerate(doc.get("events", []) if not problem else []):
         if not (isinstance(event, dict) and number(event.get("id"))
-                and number(event.get("at"), (int, float)) and text(event.get("kind"))
+                and number(event.get("at"), True, MAX_EVENT_TIME)
+                and text(event.get("kind"))
                 and text(event.get("repository")) and text(event.get("tag"), True)
                 and text(event.get("digest"), True) and text(event.get("actor"), True)):
-            problem = (f"event {n} lacks an integer id, a time, a kind or a repository, "
-                       "or names its tag, digest or actor with something else than text")
+            problem = (f"event {n} lacks an integer id, a time (UNIX seconds up to year "
+                       "9999), a kind or a repository, or names its tag, digest or actor "
+                       "with something else than text")
             break
+        if event["id"] <= last:
+            problem = (f"event {n} has the id {event['id']}, not past {last} (the cursor "
+                       "asked after, or the event before it)")
+            break
+        last = event["id"]
     if problem:
         raise RegistryClientError(200, f"the change feed answered a malformed page: {problem}")
     return doc  # type: ignore[no-any-return]

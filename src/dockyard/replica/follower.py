@@ -57,6 +57,12 @@ MAX_BACKOFF = 30.0
 PARALLEL_BLOBS = 4
 #: the cursor is saved at least every this many events within a batch
 SAVE_EVERY = 50
+#: steps in a row a primary may answer no event after the cursor while its head says
+#: there are more (a moment between a commit and its listing), each after `IDLE_PAUSE`
+#: seconds; past them the step fails (retried with backoff, or `--once` ends), where a
+#: primary doing so for good had the follower ask again without pause
+IDLE_STEPS = 10
+IDLE_PAUSE = 0.5
 #: seconds between two reports of a full comparison's progress (its status, with the
 #: repositories compared so far)
 REPORT_EVERY = 10.0
@@ -122,6 +128,7 @@ class Follower:
         self.primary = primary
         self.batch = batch
         self.wait = wait
+        self._idle = 0  # steps in a row that found no event before the head
         #: blobs fetched at once
         self._transfers = asyncio.Semaphore(PARALLEL_BLOBS)
 
@@ -213,6 +220,16 @@ class Follower:
         if cursor >= head:
             seconds = 0.0
         await self._status(cursor, head, seconds, "following")
+        if page["events"] or cursor >= head:
+            self._idle = 0
+        else:
+            self._idle += 1
+            if self._idle >= IDLE_STEPS:
+                self._idle = 0
+                raise RegistryClientError(200, f"the primary's feed answered no event "
+                                               f"after {cursor} {IDLE_STEPS} times in a "
+                                               f"row, while its head is {head}")
+            await asyncio.sleep(IDLE_PAUSE)
         if page["events"]:
             log.info("replica: applied %d events; cursor %d, %d events and %.1f s behind",
                      len(page["events"]), cursor, max(0, head - cursor), seconds)
