@@ -24,6 +24,8 @@ from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, RegistryRef, parse
 from dockyard.copying.registry_end import RegistryRepository
 from dockyard.oci.errors import one_line
+from dockyard.oci.reference import is_valid_tag
+from dockyard.regex import Regex, compile_regex
 from dockyard.remote.auth import AuthError
 from dockyard.remote.certs import CertDirError
 from dockyard.remote.client import RegistryClientError
@@ -99,15 +101,15 @@ def _platforms(values: tuple[str, ...]) -> tuple[Platform, ...]:
         raise click.UsageError(f"--platform: {exc}") from None
 
 
-def _tag_filter(glob: str | None, regex: str | None) -> re.Pattern[str] | None:
+def _tag_filter(glob: str | None, regex: str | None) -> Regex | None:
     if glob is not None and regex is not None:
         raise click.UsageError("--tags and --tags-regex cannot be used together")
     if glob is not None:
         return re.compile(fnmatch.translate(glob))
     if regex is not None:
         try:
-            return re.compile(regex)
-        except re.error as exc:
+            return compile_regex(regex)
+        except ValueError as exc:
             raise click.UsageError(f"--tags-regex: {exc}") from None
     return None
 
@@ -183,7 +185,11 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
                 copier = Copier(src_end, dst_end, options, progress)
                 if repository_copy:
                     tags = await src_end.tags()
-                    chosen = [t for t in tags if pattern is None or pattern.fullmatch(t)]
+                    if odd := [t for t in tags if not is_valid_tag(t)]:
+                        progress.note(f"{src}: left out {len(odd)} listed name(s) that are "
+                                      f"no valid tag (the first: {odd[0][:60]!r})")
+                    chosen = [t for t in tags if is_valid_tag(t)
+                              and (pattern is None or pattern.fullmatch(t))]
                     if not chosen:
                         raise CopyError(f"{src}: no tag matches")
                     await copier.copy_tags(chosen)

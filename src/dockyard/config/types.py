@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from dockyard.regex import compile_regex
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -37,10 +39,10 @@ def as_bytes(value: Any) -> Any:
 
 
 def _compiles(value: str) -> str:
-    """A regular expression Python can compile, kept as its text."""
+    """A regular expression RE2 can compile (`dockyard.regex`), kept as its text."""
     try:
-        re.compile(value)
-    except re.error as exc:
+        compile_regex(value)
+    except ValueError as exc:
         raise ValueError(f"invalid regular expression: {exc}") from None
     return value
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from dockyard.config.settings import RetentionRule, Settings
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.globs import glob_matches
 from dockyard.oci.reference import subject_of
+from dockyard.regex import compile_regex
 
 log = logging.getLogger("dockyard.gc")
 
@@ -97,7 +97,7 @@ def doomed_tags(rule: RetentionRule, tags: list[tuple[str, float, float | None]]
     """(tag, pushed at) of the tags `rule` deletes among `tags`."""
     keep: set[str] = set()
     if rule.keep_tags:
-        pattern = re.compile(rule.keep_tags)
+        pattern = compile_regex(rule.keep_tags)
         keep |= {t for t, _, _ in tags if pattern.search(t)}
     if rule.keep_last is not None:
         newest = sorted(tags, key=lambda t: (t[1], t[0]), reverse=True)[:rule.keep_last]

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from dockyard.config.mirror import MirrorSource
 from dockyard.oci.reference import is_valid_tag
+from dockyard.regex import compile_regex
 
 _SEMVER = re.compile(
     r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
@@ -35,7 +36,8 @@ def matches(source: MirrorSource, tag: str) -> bool:
         return True
     if source.tags is not None and any(fnmatch.fnmatchcase(tag, g) for g in source.tags):
         return True
-    return source.tags_regex is not None and re.fullmatch(source.tags_regex, tag) is not None
+    return (source.tags_regex is not None
+            and compile_regex(source.tags_regex).fullmatch(tag) is not None)
 
 
 def select_tags(source: MirrorSource, tags: Iterable[str]) -> list[str]:

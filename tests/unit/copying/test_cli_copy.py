@@ -25,6 +25,8 @@ from tests.support.images import random_layout, sha256
     (["--tags", "1.*", "--tags-regex", "1", "127.0.0.1:5000/a", "127.0.0.1:5000/b"],
      "cannot be used together"),
     (["--tags-regex", "(", "127.0.0.1:5000/a", "127.0.0.1:5000/b"], "--tags-regex"),
+    (["--tags-regex", r"(a)\1", "127.0.0.1:5000/a", "127.0.0.1:5000/b"],
+     "no backreferences or lookaround"),
     (["--platform", "linux", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"], "OS/ARCH"),
     (["--src-creds", "nocolon", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"],
      "USER:PASSWORD"),

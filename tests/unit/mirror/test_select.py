@@ -50,6 +50,12 @@ def test_names_that_are_no_tag_are_never_kept() -> None:
     assert unusable(listed) == listed[len(TAGS):]
 
 
+def test_a_regex_matches_in_linear_time_whatever_tag_upstream_lists() -> None:
+    # RE2: Python's re backtracked on this pair for minutes (the sync job, in the server)
+    hostile = "a" * 58 + "-"
+    assert select_tags(source(tags_regex="(a+)+"), [hostile, "aaa"]) == ["aaa"]
+
+
 def test_a_prune_hands_tags_only_to_sources_of_the_same_upstream() -> None:
     # two sources of other upstreams into one repository, both `7.*`: each handed what
     # it no longer kept to the other, which handed it back, and the tag stayed for ever
