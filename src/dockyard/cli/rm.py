@@ -169,7 +169,7 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
     """Delete repositories, tags or manifests; shell globs match repositories and tags."""
     if not http_url(registry.rstrip("/")):
         raise click.BadParameter(f"{registry!r} is not an http:// or https:// URL "
-                                 "(HOST[:PORT])", param_hint="--registry")
+                                 "(HOST[:PORT]) without user:password@", param_hint="--registry")
     parsed = [parse_ref(r) for r in refs]
     auth = None
     if username:

@@ -85,7 +85,9 @@ class ProxyRule(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         if not _URL.fullmatch(value) or not http_url(value.rstrip("/")):
-            raise ValueError(f"{value!r} is not a registry base URL (https://host[:port])")
+            raise ValueError(f"{value.split('@')[-1]!r} is not a registry base URL "
+                             "(https://host[:port], no user:password@: credentials go in "
+                             "the rule's credentials)")
         return value.rstrip("/")
 
 

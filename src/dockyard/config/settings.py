@@ -444,7 +444,8 @@ class ReplicaSettings(_Section):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not http_url(value):
             raise ValueError("must be an http:// or https:// URL (HOST[:PORT], IPv6 in "
-                             "brackets)")
+                             "brackets) without user:password@ (the password goes in "
+                             "replica.password_env or replica.password_file)")
         return value.rstrip("/") if value else value
 
     @field_validator("password_env")
@@ -507,7 +508,8 @@ class EndpointSettings(_Section):
     def _url(cls, value: str) -> str:
         if not http_url(value):
             raise ValueError("must be an http:// or https:// URL (HOST[:PORT], IPv6 in "
-                             "brackets)")
+                             "brackets) without user:password@ (credentials go in "
+                             "headers)")
         return value
 
     @field_validator("headers", mode="before")

@@ -79,12 +79,15 @@ ByteSize = Annotated[int, BeforeValidator(as_bytes), Field(ge=0)]
 Regex = Annotated[str, AfterValidator(_compiles)]
 
 
-_HTTP_URL = re.compile(r"https?://(?:[^@/\s]+@)?"  # user:password@, as aiohttp takes it
+#: no `user:password@`: aiohttp would log in with it, and every log line, status page and
+#: error naming the URL would show the password (credentials go by reference)
+_HTTP_URL = re.compile(r"https?://"
                        r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?"  # compose names
                        r"|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(?:[/?#]\S*)?")
 
 
 def http_url(value: str) -> bool:
-    """Whether `value` is an http(s) URL whose host and port a client can use."""
+    """Whether `value` is an http(s) URL whose host and port a client can use, and
+    which names no credentials."""
     m = _HTTP_URL.fullmatch(value)
     return m is not None and (m.group(1) is None or 0 < int(m.group(1)) < 65536)
