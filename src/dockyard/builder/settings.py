@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dockyard.config.settings import yaml_problem
 from dockyard.config.types import PositiveDuration
+from dockyard.config.yamlfile import load_yaml
 
 
 class CatalogueError(ValueError):
@@ -69,7 +70,7 @@ def load_settings(root: Path) -> CatalogueSettings:
     if not file.is_file():
         return CatalogueSettings()
     try:
-        raw: Any = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        raw: Any = load_yaml(file.read_text(encoding="utf-8")) or {}
         return CatalogueSettings.model_validate(raw)
     except UnicodeDecodeError as exc:
         raise CatalogueError(f"{file}: not UTF-8 text (byte {exc.start})") from None

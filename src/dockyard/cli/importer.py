@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from dockyard.cli.common import config_option, data_option, load, run_with_registry
 from dockyard.config.settings import S3Settings, yaml_problem
+from dockyard.config.yamlfile import load_yaml
 from dockyard.core.importer import (
     DISTRIBUTION_ROOT,
     KINDS,
@@ -108,7 +109,7 @@ def _configured_tree(path: Path | None) -> DistributionTree:
     assert path is not None
     hint = "--distribution-config"
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise click.BadParameter(f"cannot read {path}: {exc.strerror or exc}",
                                  param_hint=hint) from None

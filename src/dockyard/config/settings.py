@@ -40,6 +40,7 @@ from dockyard.config.types import (
     as_bytes,
     http_url,
 )
+from dockyard.config.yamlfile import load_yaml
 
 
 class _Section(BaseModel):
@@ -625,7 +626,7 @@ def load_settings(
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = load_yaml(Path(path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
@@ -679,7 +680,7 @@ def _env_value(annotation: Any, name: str, value: str) -> Any:
     (item,) = get_args(annotation)
     if value.lstrip().startswith("["):
         try:
-            parsed = yaml.safe_load(value)
+            parsed = load_yaml(value)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{name}: not a YAML list: {yaml_problem(exc)}") from None
         if not isinstance(parsed, list):
