@@ -30,6 +30,7 @@ from dockyard.storage import layout
 from dockyard.storage.blobstore import BlobStore
 from dockyard.storage.distribution import DistributionTree
 from dockyard.storage.guard import DiskGuard
+from dockyard.units import human_bytes
 
 log = logging.getLogger("dockyard")
 
@@ -78,6 +79,25 @@ def upstream_credentials(index: int, creds: ProxyCredentials) -> Credentials:
     password = read_secret(creds.password_env, creds.password_file, where)
     assert password is not None  # the model requires one of the two
     return Credentials(user, password)
+
+
+def check_guard(settings: Settings) -> None:
+    """ValueError naming `storage.guard.min_free` when it asks more space to stay free
+    than the data filesystem holds in all: every upload would be refused, and each
+    worker failed its start on a traceback (`dockyard serve` checks before it starts)."""
+    if settings.storage.driver != "filesystem":
+        return
+    path = settings.data_dir
+    while not path.exists() and path != path.parent:  # not made yet: where it will be
+        path = path.parent
+    space = FilesystemDriver(path).space()
+    if space is None:
+        return
+    total = space[1]
+    wanted = settings.storage.guard.min_free_bytes(total)
+    if wanted >= total > 0:
+        raise ValueError(f"storage.guard.min_free: {human_bytes(wanted)} must stay free, "
+                         f"but the data filesystem holds {human_bytes(total)} in all")
 
 
 def check_upstreams(settings: Settings) -> None:

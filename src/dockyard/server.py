@@ -51,7 +51,7 @@ from dockyard.api.app import CONNECTIONS, create_app, create_debug_app
 from dockyard.api.connections import AccessLog
 from dockyard.auth.service import AccessControl
 from dockyard.auth.service import prepare as prepare_auth
-from dockyard.backends import check_upstreams, migrate_database
+from dockyard.backends import check_guard, check_upstreams, migrate_database
 from dockyard.config.advice import advice
 from dockyard.config.settings import ConfigError, Settings, load_settings
 from dockyard.core.metrics import enable_multiprocess, metrics, process_exited
@@ -356,6 +356,7 @@ def serve(settings: Settings, source: Source | None = None) -> None:
     for line in advice(settings):
         log.warning("config: %s", line)
     check_upstreams(settings)  # a missing credential stops the start, naming its key
+    check_guard(settings)
     asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,

@@ -4,6 +4,7 @@ runner on the real command)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,18 @@ def test_an_engine_that_is_not_installed_leaves_no_password_file(
     assert result.output.strip().splitlines()[-1] == "Error: docker is not installed"
     assert (work / "engine").is_dir()  # it got that far
     assert not (work / "engine" / "auth.json").exists()
+
+
+def test_serve_refuses_a_min_free_past_the_filesystem_naming_it(tmp_path: Path) -> None:
+    """Every worker failed its start on a BeyondCapacity traceback; now the start is
+    refused, exit 2, naming the key (before any worker or listener)."""
+
+    st = os.statvfs(tmp_path)
+    config = tmp_path / "config.yml"
+    config.write_text(f"storage:\n  guard:\n    min_free: {2 * st.f_blocks * st.f_frsize}\n")
+    result = run("serve", "--config", str(config), "--data", str(tmp_path / "data"),
+                 "--listen", "127.0.0.1:0", "--workers", "2")
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert "storage.guard.min_free" in line
+    assert "must stay free, but the data filesystem holds" in line

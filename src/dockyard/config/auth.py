@@ -136,3 +136,9 @@ class TlsSettings(_Section):
     clientcas: list[Path] = Field(default=[], description="CA bundles for client certificates")
     minimum_version: Literal["1.2", "1.3"] = "1.2"
     reload_interval: PositiveDuration = timedelta(seconds=5)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.certificate is None) != (self.key is None):
+            raise ValueError("certificate and key go together (give both, or neither)")
+        return self

@@ -171,9 +171,10 @@ class DiskGuard:
             self._missing = self._missing_reserve()
 
     async def ensure(self) -> None:
-        """At startup: make the ballast when there is room (never refuses)."""
+        """At startup: make the ballast when there is room (never refuses, not even a
+        `min_free` past the filesystem's size: `serve` says so before it starts)."""
         self._checked = -self.interval
-        with contextlib.suppress(StorageFull):
+        with contextlib.suppress(StorageFull, BeyondCapacity):
             await self.check()
 
     def release(self) -> bool:

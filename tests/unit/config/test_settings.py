@@ -291,8 +291,8 @@ def test_bad_durations_named(text: str) -> None:
     ],
 )
 def test_sizes(text: object, expected: int) -> None:
-    s = load_settings(env={}, overrides={"storage.uploads.chunk_buffer": text})
-    assert s.storage.uploads.chunk_buffer == expected
+    s = load_settings(env={}, overrides={"storage.guard.reserve": text})
+    assert s.storage.guard.reserve == expected
 
 
 @pytest.mark.parametrize("text", ["4XB", "lots", "-1", "1.5MiB", -1])
@@ -398,6 +398,13 @@ def test_bad_guard_min_free_is_named(tmp_path: Path, value: str) -> None:
     ("retention:\n  rules:\n    - delete_older_than: soon\n",
      "retention.rules.0.delete_older_than"),
     ("storage:\n  guard:\n    min_free: lots\n", "storage.guard.min_free"),
+    # 0 failed every upload (500), 8G had every upload ask for 8 GiB of memory
+    ("storage:\n  uploads:\n    chunk_buffer: 0\n", "storage.uploads.chunk_buffer"),
+    ("storage:\n  uploads:\n    chunk_buffer: 8G\n", "storage.uploads.chunk_buffer"),
+    # what `serve` refused, `config check` passed
+    ("http:\n  trusted_proxies: ['10.0.0.0/8', not-a-cidr]\n", "http.trusted_proxies"),
+    ("http:\n  tls:\n    certificate: /etc/cert.pem\n", "http.tls"),
+    ("http:\n  addr: 127.0.0.1:5000\n  debug:\n    addr: 127.0.0.1:5000\n", "http"),
 ])
 def test_a_bad_value_of_a_shared_type_is_named_by_its_key(tmp_path: Path, body: str,
                                                            key: str) -> None:
