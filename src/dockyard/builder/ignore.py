@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dockyard.builder.settings import CatalogueError
+
 
 @dataclass(frozen=True, slots=True)
 class _Pattern:
@@ -55,7 +57,10 @@ def _compile(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     out.append("$")
-    return re.compile("".join(out))
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:  # a range written backwards, `[z-a]`
+        raise CatalogueError(f".dockerignore: {pattern!r}: {exc}") from None
 
 
 class DockerIgnore:
@@ -78,7 +83,14 @@ class DockerIgnore:
     @classmethod
     def of(cls, root: Path) -> DockerIgnore:
         file = root / ".dockerignore"
-        return cls(file.read_text().splitlines() if file.is_file() else [])
+        if not file.is_file():
+            return cls([])
+        try:
+            return cls(file.read_bytes().decode("utf-8").splitlines())
+        except UnicodeDecodeError as exc:
+            raise CatalogueError(f"{file}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise CatalogueError(f"{file}: {exc.strerror or exc}") from None
 
     def excluded(self, path: str) -> bool:
         """Whether `path` (relative, `/`-separated) is left out of the build context."""

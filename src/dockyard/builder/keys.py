@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from dockyard.builder.ignore import DockerIgnore
+from dockyard.builder.settings import CatalogueError
 
 KEY_VERSION = "dockyard-build-key/1"
 _GLOB = re.compile(r"[*?\[]")
@@ -42,8 +45,16 @@ def context_files(root: Path, sources: list[str], ignore: DockerIgnore) -> list[
         if "://" in source:
             continue  # a URL: its text is in the Dockerfile, which is hashed
         pattern = source.lstrip("/") or "."
+        if posixpath.normpath(pattern).split("/")[0] == "..":
+            # what docker refuses ("outside the build context"): `../../etc/hostname`
+            # was read, and hashed into the key
+            raise CatalogueError(f"COPY/ADD {source!r}: outside the build context")
         matches = sorted(root.glob(pattern)) if _GLOB.search(pattern) else [root / pattern]
+        inside = root.resolve()
         for match in matches:
+            if not match.parent.resolve().is_relative_to(inside):
+                raise CatalogueError(f"COPY/ADD {source!r}: {match.relative_to(root)} "
+                                     "is outside the build context (through a link)")
             rel = match.relative_to(root).as_posix() if match != root else ""
             for name, path in _walk(match, rel):
                 if name and not ignore.excluded(name):
@@ -54,6 +65,9 @@ def context_files(root: Path, sources: list[str], ignore: DockerIgnore) -> list[
 def _file_digest(path: Path) -> str:
     if path.is_symlink():
         return "link:" + os.readlink(path)
+    kind = stat.S_IFMT(os.lstat(path).st_mode)
+    if kind != stat.S_IFREG:  # a FIFO held the build's planning for good: not read
+        return f"special:{kind:o}"
     h = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
