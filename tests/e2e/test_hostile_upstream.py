@@ -322,8 +322,9 @@ def test_a_first_puller_waits_no_longer_than_fetch_wait_for_a_stalled_upstream(
 def test_a_sync_leaves_out_listed_names_that_are_no_tag_and_says_so(
         hostile: HostileRegistry, tmp_path: Path) -> None:
     """A 5,000-digit "version" in the upstream's listing failed the source with a
-    traceback on every run (Python refuses to make an int of it); names no tag may
-    have are left out, with a warning, and the rest is mirrored."""
+    traceback on every run (Python refuses to make an int of it); a listed name longer
+    than any tag is dropped as it is read, other names no tag may have are left out
+    with a warning, and the rest is mirrored."""
     config = tmp_path / "mirror.yml"
     config.write_text(json.dumps({"mirror": [{
         "registry": hostile.host, "repository": "wrong/app", "tls_verify": False,
@@ -335,6 +336,48 @@ def test_a_sync_leaves_out_listed_names_that_are_no_tag_and_says_so(
     report = json.loads(str(run["out"]))["sources"][0]
     assert report["status"] == "ok", report
     assert report["added"] == ["2.0"]
-    assert report["upstream_tags"] == 4
-    assert report["warnings"] == ["2 of the upstream's tags are no valid tag name, left out "
-                                  "(the first: '" + "9" * 60 + "'...)"]
+    assert report["upstream_tags"] == 3
+    assert report["warnings"] == [
+        "left out 1 listed name(s) that are no valid tag (the first: 'not a tag')"]
+
+
+def test_a_blob_sent_past_its_size_is_cut_off_at_it(hostile: HostileRegistry,
+                                                   tmp_path: Path) -> None:
+    """Into an OCI layout, a layer whose body goes on past the descriptor's size (1 MiB)
+    was written until the body ended (a source without end fills the disk); the copy
+    stops at the size, with one line, and leaves no image in the layout."""
+    before = hostile.sent
+    result = copy(f"{hostile.host}/overlong/app:v1", f"oci:{tmp_path / 'layout'}:v1")
+    err = str(result["err"]).strip().splitlines()[-1]  # after a line per blob copied
+    assert result["code"] == 1, result
+    assert err.startswith("Error: "), err
+    assert err.endswith(": it sent more than the 1048576 bytes the manifest says"), err
+    assert hostile.sent - before < 64 * MiB
+    assert not (tmp_path / "layout" / "index.json").exists() or \
+        "v1" not in (tmp_path / "layout" / "index.json").read_text()
+
+
+def test_a_document_nested_past_the_decoder_is_one_line(tmp_path: Path) -> None:
+    """An OCI layout whose index, or whose manifest, nests 100,000 arrays: one line,
+    where a RecursionError traceback ended the copy (and a sync's whole source)."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    index_layout = tmp_path / "index"
+    index_layout.mkdir()
+    (index_layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (index_layout / "index.json").write_bytes(b'{"manifests": ' + deep + b"}")
+    manifest_layout = tmp_path / "manifest"
+    blobs = manifest_layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (manifest_layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    body = b'{"schemaVersion": 2, "layers": ' + deep + b"}"
+    digest = hashlib.sha256(body).hexdigest()
+    (blobs / digest).write_bytes(body)
+    (manifest_layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": MANIFEST, "digest": f"sha256:{digest}", "size": len(body),
+         "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}))
+    for layout in (index_layout, manifest_layout):
+        result = copy(f"oci:{layout}:v1", f"oci:{tmp_path / 'out'}:v1")
+        err = str(result["err"]).strip()
+        assert result["code"] == 1, result
+        assert len(err.splitlines()) == 1, err
+        assert "nested too deeply" in err, err

@@ -27,8 +27,9 @@ into memory from someone else's server is bounded.
   the blob route answers with other bytes of the same size, over about a second;
   `/v2/stalling/...`: the
   same image, whose layer's body stops after 5,000 bytes, then ends short `STALL` s
-  later. `/v2/wrong/<repo>/tags/list` lists `ODD_TAGS`: two versions (every tag names
-  that image) and two names no tag may have.
+  later. `/v2/overlong/...`: the same image, whose layer's body is its right bytes and
+  then more, chunked, up to `size`. `/v2/wrong/<repo>/tags/list` lists `ODD_TAGS`: two
+  versions (every tag names that image) and two names no tag may have.
 
 `sent` counts the body bytes written to clients, so a test can tell that its client
 stopped reading long before the end.
@@ -192,6 +193,15 @@ class HostileRegistry:
             body = WRONG_BYTES
         else:
             return web.Response(status=404)
+        if (request.match_info["kind"] == "overlong" and body is WRONG_BYTES
+                and request.method != "HEAD"):
+            # the right bytes, then more without end (no Content-Length: chunked)
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            await resp.prepare(request)
+            for _ in range(0, self.size, len(WRONG_LAYER)):
+                await resp.write(WRONG_LAYER)
+                self.sent += len(WRONG_LAYER)
+            return resp
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         resp.content_length = len(body)
         await resp.prepare(request)
@@ -258,9 +268,9 @@ class HostileRegistry:
         app.router.add_get("/v2/wrong/{repo}/tags/list", self._odd_tags)
         app.router.add_route("*", "/v2/lying/{repo}/manifests/{ref}", self._lying)
         app.router.add_route("*", "/v2/forged/{repo}/manifests/{ref}", self._forged)
-        app.router.add_route("*", "/v2/{kind:wrong|stalling}/{repo}/manifests/{ref}",
+        app.router.add_route("*", "/v2/{kind:wrong|stalling|overlong}/{repo}/manifests/{ref}",
                              self._wrong_manifest)
-        app.router.add_route("*", "/v2/{kind:wrong|stalling}/{repo}/blobs/{digest}",
+        app.router.add_route("*", "/v2/{kind:wrong|stalling|overlong}/{repo}/blobs/{digest}",
                              self._wrong_blob)
         app.router.add_route("*", "/v2/{kind:nested|wide}/{repo}/manifests/{ref}",
                              self._nested)

@@ -576,3 +576,66 @@ async def test_a_manifest_head_without_a_digest_header() -> None:
         assert info is not None
         assert info.digest == digest
         assert await c.head_manifest("app", "v1") is None
+
+
+@pytest.mark.parametrize(("name", "reference"), [
+    ("app", "../../victim/manifests/latest"),  # a tag a registry listed
+    ("app", "v1/../../x"),
+    ("app/../victim", "latest"),
+    ("App", "latest"),
+    ("app", "sha256:../../x"),
+])
+async def test_no_request_goes_to_a_path_a_listed_name_makes(name: str, reference: str
+                                                             ) -> None:
+    # yarl resolves dot segments: `dockyard copy --all-tags` of a registry listing the
+    # tag `../../victim/manifests/latest` read and wrote `victim`'s manifest
+    seen: list[str] = []
+
+    async def anything(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        return web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        for call in (c.get_manifest(name, reference), c.head_manifest(name, reference),
+                     c.put_manifest(name, reference, b"{}", "application/json"),
+                     c.delete_manifest(name, reference)):
+            with pytest.raises(RegistryClientError, match=r"no valid repository name|neither"):
+                await call
+        with pytest.raises(RegistryClientError, match=r"no digest|no valid repository"):
+            await c.has_blob(name, reference)
+    assert seen == []
+
+
+async def test_listings_keep_only_what_can_be_a_name_and_a_bounded_total(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # pages each holding one "name" of 1 MiB, each linking the next: every page is under
+    # its limit, and the names were kept until memory ran out
+    big = "a" * (1 << 20)
+
+    async def tags(request: web.Request) -> web.StreamResponse:
+        page = int(request.query.get("page", "0"))
+        return web.json_response({"name": "app", "tags": [big, "v1", 5]}, headers={
+            "Link": f'</v2/app/tags/list?page={page + 1}>; rel="next"'})
+
+    async def referrers(_request: web.Request) -> web.StreamResponse:
+        return web.json_response({"schemaVersion": 2, "manifests": [
+            5, {"digest": 7}, {"digest": "../x"}, {"digest": "sha256:" + "b" * 64}]})
+
+    app = web.Application()
+    app.router.add_get("/v2/app/tags/list", tags)
+    app.router.add_get("/v2/app/referrers/{digest}", referrers)
+    monkeypatch.setattr("dockyard.remote.client.MAX_LISTING_BYTES", 8 << 20)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        got: list[str] = []
+
+        async def listing() -> None:
+            async for tag in c.tags("app"):
+                got.append(tag)
+
+        with pytest.raises(RegistryClientError, match="pages pass 8 MiB"):
+            await listing()
+        assert set(got) == {"v1"}  # the long one dropped as it was read
+        found = await c.referrers("app", "sha256:" + "a" * 64)
+        assert found == [{"digest": "sha256:" + "b" * 64}]

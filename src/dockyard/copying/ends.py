@@ -24,11 +24,21 @@ class Fetched:
     digest: str
 
 
+def parse_json(data: bytes | str) -> Any:
+    """`json.loads`, where nesting deeper than the decoder can follow is a `ValueError`
+    too: a manifest or index of a few thousand `[` ended a copy, and a sync's source, on
+    a RecursionError traceback."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("the document is nested too deeply") from None
+
+
 def declared_media_type(data: bytes) -> str | None:
     """The `mediaType` a manifest's bytes declare; None for none, or for bytes that are
     no JSON object (the engine's `_load` says so when it walks them)."""
     try:
-        declared = json.loads(data).get("mediaType")
+        declared = parse_json(data).get("mediaType")
     except (ValueError, AttributeError):
         return None
     return declared if isinstance(declared, str) else None

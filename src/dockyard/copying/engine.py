@@ -13,7 +13,6 @@ content is still arriving.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from dockyard.copying.ends import Destination, Fetched, MountHints, Source
+from dockyard.copying.ends import Destination, Fetched, MountHints, Source, parse_json
 from dockyard.copying.layout_end import LayoutError
 from dockyard.copying.platforms import Platform, narrow
 from dockyard.oci.digest import Digest
@@ -354,6 +353,8 @@ class Copier:
         src = self.source.describe()
 
         def source_failed(exc: BaseException) -> CopyError:
+            if exc is state["error"] and isinstance(exc, ValueError):  # a length wrong
+                return CopyError(f"source: blob {digest}: {exc}")
             return CopyError(f"source: blob {digest}: connection lost after "
                              f"{state['read']} of {size} bytes ({one_line(exc)})")
 
@@ -361,6 +362,11 @@ class Copier:
             try:
                 async for data in chunks:
                     state["read"] += len(data)
+                    if state["read"] > size:  # a source that sends without end: stop
+                        # here, not when a layout's disk is full
+                        state["error"] = ValueError(f"it sent more than the {size} bytes "
+                                                    "the manifest says")
+                        raise state["error"]
                     self.summary.bytes_copied += len(data)
                     self.progress.blob_advanced(digest, len(data))
                     yield data
@@ -441,9 +447,9 @@ def _descriptors(doc: dict[str, Any], key: str, fetched: Fetched) -> list[tuple[
 
 def _load(fetched: Fetched) -> dict[str, Any]:
     try:
-        doc = json.loads(fetched.data)
-    except ValueError:
-        raise CopyError(f"manifest {fetched.digest} is not JSON") from None
+        doc = parse_json(fetched.data)
+    except ValueError as exc:
+        raise CopyError(f"manifest {fetched.digest} is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise CopyError(f"manifest {fetched.digest} is not a JSON object")
     return doc

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.copying.ends import Fetched, Source, declared_media_type
+from dockyard.copying.ends import Fetched, Source, declared_media_type, parse_json
 from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import DigestInvalid
 from dockyard.received import DOCUMENT_LIMIT, MANIFEST_LIMIT
@@ -51,7 +51,7 @@ class ImageLayout:
 
     def _index(self) -> dict[str, Any]:
         try:
-            doc = json.loads(_read_bounded(self.path / "index.json", INDEX_LIMIT))
+            doc = parse_json(_read_bounded(self.path / "index.json", INDEX_LIMIT))
         except FileNotFoundError:
             raise LayoutError(f"{self.path}: not an OCI image layout (no index.json)") from None
         except ValueError as exc:
@@ -120,7 +120,7 @@ class ImageLayout:
         found = []
         for desc in self._index().get("manifests", []):
             try:
-                doc = json.loads(_read_bounded(self._blob_path(desc["digest"]),
+                doc = parse_json(_read_bounded(self._blob_path(desc["digest"]),
                                                MANIFEST_LIMIT))
             except (OSError, ValueError, LayoutError):
                 continue
@@ -191,7 +191,7 @@ class ImageLayout:
             if body is None:
                 return False
             try:
-                doc = json.loads(body)
+                doc = parse_json(body)
             except ValueError:
                 return False
             if not isinstance(doc, dict):
@@ -360,7 +360,7 @@ def _digest_and_size(desc: Any) -> tuple[str, int] | None:
 def _subject(data: bytes) -> str | None:
     """The digest a manifest's `subject` names (it is a referrer of it), else None."""
     try:
-        doc = json.loads(data)
+        doc = parse_json(data)
     except ValueError:
         return None
     subject = doc.get("subject") if isinstance(doc, dict) else None
@@ -371,7 +371,7 @@ def _subject(data: bytes) -> str | None:
 def _referrer_descriptor(fetched: Fetched) -> dict[str, Any]:
     """A referrer's descriptor as the referrers API gives it: its artifactType (else
     its config's media type) and annotations."""
-    doc = json.loads(fetched.data)
+    doc = parse_json(fetched.data)
     desc: dict[str, Any] = {"mediaType": fetched.media_type, "digest": fetched.digest,
                             "size": len(fetched.data)}
     config = doc.get("config")

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.copying.ends import Fetched
+from dockyard.copying.ends import Fetched, parse_json
 from dockyard.oci.digest import Digest
 
 
@@ -39,7 +39,7 @@ class Platform:
 def narrow(index: Fetched, platforms: tuple[Platform, ...]) -> Fetched | None:
     """A new index keeping only the children of `platforms` (same order, same fields);
     the original when it already has no others; None when nothing matches."""
-    doc = json.loads(index.data)
+    doc = parse_json(index.data)
     children = doc.get("manifests") or []
     kept = [c for c in children if any(p.matches(c.get("platform")) for p in platforms)]
     if not kept:

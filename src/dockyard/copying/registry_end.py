@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from dockyard.copying.ends import Fetched, Source, declared_media_type
+from dockyard.copying.ends import Fetched, Source, declared_media_type, parse_json
 from dockyard.oci.digest import Digest
 from dockyard.oci.reference import fallback_tag
 from dockyard.remote.client import RegistryClient, RegistryClientError, push
@@ -70,7 +70,7 @@ class RegistryRepository:
         """The descriptors of the `sha256-<hex>` index of `subject`, each an object with
         a string digest; `RegistryClientError` (one line) for anything else."""
         try:
-            doc = json.loads(data)
+            doc = parse_json(data)
         except ValueError:
             doc = None
         listed = doc.get("manifests") if isinstance(doc, dict) else None

@@ -273,9 +273,8 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
                                    f"{_one_line(exc)}") from exc
             report.upstream_tags = len(tags)
             if odd := unusable(tags):
-                report.warnings.append(
-                    f"{len(odd)} of the upstream's tags are no valid tag name, left out "
-                    f"(the first: {odd[0][:60]!r}{'...' if len(odd[0]) > 60 else ''})")
+                report.warnings.append(f"left out {len(odd)} listed name(s) that are no "
+                                       f"valid tag (the first: {odd[0][:60]!r})")
             chosen = select_tags(source, tags)
             siblings = Siblings(source, configured, tags)
             copier = Copier(upstream, local, options, _LogProgress(source.key), hints)

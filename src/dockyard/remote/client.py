@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from dockyard.oci.errors import RegistryError
+from dockyard.oci.reference import MAX_NAME_LENGTH, is_valid_tag, validate_name
 from dockyard.received import (
     DOCUMENT_LIMIT,
     MANIFEST_LIMIT,
@@ -86,6 +89,9 @@ SMALL_REQUEST_SECONDS = 120.0
 MAX_PAGES = 10_000
 #: names a listing may hold in all (its pages may be of any size): past it, an error
 MAX_ITEMS = 1_000_000
+#: bytes a listing's pages may hold in all: each page is bounded (`DOCUMENT_LIMIT`), and
+#: what a caller keeps of them (descriptors with their annotations, tag entries) with this
+MAX_LISTING_BYTES = 256 * 1024 * 1024
 #: how long ending an upload session after a failed blob PUT may take
 CANCEL_SECONDS = 10.0
 #: how long a streamed blob may move no byte, either way: the registry sends none of a
@@ -272,9 +278,10 @@ class RegistryClient:
         along the `rel="next"` links (`_next_page`: never to another server). When the
         first page answers a status of `absent` (the registry has no such listing), one
         None and nothing more; on a later page any error status raises. Pages that loop
-        or pass `MAX_PAGES` are an error, not a hang."""
+        or pass `MAX_PAGES` or `MAX_LISTING_BYTES` are an error, not a hang."""
         next_path: str | None = path
         seen: set[str] = set()
+        total = 0
         while next_path:
             if next_path in seen or len(seen) >= MAX_PAGES:
                 raise RegistryClientError(200, f"{path}: the registry's pages loop (or "
@@ -290,6 +297,10 @@ class RegistryClient:
                 else:
                     body = await read_at_most(resp, DOCUMENT_LIMIT)
                     next_path = self._next_page(resp)
+                    total += len(body)
+                    if total > MAX_LISTING_BYTES:  # what the caller keeps of the pages
+                        raise RegistryClientError(200, f"{path}: the registry's pages "
+                                                       f"pass {MAX_LISTING_BYTES >> 20} MiB")
             yield body
 
     async def _pages(self, path: str, key: str, scopes: tuple[str, ...]
@@ -309,7 +320,9 @@ class RegistryClient:
                 raise RegistryClientError(200, f"{path}: the registry lists more than "
                                                f"{MAX_ITEMS:,} names")
             for item in listed:
-                if isinstance(item, str):
+                # a name longer than any repository name or tag may be is no name: a
+                # listing of pages each holding one 30 MiB "name" grew by the page
+                if isinstance(item, str) and len(item) <= MAX_NAME_LENGTH:
                     yield item
 
     # ------------------------------------------------------------------ listings
@@ -318,14 +331,14 @@ class RegistryClient:
         return self._pages("/v2/_catalog?n=1000", "repositories", ("registry:catalog:*",))
 
     def tags(self, name: str) -> AsyncIterator[str]:
-        return self._pages(f"/v2/{name}/tags/list?n=1000", "tags", pull(name))
+        return self._pages(f"/v2/{_repo(name)}/tags/list?n=1000", "tags", pull(name))
 
     async def tag_times(self, name: str) -> list[TagTime] | None:
         """A Dockyard's tags of `name` with their digests, push times and pushers (None
         from a Dockyard that lists none, or for an anonymous push), every page of
         `/admin/v1/tags/<name>`; None when it answers 404 (no such repository, or a
         Dockyard older than that listing: ask `tags` and `head_manifest` then)."""
-        path = f"/admin/v1/tags/{name}?n=1000"
+        path = f"/admin/v1/tags/{_repo(name)}?n=1000"
         found: list[TagTime] = []
         async for body in self._page_bodies(path, pull(name), absent=(404,)):
             if body is None:
@@ -347,7 +360,7 @@ class RegistryClient:
         list, naming the next page in a `Link` header, as tag listings do); None when the
         registry has no such API (404, 405, or a first answer that is no image index).
         More than `limit` descriptors (held parsed: ~0.5 KiB each) are an error."""
-        path = f"/v2/{name}/referrers/{digest}"
+        path = f"/v2/{_repo(name)}/referrers/{_digest(digest)}"
         found: list[dict[str, Any]] = []
         pages = 0
         async for body in self._page_bodies(path, pull(name), absent=(404, 405), headers={
@@ -373,7 +386,7 @@ class RegistryClient:
         answered without `Docker-Content-Digest` (a SHOULD of the spec) is None too (its
         digest unknown: the caller may GET it); a digest answered 200 is there, header
         or not (a replica took such an answer for "gone" and deleted its manifest)."""
-        async with self.request("HEAD", f"/v2/{name}/manifests/{reference}", scopes=pull(name),
+        async with self.request("HEAD", _manifest_at(name, reference), scopes=pull(name),
                                 headers={"Accept": MANIFEST_ACCEPT}, ok=(404,)) as resp:
             if resp.status == 404:
                 return None
@@ -387,7 +400,7 @@ class RegistryClient:
 
     async def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
         """The manifest's exact bytes and its media type."""
-        async with self.request("GET", f"/v2/{name}/manifests/{reference}", scopes=pull(name),
+        async with self.request("GET", _manifest_at(name, reference), scopes=pull(name),
                                 headers={"Accept": MANIFEST_ACCEPT}) as resp:
             body = await read_at_most(resp, self.max_manifest)
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
@@ -397,7 +410,7 @@ class RegistryClient:
                            ) -> CIMultiDictProxy[str]:
         """PUT the bytes as they are; the response headers (digest, `OCI-Subject`), case
         insensitive as HTTP's are (Go registries say `Oci-Subject`)."""
-        async with self.request("PUT", f"/v2/{name}/manifests/{reference}", scopes=push(name),
+        async with self.request("PUT", _manifest_at(name, reference), scopes=push(name),
                                 headers={"Content-Type": media_type}, data=data) as resp:
             return resp.headers
 
@@ -410,13 +423,13 @@ class RegistryClient:
 
     async def delete_manifest(self, name: str, reference: str) -> None:
         """DELETE by digest (the manifest and its tags) or by tag (the tag only)."""
-        async with self.request("DELETE", f"/v2/{name}/manifests/{reference}",
+        async with self.request("DELETE", _manifest_at(name, reference),
                                 scopes=(f"repository:{name}:delete", *push(name))):
             pass
 
     async def delete_repository(self, name: str) -> dict[str, Any]:
         """Dockyard's admin delete; elsewhere, every manifest of every tag by digest."""
-        async with self.request("DELETE", f"/admin/v1/repositories/{name}",
+        async with self.request("DELETE", f"/admin/v1/repositories/{_repo(name)}",
                                 scopes=(f"repository:{name}:*",), ok=(404, 405)) as resp:
             body = await read_at_most(resp, SMALL_LIMIT)
             if resp.status == 404 and b"NAME_UNKNOWN" in body:
@@ -445,7 +458,7 @@ class RegistryClient:
     # ------------------------------------------------------------------ blobs
 
     async def has_blob(self, name: str, digest: str) -> bool:
-        async with self.request("HEAD", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
+        async with self.request("HEAD", _blob_at(name, digest), scopes=pull(name),
                                 ok=(404,)) as resp:
             return resp.status == 200
 
@@ -453,7 +466,7 @@ class RegistryClient:
                         ) -> int | None:
         """The blob's size as the registry answers a HEAD; None when it answers one of
         `missing` (it has no such blob, or none for us)."""
-        async with self.request("HEAD", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
+        async with self.request("HEAD", _blob_at(name, digest), scopes=pull(name),
                                 ok=missing) as resp:
             if resp.status in missing:
                 return None
@@ -465,7 +478,7 @@ class RegistryClient:
     @asynccontextmanager
     async def open_blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """The blob's bytes as they arrive (`received.pieces`: none copied)."""
-        async with self.request("GET", f"/v2/{name}/blobs/{digest}", scopes=pull(name),
+        async with self.request("GET", _blob_at(name, digest), scopes=pull(name),
                                 streaming=True) as resp:
             yield pieces(resp.content)
 
@@ -473,7 +486,8 @@ class RegistryClient:
         """Mount `digest` from repository `source`; None when mounted, else the Location of
         the upload session the registry opened instead."""
         scopes = (*push(name), f"repository:{source}:pull")
-        path = (f"/v2/{name}/blobs/uploads/?mount={quote(digest)}&from={quote(source)}")
+        path = (f"/v2/{_repo(name)}/blobs/uploads/?mount={quote(_digest(digest))}"
+                f"&from={quote(_repo(source))}")
         async with self.request("POST", path, scopes=scopes) as resp:
             if resp.status == 201:
                 return None
@@ -481,7 +495,8 @@ class RegistryClient:
                 await self.start_upload(name)
 
     async def start_upload(self, name: str) -> str:
-        async with self.request("POST", f"/v2/{name}/blobs/uploads/", scopes=push(name)) as resp:
+        path = f"/v2/{_repo(name)}/blobs/uploads/"
+        async with self.request("POST", path, scopes=push(name)) as resp:
             location = resp.headers.get("Location")
             if not location:
                 raise RegistryClientError(resp.status, f"POST /v2/{name}/blobs/uploads/: the "
@@ -560,6 +575,43 @@ async def _moving(stall: float, what: str) -> AsyncIterator[Feed]:
                            ) from None
 
 
+_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+
+
+def _repo(name: str) -> str:
+    """`name` for a URL path, if it is a repository name the spec allows: one a registry
+    listed, or a user typed, never makes the URL of another resource."""
+    try:
+        return validate_name(name)
+    except RegistryError:
+        raise RegistryClientError(400, f"{name[:100]!r} is no valid repository name",
+                                  ("NAME_INVALID",)) from None
+
+
+def _ref(reference: str) -> str:
+    """A tag or a digest for a URL path: a tag a registry listed as
+    `../../other/manifests/latest` made the URL of another repository's manifest (yarl
+    resolves dot segments), and a copy wrote there."""
+    if is_valid_tag(reference) or _DIGEST.fullmatch(reference):
+        return reference
+    raise RegistryClientError(400, f"{reference[:100]!r} is neither a tag nor a digest",
+                              ("TAG_INVALID",))
+
+
+def _manifest_at(name: str, reference: str) -> str:
+    return f"/v2/{_repo(name)}/manifests/{_ref(reference)}"
+
+
+def _blob_at(name: str, digest: str) -> str:
+    return f"/v2/{_repo(name)}/blobs/{_digest(digest)}"
+
+
+def _digest(digest: str) -> str:
+    if _DIGEST.fullmatch(digest):
+        return digest
+    raise RegistryClientError(400, f"{digest[:100]!r} is no digest", ("DIGEST_INVALID",))
+
+
 def pull(name: str) -> tuple[str, ...]:
     return (f"repository:{name}:pull",)
 
@@ -586,7 +638,12 @@ def _referrers_page(body: bytes | None) -> list[dict[str, Any]] | None:
     except ValueError:
         return None
     found = doc.get("manifests") if isinstance(doc, dict) else None
-    return list(found) if isinstance(found, list) else None
+    if not isinstance(found, list):
+        return None
+    # what callers read of each: an object with a digest (a listing of `[5]` failed a
+    # replica's comparison on a TypeError, every time)
+    return [d for d in found if isinstance(d, dict) and isinstance(d.get("digest"), str)
+            and _DIGEST.fullmatch(d["digest"])]
 
 
 def _tag_time(path: str, item: Any) -> TagTime:
