@@ -136,11 +136,17 @@ class Graph:
         lines: list[str] = []
 
         def draw(path: str, prefix: str, last: bool) -> None:
-            node = self.nodes[path]
-            lines.append(f"{prefix}{'└── ' if last else '├── '}{node.image.name}")
-            kids = node.children
-            for i, child in enumerate(kids):
-                draw(child, prefix + ("    " if last else "│   "), i == len(kids) - 1)
+            # a stack, not recursion: a chain of a thousand images ended --graph on a
+            # RecursionError
+            stack = [(path, prefix, last)]
+            while stack:
+                path, prefix, last = stack.pop()
+                node = self.nodes[path]
+                lines.append(f"{prefix}{'└── ' if last else '├── '}{node.image.name}")
+                kids = node.children
+                inner = prefix + ("    " if last else "│   ")
+                stack.extend((kids[i], inner, i == len(kids) - 1)
+                             for i in reversed(range(len(kids))))
 
         roots: dict[str, list[str]] = {}
         for path in self.order:

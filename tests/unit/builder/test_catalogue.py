@@ -64,6 +64,34 @@ def test_rendering_and_graph(catalogue: Path) -> None:
     assert parsed["python311-sssd/base"].sources == ["python311-sssd/base/x"]
 
 
+def test_the_tree_draws_a_chain_longer_than_the_stack(tmp_path: Path) -> None:
+    # `build --graph` of a chain of a thousand images ended on a RecursionError
+    depth = 1100
+    files = {"i0000/Dockerfile": "FROM upstream/debian:12\n"}
+    files |= {f"i{n:04d}/Dockerfile": f"FROM reg.example/toolforge-i{n - 1:04d}:t1\n"
+              for n in range(1, depth)}
+    graph, _, _ = load_graph(_write(tmp_path, files), NAMING)
+    lines = graph.tree().splitlines()
+    assert len(lines) == depth + 1
+    assert lines[:3] == ["upstream/debian:12", "└── reg.example/toolforge-i0000:t1",
+                         "    └── reg.example/toolforge-i0001:t1"]
+    assert lines[-1] == " " * 4 * (depth - 1) + "└── reg.example/toolforge-i1099:t1"
+
+
+def test_the_tree_draws_siblings_in_order(catalogue: Path) -> None:
+    (catalogue / "python311-sssd/cli/Dockerfile").parent.mkdir(parents=True)
+    (catalogue / "python311-sssd/cli/Dockerfile").write_text(
+        "FROM reg.example/toolforge-python311-sssd-base:t1\n")
+    graph, _, _ = load_graph(catalogue, NAMING)
+    assert graph.tree().splitlines() == [
+        "upstream/debian:12",
+        "└── reg.example/toolforge-base:t1",
+        "    └── reg.example/toolforge-python311-sssd-base:t1",
+        "        ├── reg.example/toolforge-python311-sssd-cli:t1",
+        "        └── reg.example/toolforge-python311-sssd-web:t1",
+    ]
+
+
 def test_bad_settings_name_the_file_and_key(catalogue: Path) -> None:
     (catalogue / "catalogue.yaml").write_text("images:\n  base:\n    tets: [x]\n")
     with pytest.raises(CatalogueError, match=r"catalogue.yaml: images.base.tets: Extra"):
