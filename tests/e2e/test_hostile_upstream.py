@@ -34,6 +34,7 @@ from tests.support.hostile import (
     WRONG_LAYER,
     HostileRegistry,
 )
+from tests.support.images import random_layout
 from tests.support.servers import Server, start_dockyard
 
 MiB = 1024 * 1024
@@ -381,3 +382,21 @@ def test_a_document_nested_past_the_decoder_is_one_line(tmp_path: Path) -> None:
         assert result["code"] == 1, result
         assert len(err.splitlines()) == 1, err
         assert "nested too deeply" in err, err
+
+
+def test_a_layout_whose_blobs_are_a_link_elsewhere_is_not_written_through(
+        tmp_path: Path) -> None:
+    """A destination layout whose `blobs` is a symbolic link: the copy wrote the blobs
+    where the link pointed, outside the layout; now it stops with one line."""
+    source = random_layout(tmp_path / "src", "v1", layer_sizes=(4096,))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "blobs").symlink_to(outside)
+    result = copy(f"oci:{source.path}:v1", f"oci:{dest}:v1")
+    err = str(result["err"]).strip().splitlines()[-1]
+    assert result["code"] == 1, result
+    assert err.startswith("Error: "), err
+    assert "a symbolic link" in err, err
+    assert list(outside.iterdir()) == []

@@ -46,8 +46,16 @@ class ImageLayout:
         return f"oci:{self.path}"
 
     def _blob_path(self, digest: str) -> Path:
+        """Where the blob `digest` is, inside the layout: its `blobs` directories may
+        not be links (a `blobs` linked elsewhere had a copy write outside the layout;
+        the blob file itself is opened without following one)."""
         parsed = Digest.parse(digest)
-        return self.path / "blobs" / parsed.algorithm / parsed.hex
+        directory = self.path / "blobs" / parsed.algorithm
+        for part in (directory.parent, directory):
+            if part.is_symlink():
+                raise LayoutError(f"{part}: a symbolic link; a layout's blobs are kept "
+                                  "inside it")
+        return directory / parsed.hex
 
     def _index(self) -> dict[str, Any]:
         try:
