@@ -52,7 +52,9 @@ def context_files(root: Path, sources: list[str], ignore: DockerIgnore) -> list[
         matches = sorted(root.glob(pattern)) if _GLOB.search(pattern) else [root / pattern]
         inside = root.resolve()
         for match in matches:
-            if not match.parent.resolve().is_relative_to(inside):
+            # the directory it is in (the context itself for `.`), links followed
+            where = match if match == root else match.parent
+            if not where.resolve().is_relative_to(inside):
                 raise CatalogueError(f"COPY/ADD {source!r}: {match.relative_to(root)} "
                                      "is outside the build context (through a link)")
             rel = match.relative_to(root).as_posix() if match != root else ""

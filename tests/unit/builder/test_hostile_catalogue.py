@@ -95,6 +95,16 @@ def test_a_broken_catalogue_is_one_line(tmp_path: Path, make: Callable[[Path], N
     assert said in run.stderr, run.stderr
 
 
+@pytest.mark.parametrize("source", [".", "./", "/", "img", "img/../img", "*"])
+def test_the_context_itself_and_what_is_in_it_may_be_copied(tmp_path: Path,
+                                                            source: str) -> None:
+    # the check of what is outside the context took `.` for the directory above it
+    root = _catalogue(tmp_path / "cat", f"FROM scratch\nCOPY {source} /app\n".encode())
+    run = _build(root)
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_a_fifo_in_the_context_is_hashed_not_read(tmp_path: Path) -> None:
     # opening it for its key waited for a writer for good
     root = _catalogue(tmp_path / "cat", b"FROM scratch\nCOPY img /x\n")
