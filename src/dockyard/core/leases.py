@@ -170,27 +170,33 @@ async def renewing(renew: Callable[[], Awaitable[bool]], what: str, ttl: float,
 async def _keep(renew: Callable[[], Awaitable[bool]], what: str, ttl: float, since: float,
                 task: asyncio.Task[object], lost: asyncio.Event) -> None:
     """Renew now and every ttl/3 after; after a refusal, or when failures leave a third
-    of the ttl before it would run out, cancel the work. A renewal that does not answer
-    (a database connection hung, a row lock held) counts as failing once that third
-    is reached: the work stops while the right is still ours, not after another node
-    took it over. A renewal counts from when it was asked, not answered."""
+    of the ttl before it would run out, cancel the work. A failed renewal is tried
+    again after ttl/6; each try has at most ttl/3, and none runs past that last third:
+    a renewal that does not answer (a database connection hung, a lock held) stops the
+    work while the right is still ours, not after another node took it over. A renewal
+    counts from when it was asked, not answered."""
     loop = asyncio.get_running_loop()
     renewed = since
     while True:
         asked = loop.time()
+        deadline = renewed + ttl * 2 / 3
+        if asked >= deadline:
+            log.error("cannot renew %s in time; stopping its work", what)
+            break
         try:
-            async with asyncio.timeout_at(renewed + ttl * 2 / 3):
+            async with asyncio.timeout_at(min(deadline, asked + ttl / 3)):
                 if not await renew():
                     log.error("%s was taken over; stopping its work", what)
                     break
             renewed = asked
+            await asyncio.sleep(ttl / 3)
         except Exception as exc:
             why = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError)
                                else type(exc).__name__)
-            if loop.time() - renewed >= ttl * 2 / 3:
+            if loop.time() >= deadline:
                 log.error("cannot renew %s (%s); stopping its work", what, why)
                 break
             log.warning("renewing %s failed (%s); retrying", what, why)
-        await asyncio.sleep(ttl / 3)
+            await asyncio.sleep(min(ttl / 6, max(0.0, deadline - loop.time())))
     lost.set()
     task.cancel()

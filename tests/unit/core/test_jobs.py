@@ -90,6 +90,30 @@ async def test_work_whose_renewal_hangs_stops_before_its_lease_runs_out(
     assert time.monotonic() - started < ttl
 
 
+class HiccupStore(LeaseStore):
+    """The real store, whose second renewal fails once at once (a connection reset)."""
+
+    renewals = 0
+
+    async def renew(self, name: str, holder: str, ttl: float) -> bool:
+        self.renewals += 1
+        if self.renewals == 2:
+            raise OSError("connection reset by peer")
+        return await super().renew(name, holder, ttl)
+
+
+async def test_one_failed_renewal_is_tried_again_and_the_work_goes_on(
+        sqlite_url: str) -> None:
+    engines = open_engines(sqlite_url)
+    try:
+        store = HiccupStore(engines)
+        async with Leases(store, "a").hold("gc", ttl=0.9):
+            await asyncio.sleep(2.0)  # several renewals, the second of them failing
+        assert store.renewals >= 4
+    finally:
+        await engines.dispose()
+
+
 async def test_rest_keeps_the_lease_after_the_work(backend: LeaseStore) -> None:
     a, b = Leases(backend, "a"), Leases(backend, "b")
     async with a.hold("job:x", rest=0.4):
