@@ -400,3 +400,10 @@ def test_a_layout_whose_blobs_are_a_link_elsewhere_is_not_written_through(
     assert err.startswith("Error: "), err
     assert "a symbolic link" in err, err
     assert list(outside.iterdir()) == []
+    # a layout read from may keep its blobs elsewhere (another disk): what is read is
+    # checked by digest
+    moved = tmp_path / "moved"
+    (source.path / "blobs").rename(moved)
+    (source.path / "blobs").symlink_to(moved)
+    result = copy(f"oci:{source.path}:v1", f"oci:{tmp_path / 'plain'}:v1")
+    assert result["code"] == 0, result

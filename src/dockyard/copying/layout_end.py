@@ -46,16 +46,19 @@ class ImageLayout:
         return f"oci:{self.path}"
 
     def _blob_path(self, digest: str) -> Path:
-        """Where the blob `digest` is, inside the layout: its `blobs` directories may
-        not be links (a `blobs` linked elsewhere had a copy write outside the layout;
-        the blob file itself is opened without following one)."""
         parsed = Digest.parse(digest)
-        directory = self.path / "blobs" / parsed.algorithm
-        for part in (directory.parent, directory):
+        return self.path / "blobs" / parsed.algorithm / parsed.hex
+
+    def _target(self, digest: str) -> Path:
+        """Where the blob `digest` is written: inside the layout, through no link (a
+        `blobs` linked elsewhere had a copy write outside the layout). A layout read
+        from may keep its blobs elsewhere: what is read is checked by digest."""
+        target = self._blob_path(digest)
+        for part in (target.parent.parent, target.parent):
             if part.is_symlink():
-                raise LayoutError(f"{part}: a symbolic link; a layout's blobs are kept "
-                                  "inside it")
-        return directory / parsed.hex
+                raise LayoutError(f"{part}: a symbolic link; the blobs a copy writes are "
+                                  "kept inside the layout")
+        return target
 
     def _index(self) -> dict[str, Any]:
         try:
@@ -243,7 +246,7 @@ class ImageLayout:
         return False
 
     async def put_blob(self, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
-        target = self._blob_path(digest)
+        target = self._target(digest)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         hasher = new_hasher(Digest.parse(digest).algorithm)
@@ -268,7 +271,7 @@ class ImageLayout:
     async def put_manifest(self, reference: str, fetched: Fetched) -> bool:
         """Write the manifest; a tag or a referrer is listed in index.json (a layout's
         referrers are the listed manifests whose `subject` names the image)."""
-        target = self._blob_path(fetched.digest)
+        target = self._target(fetched.digest)
         if self._intact(fetched.digest) is None:
             self._replace(target, fetched.data)
         if ":" in reference and _subject(fetched.data) is not None:
