@@ -49,16 +49,21 @@ class ImageLayout:
         parsed = Digest.parse(digest)
         return self.path / "blobs" / parsed.algorithm / parsed.hex
 
-    def _target(self, digest: str) -> Path:
-        """Where the blob `digest` is written: inside the layout, through no link (a
-        `blobs` linked elsewhere had a copy write outside the layout). A layout read
-        from may keep its blobs elsewhere: what is read is checked by digest."""
-        target = self._blob_path(digest)
-        for part in (target.parent.parent, target.parent):
+    def _blobs_to_write(self, algorithm: str) -> Path:
+        """The directory a copy writes blobs of `algorithm` into: inside the layout,
+        through no link (a `blobs` linked elsewhere had a copy write outside the
+        layout). A layout read from may keep its blobs elsewhere: what is read is
+        checked by digest."""
+        directory = self.path / "blobs" / algorithm
+        for part in (directory.parent, directory):
             if part.is_symlink():
                 raise LayoutError(f"{part}: a symbolic link; the blobs a copy writes are "
                                   "kept inside the layout")
-        return target
+        return directory
+
+    def _target(self, digest: str) -> Path:
+        parsed = Digest.parse(digest)
+        return self._blobs_to_write(parsed.algorithm) / parsed.hex
 
     def _index(self) -> dict[str, Any]:
         try:
@@ -142,7 +147,7 @@ class ImageLayout:
     # ------------------------------------------------------------ as a destination
 
     async def prepare(self) -> None:
-        (self.path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        self._blobs_to_write("sha256").mkdir(parents=True, exist_ok=True)
         layout = self.path / "oci-layout"
         if not layout.exists():
             self._replace(layout, b'{"imageLayoutVersion":"1.0.0"}')
