@@ -14,7 +14,9 @@ process allocate without bound.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 
@@ -74,3 +76,14 @@ async def discard(resp: aiohttp.ClientResponse) -> None:
 
 def _size(limit: int) -> str:
     return f"{limit // MiB} MiB" if limit % MiB == 0 else f"{limit} bytes"
+
+
+def parse_json(data: bytes | str) -> Any:
+    """`json.loads`, where nesting deeper than the decoder can follow is a `ValueError`
+    too: a document of a hundred thousand `[` from someone else's server (a manifest, a
+    listing, an error body, a token) ended a copy, a sync's source or a build on a
+    RecursionError traceback."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("the document is nested too deeply") from None

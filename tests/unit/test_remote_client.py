@@ -639,3 +639,26 @@ async def test_listings_keep_only_what_can_be_a_name_and_a_bounded_total(
         assert set(got) == {"v1"}  # the long one dropped as it was read
         found = await c.referrers("app", "sha256:" + "a" * 64)
         assert found == [{"digest": "sha256:" + "b" * 64}]
+
+
+async def test_json_nested_past_the_decoder_is_a_client_error() -> None:
+    # a tags page, an error body or a token of 100,000 `[` ended the command on a
+    # RecursionError traceback (and a sync's whole source)
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    async def tags(_request: web.Request) -> web.StreamResponse:
+        return web.Response(body=deep, content_type="application/json")
+
+    async def missing(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=404, body=b'{"errors": ' + deep + b"}",
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v2/app/tags/list", tags)
+    app.router.add_route("*", "/v2/app/manifests/{ref}", missing)
+    async with TestServer(app, host="127.0.0.1") as srv, client(srv) as c:
+        with pytest.raises(RegistryClientError, match="answered with something"):
+            await _drain(c.tags("app"))
+        with pytest.raises(RegistryClientError) as caught:
+            await c.get_manifest("app", "v1")
+        assert caught.value.status == 404

@@ -25,6 +25,7 @@ from dockyard.copying.refs import RegistryRef, parse
 from dockyard.copying.registry_end import RegistryRepository
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import RegistryError
+from dockyard.received import parse_json
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
 from dockyard.remote.credentials import Credentials
@@ -63,7 +64,7 @@ def _annotated(ref: str, found: Fetched) -> tuple[dict[str, Any], dict[str, Any]
     `RegistryClientError` for anything else, which a build reports like an unreachable
     registry instead of stopping on a traceback."""
     try:
-        doc = json.loads(found.data)
+        doc = parse_json(found.data)
     except ValueError:
         doc = None
     annotations = (doc.get("annotations") or {}) if isinstance(doc, dict) else None
@@ -198,7 +199,7 @@ class Registries:
         if found is None:
             return None
         try:
-            doc = json.loads(found.data)
+            doc = parse_json(found.data)
             described = doc.get("config") if isinstance(doc, dict) else None
             if not isinstance(described, dict):
                 return None  # an index, or no image
@@ -225,7 +226,7 @@ class Registries:
             raise RegistryClientError(200, f"{ref}: its config is not the {size} bytes of "
                                            f"{digest}")
         try:
-            rootfs = json.loads(config).get("rootfs") or {}
+            rootfs = parse_json(config).get("rootfs") or {}
             return [str(d) for d in rootfs.get("diff_ids") or []]
         except (ValueError, AttributeError, TypeError, RecursionError):
             raise RegistryClientError(200, f"{ref}: its config is not a JSON object with "

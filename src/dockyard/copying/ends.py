@@ -8,11 +8,12 @@ interchangeable on either side.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from dockyard.received import parse_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,16 +23,6 @@ class Fetched:
     data: bytes
     media_type: str
     digest: str
-
-
-def parse_json(data: bytes | str) -> Any:
-    """`json.loads`, where nesting deeper than the decoder can follow is a `ValueError`
-    too: a manifest or index of a few thousand `[` ended a copy, and a sync's source, on
-    a RecursionError traceback."""
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise ValueError("the document is nested too deeply") from None
 
 
 def declared_media_type(data: bytes) -> str | None:

@@ -20,11 +20,12 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from dockyard.copying.ends import Destination, Fetched, MountHints, Source, parse_json
+from dockyard.copying.ends import Destination, Fetched, MountHints, Source
 from dockyard.copying.layout_end import LayoutError
 from dockyard.copying.platforms import Platform, narrow
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid, RegistryError, one_line
+from dockyard.received import parse_json
 from dockyard.remote.auth import AuthError
 from dockyard.remote.client import RegistryClientError
 from dockyard.units import human_bytes

@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.copying.ends import Fetched, Source, declared_media_type, parse_json
+from dockyard.copying.ends import Fetched, Source, declared_media_type
 from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import DigestInvalid
-from dockyard.received import DOCUMENT_LIMIT, MANIFEST_LIMIT
+from dockyard.received import DOCUMENT_LIMIT, MANIFEST_LIMIT, parse_json
 
 REF_NAME = "org.opencontainers.image.ref.name"
 INDEX = "application/vnd.oci.image.index.v1+json"

@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from dockyard.copying.ends import Fetched, parse_json
+from dockyard.copying.ends import Fetched
 from dockyard.oci.digest import Digest
+from dockyard.received import parse_json
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from dockyard.copying.ends import Fetched, Source, declared_media_type, parse_json
+from dockyard.copying.ends import Fetched, Source, declared_media_type
 from dockyard.oci.digest import Digest
 from dockyard.oci.reference import fallback_tag
+from dockyard.received import parse_json
 from dockyard.remote.client import RegistryClient, RegistryClientError, push
 
 #: referrers of one subject a copy lists at most: it copies no more manifests per image

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import math
 import re
 import time
@@ -19,7 +18,7 @@ from ssl import SSLContext
 
 import aiohttp
 
-from dockyard.received import SMALL_LIMIT, BodyTooLarge, read_at_most
+from dockyard.received import SMALL_LIMIT, BodyTooLarge, parse_json, read_at_most
 from dockyard.remote.credentials import Credentials
 
 #: tokens kept per registry (one per scope set; the oldest goes first)
@@ -143,7 +142,7 @@ class Authenticator:
                 raise AuthError(f"token service {realm} answered {resp.status}: "
                                 f"{body.decode(errors='replace').strip()[:200]}")
         try:
-            doc = json.loads(body)
+            doc = parse_json(body)
         except ValueError:
             raise AuthError(f"token service {realm} answered with something else than "
                             "JSON") from None

@@ -10,7 +10,6 @@ error codes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -34,6 +33,7 @@ from dockyard.received import (
     SMALL_LIMIT,
     BodyTooLarge,
     discard,
+    parse_json,
     pieces,
     read_at_most,
 )
@@ -634,7 +634,7 @@ def _referrers_page(body: bytes | None) -> list[dict[str, Any]] | None:
     if body is None:
         return None
     try:
-        doc = json.loads(body)
+        doc = parse_json(body)
     except ValueError:
         return None
     found = doc.get("manifests") if isinstance(doc, dict) else None
@@ -662,7 +662,7 @@ def _tag_time(path: str, item: Any) -> TagTime:
 def _document(status: int, what: str, body: bytes) -> Any:
     """A JSON answer, or `RegistryClientError` naming what did not parse."""
     try:
-        return json.loads(body)
+        return parse_json(body)
     except ValueError:
         raise RegistryClientError(status, f"{what}: the registry answered with something "
                                           "else than JSON") from None
@@ -719,7 +719,7 @@ async def _raise_body(status: int, body: bytes, reason: str | None) -> None:
     text = body.decode(errors="replace")
     codes: tuple[str, ...] = ()
     try:
-        errors = json.loads(text)["errors"]
+        errors = parse_json(text)["errors"]
         message = "; ".join(f"{e['code']}: {e.get('message', '')}" for e in errors)
         codes = tuple(str(e["code"]) for e in errors)
     except (ValueError, KeyError, TypeError):
@@ -730,7 +730,7 @@ async def _raise_body(status: int, body: bytes, reason: str | None) -> None:
 def _expired(body: bytes) -> RegistryClientError:
     """The 410 of the feed as `FeedExpired` (its `detail.head`); any other 410 as is."""
     try:
-        error = json.loads(body)["errors"][0]
+        error = parse_json(body)["errors"][0]
         return FeedExpired(410, f"{error['code']}: {error.get('message', '')}",
                            int(error["detail"]["head"]))
     except (ValueError, KeyError, TypeError, IndexError):

@@ -71,6 +71,8 @@ def _auths(path: Path, option: str = "--authfile") -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise bad(f"not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})"
                   ) from None
+    except RecursionError:  # a file of a hundred thousand `[`
+        raise bad("not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise bad("not an auth file: not a JSON object")
     auths = doc.get("auths", {})

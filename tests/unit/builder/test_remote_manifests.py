@@ -22,6 +22,7 @@ BODIES = {
     "annotations-text": b'{"schemaVersion":2,"annotations":"x"}',
     "array": b"[1,2]",
     "not-json": b"{not json",
+    "nested": b"[" * 100_000 + b"]" * 100_000,  # a RecursionError escaped the look-up
     "good": b'{"schemaVersion":2,"mediaType":"' + MANIFEST.encode()
             + b'","annotations":{"org.example":"1"}}',
 }
