@@ -17,25 +17,35 @@ MERGE = "tag:yaml.org,2002:merge"
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """The safe loader, refusing a key twice in one mapping."""
+    """The safe loader, refusing a key twice in one mapping.
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False
-                          ) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == MERGE:
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # unhashable: the safe loader says so
-                continue
-            if duplicate:
-                raise ConstructorError("while reading a mapping", node.start_mark,
-                                       f"the key {str(key)[:100]!r} is written twice",
-                                       key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+    Each mapping is checked once, before PyYAML flattens its merges: flattening puts
+    the merged keys in front of the mapping's own (and rewrites an anchored mapping in
+    place when another one merges it), so a merged key overridden would read as
+    written twice afterwards."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == MERGE:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # unhashable: the safe loader says so
+                    continue
+                if duplicate:
+                    raise ConstructorError("while reading a mapping", node.start_mark,
+                                           f"the key {str(key)[:100]!r} is written twice",
+                                           key_node.start_mark)
+        super().flatten_mapping(node)
 
 
 def load_yaml(text: str) -> Any:

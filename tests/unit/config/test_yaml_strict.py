@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
 from click.testing import CliRunner
 
 from dockyard.cli.main import main
 from dockyard.config.settings import load_settings
+from dockyard.config.yamlfile import load_yaml
 
 TWICE = """auth:
   method: htpasswd
@@ -51,6 +54,19 @@ def test_a_merge_may_be_overridden(tmp_path: Path) -> None:
     assert "written twice" not in output
     assert "x-base" in output  # refused as an unknown key, not as a duplicate
     assert code == 2
+
+
+@pytest.mark.parametrize("text", [
+    "base: &b {a: 1, c: 3}\nx:\n  <<: *b\n  a: 2\n",
+    # an anchored mapping that overrides a merge, merged itself by a mapping read
+    # first: PyYAML rewrites the anchored one in place (its merged keys in front)
+    "x-common: &common\n  restart: always\nservices:\n  web:\n    deploy: &d\n"
+    "      <<: *common\n      restart: never\n  worker:\n    <<: *d\n",
+    "y: &y {k: 0, z: 9}\na:\n  b:\n    c: &x\n      <<: *y\n      k: 1\n"
+    "d:\n  <<: *x\n  k: 2\n",
+])
+def test_merges_overridden_read_as_pyyaml_reads_them(text: str) -> None:
+    assert load_yaml(text) == yaml.safe_load(text)
 
 
 def test_nesting_past_the_parser_is_one_line(tmp_path: Path) -> None:
