@@ -168,8 +168,9 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
        yes: bool, dry_run: bool) -> None:
     """Delete repositories, tags or manifests; shell globs match repositories and tags."""
     if not http_url(registry.rstrip("/")):
-        raise click.BadParameter(f"{registry!r} is not an http:// or https:// URL "
-                                 "(HOST[:PORT]) without user:password@", param_hint="--registry")
+        raise click.BadParameter(f"{registry.split('@')[-1]!r} is not an http:// or "
+                                 "https:// URL (HOST[:PORT]) without user:password@",
+                                 param_hint="--registry")
     parsed = [parse_ref(r) for r in refs]
     auth = None
     if username:

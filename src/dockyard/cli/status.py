@@ -110,8 +110,8 @@ async def _ask_server(url: str) -> dict[str, Any]:
 def status(config: Path | None, data: Path | None, url: str | None, as_json: bool) -> None:
     """Server, storage (and days until full), counts, last collection, readiness."""
     if url is not None and not http_url(url.rstrip("/")):
-        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL (HOST[:PORT]) "
-                                 "without user:password@",
+        raise click.BadParameter(f"{url.split('@')[-1]!r} is not an http:// or https:// "
+                                 "URL (HOST[:PORT]) without user:password@",
                                  param_hint="--url")
     settings = load(config, {"storage.filesystem.rootdirectory": data})
     server_url = url or _default_url(settings)

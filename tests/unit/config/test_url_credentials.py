@@ -35,3 +35,15 @@ def test_a_url_with_user_information_is_refused(overrides: dict[str, Any], key: 
 def test_a_plain_url_is_taken() -> None:
     settings = load_settings(env={}, overrides={"replica.primary": "http://127.0.0.1:5000/"})
     assert settings.replica.primary == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("args", [["status", "--url"], ["rm", "x", "--registry"]])
+def test_the_cli_refuses_them_without_repeating_the_password(args: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from dockyard.cli.main import main
+
+    result = CliRunner().invoke(main, [*args, f"http://bob:{SECRET}@127.0.0.1:5000"])
+    assert result.exit_code == 2, result.output
+    assert "user:password@" in result.output
+    assert SECRET not in result.output

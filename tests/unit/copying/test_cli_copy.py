@@ -26,7 +26,7 @@ from tests.support.images import random_layout, sha256
      "cannot be used together"),
     (["--tags-regex", "(", "127.0.0.1:5000/a", "127.0.0.1:5000/b"], "--tags-regex"),
     (["--tags-regex", r"(a)\1", "127.0.0.1:5000/a", "127.0.0.1:5000/b"],
-     "no backreferences or lookaround"),
+     "no backreferences, lookaround"),
     (["--platform", "linux", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"], "OS/ARCH"),
     (["--src-creds", "nocolon", "127.0.0.1:5000/a:v1", "127.0.0.1:5000/b:v1"],
      "USER:PASSWORD"),
