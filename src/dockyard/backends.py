@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import socket
 from pathlib import Path
 
@@ -90,10 +91,11 @@ def check_guard(settings: Settings) -> None:
     path = settings.data_dir
     while not path.exists() and path != path.parent:  # not made yet: where it will be
         path = path.parent
-    space = FilesystemDriver(path).space()
-    if space is None:
-        return
-    total = space[1]
+    try:  # statvfs, not the driver: that would make the directory, here and now
+        st = os.statvfs(path)
+    except OSError:
+        return  # opening the storage says what is wrong with it
+    total = st.f_blocks * st.f_frsize
     wanted = settings.storage.guard.min_free_bytes(total)
     if wanted >= total > 0:
         raise ValueError(f"storage.guard.min_free: {human_bytes(wanted)} must stay free, "
