@@ -16,6 +16,12 @@ _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _LOWER_HEX = re.compile(r"[0-9a-f]+")
 
 
+def well_formed(text: str) -> bool:
+    """Whether `text` has the image-spec's digest grammar (`algorithm:encoded`, any
+    algorithm): what may stand in a URL path where a digest goes."""
+    return _GRAMMAR.fullmatch(text) is not None
+
+
 class Hasher(Protocol):
     """The part of hashlib's interface a running digest needs."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from dockyard.oci.digest import well_formed
 from dockyard.oci.errors import RegistryError
 from dockyard.oci.reference import MAX_NAME_LENGTH, is_valid_tag, validate_name
 from dockyard.received import (
@@ -386,7 +386,7 @@ class RegistryClient:
         answered without `Docker-Content-Digest` (a SHOULD of the spec) is None too (its
         digest unknown: the caller may GET it); a digest answered 200 is there, header
         or not (a replica took such an answer for "gone" and deleted its manifest)."""
-        async with self.request("HEAD", _manifest_at(name, reference), scopes=pull(name),
+        async with self.request("HEAD", manifest_path(name, reference), scopes=pull(name),
                                 headers={"Accept": MANIFEST_ACCEPT}, ok=(404,)) as resp:
             if resp.status == 404:
                 return None
@@ -400,7 +400,7 @@ class RegistryClient:
 
     async def get_manifest(self, name: str, reference: str) -> tuple[bytes, str]:
         """The manifest's exact bytes and its media type."""
-        async with self.request("GET", _manifest_at(name, reference), scopes=pull(name),
+        async with self.request("GET", manifest_path(name, reference), scopes=pull(name),
                                 headers={"Accept": MANIFEST_ACCEPT}) as resp:
             body = await read_at_most(resp, self.max_manifest)
             ctype = resp.headers.get("Content-Type", "").split(";")[0].strip()
@@ -410,7 +410,7 @@ class RegistryClient:
                            ) -> CIMultiDictProxy[str]:
         """PUT the bytes as they are; the response headers (digest, `OCI-Subject`), case
         insensitive as HTTP's are (Go registries say `Oci-Subject`)."""
-        async with self.request("PUT", _manifest_at(name, reference), scopes=push(name),
+        async with self.request("PUT", manifest_path(name, reference), scopes=push(name),
                                 headers={"Content-Type": media_type}, data=data) as resp:
             return resp.headers
 
@@ -423,7 +423,7 @@ class RegistryClient:
 
     async def delete_manifest(self, name: str, reference: str) -> None:
         """DELETE by digest (the manifest and its tags) or by tag (the tag only)."""
-        async with self.request("DELETE", _manifest_at(name, reference),
+        async with self.request("DELETE", manifest_path(name, reference),
                                 scopes=(f"repository:{name}:delete", *push(name))):
             pass
 
@@ -458,7 +458,7 @@ class RegistryClient:
     # ------------------------------------------------------------------ blobs
 
     async def has_blob(self, name: str, digest: str) -> bool:
-        async with self.request("HEAD", _blob_at(name, digest), scopes=pull(name),
+        async with self.request("HEAD", blob_path(name, digest), scopes=pull(name),
                                 ok=(404,)) as resp:
             return resp.status == 200
 
@@ -466,7 +466,7 @@ class RegistryClient:
                         ) -> int | None:
         """The blob's size as the registry answers a HEAD; None when it answers one of
         `missing` (it has no such blob, or none for us)."""
-        async with self.request("HEAD", _blob_at(name, digest), scopes=pull(name),
+        async with self.request("HEAD", blob_path(name, digest), scopes=pull(name),
                                 ok=missing) as resp:
             if resp.status in missing:
                 return None
@@ -478,7 +478,7 @@ class RegistryClient:
     @asynccontextmanager
     async def open_blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """The blob's bytes as they arrive (`received.pieces`: none copied)."""
-        async with self.request("GET", _blob_at(name, digest), scopes=pull(name),
+        async with self.request("GET", blob_path(name, digest), scopes=pull(name),
                                 streaming=True) as resp:
             yield pieces(resp.content)
 
@@ -575,9 +575,6 @@ async def _moving(stall: float, what: str) -> AsyncIterator[Feed]:
                            ) from None
 
 
-_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-
-
 def _repo(name: str) -> str:
     """`name` for a URL path, if it is a repository name the spec allows: one a registry
     listed, or a user typed, never makes the URL of another resource."""
@@ -592,22 +589,24 @@ def _ref(reference: str) -> str:
     """A tag or a digest for a URL path: a tag a registry listed as
     `../../other/manifests/latest` made the URL of another repository's manifest (yarl
     resolves dot segments), and a copy wrote there."""
-    if is_valid_tag(reference) or _DIGEST.fullmatch(reference):
+    if is_valid_tag(reference) or well_formed(reference):
         return reference
     raise RegistryClientError(400, f"{reference[:100]!r} is neither a tag nor a digest",
                               ("TAG_INVALID",))
 
 
-def _manifest_at(name: str, reference: str) -> str:
+def manifest_path(name: str, reference: str) -> str:
+    """`/v2/<name>/manifests/<reference>`, both checked (`_repo`, `_ref`)."""
     return f"/v2/{_repo(name)}/manifests/{_ref(reference)}"
 
 
-def _blob_at(name: str, digest: str) -> str:
+def blob_path(name: str, digest: str) -> str:
+    """`/v2/<name>/blobs/<digest>`, both checked (`_repo`, `_digest`)."""
     return f"/v2/{_repo(name)}/blobs/{_digest(digest)}"
 
 
 def _digest(digest: str) -> str:
-    if _DIGEST.fullmatch(digest):
+    if well_formed(digest):
         return digest
     raise RegistryClientError(400, f"{digest[:100]!r} is no digest", ("DIGEST_INVALID",))
 
@@ -643,7 +642,7 @@ def _referrers_page(body: bytes | None) -> list[dict[str, Any]] | None:
     # what callers read of each: an object with a digest (a listing of `[5]` failed a
     # replica's comparison on a TypeError, every time)
     return [d for d in found if isinstance(d, dict) and isinstance(d.get("digest"), str)
-            and _DIGEST.fullmatch(d["digest"])]
+            and well_formed(d["digest"])]
 
 
 def _tag_time(path: str, item: Any) -> TagTime:

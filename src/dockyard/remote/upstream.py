@@ -19,7 +19,14 @@ from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, DigestInvalid, UpstreamUnavailable
 from dockyard.received import pieces, read_at_most
 from dockyard.remote.auth import AuthError
-from dockyard.remote.client import MANIFEST_ACCEPT, RegistryClient, RegistryClientError, pull
+from dockyard.remote.client import (
+    MANIFEST_ACCEPT,
+    RegistryClient,
+    RegistryClientError,
+    blob_path,
+    manifest_path,
+    pull,
+)
 
 #: Seconds a manifest or HEAD request upstream may take, so that a blackholed upstream
 #: answers stale tags in time instead of after the connect timeout.
@@ -44,7 +51,7 @@ class RemoteUpstream:
     async def manifest_digest(self, name: str, tag: str) -> str | None:
         try:
             async with asyncio.timeout(METADATA_TIMEOUT), self.client.request(
-                    "HEAD", f"/v2/{name}/manifests/{tag}", scopes=pull(name),
+                    "HEAD", manifest_path(name, tag), scopes=pull(name),
                     headers={"Accept": MANIFEST_ACCEPT}, ok=_MISSING) as resp:
                 if resp.status in _MISSING:
                     return None
@@ -60,7 +67,7 @@ class RemoteUpstream:
     async def manifest(self, name: str, reference: str) -> tuple[bytes, str] | None:
         try:
             async with asyncio.timeout(METADATA_TIMEOUT), self.client.request(
-                    "GET", f"/v2/{name}/manifests/{reference}", scopes=pull(name),
+                    "GET", manifest_path(name, reference), scopes=pull(name),
                     headers={"Accept": MANIFEST_ACCEPT}, ok=_MISSING) as resp:
                 if resp.status in _MISSING:
                     return None
@@ -82,7 +89,7 @@ class RemoteUpstream:
     @asynccontextmanager
     async def blob(self, name: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         try:
-            async with self.client.request("GET", f"/v2/{name}/blobs/{digest}",
+            async with self.client.request("GET", blob_path(name, digest),
                                            scopes=pull(name), ok=_MISSING,
                                            streaming=True) as resp:
                 if resp.status in _MISSING:
