@@ -24,7 +24,7 @@ from dockyard.copying.platforms import Platform
 from dockyard.copying.refs import BadReference, ImageRef, LayoutRef, RegistryRef, parse
 from dockyard.copying.registry_end import RegistryRepository
 from dockyard.oci.errors import one_line
-from dockyard.oci.reference import is_valid_tag
+from dockyard.oci.reference import invalid_tags, is_valid_tag, left_out
 from dockyard.regex import Regex, compile_regex
 from dockyard.remote.auth import AuthError
 from dockyard.remote.certs import CertDirError
@@ -185,9 +185,8 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
                 copier = Copier(src_end, dst_end, options, progress)
                 if repository_copy:
                     tags = await src_end.tags()
-                    if odd := [t for t in tags if not is_valid_tag(t)]:
-                        progress.note(f"{src}: left out {len(odd)} listed name(s) that are "
-                                      f"no valid tag (the first: {odd[0][:60]!r})")
+                    if odd := invalid_tags(tags):
+                        progress.note(f"{src}: {left_out(odd)}")
                     chosen = [t for t in tags if is_valid_tag(t)
                               and (pattern is None or pattern.fullmatch(t))]
                     if not chosen:

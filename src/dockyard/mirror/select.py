@@ -43,7 +43,7 @@ def matches(source: MirrorSource, tag: str) -> bool:
 def select_tags(source: MirrorSource, tags: Iterable[str]) -> list[str]:
     """The upstream tags `source` keeps, sorted; with `newest`, the N highest versions
     of those matching (tags that are no version are left out then). A listed name that
-    is no valid tag (which no registry could store: `unusable`) is never kept."""
+    is no valid tag (which no registry could store: `invalid_tags`) is never kept."""
     chosen = sorted({t for t in tags if is_valid_tag(t) and matches(source, t)})
     if source.newest is None:
         return chosen
@@ -51,8 +51,3 @@ def select_tags(source: MirrorSource, tags: Iterable[str]) -> list[str]:
     versions.sort(key=lambda vt: (vt[0], vt[1]), reverse=True)
     return sorted(t for _, t in versions[:source.newest])
 
-
-def unusable(tags: Iterable[str]) -> list[str]:
-    """The listed names that are no valid tag (an upstream that does not follow the
-    distribution-spec's grammar, or lies): what a sync leaves out and says so."""
-    return [t for t in tags if not is_valid_tag(t)]

@@ -30,8 +30,9 @@ from dockyard.copying.refs import RegistryRef
 from dockyard.core.leases import LeaseBusy
 from dockyard.core.mirrors import COUNTED, RUNS_KEPT, MirrorRun, TagOrigin
 from dockyard.core.registry import Registry
-from dockyard.mirror.select import matches, select_tags, unusable
+from dockyard.mirror.select import matches, select_tags
 from dockyard.oci.errors import RegistryError, one_line
+from dockyard.oci.reference import invalid_tags, left_out
 from dockyard.received import MANIFEST_LIMIT
 from dockyard.remote.credentials import AuthFileError, Credentials, check_auth_file
 
@@ -272,9 +273,8 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
                 raise SourceFailed(f"upstream {source.upstream}: listing tags: "
                                    f"{_one_line(exc)}") from exc
             report.upstream_tags = len(tags)
-            if odd := unusable(tags):
-                report.warnings.append(f"left out {len(odd)} listed name(s) that are no "
-                                       f"valid tag (the first: {odd[0][:60]!r})")
+            if odd := invalid_tags(tags):
+                report.warnings.append(left_out(odd))
             chosen = select_tags(source, tags)
             siblings = Siblings(source, configured, tags)
             copier = Copier(upstream, local, options, _LogProgress(source.key), hints)

@@ -4,6 +4,7 @@ a digest (the referrers tag schema, cosign's attachments)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 
 from dockyard.oci.errors import NameInvalid, TagInvalid
 
@@ -31,6 +32,18 @@ def is_tag(reference: str) -> bool:
 
 def is_valid_tag(tag: str) -> bool:
     return _TAG.fullmatch(tag) is not None
+
+
+def invalid_tags(names: Iterable[str]) -> list[str]:
+    """The names among `names` that are no valid tag: what a registry that does not
+    follow the grammar (or lies) lists, and a copy or a sync leaves out."""
+    return [n for n in names if not is_valid_tag(n)]
+
+
+def left_out(invalid: Sequence[str]) -> str:
+    """What a copy or a sync says of the listed names it left out (`invalid_tags`)."""
+    return (f"left out {len(invalid)} listed name(s) that are no valid tag (the first: "
+            f"{invalid[0][:60]!r})")
 
 
 def validate_tag(tag: str) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dockyard.config.mirror import MirrorSource
-from dockyard.mirror.select import select_tags, semver, unusable
+from dockyard.mirror.select import select_tags, semver
+from dockyard.oci.reference import invalid_tags
 
 TAGS = ["latest", "v1.2.0", "v1.10.1", "v1.9", "1.10.0-rc.1", "1.10.0-rc.2", "2",
         "v2.0.0-alpha", "main-3f2a", "1.10.0"]
@@ -47,7 +48,7 @@ def test_names_that_are_no_tag_are_never_kept() -> None:
     listed = [*TAGS, "9" * 5000, "not a tag", "-x", "v" + "1" * 200]
     assert select_tags(source(newest=2), listed) == ["2", "v2.0.0-alpha"]
     assert select_tags(source(), listed) == sorted(TAGS)
-    assert unusable(listed) == listed[len(TAGS):]
+    assert invalid_tags(listed) == listed[len(TAGS):]
 
 
 def test_a_regex_matches_in_linear_time_whatever_tag_upstream_lists() -> None:
