@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
+from jinja2.loaders import split_template_path
 
 from dockyard.builder.catalogue import Image, Naming
 from dockyard.builder.settings import CatalogueError
@@ -38,6 +40,30 @@ def read_dockerfile(path: Path) -> str:
         raise CatalogueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
+class _BoundedLoader(jinja2.BaseLoader):
+    """Templates under the catalogue root, each read as `read_dockerfile` reads a
+    Dockerfile: Jinja2's own loader read an included file whole, whatever its size."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get_source(self, environment: jinja2.Environment,
+                   template: str) -> tuple[str, str, Callable[[], bool]]:
+        path = self.root.joinpath(*split_template_path(template))  # no `..` segment
+        if not os.path.lexists(path):
+            raise jinja2.TemplateNotFound(template)
+        text = read_dockerfile(path)
+        mtime = path.stat().st_mtime
+        return text, str(path), lambda: _mtime(path) == mtime
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 class Renderer:
     """One Jinja2 environment for a catalogue, rendering each image's Dockerfile."""
 
@@ -45,13 +71,12 @@ class Renderer:
         self.root = root
         self.naming = naming
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(root)), trim_blocks=True, lstrip_blocks=True,
+            loader=_BoundedLoader(root), trim_blocks=True, lstrip_blocks=True,
             keep_trailing_newline=True, autoescape=False)
 
     def render(self, image: Image) -> str:
         if not image.templated:
             return read_dockerfile(image.dockerfile)
-        read_dockerfile(image.dockerfile)  # a regular UTF-8 file, bounded, before Jinja2
         rel = image.dockerfile.relative_to(self.root).as_posix()
         try:
             text = self.env.get_template(rel).render(

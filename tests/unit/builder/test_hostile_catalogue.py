@@ -56,6 +56,22 @@ def _device(root: Path) -> None:
     (root / "img" / "Dockerfile").symlink_to("/dev/zero")
 
 
+def _includes_a_huge_file(root: Path) -> None:
+    # Jinja2's own loader read an included template whole: a sparse 4 GiB file
+    _catalogue(root, b"FROM scratch\n{% include 'big.txt' %}\n", "Dockerfile.template")
+    with (root / "big.txt").open("wb") as f:
+        f.truncate(4 << 30)
+
+
+def _includes_a_device(root: Path) -> None:
+    _catalogue(root, b"FROM scratch\n{% include 'zero' %}\n", "Dockerfile.template")
+    (root / "zero").symlink_to("/dev/zero")
+
+
+def _includes_what_is_not_there(root: Path) -> None:
+    _catalogue(root, b"FROM scratch\n{% include 'nowhere.txt' %}\n", "Dockerfile.template")
+
+
 def _outside(root: Path) -> None:
     _catalogue(root, b"FROM scratch\nCOPY ../../../../../../../etc/hostname /x\n")
 
@@ -73,6 +89,9 @@ CASES: list[tuple[Callable[[Path], None], str]] = [
     (_ignore_not_utf8, ".dockerignore: not UTF-8 text"),
     (_dangling, "Dockerfile: No such file or directory"),
     (_device, "Dockerfile: not a regular file"),
+    (_includes_a_huge_file, "big.txt: larger than 1 MiB"),
+    (_includes_a_device, "zero: not a regular file"),
+    (_includes_what_is_not_there, "nowhere.txt"),
     (_outside, "outside the build context"),
     (_outside_through_a_link, "outside the build context (through a link)"),
 ]
