@@ -8,12 +8,16 @@ Invalid names are sent with http.client so that nothing on the client side norma
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
 import pytest
 
+from tests.support.authenv import write_config
+from tests.support.clients import Skopeo
 from tests.support.oci_api import (
     assert_error,
     assert_raw_error,
@@ -24,7 +28,7 @@ from tests.support.oci_api import (
     put_manifest,
     raw_request,
 )
-from tests.support.servers import Server
+from tests.support.servers import Server, start_dockyard
 
 LINK = re.compile(r'<([^>]+)>;\s*rel="?next"?')
 
@@ -352,3 +356,52 @@ def test_error_envelope_and_api_version_header(client: httpx.Client) -> None:
     assert entry["code"] == entry["code"].upper()
     assert entry["message"]
     assert resp.headers["docker-distribution-api-version"] == "registry/2.0"
+
+
+# --- a listing without n --------------------------------------------------------------
+
+SMALL_PAGE = 3
+
+
+@pytest.fixture(scope="module")
+def small_pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A registry whose `limits.tags_page_max` is 3, holding 14 tags and 7 repositories."""
+    tmp = tmp_path_factory.mktemp("small-pages")
+    config = write_config(tmp / "config.yml", limits={"tags_page_max": SMALL_PAGE})
+    server = start_dockyard(tmp / "data", config=config)
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        built = image_manifest(c, "paged/tags")
+        for tag in TAGS:
+            resp = put_manifest(c, "paged/tags", tag, built.payload, built.media_type)
+            assert resp.status_code == 201, resp.text
+        for name in ("paged/a", "paged/b", "paged/c", "paged/d", "paged/e", "paged/f"):
+            push_image(c, name, "latest")
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("path", "key", "want"), [
+    ("/v2/paged/tags/tags/list", "tags", sorted(TAGS)),
+    ("/v2/_catalog", "repositories",
+     ["paged/a", "paged/b", "paged/c", "paged/d", "paged/e", "paged/f", "paged/tags"]),
+])
+def test_a_listing_without_n_is_one_page_of_the_largest_size(
+        small_pages: Server, path: str, key: str, want: list[str]) -> None:
+    """Without `n` a tags list or the catalog answered every name at once, whatever
+    `limits.tags_page_max` said: now a page of that size, and `Link` to the next."""
+    with httpx.Client(base_url=small_pages.url, timeout=60) as c:
+        first = c.get(path)
+        assert first.status_code == 200, first.text
+        assert first.json()[key] == want[:SMALL_PAGE]
+        assert _next(first) is not None
+        pages, _links = _walk(c, path)
+    assert [name for page in pages for name in page] == want
+    assert all(len(page) == SMALL_PAGE for page in pages[:-1])
+
+
+def test_skopeo_lists_every_tag_through_the_pages(small_pages: Server, tmp_path: Path) -> None:
+    """A real client follows the pages a listing without `n` now answers."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed (make test installs it)")
+    skopeo = Skopeo(tmp_path / "skopeo", insecure_hosts=[small_pages.host])
+    assert skopeo.list_tags(f"docker://{small_pages.host}/paged/tags") == sorted(TAGS)

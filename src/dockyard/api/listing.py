@@ -31,11 +31,12 @@ def _count(text: str, most: int) -> int:
     return most if len(digits) > len(str(most)) else min(int(digits), most)
 
 
-def _page(request: web.Request) -> tuple[int | None, str | None]:
+def _page(request: web.Request) -> tuple[int, str | None]:
+    """`n` and `last` of a listing. Without `n` a page is `limits.tags_page_max` long,
+    as with the largest `n`: a listing without it was every tag or repository at once."""
     query = request.rel_url.query
-    n: int | None = None
-    if "n" in query:
-        n = _count(query["n"], request.app[SETTINGS].limits.tags_page_max)
+    most = request.app[SETTINGS].limits.tags_page_max
+    n = _count(query["n"], most) if "n" in query else most
     # no name or tag holds a NUL, so one past `last` is one past its text before the NUL
     # (which PostgreSQL could not compare: it takes no NUL in text)
     last = query.get("last", "").partition("\x00")[0]
@@ -56,9 +57,9 @@ async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
     if n == 0:
         await registry(request).manifests.tags(match.name, 0, None)
         return _json({"name": match.name, "tags": []})
-    found = await registry(request).manifests.tags(match.name, None if n is None else n + 1, last)
+    found = await registry(request).manifests.tags(match.name, n + 1, last)
     headers = None
-    if n is not None and len(found) > n:
+    if len(found) > n:
         found = found[:n]
         headers = _link(f"/v2/{match.name}/tags/list", {"n": n, "last": found[-1]})
     return _json({"name": match.name, "tags": found}, headers)
@@ -69,13 +70,11 @@ async def tag_records(request: web.Request, match: Match) -> web.StreamResponse:
     pusher (null when no account pushed it), paged as the tags list is (at most
     `limits.tags_page_max` a page)."""
     n, last = _page(request)
-    size = request.app[SETTINGS].limits.tags_page_max if n is None else n
-    found = await registry(request).manifests.tag_records(match.name, size + 1 if size else 0,
-                                                          last)
+    found = await registry(request).manifests.tag_records(match.name, n + 1 if n else 0, last)
     headers = None
-    if size and len(found) > size:
-        found = found[:size]
-        headers = _link(f"/admin/v1/tags/{match.name}", {"n": size, "last": found[-1].tag})
+    if n and len(found) > n:
+        found = found[:n]
+        headers = _link(f"/admin/v1/tags/{match.name}", {"n": n, "last": found[-1].tag})
     return _json({"name": match.name, "tags": [
         {"tag": t.tag, "digest": t.digest, "pushed_at": t.pushed_at, "pushed_by": t.pushed_by}
         for t in found]}, headers)
@@ -86,10 +85,9 @@ async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:
     if n == 0:
         return _json({"repositories": []})
     # only the repositories the caller may pull; one more than a page tells if more exist
-    found = await registry(request).repositories.catalog(
-        None if n is None else n + 1, last, catalog_filter(request))
+    found = await registry(request).repositories.catalog(n + 1, last, catalog_filter(request))
     headers = None
-    if n is not None and len(found) > n:
+    if len(found) > n:
         found = found[:n]
         headers = _link("/v2/_catalog", {"n": n, "last": found[-1]})
     return _json({"repositories": found}, headers)
