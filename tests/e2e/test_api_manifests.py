@@ -616,6 +616,31 @@ def test_deleted_referrer_is_no_longer_listed(client: httpx.Client, repo: str) -
     assert client.get(f"/v2/{repo}/referrers/{subject.digest}").json()["manifests"] == []
 
 
+@pytest.mark.usefixtures("oci11")
+def test_a_chain_of_a_thousand_signatures_goes_with_its_subject(client: httpx.Client,
+                                                                repo: str) -> None:
+    """Each signature the subject of the next, 1,100 deep: deleting the image answered
+    500 for good (the tree was deleted by recursion, past Python's limit)."""
+    subject = push_image(client, repo, "app")
+    push_blob(client, repo, EMPTY_JSON)
+    chain, above = [], subject
+    for i in range(1100):
+        payload = canonical({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SIGNATURE,
+            "config": descriptor(OCI_EMPTY, EMPTY_JSON), "layers": [],
+            "subject": {"mediaType": above.media_type, "digest": above.digest,
+                        "size": above.size}, "annotations": {"n": str(i)}})
+        above = Pushed(payload, digest_of(payload), OCI_MANIFEST)
+        resp = put_manifest(client, repo, above.digest, payload, OCI_MANIFEST)
+        assert resp.status_code == 201, resp.text
+        chain.append(above.digest)
+    resp = client.delete(f"/v2/{repo}/manifests/{subject.digest}")
+    assert resp.status_code == 202, resp.text
+    for digest in (subject.digest, chain[0], chain[550], chain[-1]):
+        assert client.head(f"/v2/{repo}/manifests/{digest}").status_code == 404, digest
+    assert client.get(f"/v2/{repo}/referrers/{chain[-2]}").json()["manifests"] == []
+
+
 def test_manifest_without_subject_has_no_oci_subject_header(client: httpx.Client,
                                                             repo: str) -> None:
     built = image_manifest(client, repo)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -903,19 +903,35 @@ def _unheld(now: float) -> ColumnElement[bool]:
 
 def _delete_tree(conn: Connection, repo_id: int, manifest_id: int, digest: str,
                  referrers: bool, deleted: list[str]) -> None:
-    """Delete one manifest, then the children and referrers it leaves unreferenced."""
+    """Delete one manifest, then the children and referrers it leaves unreferenced, and
+    theirs, depth first. An explicit stack: a chain of a thousand signatures (each the
+    subject of the next) passed Python's recursion limit, and the delete failed for good."""
+    stack = [_delete_one(conn, repo_id, manifest_id, digest, referrers, deleted)]
+    while stack:
+        found = next(stack[-1], None)
+        if found is None:
+            stack.pop()
+        else:
+            stack.append(_delete_one(conn, repo_id, *found, referrers, deleted))
+
+
+def _delete_one(conn: Connection, repo_id: int, manifest_id: int, digest: str,
+                referrers: bool, deleted: list[str]) -> Iterator[tuple[int, str]]:
+    """Delete one manifest, then yield each child and referrer it leaves unreferenced,
+    the next one only once the last one's own tree is deleted (what the check sees)."""
     children = list(conn.execute(select(manifest_children.c.child_digest)
                                  .where(manifest_children.c.manifest_id == manifest_id)).scalars())
     for table in (tags, manifest_blobs, manifest_children):
         conn.execute(delete(table).where(table.c.manifest_id == manifest_id))
-    conn.execute(delete(manifests).where(manifests.c.id == manifest_id))
+    if conn.execute(delete(manifests).where(manifests.c.id == manifest_id)).rowcount == 0:
+        return  # deleted already, in the tree of one before it
     deleted.append(digest)
     for child in children:
         row = conn.execute(select(manifests.c.id).where(
             manifests.c.repository_id == repo_id, manifests.c.digest == child)
             .with_for_update()).first()
         if row is not None and _unreferenced(conn, repo_id, row.id, child):
-            _delete_tree(conn, repo_id, row.id, child, referrers, deleted)
+            yield row.id, child
     if referrers:
         # a referrer goes with its subject unless something else keeps it: a tag of its
         # own (`sbom-v1`), or an index listing it (as children are kept)
@@ -923,7 +939,7 @@ def _delete_tree(conn: Connection, repo_id: int, manifest_id: int, digest: str,
                 manifests.c.repository_id == repo_id, manifests.c.subject_digest == digest)
                 .with_for_update()).all():
             if _unreferenced(conn, repo_id, ref_id, ref_digest):
-                _delete_tree(conn, repo_id, ref_id, ref_digest, referrers, deleted)
+                yield ref_id, ref_digest
 
 
 def _unreferenced(conn: Connection, repo_id: int, manifest_id: int, digest: str) -> bool:
