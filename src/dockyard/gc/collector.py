@@ -107,6 +107,36 @@ def live_manifests(nodes: list[ManifestNode], cutoff: float, *, keep_referrers: 
     return live
 
 
+def deletion_order(dead: list[ManifestNode]) -> list[ManifestNode]:
+    """`dead` with every index before its children and every subject before its
+    referrers: a manifest is deleted only once nothing keeps it, so in the graph's own
+    order a chain of N signatures took N passes over what was left (N² transactions)."""
+    by_digest = {n.digest: n for n in dead}
+    keepers: dict[int, int] = {n.id: 0 for n in dead}  # dead manifests keeping each one
+    follows: dict[int, list[ManifestNode]] = {}
+    for n in dead:
+        kept = [by_digest[c] for c in set(n.children) if c in by_digest]
+        for child in kept:
+            keepers[child.id] += 1
+            follows.setdefault(n.id, []).append(child)
+    for n in dead:
+        subject = by_digest.get(n.subject) if n.subject is not None else None
+        if subject is not None:
+            keepers[n.id] += 1
+            follows.setdefault(subject.id, []).append(n)
+    ready = [n for n in reversed(dead) if keepers[n.id] == 0]
+    order: list[ManifestNode] = []
+    while ready:
+        node = ready.pop()
+        order.append(node)
+        for f in follows.get(node.id, ()):
+            keepers[f.id] -= 1
+            if keepers[f.id] == 0:
+                ready.append(f)
+    placed = {n.id for n in order}
+    return order + [n for n in dead if n.id not in placed]  # a cycle: the retries decide
+
+
 class Collector:
     """Runs collections over a registry's stores."""
 
@@ -218,8 +248,8 @@ class Collector:
                     last_links[digest] = (name, size)
                     dropping[digest] += 1
             return
-        remaining = dead
-        while remaining:  # parents and subjects go first; retry what they kept alive
+        remaining = deletion_order(dead)
+        while remaining:  # in one pass but for races; retry what something kept alive
             kept = []
             for node in remaining:
                 if await self._step(f"deleting manifest {node.digest} of {name}",
