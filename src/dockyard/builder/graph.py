@@ -67,25 +67,32 @@ class Graph:
         return cls(nodes)
 
     def _topological(self) -> list[str]:
-        state: dict[str, int] = {}
+        """Every image after its parents (depth first, in name order), with an explicit
+        stack: a FROM chain of a thousand images passed Python's recursion limit."""
+        state: dict[str, int] = {}  # 1: on the path being walked, 2: placed
         order: list[str] = []
-
-        def visit(path: str, stack: list[str]) -> None:
-            if state.get(path) == 2:
-                return
-            if state.get(path) == 1:
-                cycle = [*stack[stack.index(path):], path]
-                files = " -> ".join(f"{p}/{self.nodes[p].image.dockerfile.name}"
-                                    for p in cycle)
-                raise CatalogueError(f"FROM cycle: {files}")
-            state[path] = 1
-            for parent in sorted(self.nodes[path].parents):
-                visit(parent, [*stack, path])
-            state[path] = 2
-            order.append(path)
-
-        for path in sorted(self.nodes):
-            visit(path, [])
+        for root in sorted(self.nodes):
+            if state.get(root) == 2:
+                continue
+            walked = [root]
+            pending = [iter(sorted(self.nodes[root].parents))]
+            state[root] = 1
+            while pending:
+                parent = next(pending[-1], None)
+                if parent is None:
+                    done = walked.pop()
+                    pending.pop()
+                    state[done] = 2
+                    order.append(done)
+                elif state.get(parent) == 1:
+                    cycle = [*walked[walked.index(parent):], parent]
+                    files = " -> ".join(f"{p}/{self.nodes[p].image.dockerfile.name}"
+                                        for p in cycle)
+                    raise CatalogueError(f"FROM cycle: {files}")
+                elif state.get(parent) is None:
+                    state[parent] = 1
+                    walked.append(parent)
+                    pending.append(iter(sorted(self.nodes[parent].parents)))
         return order
 
     def ancestors(self, path: str) -> set[str]:

@@ -78,6 +78,26 @@ def test_the_tree_draws_a_chain_longer_than_the_stack(tmp_path: Path) -> None:
     assert lines[-1] == " " * 4 * (depth - 1) + "└── reg.example/toolforge-i1099:t1"
 
 
+def test_the_build_order_of_a_chain_longer_than_the_stack(tmp_path: Path) -> None:
+    # each image the parent of the one before it in name order: planning the build of a
+    # thousand ended on a RecursionError
+    depth = 1100
+    files = {f"i{depth - 1:04d}/Dockerfile": "FROM upstream/debian:12\n"}
+    files |= {f"i{n:04d}/Dockerfile": f"FROM reg.example/toolforge-i{n + 1:04d}:t1\n"
+              for n in range(depth - 1)}
+    graph, _, _ = load_graph(_write(tmp_path, files), NAMING)
+    assert graph.order == [f"i{n:04d}" for n in range(depth - 1, -1, -1)]
+
+
+def test_a_cycle_far_down_a_long_chain_is_named(tmp_path: Path) -> None:
+    files = {f"i{n:04d}/Dockerfile": f"FROM reg.example/toolforge-i{n + 1:04d}:t1\n"
+             for n in range(1099)}
+    files["i1099/Dockerfile"] = "FROM reg.example/toolforge-i1098:t1\n"
+    with pytest.raises(CatalogueError, match=r"FROM cycle: i1098/Dockerfile -> "
+                                             r"i1099/Dockerfile -> i1098/Dockerfile$"):
+        load_graph(_write(tmp_path, files), NAMING)
+
+
 def test_the_tree_draws_siblings_in_order(catalogue: Path) -> None:
     (catalogue / "python311-sssd/cli/Dockerfile").parent.mkdir(parents=True)
     (catalogue / "python311-sssd/cli/Dockerfile").write_text(
