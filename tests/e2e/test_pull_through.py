@@ -158,6 +158,27 @@ def test_skopeo_pulls_through_distribution_and_the_second_pull_stays_local(
     assert prov["tags"][0]["upstream"] == f"{dist.url}/up/sk:v1"
 
 
+def test_the_provenance_of_a_cache_is_paged_as_a_tags_list(
+        dist: Server, cache: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    """`/admin/v1/cache/<name>` answered every cached tag at once: now pages of `n`
+    (at most `limits.tags_page_max`), `Link` naming the next."""
+    layout = random_layout(tmp_path / "lay", "v1")
+    for tag in ("a", "b", "c"):
+        skopeo.copy(layout.ref, f"docker://{dist.host}/up/paged:{tag}", "--dest-creds", CREDS)
+        assert digest_of_pull(skopeo, f"docker://{cache.host}/hub/up/paged:{tag}") == \
+            layout.digest
+    url = f"{cache.url}/admin/v1/cache/hub/up/paged"
+    whole = httpx.get(url)
+    assert [t["tag"] for t in whole.json()["tags"]] == ["a", "b", "c"]
+    assert "link" not in whole.headers
+    first = httpx.get(url, params={"n": 2})
+    assert [t["tag"] for t in first.json()["tags"]] == ["a", "b"]
+    assert first.headers["link"] == '</admin/v1/cache/hub/up/paged?n=2&last=b>; rel="next"'
+    rest = httpx.get(f"{cache.url}/admin/v1/cache/hub/up/paged?n=2&last=b")
+    assert [(t["tag"], t["digest"]) for t in rest.json()["tags"]] == [("c", layout.digest)]
+    assert "link" not in rest.headers
+
+
 def test_an_index_and_its_platforms_arrive_lazily_with_their_digests(
         dist: Server, cache: Server, skopeo: Skopeo, tmp_path: Path) -> None:
     layout = multiplatform_layout(tmp_path / "lay", "v1")

@@ -173,6 +173,15 @@ def test_initial_sync_keeps_only_the_selected_tags_and_records_where_they_came_f
         (t, "globs", f"{dist.host}/{repo}:{t}", upstream[t])
         for t in ("latest", "v1.1.0", "v1.10.0")]
     assert all(abs(o["mirrored_at"] - time.time()) < 300 for o in origins)
+    # paged as the tags list is (it answered every tag at once)
+    page = httpx.get(f"{local.url}/admin/v1/sync/repositories/globbed", params={"n": 2})
+    assert [o["tag"] for o in page.json()["tags"]] == ["latest", "v1.1.0"]
+    assert page.headers["link"] == \
+        '</admin/v1/sync/repositories/globbed?n=2&last=v1.1.0>; rel="next"'
+    rest = httpx.get(f"{local.url}/admin/v1/sync/repositories/globbed",
+                     params={"n": 2, "last": "v1.1.0"})
+    assert [o["tag"] for o in rest.json()["tags"]] == ["v1.10.0"]
+    assert "link" not in rest.headers
     runs = httpx.get(f"{local.url}/admin/v1/sync", params={"source": "newest"}).json()
     assert [r["status"] for r in runs["runs"]] == ["ok"]
     assert runs["runs"][0]["report"]["added"] == ["v1.10.0", "v2.0.0-rc.1"]

@@ -17,17 +17,18 @@ These two need `registry:admin:*` (`auth.admin`).
 push time (`{"tag", "digest", "pushed_at"}`, by tag, paged with `Link` as the tags list
 is); needs `pull`. A replica's full comparison reads it (`api/listing.py`).
 
-`GET /admin/v1/cache/<name>`: the provenance of a pull-through cache repository's tags
-(upstream, digest, when fetched and last checked), JSON; needs `pull`.
+`GET /admin/v1/cache/<name>[?n=N&last=TAG]`: the provenance of a pull-through cache
+repository's tags (upstream, digest, when fetched and last checked), JSON, paged as the
+tags list is; needs `pull`.
 
 - `GET /admin/v1/sync[?source=NAME][&n=N]`: the last runs of the mirror sources (all,
   or one), newest first, each with its report (at most 1,000 tags named of each kind,
   `counts` counting them all). Needs `registry:catalog:*`, and like
   the catalog it shows only what the caller may pull: the runs of the sources whose
   destination repository that is.
-- `GET /admin/v1/sync/repositories/<name>`: where each mirrored tag of the repository
-  came from and when (tags it has now; 404 NAME_UNKNOWN without the repository). Needs
-  `pull` on the repository.
+- `GET /admin/v1/sync/repositories/<name>[?n=N&last=TAG]`: where each mirrored tag of
+  the repository came from and when (tags it has now, paged as the tags list is; 404
+  NAME_UNKNOWN without the repository). Needs `pull` on the repository.
 - `GET /admin/v1/jobs[?job=NAME][&n=N]`: the last N runs (default 10, at most the 50
   kept) of each recorded background job (or one), newest first: holder, start, end,
   outcome (`ok`, `failed`, `lost`, `cancelled`) and summary. Needs
@@ -47,6 +48,7 @@ from aiohttp import web
 
 from dockyard.api.access import catalog_filter
 from dockyard.api.context import Match, registry
+from dockyard.api.listing import next_link, page_query
 from dockyard.core import jobruns
 from dockyard.core.mirrors import RUNS_KEPT, visible_runs
 from dockyard.oci.errors import CursorInvalid, PaginationInvalid
@@ -56,9 +58,11 @@ MAX_LIMIT = 1000
 _INT64 = 2 ** 63 - 1
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None
+          ) -> web.Response:
     return web.Response(status=status, body=json.dumps(doc).encode(),
-                        content_type="application/json", headers={"Cache-Control": "no-store"})
+                        content_type="application/json",
+                        headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 async def delete_repository(request: web.Request, match: Match) -> web.StreamResponse:
@@ -117,10 +121,17 @@ async def replica_status(request: web.Request, _match: Match) -> web.StreamRespo
 
 
 async def cache_provenance(request: web.Request, match: Match) -> web.StreamResponse:
-    cached = await registry(request).cache.provenance(match.name)
+    """A page of a cache's tags with their provenance, paged as the tags list is."""
+    n, last = page_query(request)
+    cached = await registry(request).cache.provenance(match.name, after=last, limit=n + 1)
+    headers = None
+    if len(cached) > n:
+        cached = cached[:n]
+        headers = next_link(f"/admin/v1/cache/{match.name}", {"n": n, "last": cached[-1].tag})
     return _json({"name": match.name, "tags": [
         {"tag": c.tag, "upstream": c.upstream, "digest": c.digest,
-         "fetched_at": c.fetched_at, "checked_at": c.checked_at} for c in cached]})
+         "fetched_at": c.fetched_at, "checked_at": c.checked_at} for c in cached]},
+        headers=headers)
 
 
 async def sync_runs(request: web.Request, match: Match) -> web.StreamResponse:
@@ -150,10 +161,18 @@ async def job_runs(request: web.Request, _match: Match) -> web.StreamResponse:
 
 
 async def sync_provenance(request: web.Request, match: Match) -> web.StreamResponse:
-    """Origins of the tags the repository has now (404 NAME_UNKNOWN: no repository)."""
+    """Origins of the tags the repository has now (404 NAME_UNKNOWN: no repository),
+    paged as the tags list is."""
     services = registry(request)
+    n, last = page_query(request)
     await services.manifests.tags(match.name, 1, None)  # NAME_UNKNOWN
-    found = await services.mirrors.origins(repository=match.name, current=True)
+    found = await services.mirrors.origins(repository=match.name, current=True, after=last,
+                                           limit=n + 1)
+    headers = None
+    if len(found) > n:
+        found = found[:n]
+        headers = next_link(f"/admin/v1/sync/repositories/{match.name}",
+                            {"n": n, "last": found[-1].tag})
     return _json({"name": match.name, "tags": [
         {"tag": o.tag, "source": o.source, "upstream": o.upstream, "digest": o.digest,
-         "mirrored_at": o.mirrored_at} for o in found]})
+         "mirrored_at": o.mirrored_at} for o in found]}, headers=headers)

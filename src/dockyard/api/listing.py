@@ -31,7 +31,7 @@ def _count(text: str, most: int) -> int:
     return most if len(digits) > len(str(most)) else min(int(digits), most)
 
 
-def _page(request: web.Request) -> tuple[int, str | None]:
+def page_query(request: web.Request) -> tuple[int, str | None]:
     """`n` and `last` of a listing. Without `n` a page is `limits.tags_page_max` long,
     as with the largest `n`: a listing without it was every tag or repository at once."""
     query = request.rel_url.query
@@ -48,12 +48,13 @@ def _json(doc: object, headers: dict[str, str] | None = None) -> web.Response:
                         headers=headers)
 
 
-def _link(path: str, params: dict[str, str | int]) -> dict[str, str]:
+def next_link(path: str, params: dict[str, str | int]) -> dict[str, str]:
+    """The `Link` header naming the next page of a listing."""
     return {"Link": f'<{path}?{urlencode(params)}>; rel="next"'}
 
 
 async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
-    n, last = _page(request)
+    n, last = page_query(request)
     if n == 0:
         await registry(request).manifests.tags(match.name, 0, None)
         return _json({"name": match.name, "tags": []})
@@ -61,7 +62,7 @@ async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
     headers = None
     if len(found) > n:
         found = found[:n]
-        headers = _link(f"/v2/{match.name}/tags/list", {"n": n, "last": found[-1]})
+        headers = next_link(f"/v2/{match.name}/tags/list", {"n": n, "last": found[-1]})
     return _json({"name": match.name, "tags": found}, headers)
 
 
@@ -69,19 +70,19 @@ async def tag_records(request: web.Request, match: Match) -> web.StreamResponse:
     """`GET /admin/v1/tags/<name>`: the tags list with each tag's digest, push time and
     pusher (null when no account pushed it), paged as the tags list is (at most
     `limits.tags_page_max` a page)."""
-    n, last = _page(request)
+    n, last = page_query(request)
     found = await registry(request).manifests.tag_records(match.name, n + 1 if n else 0, last)
     headers = None
     if n and len(found) > n:
         found = found[:n]
-        headers = _link(f"/admin/v1/tags/{match.name}", {"n": n, "last": found[-1].tag})
+        headers = next_link(f"/admin/v1/tags/{match.name}", {"n": n, "last": found[-1].tag})
     return _json({"name": match.name, "tags": [
         {"tag": t.tag, "digest": t.digest, "pushed_at": t.pushed_at, "pushed_by": t.pushed_by}
         for t in found]}, headers)
 
 
 async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:
-    n, last = _page(request)
+    n, last = page_query(request)
     if n == 0:
         return _json({"repositories": []})
     # only the repositories the caller may pull; one more than a page tells if more exist
@@ -89,7 +90,7 @@ async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:
     headers = None
     if len(found) > n:
         found = found[:n]
-        headers = _link("/v2/_catalog", {"n": n, "last": found[-1]})
+        headers = next_link("/v2/_catalog", {"n": n, "last": found[-1]})
     return _json({"repositories": found}, headers)
 
 
@@ -107,7 +108,7 @@ async def referrers(request: web.Request, match: Match) -> web.StreamResponse:
         params: dict[str, str | int] = {"last": following}
         if artifact_type:
             params["artifactType"] = artifact_type
-        headers.update(_link(f"/v2/{match.name}/referrers/{subject}", params))
+        headers.update(next_link(f"/v2/{match.name}/referrers/{subject}", params))
     return web.Response(body=referrers_index(found), headers=headers,
                         content_type=mt.OCI_INDEX)
 

@@ -37,9 +37,10 @@ class MirrorRecords(Protocol):
     async def drop_origin(self, repository: str, tag: str) -> None: ...
 
     async def origins(self, *, repository: str | None = None, source: str | None = None,
-                      current: bool = False) -> list[TagOrigin]:
+                      current: bool = False, after: str | None = None,
+                      limit: int | None = None) -> list[TagOrigin]:
         """Origins by repository and tag; `current`: only tags still at the digest the
-        sync set."""
+        sync set; with `repository`, only its tags after `after`, at most `limit`."""
         ...
 
 

@@ -263,12 +263,13 @@ class PullThrough:
     def route(self, name: str) -> Route | None:
         return self.routes.route(name)
 
-    async def provenance(self, name: str) -> list[CachedTag]:
-        """Where each cached tag of `name` came from and when (`NameUnknown` when `name`
-        is not a pull-through cache)."""
+    async def provenance(self, name: str, *, after: str | None = None,
+                         limit: int | None = None) -> list[CachedTag]:
+        """Where each cached tag of `name` came from and when, by tag: those after
+        `after`, at most `limit` (`NameUnknown` when `name` is no pull-through cache)."""
         if self.route(name) is None:
             raise NameUnknown(f"{name} is not a pull-through cache", {"name": name})
-        return await self.store.cached_tags(name)
+        return await self.store.cached_tags(name, after=after, limit=limit)
 
     async def _once(self, key: tuple[str, str], make: Callable[[], Awaitable[object]]
                     ) -> object:

@@ -90,10 +90,12 @@ class MirrorStore:
         await self.store.engines.transaction(body)
 
     async def origins(self, *, repository: str | None = None, source: str | None = None,
-                      current: bool = False) -> list[TagOrigin]:
+                      current: bool = False, after: str | None = None,
+                      limit: int | None = None) -> list[TagOrigin]:
         """Tag origins of one repository or one source, by repository and tag; with
         `current`, only those whose tag still names the digest the sync set (a tag pushed
-        over since, or a repository deleted and pushed again, is no longer mirrored)."""
+        over since, or a repository deleted and pushed again, is no longer mirrored);
+        with `repository`, a page of its tags: those after `after`, at most `limit`."""
         stmt = select(mirror_tags.c.repository, mirror_tags.c.tag, mirror_tags.c.source,
                       mirror_tags.c.upstream, mirror_tags.c.digest, mirror_tags.c.mirrored_at)
         if current:
@@ -106,6 +108,10 @@ class MirrorStore:
             stmt = stmt.where(mirror_tags.c.repository == repository)
         if source is not None:
             stmt = stmt.where(mirror_tags.c.source == source)
-        stmt = stmt.order_by(mirror_tags.c.repository, mirror_tags.c.tag)
+        if after is not None:  # a page of one repository's tags
+            stmt = stmt.where(self.store._sorted(mirror_tags.c.tag) > after)
+        stmt = stmt.order_by(mirror_tags.c.repository, self.store._sorted(mirror_tags.c.tag))
+        if limit is not None:
+            stmt = stmt.limit(limit)
         return [TagOrigin(r[0], r[1], r[2], r[3], r[4], float(r[5]))
                 for r in await self.store._read(stmt)]

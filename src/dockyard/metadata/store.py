@@ -580,15 +580,20 @@ class MetadataStore:
         rows = await self._fetch(_CACHED_TAG, name=name, tag=tag)
         return CachedTag(*rows[0]) if rows else None
 
-    async def cached_tags(self, name: str) -> list[CachedTag]:
-        """The provenance of every cached tag of `name`, by tag."""
-        rows = await self._read(
-            select(proxy_tags.c.tag, proxy_tags.c.upstream, proxy_tags.c.digest,
-                   proxy_tags.c.fetched_at, proxy_tags.c.checked_at)
-            .select_from(repositories.join(proxy_tags,
-                                           proxy_tags.c.repository_id == repositories.c.id))
-            .where(repositories.c.name == name).order_by(self._sorted(proxy_tags.c.tag)))
-        return [CachedTag(*r) for r in rows]
+    async def cached_tags(self, name: str, *, after: str | None = None,
+                          limit: int | None = None) -> list[CachedTag]:
+        """The provenance of the cached tags of `name` by tag: those after `after`, at
+        most `limit`."""
+        stmt = (select(proxy_tags.c.tag, proxy_tags.c.upstream, proxy_tags.c.digest,
+                       proxy_tags.c.fetched_at, proxy_tags.c.checked_at)
+                .select_from(repositories.join(
+                    proxy_tags, proxy_tags.c.repository_id == repositories.c.id))
+                .where(repositories.c.name == name).order_by(self._sorted(proxy_tags.c.tag)))
+        if after is not None:
+            stmt = stmt.where(self._sorted(proxy_tags.c.tag) > after)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [CachedTag(*r) for r in await self._read(stmt)]
 
     async def confirm_cached_tag(self, name: str, tag: str, digest: str) -> None:
         """Upstream still has `tag` at `digest`: its TTL starts over."""
