@@ -319,6 +319,14 @@ def test_credentials_from_an_auth_file(dist: Server, dock: Server, skopeo: Skope
     assert "blobs 4 copied" in out, out
     assert sha256(raw(skopeo, f"docker://{dock.host}/authfile/app:v1")) == layout.digest
 
+    # the file containers-auth.json(5) reads after podman login's: it was not read
+    config_home = tmp_path / "config"
+    (config_home / "containers").mkdir(parents=True)
+    _auth_file(tmp_path, dist, dock).rename(config_home / "containers" / "auth.json")
+    out = ok(dockyard_copy(f"{dist.host}/authfile/app:v1", f"{dock.host}/authfile/xdg:v1",
+                           creds=False, env={**bare, "XDG_CONFIG_HOME": str(config_home)}))
+    assert sha256(raw(skopeo, f"docker://{dock.host}/authfile/xdg:v1")) == layout.digest
+
 
 def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
     """The one `Error:` line of a refused command (after click's usage banner)."""

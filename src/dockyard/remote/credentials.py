@@ -106,16 +106,26 @@ def check_named_auth_file(given: Path | None, env: Mapping[str, str] | None = No
         check_auth_file(Path(env["REGISTRY_AUTH_FILE"]), "$REGISTRY_AUTH_FILE")
 
 
-def auth_files(env: Mapping[str, str] | None = None) -> list[Path]:
-    """The auth files to read, first match wins."""
+def auth_files(env: Mapping[str, str] | None = None, uid: int | None = None) -> list[Path]:
+    """The auth files to read, first match wins, in containers-auth.json(5)'s order:
+    `$REGISTRY_AUTH_FILE`; `podman login`'s file, `$XDG_RUNTIME_DIR/containers/auth.json`
+    (without `XDG_RUNTIME_DIR`, as under cron or a systemd unit,
+    `/run/containers/$UID/auth.json`); `$XDG_CONFIG_HOME/containers/auth.json`; and
+    `docker login`'s `config.json`."""
     env = os.environ if env is None else env
+    home = Path(env.get("HOME", str(Path.home())))
     files = []
     if env.get("REGISTRY_AUTH_FILE"):
         files.append(Path(env["REGISTRY_AUTH_FILE"]))
     if env.get("XDG_RUNTIME_DIR"):
         files.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
-    docker_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else \
-        Path(env.get("HOME", str(Path.home()))) / ".docker"
+    else:
+        files.append(Path("/run/containers") / str(os.getuid() if uid is None else uid)
+                     / "auth.json")
+    config_home = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else \
+        home / ".config"
+    files.append(config_home / "containers" / "auth.json")
+    docker_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else home / ".docker"
     files.append(docker_dir / "config.json")
     return files
 

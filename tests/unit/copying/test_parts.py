@@ -58,7 +58,13 @@ def test_auth_files_order_and_lookup(tmp_path: Path) -> None:
     env = {"REGISTRY_AUTH_FILE": str(tmp_path / "a.json"), "XDG_RUNTIME_DIR": str(tmp_path),
            "HOME": str(tmp_path / "home")}
     assert auth_files(env) == [tmp_path / "a.json", tmp_path / "containers" / "auth.json",
+                               tmp_path / "home" / ".config" / "containers" / "auth.json",
                                tmp_path / "home" / ".docker" / "config.json"]
+    # as under cron or a systemd unit: podman login's file is /run/containers/$UID's
+    bare = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "conf")}
+    assert auth_files(bare, uid=1234) == [Path("/run/containers/1234/auth.json"),
+                                          tmp_path / "conf" / "containers" / "auth.json",
+                                          tmp_path / "home" / ".docker" / "config.json"]
     (tmp_path / "a.json").write_text(json.dumps({"auths": {
         "https://reg.example/v1/": _auth("u", "p:with:colons"),
         "reg.example/team": _auth("team", "t"),
