@@ -90,11 +90,26 @@ def check_access(settings: Settings, host: str) -> None:
     prepare_auth(settings.auth, settings.data_dir)
     if settings.auth.method != "none":
         AccessControl(settings.auth, settings.data_dir)  # loads users and keys once
-    else:
-        with contextlib.suppress(ValueError):
-            if not ipaddress.ip_address(host).is_loopback:
-                log.warning("listening on %s with auth.method none: anyone who can reach "
-                            "this address can push and delete", host)
+    elif not _loopback_only(host):
+        log.warning("listening on %s with auth.method none: anyone who can reach "
+                    "this address can push and delete", host or "every address")
+
+
+def _loopback_only(host: str) -> bool:
+    """Whether `host` (an address or a name, resolved as the listener will) is only
+    loopback addresses; a name was never checked, and went without the warning."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    if not host:
+        return False  # every address
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return True  # the listener fails on it, naming it
+    return all(ipaddress.ip_address(str(a[4][0]).partition("%")[0]).is_loopback
+               for a in found)
 
 
 def _install_loop() -> None:

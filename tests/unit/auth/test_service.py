@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -150,3 +152,25 @@ def test_warning_when_open_on_a_public_address(tmp_path: Path,
         assert not caplog.records
         check_access(settings, "0.0.0.0")
     assert "auth.method none" in caplog.text
+
+
+@pytest.mark.parametrize(("host", "resolved", "warned"), [
+    ("localhost", ["127.0.0.1", "::1"], False),
+    ("registry.example.com", ["192.0.2.7"], True),  # a name was never checked
+    ("dual.example.com", ["127.0.0.1", "2001:db8::1"], True),
+    ("", [], True),  # every address
+])
+def test_warning_when_open_on_a_name(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                     monkeypatch: pytest.MonkeyPatch, host: str,
+                                     resolved: list[str], warned: bool) -> None:
+    settings = load_settings(env={}, overrides={"storage.filesystem.rootdirectory": tmp_path})
+
+    def getaddrinfo(name: str, *_args: object, **_kwargs: object) -> list[tuple[Any, ...]]:
+        assert name == host
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (a, 0)) for a in resolved]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with caplog.at_level(logging.WARNING, logger="dockyard.server"):
+        check_access(settings, host)
+    assert ("auth.method none" in caplog.text) is warned
