@@ -214,9 +214,10 @@ def test_two_workers_share_one_failed_login_budget(tmp_path: Path) -> None:
 PARALLEL_GUESSES = 120
 
 
-async def _guess_in_parallel(url: str, way: str) -> list[int]:
+async def _guess_in_parallel(url: str, way: str) -> list[tuple[int, str]]:
     """PARALLEL_GUESSES wrong passwords for `reader` at once, each on its own connection,
-    by `way`: Basic on /v2/, Basic on /auth/token, or the web UI's login form."""
+    by `way`: Basic on /v2/, Basic on /auth/token, or the web UI's login form; each
+    answer's status and body."""
     limits = httpx.Limits(max_connections=PARALLEL_GUESSES + 10)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as c:
         form: dict[str, str] = {}
@@ -226,7 +227,7 @@ async def _guess_in_parallel(url: str, way: str) -> list[int]:
             assert csrf is not None, page.text[:2000]
             form = {"csrf": csrf.group(1), "next": "/ui/", "username": "reader"}
 
-        async def guess(i: int) -> int:
+        async def guess(i: int) -> tuple[int, str]:
             if way == "v2":
                 r = await c.get("/v2/", headers=basic("reader", f"wrong-{i}"))
             elif way == "token":
@@ -234,7 +235,7 @@ async def _guess_in_parallel(url: str, way: str) -> list[int]:
                                 headers=basic("reader", f"wrong-{i}"))
             else:
                 r = await c.post("/ui/login", data={**form, "password": f"wrong-{i}"})
-            return r.status_code
+            return r.status_code, r.text
 
         return list(await asyncio.gather(*(guess(i) for i in range(PARALLEL_GUESSES))))
 
@@ -251,15 +252,38 @@ def test_parallel_wrong_passwords_get_no_more_checks_than_the_budget(tmp_path: P
         **auth, "ratelimit": {"failures": 10, "window": "1m"}})
     server = start_dockyard(tmp_path / "data", workers=2, config=config)
     try:
-        statuses = asyncio.run(_guess_in_parallel(server.url, way))
+        answers = asyncio.run(_guess_in_parallel(server.url, way))
+        statuses = [status for status, _ in answers]
         assert sorted(statuses) == [401] * 10 + [429] * (PARALLEL_GUESSES - 10), statuses
+        # some are refused before any login, at `http.unauthenticated_connections`
+        at_the_cap = sum("too many connections" in body for _, body in answers)
         failed = server.log.read_text().count("failed login for user 'reader'")
         assert failed == 10
         path = "/auth/token?service=dockyard" if way == "token" else "/v2/"
         r = httpx.get(server.url + path, headers=basic("reader", USERS["reader"][0]))
         assert r.status_code == 429, r.text
+        # every refusal is in the metrics, whichever way it came (the token service and
+        # the UI's form counted none)
+        want = {"bad_credentials": 10, "rate_limited": PARALLEL_GUESSES - 10 - at_the_cap + 1}
+        assert _auth_failures(server.url, want) == want
+        text = httpx.get(server.url + "/metrics").text
+        assert (f'dockyard_rate_limited_total{{limit="connections"}} {float(at_the_cap)}'
+                in text) is (at_the_cap > 0)
     finally:
         server.stop()
+
+
+def _auth_failures(url: str, want: dict[str, int]) -> dict[str, int]:
+    """`dockyard_auth_failures_total` by reason, once it reads `want` (the workers'
+    counts are gathered a moment later) or after 15 s."""
+    deadline = time.monotonic() + 15
+    while True:
+        text = httpx.get(url + "/metrics").text
+        found = {m.group(1): int(float(m.group(2))) for m in re.finditer(
+            r'^dockyard_auth_failures_total\{reason="([a-z_]+)"\} (\S+)$', text, re.M)}
+        if found == want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def test_a_robot_account_logging_in_from_many_runners_at_once_is_not_refused(

@@ -256,12 +256,17 @@ async def authorize(request: web.Request, control: AccessControl | None, access:
     # a challenge to a request that sent no credentials is how clients discover auth,
     # not a failure
     if refused is not None and (refused.status != 401 or "Authorization" in request.headers):
-        reason = {401: "bad_credentials", 403: "denied", 429: "rate_limited"}.get(
-            refused.status, "other")
-        metrics().auth_failures.labels(reason).inc()
-        if refused.status == 429:
-            metrics().rate_limited.labels("logins").inc()
+        count_auth_failure(refused.status)
     return refused
+
+
+def count_auth_failure(status: int) -> None:
+    """Count a refused authentication by its status in `dockyard_auth_failures_total`
+    (and a 429 as a login rate limit): requests, the token service and the UI's form."""
+    reason = {401: "bad_credentials", 403: "denied", 429: "rate_limited"}.get(status, "other")
+    metrics().auth_failures.labels(reason).inc()
+    if status == 429:
+        metrics().rate_limited.labels("logins").inc()
 
 
 async def _authorize(request: web.Request, control: AccessControl | None, access: Access,
@@ -447,8 +452,10 @@ async def token_get(request: web.Request) -> web.StreamResponse:
         else:
             who = Identity(client=client)
     except RateLimited as exc:
+        count_auth_failure(429)
         return _rate_limited(request, exc)
     except Unauthenticated:
+        count_auth_failure(401)
         return error_response("UNAUTHORIZED", "authentication required", headers={
             "WWW-Authenticate": f'Basic realm="{control.realm}", charset="UTF-8"'})
     offline = query.get("offline_token", "").lower() == "true"
@@ -482,9 +489,11 @@ async def token_post(request: web.Request) -> web.StreamResponse:
         else:
             return _json({"error": "unsupported_grant_type"}, 400)
     except RateLimited as exc:
+        count_auth_failure(429)
         return _json({"error": "invalid_grant", "error_description": str(exc)}, 429,
                      {"Retry-After": str(exc.retry_after)})
     except Unauthenticated:
+        count_auth_failure(401)
         return _json({"error": "invalid_grant",
                       "error_description": "wrong user name, password or refresh token"}, 401)
     offline = form.get("access_type") == "offline" or grant_type == "refresh_token"

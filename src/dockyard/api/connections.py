@@ -217,6 +217,7 @@ class Connection(RequestHandler):
         if not self.connections.admit(self):
             self.refused = True
             self.connections.refusals.add(self.address)
+            metrics().rate_limited.labels("connections").inc()
             writer = cast(asyncio.Transport, transport)  # uvloop's is no WriteTransport
             writer.write(_raw_response(429, "TOOMANYREQUESTS", "too many connections from "
                                        "this address before authentication",

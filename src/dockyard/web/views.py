@@ -19,6 +19,7 @@ from dockyard.api.access import (
     Access,
     AiohttpHandler,
     catalog_filter,
+    count_auth_failure,
     may,
     requires,
 )
@@ -295,6 +296,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     except Unauthenticated:
         error, status = "Wrong user name or password.", 401
     if error:
+        count_auth_failure(status)
         return render(request, "login.html", status=status, title="Log in", error=error,
                       next=target, username=user)
     assert who.user is not None
