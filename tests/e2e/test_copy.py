@@ -253,6 +253,32 @@ def test_source_killed_mid_blob_fails_clearly_and_a_rerun_completes(
         source.stop()
 
 
+def test_blobs_failing_together_make_one_error_line(tmp_path: Path) -> None:
+    """Every blob upload refused at once (the pusher's upload sessions are all taken):
+    one `Error:` line; the blobs still moving were left running after the failure and
+    their errors printed as "Task exception was never retrieved" tracebacks."""
+    layout = random_layout(tmp_path / "lay", "v1", layer_sizes=(64 * 1024,) * 6)
+    config = write_config(tmp_path / "config.yml",
+                          auth=token_auth(write_htpasswd(tmp_path / "htpasswd")),
+                          storage={"uploads": {"max_sessions_per_user": 2}})
+    capped = start_dockyard(tmp_path / "data", config=config)
+    try:
+        token = get_token(capped.url, ["repository:held/x:pull,push"], USER)
+        for _ in range(2):  # the builder's sessions, all of them
+            resp = httpx.post(f"{capped.url}/v2/held/x/blobs/uploads/",
+                              headers={"Authorization": f"Bearer {token}"})
+            assert resp.status_code == 202, resp.text
+        proc = dockyard_copy("--jobs", "6", layout.ref, f"{capped.host}/held/app:v1")
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert "never retrieved" not in proc.stderr, proc.stderr
+        [line] = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert line.startswith(f"Error: {layout.ref} -> {capped.host}/held/app: "
+                               "destination: blob sha256:"), line
+    finally:
+        capped.stop()
+
+
 # ---------------------------------------------------------------- referrers
 
 

@@ -183,6 +183,7 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
 
             with display() as progress:
                 copier = Copier(src_end, dst_end, options, progress)
+                stack.push_async_callback(copier.close)  # before the ends close
                 if repository_copy:
                     tags = await src_end.tags()
                     if odd := invalid_tags(tags):

@@ -163,6 +163,16 @@ class Copier:
 
         await _all(one(t) for t in tags)  # the first failure cancels the others
 
+    async def close(self) -> None:
+        """Cancel the blobs and manifests still in flight that no copy awaits any more
+        (a copy failed while they moved), and wait for them: they went on after the
+        run, and their failures were logged as "Task exception was never retrieved"."""
+        pending = [t for t in (*self._blobs.values(), *self._manifests.values())
+                   if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     # ------------------------------------------------------------ walking
 
     async def _copy(self, reference: str, tag: str | None) -> str:
@@ -221,6 +231,7 @@ class Copier:
         if task is None:
             self._count_manifest(digest)
             task = asyncio.ensure_future(self._child(digest, depth, media_type))
+            task.add_done_callback(_retrieved)
             self._manifests[digest] = task
         await asyncio.shield(task)
 
@@ -315,6 +326,7 @@ class Copier:
         task = self._blobs.get(digest)
         if task is None:
             task = asyncio.ensure_future(self._move(digest, size))
+            task.add_done_callback(_retrieved)
             self._blobs[digest] = task
         await asyncio.shield(task)
 
@@ -454,6 +466,13 @@ def _load(fetched: Fetched) -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise CopyError(f"manifest {fetched.digest} is not a JSON object")
     return doc
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A shared task's failure reaches each copy awaiting it; when every one of them was
+    cancelled first, it is still taken here (asyncio would log it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _all(aws: Any) -> None:

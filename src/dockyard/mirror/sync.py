@@ -278,7 +278,10 @@ async def _pass(registry: Registry, source: MirrorSource, report: SourceReport,
             chosen = select_tags(source, tags)
             siblings = Siblings(source, configured, tags)
             copier = Copier(upstream, local, options, _LogProgress(source.key), hints)
-            await _copy_tags(registry, source, report, copier, chosen, before, siblings)
+            try:
+                await _copy_tags(registry, source, report, copier, chosen, before, siblings)
+            finally:
+                await copier.close()
             report.copy = copier.summary.as_dict()
     except END_ERRORS as exc:
         raise SourceFailed(f"upstream {source.upstream}: {_one_line(exc)}") from exc
