@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_lifecycle import dockyard
+from tests.support.images import multiplatform_layout, random_layout
 from tests.support.oci_api import (
     assert_error,
     blob_bytes,
@@ -365,3 +368,42 @@ def test_a_repush_that_fails_leaves_the_mark(data_fs: Path, tmp_path: Path, how:
         assert json.loads(proc.stdout)["marked"] == 0
     finally:
         server.stop()
+
+
+def _copy(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dockyard", "copy", "--src-tls-verify=false",
+                           "--dest-tls-verify=false", *args], text=True, capture_output=True,
+                          timeout=300, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["image", "index"])
+def test_a_copy_run_again_sends_a_blob_set_aside_again(server: Server, tmp_path: Path,
+                                                       kind: str) -> None:
+    """A layer fsck set aside (its bytes damaged): `dockyard copy` run again took the
+    image for up to date and left it broken; it looks at the blobs and sends it."""
+    source = (random_layout(tmp_path / "lay", "v1") if kind == "image"
+              else multiplatform_layout(tmp_path / "lay", "v1"))
+    target = f"{server.host}/heal/{kind}:v1"
+    _copy(source.ref, target)
+    layer = source.layer_digests(source.image_manifest_digests()[-1])[0]
+    path = blob_path(server.data, layer)
+    damaged = path.read_bytes()
+    path.write_bytes(damaged[:-1] + bytes([damaged[-1] ^ 0xFF]))
+    code, _ = fsck(server.data, "--verify-digests", "--repair")
+    assert code == 1
+    assert httpx.head(f"{server.url}/v2/heal/{kind}/blobs/{layer}").status_code == 404
+
+    again = _copy(source.ref, target)
+    assert "(1 already up to date)" in again, again
+    assert "blobs 1 copied, 0 mounted" in again, again
+    pulled = httpx.get(f"{server.url}/v2/heal/{kind}/blobs/{layer}")
+    assert pulled.status_code == 200
+    assert "sha256:" + hashlib.sha256(pulled.content).hexdigest() == layer
+    code, report = fsck(server.data, "--verify-digests")
+    assert code == 0, report
+
+    third = _copy(source.ref, target)
+    assert "blobs 0 copied, 0 mounted" in third, third

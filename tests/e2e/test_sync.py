@@ -9,6 +9,7 @@ what it did is read back over the server's /v2 and /admin/v1 APIs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import os
@@ -190,6 +191,37 @@ def test_initial_sync_keeps_only_the_selected_tags_and_records_where_they_came_f
     assert again["globs"]["unchanged"] == ["latest", "v1.1.0", "v1.10.0"]
     assert again["globs"]["added"] == again["globs"]["updated"] == []
     assert again["globs"]["copy"]["blobs_copied"] == 0
+
+
+def test_a_sync_sends_again_a_blob_fsck_set_aside(dist: Server, local: Server,
+                                                  tmp_path: Path) -> None:
+    """A mirrored layer damaged on disk and set aside by `fsck --repair`: the next sync
+    took the tag for unchanged and left the image broken at every run; it looks at the
+    blobs of what it keeps and fetches the one the registry lacks."""
+    digest = new_image(tmp_path, dist, "heal/app", "1.0")
+    config = write_config(tmp_path / "c.yml", [source(dist, name="heal",
+                                                      repository="heal/app")])
+    assert reports(dockyard_sync(config, local.data, "--json"))["heal"]["added"] == ["1.0"]
+    manifest = httpx.get(f"{local.url}/v2/app/manifests/1.0", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    layer = manifest["layers"][0]["digest"]
+    hex_ = layer.split(":")[1]
+    path = local.data / "blobs" / "sha256" / hex_[:2] / hex_ / "data"
+    damaged = path.read_bytes()
+    path.write_bytes(damaged[:-1] + bytes([damaged[-1] ^ 0xFF]))
+    fsck = [sys.executable, "-m", "dockyard", "fsck", "--data", str(local.data),
+            "--verify-digests"]
+    repaired = subprocess.run([*fsck, "--repair"], capture_output=True, timeout=120)
+    assert repaired.returncode == 1, repaired.stdout
+    assert httpx.head(f"{local.url}/v2/app/blobs/{layer}").status_code == 404
+
+    report = reports(dockyard_sync(config, local.data, "--json"))["heal"]
+    assert report["unchanged"] == ["1.0"]
+    assert report["copy"]["blobs_copied"] == 1, report
+    assert digest_of(local.url, "app", "1.0") == digest
+    pulled = httpx.get(f"{local.url}/v2/app/blobs/{layer}")
+    assert "sha256:" + hashlib.sha256(pulled.content).hexdigest() == layer
+    assert subprocess.run(fsck, capture_output=True, timeout=120).returncode == 0
 
 
 # ---------------------------------------------------------------- moved tags, pruning

@@ -58,6 +58,15 @@ class Destination(Protocol):
 
     async def manifest_digest(self, reference: str) -> str | None: ...
 
+    #: whether `manifest_digest` counts only a manifest whose blobs are all here (a
+    #: layout checks its files); else the engine checks them before it calls an image
+    #: up to date (a registry's blob may have been found corrupt and set aside since)
+    whole_on_lookup: bool
+
+    async def stored_manifest(self, digest: str) -> Fetched | None:
+        """The manifest `digest` as stored here; None when it is not here."""
+        ...
+
     async def has_blob(self, digest: str, size: int | None = None) -> bool:
         """Whether the blob is here (and, where the end can tell, of `size` bytes)."""
         ...

@@ -134,6 +134,8 @@ class Copier:
         self._blobs: dict[str, asyncio.Task[None]] = {}
         self._manifests: dict[str, asyncio.Task[None]] = {}
         self._referred: set[str] = set()
+        #: manifests the destination has whose blobs and children were looked at
+        self._checked: set[str] = set()
         self._prepared = False
         #: top-level copies begun: each may bring `MAX_MANIFESTS` manifests
         self._tops = 0
@@ -198,9 +200,11 @@ class Copier:
         if current == top.digest:
             self.summary.images_current += 1
             self.summary.manifests_present += 1
+            await self._whole(top, depth=0)
             self.progress.note(f"{target}: up to date ({top.digest})")
         elif target != top.digest and await self._has_manifest(top.digest):
             # the content is there (another tag, an earlier run): only the tag moves
+            await self._whole(top, depth=0)
             if not self.options.dry_run:
                 with self._failing("destination", self.destination.describe(),
                                    f"manifest {target}"):
@@ -216,6 +220,38 @@ class Copier:
         if self.options.referrers:
             await self._referrers(top)
         return top.digest
+
+    async def _whole(self, fetched: Fetched, *, depth: int) -> None:
+        """Bring what the destination lacks below a manifest it has: a blob set aside
+        since (a registry's fsck found it corrupt: pulls answer BLOB_UNKNOWN until it
+        is pushed again), a child manifest gone. Each blob's look is one HEAD, once per
+        copier; a destination that counts only whole manifests as there needs none."""
+        if self.destination.whole_on_lookup or fetched.digest in self._checked:
+            return
+        self._checked.add(fetched.digest)
+        doc = _load(fetched)
+        if fetched.media_type in INDEX_TYPES or "manifests" in doc:
+            children = _descriptors(doc, "manifests", fetched)
+            if len(children) > MAX_CHILDREN or depth >= MAX_DEPTH:
+                raise CopyError(f"{self.destination.describe()}: index {fetched.digest} "
+                                f"lists {len(children)} manifests at depth {depth + 1} "
+                                f"(at most {MAX_CHILDREN} and {MAX_DEPTH} levels are copied)")
+            types = [_media_type(d) for d in doc.get("manifests") or []]
+            await _all(self._whole_child(digest, depth + 1, media_type)
+                       for (digest, _), media_type in zip(children, types, strict=True))
+        else:
+            blobs = _descriptors(doc, "layers", fetched)
+            if doc.get("config") is not None:
+                blobs.insert(0, _descriptor(doc["config"], fetched, "config"))
+            await _all(self._blob(digest, size) for digest, size in blobs)
+
+    async def _whole_child(self, digest: str, depth: int, media_type: str) -> None:
+        with self._failing("destination", self.destination.describe(), f"manifest {digest}"):
+            stored = await self.destination.stored_manifest(digest)
+        if stored is None:
+            await self._manifest_by_digest(digest, depth, media_type)
+        else:
+            await self._whole(stored, depth=depth)
 
     async def _prepare(self) -> None:
         if not self._prepared and not self.options.dry_run:
@@ -343,6 +379,7 @@ class Copier:
             if await self.destination.has_blob(digest, size):
                 self.summary.blobs_skipped += 1
                 return "skipped"
+            await self._prepare()  # push credentials (checking an image needs none)
             known = [] if self._place is None else \
                 self.hints.get(self._place[0], digest, exclude=self._place[1])
             if not self.options.dry_run and await self.destination.mount(

@@ -233,6 +233,13 @@ class ImageLayout:
                     return False
         return True
 
+    #: `manifest_digest` counts only a manifest whose blobs are all here
+    whole_on_lookup = True
+
+    async def stored_manifest(self, digest: str) -> Fetched | None:
+        data = self._intact(digest)
+        return None if data is None else Fetched(data, declared_media_type(data) or "", digest)
+
     def _intact(self, digest: str) -> bytes | None:
         """The manifest blob `digest` when it is here with the bytes of its digest; None
         when missing or damaged (a rerun writes it again)."""

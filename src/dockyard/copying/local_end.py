@@ -35,6 +35,16 @@ class LocalRepository:
     async def prepare(self) -> None:
         pass
 
+    whole_on_lookup = False
+
+    async def stored_manifest(self, digest: str) -> Fetched | None:
+        try:
+            record = await self.registry.manifests.get(self.name, digest, pull=False)
+        except (ManifestUnknown, NameUnknown):
+            return None
+        assert record.payload is not None
+        return Fetched(record.payload, record.media_type, record.digest)
+
     async def manifest_digest(self, reference: str) -> str | None:
         try:
             record = await self.registry.manifests.get(self.name, reference, payload=False,

@@ -89,9 +89,19 @@ class RegistryRepository:
         """Get push credentials before the first streamed upload (which cannot be resent)."""
         await self.client.authenticate(push(self.repository))
 
+    whole_on_lookup = False
+
     async def manifest_digest(self, reference: str) -> str | None:
         info = await self.client.head_manifest(self.repository, reference)
         return info.digest if info else None
+
+    async def stored_manifest(self, digest: str) -> Fetched | None:
+        try:
+            return await self.manifest(digest)
+        except RegistryClientError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     async def has_blob(self, digest: str, size: int | None = None) -> bool:
         """The registry's HEAD (a registry checks its blobs' digests itself)."""
