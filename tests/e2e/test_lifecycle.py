@@ -752,3 +752,65 @@ def test_gc_finishes_a_deletion_a_dead_collector_began(tmp_path: Path) -> None:
             assert c.get(f"/v2/gc/crash/blobs/{d_kept}").content == kept
     finally:
         server.stop()
+
+
+def _push_in_background(url: str, repo: str, payload: bytes) -> Any:
+    """POST ?digest= of `payload` on a thread; the future of its status."""
+    import concurrent.futures
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(lambda: httpx.post(
+        f"{url}/v2/{repo}/blobs/uploads/", params={"digest": digest}, content=payload,
+        timeout=120).status_code)
+    pool.shutdown(wait=False)
+    return future
+
+
+@pytest.mark.parametrize("collector", ["lease runs out", "holder process dead"])
+def test_a_push_waits_on_a_deletion_only_while_its_collector_runs(
+        tmp_path: Path, collector: str) -> None:
+    """A collector killed mid-deletion left a fresh tombstone: every push of the digest
+    waited for it to age (`TOMBSTONE_TIMEOUT`, 5 minutes). A push waits while the
+    collector's lease is held by a live process, and no longer once it is not."""
+    from dockyard.core.leases import process_holder
+
+    server = start(tmp_path, MANUAL_GC)
+    data = server.data
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            payload = blob_bytes(4096)
+            digest = push_blob(c, "gc/tomb", payload)
+            dead = subprocess.Popen(["true"])
+            dead.wait()
+            holders = {"lease runs out": "elsewhere.example:1:cafe:feedface",
+                       "holder process dead": process_holder().replace(
+                           f":{os.getpid()}:", f":{dead.pid}:")}
+            # what begin_blob_deletion leaves, just now, under a collector's lease
+            db = sqlite3.connect(data / "metadata.db")
+            with db:
+                db.execute("DELETE FROM repository_blobs WHERE digest = ?", (digest,))
+                db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+                db.execute("INSERT INTO blob_deletions (digest, started_at) VALUES (?, ?)",
+                           (digest, time.time()))
+                db.execute("INSERT INTO leases (name, holder, acquired_at, expires_at) "
+                           "VALUES ('gc', ?, ?, ?)", (holders["lease runs out"],
+                                                      time.time(), time.time() + 60))
+            pushed = _push_in_background(server.url, "gc/tomb", payload)
+            time.sleep(3)
+            assert not pushed.done()  # a live collector's deletion is waited for
+            with db:
+                if collector == "lease runs out":
+                    db.execute("UPDATE leases SET expires_at = ? WHERE name = 'gc'",
+                               (time.time() - 1,))
+                else:
+                    db.execute("UPDATE leases SET holder = ? WHERE name = 'gc'",
+                               (holders[collector],))
+            db.close()
+            assert pushed.result(timeout=20) == 201
+            assert c.get(f"/v2/gc/tomb/blobs/{digest}").content == payload
+            with sqlite3.connect(data / "metadata.db") as db:
+                assert db.execute("SELECT count(*) FROM blob_deletions").fetchone() == (0,)
+    finally:
+        server.stop()

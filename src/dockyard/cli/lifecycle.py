@@ -38,7 +38,8 @@ def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | 
        grace: str | None, as_json: bool) -> None:
     """Collect garbage now: unreferenced manifests and blobs, and their bytes."""
     from dockyard.core.leases import LeaseBusy
-    from dockyard.gc.scheduler import GC_LEASE, collector_for, count_collection
+    from dockyard.core.lifecycle import GC_LEASE
+    from dockyard.gc.scheduler import collector_for, count_collection
 
     settings = load(config, {"storage.filesystem.rootdirectory": data})
     grace_s: float | None = None

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from dockyard.core.layers import LayerFiles, list_layer
 from dockyard.core.leases import Leases
-from dockyard.core.lifecycle import CollectionRecord, LifecycleBackend
+from dockyard.core.lifecycle import GC_LEASE, CollectionRecord, LifecycleBackend
 from dockyard.globs import glob_matches, is_glob
 from dockyard.metadata.browse import RepositorySummary, TagDetail, UploadInFlight
 from dockyard.metadata.records import ReferrerRecord
@@ -496,7 +496,7 @@ class BrowseService:
         used = (await self._totals())[1]
         biggest = sorted(await self.summaries(visible), key=lambda s: s.bytes,
                          reverse=True)[:largest]
-        collection = await self.leases.holder_of("gc")
+        collection = await self.leases.holder_of(GC_LEASE)
         return Operations(counts, uploads, collection, used, free, total, biggest,
                           True, free is None or free > 0,
                           await self.backend.collections(history))

@@ -20,8 +20,12 @@ from dockyard.metadata.lifecycle import (
 )
 from dockyard.metadata.store import TOMBSTONE_TIMEOUT
 
-__all__ = ["TOMBSTONE_TIMEOUT", "CollectionRecord", "LifecycleBackend", "ManifestNode",
-           "RepositoryDeletion", "Usage"]
+GC_LEASE = "gc"
+"""The lease held by whoever collects now (the scheduled job or `dockyard gc`): a push
+waiting on a deletion of its digest asks it whether a collector still runs."""
+
+__all__ = ["GC_LEASE", "TOMBSTONE_TIMEOUT", "CollectionRecord", "LifecycleBackend",
+           "ManifestNode", "RepositoryDeletion", "Usage"]
 
 
 class LifecycleBackend(Protocol):

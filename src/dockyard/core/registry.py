@@ -109,7 +109,7 @@ class Registry:
         lease_holder = Leases(leases)
         routes = ProxyRoutes(list(proxies))
         uploads = UploadService(store, blobstore, session_caps, routes=routes,
-                                notifier=notifier)
+                                notifier=notifier, leases=lease_holder)
         cache = PullThrough(routes, store, blobstore, uploads, leases, lease_holder.holder,
                             pulls, follow_lag=follow_lag)
         return cls(

@@ -25,7 +25,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from dockyard.core.leases import LeaseLost, holder_gone, process_holder, renewing
+from dockyard.core.leases import LeaseLost, Leases, holder_gone, process_holder, renewing
+from dockyard.core.lifecycle import GC_LEASE
 from dockyard.core.notify import BLOB_TYPE, Notifier
 from dockyard.metadata.records import Claim, UploadRecord
 from dockyard.metadata.store import MetadataStore, SessionLimit
@@ -82,6 +83,10 @@ SMALL_PUT = 64 * 1024
 session is held, so the write taking the hold also claims the blob (`finish`)."""
 
 HOLD_TTL = 30.0
+
+#: a claim waiting on a deletion of its digest asks whether a collector still runs
+#: every this many tries (of 50 ms)
+ABANDONED_CHECK = 20
 """Seconds a request's hold on a session lasts unless renewed (every third of it while
 the body streams): how long a session stays blocked after its writer died on another
 host."""
@@ -114,8 +119,10 @@ class UploadService:
 
     def __init__(self, store: MetadataStore, blobs: BlobStore,
                  caps: SessionCaps = NO_CAPS, routes: ProxyRoutes | None = None,
-                 notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None, leases: Leases | None = None) -> None:
         self.store = store
+        #: who collects (`GC_LEASE`): a claim waiting on a deletion asks if one does
+        self.leases = leases
         self.routes = routes
         self.notifier = notifier
         self.blobs = blobs
@@ -506,11 +513,27 @@ class UploadService:
         """Claim the blob before its bytes are published: the collector leaves a
         just-claimed blob alone, and a claim waits while the collector is deleting
         this digest's bytes. The claim leaves a corrupt mark: `_published` clears it."""
-        while hold.claim is None:
-            hold.claim = await self.store.claim_blob(str(digest), size)
-            if hold.claim is None:
-                await asyncio.sleep(0.05)
+        abandoned: float | None = None
+        for tries in itertools.count(1):
+            hold.claim = await self.store.claim_blob(str(digest), size, abandoned=abandoned)
+            if hold.claim is not None:
+                break
+            if tries % ABANDONED_CHECK == 0:
+                abandoned = await self._abandoned_deletion(str(digest))
+            await asyncio.sleep(0.05)
         await self._unmarking(hold, digest)
+
+    async def _abandoned_deletion(self, digest: str) -> float | None:
+        """When the collector's deletion of `digest` that a claim waits for began, if no
+        collector runs any more (nobody holds its lease, or its holder is a dead process
+        of this machine): a collector killed mid-deletion held every push of the digest
+        for `TOMBSTONE_TIMEOUT`. None: wait on."""
+        if self.leases is None:
+            return None
+        holder = await self.leases.holder_of(GC_LEASE)
+        if holder is not None and not holder_gone(holder[0]):
+            return None
+        return await self.store.collector_deletion(digest)
 
     async def _unmarking(self, hold: _Hold, digest: Digest) -> None:
         """Before the publish of a blob whose claim found it marked corrupt: remove what

@@ -12,6 +12,7 @@ import logging
 from dockyard.config.settings import Settings
 from dockyard.core.jobs import Job, JobResult
 from dockyard.core.leases import LeaseBusy
+from dockyard.core.lifecycle import GC_LEASE
 from dockyard.core.metrics import metrics
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector, Report
@@ -20,8 +21,6 @@ from dockyard.units import human_bytes
 
 log = logging.getLogger("dockyard.gc")
 
-GC_LEASE = "gc"
-"""Held by whoever collects now: the scheduled job or `dockyard gc`."""
 
 
 def collector_for(registry: Registry, settings: Settings, *, grace: float | None = None,

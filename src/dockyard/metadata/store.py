@@ -44,6 +44,7 @@ from dockyard.metadata.records import (
     UploadRecord,
 )
 from dockyard.metadata.schema import (
+    blob_deletions,
     blobs,
     events,
     manifest_blobs,
@@ -297,22 +298,36 @@ class MetadataStore:
             return False
         return True
 
-    async def claim_blob(self, digest: str, size: int) -> Claim | None:
+    async def claim_blob(self, digest: str, size: int, *, abandoned: float | None = None
+                         ) -> Claim | None:
         """Before publishing bytes: renew the blob's grace period, creating its row.
 
         None while the collector is deleting this digest's bytes (a fresh tombstone):
         the caller waits and tries again, so it never keeps bytes that are about to go.
         A tombstone older than `TOMBSTONE_TIMEOUT` belongs to a collector that died and
-        is cleared. A corrupt mark stays until `link_blob` is given the claim, after
-        the publish.
+        is cleared, and so is the one begun at `abandoned` (`collector_deletion`, of a
+        collector known to run no more). A corrupt mark stays until `link_blob` is given
+        the claim, after the publish.
         """
         now = time.time()
         try:
-            return await self.engines.compiled(lambda conn: self._claim(conn, digest, size, now))
+            return await self.engines.compiled(
+                lambda conn: self._claim(conn, digest, size, now, abandoned))
         except _Tombstoned:
             return None
 
-    def _claim(self, conn: Conn, digest: str, size: int, now: float) -> Claim:
+    async def collector_deletion(self, digest: str) -> float | None:
+        """When the collector's deletion of `digest` began: its tombstone while the blob
+        has no row (the collector removes the row first; fsck's mark of a damaged blob
+        keeps it, and its own deletion is not the collector's); None otherwise."""
+        stmt = (select(blob_deletions.c.started_at)
+                .where(blob_deletions.c.digest == digest,
+                       ~exists().where(blobs.c.digest == digest)))
+        rows = await self._read(stmt)
+        return float(rows[0][0]) if rows else None
+
+    def _claim(self, conn: Conn, digest: str, size: int, now: float,
+               abandoned: float | None = None) -> Claim:
         """The row first, then the tombstone: on PostgreSQL a deletion or fsck mark
         that holds the row's lock makes the upsert wait until it commits, and only a
         read after that wait sees its tombstone (read before, it was missed: the claim
@@ -322,7 +337,7 @@ class MetadataStore:
         mark = run(conn, q.claim_blob, digest=digest, size=size, now=now).fetchone()[0]
         started = run(conn, q.tombstone, digest=digest).fetchone()
         if started is not None:
-            if started[0] > now - TOMBSTONE_TIMEOUT:
+            if started[0] > now - TOMBSTONE_TIMEOUT and started[0] != abandoned:
                 raise _Tombstoned
             run(conn, q.drop_tombstone, digest=digest)
         return Claim(mark)
