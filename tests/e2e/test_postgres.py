@@ -845,3 +845,43 @@ async def test_the_longest_mirror_source_key_runs_its_job_on_postgres(
         [recorded] = (await history.recent(10))[job_name(key)]
         assert recorded.outcome == "ok", recorded.summary
         assert [o.source for o in await MirrorStore(store).origins(source=key)] == [key]
+
+
+def test_postgresql_down_is_503_and_back_is_served_without_a_restart(
+        tmp_path: Path, database_url: str) -> None:
+    """PostgreSQL stopped under a running registry: every request answered 500 UNKNOWN
+    and logged a traceback; now 503 UNAVAILABLE with `Retry-After` in the OCI format,
+    as with the object store down, and once PostgreSQL is back, the same requests are
+    served without restarting Dockyard."""
+    from tests.support.oci_api import push_image
+    from tests.support.postgres import own_postgres, postgres_start, postgres_stop
+
+    with own_postgres() as (url, home):
+        server = start_dockyard(tmp_path / "data", workers=2,
+                                env={"DOCKYARD_DATABASE_URL": url})
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                image = push_image(c, "pg/down", "v1")
+                postgres_stop(home)
+                for method, path in [
+                        ("POST", "/v2/pg/down/blobs/uploads/"),
+                        ("GET", "/v2/pg/down/tags/list"), ("GET", "/v2/_catalog"),
+                        ("GET", "/v2/pg/down/manifests/v1"),
+                        ("GET", f"/v2/pg/down/manifests/{image.digest}"),
+                        ("PUT", "/v2/pg/down/manifests/v2")]:
+                    for _ in range(2):  # each worker, most likely
+                        resp = c.request(method, path, content=image.payload if method ==
+                                         "PUT" else None, headers={
+                                             "Content-Type": image.media_type})
+                        assert resp.status_code == 503, (method, path, resp.text)
+                        assert resp.headers["Retry-After"] == "5"
+                        assert resp.json()["errors"][0]["code"] == "UNAVAILABLE", resp.text
+                postgres_start(home)
+                served = c.get("/v2/pg/down/manifests/v1",
+                               headers={"Accept": image.media_type})
+                assert served.status_code == 200, served.text
+                assert served.content == image.payload
+                assert c.get("/v2/pg/down/tags/list").json()["tags"] == ["v1"]
+        finally:
+            server.stop()
+    assert "Traceback" not in server.log.read_text(errors="replace")

@@ -76,3 +76,33 @@ def running_postgres() -> Iterator[str]:
         yield f"{first.rsplit('/', 1)[0]}/{name}"
     finally:
         _psql(first, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def own_postgres() -> Iterator[tuple[str, Path]]:
+    """A PostgreSQL of the block's own (a test that stops and starts it): yields its
+    URL and directory (`postgres_start`/`postgres_stop` take it); removed after."""
+    home = Path(tempfile.mkdtemp(prefix="dockyard-own-pg-"))
+    home.chmod(0o755)
+    port = free_port()
+    try:
+        yield postgres_start(home, port), home
+    finally:
+        postgres_stop(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def postgres_start(home: Path, port: int | None = None) -> str:
+    """Start (again) the PostgreSQL in `home` (on `port` the first time); its URL."""
+    if port is None:
+        port = int(next(line.split("=")[1].strip() for line in
+                        (home / "data" / "postgresql.conf").read_text().splitlines()
+                        if line.startswith("port =")))
+    started = subprocess.run([str(SCRIPT), "start", str(home), str(port)],
+                             capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, started.stderr[-2000:]
+    return started.stdout.strip().splitlines()[-1]
+
+
+def postgres_stop(home: Path) -> None:
+    subprocess.run([str(SCRIPT), "stop", str(home)], capture_output=True, timeout=120)

@@ -49,11 +49,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
+import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +70,7 @@ from dockyard.metadata.fastread import Prepared
 from dockyard.metadata.groupcommit import GroupCommit
 from dockyard.metadata.pgdirect import DroppedBeforeCommit, PgConn, PgDirect, Rows
 from dockyard.metadata.writelock import WriteLock
-from dockyard.oci.errors import StorageFull, one_line
+from dockyard.oci.errors import StorageFull, StorageUnavailable, one_line
 
 if TYPE_CHECKING:
     # PostgreSQL's async engine (it imports SQLAlchemy's ORM) and Alembic are imported
@@ -122,6 +124,49 @@ async def _once_more(write: Callable[[], Awaitable[T]]) -> T:
         log.warning("metadata connection lost, writing again on a new one: %s",
                     dropped.__cause__)
     return await write()
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) says the database cannot be reached
+    now: refused or lost connections, a server starting up or shutting down, a connect
+    that timed out. A client is answered 503 with `Retry-After` for these, as for an
+    object store that is down, not 500 with a traceback per request."""
+    import asyncpg
+
+    gone = (ConnectionError, socket.gaierror, DisconnectionError, DroppedBeforeCommit,
+            asyncpg.exceptions.PostgresConnectionError,
+            asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
+            asyncpg.exceptions.CrashShutdownError)
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, gone) or (isinstance(seen, OSError) and seen.errno in _NO_ROUTE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+#: what a connect to a host that cannot be reached fails with
+_NO_ROUTE = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN)
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    """Around a database call: a database that cannot be reached raises
+    `StorageUnavailable` (503 with `Retry-After` to a client), not the driver's error
+    (a 500 and a traceback for every request while PostgreSQL was down)."""
+    try:
+        yield
+    except StorageUnavailable:
+        raise
+    except Exception as exc:
+        if database_unreachable(exc):
+            raise StorageUnavailable("the registry's metadata database is unavailable; "
+                                     f"try again later ({one_line(exc)[:200]})") from exc
+        raise
 
 
 @dataclass
@@ -191,6 +236,10 @@ class Engines:
         return await self._retrying(lambda: _once_more(lambda: direct.execute(query, params)))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        with reachable():
+            return await self._retrying_when_full(attempt)
+
+    async def _retrying_when_full(self, attempt: Callable[[], Awaitable[T]]) -> T:
         observe = self.observe
         start = time.perf_counter() if observe is not None else 0.0
         errors = self._errors

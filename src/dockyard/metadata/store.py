@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dockyard.metadata import events as feed
 from dockyard.metadata.dialects import postgresql, sqlite
-from dockyard.metadata.engine import Conn, Engines, foreign_key_violated
+from dockyard.metadata.engine import Conn, Engines, foreign_key_violated, reachable
 from dockyard.metadata.events import Change, EventRecord, EventWriter
 from dockyard.metadata.fastread import FastReader, Prepared
 from dockyard.metadata.records import (
@@ -174,7 +174,8 @@ class MetadataStore:
         if self._fast is not None:
             return self._fast.fetch(query, params)
         if self.engines.direct is not None:
-            return await self.engines.direct.fetch(query, params)
+            with reachable():
+                return await self.engines.direct.fetch(query, params)
         return await self._read(query.stmt, params)
 
     async def _read(self, stmt: Select[Any], params: dict[str, Any] | None = None
@@ -183,14 +184,15 @@ class MetadataStore:
         if self._fast is not None:
             return self._fast.fetch(Prepared(stmt), params or {})
         assert self.engines.reader is not None
-        try:
+        with reachable():
+            try:
+                return await self._read_once(stmt, params)
+            except DBAPIError as exc:
+                # a connection the database ended while it sat in the pool (restart,
+                # failover): the pool replaces every older one; a read is safe to repeat
+                if not exc.connection_invalidated:
+                    raise
             return await self._read_once(stmt, params)
-        except DBAPIError as exc:
-            # a connection the database ended while it sat in the pool (restart,
-            # failover): the pool now replaces every older one; a read is safe to repeat
-            if not exc.connection_invalidated:
-                raise
-        return await self._read_once(stmt, params)
 
     async def _read_once(self, stmt: Select[Any], params: dict[str, Any] | None
                          ) -> Sequence[Any]:
