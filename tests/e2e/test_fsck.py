@@ -407,3 +407,21 @@ def test_a_copy_run_again_sends_a_blob_set_aside_again(server: Server, tmp_path:
 
     third = _copy(source.ref, target)
     assert "blobs 0 copied, 0 mounted" in third, third
+
+
+def test_a_session_whose_bytes_are_gone_is_unknown_to_its_status_request(
+        server: Server) -> None:
+    """A process killed between a blob's publish and its link leaves the session's row
+    without bytes: its status answered 204 with the offset, and the PATCH or PUT that
+    resumed there failed; now the status says BLOB_UPLOAD_UNKNOWN, so the client starts
+    the upload again."""
+    with httpx.Client(base_url=server.url) as client:
+        location = upload_location(client, "fsck/gone")
+        resp = client.patch(location, content=b"x" * 1000,
+                            headers={"Content-Type": "application/octet-stream"})
+        assert resp.status_code == 202, resp.text
+        location = resp.headers["location"]
+        assert client.get(location).status_code == 204
+        session = location.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        (server.data / "uploads" / session).unlink()
+        assert_error(client.get(location), 404, "BLOB_UPLOAD_UNKNOWN")

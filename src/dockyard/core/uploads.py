@@ -221,9 +221,15 @@ class UploadService:
         return record
 
     async def get(self, name: str, session_id: str) -> UploadRecord:
+        """The session, as a status request sees it: unknown, too, once its bytes are
+        gone (a process killed between a blob's publish and its link leaves the row:
+        its offset was reported, and the resumed PATCH or PUT then failed)."""
         record = await self.store.upload(session_id) if _valid_id(session_id) else None
         if record is None or record.repository != name:
             raise BlobUploadUnknown(f"upload {session_id[:80]!r} is unknown or expired")
+        if await self.bytes_lost(record.id, record.offset):
+            raise BlobUploadUnknown(f"upload {session_id[:80]!r}: its bytes are gone; "
+                                    "start the upload again")
         return record
 
     @contextlib.asynccontextmanager
