@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -372,6 +373,7 @@ def serve(settings: Settings, source: Source | None = None) -> None:
         log.warning("config: %s", line)
     check_upstreams(settings)  # a missing credential stops the start, naming its key
     check_guard(settings)
+    raise_file_limit()
     asyncio.run(migrate_database(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info("dockyard listening on %s:%d with %d worker(s), data in %s", host, port, workers,
@@ -391,6 +393,26 @@ def serve(settings: Settings, source: Source | None = None) -> None:
     finally:
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+#: the most open files asked for when the hard limit is unlimited
+FILES_WANTED = 1 << 20
+
+
+def raise_file_limit() -> None:
+    """Raise the soft limit of open files to the hard one (as Go's runtime does for
+    Distribution): with a shell's 1,024, a few hundred idle connections from many
+    addresses, each under `http.unauthenticated_connections`, used up every worker's
+    descriptors and new clients were reset. The workers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FILES_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:  # a kernel cap below `wanted` (nr_open)
+            log.warning("could not raise the open files limit from %d: %s", soft, exc)
+            return
+        log.debug("open files limit raised from %d to %d", soft, wanted)
 
 
 def _start_method() -> str:

@@ -516,3 +516,31 @@ def test_workers_dying_at_start_make_serve_fail(tmp_path: Path) -> None:
     assert len(errors) == 1, proc.stderr[-4000:]
     assert errors[0].endswith("dockyard.server: workers keep dying at start; giving up")
     assert "NotADirectoryError" in proc.stderr  # why they died, from the workers
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_one(tmp_path: Path) -> None:
+    """Started from a shell's 256 (of a hard 8,192), the master and its workers ran with
+    256 open files at most: a few hundred idle connections used them up. They take the
+    hard limit, as Go's runtime does for Distribution."""
+    import resource
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 8192))
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockyard", "serve", "--listen", f"127.0.0.1:{port}",
+         "--data", str(tmp_path / "data"), "--workers", "2"], stdout=log,
+        stderr=subprocess.STDOUT, preexec_fn=low, start_new_session=True)
+    server = Server("dockyard", port, tmp_path / "data", proc, tmp_path / "serve.log")
+    try:
+        server.wait_ready()
+        master = psutil.Process(proc.pid)
+        workers = master.children()
+        assert len(workers) == 2
+        for p in (master, *workers):
+            assert p.rlimit(psutil.RLIMIT_NOFILE) == (8192, 8192), p
+    finally:
+        server.stop()
+        log.close()
