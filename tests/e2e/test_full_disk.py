@@ -10,6 +10,7 @@ without anything removed by hand. Needs root (mount); skipped where mount is ref
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,10 +19,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import pytest
 
+from dockyard.core.health import CACHE_SECONDS
 from tests.e2e.test_lifecycle import (
     blob_files,
     dockyard,
@@ -252,5 +255,36 @@ def test_refused_patch_keeps_the_bytes_already_received(tiny_fs: Path) -> None:
             resp = c.put(with_digest(resp.headers["location"], digest))
             assert resp.status_code == 201, resp.text
             assert c.get(f"/v2/full/keep/blobs/{digest}").content == first + rest
+    finally:
+        server.stop()
+
+
+def _fill(f: BinaryIO) -> None:
+    """Write to `f` until the disk holds not one more byte."""
+    with contextlib.suppress(OSError):
+        while True:
+            f.write(os.urandom(MiB))
+            f.flush()
+    assert free_bytes(Path(f.name).parent) < MiB
+
+
+def test_the_readiness_probe_leaves_no_file_on_a_full_disk(tiny_fs: Path) -> None:
+    """The probe's write failing on a full disk left its file under `uploads/` (fsck
+    then named it an orphan upload): /readyz says the storage refuses writes, and the
+    file is gone."""
+    data = tiny_fs
+    server = start_dockyard(data, workers=1)
+    try:
+        filler = data / "filler"
+        with filler.open("wb") as f:
+            _fill(f)
+        resp = httpx.get(server.url + "/readyz", timeout=30)
+        assert resp.status_code == 503, resp.text
+        assert files_under(data / "uploads") == []
+        filler.unlink()
+        time.sleep(CACHE_SECONDS + 0.2)  # a readiness result is kept that long
+        again = httpx.get(server.url + "/readyz", timeout=30)
+        assert again.status_code == 200, again.text
+        assert files_under(data / "uploads") == []
     finally:
         server.stop()

@@ -315,11 +315,13 @@ class BlobStore:
         key = layout.probe_key(name)
         writer = await self.driver.writer(key)
         try:
-            await writer.write(b"dockyard readiness probe\n")
-        finally:
-            await writer.close()
-        with contextlib.suppress(FileNotFoundError):  # swept as an orphan meanwhile
-            await self.driver.delete(key)
+            try:
+                await writer.write(b"dockyard readiness probe\n")
+            finally:
+                await writer.close()
+        finally:  # on a full disk too: the probe's file was left as an orphan upload
+            with contextlib.suppress(FileNotFoundError):  # swept as an orphan meanwhile
+                await self.driver.delete(key)
 
     async def upload_sessions(self) -> AsyncIterator[str]:
         """Ids of the upload sessions that have bytes stored."""
