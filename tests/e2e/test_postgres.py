@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -885,3 +886,38 @@ def test_postgresql_down_is_503_and_back_is_served_without_a_restart(
         finally:
             server.stop()
     assert "Traceback" not in server.log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("mode", ["the same index", "indexes sharing children"])
+def test_concurrent_pushes_of_indexes_all_succeed(registry: Server, mode: str) -> None:
+    """Eight clients pushing indexes over the same children to three tags at once: on
+    PostgreSQL two such pushes locked a child (or the index) to read it, then to touch
+    it, and deadlocked; most answered 500 UNKNOWN after a second."""
+    import random
+    import threading
+
+    from tests.support.oci_api import index_of, push_image
+
+    repo = f"pg/indexes-{mode.split()[0]}-{uuid.uuid4().hex[:6]}"
+    with httpx.Client(base_url=registry.url, timeout=60) as c:
+        kids = [push_image(c, repo, f"kid{i}") for i in range(6)]
+    statuses: list[int] = []
+
+    def pusher(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(base_url=registry.url, timeout=60) as c:
+            for _ in range(10):
+                chosen = kids[:4] if mode == "the same index" else rng.sample(kids, 4)
+                index = index_of(chosen)
+                resp = c.put(f"/v2/{repo}/manifests/t{rng.randrange(3)}",
+                             content=index.payload,
+                             headers={"Content-Type": index.media_type})
+                statuses.append(resp.status_code)
+
+    threads = [threading.Thread(target=pusher, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(statuses)) == [201], sorted(statuses)
+    assert len(statuses) == 80

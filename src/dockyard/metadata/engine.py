@@ -52,6 +52,7 @@ import contextlib
 import errno
 import functools
 import logging
+import random
 import socket
 import sqlite3
 import time
@@ -105,6 +106,19 @@ def foreign_key_violated(exc: BaseException) -> bool:
     if isinstance(orig, sqlite3.Error):
         return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
     return getattr(orig, "sqlstate", None) == _PG_FOREIGN_KEY
+
+
+def conflicted(exc: BaseException) -> bool:
+    """Whether PostgreSQL ended the transaction to break a deadlock or a serialization
+    conflict: nothing of it was written, and running it again is what it asks for."""
+    orig: object = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(orig, "sqlstate", None) in _PG_CONFLICTS
+
+
+#: deadlock_detected, serialization_failure
+_PG_CONFLICTS = ("40P01", "40001")
+#: tries of a transaction PostgreSQL ends on a conflict (`conflicted`)
+CONFLICT_TRIES = 4
 
 
 class _Dropped(Exception):
@@ -237,7 +251,16 @@ class Engines:
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         with reachable():
-            return await self._retrying_when_full(attempt)
+            for tries in range(1, CONFLICT_TRIES + 1):
+                try:
+                    return await self._retrying_when_full(attempt)
+                except self._errors as exc:
+                    if tries == CONFLICT_TRIES or not conflicted(exc):
+                        raise
+                    log.info("metadata transaction ended by a conflict, running it again: "
+                             "%s", one_line(exc)[:200])
+                await asyncio.sleep(random.uniform(0.005, 0.02) * tries)
+            raise AssertionError("unreachable")
 
     async def _retrying_when_full(self, attempt: Callable[[], Awaitable[T]]) -> T:
         observe = self.observe

@@ -244,12 +244,13 @@ class Statements:
                                    .values(touched_at=b("now")))
         self.add_child = Prepared(ins(manifest_children).values(
             manifest_id=b("manifest"), child_digest=b("digest")).on_conflict_do_nothing())
-        self.touch_manifest = Prepared(update(manifests).where(manifests.c.id == b("manifest"))
-                                       .values(touched_at=b("now")))
-        self.touch_child = Prepared(
+        # a manifest's grace starts over, its row locked for the transaction: its id, or
+        # no row when the repository has no such manifest (a write lock at once, where a
+        # shared one taken to check it first and then this write deadlocked two pushes)
+        self.touch_manifest = Prepared(
             update(manifests)
             .where(manifests.c.repository_id == b("repo"), manifests.c.digest == b("digest"))
-            .values(touched_at=b("now")))
+            .values(touched_at=b("now")).returning(manifests.c.id))
         self.retag = Prepared(
             update(tags).where(tags.c.repository_id == b("repo"), tags.c.name == b("tag"))
             .values(manifest_id=b("manifest"), updated_at=b("now"), pushed_by=b("by")))

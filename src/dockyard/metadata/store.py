@@ -663,11 +663,16 @@ class MetadataStore:
             else:
                 missing = [d for d in blob_digests
                            if run(conn, q.has_link, repo=repo_id, digest=d).fetchone() is None]
-            missing += [d for d in new.child_digests
-                        if run(conn, q.manifest_id, repo=repo_id, digest=d).fetchone() is None]
+            # an index's children, then the manifest itself, are touched (their grace
+            # starts over) and so locked, children in digest order: a shared lock to see
+            # them, then this write, deadlocked two pushes of one index on PostgreSQL
+            children = sorted(set(new.child_digests))
+            missing += [d for d in children if run(
+                conn, q.touch_manifest, repo=repo_id, digest=d, now=now).fetchone() is None]
             if missing and check:
                 raise MissingReferences(sorted(missing))
-            found = run(conn, q.manifest_id, repo=repo_id, digest=new.digest).fetchone()
+            found = run(conn, q.touch_manifest, repo=repo_id, digest=new.digest,
+                        now=now).fetchone()
             added = None if found is not None else run(
                 conn, q.add_manifest, repo=repo_id, digest=new.digest,
                 media_type=new.media_type, artifact_type=new.artifact_type,
@@ -680,13 +685,11 @@ class MetadataStore:
                          [{"manifest": manifest_id, "digest": d} for d in blob_digests])
                 run_many(conn, q.add_child,
                          [{"manifest": manifest_id, "digest": d} for d in new.child_digests])
-            else:  # pushed again (or just now by another request): grace starts over
+            else:  # pushed again (or just now by another request): touched above
                 if found is None:
-                    found = run(conn, q.manifest_id, repo=repo_id, digest=new.digest).fetchone()
+                    found = run(conn, q.touch_manifest, repo=repo_id, digest=new.digest,
+                                now=now).fetchone()
                 manifest_id = found[0]
-                run(conn, q.touch_manifest, manifest=manifest_id, now=now)
-            for d in new.child_digests:  # so are the children it names
-                run(conn, q.touch_child, repo=repo_id, digest=d, now=now)
             if tag is not None:  # one upsert, new tag or moved
                 run(conn, q.add_tag, repo=repo_id, tag=tag, manifest=manifest_id,
                     now=now if pushed_at is None else pushed_at, by=by)
