@@ -177,6 +177,10 @@ def test_the_provenance_of_a_cache_is_paged_as_a_tags_list(
     rest = httpx.get(f"{cache.url}/admin/v1/cache/hub/up/paged?n=2&last=b")
     assert [(t["tag"], t["digest"]) for t in rest.json()["tags"]] == [("c", layout.digest)]
     assert "link" not in rest.headers
+    none = httpx.get(url, params={"n": 0})
+    assert none.status_code == 200, none.text
+    assert none.json()["tags"] == []
+    assert "link" not in none.headers
 
 
 def test_an_index_and_its_platforms_arrive_lazily_with_their_digests(

@@ -183,6 +183,10 @@ def test_initial_sync_keeps_only_the_selected_tags_and_records_where_they_came_f
                      params={"n": 2, "last": "v1.1.0"})
     assert [o["tag"] for o in rest.json()["tags"]] == ["v1.10.0"]
     assert "link" not in rest.headers
+    none = httpx.get(f"{local.url}/admin/v1/sync/repositories/globbed", params={"n": 0})
+    assert none.status_code == 200, none.text
+    assert none.json()["tags"] == []
+    assert "link" not in none.headers
     runs = httpx.get(f"{local.url}/admin/v1/sync", params={"source": "newest"}).json()
     assert [r["status"] for r in runs["runs"]] == ["ok"]
     assert runs["runs"][0]["report"]["added"] == ["v1.10.0", "v2.0.0-rc.1"]

@@ -127,7 +127,9 @@ async def cache_provenance(request: web.Request, match: Match) -> web.StreamResp
     headers = None
     if len(cached) > n:
         cached = cached[:n]
-        headers = next_link(f"/admin/v1/cache/{match.name}", {"n": n, "last": cached[-1].tag})
+        if cached:  # n=0 asks for none, and names no next page (as the tags list)
+            headers = next_link(f"/admin/v1/cache/{match.name}",
+                                {"n": n, "last": cached[-1].tag})
     return _json({"name": match.name, "tags": [
         {"tag": c.tag, "upstream": c.upstream, "digest": c.digest,
          "fetched_at": c.fetched_at, "checked_at": c.checked_at} for c in cached]},
@@ -171,8 +173,9 @@ async def sync_provenance(request: web.Request, match: Match) -> web.StreamRespo
     headers = None
     if len(found) > n:
         found = found[:n]
-        headers = next_link(f"/admin/v1/sync/repositories/{match.name}",
-                            {"n": n, "last": found[-1].tag})
+        if found:  # n=0 asks for none, and names no next page (as the tags list)
+            headers = next_link(f"/admin/v1/sync/repositories/{match.name}",
+                                {"n": n, "last": found[-1].tag})
     return _json({"name": match.name, "tags": [
         {"tag": o.tag, "source": o.source, "upstream": o.upstream, "digest": o.digest,
          "mirrored_at": o.mirrored_at} for o in found]}, headers=headers)
