@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from dockyard.core.integrity import BlobRow
+from dockyard.core.leases import LeaseBusy
+from dockyard.core.lifecycle import GC_LEASE
 from dockyard.core.registry import Registry
 from dockyard.gc.collector import Collector
 from dockyard.oci.digest import Digest
@@ -211,7 +213,14 @@ class Fsck:
                 adopted.append(digest)
         if adopted:
             collector = Collector(registry, grace=self.grace)
-            gone = dict(await collector.remove_unlinked(adopted))
+            try:
+                # under the collector's lease: a push of a digest being deleted waits
+                # only while someone holds it (`core.uploads`), and took fsck's
+                # deletion, done without it, for one a dead collector left
+                async with registry.leases.hold(GC_LEASE):
+                    gone = dict(await collector.remove_unlinked(adopted))
+            except LeaseBusy:  # a collection runs: the adopted orphans are its
+                gone = {}
             for finding in report.findings:
                 if finding.kind != "orphan_blob" or finding.repair is None:
                     continue
