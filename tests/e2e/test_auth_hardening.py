@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import itertools
 import re
 import signal
 import subprocess
@@ -60,9 +61,10 @@ def test_long_passwords_are_401_and_counted_malformed_hashes_reported(tmp_path: 
         r = httpx.get(url, headers=basic("mallory", "garbage"))
         assert r.status_code == 401
         assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
-        # 80-byte passwords: a plain 401, counted by the failed-login limiter
-        for _ in range(2):
-            r = httpx.get(url, headers=basic("reader", "p" * 80))
+        # 80-byte passwords: a plain 401, counted by the failed-login limiter (two
+        # different ones: a repeat of one found wrong is not counted again)
+        for letter in "pq":
+            r = httpx.get(url, headers=basic("reader", letter * 80))
             assert r.status_code == 401, r.text
             assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
         # (the third failure of this address: the malformed entry's try counted too)
@@ -90,9 +92,13 @@ def test_an_unknown_user_takes_as_long_as_some_real_user(tmp_path: Path) -> None
     server = start_dockyard(tmp_path / "data", config=config)
     try:
         with httpx.Client(base_url=server.url, timeout=60) as c:
+            guesses = itertools.count()
+
             def seconds(user: str) -> float:
+                # a new wrong password each time: a repeat is known wrong, not checked
                 start = time.monotonic()
-                assert c.get("/v2/", headers=basic(user, "wrong")).status_code == 401
+                assert c.get("/v2/", headers=basic(
+                    user, f"wrong-{next(guesses)}")).status_code == 401
                 return time.monotonic() - start
 
             slow = min(seconds("dear") for _ in range(2))
@@ -186,6 +192,36 @@ def test_a_refresh_chain_ends_after_refresh_max_lifetime(tmp_path: Path) -> None
 
 
 # ---------------------------------------------------------------- the failed-login budget
+
+
+@pytest.mark.parametrize("way", ["v2", "token"])
+def test_a_mistyped_password_sent_again_and_again_is_401_not_a_lockout(
+        tmp_path: Path, way: str) -> None:
+    """A client repeating one wrong password once per layer (skopeo checks each of 130
+    layers) spent the address's whole budget: its 429s were retried for 12 minutes, and
+    every other account at the address was locked out. A repeat of an attempt found
+    wrong is a plain 401, neither checked nor counted again; different passwords (a
+    guesser's) still are."""
+    htpasswd = write_htpasswd(tmp_path / "htpasswd")
+    auth = token_auth(htpasswd) if way == "token" else basic_auth(htpasswd)
+    config = write_config(tmp_path / "config.yml", auth={
+        **auth, "ratelimit": {"failures": 3, "window": "1m"}})
+    server = start_dockyard(tmp_path / "data", workers=2, config=config)
+    path = "/auth/token?service=dockyard" if way == "token" else "/v2/"
+    try:
+        for _ in range(30):  # a new connection each: both workers see it
+            r = httpx.get(server.url + path, headers=basic("builder", "typo"))
+            assert r.status_code == 401, r.text
+        checked = server.log.read_text().count("failed login for user 'builder'")
+        assert 1 <= checked <= 2, checked  # once per worker at most
+        r = httpx.get(server.url + path, headers=basic("reader", USERS["reader"][0]))
+        assert r.status_code == 200, r.text
+        # a guesser's different passwords still spend the budget
+        statuses = [httpx.get(server.url + path, headers=basic("builder", f"guess{i}"))
+                    .status_code for i in range(4)]
+        assert statuses[-1] == 429, statuses
+    finally:
+        server.stop()
 
 
 def test_two_workers_share_one_failed_login_budget(tmp_path: Path) -> None:

@@ -51,9 +51,9 @@ async def test_htpasswd_authentication(tmp_path: Path) -> None:
         await control.authenticate("Bearer abc", "1.2.3.4")
     with pytest.raises(Unauthenticated):
         await control.authenticate("Basic !!!", "1.2.3.4")
-    for _ in range(2):
+    for i in range(2):
         with pytest.raises(Unauthenticated):
-            await control.authenticate(basic("reader", "wrong"), "5.6.7.8")
+            await control.authenticate(basic("reader", f"wrong-{i}"), "5.6.7.8")
     with pytest.raises(RateLimited):
         await control.authenticate(basic("reader", USERS["reader"][0]), "9.9.9.9")
     # credentials verified before the lockout still work (the attacker cannot lock out
