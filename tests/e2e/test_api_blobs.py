@@ -777,3 +777,28 @@ def test_mounted_blob_outlives_delete_in_source(client: httpx.Client, repo: str)
     assert client.delete(f"/v2/{repo}/blobs/{digest}").status_code == 202
     assert client.head(f"/v2/{repo}/blobs/{digest}").status_code == 404
     assert client.get(f"/v2/{target}/blobs/{digest}").content == data
+
+
+@pytest.mark.parametrize(("if_none_match", "status"), [
+    ("{etag}", 304),                             # the client holds this blob
+    ("W/{etag}", 304),                           # weak comparison (RFC 9110 13.1.2)
+    ('"sha256:' + "0" * 64 + '", {etag}', 304),  # one of several
+    ("*", 304),
+    ('"sha256:' + "0" * 64 + '"', 200),          # another blob: sent
+])
+def test_a_blob_the_client_holds_is_304(client: httpx.Client, repo: str,
+                                        if_none_match: str, status: int) -> None:
+    """`If-None-Match` with the blob's own ETag was ignored: caches and pollers that
+    revalidate downloaded it whole again."""
+    data = blob_bytes(2000)
+    digest = push_blob(client, repo, data)
+    etag = f'"{digest}"'
+    resp = client.get(f"/v2/{repo}/blobs/{digest}", headers={
+        "If-None-Match": if_none_match.format(etag=etag), "Range": "bytes=0-9"})
+    if status == 304:
+        assert resp.status_code == 304, resp.text
+        assert resp.content == b""
+        assert resp.headers["etag"] == etag
+    else:
+        assert resp.status_code == 206  # the Range applies when the blob is sent
+        assert resp.content == data[:10]

@@ -686,3 +686,25 @@ def test_manifest_not_visible_in_other_repository(client: httpx.Client, repo: st
     push_image(client, other, "theirs")
     assert_error(client.get(f"/v2/{other}/manifests/{built.digest}"), 404, "MANIFEST_UNKNOWN")
     assert_error(client.get(f"/v2/{other}/manifests/mine"), 404, "MANIFEST_UNKNOWN")
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("by", ["tag", "digest"])
+def test_a_manifest_the_client_holds_is_304(client: httpx.Client, repo: str, method: str,
+                                            by: str) -> None:
+    """`If-None-Match` with the manifest's ETag (a poller asking whether a tag moved)
+    was ignored: the manifest came back whole with 200. Another ETag gets it."""
+    pushed = push_image(client, repo, "v1")
+    reference = "v1" if by == "tag" else pushed.digest
+    url = f"/v2/{repo}/manifests/{reference}"
+    held = client.request(method, url, headers={
+        "Accept": pushed.media_type, "If-None-Match": f'"{pushed.digest}"'})
+    assert held.status_code == 304, held.text
+    assert held.content == b""
+    assert held.headers["etag"] == f'"{pushed.digest}"'
+    assert held.headers["docker-content-digest"] == pushed.digest
+    other = client.request(method, url, headers={
+        "Accept": pushed.media_type, "If-None-Match": '"sha256:' + "0" * 64 + '"'})
+    assert other.status_code == 200
+    if method == "GET":
+        assert other.content == pushed.payload

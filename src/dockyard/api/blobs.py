@@ -11,7 +11,7 @@ from aiohttp import web
 from dockyard.api.bodies import body_timeout
 from dockyard.api.context import Match, registry
 from dockyard.api.errors import error_response
-from dockyard.api.ranges import parse_range, range_applies
+from dockyard.api.ranges import none_match, parse_range, range_applies
 from dockyard.api.sendfile import ShortBody, Stalled, send_file, usable
 from dockyard.core.blobs import BlobService, LocalFile, Redirect
 from dockyard.oci.digest import Digest
@@ -44,6 +44,8 @@ async def send_blob(request: web.Request, blobs: BlobService, name: str, referen
         "Accept-Ranges": "bytes",
         "Cache-Control": cache_control,
     }
+    if none_match(request.headers.get("If-None-Match"), headers["ETag"]):
+        return web.Response(status=304, headers=headers)  # before Range (RFC 9110 13.2.2)
     wanted = request.headers.get("Range")
     whole = bool(wanted) and not range_applies(request.headers.get("If-Range"),
                                                headers["ETag"])

@@ -8,6 +8,7 @@ from dockyard.api.access import identity
 from dockyard.api.bodies import read_body
 from dockyard.api.context import SETTINGS, Match, registry
 from dockyard.api.errors import HeadResponse
+from dockyard.api.ranges import none_match
 from dockyard.oci.errors import PayloadTooLarge
 
 #: What a pull-through cache adds to a manifest it could not re-check upstream.
@@ -26,6 +27,9 @@ async def get_manifest(request: web.Request, match: Match) -> web.StreamResponse
     }
     if pulled.stale:
         headers.update(STALE_HEADERS)
+    if none_match(request.headers.get("If-None-Match"), headers["ETag"]):
+        del headers["Content-Type"]
+        return web.Response(status=304, headers=headers)
     if head:
         return HeadResponse(200, record.size, headers)
     return web.Response(status=200, headers=headers, body=record.payload)

@@ -44,6 +44,21 @@ def range_applies(if_range: str | None, etag: str) -> bool:
     return if_range is None or if_range.strip() == etag
 
 
+def none_match(if_none_match: str | None, etag: str) -> bool:
+    """Whether `If-None-Match` names this response's entity tag (RFC 9110 13.1.2, weak
+    comparison: `W/` aside), or is `*`: a GET or HEAD is then answered 304, no body
+    (a poller or a cache holding the manifest or blob already). Bounded: a header of
+    more tags than any client sends is taken as no match."""
+    if not if_none_match:
+        return False
+    listed = if_none_match.split(",", 64)[:64]
+    for tag in listed:
+        tag = tag.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """A single `bytes=` range -> (start, end inclusive); None for the whole blob.
 
