@@ -147,7 +147,11 @@ def database_unreachable(exc: BaseException) -> bool:
     object store that is down, not 500 with a traceback per request."""
     import asyncpg
 
-    gone = (ConnectionError, socket.gaierror, DisconnectionError, DroppedBeforeCommit,
+    # TimeoutError: a connection not made within `database.connect_timeout` (what
+    # `reachable` wraps is a database call only: a caller's own timeout is raised
+    # outside it)
+    gone = (ConnectionError, socket.gaierror, TimeoutError, DisconnectionError,
+            DroppedBeforeCommit,
             asyncpg.exceptions.PostgresConnectionError,
             asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.AdminShutdownError,
             asyncpg.exceptions.CrashShutdownError)

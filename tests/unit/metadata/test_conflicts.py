@@ -4,12 +4,20 @@ pushes of indexes on a real PostgreSQL, is in tests/e2e/test_postgres.py."""
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from dockyard.metadata.engine import CONFLICT_TRIES, conflicted, open_engines
+from dockyard.metadata.engine import (
+    CONFLICT_TRIES,
+    conflicted,
+    database_unreachable,
+    open_engines,
+)
 
 
 class _PgError(Exception):
@@ -56,3 +64,25 @@ async def test_a_transaction_ended_by_a_conflict_runs_again(
         assert attempts == tries
     finally:
         await engines.dispose()
+
+
+def test_what_says_the_database_cannot_be_reached() -> None:
+    """`database_unreachable`: the errors `reachable` turns into 503 UNAVAILABLE (the
+    live case, PostgreSQL stopped under a server, is in tests/e2e/test_postgres.py)."""
+    import asyncpg
+
+    def raised_from(cause: BaseException) -> RuntimeError:
+        try:
+            raise RuntimeError("a statement failed") from cause
+        except RuntimeError as exc:
+            return exc
+
+    for yes in (ConnectionRefusedError(111, "refused"), TimeoutError(),
+                asyncpg.exceptions.CannotConnectNowError("starting up"),
+                OSError(errno.EHOSTUNREACH, "no route"),
+                raised_from(ConnectionResetError()),
+                DBAPIError("SELECT 1", None, _PgError("08006"), connection_invalidated=True)):
+        assert database_unreachable(yes), yes
+    for no in (ValueError("bad"), sqlite3.OperationalError("database is locked"),
+               _raised("40P01"), OSError(errno.ENOSPC, "full"), raised_from(KeyError())):
+        assert not database_unreachable(no), no
