@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -120,16 +120,30 @@ async def replica_status(request: web.Request, _match: Match) -> web.StreamRespo
     return _json(status)
 
 
+class _Tagged(Protocol):
+    @property
+    def tag(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Tagged)
+
+
+def _tag_page(found: list[T], n: int, path: str) -> tuple[list[T], dict[str, str] | None]:
+    """The first `n` of `found` (read with one more, to know if there is a next page)
+    and the `Link` naming that page, after the last tag; n=0 asks for none and names no
+    next page, as the tags list."""
+    if len(found) <= n:
+        return found, None
+    found = found[:n]
+    return found, (next_link(path, {"n": n, "last": found[-1].tag}) if found else None)
+
+
 async def cache_provenance(request: web.Request, match: Match) -> web.StreamResponse:
     """A page of a cache's tags with their provenance, paged as the tags list is."""
     n, last = page_query(request)
-    cached = await registry(request).cache.provenance(match.name, after=last, limit=n + 1)
-    headers = None
-    if len(cached) > n:
-        cached = cached[:n]
-        if cached:  # n=0 asks for none, and names no next page (as the tags list)
-            headers = next_link(f"/admin/v1/cache/{match.name}",
-                                {"n": n, "last": cached[-1].tag})
+    cached, headers = _tag_page(
+        await registry(request).cache.provenance(match.name, after=last, limit=n + 1), n,
+        f"/admin/v1/cache/{match.name}")
     return _json({"name": match.name, "tags": [
         {"tag": c.tag, "upstream": c.upstream, "digest": c.digest,
          "fetched_at": c.fetched_at, "checked_at": c.checked_at} for c in cached]},
@@ -168,14 +182,10 @@ async def sync_provenance(request: web.Request, match: Match) -> web.StreamRespo
     services = registry(request)
     n, last = page_query(request)
     await services.manifests.tags(match.name, 1, None)  # NAME_UNKNOWN
-    found = await services.mirrors.origins(repository=match.name, current=True, after=last,
-                                           limit=n + 1)
-    headers = None
-    if len(found) > n:
-        found = found[:n]
-        if found:  # n=0 asks for none, and names no next page (as the tags list)
-            headers = next_link(f"/admin/v1/sync/repositories/{match.name}",
-                                {"n": n, "last": found[-1].tag})
+    found, headers = _tag_page(
+        await services.mirrors.origins(repository=match.name, current=True, after=last,
+                                       limit=n + 1), n,
+        f"/admin/v1/sync/repositories/{match.name}")
     return _json({"name": match.name, "tags": [
         {"tag": o.tag, "source": o.source, "upstream": o.upstream, "digest": o.digest,
          "mirrored_at": o.mirrored_at} for o in found]}, headers=headers)

@@ -13,7 +13,7 @@ content is still arriving.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -229,15 +229,22 @@ class Copier:
         if self.destination.whole_on_lookup or fetched.digest in self._checked:
             return
         self._checked.add(fetched.digest)
+        await self._below(fetched, depth, self.destination.describe(), self._whole_child)
+
+    async def _below(self, fetched: Fetched, depth: int, end: str,
+                     child: Callable[[str, int, str], Awaitable[None]]) -> None:
+        """What a manifest names, at once: an index's children, each through `child`
+        (its digest, depth and descriptor media type), or an image's blobs (`_blob`).
+        `end` is the side whose index lists too many or nests too deep."""
         doc = _load(fetched)
         if fetched.media_type in INDEX_TYPES or "manifests" in doc:
             children = _descriptors(doc, "manifests", fetched)
             if len(children) > MAX_CHILDREN or depth >= MAX_DEPTH:
-                raise CopyError(f"{self.destination.describe()}: index {fetched.digest} "
-                                f"lists {len(children)} manifests at depth {depth + 1} "
-                                f"(at most {MAX_CHILDREN} and {MAX_DEPTH} levels are copied)")
+                raise CopyError(f"{end}: index {fetched.digest} lists {len(children)} "
+                                f"manifests at depth {depth + 1} (at most {MAX_CHILDREN} "
+                                f"and {MAX_DEPTH} levels are copied)")
             types = [_media_type(d) for d in doc.get("manifests") or []]
-            await _all(self._whole_child(digest, depth + 1, media_type)
+            await _all(child(digest, depth + 1, media_type)
                        for (digest, _), media_type in zip(children, types, strict=True))
         else:
             blobs = _descriptors(doc, "layers", fetched)
@@ -295,21 +302,7 @@ class Copier:
     async def _tree(self, fetched: Fetched, *, reference_at_destination: str, depth: int
                     ) -> bool:
         """Children and blobs first, then the manifest itself under the reference."""
-        doc = _load(fetched)
-        if fetched.media_type in INDEX_TYPES or "manifests" in doc:
-            children = _descriptors(doc, "manifests", fetched)
-            if len(children) > MAX_CHILDREN or depth >= MAX_DEPTH:
-                raise CopyError(f"{self.source.describe()}: index {fetched.digest} lists "
-                                f"{len(children)} manifests at depth {depth + 1} (at most "
-                                f"{MAX_CHILDREN} and {MAX_DEPTH} levels are copied)")
-            types = [_media_type(d) for d in doc.get("manifests") or []]
-            await _all(self._manifest_by_digest(digest, depth + 1, media_type)
-                       for (digest, _), media_type in zip(children, types, strict=True))
-        else:
-            blobs = _descriptors(doc, "layers", fetched)
-            if doc.get("config") is not None:
-                blobs.insert(0, _descriptor(doc["config"], fetched, "config"))
-            await _all(self._blob(digest, size) for digest, size in blobs)
+        await self._below(fetched, depth, self.source.describe(), self._manifest_by_digest)
         subject_indexed = True
         if not self.options.dry_run:
             with self._failing("destination", self.destination.describe(),
