@@ -22,6 +22,7 @@ from dockyard.globs import glob_matches, is_glob
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import DigestInvalid, NameInvalid, one_line
 from dockyard.oci.reference import MAX_NAME_LENGTH, is_valid_tag, validate_name
+from dockyard.remote.auth import AuthError
 from dockyard.remote.certs import CertDirError
 from dockyard.remote.client import RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
@@ -195,14 +196,16 @@ def rm(refs: tuple[str, ...], registry: str, username: str | None, password: str
                 try:
                     await delete(client, target)
                     click.echo(f"deleted {target}")
-                except (RegistryClientError, aiohttp.ClientError, TimeoutError) as exc:
+                except (RegistryClientError, AuthError, aiohttp.ClientError,
+                        TimeoutError) as exc:
                     failed += 1  # the connection too: said, and the others still tried
                     click.echo(failure(str(target), exc), err=True)
         return failed
 
     try:
         targets = asyncio.run(find())
-    except (RegistryClientError, aiohttp.ClientError, TimeoutError, CertDirError) as exc:
+    except (RegistryClientError, AuthError, aiohttp.ClientError, TimeoutError,
+            CertDirError) as exc:
         raise click.ClickException(failure(registry, exc)) from None
     if not targets:
         raise click.ClickException("nothing matches " + " ".join(refs))

@@ -44,6 +44,7 @@ from dockyard.oci.digest import Digest
 from dockyard.oci.errors import BlobUnknown, DigestInvalid, ManifestUnknown, RegistryError
 from dockyard.oci.manifest import Manifest, parse_manifest
 from dockyard.received import MANIFEST_LIMIT
+from dockyard.remote.auth import AuthError
 from dockyard.remote.client import FeedExpired, RegistryClient, RegistryClientError
 from dockyard.remote.credentials import Credentials
 
@@ -74,8 +75,10 @@ HEARTBEAT = 15.0
 #: another node follows after the one following died
 LEASE_TTL = 15.0
 
-FAILURES = (RegistryClientError, RegistryError, aiohttp.ClientError, asyncio.TimeoutError,
-             OSError, ValueError, KeyError)
+#: what the primary (or its token service: `AuthError`, a refused password as a token
+#: service down) may cause; the follower retries them with backoff
+FAILURES = (RegistryClientError, AuthError, RegistryError, aiohttp.ClientError,
+            asyncio.TimeoutError, OSError, ValueError, KeyError)
 
 
 _said_promoted = False
