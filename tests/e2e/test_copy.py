@@ -313,6 +313,31 @@ def test_referrers_travel_through_the_api_and_the_tag_fallback(
     assert referrers(dock, "sig/c", layout.digest) == [signature]
 
 
+def test_a_rerun_lists_a_referrer_a_stopped_copy_left_unlisted(
+        dist: Server, skopeo: Skopeo, tmp_path: Path) -> None:
+    """Into a registry without the referrers API (Distribution 2.8): a copy that stopped
+    between the signature's PUT and its `sha256-<hex>` entry left it where no client
+    finds it, and every rerun took it for done. The entry is the descriptor the API
+    would give, with the signature's annotations (the source's listing has none)."""
+    layout = random_layout(tmp_path / "lay", "v1")
+    annotations = {"org.opencontainers.image.created": "2026-12-05T00:00:00Z",
+                   "com.example.kind": "signature"}
+    signature = add_signature(layout, b'{"critical":{}}', annotations)
+    # what the stopped copy left: the signature stored, no fallback entry
+    ok(dockyard_copy(f"oci:{layout.path}@{signature}", f"{dist.host}/resume/app"))
+    fallback = f"docker://{dist.host}/resume/app:{layout.digest.replace(':', '-')}"
+    assert skopeo.run("inspect", "--tls-verify=false", "--raw", fallback,
+                      check=False).returncode != 0
+
+    ok(dockyard_copy("--referrers", layout.ref, f"{dist.host}/resume/app:v1"))
+    [entry] = json.loads(raw(skopeo, fallback))["manifests"]
+    assert entry["digest"] == signature
+    assert entry["artifactType"] == "application/vnd.dev.cosign.artifact.sig.v1+json"
+    assert entry["annotations"] == annotations
+    again = ok(dockyard_copy("--referrers", layout.ref, f"{dist.host}/resume/app:v1"))
+    assert len(json.loads(raw(skopeo, fallback))["manifests"]) == 1, again
+
+
 # ---------------------------------------------------------------- credentials
 
 

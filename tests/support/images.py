@@ -159,9 +159,11 @@ def layout_tags(path: Path) -> list[str]:
     )
 
 
-def add_signature(layout: Layout, payload: bytes) -> str:
-    """Attach a cosign-like signature of `payload` to the layout's image, listed in its
-    index.json (where a layout's referrers are found); the signature's digest."""
+def add_signature(layout: Layout, payload: bytes,
+                  annotations: dict[str, str] | None = None) -> str:
+    """Attach a cosign-like signature of `payload` (its manifest annotated with
+    `annotations`) to the layout's image, listed in its index.json (where a layout's
+    referrers are found); the signature's digest."""
     blobs = layout.path / "blobs" / "sha256"
     empty = b"{}"
     for data in (empty, payload):
@@ -176,6 +178,7 @@ def add_signature(layout: Layout, payload: bytes) -> str:
                     "digest": sha256(payload), "size": len(payload)}],
         "subject": {"mediaType": layout.media_type, "digest": layout.digest,
                     "size": len(layout.manifest_bytes())},
+        **({"annotations": annotations} if annotations else {}),
     })
     digest = sha256(manifest)
     (blobs / digest.split(":")[1]).write_bytes(manifest)

@@ -35,6 +35,31 @@ def declared_media_type(data: bytes) -> str | None:
     return declared if isinstance(declared, str) else None
 
 
+#: a layout's tag of a manifest in index.json
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def referrer_descriptor(fetched: Fetched) -> dict[str, Any]:
+    """A referrer's descriptor as the referrers API gives it: its artifactType (else
+    its config's media type) and annotations (a layout's ref.name aside): what the
+    `sha256-<hex>` fallback index and a layout's index.json list, built from the
+    manifest itself, not from what the source listed (which may lack them)."""
+    doc = parse_json(fetched.data)
+    desc: dict[str, Any] = {"mediaType": fetched.media_type, "digest": fetched.digest,
+                            "size": len(fetched.data)}
+    config = doc.get("config")
+    artifact = doc.get("artifactType") or (config.get("mediaType")
+                                           if isinstance(config, dict) else None)
+    if isinstance(artifact, str):
+        desc["artifactType"] = artifact
+    annotations = doc.get("annotations")
+    if isinstance(annotations, dict):
+        kept = {k: v for k, v in annotations.items() if k != REF_NAME and isinstance(v, str)}
+        if kept:
+            desc["annotations"] = kept
+    return desc
+
+
 class Source(Protocol):
     """Where images are read from."""
 
@@ -88,6 +113,12 @@ class Destination(Protocol):
         ...
 
     async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None: ...
+
+    async def lists_referrer(self, subject: str, digest: str) -> bool:
+        """Whether a client asking for `subject`'s referrers here finds `digest` (the
+        referrers API, else the tag fallback): a referrer stored by a run that stopped
+        before its fallback entry was written is present, yet unlisted."""
+        ...
 
 
 @dataclass

@@ -20,7 +20,13 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from dockyard.copying.ends import Destination, Fetched, MountHints, Source
+from dockyard.copying.ends import (
+    Destination,
+    Fetched,
+    MountHints,
+    Source,
+    referrer_descriptor,
+)
 from dockyard.copying.layout_end import LayoutError
 from dockyard.copying.platforms import Platform, narrow
 from dockyard.oci.digest import Digest
@@ -329,25 +335,40 @@ class Copier:
                 found = await self.source.referrers(subject)
             for desc in found:
                 digest, _ = _descriptor(desc, top, f"referrer of {subject}")
-                await self._referrer(subject, digest, desc)
+                await self._referrer(subject, digest)
                 subjects.append(digest)
 
-    async def _referrer(self, subject: str, digest: str, desc: dict[str, Any]) -> None:
+    async def _referrer(self, subject: str, digest: str) -> None:
+        """Bring one referrer of `subject`; where the destination has no referrers API,
+        list it in the `sha256-<hex>` fallback index too."""
         if await self._has_manifest(digest):
             self.summary.manifests_present += 1
-            return
-        await self._prepare()
-        with self._failing("source", self.source.describe(), f"referrer {digest}"):
-            fetched = await self.source.manifest(digest)
-        indexed = await self._tree(fetched, reference_at_destination=digest, depth=0)
-        self.summary.referrers += 1
-        self.progress.note(f"referrer {digest} of {subject}")
-        if not indexed and not self.options.dry_run:
+            # present, but listed? a run that stopped between the referrer's PUT and
+            # its fallback entry left it where no client finds it, and reruns took it
+            # for done
             with self._failing("destination", self.destination.describe(),
-                               f"referrers tag of {subject}"):
-                await self.destination.add_referrer_fallback(subject, {
-                    k: v for k, v in desc.items() if k in
-                    ("mediaType", "digest", "size", "artifactType", "annotations")})
+                               f"referrers of {subject}"):
+                if await self.destination.lists_referrer(subject, digest):
+                    return
+            if self.options.dry_run:
+                return
+            with self._failing("source", self.source.describe(), f"referrer {digest}"):
+                fetched = await self.source.manifest(digest)
+        else:
+            await self._prepare()
+            with self._failing("source", self.source.describe(), f"referrer {digest}"):
+                fetched = await self.source.manifest(digest)
+            indexed = await self._tree(fetched, reference_at_destination=digest, depth=0)
+            self.summary.referrers += 1
+            self.progress.note(f"referrer {digest} of {subject}")
+            if indexed or self.options.dry_run:
+                return
+        with self._failing("destination", self.destination.describe(),
+                           f"referrers tag of {subject}"):
+            # the descriptor the referrers API would give, from the manifest itself:
+            # the source's listing may lack its annotations or artifactType
+            await self.destination.add_referrer_fallback(subject,
+                                                         referrer_descriptor(fetched))
 
     # ------------------------------------------------------------ blobs
 

@@ -20,12 +20,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dockyard.copying.ends import Fetched, Source, declared_media_type
+from dockyard.copying.ends import (
+    REF_NAME,
+    Fetched,
+    Source,
+    declared_media_type,
+    referrer_descriptor,
+)
 from dockyard.oci.digest import Digest, new_hasher
 from dockyard.oci.errors import DigestInvalid
 from dockyard.received import DOCUMENT_LIMIT, MANIFEST_LIMIT, parse_json
 
-REF_NAME = "org.opencontainers.image.ref.name"
 INDEX = "application/vnd.oci.image.index.v1+json"
 CHUNK = 1 << 20
 #: the largest index.json read (a layout of many thousand images is far smaller)
@@ -287,7 +292,7 @@ class ImageLayout:
         if self._intact(fetched.digest) is None:
             self._replace(target, fetched.data)
         if ":" in reference and _subject(fetched.data) is not None:
-            await self.add_referrer_fallback("", _referrer_descriptor(fetched))
+            await self.add_referrer_fallback("", referrer_descriptor(fetched))
         elif ":" not in reference:
             index = self._index()
             kept = [d for d in index.get("manifests", [])
@@ -297,6 +302,9 @@ class ImageLayout:
             index["manifests"] = kept
             self._replace(self.path / "index.json", json.dumps(index, indent=2).encode())
         return True
+
+    async def lists_referrer(self, subject: str, digest: str) -> bool:
+        return True  # `manifest_digest` counts a referrer only once index.json lists it
 
     async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None:
         """Referrers in a layout are found by their `subject`: list them in index.json."""
@@ -389,25 +397,6 @@ def _subject(data: bytes) -> str | None:
     subject = doc.get("subject") if isinstance(doc, dict) else None
     digest = subject.get("digest") if isinstance(subject, dict) else None
     return digest if isinstance(digest, str) else None
-
-
-def _referrer_descriptor(fetched: Fetched) -> dict[str, Any]:
-    """A referrer's descriptor as the referrers API gives it: its artifactType (else
-    its config's media type) and annotations."""
-    doc = parse_json(fetched.data)
-    desc: dict[str, Any] = {"mediaType": fetched.media_type, "digest": fetched.digest,
-                            "size": len(fetched.data)}
-    config = doc.get("config")
-    artifact = doc.get("artifactType") or (config.get("mediaType")
-                                           if isinstance(config, dict) else None)
-    if isinstance(artifact, str):
-        desc["artifactType"] = artifact
-    annotations = doc.get("annotations")
-    if isinstance(annotations, dict):
-        kept = {k: v for k, v in annotations.items() if k != REF_NAME and isinstance(v, str)}
-        if kept:
-            desc["annotations"] = kept
-    return desc
 
 
 def _write(out: BinaryIO, data: bytes) -> None:

@@ -83,6 +83,9 @@ class LocalRepository:
     async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None:
         pass  # never needed: `put_manifest` says the subject is indexed
 
+    async def lists_referrer(self, subject: str, digest: str) -> bool:
+        return True  # the referrers API lists every stored manifest by its subject
+
     async def tags(self) -> list[str]:
         """The repository's tags now (none when it does not exist yet)."""
         try:

@@ -130,6 +130,9 @@ class RegistryRepository:
                                                  fetched.media_type)
         return "OCI-Subject" in headers
 
+    async def lists_referrer(self, subject: str, digest: str) -> bool:
+        return any(d.get("digest") == digest for d in await self.referrers(subject))
+
     async def add_referrer_fallback(self, subject: str, descriptor: dict[str, Any]) -> None:
         """Add `descriptor` to the `sha256-<hex>` index (creating it), as the spec's
         fallback for registries without the referrers API."""
