@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from dockyard.config.settings import RetentionRule, Settings
 from dockyard.core.lifecycle import LifecycleBackend
 from dockyard.globs import glob_matches
-from dockyard.oci.reference import subject_of
+from dockyard.oci.reference import names, subject_of
 from dockyard.regex import compile_regex
 
 log = logging.getLogger("dockyard.gc")
@@ -152,8 +152,16 @@ async def _doomed(lifecycle: LifecycleBackend, repo_id: int, rule: RetentionRule
     doomed = doomed_tags(rule, [t for t in tags if subject_of(t[0]) is None], now)
     if attached:
         present = {node.digest for node in await lifecycle.manifest_graph(repo_id)}
-        doomed += [(t, at) for t, at in attached if subject_of(t) not in present]
+        doomed += [(t, at) for t, at in attached if not _present(subject_of(t), present)]
     return doomed
+
+
+def _present(subject: str | None, present: set[str]) -> bool:
+    """Whether the manifest an attached tag names is among `present` (a sha512 one by
+    the start of its hex, as the referrers tag schema cuts it)."""
+    if subject is None or subject in present:
+        return subject is not None
+    return subject.startswith("sha512:") and any(names(subject, d) for d in present)
 
 
 def keeps_untagged(rules: list[RetentionRule], name: str) -> bool:

@@ -54,18 +54,31 @@ def validate_tag(tag: str) -> str:
 
 
 #: tags that attach something to a manifest by naming its digest: the referrers tag
-#: schema's index (`sha256-<hex>`) and cosign's signatures, attestations and SBOMs
-#: (`sha256-<hex>.sig`, `.att`, `.sbom`)
-_ATTACHED = re.compile(r"(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{128})(\.[A-Za-z0-9_-]+)?")
+#: schema's index (`sha256-<hex>`; a sha512 digest's hex cut to 64 characters) and
+#: cosign's signatures, attestations and SBOMs (`sha256-<hex>.sig`, `.att`, `.sbom`)
+_ATTACHED = re.compile(r"(sha256-[0-9a-f]{64}|sha512-[0-9a-f]{64}(?:[0-9a-f]{64})?)"
+                       r"(\.[A-Za-z0-9_-]+)?")
 
 
 def fallback_tag(digest: str) -> str:
-    """The referrers tag schema's tag of a subject: `sha256:<hex>` -> `sha256-<hex>`."""
-    return digest.replace(":", "-", 1)
+    """The referrers tag schema's tag of a subject, `<alg>-<ref>` with the algorithm cut
+    to 32 characters and the hex to 64 (a tag holds at most 128): `sha256:<hex>` ->
+    `sha256-<hex>`; a sha512 subject's whole hex made no valid tag."""
+    algorithm, _, encoded = digest.partition(":")
+    return f"{algorithm[:32]}-{encoded[:64]}"
 
 
 def subject_of(tag: str) -> str | None:
     """The manifest digest an attached tag names (`sha256-<hex>.sig` -> `sha256:<hex>`),
-    or None for any other tag: the inverse of `fallback_tag`, suffix allowed."""
+    or None for any other tag: the inverse of `fallback_tag`, suffix allowed. Of a
+    sha512 subject it may be the first 64 hex characters only (`names`)."""
     found = _ATTACHED.fullmatch(tag)
     return found.group(1).replace("-", ":", 1) if found else None
+
+
+def names(subject: str, digest: str) -> bool:
+    """Whether `subject` (from `subject_of`) names the manifest `digest`: equal, or its
+    start where the referrers tag schema cut a sha512 digest's hex to 64 characters."""
+    return digest == subject or (len(subject) == len("sha512:") + 64
+                                 and subject.startswith("sha512:")
+                                 and digest.startswith(subject))

@@ -14,6 +14,8 @@ from dockyard.oci.reference import (
     MAX_NAME_LENGTH,
     fallback_tag,
     is_tag,
+    is_valid_tag,
+    names,
     subject_of,
     validate_name,
     validate_tag,
@@ -192,6 +194,7 @@ HEX = "ab" * 32
     (f"sha256-{HEX}.sig", f"sha256:{HEX}"),
     (f"sha256-{HEX}.att", f"sha256:{HEX}"),
     (f"sha512-{'cd' * 64}.sbom", f"sha512:{'cd' * 64}"),
+    (f"sha512-{'cd' * 32}", f"sha512:{'cd' * 32}"),  # the schema's cut: 64 hex
     ("latest", None),
     (f"sha256-{HEX[:-1]}", None),  # not a whole digest
     (f"sha256-{HEX.upper()}", None),  # digests are lower-case hex
@@ -206,3 +209,13 @@ def test_subject_of_reads_the_digest_an_attached_tag_names(tag: str, subject: st
 def test_fallback_tag_is_what_subject_of_reads_back() -> None:
     assert fallback_tag(f"sha256:{HEX}") == f"sha256-{HEX}"
     assert subject_of(fallback_tag(f"sha256:{HEX}")) == f"sha256:{HEX}"
+    # a sha512 subject: the hex cut to 64 characters (the whole made no valid tag)
+    long = f"sha512:{'ef' * 64}"
+    tag = fallback_tag(long)
+    assert tag == f"sha512-{'ef' * 32}"
+    assert is_valid_tag(tag)
+    subject = subject_of(tag)
+    assert subject is not None
+    assert names(subject, long)
+    assert not names(subject, f"sha512:{'00' * 32}{'ef' * 32}")
+    assert not names(f"sha256:{HEX}", f"sha256:{HEX[:-2]}00")
