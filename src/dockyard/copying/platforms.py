@@ -31,10 +31,25 @@ class Platform:
             return False
         if platform.get("os") != self.os or platform.get("architecture") != self.architecture:
             return False
-        return self.variant is None or platform.get("variant") == self.variant
+        if self.variant is None:
+            return True
+        theirs = platform.get("variant")
+        return (_variant(self.architecture, self.variant)
+                == _variant(self.architecture, theirs if isinstance(theirs, str) else None))
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+#: the variant an architecture's platforms mean when they name none (containerd's and
+#: containers/image's normalisation): arm64 is v8, arm v7
+_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
+
+
+def _variant(architecture: str, variant: str | None) -> str | None:
+    """`variant` as compared: an architecture's default when none is named, so
+    `linux/arm64/v8` matches an index's `linux/arm64` (and the other way round)."""
+    return variant or _DEFAULT_VARIANT.get(architecture)
 
 
 def narrow(index: Fetched, platforms: tuple[Platform, ...]) -> Fetched | None:

@@ -100,3 +100,19 @@ def test_narrow_keeps_children_bytes_and_makes_a_new_index() -> None:
     assert narrow(index, (Platform.parse("linux/arm/v6"),)) is None
     assert narrow(index, (Platform.parse("linux/amd64"), Platform.parse("linux/arm64"),
                           Platform.parse("linux/arm"))) is index
+
+
+@pytest.mark.parametrize(("asked", "listed", "kept"), [
+    ("linux/arm64/v8", {"architecture": "arm64"}, True),  # no variant: arm64 is v8
+    ("linux/arm64/v8", {"architecture": "arm64", "variant": "v8"}, True),
+    ("linux/arm64/v9", {"architecture": "arm64"}, False),
+    ("linux/arm/v7", {"architecture": "arm"}, True),  # no variant: arm is v7
+    ("linux/arm/v6", {"architecture": "arm"}, False),
+    ("linux/arm/v6", {"architecture": "arm", "variant": "v6"}, True),
+    ("linux/amd64/v2", {"architecture": "amd64"}, False),
+])
+def test_a_variant_matches_the_one_an_index_leaves_unsaid(asked: str, listed: dict[str, str],
+                                                          kept: bool) -> None:
+    """`--platform linux/arm64/v8` found no `linux/arm64` child (docker, containerd and
+    containers/image take arm64 without a variant for v8)."""
+    assert Platform.parse(asked).matches({"os": "linux", **listed}) is kept
