@@ -538,6 +538,10 @@ def test_a_layout_without_a_tag_on_either_side_is_pushed_under_its_ref_name(
     layout = random_layout(tmp_path / "lay", "v7")
     ok(dockyard_copy(f"oci:{layout.path}", f"{dock.host}/untagged/app"))
     assert sha256(raw(skopeo, f"docker://{dock.host}/untagged/app:v7")) == layout.digest
+    # and into another layout: refused, "DST oci:PATH needs a tag when SRC is named by
+    # digest", which SRC was not
+    ok(dockyard_copy(f"oci:{layout.path}", f"oci:{tmp_path / 'out'}"))
+    assert sha256(raw(skopeo, f"oci:{tmp_path / 'out'}:v7")) == layout.digest
 
 
 def test_index_children_without_a_media_type_take_their_descriptors(

@@ -172,7 +172,8 @@ def copy(src: str, dst: str, all_tags: bool, tags_glob: str | None, tags_regex: 
     if source.reference is None and not repository_copy and not isinstance(source, LayoutRef):
         source = source.with_reference(tag="latest")
     if (isinstance(dest, LayoutRef) and not dest.tag and not repository_copy
-            and not source.tag):
+            and source.digest):
+        # a layout SRC without a tag names its one image, whose ref.name is the tag
         raise click.UsageError("DST oci:PATH needs a tag when SRC is named by digest")
 
     async def run() -> str:
