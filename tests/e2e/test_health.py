@@ -372,8 +372,10 @@ def test_status_refuses_a_bad_url_and_a_missing_registry_in_one_line(tmp_path: P
         capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1
     assert "Traceback" not in missing.stderr
+    none = tmp_path / "none"
     assert missing.stderr.strip().splitlines() == [
-        "Error: the registry's storage: unable to open database file"]
+        f"Error: no registry at {none}: {none / 'metadata.db'} does not exist (check "
+        "--data, or storage.filesystem.rootdirectory in the config)"]
 
 
 
@@ -395,7 +397,8 @@ def test_status_of_a_url_that_is_not_dockyard_says_so_in_one_line(tmp_path: Path
                     break
             time.sleep(0.1)
         data = str(tmp_path / "data")
-        subprocess.run([sys.executable, "-m", "dockyard", "gc", "--data", data],  # its stores
+        (tmp_path / "data").mkdir()  # where a registry is meant to be: gc makes its stores
+        subprocess.run([sys.executable, "-m", "dockyard", "gc", "--data", data],
                        capture_output=True, timeout=60, check=True)
         done = subprocess.run(
             [sys.executable, "-m", "dockyard", "status", "--data", data, "--url", url,

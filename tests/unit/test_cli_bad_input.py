@@ -70,9 +70,26 @@ def test_yaml_and_encoding_errors_are_one_line(tmp_path: Path) -> None:
 def test_a_data_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    line = error_line(result := run("du", "--data", str(blocker / "sub")))
+    # a command that makes a registry (a new replica's) where none is
+    line = error_line(result := run("replicate", "--once", "--from", "http://127.0.0.1:9",
+                                    "--data", str(blocker / "sub")))
     assert result.exit_code == 1
     assert "Not a directory" in line
+
+
+@pytest.mark.parametrize("command", [["fsck"], ["gc"], ["du"], ["retention", "--dry-run"],
+                                     ["promote"], ["status"]])
+def test_a_command_on_a_registry_refuses_a_data_directory_not_there(
+        tmp_path: Path, command: list[str]) -> None:
+    """A mistyped `--data` made a new, empty registry there: `fsck` said "no problems
+    found", `gc` collected nothing, and the directory was left behind."""
+    config = tmp_path / "c.yml"
+    config.write_text("retention:\n  rules:\n    - {repositories: '**', keep_last: 1}\n")
+    typo = tmp_path / "tpyo"
+    line = error_line(result := run(*command, "--config", str(config), "--data", str(typo)))
+    assert result.exit_code == 1
+    assert line.startswith(f"Error: no registry at {typo}: "), line
+    assert not typo.exists()
 
 
 def test_a_duration_past_timedelta_is_a_usage_error(tmp_path: Path) -> None:

@@ -60,18 +60,39 @@ def storage_errors(settings: Settings) -> tuple[type[BaseException], ...]:
     return (*errors, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
+def _must_exist(settings: Settings) -> None:
+    """ClickException when neither the SQLite database of `settings` nor its directory
+    is there (PostgreSQL's is found, or not, by connecting to it)."""
+    url = settings.database_url
+    if not url.startswith("sqlite:///"):
+        return
+    from sqlalchemy.engine import make_url
+
+    path = make_url(url).database
+    if path and not Path(path).exists() and not Path(path).parent.is_dir():
+        raise click.ClickException(
+            f"no registry at {settings.data_dir}: {path} does not exist (check --data, "
+            "or storage.filesystem.rootdirectory in the config)")
+
+
 def storage_failure(exc: BaseException) -> click.ClickException:
     """The stores could not be opened: one line (exit 1), not a traceback."""
     return click.ClickException(f"the registry's storage: {one_line(exc)[:300]}")
 
 
 def run_with_registry(settings: Settings, job: Callable[[Any], Awaitable[T]], *,
-                      migrate: bool = True) -> T:
+                      migrate: bool = True, existing: bool = False) -> T:
     """Open the stores named by `settings` (migrating the schema unless not to), run
     `job(registry)`, close them; what goes wrong in the stores or the registry is one
-    line (exit 1)."""
+    line (exit 1). `existing`: a command that checks or changes a registry: a mistyped
+    `--data` made a new, empty registry there, and `fsck` said it had no problems. It
+    refuses a data directory that does not exist (one that does, empty, is where the
+    operator meant a registry to be)."""
     from dockyard.backends import close_registry, open_registry
     from dockyard.core.leases import LeaseLost
+
+    if existing:
+        _must_exist(settings)
 
     async def main() -> T:
         registry = await open_registry(settings, run_migrations=migrate)

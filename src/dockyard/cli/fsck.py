@@ -84,7 +84,7 @@ def fsck(config: Path | None, data: Path | None, verify_digests: bool, repair: b
         return await Fsck(registry, grace=grace_s, verify=True, repair=repair,
                           progress=_Lines()).run()
 
-    report = run_with_registry(settings, job)
+    report = run_with_registry(settings, job, existing=True)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

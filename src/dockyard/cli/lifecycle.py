@@ -64,7 +64,7 @@ def gc(config: Path | None, data: Path | None, dry_run: bool, repository: str | 
             raise click.ClickException("a collection is running already; try again later"
                                        ) from None
 
-    report = run_with_registry(settings, job)
+    report = run_with_registry(settings, job, existing=True)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -105,7 +105,7 @@ def du(config: Path | None, data: Path | None, globs: tuple[str, ...], as_json: 
         usage = await registry.repositories.usage()
         return usage, await registry.repositories.total_bytes()
 
-    usage, (blob_count, total) = run_with_registry(settings, job)
+    usage, (blob_count, total) = run_with_registry(settings, job, existing=True)
     rows = [u for u in usage if not globs or any(glob_matches(u.name, g) for g in globs)]
     if as_json:
         click.echo(json.dumps({
@@ -147,7 +147,7 @@ def retention(config: Path | None, data: Path | None, dry_run: bool, as_json: bo
         return await apply_retention(registry.lifecycle, rules,
                                      dry_run=dry_run)
 
-    report = run_with_registry(settings, job)
+    report = run_with_registry(settings, job, existing=True)
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "deleted": report.deleted,
                                "errors": report.errors, "regrouped": report.regrouped},

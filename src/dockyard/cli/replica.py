@@ -82,7 +82,7 @@ def promote(config: Path | None, data: Path | None) -> None:
     async def job(registry: Registry) -> str | None:
         return await registry.replica.promote()
 
-    former = run_with_registry(settings, job)
+    former = run_with_registry(settings, job, existing=True)
     if former is None:
         raise click.ClickException("this registry is not a replica (or was promoted)")
     click.echo(f"promoted: no longer a replica of {former}; pushes are accepted within "

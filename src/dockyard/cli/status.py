@@ -131,7 +131,7 @@ def status(config: Path | None, data: Path | None, url: str | None, as_json: boo
                 "trend": asdict(trend) if trend is not None else None, "jobs": jobs,
                 "replica": await registry.replica.standby()}
 
-    doc = run_with_registry(settings, job, migrate=False)
+    doc = run_with_registry(settings, job, migrate=False, existing=True)
     doc = {"version": __version__, "server": asyncio.run(_ask_server(server_url)), **doc}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
