@@ -376,6 +376,30 @@ def test_a_killed_replica_resumes_and_converges(tmp_path: Path, primary: Server)
         replica.stop()
 
 
+def test_a_tag_moved_to_a_manifest_deleted_since_goes_on_the_replica(
+        tmp_path: Path, primary: Server) -> None:
+    """While the replica is away, a tag moves to a new manifest that is then deleted by
+    its digest (what `skopeo delete docker://repo:tag` does): on the primary the tag
+    went with the manifest, no event of its own; the replica kept it on the manifest it
+    named before for good, and said it was in step."""
+    port = free_port()
+    replica = start_replica(tmp_path, primary, port=port)
+    try:
+        with httpx.Client(base_url=primary.url, auth=ADMIN, timeout=60) as c:
+            push_image(c, "moved/app", "keep")
+            push_image(c, "moved/app", "prod")
+        assert "prod" in wait_converged(primary, replica)["moved/app"]
+        kill9(replica)
+        with httpx.Client(base_url=primary.url, auth=ADMIN, timeout=60) as c:
+            moved = push_image(c, "moved/app", "prod")  # prod -> a new manifest
+            assert c.delete(f"/v2/moved/app/manifests/{moved.digest}").status_code == 202
+        replica = start_replica(tmp_path, primary, port=port)
+        state = wait_converged(primary, replica)
+        assert state["moved/app"].keys() == {"keep"}
+    finally:
+        replica.stop()
+
+
 def test_tag_times_over_http(primary: Server) -> None:
     """`/admin/v1/tags/<name>`, what a replica's comparison reads: each tag's digest and
     push time, paged like the tags list, with the repository's pull access."""

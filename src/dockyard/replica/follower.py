@@ -174,11 +174,14 @@ class Follower:
                 log.info("replica: promoted; stopped following %s", self.primary)
                 return
             except FAILURES as exc:
+                # a timeout's text is empty: the status and the log said nothing
+                said = str(exc) or f"{type(exc).__name__}: no answer in time"
                 if until_caught_up:
-                    await self._said(str(exc))
+                    await self._said(said)
                     raise
-                log.warning("replica: %s: %s; retrying in %.0f s", self.primary, exc, backoff)
-                await self.replica.save_error(str(exc))
+                log.warning("replica: %s: %s; retrying in %.0f s", self.primary, said,
+                            backoff)
+                await self.replica.save_error(said)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
@@ -270,11 +273,18 @@ class Follower:
         kind, name = str(event["kind"]), str(event["repository"])
         tag, digest = str(event.get("tag") or ""), str(event.get("digest") or "")
         if kind in (kinds.MANIFEST_PUT, kinds.TAG_SET):
-            if await self.ensure_manifest(name, digest) and tag:
-                # the event's time is the tag's push time on the primary, its actor the
-                # tag's pusher there
-                await self.set_tag(name, tag, digest, float(event["at"]),
-                                   event.get("actor"))
+            if await self.ensure_manifest(name, digest):
+                if tag:
+                    # the event's time is the tag's push time on the primary, its actor
+                    # the tag's pusher there
+                    await self.set_tag(name, tag, digest, float(event["at"]),
+                                       event.get("actor"))
+            elif tag:
+                # the tag moved to a manifest the primary deleted since: the manifest's
+                # deletion took the tag along there (no event of its own), so it must
+                # not stay here on the manifest it named before; a later move of the
+                # tag comes as an event of its own
+                await self.replica.delete_tag(name, tag)
         elif kind == kinds.TAG_DELETED:
             await self.replica.delete_tag(name, tag)
         elif kind == kinds.MANIFEST_DELETED:
