@@ -254,7 +254,9 @@ class Fsck:
         return sizes
 
     async def _verify(self, rows: list[BlobRow], report: FsckReport) -> list[BlobRow]:
-        """Hash each blob's bytes; the rows whose bytes do not match their digest."""
+        """Hash each blob's bytes; the rows whose bytes do not match their digest, read
+        twice: one read the store (or the network to it) damaged or cut short had the
+        scrub delete a sound blob's bytes for good."""
         total = sum(r.size for r in rows)
         done = 0
         bad = []
@@ -269,7 +271,7 @@ class Fsck:
                         self.progress(done, total)
             except FileNotFoundError:  # collected since it was listed
                 continue
-            if hasher.hexdigest() != digest.hex:
+            if hasher.hexdigest() != digest.hex and not await self._sound(row.digest):
                 bad.append(row)
         report.bytes_verified = done
         return bad

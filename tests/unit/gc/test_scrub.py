@@ -130,3 +130,36 @@ async def test_a_slice_is_read_by_range_for_each_algorithm(tmp_path: Path) -> No
         assert sorted(seen) == sorted(pushed)
     finally:
         await close_registry(registry)
+
+
+async def test_one_bad_read_of_a_sound_blob_is_no_damage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read the store (or the network to it) damaged once: the scrub took it for the
+    blob's bytes and deleted them for good. It reads a mismatch again before it marks."""
+    settings = load_settings(env={}, overrides={
+        "storage.filesystem.rootdirectory": str(tmp_path / "data"),
+        "scrub.enabled": True, "scrub.interval": "1h", "scrub.period": "1h"})
+    registry = await open_registry(settings)
+    try:
+        data = b"a sound blob " * 1000
+        digest = Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
+        record = await registry.uploads.start("repo")
+        await registry.uploads.finish("repo", record.id, digest, _body(data),
+                                      Chunk(length=len(data)))
+        read_stored = registry.blobs.read_stored
+        reads = 0
+
+        async def damaged_once(d: Digest) -> AsyncIterator[bytes]:
+            nonlocal reads
+            reads += 1
+            async for chunk in read_stored(d):
+                yield chunk[:-1] if reads == 1 else chunk  # the first one cut short
+
+        monkeypatch.setattr(registry.blobs, "read_stored", damaged_once)
+        report = await scrub_once(registry, settings, now=0.0)
+        assert report.blobs == 1
+        assert report.findings == []
+        assert reads == 2
+        assert await registry.blobs.stored_size(digest) == len(data)
+    finally:
+        await close_registry(registry)
