@@ -89,6 +89,15 @@ def _missing(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and _code(exc) in _MISSING
 
 
+def _range_total(content_range: object) -> int | None:
+    """The object's size a `Content-Range: bytes A-B/TOTAL` header names; None when the
+    header is absent or names no size."""
+    if not isinstance(content_range, str):
+        return None
+    _, _, total = content_range.rpartition("/")
+    return int(total) if total.isdigit() else None
+
+
 def _layout(head: dict[str, Any], chunksize: int) -> tuple[int, int, int]:
     """(bytes in part objects, part size, tail size) of the object a HEAD or GET saw."""
     meta = head.get("Metadata", {})
@@ -326,6 +335,17 @@ class S3Driver(Driver):
                     # every byte the store said it sends (a length past the end stops at
                     # the end), as `_range` checks: never a short body taken as whole
                     want = int(response["ContentLength"])
+                    whole = _range_total(response.get("ContentRange"))
+                    if whole is not None:
+                        # as much as asked, up to the object's end: a store (or a proxy
+                        # to it) that announced and sent less made a read cut short
+                        # look whole, and the blob was answered "not stored" (404)
+                        asked = whole - offset if length is None else length
+                        if want < min(asked, whole - offset):
+                            response["Body"].close()
+                            raise DriverError(f"S3 {self.bucket}: {name} gave {want} of "
+                                              f"the {min(asked, whole - offset)} bytes "
+                                              f"from {offset} asked for")
                     got = 0
                     async for chunk in self._stream(response, key):
                         got += len(chunk)
@@ -699,6 +719,9 @@ class S3Writer(Writer):
                 later = [f for f, _ in rest[1:] if not f.done()]
                 if later:
                     await asyncio.wait(later)
+                for after, _ in rest[1:]:  # their errors too are this one's: taken, not
+                    if not after.cancelled():  # logged as "never retrieved"
+                        after.exception()
                 self._pending[:0] = b"".join(body for _, body in rest)
                 self._base -= self._part * len(rest)
                 put.result()  # raises the PUT's error (or CancelledError)

@@ -905,3 +905,29 @@ async def test_a_server_side_copy_that_never_ends_is_a_driver_error(s3: S3Server
         assert time.monotonic() - began < 5
     finally:
         await driver.close()
+
+
+@pytest.mark.parametrize(("offset", "length"), [(0, None), (1000, 4096)])
+async def test_a_read_the_store_announces_short_is_a_store_fault(
+        s3d: S3Driver, monkeypatch: pytest.MonkeyPatch, offset: int, length: int | None
+        ) -> None:
+    """A GET answered with fewer bytes than asked, announced as such (a store or a proxy
+    that cut it): the bytes sent matched the length announced, so the read looked whole
+    and the blob was answered "not stored whole" (404 BLOB_UNKNOWN, for good to a
+    client); it is the store's fault (503, tried again)."""
+    data = os.urandom(100_000)
+    await put(s3d, "short/obj", data)
+    real = s3d._call
+
+    async def cut(operation: str, **params: object) -> Any:
+        response = await real(operation, **params)
+        if operation == "get_object":
+            response["ContentLength"] = int(response["ContentLength"]) // 2
+        return response
+
+    monkeypatch.setattr(s3d, "_call", cut)
+    with pytest.raises(DriverError, match="asked for"):
+        [c async for c in s3d.read("short/obj", offset, length)]
+    monkeypatch.undo()
+    got = b"".join([c async for c in s3d.read("short/obj", offset, length)])
+    assert got == data[offset:None if length is None else offset + length]
