@@ -397,3 +397,38 @@ async def test_a_feed_that_lists_nothing_before_its_head_fails_the_step_after_pa
             assert time.monotonic() - started >= (IDLE_STEPS - 1) * IDLE_PAUSE
     finally:
         primary.stop()
+
+
+async def test_the_lag_is_saved_before_the_first_event_of_a_page_is_applied(
+        tmp_path: Path) -> None:
+    """While one event took long (a large blob), the status said "0 behind" at the old
+    head: the alert could not fire, and an operator about to promote was misled. The
+    page's head and lag are saved before its first event is applied."""
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        with httpx.Client(base_url=primary.url, timeout=30) as client:
+            push_image(client, REPO, "first")
+            async with replica_registry(tmp_path) as registry, \
+                    RegistryClient(primary.url) as remote:
+                follower = Follower(registry, remote, primary.url)
+                await follower.step(0.0)  # no cursor yet: compares in full
+                assert (await registry.replica.status())["events_behind"] == 0
+                for tag in ("a", "b", "c"):
+                    push_image(client, REPO, tag)
+                head = int((await remote.events(0, 0, 0))["head"])
+                seen: list[dict[str, Any]] = []
+                apply = follower.apply
+
+                async def watched(event: dict[str, Any]) -> None:
+                    if not seen:  # what the status says while the first event applies
+                        seen.append(await registry.replica.status())
+                    await apply(event)
+
+                follower.apply = watched  # type: ignore[method-assign]
+                assert await follower.step(0.0)
+        [during] = seen
+        assert during["head"] == head
+        assert during["events_behind"] > 0, during
+        assert during["seconds_behind"] is not None
+    finally:
+        primary.stop()

@@ -217,6 +217,13 @@ class Follower:
             return False
         head = int(page["head"])
         seconds = 0.0
+        if page["events"] and cursor < head:
+            # the new head and the lag at once, before the first event is applied: one
+            # event's blobs may take long, and the status (the metrics, the alert, an
+            # operator about to promote) said "0 behind" meanwhile
+            first = page["events"][0]
+            await self._status(cursor, head, max(0.0, time.time() - float(first["at"])),
+                               "following")
         for n, event in enumerate(page["events"], 1):
             seconds = max(0.0, time.time() - float(event["at"]))
             await self.apply(event)
