@@ -432,3 +432,65 @@ async def test_the_lag_is_saved_before_the_first_event_of_a_page_is_applied(
         assert during["seconds_behind"] is not None
     finally:
         primary.stop()
+
+
+def _signature(client: httpx.Client, subject_digest: str, subject_size: int,
+               subject_type: str, kind: str) -> str:
+    """Push an artifact whose subject is that manifest; its digest."""
+    push_blob(client, REPO, b"{}")
+    payload = canonical({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": kind,
+        "config": descriptor("application/vnd.oci.empty.v1+json", b"{}"), "layers": [],
+        "subject": {"mediaType": subject_type, "digest": subject_digest,
+                    "size": subject_size}})
+    digest = "sha256:" + __import__("hashlib").sha256(payload).hexdigest()
+    assert put_manifest(client, REPO, digest, payload, OCI_MANIFEST).status_code == 201
+    return digest
+
+
+def _seed_referrers(url: str) -> dict[str, str]:
+    """An index `multi` of two untagged platforms; a signature of one platform, an SBOM
+    of the index and a signature of the SBOM. Their digests by name."""
+    from tests.support.oci_api import index_of
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+        amd64, arm64 = (push_image(client, REPO, f"p{i}") for i in range(2))
+        index = index_of([amd64, arm64])
+        assert put_manifest(client, REPO, "multi", index.payload,
+                            index.media_type).status_code == 201
+        for tag in ("p0", "p1"):  # the children untagged: the index keeps them
+            assert client.delete(f"/v2/{REPO}/manifests/{tag}").status_code == 202
+        on_child = _signature(client, arm64.digest, arm64.size, arm64.media_type,
+                              "application/vnd.example.signature")
+        sbom = _signature(client, index.digest, index.size, index.media_type,
+                          "application/spdx+json")
+        sbom_size = len(client.get(f"/v2/{REPO}/manifests/{sbom}",
+                                   headers={"Accept": OCI_MANIFEST}).content)
+        on_sbom = _signature(client, sbom, sbom_size, OCI_MANIFEST,
+                             "application/vnd.example.signature")
+    return {"index": index.digest, "arm64": arm64.digest, "on_child": on_child,
+            "sbom": sbom, "on_sbom": on_sbom}
+
+
+async def test_a_full_comparison_brings_referrers_of_children_and_of_referrers(
+        tmp_path: Path) -> None:
+    """A new replica (or one past `feed.keep`) compared in full fetched the referrers of
+    each tagged manifest only: a signature of one platform of an index, and a signature
+    of an SBOM, stayed on the primary alone."""
+    primary = start_dockyard(tmp_path / "primary" / "data")
+    try:
+        d = _seed_referrers(primary.url)
+        async with replica_registry(tmp_path) as registry, \
+                RegistryClient(primary.url) as remote:
+            await Follower(registry, remote, primary.url)._compare_repository(REPO)
+
+            async def referrers(digest: str) -> list[str]:
+                found, _ = await registry.manifests.referrers(
+                    REPO, Digest.parse(digest), None, size=100)
+                return [r.digest for r in found]
+
+            assert await referrers(d["index"]) == [d["sbom"]]
+            assert await referrers(d["arm64"]) == [d["on_child"]]
+            assert await referrers(d["sbom"]) == [d["on_sbom"]]
+    finally:
+        primary.stop()

@@ -77,6 +77,10 @@ LEASE_TTL = 15.0
 
 #: what the primary (or its token service: `AuthError`, a refused password as a token
 #: service down) may cause; the follower retries them with backoff
+#: subjects whose referrers one tag's comparison looks for, at most (its manifest, an
+#: index's children, referrers of referrers)
+MAX_REFERRED = 10_000
+
 FAILURES = (RegistryClientError, AuthError, RegistryError, aiohttp.ClientError,
             asyncio.TimeoutError, OSError, ValueError, KeyError)
 
@@ -331,6 +335,35 @@ class Follower:
                 path.append(fetched)
         return True
 
+    async def _referrers_below(self, name: str, digest: str) -> None:
+        """Have the referrers of manifest `digest`, of the children of it (an index's
+        platforms), and of those referrers (a signature of an SBOM), as the primary
+        lists them: a full comparison fetched those of the tagged manifest only, and a
+        new replica lacked the others for good. At most `MAX_REFERRED` subjects."""
+        todo: list[str] = [digest]
+        seen: set[str] = set()
+        while todo and len(seen) < MAX_REFERRED:
+            subject = todo.pop()
+            if subject in seen:
+                continue
+            seen.add(subject)
+            todo.extend(await self._children_here(name, subject))
+            for ref in await self.client.referrers(name, subject) or []:
+                found = str(ref["digest"])
+                if await self.ensure_manifest(name, found):
+                    todo.append(found)
+
+    async def _children_here(self, name: str, digest: str) -> list[str]:
+        """The children this registry's copy of manifest `digest` lists (none: not
+        an index, or not here)."""
+        try:
+            record = await self.registry.manifests.get(name, digest, pull=False)
+        except ManifestUnknown:
+            return []
+        assert record.payload is not None
+        return [str(c.digest) for c in
+                parse_manifest(record.payload, record.media_type).children]
+
     async def _have_manifest(self, name: str, digest: str) -> bool:
         try:
             await self.registry.manifests.get(name, digest, payload=False)
@@ -491,8 +524,7 @@ class Follower:
             held = here is not None and here.digest == t.digest  # its time may differ
             if held or await self.ensure_manifest(name, t.digest):
                 await self.set_tag(name, t.tag, t.digest, t.pushed_at, t.pushed_by, here)
-            for ref in await self.client.referrers(name, t.digest) or []:
-                await self.ensure_manifest(name, str(ref["digest"]))
+                await self._referrers_below(name, t.digest)
         for tag in set(ours) - set(tags) - unknown:
             await self._writable()
             await self.replica.delete_tag(name, tag)
