@@ -116,6 +116,9 @@ class JobRunner:
             outcome, summary = "lost", "stopped: its lease was lost"
             log.error("job %s stopped: its lease was lost", name)
         except RegistryError as exc:  # storage full or unavailable: said, no traceback
+            if started is None:  # the lease could not be taken (the database down)
+                log.warning("job %s did not start: %s", name, exc)
+                return False
             outcome, summary = "failed", str(exc)
             log.warning("job %s failed: %s", name, exc)
         except asyncio.CancelledError:

@@ -146,7 +146,7 @@ class PgDirect:
             rows: Sequence[Any] = await pool.fetch(sql, *values)
         except self._dropped:
             # the others the pool holds were most likely ended with it: replace them all
-            pool.expire_connections()
+            await pool.expire_connections()
             rows = await pool.fetch(sql, *values)
         return rows
 
@@ -159,7 +159,7 @@ class PgDirect:
             try:
                 return await _run(conn, query, query.pg_values(params))
             except self._dropped as exc:
-                pool.expire_connections()
+                await pool.expire_connections()
                 raise DroppedBeforeCommit from exc
 
     async def transaction(self, body: Callable[[PgConn], T]) -> T:
@@ -177,7 +177,7 @@ class PgDirect:
                         await tx.rollback()
                     raise
             except self._dropped as exc:
-                pool.expire_connections()
+                await pool.expire_connections()
                 raise DroppedBeforeCommit from exc
             await tx.commit()  # a connection lost here may have committed: no retry
             return result

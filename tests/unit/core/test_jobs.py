@@ -317,3 +317,28 @@ async def test_a_job_the_server_stops_runs_at_once_on_another_runner(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_lease_the_database_cannot_give_is_no_run(backend: LeaseStore,
+                                                          caplog: pytest.LogCaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The database down while a job takes its lease: logged as a job that failed and
+    then an AssertionError traceback (the body never ran); now one line, no run."""
+    ran = []
+
+    async def run() -> JobResult:
+        ran.append(1)
+        return JobResult(True, "")
+
+    async def unavailable(name: str, holder: str, ttl: float) -> bool:
+        raise StorageUnavailable("the registry's metadata database is unavailable")
+
+    monkeypatch.setattr(backend, "acquire", unavailable)
+    runner = JobRunner(Leases(backend, "a"), [Job("gc", 60, run)])
+    with caplog.at_level("WARNING", logger="dockyard.jobs"):
+        assert await runner.run_due("gc") is False
+    assert ran == []
+    assert "Traceback" not in caplog.text
+    assert "job gc did not start: the registry's metadata database is unavailable" \
+        in caplog.text
