@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,6 +46,17 @@ from dockyard.config.yamlfile import load_yaml
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML's `true`/`false` where a number or a duration goes is refused: pydantic
+        took them for 1 and 0 (`gc: {interval: true}` a one-second collection)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is not bool and bool not in getattr(annotation, "__args__", ()):
+                raise ValueError("a number or a duration, not true/false")
+        return value
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -359,7 +371,9 @@ class DatabaseSettings(_Section):
 
 
 class LimitsSettings(_Section):
-    manifest_max_size: ByteSize = 4 * 1024 * 1024
+    #: 1 KiB to 64 MiB: 0 refused every push (and meant no limit at all to aiohttp)
+    manifest_max_size: Annotated[ByteSize, Field(ge=1024, le=64 * 1024 * 1024)] = \
+        4 * 1024 * 1024
     tags_page_max: int = Field(default=10000, ge=1)
     #: descriptors per page of the referrers API (a `Link` header names the next page)
     referrers_page_size: int = Field(default=1000, ge=1)

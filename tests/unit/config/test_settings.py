@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 import typing
@@ -607,3 +608,26 @@ def test_a_sections_own_check_names_the_variables_set_inside_it(tmp_path: Path) 
     assert str(info.value) == (
         f"invalid configuration: {path}: storage: storage.s3.bucket is required with "
         "storage.driver: s3 (with DOCKYARD_STORAGE_DRIVER from the environment)")
+
+
+@pytest.mark.parametrize(("yaml_text", "key"), [
+    ("gc: {interval: true}\n", "gc.interval"),
+    ("gc: {grace: false}\n", "gc.grace"),
+    ("http: {workers: true}\n", "http.workers"),
+    ("limits: {tags_page_max: true}\n", "limits.tags_page_max"),
+])
+def test_yaml_true_or_false_is_no_number_or_duration(tmp_path: Path, yaml_text: str,
+                                                     key: str) -> None:
+    """pydantic took `true` for 1 and `false` for 0: a one-second collection, no grace."""
+    path = tmp_path / "c.yml"
+    path.write_text(yaml_text)
+    said = re.escape(f"{key}: a number or a duration, not true/false")
+    with pytest.raises(ConfigError, match=said):
+        load_settings(path, env={})
+
+
+@pytest.mark.parametrize("size", ["0", "1000", "65MiB"])
+def test_the_manifest_size_limit_is_bounded(size: str) -> None:
+    """0 passed `config check` and refused every push (and meant no limit to aiohttp)."""
+    with pytest.raises(ConfigError, match=r"limits\.manifest_max_size"):
+        load_settings(env={}, overrides={"limits.manifest_max_size": size})
