@@ -193,7 +193,8 @@ def test_status_refuses_an_endless_metrics_page_past_32_mib(hostile: HostileRegi
     """`dockyard status --url` may name any server: its `/metrics` is read bounded (it
     was read whole, for up to 5 s at the speed of the network)."""
     data = str(tmp_path / "data")
-    subprocess.run([sys.executable, "-m", "dockyard", "gc", "--data", data],  # its stores
+    (tmp_path / "data").mkdir()  # where a registry is meant to be: gc makes its stores
+    subprocess.run([sys.executable, "-m", "dockyard", "gc", "--data", data],
                    capture_output=True, timeout=60, check=True)
     result = dockyard("status", "--data", data, "--url", f"http://{hostile.host}", "--json")
     server = json.loads(str(result["out"]))["server"]

@@ -227,6 +227,8 @@ class HtpasswdFile:
         self._stamp: tuple[Stamp, ...] | None = None
         self._checked = 0.0
         self._entries: dict[str, Entry] = {}
+        #: loads of the file so far: what was known of its users is stale past one
+        self.generation = 0
         self._costs: tuple[int, ...] = ()
         self._dummy_key = b""
         self._key = secrets.token_bytes(32)
@@ -257,6 +259,7 @@ class HtpasswdFile:
             self._entries = entries
             self._stamp = stamp
             self._ok.clear()
+            self.generation += 1
         return True
 
     def entry(self, user: str) -> Entry | None:

@@ -109,6 +109,8 @@ class AccessControl:
         self._checking: dict[tuple[str, str, str], asyncio.Task[Entry]] = {}
         #: attempts found wrong, until when they are known so (`_known_wrong`)
         self._wrong: OrderedDict[bytes, float] = OrderedDict()
+        #: the users (file, load) `_wrong` was found against
+        self._wrong_of: tuple[int, int] = (0, 0)
         self._window = settings.ratelimit.window.total_seconds()
         # a password method without the file is refused when the config is read
         # (`AuthSettings`), so `config check` says it too
@@ -250,7 +252,6 @@ class AccessControl:
             return
         try:
             if self.htpasswd.reload():
-                self._wrong.clear()  # a password changed may be one found wrong
                 log.info("reloaded %s (%d users)", self.htpasswd.path,
                          len(self.htpasswd.users()))
         except (HtpasswdError, OSError) as exc:
@@ -327,6 +328,7 @@ class AccessControl:
         Guesses are distinct passwords, which still count. Kept in this process only,
         so no hash of a wrong password (often one letter from the right one) is ever
         written to the database: a worker counts a repeat once."""
+        self._fresh_wrong()
         key = self._attempt_key(client, user, password)
         until = self._wrong.get(key)
         if until is None:
@@ -336,7 +338,18 @@ class AccessControl:
             return False
         return True
 
+    def _fresh_wrong(self) -> None:
+        """Forget the attempts found wrong once the users were read again, however
+        (a file changed, a SIGHUP): a user added or a password changed may make one
+        right."""
+        users = self.htpasswd
+        seen = (id(users), users.generation if users is not None else 0)
+        if seen != self._wrong_of:
+            self._wrong.clear()
+            self._wrong_of = seen
+
     def _remember_wrong(self, client: str, user: str, password: str) -> None:
+        self._fresh_wrong()
         self._wrong[self._attempt_key(client, user, password)] = \
             time.monotonic() + self._window
         while len(self._wrong) > WRONG_KEPT:
