@@ -83,13 +83,13 @@ SMALL_PUT = 64 * 1024
 session is held, so the write taking the hold also claims the blob (`finish`)."""
 
 HOLD_TTL = 30.0
+"""Seconds a request's hold on a session lasts unless renewed (every third of it while
+the body streams): how long a session stays blocked after its writer died on another
+host."""
 
 #: a claim waiting on a deletion of its digest asks whether a collector still runs
 #: every this many tries (of 50 ms)
 ABANDONED_CHECK = 20
-"""Seconds a request's hold on a session lasts unless renewed (every third of it while
-the body streams): how long a session stays blocked after its writer died on another
-host."""
 
 
 @dataclass(slots=True)
