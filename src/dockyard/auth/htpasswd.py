@@ -32,6 +32,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,11 @@ BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 BCRYPT_MAX_BYTES = 72
 #: the bcrypt cost `dockyard user` writes
 DEFAULT_COST = 12
+
+#: attempts found wrong remembered per process (`HtpasswdFile.known_wrong`), the oldest
+#: forgotten first past it: 32 bytes and a float each
+WRONG_KEPT = 10_000
+
 _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$([./A-Za-z0-9]{22})([./A-Za-z0-9]{31})")
 _B64 = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
@@ -227,8 +233,8 @@ class HtpasswdFile:
         self._stamp: tuple[Stamp, ...] | None = None
         self._checked = 0.0
         self._entries: dict[str, Entry] = {}
-        #: loads of the file so far: what was known of its users is stale past one
-        self.generation = 0
+        #: attempts found wrong, until when they are known so (`known_wrong`)
+        self._wrong: OrderedDict[bytes, float] = OrderedDict()
         self._costs: tuple[int, ...] = ()
         self._dummy_key = b""
         self._key = secrets.token_bytes(32)
@@ -259,7 +265,7 @@ class HtpasswdFile:
             self._entries = entries
             self._stamp = stamp
             self._ok.clear()
-            self.generation += 1
+            self._wrong.clear()  # a user added or a password changed may make one right
         return True
 
     def entry(self, user: str) -> Entry | None:
@@ -296,6 +302,32 @@ class HtpasswdFile:
                 self._ok[key] = now + self.cache_seconds
             return entry
         return None
+
+    def _attempt_key(self, client: str, user: str, password: str) -> bytes:
+        return hmac.new(self._key, "\0".join([client, user, password]).encode(
+            "utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+    def known_wrong(self, client: str, user: str, password: str) -> bool:
+        """Whether this client sent this user name and password within the time
+        `remember_wrong` was given, and they were found wrong (since the file was last
+        read). Kept in this process only, so no hash of a wrong password (often one
+        letter from the right one) is ever written to the database."""
+        key = self._attempt_key(client, user, password)
+        with self._lock:
+            until = self._wrong.get(key)
+            if until is not None and until < time.monotonic():
+                del self._wrong[key]
+                until = None
+        return until is not None
+
+    def remember_wrong(self, client: str, user: str, password: str, seconds: float) -> None:
+        """Remember for `seconds` that this client's attempt was found wrong; past
+        `WRONG_KEPT` attempts the oldest are forgotten."""
+        key = self._attempt_key(client, user, password)
+        with self._lock:
+            self._wrong[key] = time.monotonic() + seconds
+            while len(self._wrong) > WRONG_KEPT:
+                self._wrong.popitem(last=False)
 
     def cached(self, user: str, password: str) -> Entry | None:
         """The entry when these credentials were checked recently (no bcrypt, no thread)."""

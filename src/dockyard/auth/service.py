@@ -13,11 +13,9 @@ import asyncio
 import base64
 import binascii
 import enum
-import hashlib
 import hmac
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +39,6 @@ log = logging.getLogger("dockyard.auth")
 
 #: the scope of the catalog and of listings (`registry:catalog:*`)
 CATALOG_SCOPE = Scope("registry", "catalog", frozenset({"*"}))
-
-#: wrong attempts remembered per process (`AccessControl._known_wrong`), the oldest
-#: forgotten first past it: 32 bytes and a float each
-WRONG_KEPT = 10_000
 
 
 class Unauthenticated(Exception):
@@ -107,10 +101,7 @@ class AccessControl:
         #: password checks in flight, by (client, user, password): identical attempts
         #: share one (see `_check_once`)
         self._checking: dict[tuple[str, str, str], asyncio.Task[Entry]] = {}
-        #: attempts found wrong, until when they are known so (`_known_wrong`)
-        self._wrong: OrderedDict[bytes, float] = OrderedDict()
-        #: the users (file, load) `_wrong` was found against
-        self._wrong_of: tuple[int, int] = (0, 0)
+        #: how long an attempt found wrong is known so (`HtpasswdFile.known_wrong`)
         self._window = settings.ratelimit.window.total_seconds()
         # a password method without the file is refused when the config is read
         # (`AuthSettings`), so `config check` says it too
@@ -264,7 +255,11 @@ class AccessControl:
         self._reload_users()
         entry: Entry | None = self.htpasswd.cached(user, password)
         if entry is None:
-            if self._known_wrong(client, user, password):
+            if self.htpasswd.known_wrong(client, user, password):
+                # a client's repeat (skopeo sends it once per layer): a plain 401, not
+                # checked or counted again, where a mistyped password was 130 failures
+                # and the address's other users were refused for minutes; guesses are
+                # distinct passwords, which still count
                 raise Unauthenticated("wrong user name or password")
             entry = await self._check_once(user, password, client)
         return Identity(user=entry.user, groups=entry.groups, method="password", client=client,
@@ -308,52 +303,12 @@ class AccessControl:
             raise RateLimited(exc.retry_after) from None
         entry = await asyncio.to_thread(self.htpasswd.verify, user, password)
         if entry is None:
-            self._remember_wrong(client, user, password)
+            self.htpasswd.remember_wrong(client, user, password, self._window)
             await self.limiter.failed(name)
             log.warning("failed login for user %r from %s", user[:64], client)
             raise Unauthenticated("wrong user name or password")
         await attempt.succeeded()
         return entry
-
-    def _attempt_key(self, client: str, user: str, password: str) -> bytes:
-        return hashlib.sha256(f"{client}\0{user}\0{password}".encode(
-            "utf-8", "surrogatepass")).digest()
-
-    def _known_wrong(self, client: str, user: str, password: str) -> bool:
-        """Whether this client sent this user name and password within the failed-login
-        window and it was found wrong: answered 401 at once, not checked (bcrypt) nor
-        counted again. A client with a mistyped password asks once per layer (skopeo:
-        130 HEADs), and each counted as a new guess: after `failures` its 429s were
-        retried for 12 minutes, and every other user at its address was locked out.
-        Guesses are distinct passwords, which still count. Kept in this process only,
-        so no hash of a wrong password (often one letter from the right one) is ever
-        written to the database: a worker counts a repeat once."""
-        self._fresh_wrong()
-        key = self._attempt_key(client, user, password)
-        until = self._wrong.get(key)
-        if until is None:
-            return False
-        if until < time.monotonic():
-            del self._wrong[key]
-            return False
-        return True
-
-    def _fresh_wrong(self) -> None:
-        """Forget the attempts found wrong once the users were read again, however
-        (a file changed, a SIGHUP): a user added or a password changed may make one
-        right."""
-        users = self.htpasswd
-        seen = (id(users), users.generation if users is not None else 0)
-        if seen != self._wrong_of:
-            self._wrong.clear()
-            self._wrong_of = seen
-
-    def _remember_wrong(self, client: str, user: str, password: str) -> None:
-        self._fresh_wrong()
-        self._wrong[self._attempt_key(client, user, password)] = \
-            time.monotonic() + self._window
-        while len(self._wrong) > WRONG_KEPT:
-            self._wrong.popitem(last=False)
 
     async def authenticate(self, authorization: str | None, client: str) -> Identity:
         """The identity behind an `Authorization` header (anonymous when there is none)."""
