@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from aiohttp import web
 
 from dockyard.api.access import catalog_filter
 from dockyard.api.context import Match, registry
-from dockyard.api.listing import next_link, page_query
+from dockyard.api.listing import page_of, page_query
 from dockyard.core import jobruns
 from dockyard.core.mirrors import RUNS_KEPT, visible_runs
 from dockyard.oci.errors import CursorInvalid, PaginationInvalid
@@ -120,30 +120,12 @@ async def replica_status(request: web.Request, _match: Match) -> web.StreamRespo
     return _json(status)
 
 
-class _Tagged(Protocol):
-    @property
-    def tag(self) -> str: ...
-
-
-T = TypeVar("T", bound=_Tagged)
-
-
-def _tag_page(found: list[T], n: int, path: str) -> tuple[list[T], dict[str, str] | None]:
-    """The first `n` of `found` (read with one more, to know if there is a next page)
-    and the `Link` naming that page, after the last tag; n=0 asks for none and names no
-    next page, as the tags list."""
-    if len(found) <= n:
-        return found, None
-    found = found[:n]
-    return found, (next_link(path, {"n": n, "last": found[-1].tag}) if found else None)
-
-
 async def cache_provenance(request: web.Request, match: Match) -> web.StreamResponse:
     """A page of a cache's tags with their provenance, paged as the tags list is."""
     n, last = page_query(request)
-    cached, headers = _tag_page(
+    cached, headers = page_of(
         await registry(request).cache.provenance(match.name, after=last, limit=n + 1), n,
-        f"/admin/v1/cache/{match.name}")
+        f"/admin/v1/cache/{match.name}", lambda c: c.tag)
     return _json({"name": match.name, "tags": [
         {"tag": c.tag, "upstream": c.upstream, "digest": c.digest,
          "fetched_at": c.fetched_at, "checked_at": c.checked_at} for c in cached]},
@@ -182,10 +164,10 @@ async def sync_provenance(request: web.Request, match: Match) -> web.StreamRespo
     services = registry(request)
     n, last = page_query(request)
     await services.manifests.tags(match.name, 1, None)  # NAME_UNKNOWN
-    found, headers = _tag_page(
+    found, headers = page_of(
         await services.mirrors.origins(repository=match.name, current=True, after=last,
                                        limit=n + 1), n,
-        f"/admin/v1/sync/repositories/{match.name}")
+        f"/admin/v1/sync/repositories/{match.name}", lambda o: o.tag)
     return _json({"name": match.name, "tags": [
         {"tag": o.tag, "source": o.source, "upstream": o.upstream, "digest": o.digest,
          "mirrored_at": o.mirrored_at} for o in found]}, headers=headers)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -15,6 +17,8 @@ from dockyard.core.manifests import referrers_index
 from dockyard.oci import mediatypes as mt
 from dockyard.oci.digest import Digest
 from dockyard.oci.errors import PaginationInvalid
+
+T = TypeVar("T")
 
 #: what `n` may be: ASCII digits only (Python's int() also takes `1_0`, ` 1`, `+1` and
 #: other scripts' digits)
@@ -53,16 +57,24 @@ def next_link(path: str, params: dict[str, str | int]) -> dict[str, str]:
     return {"Link": f'<{path}?{urlencode(params)}>; rel="next"'}
 
 
+def page_of(found: list[T], n: int, path: str, name: Callable[[T], str]
+            ) -> tuple[list[T], dict[str, str] | None]:
+    """The first `n` of `found` (read with one more, to know whether a next page exists)
+    and the `Link` naming that page, after the last one's `name`; n=0 asks for none and
+    names no next page."""
+    if len(found) <= n:
+        return found, None
+    found = found[:n]
+    return found, (next_link(path, {"n": n, "last": name(found[-1])}) if found else None)
+
+
 async def list_tags(request: web.Request, match: Match) -> web.StreamResponse:
     n, last = page_query(request)
     if n == 0:
         await registry(request).manifests.tags(match.name, 0, None)
         return _json({"name": match.name, "tags": []})
-    found = await registry(request).manifests.tags(match.name, n + 1, last)
-    headers = None
-    if len(found) > n:
-        found = found[:n]
-        headers = next_link(f"/v2/{match.name}/tags/list", {"n": n, "last": found[-1]})
+    found, headers = page_of(await registry(request).manifests.tags(match.name, n + 1, last),
+                             n, f"/v2/{match.name}/tags/list", str)
     return _json({"name": match.name, "tags": found}, headers)
 
 
@@ -71,11 +83,9 @@ async def tag_records(request: web.Request, match: Match) -> web.StreamResponse:
     pusher (null when no account pushed it), paged as the tags list is (at most
     `limits.tags_page_max` a page)."""
     n, last = page_query(request)
-    found = await registry(request).manifests.tag_records(match.name, n + 1 if n else 0, last)
-    headers = None
-    if n and len(found) > n:
-        found = found[:n]
-        headers = next_link(f"/admin/v1/tags/{match.name}", {"n": n, "last": found[-1].tag})
+    found, headers = page_of(
+        await registry(request).manifests.tag_records(match.name, n + 1 if n else 0, last),
+        n, f"/admin/v1/tags/{match.name}", lambda t: t.tag)
     return _json({"name": match.name, "tags": [
         {"tag": t.tag, "digest": t.digest, "pushed_at": t.pushed_at, "pushed_by": t.pushed_by}
         for t in found]}, headers)
@@ -86,11 +96,9 @@ async def catalog(request: web.Request, _match: Match) -> web.StreamResponse:
     if n == 0:
         return _json({"repositories": []})
     # only the repositories the caller may pull; one more than a page tells if more exist
-    found = await registry(request).repositories.catalog(n + 1, last, catalog_filter(request))
-    headers = None
-    if len(found) > n:
-        found = found[:n]
-        headers = next_link("/v2/_catalog", {"n": n, "last": found[-1]})
+    found, headers = page_of(
+        await registry(request).repositories.catalog(n + 1, last, catalog_filter(request)),
+        n, "/v2/_catalog", str)
     return _json({"repositories": found}, headers)
 
 
